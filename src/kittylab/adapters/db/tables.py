@@ -1,0 +1,436 @@
+"""PostgreSQL tables for the 15 entities of the data model, plus the auth tables.
+
+Names and enum values follow ``shared/seed/data-model.md``. Primary keys are time-ordered
+UUIDs (v7), so ordering by id orders by creation; cursor pagination relies on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy import Enum as SAEnum
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PGUUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kittylab.domain.clock import uuid7
+from kittylab.domain.enums import (
+    ArtifactType,
+    CADJobStatus,
+    CADPolicyMode,
+    CADProvider,
+    CommandStatus,
+    DeviceKind,
+    FabricationStatus,
+    HazardLevel,
+    MonitorEventType,
+    NotificationChannel,
+    NotificationStatus,
+    OnlineState,
+    PresenceSource,
+    PresenceStatus,
+    Role,
+    SafetyEventType,
+    SafetyStatus,
+    Tier,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def pg_enum(cls: type[enum.Enum], name: str) -> SAEnum:
+    return SAEnum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+ROLE = pg_enum(Role, "role")
+TS = DateTime(timezone=True)
+
+
+def pk() -> Mapped[UUID]:
+    return mapped_column(PGUUID(as_uuid=True), primary_key=True, default=uuid7)
+
+
+def created() -> Mapped[datetime]:
+    return mapped_column(TS, nullable=False, server_default=func.now())
+
+
+def fk(target: str, *, nullable: bool, ondelete: str | None = None) -> Mapped[Any]:
+    return mapped_column(
+        PGUUID(as_uuid=True), ForeignKey(target, ondelete=ondelete), nullable=nullable, index=True
+    )
+
+
+def jsonb(default: str = "{}") -> Mapped[dict[str, Any]]:
+    return mapped_column(JSONB, nullable=False, server_default=text(f"'{default}'::jsonb"))
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[UUID] = pk()
+    username: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    email: Mapped[str | None] = mapped_column(String(320))
+    roles: Mapped[list[Role]] = mapped_column(ARRAY(ROLE), nullable=False)
+    tailscale_id: Mapped[str | None] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_at: Mapped[datetime] = created()
+    __table_args__ = (
+        CheckConstraint("cardinality(roles) > 0", name="roles_not_empty"),
+        CheckConstraint("length(trim(display_name)) > 0", name="display_name_required"),
+    )
+
+
+class ApiToken(Base):
+    """A bearer token. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    label: Mapped[str] = mapped_column(String(100), nullable=False, server_default="cli")
+    created_at: Mapped[datetime] = created()
+    last_used_at: Mapped[datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class UserKey(Base):
+    """A public key an approver signs with (Ed25519 or OpenSSH, including FIDO2)."""
+
+    __tablename__ = "user_keys"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    public_key: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = created()
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (UniqueConstraint("user_id", "public_key"),)
+
+
+class Zone(Base):
+    __tablename__ = "zones"
+    id: Mapped[UUID] = pk()
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    hazard_level: Mapped[HazardLevel] = mapped_column(
+        pg_enum(HazardLevel, "hazard_level"), nullable=False
+    )
+    requires_ppe: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    unifi_door_ids: Mapped[list[str]] = mapped_column(
+        ARRAY(String(128)), nullable=False, server_default=text("'{}'")
+    )
+    created_at: Mapped[datetime] = created()
+
+
+class ZonePresence(Base):
+    __tablename__ = "zone_presence"
+    id: Mapped[UUID] = pk()
+    zone_id: Mapped[UUID] = fk("zones.id", nullable=False, ondelete="CASCADE")
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    source: Mapped[PresenceSource] = mapped_column(
+        pg_enum(PresenceSource, "presence_source"), nullable=False
+    )
+    status: Mapped[PresenceStatus] = mapped_column(
+        pg_enum(PresenceStatus, "presence_status"), nullable=False
+    )
+    observed_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    __table_args__ = (Index("ix_zone_presence_lookup", "user_id", "zone_id", "observed_at"),)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[UUID] = pk()
+    external_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    integration: Mapped[str] = mapped_column(String(64), nullable=False)
+    display_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[DeviceKind] = mapped_column(pg_enum(DeviceKind, "device_kind"), nullable=False)
+    zone_id: Mapped[UUID] = fk("zones.id", nullable=False)
+    capabilities: Mapped[dict[str, Any]] = jsonb()
+    aliases: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), nullable=False, server_default=text("'{}'")
+    )
+    connection: Mapped[dict[str, Any]] = jsonb()
+    attributes: Mapped[dict[str, Any]] = jsonb()
+    online_state: Mapped[OnlineState] = mapped_column(
+        pg_enum(OnlineState, "online_state"), nullable=False, server_default="offline"
+    )
+    last_seen: Mapped[datetime | None] = mapped_column(TS)
+    retired_at: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = created()
+    __table_args__ = (UniqueConstraint("integration", "external_id"),)
+
+
+class ConversationSession(Base):
+    __tablename__ = "conversation_sessions"
+    id: Mapped[UUID] = pk()
+    context_key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    state: Mapped[dict[str, Any]] = jsonb()
+    active_participants: Mapped[list[UUID]] = mapped_column(
+        ARRAY(PGUUID(as_uuid=True)), nullable=False, server_default=text("'{}'")
+    )
+    last_message_at: Mapped[datetime] = mapped_column(
+        TS, nullable=False, server_default=func.now(), index=True
+    )
+    created_at: Mapped[datetime] = created()
+
+
+class DeviceCommand(Base):
+    __tablename__ = "device_commands"
+    id: Mapped[UUID] = pk()
+    device_id: Mapped[UUID] = fk("devices.id", nullable=False)
+    conversation_id: Mapped[UUID | None] = fk(
+        "conversation_sessions.id", nullable=True, ondelete="SET NULL"
+    )
+    fabrication_job_id: Mapped[UUID | None] = fk(
+        "fabrication_jobs.id", nullable=True, ondelete="SET NULL"
+    )
+    safety_event_id: Mapped[UUID | None] = fk("safety_events.id", nullable=True)
+    intent: Mapped[str] = mapped_column(String(64), nullable=False)
+    payload: Mapped[dict[str, Any]] = jsonb()
+    requested_by: Mapped[UUID] = fk("users.id", nullable=False)
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[CommandStatus] = mapped_column(
+        pg_enum(CommandStatus, "command_status"), nullable=False, server_default="pending"
+    )
+    status_history: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")
+    )
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created()
+    ack_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        # A retried request with the same correlation id is the same command.
+        UniqueConstraint("requested_by", "correlation_id"),
+        Index("ix_device_commands_open", "status", postgresql_where=text("status IN ('pending','sent')")),
+    )
+
+
+class TelemetryEvent(Base):
+    __tablename__ = "telemetry_events"
+    id: Mapped[UUID] = pk()
+    device_id: Mapped[UUID] = fk("devices.id", nullable=False)
+    topic: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
+    payload: Mapped[Any] = mapped_column(JSONB, nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    fabrication_job_id: Mapped[UUID | None] = fk(
+        "fabrication_jobs.id", nullable=True, ondelete="SET NULL"
+    )
+    conversation_id: Mapped[UUID | None] = fk(
+        "conversation_sessions.id", nullable=True, ondelete="SET NULL"
+    )
+    __table_args__ = (Index("ix_telemetry_events_device_time", "device_id", "recorded_at"),)
+
+
+class RoutingDecision(Base):
+    """Append-only (a trigger refuses UPDATE and DELETE). ``conversation_id`` deliberately
+    has no foreign key: sessions expire, but cost and audit records must outlive them."""
+
+    __tablename__ = "routing_decisions"
+    id: Mapped[UUID] = pk()
+    conversation_id: Mapped[UUID | None] = mapped_column(PGUUID(as_uuid=True), index=True)
+    request_id: Mapped[UUID] = mapped_column(PGUUID(as_uuid=True), nullable=False, unique=True)
+    input_hash: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    selected_tier: Mapped[Tier] = mapped_column(pg_enum(Tier, "routing_tier"), nullable=False)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    confidence_factors: Mapped[dict[str, Any]] = jsonb()
+    cost_estimate: Mapped[Decimal] = mapped_column(
+        Numeric(14, 6), nullable=False, server_default=text("0")
+    )
+    latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    escalation_reason: Mapped[str | None] = mapped_column(Text)
+    performed_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    details: Mapped[dict[str, Any]] = jsonb()
+    created_at: Mapped[datetime] = created()
+    __table_args__ = (
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        CheckConstraint("cost_estimate >= 0", name="cost_not_negative"),
+        CheckConstraint("latency_ms >= 0", name="latency_not_negative"),
+    )
+
+
+class CADJob(Base):
+    __tablename__ = "cad_jobs"
+    id: Mapped[UUID] = pk()
+    conversation_id: Mapped[UUID | None] = fk(
+        "conversation_sessions.id", nullable=True, ondelete="SET NULL"
+    )
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    policy_mode: Mapped[CADPolicyMode] = mapped_column(
+        pg_enum(CADPolicyMode, "cad_policy_mode"), nullable=False
+    )
+    status: Mapped[CADJobStatus] = mapped_column(
+        pg_enum(CADJobStatus, "cad_job_status"), nullable=False, server_default="queued"
+    )
+    requested_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    parent_job_id: Mapped[UUID | None] = fk("cad_jobs.id", nullable=True)
+    details: Mapped[dict[str, Any]] = jsonb()
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created()
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class CADArtifact(Base):
+    __tablename__ = "cad_artifacts"
+    id: Mapped[UUID] = pk()
+    cad_job_id: Mapped[UUID] = fk("cad_jobs.id", nullable=False)
+    provider: Mapped[CADProvider] = mapped_column(
+        pg_enum(CADProvider, "cad_provider"), nullable=False
+    )
+    artifact_key: Mapped[str] = mapped_column(String(512), nullable=False, unique=True)
+    artifact_type: Mapped[ArtifactType] = mapped_column(
+        pg_enum(ArtifactType, "artifact_type"), nullable=False
+    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False)
+    quality_score: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = created()
+    __table_args__ = (
+        CheckConstraint(
+            "quality_score IS NULL OR (quality_score >= 0 AND quality_score <= 1)",
+            name="quality_range",
+        ),
+        CheckConstraint(
+            "metadata ?& array['bounding_box','material_hints','generation_params']",
+            name="metadata_required_keys",
+        ),
+    )
+
+
+class FabricationJob(Base):
+    __tablename__ = "fabrication_jobs"
+    id: Mapped[UUID] = pk()
+    device_id: Mapped[UUID] = fk("devices.id", nullable=False)
+    cad_artifact_id: Mapped[UUID | None] = fk("cad_artifacts.id", nullable=True)
+    origin_command_id: Mapped[UUID | None] = mapped_column(
+        PGUUID(as_uuid=True),
+        ForeignKey("device_commands.id", use_alter=True, ondelete="SET NULL"),
+        index=True,
+    )
+    gcode_path: Mapped[str] = mapped_column(String(512), nullable=False)
+    status: Mapped[FabricationStatus] = mapped_column(
+        pg_enum(FabricationStatus, "fabrication_status"), nullable=False, server_default="preparing"
+    )
+    details: Mapped[dict[str, Any]] = jsonb()
+    requested_by: Mapped[UUID] = fk("users.id", nullable=False)
+    created_at: Mapped[datetime] = created()
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class PrintMonitorEvent(Base):
+    __tablename__ = "print_monitor_events"
+    id: Mapped[UUID] = pk()
+    fabrication_job_id: Mapped[UUID] = fk("fabrication_jobs.id", nullable=False)
+    event_type: Mapped[MonitorEventType] = mapped_column(
+        pg_enum(MonitorEventType, "monitor_event_type"), nullable=False
+    )
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    snapshot_key: Mapped[str | None] = mapped_column(String(512))
+    details: Mapped[dict[str, Any]] = jsonb()
+    occurred_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    __table_args__ = (
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        CheckConstraint(
+            "event_type NOT IN ('spaghetti_detected','nozzle_clog') OR snapshot_key IS NOT NULL",
+            name="failure_needs_snapshot",
+        ),
+    )
+
+
+class AccessPolicy(Base):
+    __tablename__ = "access_policies"
+    id: Mapped[UUID] = pk()
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    zone_id: Mapped[UUID] = fk("zones.id", nullable=False, ondelete="CASCADE")
+    intents: Mapped[list[str]] = mapped_column(ARRAY(String(64)), nullable=False)
+    required_roles: Mapped[list[Role]] = mapped_column(ARRAY(ROLE), nullable=False)
+    requires_dual_confirm: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    requires_presence: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    pqe_checks: Mapped[dict[str, Any]] = jsonb()
+    created_at: Mapped[datetime] = created()
+    __table_args__ = (
+        CheckConstraint("cardinality(required_roles) > 0", name="required_roles_not_empty"),
+    )
+
+
+class SafetyEvent(Base):
+    __tablename__ = "safety_events"
+    id: Mapped[UUID] = pk()
+    event_type: Mapped[SafetyEventType] = mapped_column(
+        pg_enum(SafetyEventType, "safety_event_type"), nullable=False
+    )
+    device_id: Mapped[UUID | None] = fk("devices.id", nullable=True)
+    zone_id: Mapped[UUID | None] = fk("zones.id", nullable=True)
+    policy_id: Mapped[UUID | None] = fk("access_policies.id", nullable=True)
+    initiated_by: Mapped[UUID] = fk("users.id", nullable=False)
+    approved_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    signature: Mapped[str | None] = mapped_column(Text)
+    evidence_key: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[SafetyStatus] = mapped_column(
+        pg_enum(SafetyStatus, "safety_status"), nullable=False, server_default="pending"
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = jsonb()
+    created_at: Mapped[datetime] = created()
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    resolved_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        CheckConstraint(
+            "status <> 'approved' OR approved_by IS NOT NULL", name="approved_needs_approver"
+        ),
+    )
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    id: Mapped[UUID] = pk()
+    channel: Mapped[NotificationChannel] = mapped_column(
+        pg_enum(NotificationChannel, "notification_channel"), nullable=False
+    )
+    recipient: Mapped[str] = mapped_column(String(512), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[NotificationStatus] = mapped_column(
+        pg_enum(NotificationStatus, "notification_status"), nullable=False, server_default="queued"
+    )
+    related_job_id: Mapped[UUID | None] = fk(
+        "fabrication_jobs.id", nullable=True, ondelete="SET NULL"
+    )
+    related_safety_event_id: Mapped[UUID | None] = fk("safety_events.id", nullable=True)
+    related_decision_id: Mapped[UUID | None] = fk("routing_decisions.id", nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    created_at: Mapped[datetime] = created()
+    sent_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        Index("ix_notifications_queued", "status", postgresql_where=text("status = 'queued'")),
+    )

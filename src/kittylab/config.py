@@ -1,0 +1,72 @@
+"""Settings, read once from the environment (``KITTYLAB_…``, nested with ``__``) and an
+optional ``.env`` file. Every setting is documented in docs/configuration.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("kittylab", appauthor=False))
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
+
+
+class PresenceSettings(BaseModel):
+    ttl_seconds: int = Field(900, ge=1, description="How long a presence observation counts.")
+
+
+class SessionSettings(BaseModel):
+    inactivity_ttl_seconds: int = Field(
+        24 * 3600, ge=60, description="A conversation idle this long is removed."
+    )
+
+
+class JobSettings(BaseModel):
+    run_in_server: bool = Field(True, description="`kittylab serve` also runs workers.")
+    concurrency: int = Field(4, ge=1, le=64)
+    poll_interval_seconds: float = Field(1.0, gt=0)
+
+
+class NotifySettings(BaseModel):
+    """Apprise target per channel. ``{recipient}`` is replaced by the notification's
+    recipient; a channel without a template takes the recipient as a full Apprise URL."""
+
+    email_url: SecretStr | None = Field(
+        None, description="e.g. mailto://user:pass@smtp.lab.example?to={recipient}"
+    )
+    slack_url: SecretStr | None = Field(None, description="e.g. slack://T000/B000/XXXX/#{recipient}")
+    push_url: SecretStr | None = Field(None, description="e.g. ntfy://ntfy.lab.example/{recipient}")
+    webhook_url: SecretStr | None = Field(
+        None, description="unset: the recipient itself is a json:// or form:// Apprise URL"
+    )
+    max_attempts: int = Field(5, ge=1, le=50)
+    base_delay_seconds: float = Field(10.0, gt=0)
+    max_delay_seconds: float = Field(1800.0, gt=0)
+    send_timeout_seconds: float = Field(15.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL; unset starts an embedded server in the data dir."
+    )
+    log_level: str = "INFO"
+    log_json: bool = True
+    http: HttpSettings = HttpSettings()
+    presence: PresenceSettings = PresenceSettings()
+    sessions: SessionSettings = SessionSettings()
+    jobs: JobSettings = JobSettings()
+    notify: NotifySettings = NotifySettings()

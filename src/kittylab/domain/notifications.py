@@ -1,0 +1,84 @@
+"""Notification delivery state: attempts, exponential backoff, when to give up.
+
+The retry state lives in the notification's metadata as ``delivery`` so an operator can see
+why a message is late without reading logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from kittylab.domain.enums import NotificationStatus
+from kittylab.domain.state_machines import NOTIFICATION_TRANSITIONS, transition
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: timedelta = timedelta(seconds=10)
+    max_delay: timedelta = timedelta(minutes=30)
+
+    def delay_after(self, attempts: int) -> timedelta:
+        """Delay before attempt ``attempts + 1``: base × 2^(attempts-1), capped."""
+        factor = 2 ** max(attempts - 1, 0)
+        return min(self.base_delay * factor, self.max_delay)
+
+
+@dataclass
+class DeliveryState:
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> DeliveryState:
+        raw = metadata.get("delivery") or {}
+        nxt = raw.get("next_attempt_at")
+        return cls(
+            attempts=int(raw.get("attempts", 0)),
+            next_attempt_at=datetime.fromisoformat(nxt) if nxt else None,
+            last_error=raw.get("last_error"),
+            errors=list(raw.get("errors", [])),
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
+            "last_error": self.last_error,
+            "errors": self.errors[-10:],
+        }
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    status: NotificationStatus
+    state: DeliveryState
+
+
+def record_attempt(
+    status: NotificationStatus,
+    state: DeliveryState,
+    policy: RetryPolicy,
+    now: datetime,
+    error: str | None,
+) -> AttemptOutcome:
+    """Fold one delivery attempt into the state: sent, retry later, or failed for good."""
+    attempts = state.attempts + 1
+    if error is None:
+        new_status = transition("notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.SENT)
+        return AttemptOutcome(
+            new_status, DeliveryState(attempts, None, state.last_error, state.errors)
+        )
+    errors = [*state.errors, f"{now.isoformat()} {error}"]
+    if attempts >= policy.max_attempts:
+        new_status = transition(
+            "notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.FAILED
+        )
+        return AttemptOutcome(new_status, DeliveryState(attempts, None, error, errors))
+    if status is not NotificationStatus.QUEUED:
+        transition("notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.SENT)
+    next_at = now + policy.delay_after(attempts)
+    return AttemptOutcome(NotificationStatus.QUEUED, DeliveryState(attempts, next_at, error, errors))

@@ -1,0 +1,79 @@
+"""Rules of the audit-like records: telemetry, routing decisions, CAD artifacts, print
+monitoring and safety events."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from kittylab.domain.enums import MonitorEventType, SafetyStatus
+from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
+
+MAX_TELEMETRY_BYTES = 64 * 1024
+
+
+def check_telemetry_size(raw_size: int, field: str = "payload") -> None:
+    if raw_size > MAX_TELEMETRY_BYTES:
+        raise PayloadTooLarge(field, raw_size, MAX_TELEMETRY_BYTES)
+
+
+def validate_confidence(value: float | None, field: str = "confidence") -> float:
+    if value is None:
+        raise ValidationFailed(field, "is required")
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValidationFailed(field, "must be between 0 and 1")
+    return float(value)
+
+
+def validate_routing_decision(
+    confidence: float | None, cost_estimate: Decimal | float | None, latency_ms: int | None
+) -> Decimal:
+    """Confidence in 0..1, latency required, cost always recorded: a missing cost is 0,
+    never null, so cost reports add up. Returns the cost to store."""
+    validate_confidence(confidence)
+    if latency_ms is None:
+        raise ValidationFailed("latency_ms", "is required")
+    if latency_ms < 0:
+        raise ValidationFailed("latency_ms", "cannot be negative")
+    cost = Decimal(0) if cost_estimate is None else Decimal(str(cost_estimate))
+    if cost.is_nan() or cost < 0:
+        raise ValidationFailed("cost_estimate", "cannot be negative")
+    return cost
+
+
+REQUIRED_ARTIFACT_METADATA = ("bounding_box", "material_hints", "generation_params")
+
+
+def validate_artifact_metadata(metadata: Mapping[str, Any]) -> None:
+    for key in REQUIRED_ARTIFACT_METADATA:
+        if key not in metadata:
+            raise ValidationFailed(f"metadata.{key}", "is required")
+    box = metadata["bounding_box"]
+    if not isinstance(box, Mapping) or not all(
+        isinstance(box.get(axis), int | float) and box[axis] >= 0 for axis in ("x", "y", "z")
+    ):
+        raise ValidationFailed(
+            "metadata.bounding_box", "must give non-negative x, y and z extents in mm"
+        )
+    if not isinstance(metadata["material_hints"], list):
+        raise ValidationFailed("metadata.material_hints", "must be a list")
+    if not isinstance(metadata["generation_params"], Mapping):
+        raise ValidationFailed("metadata.generation_params", "must be an object")
+
+
+def validate_monitor_event(
+    event_type: MonitorEventType, confidence: float | None, snapshot_key: str | None
+) -> None:
+    validate_confidence(confidence)
+    if event_type.is_failure and not (snapshot_key or "").strip():
+        raise ValidationFailed(
+            "snapshot_key", f"is required for a {event_type.value} event, as evidence"
+        )
+
+
+def validate_safety_resolution(status: SafetyStatus, approved_by: UUID | None) -> None:
+    if status is SafetyStatus.APPROVED and approved_by is None:
+        raise ValidationFailed("approved_by", "is required when the event is approved")

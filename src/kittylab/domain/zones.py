@@ -1,0 +1,65 @@
+"""Zones, access policies and presence: where hazards live and who is there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from kittylab.domain.enums import HazardLevel, PresenceSource, PresenceStatus, Role
+from kittylab.domain.errors import ValidationFailed
+
+
+def requires_dual_confirmation(hazard_level: HazardLevel) -> bool:
+    return hazard_level is HazardLevel.HIGH
+
+
+def effective_dual_confirm(hazard_level: HazardLevel, requested: bool) -> bool:
+    """A policy in a high-hazard zone always needs two approvers, whatever it says."""
+    return requested or requires_dual_confirmation(hazard_level)
+
+
+def validate_required_roles(values: Iterable[str | Role]) -> list[Role]:
+    roles: list[Role] = []
+    for value in values:
+        try:
+            role = Role(value)
+        except ValueError:
+            raise ValidationFailed("required_roles", f"{value!r} is not a role") from None
+        if role not in roles:
+            roles.append(role)
+    if not roles:
+        raise ValidationFailed("required_roles", "cannot be empty")
+    return roles
+
+
+@dataclass(frozen=True)
+class PresenceObservation:
+    user_id: UUID
+    zone_id: UUID
+    source: PresenceSource
+    status: PresenceStatus
+    observed_at: datetime
+
+
+def is_present(
+    observations: Iterable[PresenceObservation],
+    user_id: UUID,
+    zone_id: UUID,
+    now: datetime,
+    ttl: timedelta,
+) -> bool:
+    """True when the newest observation of this user in this zone says ``present`` and is
+    younger than ``ttl``. A later ``vacated`` or ``unknown`` cancels an earlier check-in."""
+    newest: PresenceObservation | None = None
+    for obs in observations:
+        if obs.user_id != user_id or obs.zone_id != zone_id:
+            continue
+        if newest is None or obs.observed_at > newest.observed_at:
+            newest = obs
+    if newest is None or newest.status is not PresenceStatus.PRESENT:
+        return False
+    age = now - newest.observed_at
+    # An observation from the future (clock skew) is not trusted beyond a small margin.
+    return timedelta(seconds=-5) <= age <= ttl
