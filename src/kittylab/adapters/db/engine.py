@@ -44,8 +44,16 @@ class Database:
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """Commit when the block ends normally, roll back when it raises. A caller may
+        commit early (for instance before deferring a job that must see the rows); work
+        after that runs in a new transaction, committed at the end as usual."""
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,88 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Match
+
+from kittylab import __version__
+from kittylab.api import problems
+from kittylab.api.routers import (
+    conversations,
+    equipment,
+    fabrication,
+    health,
+    lab,
+    notifications,
+    safety,
+    users,
+)
+from kittylab.bootstrap import Container
+from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+
+log = logging.getLogger("kittylab.http")
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(
+        title="KittyLab",
+        version=__version__,
+        description="Control plane of a fabrication lab. Every /api route needs "
+        "'Authorization: Bearer <token>'; errors are RFC 9457 problem details.",
+    )
+    app.state.container = container
+    problems.install(app)
+    for module in (health, users, lab, conversations, equipment, fabrication, safety, notifications):
+        app.include_router(module.router)
+    _install_middleware(app, container.settings.http.max_body_bytes)
+    return app
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's path template, so metrics do not explode per id."""
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+def _install_middleware(app: FastAPI, max_body_bytes: int) -> None:
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        request.state.request_id = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        try:
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+                response: Response = problems.problem(
+                    request, 413, "payload-too-large", "Payload too large",
+                    f"request bodies are limited to {max_body_bytes} bytes", field="body",
+                )
+            else:
+                response = await call_next(request)
+            route = _route_template(request)
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+            HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+            response.headers["X-Request-ID"] = request_id
+            log.info(
+                "request",
+                extra={
+                    "method": request.method, "route": route, "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)

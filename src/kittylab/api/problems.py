@@ -1,0 +1,175 @@
+"""Errors → RFC 9457 problem details. The one place domain errors become status codes.
+
+Every problem names the field at fault when there is one (``field``, a dotted path into
+the request) and never carries a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg.errors
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kittylab.domain.errors import (
+    AuthenticationRequired,
+    Conflict,
+    InvalidTransition,
+    KittyLabError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ValidationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://kittylab.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(
+    request: Request,
+    status: int,
+    kind: str,
+    title: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if field is not None:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["requestId"] = request_id
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+# Constraint name fragments → the API field they protect, for database-level backstops.
+_CONSTRAINT_FIELDS = {
+    "external_id": "externalId",
+    "username": "username",
+    "context_key": "contextKey",
+    "correlation_id": "correlationId",
+    "artifact_key": "artifactKey",
+    "idempotency_key": "idempotencyKey",
+    "zones_name": "name",
+    "policies_name": "name",
+    "request_id": "requestId",
+}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _loc_to_field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return problem(
+            request, 422, "validation", "Invalid request",
+            f"{first['field']}: {first['message']}", field=first["field"], errors=errors,
+        )
+
+    @app.exception_handler(ValidationFailed)
+    async def _domain_validation(request: Request, exc: ValidationFailed) -> JSONResponse:
+        return problem(request, 422, "validation", "Invalid request", str(exc), field=exc.field)
+
+    @app.exception_handler(InvalidTransition)
+    async def _transition(request: Request, exc: InvalidTransition) -> JSONResponse:
+        return problem(
+            request, 409, "invalid-transition", "Illegal state transition", str(exc),
+            field="status",
+        )
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return problem(request, 409, "conflict", "Conflict", str(exc), field=exc.field)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return problem(request, 413, "payload-too-large", "Payload too large", str(exc), field=exc.field)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return problem(request, 404, "not-found", "Not found", str(exc))
+
+    @app.exception_handler(AuthenticationRequired)
+    async def _unauthenticated(request: Request, exc: AuthenticationRequired) -> JSONResponse:
+        return problem(
+            request, 401, "unauthenticated", "Authentication required",
+            "send a valid API token as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(PermissionDenied)
+    async def _forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
+        return problem(request, 403, "forbidden", "Forbidden", str(exc))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
+        field = next((f for k, f in _CONSTRAINT_FIELDS.items() if k in constraint), None)
+        if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
+            return problem(
+                request, 422, "validation", "Invalid request",
+                "a referenced record does not exist", field=field,
+            )
+        return problem(
+            request, 409, "conflict", "Conflict",
+            f"the request conflicts with a stored record ({constraint or 'constraint'})",
+            field=field,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        if isinstance(exc.orig, psycopg.errors.DataError | psycopg.DataError):
+            # Values the database cannot hold (NUL bytes, out-of-range numbers).
+            return problem(
+                request, 422, "validation", "Invalid request",
+                "a value cannot be stored (NUL characters or out-of-range numbers)",
+            )
+        log.error("database error", extra={"error": type(exc.orig).__name__})
+        return problem(
+            request, 503, "unavailable", "Database unavailable", "try again shortly"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        return problem(request, exc.status_code, kind, str(exc.detail), str(exc.detail),
+                       headers=dict(exc.headers or {}))
+
+    @app.exception_handler(KittyLabError)
+    async def _other(request: Request, exc: KittyLabError) -> JSONResponse:
+        log.error("unhandled KittyLab error", extra={"error": type(exc).__name__})
+        return problem(request, 503, "unavailable", "Service unavailable", "try again shortly")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem(request, 500, "internal", "Internal error",
+                       "the error was logged with this request's id")

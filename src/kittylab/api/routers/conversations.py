@@ -1,0 +1,86 @@
+"""Conversation sessions and the routing decisions made in them."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy import select
+
+from kittylab.adapters.db.tables import ConversationSession, RoutingDecision
+from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import where_equal
+from kittylab.api.schemas import ConversationCreate, ConversationOut, RoutingDecisionOut
+from kittylab.bootstrap import Container
+from kittylab.domain.enums import Tier
+from kittylab.domain.errors import Conflict, NotFound
+
+router = APIRouter(prefix="/api", tags=["conversations"])
+
+
+@router.get("/conversations", response_model=Page[ConversationOut])
+def list_conversations(
+    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    context_key: Annotated[str | None, Query(alias="contextKey", max_length=200)] = None,
+) -> Page[ConversationOut]:
+    stmt = where_equal(select(ConversationSession), (ConversationSession.context_key, context_key))
+    return paginate(uow, stmt, ConversationSession.id, cursor, limit, ConversationOut.model_validate)
+
+
+@router.post("/conversations", response_model=ConversationOut, status_code=status.HTTP_201_CREATED)
+def create_conversation(
+    body: ConversationCreate, caller: Caller, uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> ConversationSession:
+    key = body.context_key or f"conv-{secrets.token_hex(8)}"
+    if uow.scalar(select(ConversationSession.id).where(ConversationSession.context_key == key)):
+        raise Conflict(f"a conversation with context key {key} exists", field="contextKey")
+    row = ConversationSession(
+        context_key=key, active_participants=[caller.user_id], last_message_at=c.clock()
+    )
+    uow.add(row)
+    uow.flush()
+    return row
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationOut)
+def get_conversation(conversation_id: UUID, _: Caller, uow: UnitOfWork) -> ConversationSession:
+    row = uow.get(ConversationSession, conversation_id)
+    if row is None:
+        raise NotFound("conversation", conversation_id)
+    return row
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204, response_class=Response)
+def delete_conversation(conversation_id: UUID, _: Caller, uow: UnitOfWork) -> Response:
+    """Forget a conversation's memory. Its routing decisions, commands and jobs stay."""
+    row = uow.get(ConversationSession, conversation_id)
+    if row is None:
+        raise NotFound("conversation", conversation_id)
+    uow.delete(row)
+    return Response(status_code=204)
+
+
+@router.get("/routing/decisions", response_model=Page[RoutingDecisionOut])
+def list_decisions(
+    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
+    tier: Tier | None = None,
+    performed_by: Annotated[UUID | None, Query(alias="performedBy")] = None,
+) -> Page[RoutingDecisionOut]:
+    stmt = where_equal(
+        select(RoutingDecision), (RoutingDecision.conversation_id, conversation_id),
+        (RoutingDecision.selected_tier, tier), (RoutingDecision.performed_by, performed_by),
+    )
+    return paginate(uow, stmt, RoutingDecision.id, cursor, limit, RoutingDecisionOut.model_validate)
+
+
+@router.get("/routing/decisions/{decision_id}", response_model=RoutingDecisionOut)
+def get_decision(decision_id: UUID, _: Caller, uow: UnitOfWork) -> RoutingDecision:
+    row = uow.get(RoutingDecision, decision_id)
+    if row is None:
+        raise NotFound("routing decision", decision_id)
+    return row

@@ -1,0 +1,79 @@
+"""Device commands (read side) and telemetry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, status
+from sqlalchemy import select
+
+from kittylab.adapters.db.tables import DeviceCommand, TelemetryEvent
+from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import where_equal
+from kittylab.api.schemas import CommandOut, TelemetryAccepted, TelemetryBatch, TelemetryOut
+from kittylab.bootstrap import Container
+from kittylab.domain.enums import CommandStatus
+from kittylab.domain.errors import NotFound
+from kittylab.services import telemetry
+
+router = APIRouter(prefix="/api", tags=["equipment"])
+
+
+@router.get("/commands", response_model=Page[CommandOut])
+def list_commands(
+    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
+    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
+    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
+) -> Page[CommandOut]:
+    stmt = where_equal(
+        select(DeviceCommand), (DeviceCommand.device_id, device_id),
+        (DeviceCommand.status, status_), (DeviceCommand.conversation_id, conversation_id),
+    )
+    return paginate(uow, stmt, DeviceCommand.id, cursor, limit, CommandOut.model_validate)
+
+
+@router.get("/commands/{command_id}", response_model=CommandOut)
+def get_command(command_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceCommand:
+    row = uow.get(DeviceCommand, command_id)
+    if row is None:
+        raise NotFound("command", command_id)
+    return row
+
+
+@router.post(
+    "/telemetry", response_model=TelemetryAccepted, status_code=status.HTTP_202_ACCEPTED,
+    responses={413: {"description": "An event's payload is over 64 KiB."}},
+)
+def ingest_telemetry(
+    body: TelemetryBatch, _: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
+) -> TelemetryAccepted:
+    """Store a batch of telemetry events in one transaction. An event whose payload is over
+    64 KiB (as compact JSON) rejects the batch with 413 naming it; it is counted in
+    ``kittylab_telemetry_rejected_total``."""
+    events = [
+        telemetry.IncomingEvent(e.device_id, e.external_id, e.topic, e.payload, e.recorded_at)
+        for e in body.events
+    ]
+    return TelemetryAccepted(accepted=telemetry.store_batch(uow, events, c.clock()))
+
+
+@router.get("/telemetry", response_model=Page[TelemetryOut])
+def list_telemetry(
+    _: Caller, uow: UnitOfWork, limit: Limit = 100, cursor: CursorParam = None,
+    device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
+    topic: Annotated[str | None, Query(max_length=256)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page[TelemetryOut]:
+    stmt = where_equal(
+        select(TelemetryEvent), (TelemetryEvent.device_id, device_id), (TelemetryEvent.topic, topic)
+    )
+    if since is not None:
+        stmt = stmt.where(TelemetryEvent.recorded_at >= since)
+    if until is not None:
+        stmt = stmt.where(TelemetryEvent.recorded_at < until)
+    return paginate(uow, stmt, TelemetryEvent.id, cursor, limit, TelemetryOut.model_validate)

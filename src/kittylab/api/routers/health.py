@@ -1,0 +1,51 @@
+"""Liveness, readiness and metrics: the only routes without authentication."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from kittylab.adapters.db import migrate
+from kittylab.api.auth import container
+from kittylab.api.schemas import Health
+from kittylab.bootstrap import Container
+from kittylab.services.queue_metrics import refresh_queue_depth
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is up and serving."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(response: Response, c: Annotated[Container, Depends(container)]) -> Health:
+    """Ready when the database answers and its schema is at the newest migration."""
+    checks: dict[str, str] = {}
+    try:
+        with c.database.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if migrate.is_current(c.database.engine) else "pending"
+    except SQLAlchemyError as exc:
+        log.warning("readiness check failed", extra={"error": type(exc).__name__})
+        checks["database"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values()) and "migrations" in checks
+    if not ready:
+        response.status_code = 503
+    return Health(status="ready" if ready else "not ready", checks=checks)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(c: Annotated[Container, Depends(container)]) -> Response:
+    """Prometheus metrics, all prefixed ``kittylab_``."""
+    refresh_queue_depth(c.database)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,79 @@
+"""People and their API tokens."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, status
+from sqlalchemy import select
+
+from kittylab.adapters.db.tables import User
+from kittylab.api.auth import AdminCaller, Caller, UnitOfWork
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import where_equal
+from kittylab.api.schemas import TokenCreate, TokenOut, UserCreate, UserOut, UserUpdate
+from kittylab.domain.enums import Role
+from kittylab.domain.errors import NotFound, PermissionDenied
+from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.services import identity
+
+router = APIRouter(prefix="/api", tags=["users"])
+
+
+@router.get("/me", response_model=UserOut)
+def me(caller: Caller, uow: UnitOfWork) -> User:
+    return _get(uow, caller.user_id)
+
+
+@router.get("/users", response_model=Page[UserOut])
+def list_users(
+    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    role: Role | None = None, active: bool | None = None,
+) -> Page[UserOut]:
+    stmt = where_equal(select(User), (User.active, active))
+    if role is not None:
+        stmt = stmt.where(User.roles.any(role))
+    return paginate(uow, stmt, User.id, cursor, limit, UserOut.model_validate)
+
+
+@router.get("/users/{user_id}", response_model=UserOut)
+def get_user(user_id: UUID, _: Caller, uow: UnitOfWork) -> User:
+    return _get(uow, user_id)
+
+
+@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+def create_user(body: UserCreate, _: AdminCaller, uow: UnitOfWork) -> User:
+    return identity.create_user(
+        uow, username=body.username, display_name=body.display_name,
+        roles=[r.value for r in body.roles], email=body.email, tailscale_id=body.tailscale_id,
+    )
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+def update_user(user_id: UUID, body: UserUpdate, _: AdminCaller, uow: UnitOfWork) -> User:
+    user = _get(uow, user_id)
+    if body.display_name is not None:
+        user.display_name = validate_display_name(body.display_name)
+    if body.roles is not None:
+        user.roles = validate_roles(body.roles)
+    if "email" in body.model_fields_set:
+        user.email = validate_optional_email(body.email)
+    if body.active is not None:
+        user.active = body.active
+    return user
+
+
+@router.post("/users/{user_id}/tokens", response_model=TokenOut, status_code=201)
+def create_token(user_id: UUID, body: TokenCreate, caller: Caller, uow: UnitOfWork) -> TokenOut:
+    """A new API token for a user: admins for anyone, everyone for themselves."""
+    if caller.user_id != user_id and not caller.has_any(Role.ADMIN):
+        raise PermissionDenied("only an admin can create tokens for someone else")
+    issued = identity.issue_token(uow, _get(uow, user_id), body.label)
+    return TokenOut(token=issued.token, token_id=issued.token_id, user_id=issued.user_id)
+
+
+def _get(uow: UnitOfWork, user_id: UUID) -> User:
+    user = uow.get(User, user_id)
+    if user is None:
+        raise NotFound("user", user_id)
+    return user

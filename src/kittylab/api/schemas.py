@@ -1,0 +1,329 @@
+"""Request and response bodies. The API speaks camelCase; Python stays snake_case."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from kittylab.domain.enums import (
+    ArtifactType,
+    CADJobStatus,
+    CADPolicyMode,
+    CADProvider,
+    CommandStatus,
+    DeviceKind,
+    FabricationStatus,
+    HazardLevel,
+    MonitorEventType,
+    NotificationChannel,
+    NotificationStatus,
+    OnlineState,
+    PresenceSource,
+    PresenceStatus,
+    Role,
+    SafetyEventType,
+    SafetyStatus,
+    Tier,
+)
+
+# Text the database can store: no NUL characters, bounded length.
+Text200 = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+Text2000 = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
+Name64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00]*$")]
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, from_attributes=True
+    )
+
+
+class StrictInput(CamelModel):
+    """Request bodies reject unknown fields, so a typo is an error, not a silent no-op."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid"
+    )
+
+
+# --- identity ---------------------------------------------------------------------------
+
+class UserOut(CamelModel):
+    id: UUID
+    username: str
+    display_name: str
+    email: str | None
+    roles: list[Role]
+    tailscale_id: str | None
+    active: bool
+    created_at: datetime
+
+
+class UserCreate(StrictInput):
+    username: Name64
+    display_name: Text200
+    roles: list[Role] = Field(min_length=1, max_length=4)
+    email: Text200 | None = None
+    tailscale_id: Text200 | None = None
+
+
+class UserUpdate(StrictInput):
+    display_name: Text200 | None = None
+    roles: list[Role] | None = Field(None, min_length=1, max_length=4)
+    email: Text200 | None = None
+    active: bool | None = None
+
+
+class TokenCreate(StrictInput):
+    label: Text200 = "api"
+
+
+class TokenOut(CamelModel):
+    token: str = Field(description="Shown once; only its hash is stored.")
+    token_id: UUID
+    user_id: UUID
+
+
+# --- lab --------------------------------------------------------------------------------
+
+class ZoneOut(CamelModel):
+    id: UUID
+    name: str
+    hazard_level: HazardLevel
+    requires_ppe: bool
+    requires_dual_confirmation: bool
+    unifi_door_ids: list[str]
+    created_at: datetime
+
+
+class DeviceOut(CamelModel):
+    id: UUID
+    external_id: str
+    integration: str
+    display_name: str
+    kind: DeviceKind
+    zone_id: UUID
+    capabilities: dict[str, Any]
+    aliases: list[str]
+    attributes: dict[str, Any]
+    online_state: OnlineState
+    last_seen: datetime | None
+    retired_at: datetime | None
+    created_at: datetime
+
+
+class PolicyOut(CamelModel):
+    id: UUID
+    name: str
+    zone_id: UUID
+    intents: list[str]
+    required_roles: list[Role]
+    requires_dual_confirm: bool
+    requires_presence: bool
+    pqe_checks: dict[str, Any]
+    created_at: datetime
+
+
+class PresenceOut(CamelModel):
+    id: UUID
+    zone_id: UUID
+    user_id: UUID
+    source: PresenceSource
+    status: PresenceStatus
+    observed_at: datetime
+
+
+class PresenceCheckIn(StrictInput):
+    zone_id: UUID
+    status: PresenceStatus = PresenceStatus.PRESENT
+    user_id: UUID | None = Field(
+        None, description="Someone else's presence; needs the safety or admin role."
+    )
+
+
+class ZoneOccupancy(CamelModel):
+    zone_id: UUID
+    ttl_seconds: int
+    present_user_ids: list[UUID]
+
+
+# --- conversations and routing ----------------------------------------------------------
+
+class ConversationOut(CamelModel):
+    id: UUID
+    context_key: str
+    state: dict[str, Any]
+    active_participants: list[UUID]
+    last_message_at: datetime
+    created_at: datetime
+
+
+class ConversationCreate(StrictInput):
+    context_key: Name64 | None = Field(
+        None, description="A client's own key for the conversation; generated when absent."
+    )
+
+
+class RoutingDecisionOut(CamelModel):
+    id: UUID
+    conversation_id: UUID | None
+    request_id: UUID
+    input_hash: str
+    selected_tier: Tier
+    confidence: float
+    confidence_factors: dict[str, Any]
+    cost_estimate: Decimal
+    latency_ms: int
+    escalation_reason: str | None
+    performed_by: UUID | None
+    created_at: datetime
+
+
+# --- devices and telemetry --------------------------------------------------------------
+
+class CommandOut(CamelModel):
+    id: UUID
+    device_id: UUID
+    conversation_id: UUID | None
+    fabrication_job_id: UUID | None
+    safety_event_id: UUID | None
+    intent: str
+    payload: dict[str, Any]
+    requested_by: UUID
+    correlation_id: str | None
+    status: CommandStatus
+    status_history: list[dict[str, Any]]
+    failure_reason: str | None
+    created_at: datetime
+    ack_at: datetime | None
+
+
+class TelemetryIn(StrictInput):
+    device_id: UUID | None = None
+    external_id: Name64 | None = Field(None, description="Alternative to deviceId.")
+    topic: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00#+]*$")]
+    payload: Any
+    recorded_at: datetime | None = None
+
+
+class TelemetryBatch(StrictInput):
+    events: list[TelemetryIn] = Field(min_length=1, max_length=1000)
+
+
+class TelemetryAccepted(CamelModel):
+    accepted: int
+
+
+class TelemetryOut(CamelModel):
+    id: UUID
+    device_id: UUID
+    topic: str
+    payload: Any
+    recorded_at: datetime
+    fabrication_job_id: UUID | None
+
+
+# --- CAD and fabrication ----------------------------------------------------------------
+
+class CADJobOut(CamelModel):
+    id: UUID
+    conversation_id: UUID | None
+    prompt: str
+    policy_mode: CADPolicyMode
+    status: CADJobStatus
+    requested_by: UUID | None
+    parent_job_id: UUID | None
+    details: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class CADArtifactOut(CamelModel):
+    id: UUID
+    cad_job_id: UUID
+    provider: CADProvider
+    artifact_key: str
+    artifact_type: ArtifactType
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    quality_score: float | None
+    created_at: datetime
+
+
+class FabricationJobOut(CamelModel):
+    id: UUID
+    device_id: UUID
+    cad_artifact_id: UUID | None
+    origin_command_id: UUID | None
+    gcode_path: str
+    status: FabricationStatus
+    details: dict[str, Any]
+    requested_by: UUID
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class MonitorEventOut(CamelModel):
+    id: UUID
+    fabrication_job_id: UUID
+    event_type: MonitorEventType
+    confidence: float
+    snapshot_key: str | None
+    details: dict[str, Any]
+    occurred_at: datetime
+
+
+# --- safety and notifications -----------------------------------------------------------
+
+class SafetyEventOut(CamelModel):
+    id: UUID
+    event_type: SafetyEventType
+    device_id: UUID | None
+    zone_id: UUID | None
+    policy_id: UUID | None
+    initiated_by: UUID
+    approved_by: UUID | None
+    evidence_key: str | None
+    status: SafetyStatus
+    reason: str | None
+    details: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime | None
+    resolved_at: datetime | None
+
+
+class SafetyDeny(StrictInput):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*$")]
+
+
+class NotificationOut(CamelModel):
+    id: UUID
+    channel: NotificationChannel
+    recipient: str
+    payload: dict[str, Any]
+    status: NotificationStatus
+    related_job_id: UUID | None
+    related_safety_event_id: UUID | None
+    related_decision_id: UUID | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class NotificationCreate(StrictInput):
+    channel: NotificationChannel
+    recipient: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
+    title: Text200
+    body: Text2000
+    idempotency_key: Text200 | None = None
+
+
+class Health(CamelModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,80 @@
+"""The composition root: settings in, a wired application out. The only module that picks
+concrete adapters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from kittylab.adapters.db import migrate
+from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
+from kittylab.adapters.db.engine import Database, libpq_url, make_engine
+from kittylab.adapters.jobs.queue import ProcrastinateQueue
+from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.config import Settings
+from kittylab.domain.clock import utcnow
+from kittylab.services.ports import JobQueue, NotificationSender
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    database: Database
+    database_url: str
+    jobs: JobQueue
+    sender: NotificationSender
+    clock: Callable[[], datetime] = utcnow
+
+
+@contextmanager
+def database_url_for(settings: Settings, *, lock: bool = True) -> Iterator[str]:
+    """Yield the PostgreSQL URL to use: the configured one, or an embedded server started in
+    the data directory (stopped again on exit). ``lock`` claims the data directory so a
+    second server on it refuses to start."""
+    dir_lock = DataDirLock(settings.data_dir)
+    if lock:
+        dir_lock.acquire()
+    embedded: EmbeddedPostgres | None = None
+    try:
+        if settings.database_url is not None:
+            yield settings.database_url.get_secret_value()
+        else:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            log.info("starting embedded PostgreSQL", extra={"pgdata": str(embedded.pgdata)})
+            yield embedded.start()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        dir_lock.release()
+
+
+def upgrade_database(url: str) -> None:
+    engine = make_engine(url, pool_size=1)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def application(settings: Settings, url: str) -> Iterator[Container]:
+    """Build the container on an already-migrated database and release it on exit."""
+    database = Database(make_engine(url))
+    queue = ProcrastinateQueue(libpq_url(url))
+    queue.open()
+    try:
+        yield Container(
+            settings=settings,
+            database=database,
+            database_url=url,
+            jobs=queue,
+            sender=AppriseSender(settings.notify),
+        )
+    finally:
+        queue.close()
+        database.dispose()

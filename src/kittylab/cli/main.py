@@ -1,0 +1,177 @@
+"""The ``kittylab`` command line. Exit codes: 0 ok, 1 a domain or input error (message on
+stderr), 2 usage, 3 infrastructure (database, data directory)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from kittylab import bootstrap
+from kittylab.config import Settings
+from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
+from kittylab.observability import configure_logging
+
+app = typer.Typer(help="KittyLab: the control plane of a fabrication lab.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+lab_app = typer.Typer(help="The lab manifest: zones, devices, people, policies.", no_args_is_help=True)
+users_app = typer.Typer(help="People and API tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(lab_app, name="lab")
+app.add_typer(users_app, name="users")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Print KittyLab errors as one clear line instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (DomainError, NotFound) as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
+        except InfrastructureError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(3) from None
+        except KittyLabError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+@contextmanager
+def _container(settings: Settings) -> Iterator[bootstrap.Container]:
+    """A container for a one-shot command. It shares the data directory with a running
+    server (no exclusive lock) and migrates first, so commands work on a fresh machine."""
+    with bootstrap.database_url_for(settings, lock=False) as url:
+        bootstrap.upgrade_database(url)
+        with bootstrap.application(settings, url) as container:
+            yield container
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8000).")] = None,
+    workers: Annotated[bool, typer.Option(help="Also run background workers.")] = True,
+) -> None:
+    """Run the API (and background workers) until interrupted. Applies pending migrations;
+    with no KITTYLAB_DATABASE_URL it starts the embedded PostgreSQL in the data dir."""
+    from kittylab.cli.serve import run_server
+
+    settings = _settings()
+    run_server(
+        settings,
+        host=host or settings.http.host,
+        port=port or settings.http.port,
+        with_workers=workers and settings.jobs.run_in_server,
+    )
+
+
+@app.command()
+@friendly_errors
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once.")] = None,
+) -> None:
+    """Run background workers only; start more of these on other machines to scale out."""
+    from kittylab.cli.serve import run_worker_only
+
+    settings = _settings()
+    run_worker_only(settings, concurrency or settings.jobs.concurrency)
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    settings = _settings()
+    with bootstrap.database_url_for(settings, lock=False) as url:
+        bootstrap.upgrade_database(url)
+    typer.echo("database is at the newest migration")
+
+
+@lab_app.command("apply")
+@friendly_errors
+def lab_apply(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Validate FILE and make the lab match it. Safe to repeat; devices missing from the
+    file are retired (their history stays)."""
+    from kittylab.manifest.apply import apply_manifest
+    from kittylab.manifest.loader import load_manifest
+
+    manifest = load_manifest(file)  # validate before touching the database
+    settings = _settings()
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        report = apply_manifest(session, manifest, c.clock())
+    typer.echo(str(report))
+
+
+@lab_app.command("show")
+@friendly_errors
+def lab_show() -> None:
+    """Print the lab as tables."""
+    from kittylab.manifest.render import render_lab
+
+    settings = _settings()
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        typer.echo(render_lab(session))
+
+
+@users_app.command("token")
+@friendly_errors
+def users_token(
+    username: Annotated[str, typer.Argument(help="The user's username, as in the manifest.")],
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+) -> None:
+    """Print a new API token for USERNAME. It is shown once; only its hash is stored."""
+    from kittylab.services import identity
+
+    settings = _settings()
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        issued = identity.issue_token(session, identity.find_user_by_username(session, username), label)
+    typer.echo(issued.token)
+
+
+@users_app.command("add")
+@friendly_errors
+def users_add(
+    username: str,
+    display_name: Annotated[str, typer.Option("--name", help="Display name.")],
+    role: Annotated[list[str], typer.Option(help="operator, engineer, safety or admin; repeatable.")],
+    email: Annotated[str | None, typer.Option(help="Optional email.")] = None,
+) -> None:
+    """Add a person (the manifest is the usual way; this is for quick additions)."""
+    from kittylab.services import identity
+
+    settings = _settings()
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        user = identity.create_user(
+            session, username=username, display_name=display_name, roles=role, email=email
+        )
+        typer.echo(f"added {user.username} ({', '.join(r.value for r in user.roles)})")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    logging.captureWarnings(True)
+    app()
+    sys.exit(0)

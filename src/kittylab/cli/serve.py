@@ -1,0 +1,74 @@
+"""Long-running processes: the API server (with in-process workers) and worker-only mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import typer
+import uvicorn
+
+from kittylab import bootstrap
+from kittylab.adapters.db.engine import libpq_url
+from kittylab.adapters.jobs.tasks import JobContext
+from kittylab.adapters.jobs.worker import build_job_app, run_worker
+from kittylab.api.app import create_app
+from kittylab.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) -> None:
+    with bootstrap.database_url_for(settings, lock=True) as url:
+        bootstrap.upgrade_database(url)
+        with bootstrap.application(settings, url) as container:
+            typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
+            asyncio.run(_serve(container, host, port, with_workers))
+
+
+async def _serve(container: bootstrap.Container, host: str, port: int, with_workers: bool) -> None:
+    config = uvicorn.Config(
+        create_app(container), host=host, port=port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    if not with_workers:
+        await server.serve()
+        return
+    job_app = build_job_app(libpq_url(container.database_url))
+    context = JobContext(
+        database=container.database, sender=container.sender, settings=container.settings,
+        clock=container.clock,
+    )
+    async with job_app.open_async():
+        worker = asyncio.create_task(
+            run_worker(job_app, context, concurrency=container.settings.jobs.concurrency)
+        )
+        try:
+            await server.serve()
+        finally:
+            # Jobs interrupted here stay in the queue and are taken up on the next start.
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+
+def run_worker_only(settings: Settings, concurrency: int) -> None:
+    with bootstrap.database_url_for(settings, lock=False) as url:
+        bootstrap.upgrade_database(url)
+        with bootstrap.application(settings, url) as container:
+            job_app = build_job_app(libpq_url(url))
+            context = JobContext(
+                database=container.database, sender=container.sender, settings=settings,
+                clock=container.clock,
+            )
+            typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")
+
+            async def _run() -> None:
+                async with job_app.open_async():
+                    await run_worker(
+                        job_app, context, concurrency=concurrency, install_signal_handlers=True
+                    )
+
+            asyncio.run(_run())

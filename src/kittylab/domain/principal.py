@@ -1,0 +1,18 @@
+"""Who is calling, as far as authorisation is concerned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from kittylab.domain.enums import Role
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: UUID
+    username: str
+    roles: frozenset[Role]
+
+    def has_any(self, *roles: Role) -> bool:
+        return bool(self.roles & set(roles))

@@ -1,0 +1,109 @@
+"""Users and API tokens. Tokens are shown once; only their SHA-256 is stored (they carry
+256 bits of randomness, so a fast hash is enough and lookups stay O(1))."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import ApiToken, User
+from kittylab.domain.errors import AuthenticationRequired, Conflict, NotFound, ValidationFailed
+from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.domain.principal import Principal
+
+TOKEN_PREFIX = "kl_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    token_id: UUID
+    user_id: UUID
+
+
+def issue_token(session: Session, user: User, label: str = "cli") -> IssuedToken:
+    if not user.active:
+        raise Conflict(f"user {user.username} is inactive", field="username")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token), label=label[:100])
+    session.add(row)
+    session.flush()
+    return IssuedToken(token, row.id, user.id)
+
+
+def find_user_by_username(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound("user", username)
+    return user
+
+
+def authenticate(session: Session, token: str, now: datetime) -> Principal:
+    """Resolve a bearer token to its active user, or raise AuthenticationRequired."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise AuthenticationRequired("malformed token")
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(token))
+    ).first()
+    if row is None:
+        raise AuthenticationRequired("unknown token")
+    api_token, user = row.tuple()
+    if api_token.revoked_at is not None or not user.active:
+        raise AuthenticationRequired("revoked token or inactive user")
+    api_token.last_used_at = now
+    return Principal(user.id, user.username, frozenset(user.roles))
+
+
+def revoke_token(session: Session, token_id: UUID, now: datetime) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound("token", token_id)
+    row.revoked_at = row.revoked_at or now
+
+
+USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def validate_username(value: str) -> str:
+    name = value.strip().lower()
+    if not name or len(name) > 64 or not set(name) <= USERNAME_CHARS:
+        raise ValidationFailed(
+            "username", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'"
+        )
+    return name
+
+
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    display_name: str,
+    roles: list[str],
+    email: str | None = None,
+    tailscale_id: str | None = None,
+) -> User:
+    name = validate_username(username)
+    if session.scalar(select(User.id).where(User.username == name)) is not None:
+        raise Conflict(f"a user named {name} exists", field="username")
+    user = User(
+        username=name,
+        display_name=validate_display_name(display_name),
+        roles=validate_roles(roles),
+        email=validate_optional_email(email),
+        tailscale_id=tailscale_id,
+    )
+    session.add(user)
+    session.flush()
+    return user

@@ -1,0 +1,24 @@
+"""Ports: the small interfaces services need from the outside world. Adapters implement
+them; bootstrap chooses which; tests may pass fakes of these (and only these)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+from uuid import UUID
+
+from kittylab.domain.enums import NotificationChannel
+
+
+class DeliveryFailed(Exception):
+    """A sender could not deliver a message; ``str(exc)`` is safe to store and log."""
+
+
+class NotificationSender(Protocol):
+    def send(self, channel: NotificationChannel, recipient: str, title: str, body: str) -> None:
+        """Deliver one message or raise ``DeliveryFailed``. Must honour its own timeout."""
+
+
+class JobQueue(Protocol):
+    def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
+        """Schedule delivery of a queued notification. Deferring one that already has a
+        job waiting is a no-op, so callers may defer freely."""
