@@ -45,6 +45,9 @@ def create_app(container: Container) -> FastAPI:
 
 def _route_template(request: Request) -> str:
     """The matched route's path template, so metrics do not explode per id."""
+    matched = request.scope.get("route")
+    if matched is not None:
+        return str(getattr(matched, "path", "unmatched"))
     for route in request.app.router.routes:
         match, _ = route.matches(request.scope)
         if match is Match.FULL:

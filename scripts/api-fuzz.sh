@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Start `kittylab serve` on a throwaway data dir with the demo lab, then let schemathesis
+# exercise every operation in /openapi.json with an admin token. Any 5xx fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KL=.venv/bin/kittylab
+workdir=$(mktemp -d)
+port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export KITTYLAB_DATA_DIR="$workdir/data" KITTYLAB_LOG_LEVEL=WARNING
+unset KITTYLAB_DATABASE_URL
+
+$KL lab apply examples/lab.yaml >/dev/null
+token=$($KL users token ada --label schemathesis)
+$KL serve --port "$port" >"$workdir/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$workdir"' EXIT
+for _ in $(seq 1 60); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$workdir/server.log"; exit 1; }
+
+.venv/bin/schemathesis run "http://127.0.0.1:$port/openapi.json" \
+  -H "Authorization: Bearer $token" \
+  --checks not_a_server_error \
+  --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" \
+  --workers 1 || { echo "--- server log ---"; tail -50 "$workdir/server.log"; exit 1; }

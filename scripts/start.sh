@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Quick start: set up, migrate, load the demo lab, print an admin token and serve on
+# http://127.0.0.1:8000 with the embedded PostgreSQL (unless KITTYLAB_DATABASE_URL is set).
+# Extra arguments go to `kittylab serve` (for instance --port 8080).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export KITTYLAB_LOG_JSON=${KITTYLAB_LOG_JSON:-false}
+KL=.venv/bin/kittylab
+
+$KL db upgrade
+$KL lab apply examples/lab.yaml
+token=$($KL users token ada --label quickstart)
+cat <<MSG
+
+  KittyLab demo lab is ready.
+  Admin token (user 'ada'; shown once, only its hash is stored):
+
+      $token
+
+  Try:  curl -H "Authorization: Bearer $token" http://127.0.0.1:8000/api/devices
+
+MSG
+exec $KL serve "$@"

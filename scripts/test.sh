@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up and run every check: lint, types, the test suite (embedded PostgreSQL, plus the
+# server in KITTYLAB_TEST_DATABASE_URL when set) and schemathesis against the live API.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --dev
+
+echo "==> ruff"
+.venv/bin/ruff check src tests
+.venv/bin/ruff format --check src tests
+echo "==> mypy --strict"
+.venv/bin/mypy src
+echo "==> pytest"
+.venv/bin/pytest -q -p no:cacheprovider "$@"
+echo "==> schemathesis against a running server"
+scripts/api-fuzz.sh

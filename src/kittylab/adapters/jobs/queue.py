@@ -1,0 +1,122 @@
+"""procrastinate on the application's own PostgreSQL: the worker's app, and the
+``JobQueue`` port for synchronous callers.
+
+Nothing here connects until ``open`` (or ``run_worker``) is called. Both accept any URL
+the rest of KittyLab accepts, including ``postgresql+psycopg://`` and libpq URLs with a
+unix-socket ``host`` query parameter.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import procrastinate
+import psycopg
+from procrastinate.exceptions import AlreadyEnqueued, ProcrastinateException
+
+from kittylab.adapters.db.engine import libpq_url
+from kittylab.adapters.jobs.tasks import (
+    DELIVER_TASK,
+    NAMESPACE,
+    delivery_lock,
+    job_blueprint,
+    schedule_in,
+)
+from kittylab.domain.errors import InfrastructureError
+
+CONNECT_TIMEOUT_SECONDS = 10
+POOL_TIMEOUT_SECONDS = 10.0
+"""Longest wait for a free pooled connection before a defer or job fetch fails."""
+
+
+class JobQueueUnavailable(InfrastructureError):  # noqa: N818 - house style names errors by what happened
+    """The job tables could not be reached; the notification row is still committed, so
+    the periodic sweep delivers it once the queue is back."""
+
+
+def pool_args(database_url: str, *, max_size: int, application_name: str) -> dict[str, Any]:
+    """psycopg_pool arguments: every connection attempt and pool wait is bounded."""
+    return {
+        "conninfo": libpq_url(database_url),
+        "min_size": 1,
+        "max_size": max_size,
+        "timeout": POOL_TIMEOUT_SECONDS,
+        "kwargs": {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": application_name,
+        },
+    }
+
+
+def build_job_app(database_url: str, *, max_connections: int = 10) -> procrastinate.App:
+    """The async app a worker runs (see ``run_worker``), with the KittyLab tasks.
+
+    A worker holds one connection for LISTEN and one per running job's bookkeeping, so
+    ``max_connections`` should exceed the worker's concurrency by a few.
+    """
+    connector = procrastinate.PsycopgConnector(
+        **pool_args(database_url, max_size=max_connections, application_name="kittylab-worker")
+    )
+    app = procrastinate.App(connector=connector)
+    app.add_tasks_from(job_blueprint(), namespace=NAMESPACE)
+    return app
+
+
+class ProcrastinateQueue:
+    """``JobQueue`` for synchronous callers (API request threads, the CLI).
+
+    It has its own small synchronous pool, separate from any worker's async pool, so it can
+    be used from threads while a worker runs on the event loop. Call ``open`` before use
+    and ``close`` at shutdown (or use it as a context manager).
+    """
+
+    def __init__(self, database_url: str, *, max_connections: int = 4) -> None:
+        connector = procrastinate.SyncPsycopgConnector(
+            **pool_args(database_url, max_size=max_connections, application_name="kittylab-queue")
+        )
+        self._app = procrastinate.App(connector=connector)
+        # Registered here too so a defer is checked against the real task's name.
+        self._app.add_tasks_from(job_blueprint(), namespace=NAMESPACE)
+
+    def open(self) -> None:
+        """Open the pool; raises ``JobQueueUnavailable`` if PostgreSQL cannot be reached."""
+        try:
+            self._app.open()
+        except (ProcrastinateException, psycopg.Error) as exc:
+            raise JobQueueUnavailable(f"cannot open the job queue: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self._app.close()
+
+    def __enter__(self) -> ProcrastinateQueue:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
+        """Schedule delivery of a queued notification. A no-op when a delivery job for it
+        is already waiting; raises ``JobQueueUnavailable`` if the job cannot be stored."""
+        key = str(notification_id)
+        try:
+            self._app.configure_task(
+                DELIVER_TASK,
+                allow_unknown=False,
+                queueing_lock=delivery_lock(key),
+                schedule_in=schedule_in(timedelta(seconds=delay_seconds)),
+            ).defer(notification_id=key)
+        except AlreadyEnqueued:
+            return
+        except (ProcrastinateException, psycopg.Error) as exc:
+            raise JobQueueUnavailable(
+                f"cannot defer delivery of notification {key}: {type(exc).__name__}"
+            ) from exc

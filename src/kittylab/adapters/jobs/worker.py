@@ -1,0 +1,48 @@
+"""Run the procrastinate worker inside an existing event loop (``kittylab serve``, next to
+uvicorn) or on its own (``kittylab worker``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import procrastinate
+
+from kittylab.adapters.jobs.queue import build_job_app
+from kittylab.adapters.jobs.tasks import CONTEXT_KEY, JobContext
+
+__all__ = ["build_job_app", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+async def run_worker(
+    app: procrastinate.App,
+    context: JobContext,
+    *,
+    concurrency: int,
+    wait: bool = True,
+    install_signal_handlers: bool = False,
+) -> None:
+    """Work jobs until stopped (``wait=True``) or until the queue is drained (``wait=False``).
+
+    ``app`` comes from ``build_job_app`` and must be open for the whole call
+    (``async with app.open_async(): await run_worker(...)``). To stop, cancel the task
+    awaiting this coroutine, or send SIGINT/SIGTERM when ``install_signal_handlers`` is set:
+    running jobs finish first, and since every outbound call in a job has its own timeout,
+    that wait is bounded.
+    """
+    name = f"kittylab@{socket.gethostname()}:{os.getpid()}"
+    logger.info("starting job worker %s with concurrency %d", name, concurrency)
+    await app.run_worker_async(
+        name=name,
+        concurrency=concurrency,
+        wait=wait,
+        install_signal_handlers=install_signal_handlers,
+        additional_context={CONTEXT_KEY: context},
+        fetch_job_polling_interval=context.settings.jobs.poll_interval_seconds,
+        # A finished job holds nothing its notification row lacks; failed ones are kept
+        # for inspection.
+        delete_jobs="successful",
+    )

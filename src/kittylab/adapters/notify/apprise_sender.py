@@ -1,0 +1,134 @@
+"""NotificationSender over Apprise: one Apprise URL per channel, from ``NotifySettings``.
+
+A channel's template (``email_url``, ``slack_url``, ``push_url``, ``webhook_url``) has
+``{recipient}`` replaced by the percent-encoded recipient. The webhook channel without a
+template takes the recipient itself as the target, restricted to Apprise's plain HTTP
+schemes (``json``, ``form``, ``xml`` and their TLS variants). For a plain local SMTP server
+without TLS or login the email template reads, for example::
+
+    mailto://127.0.0.1:8025?from=kittylab@lab.example&to={recipient}&mode=insecure
+
+Target URLs carry credentials, so they are never logged or put into an error; errors are
+built from Apprise's own privacy-masked log lines with every URL secret scrubbed out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import quote, unquote, urlsplit
+
+import apprise
+
+from kittylab.config import NotifySettings
+from kittylab.domain.enums import NotificationChannel
+from kittylab.domain.sanitize import REDACTED, sanitize_text
+from kittylab.services.ports import DeliveryFailed
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+"""Schemes a bare webhook recipient may use: a recipient often comes from an API caller,
+who must not be able to make the lab send mail or post to arbitrary chat services."""
+
+_SETTING_NAME = {
+    NotificationChannel.EMAIL: "email_url",
+    NotificationChannel.SLACK: "slack_url",
+    NotificationChannel.PUSH: "push_url",
+    NotificationChannel.WEBHOOK: "webhook_url",
+}
+
+# One plain address: Apprise splits "to" on commas, spaces and semicolons, so anything
+# looser would let a recipient add further addressees.
+_EMAIL = re.compile(r"[^@\s,;<>\"'()\[\]]+@[^@\s,;<>\"'()\[\]]+\.[^@\s,;<>\"'()\[\]]+")
+_SHORTEST_SECRET = 4
+
+
+class AppriseSender:
+    """Deliver through Apprise. Each ``send`` builds a fresh Apprise object, so concurrent
+    sends from worker threads share no state; each is bounded by ``send_timeout_seconds``
+    (socket connect and read timeouts, and Apprise's own deadline for the whole call)."""
+
+    def __init__(self, settings: NotifySettings) -> None:
+        self._settings = settings
+
+    def send(self, channel: NotificationChannel, recipient: str, title: str, body: str) -> None:
+        """Deliver one message or raise ``DeliveryFailed`` with a loggable reason."""
+        url = self.target_url(channel, recipient)
+        timeout = self._settings.send_timeout_seconds
+        asset = apprise.AppriseAsset(
+            secure_logging=True, storage_mode="memory", service_timeout=timeout
+        )
+        try:
+            service = apprise.Apprise.instantiate(url, asset=asset)
+        except Exception as exc:  # a plugin constructor may raise anything on odd input
+            raise DeliveryFailed(
+                f"the {channel.value} target is not a usable Apprise URL ({type(exc).__name__})"
+            ) from exc
+        if service is None:
+            raise DeliveryFailed(f"the {channel.value} target is not a usable Apprise URL")
+        # The plugins read these per request; the defaults (4 s, 15 s for SMTP) ignore ours.
+        service.socket_connect_timeout = timeout
+        service.socket_read_timeout = timeout
+        batch = apprise.Apprise(asset=asset)
+        batch.add(service)
+        try:
+            result = batch.notify(body=body, title=title, timeout=timeout)
+        except Exception as exc:  # Apprise reports failures in its result; this is a bug
+            raise DeliveryFailed(f"{channel.value} delivery raised {type(exc).__name__}") from exc
+        if not result:
+            reason = _scrub(_last_warning(result), url)
+            raise DeliveryFailed(f"{channel.value} delivery failed: {reason}")
+        logger.debug("apprise accepted the message", extra={"channel": channel.value})
+
+    def target_url(self, channel: NotificationChannel, recipient: str) -> str:
+        """The Apprise URL for one message. The result holds secrets: do not log it."""
+        setting = _SETTING_NAME[channel]
+        template = getattr(self._settings, setting)
+        if template is not None:
+            if channel is NotificationChannel.EMAIL and not _EMAIL.fullmatch(recipient):
+                raise DeliveryFailed("the email recipient is not a single email address")
+            # Percent-encoding keeps a recipient inside its slot: it cannot end the path or
+            # add query parameters (say ``&bcc=``) to the operator's template.
+            return str(template.get_secret_value()).replace(
+                "{recipient}", quote(recipient, safe="@")
+            )
+        if channel is NotificationChannel.WEBHOOK:
+            if _scheme(recipient) not in WEBHOOK_SCHEMES:
+                raise DeliveryFailed(
+                    "a webhook recipient must be a json://, form:// or xml:// Apprise URL "
+                    f"(or set KITTYLAB_NOTIFY__{setting.upper()})"
+                )
+            return recipient
+        raise DeliveryFailed(
+            f"no {channel.value} target configured (KITTYLAB_NOTIFY__{setting.upper()})"
+        )
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return ""
+
+
+def _last_warning(result: apprise.AppriseResult) -> str:
+    messages = [str(entry.message) for entry in result.logs()]
+    return messages[-1] if messages else f"Apprise reported {result.status.name.lower()}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """Remove every credential-like part of ``url`` from ``text``: user, password, path
+    segments, query values and fragment. Only scheme, host and port may remain."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "details withheld: the target URL could not be parsed"
+    pieces = [parts.username, parts.password, parts.fragment]
+    pieces += parts.path.split("/")
+    pieces += [pair.partition("=")[2] for pair in parts.query.split("&")]
+    clean = text
+    for piece in sorted({unquote(p) for p in pieces if p}, key=len, reverse=True):
+        if len(piece) >= _SHORTEST_SECRET:
+            clean = clean.replace(piece, REDACTED)
+    return sanitize_text(clean, 300)

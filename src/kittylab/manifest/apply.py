@@ -1,0 +1,295 @@
+"""Make the database match a lab manifest.
+
+Contract of ``apply_manifest``:
+
+- Records are matched by identity, never recreated: zones by name, devices by
+  (integration, external_id), users by username, policies by name, a user's keys by key
+  material (type and data; the comment may change).
+- Nothing with history is deleted. A device missing from the manifest is retired
+  (``retired_at`` set) and un-retired if it comes back; a missing user is deactivated and
+  reactivated likewise; a key missing from a user's ``keys`` is revoked.
+- Revocation is final: a revoked key listed again stays revoked and the report warns, since
+  it may have been revoked by hand because it leaked.
+- A policy missing from the manifest is deleted, or, when safety events already cite it,
+  kept with no intents so it governs nothing and the audit trail still resolves.
+  A zone missing from the manifest is deleted when nothing refers to it; otherwise it is
+  kept and the report warns.
+- Runtime state is never written: ``online_state`` and ``last_seen`` of a device belong to
+  its adapter. Connection settings are stored as written, ``${ENV_VAR}`` and all.
+- Idempotent: a value is only assigned when it differs, so applying the same manifest
+  again issues no UPDATE and reports every record unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import AccessPolicy, Device, SafetyEvent, User, UserKey, Zone
+from kittylab.manifest.model import LabManifest, key_material
+
+# Concurrent applies would race to create the same rows; a transaction-scoped advisory
+# lock makes the second wait for the first. The number is arbitrary but fixed.
+_APPLY_LOCK = 0x4B4C_4D41_4E49
+
+
+@dataclass
+class Tally:
+    """What an apply did to one kind of record."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    retired: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.created} created, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.retired} retired"
+        )
+
+
+@dataclass
+class ApplyReport:
+    """Counts per kind of record, and warnings about things an apply chose not to do.
+
+    ``retired`` means: devices retired, users deactivated, keys revoked, policies and zones
+    removed (or, for a policy with history, emptied of intents)."""
+
+    zones: Tally = field(default_factory=Tally)
+    devices: Tally = field(default_factory=Tally)
+    users: Tally = field(default_factory=Tally)
+    keys: Tally = field(default_factory=Tally)
+    policies: Tally = field(default_factory=Tally)
+    warnings: list[str] = field(default_factory=list)
+
+    def tallies(self) -> dict[str, Tally]:
+        return {
+            "zones": self.zones,
+            "devices": self.devices,
+            "users": self.users,
+            "keys": self.keys,
+            "policies": self.policies,
+        }
+
+    @property
+    def changed(self) -> bool:
+        return any(t.created or t.updated or t.retired for t in self.tallies().values())
+
+    def __str__(self) -> str:
+        lines = [f"{kind}: {tally}" for kind, tally in self.tallies().items()]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def apply_manifest(session: Session, manifest: LabManifest, now: datetime) -> ApplyReport:
+    """Bring the records in ``session`` in line with ``manifest`` (see the module
+    docstring) and report what changed. ``now`` (timezone-aware) stamps retirements and
+    revocations. The caller owns the transaction: nothing is committed here."""
+    session.execute(select(func.pg_advisory_xact_lock(_APPLY_LOCK)))
+    report = ApplyReport()
+    zones = _apply_zones(session, manifest, report.zones)
+    session.flush()
+    _apply_devices(session, manifest, zones, now, report.devices)
+    users = _apply_users(session, manifest, report.users)
+    session.flush()
+    _apply_keys(session, manifest, users, now, report)
+    _apply_policies(session, manifest, zones, report)
+    session.flush()
+    _remove_undeclared_zones(session, manifest, zones, report)
+    session.flush()
+    return report
+
+
+def _sync(row: object, values: dict[str, Any]) -> bool:
+    """Assign each value that differs from the row's; True when any did."""
+    changed = False
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    return changed
+
+
+def _count(tally: Tally, *, created: bool, changed: bool) -> None:
+    if created:
+        tally.created += 1
+    elif changed:
+        tally.updated += 1
+    else:
+        tally.unchanged += 1
+
+
+def _apply_zones(session: Session, manifest: LabManifest, tally: Tally) -> dict[str, Zone]:
+    """Upsert declared zones; returns every zone row by name, declared or not."""
+    rows = {z.name: z for z in session.scalars(select(Zone))}
+    for spec in manifest.zones:
+        values = {
+            "hazard_level": spec.hazard_level,
+            "requires_ppe": spec.requires_ppe,
+            "unifi_door_ids": list(spec.unifi_door_ids),
+        }
+        row = rows.get(spec.name)
+        if row is None:
+            row = rows[spec.name] = Zone(name=spec.name, **values)
+            session.add(row)
+            _count(tally, created=True, changed=True)
+        else:
+            _count(tally, created=False, changed=_sync(row, values))
+    return rows
+
+
+def _apply_devices(
+    session: Session, manifest: LabManifest, zones: dict[str, Zone], now: datetime, tally: Tally
+) -> None:
+    rows = {(d.integration, d.external_id): d for d in session.scalars(select(Device))}
+    for spec in manifest.devices:
+        values = {
+            "display_name": spec.display_name,
+            "kind": spec.kind,
+            "zone_id": zones[spec.zone].id,
+            "capabilities": copy.deepcopy(spec.capabilities),
+            "aliases": list(spec.aliases),
+            "connection": copy.deepcopy(spec.connection),
+            "attributes": copy.deepcopy(spec.attributes),
+            "retired_at": None,
+        }
+        row = rows.get(spec.key)
+        if row is None:
+            session.add(
+                Device(integration=spec.integration, external_id=spec.external_id, **values)
+            )
+            _count(tally, created=True, changed=True)
+        else:
+            _count(tally, created=False, changed=_sync(row, values))
+    declared = {spec.key for spec in manifest.devices}
+    for key, row in rows.items():
+        if key not in declared and row.retired_at is None:
+            row.retired_at = now
+            tally.retired += 1
+
+
+def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[str, User]:
+    rows = {u.username: u for u in session.scalars(select(User))}
+    for spec in manifest.users:
+        values = {
+            "display_name": spec.display_name,
+            "email": spec.email,
+            "roles": list(spec.roles),
+            "tailscale_id": spec.tailscale_id,
+            "active": True,
+        }
+        row = rows.get(spec.username)
+        if row is None:
+            row = rows[spec.username] = User(username=spec.username, **values)
+            session.add(row)
+            _count(tally, created=True, changed=True)
+        else:
+            _count(tally, created=False, changed=_sync(row, values))
+    declared = {spec.username for spec in manifest.users}
+    for username, row in rows.items():
+        if username not in declared and row.active:
+            row.active = False
+            tally.retired += 1
+    return rows
+
+
+def _apply_keys(
+    session: Session,
+    manifest: LabManifest,
+    users: dict[str, User],
+    now: datetime,
+    report: ApplyReport,
+) -> None:
+    """Only users whose entry has ``keys`` are touched; the others' keys are managed
+    elsewhere (``kittylab keys``) and an apply must not revoke them."""
+    rows: dict[tuple[UUID, str], UserKey] = {
+        (k.user_id, key_material(k.public_key)): k for k in session.scalars(select(UserKey))
+    }
+    tally = report.keys
+    for spec in manifest.users:
+        if spec.keys is None:
+            continue
+        user = users[spec.username]
+        declared: set[str] = set()
+        for key in spec.keys:
+            material = key_material(key.public_key)
+            declared.add(material)
+            row = rows.get((user.id, material))
+            if row is None:
+                session.add(UserKey(user_id=user.id, name=key.name, public_key=key.public_key))
+                _count(tally, created=True, changed=True)
+            elif row.revoked_at is not None:
+                report.warnings.append(
+                    f"key {key.name!r} of {spec.username!r} was revoked and stays revoked; "
+                    "make a new key pair and list that instead"
+                )
+                tally.unchanged += 1
+            else:
+                changed = _sync(row, {"name": key.name, "public_key": key.public_key})
+                _count(tally, created=False, changed=changed)
+        for (user_id, material), row in rows.items():
+            if user_id == user.id and material not in declared and row.revoked_at is None:
+                row.revoked_at = now
+                tally.retired += 1
+
+
+def _apply_policies(
+    session: Session, manifest: LabManifest, zones: dict[str, Zone], report: ApplyReport
+) -> None:
+    rows = {p.name: p for p in session.scalars(select(AccessPolicy))}
+    tally = report.policies
+    for spec in manifest.policies:
+        values = {
+            "zone_id": zones[spec.zone].id,
+            "intents": list(spec.intents),
+            "required_roles": list(spec.required_roles),
+            "requires_dual_confirm": spec.requires_dual_confirm,
+            "requires_presence": spec.requires_presence,
+            "pqe_checks": copy.deepcopy(spec.pqe_checks),
+        }
+        row = rows.get(spec.name)
+        if row is None:
+            session.add(AccessPolicy(name=spec.name, **values))
+            _count(tally, created=True, changed=True)
+        else:
+            _count(tally, created=False, changed=_sync(row, values))
+    declared = {spec.name for spec in manifest.policies}
+    for name, row in rows.items():
+        if name in declared or not row.intents:
+            continue
+        if session.scalar(select(exists().where(SafetyEvent.policy_id == row.id))):
+            row.intents = []
+        else:
+            session.delete(row)
+        tally.retired += 1
+
+
+def _remove_undeclared_zones(
+    session: Session, manifest: LabManifest, zones: dict[str, Zone], report: ApplyReport
+) -> None:
+    declared = {spec.name for spec in manifest.zones}
+    for name, row in zones.items():
+        if name in declared:
+            continue
+        referenced = session.scalar(
+            select(
+                exists().where(Device.zone_id == row.id)
+                | exists().where(SafetyEvent.zone_id == row.id)
+                | exists().where(AccessPolicy.zone_id == row.id)
+            )
+        )
+        if referenced:
+            report.warnings.append(
+                f"zone {name!r} is no longer declared but devices, policies or safety "
+                "records still refer to it, so it is kept"
+            )
+        else:
+            session.delete(row)
+            report.zones.retired += 1

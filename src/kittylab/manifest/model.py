@@ -1,0 +1,804 @@
+"""The lab manifest as typed specs, and the rules a manifest must follow.
+
+``build_manifest`` turns the plain data of a parsed YAML document into a ``LabManifest``.
+It reports every problem it finds, not only the first, each under the dotted path of the
+offending field (``devices[3].zone``); the loader adds file and line. Field rules are the
+domain's own (``validate_roles``, ``build_capabilities``, ``effective_dual_confirm`` …), so
+a manifest accepts exactly what the rest of KittyLab would store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import difflib
+import math
+import re
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVar, cast
+
+from kittylab.domain.devices import (
+    INTENT_CATALOGUE,
+    JsonSchema,
+    build_capabilities,
+    validate_external_id,
+)
+from kittylab.domain.enums import DeviceKind, HazardLevel, Role
+from kittylab.domain.errors import DomainError, ValidationFailed
+from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.domain.zones import effective_dual_confirm, validate_required_roles
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=Enum)
+_K = TypeVar("_K", bound=Hashable)
+
+MANIFEST_VERSION = 1
+DEFAULT_INTEGRATION = "simulated"
+
+# Zone names and integrations become MQTT topic levels and URL path segments.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
+# Lower case only, so "Sam" and "sam" can never be two different people.
+_USERNAME = re.compile(r"[a-z][a-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """One mistake in a manifest. ``field`` is a dotted path such as ``devices[3].zone``
+    (empty for the document as a whole); ``file`` and ``line`` are set by the loader."""
+
+    field: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<manifest>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class ManifestError(DomainError):
+    """A manifest broke one or more rules. ``problems`` holds all of them; ``file``,
+    ``line``, ``field`` and ``message`` repeat the first, and ``str()`` is one
+    ``file:line: field: message`` line per problem."""
+
+    def __init__(self, problems: Sequence[ManifestProblem]) -> None:
+        if not problems:
+            raise ValueError("a ManifestError needs at least one problem")
+        self.problems = tuple(problems)
+        first = self.problems[0]
+        self.file = first.file
+        self.line = first.line
+        self.field = first.field
+        self.message = first.message
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    name: str
+    hazard_level: HazardLevel
+    requires_ppe: bool = False
+    unifi_door_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device as declared. ``connection`` keeps ``${ENV_VAR}`` references verbatim: the
+    device adapter expands them when it connects, so no secret is ever stored."""
+
+    external_id: str
+    kind: DeviceKind
+    zone: str
+    integration: str
+    display_name: str
+    aliases: tuple[str, ...]
+    capabilities: dict[str, JsonSchema]
+    connection: dict[str, Any]
+    attributes: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The identity a device keeps across applies."""
+        return (self.integration, self.external_id)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """A person. ``keys`` is ``None`` when the manifest does not manage this user's keys
+    (they are then registered with ``kittylab keys`` and left alone by an apply)."""
+
+    username: str
+    display_name: str
+    email: str | None
+    roles: tuple[Role, ...]
+    tailscale_id: str | None
+    keys: tuple[KeySpec, ...] | None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """An access policy with the zone's hazard already applied: in a high-hazard zone
+    ``requires_dual_confirm`` and ``requires_presence`` are always true."""
+
+    name: str
+    zone: str
+    intents: tuple[str, ...]
+    required_roles: tuple[Role, ...]
+    requires_dual_confirm: bool
+    requires_presence: bool
+    pqe_checks: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LabManifest:
+    zones: tuple[ZoneSpec, ...]
+    devices: tuple[DeviceSpec, ...]
+    users: tuple[UserSpec, ...]
+    policies: tuple[PolicySpec, ...]
+
+    def zone(self, name: str) -> ZoneSpec:
+        """The zone of that name; ``KeyError`` when there is none."""
+        return _find(self.zones, lambda z: z.name == name, name)
+
+    def device(self, external_id: str, integration: str = DEFAULT_INTEGRATION) -> DeviceSpec:
+        return _find(self.devices, lambda d: d.key == (integration, external_id), external_id)
+
+    def user(self, username: str) -> UserSpec:
+        return _find(self.users, lambda u: u.username == username, username)
+
+    def policy(self, name: str) -> PolicySpec:
+        return _find(self.policies, lambda p: p.name == name, name)
+
+
+def _find(items: Iterable[_T], match: Callable[[_T], bool], key: str) -> _T:
+    for item in items:
+        if match(item):
+            return item
+    raise KeyError(key)
+
+
+_TOP = ("version", "zones", "devices", "users", "policies")
+_ZONE = ("name", "hazard_level", "requires_ppe", "unifi_door_ids")
+_DEVICE = (
+    "external_id", "kind", "zone", "integration", "display_name",
+    "aliases", "capabilities", "connection", "attributes",
+)  # fmt: skip
+_USER = ("username", "display_name", "email", "roles", "tailscale_id", "keys")
+_KEY = ("name", "public_key")
+_POLICY = (
+    "name", "zone", "intents", "required_roles",
+    "requires_dual_confirm", "requires_presence", "pqe_checks",
+)  # fmt: skip
+
+
+def build_manifest(data: object) -> LabManifest:
+    """Validate parsed manifest data and return its specs.
+
+    Raises ``ManifestError`` listing every problem found, each with the path of its field.
+    Cross-references are checked too: devices and policies must name declared zones,
+    device keys, usernames and policy names must be unique, an alias must not name another
+    device, and each (zone, intent) is governed by at most one policy."""
+    problems: list[ManifestProblem] = []
+    if data is None:
+        raise ManifestError([ManifestProblem("", "the manifest is empty")])
+    top = Fields(problems, "", data, _TOP)
+    if top.has("version") and top.raw("version") != MANIFEST_VERSION:
+        top.fail("version", f"only version {MANIFEST_VERSION} is understood")
+
+    zone_entries = _entries(top, "zones")
+    # Names are taken as written, even from entries with other mistakes, so one bad zone
+    # does not also produce an "unknown zone" on each of its devices, and duplicates are
+    # found in the same pass as everything else.
+    zone_names = _unique(problems, zone_entries, "name", lambda raw: _raw_text(raw, "name"))
+    zones = [_zone(problems, path, raw) for path, raw in zone_entries]
+
+    device_entries = _entries(top, "devices")
+    _unique(problems, device_entries, "external_id", _raw_device_key)
+    devices = [(path, _device(problems, path, raw, zone_names)) for path, raw in device_entries]
+    _check_aliases(problems, devices)
+
+    user_entries = _entries(top, "users")
+    _unique(problems, user_entries, "username", lambda raw: _raw_text(raw, "username"))
+    users = [_user(problems, path, raw) for path, raw in user_entries]
+
+    policy_entries = _entries(top, "policies")
+    _unique(problems, policy_entries, "name", lambda raw: _raw_text(raw, "name"))
+    known_intents = set(INTENT_CATALOGUE) | _custom_intents(device_entries)
+    hazards = {z.name: z.hazard_level for z in zones if z is not None}
+    policies = [
+        (path, _policy(problems, path, raw, zone_names, hazards, known_intents))
+        for path, raw in policy_entries
+    ]
+    _check_policy_overlap(problems, policies)
+
+    if problems:
+        raise ManifestError(problems)
+    return LabManifest(
+        zones=tuple(z for z in zones if z is not None),
+        devices=tuple(d for _, d in devices if d is not None),
+        users=tuple(u for u in users if u is not None),
+        policies=tuple(p for _, p in policies if p is not None),
+    )
+
+
+def _entries(top: Fields, key: str) -> list[tuple[str, object]]:
+    raw = top.raw(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        top.fail(key, "must be a list of entries, each starting with '-'")
+        return []
+    return [(f"{key}[{i}]", item) for i, item in enumerate(raw)]
+
+
+def _raw_text(raw: object, key: str) -> str | None:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _raw_device_key(raw: object) -> tuple[str, str] | None:
+    external_id = _raw_text(raw, "external_id")
+    if external_id is None:
+        return None
+    return (_raw_text(raw, "integration") or DEFAULT_INTEGRATION, external_id)
+
+
+def _unique(
+    problems: list[ManifestProblem],
+    entries: list[tuple[str, object]],
+    field: str,
+    key_of: Callable[[object], _K | None],
+) -> set[_K]:
+    """The keys written in ``entries``; a key seen a second time is a problem."""
+    first: dict[_K, str] = {}
+    for path, raw in entries:
+        key = key_of(raw)
+        if key is None:
+            continue
+        if key in first:
+            shown = f"{key[1]!r} in integration {key[0]!r}" if isinstance(key, tuple) else repr(key)
+            message = f"duplicate {field} {shown}; first declared at {first[key]}"
+            problems.append(ManifestProblem(f"{path}.{field}", message))
+        else:
+            first[key] = path
+    return set(first)
+
+
+def _zone(problems: list[ManifestProblem], path: str, raw: object) -> ZoneSpec | None:
+    f = Fields(problems, path, raw, _ZONE)
+    name = f.text("name")
+    if name is not None and not _SLUG.fullmatch(name):
+        f.fail("name", "must be lower-case letters, digits, '-' or '_', such as 'laser-room'")
+    hazard = f.choice("hazard_level", HazardLevel)
+    requires_ppe = f.flag("requires_ppe")
+    doors = f.texts("unifi_door_ids", max_length=128)
+    if not f.ok or name is None or hazard is None or doors is None:
+        return None
+    return ZoneSpec(name, hazard, requires_ppe, tuple(doors))
+
+
+def _device(
+    problems: list[ManifestProblem], path: str, raw: object, zone_names: set[str]
+) -> DeviceSpec | None:
+    f = Fields(problems, path, raw, _DEVICE)
+    text_id = f.text("external_id", max_length=None)
+    external_id = f.domain(lambda: validate_external_id(text_id)) if text_id else None
+    kind = f.choice("kind", DeviceKind)
+    zone = f.text("zone")
+    if zone is not None and zone not in zone_names:
+        declared = ", ".join(sorted(zone_names)) or "none"
+        f.fail("zone", f"unknown zone {zone!r}; declared zones: {declared}")
+    integration = f.text("integration", required=False, max_length=64) or DEFAULT_INTEGRATION
+    if not _SLUG.fullmatch(integration):
+        f.fail("integration", "must be a lower-case name such as 'simulated' or 'octoprint'")
+    aliases = f.texts("aliases", max_length=100)
+    named = f.text("display_name", required=False, max_length=None)
+    # Deep-copied: the catalogue's schemas are shared, and a spec must not alias them.
+    capabilities = copy.deepcopy(_capabilities(f, kind))
+    connection = f.mapping("connection")
+    if connection is not None:
+        for at, message in connection_problems(connection, f.at("connection")):
+            f.fail_at(at, message)
+    attributes = _attributes(f, kind)
+    if (
+        not f.ok
+        or external_id is None
+        or kind is None
+        or zone is None
+        or aliases is None
+        or capabilities is None
+        or connection is None
+        or attributes is None
+    ):
+        return None
+    # The name people see defaults to what they call it, then to the id.
+    display = f.domain(lambda: validate_display_name(named or next(iter(aliases), external_id)))
+    if display is None:
+        return None
+    return DeviceSpec(
+        external_id, kind, zone, integration, display, tuple(aliases),
+        capabilities, connection, attributes,
+    )  # fmt: skip
+
+
+def _capabilities(f: Fields, kind: DeviceKind | None) -> dict[str, JsonSchema] | None:
+    """Omitted: the kind's defaults. A list: standard intents. A mapping: intent → payload
+    schema, ``null`` meaning the standard schema (custom intents must give one)."""
+    declared = f.raw("capabilities")
+    if isinstance(declared, list):
+        names = f.texts("capabilities", max_length=64, required=True)
+        if names is None:
+            return None
+        for i, name in enumerate(names):
+            if name not in INTENT_CATALOGUE:
+                f.fail_at(f"{f.at('capabilities')}[{i}]", _unknown_intent(name, INTENT_CATALOGUE))
+        if not f.ok or kind is None:
+            return None
+        return f.domain(lambda: build_capabilities(kind, names))
+    if declared is not None:
+        schemas = f.mapping("capabilities")
+        if schemas is None:
+            return None
+        if not schemas:
+            f.fail("capabilities", "must name at least one intent, or be left out for defaults")
+            return None
+        if kind is None:
+            return None
+        return f.domain(
+            lambda: build_capabilities(kind, cast(Mapping[str, JsonSchema | None], schemas))
+        )
+    return build_capabilities(kind, None) if kind is not None else None
+
+
+def _unknown_intent(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "a custom intent needs a payload schema"
+    return f"{name!r} is not a known intent; {hint}"
+
+
+def _attributes(f: Fields, kind: DeviceKind | None) -> dict[str, Any] | None:
+    """Free-form, except ``measures`` (a sensor's channels) and ``description``."""
+    attributes = f.mapping("attributes")
+    if attributes is None:
+        return None
+    measures = attributes.get("measures")
+    at = f.at("attributes.measures")
+    if measures is None:
+        if kind is DeviceKind.SENSOR:
+            # Without channels nobody can ask the sensor a question it understands.
+            f.fail_at(at, "a sensor must list what it measures, such as [temperature]")
+    elif not isinstance(measures, list) or not measures:
+        f.fail_at(at, "must be a non-empty list such as [temperature, humidity]")
+    else:
+        for i, item in enumerate(measures):
+            if not isinstance(item, str) or not item.strip():
+                f.fail_at(f"{at}[{i}]", "must be non-empty text")
+            elif measures.index(item) != i:
+                f.fail_at(f"{at}[{i}]", f"{item!r} is listed twice")
+    description = attributes.get("description")
+    if description is not None and not isinstance(description, str):
+        f.fail_at(f.at("attributes.description"), "must be text")
+    return attributes
+
+
+def _check_aliases(
+    problems: list[ManifestProblem], devices: list[tuple[str, DeviceSpec | None]]
+) -> None:
+    # The understanding layer resolves a spoken name to exactly one device.
+    owners = {s.external_id.casefold(): s.external_id for _, s in devices if s is not None}
+    for path, spec in devices:
+        if spec is None:
+            continue
+        for i, alias in enumerate(spec.aliases):
+            owner = owners.setdefault(alias.casefold(), spec.external_id)
+            if owner != spec.external_id:
+                problems.append(
+                    ManifestProblem(f"{path}.aliases[{i}]", f"{alias!r} already names {owner!r}")
+                )
+
+
+def _custom_intents(device_entries: list[tuple[str, object]]) -> set[str]:
+    intents: set[str] = set()
+    for _, raw in device_entries:
+        declared = raw.get("capabilities") if isinstance(raw, dict) else None
+        if isinstance(declared, dict):
+            intents.update(k for k in declared if isinstance(k, str))
+    return intents
+
+
+def _user(problems: list[ManifestProblem], path: str, raw: object) -> UserSpec | None:
+    f = Fields(problems, path, raw, _USER)
+    username = f.text("username", max_length=64)
+    if username is not None and not _USERNAME.fullmatch(username):
+        f.fail("username", "must start with a lower-case letter; then letters, digits, . _ -")
+    named = f.text("display_name", required=False, max_length=None)
+    display = f.domain(lambda: validate_display_name(named))
+    address = f.text("email", required=False, max_length=None)
+    email = f.domain(lambda: validate_optional_email(address))
+    role_names = f.texts("roles")
+    roles = f.domain(lambda: validate_roles(role_names)) if role_names is not None else None
+    tailscale_id = f.text("tailscale_id", required=False, max_length=128)
+    keys = _keys(f, problems) if f.has("keys") else None
+    if not f.ok or username is None or display is None or roles is None:
+        return None
+    return UserSpec(username, display, email, tuple(roles), tailscale_id, keys)
+
+
+def _keys(f: Fields, problems: list[ManifestProblem]) -> tuple[KeySpec, ...] | None:
+    raw = f.raw("keys")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        f.fail("keys", "must be a list of {name, public_key} entries")
+        return None
+    names: dict[str, str] = {}
+    materials: dict[str, str] = {}
+    keys: list[KeySpec] = []
+    for i, item in enumerate(raw):
+        k = Fields(problems, f"{f.at('keys')}[{i}]", item, _KEY)
+        name = k.text("name")
+        public_key = k.text("public_key", max_length=16_384)
+        if public_key is not None and (problem := public_key_problem(public_key)):
+            k.fail("public_key", problem)
+        if not k.ok or name is None or public_key is None:
+            f.ok = False
+            continue
+        public_key = " ".join(public_key.split())
+        if name in names:
+            k.fail("name", f"{name!r} is already used at {names[name]}")
+        elif key_material(public_key) in materials:
+            k.fail("public_key", f"is the same key as {materials[key_material(public_key)]}")
+        else:
+            names[name] = materials[key_material(public_key)] = k.path
+            keys.append(KeySpec(name, public_key))
+    return tuple(keys)
+
+
+def key_material(public_key: str) -> str:
+    """What identifies a public key: its type and data, without the trailing comment, so
+    editing a comment does not make it a different key."""
+    return " ".join(public_key.split()[:2])
+
+
+def _policy(
+    problems: list[ManifestProblem],
+    path: str,
+    raw: object,
+    zone_names: set[str],
+    hazards: Mapping[str, HazardLevel],
+    known_intents: set[str],
+) -> PolicySpec | None:
+    f = Fields(problems, path, raw, _POLICY)
+    name = f.text("name")
+    zone = f.text("zone")
+    if zone is not None and zone not in zone_names:
+        f.fail("zone", f"unknown zone {zone!r}")
+    intents = f.texts("intents", max_length=64, required=True)
+    # A misspelt intent would leave the real one ungoverned, so unknown names are refused.
+    for i, intent in enumerate(intents or ()):
+        if intent not in known_intents:
+            f.fail_at(f"{f.at('intents')}[{i}]", _unknown_intent(intent, known_intents))
+    role_names = f.texts("required_roles")
+    roles = (
+        f.domain(lambda: validate_required_roles(role_names)) if role_names is not None else None
+    )
+    dual = f.flag("requires_dual_confirm")
+    presence = f.flag("requires_presence")
+    pqe_checks = _pqe_checks(f)
+    hazard = hazards.get(zone or "")
+    if not f.ok or name is None or zone is None or intents is None or roles is None:
+        return None
+    if hazard is None or pqe_checks is None:
+        return None  # the zone itself is invalid and already reported
+    return PolicySpec(
+        name=name,
+        zone=zone,
+        intents=tuple(intents),
+        required_roles=tuple(roles),
+        requires_dual_confirm=effective_dual_confirm(hazard, dual),
+        # The data model: high-hazard zones enforce presence as well as two approvers.
+        requires_presence=presence or hazard is HazardLevel.HIGH,
+        pqe_checks=pqe_checks,
+    )
+
+
+def _pqe_checks(f: Fields) -> dict[str, Any] | None:
+    """PPE to confirm before acting: ``{required: [safety_glasses, …]}``. Only ``required``
+    is accepted, because a misspelt key would silently drop the check."""
+    checks = Fields(f.problems, f.at("pqe_checks"), f.raw("pqe_checks") or {}, ("required",))
+    required = checks.texts("required", max_length=64)
+    if not checks.ok or required is None:
+        f.ok = False
+        return None
+    return {"required": required} if required else {}
+
+
+def _check_policy_overlap(
+    problems: list[ManifestProblem], policies: list[tuple[str, PolicySpec | None]]
+) -> None:
+    # Two policies over one intent in one zone would leave the evaluator to guess.
+    governed: dict[tuple[str, str], str] = {}
+    for path, spec in policies:
+        if spec is None:
+            continue
+        for i, intent in enumerate(spec.intents):
+            owner = governed.setdefault((spec.zone, intent), spec.name)
+            if owner != spec.name:
+                problems.append(
+                    ManifestProblem(
+                        f"{path}.intents[{i}]",
+                        f"{intent!r} in zone {spec.zone!r} is already governed by {owner!r}",
+                    )
+                )
+
+
+# --- Reading fields -----------------------------------------------------------------------
+
+
+class Fields:
+    """Typed reads from one mapping of the manifest at ``path``. A bad value records a
+    problem and reads as ``None`` instead of raising, so one pass reports every mistake;
+    ``ok`` turns false on the first problem. Keys outside ``allowed`` are problems too: a
+    misspelt ``requires_presence`` must not silently switch a safety check off."""
+
+    def __init__(
+        self, problems: list[ManifestProblem], path: str, raw: object, allowed: Sequence[str]
+    ) -> None:
+        self.problems = problems
+        self.path = path
+        self.ok = True
+        self._data: dict[str, object] = {}
+        if not isinstance(raw, dict):
+            self.fail_at(path, "must be a mapping of field: value")
+            return
+        for key, value in raw.items():
+            if isinstance(key, str) and key in allowed:
+                self._data[key] = value
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(allowed)}"
+            self.fail(str(key), f"unknown field; {hint}")
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, message: str) -> None:
+        self.fail_at(self.at(key), message)
+
+    def fail_at(self, path: str, message: str) -> None:
+        self.problems.append(ManifestProblem(path, message))
+        self.ok = False
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def raw(self, key: str) -> object:
+        return self._data.get(key)
+
+    def text(self, key: str, *, required: bool = True, max_length: int | None = 100) -> str | None:
+        """Stripped text; ``None`` when absent or blank (a problem if ``required``)."""
+        value = self._data.get(key)
+        if isinstance(value, bool | int | float):
+            # YAML reads 0042 as a number and yes as a boolean; quoting keeps the text.
+            self.fail(key, f"must be text; write it in quotes: '{value}'")
+            return None
+        if value is not None and not isinstance(value, str):
+            self.fail(key, "must be text")
+            return None
+        value = (value or "").strip()
+        if not value:
+            if required:
+                self.fail(key, "is required")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.fail(key, f"is longer than {max_length} characters")
+            return None
+        return value
+
+    def flag(self, key: str) -> bool:
+        """A boolean that defaults to false."""
+        value = self._data.get(key, False)
+        if not isinstance(value, bool):
+            self.fail(key, "must be true or false")
+            return False
+        return value
+
+    def choice(self, key: str, enum: type[_E]) -> _E | None:
+        value = self.text(key)
+        if value is None:
+            return None
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in enum)
+            self.fail(key, f"{value!r} is not one of {allowed}")
+            return None
+
+    def texts(self, key: str, *, max_length: int = 100, required: bool = False) -> list[str] | None:
+        """A list of distinct, non-blank texts (``[]`` when absent); ``None`` if any item is
+        bad, so indexes in the result match those in the file."""
+        value = self._data.get(key)
+        if value is None:
+            if required:
+                self.fail(key, "must list at least one")
+            return None if required else []
+        if not isinstance(value, list):
+            self.fail(key, "must be a list, such as [a, b]")
+            return None
+        items: list[str] = []
+        seen: set[str] = set()
+        ok = True
+        for i, item in enumerate(value):
+            at = f"{self.at(key)}[{i}]"
+            text = item.strip() if isinstance(item, str) else ""
+            if not text:
+                self.fail_at(at, "must be non-empty text")
+            elif len(text) > max_length:
+                self.fail_at(at, f"is longer than {max_length} characters")
+            elif text.casefold() in seen:
+                self.fail_at(at, f"{text!r} is listed twice")
+            else:
+                seen.add(text.casefold())
+                items.append(text)
+                continue
+            ok = False
+        if ok and required and not items:
+            self.fail(key, "must list at least one")
+            return None
+        return items if ok else None
+
+    def mapping(self, key: str) -> dict[str, Any] | None:
+        """A mapping that can be stored as JSON (``{}`` when absent)."""
+        value = self._data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(key, "must be a mapping of name: value")
+            return None
+        found = json_problem(value, self.at(key))
+        if found is not None:
+            self.fail_at(*found)
+            return None
+        return value
+
+    def domain(self, check: Callable[[], _T]) -> _T | None:
+        """Run a domain validator; its ``ValidationFailed`` becomes a problem at the field
+        it names, relative to this mapping."""
+        try:
+            return check()
+        except ValidationFailed as exc:
+            self.fail(exc.field, exc.message)
+            return None
+
+
+def json_problem(value: object, path: str) -> tuple[str, str] | None:
+    """The first (path, message) in ``value`` that JSON cannot hold, or ``None``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (path, f"key {key!r} must be text")
+            found = json_problem(item, f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = json_problem(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float) and math.isfinite(value):
+        return None
+    # Dates and timestamps are what YAML usually produces here; quoting keeps them as text.
+    return (path, f"a {type(value).__name__} cannot be stored; write it in quotes")
+
+
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_KEY = re.compile(
+    r"password|passwd|secret|token|api_?key|access_?(code|key)|private_?key|credential",
+    re.IGNORECASE,
+)
+
+
+def connection_problems(value: object, path: str) -> list[tuple[str, str]]:
+    """Connection settings may hold secrets only as ``${ENV_VAR}`` references, so the
+    manifest can live in git; every reference must name a valid variable."""
+    problems: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            at = f"{path}.{key}"
+            secret_like = item is not None and not isinstance(item, bool | dict | list)
+            if secret_like and _SECRET_KEY.search(str(key)):
+                if not (isinstance(item, str) and _is_env_reference(item)):
+                    problems.append((at, "looks like a secret; write a ${ENV_VAR} reference"))
+                continue
+            problems.extend(connection_problems(item, at))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problems.extend(connection_problems(item, f"{path}[{i}]"))
+    elif isinstance(value, str):
+        for name in _ENV_REF.findall(value):
+            if not _ENV_NAME.fullmatch(name):
+                problems.append((path, f"${{{name}}} is not a valid environment variable name"))
+        if "${" in _ENV_REF.sub("", value):
+            problems.append((path, "has a '${' without its closing '}'"))
+    return problems
+
+
+def _is_env_reference(value: str) -> bool:
+    match = _ENV_REF.fullmatch(value.strip())
+    return match is not None and _ENV_NAME.fullmatch(match.group(1)) is not None
+
+
+_KEY_TYPES = (
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa",
+)
+_ED25519_RAW_BYTES = 32
+
+
+def public_key_problem(text: str) -> str | None:
+    """Why ``text`` is not a public key an approver can sign with, or ``None``. Accepts an
+    OpenSSH public key line (including FIDO2 ``sk-`` keys) or a bare base64 Ed25519 key."""
+    if "PRIVATE KEY" in text:
+        return "this is a private key; give the public one (the .pub file) and keep this secret"
+    parts = text.split()
+    if len(parts) == 1:
+        raw = _b64(parts[0])
+        if raw is not None and len(raw) == _ED25519_RAW_BYTES:
+            return None
+        return "must be an OpenSSH public key line ('ssh-ed25519 AAAA… comment')"
+    key_type, blob = parts[0], _b64(parts[1])
+    if key_type not in _KEY_TYPES:
+        return f"key type {key_type!r} is not one of {', '.join(_KEY_TYPES)}"
+    if blob is None:
+        return "the key data is not valid base64"
+    # The OpenSSH blob starts with its own type as a length-prefixed string.
+    name = key_type.encode()
+    if blob[:4] != len(name).to_bytes(4, "big") or blob[4 : 4 + len(name)] != name:
+        return f"the key data is not a {key_type} key"
+    return None
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+__all__ = [
+    "DEFAULT_INTEGRATION",
+    "MANIFEST_VERSION",
+    "DeviceSpec",
+    "KeySpec",
+    "LabManifest",
+    "ManifestError",
+    "ManifestProblem",
+    "PolicySpec",
+    "UserSpec",
+    "ZoneSpec",
+    "build_manifest",
+    "key_material",
+]

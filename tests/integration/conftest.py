@@ -1,0 +1,70 @@
+"""Fixtures for API tests: a wired app on the real database, and people with tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kittylab import bootstrap
+from kittylab.adapters.db.engine import Database
+from kittylab.api.app import create_app
+from kittylab.config import Settings
+from kittylab.services import identity
+
+
+@dataclass(frozen=True)
+class Person:
+    user_id: UUID
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def container(database: Database, database_url: str, settings: Settings) -> Iterator[bootstrap.Container]:
+    with bootstrap.application(settings, database_url) as c:
+        c.database.dispose()
+        c.database = database  # share the test's pool; the app builds its own otherwise
+        yield c
+
+
+@pytest.fixture
+def client(container: bootstrap.Container) -> Iterator[TestClient]:
+    with TestClient(create_app(container), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _person(database: Database, username: str, roles: list[str]) -> Person:
+    with database.unit_of_work() as session:
+        user = identity.create_user(
+            session, username=username, display_name=username.title(), roles=roles
+        )
+        issued = identity.issue_token(session, user)
+    return Person(user.id, issued.token)
+
+
+@pytest.fixture
+def admin(database: Database) -> Person:
+    return _person(database, "ada", ["admin"])
+
+
+@pytest.fixture
+def operator(database: Database) -> Person:
+    return _person(database, "olivia", ["operator"])
+
+
+@pytest.fixture
+def safety_lead(database: Database) -> Person:
+    return _person(database, "sam", ["safety"])

@@ -1,0 +1,98 @@
+from fastapi.testclient import TestClient
+
+from tests.integration.conftest import Person
+
+
+def test_api_routes_need_a_bearer_token(client: TestClient) -> None:
+    response = client.get("/api/devices")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 401
+
+
+def test_unknown_or_malformed_tokens_are_refused(client: TestClient, admin: Person) -> None:
+    for token in ("kl_not-a-real-token-at-all-xxxxxxxxxx", "garbage"):
+        response = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+
+
+def test_health_and_metrics_need_no_token(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok"}
+    client.get("/api/devices")
+    metrics = client.get("/metrics").text
+    assert 'kittylab_http_requests_total{method="GET",route="/api/devices",status="401"}' in metrics
+    assert "kittylab_job_queue_depth" in metrics
+
+
+def test_me_returns_the_token_owner(client: TestClient, operator: Person) -> None:
+    body = client.get("/api/me", headers=operator.headers).json()
+    assert body["username"] == "olivia"
+    assert body["roles"] == ["operator"]
+
+
+def test_only_admin_creates_users(client: TestClient, admin: Person, operator: Person) -> None:
+    new = {"username": "erin", "displayName": "Erin", "roles": ["engineer"]}
+    assert client.post("/api/users", json=new, headers=operator.headers).status_code == 403
+    created = client.post("/api/users", json=new, headers=admin.headers)
+    assert created.status_code == 201
+    assert created.json()["roles"] == ["engineer"]
+    again = client.post("/api/users", json=new, headers=admin.headers)
+    assert again.status_code == 409
+    assert again.json()["field"] == "username"
+
+
+def test_user_validation_names_the_field(client: TestClient, admin: Person) -> None:
+    cases = [
+        ({"username": "x", "displayName": "X", "roles": []}, "roles"),
+        ({"username": "x", "displayName": "X", "roles": ["janitor"]}, "roles.0"),
+        ({"username": "x", "displayName": "  ", "roles": ["operator"]}, "display_name"),
+        ({"username": "x", "displayName": "X", "roles": ["operator"], "email": "nope"}, "email"),
+        ({"username": "x", "displayName": "X", "roles": ["operator"], "colour": "red"}, "colour"),
+    ]
+    for body, field in cases:
+        response = client.post("/api/users", json=body, headers=admin.headers)
+        assert response.status_code == 422, body
+        assert response.json()["field"] == field, response.json()
+
+
+def test_tokens_for_others_need_admin(client: TestClient, admin: Person, operator: Person) -> None:
+    url = f"/api/users/{admin.user_id}/tokens"
+    assert client.post(url, json={}, headers=operator.headers).status_code == 403
+    own = client.post(f"/api/users/{operator.user_id}/tokens", json={"label": "laptop"}, headers=operator.headers)
+    assert own.status_code == 201
+    fresh = own.json()["token"]
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
+
+def test_deactivated_user_loses_access(client: TestClient, admin: Person, operator: Person) -> None:
+    response = client.patch(f"/api/users/{operator.user_id}", json={"active": False}, headers=admin.headers)
+    assert response.status_code == 200
+    assert client.get("/api/me", headers=operator.headers).status_code == 401
+
+
+def test_malformed_json_and_bad_ids_are_422_not_500(client: TestClient, admin: Person) -> None:
+    bad_json = client.post(
+        "/api/users", content=b"{not json", headers={**admin.headers, "content-type": "application/json"}
+    )
+    assert bad_json.status_code == 422
+    bad_id = client.get("/api/devices/not-a-uuid", headers=admin.headers)
+    assert bad_id.status_code == 422
+    assert bad_id.json()["field"] == "device_id"
+    bad_enum = client.get("/api/devices?kind=toaster", headers=admin.headers)
+    assert bad_enum.status_code == 422
+    assert bad_enum.json()["field"] == "kind"
+    bad_cursor = client.get("/api/devices?cursor=%%%", headers=admin.headers)
+    assert bad_cursor.status_code == 422
+    assert bad_cursor.json()["field"] == "cursor"
+
+
+def test_oversize_body_is_413(client: TestClient, admin: Person) -> None:
+    response = client.post(
+        "/api/users", content=b"x" * (2 * 1024 * 1024),
+        headers={**admin.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
