@@ -27,7 +27,9 @@ def _backends() -> list[str]:
 
 
 @pytest.fixture(scope="session", params=_backends())
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A migrated, empty database on one backend; the URL of it."""
     if request.param == "embedded":
         server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
@@ -67,12 +69,14 @@ def _session_database(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def database(_session_database: Database) -> Iterator[Database]:
+def database(_session_database: Database) -> Database:
     """The session's database, emptied before each test."""
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with _session_database.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables}, procrastinate_jobs, procrastinate_periodic_defers CASCADE"))
-    yield _session_database
+        conn.execute(
+            text(f"TRUNCATE {tables}, procrastinate_jobs, procrastinate_periodic_defers CASCADE")
+        )
+    return _session_database
 
 
 @pytest.fixture

@@ -43,7 +43,9 @@ class NotifySettings(BaseModel):
     email_url: SecretStr | None = Field(
         None, description="e.g. mailto://user:pass@smtp.lab.example?to={recipient}"
     )
-    slack_url: SecretStr | None = Field(None, description="e.g. slack://T000/B000/XXXX/#{recipient}")
+    slack_url: SecretStr | None = Field(
+        None, description="e.g. slack://T000/B000/XXXX/#{recipient}"
+    )
     push_url: SecretStr | None = Field(None, description="e.g. ntfy://ntfy.lab.example/{recipient}")
     webhook_url: SecretStr | None = Field(
         None, description="unset: the recipient itself is a json:// or form:// Apprise URL"

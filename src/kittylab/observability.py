@@ -18,11 +18,13 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 HTTP_REQUESTS = Counter(
-    "kittylab_http_requests_total", "HTTP requests by route, method and status.",
+    "kittylab_http_requests_total",
+    "HTTP requests by route, method and status.",
     ["route", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "kittylab_http_request_duration_seconds", "HTTP request latency by route.",
+    "kittylab_http_request_duration_seconds",
+    "HTTP request latency by route.",
     ["route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -56,7 +58,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        JsonFormatter()
+        if json_logs
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -33,7 +33,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def container(database: Database, database_url: str, settings: Settings) -> Iterator[bootstrap.Container]:
+def container(
+    database: Database, database_url: str, settings: Settings
+) -> Iterator[bootstrap.Container]:
     with bootstrap.application(settings, database_url) as c:
         c.database.dispose()
         c.database = database  # share the test's pool; the app builds its own otherwise

@@ -62,21 +62,27 @@ def test_user_validation_names_the_field(client: TestClient, admin: Person) -> N
 def test_tokens_for_others_need_admin(client: TestClient, admin: Person, operator: Person) -> None:
     url = f"/api/users/{admin.user_id}/tokens"
     assert client.post(url, json={}, headers=operator.headers).status_code == 403
-    own = client.post(f"/api/users/{operator.user_id}/tokens", json={"label": "laptop"}, headers=operator.headers)
+    own = client.post(
+        f"/api/users/{operator.user_id}/tokens", json={"label": "laptop"}, headers=operator.headers
+    )
     assert own.status_code == 201
     fresh = own.json()["token"]
     assert client.get("/api/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
 
 
 def test_deactivated_user_loses_access(client: TestClient, admin: Person, operator: Person) -> None:
-    response = client.patch(f"/api/users/{operator.user_id}", json={"active": False}, headers=admin.headers)
+    response = client.patch(
+        f"/api/users/{operator.user_id}", json={"active": False}, headers=admin.headers
+    )
     assert response.status_code == 200
     assert client.get("/api/me", headers=operator.headers).status_code == 401
 
 
 def test_malformed_json_and_bad_ids_are_422_not_500(client: TestClient, admin: Person) -> None:
     bad_json = client.post(
-        "/api/users", content=b"{not json", headers={**admin.headers, "content-type": "application/json"}
+        "/api/users",
+        content=b"{not json",
+        headers={**admin.headers, "content-type": "application/json"},
     )
     assert bad_json.status_code == 422
     bad_id = client.get("/api/devices/not-a-uuid", headers=admin.headers)
@@ -92,7 +98,8 @@ def test_malformed_json_and_bad_ids_are_422_not_500(client: TestClient, admin: P
 
 def test_oversize_body_is_413(client: TestClient, admin: Person) -> None:
     response = client.post(
-        "/api/users", content=b"x" * (2 * 1024 * 1024),
+        "/api/users",
+        content=b"x" * (2 * 1024 * 1024),
         headers={**admin.headers, "content-type": "application/json"},
     )
     assert response.status_code == 413

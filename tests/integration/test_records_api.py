@@ -41,8 +41,12 @@ def lab(database: Database) -> dict[str, UUID]:
         s.add(zone)
         s.flush()
         device = Device(
-            external_id="fume-sensor", integration="simulated", display_name="Fume sensor",
-            kind=DeviceKind.SENSOR, zone_id=zone.id, capabilities={"sensor_read": {"type": "object"}},
+            external_id="fume-sensor",
+            integration="simulated",
+            display_name="Fume sensor",
+            kind=DeviceKind.SENSOR,
+            zone_id=zone.id,
+            capabilities={"sensor_read": {"type": "object"}},
         )
         s.add(device)
         s.flush()
@@ -52,15 +56,22 @@ def lab(database: Database) -> dict[str, UUID]:
 def test_telemetry_batch_is_stored_and_marks_the_device_online(
     client: TestClient, operator: Person, lab: dict[str, UUID]
 ) -> None:
-    batch = {"events": [
-        {"deviceId": str(lab["device"]), "topic": "air/voc", "payload": {"ppm": 3.2}},
-        {"externalId": "fume-sensor", "topic": "air/voc", "payload": [1, 2, 3]},
-    ]}
+    batch = {
+        "events": [
+            {"deviceId": str(lab["device"]), "topic": "air/voc", "payload": {"ppm": 3.2}},
+            {"externalId": "fume-sensor", "topic": "air/voc", "payload": [1, 2, 3]},
+        ]
+    }
     response = client.post("/api/telemetry", json=batch, headers=operator.headers)
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": 2}
-    stored = client.get(f"/api/telemetry?deviceId={lab['device']}&topic=air/voc", headers=operator.headers)
-    assert sorted(str(e["payload"]) for e in stored.json()["items"]) == ["[1, 2, 3]", "{'ppm': 3.2}"]
+    stored = client.get(
+        f"/api/telemetry?deviceId={lab['device']}&topic=air/voc", headers=operator.headers
+    )
+    assert sorted(str(e["payload"]) for e in stored.json()["items"]) == [
+        "[1, 2, 3]",
+        "{'ppm': 3.2}",
+    ]
     device = client.get(f"/api/devices/{lab['device']}", headers=operator.headers).json()
     assert device["onlineState"] == "online" and device["lastSeen"] is not None
 
@@ -69,14 +80,19 @@ def test_telemetry_over_64_kib_is_413_and_counted(
     client: TestClient, operator: Person, lab: dict[str, UUID]
 ) -> None:
     before = _metric(client, 'kittylab_telemetry_events_total{outcome="rejected_too_large"}')
-    batch = {"events": [
-        {"deviceId": str(lab["device"]), "topic": "ok", "payload": {"v": 1}},
-        {"deviceId": str(lab["device"]), "topic": "big", "payload": {"blob": "x" * 70_000}},
-    ]}
+    batch = {
+        "events": [
+            {"deviceId": str(lab["device"]), "topic": "ok", "payload": {"v": 1}},
+            {"deviceId": str(lab["device"]), "topic": "big", "payload": {"blob": "x" * 70_000}},
+        ]
+    }
     response = client.post("/api/telemetry", json=batch, headers=operator.headers)
     assert response.status_code == 413
     assert response.json()["field"] == "events.1.payload"
-    assert _metric(client, 'kittylab_telemetry_events_total{outcome="rejected_too_large"}') == before + 1
+    assert (
+        _metric(client, 'kittylab_telemetry_events_total{outcome="rejected_too_large"}')
+        == before + 1
+    )
     # Nothing from the refused batch was stored.
     assert client.get("/api/telemetry", headers=operator.headers).json()["items"] == []
 
@@ -91,14 +107,28 @@ def test_telemetry_for_unknown_device_names_the_event(client: TestClient, operat
 def test_deleting_a_conversation_keeps_its_routing_decisions(
     client: TestClient, operator: Person, database: Database
 ) -> None:
-    conv = client.post("/api/conversations", json={"contextKey": "wall-1"}, headers=operator.headers).json()
+    conv = client.post(
+        "/api/conversations", json={"contextKey": "wall-1"}, headers=operator.headers
+    ).json()
     with database.unit_of_work() as s:
-        s.add(RoutingDecision(
-            conversation_id=UUID(conv["id"]), request_id=uuid4(), input_hash="h" * 64,
-            selected_tier=Tier.LOCAL, confidence=0.93, latency_ms=4, performed_by=operator.user_id,
-        ))
-    assert client.delete(f"/api/conversations/{conv['id']}", headers=operator.headers).status_code == 204
-    decisions = client.get(f"/api/routing/decisions?conversationId={conv['id']}", headers=operator.headers)
+        s.add(
+            RoutingDecision(
+                conversation_id=UUID(conv["id"]),
+                request_id=uuid4(),
+                input_hash="h" * 64,
+                selected_tier=Tier.LOCAL,
+                confidence=0.93,
+                latency_ms=4,
+                performed_by=operator.user_id,
+            )
+        )
+    assert (
+        client.delete(f"/api/conversations/{conv['id']}", headers=operator.headers).status_code
+        == 204
+    )
+    decisions = client.get(
+        f"/api/routing/decisions?conversationId={conv['id']}", headers=operator.headers
+    )
     [decision] = decisions.json()["items"]
     assert decision["costEstimate"] == "0.000000"  # recorded as zero, never null
     assert decision["confidence"] == 0.93
@@ -106,19 +136,34 @@ def test_deleting_a_conversation_keeps_its_routing_decisions(
 
 def test_routing_decisions_are_append_only(database: Database, operator: Person) -> None:
     with database.unit_of_work() as s:
-        s.add(RoutingDecision(
-            request_id=uuid4(), input_hash="h", selected_tier=Tier.MCP, confidence=0.5, latency_ms=80
-        ))
-    for statement in ("UPDATE routing_decisions SET confidence = 1", "DELETE FROM routing_decisions"):
+        s.add(
+            RoutingDecision(
+                request_id=uuid4(),
+                input_hash="h",
+                selected_tier=Tier.MCP,
+                confidence=0.5,
+                latency_ms=80,
+            )
+        )
+    for statement in (
+        "UPDATE routing_decisions SET confidence = 1",
+        "DELETE FROM routing_decisions",
+    ):
         with pytest.raises(IntegrityError, match="append-only"), database.unit_of_work() as s:
             s.execute(text(statement))
 
 
 def test_database_refuses_out_of_range_confidence(database: Database) -> None:
     with pytest.raises(IntegrityError, match="confidence_range"), database.unit_of_work() as s:
-        s.add(RoutingDecision(
-            request_id=uuid4(), input_hash="h", selected_tier=Tier.LOCAL, confidence=1.5, latency_ms=1
-        ))
+        s.add(
+            RoutingDecision(
+                request_id=uuid4(),
+                input_hash="h",
+                selected_tier=Tier.LOCAL,
+                confidence=1.5,
+                latency_ms=1,
+            )
+        )
 
 
 def test_database_requires_artifact_metadata_and_unique_keys(
@@ -129,27 +174,65 @@ def test_database_requires_artifact_metadata_and_unique_keys(
         s.add(job)
         s.flush()
         job_id = job.id
-        good = {"bounding_box": {"x": 1, "y": 1, "z": 1}, "material_hints": [], "generation_params": {}}
-        s.add(CADArtifact(cad_job_id=job_id, provider=CADProvider.CADQUERY, artifact_key="a/plate.step",
-                          artifact_type=ArtifactType.STEP, metadata_=good, quality_score=0.9))
-    with pytest.raises(IntegrityError, match="metadata_required_keys"), database.unit_of_work() as s:
-        s.add(CADArtifact(cad_job_id=job_id, provider=CADProvider.CADQUERY, artifact_key="a/x.stl",
-                          artifact_type=ArtifactType.STL, metadata_={"bounding_box": {}}))
+        good = {
+            "bounding_box": {"x": 1, "y": 1, "z": 1},
+            "material_hints": [],
+            "generation_params": {},
+        }
+        s.add(
+            CADArtifact(
+                cad_job_id=job_id,
+                provider=CADProvider.CADQUERY,
+                artifact_key="a/plate.step",
+                artifact_type=ArtifactType.STEP,
+                metadata_=good,
+                quality_score=0.9,
+            )
+        )
+    with (
+        pytest.raises(IntegrityError, match="metadata_required_keys"),
+        database.unit_of_work() as s,
+    ):
+        s.add(
+            CADArtifact(
+                cad_job_id=job_id,
+                provider=CADProvider.CADQUERY,
+                artifact_key="a/x.stl",
+                artifact_type=ArtifactType.STL,
+                metadata_={"bounding_box": {}},
+            )
+        )
     with pytest.raises(IntegrityError, match="artifact_key"), database.unit_of_work() as s:
-        s.add(CADArtifact(cad_job_id=job_id, provider=CADProvider.ZOO, artifact_key="a/plate.step",
-                          artifact_type=ArtifactType.STEP, metadata_=good))
+        s.add(
+            CADArtifact(
+                cad_job_id=job_id,
+                provider=CADProvider.ZOO,
+                artifact_key="a/plate.step",
+                artifact_type=ArtifactType.STEP,
+                metadata_=good,
+            )
+        )
 
 
 def test_database_requires_snapshot_for_failure_events(
     database: Database, operator: Person, lab: dict[str, UUID]
 ) -> None:
     with database.unit_of_work() as s:
-        job = FabricationJob(device_id=lab["device"], gcode_path="s3://g/x.gcode", requested_by=operator.user_id)
+        job = FabricationJob(
+            device_id=lab["device"], gcode_path="s3://g/x.gcode", requested_by=operator.user_id
+        )
         s.add(job)
         s.flush()
         job_id = job.id
-    with pytest.raises(IntegrityError, match="failure_needs_snapshot"), database.unit_of_work() as s:
-        s.add(PrintMonitorEvent(fabrication_job_id=job_id, event_type=MonitorEventType.NOZZLE_CLOG, confidence=0.7))
+    with (
+        pytest.raises(IntegrityError, match="failure_needs_snapshot"),
+        database.unit_of_work() as s,
+    ):
+        s.add(
+            PrintMonitorEvent(
+                fabrication_job_id=job_id, event_type=MonitorEventType.NOZZLE_CLOG, confidence=0.7
+            )
+        )
 
 
 def test_duplicate_external_id_within_an_integration_is_refused(
@@ -157,8 +240,15 @@ def test_duplicate_external_id_within_an_integration_is_refused(
 ) -> None:
     def add(integration: str) -> None:
         with database.unit_of_work() as s:
-            s.add(Device(external_id="fume-sensor", integration=integration, display_name="x",
-                         kind=DeviceKind.SENSOR, zone_id=lab["zone"]))
+            s.add(
+                Device(
+                    external_id="fume-sensor",
+                    integration=integration,
+                    display_name="x",
+                    kind=DeviceKind.SENSOR,
+                    zone_id=lab["zone"],
+                )
+            )
 
     add("home_assistant")  # same id, other integration: fine
     with pytest.raises(IntegrityError, match="uq_devices_integration_external_id"):
@@ -166,10 +256,16 @@ def test_duplicate_external_id_within_an_integration_is_refused(
 
 
 def test_denying_a_decided_safety_event_is_409_naming_both_states(
-    client: TestClient, database: Database, operator: Person, safety_lead: Person, lab: dict[str, UUID]
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    lab: dict[str, UUID],
 ) -> None:
     with database.unit_of_work() as s:
-        event = SafetyEvent(event_type=SafetyEventType.UNLOCK, zone_id=lab["zone"], initiated_by=operator.user_id)
+        event = SafetyEvent(
+            event_type=SafetyEventType.UNLOCK, zone_id=lab["zone"], initiated_by=operator.user_id
+        )
         s.add(event)
         s.flush()
         event_id = event.id
@@ -186,24 +282,39 @@ def test_denying_a_decided_safety_event_is_409_naming_both_states(
 def test_approved_safety_event_without_approver_is_refused_by_the_database(
     database: Database, operator: Person
 ) -> None:
-    with pytest.raises(IntegrityError, match="approved_needs_approver"), database.unit_of_work() as s:
-        s.execute(text(
-            "INSERT INTO safety_events (id, event_type, initiated_by, status) "
-            f"VALUES (gen_random_uuid(), 'unlock', '{operator.user_id}', 'approved')"
-        ))
+    with (
+        pytest.raises(IntegrityError, match="approved_needs_approver"),
+        database.unit_of_work() as s,
+    ):
+        s.execute(
+            text(
+                "INSERT INTO safety_events (id, event_type, initiated_by, status) "
+                f"VALUES (gen_random_uuid(), 'unlock', '{operator.user_id}', 'approved')"
+            )
+        )
 
 
 def test_presence_check_in_counts_until_check_out(
     client: TestClient, operator: Person, safety_lead: Person, lab: dict[str, UUID]
 ) -> None:
     zone = str(lab["zone"])
-    assert client.post("/api/presence", json={"zoneId": zone}, headers=operator.headers).status_code == 201
+    assert (
+        client.post("/api/presence", json={"zoneId": zone}, headers=operator.headers).status_code
+        == 201
+    )
     occupancy = client.get(f"/api/zones/{zone}/occupancy", headers=operator.headers).json()
     assert occupancy["presentUserIds"] == [str(operator.user_id)]
     other = {"zoneId": zone, "userId": str(safety_lead.user_id)}
     assert client.post("/api/presence", json=other, headers=operator.headers).status_code == 403
-    client.post("/api/presence", json={"zoneId": zone, "status": "vacated"}, headers=operator.headers)
-    assert client.get(f"/api/zones/{zone}/occupancy", headers=operator.headers).json()["presentUserIds"] == []
+    client.post(
+        "/api/presence", json={"zoneId": zone, "status": "vacated"}, headers=operator.headers
+    )
+    assert (
+        client.get(f"/api/zones/{zone}/occupancy", headers=operator.headers).json()[
+            "presentUserIds"
+        ]
+        == []
+    )
 
 
 def test_nul_characters_are_refused_not_crashing(client: TestClient, admin: Person) -> None:
@@ -218,5 +329,3 @@ def _metric(client: TestClient, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
-
-

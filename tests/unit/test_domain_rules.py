@@ -41,6 +41,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 # --- User ------------------------------------------------------------------------------
 
+
 def test_display_name_is_required() -> None:
     with pytest.raises(ValidationFailed) as info:
         validate_display_name("   ")
@@ -66,6 +67,7 @@ def test_email_is_optional_but_valid_when_present() -> None:
 
 # --- Zone and AccessPolicy -------------------------------------------------------------
 
+
 def test_high_hazard_zone_forces_dual_confirmation() -> None:
     assert effective_dual_confirm(HazardLevel.HIGH, requested=False) is True
     assert effective_dual_confirm(HazardLevel.MEDIUM, requested=False) is False
@@ -80,8 +82,11 @@ def test_policy_required_roles_cannot_be_empty() -> None:
 
 # --- ZonePresence ----------------------------------------------------------------------
 
+
 def _obs(user, zone, status, age_s):  # type: ignore[no-untyped-def]
-    return PresenceObservation(user, zone, PresenceSource.MANUAL, status, NOW - timedelta(seconds=age_s))
+    return PresenceObservation(
+        user, zone, PresenceSource.MANUAL, status, NOW - timedelta(seconds=age_s)
+    )
 
 
 def test_presence_counts_only_within_ttl() -> None:
@@ -92,7 +97,10 @@ def test_presence_counts_only_within_ttl() -> None:
 
 def test_a_later_check_out_cancels_presence() -> None:
     user, zone, ttl = uuid4(), uuid4(), timedelta(minutes=15)
-    observations = [_obs(user, zone, PresenceStatus.PRESENT, 300), _obs(user, zone, PresenceStatus.VACATED, 10)]
+    observations = [
+        _obs(user, zone, PresenceStatus.PRESENT, 300),
+        _obs(user, zone, PresenceStatus.VACATED, 10),
+    ]
     assert not is_present(observations, user, zone, NOW, ttl)
 
 
@@ -102,6 +110,7 @@ def test_presence_in_another_zone_does_not_count() -> None:
 
 
 # --- Device and DeviceCommand ----------------------------------------------------------
+
 
 def test_kind_defaults_give_each_intent_its_catalogue_schema() -> None:
     caps = build_capabilities(DeviceKind.LIGHT, None)
@@ -149,6 +158,7 @@ def test_external_id_cannot_hold_mqtt_wildcards() -> None:
 
 # --- TelemetryEvent, RoutingDecision, CADArtifact, PrintMonitorEvent, SafetyEvent -------
 
+
 def test_telemetry_over_64_kib_is_refused() -> None:
     check_telemetry_size(MAX_TELEMETRY_BYTES)
     with pytest.raises(PayloadTooLarge):
@@ -162,8 +172,13 @@ def test_routing_decision_records_zero_cost_never_null() -> None:
 
 @pytest.mark.parametrize(
     ("confidence", "latency", "field"),
-    [(1.2, 10, "confidence"), (-0.1, 10, "confidence"), (None, 10, "confidence"),
-     (float("nan"), 10, "confidence"), (0.5, None, "latency_ms")],
+    [
+        (1.2, 10, "confidence"),
+        (-0.1, 10, "confidence"),
+        (None, 10, "confidence"),
+        (float("nan"), 10, "confidence"),
+        (0.5, None, "latency_ms"),
+    ],
 )
 def test_routing_decision_needs_confidence_in_range_and_latency(confidence, latency, field) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationFailed) as info:
@@ -172,7 +187,11 @@ def test_routing_decision_needs_confidence_in_range_and_latency(confidence, late
 
 
 def test_artifact_metadata_needs_box_materials_and_parameters() -> None:
-    good = {"bounding_box": {"x": 60, "y": 60, "z": 4}, "material_hints": ["PETG"], "generation_params": {}}
+    good = {
+        "bounding_box": {"x": 60, "y": 60, "z": 4},
+        "material_hints": ["PETG"],
+        "generation_params": {},
+    }
     validate_artifact_metadata(good)
     for key in ("bounding_box", "material_hints", "generation_params"):
         with pytest.raises(ValidationFailed) as info:

@@ -22,7 +22,8 @@ def test_long_text_is_cut() -> None:
 def test_payload_secret_keys_are_redacted_recursively() -> None:
     payload = {"title": "hi", "auth": {"api_key": "abc", "nested": [{"password": "p"}]}}
     assert sanitize_payload(payload) == {
-        "title": "hi", "auth": {"api_key": REDACTED, "nested": [{"password": REDACTED}]}
+        "title": "hi",
+        "auth": {"api_key": REDACTED, "nested": [{"password": REDACTED}]},
     }
 
 
@@ -30,6 +31,7 @@ def test_uuid7_orders_by_creation() -> None:
     ids = [uuid7() for _ in range(5)]
     assert all(i.version == 7 for i in ids)
     import time
+
     time.sleep(0.002)
     later = uuid7()
     assert all(later > i for i in ids)

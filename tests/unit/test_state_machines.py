@@ -30,7 +30,13 @@ def test_command_moves_forward_only(current: CommandStatus, target: CommandStatu
 
 @pytest.mark.parametrize(
     ("current", "target"),
-    [(C.PENDING, C.ACKED), (C.ACKED, C.SENT), (C.FAILED, C.SENT), (C.ACKED, C.FAILED), (C.SENT, C.PENDING)],
+    [
+        (C.PENDING, C.ACKED),
+        (C.ACKED, C.SENT),
+        (C.FAILED, C.SENT),
+        (C.ACKED, C.FAILED),
+        (C.SENT, C.PENDING),
+    ],
 )
 def test_command_refuses_skips_and_reversals(current: CommandStatus, target: CommandStatus) -> None:
     with pytest.raises(InvalidTransition):
@@ -52,7 +58,12 @@ def test_fabrication_pause_and_resume_cycle() -> None:
 
 @pytest.mark.parametrize(
     ("current", "target"),
-    [(F.PREPARING, F.PAUSED), (F.PREPARING, F.COMPLETED), (F.PAUSED, F.COMPLETED), (F.ABORTED, F.PRINTING)],
+    [
+        (F.PREPARING, F.PAUSED),
+        (F.PREPARING, F.COMPLETED),
+        (F.PAUSED, F.COMPLETED),
+        (F.ABORTED, F.PRINTING),
+    ],
 )
 def test_fabrication_refuses_moves_outside_the_model(current: F, target: F) -> None:
     with pytest.raises(InvalidTransition):

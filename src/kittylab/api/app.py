@@ -37,7 +37,16 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     problems.install(app)
-    for module in (health, users, lab, conversations, equipment, fabrication, safety, notifications):
+    for module in (
+        health,
+        users,
+        lab,
+        conversations,
+        equipment,
+        fabrication,
+        safety,
+        notifications,
+    ):
         app.include_router(module.router)
     _install_middleware(app, container.settings.http.max_body_bytes)
     return app
@@ -61,7 +70,9 @@ def _install_middleware(app: FastAPI, max_body_bytes: int) -> None:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         incoming = request.headers.get("x-request-id", "")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        request_id = (
+            incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        )
         request.state.request_id = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -69,8 +80,12 @@ def _install_middleware(app: FastAPI, max_body_bytes: int) -> None:
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
                 response: Response = problems.problem(
-                    request, 413, "payload-too-large", "Payload too large",
-                    f"request bodies are limited to {max_body_bytes} bytes", field="body",
+                    request,
+                    413,
+                    "payload-too-large",
+                    "Payload too large",
+                    f"request bodies are limited to {max_body_bytes} bytes",
+                    field="body",
                 )
             else:
                 response = await call_next(request)
@@ -82,7 +97,9 @@ def _install_middleware(app: FastAPI, max_body_bytes: int) -> None:
             log.info(
                 "request",
                 extra={
-                    "method": request.method, "route": route, "status": response.status_code,
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )

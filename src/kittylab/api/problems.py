@@ -90,8 +90,13 @@ def install(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         return problem(
-            request, 422, "validation", "Invalid request",
-            f"{first['field']}: {first['message']}", field=first["field"], errors=errors,
+            request,
+            422,
+            "validation",
+            "Invalid request",
+            f"{first['field']}: {first['message']}",
+            field=first["field"],
+            errors=errors,
         )
 
     @app.exception_handler(ValidationFailed)
@@ -101,7 +106,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidTransition)
     async def _transition(request: Request, exc: InvalidTransition) -> JSONResponse:
         return problem(
-            request, 409, "invalid-transition", "Illegal state transition", str(exc),
+            request,
+            409,
+            "invalid-transition",
+            "Illegal state transition",
+            str(exc),
             field="status",
         )
 
@@ -111,7 +120,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return problem(request, 413, "payload-too-large", "Payload too large", str(exc), field=exc.field)
+        return problem(
+            request, 413, "payload-too-large", "Payload too large", str(exc), field=exc.field
+        )
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
@@ -120,7 +131,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AuthenticationRequired)
     async def _unauthenticated(request: Request, exc: AuthenticationRequired) -> JSONResponse:
         return problem(
-            request, 401, "unauthenticated", "Authentication required",
+            request,
+            401,
+            "unauthenticated",
+            "Authentication required",
             "send a valid API token as 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
@@ -135,11 +149,18 @@ def install(app: FastAPI) -> None:
         field = next((f for k, f in _CONSTRAINT_FIELDS.items() if k in constraint), None)
         if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
             return problem(
-                request, 422, "validation", "Invalid request",
-                "a referenced record does not exist", field=field,
+                request,
+                422,
+                "validation",
+                "Invalid request",
+                "a referenced record does not exist",
+                field=field,
             )
         return problem(
-            request, 409, "conflict", "Conflict",
+            request,
+            409,
+            "conflict",
+            "Conflict",
             f"the request conflicts with a stored record ({constraint or 'constraint'})",
             field=field,
         )
@@ -149,19 +170,26 @@ def install(app: FastAPI) -> None:
         if isinstance(exc.orig, psycopg.errors.DataError | psycopg.DataError):
             # Values the database cannot hold (NUL bytes, out-of-range numbers).
             return problem(
-                request, 422, "validation", "Invalid request",
+                request,
+                422,
+                "validation",
+                "Invalid request",
                 "a value cannot be stored (NUL characters or out-of-range numbers)",
             )
         log.error("database error", extra={"error": type(exc.orig).__name__})
-        return problem(
-            request, 503, "unavailable", "Database unavailable", "try again shortly"
-        )
+        return problem(request, 503, "unavailable", "Database unavailable", "try again shortly")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-        return problem(request, exc.status_code, kind, str(exc.detail), str(exc.detail),
-                       headers=dict(exc.headers or {}))
+        return problem(
+            request,
+            exc.status_code,
+            kind,
+            str(exc.detail),
+            str(exc.detail),
+            headers=dict(exc.headers or {}),
+        )
 
     @app.exception_handler(KittyLabError)
     async def _other(request: Request, exc: KittyLabError) -> JSONResponse:
@@ -171,5 +199,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return problem(request, 500, "internal", "Internal error",
-                       "the error was logged with this request's id")
+        return problem(
+            request,
+            500,
+            "internal",
+            "Internal error",
+            "the error was logged with this request's id",
+        )

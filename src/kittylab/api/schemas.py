@@ -38,20 +38,17 @@ Name64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r
 
 
 class CamelModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, from_attributes=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
 class StrictInput(CamelModel):
     """Request bodies reject unknown fields, so a typo is an error, not a silent no-op."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid"
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 # --- identity ---------------------------------------------------------------------------
+
 
 class UserOut(CamelModel):
     id: UUID
@@ -90,6 +87,7 @@ class TokenOut(CamelModel):
 
 
 # --- lab --------------------------------------------------------------------------------
+
 
 class ZoneOut(CamelModel):
     id: UUID
@@ -154,6 +152,7 @@ class ZoneOccupancy(CamelModel):
 
 # --- conversations and routing ----------------------------------------------------------
 
+
 class ConversationOut(CamelModel):
     id: UUID
     context_key: str
@@ -185,6 +184,7 @@ class RoutingDecisionOut(CamelModel):
 
 
 # --- devices and telemetry --------------------------------------------------------------
+
 
 class CommandOut(CamelModel):
     id: UUID
@@ -229,6 +229,7 @@ class TelemetryOut(CamelModel):
 
 
 # --- CAD and fabrication ----------------------------------------------------------------
+
 
 class CADJobOut(CamelModel):
     id: UUID
@@ -281,6 +282,7 @@ class MonitorEventOut(CamelModel):
 
 # --- safety and notifications -----------------------------------------------------------
 
+
 class SafetyEventOut(CamelModel):
     id: UUID
     event_type: SafetyEventType
@@ -318,7 +320,9 @@ class NotificationOut(CamelModel):
 
 class NotificationCreate(StrictInput):
     channel: NotificationChannel
-    recipient: Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]*$")]
+    recipient: Annotated[
+        str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00]*$")
+    ]
     title: Text200
     body: Text2000
     idempotency_key: Text200 | None = None

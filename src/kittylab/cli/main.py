@@ -3,7 +3,6 @@ stderr), 2 usage, 3 infrastructure (database, data directory)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -21,7 +20,9 @@ from kittylab.observability import configure_logging
 
 app = typer.Typer(help="KittyLab: the control plane of a fabrication lab.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-lab_app = typer.Typer(help="The lab manifest: zones, devices, people, policies.", no_args_is_help=True)
+lab_app = typer.Typer(
+    help="The lab manifest: zones, devices, people, policies.", no_args_is_help=True
+)
 users_app = typer.Typer(help="People and API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(lab_app, name="lab")
@@ -148,7 +149,9 @@ def users_token(
 
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
-        issued = identity.issue_token(session, identity.find_user_by_username(session, username), label)
+        issued = identity.issue_token(
+            session, identity.find_user_by_username(session, username), label
+        )
     typer.echo(issued.token)
 
 
@@ -157,7 +160,9 @@ def users_token(
 def users_add(
     username: str,
     display_name: Annotated[str, typer.Option("--name", help="Display name.")],
-    role: Annotated[list[str], typer.Option(help="operator, engineer, safety or admin; repeatable.")],
+    role: Annotated[
+        list[str], typer.Option(help="operator, engineer, safety or admin; repeatable.")
+    ],
     email: Annotated[str | None, typer.Option(help="Optional email.")] = None,
 ) -> None:
     """Add a person (the manifest is the usual way; this is for quick additions)."""

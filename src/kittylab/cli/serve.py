@@ -29,7 +29,11 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
 
 async def _serve(container: bootstrap.Container, host: str, port: int, with_workers: bool) -> None:
     config = uvicorn.Config(
-        create_app(container), host=host, port=port, log_config=None, access_log=False,
+        create_app(container),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
@@ -38,7 +42,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         return
     job_app = build_job_app(libpq_url(container.database_url))
     context = JobContext(
-        database=container.database, sender=container.sender, settings=container.settings,
+        database=container.database,
+        sender=container.sender,
+        settings=container.settings,
         clock=container.clock,
     )
     async with job_app.open_async():
@@ -60,7 +66,9 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
         with bootstrap.application(settings, url) as container:
             job_app = build_job_app(libpq_url(url))
             context = JobContext(
-                database=container.database, sender=container.sender, settings=settings,
+                database=container.database,
+                sender=container.sender,
+                settings=settings,
                 clock=container.clock,
             )
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")

@@ -61,8 +61,13 @@ INTENT_CATALOGUE: Mapping[str, JsonSchema] = {
 
 DEFAULT_INTENTS: Mapping[DeviceKind, tuple[str, ...]] = {
     DeviceKind.PRINTER: (
-        "print_start", "print_pause", "print_resume", "print_cancel",
-        "printer_status", "printer_heat", "printer_cooldown",
+        "print_start",
+        "print_pause",
+        "print_resume",
+        "print_cancel",
+        "printer_status",
+        "printer_heat",
+        "printer_cooldown",
     ),
     DeviceKind.CAMERA: ("camera_snapshot",),
     DeviceKind.LIGHT: ("light_on", "light_off", "light_set_brightness"),
@@ -136,7 +141,9 @@ def validate_command(
     """An intent must be one the device declares, and its payload must match the schema."""
     if intent not in capabilities:
         allowed = ", ".join(sorted(capabilities)) or "nothing"
-        raise ValidationFailed("intent", f"{intent!r} is not supported; this device accepts {allowed}")
+        raise ValidationFailed(
+            "intent", f"{intent!r} is not supported; this device accepts {allowed}"
+        )
     validator = Draft202012Validator(capabilities[intent])
     errors = sorted(validator.iter_errors(dict(payload)), key=lambda e: list(e.path))
     if errors:

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     OPERATOR = "operator"
     ENGINEER = "engineer"
     SAFETY = "safety"
     ADMIN = "admin"
 
 
-class HazardLevel(str, Enum):
+class HazardLevel(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
 
 
-class PresenceSource(str, Enum):
+class PresenceSource(StrEnum):
     UNIFI = "unifi"
     MANUAL = "manual"
     OVERRIDE = "override"
 
 
-class PresenceStatus(str, Enum):
+class PresenceStatus(StrEnum):
     PRESENT = "present"
     UNKNOWN = "unknown"
     VACATED = "vacated"
 
 
-class DeviceKind(str, Enum):
+class DeviceKind(StrEnum):
     PRINTER = "printer"
     CAMERA = "camera"
     LIGHT = "light"
@@ -39,38 +39,38 @@ class DeviceKind(str, Enum):
     SENSOR = "sensor"
 
 
-class OnlineState(str, Enum):
+class OnlineState(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     FAULT = "fault"
 
 
-class CommandStatus(str, Enum):
+class CommandStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     ACKED = "acked"
     FAILED = "failed"
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     LOCAL = "local"
     MCP = "mcp"
     FRONTIER = "frontier"
 
 
-class CADPolicyMode(str, Enum):
+class CADPolicyMode(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
 
 
-class CADJobStatus(str, Enum):
+class CADJobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
 
 
-class CADProvider(str, Enum):
+class CADProvider(StrEnum):
     ZOO = "zoo"
     TRIPO = "tripo"
     CADQUERY = "cadquery"
@@ -79,7 +79,7 @@ class CADProvider(str, Enum):
     INSTANTMESH = "instantmesh"
 
 
-class ArtifactType(str, Enum):
+class ArtifactType(StrEnum):
     STEP = "step"
     DXF = "dxf"
     STL = "stl"
@@ -87,7 +87,7 @@ class ArtifactType(str, Enum):
     PREVIEW = "preview"
 
 
-class FabricationStatus(str, Enum):
+class FabricationStatus(StrEnum):
     PREPARING = "preparing"
     PRINTING = "printing"
     PAUSED = "paused"
@@ -96,7 +96,7 @@ class FabricationStatus(str, Enum):
     ABORTED = "aborted"
 
 
-class MonitorEventType(str, Enum):
+class MonitorEventType(StrEnum):
     FIRST_LAYER_OK = "first_layer_ok"
     SPAGHETTI_DETECTED = "spaghetti_detected"
     NOZZLE_CLOG = "nozzle_clog"
@@ -107,27 +107,27 @@ class MonitorEventType(str, Enum):
         return self in (MonitorEventType.SPAGHETTI_DETECTED, MonitorEventType.NOZZLE_CLOG)
 
 
-class SafetyEventType(str, Enum):
+class SafetyEventType(StrEnum):
     HAZARD_REQUEST = "hazard_request"
     UNLOCK = "unlock"
     POWER_ENABLE = "power_enable"
     OVERRIDE = "override"
 
 
-class SafetyStatus(str, Enum):
+class SafetyStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     DENIED = "denied"
 
 
-class NotificationChannel(str, Enum):
+class NotificationChannel(StrEnum):
     PUSH = "push"
     EMAIL = "email"
     SLACK = "slack"
     WEBHOOK = "webhook"
 
 
-class NotificationStatus(str, Enum):
+class NotificationStatus(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"

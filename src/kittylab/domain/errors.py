@@ -1,16 +1,16 @@
 """The project's own error hierarchy. Entrypoints map these to status and exit codes.
 
-    KittyLabError
-    ├── DomainError                 a rule of the data model was broken
-    │   ├── ValidationFailed        a field holds a value the model forbids  (HTTP 422)
-    │   ├── InvalidTransition       a state machine was asked for a move it does not allow (409)
-    │   ├── Conflict                the request clashes with stored state (409)
-    │   └── PayloadTooLarge         an ingest payload is over its size limit (413)
-    ├── NotFound                    no record with that id (404)
-    ├── AuthenticationRequired      no or unknown credentials (401)
-    ├── PermissionDenied            credentials fine, role insufficient (403)
-    └── InfrastructureError         a dependency (database, broker, sender) failed
-        └── DataDirInUse            another KittyLab process owns the data directory
+KittyLabError
+├── DomainError                 a rule of the data model was broken
+│   ├── ValidationFailed        a field holds a value the model forbids  (HTTP 422)
+│   ├── InvalidTransition       a state machine was asked for a move it does not allow (409)
+│   ├── Conflict                the request clashes with stored state (409)
+│   └── PayloadTooLarge         an ingest payload is over its size limit (413)
+├── NotFound                    no record with that id (404)
+├── AuthenticationRequired      no or unknown credentials (401)
+├── PermissionDenied            credentials fine, role insufficient (403)
+└── InfrastructureError         a dependency (database, broker, sender) failed
+    └── DataDirInUse            another KittyLab process owns the data directory
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ class ValidationFailed(DomainError):
 
 class InvalidTransition(DomainError):
     def __init__(self, entity: str, current: Enum, attempted: Enum) -> None:
-        super().__init__(
-            f"{entity} is {current.value}; it cannot move to {attempted.value}"
-        )
+        super().__init__(f"{entity} is {current.value}; it cannot move to {attempted.value}")
         self.entity = entity
         self.current = current
         self.attempted = attempted

@@ -21,8 +21,9 @@ class RetryPolicy:
 
     def delay_after(self, attempts: int) -> timedelta:
         """Delay before attempt ``attempts + 1``: base × 2^(attempts-1), capped."""
-        factor = 2 ** max(attempts - 1, 0)
-        return min(self.base_delay * factor, self.max_delay)
+        factor: int = 2 ** max(attempts - 1, 0)
+        delay: timedelta = self.base_delay * factor
+        return min(delay, self.max_delay)
 
 
 @dataclass
@@ -68,7 +69,9 @@ def record_attempt(
     """Fold one delivery attempt into the state: sent, retry later, or failed for good."""
     attempts = state.attempts + 1
     if error is None:
-        new_status = transition("notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.SENT)
+        new_status = transition(
+            "notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.SENT
+        )
         return AttemptOutcome(
             new_status, DeliveryState(attempts, None, state.last_error, state.errors)
         )
@@ -81,4 +84,6 @@ def record_attempt(
     if status is not NotificationStatus.QUEUED:
         transition("notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.SENT)
     next_at = now + policy.delay_after(attempts)
-    return AttemptOutcome(NotificationStatus.QUEUED, DeliveryState(attempts, next_at, error, errors))
+    return AttemptOutcome(
+        NotificationStatus.QUEUED, DeliveryState(attempts, next_at, error, errors)
+    )

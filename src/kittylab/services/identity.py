@@ -17,7 +17,7 @@ from kittylab.domain.errors import AuthenticationRequired, Conflict, NotFound, V
 from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
 from kittylab.domain.principal import Principal
 
-TOKEN_PREFIX = "kl_"
+TOKEN_PREFIX = "kl_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
 
 def hash_token(token: str) -> str:
@@ -79,9 +79,7 @@ USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 def validate_username(value: str) -> str:
     name = value.strip().lower()
     if not name or len(name) > 64 or not set(name) <= USERNAME_CHARS:
-        raise ValidationFailed(
-            "username", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'"
-        )
+        raise ValidationFailed("username", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
     return name
 
 

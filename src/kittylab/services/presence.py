@@ -22,7 +22,10 @@ def record_manual(
     if session.get(User, user_id) is None:
         raise NotFound("user", user_id)
     row = ZonePresence(
-        zone_id=zone_id, user_id=user_id, source=PresenceSource.MANUAL, status=status,
+        zone_id=zone_id,
+        user_id=user_id,
+        source=PresenceSource.MANUAL,
+        status=status,
         observed_at=now,
     )
     session.add(row)
@@ -47,7 +50,9 @@ def _observations(
 def user_is_present(
     session: Session, user_id: UUID, zone_id: UUID, now: datetime, ttl: timedelta
 ) -> bool:
-    return is_present(_observations(session, zone_id, now - ttl, user_id), user_id, zone_id, now, ttl)
+    return is_present(
+        _observations(session, zone_id, now - ttl, user_id), user_id, zone_id, now, ttl
+    )
 
 
 def present_users(session: Session, zone_id: UUID, now: datetime, ttl: timedelta) -> list[UUID]:

@@ -58,7 +58,9 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
     session.execute(insert(TelemetryEvent), rows)
     latest: dict[UUID, datetime] = {}
     for row in rows:
-        latest[row["device_id"]] = max(row["recorded_at"], latest.get(row["device_id"], row["recorded_at"]))
+        latest[row["device_id"]] = max(
+            row["recorded_at"], latest.get(row["device_id"], row["recorded_at"])
+        )
     for device_id, seen in latest.items():
         # A device that reports is online; last_seen never moves backwards.
         session.execute(
@@ -74,7 +76,11 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
 def _resolve_devices(session: Session, events: list[IncomingEvent]) -> list[UUID]:
     wanted_ids = {e.device_id for e in events if e.device_id is not None}
     wanted_ext = {e.external_id for e in events if e.device_id is None and e.external_id}
-    known_ids = set(session.scalars(select(Device.id).where(Device.id.in_(wanted_ids)))) if wanted_ids else set()
+    known_ids = (
+        set(session.scalars(select(Device.id).where(Device.id.in_(wanted_ids))))
+        if wanted_ids
+        else set()
+    )
     by_ext: dict[str, UUID] = {}
     if wanted_ext:
         for ext, device_id in session.execute(

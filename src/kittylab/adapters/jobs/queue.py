@@ -32,7 +32,7 @@ POOL_TIMEOUT_SECONDS = 10.0
 """Longest wait for a free pooled connection before a defer or job fetch fails."""
 
 
-class JobQueueUnavailable(InfrastructureError):  # noqa: N818 - house style names errors by what happened
+class JobQueueUnavailable(InfrastructureError):
     """The job tables could not be reached; the notification row is still committed, so
     the periodic sweep delivers it once the queue is back."""
 

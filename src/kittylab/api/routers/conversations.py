@@ -23,16 +23,23 @@ router = APIRouter(prefix="/api", tags=["conversations"])
 
 @router.get("/conversations", response_model=Page[ConversationOut])
 def list_conversations(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     context_key: Annotated[str | None, Query(alias="contextKey", max_length=200)] = None,
 ) -> Page[ConversationOut]:
     stmt = where_equal(select(ConversationSession), (ConversationSession.context_key, context_key))
-    return paginate(uow, stmt, ConversationSession.id, cursor, limit, ConversationOut.model_validate)
+    return paginate(
+        uow, stmt, ConversationSession.id, cursor, limit, ConversationOut.model_validate
+    )
 
 
 @router.post("/conversations", response_model=ConversationOut, status_code=status.HTTP_201_CREATED)
 def create_conversation(
-    body: ConversationCreate, caller: Caller, uow: UnitOfWork,
+    body: ConversationCreate,
+    caller: Caller,
+    uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> ConversationSession:
     key = body.context_key or f"conv-{secrets.token_hex(8)}"
@@ -66,14 +73,19 @@ def delete_conversation(conversation_id: UUID, _: Caller, uow: UnitOfWork) -> Re
 
 @router.get("/routing/decisions", response_model=Page[RoutingDecisionOut])
 def list_decisions(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
     tier: Tier | None = None,
     performed_by: Annotated[UUID | None, Query(alias="performedBy")] = None,
 ) -> Page[RoutingDecisionOut]:
     stmt = where_equal(
-        select(RoutingDecision), (RoutingDecision.conversation_id, conversation_id),
-        (RoutingDecision.selected_tier, tier), (RoutingDecision.performed_by, performed_by),
+        select(RoutingDecision),
+        (RoutingDecision.conversation_id, conversation_id),
+        (RoutingDecision.selected_tier, tier),
+        (RoutingDecision.performed_by, performed_by),
     )
     return paginate(uow, stmt, RoutingDecision.id, cursor, limit, RoutingDecisionOut.model_validate)
 

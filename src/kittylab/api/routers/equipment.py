@@ -24,14 +24,19 @@ router = APIRouter(prefix="/api", tags=["equipment"])
 
 @router.get("/commands", response_model=Page[CommandOut])
 def list_commands(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
     status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
     conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
 ) -> Page[CommandOut]:
     stmt = where_equal(
-        select(DeviceCommand), (DeviceCommand.device_id, device_id),
-        (DeviceCommand.status, status_), (DeviceCommand.conversation_id, conversation_id),
+        select(DeviceCommand),
+        (DeviceCommand.device_id, device_id),
+        (DeviceCommand.status, status_),
+        (DeviceCommand.conversation_id, conversation_id),
     )
     return paginate(uow, stmt, DeviceCommand.id, cursor, limit, CommandOut.model_validate)
 
@@ -45,7 +50,9 @@ def get_command(command_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceCommand:
 
 
 @router.post(
-    "/telemetry", response_model=TelemetryAccepted, status_code=status.HTTP_202_ACCEPTED,
+    "/telemetry",
+    response_model=TelemetryAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
     responses={413: {"description": "An event's payload is over 64 KiB."}},
 )
 def ingest_telemetry(
@@ -63,7 +70,10 @@ def ingest_telemetry(
 
 @router.get("/telemetry", response_model=Page[TelemetryOut])
 def list_telemetry(
-    _: Caller, uow: UnitOfWork, limit: Limit = 100, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
     device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
     topic: Annotated[str | None, Query(max_length=256)] = None,
     since: datetime | None = None,

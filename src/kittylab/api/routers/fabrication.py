@@ -28,11 +28,16 @@ router = APIRouter(prefix="/api", tags=["fabrication"])
 
 @router.get("/cad/jobs", response_model=Page[CADJobOut])
 def list_cad_jobs(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     status: CADJobStatus | None = None,
     conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
 ) -> Page[CADJobOut]:
-    stmt = where_equal(select(CADJob), (CADJob.status, status), (CADJob.conversation_id, conversation_id))
+    stmt = where_equal(
+        select(CADJob), (CADJob.status, status), (CADJob.conversation_id, conversation_id)
+    )
     return paginate(uow, stmt, CADJob.id, cursor, limit, CADJobOut.model_validate)
 
 
@@ -46,26 +51,36 @@ def get_cad_job(job_id: UUID, _: Caller, uow: UnitOfWork) -> CADJob:
 
 @router.get("/cad/artifacts", response_model=Page[CADArtifactOut])
 def list_cad_artifacts(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     cad_job_id: Annotated[UUID | None, Query(alias="cadJobId")] = None,
     provider: CADProvider | None = None,
     artifact_type: Annotated[ArtifactType | None, Query(alias="artifactType")] = None,
 ) -> Page[CADArtifactOut]:
     stmt = where_equal(
-        select(CADArtifact), (CADArtifact.cad_job_id, cad_job_id),
-        (CADArtifact.provider, provider), (CADArtifact.artifact_type, artifact_type),
+        select(CADArtifact),
+        (CADArtifact.cad_job_id, cad_job_id),
+        (CADArtifact.provider, provider),
+        (CADArtifact.artifact_type, artifact_type),
     )
     return paginate(uow, stmt, CADArtifact.id, cursor, limit, CADArtifactOut.model_validate)
 
 
 @router.get("/fabrication/jobs", response_model=Page[FabricationJobOut])
 def list_fabrication_jobs(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
     status: FabricationStatus | None = None,
 ) -> Page[FabricationJobOut]:
     stmt = where_equal(
-        select(FabricationJob), (FabricationJob.device_id, device_id), (FabricationJob.status, status)
+        select(FabricationJob),
+        (FabricationJob.device_id, device_id),
+        (FabricationJob.status, status),
     )
     return paginate(uow, stmt, FabricationJob.id, cursor, limit, FabricationJobOut.model_validate)
 
@@ -80,12 +95,16 @@ def get_fabrication_job(job_id: UUID, _: Caller, uow: UnitOfWork) -> Fabrication
 
 @router.get("/fabrication/monitor-events", response_model=Page[MonitorEventOut])
 def list_monitor_events(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     fabrication_job_id: Annotated[UUID | None, Query(alias="fabricationJobId")] = None,
     event_type: Annotated[MonitorEventType | None, Query(alias="eventType")] = None,
 ) -> Page[MonitorEventOut]:
     stmt = where_equal(
-        select(PrintMonitorEvent), (PrintMonitorEvent.fabrication_job_id, fabrication_job_id),
+        select(PrintMonitorEvent),
+        (PrintMonitorEvent.fabrication_job_id, fabrication_job_id),
         (PrintMonitorEvent.event_type, event_type),
     )
     return paginate(uow, stmt, PrintMonitorEvent.id, cursor, limit, MonitorEventOut.model_validate)

@@ -32,16 +32,22 @@ router = APIRouter(prefix="/api", tags=["lab"])
 
 def _zone_out(zone: Zone) -> ZoneOut:
     return ZoneOut(
-        id=zone.id, name=zone.name, hazard_level=zone.hazard_level,
+        id=zone.id,
+        name=zone.name,
+        hazard_level=zone.hazard_level,
         requires_ppe=zone.requires_ppe,
         requires_dual_confirmation=requires_dual_confirmation(zone.hazard_level),
-        unifi_door_ids=zone.unifi_door_ids, created_at=zone.created_at,
+        unifi_door_ids=zone.unifi_door_ids,
+        created_at=zone.created_at,
     )
 
 
 @router.get("/zones", response_model=Page[ZoneOut])
 def list_zones(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     hazard_level: Annotated[HazardLevel | None, Query(alias="hazardLevel")] = None,
 ) -> Page[ZoneOut]:
     stmt = where_equal(select(Zone), (Zone.hazard_level, hazard_level))
@@ -65,12 +71,17 @@ def zone_occupancy(
         raise NotFound("zone", zone_id)
     ttl = timedelta(seconds=c.settings.presence.ttl_seconds)
     users = presence.present_users(uow, zone_id, c.clock(), ttl)
-    return ZoneOccupancy(zone_id=zone_id, ttl_seconds=int(ttl.total_seconds()), present_user_ids=users)
+    return ZoneOccupancy(
+        zone_id=zone_id, ttl_seconds=int(ttl.total_seconds()), present_user_ids=users
+    )
 
 
 @router.get("/devices", response_model=Page[DeviceOut])
 def list_devices(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     kind: DeviceKind | None = None,
     zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
     integration: Annotated[str | None, Query(max_length=64)] = None,
@@ -79,13 +90,16 @@ def list_devices(
     name: Annotated[str | None, Query(max_length=100, description="external id or alias")] = None,
 ) -> Page[DeviceOut]:
     stmt = where_equal(
-        select(Device), (Device.kind, kind), (Device.zone_id, zone_id),
-        (Device.integration, integration), (Device.online_state, online_state),
+        select(Device),
+        (Device.kind, kind),
+        (Device.zone_id, zone_id),
+        (Device.integration, integration),
+        (Device.online_state, online_state),
     )
     if not include_retired:
         stmt = stmt.where(Device.retired_at.is_(None))
     if name:
-        stmt = stmt.where(or_(Device.external_id == name, Device.aliases.any(name)))
+        stmt = stmt.where(or_(Device.external_id == name, Device.aliases.contains([name])))
     return paginate(uow, stmt, Device.id, cursor, limit, DeviceOut.model_validate)
 
 
@@ -99,7 +113,10 @@ def get_device(device_id: UUID, _: Caller, uow: UnitOfWork) -> Device:
 
 @router.get("/policies", response_model=Page[PolicyOut])
 def list_policies(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
 ) -> Page[PolicyOut]:
     stmt = where_equal(select(AccessPolicy), (AccessPolicy.zone_id, zone_id))
@@ -108,13 +125,18 @@ def list_policies(
 
 @router.get("/presence", response_model=Page[PresenceOut])
 def list_presence(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
     user_id: Annotated[UUID | None, Query(alias="userId")] = None,
     status_: Annotated[PresenceStatus | None, Query(alias="status")] = None,
 ) -> Page[PresenceOut]:
     stmt = where_equal(
-        select(ZonePresence), (ZonePresence.zone_id, zone_id), (ZonePresence.user_id, user_id),
+        select(ZonePresence),
+        (ZonePresence.zone_id, zone_id),
+        (ZonePresence.user_id, user_id),
         (ZonePresence.status, status_),
     )
     return paginate(uow, stmt, ZonePresence.id, cursor, limit, PresenceOut.model_validate)
@@ -122,7 +144,9 @@ def list_presence(
 
 @router.post("/presence", response_model=PresenceOut, status_code=status.HTTP_201_CREATED)
 def check_in(
-    body: PresenceCheckIn, caller: Caller, uow: UnitOfWork,
+    body: PresenceCheckIn,
+    caller: Caller,
+    uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> ZonePresence:
     """Manual check-in (``present``) or check-out (``vacated``) of yourself; the safety and
@@ -130,5 +154,6 @@ def check_in(
     user_id = body.user_id or caller.user_id
     if user_id != caller.user_id and not caller.has_any(Role.SAFETY, Role.ADMIN):
         raise PermissionDenied("recording someone else's presence needs the safety role")
-    return presence.record_manual(uow, zone_id=body.zone_id, user_id=user_id,
-                                  status=body.status, now=c.clock())
+    return presence.record_manual(
+        uow, zone_id=body.zone_id, user_id=user_id, status=body.status, now=c.clock()
+    )

@@ -23,10 +23,16 @@ router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 
 @router.get("", response_model=Page[NotificationOut])
 def list_notifications(
-    _: SafetyCaller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
-    status: NotificationStatus | None = None, channel: NotificationChannel | None = None,
+    _: SafetyCaller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    status: NotificationStatus | None = None,
+    channel: NotificationChannel | None = None,
 ) -> Page[NotificationOut]:
-    stmt = where_equal(select(Notification), (Notification.status, status), (Notification.channel, channel))
+    stmt = where_equal(
+        select(Notification), (Notification.status, status), (Notification.channel, channel)
+    )
     return paginate(uow, stmt, Notification.id, cursor, limit, NotificationOut.model_validate)
 
 
@@ -40,14 +46,20 @@ def get_notification(notification_id: UUID, _: SafetyCaller, uow: UnitOfWork) ->
 
 @router.post("", response_model=NotificationOut, status_code=status.HTTP_202_ACCEPTED)
 def send_notification(
-    body: NotificationCreate, _: SafetyCaller, uow: UnitOfWork,
+    body: NotificationCreate,
+    _: SafetyCaller,
+    uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> Notification:
     """Queue a message (for instance, to test a channel). Delivery happens in the
     background with retries; poll this notification for its outcome."""
     row = notifications.enqueue(
-        uow, channel=body.channel, recipient=body.recipient, title=body.title,
-        body=body.body, idempotency_key=body.idempotency_key,
+        uow,
+        channel=body.channel,
+        recipient=body.recipient,
+        title=body.title,
+        body=body.body,
+        idempotency_key=body.idempotency_key,
     )
     uow.commit()
     # Deferred after the commit: the worker must find the row. If this process dies in

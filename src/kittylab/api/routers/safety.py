@@ -23,15 +23,21 @@ router = APIRouter(prefix="/api/safety", tags=["safety"])
 
 @router.get("/events", response_model=Page[SafetyEventOut])
 def list_events(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
     status: SafetyStatus | None = None,
     event_type: Annotated[SafetyEventType | None, Query(alias="eventType")] = None,
     device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
     zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
 ) -> Page[SafetyEventOut]:
     stmt = where_equal(
-        select(SafetyEvent), (SafetyEvent.status, status), (SafetyEvent.event_type, event_type),
-        (SafetyEvent.device_id, device_id), (SafetyEvent.zone_id, zone_id),
+        select(SafetyEvent),
+        (SafetyEvent.status, status),
+        (SafetyEvent.event_type, event_type),
+        (SafetyEvent.device_id, device_id),
+        (SafetyEvent.zone_id, zone_id),
     )
     return paginate(uow, stmt, SafetyEvent.id, cursor, limit, SafetyEventOut.model_validate)
 
@@ -43,7 +49,10 @@ def get_event(event_id: UUID, _: Caller, uow: UnitOfWork) -> SafetyEvent:
 
 @router.post("/events/{event_id}/deny", response_model=SafetyEventOut)
 def deny_event(
-    event_id: UUID, body: SafetyDeny, caller: SafetyCaller, uow: UnitOfWork,
+    event_id: UUID,
+    body: SafetyDeny,
+    caller: SafetyCaller,
+    uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> SafetyEvent:
     """Refuse a pending hazardous request. 409 when it is already decided."""

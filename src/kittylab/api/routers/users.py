@@ -27,12 +27,16 @@ def me(caller: Caller, uow: UnitOfWork) -> User:
 
 @router.get("/users", response_model=Page[UserOut])
 def list_users(
-    _: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None,
-    role: Role | None = None, active: bool | None = None,
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    role: Role | None = None,
+    active: bool | None = None,
 ) -> Page[UserOut]:
     stmt = where_equal(select(User), (User.active, active))
     if role is not None:
-        stmt = stmt.where(User.roles.any(role))
+        stmt = stmt.where(User.roles.contains([role]))
     return paginate(uow, stmt, User.id, cursor, limit, UserOut.model_validate)
 
 
@@ -44,8 +48,12 @@ def get_user(user_id: UUID, _: Caller, uow: UnitOfWork) -> User:
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserCreate, _: AdminCaller, uow: UnitOfWork) -> User:
     return identity.create_user(
-        uow, username=body.username, display_name=body.display_name,
-        roles=[r.value for r in body.roles], email=body.email, tailscale_id=body.tailscale_id,
+        uow,
+        username=body.username,
+        display_name=body.display_name,
+        roles=[r.value for r in body.roles],
+        email=body.email,
+        tailscale_id=body.tailscale_id,
     )
 
 
