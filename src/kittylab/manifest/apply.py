@@ -117,10 +117,9 @@ def _sync(row: object, values: dict[str, Any]) -> bool:
     return changed
 
 
-def _count(tally: Tally, *, created: bool, changed: bool) -> None:
-    if created:
-        tally.created += 1
-    elif changed:
+def _count(tally: Tally, *, changed: bool) -> None:
+    """Count an existing record as updated or unchanged."""
+    if changed:
         tally.updated += 1
     else:
         tally.unchanged += 1
@@ -139,9 +138,9 @@ def _apply_zones(session: Session, manifest: LabManifest, tally: Tally) -> dict[
         if row is None:
             row = rows[spec.name] = Zone(name=spec.name, **values)
             session.add(row)
-            _count(tally, created=True, changed=True)
+            tally.created += 1
         else:
-            _count(tally, created=False, changed=_sync(row, values))
+            _count(tally, changed=_sync(row, values))
     return rows
 
 
@@ -165,9 +164,9 @@ def _apply_devices(
             session.add(
                 Device(integration=spec.integration, external_id=spec.external_id, **values)
             )
-            _count(tally, created=True, changed=True)
+            tally.created += 1
         else:
-            _count(tally, created=False, changed=_sync(row, values))
+            _count(tally, changed=_sync(row, values))
     declared = {spec.key for spec in manifest.devices}
     for key, row in rows.items():
         if key not in declared and row.retired_at is None:
@@ -189,9 +188,9 @@ def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[
         if row is None:
             row = rows[spec.username] = User(username=spec.username, **values)
             session.add(row)
-            _count(tally, created=True, changed=True)
+            tally.created += 1
         else:
-            _count(tally, created=False, changed=_sync(row, values))
+            _count(tally, changed=_sync(row, values))
     declared = {spec.username for spec in manifest.users}
     for username, row in rows.items():
         if username not in declared and row.active:
@@ -224,7 +223,7 @@ def _apply_keys(
             row = rows.get((user.id, material))
             if row is None:
                 session.add(UserKey(user_id=user.id, name=key.name, public_key=key.public_key))
-                _count(tally, created=True, changed=True)
+                tally.created += 1
             elif row.revoked_at is not None:
                 report.warnings.append(
                     f"key {key.name!r} of {spec.username!r} was revoked and stays revoked; "
@@ -233,7 +232,7 @@ def _apply_keys(
                 tally.unchanged += 1
             else:
                 changed = _sync(row, {"name": key.name, "public_key": key.public_key})
-                _count(tally, created=False, changed=changed)
+                _count(tally, changed=changed)
         for (user_id, material), row in rows.items():
             if user_id == user.id and material not in declared and row.revoked_at is None:
                 row.revoked_at = now
@@ -257,9 +256,9 @@ def _apply_policies(
         row = rows.get(spec.name)
         if row is None:
             session.add(AccessPolicy(name=spec.name, **values))
-            _count(tally, created=True, changed=True)
+            tally.created += 1
         else:
-            _count(tally, created=False, changed=_sync(row, values))
+            _count(tally, changed=_sync(row, values))
     declared = {spec.name for spec in manifest.policies}
     for name, row in rows.items():
         if name in declared or not row.intents:

@@ -593,7 +593,7 @@ class Fields:
         value = self._data.get(key)
         if isinstance(value, bool | int | float):
             # YAML reads 0042 as a number and yes as a boolean; quoting keeps the text.
-            self.fail(key, f"must be text; write it in quotes: '{value}'")
+            self.fail(key, "must be text; put it in quotes")
             return None
         if value is not None and not isinstance(value, str):
             self.fail(key, "must be text")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -97,7 +97,8 @@ def _yes(value: bool) -> str:
 
 
 def _date(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else _NONE
+    # UTC whatever the database session's time zone, so two terminals print the same.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if value else _NONE
 
 
 def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
