@@ -100,7 +100,7 @@ def apply_manifest(session: Session, manifest: LabManifest, now: datetime) -> Ap
     users = _apply_users(session, manifest, report.users)
     session.flush()
     _apply_keys(session, manifest, users, now, report)
-    _apply_policies(session, manifest, zones, report)
+    _apply_policies(session, manifest, zones, now, report)
     session.flush()
     _remove_undeclared_zones(session, manifest, zones, report)
     session.flush()
@@ -183,6 +183,7 @@ def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[
             "roles": list(spec.roles),
             "tailscale_id": spec.tailscale_id,
             "active": True,
+            "managed_by_manifest": True,
         }
         row = rows.get(spec.username)
         if row is None:
@@ -193,7 +194,7 @@ def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[
             _count(tally, changed=_sync(row, values))
     declared = {spec.username for spec in manifest.users}
     for username, row in rows.items():
-        if username not in declared and row.active:
+        if username not in declared and row.active and row.managed_by_manifest:
             row.active = False
             tally.retired += 1
     return rows
@@ -240,7 +241,11 @@ def _apply_keys(
 
 
 def _apply_policies(
-    session: Session, manifest: LabManifest, zones: dict[str, Zone], report: ApplyReport
+    session: Session,
+    manifest: LabManifest,
+    zones: dict[str, Zone],
+    now: datetime,
+    report: ApplyReport,
 ) -> None:
     rows = {p.name: p for p in session.scalars(select(AccessPolicy))}
     tally = report.policies
@@ -252,6 +257,7 @@ def _apply_policies(
             "requires_dual_confirm": spec.requires_dual_confirm,
             "requires_presence": spec.requires_presence,
             "pqe_checks": copy.deepcopy(spec.pqe_checks),
+            "retired_at": None,
         }
         row = rows.get(spec.name)
         if row is None:
@@ -261,10 +267,10 @@ def _apply_policies(
             _count(tally, changed=_sync(row, values))
     declared = {spec.name for spec in manifest.policies}
     for name, row in rows.items():
-        if name in declared or not row.intents:
+        if name in declared or row.retired_at is not None:
             continue
         if session.scalar(select(exists().where(SafetyEvent.policy_id == row.id))):
-            row.intents = []
+            row.retired_at = now  # safety events still point at it: keep it, governing nothing
         else:
             session.delete(row)
         tally.retired += 1

@@ -79,7 +79,7 @@ def render_lab(session: Session) -> str:
                 (
                     p.name,
                     zone_names[p.zone_id],
-                    ", ".join(p.intents) or "(retired)",
+                    "(retired)" if p.retired_at else ", ".join(p.intents),
                     ", ".join(r.value for r in p.required_roles),
                     _yes(p.requires_dual_confirm),
                     _yes(p.requires_presence),

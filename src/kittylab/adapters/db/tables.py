@@ -104,6 +104,11 @@ class User(Base):
     roles: Mapped[list[Role]] = mapped_column(ARRAY(ROLE), nullable=False)
     tailscale_id: Mapped[str | None] = mapped_column(String(128))
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    # True for people declared in the lab manifest: only they are deactivated when the
+    # manifest drops them; people added through the API or CLI are left alone.
+    managed_by_manifest: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = created()
     __table_args__ = (
         CheckConstraint("cardinality(roles) > 0", name="roles_not_empty"),
@@ -381,6 +386,7 @@ class AccessPolicy(Base):
     requires_dual_confirm: Mapped[bool] = mapped_column(Boolean, nullable=False)
     requires_presence: Mapped[bool] = mapped_column(Boolean, nullable=False)
     pqe_checks: Mapped[dict[str, Any]] = jsonb()
+    retired_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = created()
     __table_args__ = (
         CheckConstraint("cardinality(required_roles) > 0", name="required_roles_not_empty"),

@@ -69,6 +69,9 @@ def upgrade() -> None:
         sa.Column("tailscale_id", sa.String(length=128), nullable=True),
         sa.Column("active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
         sa.Column(
+            "managed_by_manifest", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+        sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
@@ -123,6 +126,7 @@ def upgrade() -> None:
             server_default=sa.text("'{}'::jsonb"),
             nullable=False,
         ),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),

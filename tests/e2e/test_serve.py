@@ -1,0 +1,183 @@
+"""The real thing: `kittylab` processes on a fresh data directory with the embedded
+PostgreSQL, driven over HTTP like an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KITTYLAB = [sys.executable, "-m", "kittylab.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KITTYLAB_")}
+    return {
+        **clean,
+        "KITTYLAB_DATA_DIR": str(tmp_path / "data"),
+        "KITTYLAB_LOG_JSON": "false",
+        "KITTYLAB_NOTIFY__BASE_DELAY_SECONDS": "1",
+        "KITTYLAB_NOTIFY__MAX_ATTEMPTS": "10",
+        "KITTYLAB_JOBS__POLL_INTERVAL_SECONDS": "0.2",
+    }
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KITTYLAB, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class Server:
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [*KITTYLAB, "serve", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"server exited: {self.process.stdout.read() if self.process.stdout else ''}"
+                )
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("server did not become ready in 60 s")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def serve(env: dict[str, str]) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    received: list[dict[str, object]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Hooks.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def _embedded_postgres_running(data_dir: str) -> bool:
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info.get("name") == "postgres" and any(data_dir in part for part in cmdline):
+            return True
+    return False
+
+
+def test_demo_lab_serves_18_devices_survives_restart_and_cleans_up(
+    env: dict[str, str], serve: list[Server]
+) -> None:
+    applied = _cli(env, "lab", "apply", "examples/lab.yaml")
+    assert applied.returncode == 0, applied.stderr
+    token = _cli(env, "users", "token", "ada").stdout.strip()
+    assert token.startswith("kl_")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    port = _free_port()
+    server = Server(env, port)
+    serve.append(server)
+    server.wait_ready()
+
+    devices = httpx.get(server.url + "/api/devices?limit=100", headers=auth, timeout=10).json()[
+        "items"
+    ]
+    assert len(devices) == 18
+    assert {"prusa-mk4", "laser-power", "fume-sensor"} <= {d["externalId"] for d in devices}
+    assert httpx.get(server.url + "/api/devices", timeout=10).status_code == 401
+
+    # A second server on the same data directory refuses, clearly.
+    second = _cli(env, "serve", "--port", str(_free_port()))
+    assert second.returncode == 3
+    assert "in use" in second.stderr
+
+    # A notification accepted while its target is down is not lost across a restart.
+    hook_port = _free_port()
+    queued = httpx.post(
+        server.url + "/api/notifications",
+        headers=auth,
+        timeout=10,
+        json={
+            "channel": "webhook",
+            "recipient": f"json://127.0.0.1:{hook_port}/hook",
+            "title": "Print finished",
+            "body": "prusa-mk4 finished the bracket",
+        },
+    )
+    assert queued.status_code == 202, queued.text
+    notification_url = f"{server.url}/api/notifications/{queued.json()['id']}"
+    assert server.stop() == 0
+    assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
+
+    _Hooks.received = []
+    hooks = HTTPServer(("127.0.0.1", hook_port), _Hooks)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    try:
+        server = Server(env, port)
+        serve.append(server)
+        server.wait_ready()
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline:
+            status = httpx.get(notification_url, headers=auth, timeout=10).json()["status"]
+            if status == "sent":
+                break
+            time.sleep(0.5)
+        assert status == "sent"
+        assert len(_Hooks.received) == 1
+        assert _Hooks.received[0]["title"] == "Print finished"
+    finally:
+        hooks.shutdown()
+    assert server.stop() == 0
+    assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
