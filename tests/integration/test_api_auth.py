@@ -103,3 +103,8 @@ def test_oversize_body_is_413(client: TestClient, admin: Person) -> None:
         headers={**admin.headers, "content-type": "application/json"},
     )
     assert response.status_code == 413
+
+
+def test_user_list_filters_by_role(client: TestClient, admin: Person, operator: Person) -> None:
+    body = client.get("/api/users?role=operator", headers=admin.headers).json()
+    assert [u["username"] for u in body["items"]] == ["olivia"]

@@ -329,3 +329,17 @@ def _metric(client: TestClient, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def test_devices_are_found_by_alias_or_external_id(
+    client: TestClient, operator: Person, database: Database, lab: dict[str, UUID]
+) -> None:
+    with database.unit_of_work() as s:
+        device = s.get(Device, lab["device"])
+        assert device is not None
+        device.aliases = ["fume extractor sensor"]
+    by_alias = client.get("/api/devices?name=fume extractor sensor", headers=operator.headers)
+    assert [d["externalId"] for d in by_alias.json()["items"]] == ["fume-sensor"]
+    by_id = client.get("/api/devices?name=fume-sensor&kind=sensor", headers=operator.headers)
+    assert len(by_id.json()["items"]) == 1
+    assert client.get("/api/devices?name=nothing", headers=operator.headers).json()["items"] == []
