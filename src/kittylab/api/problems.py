@@ -25,6 +25,7 @@ from kittylab.domain.errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from kittylab.manifest.problems import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ValidationFailed)
     async def _domain_validation(request: Request, exc: ValidationFailed) -> JSONResponse:
         return problem(request, 422, "validation", "Invalid request", str(exc), field=exc.field)
+
+    @app.exception_handler(ManifestError)
+    async def _manifest(request: Request, exc: ManifestError) -> JSONResponse:
+        errors = [
+            {"field": p.field or "manifest", "message": p.message, "line": str(p.line or "")}
+            for p in exc.problems
+        ]
+        return problem(
+            request,
+            422,
+            "invalid-manifest",
+            "Invalid lab manifest",
+            str(exc),
+            field=exc.field or "manifest",
+            errors=errors,
+        )
 
     @app.exception_handler(InvalidTransition)
     async def _transition(request: Request, exc: InvalidTransition) -> JSONResponse:

@@ -80,6 +80,14 @@ class TokenCreate(StrictInput):
     label: Text200 = "api"
 
 
+class TokenInfo(CamelModel):
+    id: UUID
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
 class TokenOut(CamelModel):
     token: str = Field(description="Shown once; only its hash is stored.")
     token_id: UUID
@@ -331,3 +339,27 @@ class NotificationCreate(StrictInput):
 class Health(CamelModel):
     status: str
     checks: dict[str, str] = {}
+
+
+# --- lab administration -----------------------------------------------------------------
+
+
+class LabApplyRequest(StrictInput):
+    manifest: Annotated[
+        str, StringConstraints(min_length=1, max_length=512 * 1024, pattern=r"^[^\x00]*$")
+    ] = Field(description="The lab manifest as YAML text (see examples/lab.yaml).")
+    dry_run: bool = False
+
+
+class TallyOut(CamelModel):
+    created: int
+    updated: int
+    unchanged: int
+    retired: int
+
+
+class LabApplyReport(CamelModel):
+    dry_run: bool
+    changed: bool
+    tallies: dict[str, TallyOut]
+    warnings: list[str]

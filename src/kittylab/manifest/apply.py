@@ -7,11 +7,13 @@ Contract of ``apply_manifest``:
   material (type and data; the comment may change).
 - Nothing with history is deleted. A device missing from the manifest is retired
   (``retired_at`` set) and un-retired if it comes back; a missing user is deactivated and
-  reactivated likewise; a key missing from a user's ``keys`` is revoked.
+  reactivated likewise (see below); a key missing from a user's ``keys`` is revoked.
 - Revocation is final: a revoked key listed again stays revoked and the report warns, since
   it may have been revoked by hand because it leaked.
 - A policy missing from the manifest is deleted, or, when safety events already cite it,
-  kept with no intents so it governs nothing and the audit trail still resolves.
+  retired (``retired_at`` set, so it governs nothing) and kept so the audit trail resolves.
+- A person missing from the manifest is deactivated only if the manifest created them;
+  people added through the API or CLI are left alone.
   A zone missing from the manifest is deleted when nothing refers to it; otherwise it is
   kept and the report warns.
 - Runtime state is never written: ``online_state`` and ``last_seen`` of a device belong to
@@ -60,7 +62,7 @@ class ApplyReport:
     """Counts per kind of record, and warnings about things an apply chose not to do.
 
     ``retired`` means: devices retired, users deactivated, keys revoked, policies and zones
-    removed (or, for a policy with history, emptied of intents)."""
+    removed (or, for a policy with history, marked retired)."""
 
     zones: Tally = field(default_factory=Tally)
     devices: Tally = field(default_factory=Tally)

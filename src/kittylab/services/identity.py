@@ -66,9 +66,9 @@ def authenticate(session: Session, token: str, now: datetime) -> Principal:
     return Principal(user.id, user.username, frozenset(user.roles))
 
 
-def revoke_token(session: Session, token_id: UUID, now: datetime) -> None:
+def revoke_token(session: Session, user_id: UUID, token_id: UUID, now: datetime) -> None:
     row = session.get(ApiToken, token_id)
-    if row is None:
+    if row is None or row.user_id != user_id:
         raise NotFound("token", token_id)
     row.revoked_at = row.revoked_at or now
 

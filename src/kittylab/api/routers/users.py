@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy import select
 
-from kittylab.adapters.db.tables import User
-from kittylab.api.auth import AdminCaller, Caller, UnitOfWork
+from kittylab.adapters.db.tables import ApiToken, User
+from kittylab.api.auth import AdminCaller, Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
-from kittylab.api.schemas import TokenCreate, TokenOut, UserCreate, UserOut, UserUpdate
+from kittylab.api.schemas import (
+    TokenCreate,
+    TokenInfo,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
+from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import NotFound, PermissionDenied
 from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.domain.principal import Principal
 from kittylab.services import identity
 
 router = APIRouter(prefix="/api", tags=["users"])
@@ -71,11 +81,40 @@ def update_user(user_id: UUID, body: UserUpdate, _: AdminCaller, uow: UnitOfWork
     return user
 
 
+def _own_or_admin(caller: Principal, user_id: UUID) -> None:
+    if caller.user_id != user_id and not caller.has_any(Role.ADMIN):
+        raise PermissionDenied("only an admin can manage someone else's tokens")
+
+
+@router.get("/users/{user_id}/tokens", response_model=list[TokenInfo])
+def list_tokens(user_id: UUID, caller: Caller, uow: UnitOfWork) -> list[ApiToken]:
+    """A user's tokens (never the secrets themselves): admins for anyone, users for
+    themselves."""
+    _own_or_admin(caller, user_id)
+    _get(uow, user_id)
+    return list(
+        uow.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
+    )
+
+
+@router.delete("/users/{user_id}/tokens/{token_id}", status_code=204, response_class=Response)
+def revoke_token(
+    user_id: UUID,
+    token_id: UUID,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> Response:
+    """Revoke a token at once; requests carrying it get 401 from then on."""
+    _own_or_admin(caller, user_id)
+    identity.revoke_token(uow, user_id, token_id, c.clock())
+    return Response(status_code=204)
+
+
 @router.post("/users/{user_id}/tokens", response_model=TokenOut, status_code=201)
 def create_token(user_id: UUID, body: TokenCreate, caller: Caller, uow: UnitOfWork) -> TokenOut:
     """A new API token for a user: admins for anyone, everyone for themselves."""
-    if caller.user_id != user_id and not caller.has_any(Role.ADMIN):
-        raise PermissionDenied("only an admin can create tokens for someone else")
+    _own_or_admin(caller, user_id)
     issued = identity.issue_token(uow, _get(uow, user_id), body.label)
     return TokenOut(token=issued.token, token_id=issued.token_id, user_id=issued.user_id)
 
