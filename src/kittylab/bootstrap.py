@@ -12,11 +12,13 @@ from datetime import datetime
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
+from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.services.ports import JobQueue, NotificationSender
+from kittylab.services.simulation import SimulatedFleet
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +80,7 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
     finally:
         queue.close()
         database.dispose()
+
+
+def simulated_fleet(container: Container) -> SimulatedFleet:
+    return SimulatedFleet(container.database, build_simulator, container.clock)

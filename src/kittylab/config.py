@@ -36,6 +36,19 @@ class JobSettings(BaseModel):
     poll_interval_seconds: float = Field(1.0, gt=0)
 
 
+class SimulatorSettings(BaseModel):
+    """The built-in ``simulated`` integration that drives the demo lab."""
+
+    enabled: bool = Field(True, description="`kittylab serve` runs the simulated devices.")
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+    report_interval_seconds: float = Field(
+        10.0, gt=0, description="How often each simulated device reports its state."
+    )
+    reload_interval_seconds: float = Field(
+        30.0, gt=0, description="How often the fleet picks up lab changes."
+    )
+
+
 class NotifySettings(BaseModel):
     """Apprise target per channel. ``{recipient}`` is replaced by the notification's
     recipient; a channel without a template takes the recipient as a full Apprise URL."""
@@ -72,3 +85,4 @@ class Settings(BaseSettings):
     sessions: SessionSettings = SessionSettings()
     jobs: JobSettings = JobSettings()
     notify: NotifySettings = NotifySettings()
+    simulator: SimulatorSettings = SimulatorSettings()

@@ -123,6 +123,13 @@ class DeviceOut(CamelModel):
     created_at: datetime
 
 
+class DeviceStateOut(CamelModel):
+    device_id: UUID
+    online_state: OnlineState
+    state: Any | None
+    reported_at: datetime | None
+
+
 class PolicyOut(CamelModel):
     id: UUID
     name: str

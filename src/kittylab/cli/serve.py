@@ -17,6 +17,7 @@ from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import build_job_app, run_worker
 from kittylab.api.app import create_app
 from kittylab.config import Settings
+from kittylab.services.simulation import run_fleet
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,31 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    if not with_workers:
-        await server.serve()
-        return
+    background: list[asyncio.Task[None]] = []
+    sim = container.settings.simulator
+    if sim.enabled:
+        background.append(
+            asyncio.create_task(
+                run_fleet(
+                    bootstrap.simulated_fleet(container),
+                    tick_seconds=sim.tick_seconds,
+                    report_every_seconds=sim.report_interval_seconds,
+                    reload_every_seconds=sim.reload_interval_seconds,
+                )
+            )
+        )
+    try:
+        if with_workers:
+            await _serve_with_workers(container, server)
+        else:
+            await server.serve()
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+
+async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Server) -> None:
     job_app = build_job_app(libpq_url(container.database_url))
     context = JobContext(
         database=container.database,

@@ -9,12 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import or_, select
 
-from kittylab.adapters.db.tables import AccessPolicy, Device, Zone, ZonePresence
+from kittylab.adapters.db.tables import AccessPolicy, Device, TelemetryEvent, Zone, ZonePresence
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
 from kittylab.api.schemas import (
     DeviceOut,
+    DeviceStateOut,
     PolicyOut,
     PresenceCheckIn,
     PresenceOut,
@@ -26,6 +27,7 @@ from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState, Presence
 from kittylab.domain.errors import NotFound, PermissionDenied
 from kittylab.domain.zones import requires_dual_confirmation
 from kittylab.services import presence
+from kittylab.services.simulation import STATE_TOPIC
 
 router = APIRouter(prefix="/api", tags=["lab"])
 
@@ -109,6 +111,27 @@ def get_device(device_id: UUID, _: Caller, uow: UnitOfWork) -> Device:
     if device is None:
         raise NotFound("device", device_id)
     return device
+
+
+@router.get("/devices/{device_id}/state", response_model=DeviceStateOut)
+def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceStateOut:
+    """The device's latest reported state (its newest ``state`` telemetry), with when it
+    was reported; ``state`` is null until the device has reported once."""
+    device = uow.get(Device, device_id)
+    if device is None:
+        raise NotFound("device", device_id)
+    latest = uow.scalars(
+        select(TelemetryEvent)
+        .where(TelemetryEvent.device_id == device_id, TelemetryEvent.topic == STATE_TOPIC)
+        .order_by(TelemetryEvent.recorded_at.desc())
+        .limit(1)
+    ).first()
+    return DeviceStateOut(
+        device_id=device.id,
+        online_state=device.online_state,
+        state=latest.payload if latest else None,
+        reported_at=latest.recorded_at if latest else None,
+    )
 
 
 @router.get("/policies", response_model=Page[PolicyOut])

@@ -1,0 +1,1 @@
+"""Device adapters. ``simulated`` drives the demo lab; real integrations join it here."""
