@@ -59,7 +59,7 @@ def authenticate(session: Session, token: str, now: datetime) -> Principal:
     ).first()
     if row is None:
         raise AuthenticationRequired("unknown token")
-    api_token, user = row.tuple()
+    api_token, user = row
     if api_token.revoked_at is not None or not user.active:
         raise AuthenticationRequired("revoked token or inactive user")
     api_token.last_used_at = now
