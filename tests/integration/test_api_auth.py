@@ -108,3 +108,17 @@ def test_oversize_body_is_413(client: TestClient, admin: Person) -> None:
 def test_user_list_filters_by_role(client: TestClient, admin: Person, operator: Person) -> None:
     body = client.get("/api/users?role=operator", headers=admin.headers).json()
     assert [u["username"] for u in body["items"]] == ["olivia"]
+
+
+def test_chunked_oversize_body_is_413_too(client: TestClient, admin: Person) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(64):
+            yield b"x" * 65536  # 4 MiB in all, without a Content-Length
+
+    response = client.post(
+        "/api/telemetry",
+        content=chunks(),
+        headers={**admin.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"

@@ -343,3 +343,84 @@ def test_devices_are_found_by_alias_or_external_id(
     by_id = client.get("/api/devices?name=fume-sensor&kind=sensor", headers=operator.headers)
     assert len(by_id.json()["items"]) == 1
     assert client.get("/api/devices?name=nothing", headers=operator.headers).json()["items"] == []
+
+
+def test_telemetry_timestamps_must_be_zoned_and_recent(
+    client: TestClient, operator: Person, lab: dict[str, UUID]
+) -> None:
+    def post(recorded_at: str):  # type: ignore[no-untyped-def]
+        event = {
+            "deviceId": str(lab["device"]),
+            "topic": "t",
+            "payload": 1,
+            "recordedAt": recorded_at,
+        }
+        return client.post("/api/telemetry", json={"events": [event]}, headers=operator.headers)
+
+    assert post("2026-11-27T10:00:00").status_code == 422  # no timezone
+    for far in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "2001-01-01T00:00:00Z"):
+        response = post(far)
+        assert response.status_code == 422, far
+        assert response.json()["field"] == "events.0.recordedAt"
+
+
+def test_unstorable_payload_text_is_422(
+    client: TestClient, operator: Person, lab: dict[str, UUID]
+) -> None:
+    body = (
+        '{"events": [{"deviceId": "%s", "topic": "t", "payload": {"s": "\\ud800"}}]}'
+        % lab["device"]
+    )
+    response = client.post(
+        "/api/telemetry",
+        content=body.encode(),
+        headers={**operator.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "events.0.payload"
+
+
+def test_shared_external_id_needs_the_integration(
+    client: TestClient, operator: Person, database: Database, lab: dict[str, UUID]
+) -> None:
+    with database.unit_of_work() as s:
+        s.add(
+            Device(
+                external_id="fume-sensor",
+                integration="home_assistant",
+                display_name="x",
+                kind=DeviceKind.SENSOR,
+                zone_id=lab["zone"],
+            )
+        )
+    event = {"externalId": "fume-sensor", "topic": "voc", "payload": 1}
+    ambiguous = client.post("/api/telemetry", json={"events": [event]}, headers=operator.headers)
+    assert ambiguous.status_code == 422
+    assert ambiguous.json()["field"] == "events.0.integration"
+    named = {**event, "integration": "simulated"}
+    assert (
+        client.post(
+            "/api/telemetry", json={"events": [named]}, headers=operator.headers
+        ).status_code
+        == 202
+    )
+    stored = client.get(f"/api/telemetry?deviceId={lab['device']}", headers=operator.headers).json()
+    assert len(stored["items"]) == 1
+
+
+def test_only_integrations_write_device_state(
+    client: TestClient, operator: Person, admin: Person, lab: dict[str, UUID]
+) -> None:
+    event = {"deviceId": str(lab["device"]), "topic": "state", "payload": {"locked": False}}
+    assert (
+        client.post(
+            "/api/telemetry", json={"events": [event]}, headers=operator.headers
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post("/api/telemetry", json={"events": [event]}, headers=admin.headers).status_code
+        == 202
+    )
+    state = client.get(f"/api/devices/{lab['device']}/state", headers=operator.headers).json()
+    assert state["state"] == {"locked": False}

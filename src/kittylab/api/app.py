@@ -35,6 +35,8 @@ def create_app(container: Container) -> FastAPI:
         version=__version__,
         description="Control plane of a fabrication lab. Every /api route needs "
         "'Authorization: Bearer <token>'; errors are RFC 9457 problem details.",
+        # Enforced while the body streams in, chunked or not.
+        max_body_size=container.settings.http.max_body_bytes,
     )
     app.state.container = container
     problems.install(app)
@@ -50,7 +52,7 @@ def create_app(container: Container) -> FastAPI:
         notifications,
     ):
         app.include_router(module.router)
-    _install_middleware(app, container.settings.http.max_body_bytes)
+    _install_middleware(app)
     return app
 
 
@@ -66,7 +68,7 @@ def _route_template(request: Request) -> str:
     return "unmatched"
 
 
-def _install_middleware(app: FastAPI, max_body_bytes: int) -> None:
+def _install_middleware(app: FastAPI) -> None:
     @app.middleware("http")
     async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -79,18 +81,19 @@ def _install_middleware(app: FastAPI, max_body_bytes: int) -> None:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-                response: Response = problems.problem(
-                    request,
-                    413,
-                    "payload-too-large",
-                    "Payload too large",
-                    f"request bodies are limited to {max_body_bytes} bytes",
-                    field="body",
-                )
-            else:
+            try:
                 response = await call_next(request)
+            except Exception:
+                # Handled here rather than by Starlette's outermost error middleware, so
+                # the 500 still carries the request id, is counted and is logged with it.
+                log.exception("unexpected error")
+                response = problems.problem(
+                    request,
+                    500,
+                    "internal",
+                    "Internal error",
+                    "the error was logged with this request's id",
+                )
             route = _route_template(request)
             elapsed = time.perf_counter() - started
             HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()

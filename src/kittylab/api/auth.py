@@ -1,8 +1,9 @@
-"""Bearer-token authentication and per-route role checks."""
+"""Bearer-token authentication, per-route role checks and the request's unit of work."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,6 +18,10 @@ from kittylab.services.identity import authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
 
+# Requests holding a database session at once. Further requests wait (without a thread)
+# instead of exhausting the connection pool, which bootstrap sizes above this.
+API_DB_CONCURRENCY = 16
+
 
 def container(request: Request) -> Container:
     c: Container = request.app.state.container
@@ -24,24 +29,31 @@ def container(request: Request) -> Container:
 
 
 def unit_of_work(c: Annotated[Container, Depends(container)]) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns, rolled back when
-    it raises."""
+    """One transaction per request, shared by authentication and the handler. It ends
+    before the response is sent (scope ``function``): a commit that fails becomes the
+    response, never a success the database did not keep."""
     with c.database.unit_of_work() as session:
         yield session
 
 
-UnitOfWork = Annotated[Session, Depends(unit_of_work)]
+UnitOfWork = Annotated[
+    Session, Depends(unit_of_work, scope="function", max_concurrency=API_DB_CONCURRENCY)
+]
+
+# How stale ``last_used_at`` may get: writing it on every request would turn each read
+# into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def current_principal(
     request: Request,
     c: Annotated[Container, Depends(container)],
+    uow: UnitOfWork,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired("missing bearer token")
-    with c.database.unit_of_work() as session:
-        principal = authenticate(session, credentials.credentials, c.clock())
+    principal = authenticate(uow, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
     request.state.principal = principal
     return principal
 

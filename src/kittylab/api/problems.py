@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kittylab.domain.errors import (
@@ -194,7 +195,26 @@ def install(app: FastAPI) -> None:
                 "a value cannot be stored (NUL characters or out-of-range numbers)",
             )
         log.error("database error", extra={"error": type(exc.orig).__name__})
-        return problem(request, 503, "unavailable", "Database unavailable", "try again shortly")
+        return problem(
+            request,
+            503,
+            "unavailable",
+            "Database unavailable",
+            "try again shortly",
+            headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("database connection pool exhausted")
+        return problem(
+            request,
+            503,
+            "busy",
+            "Too busy",
+            "all database connections are in use; retry",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from kittylab.domain.enums import (
@@ -221,9 +221,14 @@ class CommandOut(CamelModel):
 class TelemetryIn(StrictInput):
     device_id: UUID | None = None
     external_id: Name64 | None = Field(None, description="Alternative to deviceId.")
+    integration: Name64 | None = Field(
+        None, description="With externalId, when two integrations use the same id."
+    )
     topic: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00#+]*$")]
     payload: Any
-    recorded_at: datetime | None = None
+    recorded_at: AwareDatetime | None = Field(
+        None, description="When the device measured it; at most 7 days old. Default: now."
+    )
 
 
 class TelemetryBatch(StrictInput):

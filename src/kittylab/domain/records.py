@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -15,9 +16,24 @@ from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
 MAX_TELEMETRY_BYTES = 64 * 1024
 
 
+# Telemetry may be back-filled by a device that was offline, but not from the distant past
+# or the future: such a timestamp would pin ``last_seen`` and hide newer reports.
+MAX_TELEMETRY_AGE = timedelta(days=7)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
 def check_telemetry_size(raw_size: int, field: str = "payload") -> None:
     if raw_size > MAX_TELEMETRY_BYTES:
         raise PayloadTooLarge(field, raw_size, MAX_TELEMETRY_BYTES)
+
+
+def check_recorded_at(recorded_at: datetime, now: datetime, field: str = "recordedAt") -> None:
+    if recorded_at.tzinfo is None:
+        raise ValidationFailed(field, "needs a timezone (for example 2026-11-27T10:00:00Z)")
+    if recorded_at > now + MAX_CLOCK_SKEW:
+        raise ValidationFailed(field, "is in the future; check the device's clock")
+    if recorded_at < now - MAX_TELEMETRY_AGE:
+        raise ValidationFailed(field, f"is older than {MAX_TELEMETRY_AGE.days} days")
 
 
 def validate_confidence(value: float | None, field: str = "confidence") -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import select
@@ -48,8 +48,11 @@ def find_user_by_username(session: Session, username: str) -> User:
     return user
 
 
-def authenticate(session: Session, token: str, now: datetime) -> Principal:
-    """Resolve a bearer token to its active user, or raise AuthenticationRequired."""
+def authenticate(
+    session: Session, token: str, now: datetime, touch_after: timedelta = timedelta(0)
+) -> Principal:
+    """Resolve a bearer token to its active user, or raise AuthenticationRequired.
+    ``last_used_at`` is refreshed only when older than ``touch_after``."""
     if not token.startswith(TOKEN_PREFIX):
         raise AuthenticationRequired("malformed token")
     row = session.execute(
@@ -62,7 +65,8 @@ def authenticate(session: Session, token: str, now: datetime) -> Principal:
     api_token, user = row
     if api_token.revoked_at is not None or not user.active:
         raise AuthenticationRequired("revoked token or inactive user")
-    api_token.last_used_at = now
+    if api_token.last_used_at is None or now - api_token.last_used_at >= touch_after:
+        api_token.last_used_at = now
     return Principal(user.id, user.username, frozenset(user.roles))
 
 

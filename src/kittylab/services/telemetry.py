@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Device, TelemetryEvent
 from kittylab.domain.enums import OnlineState
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
-from kittylab.domain.records import check_telemetry_size
+from kittylab.domain.records import check_recorded_at, check_telemetry_size
 
 TELEMETRY_EVENTS = Counter(
     "kittylab_telemetry_events_total", "Telemetry events by outcome.", ["outcome"]
@@ -29,22 +29,32 @@ class IncomingEvent:
     topic: str
     payload: Any
     recorded_at: datetime | None
+    integration: str | None = None
 
 
-def payload_size(payload: Any) -> int:
-    """Bytes of the payload as compact UTF-8 JSON, the form it is stored in."""
-    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+def payload_size(payload: Any, field: str = "payload") -> int:
+    """Bytes of the payload as compact UTF-8 JSON, the form it is stored in. A payload
+    that cannot be stored (a lone surrogate, absurd nesting) is refused here."""
+    try:
+        return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        raise ValidationFailed(
+            field, "is not storable JSON (invalid text or nested too deeply)"
+        ) from None
 
 
 def store_batch(session: Session, events: list[IncomingEvent], now: datetime) -> int:
     """Validate every event first, then insert all of them; nothing is stored when one is
     refused, so a client can resend the corrected batch without duplicates."""
     for index, event in enumerate(events):
+        field = f"events.{index}.payload"
         try:
-            check_telemetry_size(payload_size(event.payload), f"events.{index}.payload")
+            check_telemetry_size(payload_size(event.payload, field), field)
         except PayloadTooLarge:
             TELEMETRY_EVENTS.labels("rejected_too_large").inc()
             raise
+        if event.recorded_at is not None:
+            check_recorded_at(event.recorded_at, now, f"events.{index}.recordedAt")
     device_ids = _resolve_devices(session, events)
     rows = [
         {
@@ -74,31 +84,45 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
 
 
 def _resolve_devices(session: Session, events: list[IncomingEvent]) -> list[UUID]:
+    """Map each event to a device id. An ``external_id`` is unique only within its
+    integration, so one that two integrations share must name the integration."""
     wanted_ids = {e.device_id for e in events if e.device_id is not None}
     wanted_ext = {e.external_id for e in events if e.device_id is None and e.external_id}
-    known_ids = (
-        set(session.scalars(select(Device.id).where(Device.id.in_(wanted_ids))))
-        if wanted_ids
-        else set()
-    )
-    by_ext: dict[str, UUID] = {}
+    known_ids: set[UUID] = set()
+    if wanted_ids:
+        known_ids = set(session.scalars(select(Device.id).where(Device.id.in_(wanted_ids))))
+    by_ext: dict[str, dict[str, UUID]] = {}
     if wanted_ext:
-        for ext, device_id in session.execute(
-            select(Device.external_id, Device.id).where(
+        rows = session.execute(
+            select(Device.external_id, Device.integration, Device.id).where(
                 Device.external_id.in_(wanted_ext), Device.retired_at.is_(None)
             )
-        ).tuples():
-            by_ext[ext] = device_id
-    resolved: list[UUID] = []
-    for index, event in enumerate(events):
-        if event.device_id is not None:
-            if event.device_id not in known_ids:
-                raise ValidationFailed(f"events.{index}.deviceId", "no such device")
-            resolved.append(event.device_id)
-        elif event.external_id:
-            if event.external_id not in by_ext:
-                raise ValidationFailed(f"events.{index}.externalId", "no such device")
-            resolved.append(by_ext[event.external_id])
-        else:
-            raise ValidationFailed(f"events.{index}.deviceId", "give deviceId or externalId")
-    return resolved
+        )
+        for ext, integration, device_id in rows:
+            by_ext.setdefault(ext, {})[integration] = device_id
+    return [_resolve_one(index, event, known_ids, by_ext) for index, event in enumerate(events)]
+
+
+def _resolve_one(
+    index: int,
+    event: IncomingEvent,
+    known_ids: set[UUID],
+    by_ext: dict[str, dict[str, UUID]],
+) -> UUID:
+    if event.device_id is not None:
+        if event.device_id not in known_ids:
+            raise ValidationFailed(f"events.{index}.deviceId", "no such device")
+        return event.device_id
+    if not event.external_id:
+        raise ValidationFailed(f"events.{index}.deviceId", "give deviceId or externalId")
+    candidates = by_ext.get(event.external_id, {})
+    if event.integration is not None:
+        candidates = {k: v for k, v in candidates.items() if k == event.integration}
+    if not candidates:
+        raise ValidationFailed(f"events.{index}.externalId", "no such device")
+    if len(candidates) > 1:
+        names = ", ".join(sorted(candidates))
+        raise ValidationFailed(
+            f"events.{index}.integration", f"{event.external_id} exists in {names}; name one"
+        )
+    return next(iter(candidates.values()))

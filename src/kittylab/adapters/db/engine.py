@@ -24,7 +24,7 @@ def libpq_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,

@@ -15,9 +15,10 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
 from kittylab.api.schemas import CommandOut, TelemetryAccepted, TelemetryBatch, TelemetryOut
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import CommandStatus
-from kittylab.domain.errors import NotFound
+from kittylab.domain.enums import CommandStatus, Role
+from kittylab.domain.errors import NotFound, PermissionDenied
 from kittylab.services import telemetry
+from kittylab.services.simulation import STATE_TOPIC
 
 router = APIRouter(prefix="/api", tags=["equipment"])
 
@@ -56,13 +57,22 @@ def get_command(command_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceCommand:
     responses={413: {"description": "An event's payload is over 64 KiB."}},
 )
 def ingest_telemetry(
-    body: TelemetryBatch, _: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
+    body: TelemetryBatch,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
 ) -> TelemetryAccepted:
     """Store a batch of telemetry events in one transaction. An event whose payload is over
     64 KiB (as compact JSON) rejects the batch with 413 naming it; it is counted in
     ``kittylab_telemetry_rejected_total``."""
+    if not caller.has_any(Role.ADMIN) and any(e.topic == STATE_TOPIC for e in body.events):
+        # A device's reported state is what operators act on; only integrations (admin
+        # tokens) may write it, so nobody can show a locked door as unlocked.
+        raise PermissionDenied(f"the {STATE_TOPIC!r} topic is written by integrations (admin)")
     events = [
-        telemetry.IncomingEvent(e.device_id, e.external_id, e.topic, e.payload, e.recorded_at)
+        telemetry.IncomingEvent(
+            e.device_id, e.external_id, e.topic, e.payload, e.recorded_at, e.integration
+        )
         for e in body.events
     ]
     return TelemetryAccepted(accepted=telemetry.store_batch(uow, events, c.clock()))

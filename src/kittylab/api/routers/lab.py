@@ -123,7 +123,7 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
     latest = uow.scalars(
         select(TelemetryEvent)
         .where(TelemetryEvent.device_id == device_id, TelemetryEvent.topic == STATE_TOPIC)
-        .order_by(TelemetryEvent.recorded_at.desc())
+        .order_by(TelemetryEvent.id.desc())  # arrival order: a client cannot backdate past it
         .limit(1)
     ).first()
     return DeviceStateOut(
