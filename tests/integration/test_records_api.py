@@ -367,10 +367,8 @@ def test_telemetry_timestamps_must_be_zoned_and_recent(
 def test_unstorable_payload_text_is_422(
     client: TestClient, operator: Person, lab: dict[str, UUID]
 ) -> None:
-    body = (
-        '{"events": [{"deviceId": "%s", "topic": "t", "payload": {"s": "\\ud800"}}]}'
-        % lab["device"]
-    )
+    device = str(lab["device"])
+    body = '{"events": [{"deviceId": "' + device + '", "topic": "t", "payload": {"s": "\\ud800"}}]}'
     response = client.post(
         "/api/telemetry",
         content=body.encode(),
