@@ -1,5 +1,6 @@
 from fastapi.testclient import TestClient
 
+from kittylab.adapters.db.engine import Database
 from tests.integration.conftest import Person
 
 
@@ -59,15 +60,32 @@ def test_user_validation_names_the_field(client: TestClient, admin: Person) -> N
         assert response.json()["field"] == field, response.json()
 
 
-def test_tokens_for_others_need_admin(client: TestClient, admin: Person, operator: Person) -> None:
-    url = f"/api/users/{admin.user_id}/tokens"
-    assert client.post(url, json={}, headers=operator.headers).status_code == 403
-    own = client.post(
-        f"/api/users/{operator.user_id}/tokens", json={"label": "laptop"}, headers=operator.headers
-    )
-    assert own.status_code == 201
-    fresh = own.json()["token"]
+def test_only_admin_mints_tokens(client: TestClient, admin: Person, operator: Person) -> None:
+    own = f"/api/users/{operator.user_id}/tokens"
+    assert client.post(own, json={}, headers=operator.headers).status_code == 403
+    minted = client.post(own, json={"label": "laptop"}, headers=admin.headers)
+    assert minted.status_code == 201
+    fresh = minted.json()["token"]
     assert client.get("/api/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    too_long = client.post(own, json={"label": "x" * 101}, headers=admin.headers)
+    assert too_long.status_code == 422
+    assert too_long.json()["field"] == "label"
+
+
+def test_people_from_the_manifest_are_changed_in_the_manifest(
+    client: TestClient, admin: Person, operator: Person, database: Database
+) -> None:
+    from kittylab.adapters.db.tables import User
+
+    with database.unit_of_work() as session:
+        row = session.get(User, operator.user_id)
+        assert row is not None
+        row.managed_by_manifest = True
+    response = client.patch(
+        f"/api/users/{operator.user_id}", json={"active": False}, headers=admin.headers
+    )
+    assert response.status_code == 409
+    assert "manifest" in response.json()["detail"]
 
 
 def test_deactivated_user_loses_access(client: TestClient, admin: Person, operator: Person) -> None:

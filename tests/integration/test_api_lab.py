@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import AccessPolicy, SafetyEvent
+from kittylab.domain.enums import SafetyEventType
 from tests.integration.conftest import Person
 
 
@@ -94,7 +98,7 @@ def test_device_connection_settings_are_not_exposed(
 
 def test_revoked_token_stops_working(client: TestClient, operator: Person, admin: Person) -> None:
     tokens = client.get(f"/api/users/{operator.user_id}/tokens", headers=operator.headers).json()
-    [token] = tokens
+    [token] = tokens["items"]
     assert "token" not in token and "tokenHash" not in token
     url = f"/api/users/{operator.user_id}/tokens/{token['id']}"
     assert client.delete(url, headers={"Authorization": "Bearer kl_x"}).status_code == 401
@@ -102,3 +106,33 @@ def test_revoked_token_stops_working(client: TestClient, operator: Person, admin
     assert client.delete(other, headers=admin.headers).status_code == 404  # not admin's token
     assert client.delete(url, headers=operator.headers).status_code == 204
     assert client.get("/api/me", headers=operator.headers).status_code == 401
+
+
+def test_retired_policies_are_hidden_unless_asked_for(
+    client: TestClient, admin: Person, demo_lab_path: Path, database: Database
+) -> None:
+    text = demo_lab_path.read_text()
+    _apply(client, admin, text)
+    with database.unit_of_work() as s:
+        policy = s.scalars(
+            select(AccessPolicy).where(AccessPolicy.name == "cnc-room-hazards")
+        ).one()
+        s.add(
+            SafetyEvent(
+                event_type=SafetyEventType.UNLOCK,
+                zone_id=policy.zone_id,
+                policy_id=policy.id,
+                initiated_by=admin.user_id,
+            )
+        )
+    start = text.index("  - name: cnc-room-hazards")
+    end = text.index("  - name: laser-room-hazards")
+    report = _apply(client, admin, text[:start] + text[end:]).json()
+    assert report["tallies"]["policies"]["retired"] == 1
+    live = client.get("/api/policies", headers=admin.headers).json()["items"]
+    assert sorted(p["name"] for p in live) == ["laser-room-hazards", "welding-bay-hazards"]
+    everything = client.get("/api/policies?includeRetired=true", headers=admin.headers).json()[
+        "items"
+    ]
+    retired = [p for p in everything if p["retiredAt"]]
+    assert [p["name"] for p in retired] == ["cnc-room-hazards"]

@@ -422,3 +422,12 @@ def test_only_integrations_write_device_state(
     )
     state = client.get(f"/api/devices/{lab['device']}/state", headers=operator.headers).json()
     assert state["state"] == {"locked": False}
+
+
+def test_only_participants_or_admin_delete_a_conversation(
+    client: TestClient, operator: Person, safety_lead: Person, admin: Person
+) -> None:
+    conv = client.post("/api/conversations", json={}, headers=operator.headers).json()
+    url = f"/api/conversations/{conv['id']}"
+    assert client.delete(url, headers=safety_lead.headers).status_code == 403
+    assert client.delete(url, headers=admin.headers).status_code == 204

@@ -34,3 +34,16 @@ def test_secrets_in_messages_and_fields_are_redacted() -> None:
     assert secret not in line
     assert "hunter2" not in line
     assert "\n" not in line
+
+
+def test_plain_text_logs_are_sanitized_too() -> None:
+    from kittylab.observability import PlainFormatter
+
+    secret = "kl_" + "B" * 40
+    record = logging.LogRecord(
+        "kittylab.cad", logging.INFO, __file__, 1, "prompt: %s", (f"plate {secret}\x07",), None
+    )
+    line = PlainFormatter().format(record)
+    assert secret not in line
+    assert "\x07" not in line
+    assert "prompt: plate" in line

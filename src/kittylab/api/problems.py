@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kittylab.domain.errors import (
     AuthenticationRequired,
     Conflict,
+    DeviceRefused,
     InvalidTransition,
     KittyLabError,
     NotFound,
@@ -135,6 +136,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return problem(request, 409, "conflict", "Conflict", str(exc), field=exc.field)
+
+    @app.exception_handler(DeviceRefused)
+    async def _refused(request: Request, exc: DeviceRefused) -> JSONResponse:
+        return problem(request, 409, "device-refused", "Refused by the device", str(exc))
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:

@@ -77,7 +77,7 @@ class UserUpdate(StrictInput):
 
 
 class TokenCreate(StrictInput):
-    label: Text200 = "api"
+    label: Annotated[str, StringConstraints(max_length=100, pattern=r"^[^\x00]*$")] = "api"
 
 
 class TokenInfo(CamelModel):
@@ -139,6 +139,7 @@ class PolicyOut(CamelModel):
     requires_dual_confirm: bool
     requires_presence: bool
     pqe_checks: dict[str, Any]
+    retired_at: datetime | None
     created_at: datetime
 
 

@@ -5,6 +5,7 @@ KittyLabError
 │   ├── ValidationFailed        a field holds a value the model forbids  (HTTP 422)
 │   ├── InvalidTransition       a state machine was asked for a move it does not allow (409)
 │   ├── Conflict                the request clashes with stored state (409)
+│   ├── DeviceRefused           the device's own state forbids it (409)
 │   └── PayloadTooLarge         an ingest payload is over its size limit (413)
 ├── NotFound                    no record with that id (404)
 ├── AuthenticationRequired      no or unknown credentials (401)
@@ -47,6 +48,10 @@ class Conflict(DomainError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class DeviceRefused(DomainError):
+    """The device's current state does not allow the request (pausing an idle printer)."""
 
 
 class PayloadTooLarge(DomainError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from email_validator import EmailNotValidError, validate_email
@@ -10,6 +11,17 @@ from kittylab.domain.enums import Role
 from kittylab.domain.errors import ValidationFailed
 
 MAX_DISPLAY_NAME = 200
+# Lower case only, so "Sam" and "sam" can never be two different people; a leading letter
+# keeps usernames readable in logs and CLI arguments.
+USERNAME_PATTERN = re.compile(r"[a-z][a-z0-9._-]{0,63}")
+
+
+def validate_username(value: str) -> str:
+    if not USERNAME_PATTERN.fullmatch(value):
+        raise ValidationFailed(
+            "username", "must start with a lower-case letter; then letters, digits, . _ -"
+        )
+    return value
 
 
 def validate_display_name(value: str | None) -> str:

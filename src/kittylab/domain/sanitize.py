@@ -7,10 +7,13 @@ from typing import Any
 
 REDACTED = "[redacted]"
 
-_SECRET_KEY = re.compile(
-    r"(pass(word|wd)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key|signature)",
+SECRET_KEY_PATTERN = re.compile(
+    r"pass(word|wd)?|secret|token|api[_-]?key|access[_-]?(code|key)|authorization"
+    r"|credential|private[_-]?key|signature",
     re.IGNORECASE,
 )
+"""Names of fields whose values are secrets: redacted in logs, refused as literals in a
+lab manifest."""
 _SECRET_VALUES = [
     re.compile(r"\bkl_[A-Za-z0-9_\-]{16,}"),  # KittyLab API tokens
     re.compile(r"\b(sk|pk|rk)[-_][A-Za-z0-9_\-]{16,}"),  # common provider key shapes
@@ -18,6 +21,12 @@ _SECRET_VALUES = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"(?i)(://[^:/@\s]+:)[^@\s]+@"),  # password in a URL
 ]
+
+
+def is_secret_name(name: str) -> bool:
+    return SECRET_KEY_PATTERN.search(name) is not None
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -43,7 +52,9 @@ def sanitize_payload(value: Any, max_length: int = 2000) -> Any:
     """Recursively redact values under secret-looking keys and sanitize every string."""
     if isinstance(value, dict):
         return {
-            str(k): REDACTED if _SECRET_KEY.search(str(k)) else sanitize_payload(v, max_length)
+            str(k): REDACTED
+            if SECRET_KEY_PATTERN.search(str(k))
+            else sanitize_payload(v, max_length)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):

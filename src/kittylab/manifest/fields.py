@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.sanitize import SECRET_KEY_PATTERN
 from kittylab.manifest.problems import ManifestProblem
 
 _T = TypeVar("_T")
@@ -184,10 +185,6 @@ def json_problem(value: object, path: str) -> tuple[str, str] | None:
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET_KEY = re.compile(
-    r"password|passwd|secret|token|api_?key|access_?(code|key)|private_?key|credential",
-    re.IGNORECASE,
-)
 
 
 def connection_problems(value: object, path: str) -> list[tuple[str, str]]:
@@ -198,7 +195,7 @@ def connection_problems(value: object, path: str) -> list[tuple[str, str]]:
         for key, item in value.items():
             at = f"{path}.{key}"
             secret_like = item is not None and not isinstance(item, bool | dict | list)
-            if secret_like and _SECRET_KEY.search(str(key)):
+            if secret_like and SECRET_KEY_PATTERN.search(str(key)):
                 if not (isinstance(item, str) and _is_env_reference(item)):
                     problems.append((at, "looks like a secret; write a ${ENV_VAR} reference"))
                 continue

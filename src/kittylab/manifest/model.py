@@ -24,7 +24,12 @@ from kittylab.domain.devices import (
     validate_external_id,
 )
 from kittylab.domain.enums import DeviceKind, HazardLevel, Role
-from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.domain.identity import (
+    validate_display_name,
+    validate_optional_email,
+    validate_roles,
+    validate_username,
+)
 from kittylab.domain.zones import effective_dual_confirm, validate_required_roles
 from kittylab.manifest.fields import Fields, connection_problems, public_key_problem
 from kittylab.manifest.problems import ManifestError, ManifestProblem
@@ -38,8 +43,6 @@ DEFAULT_INTEGRATION = "simulated"
 
 # Zone names and integrations become MQTT topic levels and URL path segments.
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
-# Lower case only, so "Sam" and "sam" can never be two different people.
-_USERNAME = re.compile(r"[a-z][a-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -384,8 +387,8 @@ def _custom_intents(device_entries: list[tuple[str, object]]) -> set[str]:
 def _user(problems: list[ManifestProblem], path: str, raw: object) -> UserSpec | None:
     f = Fields(problems, path, raw, _USER)
     username = f.text("username", max_length=64)
-    if username is not None and not _USERNAME.fullmatch(username):
-        f.fail("username", "must start with a lower-case letter; then letters, digits, . _ -")
+    if username is not None:
+        f.domain(lambda: validate_username(username))
     named = f.text("display_name", required=False, max_length=None)
     display = f.domain(lambda: validate_display_name(named))
     address = f.text("email", required=False, max_length=None)

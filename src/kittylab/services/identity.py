@@ -13,8 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import ApiToken, User
-from kittylab.domain.errors import AuthenticationRequired, Conflict, NotFound, ValidationFailed
-from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.domain.errors import AuthenticationRequired, Conflict, NotFound
+from kittylab.domain.identity import (
+    validate_display_name,
+    validate_optional_email,
+    validate_roles,
+    validate_username,
+)
 from kittylab.domain.principal import Principal
 
 TOKEN_PREFIX = "kl_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
@@ -75,16 +80,6 @@ def revoke_token(session: Session, user_id: UUID, token_id: UUID, now: datetime)
     if row is None or row.user_id != user_id:
         raise NotFound("token", token_id)
     row.revoked_at = row.revoked_at or now
-
-
-USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
-
-
-def validate_username(value: str) -> str:
-    name = value.strip().lower()
-    if not name or len(name) > 64 or not set(name) <= USERNAME_CHARS:
-        raise ValidationFailed("username", "must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
-    return name
 
 
 def create_user(

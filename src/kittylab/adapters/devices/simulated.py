@@ -17,11 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import DomainError
-
-
-class DeviceRefused(DomainError):
-    """The device's current state does not allow the request."""
+from kittylab.domain.errors import DeviceRefused
 
 
 class SimulatedDevice(ABC):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from kittylab.domain.errors import NotFound
+
+T = TypeVar("T")
 
 
 def where_equal(stmt: Select[Any], *filters: tuple[InstrumentedAttribute[Any], Any]) -> Select[Any]:
@@ -14,3 +18,11 @@ def where_equal(stmt: Select[Any], *filters: tuple[InstrumentedAttribute[Any], A
         if value is not None:
             stmt = stmt.where(column == value)
     return stmt
+
+
+def get_or_404(session: Session, model: type[T], key: object, name: str) -> T:
+    """The record of ``model`` with primary key ``key``, or NotFound naming it ``name``."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(name, key)
+    return row

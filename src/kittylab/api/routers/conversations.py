@@ -12,11 +12,11 @@ from sqlalchemy import select
 from kittylab.adapters.db.tables import ConversationSession, RoutingDecision
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import where_equal
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import ConversationCreate, ConversationOut, RoutingDecisionOut
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import Tier
-from kittylab.domain.errors import Conflict, NotFound
+from kittylab.domain.enums import Role, Tier
+from kittylab.domain.errors import Conflict, PermissionDenied
 
 router = APIRouter(prefix="/api", tags=["conversations"])
 
@@ -55,18 +55,16 @@ def create_conversation(
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut)
 def get_conversation(conversation_id: UUID, _: Caller, uow: UnitOfWork) -> ConversationSession:
-    row = uow.get(ConversationSession, conversation_id)
-    if row is None:
-        raise NotFound("conversation", conversation_id)
-    return row
+    return get_or_404(uow, ConversationSession, conversation_id, "conversation")
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204, response_class=Response)
-def delete_conversation(conversation_id: UUID, _: Caller, uow: UnitOfWork) -> Response:
-    """Forget a conversation's memory. Its routing decisions, commands and jobs stay."""
-    row = uow.get(ConversationSession, conversation_id)
-    if row is None:
-        raise NotFound("conversation", conversation_id)
+def delete_conversation(conversation_id: UUID, caller: Caller, uow: UnitOfWork) -> Response:
+    """Forget a conversation's memory (its participants or an admin). Its routing
+    decisions, commands and jobs stay."""
+    row = get_or_404(uow, ConversationSession, conversation_id, "conversation")
+    if caller.user_id not in row.active_participants and not caller.has_any(Role.ADMIN):
+        raise PermissionDenied("only the conversation's participants or an admin can delete it")
     uow.delete(row)
     return Response(status_code=204)
 
@@ -92,7 +90,4 @@ def list_decisions(
 
 @router.get("/routing/decisions/{decision_id}", response_model=RoutingDecisionOut)
 def get_decision(decision_id: UUID, _: Caller, uow: UnitOfWork) -> RoutingDecision:
-    row = uow.get(RoutingDecision, decision_id)
-    if row is None:
-        raise NotFound("routing decision", decision_id)
-    return row
+    return get_or_404(uow, RoutingDecision, decision_id, "routing decision")

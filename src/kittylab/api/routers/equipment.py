@@ -12,11 +12,11 @@ from sqlalchemy import select
 from kittylab.adapters.db.tables import DeviceCommand, TelemetryEvent
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import where_equal
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CommandOut, TelemetryAccepted, TelemetryBatch, TelemetryOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import CommandStatus, Role
-from kittylab.domain.errors import NotFound, PermissionDenied
+from kittylab.domain.errors import PermissionDenied
 from kittylab.services import telemetry
 from kittylab.services.simulation import STATE_TOPIC
 
@@ -44,10 +44,7 @@ def list_commands(
 
 @router.get("/commands/{command_id}", response_model=CommandOut)
 def get_command(command_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceCommand:
-    row = uow.get(DeviceCommand, command_id)
-    if row is None:
-        raise NotFound("command", command_id)
-    return row
+    return get_or_404(uow, DeviceCommand, command_id, "command")
 
 
 @router.post(

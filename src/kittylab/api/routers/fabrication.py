@@ -12,7 +12,7 @@ from sqlalchemy import select
 from kittylab.adapters.db.tables import CADArtifact, CADJob, FabricationJob, PrintMonitorEvent
 from kittylab.api.auth import Caller, UnitOfWork
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import where_equal
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, FabricationJobOut, MonitorEventOut
 from kittylab.domain.enums import (
     ArtifactType,
@@ -21,7 +21,6 @@ from kittylab.domain.enums import (
     FabricationStatus,
     MonitorEventType,
 )
-from kittylab.domain.errors import NotFound
 
 router = APIRouter(prefix="/api", tags=["fabrication"])
 
@@ -43,10 +42,7 @@ def list_cad_jobs(
 
 @router.get("/cad/jobs/{job_id}", response_model=CADJobOut)
 def get_cad_job(job_id: UUID, _: Caller, uow: UnitOfWork) -> CADJob:
-    row = uow.get(CADJob, job_id)
-    if row is None:
-        raise NotFound("CAD job", job_id)
-    return row
+    return get_or_404(uow, CADJob, job_id, "CAD job")
 
 
 @router.get("/cad/artifacts", response_model=Page[CADArtifactOut])
@@ -87,10 +83,7 @@ def list_fabrication_jobs(
 
 @router.get("/fabrication/jobs/{job_id}", response_model=FabricationJobOut)
 def get_fabrication_job(job_id: UUID, _: Caller, uow: UnitOfWork) -> FabricationJob:
-    row = uow.get(FabricationJob, job_id)
-    if row is None:
-        raise NotFound("fabrication job", job_id)
-    return row
+    return get_or_404(uow, FabricationJob, job_id, "fabrication job")
 
 
 @router.get("/fabrication/monitor-events", response_model=Page[MonitorEventOut])

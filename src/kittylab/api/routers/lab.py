@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 from kittylab.adapters.db.tables import AccessPolicy, Device, TelemetryEvent, Zone, ZonePresence
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import where_equal
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import (
     DeviceOut,
     DeviceStateOut,
@@ -24,7 +24,7 @@ from kittylab.api.schemas import (
 )
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState, PresenceStatus, Role
-from kittylab.domain.errors import NotFound, PermissionDenied
+from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.zones import requires_dual_confirmation
 from kittylab.services import presence
 from kittylab.services.simulation import STATE_TOPIC
@@ -58,9 +58,7 @@ def list_zones(
 
 @router.get("/zones/{zone_id}", response_model=ZoneOut)
 def get_zone(zone_id: UUID, _: Caller, uow: UnitOfWork) -> ZoneOut:
-    zone = uow.get(Zone, zone_id)
-    if zone is None:
-        raise NotFound("zone", zone_id)
+    zone = get_or_404(uow, Zone, zone_id, "zone")
     return _zone_out(zone)
 
 
@@ -69,8 +67,7 @@ def zone_occupancy(
     zone_id: UUID, _: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
 ) -> ZoneOccupancy:
     """Who counts as present in the zone now (newest observation present, within the TTL)."""
-    if uow.get(Zone, zone_id) is None:
-        raise NotFound("zone", zone_id)
+    get_or_404(uow, Zone, zone_id, "zone")
     ttl = timedelta(seconds=c.settings.presence.ttl_seconds)
     users = presence.present_users(uow, zone_id, c.clock(), ttl)
     return ZoneOccupancy(
@@ -107,19 +104,14 @@ def list_devices(
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)
 def get_device(device_id: UUID, _: Caller, uow: UnitOfWork) -> Device:
-    device = uow.get(Device, device_id)
-    if device is None:
-        raise NotFound("device", device_id)
-    return device
+    return get_or_404(uow, Device, device_id, "device")
 
 
 @router.get("/devices/{device_id}/state", response_model=DeviceStateOut)
 def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceStateOut:
     """The device's latest reported state (its newest ``state`` telemetry), with when it
     was reported; ``state`` is null until the device has reported once."""
-    device = uow.get(Device, device_id)
-    if device is None:
-        raise NotFound("device", device_id)
+    device = get_or_404(uow, Device, device_id, "device")
     latest = uow.scalars(
         select(TelemetryEvent)
         .where(TelemetryEvent.device_id == device_id, TelemetryEvent.topic == STATE_TOPIC)
@@ -141,8 +133,11 @@ def list_policies(
     limit: Limit = 50,
     cursor: CursorParam = None,
     zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
+    include_retired: Annotated[bool, Query(alias="includeRetired")] = False,
 ) -> Page[PolicyOut]:
     stmt = where_equal(select(AccessPolicy), (AccessPolicy.zone_id, zone_id))
+    if not include_retired:
+        stmt = stmt.where(AccessPolicy.retired_at.is_(None))
     return paginate(uow, stmt, AccessPolicy.id, cursor, limit, PolicyOut.model_validate)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from kittylab.adapters.db.tables import ApiToken, User
 from kittylab.api.auth import AdminCaller, Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import where_equal
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import (
     TokenCreate,
     TokenInfo,
@@ -22,7 +22,7 @@ from kittylab.api.schemas import (
 )
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
-from kittylab.domain.errors import NotFound, PermissionDenied
+from kittylab.domain.errors import Conflict, PermissionDenied
 from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
 from kittylab.domain.principal import Principal
 from kittylab.services import identity
@@ -69,7 +69,14 @@ def create_user(body: UserCreate, _: AdminCaller, uow: UnitOfWork) -> User:
 
 @router.patch("/users/{user_id}", response_model=UserOut)
 def update_user(user_id: UUID, body: UserUpdate, _: AdminCaller, uow: UnitOfWork) -> User:
+    """Change a person added through the API or CLI. People declared in the lab manifest
+    are changed in the manifest (409 here), or the next ``lab apply`` would undo it."""
     user = _get(uow, user_id)
+    if user.managed_by_manifest:
+        raise Conflict(
+            f"{user.username} is declared in the lab manifest; change them there and apply it",
+            field="username",
+        )
     if body.display_name is not None:
         user.display_name = validate_display_name(body.display_name)
     if body.roles is not None:
@@ -86,15 +93,16 @@ def _own_or_admin(caller: Principal, user_id: UUID) -> None:
         raise PermissionDenied("only an admin can manage someone else's tokens")
 
 
-@router.get("/users/{user_id}/tokens", response_model=list[TokenInfo])
-def list_tokens(user_id: UUID, caller: Caller, uow: UnitOfWork) -> list[ApiToken]:
+@router.get("/users/{user_id}/tokens", response_model=Page[TokenInfo])
+def list_tokens(
+    user_id: UUID, caller: Caller, uow: UnitOfWork, limit: Limit = 50, cursor: CursorParam = None
+) -> Page[TokenInfo]:
     """A user's tokens (never the secrets themselves): admins for anyone, users for
     themselves."""
     _own_or_admin(caller, user_id)
     _get(uow, user_id)
-    return list(
-        uow.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
-    )
+    stmt = select(ApiToken).where(ApiToken.user_id == user_id)
+    return paginate(uow, stmt, ApiToken.id, cursor, limit, TokenInfo.model_validate)
 
 
 @router.delete("/users/{user_id}/tokens/{token_id}", status_code=204, response_class=Response)
@@ -112,15 +120,12 @@ def revoke_token(
 
 
 @router.post("/users/{user_id}/tokens", response_model=TokenOut, status_code=201)
-def create_token(user_id: UUID, body: TokenCreate, caller: Caller, uow: UnitOfWork) -> TokenOut:
-    """A new API token for a user: admins for anyone, everyone for themselves."""
-    _own_or_admin(caller, user_id)
+def create_token(user_id: UUID, body: TokenCreate, _: AdminCaller, uow: UnitOfWork) -> TokenOut:
+    """A new API token for a user (admin only: a stolen token must not be able to mint
+    fresh ones that outlive its revocation)."""
     issued = identity.issue_token(uow, _get(uow, user_id), body.label)
     return TokenOut(token=issued.token, token_id=issued.token_id, user_id=issued.user_id)
 
 
 def _get(uow: UnitOfWork, user_id: UUID) -> User:
-    user = uow.get(User, user_id)
-    if user is None:
-        raise NotFound("user", user_id)
-    return user
+    return get_or_404(uow, User, user_id, "user")
