@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from kittylab import bootstrap
 from kittylab.config import Settings
@@ -53,8 +54,19 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def _settings() -> Settings:
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
+    """Settings from the environment; a bad value ends the command with one line per
+    problem naming the variable (exit 2), not a traceback."""
+    try:
+        settings = Settings()
+        configure_logging(settings.log_level, settings.log_json)
+    except ValidationError as exc:
+        for error in exc.errors():
+            variable = "KITTYLAB_" + "__".join(str(p) for p in error["loc"]).upper()
+            typer.secho(f"error: {variable}: {error['msg']}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # logging rejects an unknown level name
+        typer.secho(f"error: KITTYLAB_LOG_LEVEL: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
     return settings
 
 

