@@ -13,14 +13,14 @@ from sqlalchemy import Engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _config() -> Config:
+def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    cfg = _config()
+    cfg = alembic_config()
     with engine.begin() as conn:
         # One migrator at a time when several processes start together.
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7160001)")
@@ -29,7 +29,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -44,7 +44,7 @@ def is_current(engine: Engine) -> bool:
 def autogenerate(engine: Engine, message: str) -> None:
     """Developer tool: write a new revision from the difference between tables.py and the
     database (used by ``kittylab db revision``)."""
-    cfg = _config()
+    cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.revision(cfg, message=message, autogenerate=True)

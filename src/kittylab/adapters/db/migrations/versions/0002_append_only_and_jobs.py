@@ -1,12 +1,20 @@
 """Routing decisions become append-only; the procrastinate job tables are created.
 
+procrastinate ships its full schema for fresh installs and separate migration files for
+upgrades. This revision installs the schema of whichever procrastinate is installed (the
+pinned one) and records that version in ``kittylab_component_versions``. A later revision
+that upgrades procrastinate applies its migration files only where the recorded version is
+older, so fresh and upgraded databases end up identical.
+
 Revision ID: 0002
 Revises: 0001
 """
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
+from procrastinate import __version__ as procrastinate_version
 from procrastinate.schema import SchemaManager
 
 revision = "0002"
@@ -37,9 +45,17 @@ def upgrade() -> None:
     # The job queue lives in the same database, so a job and the record it works on share
     # backups and never drift apart. The schema is the one of the pinned procrastinate.
     op.execute(SchemaManager.get_schema())
+    versions = op.create_table(
+        "kittylab_component_versions",
+        sa.Column("component", sa.String(64), primary_key=True),
+        sa.Column("version", sa.String(32), nullable=False),
+        sa.Column("installed_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    )
+    op.bulk_insert(versions, [{"component": "procrastinate", "version": procrastinate_version}])
 
 
 def downgrade() -> None:
+    op.drop_table("kittylab_component_versions")
     op.execute("DROP TRIGGER IF EXISTS routing_decisions_append_only ON routing_decisions")
     op.execute("DROP FUNCTION IF EXISTS kittylab_refuse_change()")
     for table in (
