@@ -56,3 +56,39 @@ def test_reload_follows_the_lab_and_keeps_device_state(
     assert bench_id not in fleet.devices
     assert fleet.devices[prusa_id] is prusa
     assert prusa.snapshot()["state"] == "heating"
+
+
+def test_fleet_runner_survives_a_failing_report_and_keeps_going() -> None:
+    import asyncio
+
+    from kittylab.services.simulation import run_fleet
+
+    class FlakyFleet:
+        def __init__(self) -> None:
+            self.reports = 0
+            self.ticks = 0.0
+
+        def reload(self) -> None:
+            return None
+
+        def advance(self, seconds: float) -> None:
+            self.ticks += seconds
+
+        def report(self) -> int:
+            self.reports += 1
+            if self.reports == 1:
+                raise RuntimeError("database restarting")
+            return 0
+
+    fleet = FlakyFleet()
+
+    async def run_briefly() -> None:
+        task = asyncio.create_task(
+            run_fleet(fleet, tick_seconds=0.01, report_every_seconds=0.02, reload_every_seconds=1)
+        )
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run_briefly())
+    assert fleet.reports >= 3

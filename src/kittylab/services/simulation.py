@@ -81,8 +81,14 @@ class SimulatedFleet:
             return telemetry.store_batch(session, events, now)
 
 
+class Fleet(Protocol):
+    def reload(self) -> None: ...
+    def advance(self, seconds: float) -> None: ...
+    def report(self) -> int: ...
+
+
 async def run_fleet(
-    fleet: SimulatedFleet,
+    fleet: Fleet,
     *,
     tick_seconds: float = 1.0,
     report_every_seconds: float = 10.0,
@@ -90,11 +96,10 @@ async def run_fleet(
 ) -> None:
     """Run until cancelled. Database work happens in a thread so the API stays responsive;
     a failed report is logged and retried on the next round rather than stopping the lab."""
-    last_tick = last_report = last_reload = time.monotonic()
-    await asyncio.to_thread(fleet.reload)
-    await asyncio.to_thread(fleet.report)
+    last_tick = time.monotonic()
+    # Reload and report at once on the first round, so the lab is online right away.
+    last_report = last_reload = last_tick - max(report_every_seconds, reload_every_seconds)
     while True:
-        await asyncio.sleep(tick_seconds)
         now = time.monotonic()
         fleet.advance(now - last_tick)
         last_tick = now
@@ -106,4 +111,7 @@ async def run_fleet(
                 await asyncio.to_thread(fleet.report)
                 last_report = now
         except Exception:
-            log.exception("simulated devices could not report; retrying next round")
+            # The database may be restarting; the simulated lab carries on and the next
+            # round retries, instead of the simulator dying silently.
+            log.exception("simulated devices could not reload or report; retrying")
+        await asyncio.sleep(tick_seconds)
