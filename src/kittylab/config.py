@@ -34,6 +34,15 @@ class JobSettings(BaseModel):
     run_in_server: bool = Field(True, description="`kittylab serve` also runs workers.")
     concurrency: int = Field(4, ge=1, le=64)
     poll_interval_seconds: float = Field(1.0, gt=0)
+    heartbeat_interval_seconds: float = Field(
+        10.0, gt=0, description="How often a worker records that it is alive."
+    )
+    stalled_worker_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker silent this long is dead: its running jobs are retried. "
+        "Must exceed twice the heartbeat interval.",
+    )
 
 
 class SimulatorSettings(BaseModel):
@@ -67,6 +76,24 @@ class NotifySettings(BaseModel):
     base_delay_seconds: float = Field(10.0, gt=0)
     max_delay_seconds: float = Field(1800.0, gt=0)
     send_timeout_seconds: float = Field(15.0, gt=0)
+    webhook_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a raw webhook recipient may target (when webhook_url is unset); "
+        "empty refuses raw webhook recipients.",
+    )
+
+
+class DeviceSettings(BaseModel):
+    offline_after_seconds: int = Field(
+        120, ge=1, description="An online device silent this long is marked offline."
+    )
+
+
+class TelemetrySettings(BaseModel):
+    retention_days: int = Field(30, ge=1, description="Telemetry older than this is deleted.")
+    purge_batch_size: int = Field(
+        5000, ge=1, le=100_000, description="Rows deleted per transaction by the purge."
+    )
 
 
 class Settings(BaseSettings):
@@ -86,3 +113,5 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     notify: NotifySettings = NotifySettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    devices: DeviceSettings = DeviceSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()

@@ -38,6 +38,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "KITTYLAB_LOG_JSON": "false",
         "KITTYLAB_NOTIFY__BASE_DELAY_SECONDS": "1",
         "KITTYLAB_NOTIFY__MAX_ATTEMPTS": "10",
+        "KITTYLAB_NOTIFY__WEBHOOK_HOSTS": '["127.0.0.1"]',
+        "KITTYLAB_SIMULATOR__REPORT_INTERVAL_SECONDS": "1",
         "KITTYLAB_JOBS__POLL_INTERVAL_SECONDS": "0.2",
     }
 
@@ -177,6 +179,69 @@ def test_demo_lab_serves_18_devices_survives_restart_and_cleans_up(
         assert status == "sent"
         assert len(_Hooks.received) == 1
         assert _Hooks.received[0]["title"] == "Print finished"
+    finally:
+        hooks.shutdown()
+    assert server.stop() == 0
+    assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
+
+
+def _wait_for_status(url: str, auth: dict[str, str], wanted: str, seconds: float) -> str | None:
+    deadline = time.monotonic() + seconds
+    status = None
+    while time.monotonic() < deadline:
+        status = httpx.get(url, headers=auth, timeout=10).json()["status"]
+        if status == wanted:
+            break
+        time.sleep(0.5)
+    return status
+
+
+def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
+    env: dict[str, str], serve: list[Server]
+) -> None:
+    assert _cli(env, "lab", "apply", "examples/lab.yaml").returncode == 0
+    token = _cli(env, "users", "token", "ada").stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    port, hook_port = _free_port(), _free_port()
+    server = Server(env, port)
+    serve.append(server)
+    server.wait_ready()
+
+    # The simulated lab comes online and reports state.
+    deadline = time.monotonic() + 30
+    online: list[str] = []
+    while time.monotonic() < deadline and len(online) < 18:
+        devices = httpx.get(server.url + "/api/devices?limit=100", headers=auth, timeout=10).json()
+        online = [d["externalId"] for d in devices["items"] if d["onlineState"] == "online"]
+        time.sleep(0.5)
+    assert len(online) == 18
+
+    queued = httpx.post(
+        server.url + "/api/notifications",
+        headers=auth,
+        timeout=10,
+        json={
+            "channel": "webhook",
+            "recipient": f"json://127.0.0.1:{hook_port}/hook",
+            "title": "Spaghetti on the Voron",
+            "body": "voron-24 paused",
+        },
+    )
+    assert queued.status_code == 202, queued.text
+    notification_url = f"{server.url}/api/notifications/{queued.json()['id']}"
+
+    server.process.kill()  # no shutdown at all: as a power cut would
+    server.process.wait(timeout=10)
+
+    _Hooks.received = []
+    hooks = HTTPServer(("127.0.0.1", hook_port), _Hooks)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    try:
+        server = Server(env, port)
+        serve.append(server)
+        server.wait_ready()
+        assert _wait_for_status(notification_url, auth, "sent", 90) == "sent"
+        assert [m["title"] for m in _Hooks.received] == ["Spaghetti on the Voron"]
     finally:
         hooks.shutdown()
     assert server.stop() == 0

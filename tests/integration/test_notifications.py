@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import email
 import json
+import logging
 import socket
 import threading
 import time
@@ -18,23 +19,35 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import select, text
 
+from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADJob, ConversationSession, Notification, RoutingDecision
-from kittylab.adapters.jobs import JobContext, ProcrastinateQueue, build_job_app, run_worker
+from kittylab.adapters.jobs import (
+    JobContext,
+    JobQueueUnavailable,
+    ProcrastinateQueue,
+    build_job_app,
+    run_worker,
+)
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.api.routers.notifications import mask_recipient
 from kittylab.config import JobSettings, NotifySettings, Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADPolicyMode, NotificationChannel, NotificationStatus, Tier
+from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.notifications import RetryPolicy
 from kittylab.services import notifications, sessions
-from kittylab.services.notifications import DeliveryOutcome
+from kittylab.services.notifications import DeliveryOutcome, DeliveryResult
 from kittylab.services.ports import DeliveryFailed
+from tests.integration.conftest import Person
 
 pytestmark = pytest.mark.postgres
 
@@ -127,6 +140,7 @@ def notify_settings(smtp_server: tuple[Inbox, int]) -> NotifySettings:
         base_delay_seconds=30,
         max_delay_seconds=600,
         send_timeout_seconds=5,
+        webhook_hosts=["127.0.0.1"],
     )
 
 
@@ -342,7 +356,7 @@ def test_a_target_that_never_answers_fails_within_the_send_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        sender = AppriseSender(NotifySettings(send_timeout_seconds=1))
+        sender = AppriseSender(NotifySettings(send_timeout_seconds=1, webhook_hosts=["127.0.0.1"]))
         started = time.monotonic()
         with pytest.raises(DeliveryFailed):
             sender.send(NotificationChannel.WEBHOOK, f"json://127.0.0.1:{port}/hook", "t", "b")
@@ -500,3 +514,361 @@ def test_session_cleanup_removes_only_idle_sessions(database: Database) -> None:
         assert remaining == ["active"]
         assert session.get(CADJob, job.id).conversation_id is None  # type: ignore[union-attr]
         assert session.get(RoutingDecision, decision.id).conversation_id == idle.id  # type: ignore[union-attr]
+
+
+# --- claims: one attempt in flight, no connection held while sending ---------------------
+
+
+class WorkerDied(BaseException):
+    """Stands in for a worker killed mid-send: nothing after the send runs."""
+
+
+class CallbackSender:
+    """A sender that runs ``during_send`` in place of the network call."""
+
+    def __init__(self, during_send: Callable[[], None]) -> None:
+        self.during_send = during_send
+        self.calls = 0
+
+    def send(self, channel: NotificationChannel, recipient: str, title: str, body: str) -> None:
+        self.calls += 1
+        self.during_send()
+
+
+def test_no_database_connection_or_row_lock_is_held_while_the_sender_runs(
+    database: Database, webhook_receiver: Receiver
+) -> None:
+    notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
+    seen: dict[str, Any] = {}
+
+    def during_send() -> None:
+        seen["checked_out"] = database.engine.pool.checkedout()  # type: ignore[attr-defined]
+        with database.engine.connect() as conn:
+            # NOWAIT fails at once if the delivering transaction still held the row.
+            seen["claimed_until"] = conn.execute(
+                text(
+                    "SELECT metadata->'delivery'->>'claimed_until' FROM notifications "
+                    "WHERE id = :id FOR UPDATE NOWAIT"
+                ),
+                {"id": notification_id},
+            ).scalar_one()
+
+    result = notifications.deliver(
+        database, CallbackSender(during_send), notification_id, now=NOW, policy=POLICY
+    )
+
+    assert result.outcome is DeliveryOutcome.SENT
+    assert seen["checked_out"] == 0
+    assert datetime.fromisoformat(seen["claimed_until"]) == NOW + notifications.DEFAULT_LEASE
+    delivery = _row(database, notification_id).metadata_["delivery"]
+    assert "claimed_until" not in delivery
+    assert "claim" not in delivery
+
+
+def test_a_second_worker_skips_a_notification_another_is_sending(
+    database: Database, sender: AppriseSender, webhook_receiver: Receiver
+) -> None:
+    notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
+    concurrent: list[DeliveryResult] = []
+
+    def during_send() -> None:
+        concurrent.append(
+            notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+        )
+        sender.send(NotificationChannel.WEBHOOK, webhook_receiver.url, "Print finished", "done")
+
+    first = notifications.deliver(
+        database, CallbackSender(during_send), notification_id, now=NOW, policy=POLICY
+    )
+
+    assert first.outcome is DeliveryOutcome.SENT
+    assert [r.outcome for r in concurrent] == [DeliveryOutcome.SKIPPED]
+    assert len(webhook_receiver.requests) == 1
+    assert _row(database, notification_id).metadata_["delivery"]["attempts"] == 1
+
+
+def test_the_claim_of_a_worker_that_died_mid_send_expires_and_is_taken_again(
+    database: Database, sender: AppriseSender, webhook_receiver: Receiver
+) -> None:
+    notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
+    lease = timedelta(seconds=60)
+
+    def die() -> None:
+        raise WorkerDied
+
+    with pytest.raises(WorkerDied):
+        notifications.deliver(
+            database, CallbackSender(die), notification_id, now=NOW, policy=POLICY, lease=lease
+        )
+
+    soon = NOW + timedelta(seconds=30)
+    still_claimed = notifications.deliver(
+        database, sender, notification_id, now=soon, policy=POLICY, lease=lease
+    )
+    with database.unit_of_work() as session:
+        assert notifications.due_for_delivery(session, soon, limit=10) == []
+        assert notifications.due_for_delivery(session, NOW + lease, limit=10) == [notification_id]
+    retaken = notifications.deliver(
+        database, sender, notification_id, now=NOW + lease, policy=POLICY, lease=lease
+    )
+
+    assert still_claimed.outcome is DeliveryOutcome.SKIPPED
+    assert still_claimed.retry_in == timedelta(seconds=30)  # when the dead worker's claim ends
+    assert retaken.outcome is DeliveryOutcome.SENT
+    assert len(webhook_receiver.requests) == 1
+    assert _row(database, notification_id).metadata_["delivery"]["attempts"] == 1
+
+
+def test_a_worker_that_outlived_its_claim_does_not_count_its_attempt_over_the_newer_one(
+    database: Database, sender: AppriseSender, closed_port: int
+) -> None:
+    recipient = f"json://127.0.0.1:{closed_port}/hook"
+    notification_id = _enqueue(database, NotificationChannel.WEBHOOK, recipient)
+    lease = timedelta(seconds=60)
+    later = NOW + lease + timedelta(seconds=1)
+    takeover: list[DeliveryResult] = []
+
+    def stall_then_fail() -> None:
+        # Another worker takes the expired claim (and fails too) while this one is stuck.
+        takeover.append(
+            notifications.deliver(
+                database, sender, notification_id, now=later, policy=POLICY, lease=lease
+            )
+        )
+        raise DeliveryFailed("timed out")
+
+    stale = notifications.deliver(
+        database,
+        CallbackSender(stall_then_fail),
+        notification_id,
+        now=NOW,
+        policy=POLICY,
+        lease=lease,
+    )
+
+    assert [r.outcome for r in takeover] == [DeliveryOutcome.RETRY]
+    assert stale.outcome is DeliveryOutcome.SKIPPED
+    delivery = _row(database, notification_id).metadata_["delivery"]
+    assert delivery["attempts"] == 1
+    assert "timed out" not in delivery["last_error"]
+
+
+# --- unexpected sender errors ----------------------------------------------------------
+
+
+def test_an_unexpected_sender_error_counts_as_an_attempt_and_the_notification_fails(
+    database: Database,
+) -> None:
+    notification_id = _enqueue(database, NotificationChannel.WEBHOOK, "json://127.0.0.1/hook")
+
+    def crash() -> None:
+        raise RuntimeError("cannot reach json://kitty:hunter2-secret@127.0.0.1/hook")
+
+    crashing = CallbackSender(crash)
+    outcomes = [
+        notifications.deliver(
+            database, crashing, notification_id, now=NOW + timedelta(hours=n), policy=POLICY
+        ).outcome
+        for n in range(3)
+    ]
+
+    assert outcomes == [DeliveryOutcome.RETRY, DeliveryOutcome.RETRY, DeliveryOutcome.FAILED]
+    row = _row(database, notification_id)
+    assert row.status is NotificationStatus.FAILED
+    assert row.metadata_["delivery"]["attempts"] == 3
+    assert row.metadata_["delivery"]["last_error"] == "RuntimeError"
+    assert "hunter2-secret" not in json.dumps(row.metadata_)
+    assert "claimed_until" not in row.metadata_["delivery"]
+
+
+# --- raw webhook recipients: allowed hosts only -----------------------------------------
+
+
+def test_raw_webhook_recipients_are_refused_until_hosts_are_allowed(closed_port: int) -> None:
+    sender = AppriseSender(NotifySettings())
+    with pytest.raises(DeliveryFailed) as caught:
+        sender.send(NotificationChannel.WEBHOOK, f"json://127.0.0.1:{closed_port}/", "t", "b")
+    assert "KITTYLAB_NOTIFY__WEBHOOK_HOSTS" in str(caught.value)
+    assert "KITTYLAB_NOTIFY__WEBHOOK_URL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "json://127.0.0.1:5432/",
+        "json://169.254.169.254/latest/meta-data/",
+        "jsons://hooks.lab.example.evil.example/x",
+        # Apprise reads the host after the last "@" here, unlike urllib: "b" must not pass.
+        "json://a@b@hooks.lab.example/x",
+    ],
+)
+def test_raw_webhook_recipient_on_a_host_not_allowed_is_refused(recipient: str) -> None:
+    sender = AppriseSender(NotifySettings(webhook_hosts=["hooks.lab.example"]))
+    with pytest.raises(DeliveryFailed, match="KITTYLAB_NOTIFY__WEBHOOK_HOSTS"):
+        sender.send(NotificationChannel.WEBHOOK, recipient, "t", "b")
+
+
+def test_allowed_webhook_host_matches_without_case_or_brackets() -> None:
+    allowed = ["Hooks.Lab.Example", "[::1]"]
+    assert notifications.webhook_host_allowed("hooks.lab.example", allowed)
+    assert notifications.webhook_host_allowed("::1", allowed)
+    assert not notifications.webhook_host_allowed("lab.example", allowed)
+    assert not notifications.webhook_host_allowed(None, allowed)
+
+
+def test_a_raw_webhook_redirect_is_not_followed(webhook_receiver: Receiver) -> None:
+    target = f"http://127.0.0.1:{webhook_receiver.port}/hook"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        sender = AppriseSender(NotifySettings(webhook_hosts=["127.0.0.1"], send_timeout_seconds=5))
+        recipient = f"json://127.0.0.1:{server.server_address[1]}/hook?redirect=yes"
+        with pytest.raises(DeliveryFailed):
+            sender.send(NotificationChannel.WEBHOOK, recipient, "t", "b")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert webhook_receiver.requests == []
+
+
+def test_enqueue_with_settings_refuses_a_raw_webhook_recipient_it_could_never_send(
+    database: Database,
+) -> None:
+    with database.unit_of_work() as session, pytest.raises(ValidationFailed) as caught:
+        notifications.enqueue(
+            session,
+            channel=NotificationChannel.WEBHOOK,
+            recipient="json://169.254.169.254/latest/meta-data/",
+            title="t",
+            body="b",
+            settings=NotifySettings(webhook_hosts=["hooks.lab.example"]),
+        )
+    assert caught.value.field == "recipient"
+    assert "169.254.169.254" in caught.value.message
+
+
+def test_enqueue_accepts_any_webhook_recipient_when_a_template_is_configured(
+    database: Database,
+) -> None:
+    settings = NotifySettings(webhook_url=SecretStr("json://hooks.lab.example/{recipient}"))
+    with database.unit_of_work() as session:
+        row = notifications.enqueue(
+            session,
+            channel=NotificationChannel.WEBHOOK,
+            recipient="lab-alerts",
+            title="t",
+            body="b",
+            settings=settings,
+        )
+    assert row.recipient == "lab-alerts"
+
+
+# --- the notifications API ---------------------------------------------------------------
+
+
+def _allow_webhooks(container: bootstrap.Container, hosts: list[str]) -> None:
+    container.settings = container.settings.model_copy(
+        update={"notify": NotifySettings(webhook_hosts=hosts)}
+    )
+
+
+def _post(client: TestClient, person: Person, recipient: str) -> httpx.Response:
+    response: httpx.Response = client.post(
+        "/api/notifications",
+        headers=person.headers,
+        json={"channel": "webhook", "recipient": recipient, "title": "t", "body": "b"},
+    )
+    return response
+
+
+def test_api_refuses_a_raw_webhook_recipient_when_no_hosts_are_allowed(
+    client: TestClient, safety_lead: Person, database: Database
+) -> None:
+    response = _post(client, safety_lead, "json://127.0.0.1:5432/")
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "recipient"
+    assert "KITTYLAB_NOTIFY__WEBHOOK_HOSTS" in response.json()["detail"]
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Notification)).all() == []
+
+
+class UnavailableQueue:
+    def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
+        raise JobQueueUnavailable("cannot defer delivery: OperationalError")
+
+
+def test_api_accepts_a_notification_whose_job_cannot_be_deferred(
+    client: TestClient,
+    container: bootstrap.Container,
+    safety_lead: Person,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _allow_webhooks(container, ["hooks.lab.example"])
+    container.jobs = UnavailableQueue()
+
+    with caplog.at_level(logging.WARNING, logger="kittylab.api.routers.notifications"):
+        response = _post(client, safety_lead, "json://hooks.lab.example/hook")
+
+    assert response.status_code == 202, response.text
+    notification_id = UUID(response.json()["id"])
+    assert response.json()["status"] == "queued"
+    assert any("sweep" in r.getMessage() for r in caplog.records)
+    with database.unit_of_work() as session:
+        assert notifications.due_for_delivery(session, utcnow(), limit=10) == [notification_id]
+
+
+def test_api_masks_recipient_credentials_but_keeps_them_for_delivery(
+    client: TestClient, container: bootstrap.Container, safety_lead: Person, database: Database
+) -> None:
+    _allow_webhooks(container, ["hooks.lab.example"])
+    recipient = "json://kitty:hunter2@hooks.lab.example/hook?token=tok-123&room=ops&+X-Api-Key=k-9"
+
+    created = _post(client, safety_lead, recipient)
+    assert created.status_code == 202, created.text
+    notification_id = created.json()["id"]
+    shown = [
+        created.json()["recipient"],
+        client.get(f"/api/notifications/{notification_id}", headers=safety_lead.headers).json()[
+            "recipient"
+        ],
+        client.get("/api/notifications", headers=safety_lead.headers).json()["items"][0][
+            "recipient"
+        ],
+    ]
+
+    masked = (
+        "json://kitty:[redacted]@hooks.lab.example/hook"
+        "?token=[redacted]&room=ops&+X-Api-Key=[redacted]"
+    )
+    assert shown == [masked, masked, masked]
+    assert _row(database, UUID(notification_id)).recipient == recipient
+
+
+@pytest.mark.parametrize(
+    ("recipient", "shown"),
+    [
+        ("ops@lab.example", "ops@lab.example"),
+        ("#lab-alerts", "#lab-alerts"),
+        ("json://hooks.lab.example/hook?room=ops", "json://hooks.lab.example/hook?room=ops"),
+        (
+            "json://bot@hooks.lab.example/?secret=s&sig=x",
+            "json://bot@hooks.lab.example/?secret=[redacted]&sig=[redacted]",
+        ),
+        ("json://[::1/broken", "[redacted]"),
+    ],
+)
+def test_mask_recipient_hides_only_credentials(recipient: str, shown: str) -> None:
+    assert mask_recipient(recipient) == shown

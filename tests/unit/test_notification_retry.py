@@ -10,7 +10,7 @@ from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationStatus
 from kittylab.domain.errors import InvalidTransition
 from kittylab.domain.notifications import DeliveryState, RetryPolicy, record_attempt
-from kittylab.services.notifications import retry_policy
+from kittylab.services.notifications import claim_lease, retry_policy
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy(
@@ -83,3 +83,8 @@ def test_retry_policy_comes_from_the_notify_settings() -> None:
         NotifySettings(max_attempts=3, base_delay_seconds=0.5, max_delay_seconds=4)
     )
     assert policy == RetryPolicy(3, timedelta(seconds=0.5), timedelta(seconds=4))
+
+
+def test_a_delivery_claim_outlasts_twice_the_send_timeout() -> None:
+    assert claim_lease(NotifySettings(send_timeout_seconds=15)) == timedelta(seconds=60)
+    assert claim_lease(NotifySettings(send_timeout_seconds=1)) > timedelta(seconds=2)

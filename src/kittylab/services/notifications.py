@@ -2,23 +2,38 @@
 retry with exponential backoff, give up after the policy's last attempt.
 
 The row in ``notifications`` is the source of truth; jobs only say "look at this row now".
-``deliver`` locks the row for the whole attempt and acts only on a ``queued`` row whose next
-attempt is due, so a duplicate or late job never sends twice. A message can go out twice
-only if the target took it but the attempt still counted as failed (the database was lost
-before the commit, or the target answered just after the send timeout).
+``deliver`` never holds a database connection while the sender talks to the network:
+
+1. claim, in a short transaction: a ``queued`` row whose next attempt is due and that no
+   live claim covers gets ``metadata["delivery"]["claimed_until"]`` (now + the lease) and a
+   claim token;
+2. send, outside any transaction;
+3. record the outcome in a second short transaction, which also drops the claim.
+
+A duplicate or late job finds the claim (or a final status) and sends nothing, so two
+workers never send one message concurrently. A claim whose worker died expires after the
+lease (``claim_lease``: twice the send timeout plus 30 s, so a live worker always records
+first) and can then be taken again; a job that found the claim asks to look again then.
+A message can go out twice only if the target took it but the outcome was never recorded
+(the worker or database was lost between send and record), or the target answered just
+after the send timeout.
 
 Callers enqueue inside their unit of work and defer the delivery job after it commits
-(``JobQueue.defer_notification``); a row whose job never got deferred is found by
-``due_for_delivery``, which the periodic sweep runs.
+(``JobQueue.defer_notification``); a row whose job never got deferred, or whose claim
+expired, is found by ``due_for_delivery``, which the periodic sweep runs.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from uuid import UUID
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID, uuid4
 
 from prometheus_client import Counter
 from sqlalchemy import DateTime, or_, select
@@ -42,7 +57,13 @@ NOTIFICATIONS_TOTAL = Counter(
     ["outcome"],
 )
 
+WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+"""Schemes a raw webhook recipient may use: a recipient often comes from an API caller,
+who must not be able to make the lab send mail or post to arbitrary chat services."""
+
 _RECIPIENT_MAX = 512  # the column's length
+_CLAIMED_UNTIL = "claimed_until"
+_CLAIM = "claim"
 
 
 class DeliveryOutcome(StrEnum):
@@ -54,7 +75,8 @@ class DeliveryOutcome(StrEnum):
     NOT_DUE = "not_due"
     """Nothing was sent: the next attempt is ``retry_in`` away."""
     SKIPPED = "skipped"
-    """Nothing was sent: the row is gone, no longer queued, or another worker holds it."""
+    """Nothing was recorded: the row is gone, no longer queued, or another worker's claim
+    covers it (then ``retry_in`` is when that claim runs out)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +92,62 @@ class DeliveryResult:
         return self.retry_in is not None
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """What the send needs, copied out of the row so no session outlives the claim."""
+
+    channel: NotificationChannel
+    recipient: str
+    title: str
+    body: str
+
+
 def retry_policy(settings: NotifySettings) -> RetryPolicy:
     return RetryPolicy(
         max_attempts=settings.max_attempts,
         base_delay=timedelta(seconds=settings.base_delay_seconds),
         max_delay=timedelta(seconds=settings.max_delay_seconds),
     )
+
+
+def claim_lease(settings: NotifySettings) -> timedelta:
+    """How long a claimed delivery belongs to its worker: twice the send timeout plus 30 s,
+    so a live worker has always recorded its outcome before the claim can be taken again."""
+    return timedelta(seconds=2 * settings.send_timeout_seconds + 30)
+
+
+DEFAULT_LEASE = claim_lease(NotifySettings())
+
+
+def webhook_host_allowed(host: str | None, allowed_hosts: Collection[str]) -> bool:
+    """Whether ``host`` is one of ``allowed_hosts``: exact names or IP literals compared
+    case-insensitively, without IPv6 brackets or a trailing dot; no wildcards."""
+    if not host:
+        return False
+    return _host_key(host) in {_host_key(h) for h in allowed_hosts if h.strip()}
+
+
+def webhook_recipient_problem(recipient: str, allowed_hosts: Collection[str]) -> str | None:
+    """Why ``recipient`` cannot be used as a raw webhook target (an Apprise URL taken as
+    is, when no ``webhook_url`` template is configured), or None when it can. The reason
+    reads after "the recipient" and names the setting that would change it."""
+    try:
+        parts = urlsplit(recipient)
+        host = parts.hostname
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return "is not a URL"
+    if parts.scheme.lower() not in WEBHOOK_SCHEMES:
+        return (
+            "must be a json://, form:// or xml:// Apprise URL (or set KITTYLAB_NOTIFY__WEBHOOK_URL)"
+        )
+    if not allowed_hosts:
+        return (
+            "is refused: raw webhook recipients need KITTYLAB_NOTIFY__WEBHOOK_HOSTS (a JSON "
+            "list of the hosts they may target) or a KITTYLAB_NOTIFY__WEBHOOK_URL template"
+        )
+    if not webhook_host_allowed(host, allowed_hosts):
+        return f"targets host {host or ''!r}, which is not in KITTYLAB_NOTIFY__WEBHOOK_HOSTS"
+    return None
 
 
 def enqueue(
@@ -89,8 +161,13 @@ def enqueue(
     related_safety_event_id: UUID | None = None,
     related_decision_id: UUID | None = None,
     idempotency_key: str | None = None,
+    settings: NotifySettings | None = None,
 ) -> Notification:
     """Record a queued notification with a sanitized payload and return it.
+
+    With ``settings``, a recipient the sender is bound to refuse is refused here instead
+    (``ValidationFailed`` on ``recipient``): today a raw webhook recipient whose scheme or
+    host the settings do not allow. Without it the recipient is only checked for shape.
 
     With an ``idempotency_key`` already used, the existing row is returned unchanged
     (whatever its status), so a retried request cannot notify twice. Nothing is sent here.
@@ -100,6 +177,13 @@ def enqueue(
         raise ValidationFailed("recipient", "must not be empty")
     if len(recipient) > _RECIPIENT_MAX:
         raise ValidationFailed("recipient", f"must be at most {_RECIPIENT_MAX} characters")
+    if (
+        settings is not None
+        and channel is NotificationChannel.WEBHOOK
+        and settings.webhook_url is None
+        and (problem := webhook_recipient_problem(recipient, settings.webhook_hosts))
+    ):
+        raise ValidationFailed("recipient", problem)
     if not title.strip():
         raise ValidationFailed("title", "must not be empty")
     values = {
@@ -134,20 +218,72 @@ def deliver(
     *,
     now: datetime,
     policy: RetryPolicy,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> DeliveryResult:
-    """Make one delivery attempt for a queued, due notification, in one transaction.
+    """Make one delivery attempt for a queued, due, unclaimed notification.
 
-    The row stays locked (``FOR UPDATE SKIP LOCKED``) while the sender runs, so two
-    workers cannot attempt the same notification at once; the second one skips. The
-    attempt is folded in with ``record_attempt`` and stored as ``metadata["delivery"]``.
-    ``now`` must be timezone-aware. Errors other than ``DeliveryFailed`` propagate and
-    roll back: the attempt is not counted and the sweep tries again later.
+    Claims the row for ``lease`` in one short transaction, sends with no transaction open,
+    and records the attempt (folded in with ``record_attempt``, stored as
+    ``metadata["delivery"]``) in a second one; see the module docstring. Every failure of
+    the sender counts as an attempt: ``DeliveryFailed`` with its sanitized message, any
+    other exception with just its type name (its text may hold a target's secrets).
+    ``now`` must be timezone-aware. A database error propagates; a claim it leaves behind
+    expires after ``lease``.
     """
+    token = uuid4().hex
+    claimed = _claim(database, notification_id, now, lease, token)
+    if isinstance(claimed, DeliveryResult):
+        return claimed
+    error = _attempt(sender, claimed, notification_id)
+    result = _record(database, notification_id, token, now, policy, error)
+    if result.outcome is DeliveryOutcome.SKIPPED:
+        return result
+    NOTIFICATIONS_TOTAL.labels(outcome=result.outcome.value).inc()
+    log = logger.warning if error else logger.info
+    log(
+        "notification %s: %s",
+        result.outcome.value,
+        notification_id,
+        extra={
+            "notification_id": str(notification_id),
+            "channel": claimed.channel.value,
+            "attempts": result.attempts,
+            "error": error,
+        },
+    )
+    return result
+
+
+def due_for_delivery(session: Session, now: datetime, limit: int) -> list[UUID]:
+    """Ids of queued notifications whose next attempt is unset or not after ``now`` and
+    that no unexpired claim covers, oldest first, at most ``limit``."""
+    next_attempt = _delivery_time("next_attempt_at")
+    claimed_until = _delivery_time(_CLAIMED_UNTIL)
+    return list(
+        session.scalars(
+            select(Notification.id)
+            .where(Notification.status == NotificationStatus.QUEUED)
+            .where(or_(next_attempt.is_(None), next_attempt <= now))
+            .where(or_(claimed_until.is_(None), claimed_until <= now))
+            .order_by(Notification.id)
+            .limit(limit)
+        )
+    )
+
+
+def _delivery_time(key: str) -> Any:
+    return Notification.metadata_[("delivery", key)].astext.cast(DateTime(timezone=True))
+
+
+def _claim(
+    database: Database, notification_id: UUID, now: datetime, lease: timedelta, token: str
+) -> _Claimed | DeliveryResult:
+    """Take the row for this attempt, or say why not."""
     with database.unit_of_work() as session:
+        # A plain row lock: every transaction that takes it is short, so waiting is
+        # brief, and a claim decided under it is never decided twice.
         row = session.scalars(
-            select(Notification)
-            .where(Notification.id == notification_id)
-            .with_for_update(skip_locked=True)
+            select(Notification).where(Notification.id == notification_id).with_for_update()
         ).one_or_none()
         if row is None or row.status is not NotificationStatus.QUEUED:
             return DeliveryResult(notification_id, DeliveryOutcome.SKIPPED)
@@ -159,58 +295,111 @@ def deliver(
                 retry_in=state.next_attempt_at - now,
                 attempts=state.attempts,
             )
-        error = _attempt(sender, row)
+        delivery: dict[str, Any] = dict(row.metadata_.get("delivery") or {})
+        claimed_until = _claimed_until(delivery)
+        if claimed_until is not None and claimed_until > now:
+            logger.debug(
+                "notification %s is claimed by another worker",
+                notification_id,
+                extra={"notification_id": str(notification_id)},
+            )
+            # Look again when the claim runs out, in case its worker died holding it.
+            return DeliveryResult(
+                notification_id,
+                DeliveryOutcome.SKIPPED,
+                retry_in=claimed_until - now,
+                attempts=state.attempts,
+            )
+        delivery[_CLAIMED_UNTIL] = (now + lease).isoformat()
+        delivery[_CLAIM] = token
+        # A new dict, not an in-place edit: JSONB columns are not mutation-tracked.
+        row.metadata_ = {**row.metadata_, "delivery": delivery}
+        return _Claimed(
+            channel=row.channel,
+            recipient=row.recipient,
+            title=str(row.payload.get("title", "")),
+            body=str(row.payload.get("body", "")),
+        )
+
+
+def _record(
+    database: Database,
+    notification_id: UUID,
+    token: str,
+    now: datetime,
+    policy: RetryPolicy,
+    error: str | None,
+) -> DeliveryResult:
+    """Fold the attempt into the row and drop the claim.
+
+    Normally the claim is still ours. If it is not (this worker stalled past the lease and
+    another took over), a failure is dropped, since the newer attempt speaks for the row,
+    but a success is still recorded so the message is not sent yet again.
+    """
+    with database.unit_of_work() as session:
+        row = session.scalars(
+            select(Notification).where(Notification.id == notification_id).with_for_update()
+        ).one_or_none()
+        if row is None or row.status is not NotificationStatus.QUEUED:
+            return _claim_lost(notification_id, error, row)
+        ours = (row.metadata_.get("delivery") or {}).get(_CLAIM) == token
+        if not ours and error is not None:
+            return _claim_lost(notification_id, error, row)
+        state = DeliveryState.from_metadata(row.metadata_)
         outcome = record_attempt(row.status, state, policy, now, error)
         row.status = outcome.status
-        # A new dict, not an in-place edit: JSONB columns are not mutation-tracked.
         row.metadata_ = {**row.metadata_, "delivery": outcome.state.to_metadata()}
         if outcome.status is NotificationStatus.SENT:
             row.sent_at = now
-        result = _result(row, outcome.state, now)
-    NOTIFICATIONS_TOTAL.labels(outcome=result.outcome.value).inc()
-    log = logger.warning if error else logger.info
-    log(
-        "notification %s: %s",
-        result.outcome.value,
+        return _result(row, outcome.state, now)
+
+
+def _claim_lost(
+    notification_id: UUID, error: str | None, row: Notification | None
+) -> DeliveryResult:
+    logger.warning(
+        "notification %s: the claim was lost before the outcome was recorded",
         notification_id,
         extra={
             "notification_id": str(notification_id),
-            "channel": row.channel.value,
-            "attempts": result.attempts,
-            "error": error,
+            "sent": error is None,
+            "status": row.status.value if row is not None else None,
         },
     )
-    return result
+    return DeliveryResult(notification_id, DeliveryOutcome.SKIPPED)
 
 
-def due_for_delivery(session: Session, now: datetime, limit: int) -> list[UUID]:
-    """Ids of queued notifications whose next attempt is unset or not after ``now``,
-    oldest first, at most ``limit``."""
-    next_attempt = Notification.metadata_[("delivery", "next_attempt_at")].astext.cast(
-        DateTime(timezone=True)
-    )
-    return list(
-        session.scalars(
-            select(Notification.id)
-            .where(Notification.status == NotificationStatus.QUEUED)
-            .where(or_(next_attempt.is_(None), next_attempt <= now))
-            .order_by(Notification.id)
-            .limit(limit)
-        )
-    )
+def _claimed_until(delivery: dict[str, Any]) -> datetime | None:
+    raw = delivery.get(_CLAIMED_UNTIL)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:  # a hand-edited row: treat as unclaimed rather than stuck
+        return None
 
 
-def _attempt(sender: NotificationSender, row: Notification) -> str | None:
+def _attempt(sender: NotificationSender, claimed: _Claimed, notification_id: UUID) -> str | None:
     """Send once; return the sanitized error, or None when the sender accepted it."""
     try:
-        sender.send(
-            row.channel,
-            row.recipient,
-            str(row.payload.get("title", "")),
-            str(row.payload.get("body", "")),
-        )
+        sender.send(claimed.channel, claimed.recipient, claimed.title, claimed.body)
     except DeliveryFailed as exc:
         return sanitize_text(str(exc), 300) or type(exc).__name__
+    except Exception as exc:  # a sender bug must still count, or the row retries forever
+        frame = traceback.extract_tb(exc.__traceback__)[-1:]
+        logger.error(
+            "notification %s: the sender raised %s",
+            notification_id,
+            type(exc).__name__,
+            extra={
+                "notification_id": str(notification_id),
+                # Where, not what: the message may quote the target URL and its secrets.
+                "at": f"{frame[0].filename}:{frame[0].lineno} in {frame[0].name}"
+                if frame
+                else None,
+            },
+        )
+        return type(exc).__name__
     return None
 
 
@@ -221,3 +410,7 @@ def _result(row: Notification, state: DeliveryState, now: datetime) -> DeliveryR
         return DeliveryResult(row.id, DeliveryOutcome.FAILED, attempts=state.attempts)
     retry_in = (state.next_attempt_at - now) if state.next_attempt_at else timedelta(0)
     return DeliveryResult(row.id, DeliveryOutcome.RETRY, retry_in=retry_in, attempts=state.attempts)
+
+
+def _host_key(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()

@@ -257,7 +257,11 @@ class TelemetryEvent(Base):
     conversation_id: Mapped[UUID | None] = fk(
         "conversation_sessions.id", nullable=True, ondelete="SET NULL"
     )
-    __table_args__ = (Index("ix_telemetry_events_device_time", "device_id", "recorded_at"),)
+    __table_args__ = (
+        Index("ix_telemetry_events_device_time", "device_id", "recorded_at"),
+        # Retention deletes by age across all devices.
+        Index("ix_telemetry_events_recorded_at", "recorded_at"),
+    )
 
 
 class RoutingDecision(Base):

@@ -9,14 +9,18 @@ from kittylab.adapters.jobs.queue import (
     ProcrastinateQueue,
     build_job_app,
 )
-from kittylab.adapters.jobs.tasks import JobContext, job_blueprint
+from kittylab.adapters.jobs.recovery import Recovery, recover_stalled_jobs
+from kittylab.adapters.jobs.tasks import JobContext, check_heartbeat_settings, job_blueprint
 from kittylab.adapters.jobs.worker import run_worker
 
 __all__ = [
     "JobContext",
     "JobQueueUnavailable",
     "ProcrastinateQueue",
+    "Recovery",
     "build_job_app",
+    "check_heartbeat_settings",
     "job_blueprint",
+    "recover_stalled_jobs",
     "run_worker",
 ]

@@ -4,6 +4,15 @@ Tasks are thin: they take the application's objects from the worker's additional
 context (``JobContext`` under ``CONTEXT_KEY``), run the synchronous service code in a
 thread, and schedule follow-up jobs. Retries are the services' business (the policy and
 the attempt count live on the notification row), so procrastinate's own retry is off.
+
+Periodic tasks (schedules in ``PERIODIC``), each with a queueing lock so a cluster
+that was down does not pile up runs to catch up on:
+
+- ``sweep_notifications``, every minute: defer delivery of due notifications no job covers;
+- ``recover_stalled_jobs``, every minute: retry the jobs of workers that died;
+- ``mark_devices_offline``, every minute: devices silent too long go ``offline``;
+- ``cleanup_sessions``, every 5 minutes: remove idle conversation sessions;
+- ``purge_telemetry``, hourly: delete telemetry past its retention.
 """
 
 from __future__ import annotations
@@ -20,9 +29,11 @@ from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.types import TimeDeltaParams
 
 from kittylab.adapters.db.engine import Database
-from kittylab.config import Settings
+from kittylab.adapters.jobs.recovery import recover_stalled_jobs
+from kittylab.config import JobSettings, Settings
 from kittylab.domain.clock import utcnow
-from kittylab.services import notifications, sessions
+from kittylab.domain.errors import ValidationFailed
+from kittylab.services import maintenance, notifications, sessions
 from kittylab.services.ports import NotificationSender
 
 logger = logging.getLogger(__name__)
@@ -31,6 +42,20 @@ NAMESPACE = "kittylab"
 DELIVER_TASK = f"{NAMESPACE}:deliver_notification"
 SWEEP_TASK = f"{NAMESPACE}:sweep_notifications"
 CLEANUP_TASK = f"{NAMESPACE}:cleanup_sessions"
+RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
+OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
+PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
+EVERY_MINUTE = "* * * * *"
+EVERY_5_MINUTES = "*/5 * * * *"
+HOURLY = "0 * * * *"
+PERIODIC = {
+    SWEEP_TASK: EVERY_MINUTE,
+    RECOVER_TASK: EVERY_MINUTE,
+    OFFLINE_TASK: EVERY_MINUTE,
+    CLEANUP_TASK: EVERY_5_MINUTES,
+    PURGE_TELEMETRY_TASK: HOURLY,
+}
+"""Every periodic task (full name) and its cron schedule."""
 CONTEXT_KEY = "kittylab"
 SWEEP_BATCH = 500
 
@@ -43,6 +68,23 @@ class JobContext:
     sender: NotificationSender
     settings: Settings
     clock: Callable[[], datetime] = utcnow
+
+    def __post_init__(self) -> None:
+        # Here rather than in the worker: a context is built before the worker task starts,
+        # so a bad setting stops `kittylab serve` instead of silently killing its worker.
+        check_heartbeat_settings(self.settings.jobs)
+
+
+def check_heartbeat_settings(jobs: JobSettings) -> None:
+    """Raise ``ValidationFailed`` for a stalled-worker timeout of at most two heartbeat
+    intervals: one late heartbeat would then get a live worker's running jobs retried."""
+    if jobs.stalled_worker_timeout_seconds <= 2 * jobs.heartbeat_interval_seconds:
+        raise ValidationFailed(
+            "jobs.stalled_worker_timeout_seconds",
+            f"must be more than twice jobs.heartbeat_interval_seconds "
+            f"({jobs.heartbeat_interval_seconds:g} s); "
+            f"it is {jobs.stalled_worker_timeout_seconds:g} s",
+        )
 
 
 def delivery_lock(notification_id: str) -> str:
@@ -79,7 +121,8 @@ def job_blueprint() -> procrastinate.Blueprint:
 
     @blueprint.task(name="deliver_notification", pass_context=True)
     async def deliver_notification(job: procrastinate.JobContext, notification_id: str) -> str:
-        """One delivery attempt; on failure (or when run early) schedule the next one."""
+        """One delivery attempt; on failure, when run early, or while another worker's
+        claim covers the notification, schedule the next look."""
         ctx = _context(job)
         result = await asyncio.to_thread(
             notifications.deliver,
@@ -88,13 +131,14 @@ def job_blueprint() -> procrastinate.Blueprint:
             UUID(notification_id),
             now=ctx.clock(),
             policy=notifications.retry_policy(ctx.settings.notify),
+            lease=notifications.claim_lease(ctx.settings.notify),
         )
         if result.retry_in is not None:
             await defer_delivery(job.app, notification_id, result.retry_in)
         return result.outcome.value
 
     # The queueing lock keeps a stopped cluster from piling up sweeps to run on restart.
-    @blueprint.periodic(cron="* * * * *", periodic_id="every-minute")
+    @blueprint.periodic(cron=PERIODIC[SWEEP_TASK], periodic_id="every-minute")
     @blueprint.task(name="sweep_notifications", pass_context=True, queueing_lock=SWEEP_TASK)
     async def sweep_notifications(job: procrastinate.JobContext, timestamp: int) -> int:
         """Defer delivery of every due queued notification: catches rows committed whose
@@ -108,11 +152,31 @@ def job_blueprint() -> procrastinate.Blueprint:
             logger.info("sweep deferred %d notification deliveries", deferred)
         return deferred
 
-    @blueprint.periodic(cron="*/5 * * * *", periodic_id="every-5-minutes")
+    @blueprint.periodic(cron=PERIODIC[CLEANUP_TASK], periodic_id="every-5-minutes")
     @blueprint.task(name="cleanup_sessions", pass_context=True, queueing_lock=CLEANUP_TASK)
     async def cleanup_sessions(job: procrastinate.JobContext, timestamp: int) -> int:
         """Remove conversation sessions idle longer than the configured TTL."""
         return await asyncio.to_thread(_remove_inactive_sessions, _context(job))
+
+    @blueprint.periodic(cron=PERIODIC[RECOVER_TASK], periodic_id="every-minute")
+    @blueprint.task(name="recover_stalled_jobs", pass_context=True, queueing_lock=RECOVER_TASK)
+    async def recover_stalled(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Retry the jobs of workers that stopped sending heartbeats."""
+        timeout = _context(job).settings.jobs.stalled_worker_timeout_seconds
+        recovery = await recover_stalled_jobs(job.app, seconds_since_heartbeat=timeout)
+        return len(recovery.retried)
+
+    @blueprint.periodic(cron=PERIODIC[OFFLINE_TASK], periodic_id="every-minute")
+    @blueprint.task(name="mark_devices_offline", pass_context=True, queueing_lock=OFFLINE_TASK)
+    async def mark_devices_offline(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Mark devices offline that have not reported for ``devices.offline_after_seconds``."""
+        return await asyncio.to_thread(_mark_silent_devices_offline, _context(job))
+
+    @blueprint.periodic(cron=PERIODIC[PURGE_TELEMETRY_TASK], periodic_id="hourly")
+    @blueprint.task(name="purge_telemetry", pass_context=True, queueing_lock=PURGE_TELEMETRY_TASK)
+    async def purge_telemetry(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Delete telemetry older than ``telemetry.retention_days``, in batches."""
+        return await asyncio.to_thread(_purge_old_telemetry, _context(job))
 
     return blueprint
 
@@ -133,3 +197,19 @@ def _remove_inactive_sessions(ctx: JobContext) -> int:
     ttl = timedelta(seconds=ctx.settings.sessions.inactivity_ttl_seconds)
     with ctx.database.unit_of_work() as session:
         return sessions.remove_inactive_sessions(session, ctx.clock(), ttl)
+
+
+def _mark_silent_devices_offline(ctx: JobContext) -> int:
+    silent_for = timedelta(seconds=ctx.settings.devices.offline_after_seconds)
+    with ctx.database.unit_of_work() as session:
+        return maintenance.mark_silent_devices_offline(session, ctx.clock(), silent_for)
+
+
+def _purge_old_telemetry(ctx: JobContext) -> int:
+    telemetry = ctx.settings.telemetry
+    return maintenance.purge_old_telemetry(
+        ctx.database,
+        ctx.clock(),
+        timedelta(days=telemetry.retention_days),
+        batch_size=telemetry.purge_batch_size,
+    )

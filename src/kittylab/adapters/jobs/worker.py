@@ -32,7 +32,12 @@ async def run_worker(
     awaiting this coroutine, or send SIGINT/SIGTERM when ``install_signal_handlers`` is set:
     running jobs finish first, and since every outbound call in a job has its own timeout,
     that wait is bounded.
+
+    The worker records a heartbeat every ``jobs.heartbeat_interval_seconds``; one silent for
+    ``jobs.stalled_worker_timeout_seconds`` counts as dead and its jobs are retried (see
+    ``kittylab.adapters.jobs.recovery``).
     """
+    jobs = context.settings.jobs
     name = f"kittylab@{socket.gethostname()}:{os.getpid()}"
     logger.info("starting job worker %s with concurrency %d", name, concurrency)
     await app.run_worker_async(
@@ -41,7 +46,9 @@ async def run_worker(
         wait=wait,
         install_signal_handlers=install_signal_handlers,
         additional_context={CONTEXT_KEY: context},
-        fetch_job_polling_interval=context.settings.jobs.poll_interval_seconds,
+        fetch_job_polling_interval=jobs.poll_interval_seconds,
+        update_heartbeat_interval=jobs.heartbeat_interval_seconds,
+        stalled_worker_timeout=jobs.stalled_worker_timeout_seconds,
         # A finished job holds nothing its notification row lacks; failed ones are kept
         # for inspection.
         delete_jobs="successful",

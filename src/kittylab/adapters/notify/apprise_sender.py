@@ -2,9 +2,12 @@
 
 A channel's template (``email_url``, ``slack_url``, ``push_url``, ``webhook_url``) has
 ``{recipient}`` replaced by the percent-encoded recipient. The webhook channel without a
-template takes the recipient itself as the target, restricted to Apprise's plain HTTP
-schemes (``json``, ``form``, ``xml`` and their TLS variants). For a plain local SMTP server
-without TLS or login the email template reads, for example::
+template takes the recipient itself as the target (a "raw webhook recipient"), restricted to
+Apprise's plain HTTP schemes (``json``, ``form``, ``xml`` and their TLS variants) and to the
+hosts in ``webhook_hosts``; with that list empty, raw webhook recipients are refused, so an
+API caller cannot make the lab post to its database port or a cloud metadata service.
+Redirects are not followed for them, since a redirect could leave the allowed hosts. For a
+plain local SMTP server without TLS or login the email template reads, for example::
 
     mailto://127.0.0.1:8025?from=kittylab@lab.example&to={recipient}&mode=insecure
 
@@ -23,13 +26,16 @@ import apprise
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationChannel
 from kittylab.domain.sanitize import REDACTED, sanitize_text
+from kittylab.services.notifications import (
+    WEBHOOK_SCHEMES,
+    webhook_host_allowed,
+    webhook_recipient_problem,
+)
 from kittylab.services.ports import DeliveryFailed
 
-logger = logging.getLogger(__name__)
+__all__ = ["WEBHOOK_SCHEMES", "AppriseSender"]
 
-WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
-"""Schemes a bare webhook recipient may use: a recipient often comes from an API caller,
-who must not be able to make the lab send mail or post to arbitrary chat services."""
+logger = logging.getLogger(__name__)
 
 _SETTING_NAME = {
     NotificationChannel.EMAIL: "email_url",
@@ -67,6 +73,15 @@ class AppriseSender:
             ) from exc
         if service is None:
             raise DeliveryFailed(f"the {channel.value} target is not a usable Apprise URL")
+        if self._is_raw_webhook(channel):
+            # Apprise's own parse decides where the request goes; check that, not only ours.
+            if not webhook_host_allowed(
+                str(getattr(service, "host", "") or ""), self._settings.webhook_hosts
+            ):
+                raise DeliveryFailed(
+                    "the webhook recipient's host is not in KITTYLAB_NOTIFY__WEBHOOK_HOSTS"
+                )
+            service.redirects = False
         # The plugins read these per request; the defaults (4 s, 15 s for SMTP) ignore ours.
         service.socket_connect_timeout = timeout
         service.socket_read_timeout = timeout
@@ -93,23 +108,17 @@ class AppriseSender:
             return str(template.get_secret_value()).replace(
                 "{recipient}", quote(recipient, safe="@")
             )
-        if channel is NotificationChannel.WEBHOOK:
-            if _scheme(recipient) not in WEBHOOK_SCHEMES:
-                raise DeliveryFailed(
-                    "a webhook recipient must be a json://, form:// or xml:// Apprise URL "
-                    f"(or set KITTYLAB_NOTIFY__{setting.upper()})"
-                )
+        if self._is_raw_webhook(channel):
+            problem = webhook_recipient_problem(recipient, self._settings.webhook_hosts)
+            if problem is not None:
+                raise DeliveryFailed(f"a webhook recipient {problem}")
             return recipient
         raise DeliveryFailed(
             f"no {channel.value} target configured (KITTYLAB_NOTIFY__{setting.upper()})"
         )
 
-
-def _scheme(url: str) -> str:
-    try:
-        return urlsplit(url).scheme.lower()
-    except ValueError:  # e.g. an unbalanced IPv6 bracket
-        return ""
+    def _is_raw_webhook(self, channel: NotificationChannel) -> bool:
+        return channel is NotificationChannel.WEBHOOK and self._settings.webhook_url is None
 
 
 def _last_warning(result: apprise.AppriseResult) -> str:

@@ -1,8 +1,14 @@
-"""Notifications: the outbox of messages to people."""
+"""Notifications: the outbox of messages to people.
+
+A recipient may carry credentials (a webhook URL with a password or a ``?token=``), so the
+API shows it masked (``mask_recipient``); the stored value stays intact for delivery."""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Annotated
+from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
@@ -15,10 +21,51 @@ from kittylab.api.routers import where_equal
 from kittylab.api.schemas import NotificationCreate, NotificationOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
-from kittylab.domain.errors import NotFound
+from kittylab.domain.errors import InfrastructureError, NotFound
+from kittylab.domain.sanitize import REDACTED, is_secret_name
 from kittylab.services import notifications
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
+
+logger = logging.getLogger(__name__)
+
+# Query keys whose values are masked, on top of the project's secret names: short forms
+# that webhook services use (``key``, ``sig``, ``auth``) and Apprise header parameters
+# (``+Authorization=…``).
+_SECRET_QUERY_KEY = re.compile(r"key|auth|sig|pwd|^\+", re.IGNORECASE)
+
+
+def mask_recipient(recipient: str) -> str:
+    """``recipient`` with the password of a URL's userinfo and the values of secret-looking
+    query keys replaced by ``[redacted]``. Anything that is not a URL is returned as is."""
+    if "://" not in recipient:
+        return recipient
+    try:
+        parts = urlsplit(recipient)
+        password = parts.password
+    except ValueError:  # unparseable: show nothing that might be a secret
+        return REDACTED
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{REDACTED}@{hostport}"
+    query = "&".join(_mask_pair(pair) for pair in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_pair(pair: str) -> str:
+    # Raw text, not parse_qsl: decoding would turn Apprise's "+Header" into " Header".
+    key, equals, _ = pair.partition("=")
+    name = unquote(key)
+    if equals and (is_secret_name(name) or _SECRET_QUERY_KEY.search(name)):
+        return f"{key}={REDACTED}"
+    return pair
+
+
+def _out(row: Notification) -> NotificationOut:
+    out = NotificationOut.model_validate(row)
+    return out.model_copy(update={"recipient": mask_recipient(out.recipient)})
 
 
 @router.get("", response_model=Page[NotificationOut])
@@ -33,15 +80,15 @@ def list_notifications(
     stmt = where_equal(
         select(Notification), (Notification.status, status), (Notification.channel, channel)
     )
-    return paginate(uow, stmt, Notification.id, cursor, limit, NotificationOut.model_validate)
+    return paginate(uow, stmt, Notification.id, cursor, limit, _out)
 
 
 @router.get("/{notification_id}", response_model=NotificationOut)
-def get_notification(notification_id: UUID, _: SafetyCaller, uow: UnitOfWork) -> Notification:
+def get_notification(notification_id: UUID, _: SafetyCaller, uow: UnitOfWork) -> NotificationOut:
     row = uow.get(Notification, notification_id)
     if row is None:
         raise NotFound("notification", notification_id)
-    return row
+    return _out(row)
 
 
 @router.post("", response_model=NotificationOut, status_code=status.HTTP_202_ACCEPTED)
@@ -50,7 +97,7 @@ def send_notification(
     _: SafetyCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
-) -> Notification:
+) -> NotificationOut:
     """Queue a message (for instance, to test a channel). Delivery happens in the
     background with retries; poll this notification for its outcome."""
     row = notifications.enqueue(
@@ -60,9 +107,20 @@ def send_notification(
         title=body.title,
         body=body.body,
         idempotency_key=body.idempotency_key,
+        settings=c.settings.notify,
     )
     uow.commit()
-    # Deferred after the commit: the worker must find the row. If this process dies in
-    # between, the periodic sweep defers it.
-    c.jobs.defer_notification(row.id)
-    return row
+    # Deferred after the commit: the worker must find the row. If deferring fails (or this
+    # process dies first), the periodic sweep defers it. The row is committed, so failing
+    # the request here would only make the client retry and queue the message twice.
+    try:
+        c.jobs.defer_notification(row.id)
+    except InfrastructureError as exc:
+        logger.warning(
+            "notification %s queued, but its delivery job was not deferred (%s); "
+            "the periodic sweep will deliver it",
+            row.id,
+            type(exc).__name__,
+            extra={"notification_id": str(row.id)},
+        )
+    return _out(row)

@@ -859,6 +859,9 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(op.f("ix_telemetry_events_topic"), "telemetry_events", ["topic"], unique=False)
+    op.create_index(
+        "ix_telemetry_events_recorded_at", "telemetry_events", ["recorded_at"], unique=False
+    )
     # fabrication_jobs and device_commands refer to each other; the second of the two
     # foreign keys can only be added once both tables exist.
     op.create_foreign_key(
@@ -872,6 +875,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_telemetry_events_recorded_at", table_name="telemetry_events")
     op.drop_constraint(
         op.f("fk_fabrication_jobs_origin_command_id_device_commands"),
         "fabrication_jobs",

@@ -1,0 +1,284 @@
+"""The periodic housekeeping tasks: what the job app schedules and when, and what each
+task does to a real database, run by a real procrastinate worker with its settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import event, func, select
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import ConversationSession, Device, TelemetryEvent, Zone
+from kittylab.adapters.jobs import JobContext, build_job_app, check_heartbeat_settings, run_worker
+from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.config import (
+    DeviceSettings,
+    JobSettings,
+    SessionSettings,
+    Settings,
+    TelemetrySettings,
+)
+from kittylab.domain.clock import utcnow
+from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
+from kittylab.domain.errors import ValidationFailed
+from kittylab.services import maintenance
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _settings(tmp_path: Path, **sections: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path, jobs=JobSettings(poll_interval_seconds=0.2), _env_file=None, **sections
+    )
+
+
+def _context(database: Database, settings: Settings) -> JobContext:
+    return JobContext(database=database, sender=AppriseSender(settings.notify), settings=settings)
+
+
+def _run_task(database_url: str, context: JobContext, task: str) -> None:
+    """Defer one run of a periodic task now, then work the queue until it is empty."""
+
+    async def main() -> None:
+        app = build_job_app(database_url)
+        async with app.open_async():
+            await app.configure_task(task).defer_async(timestamp=int(NOW.timestamp()))
+            await run_worker(app, context, concurrency=1, wait=False)
+
+    asyncio.run(main())
+
+
+# --- the schedule ------------------------------------------------------------------------
+
+
+def test_job_app_schedules_every_periodic_task_with_its_cron_and_a_queueing_lock() -> None:
+    app = build_job_app("postgresql://kittylab@127.0.0.1:1/unused")  # never connects
+
+    schedule = {
+        periodic.task.name: periodic.cron
+        for periodic in app.periodic_registry.periodic_tasks.values()
+    }
+    locks = {
+        periodic.task.name: periodic.task.queueing_lock
+        for periodic in app.periodic_registry.periodic_tasks.values()
+    }
+
+    assert schedule == {
+        "kittylab:sweep_notifications": "* * * * *",
+        "kittylab:cleanup_sessions": "*/5 * * * *",
+        "kittylab:recover_stalled_jobs": "* * * * *",
+        "kittylab:mark_devices_offline": "* * * * *",
+        "kittylab:purge_telemetry": "0 * * * *",
+    }
+    assert locks == {name: name for name in schedule}
+
+
+def test_a_stalled_worker_timeout_within_two_heartbeats_is_refused() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        check_heartbeat_settings(
+            JobSettings(heartbeat_interval_seconds=10, stalled_worker_timeout_seconds=20)
+        )
+    assert caught.value.field == "jobs.stalled_worker_timeout_seconds"
+    check_heartbeat_settings(JobSettings())
+
+
+def test_job_context_refuses_heartbeat_settings_a_worker_cannot_run_with(
+    database: Database, tmp_path: Path
+) -> None:
+    jobs = JobSettings(heartbeat_interval_seconds=10, stalled_worker_timeout_seconds=15)
+    with pytest.raises(ValidationFailed):
+        _context(database, Settings(data_dir=tmp_path, jobs=jobs, _env_file=None))
+
+
+# --- session cleanup ---------------------------------------------------------------------
+
+
+def test_session_cleanup_task_uses_the_configured_inactivity_ttl(
+    database: Database, database_url: str, tmp_path: Path
+) -> None:
+    now = utcnow()
+    with database.unit_of_work() as session:
+        session.add_all(
+            [
+                ConversationSession(
+                    context_key="idle-2h", last_message_at=now - timedelta(hours=2)
+                ),
+                ConversationSession(
+                    context_key="idle-30m", last_message_at=now - timedelta(minutes=30)
+                ),
+            ]
+        )
+    settings = _settings(tmp_path, sessions=SessionSettings(inactivity_ttl_seconds=3600))
+
+    _run_task(database_url, _context(database, settings), "kittylab:cleanup_sessions")
+
+    # With the default TTL (a day) both would stay.
+    with database.unit_of_work() as session:
+        assert session.scalars(select(ConversationSession.context_key)).all() == ["idle-30m"]
+
+
+# --- devices that stop reporting go offline ---------------------------------------------
+
+
+@pytest.fixture
+def zone_id(database: Database) -> UUID:
+    with database.unit_of_work() as session:
+        zone = Zone(name="print-farm", hazard_level=HazardLevel.LOW)
+        session.add(zone)
+        session.flush()
+        return zone.id
+
+
+def _device(
+    database: Database,
+    zone_id: UUID,
+    external_id: str,
+    state: OnlineState,
+    last_seen: datetime | None,
+    *,
+    retired: bool = False,
+) -> None:
+    with database.unit_of_work() as session:
+        session.add(
+            Device(
+                external_id=external_id,
+                integration="simulated",
+                display_name=external_id,
+                kind=DeviceKind.SENSOR,
+                zone_id=zone_id,
+                online_state=state,
+                last_seen=last_seen,
+                retired_at=last_seen if retired else None,
+            )
+        )
+
+
+def _states(database: Database) -> dict[str, OnlineState]:
+    with database.unit_of_work() as session:
+        rows = session.execute(select(Device.external_id, Device.online_state)).all()
+    return {external_id: state for external_id, state in rows}
+
+
+def test_online_devices_silent_past_the_window_go_offline(
+    database: Database, zone_id: UUID
+) -> None:
+    window = timedelta(seconds=120)
+    _device(database, zone_id, "silent", OnlineState.ONLINE, NOW - timedelta(seconds=121))
+    _device(database, zone_id, "at-the-edge", OnlineState.ONLINE, NOW - window)
+    _device(database, zone_id, "reporting", OnlineState.ONLINE, NOW - timedelta(seconds=10))
+    _device(database, zone_id, "faulty", OnlineState.FAULT, NOW - timedelta(hours=1))
+    _device(database, zone_id, "never-seen", OnlineState.ONLINE, None)
+    _device(
+        database, zone_id, "retired", OnlineState.ONLINE, NOW - timedelta(hours=1), retired=True
+    )
+
+    with database.unit_of_work() as session:
+        changed = maintenance.mark_silent_devices_offline(session, NOW, window)
+
+    assert changed == 2
+    assert _states(database) == {
+        "silent": OnlineState.OFFLINE,
+        "at-the-edge": OnlineState.ONLINE,
+        "reporting": OnlineState.ONLINE,
+        "faulty": OnlineState.FAULT,
+        "never-seen": OnlineState.ONLINE,
+        "retired": OnlineState.OFFLINE,
+    }
+
+
+def test_offline_task_uses_the_configured_window(
+    database: Database, database_url: str, zone_id: UUID, tmp_path: Path
+) -> None:
+    now = utcnow()
+    _device(database, zone_id, "silent-15m", OnlineState.ONLINE, now - timedelta(minutes=15))
+    _device(database, zone_id, "silent-5m", OnlineState.ONLINE, now - timedelta(minutes=5))
+    settings = _settings(tmp_path, devices=DeviceSettings(offline_after_seconds=600))
+
+    _run_task(database_url, _context(database, settings), "kittylab:mark_devices_offline")
+
+    # With the default window (2 minutes) both would go offline.
+    assert _states(database) == {
+        "silent-15m": OnlineState.OFFLINE,
+        "silent-5m": OnlineState.ONLINE,
+    }
+
+
+# --- telemetry retention -----------------------------------------------------------------
+
+
+def _telemetry(database: Database, device_id: UUID, recorded: list[datetime]) -> None:
+    with database.unit_of_work() as session:
+        session.add_all(
+            TelemetryEvent(device_id=device_id, topic="state", payload={"n": i}, recorded_at=at)
+            for i, at in enumerate(recorded)
+        )
+
+
+def _telemetry_times(database: Database) -> list[datetime]:
+    with database.unit_of_work() as session:
+        return list(
+            session.scalars(select(TelemetryEvent.recorded_at).order_by(TelemetryEvent.recorded_at))
+        )
+
+
+@pytest.fixture
+def device_id(database: Database, zone_id: UUID) -> UUID:
+    _device(database, zone_id, "climate", OnlineState.ONLINE, NOW)
+    with database.unit_of_work() as session:
+        return session.scalars(select(Device.id)).one()
+
+
+@pytest.fixture
+def delete_statements(database: Database) -> Iterator[list[str]]:
+    """Every DELETE on telemetry_events the database's engine runs."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM TELEMETRY_EVENTS"):
+            seen.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(database.engine, "before_cursor_execute", record)
+
+
+def test_telemetry_past_retention_is_deleted_in_bounded_batches(
+    database: Database, device_id: UUID, delete_statements: list[str]
+) -> None:
+    retention = timedelta(days=30)
+    old = [NOW - retention - timedelta(minutes=m + 1) for m in range(25)]
+    kept = [NOW - retention, NOW - timedelta(days=1), NOW]
+    _telemetry(database, device_id, old + kept)
+
+    deleted = maintenance.purge_old_telemetry(database, NOW, retention, batch_size=10)
+
+    assert deleted == 25
+    assert _telemetry_times(database) == kept
+    assert len(delete_statements) == 3  # 10 + 10 + 5, each in its own transaction
+
+
+def test_purging_with_nothing_old_deletes_nothing(database: Database, device_id: UUID) -> None:
+    _telemetry(database, device_id, [NOW])
+    assert maintenance.purge_old_telemetry(database, NOW, timedelta(days=1), batch_size=10) == 0
+    assert _telemetry_times(database) == [NOW]
+
+
+def test_telemetry_purge_task_uses_the_configured_retention(
+    database: Database, database_url: str, device_id: UUID, tmp_path: Path
+) -> None:
+    now = utcnow()
+    _telemetry(database, device_id, [now - timedelta(days=8), now - timedelta(days=6)])
+    settings = _settings(
+        tmp_path, telemetry=TelemetrySettings(retention_days=7, purge_batch_size=1)
+    )
+
+    _run_task(database_url, _context(database, settings), "kittylab:purge_telemetry")
+
+    with database.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(TelemetryEvent)) == 1
