@@ -10,7 +10,8 @@ export KITTYLAB_DATA_DIR="$workdir/data" KITTYLAB_LOG_LEVEL=WARNING
 unset KITTYLAB_DATABASE_URL
 
 $KL lab apply examples/lab.yaml >/dev/null
-token=$($KL users token ada --label schemathesis)
+admin_token=$($KL users token ada --label schemathesis)
+operator_token=$($KL users token olivia --label schemathesis)
 $KL serve --port "$port" >"$workdir/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$workdir"' EXIT
@@ -20,8 +21,11 @@ for _ in $(seq 1 60); do
 done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$workdir/server.log"; exit 1; }
 
-.venv/bin/schemathesis run "http://127.0.0.1:$port/openapi.json" \
-  -H "Authorization: Bearer $token" \
-  --checks not_a_server_error \
-  --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" \
-  --workers 1 || { echo "--- server log ---"; tail -50 "$workdir/server.log"; exit 1; }
+# As an admin (every write allowed) and as an operator (the 403 paths).
+for token in "$admin_token" "$operator_token"; do
+  .venv/bin/schemathesis run "http://127.0.0.1:$port/openapi.json" \
+    -H "Authorization: Bearer $token" \
+    --checks not_a_server_error \
+    --max-examples "${SCHEMATHESIS_EXAMPLES:-25}" \
+    --workers 1 || { echo "--- server log ---"; tail -50 "$workdir/server.log"; exit 1; }
+done
