@@ -43,7 +43,7 @@ from kittylab.config import JobSettings, NotifySettings, Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADPolicyMode, NotificationChannel, NotificationStatus, Tier
 from kittylab.domain.errors import ValidationFailed
-from kittylab.domain.notifications import RetryPolicy
+from kittylab.domain.notifications import RetryPolicy, webhook_host_allowed
 from kittylab.services import notifications, sessions
 from kittylab.services.notifications import DeliveryOutcome, DeliveryResult
 from kittylab.services.ports import DeliveryFailed
@@ -710,10 +710,10 @@ def test_raw_webhook_recipient_on_a_host_not_allowed_is_refused(recipient: str) 
 
 def test_allowed_webhook_host_matches_without_case_or_brackets() -> None:
     allowed = ["Hooks.Lab.Example", "[::1]"]
-    assert notifications.webhook_host_allowed("hooks.lab.example", allowed)
-    assert notifications.webhook_host_allowed("::1", allowed)
-    assert not notifications.webhook_host_allowed("lab.example", allowed)
-    assert not notifications.webhook_host_allowed(None, allowed)
+    assert webhook_host_allowed("hooks.lab.example", allowed)
+    assert webhook_host_allowed("::1", allowed)
+    assert not webhook_host_allowed("lab.example", allowed)
+    assert not webhook_host_allowed(None, allowed)
 
 
 def test_a_raw_webhook_redirect_is_not_followed(webhook_receiver: Receiver) -> None:

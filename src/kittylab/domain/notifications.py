@@ -5,9 +5,11 @@ why a message is late without reading logs."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from kittylab.domain.enums import NotificationStatus
 from kittylab.domain.state_machines import NOTIFICATION_TRANSITIONS, transition
@@ -87,3 +89,45 @@ def record_attempt(
     return AttemptOutcome(
         NotificationStatus.QUEUED, DeliveryState(attempts, next_at, error, errors)
     )
+
+
+# --- Webhook targets ---------------------------------------------------------------------
+
+WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
+"""Schemes a raw webhook recipient may use: a recipient often comes from an API caller,
+who must not be able to make the lab send mail or post to arbitrary chat services."""
+
+
+def webhook_host_allowed(host: str | None, allowed_hosts: Collection[str]) -> bool:
+    """Whether ``host`` is one of ``allowed_hosts``: exact names or IP literals compared
+    case-insensitively, without IPv6 brackets or a trailing dot; no wildcards."""
+    if not host:
+        return False
+    return _host_key(host) in {_host_key(h) for h in allowed_hosts if h.strip()}
+
+
+def webhook_recipient_problem(recipient: str, allowed_hosts: Collection[str]) -> str | None:
+    """Why ``recipient`` cannot be used as a raw webhook target (an Apprise URL taken as
+    is, when no ``webhook_url`` template is configured), or None when it can. The reason
+    reads after "the recipient" and names the setting that would change it."""
+    try:
+        parts = urlsplit(recipient)
+        host = parts.hostname
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return "is not a URL"
+    if parts.scheme.lower() not in WEBHOOK_SCHEMES:
+        return (
+            "must be a json://, form:// or xml:// Apprise URL (or set KITTYLAB_NOTIFY__WEBHOOK_URL)"
+        )
+    if not allowed_hosts:
+        return (
+            "is refused: raw webhook recipients need KITTYLAB_NOTIFY__WEBHOOK_HOSTS (a JSON "
+            "list of the hosts they may target) or a KITTYLAB_NOTIFY__WEBHOOK_URL template"
+        )
+    if not webhook_host_allowed(host, allowed_hosts):
+        return f"targets host {host or ''!r}, which is not in KITTYLAB_NOTIFY__WEBHOOK_HOSTS"
+    return None
+
+
+def _host_key(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()

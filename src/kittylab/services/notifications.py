@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 from prometheus_client import Counter
@@ -45,7 +43,12 @@ from kittylab.adapters.db.tables import Notification
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
 from kittylab.domain.errors import ValidationFailed
-from kittylab.domain.notifications import DeliveryState, RetryPolicy, record_attempt
+from kittylab.domain.notifications import (
+    DeliveryState,
+    RetryPolicy,
+    record_attempt,
+    webhook_recipient_problem,
+)
 from kittylab.domain.sanitize import sanitize_payload, sanitize_text
 from kittylab.services.ports import DeliveryFailed, NotificationSender
 
@@ -56,10 +59,6 @@ NOTIFICATIONS_TOTAL = Counter(
     "Notification delivery attempts by outcome.",
     ["outcome"],
 )
-
-WEBHOOK_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
-"""Schemes a raw webhook recipient may use: a recipient often comes from an API caller,
-who must not be able to make the lab send mail or post to arbitrary chat services."""
 
 _RECIPIENT_MAX = 512  # the column's length
 _CLAIMED_UNTIL = "claimed_until"
@@ -117,37 +116,6 @@ def claim_lease(settings: NotifySettings) -> timedelta:
 
 
 DEFAULT_LEASE = claim_lease(NotifySettings())
-
-
-def webhook_host_allowed(host: str | None, allowed_hosts: Collection[str]) -> bool:
-    """Whether ``host`` is one of ``allowed_hosts``: exact names or IP literals compared
-    case-insensitively, without IPv6 brackets or a trailing dot; no wildcards."""
-    if not host:
-        return False
-    return _host_key(host) in {_host_key(h) for h in allowed_hosts if h.strip()}
-
-
-def webhook_recipient_problem(recipient: str, allowed_hosts: Collection[str]) -> str | None:
-    """Why ``recipient`` cannot be used as a raw webhook target (an Apprise URL taken as
-    is, when no ``webhook_url`` template is configured), or None when it can. The reason
-    reads after "the recipient" and names the setting that would change it."""
-    try:
-        parts = urlsplit(recipient)
-        host = parts.hostname
-    except ValueError:  # e.g. an unbalanced IPv6 bracket
-        return "is not a URL"
-    if parts.scheme.lower() not in WEBHOOK_SCHEMES:
-        return (
-            "must be a json://, form:// or xml:// Apprise URL (or set KITTYLAB_NOTIFY__WEBHOOK_URL)"
-        )
-    if not allowed_hosts:
-        return (
-            "is refused: raw webhook recipients need KITTYLAB_NOTIFY__WEBHOOK_HOSTS (a JSON "
-            "list of the hosts they may target) or a KITTYLAB_NOTIFY__WEBHOOK_URL template"
-        )
-    if not webhook_host_allowed(host, allowed_hosts):
-        return f"targets host {host or ''!r}, which is not in KITTYLAB_NOTIFY__WEBHOOK_HOSTS"
-    return None
 
 
 def enqueue(
@@ -410,7 +378,3 @@ def _result(row: Notification, state: DeliveryState, now: datetime) -> DeliveryR
         return DeliveryResult(row.id, DeliveryOutcome.FAILED, attempts=state.attempts)
     retry_in = (state.next_attempt_at - now) if state.next_attempt_at else timedelta(0)
     return DeliveryResult(row.id, DeliveryOutcome.RETRY, retry_in=retry_in, attempts=state.attempts)
-
-
-def _host_key(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()

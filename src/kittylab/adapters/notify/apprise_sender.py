@@ -25,12 +25,12 @@ import apprise
 
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationChannel
-from kittylab.domain.sanitize import REDACTED, sanitize_text
-from kittylab.services.notifications import (
+from kittylab.domain.notifications import (
     WEBHOOK_SCHEMES,
     webhook_host_allowed,
     webhook_recipient_problem,
 )
+from kittylab.domain.sanitize import REDACTED, sanitize_text
 from kittylab.services.ports import DeliveryFailed
 
 __all__ = ["WEBHOOK_SCHEMES", "AppriseSender"]
