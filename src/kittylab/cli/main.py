@@ -13,13 +13,20 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kittylab import bootstrap
 from kittylab.config import Settings
 from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
+from kittylab.domain.sanitize import sanitize_text
 from kittylab.observability import configure_logging
 
-app = typer.Typer(help="KittyLab: the control plane of a fabrication lab.", no_args_is_help=True)
+app = typer.Typer(
+    help="KittyLab: the control plane of a fabrication lab.",
+    no_args_is_help=True,
+    # A traceback's local variables can hold tokens and database passwords.
+    pretty_exceptions_show_locals=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 lab_app = typer.Typer(
     help="The lab manifest: zones, devices, people, policies.", no_args_is_help=True
@@ -45,6 +52,11 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
         except InfrastructureError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(3) from None
+        except SQLAlchemyError as exc:
+            # Typically an unreachable server or a schema older than this KittyLab.
+            reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0]
+            typer.secho(f"error: database: {sanitize_text(reason)}", fg="red", err=True)
             raise typer.Exit(3) from None
         except KittyLabError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
@@ -165,6 +177,25 @@ def users_token(
             session, identity.find_user_by_username(session, username), label
         )
     typer.echo(issued.token)
+
+
+@users_app.command("list")
+@friendly_errors
+def users_list() -> None:
+    """Print the people KittyLab knows, with their roles."""
+    from sqlalchemy import select
+
+    from kittylab.adapters.db.tables import User
+
+    settings = _settings()
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        users = session.scalars(select(User).order_by(User.username)).all()
+        width = max((len(u.username) for u in users), default=8)
+        for user in users:
+            roles = ", ".join(r.value for r in user.roles)
+            state = "" if user.active else "  (inactive)"
+            source = "manifest" if user.managed_by_manifest else "api/cli"
+            typer.echo(f"{user.username:<{width}}  {roles:<28} {source:<8}{state}")
 
 
 @users_app.command("add")
