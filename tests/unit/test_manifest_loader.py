@@ -439,3 +439,12 @@ def test_parse_manifest_names_its_source() -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest(BASE.replace("kind: power", "kind: laser"), "inline.yaml")
     assert str(caught.value).startswith(f"inline.yaml:{line_of(BASE, 'kind: power')}: ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["na\u0005me: x", "[" * 5000 + "]" * 5000, "zones: " + "{a: " * 3000 + "1" + "}" * 3000],
+)
+def test_hostile_yaml_is_a_manifest_error_not_a_crash(text: str) -> None:
+    with pytest.raises(ManifestError):
+        parse_manifest(text, "hostile.yaml")

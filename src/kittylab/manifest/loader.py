@@ -46,13 +46,17 @@ def parse_manifest(text: str, source: str = "<manifest>") -> LabManifest:
         # Stable sort: problems on one line keep the order in which they were found.
         located.sort(key=lambda p: p.line or 0)
         raise ManifestError(located) from None
+    except RecursionError:
+        problem = ManifestProblem("", "nested too deeply to be a lab manifest", source)
+        raise ManifestError([problem]) from None
 
 
 def _compose(text: str, source: str) -> tuple[object, dict[str, int]]:
     """The plain data of the single YAML document in ``text`` and the 1-based line of
     every field path in it."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # checks the characters at once: inside the try
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -69,8 +73,12 @@ def _compose(text: str, source: str) -> tuple[object, dict[str, int]]:
     except yaml.YAMLError as exc:
         # Reader errors (a byte that is not text) carry a position but no mark.
         raise ManifestError([ManifestProblem("", f"not valid YAML: {exc}", source)]) from None
+    except RecursionError:
+        problem = ManifestProblem("", "nested too deeply to be a lab manifest", source)
+        raise ManifestError([problem]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _LineIndex:
