@@ -11,6 +11,18 @@ KL=.venv/bin/kittylab
 $KL db upgrade
 $KL lab apply examples/lab.yaml
 token=$($KL users token ada --label quickstart)
+# Where the server will listen, for the hint below (the same defaults and flags as serve).
+host=${KITTYLAB_HTTP__HOST:-127.0.0.1}
+port=${KITTYLAB_HTTP__PORT:-8000}
+args=("$@")
+for i in "${!args[@]}"; do
+  case "${args[$i]}" in
+    --port) port=${args[$((i + 1))]:-$port} ;;
+    --port=*) port=${args[$i]#--port=} ;;
+    --host) host=${args[$((i + 1))]:-$host} ;;
+    --host=*) host=${args[$i]#--host=} ;;
+  esac
+done
 cat <<MSG
 
   KittyLab demo lab is ready.
@@ -18,7 +30,7 @@ cat <<MSG
 
       $token
 
-  Try:  curl -H "Authorization: Bearer $token" http://127.0.0.1:8000/api/devices
+  Try:  curl -H "Authorization: Bearer $token" http://$host:$port/api/devices
 
 MSG
 exec $KL serve "$@"

@@ -99,13 +99,18 @@ def _install_middleware(app: FastAPI) -> None:
             HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
             HTTP_LATENCY.labels(route, request.method).observe(elapsed)
             response.headers["X-Request-ID"] = request_id
+            duration_ms = round(elapsed * 1000, 2)
             log.info(
-                "request",
+                "%s %s -> %s in %.1f ms",
+                request.method,
+                route,
+                response.status_code,
+                duration_ms,
                 extra={
                     "method": request.method,
                     "route": route,
                     "status": response.status_code,
-                    "duration_ms": round(elapsed * 1000, 2),
+                    "duration_ms": duration_ms,
                 },
             )
             return response
