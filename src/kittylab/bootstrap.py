@@ -14,6 +14,7 @@ from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
 from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
+from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
@@ -84,3 +85,13 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
 
 def simulated_fleet(container: Container) -> SimulatedFleet:
     return SimulatedFleet(container.database, build_simulator, container.clock)
+
+
+def job_context(container: Container) -> JobContext:
+    """What background jobs work with: the same database, sender, settings and clock."""
+    return JobContext(
+        database=container.database,
+        sender=container.sender,
+        settings=container.settings,
+        clock=container.clock,
+    )

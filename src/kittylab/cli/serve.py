@@ -13,7 +13,6 @@ import uvicorn
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import libpq_url
-from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import build_job_app, run_worker
 from kittylab.api.app import create_app
 from kittylab.config import Settings
@@ -75,12 +74,7 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
 
 async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Server) -> None:
     job_app = build_job_app(libpq_url(container.database_url))
-    context = JobContext(
-        database=container.database,
-        sender=container.sender,
-        settings=container.settings,
-        clock=container.clock,
-    )
+    context = bootstrap.job_context(container)
     async with job_app.open_async():
         worker = asyncio.create_task(
             run_worker(job_app, context, concurrency=container.settings.jobs.concurrency)
@@ -99,12 +93,7 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
             job_app = build_job_app(libpq_url(url))
-            context = JobContext(
-                database=container.database,
-                sender=container.sender,
-                settings=settings,
-                clock=container.clock,
-            )
+            context = bootstrap.job_context(container)
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")
 
             async def _run() -> None:
