@@ -15,6 +15,7 @@ from kittylab.adapters.db.engine import Database, libpq_url, make_engine
 from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
+from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
@@ -32,6 +33,8 @@ class Container:
     jobs: JobQueue
     sender: NotificationSender
     clock: Callable[[], datetime] = utcnow
+    worker_state: WorkerState | None = None
+    """Set when this process supervises a job worker (``kittylab serve``)."""
 
 
 @contextmanager

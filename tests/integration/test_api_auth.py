@@ -140,3 +140,14 @@ def test_chunked_oversize_body_is_413_too(client: TestClient, admin: Person) -> 
     )
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_readyz_fails_while_the_job_worker_is_down(client: TestClient, container) -> None:  # type: ignore[no-untyped-def]
+    from kittylab.adapters.jobs.worker import WorkerState
+
+    container.worker_state = WorkerState(running=False)
+    down = client.get("/readyz")
+    assert down.status_code == 503
+    assert down.json()["checks"]["workers"] == "restarting"
+    container.worker_state.running = True
+    assert client.get("/readyz").status_code == 200

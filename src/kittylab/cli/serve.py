@@ -13,7 +13,7 @@ import uvicorn
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import libpq_url
-from kittylab.adapters.jobs.worker import build_job_app, run_worker
+from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_worker
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.services.simulation import run_fleet
@@ -75,9 +75,13 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
 async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Server) -> None:
     job_app = build_job_app(libpq_url(container.database_url))
     context = bootstrap.job_context(container)
+    state = WorkerState()
+    container.worker_state = state  # /readyz reports it
     async with job_app.open_async():
         worker = asyncio.create_task(
-            run_worker(job_app, context, concurrency=container.settings.jobs.concurrency)
+            supervise_worker(
+                job_app, context, state, concurrency=container.settings.jobs.concurrency
+            )
         )
         try:
             await server.serve()
@@ -97,9 +101,15 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")
 
             async def _run() -> None:
+                supervisor = asyncio.current_task()
+                assert supervisor is not None
+                loop = asyncio.get_running_loop()
+                # SIGINT/SIGTERM end the supervisor (running jobs finish first); anything
+                # else that ends a worker is restarted by it.
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(signum, supervisor.cancel)
                 async with job_app.open_async():
-                    await run_worker(
-                        job_app, context, concurrency=concurrency, install_signal_handlers=True
-                    )
+                    await supervise_worker(job_app, context, WorkerState(), concurrency=concurrency)
 
-            asyncio.run(_run())
+            with contextlib.suppress(asyncio.CancelledError):
+                asyncio.run(_run())

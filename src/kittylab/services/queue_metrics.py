@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Gauge
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +15,17 @@ JOB_QUEUE_DEPTH = Gauge(
 )
 
 
+# A scrape (or a flood of them) reads the jobs table at most this often.
+REFRESH_SECONDS = 10.0
+_last_refresh = -REFRESH_SECONDS
+
+
 def refresh_queue_depth(database: Database) -> None:
+    global _last_refresh
+    now = time.monotonic()
+    if now - _last_refresh < REFRESH_SECONDS:
+        return
+    _last_refresh = now
     try:
         with database.engine.connect() as conn:
             rows = conn.execute(

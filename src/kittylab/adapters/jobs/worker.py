@@ -3,16 +3,20 @@ uvicorn) or on its own (``kittylab worker``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+import time
+from dataclasses import dataclass
 
 import procrastinate
+from prometheus_client import Gauge
 
 from kittylab.adapters.jobs.queue import build_job_app
 from kittylab.adapters.jobs.tasks import CONTEXT_KEY, JobContext
 
-__all__ = ["build_job_app", "run_worker"]
+__all__ = ["WorkerState", "build_job_app", "run_worker", "supervise_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +57,51 @@ async def run_worker(
         # for inspection.
         delete_jobs="successful",
     )
+
+
+WORKER_UP = Gauge("kittylab_worker_up", "1 while this process's job worker is running.")
+
+
+@dataclass
+class WorkerState:
+    """Whether the supervised worker is running, for ``/readyz`` and metrics."""
+
+    running: bool = False
+    restarts: int = 0
+    last_error: str | None = None
+
+
+async def supervise_worker(
+    app: procrastinate.App,
+    context: JobContext,
+    state: WorkerState,
+    *,
+    concurrency: int,
+    max_backoff_seconds: float = 30.0,
+) -> None:
+    """Keep a worker running until cancelled. procrastinate ends its worker when the
+    database drops its connection (a restart, a failover); without this, background work
+    would stop silently. Restarts back off exponentially, and the backoff resets after a
+    worker has run for a minute."""
+    backoff = 1.0
+    while True:
+        started = time.monotonic()
+        state.running = True
+        WORKER_UP.set(1)
+        try:
+            await run_worker(app, context, concurrency=concurrency)
+            state.last_error = "worker stopped"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            state.last_error = type(exc).__name__
+            logger.exception("job worker failed")
+        finally:
+            state.running = False
+            WORKER_UP.set(0)
+        if time.monotonic() - started > 60:
+            backoff = 1.0
+        state.restarts += 1
+        logger.error("job worker stopped (%s); restarting in %.0f s", state.last_error, backoff)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, max_backoff_seconds)

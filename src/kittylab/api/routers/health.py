@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from kittylab.adapters.db import migrate
@@ -28,16 +27,19 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 def readyz(response: Response, c: Annotated[Container, Depends(container)]) -> Health:
-    """Ready when the database answers and its schema is at the newest migration."""
+    """Ready when the database answers, its schema is at the newest migration and (in a
+    server that runs them) the background workers are running."""
     checks: dict[str, str] = {}
     try:
         with c.database.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            current = migrate.current_revision(conn)
         checks["database"] = "ok"
-        checks["migrations"] = "ok" if migrate.is_current(c.database.engine) else "pending"
+        checks["migrations"] = "ok" if current == migrate.head_revision() else "pending"
     except SQLAlchemyError as exc:
         log.warning("readiness check failed", extra={"error": type(exc).__name__})
         checks["database"] = "unreachable"
+    if c.worker_state is not None:
+        checks["workers"] = "ok" if c.worker_state.running else "restarting"
     ready = all(v == "ok" for v in checks.values()) and "migrations" in checks
     if not ready:
         response.status_code = 503
