@@ -431,3 +431,65 @@ def test_only_participants_or_admin_delete_a_conversation(
     url = f"/api/conversations/{conv['id']}"
     assert client.delete(url, headers=safety_lead.headers).status_code == 403
     assert client.delete(url, headers=admin.headers).status_code == 204
+
+
+def test_deeply_nested_telemetry_is_refused_before_it_can_break_listings(
+    client: TestClient, operator: Person, lab: dict[str, UUID]
+) -> None:
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    event = {"deviceId": str(lab["device"]), "topic": "t", "payload": deep}
+    response = client.post("/api/telemetry", json={"events": [event]}, headers=operator.headers)
+    assert response.status_code == 422
+    assert response.json()["field"] == "events.0.payload"
+    assert client.get("/api/telemetry", headers=operator.headers).status_code == 200
+
+
+def test_telemetry_pages_stop_at_a_byte_budget(
+    client: TestClient, admin: Person, lab: dict[str, UUID]
+) -> None:
+    big = {"blob": "x" * 60_000}
+    for _ in range(6):  # 10 per request keeps each body under the 1 MiB limit
+        batch = {"events": [{"deviceId": str(lab["device"]), "topic": "big", "payload": big}] * 10}
+        assert client.post("/api/telemetry", json=batch, headers=admin.headers).status_code == 202
+    page = client.get("/api/telemetry?limit=500", headers=admin.headers).json()
+    assert 30 <= len(page["items"]) < 60  # about 2 MiB of 60 kB payloads
+    assert page["nextCursor"] is not None
+    rest = client.get(
+        f"/api/telemetry?limit=500&cursor={page['nextCursor']}", headers=admin.headers
+    )
+    assert len(page["items"]) + len(rest.json()["items"]) == 60
+
+
+def test_reports_do_not_clear_a_fault_or_reach_retired_devices(
+    client: TestClient, admin: Person, database: Database, lab: dict[str, UUID]
+) -> None:
+    from kittylab.domain.enums import OnlineState
+
+    with database.unit_of_work() as s:
+        device = s.get(Device, lab["device"])
+        assert device is not None
+        device.online_state = OnlineState.FAULT
+    event = {"deviceId": str(lab["device"]), "topic": "air/voc", "payload": 1}
+    assert (
+        client.post("/api/telemetry", json={"events": [event]}, headers=admin.headers).status_code
+        == 202
+    )
+    state = client.get(f"/api/devices/{lab['device']}", headers=admin.headers).json()
+    assert state["onlineState"] == "fault" and state["lastSeen"] is not None
+    with database.unit_of_work() as s:
+        device = s.get(Device, lab["device"])
+        assert device is not None
+        device.retired_at = device.last_seen
+    refused = client.post("/api/telemetry", json={"events": [event]}, headers=admin.headers)
+    assert refused.status_code == 422
+
+
+def test_the_state_topic_is_guarded_whatever_its_spelling(
+    client: TestClient, operator: Person, lab: dict[str, UUID]
+) -> None:
+    for topic in ("State", " state ", "STATE"):
+        event = {"deviceId": str(lab["device"]), "topic": topic, "payload": {"locked": False}}
+        response = client.post("/api/telemetry", json={"events": [event]}, headers=operator.headers)
+        assert response.status_code == 403, topic

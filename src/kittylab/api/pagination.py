@@ -51,10 +51,24 @@ def paginate(
     cursor: str | None,
     limit: int,
     to_item: Callable[[Any], T],
+    *,
+    byte_budget: tuple[Callable[[Any], int], int] | None = None,
 ) -> Page[T]:
+    """One page, newest first. With ``byte_budget`` (a size function and a limit), the
+    page also ends once the rows' sizes add up past the limit (always at least one row),
+    so large records cannot make a single response, and the server's memory, explode."""
     if cursor:
         stmt = stmt.where(id_column < decode_cursor(cursor))
     rows: Sequence[Any] = session.scalars(stmt.order_by(id_column.desc()).limit(limit + 1)).all()
-    items = [to_item(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    take = min(limit, len(rows))
+    if byte_budget is not None:
+        size_of, max_bytes = byte_budget
+        used = 0
+        for index, row in enumerate(rows[:take]):
+            used += size_of(row)
+            if used > max_bytes and index > 0:
+                take = index
+                break
+    items = [to_item(row) for row in rows[:take]]
+    next_cursor = encode_cursor(rows[take - 1].id) if len(rows) > take else None
     return Page[T](items=items, next_cursor=next_cursor)

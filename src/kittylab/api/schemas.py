@@ -225,7 +225,12 @@ class TelemetryIn(StrictInput):
     integration: Name64 | None = Field(
         None, description="With externalId, when two integrations use the same id."
     )
-    topic: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00#+]*$")]
+    topic: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00#+]*$"
+        ),
+    ]
     payload: Any
     recorded_at: AwareDatetime | None = Field(
         None, description="When the device measured it; at most 7 days old. Default: now."

@@ -22,6 +22,33 @@ MAX_TELEMETRY_AGE = timedelta(days=7)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
+# Nesting deeper than any real sensor report; deeper payloads could not even be serialized
+# back out by the API.
+MAX_TELEMETRY_DEPTH = 32
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_telemetry_depth(payload: Any, field: str = "payload") -> None:
+    if json_depth(payload) > MAX_TELEMETRY_DEPTH:
+        raise ValidationFailed(field, f"nests deeper than {MAX_TELEMETRY_DEPTH} levels")
+
+
 def check_telemetry_size(raw_size: int, field: str = "payload") -> None:
     if raw_size > MAX_TELEMETRY_BYTES:
         raise PayloadTooLarge(field, raw_size, MAX_TELEMETRY_BYTES)

@@ -15,7 +15,11 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Device, TelemetryEvent
 from kittylab.domain.enums import OnlineState
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
-from kittylab.domain.records import check_recorded_at, check_telemetry_size
+from kittylab.domain.records import (
+    check_recorded_at,
+    check_telemetry_depth,
+    check_telemetry_size,
+)
 
 TELEMETRY_EVENTS = Counter(
     "kittylab_telemetry_events_total", "Telemetry events by outcome.", ["outcome"]
@@ -53,6 +57,7 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
         except PayloadTooLarge:
             TELEMETRY_EVENTS.labels("rejected_too_large").inc()
             raise
+        check_telemetry_depth(event.payload, field)
         if event.recorded_at is not None:
             check_recorded_at(event.recorded_at, now, f"events.{index}.recordedAt")
     device_ids = _resolve_devices(session, events)
@@ -72,12 +77,18 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
             row["recorded_at"], latest.get(row["device_id"], row["recorded_at"])
         )
     for device_id, seen in latest.items():
-        # A device that reports is online; last_seen never moves backwards.
+        # last_seen never moves backwards. A device that reports is online again, unless
+        # it is in fault: only its integration clears a fault, not any report.
         session.execute(
             update(Device)
             .where(Device.id == device_id)
             .where((Device.last_seen.is_(None)) | (Device.last_seen < seen))
-            .values(last_seen=seen, online_state=OnlineState.ONLINE)
+            .values(last_seen=seen)
+        )
+        session.execute(
+            update(Device)
+            .where(Device.id == device_id, Device.online_state == OnlineState.OFFLINE)
+            .values(online_state=OnlineState.ONLINE)
         )
     TELEMETRY_EVENTS.labels("stored").inc(len(rows))
     return len(rows)
@@ -90,7 +101,11 @@ def _resolve_devices(session: Session, events: list[IncomingEvent]) -> list[UUID
     wanted_ext = {e.external_id for e in events if e.device_id is None and e.external_id}
     known_ids: set[UUID] = set()
     if wanted_ids:
-        known_ids = set(session.scalars(select(Device.id).where(Device.id.in_(wanted_ids))))
+        known_ids = set(
+            session.scalars(
+                select(Device.id).where(Device.id.in_(wanted_ids), Device.retired_at.is_(None))
+            )
+        )
     by_ext: dict[str, dict[str, UUID]] = {}
     if wanted_ext:
         rows = session.execute(
@@ -111,7 +126,7 @@ def _resolve_one(
 ) -> UUID:
     if event.device_id is not None:
         if event.device_id not in known_ids:
-            raise ValidationFailed(f"events.{index}.deviceId", "no such device")
+            raise ValidationFailed(f"events.{index}.deviceId", "no such active device")
         return event.device_id
     if not event.external_id:
         raise ValidationFailed(f"events.{index}.deviceId", "give deviceId or externalId")

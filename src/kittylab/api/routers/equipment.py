@@ -22,6 +22,9 @@ from kittylab.services.simulation import STATE_TOPIC
 
 router = APIRouter(prefix="/api", tags=["equipment"])
 
+# A telemetry page stops at about this many payload bytes (64 KiB events add up fast).
+PAGE_BYTES = 2 * 1024 * 1024
+
 
 @router.get("/commands", response_model=Page[CommandOut])
 def list_commands(
@@ -62,7 +65,7 @@ def ingest_telemetry(
     """Store a batch of telemetry events in one transaction. An event whose payload is over
     64 KiB (as compact JSON) rejects the batch with 413 naming it; it is counted in
     ``kittylab_telemetry_rejected_total``."""
-    if not caller.has_any(Role.ADMIN) and any(e.topic == STATE_TOPIC for e in body.events):
+    if not caller.has_any(Role.ADMIN) and any(e.topic.lower() == STATE_TOPIC for e in body.events):
         # A device's reported state is what operators act on; only integrations (admin
         # tokens) may write it, so nobody can show a locked door as unlocked.
         raise PermissionDenied(f"the {STATE_TOPIC!r} topic is written by integrations (admin)")
@@ -93,4 +96,12 @@ def list_telemetry(
         stmt = stmt.where(TelemetryEvent.recorded_at >= since)
     if until is not None:
         stmt = stmt.where(TelemetryEvent.recorded_at < until)
-    return paginate(uow, stmt, TelemetryEvent.id, cursor, limit, TelemetryOut.model_validate)
+    return paginate(
+        uow,
+        stmt,
+        TelemetryEvent.id,
+        cursor,
+        limit,
+        TelemetryOut.model_validate,
+        byte_budget=(lambda row: telemetry.payload_size(row.payload), PAGE_BYTES),
+    )
