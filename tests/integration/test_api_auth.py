@@ -130,8 +130,8 @@ def test_user_list_filters_by_role(client: TestClient, admin: Person, operator: 
 
 def test_chunked_oversize_body_is_413_too(client: TestClient, admin: Person) -> None:
     def chunks():  # type: ignore[no-untyped-def]
-        for _ in range(64):
-            yield b"x" * 65536  # 4 MiB in all, without a Content-Length
+        for _ in range(80):
+            yield b"x" * 65536  # 5 MiB in all, without a Content-Length
 
     response = client.post(
         "/api/telemetry",
@@ -151,3 +151,33 @@ def test_readyz_fails_while_the_job_worker_is_down(client: TestClient, container
     assert down.json()["checks"]["workers"] == "restarting"
     container.worker_state.running = True
     assert client.get("/readyz").status_code == 200
+
+
+def test_declared_oversize_body_is_a_problem_document(client: TestClient, admin: Person) -> None:
+    response = client.post(
+        "/api/lab/apply",
+        content=b"{" + b" " * (1100 * 1024) + b"}",  # over 1 MiB
+        headers={**admin.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "body"
+    assert response.headers["x-request-id"]
+
+
+def test_a_body_that_is_not_json_names_the_body(client: TestClient, admin: Person) -> None:
+    response = client.post(
+        "/api/conversations",
+        content=b'{"contextKey": "a\x00',
+        headers={**admin.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "body"
+
+
+def test_made_up_methods_do_not_mint_metric_series(client: TestClient) -> None:
+    for method in ("FOOBAR", "BAZQUX"):
+        client.request(method, "/healthz")
+    metrics = client.get("/metrics").text
+    assert "FOOBAR" not in metrics and "BAZQUX" not in metrics
+    assert 'method="other"' in metrics

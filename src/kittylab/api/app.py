@@ -35,8 +35,10 @@ def create_app(container: Container) -> FastAPI:
         version=__version__,
         description="Control plane of a fabrication lab. Every /api route needs "
         "'Authorization: Bearer <token>'; errors are RFC 9457 problem details.",
-        # Enforced while the body streams in, chunked or not.
-        max_body_size=container.settings.http.max_body_bytes,
+        # A backstop for bodies without a declared length, cut off while they stream in.
+        # Declared lengths over the real limit are answered (as problems) by our own
+        # middleware; this one sits outside it, so it must be the larger of the two.
+        max_body_size=4 * container.settings.http.max_body_bytes,
     )
     app.state.container = container
     problems.install(app)
@@ -52,7 +54,7 @@ def create_app(container: Container) -> FastAPI:
         notifications,
     ):
         app.include_router(module.router)
-    _install_middleware(app)
+    _install_middleware(app, container.settings.http.max_body_bytes)
     return app
 
 
@@ -68,7 +70,10 @@ def _route_template(request: Request) -> str:
     return "unmatched"
 
 
-def _install_middleware(app: FastAPI) -> None:
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _install_middleware(app: FastAPI, max_body: int) -> None:
     @app.middleware("http")
     async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -81,8 +86,22 @@ def _install_middleware(app: FastAPI) -> None:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
+            length = request.headers.get("content-length")
+            too_long = length is not None and (not length.isdigit() or int(length) > max_body)
             try:
-                response = await call_next(request)
+                if too_long:
+                    # Declared sizes are refused before anything is read; chunked bodies
+                    # are cut off by FastAPI's own limit while they stream.
+                    response: Response = problems.problem(
+                        request,
+                        413,
+                        "payload-too-large",
+                        "Payload too large",
+                        f"request bodies are limited to {max_body} bytes",
+                        field="body",
+                    )
+                else:
+                    response = await call_next(request)
             except Exception:
                 # Handled here rather than by Starlette's outermost error middleware, so
                 # the 500 still carries the request id, is counted and is logged with it.
@@ -95,9 +114,11 @@ def _install_middleware(app: FastAPI) -> None:
                     "the error was logged with this request's id",
                 )
             route = _route_template(request)
+            # Bounded label values: a made-up method must not mint new metric series.
+            method = request.method if request.method in KNOWN_METHODS else "other"
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-            HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+            HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+            HTTP_LATENCY.labels(route, method).observe(elapsed)
             response.headers["X-Request-ID"] = request_id
             duration_ms = round(elapsed * 1000, 2)
             log.info(

@@ -6,6 +6,7 @@ the request) and never carries a stack trace."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg.errors
@@ -63,6 +64,13 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def _error_field(error: Mapping[str, Any]) -> str:
+    # A body that is not JSON at all points at a byte offset, not at a field.
+    if error.get("type") == "json_invalid":
+        return "body"
+    return _loc_to_field(error.get("loc", ()))
+
+
 def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
@@ -88,7 +96,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _loc_to_field(e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
+            {"field": _error_field(e), "message": str(e.get("msg", "invalid"))}
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
@@ -224,12 +232,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        # FastAPI answers 400 when it cannot decode a body at all, and 413 when a
+        # streamed body passes the size limit: both are about the body.
+        field = "body" if exc.status_code in (400, 413) else None
         return problem(
             request,
             exc.status_code,
             kind,
             str(exc.detail),
             str(exc.detail),
+            field=field,
             headers=dict(exc.headers or {}),
         )
 

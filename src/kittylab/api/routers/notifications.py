@@ -1,7 +1,8 @@
 """Notifications: the outbox of messages to people.
 
-A recipient may carry credentials (a webhook URL with a password or a ``?token=``), so the
-API shows it masked (``mask_recipient``); the stored value stays intact for delivery."""
+A recipient may carry credentials (a webhook URL with a user and password, a token in its
+path or a ``?token=``), so the API shows it masked (``mask_recipient``); the stored value
+stays intact for delivery. An idempotency key is scoped to the caller who sent it."""
 
 from __future__ import annotations
 
@@ -36,22 +37,32 @@ _SECRET_QUERY_KEY = re.compile(r"key|auth|sig|pwd|^\+", re.IGNORECASE)
 
 
 def mask_recipient(recipient: str) -> str:
-    """``recipient`` with the password of a URL's userinfo and the values of secret-looking
-    query keys replaced by ``[redacted]``. Anything that is not a URL is returned as is."""
+    """``recipient`` as it may be shown: for a URL, scheme, host, port, the first path
+    segment and the query keys stay; any userinfo, every later path segment, the values of
+    secret-looking query keys and a fragment become ``[redacted]``. Anything that is not a
+    URL is returned as is."""
     if "://" not in recipient:
         return recipient
     try:
         parts = urlsplit(recipient)
-        password = parts.password
     except ValueError:  # unparseable: show nothing that might be a secret
         return REDACTED
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}:{REDACTED}@{hostport}"
+    # The host is after the last "@", as Apprise and urllib both read it.
+    _, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{REDACTED}@{hostport}" if at else hostport
     query = "&".join(_mask_pair(pair) for pair in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    fragment = REDACTED if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, _mask_path(parts.path), query, fragment))
+
+
+def _mask_path(path: str) -> str:
+    # Webhook services put their token in the path (/hooks/<token>, /services/T/B/<token>);
+    # the first segment rarely is one and tells endpoints apart.
+    first, *rest = path.split("/")[1:] or [""]
+    if not rest:
+        return path
+    masked = [REDACTED if segment else "" for segment in rest]
+    return "/".join(["", first, *masked])
 
 
 def _mask_pair(pair: str) -> str:
@@ -94,12 +105,15 @@ def get_notification(notification_id: UUID, _: SafetyCaller, uow: UnitOfWork) ->
 @router.post("", response_model=NotificationOut, status_code=status.HTTP_202_ACCEPTED)
 def send_notification(
     body: NotificationCreate,
-    _: SafetyCaller,
+    caller: SafetyCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> NotificationOut:
     """Queue a message (for instance, to test a channel). Delivery happens in the
-    background with retries; poll this notification for its outcome."""
+    background with retries; poll this notification for its outcome. Refused (422) when
+    the channel has no target configured or the recipient cannot be delivered to; repeating
+    a request with the same ``idempotencyKey`` returns the first notification, and reusing
+    the key for a different message is a 409."""
     row = notifications.enqueue(
         uow,
         channel=body.channel,
@@ -107,6 +121,7 @@ def send_notification(
         title=body.title,
         body=body.body,
         idempotency_key=body.idempotency_key,
+        requested_by=caller.user_id,
         settings=c.settings.notify,
     )
     uow.commit()
