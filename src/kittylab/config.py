@@ -4,10 +4,13 @@ optional ``.env`` file. Every setting is documented in docs/configuration.md."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 
 def _default_data_dir() -> Path:
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; unset starts an embedded server in the data dir."
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = True
     http: HttpSettings = HttpSettings()
     presence: PresenceSettings = PresenceSettings()
@@ -115,3 +118,26 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     devices: DeviceSettings = DeviceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse a malformed URL at start, with a message that never repeats it (it holds
+        a password)."""
+        if value is None:
+            return None
+        try:
+            url = make_url(value.get_secret_value())
+            _ = url.port  # parsing the port is lazy
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "is not a valid URL (postgresql://user:password@host:5432/db)"
+            ) from None
+        if not url.drivername.startswith("postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value

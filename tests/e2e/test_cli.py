@@ -58,3 +58,10 @@ def test_quick_start_commands_work_on_an_empty_data_dir(tmp_path: Path) -> None:
     assert "ada" in people and "admin" in people
     shown = _run(tmp_path, "lab", "show").stdout
     assert "welder-power" in shown and "laser-room" in shown
+
+
+def test_a_malformed_database_url_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    result = _run(tmp_path, "lab", "show", KITTYLAB_DATABASE_URL="postgresql://u:hunter2@db:port/x")
+    assert result.returncode == 2
+    assert "KITTYLAB_DATABASE_URL" in result.stderr
+    assert "hunter2" not in result.stderr

@@ -448,3 +448,9 @@ def test_parse_manifest_names_its_source() -> None:
 def test_hostile_yaml_is_a_manifest_error_not_a_crash(text: str) -> None:
     with pytest.raises(ManifestError):
         parse_manifest(text, "hostile.yaml")
+
+
+@pytest.mark.parametrize("text", ["version: " + "9" * 5000, "zones:\n  - name: 2026-13-45\n"])
+def test_unreadable_scalars_are_a_manifest_error(text: str) -> None:
+    with pytest.raises(ManifestError):
+        parse_manifest(text, "odd.yaml")

@@ -76,6 +76,11 @@ def _compose(text: str, source: str) -> tuple[object, dict[str, int]]:
     except RecursionError:
         problem = ManifestProblem("", "nested too deeply to be a lab manifest", source)
         raise ManifestError([problem]) from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML converts scalars itself: a 5,000-digit integer or an impossible date
+        # fails here rather than in our validation.
+        problem = ManifestProblem("", f"a value cannot be read: {str(exc)[:200]}", source)
+        raise ManifestError([problem]) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -108,8 +108,11 @@ class EmbeddedPostgres:
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
             ).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-                log.info("created database %s in the embedded server", DATABASE_NAME)
+                try:
+                    conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                    log.info("created database %s in the embedded server", DATABASE_NAME)
+                except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                    pass  # another KittyLab command starting at the same moment made it
         url: str = self._server.get_uri(database=DATABASE_NAME)
         return url
 
