@@ -181,3 +181,10 @@ def test_made_up_methods_do_not_mint_metric_series(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert "FOOBAR" not in metrics and "BAZQUX" not in metrics
     assert 'method="other"' in metrics
+
+
+def test_interactive_docs_are_served_without_a_cdn(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
@@ -42,7 +43,7 @@ from kittylab.api.routers.notifications import mask_recipient
 from kittylab.config import JobSettings, NotifySettings, Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADPolicyMode, NotificationChannel, NotificationStatus, Tier
-from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.errors import Conflict, ValidationFailed
 from kittylab.domain.notifications import RetryPolicy, webhook_host_allowed
 from kittylab.services import notifications, sessions
 from kittylab.services.notifications import DeliveryOutcome, DeliveryResult
@@ -165,6 +166,24 @@ def job_context(
 POLICY = RetryPolicy(max_attempts=3, base_delay=timedelta(seconds=30))
 
 
+def _at(moment: datetime) -> Callable[[], datetime]:
+    """A clock that stays at ``moment``: the attempt takes no time."""
+    return lambda: moment
+
+
+class SteppingClock:
+    """A clock that moves only when told to, as a slow send would move it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
+
+
 def _enqueue(
     database: Database,
     channel: NotificationChannel,
@@ -198,7 +217,7 @@ def test_email_notification_reaches_the_smtp_server(
     notification_id = _enqueue(database, NotificationChannel.EMAIL, "ops@lab.example")
     sent_before = _count("sent")
 
-    result = notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+    result = notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
 
     assert result.outcome is DeliveryOutcome.SENT
     assert not result.should_retry
@@ -218,7 +237,7 @@ def test_webhook_notification_posts_json_to_the_receiver(
 ) -> None:
     notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
 
-    result = notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+    result = notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
 
     assert result.outcome is DeliveryOutcome.SENT
     [(path, payload)] = webhook_receiver.requests
@@ -234,7 +253,7 @@ def test_unreachable_target_is_retried_with_backoff_and_then_fails(
     notification_id = _enqueue(database, NotificationChannel.WEBHOOK, recipient)
     retries_before, failures_before = _count("retry"), _count("failed")
 
-    first = notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+    first = notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
 
     assert first.outcome is DeliveryOutcome.RETRY
     assert first.retry_in == timedelta(seconds=30)
@@ -244,20 +263,20 @@ def test_unreachable_target_is_retried_with_backoff_and_then_fails(
     assert "connection error" in delivery["last_error"].lower()
 
     early = notifications.deliver(
-        database, sender, notification_id, now=NOW + timedelta(seconds=5), policy=POLICY
+        database, sender, notification_id, clock=_at(NOW + timedelta(seconds=5)), policy=POLICY
     )
     assert early.outcome is DeliveryOutcome.NOT_DUE
     assert early.retry_in == timedelta(seconds=25)
     assert _row(database, notification_id).metadata_["delivery"]["attempts"] == 1
 
     second = notifications.deliver(
-        database, sender, notification_id, now=NOW + timedelta(seconds=30), policy=POLICY
+        database, sender, notification_id, clock=_at(NOW + timedelta(seconds=30)), policy=POLICY
     )
     assert second.outcome is DeliveryOutcome.RETRY
     assert second.retry_in == timedelta(seconds=60)
 
     last = notifications.deliver(
-        database, sender, notification_id, now=NOW + timedelta(seconds=90), policy=POLICY
+        database, sender, notification_id, clock=_at(NOW + timedelta(seconds=90)), policy=POLICY
     )
     assert last.outcome is DeliveryOutcome.FAILED
     assert not last.should_retry
@@ -275,40 +294,137 @@ def test_delivering_a_sent_notification_again_sends_nothing(
     database: Database, sender: AppriseSender, webhook_receiver: Receiver
 ) -> None:
     notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
-    notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+    notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
 
-    again = notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+    again = notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
 
     assert again.outcome is DeliveryOutcome.SKIPPED
     assert len(webhook_receiver.requests) == 1
     assert _row(database, notification_id).metadata_["delivery"]["attempts"] == 1
 
 
-def test_repeated_idempotency_key_returns_the_existing_notification(database: Database) -> None:
+@pytest.mark.parametrize(
+    ("channel", "recipient"),
+    [
+        (NotificationChannel.EMAIL, "not an email, x@y.z"),
+        (NotificationChannel.SLACK, "#lab-alerts"),  # no slack template configured
+    ],
+)
+def test_a_notification_that_can_never_be_sent_fails_on_its_first_attempt(
+    database: Database,
+    sender: AppriseSender,
+    smtp_server: tuple[Inbox, int],
+    channel: NotificationChannel,
+    recipient: str,
+) -> None:
+    inbox, _ = smtp_server
+    notification_id = _enqueue(database, channel, recipient)
+
+    result = notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
+
+    assert result.outcome is DeliveryOutcome.FAILED
+    assert not result.should_retry
+    row = _row(database, notification_id)
+    assert row.status is NotificationStatus.FAILED
+    assert row.metadata_["delivery"]["attempts"] == 1
+    assert row.metadata_["delivery"]["next_attempt_at"] is None
+    assert inbox.envelopes == []
+
+
+def test_backoff_runs_from_the_end_of_a_slow_attempt(database: Database, closed_port: int) -> None:
+    notification_id = _enqueue(
+        database, NotificationChannel.WEBHOOK, f"json://127.0.0.1:{closed_port}/hook"
+    )
+    clock = SteppingClock(NOW)
+
+    def slow_failure() -> None:
+        clock.advance(timedelta(seconds=45))  # longer than the 30 s base delay
+        raise DeliveryFailed("timed out")
+
+    result = notifications.deliver(
+        database, CallbackSender(slow_failure), notification_id, clock=clock, policy=POLICY
+    )
+
+    assert result.outcome is DeliveryOutcome.RETRY
+    assert result.retry_in == timedelta(seconds=30)
+    delivery = _row(database, notification_id).metadata_["delivery"]
+    assert datetime.fromisoformat(delivery["next_attempt_at"]) == NOW + timedelta(seconds=75)
     with database.unit_of_work() as session:
-        first = notifications.enqueue(
-            session,
-            channel=NotificationChannel.EMAIL,
-            recipient="ops@lab.example",
-            title="Door unlocked",
-            body="token=kl_abcdefghijklmnopqrstuvwxyz was used",
-            idempotency_key="unlock-42",
-        )
+        assert notifications.due_for_delivery(session, NOW + timedelta(seconds=60), 10) == []
+
+
+def test_a_slow_successful_send_is_stamped_when_it_ended(
+    database: Database, webhook_receiver: Receiver
+) -> None:
+    notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
+    clock = SteppingClock(NOW)
+
+    result = notifications.deliver(
+        database,
+        CallbackSender(lambda: clock.advance(timedelta(seconds=45))),
+        notification_id,
+        clock=clock,
+        policy=POLICY,
+    )
+
+    assert result.outcome is DeliveryOutcome.SENT
+    assert _row(database, notification_id).sent_at == NOW + timedelta(seconds=45)
+
+
+def _enqueue_keyed(
+    session: Session, *, recipient: str = "ops@lab.example", requested_by: UUID | None = None
+) -> Notification:
+    return notifications.enqueue(
+        session,
+        channel=NotificationChannel.EMAIL,
+        recipient=recipient,
+        title="Door unlocked",
+        body="token=kl_abcdefghijklmnopqrstuvwxyz was used",
+        idempotency_key="unlock-42",
+        requested_by=requested_by,
+    )
+
+
+def test_repeating_a_request_with_its_idempotency_key_returns_the_existing_notification(
+    database: Database,
+) -> None:
     with database.unit_of_work() as session:
-        second = notifications.enqueue(
-            session,
-            channel=NotificationChannel.EMAIL,
-            recipient="someone-else@lab.example",
-            title="Other",
-            body="other",
-            idempotency_key="unlock-42",
-        )
+        first = _enqueue_keyed(session)
+    with database.unit_of_work() as session:
+        second = _enqueue_keyed(session)
         count = len(session.scalars(select(Notification)).all())
 
     assert second.id == first.id
-    assert second.recipient == "ops@lab.example"
     assert count == 1
     assert "kl_abcdefghijklmnopqrstuvwxyz" not in first.payload["body"]
+
+
+def test_reusing_an_idempotency_key_for_a_different_message_is_a_conflict(
+    database: Database,
+) -> None:
+    with database.unit_of_work() as session:
+        first = _enqueue_keyed(session)
+    with database.unit_of_work() as session, pytest.raises(Conflict) as caught:
+        _enqueue_keyed(session, recipient="someone-else@lab.example")
+
+    assert caught.value.field == "idempotencyKey"
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Notification.id)).all() == [first.id]
+
+
+def test_idempotency_keys_of_different_requesters_never_meet(
+    database: Database, admin: Person, safety_lead: Person
+) -> None:
+    with database.unit_of_work() as session:
+        internal = _enqueue_keyed(session)
+        mine = _enqueue_keyed(session, requested_by=admin.user_id)
+        theirs = _enqueue_keyed(
+            session, recipient="other@lab.example", requested_by=safety_lead.user_id
+        )
+
+    assert len({internal.id, mine.id, theirs.id}) == 3
+    assert (mine.requested_by, theirs.requested_by) == (admin.user_id, safety_lead.user_id)
+    assert theirs.recipient == "other@lab.example"
 
 
 def test_due_for_delivery_lists_queued_notifications_whose_attempt_is_due(
@@ -319,8 +435,8 @@ def test_due_for_delivery_lists_queued_notifications_whose_attempt_is_due(
         database, NotificationChannel.WEBHOOK, f"json://127.0.0.1:{closed_port}/"
     )
     sent = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
-    notifications.deliver(database, sender, backing_off, now=NOW, policy=POLICY)
-    notifications.deliver(database, sender, sent, now=NOW, policy=POLICY)
+    notifications.deliver(database, sender, backing_off, clock=_at(NOW), policy=POLICY)
+    notifications.deliver(database, sender, sent, clock=_at(NOW), policy=POLICY)
 
     with database.unit_of_work() as session:
         now_due = notifications.due_for_delivery(session, NOW, limit=10)
@@ -330,12 +446,14 @@ def test_due_for_delivery_lists_queued_notifications_whose_attempt_is_due(
     assert later_due == [fresh, backing_off]
 
 
-def test_channel_without_configuration_names_its_setting() -> None:
+def test_channel_without_configuration_is_a_permanent_error_naming_its_setting() -> None:
     sender = AppriseSender(NotifySettings())
-    with pytest.raises(DeliveryFailed, match="KITTYLAB_NOTIFY__EMAIL_URL"):
+    with pytest.raises(DeliveryFailed, match="KITTYLAB_NOTIFY__EMAIL_URL") as email_error:
         sender.send(NotificationChannel.EMAIL, "ops@lab.example", "t", "b")
-    with pytest.raises(DeliveryFailed, match="KITTYLAB_NOTIFY__SLACK_URL"):
+    with pytest.raises(DeliveryFailed, match="KITTYLAB_NOTIFY__SLACK_URL") as slack_error:
         sender.send(NotificationChannel.SLACK, "#lab", "t", "b")
+    assert email_error.value.permanent
+    assert slack_error.value.permanent
 
 
 def test_bare_webhook_recipient_must_be_an_http_apprise_url() -> None:
@@ -344,10 +462,25 @@ def test_bare_webhook_recipient_must_be_an_http_apprise_url() -> None:
         sender.send(NotificationChannel.WEBHOOK, "mailto://evil.example?to=x@y.example", "t", "b")
 
 
-def test_email_recipient_cannot_add_addressees(notify_settings: NotifySettings) -> None:
+@pytest.mark.parametrize(
+    "recipient", ["ops@lab.example,spy@evil.example", "not an email, x@y.z", "Ops <o@lab.example>"]
+)
+def test_email_recipient_must_be_one_valid_address_or_fail_permanently(
+    notify_settings: NotifySettings, smtp_server: tuple[Inbox, int], recipient: str
+) -> None:
+    inbox, _ = smtp_server
     sender = AppriseSender(notify_settings)
-    with pytest.raises(DeliveryFailed, match="single email address"):
-        sender.send(NotificationChannel.EMAIL, "ops@lab.example,spy@evil.example", "t", "b")
+    with pytest.raises(DeliveryFailed, match="single valid email address") as caught:
+        sender.send(NotificationChannel.EMAIL, recipient, "t", "b")
+    assert caught.value.permanent
+    assert inbox.envelopes == []
+
+
+def test_a_failed_send_is_not_a_permanent_error(closed_port: int) -> None:
+    sender = AppriseSender(NotifySettings(webhook_hosts=["127.0.0.1"], send_timeout_seconds=2))
+    with pytest.raises(DeliveryFailed) as caught:
+        sender.send(NotificationChannel.WEBHOOK, f"json://127.0.0.1:{closed_port}/hook", "t", "b")
+    assert not caught.value.permanent
 
 
 def test_a_target_that_never_answers_fails_within_the_send_timeout() -> None:
@@ -554,7 +687,7 @@ def test_no_database_connection_or_row_lock_is_held_while_the_sender_runs(
             ).scalar_one()
 
     result = notifications.deliver(
-        database, CallbackSender(during_send), notification_id, now=NOW, policy=POLICY
+        database, CallbackSender(during_send), notification_id, clock=_at(NOW), policy=POLICY
     )
 
     assert result.outcome is DeliveryOutcome.SENT
@@ -573,12 +706,12 @@ def test_a_second_worker_skips_a_notification_another_is_sending(
 
     def during_send() -> None:
         concurrent.append(
-            notifications.deliver(database, sender, notification_id, now=NOW, policy=POLICY)
+            notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
         )
         sender.send(NotificationChannel.WEBHOOK, webhook_receiver.url, "Print finished", "done")
 
     first = notifications.deliver(
-        database, CallbackSender(during_send), notification_id, now=NOW, policy=POLICY
+        database, CallbackSender(during_send), notification_id, clock=_at(NOW), policy=POLICY
     )
 
     assert first.outcome is DeliveryOutcome.SENT
@@ -598,18 +731,23 @@ def test_the_claim_of_a_worker_that_died_mid_send_expires_and_is_taken_again(
 
     with pytest.raises(WorkerDied):
         notifications.deliver(
-            database, CallbackSender(die), notification_id, now=NOW, policy=POLICY, lease=lease
+            database,
+            CallbackSender(die),
+            notification_id,
+            clock=_at(NOW),
+            policy=POLICY,
+            lease=lease,
         )
 
     soon = NOW + timedelta(seconds=30)
     still_claimed = notifications.deliver(
-        database, sender, notification_id, now=soon, policy=POLICY, lease=lease
+        database, sender, notification_id, clock=_at(soon), policy=POLICY, lease=lease
     )
     with database.unit_of_work() as session:
         assert notifications.due_for_delivery(session, soon, limit=10) == []
         assert notifications.due_for_delivery(session, NOW + lease, limit=10) == [notification_id]
     retaken = notifications.deliver(
-        database, sender, notification_id, now=NOW + lease, policy=POLICY, lease=lease
+        database, sender, notification_id, clock=_at(NOW + lease), policy=POLICY, lease=lease
     )
 
     assert still_claimed.outcome is DeliveryOutcome.SKIPPED
@@ -632,7 +770,7 @@ def test_a_worker_that_outlived_its_claim_does_not_count_its_attempt_over_the_ne
         # Another worker takes the expired claim (and fails too) while this one is stuck.
         takeover.append(
             notifications.deliver(
-                database, sender, notification_id, now=later, policy=POLICY, lease=lease
+                database, sender, notification_id, clock=_at(later), policy=POLICY, lease=lease
             )
         )
         raise DeliveryFailed("timed out")
@@ -641,7 +779,7 @@ def test_a_worker_that_outlived_its_claim_does_not_count_its_attempt_over_the_ne
         database,
         CallbackSender(stall_then_fail),
         notification_id,
-        now=NOW,
+        clock=_at(NOW),
         policy=POLICY,
         lease=lease,
     )
@@ -667,7 +805,7 @@ def test_an_unexpected_sender_error_counts_as_an_attempt_and_the_notification_fa
     crashing = CallbackSender(crash)
     outcomes = [
         notifications.deliver(
-            database, crashing, notification_id, now=NOW + timedelta(hours=n), policy=POLICY
+            database, crashing, notification_id, clock=_at(NOW + timedelta(hours=n)), policy=POLICY
         ).outcome
         for n in range(3)
     ]
@@ -850,8 +988,7 @@ def test_api_masks_recipient_credentials_but_keeps_them_for_delivery(
     ]
 
     masked = (
-        "json://kitty:[redacted]@hooks.lab.example/hook"
-        "?token=[redacted]&room=ops&+X-Api-Key=[redacted]"
+        "json://[redacted]@hooks.lab.example/hook?token=[redacted]&room=ops&+X-Api-Key=[redacted]"
     )
     assert shown == [masked, masked, masked]
     assert _row(database, UUID(notification_id)).recipient == recipient
@@ -865,10 +1002,155 @@ def test_api_masks_recipient_credentials_but_keeps_them_for_delivery(
         ("json://hooks.lab.example/hook?room=ops", "json://hooks.lab.example/hook?room=ops"),
         (
             "json://bot@hooks.lab.example/?secret=s&sig=x",
-            "json://bot@hooks.lab.example/?secret=[redacted]&sig=[redacted]",
+            "json://[redacted]@hooks.lab.example/?secret=[redacted]&sig=[redacted]",
         ),
+        (
+            "json://127.0.0.1:18899/hooks/SECRETPATHTOKEN123",
+            "json://127.0.0.1:18899/hooks/[redacted]",
+        ),
+        (
+            "jsons://u:p@[::1]:8443/services/T000/B000/XXXX/?room=ops#frag",
+            "jsons://[redacted]@[::1]:8443/services/[redacted]/[redacted]/[redacted]/"
+            "?room=ops#[redacted]",
+        ),
+        ("json://a@b@hooks.lab.example/x", "json://[redacted]@hooks.lab.example/x"),
         ("json://[::1/broken", "[redacted]"),
     ],
 )
-def test_mask_recipient_hides_only_credentials(recipient: str, shown: str) -> None:
+def test_mask_recipient_hides_credentials_but_keeps_the_target_host(
+    recipient: str, shown: str
+) -> None:
     assert mask_recipient(recipient) == shown
+
+
+def _post_as(client: TestClient, person: Person, **fields: str) -> httpx.Response:
+    body = {"channel": "email", "recipient": "ops@lab.example", "title": "t", "body": "b"}
+    response: httpx.Response = client.post(
+        "/api/notifications", headers=person.headers, json=body | fields
+    )
+    return response
+
+
+def _configure_email(container: bootstrap.Container) -> None:
+    container.settings = container.settings.model_copy(
+        update={
+            "notify": NotifySettings(
+                email_url=SecretStr("mailto://127.0.0.1:8025?to={recipient}&mode=insecure")
+            )
+        }
+    )
+
+
+def test_api_scopes_idempotency_keys_to_the_caller(
+    client: TestClient,
+    container: bootstrap.Container,
+    admin: Person,
+    safety_lead: Person,
+    database: Database,
+) -> None:
+    _configure_email(container)
+
+    mine = _post_as(client, admin, idempotencyKey="k-shared-1")
+    theirs = _post_as(
+        client,
+        safety_lead,
+        idempotencyKey="k-shared-1",
+        recipient="other@lab.example",
+        title="Another",
+        body="another message",
+    )
+
+    assert (mine.status_code, theirs.status_code) == (202, 202), theirs.text
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert theirs.json()["recipient"] == "other@lab.example"
+    assert theirs.json()["payload"] == {"title": "Another", "body": "another message"}
+    row = _row(database, UUID(theirs.json()["id"]))
+    assert row.requested_by == safety_lead.user_id
+
+
+def test_api_returns_the_first_notification_when_a_caller_repeats_a_request(
+    client: TestClient, container: bootstrap.Container, admin: Person, database: Database
+) -> None:
+    _configure_email(container)
+
+    first = _post_as(client, admin, idempotencyKey="k-1")
+    again = _post_as(client, admin, idempotencyKey="k-1")
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["id"] == first.json()["id"]
+    with database.unit_of_work() as session:
+        assert len(session.scalars(select(Notification)).all()) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"channel": "webhook", "recipient": "json://hooks.lab.example/hook"},
+        {"recipient": "someone-else@lab.example"},
+        {"title": "Other"},
+        {"body": "other"},
+    ],
+)
+def test_api_refuses_a_callers_idempotency_key_reused_for_a_different_message(
+    client: TestClient,
+    container: bootstrap.Container,
+    admin: Person,
+    database: Database,
+    change: dict[str, str],
+) -> None:
+    container.settings = container.settings.model_copy(
+        update={
+            "notify": NotifySettings(
+                email_url=SecretStr("mailto://127.0.0.1:8025?to={recipient}&mode=insecure"),
+                webhook_hosts=["hooks.lab.example"],
+            )
+        }
+    )
+    first = _post_as(client, admin, idempotencyKey="k-1")
+
+    reused = _post_as(client, admin, idempotencyKey="k-1", **change)
+
+    assert first.status_code == 202
+    assert reused.status_code == 409, reused.text
+    assert reused.json()["field"] == "idempotencyKey"
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Notification.id)).all() == [UUID(first.json()["id"])]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "hint"),
+    [
+        ({"recipient": "not an email, x@y.z"}, "recipient", "single valid email address"),
+        ({"recipient": "ops@lab.example,spy@evil.example"}, "recipient", "email address"),
+        ({"channel": "slack", "recipient": "#lab"}, "channel", "KITTYLAB_NOTIFY__SLACK_URL"),
+        ({"channel": "push", "recipient": "lab"}, "channel", "KITTYLAB_NOTIFY__PUSH_URL"),
+    ],
+)
+def test_api_refuses_a_notification_that_could_never_be_sent(
+    client: TestClient,
+    container: bootstrap.Container,
+    safety_lead: Person,
+    database: Database,
+    fields: dict[str, str],
+    field: str,
+    hint: str,
+) -> None:
+    _configure_email(container)
+
+    response = _post_as(client, safety_lead, **fields)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert hint in response.json()["detail"]
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Notification)).all() == []
+
+
+def test_api_refuses_email_when_no_email_target_is_configured(
+    client: TestClient, safety_lead: Person
+) -> None:
+    response = _post_as(client, safety_lead)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "channel"
+    assert "KITTYLAB_NOTIFY__EMAIL_URL" in response.json()["detail"]

@@ -9,7 +9,12 @@ import pytest
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationStatus
 from kittylab.domain.errors import InvalidTransition
-from kittylab.domain.notifications import DeliveryState, RetryPolicy, record_attempt
+from kittylab.domain.notifications import (
+    DeliveryState,
+    RetryPolicy,
+    email_recipient_problem,
+    record_attempt,
+)
 from kittylab.services.notifications import claim_lease, retry_policy
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -88,3 +93,51 @@ def test_retry_policy_comes_from_the_notify_settings() -> None:
 def test_a_delivery_claim_outlasts_twice_the_send_timeout() -> None:
     assert claim_lease(NotifySettings(send_timeout_seconds=15)) == timedelta(seconds=60)
     assert claim_lease(NotifySettings(send_timeout_seconds=1)) > timedelta(seconds=2)
+
+
+@pytest.mark.parametrize("attempts", range(0, 61))
+def test_backoff_is_defined_and_capped_for_every_attempt_count(attempts: int) -> None:
+    policy = RetryPolicy(base_delay=timedelta(seconds=10), max_delay=timedelta(minutes=30))
+    delay = policy.delay_after(attempts)
+    assert timedelta(seconds=10) <= delay <= timedelta(minutes=30)
+    if attempts >= 9:  # 10 s × 2^8 is past half an hour
+        assert delay == timedelta(minutes=30)
+
+
+def test_the_last_of_fifty_attempts_fails_instead_of_overflowing() -> None:
+    policy = RetryPolicy(max_attempts=50)
+    state, status = DeliveryState(), NotificationStatus.QUEUED
+    for _ in range(50):
+        outcome = record_attempt(status, state, policy, NOW, "refused")
+        state, status = outcome.state, outcome.status
+    assert status is NotificationStatus.FAILED
+    assert state.attempts == 50
+
+
+def test_a_permanent_error_fails_the_notification_on_its_first_attempt() -> None:
+    outcome = record_attempt(
+        NotificationStatus.QUEUED, DeliveryState(), POLICY, NOW, "no target", permanent=True
+    )
+    assert outcome.status is NotificationStatus.FAILED
+    assert outcome.state.attempts == 1
+    assert outcome.state.next_attempt_at is None
+    assert outcome.state.last_error == "no target"
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "not an email, x@y.z",
+        "ops@lab.example,spy@evil.example",
+        "ops@lab.example; spy@evil.example",
+        "Ops <ops@lab.example>",
+        "ops@localhost",
+        "",
+    ],
+)
+def test_an_email_recipient_must_be_exactly_one_valid_address(recipient: str) -> None:
+    assert email_recipient_problem(recipient) is not None
+
+
+def test_a_plain_email_address_is_a_valid_email_recipient() -> None:
+    assert email_recipient_problem("ops@lab.example") is None

@@ -8,7 +8,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match
+from swagger_ui_bundle import swagger_ui_path
 
 from kittylab import __version__
 from kittylab.api import problems
@@ -39,7 +43,12 @@ def create_app(container: Container) -> FastAPI:
         # Declared lengths over the real limit are answered (as problems) by our own
         # middleware; this one sits outside it, so it must be the larger of the two.
         max_body_size=4 * container.settings.http.max_body_bytes,
+        # The interactive docs are served from the package below, not from a CDN: a lab
+        # network is often offline.
+        docs_url=None,
+        redoc_url=None,
     )
+    _install_docs(app)
     app.state.container = container
     problems.install(app)
     for module in (
@@ -56,6 +65,20 @@ def create_app(container: Container) -> FastAPI:
         app.include_router(module.router)
     _install_middleware(app, container.settings.http.max_body_bytes)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="KittyLab API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
 
 
 def _route_template(request: Request) -> str:

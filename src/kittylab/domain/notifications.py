@@ -1,7 +1,9 @@
 """Notification delivery state: attempts, exponential backoff, when to give up.
 
 The retry state lives in the notification's metadata as ``delivery`` so an operator can see
-why a message is late without reading logs."""
+why a message is late without reading logs. A permanent error (a target that is not
+configured, a recipient no target accepts) fails the notification on its first attempt:
+retrying it would only delay the failure."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from kittylab.domain.enums import NotificationStatus
+from email_validator import EmailNotValidError, validate_email
+
+from kittylab.domain.enums import NotificationChannel, NotificationStatus
 from kittylab.domain.state_machines import NOTIFICATION_TRANSITIONS, transition
 
 
@@ -22,10 +26,17 @@ class RetryPolicy:
     max_delay: timedelta = timedelta(minutes=30)
 
     def delay_after(self, attempts: int) -> timedelta:
-        """Delay before attempt ``attempts + 1``: base × 2^(attempts-1), capped."""
-        factor: int = 2 ** max(attempts - 1, 0)
-        delay: timedelta = self.base_delay * factor
-        return min(delay, self.max_delay)
+        """Delay before attempt ``attempts + 1``: base × 2^(attempts-1), capped at
+        ``max_delay``. Defined for every attempt count: the exponent stops growing once the
+        cap is certain, so no attempt count overflows."""
+        exponent = min(max(attempts - 1, 0), _MAX_EXPONENT)
+        seconds = self.base_delay.total_seconds() * 2.0**exponent
+        return timedelta(seconds=min(seconds, self.max_delay.total_seconds()))
+
+
+# Beyond 2**64 the cap has long applied (at a one-microsecond base that is over half a
+# million years); the uncapped power overflows timedelta from attempt 44 at a 10 s base.
+_MAX_EXPONENT = 64
 
 
 @dataclass
@@ -67,8 +78,14 @@ def record_attempt(
     policy: RetryPolicy,
     now: datetime,
     error: str | None,
+    *,
+    permanent: bool = False,
 ) -> AttemptOutcome:
-    """Fold one delivery attempt into the state: sent, retry later, or failed for good."""
+    """Fold one delivery attempt into the state: sent, retry later, or failed for good.
+
+    A failed attempt is the last when the policy allows no more or when the error is
+    ``permanent`` (no later attempt could succeed). ``now`` is when the attempt ended: the
+    backoff runs from there."""
     attempts = state.attempts + 1
     if error is None:
         new_status = transition(
@@ -78,7 +95,7 @@ def record_attempt(
             new_status, DeliveryState(attempts, None, state.last_error, state.errors)
         )
     errors = [*state.errors, f"{now.isoformat()} {error}"]
-    if attempts >= policy.max_attempts:
+    if permanent or attempts >= policy.max_attempts:
         new_status = transition(
             "notification", NOTIFICATION_TRANSITIONS, status, NotificationStatus.FAILED
         )
@@ -89,6 +106,30 @@ def record_attempt(
     return AttemptOutcome(
         NotificationStatus.QUEUED, DeliveryState(attempts, next_at, error, errors)
     )
+
+
+# --- Targets and recipients ----------------------------------------------------------------
+
+TEMPLATE_SETTING = {
+    NotificationChannel.EMAIL: "email_url",
+    NotificationChannel.SLACK: "slack_url",
+    NotificationChannel.PUSH: "push_url",
+    NotificationChannel.WEBHOOK: "webhook_url",
+}
+"""The ``NotifySettings`` field holding each channel's Apprise URL template (set through
+``KITTYLAB_NOTIFY__<FIELD>``)."""
+
+
+def email_recipient_problem(recipient: str) -> str | None:
+    """Why ``recipient`` is not exactly one valid email address, or None when it is. The
+    reason reads after "the recipient". Lists, display names and quoted local parts are
+    refused: a mail target splits its "to" on commas, spaces and semicolons, so anything
+    looser would let a recipient add further addressees."""
+    try:
+        validate_email(recipient, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"is not a single valid email address ({exc})"
+    return None
 
 
 # --- Webhook targets ---------------------------------------------------------------------

@@ -18,15 +18,26 @@ A message can go out twice only if the target took it but the outcome was never 
 (the worker or database was lost between send and record), or the target answered just
 after the send timeout.
 
+The backoff runs from when an attempt ended, read from the clock after the send, so a
+slow send does not eat into the wait before the next one. A permanent ``DeliveryFailed``
+(see ``kittylab.services.ports``) fails the notification on its first attempt.
+
 Callers enqueue inside their unit of work and defer the delivery job after it commits
 (``JobQueue.defer_notification``); a row whose job never got deferred, or whose claim
 expired, is found by ``due_for_delivery``, which the periodic sweep runs.
+
+An idempotency key belongs to whoever requested the notification (``requested_by``; None
+for the lab's own notifications, which share one scope): the column stores it scoped to
+that requester, so two users' keys never meet, and one requester reusing a key for a
+different message is refused rather than answered with the first message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -41,11 +52,14 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Notification
 from kittylab.config import NotifySettings
+from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
-from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.errors import Conflict, ValidationFailed
 from kittylab.domain.notifications import (
+    TEMPLATE_SETTING,
     DeliveryState,
     RetryPolicy,
+    email_recipient_problem,
     record_attempt,
     webhook_recipient_problem,
 )
@@ -92,6 +106,14 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True)
+class _Failure:
+    """A failed send: its sanitized reason, and whether retrying could help."""
+
+    error: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
 class _Claimed:
     """What the send needs, copied out of the row so no session outlives the claim."""
 
@@ -129,54 +151,92 @@ def enqueue(
     related_safety_event_id: UUID | None = None,
     related_decision_id: UUID | None = None,
     idempotency_key: str | None = None,
+    requested_by: UUID | None = None,
     settings: NotifySettings | None = None,
 ) -> Notification:
     """Record a queued notification with a sanitized payload and return it.
 
-    With ``settings``, a recipient the sender is bound to refuse is refused here instead
-    (``ValidationFailed`` on ``recipient``): today a raw webhook recipient whose scheme or
-    host the settings do not allow. Without it the recipient is only checked for shape.
+    ``requested_by`` is the user who asked for it (None for the lab's own notifications).
 
-    With an ``idempotency_key`` already used, the existing row is returned unchanged
-    (whatever its status), so a retried request cannot notify twice. Nothing is sent here.
+    With ``settings``, a notification the sender is bound to refuse is refused here instead
+    (``ValidationFailed``): on ``channel`` when the settings configure no target for it, on
+    ``recipient`` when it is an email recipient that is not exactly one valid address, or a
+    raw webhook recipient whose scheme or host the settings do not allow. Without them the
+    recipient is only checked for shape.
+
+    With an ``idempotency_key`` that ``requested_by`` already used for the same channel,
+    recipient, title, body and related records, the existing row is returned unchanged
+    (whatever its status), so a retried request cannot notify twice; used for anything else,
+    ``Conflict`` on ``idempotencyKey``. Keys of different requesters never match. Nothing is
+    sent here.
     """
     recipient = recipient.strip()
     if not recipient:
         raise ValidationFailed("recipient", "must not be empty")
     if len(recipient) > _RECIPIENT_MAX:
         raise ValidationFailed("recipient", f"must be at most {_RECIPIENT_MAX} characters")
-    if (
-        settings is not None
-        and channel is NotificationChannel.WEBHOOK
-        and settings.webhook_url is None
-        and (problem := webhook_recipient_problem(recipient, settings.webhook_hosts))
-    ):
-        raise ValidationFailed("recipient", problem)
+    if settings is not None:
+        _check_target(channel, recipient, settings)
     if not title.strip():
         raise ValidationFailed("title", "must not be empty")
-    values = {
+    values: dict[str, Any] = {
         "channel": channel,
         "recipient": recipient,
         "payload": sanitize_payload({"title": title, "body": body}),
         "related_job_id": related_job_id,
         "related_safety_event_id": related_safety_event_id,
         "related_decision_id": related_decision_id,
+        "requested_by": requested_by,
     }
     if idempotency_key is None:
         row = Notification(**values)
         session.add(row)
         session.flush()
         return row
+    stored_key = _scoped_key(idempotency_key, requested_by)
     # ON CONFLICT rather than look-then-insert: two concurrent requests with one key must
     # end with one row, and the loser must not abort its whole transaction.
     session.execute(
         insert(Notification)
-        .values(**values, idempotency_key=idempotency_key)
+        .values(**values, idempotency_key=stored_key)
         .on_conflict_do_nothing(index_elements=[Notification.idempotency_key])
     )
-    return session.scalars(
-        select(Notification).where(Notification.idempotency_key == idempotency_key)
+    row = session.scalars(
+        select(Notification).where(Notification.idempotency_key == stored_key)
     ).one()
+    if any(getattr(row, name) != value for name, value in values.items()):
+        raise Conflict(
+            "this idempotency key was already used for a different notification",
+            field="idempotencyKey",
+        )
+    return row
+
+
+def _check_target(channel: NotificationChannel, recipient: str, settings: NotifySettings) -> None:
+    """Refuse what the sender would refuse for good under ``settings``."""
+    if channel is NotificationChannel.WEBHOOK and settings.webhook_url is None:
+        # No template: the recipient is the target, and the settings say which it may be.
+        if problem := webhook_recipient_problem(recipient, settings.webhook_hosts):
+            raise ValidationFailed("recipient", problem)
+        return
+    setting = TEMPLATE_SETTING[channel]
+    if getattr(settings, setting) is None:
+        raise ValidationFailed(
+            "channel",
+            f"no {channel.value} target is configured (set KITTYLAB_NOTIFY__{setting.upper()})",
+        )
+    if channel is NotificationChannel.EMAIL and (problem := email_recipient_problem(recipient)):
+        raise ValidationFailed("recipient", problem)
+
+
+def _scoped_key(idempotency_key: str, requested_by: UUID | None) -> str:
+    """The stored form of a key: as given for the lab's own notifications; for a user's,
+    their id and a digest of the key, so it fits the column whatever the key's length and
+    matches no other user's key."""
+    if requested_by is None:
+        return idempotency_key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{requested_by}:{digest}"
 
 
 def deliver(
@@ -184,30 +244,32 @@ def deliver(
     sender: NotificationSender,
     notification_id: UUID,
     *,
-    now: datetime,
     policy: RetryPolicy,
+    clock: Callable[[], datetime] = utcnow,
     lease: timedelta = DEFAULT_LEASE,
 ) -> DeliveryResult:
     """Make one delivery attempt for a queued, due, unclaimed notification.
 
     Claims the row for ``lease`` in one short transaction, sends with no transaction open,
     and records the attempt (folded in with ``record_attempt``, stored as
-    ``metadata["delivery"]``) in a second one; see the module docstring. Every failure of
-    the sender counts as an attempt: ``DeliveryFailed`` with its sanitized message, any
-    other exception with just its type name (its text may hold a target's secrets).
-    ``now`` must be timezone-aware. A database error propagates; a claim it leaves behind
-    expires after ``lease``.
+    ``metadata["delivery"]``) in a second one; see the module docstring. ``clock`` (which
+    must return timezone-aware times) is read for the claim and again after the send: the
+    second reading stamps ``sent_at`` and starts the backoff. Every failure of the sender
+    counts as an attempt: ``DeliveryFailed`` with its sanitized message (the last attempt
+    when ``permanent``), any other exception with just its type name (its text may hold a
+    target's secrets). A database error propagates; a claim it leaves behind expires after
+    ``lease``.
     """
     token = uuid4().hex
-    claimed = _claim(database, notification_id, now, lease, token)
+    claimed = _claim(database, notification_id, clock(), lease, token)
     if isinstance(claimed, DeliveryResult):
         return claimed
-    error = _attempt(sender, claimed, notification_id)
-    result = _record(database, notification_id, token, now, policy, error)
+    failure = _attempt(sender, claimed, notification_id)
+    result = _record(database, notification_id, token, clock(), policy, failure)
     if result.outcome is DeliveryOutcome.SKIPPED:
         return result
     NOTIFICATIONS_TOTAL.labels(outcome=result.outcome.value).inc()
-    log = logger.warning if error else logger.info
+    log = logger.warning if failure else logger.info
     log(
         "notification %s: %s",
         result.outcome.value,
@@ -216,7 +278,8 @@ def deliver(
             "notification_id": str(notification_id),
             "channel": claimed.channel.value,
             "attempts": result.attempts,
-            "error": error,
+            "error": failure.error if failure else None,
+            "permanent": failure.permanent if failure else None,
         },
     )
     return result
@@ -296,9 +359,9 @@ def _record(
     token: str,
     now: datetime,
     policy: RetryPolicy,
-    error: str | None,
+    failure: _Failure | None,
 ) -> DeliveryResult:
-    """Fold the attempt into the row and drop the claim.
+    """Fold the attempt, which ended at ``now``, into the row and drop the claim.
 
     Normally the claim is still ours. If it is not (this worker stalled past the lease and
     another took over), a failure is dropped, since the newer attempt speaks for the row,
@@ -309,12 +372,19 @@ def _record(
             select(Notification).where(Notification.id == notification_id).with_for_update()
         ).one_or_none()
         if row is None or row.status is not NotificationStatus.QUEUED:
-            return _claim_lost(notification_id, error, row)
+            return _claim_lost(notification_id, failure, row)
         ours = (row.metadata_.get("delivery") or {}).get(_CLAIM) == token
-        if not ours and error is not None:
-            return _claim_lost(notification_id, error, row)
+        if not ours and failure is not None:
+            return _claim_lost(notification_id, failure, row)
         state = DeliveryState.from_metadata(row.metadata_)
-        outcome = record_attempt(row.status, state, policy, now, error)
+        outcome = record_attempt(
+            row.status,
+            state,
+            policy,
+            now,
+            failure.error if failure else None,
+            permanent=failure is not None and failure.permanent,
+        )
         row.status = outcome.status
         row.metadata_ = {**row.metadata_, "delivery": outcome.state.to_metadata()}
         if outcome.status is NotificationStatus.SENT:
@@ -323,14 +393,14 @@ def _record(
 
 
 def _claim_lost(
-    notification_id: UUID, error: str | None, row: Notification | None
+    notification_id: UUID, failure: _Failure | None, row: Notification | None
 ) -> DeliveryResult:
     logger.warning(
         "notification %s: the claim was lost before the outcome was recorded",
         notification_id,
         extra={
             "notification_id": str(notification_id),
-            "sent": error is None,
+            "sent": failure is None,
             "status": row.status.value if row is not None else None,
         },
     )
@@ -347,12 +417,15 @@ def _claimed_until(delivery: dict[str, Any]) -> datetime | None:
         return None
 
 
-def _attempt(sender: NotificationSender, claimed: _Claimed, notification_id: UUID) -> str | None:
-    """Send once; return the sanitized error, or None when the sender accepted it."""
+def _attempt(
+    sender: NotificationSender, claimed: _Claimed, notification_id: UUID
+) -> _Failure | None:
+    """Send once; return the failure, or None when the sender accepted it."""
     try:
         sender.send(claimed.channel, claimed.recipient, claimed.title, claimed.body)
     except DeliveryFailed as exc:
-        return sanitize_text(str(exc), 300) or type(exc).__name__
+        error = sanitize_text(str(exc), 300) or type(exc).__name__
+        return _Failure(error, permanent=exc.permanent)
     except Exception as exc:  # a sender bug must still count, or the row retries forever
         frame = traceback.extract_tb(exc.__traceback__)[-1:]
         logger.error(
@@ -367,7 +440,7 @@ def _attempt(sender: NotificationSender, claimed: _Claimed, notification_id: UUI
                 else None,
             },
         )
-        return type(exc).__name__
+        return _Failure(type(exc).__name__)
     return None
 
 

@@ -440,6 +440,7 @@ class Notification(Base):
     )
     related_safety_event_id: Mapped[UUID | None] = fk("safety_events.id", nullable=True)
     related_decision_id: Mapped[UUID | None] = fk("routing_decisions.id", nullable=True)
+    requested_by: Mapped[UUID | None] = fk("users.id", nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")

@@ -129,8 +129,8 @@ def job_blueprint() -> procrastinate.Blueprint:
             ctx.database,
             ctx.sender,
             UUID(notification_id),
-            now=ctx.clock(),
             policy=notifications.retry_policy(ctx.settings.notify),
+            clock=ctx.clock,
             lease=notifications.claim_lease(ctx.settings.notify),
         )
         if result.retry_in is not None:

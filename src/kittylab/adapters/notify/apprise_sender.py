@@ -13,12 +13,16 @@ plain local SMTP server without TLS or login the email template reads, for examp
 
 Target URLs carry credentials, so they are never logged or put into an error; errors are
 built from Apprise's own privacy-masked log lines with every URL secret scrubbed out.
+
+Errors of configuration or recipient (no target for the channel, an email recipient that is
+not exactly one valid address, a refused raw webhook recipient, a target Apprise cannot use)
+are raised as permanent ``DeliveryFailed``: no retry could succeed. A failed or timed-out
+send is not permanent.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from urllib.parse import quote, unquote, urlsplit
 
 import apprise
@@ -26,7 +30,9 @@ import apprise
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationChannel
 from kittylab.domain.notifications import (
+    TEMPLATE_SETTING,
     WEBHOOK_SCHEMES,
+    email_recipient_problem,
     webhook_host_allowed,
     webhook_recipient_problem,
 )
@@ -37,16 +43,6 @@ __all__ = ["WEBHOOK_SCHEMES", "AppriseSender"]
 
 logger = logging.getLogger(__name__)
 
-_SETTING_NAME = {
-    NotificationChannel.EMAIL: "email_url",
-    NotificationChannel.SLACK: "slack_url",
-    NotificationChannel.PUSH: "push_url",
-    NotificationChannel.WEBHOOK: "webhook_url",
-}
-
-# One plain address: Apprise splits "to" on commas, spaces and semicolons, so anything
-# looser would let a recipient add further addressees.
-_EMAIL = re.compile(r"[^@\s,;<>\"'()\[\]]+@[^@\s,;<>\"'()\[\]]+\.[^@\s,;<>\"'()\[\]]+")
 _SHORTEST_SECRET = 4
 
 
@@ -59,7 +55,8 @@ class AppriseSender:
         self._settings = settings
 
     def send(self, channel: NotificationChannel, recipient: str, title: str, body: str) -> None:
-        """Deliver one message or raise ``DeliveryFailed`` with a loggable reason."""
+        """Deliver one message or raise ``DeliveryFailed`` with a loggable reason,
+        ``permanent`` for an error of configuration or recipient."""
         url = self.target_url(channel, recipient)
         timeout = self._settings.send_timeout_seconds
         asset = apprise.AppriseAsset(
@@ -69,17 +66,21 @@ class AppriseSender:
             service = apprise.Apprise.instantiate(url, asset=asset)
         except Exception as exc:  # a plugin constructor may raise anything on odd input
             raise DeliveryFailed(
-                f"the {channel.value} target is not a usable Apprise URL ({type(exc).__name__})"
+                f"the {channel.value} target is not a usable Apprise URL ({type(exc).__name__})",
+                permanent=True,
             ) from exc
         if service is None:
-            raise DeliveryFailed(f"the {channel.value} target is not a usable Apprise URL")
+            raise DeliveryFailed(
+                f"the {channel.value} target is not a usable Apprise URL", permanent=True
+            )
         if self._is_raw_webhook(channel):
             # Apprise's own parse decides where the request goes; check that, not only ours.
             if not webhook_host_allowed(
                 str(getattr(service, "host", "") or ""), self._settings.webhook_hosts
             ):
                 raise DeliveryFailed(
-                    "the webhook recipient's host is not in KITTYLAB_NOTIFY__WEBHOOK_HOSTS"
+                    "the webhook recipient's host is not in KITTYLAB_NOTIFY__WEBHOOK_HOSTS",
+                    permanent=True,
                 )
             service.redirects = False
         # The plugins read these per request; the defaults (4 s, 15 s for SMTP) ignore ours.
@@ -97,12 +98,16 @@ class AppriseSender:
         logger.debug("apprise accepted the message", extra={"channel": channel.value})
 
     def target_url(self, channel: NotificationChannel, recipient: str) -> str:
-        """The Apprise URL for one message. The result holds secrets: do not log it."""
-        setting = _SETTING_NAME[channel]
+        """The Apprise URL for one message. The result holds secrets: do not log it.
+        Raises a permanent ``DeliveryFailed`` when the channel has no target or the
+        recipient does not fit it."""
+        setting = TEMPLATE_SETTING[channel]
         template = getattr(self._settings, setting)
         if template is not None:
-            if channel is NotificationChannel.EMAIL and not _EMAIL.fullmatch(recipient):
-                raise DeliveryFailed("the email recipient is not a single email address")
+            if channel is NotificationChannel.EMAIL and (
+                problem := email_recipient_problem(recipient)
+            ):
+                raise DeliveryFailed(f"the email recipient {problem}", permanent=True)
             # Percent-encoding keeps a recipient inside its slot: it cannot end the path or
             # add query parameters (say ``&bcc=``) to the operator's template.
             return str(template.get_secret_value()).replace(
@@ -111,10 +116,11 @@ class AppriseSender:
         if self._is_raw_webhook(channel):
             problem = webhook_recipient_problem(recipient, self._settings.webhook_hosts)
             if problem is not None:
-                raise DeliveryFailed(f"a webhook recipient {problem}")
+                raise DeliveryFailed(f"a webhook recipient {problem}", permanent=True)
             return recipient
         raise DeliveryFailed(
-            f"no {channel.value} target configured (KITTYLAB_NOTIFY__{setting.upper()})"
+            f"no {channel.value} target configured (KITTYLAB_NOTIFY__{setting.upper()})",
+            permanent=True,
         )
 
     def _is_raw_webhook(self, channel: NotificationChannel) -> bool:

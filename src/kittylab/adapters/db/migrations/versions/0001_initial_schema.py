@@ -701,6 +701,7 @@ def upgrade() -> None:
         sa.Column("related_job_id", sa.UUID(), nullable=True),
         sa.Column("related_safety_event_id", sa.UUID(), nullable=True),
         sa.Column("related_decision_id", sa.UUID(), nullable=True),
+        sa.Column("requested_by", sa.UUID(), nullable=True),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
         sa.Column(
             "metadata",
@@ -731,6 +732,9 @@ def upgrade() -> None:
             ["safety_events.id"],
             name=op.f("fk_notifications_related_safety_event_id_safety_events"),
         ),
+        sa.ForeignKeyConstraint(
+            ["requested_by"], ["users.id"], name=op.f("fk_notifications_requested_by_users")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_notifications_idempotency_key")),
     )
@@ -755,6 +759,9 @@ def upgrade() -> None:
         "notifications",
         ["related_safety_event_id"],
         unique=False,
+    )
+    op.create_index(
+        op.f("ix_notifications_requested_by"), "notifications", ["requested_by"], unique=False
     )
     op.create_table(
         "print_monitor_events",
@@ -891,6 +898,7 @@ def downgrade() -> None:
         op.f("ix_print_monitor_events_fabrication_job_id"), table_name="print_monitor_events"
     )
     op.drop_table("print_monitor_events")
+    op.drop_index(op.f("ix_notifications_requested_by"), table_name="notifications")
     op.drop_index(op.f("ix_notifications_related_safety_event_id"), table_name="notifications")
     op.drop_index(op.f("ix_notifications_related_job_id"), table_name="notifications")
     op.drop_index(op.f("ix_notifications_related_decision_id"), table_name="notifications")
