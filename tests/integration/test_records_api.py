@@ -493,3 +493,54 @@ def test_the_state_topic_is_guarded_whatever_its_spelling(
         event = {"deviceId": str(lab["device"]), "topic": topic, "payload": {"locked": False}}
         response = client.post("/api/telemetry", json={"events": [event]}, headers=operator.headers)
         assert response.status_code == 403, topic
+
+
+def test_people_read_their_own_safety_events_decisions_and_conversations(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    admin: Person,
+    lab: dict[str, UUID],
+) -> None:
+    with database.unit_of_work() as s:
+        mine = SafetyEvent(
+            event_type=SafetyEventType.UNLOCK, zone_id=lab["zone"], initiated_by=operator.user_id
+        )
+        theirs = SafetyEvent(
+            event_type=SafetyEventType.UNLOCK, zone_id=lab["zone"], initiated_by=admin.user_id
+        )
+        s.add_all([mine, theirs])
+        for who in (operator.user_id, admin.user_id):
+            s.add(
+                RoutingDecision(
+                    request_id=uuid4(),
+                    input_hash="h",
+                    selected_tier=Tier.LOCAL,
+                    confidence=0.9,
+                    latency_ms=3,
+                    performed_by=who,
+                )
+            )
+        s.flush()
+        mine_id, theirs_id = mine.id, theirs.id
+    events = client.get("/api/safety/events", headers=operator.headers).json()["items"]
+    assert [e["id"] for e in events] == [str(mine_id)]
+    assert (
+        client.get(f"/api/safety/events/{theirs_id}", headers=operator.headers).status_code == 403
+    )
+    assert len(client.get("/api/safety/events", headers=safety_lead.headers).json()["items"]) == 2
+    decisions = client.get("/api/routing/decisions", headers=operator.headers).json()["items"]
+    assert [d["performedBy"] for d in decisions] == [str(operator.user_id)]
+    assert (
+        len(client.get("/api/routing/decisions", headers=safety_lead.headers).json()["items"]) == 2
+    )
+    conv = client.post("/api/conversations", json={}, headers=admin.headers).json()
+    assert (
+        client.get(f"/api/conversations/{conv['id']}", headers=operator.headers).status_code == 403
+    )
+    assert client.get("/api/conversations", headers=operator.headers).json()["items"] == []
+    assert (
+        client.get(f"/api/conversations/{conv['id']}", headers=safety_lead.headers).status_code
+        == 200
+    )

@@ -16,3 +16,9 @@ class Principal:
 
     def has_any(self, *roles: Role) -> bool:
         return bool(self.roles & set(roles))
+
+    @property
+    def reads_all_records(self) -> bool:
+        """Safety and admin read every audit-relevant record (safety events, routing
+        decisions, conversations); everyone else reads their own."""
+        return self.has_any(Role.SAFETY, Role.ADMIN)

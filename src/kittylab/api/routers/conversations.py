@@ -23,13 +23,15 @@ router = APIRouter(prefix="/api", tags=["conversations"])
 
 @router.get("/conversations", response_model=Page[ConversationOut])
 def list_conversations(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
     context_key: Annotated[str | None, Query(alias="contextKey", max_length=200)] = None,
 ) -> Page[ConversationOut]:
     stmt = where_equal(select(ConversationSession), (ConversationSession.context_key, context_key))
+    if not caller.reads_all_records:
+        stmt = stmt.where(ConversationSession.active_participants.contains([caller.user_id]))
     return paginate(
         uow, stmt, ConversationSession.id, cursor, limit, ConversationOut.model_validate
     )
@@ -54,8 +56,12 @@ def create_conversation(
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut)
-def get_conversation(conversation_id: UUID, _: Caller, uow: UnitOfWork) -> ConversationSession:
-    return get_or_404(uow, ConversationSession, conversation_id, "conversation")
+def get_conversation(conversation_id: UUID, caller: Caller, uow: UnitOfWork) -> ConversationSession:
+    """A conversation, for its participants and the safety and admin roles."""
+    row = get_or_404(uow, ConversationSession, conversation_id, "conversation")
+    if not caller.reads_all_records and caller.user_id not in row.active_participants:
+        raise PermissionDenied("only the conversation's participants can read it")
+    return row
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204, response_class=Response)
@@ -71,7 +77,7 @@ def delete_conversation(conversation_id: UUID, caller: Caller, uow: UnitOfWork) 
 
 @router.get("/routing/decisions", response_model=Page[RoutingDecisionOut])
 def list_decisions(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
@@ -85,9 +91,15 @@ def list_decisions(
         (RoutingDecision.selected_tier, tier),
         (RoutingDecision.performed_by, performed_by),
     )
+    if not caller.reads_all_records:
+        stmt = stmt.where(RoutingDecision.performed_by == caller.user_id)
     return paginate(uow, stmt, RoutingDecision.id, cursor, limit, RoutingDecisionOut.model_validate)
 
 
 @router.get("/routing/decisions/{decision_id}", response_model=RoutingDecisionOut)
-def get_decision(decision_id: UUID, _: Caller, uow: UnitOfWork) -> RoutingDecision:
-    return get_or_404(uow, RoutingDecision, decision_id, "routing decision")
+def get_decision(decision_id: UUID, caller: Caller, uow: UnitOfWork) -> RoutingDecision:
+    """A decision, for the person it was made for and the safety and admin roles."""
+    row = get_or_404(uow, RoutingDecision, decision_id, "routing decision")
+    if not caller.reads_all_records and row.performed_by != caller.user_id:
+        raise PermissionDenied("only the safety and admin roles read others' decisions")
+    return row

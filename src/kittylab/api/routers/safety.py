@@ -16,6 +16,7 @@ from kittylab.api.routers import where_equal
 from kittylab.api.schemas import SafetyDeny, SafetyEventOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
+from kittylab.domain.errors import PermissionDenied
 from kittylab.services import safety_events
 
 router = APIRouter(prefix="/api/safety", tags=["safety"])
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/api/safety", tags=["safety"])
 
 @router.get("/events", response_model=Page[SafetyEventOut])
 def list_events(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
@@ -39,12 +40,18 @@ def list_events(
         (SafetyEvent.device_id, device_id),
         (SafetyEvent.zone_id, zone_id),
     )
+    if not caller.reads_all_records:
+        stmt = stmt.where(SafetyEvent.initiated_by == caller.user_id)
     return paginate(uow, stmt, SafetyEvent.id, cursor, limit, SafetyEventOut.model_validate)
 
 
 @router.get("/events/{event_id}", response_model=SafetyEventOut)
-def get_event(event_id: UUID, _: Caller, uow: UnitOfWork) -> SafetyEvent:
-    return safety_events.get(uow, event_id)
+def get_event(event_id: UUID, caller: Caller, uow: UnitOfWork) -> SafetyEvent:
+    """The event, for the safety and admin roles and for the person who asked."""
+    event = safety_events.get(uow, event_id)
+    if not caller.reads_all_records and event.initiated_by != caller.user_id:
+        raise PermissionDenied("only its initiator and the safety or admin roles read this event")
+    return event
 
 
 @router.post("/events/{event_id}/deny", response_model=SafetyEventOut)
