@@ -454,3 +454,25 @@ def test_hostile_yaml_is_a_manifest_error_not_a_crash(text: str) -> None:
 def test_unreadable_scalars_are_a_manifest_error(text: str) -> None:
     with pytest.raises(ManifestError):
         parse_manifest(text, "odd.yaml")
+
+
+def test_literal_credentials_under_short_names_or_in_urls_are_refused() -> None:
+    from kittylab.manifest.fields import connection_problems
+
+    problems = dict(
+        connection_problems(
+            {
+                "url": "http://admin:hunter2@octo.local",
+                "key": "LITERALKEY123",
+                "auth": "LITERALAUTH",
+                "safe_url": "http://admin:${OCTO_PASSWORD}@octo.local",
+                "host": "octo.local",
+            },
+            "devices[0].connection",
+        )
+    )
+    assert set(problems) == {
+        "devices[0].connection.url",
+        "devices[0].connection.key",
+        "devices[0].connection.auth",
+    }

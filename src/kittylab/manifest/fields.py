@@ -195,7 +195,7 @@ def connection_problems(value: object, path: str) -> list[tuple[str, str]]:
         for key, item in value.items():
             at = f"{path}.{key}"
             secret_like = item is not None and not isinstance(item, bool | dict | list)
-            if secret_like and SECRET_KEY_PATTERN.search(str(key)):
+            if secret_like and _names_a_secret(str(key)):
                 if not (isinstance(item, str) and _is_env_reference(item)):
                     problems.append((at, "looks like a secret; write a ${ENV_VAR} reference"))
                 continue
@@ -209,7 +209,20 @@ def connection_problems(value: object, path: str) -> list[tuple[str, str]]:
                 problems.append((path, f"${{{name}}} is not a valid environment variable name"))
         if "${" in _ENV_REF.sub("", value):
             problems.append((path, "has a '${' without its closing '}'"))
+        if _URL_PASSWORD.search(value):
+            problems.append((path, "holds a password in the URL; write user:${ENV_VAR}@host"))
     return problems
+
+
+# Short names that hold credentials in integration settings, besides the longer ones the
+# log sanitizer knows ("password", "api_key" …).
+_SECRET_NAMES = frozenset({"key", "auth", "bearer", "cookie", "session", "pass", "pin", "psk"})
+# user:password@ in a URL, unless the password is a ${ENV_VAR} reference.
+_URL_PASSWORD = re.compile(r"://[^/:@\s]+:(?!\$\{[^}]*\}@)[^@/\s]+@")
+
+
+def _names_a_secret(key: str) -> bool:
+    return key.lower() in _SECRET_NAMES or SECRET_KEY_PATTERN.search(key) is not None
 
 
 def _is_env_reference(value: str) -> bool:
