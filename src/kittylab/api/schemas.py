@@ -339,6 +339,7 @@ class NotificationOut(CamelModel):
     related_job_id: UUID | None
     related_safety_event_id: UUID | None
     related_decision_id: UUID | None
+    requested_by: UUID | None
     metadata: dict[str, Any] = Field(validation_alias="metadata_")
     created_at: datetime
     sent_at: datetime | None
