@@ -169,14 +169,7 @@ def test_demo_lab_serves_18_devices_survives_restart_and_cleans_up(
         server = Server(env, port)
         serve.append(server)
         server.wait_ready()
-        deadline = time.monotonic() + 90
-        status = None
-        while time.monotonic() < deadline:
-            status = httpx.get(notification_url, headers=auth, timeout=10).json()["status"]
-            if status == "sent":
-                break
-            time.sleep(0.5)
-        assert status == "sent"
+        assert _wait_for_status(notification_url, auth, "sent", 90) == "sent"
         assert len(_Hooks.received) == 1
         assert _Hooks.received[0]["title"] == "Print finished"
     finally:

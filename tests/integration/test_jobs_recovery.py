@@ -4,10 +4,9 @@ heartbeat and run again: real PostgreSQL, real procrastinate worker."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import JobSettings, NotifySettings, Settings
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
 from kittylab.services import notifications
+from tests.integration.worker_runner import run_worker_until
 
 pytestmark = pytest.mark.postgres
 
@@ -126,27 +126,6 @@ def _drain(database_url: str, context: JobContext) -> None:
     asyncio.run(main())
 
 
-def _run_worker_until(
-    database_url: str, context: JobContext, done: Callable[[], bool], timeout: float = 30
-) -> None:
-    async def main() -> None:
-        app = build_job_app(database_url)
-        async with app.open_async():
-            worker = asyncio.create_task(run_worker(app, context, concurrency=2))
-            try:
-                async with asyncio.timeout(timeout):
-                    while not await asyncio.to_thread(done):
-                        if worker.done():
-                            worker.result()
-                        await asyncio.sleep(0.1)
-            finally:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-
-    asyncio.run(main())
-
-
 def _enqueue(database: Database, recipient: str) -> UUID:
     with database.unit_of_work() as session:
         return notifications.enqueue(
@@ -213,7 +192,7 @@ def test_worker_recovers_a_stalled_job_by_itself_through_the_periodic_task(
     # notification sweep) can make it finish.
     stalled = _running_delivery(database, database_url, uuid4(), _worker(database, 3600))
 
-    _run_worker_until(database_url, job_context, lambda: _status(database, stalled) is None)
+    run_worker_until(database_url, job_context, lambda: _status(database, stalled) is None)
 
 
 def test_nothing_is_recovered_while_every_worker_sends_heartbeats(

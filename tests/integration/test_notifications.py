@@ -4,7 +4,6 @@ server (aiosmtpd), a real HTTP receiver, and the procrastinate worker."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import json
 import logging
@@ -49,6 +48,7 @@ from kittylab.services import notifications, sessions
 from kittylab.services.notifications import DeliveryOutcome, DeliveryResult
 from kittylab.services.ports import DeliveryFailed
 from tests.integration.conftest import Person
+from tests.integration.worker_runner import run_worker_until
 
 pytestmark = pytest.mark.postgres
 
@@ -510,29 +510,6 @@ def test_delivery_error_never_contains_the_target_secrets(closed_port: int) -> N
 # --- background jobs -------------------------------------------------------------------
 
 
-def _run_worker_until(
-    database_url: str, context: JobContext, done: Callable[[], bool], timeout: float = 30
-) -> None:
-    """Run a waiting worker until ``done()`` holds, then stop it as ``kittylab serve`` does."""
-
-    async def main() -> None:
-        app = build_job_app(database_url)
-        async with app.open_async():
-            worker = asyncio.create_task(run_worker(app, context, concurrency=2))
-            try:
-                async with asyncio.timeout(timeout):
-                    while not await asyncio.to_thread(done):
-                        if worker.done():
-                            worker.result()  # surfaces a crashed worker
-                        await asyncio.sleep(0.1)
-            finally:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-
-    asyncio.run(main())
-
-
 def _drain(database_url: str, context: JobContext) -> None:
     async def main() -> None:
         app = build_job_app(database_url)
@@ -609,7 +586,7 @@ def test_sweep_delivers_a_notification_whose_job_was_never_deferred(
     # Committed, then the process died before deferring: only the periodic sweep knows.
     notification_id = _enqueue(database, NotificationChannel.WEBHOOK, webhook_receiver.url)
 
-    _run_worker_until(
+    run_worker_until(
         database_url,
         job_context,
         lambda: _row(database, notification_id).status is NotificationStatus.SENT,
