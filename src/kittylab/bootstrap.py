@@ -60,7 +60,7 @@ def database_url_for(settings: Settings, *, lock: bool = True) -> Iterator[str]:
 
 
 def upgrade_database(url: str) -> None:
-    engine = make_engine(url, pool_size=1)
+    engine = make_engine(url, pool_size=1, timeouts=False)
     try:
         migrate.upgrade(engine)
     finally:

@@ -21,6 +21,9 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
+    max_concurrent_requests: int = Field(
+        512, ge=16, description="Connections served at once; beyond it new ones get 503."
+    )
 
 
 class PresenceSettings(BaseModel):
@@ -37,6 +40,9 @@ class JobSettings(BaseModel):
     run_in_server: bool = Field(True, description="`kittylab serve` also runs workers.")
     concurrency: int = Field(4, ge=1, le=64)
     poll_interval_seconds: float = Field(1.0, gt=0)
+    shutdown_grace_seconds: float = Field(
+        15.0, gt=0, le=300, description="How long running jobs may finish when a worker stops."
+    )
     heartbeat_interval_seconds: float = Field(
         10.0, gt=0, description="How often a worker records that it is alive."
     )

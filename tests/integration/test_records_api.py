@@ -453,11 +453,11 @@ def test_telemetry_pages_stop_at_a_byte_budget(
     for _ in range(6):  # 10 per request keeps each body under the 1 MiB limit
         batch = {"events": [{"deviceId": str(lab["device"]), "topic": "big", "payload": big}] * 10}
         assert client.post("/api/telemetry", json=batch, headers=admin.headers).status_code == 202
-    page = client.get("/api/telemetry?limit=500", headers=admin.headers).json()
+    page = client.get("/api/telemetry?limit=100", headers=admin.headers).json()
     assert 30 <= len(page["items"]) < 60  # about 2 MiB of 60 kB payloads
     assert page["nextCursor"] is not None
     rest = client.get(
-        f"/api/telemetry?limit=500&cursor={page['nextCursor']}", headers=admin.headers
+        f"/api/telemetry?limit=100&cursor={page['nextCursor']}", headers=admin.headers
     )
     assert len(page["items"]) + len(rest.json()["items"]) == 60
 
@@ -544,3 +544,25 @@ def test_people_read_their_own_safety_events_decisions_and_conversations(
         client.get(f"/api/conversations/{conv['id']}", headers=safety_lead.headers).status_code
         == 200
     )
+
+
+def test_people_read_their_own_commands(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    admin: Person,
+    lab: dict[str, UUID],
+) -> None:
+    from kittylab.adapters.db.tables import DeviceCommand
+
+    with database.unit_of_work() as s:
+        theirs = DeviceCommand(
+            device_id=lab["device"], intent="sensor_read", requested_by=admin.user_id
+        )
+        s.add(theirs)
+        s.flush()
+        theirs_id = theirs.id
+    assert client.get("/api/commands", headers=operator.headers).json()["items"] == []
+    assert client.get(f"/api/commands/{theirs_id}", headers=operator.headers).status_code == 403
+    assert len(client.get("/api/commands", headers=safety_lead.headers).json()["items"]) == 1

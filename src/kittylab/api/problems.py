@@ -13,7 +13,7 @@ import psycopg.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -207,14 +207,26 @@ def install(app: FastAPI) -> None:
                 "Invalid request",
                 "a value cannot be stored (NUL characters or out-of-range numbers)",
             )
-        log.error("database error", extra={"error": type(exc.orig).__name__})
+        if isinstance(exc, OperationalError | InterfaceError):
+            # The server is unreachable, restarting or timed out: worth retrying.
+            log.error("database unavailable", extra={"error": type(exc.orig).__name__})
+            return problem(
+                request,
+                503,
+                "unavailable",
+                "Database unavailable",
+                "try again shortly",
+                headers={"Retry-After": "2"},
+            )
+        # Anything else (a schema older than the code, a bug in a query) will not get
+        # better by retrying: a 500 with the request id, logged in full.
+        log.exception("database error", extra={"error": type(exc.orig).__name__})
         return problem(
             request,
-            503,
-            "unavailable",
-            "Database unavailable",
-            "try again shortly",
-            headers={"Retry-After": "2"},
+            500,
+            "internal",
+            "Internal error",
+            "the error was logged with this request's id",
         )
 
     @app.exception_handler(PoolTimeout)

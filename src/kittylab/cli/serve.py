@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
 import typer
@@ -46,7 +47,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        limit_concurrency=container.settings.http.max_concurrent_requests,
     )
+    _size_thread_pool(container.settings.jobs.concurrency)
     server = uvicorn.Server(config)
     background: list[asyncio.Task[None]] = []
     sim = container.settings.simulator
@@ -92,6 +95,14 @@ async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Se
                 await worker
 
 
+def _size_thread_pool(job_concurrency: int) -> None:
+    """Jobs and the simulator run blocking work through ``asyncio.to_thread``; the default
+    pool (CPUs + 4 threads) would silently cap job concurrency on a small machine."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=job_concurrency + 8, thread_name_prefix="kittylab")
+    )
+
+
 def run_worker_only(settings: Settings, concurrency: int) -> None:
     with bootstrap.database_url_for(settings, lock=False) as url:
         bootstrap.upgrade_database(url)
@@ -101,6 +112,7 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")
 
             async def _run() -> None:
+                _size_thread_pool(concurrency)
                 supervisor = asyncio.current_task()
                 assert supervisor is not None
                 loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import ApiToken, User
@@ -71,8 +71,18 @@ def authenticate(
     if api_token.revoked_at is not None or not user.active:
         raise AuthenticationRequired("revoked token or inactive user")
     if api_token.last_used_at is None or now - api_token.last_used_at >= touch_after:
-        api_token.last_used_at = now
+        _touch(session, api_token.id, now)
     return Principal(user.id, user.username, frozenset(user.roles))
+
+
+def _touch(session: Session, token_id: UUID, now: datetime) -> None:
+    """Record the use, unless another request is doing it right now: SKIP LOCKED keeps
+    concurrent requests with one token from queueing behind each other's row lock."""
+    locked = session.scalar(
+        select(ApiToken.id).where(ApiToken.id == token_id).with_for_update(skip_locked=True)
+    )
+    if locked is not None:
+        session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
 
 
 def revoke_token(session: Session, user_id: UUID, token_id: UUID, now: datetime) -> None:

@@ -24,14 +24,27 @@ def libpq_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20, timeouts: bool = True) -> Engine:
+    """An engine on ``url``. With ``timeouts`` (everything but migrations, which may
+    legitimately run long), statements and lock waits are bounded."""
+    options = "-c statement_timeout=30000 -c lock_timeout=5000" if timeouts else ""
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
         pool_timeout=10,
-        connect_args={"connect_timeout": 10, "application_name": "kittylab"},
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": "kittylab",
+            # No statement or lock wait may hang a request (or a job) indefinitely, and a
+            # dead server is noticed by TCP keepalives instead of after minutes.
+            "options": options,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     )
 
 

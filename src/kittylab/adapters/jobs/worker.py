@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import procrastinate
@@ -56,6 +57,9 @@ async def run_worker(
         # A finished job holds nothing its notification row lacks; failed ones are kept
         # for inspection.
         delete_jobs="successful",
+        # On stop, running jobs get this long to finish; the rest are retried later by
+        # the stalled-job recovery (their notifications are idempotent).
+        shutdown_graceful_timeout=jobs.shutdown_grace_seconds,
     )
 
 
@@ -78,22 +82,29 @@ async def supervise_worker(
     *,
     concurrency: int,
     max_backoff_seconds: float = 30.0,
+    runner: Callable[..., Awaitable[None]] | None = None,
 ) -> None:
     """Keep a worker running until cancelled. procrastinate ends its worker when the
     database drops its connection (a restart, a failover); without this, background work
     would stop silently. Restarts back off exponentially, and the backoff resets after a
     worker has run for a minute."""
+    run = runner or run_worker
     backoff = 1.0
     while True:
         started = time.monotonic()
         state.running = True
         WORKER_UP.set(1)
         try:
-            await run_worker(app, context, concurrency=concurrency)
+            await run(app, context, concurrency=concurrency)
             state.last_error = "worker stopped"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # We were asked to stop and the worker's own shutdown failed (the database
+                # is gone): stopping wins over restarting.
+                raise asyncio.CancelledError from exc
             state.last_error = type(exc).__name__
             logger.exception("job worker failed")
         finally:

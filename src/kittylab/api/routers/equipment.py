@@ -28,7 +28,7 @@ PAGE_BYTES = 2 * 1024 * 1024
 
 @router.get("/commands", response_model=Page[CommandOut])
 def list_commands(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
@@ -42,12 +42,18 @@ def list_commands(
         (DeviceCommand.status, status_),
         (DeviceCommand.conversation_id, conversation_id),
     )
+    if not caller.reads_all_records:
+        stmt = stmt.where(DeviceCommand.requested_by == caller.user_id)
     return paginate(uow, stmt, DeviceCommand.id, cursor, limit, CommandOut.model_validate)
 
 
 @router.get("/commands/{command_id}", response_model=CommandOut)
-def get_command(command_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceCommand:
-    return get_or_404(uow, DeviceCommand, command_id, "command")
+def get_command(command_id: UUID, caller: Caller, uow: UnitOfWork) -> DeviceCommand:
+    """A command, for the person who gave it and the safety and admin roles."""
+    row = get_or_404(uow, DeviceCommand, command_id, "command")
+    if not caller.reads_all_records and row.requested_by != caller.user_id:
+        raise PermissionDenied("only the safety and admin roles read others' commands")
+    return row
 
 
 @router.post(
@@ -82,7 +88,8 @@ def ingest_telemetry(
 def list_telemetry(
     _: Caller,
     uow: UnitOfWork,
-    limit: Limit = 100,
+    # Telemetry rows can be 64 KiB each: a page loads at most 100 of them.
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 100,
     cursor: CursorParam = None,
     device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
     topic: Annotated[str | None, Query(max_length=256)] = None,
