@@ -75,7 +75,7 @@ class NotifySettings(BaseModel):
         None, description="e.g. mailto://user:pass@smtp.lab.example?to={recipient}"
     )
     slack_url: SecretStr | None = Field(
-        None, description="e.g. slack://T000/B000/XXXX/#{recipient}"
+        None, description="e.g. slack://TokenA/TokenB/TokenC/#{recipient}"
     )
     push_url: SecretStr | None = Field(None, description="e.g. ntfy://ntfy.lab.example/{recipient}")
     webhook_url: SecretStr | None = Field(
