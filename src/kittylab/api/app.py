@@ -129,13 +129,7 @@ def _install_middleware(app: FastAPI, max_body: int) -> None:
                 # Handled here rather than by Starlette's outermost error middleware, so
                 # the 500 still carries the request id, is counted and is logged with it.
                 log.exception("unexpected error")
-                response = problems.problem(
-                    request,
-                    500,
-                    "internal",
-                    "Internal error",
-                    "the error was logged with this request's id",
-                )
+                response = problems.internal_error(request)
             route = _route_template(request)
             # Bounded label values: a made-up method must not mint new metric series.
             method = request.method if request.method in KNOWN_METHODS else "other"

@@ -64,6 +64,13 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def internal_error(request: Request) -> JSONResponse:
+    """The answer to a failure that is ours: no details, only the id to find it in the log."""
+    return problem(
+        request, 500, "internal", "Internal error", "the error was logged with this request's id"
+    )
+
+
 def _error_field(error: Mapping[str, Any]) -> str:
     # A body that is not JSON at all points at a byte offset, not at a field.
     if error.get("type") == "json_invalid":
@@ -221,13 +228,7 @@ def install(app: FastAPI) -> None:
         # Anything else (a schema older than the code, a bug in a query) will not get
         # better by retrying: a 500 with the request id, logged in full.
         log.exception("database error", extra={"error": type(exc.orig).__name__})
-        return problem(
-            request,
-            500,
-            "internal",
-            "Internal error",
-            "the error was logged with this request's id",
-        )
+        return internal_error(request)
 
     @app.exception_handler(PoolTimeout)
     async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
@@ -265,10 +266,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return problem(
-            request,
-            500,
-            "internal",
-            "Internal error",
-            "the error was logged with this request's id",
-        )
+        return internal_error(request)
