@@ -188,3 +188,22 @@ def test_interactive_docs_are_served_without_a_cdn(client: TestClient) -> None:
     assert page.status_code == 200
     assert "cdn." not in page.text
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_an_unexpected_failure_is_a_500_problem_with_the_request_id(container) -> None:  # type: ignore[no-untyped-def]
+    from kittylab.api.app import create_app
+
+    app = create_app(container)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret detail kl_" + "Z" * 30)
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom", headers={"X-Request-ID": "req-boom-1"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "req-boom-1"
+    body = response.json()
+    assert body["requestId"] == "req-boom-1"
+    assert "secret" not in response.text and "Traceback" not in response.text
