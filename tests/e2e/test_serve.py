@@ -146,19 +146,9 @@ def test_demo_lab_serves_18_devices_survives_restart_and_cleans_up(
 
     # A notification accepted while its target is down is not lost across a restart.
     hook_port = _free_port()
-    queued = httpx.post(
-        server.url + "/api/notifications",
-        headers=auth,
-        timeout=10,
-        json={
-            "channel": "webhook",
-            "recipient": f"json://127.0.0.1:{hook_port}/hook",
-            "title": "Print finished",
-            "body": "prusa-mk4 finished the bracket",
-        },
+    notification_url = _queue_webhook(
+        server, auth, hook_port, "Print finished", "prusa-mk4 finished the bracket"
     )
-    assert queued.status_code == 202, queued.text
-    notification_url = f"{server.url}/api/notifications/{queued.json()['id']}"
     assert server.stop() == 0
     assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
 
@@ -176,6 +166,25 @@ def test_demo_lab_serves_18_devices_survives_restart_and_cleans_up(
         hooks.shutdown()
     assert server.stop() == 0
     assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
+
+
+def _queue_webhook(
+    server: Server, auth: dict[str, str], hook_port: int, title: str, body: str
+) -> str:
+    """Queue a webhook notification through the API; returns its URL."""
+    queued = httpx.post(
+        server.url + "/api/notifications",
+        headers=auth,
+        timeout=10,
+        json={
+            "channel": "webhook",
+            "recipient": f"json://127.0.0.1:{hook_port}/hook",
+            "title": title,
+            "body": body,
+        },
+    )
+    assert queued.status_code == 202, queued.text
+    return f"{server.url}/api/notifications/{queued.json()['id']}"
 
 
 def _wait_for_status(url: str, auth: dict[str, str], wanted: str, seconds: float) -> str | None:
@@ -209,19 +218,9 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
         time.sleep(0.5)
     assert len(online) == 18
 
-    queued = httpx.post(
-        server.url + "/api/notifications",
-        headers=auth,
-        timeout=10,
-        json={
-            "channel": "webhook",
-            "recipient": f"json://127.0.0.1:{hook_port}/hook",
-            "title": "Spaghetti on the Voron",
-            "body": "voron-24 paused",
-        },
+    notification_url = _queue_webhook(
+        server, auth, hook_port, "Spaghetti on the Voron", "voron-24 paused"
     )
-    assert queued.status_code == 202, queued.text
-    notification_url = f"{server.url}/api/notifications/{queued.json()['id']}"
 
     server.process.kill()  # no shutdown at all: as a power cut would
     server.process.wait(timeout=10)
