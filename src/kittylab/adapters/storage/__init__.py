@@ -1,0 +1,1 @@
+"""Artifact stores: a folder (the default) and S3-compatible servers."""

@@ -1,0 +1,73 @@
+"""The artifact store port: where CAD outputs, sliced G-code and snapshots are kept.
+
+Keys are relative, slash-separated paths (``cad/<job>/<name>.step``, ``gcode/<job>.gcode``)
+made of letters, digits, ``-``, ``_``, ``.`` and ``/``; ``validate_key`` enforces it so a
+key can never escape the store's root or name an S3 object oddly. Implementations: a folder
+in the data dir (the default) and any S3-compatible server (``kittylab.adapters.storage``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kittylab.domain.errors import InfrastructureError, ValidationFailed
+
+
+class ArtifactStoreError(InfrastructureError):
+    """The store could not be reached or refused the operation."""
+
+
+class ArtifactMissing(ArtifactStoreError):
+    """No artifact is stored under that key."""
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+
+
+class ArtifactStore(Protocol):
+    def put_file(self, key: str, path: Path, *, content_type: str) -> StoredArtifact:
+        """Store the file at ``path`` under ``key`` (replacing any earlier one)."""
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredArtifact:
+        """Store ``data`` under ``key`` (replacing any earlier one)."""
+
+    def read_chunks(self, key: str, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        """Stream the artifact; ``ArtifactMissing`` when there is none."""
+
+    def download_to(self, key: str, path: Path) -> None:
+        """Write the artifact to ``path``; ``ArtifactMissing`` when there is none."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        """A time-limited URL a client can fetch directly, or ``None`` when the store
+        cannot give one (the folder store: stream through the API instead)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the artifact; removing a missing key is not an error."""
+
+
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+MAX_KEY_LENGTH = 512
+
+
+def validate_key(key: str) -> str:
+    """``key`` when it is a safe relative path, else ``ValidationFailed`` on ``artifact_key``.
+
+    Segments must start with a letter or digit, which rules out ``..`` and hidden files."""
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise ValidationFailed(
+            "artifact_key",
+            "must be a relative path of letters, digits, '.', '-', '_' and '/' "
+            f"(at most {MAX_KEY_LENGTH} characters, no '..')",
+        )
+    return key
