@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 KL=.venv/bin/kittylab
 workdir=$(mktemp -d)
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export KITTYLAB_DATA_DIR="$workdir/data" KITTYLAB_LOG_LEVEL=WARNING
+mqtt_port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export KITTYLAB_DATA_DIR="$workdir/data" KITTYLAB_LOG_LEVEL=WARNING KITTYLAB_MQTT__EMBEDDED_PORT="$mqtt_port"
 unset KITTYLAB_DATABASE_URL
 
 $KL lab apply examples/lab.yaml >/dev/null

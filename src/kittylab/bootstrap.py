@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from kittylab.adapters.bus.broker import EmbeddedBroker
+from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
+from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
@@ -19,6 +22,7 @@ from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
+from kittylab.services.drivers import DeviceDriver
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.simulation import SimulatedFleet
 
@@ -35,6 +39,10 @@ class Container:
     clock: Callable[[], datetime] = utcnow
     worker_state: WorkerState | None = None
     """Set when this process supervises a job worker (``kittylab serve``)."""
+    bus: MqttBus | None = None
+    """The process's MQTT client; connected only while something runs ``bus.run()``."""
+    drivers: dict[str, DeviceDriver] = field(default_factory=dict)
+    """Device drivers by integration name."""
 
 
 @contextmanager
@@ -68,11 +76,15 @@ def upgrade_database(url: str) -> None:
 
 
 @contextmanager
-def application(settings: Settings, url: str) -> Iterator[Container]:
-    """Build the container on an already-migrated database and release it on exit."""
+def application(settings: Settings, url: str, *, role: str = "server") -> Iterator[Container]:
+    """Build the container on an already-migrated database and release it on exit.
+
+    The MQTT bus is built but not connected: the long-running process (``serve``,
+    ``worker``) runs ``container.bus.run()``; short CLI commands never need it."""
     database = Database(make_engine(url))
     queue = ProcrastinateQueue(libpq_url(url))
     queue.open()
+    bus = message_bus(settings, role)
     try:
         yield Container(
             settings=settings,
@@ -80,10 +92,37 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
             database_url=url,
             jobs=queue,
             sender=AppriseSender(settings.notify),
+            bus=bus,
+            drivers=device_drivers(bus),
         )
     finally:
         queue.close()
         database.dispose()
+
+
+def broker_address(settings: Settings) -> BrokerAddress:
+    """The configured broker, or the embedded one ``kittylab serve`` runs."""
+    if settings.mqtt.url is not None:
+        return parse_broker_url(settings.mqtt.url.get_secret_value())
+    return BrokerAddress(settings.mqtt.embedded_host, settings.mqtt.embedded_port)
+
+
+def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
+    """The broker ``kittylab serve`` must run itself: none when a URL is configured."""
+    if settings.mqtt.url is not None:
+        return None
+    return EmbeddedBroker(settings.mqtt.embedded_host, settings.mqtt.embedded_port)
+
+
+def message_bus(settings: Settings, role: str) -> MqttBus:
+    return MqttBus(broker_address(settings), settings.mqtt, role=role)
+
+
+def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
+    """One driver per integration. The simulated lab speaks the generic MQTT device
+    protocol (its simulators are the devices' MQTT side), so both share one driver."""
+    mqtt = MqttDeviceDriver(bus)
+    return {"simulated": mqtt, "mqtt": mqtt}
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:
@@ -97,4 +136,5 @@ def job_context(container: Container) -> JobContext:
         sender=container.sender,
         settings=container.settings,
         clock=container.clock,
+        drivers=container.drivers,
     )

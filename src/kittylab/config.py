@@ -105,6 +105,42 @@ class TelemetrySettings(BaseModel):
     )
 
 
+class MqttSettings(BaseModel):
+    url: SecretStr | None = Field(
+        None,
+        description="Broker URL (mqtt://user:password@host:1883, mqtts:// for TLS); "
+        "unset runs the embedded broker on loopback.",
+    )
+    embedded_host: str = Field("127.0.0.1", description="Where the embedded broker listens.")
+    embedded_port: int = Field(
+        18830, ge=1, le=65535, description="Embedded broker port (not 1883, often taken)."
+    )
+    client_id_prefix: str = Field(
+        "kittylab", min_length=1, max_length=40, description="Prefix of our MQTT client ids."
+    )
+    keepalive_seconds: int = Field(30, ge=5, le=3600)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    reconnect_min_seconds: float = Field(0.5, gt=0, description="First reconnect delay.")
+    reconnect_max_seconds: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    outbox_limit: int = Field(
+        10_000,
+        ge=10,
+        description="Messages kept while the broker is down; the oldest are dropped beyond.",
+    )
+
+
+class CommandSettings(BaseModel):
+    ack_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A sent command not confirmed this long fails."
+    )
+    poll_interval_seconds: float = Field(
+        0.5, gt=0, le=60, description="How often a sent command's device state is read."
+    )
+    max_dispatch_delay_seconds: float = Field(
+        60.0, gt=0, description="A command not sent this long after it was accepted fails."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -124,6 +160,8 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     devices: DeviceSettings = DeviceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    mqtt: MqttSettings = MqttSettings()
+    commands: CommandSettings = CommandSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

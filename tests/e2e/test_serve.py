@@ -35,6 +35,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         **clean,
         "KITTYLAB_DATA_DIR": str(tmp_path / "data"),
+        "KITTYLAB_MQTT__EMBEDDED_PORT": str(_free_port()),
         "KITTYLAB_LOG_JSON": "false",
         "KITTYLAB_NOTIFY__BASE_DELAY_SECONDS": "1",
         "KITTYLAB_NOTIFY__MAX_ATTEMPTS": "10",

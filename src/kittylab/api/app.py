@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 from kittylab import __version__
 from kittylab.api import problems
 from kittylab.api.routers import (
+    commands,
     conversations,
     equipment,
     fabrication,
@@ -58,6 +59,7 @@ def create_app(container: Container) -> FastAPI:
         lab_admin,
         conversations,
         equipment,
+        commands,
         fabrication,
         safety,
         notifications,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -217,6 +217,24 @@ class CommandOut(CamelModel):
     failure_reason: str | None
     created_at: datetime
     ack_at: datetime | None
+
+
+class CommandRequest(StrictInput):
+    intent: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+    payload: dict[str, Any] = Field(default_factory=dict)
+    correlation_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
+        | None
+    ) = Field(None, description="Makes a retried request return the first command.")
+    safety_signature: Text2000 | None = Field(
+        None, description="Reserved for signed approvals (not accepted yet)."
+    )
+
+
+class CommandAccepted(CamelModel):
+    command_id: UUID
+    status: Literal["pending", "dispatched", "awaiting_confirmation"]
+    hazard_event_id: UUID | None = None
 
 
 class TelemetryIn(StrictInput):

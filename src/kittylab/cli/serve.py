@@ -51,13 +51,22 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     )
     _size_thread_pool(container.settings.jobs.concurrency)
     server = uvicorn.Server(config)
+    broker = bootstrap.embedded_broker(container.settings)
+    if broker is not None:
+        await broker.start()
     background: list[asyncio.Task[None]] = []
+    bus = container.bus
+    if bus is not None:
+        background.append(asyncio.create_task(bus.run()))
     sim = container.settings.simulator
     if sim.enabled:
+        fleet = bootstrap.simulated_fleet(container)
+        if bus is not None:
+            fleet.attach(bus)
         background.append(
             asyncio.create_task(
                 run_fleet(
-                    bootstrap.simulated_fleet(container),
+                    fleet,
                     tick_seconds=sim.tick_seconds,
                     report_every_seconds=sim.report_interval_seconds,
                     reload_every_seconds=sim.reload_interval_seconds,
@@ -73,6 +82,8 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if broker is not None:
+            await broker.stop()
 
 
 async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Server) -> None:
@@ -106,7 +117,7 @@ def _size_thread_pool(job_concurrency: int) -> None:
 def run_worker_only(settings: Settings, concurrency: int) -> None:
     with bootstrap.database_url_for(settings, lock=False) as url:
         bootstrap.upgrade_database(url)
-        with bootstrap.application(settings, url) as container:
+        with bootstrap.application(settings, url, role="worker") as container:
             job_app = build_job_app(libpq_url(url))
             context = bootstrap.job_context(container)
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")
@@ -120,8 +131,16 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
                 # else that ends a worker is restarted by it.
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, supervisor.cancel)
-                async with job_app.open_async():
-                    await supervise_worker(job_app, context, WorkerState(), concurrency=concurrency)
+                # Commands reach devices over the bus; without one they would all time out.
+                bus = asyncio.create_task(container.bus.run()) if container.bus else None
+                try:
+                    async with job_app.open_async():
+                        await supervise_worker(
+                            job_app, context, WorkerState(), concurrency=concurrency
+                        )
+                finally:
+                    if bus is not None:
+                        bus.cancel()
 
             with contextlib.suppress(asyncio.CancelledError):
                 asyncio.run(_run())

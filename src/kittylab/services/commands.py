@@ -53,9 +53,9 @@ def create_command(
     """
     correlation = _clean_correlation_id(correlation_id)
     if correlation is not None:
-        existing = _find_by_correlation(session, requested_by, correlation)
+        existing = find_retry(session, requested_by, correlation)
         if existing is not None:
-            return _same_request(existing, device.id, intent, payload)
+            return same_request(existing, device.id, intent, payload)
     _check_device_accepts(device, intent, payload)
     if conversation_id is not None and session.get(ConversationSession, conversation_id) is None:
         raise NotFound("conversation", conversation_id)
@@ -117,9 +117,8 @@ def _clean_correlation_id(value: str | None) -> str | None:
     return clean
 
 
-def _find_by_correlation(
-    session: Session, requested_by: UUID, correlation_id: str
-) -> DeviceCommand | None:
+def find_retry(session: Session, requested_by: UUID, correlation_id: str) -> DeviceCommand | None:
+    """The command ``requested_by`` already created under ``correlation_id``, if any."""
     return session.scalar(
         select(DeviceCommand).where(
             DeviceCommand.requested_by == requested_by,
@@ -128,7 +127,7 @@ def _find_by_correlation(
     )
 
 
-def _same_request(
+def same_request(
     existing: DeviceCommand, device_id: UUID, intent: str, payload: Mapping[str, Any]
 ) -> DeviceCommand:
     """Return ``existing`` when it is the command this request describes; a different
@@ -164,10 +163,10 @@ def _insert_once(session: Session, command: DeviceCommand) -> DeviceCommand:
     except IntegrityError:
         if command.correlation_id is None:
             raise
-        winner = _find_by_correlation(session, command.requested_by, command.correlation_id)
+        winner = find_retry(session, command.requested_by, command.correlation_id)
         if winner is None:
             raise
-        return _same_request(winner, command.device_id, command.intent, command.payload)
+        return same_request(winner, command.device_id, command.intent, command.payload)
     return command
 
 

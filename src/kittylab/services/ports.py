@@ -3,7 +3,8 @@ them; bootstrap chooses which; tests may pass fakes of these (and only these).""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 from uuid import UUID
 
 from kittylab.domain.enums import NotificationChannel
@@ -31,3 +32,25 @@ class JobQueue(Protocol):
     def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
         """Schedule delivery of a queued notification. Deferring one that already has a
         job waiting is a no-op, so callers may defer freely."""
+
+    def defer_dispatch(self, command_id: UUID) -> None:
+        """Schedule sending a pending device command; a no-op when a job for it waits."""
+
+
+class MessageBus(Protocol):
+    """The publish/subscribe bus (MQTT) as services see it."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str | Mapping[str, Any] | list[Any],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
+        """Queue a message; delivered once connected (from any thread)."""
+
+    def subscribe(
+        self, topic_filter: str, handler: Callable[[str, bytes], Awaitable[None]]
+    ) -> None:
+        """Call ``handler(topic, payload)`` on the bus's loop for each matching message."""

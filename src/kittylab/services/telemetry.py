@@ -21,6 +21,9 @@ from kittylab.domain.records import (
     check_telemetry_size,
 )
 
+STATE_TOPIC = "state"
+"""The topic of a device's reported state; written by integrations only."""
+
 TELEMETRY_EVENTS = Counter(
     "kittylab_telemetry_events_total", "Telemetry events by outcome.", ["outcome"]
 )
@@ -141,3 +144,14 @@ def _resolve_one(
             f"events.{index}.integration", f"{event.external_id} exists in {names}; name one"
         )
     return next(iter(candidates.values()))
+
+
+def latest_state(session: Session, device_id: UUID) -> TelemetryEvent | None:
+    """The device's newest ``state`` report, in arrival order (a client cannot backdate
+    an event past it), or ``None`` before the first."""
+    return session.scalars(
+        select(TelemetryEvent)
+        .where(TelemetryEvent.device_id == device_id, TelemetryEvent.topic == STATE_TOPIC)
+        .order_by(TelemetryEvent.id.desc())
+        .limit(1)
+    ).first()

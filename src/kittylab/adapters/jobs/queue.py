@@ -20,8 +20,10 @@ from procrastinate.exceptions import AlreadyEnqueued, ProcrastinateException
 from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.jobs.tasks import (
     DELIVER_TASK,
+    DISPATCH_TASK,
     NAMESPACE,
     delivery_lock,
+    dispatch_lock,
     job_blueprint,
     schedule_in,
 )
@@ -119,4 +121,20 @@ class ProcrastinateQueue:
         except (ProcrastinateException, psycopg.Error) as exc:
             raise JobQueueUnavailable(
                 f"cannot defer delivery of notification {key}: {type(exc).__name__}"
+            ) from exc
+
+    def defer_dispatch(self, command_id: UUID) -> None:
+        """Schedule sending a pending device command (a no-op when a job for it waits);
+        raises ``JobQueueUnavailable`` when the job cannot be stored — the command is
+        committed already, so ``reconcile_commands`` sends it later."""
+        key = str(command_id)
+        try:
+            self._app.configure_task(
+                DISPATCH_TASK, allow_unknown=False, queueing_lock=dispatch_lock(key)
+            ).defer(command_id=key)
+        except AlreadyEnqueued:
+            return
+        except (ProcrastinateException, psycopg.Error) as exc:
+            raise JobQueueUnavailable(
+                f"cannot defer dispatch of command {key}: {type(exc).__name__}"
             ) from exc

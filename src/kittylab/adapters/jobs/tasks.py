@@ -12,15 +12,17 @@ that was down does not pile up runs to catch up on:
 - ``recover_stalled_jobs``, every minute: retry the jobs of workers that died;
 - ``mark_devices_offline``, every minute: devices silent too long go ``offline``;
 - ``cleanup_sessions``, every 5 minutes: remove idle conversation sessions;
-- ``purge_telemetry``, hourly: delete telemetry past its retention.
+- ``purge_telemetry``, hourly: delete telemetry past its retention;
+- ``reconcile_commands``, every minute: dispatch (or expire) device commands whose
+  dispatch job was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -33,7 +35,8 @@ from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.config import JobSettings, Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services import maintenance, notifications, sessions
+from kittylab.services import dispatch, maintenance, notifications, sessions
+from kittylab.services.drivers import DeviceDriver
 from kittylab.services.ports import NotificationSender
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ CLEANUP_TASK = f"{NAMESPACE}:cleanup_sessions"
 RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
+DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
+RECONCILE_TASK = f"{NAMESPACE}:reconcile_commands"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
 HOURLY = "0 * * * *"
@@ -54,10 +59,13 @@ PERIODIC = {
     OFFLINE_TASK: EVERY_MINUTE,
     CLEANUP_TASK: EVERY_5_MINUTES,
     PURGE_TELEMETRY_TASK: HOURLY,
+    RECONCILE_TASK: EVERY_MINUTE,
 }
 """Every periodic task (full name) and its cron schedule."""
 CONTEXT_KEY = "kittylab"
 SWEEP_BATCH = 500
+RECONCILE_GRACE = timedelta(seconds=30)
+"""A command younger than this still has its own dispatch job on the way."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class JobContext:
     sender: NotificationSender
     settings: Settings
     clock: Callable[[], datetime] = utcnow
+    drivers: Mapping[str, DeviceDriver] = field(default_factory=dict)
+    """Device drivers by integration name; empty where no bus runs (no commands sent)."""
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -85,6 +95,21 @@ def check_heartbeat_settings(jobs: JobSettings) -> None:
             f"({jobs.heartbeat_interval_seconds:g} s); "
             f"it is {jobs.stalled_worker_timeout_seconds:g} s",
         )
+
+
+def dispatch_lock(command_id: str) -> str:
+    """At most one dispatch job per command waits at a time."""
+    return f"command:{command_id}"
+
+
+async def defer_dispatch(app: procrastinate.App, command_id: str) -> bool:
+    try:
+        await app.configure_task(
+            DISPATCH_TASK, queueing_lock=dispatch_lock(command_id)
+        ).defer_async(command_id=command_id)
+    except AlreadyEnqueued:
+        return False
+    return True
 
 
 def delivery_lock(notification_id: str) -> str:
@@ -177,6 +202,31 @@ def job_blueprint() -> procrastinate.Blueprint:
     async def purge_telemetry(job: procrastinate.JobContext, timestamp: int) -> int:
         """Delete telemetry older than ``telemetry.retention_days``, in batches."""
         return await asyncio.to_thread(_purge_old_telemetry, _context(job))
+
+    @blueprint.task(name="dispatch_command", pass_context=True)
+    async def dispatch_command(job: procrastinate.JobContext, command_id: str) -> str:
+        """Send one device command and wait for the device to confirm it."""
+        ctx = _context(job)
+        outcome = await dispatch.dispatch(
+            ctx.database, ctx.drivers, UUID(command_id), ctx.settings.commands, ctx.clock
+        )
+        return outcome.status.value if outcome.status else "skipped"
+
+    @blueprint.periodic(cron=PERIODIC[RECONCILE_TASK], periodic_id="every-minute")
+    @blueprint.task(name="reconcile_commands", pass_context=True, queueing_lock=RECONCILE_TASK)
+    async def reconcile_commands(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Dispatch pending and sent commands no job covers (lost in a crash between commit
+        and defer, or in a queue outage); dispatch itself expires stale ones."""
+        ctx = _context(job)
+        waiting = await asyncio.to_thread(
+            dispatch.unfinished, ctx.database, ctx.clock() - RECONCILE_GRACE
+        )
+        deferred = 0
+        for command_id in waiting:
+            deferred += await defer_dispatch(job.app, str(command_id))
+        if deferred:
+            logger.info("reconcile deferred %d device command dispatches", deferred)
+        return deferred
 
     return blueprint
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import or_, select
 
-from kittylab.adapters.db.tables import AccessPolicy, Device, TelemetryEvent, Zone, ZonePresence
+from kittylab.adapters.db.tables import AccessPolicy, Device, Zone, ZonePresence
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
@@ -26,8 +26,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState, PresenceStatus, Role
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.zones import requires_dual_confirmation
-from kittylab.services import presence
-from kittylab.services.simulation import STATE_TOPIC
+from kittylab.services import presence, telemetry
 
 router = APIRouter(prefix="/api", tags=["lab"])
 
@@ -112,12 +111,7 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
     """The device's latest reported state (its newest ``state`` telemetry), with when it
     was reported; ``state`` is null until the device has reported once."""
     device = get_or_404(uow, Device, device_id, "device")
-    latest = uow.scalars(
-        select(TelemetryEvent)
-        .where(TelemetryEvent.device_id == device_id, TelemetryEvent.topic == STATE_TOPIC)
-        .order_by(TelemetryEvent.id.desc())  # arrival order: a client cannot backdate past it
-        .limit(1)
-    ).first()
+    latest = telemetry.latest_state(uow, device_id)
     return DeviceStateOut(
         device_id=device.id,
         online_state=device.online_state,

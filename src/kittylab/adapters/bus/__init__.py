@@ -1,0 +1,1 @@
+"""The MQTT bus: an embedded broker for the default install and a reconnecting client."""

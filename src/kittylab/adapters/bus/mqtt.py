@@ -1,0 +1,280 @@
+"""A reconnecting MQTT client shared by everything in one process.
+
+- ``publish`` may be called from any thread, connected or not: messages wait in an
+  in-memory outbox (bounded, oldest dropped and counted) and go out in order once the
+  broker answers. That suits state, context and progress messages, which a newer one
+  supersedes; device commands, which must not run late, use ``publish_now`` instead.
+- ``subscribe`` registers a handler for a topic filter; filters are (re)subscribed on
+  every connection, so a broker restart loses no subscription.
+- ``run`` connects, reconnects with exponential backoff, and runs until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import ssl
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from prometheus_client import Counter, Gauge
+
+from kittylab.config import MqttSettings
+from kittylab.domain.errors import InfrastructureError, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+_DROPPED = Counter(
+    "kittylab_mqtt_dropped_total", "Outbox messages dropped while the broker was unreachable."
+)
+_CONNECTED = Gauge("kittylab_mqtt_connected", "1 while this process is connected to the broker.")
+
+
+class BusUnavailable(InfrastructureError):
+    """Not connected to the broker, or it did not confirm a publish in time."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://…`` (TLS, default port 8883).
+
+    Errors name the setting but never repeat the URL, which may hold a password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValidationFailed("mqtt.url", "must look like mqtt://host:1883 or mqtts://host:8883")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValidationFailed("mqtt.url", "has an invalid port") from None
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=tls,
+    )
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+def encode(payload: bytes | str | Mapping[str, Any] | list[Any]) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
+class MqttBus:
+    def __init__(self, address: BrokerAddress, settings: MqttSettings, *, role: str) -> None:
+        self._address = address
+        self._settings = settings
+        self._client_id = f"{settings.client_id_prefix}-{role}-{secrets.token_hex(4)}"
+        self._handlers: list[tuple[str, MessageHandler]] = []
+        self._outbox: deque[_Outgoing] = deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._connected: asyncio.Event | None = None
+        self._client: aiomqtt.Client | None = None
+
+    # --- used from any thread -------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str | Mapping[str, Any] | list[Any],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
+        """Queue a message; it is sent as soon as (or once again) connected."""
+        message = _Outgoing(topic, encode(payload), qos, retain)
+        with self._lock:
+            if len(self._outbox) >= self._settings.outbox_limit:
+                self._outbox.popleft()
+                _DROPPED.inc()
+            self._outbox.append(message)
+        self._wake()
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Call ``handler(topic, payload)`` for every message matching ``topic_filter``.
+
+        Handlers run on the bus's event loop one message at a time: they must be quick
+        (hand database work to a thread or a queue). An exception is logged, not raised.
+        Filters on one bus should not overlap: MQTT 3.1.1 brokers may deliver a message
+        once per matching filter, and each copy reaches every matching handler."""
+        self._handlers.append((topic_filter, handler))
+        client, loop = self._client, self._loop
+        if client is not None and loop is not None:
+            asyncio.run_coroutine_threadsafe(self._subscribe_one(client, topic_filter), loop)
+
+    @property
+    def address(self) -> BrokerAddress:
+        return self._address
+
+    @property
+    def connected(self) -> bool:
+        return self._connected is not None and self._connected.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting in the outbox."""
+        return len(self._outbox)
+
+    # --- used on the bus's event loop -----------------------------------------------
+
+    async def publish_now(
+        self,
+        topic: str,
+        payload: bytes | str | Mapping[str, Any] | list[Any],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        confirm_within: float = 5.0,
+    ) -> None:
+        """Publish at once and wait for the broker to take it (PUBACK for QoS 1).
+
+        Raises ``BusUnavailable`` when not connected or not confirmed within
+        ``confirm_within`` seconds: nothing is queued, so a command is never delivered late."""
+        client = self._client
+        if client is None or not self.connected:
+            raise BusUnavailable("the MQTT broker is not reachable")
+        try:
+            await asyncio.wait_for(
+                client.publish(topic, encode(payload), qos=qos, retain=retain), confirm_within
+            )
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            raise BusUnavailable(f"the MQTT broker did not take the message: {exc}") from exc
+
+    async def wait_connected(self, within_seconds: float) -> bool:
+        self._bind_loop()
+        assert self._connected is not None
+        try:
+            await asyncio.wait_for(self._connected.wait(), within_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, reconnecting with exponential backoff."""
+        self._bind_loop()
+        assert self._connected is not None
+        address = self._address
+        delay = self._settings.reconnect_min_seconds
+        while True:
+            try:
+                async with self._new_client() as client:
+                    for topic_filter in {f for f, _ in self._handlers}:
+                        await self._subscribe_one(client, topic_filter)
+                    self._client = client
+                    self._connected.set()
+                    _CONNECTED.set(1)
+                    log.info("connected to MQTT broker %s:%s", address.host, address.port)
+                    delay = self._settings.reconnect_min_seconds
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._drain(client))
+                        group.create_task(self._receive(client))
+            except* aiomqtt.MqttError as group_error:
+                first = group_error.exceptions[0]
+                log.warning(
+                    "MQTT broker %s:%s unreachable (%s); retrying in %.1f s",
+                    self._address.host,
+                    self._address.port,
+                    first,
+                    delay,
+                )
+            finally:
+                self._client = None
+                self._connected.clear()
+                _CONNECTED.set(0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.reconnect_max_seconds)
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._wakeup = asyncio.Event()
+            self._connected = asyncio.Event()
+            if self._outbox:
+                self._wakeup.set()
+
+    def _wake(self) -> None:
+        loop, wakeup = self._loop, self._wakeup
+        if loop is None or wakeup is None:
+            return  # not running yet: ``run`` drains what is waiting once connected
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wakeup.set()
+        else:
+            loop.call_soon_threadsafe(wakeup.set)
+
+    def _new_client(self) -> aiomqtt.Client:
+        address = self._address
+        return aiomqtt.Client(
+            address.host,
+            address.port,
+            username=address.username,
+            password=address.password,
+            identifier=self._client_id,
+            keepalive=self._settings.keepalive_seconds,
+            timeout=self._settings.connect_timeout_seconds,
+            tls_context=ssl.create_default_context() if address.tls else None,
+        )
+
+    async def _subscribe_one(self, client: aiomqtt.Client, topic_filter: str) -> None:
+        await client.subscribe(topic_filter, qos=1)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox:
+                message = self._outbox[0]
+                # Removed only once the broker has it: a drop mid-send re-sends it after
+                # reconnecting (at-least-once, which state and progress messages tolerate).
+                await client.publish(
+                    message.topic, message.payload, qos=message.qos, retain=message.retain
+                )
+                with self._lock:
+                    if self._outbox and self._outbox[0] is message:
+                        self._outbox.popleft()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            for topic_filter, handler in self._handlers:
+                if message.topic.matches(topic_filter):
+                    try:
+                        await handler(topic, payload)
+                    except Exception:
+                        log.exception("MQTT handler for %s failed on %s", topic_filter, topic)

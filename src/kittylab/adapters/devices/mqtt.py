@@ -1,0 +1,104 @@
+"""Generic MQTT devices, and the simulated lab, which speaks the same protocol.
+
+Protocol (documented for device makers in docs/integrations/mqtt.md):
+- KittyLab publishes commands to ``kitty/devices/<external_id>/cmd`` with QoS 1, not
+  retained: ``{"requestId": "...", "intent": "light_set_brightness", "payload": {...}}``.
+- The device publishes its normalized state, retained, to ``kitty/devices/<id>/state``
+  whenever it changes (and may repeat it as a heartbeat).
+- The device may answer a command on ``kitty/devices/<id>/reply`` with
+  ``{"requestId": "...", "ok": false, "reason": "..."}``; a refusal fails the command at
+  once with that reason instead of waiting for the confirmation timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from kittylab.adapters.bus.mqtt import BusUnavailable, MqttBus
+from kittylab.domain import topics
+from kittylab.domain.errors import DeviceRefused
+from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
+
+log = logging.getLogger(__name__)
+
+FIRST_STATE_WAIT_SECONDS = 2.0
+"""How long ``state`` waits for a device it has not heard from yet (a retained state
+arrives right after subscribing, so this only matters just after start)."""
+PUBLISH_CONFIRM_SECONDS = 5.0
+
+
+class MqttDeviceDriver:
+    def __init__(self, bus: MqttBus) -> None:
+        self._bus = bus
+        self._states: dict[str, dict[str, Any]] = {}
+        self._seen: dict[str, asyncio.Event] = {}
+        self._last_request: dict[str, str] = {}
+        self._refusals: dict[str, str] = {}
+        bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_state)
+        bus.subscribe(topics.DEVICE_REPLY_WILDCARD, self._on_reply)
+
+    async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
+        request_id = secrets.token_hex(8)
+        self._last_request[device.external_id] = request_id
+        self._refusals.pop(device.external_id, None)
+        message = {"requestId": request_id, "intent": intent, "payload": dict(payload)}
+        try:
+            await self._bus.publish_now(
+                topics.device_command(device.external_id),
+                message,
+                qos=1,
+                confirm_within=PUBLISH_CONFIRM_SECONDS,
+            )
+        except BusUnavailable as exc:
+            raise DeviceUnavailable(f"{device.external_id}: {exc}") from exc
+
+    async def state(self, device: DeviceTarget) -> dict[str, Any]:
+        ext = device.external_id
+        refusal = self._refusals.pop(ext, None)
+        if refusal is not None:
+            raise DeviceRefused(refusal)
+        if ext not in self._states:
+            seen = self._seen.setdefault(ext, asyncio.Event())
+            try:
+                await asyncio.wait_for(seen.wait(), FIRST_STATE_WAIT_SECONDS)
+            except TimeoutError:
+                raise DeviceUnavailable(
+                    f"{ext} has not reported a state on {topics.device_state(ext)}"
+                ) from None
+        return dict(self._states[ext])
+
+    async def close(self) -> None:
+        """Nothing to release: the bus belongs to the process."""
+
+    async def _on_state(self, topic: str, payload: bytes) -> None:
+        ext = topics.device_of(topic)
+        if ext is None:
+            return
+        try:
+            state = json.loads(payload)
+        except ValueError:
+            log.warning("ignoring a state on %s that is not JSON", topic)
+            return
+        if not isinstance(state, dict):
+            log.warning("ignoring a state on %s that is not a JSON object", topic)
+            return
+        self._states[ext] = state
+        self._seen.setdefault(ext, asyncio.Event()).set()
+
+    async def _on_reply(self, topic: str, payload: bytes) -> None:
+        ext = topics.device_of(topic)
+        if ext is None:
+            return
+        try:
+            reply = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(reply, dict) or reply.get("ok") is not False:
+            return
+        if reply.get("requestId") == self._last_request.get(ext):
+            self._refusals[ext] = str(reply.get("reason") or f"{ext} refused the command")

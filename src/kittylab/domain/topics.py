@@ -1,0 +1,52 @@
+"""KittyLab's MQTT topic names, in one place.
+
+Every topic level that comes from data (a device's external id, a conversation id) is
+validated where the data enters (``validate_external_id`` bans ``/``, ``#`` and ``+``), so
+a name can never widen a subscription or escape its subtree.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+ROOT = "kitty"
+DEVICE_STATE_WILDCARD = f"{ROOT}/devices/+/state"
+DEVICE_COMMAND_WILDCARD = f"{ROOT}/devices/+/cmd"
+DEVICE_REPLY_WILDCARD = f"{ROOT}/devices/+/reply"
+TELEMETRY_WILDCARD = f"{ROOT}/telemetry/#"
+
+
+def device_command(external_id: str) -> str:
+    return f"{ROOT}/devices/{external_id}/cmd"
+
+
+def device_state(external_id: str) -> str:
+    return f"{ROOT}/devices/{external_id}/state"
+
+
+def device_reply(external_id: str) -> str:
+    return f"{ROOT}/devices/{external_id}/reply"
+
+
+def conversation_context(conversation_id: UUID | str) -> str:
+    return f"{ROOT}/ctx/{conversation_id}"
+
+
+def job(job_id: UUID | str) -> str:
+    return f"{ROOT}/jobs/{job_id}"
+
+
+def safety(event_id: UUID | str) -> str:
+    return f"{ROOT}/safety/{event_id}"
+
+
+def telemetry(external_id: str, topic: str) -> str:
+    return f"{ROOT}/telemetry/{external_id}/{topic}"
+
+
+def device_of(topic: str) -> str | None:
+    """The external id in ``kitty/devices/<id>/…`` or ``kitty/telemetry/<id>/…``."""
+    parts = topic.split("/")
+    if len(parts) >= 4 and parts[0] == ROOT and parts[1] in ("devices", "telemetry"):
+        return parts[2]
+    return None

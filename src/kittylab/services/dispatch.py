@@ -1,0 +1,297 @@
+"""Device commands from request to confirmation.
+
+``submit`` (in the request's transaction) checks the command against the lab's rules and
+the device's last known state and records it ``pending``; the caller commits and then
+schedules ``dispatch``. ``dispatch`` (a background job) claims the command, sends it once
+through the integration's driver and waits until the device's own state confirms it:
+
+    pending ──claim──▶ sent ──state confirms──▶ acked
+                         └──refused / unreachable / no confirmation in time──▶ failed
+
+Exactly once: the claim (``pending → sent``) is committed under a row lock *before* the
+driver is called, so a job that runs again after a crash or a retry finds ``sent`` and
+only waits for confirmation — a command is never sent twice. Never dropped: a pending or
+sent command whose job was lost is picked up by ``reconcile`` (a periodic task), and a
+sent command that nothing confirms fails with the reason once its time is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import AccessPolicy, Device, DeviceCommand
+from kittylab.config import CommandSettings
+from kittylab.domain.command_rules import confirms, is_hazardous, precondition_refusal
+from kittylab.domain.enums import CommandStatus, OnlineState
+from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
+from kittylab.services import commands, telemetry
+from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
+
+log = logging.getLogger(__name__)
+
+COMMANDS = Counter("kittylab_device_commands_total", "Device commands by outcome.", ["outcome"])
+CONFIRM_SECONDS = Histogram(
+    "kittylab_device_command_confirm_seconds",
+    "From sending a command to the device state confirming it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+
+
+def submit(
+    session: Session,
+    *,
+    device_id: UUID,
+    intent: str,
+    payload: Mapping[str, Any],
+    requested_by: UUID,
+    now: datetime,
+    correlation_id: str | None = None,
+    conversation_id: UUID | None = None,
+) -> DeviceCommand:
+    """Record a command the device can take now, or refuse it.
+
+    - ``NotFound``: no such device;
+    - ``PermissionDenied``: the intent is hazardous (unlock, power on, or listed by an
+      access policy of the device's zone). The approval workflow does not exist yet, so
+      these are refused rather than sent (fail closed);
+    - ``DeviceRefused``: the device is not online, or its last known state forbids the
+      intent (pausing a printer that is not printing);
+    - the payload and capability rules of ``commands.create_command``.
+    A retried request (same ``correlation_id``) returns the first command unchanged.
+    """
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound("device", device_id)
+    if correlation_id is not None:
+        # A retry of an accepted request returns it, whatever the device does meanwhile.
+        existing = commands.find_retry(session, requested_by, correlation_id)
+        if existing is not None:
+            return commands.same_request(existing, device.id, intent, payload)
+    if is_hazardous(intent, _policy_intents(session, device.zone_id)):
+        raise PermissionDenied(
+            f"{intent} on {device.display_name} is hazardous and needs a signed safety "
+            "approval, which this installation cannot take yet; nothing was sent"
+        )
+    if device.retired_at is None and device.online_state is not OnlineState.ONLINE:
+        raise DeviceRefused(f"{device.display_name} is {device.online_state.value}")
+    latest = telemetry.latest_state(session, device.id)
+    refusal = precondition_refusal(
+        device.kind.value, intent, latest.payload if latest else None, device.display_name
+    )
+    if refusal is not None:
+        raise DeviceRefused(refusal)
+    return commands.create_command(
+        session,
+        device=device,
+        intent=intent,
+        payload=payload,
+        requested_by=requested_by,
+        conversation_id=conversation_id,
+        correlation_id=correlation_id,
+        now=now,
+    )
+
+
+def _policy_intents(session: Session, zone_id: UUID) -> set[str]:
+    rows = session.scalars(
+        select(AccessPolicy.intents).where(
+            AccessPolicy.zone_id == zone_id, AccessPolicy.retired_at.is_(None)
+        )
+    )
+    return {intent for intents in rows for intent in intents}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A command ready to be worked on by ``dispatch``."""
+
+    command_id: UUID
+    target: DeviceTarget
+    intent: str
+    payload: Mapping[str, Any]
+    sent_at: datetime
+    newly_sent: bool
+    """True when this claim moved it to ``sent``: only then may the driver be called."""
+
+
+def claim(
+    database: Database, command_id: UUID, now: datetime, max_delay: timedelta
+) -> Claim | None:
+    """Move a pending command to ``sent`` (committed) and return it; return a ``sent``
+    one as is (to be confirmed, not re-sent); ``None`` when it is already decided. A
+    pending command older than ``max_delay`` is failed instead: sending it now would
+    surprise whoever asked (``None``)."""
+    with database.unit_of_work() as session:
+        command = session.get(
+            DeviceCommand, command_id, with_for_update=True, populate_existing=True
+        )
+        if command is None or command.status in (CommandStatus.ACKED, CommandStatus.FAILED):
+            return None
+        device = session.get(Device, command.device_id)
+        assert device is not None  # a foreign key
+        newly_sent = command.status is CommandStatus.PENDING
+        if newly_sent and now - command.created_at > max_delay:
+            commands.advance_command(
+                session,
+                command_id,
+                CommandStatus.FAILED,
+                now=now,
+                reason=f"not sent within {max_delay.total_seconds():g} s of being accepted "
+                "(the service was down or busy); nothing was sent",
+            )
+            COMMANDS.labels("expired").inc()
+            return None
+        if newly_sent:
+            commands.advance_command(session, command_id, CommandStatus.SENT, now=now)
+            sent_at = now
+        else:
+            sent_at = _sent_at(command) or now
+        return Claim(
+            command_id=command.id,
+            target=DeviceTarget(
+                id=device.id,
+                external_id=device.external_id,
+                kind=device.kind,
+                integration=device.integration,
+                connection=dict(device.connection),
+                attributes=dict(device.attributes),
+            ),
+            intent=command.intent,
+            payload=dict(command.payload),
+            sent_at=sent_at,
+            newly_sent=newly_sent,
+        )
+
+
+def _sent_at(command: DeviceCommand) -> datetime | None:
+    for entry in reversed(command.status_history):
+        if entry.get("status") == CommandStatus.SENT.value:
+            return datetime.fromisoformat(entry["at"])
+    return None
+
+
+def _finish(
+    database: Database, command_id: UUID, target: CommandStatus, now: datetime, reason: str | None
+) -> None:
+    """Decide a sent command, unless another job (a recovery retry running alongside)
+    already did: the first decision stands."""
+    with database.unit_of_work() as session:
+        current = session.scalar(
+            select(DeviceCommand.status).where(DeviceCommand.id == command_id).with_for_update()
+        )
+        if current is not CommandStatus.SENT:
+            return
+        commands.advance_command(session, command_id, target, now=now, reason=reason)
+    COMMANDS.labels(target.value).inc()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: CommandStatus | None
+    reason: str | None = None
+
+
+async def dispatch(
+    database: Database,
+    drivers: Mapping[str, DeviceDriver],
+    command_id: UUID,
+    settings: CommandSettings,
+    clock: Callable[[], datetime],
+) -> Outcome:
+    """Send a command (once) and wait for the device to confirm it; see the module doc."""
+    max_delay = timedelta(seconds=settings.max_dispatch_delay_seconds)
+    work = await asyncio.to_thread(claim, database, command_id, clock(), max_delay)
+    if work is None:
+        return Outcome(None, "already decided")
+    driver = drivers.get(work.target.integration)
+
+    async def fail(reason: str) -> Outcome:
+        log.warning("device command %s failed: %s", command_id, reason)
+        await asyncio.to_thread(
+            _finish, database, command_id, CommandStatus.FAILED, clock(), reason
+        )
+        return Outcome(CommandStatus.FAILED, reason)
+
+    if driver is None:
+        return await fail(f"no driver is configured for integration {work.target.integration}")
+    before: dict[str, Any] | None = None
+    if work.newly_sent:
+        try:
+            before = await driver.state(work.target)
+        except (DeviceUnavailable, DeviceRefused):
+            before = None  # the send below decides whether the device is there
+        try:
+            await driver.send(work.target, work.intent, work.payload)
+        except (DeviceRefused, DeviceUnavailable) as exc:
+            return await fail(str(exc))
+    return await _await_confirmation(driver, work, before, settings, clock, fail, database)
+
+
+async def _await_confirmation(
+    driver: DeviceDriver,
+    work: Claim,
+    before: Mapping[str, Any] | None,
+    settings: CommandSettings,
+    clock: Callable[[], datetime],
+    fail: Callable[[str], Any],
+    database: Database,
+) -> Outcome:
+    deadline = work.sent_at + timedelta(seconds=settings.ack_timeout_seconds)
+    started = time.monotonic()
+    last_seen: str = "no state was read"
+    while True:
+        try:
+            state = await driver.state(work.target)
+        except DeviceRefused as refusal:
+            outcome: Outcome = await fail(str(refusal))
+            return outcome
+        except DeviceUnavailable as exc:
+            last_seen = f"the device could not be read ({exc})"
+        else:
+            if confirms(work.intent, work.payload, before, state):
+                await asyncio.to_thread(
+                    _finish, database, work.command_id, CommandStatus.ACKED, clock(), None
+                )
+                CONFIRM_SECONDS.observe(time.monotonic() - started)
+                return Outcome(CommandStatus.ACKED)
+            last_seen = f"the device reports {_brief(state)}"
+        if clock() >= deadline:
+            outcome = await fail(
+                f"not confirmed within {settings.ack_timeout_seconds:g} s; {last_seen}"
+            )
+            return outcome
+        await asyncio.sleep(settings.poll_interval_seconds)
+
+
+def _brief(state: Mapping[str, Any]) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in state.items() if not isinstance(v, Mapping))
+    return text[:300] or "an empty state"
+
+
+def unfinished(database: Database, older_than: datetime, limit: int = 500) -> list[UUID]:
+    """Pending or sent commands created before ``older_than``: those a lost job (a crash
+    between commit and defer, a queue outage) would otherwise leave waiting forever."""
+    with database.unit_of_work() as session:
+        return list(
+            session.scalars(
+                select(DeviceCommand.id)
+                .where(
+                    DeviceCommand.status.in_([CommandStatus.PENDING, CommandStatus.SENT]),
+                    DeviceCommand.created_at < older_than,
+                )
+                .order_by(DeviceCommand.id)
+                .limit(limit)
+            )
+        )

@@ -1,0 +1,55 @@
+"""A real MQTT bus for tests: the embedded broker (amqtt) on a free port, or Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+from kittylab.adapters.bus.broker import EmbeddedBroker
+from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
+from kittylab.config import MqttSettings
+
+FAST = MqttSettings(reconnect_min_seconds=0.1, reconnect_max_seconds=0.5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def running_bus(address: BrokerAddress, role: str = "test") -> AsyncIterator[MqttBus]:
+    bus = MqttBus(address, FAST, role=role)
+    task = asyncio.create_task(bus.run())
+    try:
+        assert await bus.wait_connected(10), f"no MQTT broker at {address.host}:{address.port}"
+        yield bus
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(port: int | None = None) -> AsyncIterator[EmbeddedBroker]:
+    broker = EmbeddedBroker("127.0.0.1", port or free_port())
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def eventually(check: object, within: float = 5.0) -> None:
+    """Wait until ``check()`` is truthy; fail with its last value otherwise."""
+    assert callable(check)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.02)

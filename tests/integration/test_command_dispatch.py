@@ -1,0 +1,266 @@
+"""Device commands end to end on the real path: PostgreSQL, the embedded MQTT broker, the
+generic MQTT driver, and the simulated lab answering as MQTT devices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from sqlalchemy import select
+
+from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device, DeviceCommand, User
+from kittylab.config import CommandSettings
+from kittylab.domain.enums import CommandStatus, DeviceKind
+from kittylab.domain.errors import DeviceRefused, PermissionDenied
+from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.services import commands, dispatch
+from kittylab.services.simulation import SimulatedFleet
+from tests.integration.live_bus import embedded_broker, free_port, running_bus
+
+FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)
+
+Scenario = Callable[[MqttBus, SimulatedFleet], Awaitable[None]]
+
+
+@pytest.fixture
+def lab(container: bootstrap.Container, database: Database, demo_lab_path: Path) -> UUID:
+    """The demo lab applied; returns the id of its admin, ``ada``."""
+    with database.unit_of_work() as s:
+        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
+        return s.scalars(select(User.id).where(User.username == "ada")).one()
+
+
+def run_with_lab(container: bootstrap.Container, scenario: Scenario) -> None:
+    """Run ``scenario`` with the simulated lab online on a live broker."""
+
+    async def main() -> None:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        async with embedded_broker(port), running_bus(address, "lab") as bus:
+            fleet = bootstrap.simulated_fleet(container)
+            fleet.attach(bus)
+            await asyncio.to_thread(fleet.reload)
+            await asyncio.to_thread(fleet.report)
+            await scenario(bus, fleet)
+
+    asyncio.run(main())
+
+
+def device_id(database: Database, external_id: str) -> UUID:
+    with database.unit_of_work() as s:
+        return s.scalars(select(Device.id).where(Device.external_id == external_id)).one()
+
+
+def submit(
+    container: bootstrap.Container,
+    requested_by: UUID,
+    external_id: str,
+    intent: str,
+    **payload: object,
+) -> UUID:
+    with container.database.unit_of_work() as s:
+        command = dispatch.submit(
+            s,
+            device_id=device_id(container.database, external_id),
+            intent=intent,
+            payload=payload,
+            requested_by=requested_by,
+            now=container.clock(),
+        )
+        return command.id
+
+
+def load(database: Database, command_id: UUID) -> DeviceCommand:
+    with database.unit_of_work() as s:
+        command = s.get(DeviceCommand, command_id)
+        assert command is not None
+        s.expunge(command)
+        return command
+
+
+def drivers_on(bus: MqttBus) -> dict[str, bootstrap.DeviceDriver]:
+    return bootstrap.device_drivers(bus)
+
+
+def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        command_id = submit(container, lab, "bench-lights", "light_set_brightness", brightness=30)
+        outcome = await dispatch.dispatch(
+            container.database, drivers_on(bus), command_id, FAST, container.clock
+        )
+        assert outcome.status is CommandStatus.ACKED
+        light = fleet.devices[device_id(container.database, "bench-lights")]
+        assert light.snapshot() == {"on": True, "brightness": 30}
+
+    run_with_lab(container, scenario)
+    command = load(container.database, command_id_of(container, "bench-lights"))
+    assert [h["status"] for h in command.status_history] == ["pending", "sent", "acked"]
+    assert command.ack_at is not None
+
+
+def command_id_of(container: bootstrap.Container, external_id: str) -> UUID:
+    with container.database.unit_of_work() as s:
+        return s.scalars(
+            select(DeviceCommand.id)
+            .join(Device, Device.id == DeviceCommand.device_id)
+            .where(Device.external_id == external_id)
+            .order_by(DeviceCommand.id.desc())
+        ).first()  # type: ignore[return-value]
+
+
+def test_pausing_an_idle_printer_is_refused_before_anything_is_recorded(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        with pytest.raises(DeviceRefused, match="is idle, not printing"):
+            submit(container, lab, "prusa-mk4", "print_pause")
+
+    run_with_lab(container, scenario)
+    with container.database.unit_of_work() as s:
+        assert s.scalars(select(DeviceCommand)).all() == []
+
+
+def test_a_refusal_from_the_device_fails_the_command_with_the_device_reason(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        # Recorded directly: the last known state is not checked, the device decides.
+        with container.database.unit_of_work() as s:
+            device = s.get(Device, device_id(container.database, "voron-24"))
+            assert device is not None
+            command = commands.create_command(
+                s,
+                device=device,
+                intent="print_resume",
+                payload={},
+                requested_by=lab,
+                now=container.clock(),
+            )
+        outcome = await dispatch.dispatch(
+            container.database, drivers_on(bus), command.id, FAST, container.clock
+        )
+        assert outcome.status is CommandStatus.FAILED
+        assert outcome.reason == "voron-24 is idle, not paused"
+
+    run_with_lab(container, scenario)
+
+
+def test_a_command_nothing_confirms_fails_with_what_the_device_last_reported(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        light_id = device_id(container.database, "farm-lights")
+        del fleet.devices[light_id]  # the light stops answering, its retained state stays
+        command_id = submit(container, lab, "farm-lights", "light_on")
+        outcome = await dispatch.dispatch(
+            container.database, drivers_on(bus), command_id, FAST, container.clock
+        )
+        assert outcome.status is CommandStatus.FAILED
+        assert outcome.reason is not None
+        assert outcome.reason.startswith("not confirmed within 2 s; the device reports on=False")
+
+    run_with_lab(container, scenario)
+
+
+def test_a_command_sent_before_a_crash_is_confirmed_after_it_and_never_sent_twice(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    sent: list[bytes] = []
+
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        async def count(_: str, payload: bytes) -> None:
+            sent.append(payload)
+
+        # A second client: filters overlapping on one client may deliver twice.
+        port = bus.address.port
+        async with running_bus(BrokerAddress("127.0.0.1", port), "witness") as witness:
+            witness.subscribe("kitty/devices/cnc-lights/cmd", count)
+            await asyncio.sleep(0.1)
+            await crash_and_retry(bus)
+
+    async def crash_and_retry(bus: MqttBus) -> None:
+        command_id = submit(container, lab, "cnc-lights", "light_off")
+        drivers = drivers_on(bus)
+        # The first worker claims and sends, then dies before recording the outcome.
+        claimed = dispatch.claim(
+            container.database, command_id, container.clock(), timedelta(minutes=1)
+        )
+        assert claimed is not None and claimed.newly_sent
+        await drivers["simulated"].send(claimed.target, claimed.intent, claimed.payload)
+        # The retried job finds it sent: it only waits for confirmation.
+        outcome = await dispatch.dispatch(
+            container.database, drivers, command_id, FAST, container.clock
+        )
+        assert outcome.status is CommandStatus.ACKED
+        again = await dispatch.dispatch(
+            container.database, drivers, command_id, FAST, container.clock
+        )
+        assert again.status is None  # already decided: nothing happens
+        await asyncio.sleep(0.2)
+
+    run_with_lab(container, scenario)
+    assert len(sent) == 1
+    assert json.loads(sent[0])["intent"] == "light_off"
+
+
+def test_a_command_left_pending_too_long_fails_instead_of_running_late(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        command_id = submit(container, lab, "welding-lights", "light_on")
+        later = container.clock() + timedelta(minutes=5)
+        outcome = await dispatch.dispatch(
+            container.database, drivers_on(bus), command_id, FAST, lambda: later
+        )
+        assert outcome.status is None
+        light = fleet.devices[device_id(container.database, "welding-lights")]
+        assert light.snapshot()["on"] is False
+
+    run_with_lab(container, scenario)
+    command = load(container.database, command_id_of(container, "welding-lights"))
+    assert command.status is CommandStatus.FAILED
+    assert command.failure_reason is not None
+    assert "nothing was sent" in command.failure_reason
+
+
+@pytest.mark.parametrize(
+    ("external_id", "intent"), [("welding-door", "door_unlock"), ("laser-power", "power_on")]
+)
+def test_hazardous_intents_are_refused_until_approvals_exist(
+    container: bootstrap.Container, lab: UUID, external_id: str, intent: str
+) -> None:
+    with pytest.raises(PermissionDenied, match="hazardous"):
+        submit(container, lab, external_id, intent)
+
+
+def test_a_printer_job_runs_from_start_to_pause_to_resume(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        drivers = drivers_on(bus)
+        printer = fleet.devices[device_id(container.database, "prusa-mk4")]
+        for intent, payload in [
+            ("print_start", {"file": "bracket.gcode"}),
+            ("print_pause", {}),
+            ("print_resume", {}),
+            ("print_cancel", {}),
+        ]:
+            command_id = submit(container, lab, "prusa-mk4", intent, **payload)
+            outcome = await dispatch.dispatch(
+                container.database, drivers, command_id, FAST, container.clock
+            )
+            assert outcome.status is CommandStatus.ACKED, (intent, outcome.reason)
+        assert printer.snapshot()["state"] == "cancelled"
+        assert DeviceKind(printer.kind) is DeviceKind.PRINTER  # type: ignore[attr-defined]
+
+    run_with_lab(container, scenario)
