@@ -219,6 +219,20 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
         time.sleep(0.5)
     assert len(online) == 18
 
+    # A command travels API → job → MQTT → device, and is acked on the device's own state.
+    lights = next(d for d in devices["items"] if d["externalId"] == "farm-lights")
+    accepted = httpx.post(
+        f"{server.url}/api/device/{lights['id']}/command",
+        headers=auth,
+        timeout=10,
+        json={"intent": "light_set_brightness", "payload": {"brightness": 30}},
+    )
+    assert accepted.status_code == 202, accepted.text
+    command_url = f"{server.url}/api/commands/{accepted.json()['commandId']}"
+    assert _wait_for_status(command_url, auth, "acked", 30) == "acked"
+    state = httpx.get(f"{server.url}/api/devices/{lights['id']}/state", headers=auth, timeout=10)
+    assert state.json()["state"] == {"on": True, "brightness": 30}
+
     notification_url = _queue_webhook(
         server, auth, hook_port, "Spaghetti on the Voron", "voron-24 paused"
     )

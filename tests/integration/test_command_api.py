@@ -1,0 +1,143 @@
+"""POST /api/device/{deviceId}/command: validation at the edge, roles, refusals, retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from kittylab import bootstrap
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device
+from kittylab.domain.enums import OnlineState
+from kittylab.manifest import apply_manifest, load_manifest
+from tests.integration.conftest import Person, _person
+
+
+@pytest.fixture
+def devices(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path
+) -> dict[str, UUID]:
+    """The demo lab, with every device online (as after its first report)."""
+    with database.unit_of_work() as s:
+        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
+        for device in s.scalars(select(Device)):
+            device.online_state = OnlineState.ONLINE
+        return {d.external_id: d.id for d in s.scalars(select(Device))}
+
+
+def send(client: TestClient, who: Person, device: UUID, body: object) -> dict[str, object]:
+    response = client.post(f"/api/device/{device}/command", json=body, headers=who.headers)
+    payload: dict[str, object] = response.json()
+    payload["_status"] = response.status_code
+    return payload
+
+
+def test_an_operator_command_is_accepted_and_queued_for_dispatch(
+    client: TestClient, operator: Person, devices: dict[str, UUID], database: Database
+) -> None:
+    answer = send(
+        client,
+        operator,
+        devices["farm-lights"],
+        {"intent": "light_set_brightness", "payload": {"brightness": 30}},
+    )
+    assert answer["_status"] == 202
+    assert answer["status"] == "dispatched"
+    assert answer["hazardEventId"] is None
+    command = client.get(f"/api/commands/{answer['commandId']}", headers=operator.headers).json()
+    assert command["status"] == "pending"
+    assert command["payload"] == {"brightness": 30}
+    with database.engine.connect() as conn:
+        jobs = (
+            conn.execute(
+                text("SELECT args->>'command_id' FROM procrastinate_jobs WHERE task_name = :t"),
+                {"t": "kittylab:dispatch_command"},
+            )
+            .scalars()
+            .all()
+        )
+    assert jobs == [answer["commandId"]]
+
+
+def test_a_retried_request_returns_the_first_command(
+    client: TestClient, operator: Person, devices: dict[str, UUID]
+) -> None:
+    body = {"intent": "light_on", "correlationId": "tablet-42"}
+    first = send(client, operator, devices["bench-lights"], body)
+    second = send(client, operator, devices["bench-lights"], body)
+    assert first["commandId"] == second["commandId"]
+    reused = send(client, operator, devices["bench-lights"], {**body, "intent": "light_off"})
+    assert reused["_status"] == 409
+    assert reused["field"] == "correlationId"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"intent": "light_set_brightness", "payload": {"brightness": 130}}, "payload.brightness"),
+        ({"intent": "light_set_brightness", "payload": {}}, "payload"),
+        ({"intent": "print_start", "payload": {"file": "x.gcode"}}, "intent"),
+        ({"intent": "Light On"}, "intent"),
+        ({"intent": "light_on", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_commands_are_422_naming_the_field(
+    client: TestClient, operator: Person, devices: dict[str, UUID], body: object, field: str
+) -> None:
+    answer = send(client, operator, devices["farm-lights"], body)
+    assert answer["_status"] == 422
+    assert answer["field"] == field
+
+
+def test_unknown_device_is_404(client: TestClient, operator: Person) -> None:
+    answer = send(client, operator, UUID(int=7), {"intent": "light_on"})
+    assert answer["_status"] == 404
+
+
+def test_hazardous_intents_are_403_and_nothing_is_recorded(
+    client: TestClient, admin: Person, devices: dict[str, UUID]
+) -> None:
+    answer = send(client, admin, devices["welding-door"], {"intent": "door_unlock"})
+    assert answer["_status"] == 403
+    assert "hazardous" in str(answer["detail"])
+    assert client.get("/api/commands", headers=admin.headers).json()["items"] == []
+
+
+def test_a_safe_intent_in_a_high_hazard_zone_goes_through(
+    client: TestClient, operator: Person, devices: dict[str, UUID]
+) -> None:
+    answer = send(client, operator, devices["welding-door"], {"intent": "door_lock"})
+    assert answer["_status"] == 202
+
+
+def test_offline_device_is_409(
+    client: TestClient, operator: Person, devices: dict[str, UUID], database: Database
+) -> None:
+    with database.unit_of_work() as s:
+        device = s.get(Device, devices["cnc-lights"])
+        assert device is not None
+        device.online_state = OnlineState.OFFLINE
+    answer = send(client, operator, devices["cnc-lights"], {"intent": "light_on"})
+    assert answer["_status"] == 409
+    assert "offline" in str(answer["detail"])
+
+
+def test_engineers_do_not_drive_equipment_directly(
+    client: TestClient, database: Database, devices: dict[str, UUID]
+) -> None:
+    engineer = _person(database, "test-engineer", ["engineer"])
+    answer = send(client, engineer, devices["farm-lights"], {"intent": "light_on"})
+    assert answer["_status"] == 403
+
+
+def test_a_signature_is_refused_rather_than_ignored(
+    client: TestClient, operator: Person, devices: dict[str, UUID]
+) -> None:
+    body = {"intent": "light_on", "safetySignature": "c2lnbmVk"}
+    answer = send(client, operator, devices["farm-lights"], body)
+    assert answer["_status"] == 422
+    assert answer["field"] == "safetySignature"
