@@ -18,6 +18,7 @@ from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.services.simulation import run_fleet
+from kittylab.services.telemetry_ingest import TelemetryIngest
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     bus = container.bus
     if bus is not None:
         background.append(asyncio.create_task(bus.run()))
+        # Only the server stores bus telemetry; workers elsewhere would store it twice.
+        ingest = TelemetryIngest(container.database, container.clock)
+        ingest.attach(bus)
+        background.append(asyncio.create_task(ingest.run()))
     sim = container.settings.simulator
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)

@@ -54,16 +54,61 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
     """Validate every event first, then insert all of them; nothing is stored when one is
     refused, so a client can resend the corrected batch without duplicates."""
     for index, event in enumerate(events):
-        field = f"events.{index}.payload"
-        try:
-            check_telemetry_size(payload_size(event.payload, field), field)
-        except PayloadTooLarge:
-            TELEMETRY_EVENTS.labels("rejected_too_large").inc()
-            raise
-        check_telemetry_depth(event.payload, field)
-        if event.recorded_at is not None:
-            check_recorded_at(event.recorded_at, now, f"events.{index}.recordedAt")
+        _check_event(event, f"events.{index}", now)
     device_ids = _resolve_devices(session, events)
+    return _insert(session, list(zip(events, device_ids, strict=True)), now)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    stored: int
+    rejected: dict[str, int]
+    """Refused events by reason: ``too_large``, ``invalid``, ``unknown_device``."""
+
+
+def store_stream(session: Session, events: list[IncomingEvent], now: datetime) -> StreamResult:
+    """Store what is valid in a stream of events (MQTT) and count the rest by reason.
+
+    Unlike an API batch, a stream has no sender to answer: one bad event must not cost
+    the others, so each is judged on its own."""
+    rejected: dict[str, int] = {}
+    valid: list[IncomingEvent] = []
+    for event in events:
+        try:
+            _check_event(event, "payload", now)
+        except PayloadTooLarge:
+            rejected["too_large"] = rejected.get("too_large", 0) + 1
+            continue
+        except ValidationFailed:
+            rejected["invalid"] = rejected.get("invalid", 0) + 1
+            TELEMETRY_EVENTS.labels("rejected_invalid").inc()
+            continue
+        valid.append(event)
+    resolved: list[tuple[IncomingEvent, UUID]] = []
+    for event in valid:
+        try:
+            [device_id] = _resolve_devices(session, [event])
+        except ValidationFailed:
+            rejected["unknown_device"] = rejected.get("unknown_device", 0) + 1
+            TELEMETRY_EVENTS.labels("rejected_unknown_device").inc()
+            continue
+        resolved.append((event, device_id))
+    return StreamResult(_insert(session, resolved, now) if resolved else 0, rejected)
+
+
+def _check_event(event: IncomingEvent, at: str, now: datetime) -> None:
+    field = f"{at}.payload" if at != "payload" else at
+    try:
+        check_telemetry_size(payload_size(event.payload, field), field)
+    except PayloadTooLarge:
+        TELEMETRY_EVENTS.labels("rejected_too_large").inc()
+        raise
+    check_telemetry_depth(event.payload, field)
+    if event.recorded_at is not None:
+        check_recorded_at(event.recorded_at, now, f"{at}.recordedAt")
+
+
+def _insert(session: Session, events: list[tuple[IncomingEvent, UUID]], now: datetime) -> int:
     rows = [
         {
             "device_id": device_id,
@@ -71,7 +116,7 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
             "payload": event.payload,
             "recorded_at": event.recorded_at or now,
         }
-        for event, device_id in zip(events, device_ids, strict=True)
+        for event, device_id in events
     ]
     session.execute(insert(TelemetryEvent), rows)
     latest: dict[UUID, datetime] = {}
