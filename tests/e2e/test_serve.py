@@ -233,6 +233,18 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
     state = httpx.get(f"{server.url}/api/devices/{lights['id']}/state", headers=auth, timeout=10)
     assert state.json()["state"] == {"on": True, "brightness": 30}
 
+    # The same from a terminal: `kittylab send` follows the command to its outcome.
+    cli_env = {**env, "KITTYLAB_URL": server.url, "KITTYLAB_TOKEN": token}
+    sent = _cli(cli_env, "send", "bench-lights", "light_set_brightness", "brightness=40")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "acked" in sent.stdout
+    refused = _cli(cli_env, "send", "prusa-mk4", "print_pause")
+    assert refused.returncode == 1
+    assert "Prusa is idle, not printing [HTTP 409]" in refused.stderr
+    table = _cli(cli_env, "devices", "--kind", "light")
+    assert table.returncode == 0, table.stderr
+    assert "bench-lights" in table.stdout and "on 40%" in table.stdout
+
     notification_url = _queue_webhook(
         server, auth, hook_port, "Spaghetti on the Voron", "voron-24 paused"
     )

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kittylab import bootstrap
+from kittylab.cli import devices as devices_cli
 from kittylab.config import Settings
 from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
 from kittylab.domain.sanitize import sanitize_text
@@ -217,6 +218,9 @@ def users_add(
             session, username=username, display_name=display_name, roles=role, email=email
         )
         typer.echo(f"added {user.username} ({', '.join(r.value for r in user.roles)})")
+
+
+devices_cli.register(app, friendly_errors)
 
 
 def main() -> None:
