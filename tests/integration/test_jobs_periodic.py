@@ -14,7 +14,13 @@ import pytest
 from sqlalchemy import event, func, select
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import ConversationSession, Device, TelemetryEvent, Zone
+from kittylab.adapters.db.tables import (
+    ConversationSession,
+    Device,
+    DeviceCommand,
+    TelemetryEvent,
+    Zone,
+)
 from kittylab.adapters.jobs import JobContext, build_job_app, check_heartbeat_settings, run_worker
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import (
@@ -25,9 +31,9 @@ from kittylab.config import (
     TelemetrySettings,
 )
 from kittylab.domain.clock import utcnow
-from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
+from kittylab.domain.enums import CommandStatus, DeviceKind, HazardLevel, OnlineState
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services import maintenance
+from kittylab.services import commands, identity, maintenance
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -75,6 +81,7 @@ def test_job_app_schedules_every_periodic_task_with_its_cron_and_a_queueing_lock
         "kittylab:recover_stalled_jobs": "* * * * *",
         "kittylab:mark_devices_offline": "* * * * *",
         "kittylab:purge_telemetry": "0 * * * *",
+        "kittylab:reconcile_commands": "* * * * *",
     }
     assert locks == {name: name for name in schedule}
 
@@ -282,3 +289,82 @@ def test_telemetry_purge_task_uses_the_configured_retention(
 
     with database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(TelemetryEvent)) == 1
+
+
+# --- device commands whose dispatch job was lost ----------------------------------------
+
+
+class _LightDriver:
+    """A light that does what it is told: a fake of the driver port, recording sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.on = False
+
+    async def send(self, device: Any, intent: str, payload: Any) -> None:
+        self.sent.append(intent)
+        self.on = intent == "light_on"
+
+    async def state(self, device: Any) -> dict[str, Any]:
+        return {"on": self.on}
+
+    async def close(self) -> None:
+        return None
+
+
+def test_reconcile_sends_lost_commands_expires_stale_ones_and_leaves_fresh_ones(
+    database: Database, database_url: str, zone_id: UUID, tmp_path: Path
+) -> None:
+    now = utcnow()
+    with database.unit_of_work() as session:
+        user = identity.create_user(
+            session, username="olivia", display_name="O", roles=["operator"]
+        )
+        light = Device(
+            external_id="lamp",
+            integration="simulated",
+            display_name="Lamp",
+            kind=DeviceKind.LIGHT,
+            zone_id=zone_id,
+            capabilities={"light_on": {"type": "object"}},
+        )
+        session.add(light)
+        session.flush()
+        ids = {
+            label: commands.create_command(
+                session,
+                device=light,
+                intent="light_on",
+                payload={},
+                requested_by=user.id,
+                now=now - age,
+            ).id
+            for label, age in [
+                ("lost", timedelta(seconds=45)),
+                ("stale", timedelta(minutes=5)),
+                ("fresh", timedelta(seconds=5)),
+            ]
+        }
+    driver = _LightDriver()
+    settings = _settings(tmp_path)
+    context = JobContext(
+        database=database,
+        sender=AppriseSender(settings.notify),
+        settings=settings,
+        drivers={"simulated": driver},
+    )
+
+    _run_task(database_url, context, "kittylab:reconcile_commands")
+
+    with database.unit_of_work() as session:
+        status = {
+            label: session.get(DeviceCommand, command_id) for label, command_id in ids.items()
+        }
+        assert {k: v.status for k, v in status.items() if v} == {
+            "lost": CommandStatus.ACKED,
+            "stale": CommandStatus.FAILED,
+            "fresh": CommandStatus.PENDING,
+        }
+        stale = status["stale"]
+        assert stale is not None and "nothing was sent" in (stale.failure_reason or "")
+    assert driver.sent == ["light_on"]
