@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from kittylab.domain.device_state import PrinterPhase
+from kittylab.domain.device_state import PrinterPhase, printer_phase
 
 # Intents that make the lab safer are never held for approval.
 SAFE_INTENTS = frozenset(
@@ -35,15 +35,6 @@ def is_hazardous(intent: str, policy_intents: Collection[str] = ()) -> bool:
     if intent in SAFE_INTENTS:
         return False
     return intent in HAZARDOUS_INTENTS or intent in policy_intents
-
-
-def printer_phase(state: Mapping[str, Any] | None) -> PrinterPhase | None:
-    if not state:
-        return None
-    try:
-        return PrinterPhase(str(state.get("state")))
-    except ValueError:
-        return None
 
 
 def precondition_refusal(

@@ -11,8 +11,9 @@ optional except the ones marked required below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class PrinterPhase(StrEnum):
@@ -31,6 +32,16 @@ class PrinterPhase(StrEnum):
     def busy(self) -> bool:
         """A job is in progress: a new one cannot start."""
         return self in (PrinterPhase.HEATING, PrinterPhase.PRINTING, PrinterPhase.PAUSED)
+
+
+def printer_phase(state: Mapping[str, Any] | None) -> PrinterPhase | None:
+    """The phase a printer state reports, or None when there is no (valid) state."""
+    if not state:
+        return None
+    try:
+        return PrinterPhase(str(state.get("state")))
+    except ValueError:
+        return None
 
 
 class Temperature(TypedDict):
