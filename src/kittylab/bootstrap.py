@@ -20,10 +20,13 @@ from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
+from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.drivers import DeviceDriver
 from kittylab.services.ports import JobQueue, NotificationSender
+from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.simulation import SimulatedFleet
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ class Container:
     """The process's MQTT client; connected only while something runs ``bus.run()``."""
     drivers: dict[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name."""
+    artifacts: ArtifactStore | None = None
+    """Where uploads, G-code and CAD outputs are kept."""
 
 
 @contextmanager
@@ -94,10 +99,16 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus),
+            artifacts=artifact_store(settings),
         )
     finally:
         queue.close()
         database.dispose()
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The folder ``<data_dir>/artifacts``."""
+    return FolderArtifactStore(settings.data_dir / "artifacts")
 
 
 def broker_address(settings: Settings) -> BrokerAddress:
@@ -137,4 +148,19 @@ def job_context(container: Container) -> JobContext:
         settings=container.settings,
         clock=container.clock,
         drivers=container.drivers,
+        artifacts=container.artifacts,
+    )
+
+
+def print_tracker(container: Container) -> PrintTracker:
+    """The follower of active print jobs; run by ``kittylab serve`` only."""
+    settings = container.settings
+    return PrintTracker(
+        container.database,
+        container.drivers,
+        container.jobs,
+        container.clock,
+        settings.fabrication,
+        settings.notify,
+        bus=container.bus,
     )

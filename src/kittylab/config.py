@@ -4,7 +4,7 @@ optional ``.env`` file. Every setting is documented in docs/configuration.md."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -141,6 +141,26 @@ class CommandSettings(BaseModel):
     )
 
 
+def _default_scenes() -> dict[str, list[dict[str, Any]]]:
+    return {"default": [{"kind": "light", "intent": "light_on"}]}
+
+
+class FabricationSettings(BaseModel):
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        le=512 * 1024 * 1024,
+        description="Largest G-code or model file accepted by the upload endpoint.",
+    )
+    tracker_interval_seconds: float = Field(
+        2.0, gt=0, le=60, description="How often active print jobs follow their printer."
+    )
+    scenes: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=_default_scenes,
+        description="Job profile -> commands sent to the printer's zone when a print starts.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -162,6 +182,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     mqtt: MqttSettings = MqttSettings()
     commands: CommandSettings = CommandSettings()
+    fabrication: FabricationSettings = FabricationSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from kittylab.api.routers import (
     lab,
     lab_admin,
     notifications,
+    print_jobs,
     safety,
     users,
 )
@@ -61,11 +62,16 @@ def create_app(container: Container) -> FastAPI:
         equipment,
         commands,
         fabrication,
+        print_jobs,
         safety,
         notifications,
     ):
         app.include_router(module.router)
-    _install_middleware(app, container.settings.http.max_body_bytes)
+    _install_middleware(
+        app,
+        container.settings.http.max_body_bytes,
+        container.settings.fabrication.max_upload_bytes,
+    )
     return app
 
 
@@ -98,7 +104,10 @@ def _route_template(request: Request) -> str:
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _install_middleware(app: FastAPI, max_body: int) -> None:
+UPLOAD_PATH_PREFIX = "/api/fabrication/files/"
+
+
+def _install_middleware(app: FastAPI, max_body: int, max_upload: int) -> None:
     @app.middleware("http")
     async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -112,7 +121,9 @@ def _install_middleware(app: FastAPI, max_body: int) -> None:
         started = time.perf_counter()
         try:
             length = request.headers.get("content-length")
-            too_long = length is not None and (not length.isdigit() or int(length) > max_body)
+            # File uploads are the one route allowed large bodies (streamed to disk).
+            limit = max_upload if request.url.path.startswith(UPLOAD_PATH_PREFIX) else max_body
+            too_long = length is not None and (not length.isdigit() or int(length) > limit)
             try:
                 if too_long:
                     # Declared sizes are refused before anything is read; chunked bodies
@@ -122,7 +133,7 @@ def _install_middleware(app: FastAPI, max_body: int) -> None:
                         413,
                         "payload-too-large",
                         "Payload too large",
-                        f"request bodies are limited to {max_body} bytes",
+                        f"request bodies are limited to {limit} bytes",
                         field="body",
                     )
                 else:

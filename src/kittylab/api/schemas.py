@@ -314,6 +314,27 @@ class FabricationJobOut(CamelModel):
     completed_at: datetime | None
 
 
+class UploadedFileOut(CamelModel):
+    file_key: str
+    name: str
+    size: int
+    sha256: str
+
+
+class PrintJobRequest(StrictInput):
+    device_id: UUID = Field(description="The printer.")
+    file_key: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="From PUT /api/fabrication/files/{name}."
+    )
+    cad_artifact_id: UUID | None = None
+    profile: Name64 = Field("default", description="Job profile (its scene).")
+
+
+class BedClearOut(CamelModel):
+    device_id: UUID
+    jobs_cleared: int
+
+
 class MonitorEventOut(CamelModel):
     id: UUID
     fabrication_job_id: UUID

@@ -63,6 +63,7 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         ingest = TelemetryIngest(container.database, container.clock)
         ingest.attach(bus)
         background.append(asyncio.create_task(ingest.run()))
+    background.append(asyncio.create_task(bootstrap.print_tracker(container).run()))
     sim = container.settings.simulator
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)

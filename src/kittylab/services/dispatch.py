@@ -160,19 +160,24 @@ def claim(
             sent_at = _sent_at(command) or now
         return Claim(
             command_id=command.id,
-            target=DeviceTarget(
-                id=device.id,
-                external_id=device.external_id,
-                kind=device.kind,
-                integration=device.integration,
-                connection=dict(device.connection),
-                attributes=dict(device.attributes),
-            ),
+            target=target_of(device),
             intent=command.intent,
             payload=dict(command.payload),
             sent_at=sent_at,
             newly_sent=newly_sent,
         )
+
+
+def target_of(device: Device) -> DeviceTarget:
+    """What a driver needs to know of ``device``: a detached, read-only copy."""
+    return DeviceTarget(
+        id=device.id,
+        external_id=device.external_id,
+        kind=device.kind,
+        integration=device.integration,
+        connection=dict(device.connection),
+        attributes=dict(device.attributes),
+    )
 
 
 def _sent_at(command: DeviceCommand) -> datetime | None:

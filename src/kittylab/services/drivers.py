@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from kittylab.domain.enums import DeviceKind
@@ -59,6 +59,7 @@ class DeviceDriver(Protocol):
         """Release connections; the driver is not used afterwards."""
 
 
+@runtime_checkable
 class PrintFileUploader(Protocol):
     """Drivers of printers that keep their own files (OctoPrint, Moonraker, Bambu) also
     implement this, so a fabrication job can put its G-code on the printer before

@@ -36,6 +36,12 @@ class JobQueue(Protocol):
     def defer_dispatch(self, command_id: UUID) -> None:
         """Schedule sending a pending device command; a no-op when a job for it waits."""
 
+    def defer_print_preparation(self, job_id: UUID) -> None:
+        """Schedule slicing (or reading) a new print job's file."""
+
+    def defer_start_next(self, device_id: UUID) -> None:
+        """Let a printer's queue move; a no-op when a look is already waiting."""
+
 
 class MessageBus(Protocol):
     """The publish/subscribe bus (MQTT) as services see it."""

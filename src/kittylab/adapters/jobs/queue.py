@@ -22,9 +22,12 @@ from kittylab.adapters.jobs.tasks import (
     DELIVER_TASK,
     DISPATCH_TASK,
     NAMESPACE,
+    PREPARE_PRINT_TASK,
+    START_PRINT_TASK,
     delivery_lock,
     dispatch_lock,
     job_blueprint,
+    print_queue_lock,
     schedule_in,
 )
 from kittylab.domain.errors import InfrastructureError
@@ -138,3 +141,19 @@ class ProcrastinateQueue:
             raise JobQueueUnavailable(
                 f"cannot defer dispatch of command {key}: {type(exc).__name__}"
             ) from exc
+
+    def defer_print_preparation(self, job_id: UUID) -> None:
+        """Schedule slicing (or reading) a new print job's file."""
+        self._defer(PREPARE_PRINT_TASK, None, job_id=str(job_id))
+
+    def defer_start_next(self, device_id: UUID) -> None:
+        """Let the printer's queue move (a no-op when a look is already waiting)."""
+        self._defer(START_PRINT_TASK, print_queue_lock(str(device_id)), device_id=str(device_id))
+
+    def _defer(self, task: str, lock: str | None, **kwargs: str) -> None:
+        try:
+            self._app.configure_task(task, allow_unknown=False, queueing_lock=lock).defer(**kwargs)
+        except AlreadyEnqueued:
+            return
+        except (ProcrastinateException, psycopg.Error) as exc:
+            raise JobQueueUnavailable(f"cannot defer {task}: {type(exc).__name__}") from exc

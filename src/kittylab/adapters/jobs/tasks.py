@@ -14,29 +14,43 @@ that was down does not pile up runs to catch up on:
 - ``cleanup_sessions``, every 5 minutes: remove idle conversation sessions;
 - ``purge_telemetry``, hourly: delete telemetry past its retention;
 - ``reconcile_commands``, every minute: dispatch (or expire) device commands whose
-  dispatch job was lost.
+  dispatch job was lost;
+- ``advance_print_queues``, every minute: give every printer with queued jobs a chance
+  to start one (after a refusal, a lost job, a printer back online).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.types import TimeDeltaParams
+from sqlalchemy import select
 
 from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.config import JobSettings, Settings
 from kittylab.domain.clock import utcnow
-from kittylab.domain.errors import ValidationFailed
-from kittylab.services import dispatch, maintenance, notifications, sessions
-from kittylab.services.drivers import DeviceDriver
+from kittylab.domain.enums import FabricationStatus
+from kittylab.domain.errors import DeviceRefused, ValidationFailed
+from kittylab.domain.print_queue import Stage
+from kittylab.services import dispatch, fabrication, maintenance, notifications, sessions
+from kittylab.services.artifacts import ArtifactStore, ArtifactStoreError
+from kittylab.services.drivers import (
+    DeviceDriver,
+    DeviceTarget,
+    DeviceUnavailable,
+    PrintFileUploader,
+)
 from kittylab.services.ports import NotificationSender
 
 logger = logging.getLogger(__name__)
@@ -49,6 +63,9 @@ RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
 DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
+PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
+START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
+PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
 RECONCILE_TASK = f"{NAMESPACE}:reconcile_commands"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
@@ -60,6 +77,7 @@ PERIODIC = {
     CLEANUP_TASK: EVERY_5_MINUTES,
     PURGE_TELEMETRY_TASK: HOURLY,
     RECONCILE_TASK: EVERY_MINUTE,
+    PRINT_QUEUES_TASK: EVERY_MINUTE,
 }
 """Every periodic task (full name) and its cron schedule."""
 CONTEXT_KEY = "kittylab"
@@ -78,6 +96,9 @@ class JobContext:
     clock: Callable[[], datetime] = utcnow
     drivers: Mapping[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name; empty where no bus runs (no commands sent)."""
+    artifacts: ArtifactStore | None = None
+    slicer: fabrication.ModelSlicer | None = None
+    gcode_reader: fabrication.GcodeReader | None = None
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -100,6 +121,20 @@ def check_heartbeat_settings(jobs: JobSettings) -> None:
 def dispatch_lock(command_id: str) -> str:
     """At most one dispatch job per command waits at a time."""
     return f"command:{command_id}"
+
+
+def print_queue_lock(device_id: str) -> str:
+    return f"print-queue:{device_id}"
+
+
+async def defer_start_next(app: procrastinate.App, device_id: str) -> bool:
+    try:
+        await app.configure_task(
+            START_PRINT_TASK, queueing_lock=print_queue_lock(device_id)
+        ).defer_async(device_id=device_id)
+    except AlreadyEnqueued:
+        return False
+    return True
 
 
 async def defer_dispatch(app: procrastinate.App, command_id: str) -> bool:
@@ -228,7 +263,105 @@ def job_blueprint() -> procrastinate.Blueprint:
             logger.info("reconcile deferred %d device command dispatches", deferred)
         return deferred
 
+    @blueprint.task(name="prepare_print_job", pass_context=True)
+    async def prepare_print_job(job: procrastinate.JobContext, job_id: str) -> str:
+        """Slice (or read) a print job's file, then let its printer's queue move."""
+        ctx = _context(job)
+        if ctx.artifacts is None:
+            raise TypeError("the worker was started without an artifact store")
+        queued = await asyncio.to_thread(
+            fabrication.prepare,
+            ctx.database,
+            ctx.artifacts,
+            ctx.slicer,
+            ctx.gcode_reader,
+            UUID(job_id),
+            ctx.clock,
+        )
+        if queued:
+            device_id = await asyncio.to_thread(_device_of_job, ctx, UUID(job_id))
+            await defer_start_next(job.app, str(device_id))
+        return "queued" if queued else "not queued"
+
+    @blueprint.task(name="start_next_print", pass_context=True)
+    async def start_next_print(job: procrastinate.JobContext, device_id: str) -> str:
+        """Start the next queued job on a printer, if it is free and its bed is clear."""
+        ctx = _context(job)
+        plan = await asyncio.to_thread(fabrication.claim_next, ctx.database, UUID(device_id))
+        if not isinstance(plan, fabrication.StartPlan):
+            return plan or "nothing queued"
+        try:
+            await _upload_to_printer(ctx, plan)
+        except (DeviceUnavailable, DeviceRefused, ArtifactStoreError) as exc:
+            await asyncio.to_thread(
+                fabrication.requeue, ctx.database, plan.job_id, f"upload failed: {exc}"
+            )
+            return "upload failed"
+        command_id = await asyncio.to_thread(
+            fabrication.submit_start, ctx.database, plan, ctx.clock()
+        )
+        if command_id is None:
+            return "printer refused; job back in the queue"
+        await defer_dispatch(job.app, str(command_id))
+        return f"starting {plan.job_id}"
+
+    @blueprint.periodic(cron=PERIODIC[PRINT_QUEUES_TASK], periodic_id="every-minute")
+    @blueprint.task(name="advance_print_queues", pass_context=True, queueing_lock=PRINT_QUEUES_TASK)
+    async def advance_print_queues(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Let every printer with queued jobs try to start one."""
+        ctx = _context(job)
+        printers = await asyncio.to_thread(_printers_with_queued_jobs, ctx)
+        for device_id in printers:
+            await defer_start_next(job.app, str(device_id))
+        return len(printers)
+
     return blueprint
+
+
+async def _upload_to_printer(ctx: JobContext, plan: fabrication.StartPlan) -> None:
+    """Put the G-code on printers that keep their own files; others take the name only."""
+    driver = ctx.drivers.get(await asyncio.to_thread(_integration_of, ctx, plan.device_id))
+    if not isinstance(driver, PrintFileUploader) or ctx.artifacts is None:
+        return
+    target = await asyncio.to_thread(_target_of, ctx, plan.device_id)
+    with tempfile.TemporaryDirectory(prefix="kittylab-upload-") as tmp:
+        local = Path(tmp) / plan.filename
+        await asyncio.to_thread(ctx.artifacts.download_to, plan.gcode_path, local)
+        await driver.upload(target, plan.filename, local)
+
+
+def _integration_of(ctx: JobContext, device_id: UUID) -> str:
+    with ctx.database.unit_of_work() as session:
+        device = session.get(Device, device_id)
+        return device.integration if device else ""
+
+
+def _target_of(ctx: JobContext, device_id: UUID) -> DeviceTarget:
+    with ctx.database.unit_of_work() as session:
+        device = session.get(Device, device_id)
+        assert device is not None
+        return dispatch.target_of(device)
+
+
+def _device_of_job(ctx: JobContext, job_id: UUID) -> UUID:
+    with ctx.database.unit_of_work() as session:
+        row = session.get(FabricationJob, job_id)
+        assert row is not None
+        return row.device_id
+
+
+def _printers_with_queued_jobs(ctx: JobContext) -> list[UUID]:
+    with ctx.database.unit_of_work() as session:
+        return list(
+            session.scalars(
+                select(FabricationJob.device_id)
+                .where(
+                    FabricationJob.status == FabricationStatus.PREPARING,
+                    FabricationJob.details["stage"].astext == Stage.QUEUED.value,
+                )
+                .distinct()
+            )
+        )
 
 
 def _context(job: procrastinate.JobContext) -> JobContext:

@@ -1,0 +1,196 @@
+"""Print jobs: upload a file, queue it on a printer, confirm the bed is clear, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, status
+
+from kittylab.adapters.db.tables import FabricationJob
+from kittylab.api.auth import UnitOfWork, container, require
+from kittylab.api.routers import get_or_404
+from kittylab.api.schemas import (
+    BedClearOut,
+    FabricationJobOut,
+    PrintJobRequest,
+    UploadedFileOut,
+)
+from kittylab.bootstrap import Container
+from kittylab.domain.enums import FabricationStatus, Role
+from kittylab.domain.errors import (
+    Conflict,
+    InfrastructureError,
+    PayloadTooLarge,
+    PermissionDenied,
+    ValidationFailed,
+)
+from kittylab.domain.principal import Principal
+from kittylab.domain.print_queue import needs_slicing
+from kittylab.services import dispatch, fabrication, fabrication_records
+from kittylab.services.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/fabrication", tags=["fabrication"])
+
+PrintCaller = Annotated[
+    Principal, Depends(require(Role.OPERATOR, Role.ENGINEER, Role.SAFETY, Role.ADMIN))
+]
+# FastAPI's own cap for this route; the configured limit (at most this) applies as it streams.
+HARD_UPLOAD_LIMIT = 512 * 1024 * 1024
+_BINARY = {"type": "string", "format": "binary"}
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
+
+
+def _store(c: Container) -> ArtifactStore:
+    if c.artifacts is None:
+        raise InfrastructureError("no artifact store is configured")
+    return c.artifacts
+
+
+@router.put(
+    "/files/{filename}",
+    response_model=UploadedFileOut,
+    status_code=status.HTTP_201_CREATED,
+    max_body_size=HARD_UPLOAD_LIMIT,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+    responses={413: {"description": "Over KITTYLAB_FABRICATION__MAX_UPLOAD_BYTES."}},
+)
+async def upload_file(
+    filename: str,
+    request: Request,
+    _: PrintCaller,
+    c: Annotated[Container, Depends(container)],
+) -> UploadedFileOut:
+    """Upload G-code or a model (STL, STEP, 3MF, OBJ) as the raw request body; use the
+    returned ``fileKey`` in ``POST /api/fabrication/jobs``."""
+    if not _FILENAME.fullmatch(filename) or needs_slicing(filename) is None:
+        raise ValidationFailed(
+            "filename",
+            "must be a plain file name ending in .gcode, .gco, .g, .stl, .step, .stp, .3mf or .obj",
+        )
+    limit = c.settings.fabrication.max_upload_bytes
+    store = _store(c)
+    fd, temp_name = tempfile.mkstemp(prefix="kittylab-upload-")
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge("body", size, limit)
+                out.write(chunk)
+        if size == 0:
+            raise ValidationFailed("body", "the file is empty")
+        key = f"{fabrication.UPLOAD_PREFIX}{c.clock():%Y%m%d}-{secrets.token_hex(6)}/{filename}"
+        stored = await asyncio.to_thread(
+            store.put_file, key, Path(temp_name), content_type="application/octet-stream"
+        )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+    return UploadedFileOut(
+        file_key=stored.key, name=filename, size=stored.size, sha256=stored.sha256
+    )
+
+
+@router.post(
+    "/jobs",
+    response_model=FabricationJobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"description": "No such printer or CAD artifact."}},
+)
+def create_print_job(
+    body: PrintJobRequest,
+    caller: PrintCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> FabricationJob:
+    """Queue a print on a printer from an uploaded file or a CAD artifact. Models are
+    sliced first (``details.stage`` = ``slicing``), then the job waits in the printer's
+    queue (``queued``) until the printer is free and its bed confirmed clear."""
+    job = fabrication.create_job(
+        uow,
+        _store(c),
+        device_id=body.device_id,
+        requested_by=caller.user_id,
+        file_key=body.file_key,
+        cad_artifact_id=body.cad_artifact_id,
+        profile=body.profile,
+        scenes=c.settings.fabrication.scenes,
+        now=c.clock(),
+    )
+    uow.commit()  # the preparation job must find the row
+    try:
+        c.jobs.defer_print_preparation(job.id)
+    except InfrastructureError:
+        log.warning("preparation of job %s could not be queued", job.id)
+        raise
+    return job
+
+
+@router.post("/printers/{device_id}/bed-clear", response_model=BedClearOut)
+def confirm_bed_clear(
+    device_id: UUID,
+    caller: PrintCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> BedClearOut:
+    """Confirm the printer's bed is empty, so its next queued job may start."""
+    covered = fabrication.confirm_bed_clear(uow, device_id, caller.user_id, c.clock())
+    uow.commit()
+    try:
+        c.jobs.defer_start_next(device_id)
+    except InfrastructureError:
+        log.warning("print queue of %s left to the periodic task", device_id)
+    return BedClearOut(device_id=device_id, jobs_cleared=covered)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=FabricationJobOut)
+def cancel_print_job(
+    job_id: UUID,
+    caller: PrintCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> FabricationJob:
+    """Cancel a job: one not yet on the printer is aborted at once; a running one gets a
+    ``print_cancel`` command and is aborted when the printer reports it."""
+    job = get_or_404(uow, FabricationJob, job_id, "fabrication job")
+    if job.requested_by != caller.user_id and not caller.has_any(
+        Role.OPERATOR, Role.SAFETY, Role.ADMIN
+    ):
+        raise PermissionDenied("only operators cancel other people's print jobs")
+    if job.status is FabricationStatus.PREPARING and job.details.get("stage") != "starting":
+        return fabrication_records.advance_fabrication_job(
+            uow, job_id, FabricationStatus.ABORTED, now=c.clock(), reason="cancelled"
+        )
+    if job.status not in (FabricationStatus.PRINTING, FabricationStatus.PAUSED):
+        raise Conflict(f"the job is {job.status.value}; there is nothing to cancel")
+    command = dispatch.submit(
+        uow,
+        device_id=job.device_id,
+        intent="print_cancel",
+        payload={},
+        requested_by=caller.user_id,
+        correlation_id=f"cancel-job:{job_id}",
+        now=c.clock(),
+    )
+    uow.commit()
+    c.jobs.defer_dispatch(command.id)
+    return job

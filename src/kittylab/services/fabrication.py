@@ -1,0 +1,404 @@
+"""Print jobs from file to finished part.
+
+    upload ─▶ create_job ─▶ prepare (slice or read G-code) ─▶ queue ─▶ start ─▶ follow
+                                                              ▲                   │
+                                           bed clear ─────────┘◀── job ends ◀─────┘
+
+- ``create_job`` records a ``preparing`` job from an uploaded file (G-code, or a model to
+  slice) or a CAD artifact; the caller commits and schedules ``prepare``.
+- ``prepare`` (a background job) slices when needed, keeps the G-code in the artifact
+  store under the job's ``gcode_path`` and records the slicer's estimates; the job joins
+  its printer's queue.
+- ``start_next`` (a background job, run whenever a printer's queue may move) starts the
+  oldest queued job once the printer is free and its bed confirmed clear: the G-code goes
+  to the printer, then a ``print_start`` command through the normal command path.
+- ``follow`` (the server's job tracker) moves each active job with what its printer
+  reports (``domain.print_queue.follow_printer``) and publishes progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import CADArtifact, Device, DeviceCommand, FabricationJob
+from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus
+from kittylab.domain.errors import Conflict, DeviceRefused, NotFound, ValidationFailed
+from kittylab.domain.print_queue import (
+    FINISHED,
+    QueuedJob,
+    Stage,
+    follow_printer,
+    needs_slicing,
+    next_job,
+)
+from kittylab.services import dispatch, fabrication_records
+from kittylab.services.artifacts import ArtifactStore, validate_key
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PREFIX = "uploads/"
+_MODEL_ARTIFACTS = {ArtifactType.STL: ".stl", ArtifactType.STEP: ".step", ArtifactType.OBJ: ".obj"}
+
+
+@dataclass(frozen=True)
+class SliceEstimate:
+    """What a slicer says about the G-code it wrote."""
+
+    seconds: float | None
+    filament_mm: float | None
+    filament_g: float | None
+
+
+class ModelSlicer(Protocol):
+    def slice_model(self, model: Path, gcode: Path, *, printer: str | None) -> SliceEstimate:
+        """Slice ``model`` into ``gcode`` for the printer profile ``printer``."""
+
+
+class GcodeReader(Protocol):
+    def estimate(self, gcode: Path) -> SliceEstimate:
+        """The estimates recorded in a G-code file's comments."""
+
+
+def create_job(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    device_id: UUID,
+    requested_by: UUID,
+    now: datetime,
+    file_key: str | None = None,
+    cad_artifact_id: UUID | None = None,
+    profile: str = "default",
+    scenes: Mapping[str, Any] | None = None,
+) -> FabricationJob:
+    """Record a job for the printer ``device_id`` from exactly one source.
+
+    ``file_key``: an upload (``uploads/…``) that exists in the store; a model is sliced,
+    G-code is printed as is. ``cad_artifact_id``: a STEP or STL artifact, sliced. Errors
+    name the field: ``fileKey`` / ``cadArtifactId`` (neither or both, unknown, not
+    printable), ``deviceId`` (not a printer, retired), ``profile`` (no such scene)."""
+    if (file_key is None) == (cad_artifact_id is None):
+        raise ValidationFailed("fileKey", "give exactly one of fileKey or cadArtifactId")
+    if scenes is not None and profile not in scenes:
+        raise ValidationFailed("profile", f"no job profile {profile!r}; known: {sorted(scenes)}")
+    device = session.get(Device, device_id)
+    if device is None:
+        raise NotFound("device", device_id)
+    if device.kind is not DeviceKind.PRINTER:
+        raise ValidationFailed("deviceId", f"{device.display_name} is not a printer")
+    source_key, source_name = _source(session, store, file_key, cad_artifact_id)
+    slicing = needs_slicing(source_name)
+    if slicing is None:
+        raise ValidationFailed(
+            "fileKey", f"{source_name} is not G-code or a model (STL, STEP, 3MF, OBJ)"
+        )
+    stem = source_name.rsplit(".", 1)[0] or "part"
+    gcode_path = (
+        f"fabrication/{now:%Y%m%d}-{secrets.token_hex(6)}/{stem}.gcode" if slicing else source_key
+    )
+    return fabrication_records.create_fabrication_job(
+        session,
+        device=device,
+        gcode_path=gcode_path,
+        requested_by=requested_by,
+        cad_artifact_id=cad_artifact_id,
+        details={
+            "stage": Stage.SLICING.value,
+            "source_key": source_key,
+            "source_name": source_name,
+            "needs_slicing": slicing,
+            "profile": profile,
+        },
+        now=now,
+    )
+
+
+def _source(
+    session: Session, store: ArtifactStore, file_key: str | None, cad_artifact_id: UUID | None
+) -> tuple[str, str]:
+    if file_key is not None:
+        try:
+            key = validate_key(file_key)
+        except ValidationFailed:
+            raise ValidationFailed("fileKey", "is not a file key from an upload") from None
+        if not key.startswith(UPLOAD_PREFIX) or not store.exists(key):
+            raise ValidationFailed("fileKey", "no uploaded file has this key")
+        return key, key.rsplit("/", 1)[-1]
+    assert cad_artifact_id is not None
+    artifact = session.get(CADArtifact, cad_artifact_id)
+    if artifact is None:
+        raise NotFound("CAD artifact", cad_artifact_id)
+    suffix = _MODEL_ARTIFACTS.get(artifact.artifact_type)
+    if suffix is None:
+        raise ValidationFailed(
+            "cadArtifactId", f"a {artifact.artifact_type.value} artifact cannot be printed"
+        )
+    name = artifact.artifact_key.rsplit("/", 1)[-1]
+    return artifact.artifact_key, name if name.lower().endswith(suffix) else name + suffix
+
+
+def prepare(
+    database: Database,
+    store: ArtifactStore,
+    slicer: ModelSlicer | None,
+    reader: GcodeReader | None,
+    job_id: UUID,
+    clock: Callable[[], datetime],
+) -> bool:
+    """Slice (or read) the job's file; queue it. Returns True when the job is queued.
+
+    Slicing failures fail the job with the slicer's reason. Running again on a job past
+    the slicing stage does nothing (a retried task)."""
+    with database.unit_of_work() as session:
+        job = session.get(FabricationJob, job_id)
+        if job is None or job.status is not FabricationStatus.PREPARING:
+            return False
+        if job.details.get("stage") != Stage.SLICING:
+            return job.details.get("stage") == Stage.QUEUED
+        details = dict(job.details)
+        gcode_path = job.gcode_path
+    try:
+        estimate = _produce_gcode(store, slicer, reader, details, gcode_path)
+    except (ValidationFailed, DeviceRefused) as exc:
+        _fail(database, job_id, f"slicing failed: {exc}", clock())
+        return False
+    with database.unit_of_work() as session:
+        job = session.get(FabricationJob, job_id, with_for_update=True)
+        if job is None or job.status is not FabricationStatus.PREPARING:
+            return False
+        job.details = {
+            **job.details,
+            "stage": Stage.QUEUED.value,
+            "queued_at": clock().isoformat(),
+            **_estimate_details(estimate),
+        }
+    return True
+
+
+def _produce_gcode(
+    store: ArtifactStore,
+    slicer: ModelSlicer | None,
+    reader: GcodeReader | None,
+    details: Mapping[str, Any],
+    gcode_path: str,
+) -> SliceEstimate | None:
+    if not details.get("needs_slicing"):
+        if reader is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="kittylab-gcode-") as tmp:
+            local = Path(tmp) / "job.gcode"
+            store.download_to(gcode_path, local)
+            return reader.estimate(local)
+    if slicer is None:
+        raise DeviceRefused("no slicer is installed; upload G-code instead")
+    with tempfile.TemporaryDirectory(prefix="kittylab-slice-") as tmp:
+        model = Path(tmp) / str(details["source_name"])
+        store.download_to(str(details["source_key"]), model)
+        gcode = Path(tmp) / "out.gcode"
+        estimate = slicer.slice_model(model, gcode, printer=details.get("printer_profile"))
+        store.put_file(gcode_path, gcode, content_type="text/x.gcode")
+        return estimate
+
+
+def _estimate_details(estimate: SliceEstimate | None) -> dict[str, Any]:
+    if estimate is None:
+        return {}
+    return {
+        "estimated_seconds": estimate.seconds,
+        "filament_mm": estimate.filament_mm,
+        "filament_g": estimate.filament_g,
+    }
+
+
+def _fail(database: Database, job_id: UUID, reason: str, now: datetime) -> None:
+    with database.unit_of_work() as session:
+        fabrication_records.advance_fabrication_job(
+            session, job_id, FabricationStatus.FAILED, now=now, reason=reason
+        )
+
+
+def printer_jobs(session: Session, device_id: UUID) -> list[QueuedJob]:
+    rows = session.scalars(select(FabricationJob).where(FabricationJob.device_id == device_id))
+    return [
+        QueuedJob(
+            id=row.id,
+            status=row.status,
+            stage=row.details.get("stage"),
+            created_at=row.created_at,
+            completed_at=row.completed_at,
+            bed_cleared="bed_cleared" in row.details,
+            started_at=row.started_at,
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    job_id: UUID
+    device_id: UUID
+    gcode_path: str
+    filename: str
+    requested_by: UUID
+
+
+def claim_next(database: Database, device_id: UUID) -> StartPlan | str | None:
+    """Pick the job to start on ``device_id`` and mark it ``starting`` (committed, under a
+    lock on the printer so two workers never start two jobs); or say why none starts."""
+    with database.unit_of_work() as session:
+        device = session.get(Device, device_id, with_for_update=True)
+        if device is None:
+            return None
+        step = next_job(printer_jobs(session, device_id))
+        if step.start is None:
+            return step.waiting_for
+        job = session.get(FabricationJob, step.start, with_for_update=True)
+        assert job is not None
+        job.details = {**job.details, "stage": Stage.STARTING.value}
+        return StartPlan(
+            job_id=job.id,
+            device_id=device_id,
+            gcode_path=job.gcode_path,
+            filename=job.gcode_path.rsplit("/", 1)[-1],
+            requested_by=job.requested_by,
+        )
+
+
+def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | None:
+    """Create the ``print_start`` command for a claimed job (idempotent per job); on a
+    refusal the job goes back to the queue with the reason. Returns the command id."""
+    with database.unit_of_work() as session:
+        try:
+            command = dispatch.submit(
+                session,
+                device_id=plan.device_id,
+                intent="print_start",
+                payload={"file": plan.filename},
+                requested_by=plan.requested_by,
+                correlation_id=f"fabrication-job:{plan.job_id}",
+                now=now,
+            )
+        except (DeviceRefused, Conflict) as refusal:
+            session.rollback()
+            _requeue(session, plan.job_id, str(refusal))
+            return None
+        job = session.get(FabricationJob, plan.job_id, with_for_update=True)
+        assert job is not None
+        job.origin_command_id = command.id
+        return command.id
+
+
+def _requeue(session: Session, job_id: UUID, reason: str) -> None:
+    job = session.get(FabricationJob, job_id, with_for_update=True)
+    if job is not None and job.status is FabricationStatus.PREPARING:
+        job.details = {**job.details, "stage": Stage.QUEUED.value, "waiting_for": reason}
+
+
+def requeue(database: Database, job_id: UUID, reason: str) -> None:
+    with database.unit_of_work() as session:
+        _requeue(session, job_id, reason)
+
+
+def confirm_bed_clear(session: Session, device_id: UUID, user_id: UUID, now: datetime) -> int:
+    """Record that the printer's bed is clear; returns how many finished jobs it covers.
+
+    ``Conflict`` while a job is printing, paused or starting on it (its part is still on
+    the bed by definition)."""
+    device = session.get(Device, device_id, with_for_update=True)
+    if device is None:
+        raise NotFound("device", device_id)
+    if device.kind is not DeviceKind.PRINTER:
+        raise ValidationFailed("deviceId", f"{device.display_name} is not a printer")
+    rows = list(
+        session.scalars(select(FabricationJob).where(FabricationJob.device_id == device_id))
+    )
+    busy = [
+        r
+        for r in rows
+        if r.status in (FabricationStatus.PRINTING, FabricationStatus.PAUSED)
+        or (r.details.get("stage") == Stage.STARTING and r.status is FabricationStatus.PREPARING)
+    ]
+    if busy:
+        raise Conflict(f"{device.display_name} is printing job {busy[0].id}", field="deviceId")
+    stamp = {"by": str(user_id), "at": now.isoformat()}
+    covered = 0
+    for row in rows:
+        if row.status in FINISHED and "bed_cleared" not in row.details:
+            row.details = {**row.details, "bed_cleared": stamp}
+            covered += 1
+    return covered
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    id: UUID
+    device_id: UUID
+    status: FabricationStatus
+    stage: str | None
+    command_status: str | None
+    command_failure: str | None
+
+
+def active_jobs(database: Database) -> list[ActiveJob]:
+    """Jobs a tracker must follow: starting, printing or paused."""
+    with database.unit_of_work() as session:
+        rows = session.execute(
+            select(FabricationJob, DeviceCommand.status, DeviceCommand.failure_reason)
+            .outerjoin(DeviceCommand, DeviceCommand.id == FabricationJob.origin_command_id)
+            .where(
+                FabricationJob.status.in_(
+                    [
+                        FabricationStatus.PREPARING,
+                        FabricationStatus.PRINTING,
+                        FabricationStatus.PAUSED,
+                    ]
+                )
+            )
+        ).all()
+        return [
+            ActiveJob(
+                id=job.id,
+                device_id=job.device_id,
+                status=job.status,
+                stage=job.details.get("stage"),
+                command_status=status.value if status is not None else None,
+                command_failure=failure,
+            )
+            for job, status, failure in rows
+            if job.status is not FabricationStatus.PREPARING
+            or job.details.get("stage") == Stage.STARTING
+        ]
+
+
+def apply_printer_state(
+    database: Database, job: ActiveJob, state: Mapping[str, Any] | None, now: datetime
+) -> FabricationStatus | None:
+    """Move ``job`` as its printer's ``state`` says; returns the new status, if any. The
+    progress the printer reports is kept on the job."""
+    update = follow_printer(job.status, job.stage, job.command_status, job.command_failure, state)
+    with database.unit_of_work() as session:
+        row = session.get(FabricationJob, job.id, with_for_update=True)
+        if row is None or row.status is not job.status:
+            return None  # changed meanwhile: the next round sees the new status
+        if state and "progress" in state and row.status is not FabricationStatus.PREPARING:
+            row.details = {**row.details, "progress": state.get("progress")}
+        if update.target is None:
+            return None
+        fabrication_records.advance_fabrication_job(
+            session, job.id, update.target, now=now, reason=update.reason
+        )
+        if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
+            row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
+        return update.target

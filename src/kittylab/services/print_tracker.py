@@ -1,0 +1,196 @@
+"""The server's print tracker: the single follower of active print jobs.
+
+Every round it reads each active job's printer through its driver, moves the job
+(``fabrication.apply_printer_state``), publishes the job's progress retained on
+``kitty/jobs/<id>``, runs the job profile's scene when a print starts, and when a job
+ends tells whoever started it (and that the bed needs clearing before the next job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device, FabricationJob
+from kittylab.config import FabricationSettings, NotifySettings
+from kittylab.domain import topics
+from kittylab.domain.enums import FabricationStatus
+from kittylab.domain.errors import KittyLabError
+from kittylab.domain.print_queue import FINISHED
+from kittylab.services import alerts, dispatch, fabrication
+from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
+from kittylab.services.ports import JobQueue, MessageBus
+
+log = logging.getLogger(__name__)
+
+
+class PrintTracker:
+    def __init__(
+        self,
+        database: Database,
+        drivers: Mapping[str, DeviceDriver],
+        jobs: JobQueue,
+        clock: Callable[[], datetime],
+        settings: FabricationSettings,
+        notify: NotifySettings,
+        bus: MessageBus | None = None,
+    ) -> None:
+        self._database = database
+        self._drivers = drivers
+        self._jobs = jobs
+        self._clock = clock
+        self._settings = settings
+        self._notify = notify
+        self._bus = bus
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception:
+                log.exception("print tracker round failed; retrying")
+            await asyncio.sleep(self._settings.tracker_interval_seconds)
+
+    async def round(self) -> int:
+        """Follow every active job once; returns how many changed status."""
+        changed = 0
+        for job in await asyncio.to_thread(fabrication.active_jobs, self._database):
+            target = await asyncio.to_thread(self._target, job.device_id)
+            state = await self._state(target)
+            new = await asyncio.to_thread(
+                fabrication.apply_printer_state, self._database, job, state, self._clock()
+            )
+            self._publish(job.id, job.device_id, new or job.status, state)
+            if new is None:
+                continue
+            changed += 1
+            if new is FabricationStatus.PRINTING and job.status is FabricationStatus.PREPARING:
+                await asyncio.to_thread(self._run_scene, job.id)
+            if new in FINISHED:
+                await asyncio.to_thread(self._finished, job.id, new)
+        return changed
+
+    def _target(self, device_id: UUID) -> DeviceTarget:
+        with self._database.unit_of_work() as session:
+            device = session.get(Device, device_id)
+            assert device is not None
+            return dispatch.target_of(device)
+
+    async def _state(self, target: DeviceTarget) -> dict[str, Any] | None:
+        driver = self._drivers.get(target.integration)
+        if driver is None:
+            return None
+        try:
+            return await driver.state(target)
+        except (DeviceUnavailable, KittyLabError) as exc:
+            log.info("printer %s could not be read: %s", target.external_id, exc)
+            return None
+
+    def _publish(
+        self,
+        job_id: UUID,
+        device_id: UUID,
+        status: FabricationStatus,
+        state: Mapping[str, Any] | None,
+    ) -> None:
+        if self._bus is None:
+            return
+        progress = (state or {}).get("progress")
+        self._bus.publish(
+            topics.job(job_id),
+            {
+                "jobId": str(job_id),
+                "deviceId": str(device_id),
+                "status": status.value,
+                "progress": progress,
+                "printer": (state or {}).get("state"),
+                "at": self._clock().isoformat(),
+            },
+            retain=True,
+        )
+
+    def _run_scene(self, job_id: UUID) -> None:
+        """Send the job profile's scene to the printer's zone. A step that cannot run (a
+        device offline, a hazardous intent) is skipped and logged: a scene is comfort, it
+        never blocks a print."""
+        with self._database.unit_of_work() as session:
+            job = session.get(FabricationJob, job_id)
+            if job is None:
+                return
+            printer = session.get(Device, job.device_id)
+            assert printer is not None
+            steps = self._settings.scenes.get(str(job.details.get("profile", "default")), [])
+            zone_devices = list(
+                session.scalars(
+                    select(Device).where(
+                        Device.zone_id == printer.zone_id, Device.retired_at.is_(None)
+                    )
+                )
+            )
+            requested_by, zone_id = job.requested_by, printer.zone_id
+        sent: list[UUID] = []
+        for step in steps:
+            for device in zone_devices:
+                if device.kind.value != step.get("kind"):
+                    continue
+                try:
+                    with self._database.unit_of_work() as session:
+                        command = dispatch.submit(
+                            session,
+                            device_id=device.id,
+                            intent=str(step.get("intent")),
+                            payload=step.get("payload") or {},
+                            requested_by=requested_by,
+                            correlation_id=f"scene:{job_id}:{device.id}:{step.get('intent')}",
+                            now=self._clock(),
+                        )
+                        sent.append(command.id)
+                except KittyLabError as exc:
+                    log.info("scene step %s on %s skipped: %s", step, device.external_id, exc)
+        for command_id in sent:
+            try:
+                self._jobs.defer_dispatch(command_id)
+            except KittyLabError:
+                log.warning("scene command %s left to reconciliation", command_id)
+        log.info("scene for job %s in zone %s: %d commands", job_id, zone_id, len(sent))
+
+    def _finished(self, job_id: UUID, status: FabricationStatus) -> None:
+        with self._database.unit_of_work() as session:
+            job = session.get(FabricationJob, job_id)
+            if job is None:
+                return
+            printer = session.get(Device, job.device_id)
+            name = printer.display_name if printer else "the printer"
+            reason = job.details.get("reason")
+            title = f"Print {status.value} on {name}"
+            body = f"{job.details.get('source_name', job.gcode_path)}: {status.value}"
+            if reason:
+                body += f" ({reason})"
+            body += f". Clear the bed of {name} and confirm it before the next job starts."
+            rows = alerts.notify_person(
+                session,
+                job.requested_by,
+                title,
+                body,
+                self._notify,
+                related_job_id=job_id,
+                idempotency_key=f"job-finished:{job_id}",
+            )
+            ids = [row.id for row in rows]
+            device_id = job.device_id
+        for notification_id in ids:
+            try:
+                self._jobs.defer_notification(notification_id)
+            except KittyLabError:
+                log.warning("notification %s left to the sweep", notification_id)
+        try:
+            self._jobs.defer_start_next(device_id)
+        except KittyLabError:
+            log.warning("print queue of %s left to the periodic task", device_id)

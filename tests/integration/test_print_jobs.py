@@ -1,0 +1,204 @@
+"""Print jobs from file to finished part on the simulated lab, through the real pieces:
+the API, procrastinate workers, the embedded MQTT broker, the print tracker."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, Notification
+from kittylab.adapters.jobs import build_job_app, run_worker
+from kittylab.config import CommandSettings
+from kittylab.domain.enums import CommandStatus, FabricationStatus
+from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.services.simulation import SimulatedFleet
+from tests.integration.conftest import Person
+from tests.integration.live_bus import embedded_broker, free_port, running_bus
+
+GCODE = b"; a tiny job\nG28\nG1 X10 Y10\n" + b"G1 X20 Y20\n" * 50
+
+
+@pytest.fixture
+def lab(container: bootstrap.Container, database: Database, demo_lab_path: Path) -> dict[str, UUID]:
+    with database.unit_of_work() as s:
+        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
+    with database.unit_of_work() as s:
+        return {d.external_id: d.id for d in s.scalars(select(Device))}
+
+
+def test_upload_refuses_files_a_printer_cannot_use(client: TestClient, operator: Person) -> None:
+    bad = client.put("/api/fabrication/files/notes.pdf", content=b"x", headers=operator.headers)
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "filename"
+    empty = client.put("/api/fabrication/files/a.gcode", content=b"", headers=operator.headers)
+    assert empty.status_code == 422
+    assert empty.json()["field"] == "body"
+    anonymous = client.put("/api/fabrication/files/a.gcode", content=GCODE)
+    assert anonymous.status_code == 401
+
+
+def test_an_upload_over_the_limit_is_413_and_nothing_is_kept(
+    container: bootstrap.Container, client: TestClient, operator: Person
+) -> None:
+    container.settings.fabrication.max_upload_bytes = 2048
+    answer = client.put(
+        "/api/fabrication/files/big.gcode", content=b"G1\n" * 2000, headers=operator.headers
+    )
+    assert answer.status_code == 413
+    assert container.artifacts is not None
+    assert not list((container.settings.data_dir / "artifacts").rglob("big.gcode"))
+
+
+def test_a_job_needs_exactly_one_source_and_a_printer(
+    client: TestClient, operator: Person, lab: dict[str, UUID]
+) -> None:
+    neither = client.post(
+        "/api/fabrication/jobs", json={"deviceId": str(lab["prusa-mk4"])}, headers=operator.headers
+    )
+    assert (neither.status_code, neither.json()["field"]) == (422, "fileKey")
+    unknown = client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(lab["prusa-mk4"]), "fileKey": "uploads/x/none.gcode"},
+        headers=operator.headers,
+    )
+    assert (unknown.status_code, unknown.json()["field"]) == (422, "fileKey")
+    key = upload(client, operator, "part.gcode")
+    lights = client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(lab["farm-lights"]), "fileKey": key},
+        headers=operator.headers,
+    )
+    assert (lights.status_code, lights.json()["field"]) == (422, "deviceId")
+    profile = client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(lab["prusa-mk4"]), "fileKey": key, "profile": "disco"},
+        headers=operator.headers,
+    )
+    assert (profile.status_code, profile.json()["field"]) == (422, "profile")
+
+
+def upload(client: TestClient, who: Person, name: str, content: bytes = GCODE) -> str:
+    answer = client.put(f"/api/fabrication/files/{name}", content=content, headers=who.headers)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["size"] == len(content)
+    key: str = answer.json()["fileKey"]
+    return key
+
+
+def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["prusa-mk4"]
+    first_key = upload(client, operator, "bracket.gcode")
+    second_key = upload(client, operator, "hook.gcode")
+
+    async def scenario() -> None:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        async with embedded_broker(port), running_bus(address, "lab") as bus:
+            fleet = bootstrap.simulated_fleet(container)
+            fleet.attach(bus)
+            await asyncio.to_thread(fleet.reload)
+            await asyncio.to_thread(fleet.report)
+            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            tracker = bootstrap.print_tracker(wired)
+            first = await asyncio.to_thread(post_job, client, operator, printer, first_key)
+            second = await asyncio.to_thread(post_job, client, operator, printer, second_key)
+            assert first["status"] == "preparing"
+            assert first["details"]["stage"] == "slicing"
+
+            await work_queue(wired, database_url)  # prepare both, start the first
+            assert job(database, first["id"]).details["stage"] == "starting"
+            assert job(database, second["id"]).details["stage"] == "queued"
+
+            await tracker.round()  # the printer took it: printing, the scene runs
+            assert job(database, first["id"]).status is FabricationStatus.PRINTING
+            await work_queue(wired, database_url)  # dispatch the scene's commands
+            lights = fleet.devices[lab["farm-lights"]]
+            assert lights.snapshot()["on"] is True
+
+            finish_print(fleet, printer)
+            await tracker.round()
+            done = job(database, first["id"])
+            assert done.status is FabricationStatus.COMPLETED
+            assert done.completed_at is not None
+            await work_queue(wired, database_url)  # the queue looks: the bed is not clear
+            assert job(database, second["id"]).details["stage"] == "queued"
+
+            cleared = await asyncio.to_thread(
+                client.post,
+                f"/api/fabrication/printers/{printer}/bed-clear",
+                headers=operator.headers,
+            )
+            assert cleared.json() == {"deviceId": str(printer), "jobsCleared": 1}
+            await work_queue(wired, database_url)
+            assert job(database, second["id"]).details["stage"] == "starting"
+            await tracker.round()
+            assert job(database, second["id"]).status is FabricationStatus.PRINTING
+
+    asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        start = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start")).all()
+        assert [c.status for c in start] == [CommandStatus.ACKED, CommandStatus.ACKED]
+        assert [c.payload["file"] for c in start] == ["bracket.gcode", "hook.gcode"]
+        first_job = s.scalars(
+            select(FabricationJob).where(FabricationJob.origin_command_id == start[0].id)
+        ).one()
+        told = s.scalars(
+            select(Notification).where(Notification.related_job_id == first_job.id)
+        ).all()
+        assert len(told) == 1
+        assert "Clear the bed" in told[0].payload["body"]
+
+
+def post_job(client: TestClient, who: Person, device: UUID, key: str) -> dict[str, Any]:
+    answer = client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(device), "fileKey": key},
+        headers=who.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def job(database: Database, job_id: str) -> FabricationJob:
+    with database.unit_of_work() as s:
+        row = s.get(FabricationJob, UUID(job_id))
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+async def work_queue(container: bootstrap.Container, database_url: str) -> None:
+    """Run a worker until the queue is empty, with fast command confirmation."""
+    settings = container.settings.model_copy(
+        update={"commands": CommandSettings(ack_timeout_seconds=3, poll_interval_seconds=0.05)}
+    )
+    context = bootstrap.job_context(replace(container, settings=settings))
+    app = build_job_app(database_url)
+    async with app.open_async():
+        await run_worker(app, context, concurrency=1, wait=False)
+
+
+def finish_print(fleet: SimulatedFleet, printer: UUID) -> None:
+    simulator = fleet.devices[printer]
+    for _ in range(40):
+        simulator.tick(60)
+    assert simulator.snapshot()["state"] == "completed"
+    fleet.report()
