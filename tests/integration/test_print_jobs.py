@@ -202,3 +202,96 @@ def finish_print(fleet: SimulatedFleet, printer: UUID) -> None:
         simulator.tick(60)
     assert simulator.snapshot()["state"] == "completed"
     fleet.report()
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["voron-24"]
+    key = upload(client, operator, "vase.gcode")
+
+    async def scenario() -> dict[str, Any]:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        async with embedded_broker(port), running_bus(address, "lab") as bus:
+            fleet = bootstrap.simulated_fleet(container)
+            fleet.attach(bus)
+            await asyncio.to_thread(fleet.reload)
+            await asyncio.to_thread(fleet.report)
+            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            tracker = bootstrap.print_tracker(wired)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            await work_queue(wired, database_url)
+            await tracker.round()
+            job_id = created["id"]
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+
+            def monitor(body: dict[str, Any]) -> Any:
+                return client.post(
+                    f"/api/fabrication/jobs/{job_id}/monitor-events",
+                    json=body,
+                    headers=operator.headers,
+                )
+
+            no_snapshot = await asyncio.to_thread(
+                monitor, {"eventType": "spaghetti_detected", "confidence": 0.9}
+            )
+            assert (no_snapshot.status_code, no_snapshot.json()["field"]) == (422, "snapshot_key")
+            shot = await asyncio.to_thread(
+                client.put,
+                f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
+                content=PNG,
+                headers=operator.headers,
+            )
+            assert shot.status_code == 201, shot.text
+            snapshot = shot.json()["snapshotKey"]
+            warning = await asyncio.to_thread(
+                monitor,
+                {
+                    "eventType": "spaghetti_detected",
+                    "confidence": 0.5,
+                    "snapshotKey": snapshot,
+                    "severity": "warning",
+                },
+            )
+            assert warning.json()["pauseCommandId"] is None
+            assert warning.json()["notified"] == 1
+            failure = await asyncio.to_thread(
+                monitor,
+                {"eventType": "spaghetti_detected", "confidence": 0.93, "snapshotKey": snapshot},
+            )
+            assert failure.status_code == 201, failure.text
+            assert failure.json()["pauseCommandId"] is not None
+            await work_queue(wired, database_url)
+            assert fleet.devices[printer].snapshot()["state"] == "paused"
+            await tracker.round()
+            assert job(database, job_id).status is FabricationStatus.PAUSED
+            again = await asyncio.to_thread(
+                monitor,
+                {"eventType": "nozzle_clog", "confidence": 0.8, "snapshotKey": snapshot},
+            )
+            return {"job": job_id, "again": again.json()}
+
+    result = asyncio.run(scenario())
+    assert result["again"]["note"] == "the job is paused"
+    with database.unit_of_work() as s:
+        told = s.scalars(
+            select(Notification)
+            .where(Notification.related_job_id == UUID(result["job"]))
+            .order_by(Notification.id)
+        ).all()
+        titles = [n.payload["title"] for n in told]
+    assert titles == [
+        "Print on Voron: spaghetti detected (warning)",
+        "Print paused on Voron: spaghetti detected",
+        "Print on Voron: nozzle clog (failure)",
+    ]
+    assert "snapshots/" in told[1].payload["body"]

@@ -335,6 +335,28 @@ class BedClearOut(CamelModel):
     jobs_cleared: int
 
 
+class SnapshotOut(CamelModel):
+    snapshot_key: str
+    size: int
+
+
+class MonitorEventIn(StrictInput):
+    event_type: MonitorEventType
+    confidence: float = Field(ge=0, le=1)
+    snapshot_key: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    severity: Literal["failure", "warning", "info"] | None = Field(
+        None, description="Default: failure for spaghetti/clog, info otherwise."
+    )
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class MonitorReportOut(CamelModel):
+    event_id: UUID
+    pause_command_id: UUID | None
+    notified: int
+    note: str | None
+
+
 class MonitorEventOut(CamelModel):
     id: UUID
     fabrication_job_id: UUID

@@ -21,7 +21,10 @@ from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import (
     BedClearOut,
     FabricationJobOut,
+    MonitorEventIn,
+    MonitorReportOut,
     PrintJobRequest,
+    SnapshotOut,
     UploadedFileOut,
 )
 from kittylab.bootstrap import Container
@@ -29,13 +32,14 @@ from kittylab.domain.enums import FabricationStatus, Role
 from kittylab.domain.errors import (
     Conflict,
     InfrastructureError,
+    NotFound,
     PayloadTooLarge,
     PermissionDenied,
     ValidationFailed,
 )
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
-from kittylab.services import dispatch, fabrication, fabrication_records
+from kittylab.services import dispatch, fabrication, fabrication_records, print_monitor
 from kittylab.services.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ router = APIRouter(prefix="/api/fabrication", tags=["fabrication"])
 PrintCaller = Annotated[
     Principal, Depends(require(Role.OPERATOR, Role.ENGINEER, Role.SAFETY, Role.ADMIN))
 ]
+# Detectors are integrations (admin tokens); operators and safety leads report by eye.
+MonitorCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
 # FastAPI's own cap for this route; the configured limit (at most this) applies as it streams.
 HARD_UPLOAD_LIMIT = 512 * 1024 * 1024
 _BINARY = {"type": "string", "format": "binary"}
@@ -194,3 +200,98 @@ def cancel_print_job(
     uow.commit()
     c.jobs.defer_dispatch(command.id)
     return job
+
+
+SNAPSHOT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
+_SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}\.(jpe?g|png)", re.IGNORECASE)
+
+
+@router.put(
+    "/jobs/{job_id}/snapshots/{name}",
+    response_model=SnapshotOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"image/jpeg": {"schema": _BINARY}, "image/png": {"schema": _BINARY}},
+        }
+    },
+)
+async def upload_snapshot(
+    job_id: UUID,
+    name: str,
+    request: Request,
+    _: MonitorCaller,
+    c: Annotated[Container, Depends(container)],
+) -> SnapshotOut:
+    """Keep a camera snapshot of a job as evidence; name it in a monitor event."""
+    match = _SNAPSHOT_NAME.fullmatch(name)
+    if match is None:
+        raise ValidationFailed("name", "must be a plain file name ending in .jpg, .jpeg or .png")
+    body = await request.body()
+    if not body:
+        raise ValidationFailed("body", "the snapshot is empty")
+    if not (body.startswith(b"\xff\xd8") or body.startswith(b"\x89PNG")):
+        raise ValidationFailed("body", "is not a JPEG or PNG image")
+    exists = await asyncio.to_thread(_job_exists, c, job_id)
+    if not exists:
+        raise NotFound("fabrication job", job_id)
+    key = f"snapshots/{job_id}/{c.clock():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}-{name}"
+    stored = await asyncio.to_thread(
+        _store(c).put_bytes, key, body, content_type=SNAPSHOT_TYPES[match.group(1).lower()]
+    )
+    return SnapshotOut(snapshot_key=stored.key, size=stored.size)
+
+
+def _job_exists(c: Container, job_id: UUID) -> bool:
+    with c.database.unit_of_work() as session:
+        return session.get(FabricationJob, job_id) is not None
+
+
+@router.post(
+    "/jobs/{job_id}/monitor-events",
+    response_model=MonitorReportOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def report_monitor_event(
+    job_id: UUID,
+    body: MonitorEventIn,
+    _: MonitorCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> MonitorReportOut:
+    """What a print monitor saw. A failure (``spaghetti_detected``, ``nozzle_clog``;
+    ``snapshotKey`` required) pauses a printing job at once and tells whoever started it;
+    ``severity: warning`` only tells them."""
+    if body.snapshot_key is not None and not body.snapshot_key.startswith(f"snapshots/{job_id}/"):
+        raise ValidationFailed("snapshotKey", "must be a snapshot uploaded for this job")
+    if body.snapshot_key is not None and not _store(c).exists(body.snapshot_key):
+        raise ValidationFailed("snapshotKey", "no snapshot is stored under this key")
+    outcome = print_monitor.report(
+        uow,
+        job_id=job_id,
+        event_type=body.event_type,
+        confidence=body.confidence,
+        snapshot_key=body.snapshot_key,
+        severity=print_monitor.Severity(body.severity) if body.severity else None,
+        details=body.details,
+        notify=c.settings.notify,
+        now=c.clock(),
+    )
+    uow.commit()
+    if outcome.pause_command_id is not None:
+        try:
+            c.jobs.defer_dispatch(outcome.pause_command_id)
+        except InfrastructureError:
+            log.warning("pause %s left to reconciliation", outcome.pause_command_id)
+    for notification_id in outcome.notification_ids:
+        try:
+            c.jobs.defer_notification(notification_id)
+        except InfrastructureError:
+            log.warning("notification %s left to the sweep", notification_id)
+    return MonitorReportOut(
+        event_id=outcome.event.id,
+        pause_command_id=outcome.pause_command_id,
+        notified=len(outcome.notification_ids),
+        note=outcome.note,
+    )

@@ -1,0 +1,133 @@
+"""What print monitors report, and what KittyLab does about it.
+
+A detector (Obico-compatible, telemetry rules, a person watching) reports a
+PrintMonitorEvent on a job. A *failure* (spaghetti, a clogged nozzle — snapshot
+mandatory) pauses the job at once through the normal command path and tells whoever
+started it, with the snapshot; a *warning* only tells them. ``first_layer_ok`` and
+``completed`` are recorded.
+
+Pausing is a safe action: it is never held for approval, and a pause already on its way
+(the same job, an earlier failure) is not sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, PrintMonitorEvent
+from kittylab.config import NotifySettings
+from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
+from kittylab.domain.errors import DeviceRefused, NotFound, ValidationFailed
+from kittylab.services import alerts, dispatch, fabrication_records
+
+log = logging.getLogger(__name__)
+
+
+class Severity(StrEnum):
+    FAILURE = "failure"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    event: PrintMonitorEvent
+    pause_command_id: UUID | None = None
+    notification_ids: list[UUID] = field(default_factory=list)
+    note: str | None = None
+    """Why a failure did not pause the job, when it did not."""
+
+
+def report(
+    session: Session,
+    *,
+    job_id: UUID,
+    event_type: MonitorEventType,
+    confidence: float,
+    snapshot_key: str | None,
+    severity: Severity | None,
+    details: Mapping[str, Any] | None,
+    notify: NotifySettings,
+    now: datetime,
+) -> MonitorOutcome:
+    """Record the event and act on it (see the module doc). ``severity`` defaults to
+    ``failure`` for failure types and ``info`` otherwise; a warning or failure on a
+    benign type is refused (``ValidationFailed`` on ``severity``)."""
+    level = severity or (Severity.FAILURE if event_type.is_failure else Severity.INFO)
+    if level is not Severity.INFO and not event_type.is_failure:
+        raise ValidationFailed("severity", f"a {event_type.value} event is not a fault")
+    job = session.get(FabricationJob, job_id)
+    if job is None:
+        raise NotFound("fabrication job", job_id)
+    event = fabrication_records.record_monitor_event(
+        session,
+        fabrication_job_id=job_id,
+        event_type=event_type,
+        confidence=confidence,
+        snapshot_key=snapshot_key,
+        details={**dict(details or {}), "severity": level.value},
+        now=now,
+    )
+    if level is Severity.INFO:
+        return MonitorOutcome(event)
+    pause_id, note = None, None
+    if level is Severity.FAILURE:
+        pause_id, note = _pause(session, job, event, now)
+    printer = session.get(Device, job.device_id)
+    name = printer.display_name if printer else "the printer"
+    what = event_type.value.replace("_", " ")
+    title = f"Print paused on {name}: {what}" if pause_id else f"Print on {name}: {what} ({level})"
+    body = f"{what} with confidence {confidence:.0%}. Snapshot: {event.snapshot_key}."
+    if note:
+        body += f" Not paused: {note}."
+    rows = alerts.notify_person(
+        session,
+        job.requested_by,
+        title,
+        body,
+        notify,
+        related_job_id=job_id,
+        idempotency_key=f"monitor:{event.id}",
+    )
+    return MonitorOutcome(event, pause_id, [r.id for r in rows], note)
+
+
+def _pause(
+    session: Session, job: FabricationJob, event: PrintMonitorEvent, now: datetime
+) -> tuple[UUID | None, str | None]:
+    if job.status is not FabricationStatus.PRINTING:
+        return None, f"the job is {job.status.value}"
+    waiting = session.scalar(
+        select(DeviceCommand.id).where(
+            DeviceCommand.device_id == job.device_id,
+            DeviceCommand.intent == "print_pause",
+            DeviceCommand.status.in_([CommandStatus.PENDING, CommandStatus.SENT]),
+        )
+    )
+    if waiting is not None:  # a pause is already on its way: join it
+        event.details = {**event.details, "pause_command_id": str(waiting)}
+        return waiting, None
+    try:
+        with session.begin_nested():
+            command = dispatch.submit(
+                session,
+                device_id=job.device_id,
+                intent="print_pause",
+                payload={},
+                requested_by=job.requested_by,
+                now=now,
+            )
+    except DeviceRefused as refusal:
+        log.warning("monitor could not pause job %s: %s", job.id, refusal)
+        return None, str(refusal)
+    event.details = {**event.details, "pause_command_id": str(command.id)}
+    return command.id, None
