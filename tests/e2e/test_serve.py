@@ -200,7 +200,7 @@ def _wait_for_status(url: str, auth: dict[str, str], wanted: str, seconds: float
 
 
 def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
-    env: dict[str, str], serve: list[Server]
+    env: dict[str, str], serve: list[Server], tmp_path: Path
 ) -> None:
     assert _cli(env, "lab", "apply", "examples/lab.yaml").returncode == 0
     token = _cli(env, "users", "token", "ada").stdout.strip()
@@ -244,6 +244,19 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
     table = _cli(cli_env, "devices", "--kind", "light")
     assert table.returncode == 0, table.stderr
     assert "bench-lights" in table.stdout and "on 40%" in table.stdout
+
+    # A print from a file: uploaded, queued, started on the printer by the worker.
+    gcode = tmp_path / "bracket.gcode"
+    gcode.write_text("G28\n" + "G1 X10 Y10\n" * 100)
+    queued = _cli(cli_env, "print", str(gcode), "--on", "voron-24", "--no-follow")
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    assert "queued on voron-24" in queued.stdout
+    deadline = time.monotonic() + 30
+    listing = ""
+    while time.monotonic() < deadline and "printing" not in listing:
+        listing = _cli(cli_env, "jobs").stdout
+        time.sleep(1)
+    assert "voron-24" in listing and "bracket.gcode" in listing and "printing" in listing
 
     notification_url = _queue_webhook(
         server, auth, hook_port, "Spaghetti on the Voron", "voron-24 paused"

@@ -7,6 +7,7 @@ field; an unreachable server is ``ServerUnreachable``. Neither carries the token
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,6 +56,20 @@ class ApiClient:
 
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, json=body)
+
+    def put_file(self, path: str, file: Path) -> Any:
+        """Stream ``file`` as the raw body of a PUT (uploads are not loaded into memory)."""
+        with file.open("rb") as body:
+            return self._call(
+                "PUT",
+                path,
+                content=iter(lambda: body.read(1 << 16), b""),
+                headers={
+                    "content-type": "application/octet-stream",
+                    "content-length": str(file.stat().st_size),
+                },
+                timeout=600,
+            )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

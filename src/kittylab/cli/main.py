@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kittylab import bootstrap
 from kittylab.cli import devices as devices_cli
+from kittylab.cli import printing as printing_cli
 from kittylab.config import Settings
 from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
 from kittylab.domain.sanitize import sanitize_text
@@ -221,6 +222,7 @@ def users_add(
 
 
 devices_cli.register(app, friendly_errors)
+printing_cli.register(app, friendly_errors)
 
 
 def main() -> None:
