@@ -24,6 +24,7 @@ from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
@@ -163,4 +164,14 @@ def print_tracker(container: Container) -> PrintTracker:
         settings.fabrication,
         settings.notify,
         bus=container.bus,
+    )
+
+
+def device_poller(container: Container) -> DevicePoller:
+    """The reader of devices that do not report themselves; run by ``kittylab serve``."""
+    return DevicePoller(
+        container.database,
+        container.drivers,
+        container.clock,
+        interval_seconds=container.settings.devices.poll_interval_seconds,
     )

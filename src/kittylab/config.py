@@ -96,6 +96,9 @@ class DeviceSettings(BaseModel):
     offline_after_seconds: int = Field(
         120, ge=1, description="An online device silent this long is marked offline."
     )
+    poll_interval_seconds: float = Field(
+        5.0, gt=0, le=3600, description="How often polled integrations' devices are read."
+    )
 
 
 class TelemetrySettings(BaseModel):

@@ -64,6 +64,7 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         ingest.attach(bus)
         background.append(asyncio.create_task(ingest.run()))
     background.append(asyncio.create_task(bootstrap.print_tracker(container).run()))
+    background.append(asyncio.create_task(bootstrap.device_poller(container).run()))
     sim = container.settings.simulator
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)
