@@ -17,8 +17,10 @@ from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
+from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.simulation import SimulatedFleet
 
@@ -98,3 +100,16 @@ def job_context(container: Container) -> JobContext:
         settings=container.settings,
         clock=container.clock,
     )
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The configured artifact store: the folder (``<data_dir>/artifacts`` or a ``file://``
+    URL) or an S3 bucket (``s3://bucket/prefix``). Builds clients only; connects on first use
+    (which also creates a missing bucket)."""
+    storage = settings.storage
+    if storage.kind == "s3":
+        # Imported here so that folder-only processes never load boto3.
+        from kittylab.adapters.storage.s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_settings(storage)
+    return FolderArtifactStore(storage.folder(settings.data_dir))
