@@ -107,11 +107,6 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
         database.dispose()
 
 
-def artifact_store(settings: Settings) -> ArtifactStore:
-    """The folder ``<data_dir>/artifacts``."""
-    return FolderArtifactStore(settings.data_dir / "artifacts")
-
-
 def broker_address(settings: Settings) -> BrokerAddress:
     """The configured broker, or the embedded one ``kittylab serve`` runs."""
     if settings.mqtt.url is not None:
@@ -175,3 +170,16 @@ def device_poller(container: Container) -> DevicePoller:
         container.clock,
         interval_seconds=container.settings.devices.poll_interval_seconds,
     )
+
+
+def artifact_store(settings: Settings) -> ArtifactStore:
+    """The configured artifact store: the folder (``<data_dir>/artifacts`` or a ``file://``
+    URL) or an S3 bucket (``s3://bucket/prefix``). Builds clients only; connects on first use
+    (which also creates a missing bucket)."""
+    storage = settings.storage
+    if storage.kind == "s3":
+        # Imported here so that folder-only processes never load boto3.
+        from kittylab.adapters.storage.s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_settings(storage)
+    return FolderArtifactStore(storage.folder(settings.data_dir))

@@ -3,11 +3,12 @@ optional ``.env`` file. Every setting is documented in docs/configuration.md."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -164,6 +165,100 @@ class FabricationSettings(BaseModel):
     )
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class StorageSettings(BaseModel):
+    """Where artifacts (CAD outputs, sliced G-code, snapshots) are kept: a folder by default,
+    any S3-compatible server by URL."""
+
+    url: str = Field(
+        "",
+        description="empty: the folder <data_dir>/artifacts; file:///abs/path: that folder; "
+        "s3://bucket[/prefix]: an S3 bucket",
+    )
+    endpoint_url: str | None = Field(
+        None, description="http(s) URL of an S3-compatible server; unset: AWS S3 itself"
+    )
+    region: str = Field("us-east-1", min_length=1)
+    access_key_id: SecretStr | None = Field(
+        None, description="unset: the AWS credential chain (AWS_ACCESS_KEY_ID, ~/.aws, roles)"
+    )
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="auto: path-style with an endpoint URL, virtual-hosted on AWS"
+    )
+    presign_expiry_seconds: int = Field(
+        900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned download URLs."
+    )
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    read_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait for any one read from the server."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per request (first try included) on transient errors."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        value = value.strip()
+        if value == "":
+            return value
+        if value.startswith("file://"):
+            if not value.removeprefix("file://").startswith("/"):
+                raise ValueError("a file:// URL needs an absolute path (file:///srv/artifacts)")
+            return value
+        if not value.startswith("s3://"):
+            raise ValueError("must be empty, file:///absolute/path or s3://bucket[/prefix]")
+        bucket, _, prefix = value.removeprefix("s3://").partition("/")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise ValueError(
+                "bucket name must be 3-63 lowercase letters, digits, '.' and '-' "
+                "(s3://bucket[/prefix])"
+            )
+        prefix = prefix.strip("/")
+        if prefix and not _PREFIX.fullmatch(prefix):
+            raise ValueError("prefix must be slash-separated letters, digits, '.', '-', '_'")
+        return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+/?", value.strip()):
+            raise ValueError("must be an http(s) URL of the server, e.g. http://127.0.0.1:8333")
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> StorageSettings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key are set together or not at all")
+        return self
+
+    @property
+    def kind(self) -> Literal["folder", "s3"]:
+        return "s3" if self.url.startswith("s3://") else "folder"
+
+    @property
+    def bucket(self) -> str:
+        return self.url.removeprefix("s3://").partition("/")[0]
+
+    @property
+    def prefix(self) -> str:
+        return self.url.removeprefix("s3://").partition("/")[2]
+
+    def folder(self, data_dir: Path) -> Path:
+        """The folder of a folder store: the ``file://`` path, or ``<data_dir>/artifacts``."""
+        if self.url.startswith("file://"):
+            return Path(self.url.removeprefix("file://"))
+        return data_dir / "artifacts"
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -186,6 +281,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     commands: CommandSettings = CommandSettings()
     fabrication: FabricationSettings = FabricationSettings()
+    storage: StorageSettings = StorageSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 Writes go to a temporary file in the same folder and are renamed into place, so a reader
 never sees half an artifact and a crash mid-write leaves no partial file under the key.
+Operating-system errors (disk full, permissions, a key that names a folder of other
+artifacts) become ``ArtifactStoreError``; a key with no file under it is ``ArtifactMissing``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from kittylab.services.artifacts import ArtifactMissing, StoredArtifact, validate_key
+from kittylab.services.artifacts import (
+    ArtifactMissing,
+    ArtifactStoreError,
+    StoredArtifact,
+    validate_key,
+)
 
 _CHUNK = 1 << 16
 
@@ -27,7 +34,12 @@ class FolderArtifactStore:
         return self.root / validate_key(key)
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> StoredArtifact:
-        with path.open("rb") as source:
+        self._path(key)  # a bad key is refused before the source is opened
+        try:
+            source = path.open("rb")
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot read {path}: {exc.strerror}") from exc
+        with source:
             return self._write(key, iter(lambda: source.read(_CHUNK), b""), content_type)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredArtifact:
@@ -35,10 +47,13 @@ class FolderArtifactStore:
 
     def _write(self, key: str, chunks: Iterator[bytes], content_type: str) -> StoredArtifact:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot store {key}: {exc.strerror}") from exc
         digest = hashlib.sha256()
         size = 0
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
@@ -48,6 +63,9 @@ class FolderArtifactStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp_name, target)
+        except OSError as exc:
+            Path(temp_name).unlink(missing_ok=True)
+            raise ArtifactStoreError(f"cannot store {key}: {exc.strerror}") from exc
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
@@ -57,8 +75,10 @@ class FolderArtifactStore:
         path = self._path(key)
         try:
             source = path.open("rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ArtifactMissing(f"no artifact stored under {key}") from None
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot read {key}: {exc.strerror}") from exc
         # Opened before returning, so a missing key fails here and not mid-stream.
         return _stream(source, chunk_size)
 
@@ -66,16 +86,28 @@ class FolderArtifactStore:
         source = self._path(key)
         if not source.is_file():
             raise ArtifactMissing(f"no artifact stored under {key}")
-        shutil.copyfile(source, path)
+        try:
+            shutil.copyfile(source, path)
+        except FileNotFoundError:
+            raise ArtifactMissing(f"no artifact stored under {key}") from None
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot copy {key} to {path}: {exc.strerror}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        validate_key(key)
         return None
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        if path.is_dir():
+            return  # a folder of other artifacts, not an artifact: nothing stored under key
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot delete {key}: {exc.strerror}") from exc
 
 
 def _stream(source: BinaryIO, chunk_size: int) -> Iterator[bytes]:
