@@ -141,3 +141,25 @@ def test_a_signature_is_refused_rather_than_ignored(
     answer = send(client, operator, devices["farm-lights"], body)
     assert answer["_status"] == 422
     assert answer["field"] == "safetySignature"
+
+
+def test_a_device_in_fault_still_takes_commands_that_make_it_safer(
+    client: TestClient, operator: Person, devices: dict[str, UUID], database: Database
+) -> None:
+    with database.unit_of_work() as s:
+        device = s.get(Device, devices["welder-power"])
+        assert device is not None
+        device.online_state = OnlineState.FAULT
+    assert (
+        send(client, operator, devices["welder-power"], {"intent": "power_off"})["_status"] == 202
+    )
+    light = devices["welding-lights"]
+    with database.unit_of_work() as s:
+        row = s.get(Device, light)
+        assert row is not None
+        row.online_state = OnlineState.FAULT
+    refused = send(
+        client, operator, light, {"intent": "light_set_brightness", "payload": {"brightness": 5}}
+    )
+    assert refused["_status"] == 409
+    assert "fault" in str(refused["detail"])

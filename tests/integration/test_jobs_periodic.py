@@ -82,6 +82,7 @@ def test_job_app_schedules_every_periodic_task_with_its_cron_and_a_queueing_lock
         "kittylab:mark_devices_offline": "* * * * *",
         "kittylab:purge_telemetry": "0 * * * *",
         "kittylab:reconcile_commands": "* * * * *",
+        "kittylab:advance_print_queues": "* * * * *",
     }
     assert locks == {name: name for name in schedule}
 

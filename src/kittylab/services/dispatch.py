@@ -33,7 +33,12 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import AccessPolicy, Device, DeviceCommand
 from kittylab.config import CommandSettings
-from kittylab.domain.command_rules import confirms, is_hazardous, precondition_refusal
+from kittylab.domain.command_rules import (
+    SAFE_INTENTS,
+    confirms,
+    is_hazardous,
+    precondition_refusal,
+)
 from kittylab.domain.enums import CommandStatus, OnlineState
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.services import commands, telemetry
@@ -84,7 +89,7 @@ def submit(
             f"{intent} on {device.display_name} is hazardous and needs a signed safety "
             "approval, which this installation cannot take yet; nothing was sent"
         )
-    if device.retired_at is None and device.online_state is not OnlineState.ONLINE:
+    if device.retired_at is None and not _reachable(device.online_state, intent):
         raise DeviceRefused(f"{device.display_name} is {device.online_state.value}")
     latest = telemetry.latest_state(session, device.id)
     refusal = precondition_refusal(
@@ -102,6 +107,12 @@ def submit(
         correlation_id=correlation_id,
         now=now,
     )
+
+
+def _reachable(state: OnlineState, intent: str) -> bool:
+    """Online devices take any command; a device in fault still takes the ones that make
+    it safer (pause, cancel, power off …): stopping a machine must never be refused."""
+    return state is OnlineState.ONLINE or (state is OnlineState.FAULT and intent in SAFE_INTENTS)
 
 
 def _policy_intents(session: Session, zone_id: UUID) -> set[str]:
