@@ -1,0 +1,628 @@
+"""Bambu Lab printers in LAN mode: MQTT over TLS to the broker the printer runs itself.
+
+Protocol (as documented by the OpenBambuAPI project and used by Home Assistant's Bambu
+integrations):
+
+- the printer listens on ``<host>:8883`` with TLS; its certificate is issued by the
+  vendor's CA to ``CN=<serial>``, so verification needs the serial as server name (SNI);
+- user ``bblp``, password the LAN access code shown on the printer;
+- requests are JSON published to ``device/<serial>/request``:
+  ``{"print": {"sequence_id": "7", "command": "pause", "param": ""}}``; the printer echoes
+  each request on ``device/<serial>/report`` with the same ``sequence_id`` and
+  ``"result": "success"`` or ``"fail"`` (and a ``reason``);
+- status arrives on the same topic as ``{"print": {"command": "push_status", ...}}``. X1
+  printers send the whole object, P1/A1 printers only the keys that changed, so the driver
+  merges every report into one cached object; ``{"pushing": {"command": "pushall"}}`` asks
+  for the whole object, which the driver does once per connection (the vendor advises
+  against doing it often on P1 printers).
+
+One MQTT connection per printer stays open between calls: it keeps the merged status fresh
+and lets ``send`` match the printer's reply to its request. A dropped connection is
+reopened by the next call.
+
+Connection mapping of a device (``DeviceTarget.connection``)::
+
+    host: 192.168.1.40
+    port: 8883                       # optional, default 8883
+    serial: 01S00A123456789
+    access_code: ${BAMBU_ACCESS_CODE}
+    ca_file: /etc/kittylab/bambu-ca.pem   # the vendor CA; verified against the serial
+    insecure_tls: true               # or: accept the printer's certificate unverified
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import secrets
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
+from kittylab.domain.enums import DeviceKind
+from kittylab.domain.errors import DeviceRefused
+from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
+
+log = logging.getLogger(__name__)
+
+USERNAME = "bblp"
+DEFAULT_PORT = 8883
+# print_error / fail_reason the firmware reports when a job was stopped by a user
+# (HMS 0300-400C, "the task was canceled"): the job is cancelled, not failed.
+CANCELLED_ERROR = 0x0300400C
+# The printer's SD card as the firmware names it in gcode_file paths.
+DEFAULT_GCODE_ROOT = "/sdcard"
+
+
+class GcodeState(StrEnum):
+    """``print.gcode_state`` as the firmware reports it."""
+
+    IDLE = "IDLE"
+    SLICING = "SLICING"
+    PREPARE = "PREPARE"
+    RUNNING = "RUNNING"
+    PAUSE = "PAUSE"
+    FINISH = "FINISH"
+    FAILED = "FAILED"
+
+
+_PHASES: Mapping[GcodeState, PrinterPhase] = {
+    GcodeState.IDLE: PrinterPhase.IDLE,
+    # Slicing and preparing (homing, levelling, heating) come before the first layer.
+    GcodeState.SLICING: PrinterPhase.HEATING,
+    GcodeState.PREPARE: PrinterPhase.HEATING,
+    GcodeState.RUNNING: PrinterPhase.PRINTING,
+    GcodeState.PAUSE: PrinterPhase.PAUSED,
+    GcodeState.FINISH: PrinterPhase.COMPLETED,
+    GcodeState.FAILED: PrinterPhase.FAILED,
+}
+
+
+# --- pure protocol helpers -----------------------------------------------------------
+
+
+def merge_report(cached: dict[str, Any], partial: Mapping[str, Any]) -> None:
+    """Merge one (possibly partial) ``print`` report into the cached full one, in place.
+
+    Nested objects merge key by key; any other value (lists included) replaces the old one,
+    as the printer always sends a list whole."""
+    for key, value in partial.items():
+        old = cached.get(key)
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            merge_report(old, value)
+        elif isinstance(value, Mapping):
+            fresh: dict[str, Any] = {}
+            merge_report(fresh, value)
+            cached[key] = fresh
+        else:
+            cached[key] = value
+
+
+def error_code(value: Any) -> int:
+    """A ``print_error`` / ``fail_reason`` value as an int (0 when absent or unreadable)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip() or "0")
+    return 0
+
+
+def format_error(code: int) -> str:
+    """The firmware's error number the way Bambu's own tools show it: ``0300-400C``."""
+    return f"{(code >> 16) & 0xFFFF:04X}-{code & 0xFFFF:04X}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return None
+
+
+def _temperature(report: Mapping[str, Any], actual: str, target: str) -> Temperature | None:
+    now, goal = _number(report.get(actual)), _number(report.get(target))
+    if now is None:
+        return None
+    return {"actual": now, "target": goal or 0.0}
+
+
+def normalize(report: Mapping[str, Any]) -> PrinterState:
+    """The merged ``print`` report in KittyLab's normalized printer shape.
+
+    Keys the report does not carry are left out. A ``gcode_state`` the driver does not know
+    reads as ``error`` with the raw value in ``failure``, never as a guess."""
+    raw_state = str(report.get("gcode_state", ""))
+    code = error_code(report.get("print_error")) or error_code(report.get("fail_reason"))
+    failure: str | None = None
+    try:
+        phase = _PHASES[GcodeState(raw_state)]
+    except ValueError:
+        phase = PrinterPhase.ERROR
+        failure = f"unknown gcode_state {raw_state!r}"
+    if phase is PrinterPhase.FAILED:
+        if code == CANCELLED_ERROR:
+            phase = PrinterPhase.CANCELLED
+        else:
+            failure = f"print error {format_error(code)}" if code else "print failed"
+    state: PrinterState = {"state": phase.value, "failure": failure}
+    if "gcode_file" in report:
+        state["file"] = str(report["gcode_file"]) or None
+    percent = _number(report.get("mc_percent"))
+    if percent is not None:
+        state["progress"] = max(0.0, min(1.0, percent / 100.0))
+    nozzle = _temperature(report, "nozzle_temper", "nozzle_target_temper")
+    if nozzle is not None:
+        state["nozzle"] = nozzle
+    bed = _temperature(report, "bed_temper", "bed_target_temper")
+    if bed is not None:
+        state["bed"] = bed
+    minutes = _number(report.get("mc_remaining_time"))
+    if minutes is not None:
+        state["seconds_left"] = minutes * 60.0 if phase.busy else None
+    return state
+
+
+@dataclass(frozen=True)
+class Request:
+    """One message for ``device/<serial>/request``: ``{family: {command, ...fields}}``."""
+
+    family: str
+    command: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def payload(self, sequence_id: str) -> dict[str, Any]:
+        return {self.family: {"sequence_id": sequence_id, "command": self.command, **self.fields}}
+
+
+def _gcode(lines: list[str]) -> Request:
+    return Request("print", "gcode_line", {"param": "".join(f"{line}\n" for line in lines)})
+
+
+def request_for(intent: str, payload: Mapping[str, Any], gcode_root: str) -> Request:
+    """The printer request that carries out a lab intent; ``DeviceRefused`` for an intent
+    a Bambu printer cannot carry out."""
+    if intent == "print_pause":
+        return Request("print", "pause", {"param": ""})
+    if intent == "print_resume":
+        return Request("print", "resume", {"param": ""})
+    if intent == "print_cancel":
+        return Request("print", "stop", {"param": ""})
+    if intent == "printer_status":
+        return Request("pushing", "pushall", {"version": 1, "push_target": 1})
+    if intent == "printer_heat":
+        lines = []
+        if "nozzle" in payload:
+            lines.append(f"M104 S{round(float(payload['nozzle']))}")
+        if "bed" in payload:
+            lines.append(f"M140 S{round(float(payload['bed']))}")
+        if not lines:
+            raise DeviceRefused("printer_heat needs a nozzle or bed temperature")
+        return _gcode(lines)
+    if intent == "printer_cooldown":
+        return _gcode(["M104 S0", "M140 S0"])
+    if intent == "print_start":
+        return _start_request(str(payload["file"]), gcode_root)
+    raise DeviceRefused(f"a Bambu Lab printer cannot {intent}")
+
+
+def _start_request(file: str, gcode_root: str) -> Request:
+    name = file.lstrip("/")
+    if name.lower().endswith(".3mf"):
+        # A sliced project on the SD card; plate 1 is what Bambu Studio exports by default.
+        stem = name.rsplit("/", 1)[-1][: -len(".3mf")]
+        return Request(
+            "print",
+            "project_file",
+            {
+                "param": "Metadata/plate_1.gcode",
+                "url": f"file://{gcode_root}/{name}",
+                "file": name,
+                "subtask_name": stem,
+                "project_id": "0",
+                "profile_id": "0",
+                "task_id": "0",
+                "subtask_id": "0",
+                "md5": "",
+                "bed_type": "auto",
+                "timelapse": False,
+                "bed_levelling": True,
+                "flow_cali": False,
+                "vibration_cali": False,
+                "layer_inspect": False,
+                "use_ams": False,
+                "ams_mapping": "",
+            },
+        )
+    path = file if file.startswith("/") else f"{gcode_root}/{name}"
+    return Request("print", "gcode_file", {"param": path})
+
+
+# --- connection ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BambuConnection:
+    """A printer's expanded connection settings. ``access_code`` never appears in repr."""
+
+    host: str
+    port: int
+    serial: str
+    access_code: str = field(repr=False)
+    ca_file: str | None = None
+    insecure_tls: bool = False
+
+    @classmethod
+    def from_device(cls, device: DeviceTarget) -> BambuConnection:
+        """Parse (after ``${ENV}`` expansion) the device's connection mapping;
+        ``DeviceUnavailable`` naming the key for a missing or malformed one."""
+        raw = expand_connection(device.connection)
+        who = device.external_id
+
+        def optional(key: str) -> str | None:
+            value = raw.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return None
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise DeviceUnavailable(f"{who}: connection.{key} must be a string")
+            return str(value).strip()
+
+        def required(key: str) -> str:
+            value = optional(key)
+            if value is None:
+                raise DeviceUnavailable(f"{who}: connection.{key} is not set")
+            return value
+
+        host, serial, code = required("host"), required("serial"), required("access_code")
+        if any(c in serial for c in "/#+ "):
+            raise DeviceUnavailable(f"{who}: connection.serial must not contain '/#+ '")
+        port_value = raw.get("port", DEFAULT_PORT)
+        try:
+            port = int(port_value)
+        except (TypeError, ValueError):
+            raise DeviceUnavailable(f"{who}: connection.port must be a number") from None
+        if not 0 < port < 65536:
+            raise DeviceUnavailable(f"{who}: connection.port must be 1-65535")
+        insecure = raw.get("insecure_tls", False)
+        if not isinstance(insecure, bool):
+            raise DeviceUnavailable(f"{who}: connection.insecure_tls must be true or false")
+        return cls(host, port, serial, code, optional("ca_file"), insecure)
+
+    @property
+    def report_topic(self) -> str:
+        return f"device/{self.serial}/report"
+
+    @property
+    def request_topic(self) -> str:
+        return f"device/{self.serial}/request"
+
+    def describe(self) -> str:
+        return f"Bambu printer {self.serial} at {self.host}:{self.port}"
+
+
+class _PrinterTLSContext(ssl.SSLContext):
+    """Verifies the printer's certificate against the serial it was issued to, whatever
+    address the printer is reached at (the MQTT client would otherwise check the IP)."""
+
+    server_name: str = ""
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=self.server_name or server_hostname,
+            session=session,
+        )
+
+
+def tls_context(conn: BambuConnection) -> ssl.SSLContext:
+    """Verified TLS (the CA in ``ca_file``, or the system's, and the serial as name), or
+    encryption without verification when the device says ``insecure_tls: true``."""
+    if conn.insecure_tls:
+        insecure = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        return insecure
+    context = _PrinterTLSContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.server_name = conn.serial
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    # The printer's certificate names the serial in its subject only, and the vendor CA
+    # lacks extensions that strict X.509 checking demands.
+    context.hostname_checks_common_name = True
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    try:
+        if conn.ca_file:
+            context.load_verify_locations(cafile=conn.ca_file)
+        else:
+            context.load_default_certs()
+    except (OSError, ssl.SSLError) as exc:
+        raise DeviceUnavailable(
+            f"{conn.describe()}: cannot read the CA file {conn.ca_file}"
+        ) from exc
+    return context
+
+
+def _is_auth_failure(exc: aiomqtt.MqttCodeError) -> bool:
+    rc = exc.rc
+    value = rc.value if isinstance(rc, ReasonCode) else rc
+    # MQTT 3.1.1 CONNACK 4/5, or their MQTT 5 reason codes 134/135.
+    return value in (4, 5, 134, 135)
+
+
+def _connect_error(conn: BambuConnection, exc: BaseException) -> DeviceUnavailable:
+    """An operator-safe explanation of a failed connection (no access code in it)."""
+    where = conn.describe()
+    if isinstance(exc, aiomqtt.MqttCodeError) and _is_auth_failure(exc):
+        return DeviceUnavailable(f"{where} refused the LAN access code")
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or "timed out" in text.lower():
+        return DeviceUnavailable(f"{where} did not answer in time")
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+        hint = "" if conn.ca_file else " (set ca_file to the vendor CA, or insecure_tls: true)"
+        return DeviceUnavailable(f"{where}: TLS certificate not trusted{hint}: {text}")
+    return DeviceUnavailable(f"{where} is unreachable: {text}")
+
+
+# --- the per-printer session ---------------------------------------------------------
+
+
+class _Session:
+    """One open MQTT connection to one printer and the state it has reported."""
+
+    def __init__(self, conn: BambuConnection, client: aiomqtt.Client) -> None:
+        self.conn = conn
+        self.client = client
+        self.report: dict[str, Any] = {}
+        self.changed = asyncio.Event()
+        self.pending: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
+        self.error: DeviceUnavailable | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None and self.reader is not None and not self.reader.done()
+
+    @property
+    def has_status(self) -> bool:
+        return "gcode_state" in self.report
+
+    async def read(self) -> None:
+        """Consume reports until the connection ends; then fail whatever waits."""
+        try:
+            async for message in self.client.messages:
+                self._handle(message.payload)
+        except aiomqtt.MqttError as exc:
+            self._die(DeviceUnavailable(f"{self.conn.describe()}: connection lost ({exc})"))
+        except asyncio.CancelledError:
+            self._die(DeviceUnavailable(f"{self.conn.describe()}: connection closed"))
+            raise
+        else:
+            self._die(DeviceUnavailable(f"{self.conn.describe()}: connection closed"))
+
+    def _die(self, error: DeviceUnavailable) -> None:
+        self.error = error
+        for _, waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self.pending.clear()
+        self.changed.set()
+
+    def _handle(self, raw: Any) -> None:
+        try:
+            message = json.loads(raw)
+        except (TypeError, ValueError):
+            log.debug("ignoring a non-JSON report from %s", self.conn.serial)
+            return
+        if not isinstance(message, dict):
+            return
+        for family, body in message.items():
+            if not isinstance(body, dict):
+                continue
+            command = body.get("command")
+            if family == "print" and command in (None, "push_status"):
+                merge_report(self.report, body)
+                self.changed.set()
+                continue
+            entry = self.pending.get(str(body.get("sequence_id")))
+            if entry is not None and entry[0] == command and not entry[1].done():
+                entry[1].set_result(body)
+
+    async def wait_for_status(self, seconds: float) -> None:
+        async with asyncio.timeout(seconds):
+            while not self.has_status:
+                if self.error is not None:
+                    raise self.error
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class _Entry:
+    conn: BambuConnection
+    session: _Session
+    stack: contextlib.AsyncExitStack
+
+
+class BambuDriver:
+    """``DeviceDriver`` for Bambu Lab printers in LAN mode (MQTT over TLS).
+
+    ``timeout`` bounds every network step (TCP connect, TLS handshake, CONNACK,
+    subscribe, publish acknowledgement, first status report). ``reply_timeout`` is how long
+    ``send`` waits for the printer's echo of a request: a ``fail`` echo raises
+    ``DeviceRefused``; no echo in time means the printer's own broker accepted the request
+    (QoS 1) but said nothing more, and ``send`` returns — confirmation by state is the
+    command service's job. ``gcode_root`` is where plain ``.gcode`` files live on the
+    printer (``print_start`` with a relative name)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 5.0,
+        reply_timeout: float = 5.0,
+        keepalive: int = 30,
+        gcode_root: str = DEFAULT_GCODE_ROOT,
+    ) -> None:
+        self._timeout = timeout
+        self._reply_timeout = reply_timeout
+        self._keepalive = keepalive
+        self._gcode_root = gcode_root.rstrip("/")
+        self._entries: dict[Any, _Entry] = {}
+        self._locks: dict[Any, asyncio.Lock] = {}
+        self._sequence = itertools.count(1)
+
+    async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
+        if device.kind is not DeviceKind.PRINTER:
+            raise DeviceRefused(f"{device.external_id}: the bambu integration drives printers")
+        request = request_for(intent, payload, self._gcode_root)
+        session = await self._session(device)
+        sequence_id = str(next(self._sequence))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
+        session.pending[sequence_id] = (request.command, waiter)
+        try:
+            try:
+                await session.client.publish(
+                    session.conn.request_topic,
+                    json.dumps(request.payload(sequence_id)),
+                    qos=1,
+                    timeout=self._timeout,
+                )
+            except aiomqtt.MqttError as exc:
+                raise _connect_error(session.conn, exc) from exc
+            try:
+                reply = await asyncio.wait_for(waiter, self._reply_timeout)
+            except TimeoutError:
+                log.info(
+                    "%s sent no reply to %s #%s within %.1f s",
+                    session.conn.describe(),
+                    request.command,
+                    sequence_id,
+                    self._reply_timeout,
+                )
+                return
+        finally:
+            session.pending.pop(sequence_id, None)
+        _raise_if_refused(session.conn, request.command, reply)
+
+    async def state(self, device: DeviceTarget) -> dict[str, Any]:
+        if device.kind is not DeviceKind.PRINTER:
+            raise DeviceRefused(f"{device.external_id}: the bambu integration drives printers")
+        session = await self._session(device)
+        return dict(normalize(session.report))
+
+    async def close(self) -> None:
+        entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            await self._close_entry(entry)
+
+    async def _session(self, device: DeviceTarget) -> _Session:
+        """The open session of this device, opening (or reopening) it when needed."""
+        conn = BambuConnection.from_device(device)
+        lock = self._locks.setdefault(device.id, asyncio.Lock())
+        async with lock:
+            entry = self._entries.get(device.id)
+            if entry is not None and entry.session.alive and entry.conn == conn:
+                return entry.session
+            if entry is not None:
+                del self._entries[device.id]
+                await self._close_entry(entry)
+            entry = await self._open(conn)
+            self._entries[device.id] = entry
+            return entry.session
+
+    async def _open(self, conn: BambuConnection) -> _Entry:
+        context = tls_context(conn)
+        client = aiomqtt.Client(
+            conn.host,
+            conn.port,
+            username=USERNAME,
+            password=conn.access_code,
+            identifier=f"kittylab-{secrets.token_hex(6)}",
+            tls_context=context,
+            tls_insecure=conn.insecure_tls,
+            timeout=self._timeout,
+            keepalive=self._keepalive,
+        )
+        # paho's own socket timeout (TCP connect and TLS handshake run in a worker thread);
+        # the outer asyncio timeout below is only a backstop.
+        client._client.connect_timeout = self._timeout
+        stack = contextlib.AsyncExitStack()
+        try:
+            await asyncio.wait_for(stack.enter_async_context(client), self._timeout * 3)
+        except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+            await stack.aclose()
+            raise _connect_error(conn, exc) from exc
+        session = _Session(conn, client)
+        entry = _Entry(conn, session, stack)
+        try:
+            await client.subscribe(conn.report_topic, qos=1, timeout=self._timeout)
+            session.reader = asyncio.create_task(session.read(), name=f"bambu-{conn.serial}")
+            pushall = request_for("printer_status", {}, self._gcode_root)
+            await client.publish(
+                conn.request_topic,
+                json.dumps(pushall.payload(str(next(self._sequence)))),
+                qos=1,
+                timeout=self._timeout,
+            )
+            await session.wait_for_status(self._timeout)
+        except DeviceUnavailable:
+            await self._close_entry(entry)
+            raise
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            await self._close_entry(entry)
+            if isinstance(exc, TimeoutError):
+                raise DeviceUnavailable(
+                    f"{conn.describe()} sent no status report within {self._timeout:g} s"
+                ) from exc
+            raise _connect_error(conn, exc) from exc
+        log.info("connected to %s", conn.describe())
+        return entry
+
+    async def _close_entry(self, entry: _Entry) -> None:
+        reader = entry.session.reader
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        try:
+            await asyncio.wait_for(entry.stack.aclose(), self._timeout)
+        except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+            log.debug("closing %s: %s", entry.conn.describe(), exc)
+
+
+def _raise_if_refused(conn: BambuConnection, command: str, reply: Mapping[str, Any]) -> None:
+    result = str(reply.get("result", "")).lower()
+    code = error_code(reply.get("print_error"))
+    if result == "fail" or (code and code != CANCELLED_ERROR):
+        reason = str(reply.get("reason") or "").strip()
+        if not reason and code:
+            reason = f"print error {format_error(code)}"
+        raise DeviceRefused(
+            f"printer {conn.serial} refused {command}" + (f": {reason}" if reason else "")
+        )
