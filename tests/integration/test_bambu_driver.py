@@ -19,6 +19,7 @@ from kittylab.adapters.devices.bambu import BambuDriver
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
+from tests.peers.bambu_ftps_peer import BambuFtpsPeer
 from tests.peers.bambu_peer import BambuPrinterPeer
 from tests.peers.tls_mosquitto import TlsMosquitto, free_port, make_authority, start_tls_mosquitto
 
@@ -499,3 +500,107 @@ def test_a_broker_that_goes_down_makes_calls_unavailable_until_it_returns(
         run(scenario)
     finally:
         own.stop()
+
+
+def ftps_on(broker: TlsMosquitto, card: Path, **options: Any) -> BambuFtpsPeer:
+    return BambuFtpsPeer(
+        cert_file=broker.cert_file,
+        key_file=broker.key_file,
+        access_code=ACCESS_CODE,
+        card=card,
+        **options,
+    )
+
+
+def test_upload_stores_the_file_on_the_card_over_implicit_ftps_replacing_one_of_that_name(
+    broker: TlsMosquitto, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.3mf"
+    first.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 400)
+    second = tmp_path / "second.3mf"
+    second.write_bytes(b"PK\x03\x04 a smaller cube")
+
+    async def scenario() -> None:
+        driver = BambuDriver(timeout=3)
+        async with ftps_on(broker, tmp_path / "card") as ftps:
+            device = printer(broker, ftps_port=ftps.port)
+            try:
+                await driver.upload(device, "cube.3mf", first)
+                assert (tmp_path / "card" / "cube.3mf").read_bytes() == first.read_bytes()
+                await driver.upload(device, "cube.3mf", second)
+                assert (tmp_path / "card" / "cube.3mf").read_bytes() == second.read_bytes()
+            finally:
+                await driver.close()
+        # Implicit TLS (no AUTH), protected data channel, binary passive transfer.
+        assert "AUTH TLS" not in ftps.commands
+        assert ftps.commands[:5] == ["USER bblp", "PASS", "PBSZ 0", "PROT P", "TYPE I"]
+        assert ftps.commands.count("STOR cube.3mf") == 2
+
+    run(scenario)
+
+
+def test_upload_with_a_wrong_access_code_or_an_untrusted_certificate_is_device_unavailable(
+    broker: TlsMosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gcode = tmp_path / "part.gcode"
+    gcode.write_text("G28\n")
+
+    async def scenario() -> None:
+        driver = BambuDriver(timeout=3)
+        async with ftps_on(broker, tmp_path / "card") as ftps:
+            try:
+                with pytest.raises(DeviceUnavailable, match="certificate not trusted"):
+                    await driver.upload(
+                        printer(broker, ftps_port=ftps.port, ca_file=None), "part.gcode", gcode
+                    )
+                monkeypatch.setenv(CODE_VARIABLE, "00000000")
+                with pytest.raises(DeviceUnavailable, match="refused the LAN access code"):
+                    await driver.upload(printer(broker, ftps_port=ftps.port), "part.gcode", gcode)
+            finally:
+                await driver.close()
+        assert not (tmp_path / "card" / "part.gcode").exists()
+
+    run(scenario)
+
+
+def test_upload_the_printer_cannot_store_is_device_refused(
+    broker: TlsMosquitto, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.gcode"
+    big.write_bytes(b";" * 5000)
+
+    async def scenario() -> None:
+        driver = BambuDriver(timeout=3)
+        async with ftps_on(broker, tmp_path / "card", card_size=1000) as ftps:
+            try:
+                with pytest.raises(DeviceRefused, match="552"):
+                    await driver.upload(printer(broker, ftps_port=ftps.port), "big.gcode", big)
+            finally:
+                await driver.close()
+
+    run(scenario)
+
+
+def test_upload_with_no_file_server_listening_is_device_unavailable(tmp_path: Path) -> None:
+    gcode = tmp_path / "part.gcode"
+    gcode.write_text("G28\n")
+
+    async def scenario() -> None:
+        device = DeviceTarget(
+            id=uuid4(),
+            external_id="bambu-gone",
+            kind=DeviceKind.PRINTER,
+            integration="bambu",
+            connection={
+                "host": "127.0.0.1",
+                "ftps_port": free_port(),
+                "serial": SERIAL,
+                "access_code": f"${{{CODE_VARIABLE}}}",
+                "insecure_tls": True,
+            },
+        )
+        driver = BambuDriver(timeout=2)
+        with pytest.raises(DeviceUnavailable, match="FTPS"):
+            await driver.upload(device, "part.gcode", gcode)
+
+    run(scenario)

@@ -133,6 +133,8 @@ class TlsMosquitto:
     host: str
     port: int
     ca_file: Path
+    cert_file: Path  # the server certificate (CN = server_name) and its key, for other
+    key_file: Path  # TLS peers that stand for the same printer
     server_name: str
     username: str
     password: str
@@ -224,6 +226,8 @@ def start_tls_mosquitto(
         host="127.0.0.1",
         port=port,
         ca_file=authority.pem_path,
+        cert_file=cert_path,
+        key_file=key_path,
         server_name=server_name,
         username=username,
         password=password,

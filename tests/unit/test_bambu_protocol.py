@@ -14,9 +14,10 @@ from kittylab.adapters.devices.bambu import (
     normalize,
     request_for,
 )
+from kittylab.adapters.devices.bambu_ftps import check_filename
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import DeviceRefused
+from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 
 
@@ -202,3 +203,15 @@ def test_a_malformed_connection_is_device_unavailable_naming_the_key(
 ) -> None:
     with pytest.raises(DeviceUnavailable, match=message):
         BambuConnection.from_device(_device(**connection))
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a\r\nDELE x.3mf", "nul\0.gcode", "../etc/x.gcode"])
+def test_upload_names_that_could_break_the_ftp_command_or_escape_the_card_are_invalid(
+    name: str,
+) -> None:
+    with pytest.raises(ValidationFailed, match="filename"):
+        check_filename(name)
+
+
+def test_upload_names_may_use_folders_on_the_card() -> None:
+    assert check_filename(" cache/cube.3mf ") == "cache/cube.3mf"

@@ -28,6 +28,7 @@ Connection mapping of a device (``DeviceTarget.connection``)::
     access_code: ${BAMBU_ACCESS_CODE}
     ca_file: /etc/kittylab/bambu-ca.pem   # the vendor CA; verified against the serial
     insecure_tls: true               # or: accept the printer's certificate unverified
+    ftps_port: 990                   # optional: where uploads go (implicit FTPS)
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from kittylab.adapters.devices import bambu_ftps
 from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 USERNAME = "bblp"
 DEFAULT_PORT = 8883
+DEFAULT_FTPS_PORT = 990  # implicit FTPS: TLS from the first byte
 # print_error / fail_reason the firmware reports when a job was stopped by a user
 # (HMS 0300-400C, "the task was canceled"): the job is cancelled, not failed.
 CANCELLED_ERROR = 0x0300400C
@@ -267,6 +271,7 @@ class BambuConnection:
     access_code: str = field(repr=False)
     ca_file: str | None = None
     insecure_tls: bool = False
+    ftps_port: int = DEFAULT_FTPS_PORT
 
     @classmethod
     def from_device(cls, device: DeviceTarget) -> BambuConnection:
@@ -292,17 +297,25 @@ class BambuConnection:
         host, serial, code = required("host"), required("serial"), required("access_code")
         if any(c in serial for c in "/#+ "):
             raise DeviceUnavailable(f"{who}: connection.serial must not contain '/#+ '")
-        port_value = raw.get("port", DEFAULT_PORT)
-        try:
-            port = int(port_value)
-        except (TypeError, ValueError):
-            raise DeviceUnavailable(f"{who}: connection.port must be a number") from None
-        if not 0 < port < 65536:
-            raise DeviceUnavailable(f"{who}: connection.port must be 1-65535")
+
+        def port_number(key: str, default: int) -> int:
+            value = raw.get(key, default)
+            if isinstance(value, bool):
+                raise DeviceUnavailable(f"{who}: connection.{key} must be a number")
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                raise DeviceUnavailable(f"{who}: connection.{key} must be a number") from None
+            if not 0 < number < 65536:
+                raise DeviceUnavailable(f"{who}: connection.{key} must be 1-65535")
+            return number
+
+        port = port_number("port", DEFAULT_PORT)
+        ftps_port = port_number("ftps_port", DEFAULT_FTPS_PORT)
         insecure = raw.get("insecure_tls", False)
         if not isinstance(insecure, bool):
             raise DeviceUnavailable(f"{who}: connection.insecure_tls must be true or false")
-        return cls(host, port, serial, code, optional("ca_file"), insecure)
+        return cls(host, port, serial, code, optional("ca_file"), insecure, ftps_port)
 
     @property
     def report_topic(self) -> str:
@@ -471,7 +484,8 @@ class _Entry:
 
 
 class BambuDriver:
-    """``DeviceDriver`` for Bambu Lab printers in LAN mode (MQTT over TLS).
+    """``DeviceDriver`` and ``PrintFileUploader`` for Bambu Lab printers in LAN mode (MQTT
+    over TLS for commands and status, implicit FTPS for files).
 
     ``timeout`` bounds every network step (TCP connect, TLS handshake, CONNACK,
     subscribe, publish acknowledgement, first status report). ``reply_timeout`` is how long
@@ -536,6 +550,23 @@ class BambuDriver:
             raise DeviceRefused(f"{device.external_id}: the bambu integration drives printers")
         session = await self._session(device)
         return dict(normalize(session.report))
+
+    async def upload(self, device: DeviceTarget, filename: str, path: Path) -> None:
+        """``PrintFileUploader``: put ``path`` on the printer's card as ``filename`` over
+        implicit FTPS (``connection.ftps_port``, default 990), without starting it."""
+        if device.kind is not DeviceKind.PRINTER:
+            raise DeviceRefused(f"{device.external_id}: the bambu integration drives printers")
+        conn = BambuConnection.from_device(device)
+        await bambu_ftps.upload(
+            host=conn.host,
+            port=conn.ftps_port,
+            serial=conn.serial,
+            access_code=conn.access_code,
+            context=tls_context(conn),
+            filename=filename,
+            path=path,
+            socket_timeout=self._timeout,
+        )
 
     async def close(self) -> None:
         entries, self._entries = list(self._entries.values()), {}
