@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,6 +106,7 @@ class BambuPrinterPeer:
             tls_context=context,
             tls_insecure=True,
             timeout=5,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         self._client = await self._stack.enter_async_context(client)
         await client.subscribe(self.request_topic, qos=1)

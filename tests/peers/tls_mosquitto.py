@@ -208,6 +208,7 @@ def start_tls_mosquitto(
                 # switch to user "mosquitto", which cannot read these private files.
                 f"user {getpass.getuser()}",
                 "persistence false",
+                "set_tcp_nodelay true",
                 f"log_dest file {directory / 'mosquitto.log'}",
                 "log_type error",
                 "log_type warning",

@@ -600,6 +600,8 @@ class BambuDriver:
             tls_insecure=conn.insecure_tls,
             timeout=self._timeout,
             keepalive=self._keepalive,
+            # Requests are tiny; without this a pause waits for Nagle's delayed ACK.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         # paho's own socket timeout (TCP connect and TLS handshake run in a worker thread);
         # the outer asyncio timeout below is only a backstop.
