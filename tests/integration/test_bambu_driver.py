@@ -241,6 +241,77 @@ def test_an_intent_a_bambu_printer_cannot_carry_out_is_refused_without_sending(
     run(scenario)
 
 
+def test_concurrent_requests_to_one_printer_each_get_their_own_reply(
+    broker: TlsMosquitto,
+) -> None:
+    async def scenario() -> None:
+        device = printer(broker)
+        driver = BambuDriver(timeout=3)
+        async with peer_on(broker) as peer:
+            try:
+                await driver.state(device)
+                results = await asyncio.gather(
+                    driver.send(device, "printer_heat", {"nozzle": 180}),
+                    driver.send(device, "print_pause", {}),
+                    driver.send(device, "printer_heat", {"bed": 50}),
+                    driver.send(device, "print_resume", {}),
+                    return_exceptions=True,
+                )
+            finally:
+                await driver.close()
+        assert results[0] is None
+        assert results[2] is None
+        assert isinstance(results[1], DeviceRefused)
+        assert "pause" in str(results[1])
+        assert isinstance(results[3], DeviceRefused)
+        assert "resume" in str(results[3])
+        assert peer.status["nozzle_target_temper"] == 180.0
+        assert peer.status["bed_target_temper"] == 50.0
+
+    run(scenario)
+
+
+def test_status_request_asks_for_a_full_report_without_waiting_for_an_echo(
+    broker: TlsMosquitto,
+) -> None:
+    async def scenario() -> None:
+        device = printer(broker)
+        driver = BambuDriver(timeout=3, reply_timeout=30)
+        async with peer_on(broker) as peer:
+            peer.running = False
+            try:
+                await driver.state(device)
+                peer.status["chamber_temper"] = 31.0  # changed without a report
+                await asyncio.wait_for(driver.send(device, "printer_status", {}), 5)
+                await asyncio.sleep(0.2)
+            finally:
+                await driver.close()
+        assert len(peer.requests_for("pushall")) == 2  # on connect, and on request
+        assert peer.reports[-1]["print"]["chamber_temper"] == 31.0
+
+    run(scenario)
+
+
+def test_a_changed_access_code_reconnects_instead_of_reusing_the_old_session(
+    broker: TlsMosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        device = printer(broker)
+        driver = BambuDriver(timeout=3)
+        async with peer_on(broker):
+            try:
+                assert (await driver.state(device))["state"] == "idle"
+                monkeypatch.setenv(CODE_VARIABLE, "11112222")  # LAN mode was toggled
+                with pytest.raises(DeviceUnavailable, match="refused the LAN access code"):
+                    await driver.state(device)
+                monkeypatch.setenv(CODE_VARIABLE, ACCESS_CODE)
+                assert (await driver.state(device))["state"] == "idle"
+            finally:
+                await driver.close()
+
+    run(scenario)
+
+
 def test_a_request_the_printer_does_not_echo_returns_after_the_reply_timeout(
     broker: TlsMosquitto,
 ) -> None:

@@ -190,6 +190,8 @@ class Request:
     family: str
     command: str
     fields: Mapping[str, Any] = field(default_factory=dict)
+    # The printer echoes print commands; it answers pushall with a push_status report.
+    echoed: bool = True
 
     def payload(self, sequence_id: str) -> dict[str, Any]:
         return {self.family: {"sequence_id": sequence_id, "command": self.command, **self.fields}}
@@ -209,7 +211,7 @@ def request_for(intent: str, payload: Mapping[str, Any], gcode_root: str) -> Req
     if intent == "print_cancel":
         return Request("print", "stop", {"param": ""})
     if intent == "printer_status":
-        return Request("pushing", "pushall", {"version": 1, "push_target": 1})
+        return Request("pushing", "pushall", {"version": 1, "push_target": 1}, echoed=False)
     if intent == "printer_heat":
         lines = []
         if "nozzle" in payload:
@@ -530,6 +532,8 @@ class BambuDriver:
                 )
             except aiomqtt.MqttError as exc:
                 raise _connect_error(session.conn, exc) from exc
+            if not request.echoed:
+                return
             try:
                 reply = await asyncio.wait_for(waiter, self._reply_timeout)
             except TimeoutError:
