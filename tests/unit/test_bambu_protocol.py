@@ -8,13 +8,9 @@ from uuid import uuid4
 
 import pytest
 
-from kittylab.adapters.devices.bambu import (
-    BambuConnection,
-    merge_report,
-    normalize,
-    request_for,
-)
+from kittylab.adapters.devices.bambu import BambuConnection
 from kittylab.adapters.devices.bambu_ftps import check_filename
+from kittylab.adapters.devices.bambu_protocol import merge_report, normalize, request_for
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
