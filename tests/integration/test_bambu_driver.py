@@ -5,10 +5,11 @@ a contract test of the documented MQTT protocol."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -75,6 +76,36 @@ def peer_on(broker: TlsMosquitto, **options: Any) -> BambuPrinterPeer:
     )
 
 
+@contextlib.asynccontextmanager
+async def connected(
+    broker: TlsMosquitto, *, reply_timeout: float = 5.0, **peer_options: Any
+) -> AsyncIterator[tuple[BambuDriver, BambuPrinterPeer]]:
+    """A printer peer on the broker and a driver (closed afterwards) to talk to it."""
+    driver = BambuDriver(timeout=3, reply_timeout=reply_timeout)
+    async with peer_on(broker, **peer_options) as peer:
+        try:
+            yield driver, peer
+        finally:
+            await driver.close()
+
+
+def loopback_printer(external_id: str, **connection: Any) -> DeviceTarget:
+    """A printer at 127.0.0.1 with no broker of the module behind it."""
+    return DeviceTarget(
+        id=uuid4(),
+        external_id=external_id,
+        kind=DeviceKind.PRINTER,
+        integration="bambu",
+        connection={
+            "host": "127.0.0.1",
+            "serial": SERIAL,
+            "access_code": f"${{{CODE_VARIABLE}}}",
+            "insecure_tls": True,
+            **connection,
+        },
+    )
+
+
 def run(scenario: Callable[[], Awaitable[T]]) -> T:
     async def bounded() -> T:
         # A hang is a failure, not a stuck CI run.
@@ -104,27 +135,23 @@ def test_pause_resume_and_stop_move_gcode_state_and_state_reports_the_phase(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
-            try:
-                assert (await driver.state(device))["state"] == "idle"
-                await driver.send(device, "print_start", {"file": "cube.3mf"})
-                await wait_for_state(driver, device, lambda s: s["state"] == "printing")
+        async with connected(broker) as (driver, peer):
+            assert (await driver.state(device))["state"] == "idle"
+            await driver.send(device, "print_start", {"file": "cube.3mf"})
+            await wait_for_state(driver, device, lambda s: s["state"] == "printing")
 
-                await driver.send(device, "print_pause", {})
-                assert peer.status["gcode_state"] == "PAUSE"
-                await wait_for_state(driver, device, lambda s: s["state"] == "paused")
+            await driver.send(device, "print_pause", {})
+            assert peer.status["gcode_state"] == "PAUSE"
+            await wait_for_state(driver, device, lambda s: s["state"] == "paused")
 
-                await driver.send(device, "print_resume", {})
-                await wait_for_state(driver, device, lambda s: s["state"] == "printing")
+            await driver.send(device, "print_resume", {})
+            await wait_for_state(driver, device, lambda s: s["state"] == "printing")
 
-                await driver.send(device, "print_cancel", {})
-                state = await wait_for_state(driver, device, lambda s: s["state"] != "printing")
-                assert state["state"] == "cancelled"
-                assert state["failure"] is None
-                assert peer.status["gcode_state"] == "FAILED"
-            finally:
-                await driver.close()
+            await driver.send(device, "print_cancel", {})
+            state = await wait_for_state(driver, device, lambda s: s["state"] != "printing")
+            assert state["state"] == "cancelled"
+            assert state["failure"] is None
+            assert peer.status["gcode_state"] == "FAILED"
         sent = [(r["family"], r["command"]) for r in peer.requests]
         assert sent[1:] == [
             ("print", "project_file"),
@@ -145,24 +172,20 @@ def test_state_of_a_running_print_has_progress_temperatures_file_and_time_left(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker, print_seconds=2.0) as peer:
-            try:
-                await driver.send(device, "print_start", {"file": "/sdcard/benchy.gcode"})
-                running = await wait_for_state(
-                    driver, device, lambda s: s["state"] == "printing" and s["progress"] > 0
-                )
-                assert running["file"] == "/sdcard/benchy.gcode"
-                assert running["nozzle"]["target"] == 220.0
-                assert running["bed"]["target"] == 55.0
-                assert running["nozzle"]["actual"] > 200
-                assert running["seconds_left"] is not None
-                done = await wait_for_state(driver, device, lambda s: s["state"] == "completed")
-                assert done["progress"] == 1.0
-                assert done["nozzle"]["target"] == 0.0
-                assert done["failure"] is None
-            finally:
-                await driver.close()
+        async with connected(broker, print_seconds=2.0) as (driver, peer):
+            await driver.send(device, "print_start", {"file": "/sdcard/benchy.gcode"})
+            running = await wait_for_state(
+                driver, device, lambda s: s["state"] == "printing" and s["progress"] > 0
+            )
+            assert running["file"] == "/sdcard/benchy.gcode"
+            assert running["nozzle"]["target"] == 220.0
+            assert running["bed"]["target"] == 55.0
+            assert running["nozzle"]["actual"] > 200
+            assert running["seconds_left"] is not None
+            done = await wait_for_state(driver, device, lambda s: s["state"] == "completed")
+            assert done["progress"] == 1.0
+            assert done["nozzle"]["target"] == 0.0
+            assert done["failure"] is None
         assert peer.requests_for("gcode_file")[0]["param"] == "/sdcard/benchy.gcode"
 
     run(scenario)
@@ -173,26 +196,20 @@ def test_heat_sets_targets_with_gcode_lines_and_cooldown_clears_them(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
-            try:
-                await driver.send(device, "printer_heat", {"nozzle": 200, "bed": 60})
-                heated = await wait_for_state(
-                    driver, device, lambda s: s["nozzle"]["target"] == 200.0
-                )
-                assert heated["bed"]["target"] == 60.0
-                assert heated["state"] == "idle"
-                await driver.send(device, "printer_heat", {"bed": 70})
-                await wait_for_state(driver, device, lambda s: s["bed"]["target"] == 70.0)
-                await driver.send(device, "printer_cooldown", {})
-                cold = await wait_for_state(
-                    driver,
-                    device,
-                    lambda s: s["nozzle"]["target"] == 0.0 and s["bed"]["target"] == 0.0,
-                )
-                assert cold["state"] == "idle"
-            finally:
-                await driver.close()
+        async with connected(broker) as (driver, peer):
+            await driver.send(device, "printer_heat", {"nozzle": 200, "bed": 60})
+            heated = await wait_for_state(driver, device, lambda s: s["nozzle"]["target"] == 200.0)
+            assert heated["bed"]["target"] == 60.0
+            assert heated["state"] == "idle"
+            await driver.send(device, "printer_heat", {"bed": 70})
+            await wait_for_state(driver, device, lambda s: s["bed"]["target"] == 70.0)
+            await driver.send(device, "printer_cooldown", {})
+            cold = await wait_for_state(
+                driver,
+                device,
+                lambda s: s["nozzle"]["target"] == 0.0 and s["bed"]["target"] == 0.0,
+            )
+            assert cold["state"] == "idle"
         lines = [r["param"] for r in peer.requests_for("gcode_line")]
         assert lines == ["M104 S200\nM140 S60\n", "M140 S70\n", "M104 S0\nM140 S0\n"]
 
@@ -204,22 +221,18 @@ def test_requests_the_printer_answers_with_fail_raise_device_refused_with_its_re
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
-            try:
-                with pytest.raises(DeviceRefused, match="refused pause: cannot pause"):
-                    await driver.send(device, "print_pause", {})
-                with pytest.raises(DeviceRefused, match="refused resume"):
-                    await driver.send(device, "print_resume", {})
-                with pytest.raises(DeviceRefused, match="file not found"):
-                    await driver.send(device, "print_start", {"file": "missing.3mf"})
+        async with connected(broker) as (driver, peer):
+            with pytest.raises(DeviceRefused, match="refused pause: cannot pause"):
+                await driver.send(device, "print_pause", {})
+            with pytest.raises(DeviceRefused, match="refused resume"):
+                await driver.send(device, "print_resume", {})
+            with pytest.raises(DeviceRefused, match="file not found"):
+                await driver.send(device, "print_start", {"file": "missing.3mf"})
+            await driver.send(device, "print_start", {"file": "cube.3mf"})
+            with pytest.raises(DeviceRefused, match="busy"):
                 await driver.send(device, "print_start", {"file": "cube.3mf"})
-                with pytest.raises(DeviceRefused, match="busy"):
-                    await driver.send(device, "print_start", {"file": "cube.3mf"})
-                # The driver still works after refusals.
-                assert (await driver.state(device))["state"] in ("heating", "printing")
-            finally:
-                await driver.close()
+            # The driver still works after refusals.
+            assert (await driver.state(device))["state"] in ("heating", "printing")
         assert peer.status["gcode_state"] in ("PREPARE", "RUNNING")
 
     run(scenario)
@@ -229,13 +242,9 @@ def test_an_intent_a_bambu_printer_cannot_carry_out_is_refused_without_sending(
     broker: TlsMosquitto,
 ) -> None:
     async def scenario() -> None:
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
-            try:
-                with pytest.raises(DeviceRefused, match="cannot light_on"):
-                    await driver.send(printer(broker), "light_on", {})
-            finally:
-                await driver.close()
+        async with connected(broker) as (driver, peer):
+            with pytest.raises(DeviceRefused, match="cannot light_on"):
+                await driver.send(printer(broker), "light_on", {})
         assert peer.requests == []
 
     run(scenario)
@@ -246,19 +255,15 @@ def test_concurrent_requests_to_one_printer_each_get_their_own_reply(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
-            try:
-                await driver.state(device)
-                results = await asyncio.gather(
-                    driver.send(device, "printer_heat", {"nozzle": 180}),
-                    driver.send(device, "print_pause", {}),
-                    driver.send(device, "printer_heat", {"bed": 50}),
-                    driver.send(device, "print_resume", {}),
-                    return_exceptions=True,
-                )
-            finally:
-                await driver.close()
+        async with connected(broker) as (driver, peer):
+            await driver.state(device)
+            results = await asyncio.gather(
+                driver.send(device, "printer_heat", {"nozzle": 180}),
+                driver.send(device, "print_pause", {}),
+                driver.send(device, "printer_heat", {"bed": 50}),
+                driver.send(device, "print_resume", {}),
+                return_exceptions=True,
+            )
         assert results[0] is None
         assert results[2] is None
         assert isinstance(results[1], DeviceRefused)
@@ -276,16 +281,12 @@ def test_status_request_asks_for_a_full_report_without_waiting_for_an_echo(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3, reply_timeout=30)
-        async with peer_on(broker) as peer:
+        async with connected(broker, reply_timeout=30) as (driver, peer):
             peer.running = False
-            try:
-                await driver.state(device)
-                peer.status["chamber_temper"] = 31.0  # changed without a report
-                await asyncio.wait_for(driver.send(device, "printer_status", {}), 5)
-                await asyncio.sleep(0.2)
-            finally:
-                await driver.close()
+            await driver.state(device)
+            peer.status["chamber_temper"] = 31.0  # changed without a report
+            await asyncio.wait_for(driver.send(device, "printer_status", {}), 5)
+            await asyncio.sleep(0.2)
         assert len(peer.requests_for("pushall")) == 2  # on connect, and on request
         assert peer.reports[-1]["print"]["chamber_temper"] == 31.0
 
@@ -297,17 +298,13 @@ def test_a_changed_access_code_reconnects_instead_of_reusing_the_old_session(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker):
-            try:
-                assert (await driver.state(device))["state"] == "idle"
-                monkeypatch.setenv(CODE_VARIABLE, "11112222")  # LAN mode was toggled
-                with pytest.raises(DeviceUnavailable, match="refused the LAN access code"):
-                    await driver.state(device)
-                monkeypatch.setenv(CODE_VARIABLE, ACCESS_CODE)
-                assert (await driver.state(device))["state"] == "idle"
-            finally:
-                await driver.close()
+        async with connected(broker) as (driver, _):
+            assert (await driver.state(device))["state"] == "idle"
+            monkeypatch.setenv(CODE_VARIABLE, "11112222")  # LAN mode was toggled
+            with pytest.raises(DeviceUnavailable, match="refused the LAN access code"):
+                await driver.state(device)
+            monkeypatch.setenv(CODE_VARIABLE, ACCESS_CODE)
+            assert (await driver.state(device))["state"] == "idle"
 
     run(scenario)
 
@@ -317,14 +314,10 @@ def test_a_request_the_printer_does_not_echo_returns_after_the_reply_timeout(
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3, reply_timeout=0.3)
-        async with peer_on(broker) as peer:
+        async with connected(broker, reply_timeout=0.3) as (driver, peer):
             peer.silent_commands.add("project_file")
-            try:
-                await driver.send(device, "print_start", {"file": "cube.3mf"})
-                await wait_for_state(driver, device, lambda s: s["state"] != "idle")
-            finally:
-                await driver.close()
+            await driver.send(device, "print_start", {"file": "cube.3mf"})
+            await wait_for_state(driver, device, lambda s: s["state"] != "idle")
 
     run(scenario)
 
@@ -332,41 +325,35 @@ def test_a_request_the_printer_does_not_echo_returns_after_the_reply_timeout(
 def test_partial_reports_merge_into_the_cached_full_state(broker: TlsMosquitto) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
+        async with connected(broker) as (driver, peer):
             peer.running = False  # only the reports below change anything
-            try:
-                full = await driver.state(device)
-                assert full["state"] == "idle"
-                assert full["bed"] == {"actual": 25.0, "target": 0.0}
+            full = await driver.state(device)
+            assert full["state"] == "idle"
+            assert full["bed"] == {"actual": 25.0, "target": 0.0}
 
-                await peer.publish_raw(
-                    {"print": {"command": "push_status", "msg": 1, "nozzle_temper": 181.5}}
-                )
-                merged = await wait_for_state(
-                    driver, device, lambda s: s["nozzle"]["actual"] == 181.5
-                )
-                assert merged["state"] == "idle"
-                assert merged["bed"] == {"actual": 25.0, "target": 0.0}
-                assert merged["nozzle"]["target"] == 0.0
+            await peer.publish_raw(
+                {"print": {"command": "push_status", "msg": 1, "nozzle_temper": 181.5}}
+            )
+            merged = await wait_for_state(driver, device, lambda s: s["nozzle"]["actual"] == 181.5)
+            assert merged["state"] == "idle"
+            assert merged["bed"] == {"actual": 25.0, "target": 0.0}
+            assert merged["nozzle"]["target"] == 0.0
 
-                await peer.publish_raw(
-                    {
-                        "print": {
-                            "command": "push_status",
-                            "gcode_state": "RUNNING",
-                            "gcode_file": "part.gcode",
-                            "mc_percent": 42,
-                            "upload": {"progress": 5},
-                        }
+            await peer.publish_raw(
+                {
+                    "print": {
+                        "command": "push_status",
+                        "gcode_state": "RUNNING",
+                        "gcode_file": "part.gcode",
+                        "mc_percent": 42,
+                        "upload": {"progress": 5},
                     }
-                )
-                running = await wait_for_state(driver, device, lambda s: s["state"] == "printing")
-                assert running["progress"] == pytest.approx(0.42)
-                assert running["file"] == "part.gcode"
-                assert running["nozzle"]["actual"] == 181.5
-            finally:
-                await driver.close()
+                }
+            )
+            running = await wait_for_state(driver, device, lambda s: s["state"] == "printing")
+            assert running["progress"] == pytest.approx(0.42)
+            assert running["file"] == "part.gcode"
+            assert running["nozzle"]["actual"] == 181.5
 
     run(scenario)
 
@@ -376,16 +363,12 @@ def test_a_failed_print_reports_the_firmware_error_and_a_stop_reads_as_cancelled
 ) -> None:
     async def scenario() -> None:
         device = printer(broker)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker) as peer:
-            try:
-                await driver.send(device, "print_start", {"file": "cube.3mf"})
-                await wait_for_state(driver, device, lambda s: s["state"] != "idle")
-                await peer.fail_print(0x07008002)
-                failed = await wait_for_state(driver, device, lambda s: s["state"] == "failed")
-                assert failed["failure"] == "print error 0700-8002"
-            finally:
-                await driver.close()
+        async with connected(broker) as (driver, peer):
+            await driver.send(device, "print_start", {"file": "cube.3mf"})
+            await wait_for_state(driver, device, lambda s: s["state"] != "idle")
+            await peer.fail_print(0x07008002)
+            failed = await wait_for_state(driver, device, lambda s: s["state"] == "failed")
+            assert failed["failure"] == "print error 0700-8002"
 
     run(scenario)
 
@@ -452,14 +435,10 @@ def test_untrusted_certificate_without_insecure_tls_is_device_unavailable(
 def test_insecure_tls_accepts_the_printers_self_signed_certificate(broker: TlsMosquitto) -> None:
     async def scenario() -> None:
         device = printer(broker, ca_file=None, insecure_tls=True)
-        driver = BambuDriver(timeout=3)
-        async with peer_on(broker):
-            try:
-                assert (await driver.state(device))["state"] == "idle"
-                await driver.send(device, "printer_heat", {"nozzle": 90})
-                await wait_for_state(driver, device, lambda s: s["nozzle"]["target"] == 90.0)
-            finally:
-                await driver.close()
+        async with connected(broker) as (driver, _):
+            assert (await driver.state(device))["state"] == "idle"
+            await driver.send(device, "printer_heat", {"nozzle": 90})
+            await wait_for_state(driver, device, lambda s: s["nozzle"]["target"] == 90.0)
 
     run(scenario)
 
@@ -467,19 +446,7 @@ def test_insecure_tls_accepts_the_printers_self_signed_certificate(broker: TlsMo
 def test_no_broker_listening_is_device_unavailable_at_once() -> None:
     async def scenario() -> None:
         closed_port = free_port()
-        device = DeviceTarget(
-            id=uuid4(),
-            external_id="bambu-gone",
-            kind=DeviceKind.PRINTER,
-            integration="bambu",
-            connection={
-                "host": "127.0.0.1",
-                "port": closed_port,
-                "serial": SERIAL,
-                "access_code": f"${{{CODE_VARIABLE}}}",
-                "insecure_tls": True,
-            },
-        )
+        device = loopback_printer("bambu-gone", port=closed_port)
         driver = BambuDriver(timeout=2)
         try:
             with pytest.raises(DeviceUnavailable, match="unreachable"):
@@ -512,19 +479,7 @@ def test_a_printer_that_accepts_tcp_but_never_answers_is_device_unavailable_afte
     thread.start()
 
     async def scenario() -> None:
-        device = DeviceTarget(
-            id=uuid4(),
-            external_id="bambu-mute",
-            kind=DeviceKind.PRINTER,
-            integration="bambu",
-            connection={
-                "host": "127.0.0.1",
-                "port": listener.getsockname()[1],
-                "serial": SERIAL,
-                "access_code": f"${{{CODE_VARIABLE}}}",
-                "insecure_tls": True,
-            },
-        )
+        device = loopback_printer("bambu-mute", port=listener.getsockname()[1])
         driver = BambuDriver(timeout=0.5)
         try:
             with pytest.raises(DeviceUnavailable, match="did not answer in time"):
@@ -657,19 +612,7 @@ def test_upload_with_no_file_server_listening_is_device_unavailable(tmp_path: Pa
     gcode.write_text("G28\n")
 
     async def scenario() -> None:
-        device = DeviceTarget(
-            id=uuid4(),
-            external_id="bambu-gone",
-            kind=DeviceKind.PRINTER,
-            integration="bambu",
-            connection={
-                "host": "127.0.0.1",
-                "ftps_port": free_port(),
-                "serial": SERIAL,
-                "access_code": f"${{{CODE_VARIABLE}}}",
-                "insecure_tls": True,
-            },
-        )
+        device = loopback_printer("bambu-gone", ftps_port=free_port())
         driver = BambuDriver(timeout=2)
         with pytest.raises(DeviceUnavailable, match="FTPS"):
             await driver.upload(device, "part.gcode", gcode)
