@@ -138,7 +138,10 @@ def test_pause_resume_and_stop_move_gcode_state_and_state_reports_the_phase(
         async with connected(broker) as (driver, peer):
             assert (await driver.state(device))["state"] == "idle"
             await driver.send(device, "print_start", {"file": "cube.3mf"})
-            await wait_for_state(driver, device, lambda s: s["state"] == "printing")
+            printing = await wait_for_state(driver, device, lambda s: s["state"] == "printing")
+            # The project, not the plate inside it: what print_start named.
+            assert printing["file"] == "cube.3mf"
+            assert peer.status["gcode_file"] == "/data/Metadata/plate_1.gcode"
 
             await driver.send(device, "print_pause", {})
             assert peer.status["gcode_state"] == "PAUSE"

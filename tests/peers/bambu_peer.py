@@ -209,14 +209,17 @@ class BambuPrinterPeer:
         return None
 
     def _gcode_file(self, body: Mapping[str, Any]) -> str | None:
-        return self._start(str(body.get("param", "")), str(body.get("param", "")))
+        path = str(body.get("param", ""))
+        return self._start(path, path, path.rsplit("/", 1)[-1])
 
     def _project_file(self, body: Mapping[str, Any]) -> str | None:
         url = str(body.get("url", ""))
         name = str(body.get("file") or url.rsplit("/", 1)[-1])
-        return self._start(name, str(body.get("param", "")))
+        # The firmware runs the plate inside the project and reports the sender's task name.
+        plate = f"/data/{body.get('param', '')}"
+        return self._start(name, plate, str(body.get("subtask_name", "")))
 
-    def _start(self, name: str, gcode_file: str) -> str | None:
+    def _start(self, name: str, gcode_file: str, subtask_name: str) -> str | None:
         if self.status["gcode_state"] in BUSY:
             return f"printer is busy ({self.status['gcode_state']})"
         if name not in self.files:
@@ -224,7 +227,7 @@ class BambuPrinterPeer:
         self.status.update(
             gcode_state="PREPARE",
             gcode_file=gcode_file,
-            subtask_name=name.rsplit("/", 1)[-1],
+            subtask_name=subtask_name,
             mc_percent=0,
             mc_remaining_time=round(self.print_seconds / 60),
             print_error=0,

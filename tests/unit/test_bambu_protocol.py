@@ -80,6 +80,18 @@ def test_normalize_reports_progress_temperatures_file_and_time_left_of_a_job() -
     }
 
 
+def test_a_project_print_is_reported_as_the_project_file_not_its_plate() -> None:
+    report = {
+        "gcode_state": "RUNNING",
+        "gcode_file": "/data/Metadata/plate_1.gcode",
+        "subtask_name": "cube",
+    }
+    assert normalize(report)["file"] == "cube.3mf"
+    # Without a task name the plate path is all the printer said.
+    plate_only = {"gcode_state": "RUNNING", "gcode_file": "/data/Metadata/plate_1.gcode"}
+    assert normalize(plate_only)["file"] == "/data/Metadata/plate_1.gcode"
+
+
 def test_normalize_leaves_out_what_the_report_does_not_say() -> None:
     state = normalize({"gcode_state": "IDLE", "gcode_file": "", "mc_remaining_time": 5})
     assert state == {"state": "idle", "failure": None, "file": None, "seconds_left": None}

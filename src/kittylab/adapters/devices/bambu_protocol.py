@@ -23,6 +23,10 @@ from kittylab.domain.errors import DeviceRefused
 CANCELLED_ERROR = 0x0300400C
 # The printer's SD card as the firmware names it in gcode_file paths.
 DEFAULT_GCODE_ROOT = "/sdcard"
+# Where a sliced project keeps its plates; print_start runs plate 1, as Bambu Studio's
+# export does by default.
+PLATE_MARKER = "Metadata/plate_"
+FIRST_PLATE = "Metadata/plate_1.gcode"
 
 
 class GcodeState(StrEnum):
@@ -121,7 +125,7 @@ def normalize(report: Mapping[str, Any]) -> PrinterState:
             failure = f"print error {format_error(code)}" if code else "print failed"
     state: PrinterState = {"state": phase.value, "failure": failure}
     if "gcode_file" in report:
-        state["file"] = str(report["gcode_file"]) or None
+        state["file"] = _job_file(str(report["gcode_file"]), str(report.get("subtask_name") or ""))
     percent = _number(report.get("mc_percent"))
     if percent is not None:
         state["progress"] = max(0.0, min(1.0, percent / 100.0))
@@ -135,6 +139,15 @@ def normalize(report: Mapping[str, Any]) -> PrinterState:
     if minutes is not None:
         state["seconds_left"] = minutes * 60.0 if phase.busy else None
     return state
+
+
+def _job_file(gcode_file: str, subtask_name: str) -> str | None:
+    """The file a job was started from. A project print runs a plate inside the ``.3mf``
+    (``gcode_file`` is ``…Metadata/plate_1.gcode``), so the project is named by
+    ``subtask_name``, which ``print_start`` sets to the file's stem."""
+    if PLATE_MARKER in gcode_file and subtask_name:
+        return f"{subtask_name}.3mf"
+    return gcode_file or None
 
 
 @dataclass(frozen=True)
@@ -185,13 +198,12 @@ def request_for(intent: str, payload: Mapping[str, Any], gcode_root: str) -> Req
 def _start_request(file: str, gcode_root: str) -> Request:
     name = file.lstrip("/")
     if name.lower().endswith(".3mf"):
-        # A sliced project on the SD card; plate 1 is what Bambu Studio exports by default.
         stem = name.rsplit("/", 1)[-1][: -len(".3mf")]
         return Request(
             "print",
             "project_file",
             {
-                "param": "Metadata/plate_1.gcode",
+                "param": FIRST_PLATE,
                 "url": f"file://{gcode_root}/{name}",
                 "file": name,
                 "subtask_name": stem,
