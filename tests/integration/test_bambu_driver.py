@@ -312,6 +312,28 @@ def test_a_changed_access_code_reconnects_instead_of_reusing_the_old_session(
     run(scenario)
 
 
+def test_one_driver_serves_calls_from_successive_event_loops(broker: TlsMosquitto) -> None:
+    driver = BambuDriver(timeout=3)
+    device = printer(broker)
+
+    async def first() -> None:
+        async with peer_on(broker):
+            await driver.send(device, "printer_heat", {"nozzle": 120})
+            await wait_for_state(driver, device, lambda s: s["nozzle"]["target"] == 120.0)
+
+    async def second() -> None:
+        try:
+            async with peer_on(broker):
+                # The first loop's connection is gone with it; this opens a new one.
+                await driver.send(device, "printer_heat", {"nozzle": 130})
+                await wait_for_state(driver, device, lambda s: s["nozzle"]["target"] == 130.0)
+        finally:
+            await driver.close()
+
+    run(first)
+    run(second)
+
+
 def test_a_request_the_printer_does_not_echo_returns_after_the_reply_timeout(
     broker: TlsMosquitto,
 ) -> None:

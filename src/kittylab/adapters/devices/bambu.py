@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -320,8 +321,10 @@ class BambuDriver:
         self._reply_timeout = reply_timeout
         self._keepalive = keepalive
         self._gcode_root = gcode_root.rstrip("/")
-        self._entries: dict[Any, _Entry] = {}
-        self._locks: dict[Any, asyncio.Lock] = {}
+        # Connections belong to the event loop that opened them, so they are kept per loop:
+        # a process normally runs one, but tests and one-shot commands run several.
+        self._entries: dict[tuple[asyncio.AbstractEventLoop, UUID], _Entry] = {}
+        self._locks: dict[tuple[asyncio.AbstractEventLoop, UUID], asyncio.Lock] = {}
         self._sequence = itertools.count(1)
 
     async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
@@ -384,23 +387,34 @@ class BambuDriver:
         )
 
     async def close(self) -> None:
-        entries, self._entries = list(self._entries.values()), {}
-        for entry in entries:
-            await self._close_entry(entry)
+        """Close this loop's connections; those of a loop that has ended are dropped."""
+        loop = asyncio.get_running_loop()
+        mine = [key for key in self._entries if key[0] is loop or key[0].is_closed()]
+        for key in mine:
+            entry = self._entries.pop(key)
+            self._locks.pop(key, None)
+            if key[0] is loop:
+                await self._close_entry(entry)
 
     async def _session(self, device: DeviceTarget) -> _Session:
         """The open session of this device, opening (or reopening) it when needed."""
         conn = BambuConnection.from_device(device)
-        lock = self._locks.setdefault(device.id, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        for stale in [key for key in self._entries if key[0].is_closed()]:
+            # Nothing can be awaited on a closed loop: dropping the entry lets its socket go.
+            del self._entries[stale]
+            self._locks.pop(stale, None)
+        key = (loop, device.id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            entry = self._entries.get(device.id)
+            entry = self._entries.get(key)
             if entry is not None and entry.session.alive and entry.conn == conn:
                 return entry.session
             if entry is not None:
-                del self._entries[device.id]
+                del self._entries[key]
                 await self._close_entry(entry)
             entry = await self._open(conn)
-            self._entries[device.id] = entry
+            self._entries[key] = entry
             return entry.session
 
     async def _open(self, conn: BambuConnection) -> _Entry:
