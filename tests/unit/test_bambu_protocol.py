@@ -151,7 +151,7 @@ def test_print_start_uses_project_file_for_3mf_and_gcode_file_for_gcode() -> Non
     project = request_for("print_start", {"file": "parts/cube.3mf"}, "/sdcard")
     assert project.command == "project_file"
     assert project.fields["param"] == "Metadata/plate_1.gcode"
-    assert project.fields["url"] == "file:///sdcard/parts/cube.3mf"
+    assert project.fields["url"] == "ftp:///parts/cube.3mf"
     assert project.fields["subtask_name"] == "cube"
     gcode = request_for("print_start", {"file": "benchy.gcode"}, "/sdcard")
     assert (gcode.command, gcode.fields["param"]) == ("gcode_file", "/sdcard/benchy.gcode")

@@ -204,7 +204,8 @@ def _start_request(file: str, gcode_root: str) -> Request:
             "project_file",
             {
                 "param": FIRST_PLATE,
-                "url": f"file://{gcode_root}/{name}",
+                # A file on the SD card (where uploads go), as the protocol documents it.
+                "url": f"ftp:///{name}",
                 "file": name,
                 "subtask_name": stem,
                 "project_id": "0",
