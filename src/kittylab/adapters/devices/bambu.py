@@ -55,6 +55,7 @@ from kittylab.adapters.devices import bambu_ftps
 from kittylab.adapters.devices.bambu_protocol import (
     CANCELLED_ERROR,
     DEFAULT_GCODE_ROOT,
+    USERNAME,
     error_code,
     format_error,
     merge_report,
@@ -67,7 +68,6 @@ from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_co
 
 log = logging.getLogger(__name__)
 
-USERNAME = "bblp"
 DEFAULT_PORT = 8883
 DEFAULT_FTPS_PORT = 990  # implicit FTPS: TLS from the first byte
 

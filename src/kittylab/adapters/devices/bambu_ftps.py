@@ -19,10 +19,9 @@ import ssl
 from pathlib import Path
 from typing import BinaryIO
 
+from kittylab.adapters.devices.bambu_protocol import USERNAME
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services.drivers import DeviceUnavailable
-
-USERNAME = "bblp"
 
 
 class _ImplicitFTPS(ftplib.FTP_TLS):

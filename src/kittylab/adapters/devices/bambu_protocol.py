@@ -18,6 +18,8 @@ from typing import Any
 from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
 from kittylab.domain.errors import DeviceRefused
 
+# The LAN user of the printer's MQTT broker and file server; the password is the access code.
+USERNAME = "bblp"
 # print_error / fail_reason the firmware reports when a job was stopped by a user
 # (HMS 0300-400C, "the task was canceled"): the job is cancelled, not failed.
 CANCELLED_ERROR = 0x0300400C
