@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
+scripts/install-mosquitto.sh   # the MQTT/Bambu tests start their own brokers
 
 echo "==> ruff"
 .venv/bin/ruff check src tests

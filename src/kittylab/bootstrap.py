@@ -14,6 +14,7 @@ from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
+from kittylab.adapters.devices.bambu import BambuDriver
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
@@ -129,7 +130,7 @@ def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
     """One driver per integration. The simulated lab speaks the generic MQTT device
     protocol (its simulators are the devices' MQTT side), so both share one driver."""
     mqtt = MqttDeviceDriver(bus)
-    return {"simulated": mqtt, "mqtt": mqtt}
+    return {"simulated": mqtt, "mqtt": mqtt, "bambu": BambuDriver()}
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:

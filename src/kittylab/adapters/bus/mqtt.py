@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import secrets
+import socket
 import ssl
 import threading
 from collections import deque
@@ -247,6 +248,9 @@ class MqttBus:
             keepalive=self._settings.keepalive_seconds,
             timeout=self._settings.connect_timeout_seconds,
             tls_context=ssl.create_default_context() if address.tls else None,
+            # Small messages both ways: Nagle's algorithm against delayed ACKs would add
+            # tens of milliseconds to every command.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _subscribe_one(self, client: aiomqtt.Client, topic_filter: str) -> None:
