@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from kittylab.adapters.detectors.urls import public_url, require_http_url
+from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
 from kittylab.domain.print_monitoring import BoundingBox, Detection
 from kittylab.services.detection import DetectorCouldNotReadImage, DetectorUnavailable
 
@@ -100,6 +100,7 @@ class ObicoDetector:
                         timeout=self._timeout,
                         follow_redirects=False,
                         trust_env=False,
+                        verify=tls_context(),
                     ) as client,
                     client.stream("GET", url, params=params, headers=self._headers) as response,
                 ):

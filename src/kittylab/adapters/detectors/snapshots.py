@@ -15,7 +15,7 @@ import math
 
 import httpx
 
-from kittylab.adapters.detectors.urls import public_url, require_http_url
+from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
 from kittylab.services.detection import Snapshot, SnapshotUnavailable
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -56,6 +56,7 @@ class HttpSnapshotSource:
                         follow_redirects=True,
                         max_redirects=MAX_REDIRECTS,
                         trust_env=False,
+                        verify=tls_context(),
                     ) as client,
                     client.stream("GET", target) as response,
                 ):

@@ -1,7 +1,10 @@
-"""URL handling shared by the detector client and the snapshot fetcher."""
+"""Outbound HTTP shared by the detector client and the snapshot fetcher: URL checks,
+URL redaction for messages, and the TLS context."""
 
 from __future__ import annotations
 
+import ssl
+from functools import cache
 from urllib.parse import urlsplit
 
 from kittylab.domain.errors import ValidationFailed
@@ -34,3 +37,10 @@ def public_url(url: str) -> str:
     if ":" in host:  # an IPv6 literal needs its brackets back
         host = f"[{host}]"
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@cache
+def tls_context() -> ssl.SSLContext:
+    """The system trust store (where a lab installs its own CA), built once: building it
+    costs ~50 ms, and a fresh httpx client without one loads certifi's bundle each time."""
+    return ssl.create_default_context()
