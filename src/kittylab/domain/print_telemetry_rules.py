@@ -32,6 +32,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal, TypeGuard
 
 from kittylab.domain.device_state import PrinterPhase
@@ -61,13 +62,20 @@ class PrinterSample:
 
     def temperature(self, heater: Heater) -> tuple[float, float] | None:
         """``(actual, target)`` of ``heater``, or None when not reported as numbers."""
-        reading = self.state.get(heater)
-        if not isinstance(reading, Mapping):
-            return None
-        actual, target = reading.get("actual"), reading.get("target")
-        if not (_is_number(actual) and _is_number(target)):
-            return None
-        return float(actual), float(target)
+        return self._temperatures[heater]
+
+    # Parsed once per sample: rules look at every sample's temperatures several times.
+    @cached_property
+    def _temperatures(self) -> dict[str, tuple[float, float] | None]:
+        parsed: dict[str, tuple[float, float] | None] = {}
+        for heater in HEATERS:
+            parsed[heater] = None
+            reading = self.state.get(heater)
+            if isinstance(reading, Mapping):
+                actual, target = reading.get("actual"), reading.get("target")
+                if _is_number(actual) and _is_number(target):
+                    parsed[heater] = (float(actual), float(target))
+        return parsed
 
     @property
     def progress(self) -> float | None:
