@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
+from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.print_monitoring import BoundingBox, Detection
 from kittylab.services.detection import DetectorCouldNotReadImage, DetectorUnavailable
 
@@ -57,7 +58,7 @@ class ObicoDetector:
     ) -> None:
         base = require_http_url(base_url, "detector.base_url")
         if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
+            raise ValidationFailed("timeout", "must be a positive number of seconds")
         self._base = httpx.URL(base if base.endswith("/") else base + "/")
         self._name = f"the failure detector at {public_url(base)}"
         self._timeout = timeout

@@ -16,6 +16,7 @@ import math
 import httpx
 
 from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
+from kittylab.domain.errors import ValidationFailed
 from kittylab.services.detection import Snapshot, SnapshotUnavailable
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -34,9 +35,9 @@ class HttpSnapshotSource:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError("timeout must be a positive number of seconds")
+            raise ValidationFailed("timeout", "must be a positive number of seconds")
         if max_bytes < 1:
-            raise ValueError("max_bytes must be positive")
+            raise ValidationFailed("max_bytes", "must be positive")
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._transport = transport
