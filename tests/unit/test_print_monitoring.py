@@ -313,6 +313,7 @@ def test_a_saved_state_missing_a_field_is_refused() -> None:
     [
         ({"ewm_span": 0.5}, "ewm_span"),
         ({"short_window": 0}, "short_window"),
+        ({"long_window": 0.5}, "long_window"),
         ({"threshold_low": 0}, "threshold_low"),
         ({"threshold_low": 0.5, "threshold_high": 0.4}, "threshold_high"),
         ({"escalating_factor": 0.9}, "escalating_factor"),

@@ -114,14 +114,25 @@ def test_a_nozzle_near_its_target_is_ok_even_when_flat() -> None:
     assert check_thermal_runaway(history, "nozzle").severity is Severity.OK
 
 
-def test_a_nozzle_far_above_its_target_on_two_readings_is_a_runaway_failure() -> None:
-    one_reading = nozzle_series([(0, 210, 210), (5, 230, 210)])
-    two_readings = nozzle_series([(0, 210, 210), (5, 230, 210), (10, 238, 210)])
+def test_a_nozzle_far_above_its_target_and_not_cooling_is_a_runaway_failure() -> None:
+    at_target = [(t, 210.0, 210) for t in range(0, 30, 5)]
+    one_reading = nozzle_series([*at_target, (30, 230, 210)])
+    climbing = nozzle_series([*at_target, (30, 230, 210), (35, 238, 210)])
 
     assert check_thermal_runaway(one_reading, "nozzle").severity is Severity.OK
-    verdict = check_thermal_runaway(two_readings, "nozzle")
+    verdict = check_thermal_runaway(climbing, "nozzle")
     assert verdict.severity is Severity.FAILURE
     assert "28.0 °C above its 210 °C target" in verdict.reasons[0]
+    assert "not cooling" in verdict.reasons[0]
+
+
+def test_a_bed_cooling_down_to_a_lowered_target_is_not_a_runaway() -> None:
+    first_layer = [sample(t, bed=(100.0, 100)) for t in range(0, 60, 10)]
+    later_layers = [sample(60 + t, bed=(100.0 - 0.1 * t, 60)) for t in range(0, 301, 10)]
+
+    for end in range(len(first_layer) + 1, len(first_layer) + len(later_layers) + 1):
+        history = (first_layer + later_layers)[:end]
+        assert check_thermal_runaway(history, "bed", BED_LIMITS).severity is Severity.OK
 
 
 def test_a_heater_that_is_off_but_getting_hotter_is_a_runaway_failure() -> None:
@@ -232,6 +243,15 @@ def test_a_pause_restarts_the_stall_clock() -> None:
 
     assert verdict.severity is Severity.OK
     assert verdict.measurements["seconds"] == 200
+
+
+def test_a_finished_file_waiting_at_full_progress_is_not_a_stall() -> None:
+    history = [sample(t, progress=1.0) for t in range(0, 1200, 60)]
+
+    verdict = check_progress_stall(history)
+
+    assert verdict.severity is Severity.OK
+    assert verdict.reasons == ("the whole file has been sent",)
 
 
 def test_progress_that_keeps_moving_is_ok() -> None:

@@ -178,6 +178,12 @@ class SmoothingParams:
                 raise ValidationFailed(name, "must be a positive number")
         if self.ewm_span < 1:
             raise ValidationFailed("ewm_span", "must be at least 1 frame")
+        for name, window in (
+            ("short_window", self.short_window),
+            ("long_window", self.long_window),
+        ):
+            if window < 1 or window != int(window):
+                raise ValidationFailed(name, "must be a whole number of frames, at least 1")
         if not (math.isfinite(self.threshold_high) and self.threshold_high >= self.threshold_low):
             raise ValidationFailed("threshold_high", "must not be below threshold_low")
         if not (math.isfinite(self.escalating_factor) and self.escalating_factor >= 1):

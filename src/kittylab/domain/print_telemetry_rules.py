@@ -7,11 +7,12 @@ understands:
 
 - **thermal runaway** (failure): a heater is on and below its target but the temperature
   is not climbing (a dead heater, a thermistor fallen out of the block), a heater is far
-  above its target, or a heater that is off keeps getting hotter (a stuck-on heater).
+  above its target and not cooling towards it, or a heater that is off keeps getting
+  hotter (a stuck-on heater).
 - **temperature deviation** (warning): once a heater has reached its target it drifts
   more than a few degrees away and stays there longer than a grace period.
-- **progress stall**: printing, but the progress has not moved for minutes (warning, then
-  failure).
+- **progress stall**: printing, but the progress (below 100 %) has not moved for minutes
+  (warning, then failure).
 - **filament runout** (failure): the runout sensor reports no filament on consecutive
   readings while printing.
 
@@ -96,7 +97,8 @@ class HeaterLimits:
       the heater is expected to be climbing.
     - ``heating_gain_c`` / ``heating_check_s``: while below target − hysteresis with the
       target unchanged, the temperature must rise at least this much per this period.
-    - ``overshoot_c``: above target + this on two consecutive readings is a runaway.
+    - ``overshoot_c``: above target + this on two consecutive readings, and not cooling
+      towards it, is a runaway.
     - ``off_rise_c`` / ``off_rise_window_s``: a heater whose target is 0 rising this much
       within this window is stuck on.
     - ``deviation_c`` / ``deviation_grace_s``: after reaching target, further away than
@@ -311,6 +313,10 @@ def check_progress_stall(
     latest_progress = samples[-1].progress
     if latest_progress is None:
         return _ok(Condition.PROGRESS_STALL, None, "the printer does not report progress")
+    if latest_progress >= 1.0:
+        # The whole file is sent; the printer finishes buffered moves and end-of-print
+        # waits (cooling the bed, say) without any progress to show.
+        return _ok(Condition.PROGRESS_STALL, None, "the whole file has been sent")
     since = samples[-1]
     for s in reversed(samples):
         if not s.printing or s.progress is None or s.progress != latest_progress:
@@ -397,12 +403,26 @@ def check_filament_runout(
 def _check_overshoot(
     samples: Sequence[PrinterSample], heater: Heater, limits: HeaterLimits
 ) -> Verdict | None:
-    if len(samples) < 2:
+    """A failure when the heater is far above its target on the last two readings and not
+    cooling towards it; None otherwise. A lowered target (a bed at 100 °C told 60 °C for
+    the later layers) is far above for minutes while it cools: that is not a runaway, so
+    the target must have been in place for ``heating_check_s`` and the temperature must
+    not have dropped by ``heating_gain_c`` over that period."""
+    segment = _same_target_segment(samples, heater)
+    if len(segment) < 2:
         return None
-    readings = [_temps(s, heater) for s in samples[-2:]]
-    if not all(t > 0 and a > t + limits.overshoot_c for a, t in readings):
+    readings = [_temps(s, heater) for s in segment[-2:]]
+    if not all(a > t + limits.overshoot_c for a, t in readings):
         return None
+    latest = segment[-1]
     actual, target = readings[-1]
+    cutoff = latest.at - timedelta(seconds=limits.heating_check_s)
+    reference = next((s for s in reversed(segment) if s.at <= cutoff), None)
+    if reference is None:
+        return None  # the target is too new to tell a runaway from cooling down
+    drop = _temps(reference, heater)[0] - actual
+    if drop >= limits.heating_gain_c:
+        return None
     excess = actual - target
     return Verdict(
         Condition.THERMAL_RUNAWAY,
@@ -410,8 +430,8 @@ def _check_overshoot(
         _beyond(excess, limits.overshoot_c),
         (
             f"{heater} is at {actual:.1f} °C, {excess:.1f} °C above its {target:.0f} °C "
-            f"target on consecutive readings (limit {limits.overshoot_c:g} °C): the heater "
-            "may be stuck on",
+            f"target (limit {limits.overshoot_c:g} °C) and not cooling: the heater may be "
+            "stuck on",
         ),
         {"actual_c": actual, "target_c": target, "excess_c": excess},
         heater,
