@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
+from kittylab.adapters.detectors.obico import ObicoDetector
 from kittylab.adapters.detectors.outbound import public_url, require_http_url
 from kittylab.domain.errors import ValidationFailed
 
@@ -36,3 +40,18 @@ def test_require_http_url_refuses_anything_but_absolute_http_without_echoing_it(
 
 def test_require_http_url_strips_surrounding_space() -> None:
     assert require_http_url("  https://cam.lab/a.jpg\n", "f") == "https://cam.lab/a.jpg"
+
+
+@pytest.mark.parametrize("base", ["http://gw.lab/ml", "http://gw.lab/ml/"])
+def test_a_detector_behind_a_path_prefix_is_called_under_that_prefix(base: str) -> None:
+    seen: list[httpx.URL] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"detections": []})
+
+    detector = ObicoDetector(base, timeout=5, transport=httpx.MockTransport(answer))
+
+    assert asyncio.run(detector.detect("http://cam.lab/a.jpg?t=1&u=2")) == []
+    assert seen[0].path == "/ml/p/"
+    assert seen[0].params["img"] == "http://cam.lab/a.jpg?t=1&u=2"
