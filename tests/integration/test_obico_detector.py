@@ -153,6 +153,14 @@ def test_answers_outside_the_protocol_are_unavailable_with_a_clear_message(
     assert type(e.value) is DetectorUnavailable
 
 
+def test_an_oversized_answer_is_not_read_to_the_end(peer: ObicoPeer) -> None:
+    huge = b'{"detections": [' + b'["failure", 0.5, [1, 2, 3, 4]],' * 40000 + b"[]]}"
+    peer.script_reply("http://camera.lab/huge.jpg", 200, huge)
+
+    with pytest.raises(DetectorUnavailable, match="sent more than 1048576 bytes"):
+        asyncio.run(ObicoDetector(peer.base_url, timeout=5).detect("http://camera.lab/huge.jpg"))
+
+
 def test_a_redirect_is_reported_not_followed(peer: ObicoPeer) -> None:
     peer.script_reply("http://camera.lab/moved.jpg", 302, b"")
 
