@@ -14,6 +14,8 @@ from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
+from kittylab.adapters.detectors.obico import ObicoDetector
+from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.adapters.devices.bambu import BambuDriver
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.adapters.devices.simulated import build_simulator
@@ -29,6 +31,7 @@ from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
+from kittylab.services.print_watch import PrintWatcher
 from kittylab.services.simulation import SimulatedFleet
 
 log = logging.getLogger(__name__)
@@ -184,3 +187,33 @@ def artifact_store(settings: Settings) -> ArtifactStore:
 
         return S3ArtifactStore.from_settings(storage)
     return FolderArtifactStore(storage.folder(settings.data_dir))
+
+
+def print_watcher(container: Container) -> PrintWatcher | None:
+    """The watcher of printing jobs (telemetry rules, and the camera detector when one is
+    configured); run by ``kittylab serve`` only. None without an artifact store."""
+    if container.artifacts is None:
+        return None
+    monitoring = container.settings.monitoring
+    detector = None
+    if monitoring.detector_url:
+        token = monitoring.detector_token
+        detector = ObicoDetector(
+            monitoring.detector_url,
+            timeout=monitoring.detector_timeout_seconds,
+            auth_token=token.get_secret_value() if token else None,
+        )
+    snapshots = HttpSnapshotSource(
+        timeout=monitoring.snapshot_timeout_seconds, max_bytes=monitoring.snapshot_max_bytes
+    )
+    return PrintWatcher(
+        container.database,
+        container.drivers,
+        container.artifacts,
+        container.jobs,
+        container.clock,
+        monitoring,
+        container.settings.notify,
+        detector=detector,
+        snapshots=snapshots,
+    )

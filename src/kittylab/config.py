@@ -259,6 +259,23 @@ class StorageSettings(BaseModel):
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 
 
+class MonitoringSettings(BaseModel):
+    detector_url: str | None = Field(
+        None, description="Obico-compatible detection API; unset: no camera detection."
+    )
+    detector_token: SecretStr | None = Field(None, description="Bearer token of the detector.")
+    detector_timeout_seconds: float = Field(15.0, gt=0, le=120)
+    frame_interval_seconds: float = Field(
+        10.0, gt=0, le=600, description="How often printing jobs are looked at."
+    )
+    sensitivity: float = Field(1.0, gt=0, le=10, description="Scales the camera score.")
+    snapshot_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    snapshot_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    stall_warning_seconds: float = Field(300.0, gt=0)
+    stall_failure_seconds: float = Field(900.0, gt=0)
+    runout_readings: int = Field(2, ge=1, le=100)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -281,6 +298,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     commands: CommandSettings = CommandSettings()
     fabrication: FabricationSettings = FabricationSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     storage: StorageSettings = StorageSettings()
 
     @field_validator("log_level", mode="before")

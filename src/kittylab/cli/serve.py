@@ -65,6 +65,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         background.append(asyncio.create_task(ingest.run()))
     background.append(asyncio.create_task(bootstrap.print_tracker(container).run()))
     background.append(asyncio.create_task(bootstrap.device_poller(container).run()))
+    watcher = bootstrap.print_watcher(container)
+    if watcher is not None:
+        background.append(asyncio.create_task(watcher.run()))
     sim = container.settings.simulator
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)

@@ -82,6 +82,7 @@ class SimulatedPrinter(SimulatedDevice):
         self.progress = 0.0
         self.print_seconds = print_seconds
         self.failure: str | None = None
+        self.broken_heaters: set[str] = set()
         self._handlers = {
             "print_start": self._start,
             "print_pause": self._pause,
@@ -137,12 +138,19 @@ class SimulatedPrinter(SimulatedDevice):
         self.failure = reason
         self.nozzle_target = self.bed_target = 0.0
 
+    def break_heater(self, heater: str) -> None:
+        """Make ``heater`` ("nozzle" or "bed") stop heating while its target stays set, as a
+        failed cartridge or a loose thermistor would: what thermal-runaway checks catch."""
+        self.broken_heaters.add(heater)
+
     def _at_temperature(self) -> bool:
         return self.nozzle >= self.nozzle_target - 3 and self.bed >= self.bed_target - 3
 
     def tick(self, seconds: float) -> None:
-        self.nozzle = _approach(self.nozzle, self.nozzle_target or AMBIENT_C, NOZZLE_RATE, seconds)
-        self.bed = _approach(self.bed, self.bed_target or AMBIENT_C, BED_RATE, seconds)
+        nozzle_goal = AMBIENT_C if "nozzle" in self.broken_heaters else self.nozzle_target
+        bed_goal = AMBIENT_C if "bed" in self.broken_heaters else self.bed_target
+        self.nozzle = _approach(self.nozzle, nozzle_goal or AMBIENT_C, NOZZLE_RATE, seconds)
+        self.bed = _approach(self.bed, bed_goal or AMBIENT_C, BED_RATE, seconds)
         if self.state is PrinterState.HEATING and self._at_temperature():
             self.state = PrinterState.PRINTING
         elif self.state is PrinterState.PRINTING:

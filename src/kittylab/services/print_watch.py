@@ -1,0 +1,304 @@
+"""The print watcher: looks at every printing job and acts on what it sees.
+
+Each round (``monitoring.frame_interval_seconds``), for every job that is printing:
+
+- reads its printer's state through the driver and keeps a short history, judged by the
+  telemetry rules (thermal runaway, temperature deviation, progress stall, filament
+  runout — ``domain.print_telemetry_rules``);
+- when a failure detector is configured and a camera in the printer's zone has a
+  ``snapshot_url`` in its connection, has the detector score the camera's current image
+  and smooths the scores over the print Obico's way (``domain.print_monitoring``);
+- turns each new warning or failure into a monitor event through ``print_monitor.report``
+  (failures pause the job; both notify), with evidence: the camera snapshot, or — when no
+  camera can give one — the telemetry window that triggered the rule, as JSON, so a
+  failure is never recorded without something to look at. A thermal runaway also cools
+  the printer down (pausing does not necessarily turn heaters off).
+
+One alert per job and (condition, part, severity): a failing print stays failing frame
+after frame and must not page the operator every ten seconds. The smoothing state and
+histories live in this process; a restart starts them over (the long-term baseline of a
+camera is then rebuilt from the next print).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device, FabricationJob
+from kittylab.config import MonitoringSettings, NotifySettings
+from kittylab.domain.enums import DeviceKind, FabricationStatus
+from kittylab.domain.errors import KittyLabError
+from kittylab.domain.print_monitoring import (
+    Condition,
+    DetectionState,
+    Severity,
+    SmoothingParams,
+    Verdict,
+    start_new_print,
+    update,
+)
+from kittylab.domain.print_telemetry_rules import (
+    PrinterSample,
+    TelemetryRules,
+    evaluate_telemetry,
+    trim_history,
+)
+from kittylab.services import dispatch, print_monitor
+from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.detection import FailureDetector, SnapshotSource
+from kittylab.services.drivers import DeviceDriver, DeviceTarget, expand_connection
+from kittylab.services.ports import JobQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Watched:
+    job_id: UUID
+    printer: DeviceTarget
+    camera_url: str | None
+
+
+class PrintWatcher:
+    def __init__(
+        self,
+        database: Database,
+        drivers: Mapping[str, DeviceDriver],
+        store: ArtifactStore,
+        jobs: JobQueue,
+        clock: Callable[[], datetime],
+        settings: MonitoringSettings,
+        notify: NotifySettings,
+        *,
+        detector: FailureDetector | None = None,
+        snapshots: SnapshotSource | None = None,
+    ) -> None:
+        self._database = database
+        self._drivers = drivers
+        self._store = store
+        self._jobs = jobs
+        self._clock = clock
+        self._settings = settings
+        self._notify = notify
+        self._detector = detector
+        self._snapshots = snapshots
+        self._rules = TelemetryRules(
+            stall_warning_s=settings.stall_warning_seconds,
+            stall_failure_s=settings.stall_failure_seconds,
+            runout_consecutive_readings=settings.runout_readings,
+        )
+        self._smoothing = SmoothingParams(sensitivity=settings.sensitivity)
+        self._history: dict[UUID, tuple[PrinterSample, ...]] = {}
+        self._camera: dict[UUID, DetectionState] = {}  # per printer: its baseline lives on
+        self._camera_job: dict[UUID, UUID] = {}
+        self._alerted: dict[UUID, set[tuple[str, str | None, str]]] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception:
+                log.exception("print watch round failed; retrying")
+            await asyncio.sleep(self._settings.frame_interval_seconds)
+
+    async def round(self) -> list[Verdict]:
+        """Watch every printing job once; returns the alerts raised this round."""
+        watched = await asyncio.to_thread(self._printing)
+        live = {w.job_id for w in watched}
+        for job_id in list(self._history):
+            if job_id not in live:  # finished or paused: its history is done
+                self._history.pop(job_id, None)
+                self._alerted.pop(job_id, None)
+        raised: list[Verdict] = []
+        for item in watched:
+            raised.extend(await self._watch(item))
+        return raised
+
+    def _printing(self) -> list[Watched]:
+        with self._database.unit_of_work() as session:
+            rows = session.execute(
+                select(FabricationJob.id, Device)
+                .join(Device, Device.id == FabricationJob.device_id)
+                .where(FabricationJob.status == FabricationStatus.PRINTING)
+            ).all()
+            watched = []
+            for job_id, printer in rows:
+                watched.append(
+                    Watched(job_id, dispatch.target_of(printer), _camera_url(session, printer))
+                )
+            return watched
+
+    async def _watch(self, item: Watched) -> list[Verdict]:
+        verdicts: list[Verdict] = []
+        driver = self._drivers.get(item.printer.integration)
+        if driver is not None:
+            try:
+                state = await driver.state(item.printer)
+            except KittyLabError as exc:
+                log.info("watch: %s unreadable: %s", item.printer.external_id, exc)
+            else:
+                now = self._clock()
+                history = (*self._history.get(item.job_id, ()), PrinterSample(now, state))
+                history = trim_history(history, now, self._rules.history_seconds)
+                self._history[item.job_id] = history
+                verdicts.extend(evaluate_telemetry(history, self._rules))
+        if self._detector is not None and item.camera_url is not None:
+            camera_verdict = await self._look(item)
+            if camera_verdict is not None:
+                verdicts.append(camera_verdict)
+        raised = []
+        for verdict in verdicts:
+            if not verdict.severity.alerts:
+                continue
+            key = (verdict.condition.value, verdict.subject, verdict.severity.value)
+            seen = self._alerted.setdefault(item.job_id, set())
+            if key in seen:
+                continue
+            seen.add(key)
+            await self._raise(item, verdict)
+            raised.append(verdict)
+        return raised
+
+    async def _look(self, item: Watched) -> Verdict | None:
+        assert self._detector is not None
+        assert item.camera_url is not None
+        device_id = item.printer.id
+        state = self._camera.get(device_id, DetectionState())
+        if self._camera_job.get(device_id) != item.job_id:
+            state = start_new_print(state)
+            self._camera_job[device_id] = item.job_id
+        try:
+            detections = await self._detector.detect(item.camera_url)
+        except KittyLabError as exc:  # an unreadable frame is skipped, not a clean one
+            log.info("watch: detector skipped a frame of %s: %s", item.printer.external_id, exc)
+            return None
+        state, verdict = update(state, detections, self._smoothing)
+        self._camera[device_id] = state
+        return verdict
+
+    async def _raise(self, item: Watched, verdict: Verdict) -> None:
+        evidence = await self._evidence(item, verdict)
+        failure = verdict.severity is Severity.FAILURE
+        outcome = await asyncio.to_thread(self._report, item, verdict, evidence, failure)
+        if outcome is None:
+            return
+        follow_ups = [outcome.pause_command_id] if outcome.pause_command_id else []
+        if failure and verdict.condition is Condition.THERMAL_RUNAWAY:
+            cooldown = await asyncio.to_thread(self._cooldown, item)
+            if cooldown is not None:
+                follow_ups.append(cooldown)
+        for command_id in follow_ups:
+            await asyncio.to_thread(_quietly, self._jobs.defer_dispatch, command_id)
+        for notification_id in outcome.notification_ids:
+            await asyncio.to_thread(_quietly, self._jobs.defer_notification, notification_id)
+
+    async def _evidence(self, item: Watched, verdict: Verdict) -> str:
+        """The key of what an operator should look at: the camera's image when there is
+        one, else the telemetry window the rule judged."""
+        stamp = f"{self._clock():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        if item.camera_url is not None and self._snapshots is not None:
+            try:
+                snapshot = await self._snapshots.fetch(item.camera_url)
+            except KittyLabError as exc:
+                log.warning("watch: no snapshot from %s: %s", item.printer.external_id, exc)
+            else:
+                suffix = "png" if "png" in snapshot.content_type else "jpg"
+                key = f"snapshots/{item.job_id}/{stamp}-camera.{suffix}"
+                await asyncio.to_thread(
+                    self._store.put_bytes, key, snapshot.data, content_type=snapshot.content_type
+                )
+                return key
+        window = [
+            {"at": s.at.isoformat(), "state": dict(s.state)}
+            for s in self._history.get(item.job_id, ())
+        ]
+        body = json.dumps({"verdict": verdict.details(), "telemetry": window}, default=str)
+        key = f"snapshots/{item.job_id}/{stamp}-telemetry.json"
+        await asyncio.to_thread(
+            self._store.put_bytes, key, body.encode(), content_type="application/json"
+        )
+        return key
+
+    def _report(
+        self, item: Watched, verdict: Verdict, evidence: str, failure: bool
+    ) -> print_monitor.MonitorOutcome | None:
+        try:
+            with self._database.unit_of_work() as session:
+                return print_monitor.report(
+                    session,
+                    job_id=item.job_id,
+                    event_type=verdict.condition.failure_event_type,
+                    confidence=verdict.confidence,
+                    snapshot_key=evidence,
+                    severity=print_monitor.Severity.FAILURE
+                    if failure
+                    else print_monitor.Severity.WARNING,
+                    details={**verdict.details(), "source": "print watcher"},
+                    notify=self._notify,
+                    now=self._clock(),
+                )
+        except KittyLabError:
+            log.exception("watch: could not record %s on job %s", verdict.condition, item.job_id)
+            return None
+
+    def _cooldown(self, item: Watched) -> UUID | None:
+        try:
+            with self._database.unit_of_work() as session:
+                job = session.get(FabricationJob, item.job_id)
+                assert job is not None
+                command = dispatch.submit(
+                    session,
+                    device_id=item.printer.id,
+                    intent="printer_cooldown",
+                    payload={},
+                    requested_by=job.requested_by,
+                    correlation_id=f"runaway-cooldown:{item.job_id}",
+                    now=self._clock(),
+                )
+                return command.id
+        except KittyLabError as exc:
+            log.warning("watch: could not cool %s down: %s", item.printer.external_id, exc)
+            return None
+
+
+def _camera_url(session: Any, printer: Device) -> str | None:
+    """The snapshot URL of a camera watching ``printer``: one named by the printer's
+    ``attributes.camera`` (external id), else the first camera in its zone with one."""
+    cameras = list(
+        session.scalars(
+            select(Device).where(
+                Device.zone_id == printer.zone_id,
+                Device.kind == DeviceKind.CAMERA,
+                Device.retired_at.is_(None),
+            )
+        )
+    )
+    preferred = printer.attributes.get("camera")
+    cameras.sort(key=lambda c: (c.external_id != preferred, c.external_id))
+    for camera in cameras:
+        raw = camera.connection.get("snapshot_url")
+        if isinstance(raw, str):
+            try:
+                url = expand_connection({"snapshot_url": raw})["snapshot_url"]
+            except KittyLabError:
+                continue
+            return str(url)
+    return None
+
+
+def _quietly(defer: Callable[[UUID], None], item_id: UUID) -> None:
+    try:
+        defer(item_id)
+    except KittyLabError:
+        log.warning("watch: %s left to the periodic sweep", item_id)

@@ -1,0 +1,163 @@
+"""The print watcher on the simulated lab: telemetry rules and camera detection raise
+monitor events with evidence, and failures pause (and for a runaway, cool) the printer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device, DeviceCommand, PrintMonitorEvent
+from kittylab.config import MonitoringSettings
+from kittylab.domain.enums import FabricationStatus, MonitorEventType
+from tests.integration.conftest import Person
+from tests.integration.live_bus import embedded_broker, free_port, running_bus
+from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
+from tests.peers.camera_peer import CameraPeer
+from tests.peers.obico_peer import ObicoPeer
+
+__all__ = ["lab"]  # the fixture, shared with the print job tests
+
+
+class SteppedClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_heater_that_stops_heating_is_a_runaway_that_pauses_and_cools_the_printer(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["prusa-mk4"]
+    key = upload(client, operator, "tower.gcode")
+
+    async def scenario() -> str:
+        port = free_port()
+        async with embedded_broker(port), running_bus(BrokerAddress("127.0.0.1", port)) as bus:
+            fleet = bootstrap.simulated_fleet(container)
+            fleet.attach(bus)
+            await asyncio.to_thread(fleet.reload)
+            await asyncio.to_thread(fleet.report)
+            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            await work_queue(wired, database_url)
+            await bootstrap.print_tracker(wired).round()
+            assert job(database, created["id"]).status is FabricationStatus.PRINTING
+
+            clock = SteppedClock(container.clock())
+            watcher = bootstrap.print_watcher(replace(wired, clock=clock))
+            assert watcher is not None
+            simulator = fleet.devices[printer]
+            simulator.tick(120)  # up to temperature and printing
+            assert simulator.snapshot()["state"] == "printing"
+            simulator.break_heater("nozzle")  # type: ignore[attr-defined]
+            raised = []
+            for _ in range(4):  # the hotend cools under its 215 °C target
+                simulator.tick(25)
+                await asyncio.to_thread(fleet.report)
+                await asyncio.sleep(0.05)  # the new state reaches the driver over MQTT
+                raised += await watcher.round()
+                clock.now += timedelta(seconds=25)
+            assert [(v.condition.value, v.severity.value, v.subject) for v in raised] == [
+                ("thermal_runaway", "failure", "nozzle")
+            ]
+            await work_queue(wired, database_url)  # the pause and the cooldown
+            snapshot = fleet.devices[printer].snapshot()
+            assert snapshot["state"] == "paused"
+            assert snapshot["nozzle"]["target"] == 0
+            await bootstrap.print_tracker(wired).round()
+            assert job(database, created["id"]).status is FabricationStatus.PAUSED
+            assert await watcher.round() == []  # a paused job is not watched
+            return str(created["id"])
+
+    job_id = asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        event = s.scalars(select(PrintMonitorEvent)).one()
+        assert event.event_type is MonitorEventType.NOZZLE_CLOG
+        assert event.details["condition"] == "thermal_runaway"
+        assert event.snapshot_key is not None
+        assert event.snapshot_key.startswith(f"snapshots/{job_id}/")
+        intents = sorted(
+            c.intent
+            for c in s.scalars(select(DeviceCommand).where(DeviceCommand.device_id == printer))
+        )
+    assert intents == ["print_pause", "print_start", "printer_cooldown"]
+    assert container.artifacts is not None
+    evidence = json.loads(b"".join(container.artifacts.read_chunks(event.snapshot_key)))
+    assert evidence["verdict"]["condition"] == "thermal_runaway"
+    assert len(evidence["telemetry"]) >= 2
+
+
+def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapshot(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["voron-24"]
+    key = upload(client, operator, "benchy.gcode")
+    with CameraPeer() as camera, ObicoPeer() as detector:
+        snapshot_url = camera.serve("/farm/snapshot.jpg")
+        with database.unit_of_work() as s:
+            farm_cam = s.get(Device, lab["farm-cam"])
+            assert farm_cam is not None
+            farm_cam.connection = {"snapshot_url": snapshot_url}
+        settings = container.settings.model_copy(
+            update={"monitoring": MonitoringSettings(detector_url=detector.base_url)}
+        )
+
+        async def scenario() -> list[str]:
+            port = free_port()
+            address = BrokerAddress("127.0.0.1", port)
+            async with embedded_broker(port), running_bus(address) as bus:
+                fleet = bootstrap.simulated_fleet(container)
+                fleet.attach(bus)
+                await asyncio.to_thread(fleet.reload)
+                await asyncio.to_thread(fleet.report)
+                wired = replace(
+                    container, drivers=bootstrap.device_drivers(bus), bus=bus, settings=settings
+                )
+                created = await asyncio.to_thread(post_job, client, operator, printer, key)
+                await work_queue(wired, database_url)
+                await bootstrap.print_tracker(wired).round()
+                watcher = bootstrap.print_watcher(wired)
+                assert watcher is not None
+                for _ in range(40):  # a clean print: the first 30 frames are never judged
+                    assert await watcher.round() == []
+                detector.script(snapshot_url, [("failure", 0.9, (0.5, 0.5, 0.2, 0.2))] * 3)
+                raised = []
+                for _ in range(6):
+                    raised += await watcher.round()
+                await work_queue(wired, database_url)
+                assert fleet.devices[printer].snapshot()["state"] == "paused"
+                return [f"{v.condition.value}/{v.severity.value}" for v in raised] + [
+                    str(created["id"])
+                ]
+
+        *alerts, job_id = asyncio.run(scenario())
+    assert alerts == ["spaghetti/warning", "spaghetti/failure"]
+    with database.unit_of_work() as s:
+        events = s.scalars(select(PrintMonitorEvent).order_by(PrintMonitorEvent.id)).all()
+        assert [e.event_type for e in events] == [MonitorEventType.SPAGHETTI_DETECTED] * 2
+        failure = events[1]
+        assert failure.details["severity"] == "failure"
+        assert failure.snapshot_key is not None
+        assert failure.snapshot_key.startswith(f"snapshots/{job_id}/")
+        assert failure.snapshot_key.endswith("-camera.jpg")
