@@ -8,6 +8,7 @@ virtual printer waits out in real time, so a job's length is predictable.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -94,7 +95,8 @@ def test_uploaded_file_prints_with_rising_progress(
         )
         assert later["state"] == "printing"
         assert 0 < later["progress"] < 1
-        assert "actual" in later["nozzle"]
+        with_heaters = await _wait_state(driver, printer, lambda s: "nozzle" in s and "bed" in s)
+        assert with_heaters["state"] == "printing"
 
     _run(scenario)
 
@@ -207,6 +209,18 @@ def test_upload_replaces_a_file_of_the_same_name(
     info = _api(octoprint, "GET", "/api/files/local/replaced.gcode").json()
     assert info["size"] == large.stat().st_size
     assert _api(octoprint, "GET", "/api/job").json()["state"] == "Operational"  # not started
+
+
+def test_upload_under_a_name_octoprint_would_change_is_refused(
+    printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(
+            DeviceRefused, match=re.escape("stored 'part:1.gcode' as 'part1.gcode'")
+        ):
+            await driver.upload(printer, "part:1.gcode", gcode(1, 10))
+
+    _run(scenario)
 
 
 def test_emergency_stop_reports_error_with_reason_and_refuses_a_start(

@@ -162,7 +162,7 @@ class OctoPrintDriver:
                 files={"file": (filename, stream, "application/octet-stream")},
                 data={"select": "false", "print": "false"},
             )
-        stored = _dig(response, "files", "local", "path")
+        stored = _dig(_json_object(response, endpoint), "files", "local", "path")
         if stored is not None and stored != filename:
             raise DeviceRefused(
                 f"{device.external_id}: OctoPrint stored {filename!r} as {stored!r}; "
