@@ -28,7 +28,7 @@ Errors: a refused connection, a timeout, a 401/403 (wrong key) or a 5xx raise
 ``DeviceUnavailable``; OctoPrint's 409s and other 4xx answers raise ``DeviceRefused`` with
 the reason from its error body. Messages name the host, never the key.
 
-How OctoPrint's states map onto ``PrinterPhase`` is ``printer_state_from``'s docstring.
+How OctoPrint's states map onto ``PrinterPhase``: ``octoprint_state.printer_state_from``.
 """
 
 from __future__ import annotations
@@ -43,19 +43,22 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
+from kittylab.adapters.devices.octoprint_state import (
+    CLOSED_STATES,
+    ERROR_STATES,
+    dig,
+    job_file,
+    needs_last_print,
+    printer_state_from,
+    state_flags,
+    still_connecting,
+)
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 INTEGRATION = "octoprint"
 
-# OctoPrint's state texts (``MachineCom.getStateString``) that mean "not connected" and
-# "stopped on an error"; while connecting it reports yet other texts.
-_CLOSED = frozenset({"Offline", "Closed"})
-_ERROR = frozenset({"Error", "Offline after error"})
-# A printing printer whose heater is this far below its target is waiting for it (M109/M190).
-HEATING_MARGIN_C = 5.0
 _REASON_LIMIT = 300
 
 _JOB_COMMANDS: dict[str, dict[str, str]] = {
@@ -124,7 +127,7 @@ class OctoPrintDriver:
             await self._heat(device, endpoint, payload.get("nozzle"), payload.get("bed"))
         elif intent == "printer_cooldown":
             printer = await self._printer(endpoint)
-            flags = _flags(printer)
+            flags = state_flags(printer)
             if flags.get("printing") and not (flags.get("paused") or flags.get("pausing")):
                 raise DeviceRefused(f"{device.external_id} is printing; pause or cancel first")
             await self._heat(device, endpoint, 0, 0)
@@ -138,8 +141,8 @@ class OctoPrintDriver:
             self._get(endpoint, "/api/job"), self._printer(endpoint)
         )
         last_ok: bool | None = None
-        if _needs_last_print(job, printer):
-            last_ok = await self._last_print_succeeded(endpoint, _job_file(job) or "")
+        if needs_last_print(job, printer):
+            last_ok = await self._last_print_succeeded(endpoint, job_file(job) or "")
         normalized = printer_state_from(
             job, printer, last_ok, tool=endpoint.tool, name=device.external_id
         )
@@ -162,7 +165,7 @@ class OctoPrintDriver:
                 files={"file": (filename, stream, "application/octet-stream")},
                 data={"select": "false", "print": "false"},
             )
-        stored = _dig(_json_object(response, endpoint), "files", "local", "path")
+        stored = dig(_json_object(response, endpoint), "files", "local", "path")
         if stored is not None and stored != filename:
             raise DeviceRefused(
                 f"{device.external_id}: OctoPrint stored {filename!r} as {stored!r}; "
@@ -190,13 +193,13 @@ class OctoPrintDriver:
         """Connect a disconnected printer and wait until it is operational."""
         job = await self._get(endpoint, "/api/job")
         text = str(job.get("state", ""))
-        if text in _ERROR:
+        if text in ERROR_STATES:
             raise DeviceRefused(
                 f"{device.external_id} is in error ({job.get('error') or text}); "
                 "check it and reconnect it in OctoPrint"
             )
-        if text not in _CLOSED:
-            if not _still_connecting(text):
+        if text not in CLOSED_STATES:
+            if not still_connecting(text):
                 return
         else:
             body: dict[str, Any] = {"command": "connect"}
@@ -213,12 +216,12 @@ class OctoPrintDriver:
             await asyncio.sleep(self._poll_interval)
             job = await self._get(endpoint, "/api/job")
             text = str(job.get("state", ""))
-            if text in _ERROR:
+            if text in ERROR_STATES:
                 raise DeviceUnavailable(
                     f"{device.external_id}: OctoPrint could not connect to the printer "
                     f"({job.get('error') or text})"
                 )
-            if text not in _CLOSED and not _still_connecting(text):
+            if text not in CLOSED_STATES and not still_connecting(text):
                 return
             if time.monotonic() >= deadline:
                 raise DeviceUnavailable(
@@ -242,7 +245,7 @@ class OctoPrintDriver:
             info = await self._get(endpoint, _file_path(file), missing=True)
         except _Missing:
             return None
-        last = _dig(info, "prints", "last", "success")
+        last = dig(info, "prints", "last", "success")
         return last if isinstance(last, bool) else None
 
     async def _get(
@@ -326,125 +329,6 @@ class OctoPrintDriver:
 
 class _Missing(Exception):
     """OctoPrint answered 404 (internal: callers say what was missing)."""
-
-
-def printer_state_from(
-    job: Mapping[str, Any],
-    printer: Mapping[str, Any] | None,
-    last_print_succeeded: bool | None,
-    *,
-    tool: str = "tool0",
-    name: str = "the printer",
-) -> PrinterState:
-    """Normalize OctoPrint's ``/api/job`` and ``/api/printer`` answers.
-
-    - ``Error`` / ``Offline after error`` (or the error flag) → ``error``, with
-      OctoPrint's error text as ``failure`` (a job running then has failed with it);
-    - ``Cancelling`` → ``cancelled``; ``Pausing`` and ``Paused`` → ``paused``;
-    - ``Starting``, ``Printing``, ``Printing from SD``, ``Resuming``, ``Finishing`` →
-      ``printing``, or ``heating`` while a heater with a target is more than
-      ``HEATING_MARGIN_C`` below it (the job waits on M109/M190);
-    - ``Operational`` → ``completed`` when the selected file's job is at 100 %;
-      ``cancelled`` when it is not and that file's last print did not succeed (OctoPrint
-      records cancelled and failed prints alike in the file's history); else ``idle``;
-    - not connected (``Offline``, ``Closed``) or still connecting → ``DeviceUnavailable``
-      naming ``name``: OctoPrint answers, the printer behind it does not.
-
-    ``progress`` is ``job.progress.completion`` / 100; ``seconds_left`` is OctoPrint's
-    estimate while a job is busy; ``nozzle`` is ``tool``, ``bed`` the bed.
-    """
-    text = str(job.get("state", ""))
-    flags = _flags(printer)
-    error = job.get("error") or _dig(printer, "state", "error") or None
-    if text in _ERROR or flags.get("error"):
-        return {"state": PrinterPhase.ERROR.value, "failure": str(error or text)}
-    if printer is None or not flags.get("operational"):
-        raise DeviceUnavailable(
-            f"{name}: OctoPrint is not connected to the printer ({text or 'no state'})"
-        )
-
-    completion = _dig(job, "progress", "completion")
-    progress = None if completion is None else min(1.0, max(0.0, float(completion) / 100))
-    file = _job_file(job)
-    result: PrinterState = {"state": PrinterPhase.IDLE.value, "file": file}
-    nozzle, bed = _temperature(printer, tool), _temperature(printer, "bed")
-    if nozzle is not None:
-        result["nozzle"] = nozzle
-    if bed is not None:
-        result["bed"] = bed
-
-    if flags.get("cancelling"):
-        phase = PrinterPhase.CANCELLED
-    elif flags.get("pausing") or flags.get("paused"):
-        phase = PrinterPhase.PAUSED
-    elif flags.get("printing") or flags.get("resuming") or flags.get("finishing"):
-        phase = PrinterPhase.HEATING if _waiting_for_heat(result) else PrinterPhase.PRINTING
-    elif file is not None and completion is not None and float(completion) >= 100:
-        phase = PrinterPhase.COMPLETED
-    elif file is not None and last_print_succeeded is False:
-        phase = PrinterPhase.CANCELLED
-    else:
-        phase = PrinterPhase.IDLE
-    result["state"] = phase.value
-    if progress is not None:
-        result["progress"] = progress
-    if phase.busy:
-        left = _dig(job, "progress", "printTimeLeft")
-        result["seconds_left"] = None if left is None else float(left)
-    return result
-
-
-def _needs_last_print(job: Mapping[str, Any], printer: Mapping[str, Any] | None) -> bool:
-    """Only an operational, idle printer with a selected, unfinished file needs the file's
-    print history to tell ``cancelled`` from ``idle``."""
-    flags = _flags(printer)
-    completion = _dig(job, "progress", "completion")
-    return (
-        bool(flags.get("operational"))
-        and not flags.get("printing")
-        and not flags.get("paused")
-        and not flags.get("error")
-        and _job_file(job) is not None
-        and (completion is None or float(completion) < 100)
-    )
-
-
-def _waiting_for_heat(state: PrinterState) -> bool:
-    return any(
-        heater["target"] > 0 and heater["actual"] < heater["target"] - HEATING_MARGIN_C
-        for heater in (state.get("nozzle"), state.get("bed"))
-        if heater is not None
-    )
-
-
-def _temperature(printer: Mapping[str, Any] | None, name: str) -> Temperature | None:
-    reading = _dig(printer, "temperature", name)
-    if not isinstance(reading, Mapping) or reading.get("actual") is None:
-        return None
-    return {"actual": float(reading["actual"]), "target": float(reading.get("target") or 0.0)}
-
-
-def _flags(printer: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    flags = _dig(printer, "state", "flags")
-    return flags if isinstance(flags, Mapping) else {}
-
-
-def _job_file(job: Mapping[str, Any]) -> str | None:
-    path = _dig(job, "job", "file", "path") or _dig(job, "job", "file", "name")
-    return str(path) if path else None
-
-
-def _still_connecting(text: str) -> bool:
-    """Opening/detecting the serial port, connecting: not operational yet, not failed."""
-    return text.startswith(("Opening", "Detecting", "Connecting"))
-
-
-def _dig(value: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _file_path(file: str) -> str:
