@@ -124,6 +124,24 @@ def test_pause_reports_paused_and_resume_reports_printing_again(
     _run(scenario)
 
 
+def test_resume_sent_while_octoprint_is_still_pausing_resumes_the_job(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        # A pause lands in the first 3 s dwell and stays "Pausing" until it ends.
+        await driver.upload(printer, "slow.gcode", gcode(3, 3000))
+        await driver.send(printer, "print_start", {"file": "slow.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+        await driver.send(printer, "print_pause", {})
+        caught_pausing = _api(octoprint, "GET", "/api/job").json()["state"] == "Pausing"
+        await driver.send(printer, "print_resume", {})
+        assert caught_pausing, "the pause finished before the resume: the test proves nothing"
+        # Had the resume gone out while pausing, OctoPrint would have dropped it: paused.
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing", within=5)
+
+    _run(scenario)
+
+
 def test_cancel_reports_cancelled_and_frees_the_printer_for_the_next_job(
     printer: DeviceTarget, gcode: Callable[[int, int], Path]
 ) -> None:
@@ -255,11 +273,13 @@ def test_wrong_api_key_makes_the_printer_unavailable(octoprint: peer.OctoPrintPe
 def test_url_that_is_not_octoprints_api_is_unavailable(
     octoprint: peer.OctoPrintPeer,
 ) -> None:
-    device = _device(octoprint.url + "/not-octoprint", octoprint.api_key)
+    proxied = octoprint.url.replace("http://", "http://proxyuser:proxy-secret@")
+    device = _device(proxied + "/not-octoprint", octoprint.api_key)
 
     async def scenario(driver: OctoPrintDriver) -> None:
-        with pytest.raises(DeviceUnavailable, match="no OctoPrint API"):
+        with pytest.raises(DeviceUnavailable, match="no OctoPrint API at /not-octoprint") as e:
             await driver.state(device)
+        assert "proxy-secret" not in str(e.value)
 
     _run(scenario)
 
@@ -314,7 +334,7 @@ def _device(url: str, api_key: str) -> DeviceTarget:
 
 def _run(scenario: Callable[[OctoPrintDriver], Awaitable[T]], timeout: float = 5.0) -> T:
     async def main() -> T:
-        driver = OctoPrintDriver(timeout=timeout, connect_wait=20, poll_interval=0.1)
+        driver = OctoPrintDriver(timeout=timeout, state_wait=20, poll_interval=0.1)
         try:
             return await scenario(driver)
         finally:

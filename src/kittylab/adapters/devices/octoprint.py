@@ -13,20 +13,24 @@ Intents (payloads already validated by the command service):
 
 - ``print_start {file}`` selects a file already in OctoPrint's local storage (put there
   with ``upload``) and starts it;
-- ``print_pause``, ``print_resume``, ``print_cancel`` act on the current job;
+- ``print_pause``, ``print_resume``, ``print_cancel`` act on the current job (a resume
+  sent while OctoPrint is still ``Pausing`` waits until it has paused: OctoPrint would
+  accept and ignore it);
 - ``printer_heat {nozzle?, bed?}`` sets heater targets; ``printer_cooldown`` sets both to 0
   and is refused while a job is printing (pause or cancel first), as the simulated
   printer refuses it;
 - ``printer_status`` sends nothing: the state is read by ``state``.
 
 Before ``print_start``, ``printer_heat`` and ``printer_cooldown`` the driver connects
-OctoPrint to the printer when it is disconnected, and waits (``connect_wait``) until it is
+OctoPrint to the printer when it is disconnected, and waits (``state_wait``) until it is
 operational. A printer in an error state is not reconnected: that needs a person
 (``DeviceRefused`` with OctoPrint's error).
 
 Errors: a refused connection, a timeout, a 401/403 (wrong key) or a 5xx raise
 ``DeviceUnavailable``; OctoPrint's 409s and other 4xx answers raise ``DeviceRefused`` with
-the reason from its error body. Messages name the host, never the key.
+the reason from its error body (a 400 "CSRF validation failed" is how OctoPrint answers a
+POST whose key it does not accept: ``DeviceUnavailable`` too). Messages name the host,
+never the key or URL credentials.
 
 How OctoPrint's states map onto ``PrinterPhase``: ``octoprint_state.printer_state_from``.
 """
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +79,8 @@ class _Endpoint:
     """One device's OctoPrint, from its expanded connection mapping."""
 
     base: str
-    host: str  # for messages: scheme, host and port only
+    host: str  # for messages: scheme, host and port only (no userinfo)
+    path: str  # the base URL's path, for messages
     headers: dict[str, str]
     port: str | None
     baudrate: int | None
@@ -86,22 +91,23 @@ class _Endpoint:
 class OctoPrintDriver:
     """``DeviceDriver`` and ``PrintFileUploader`` for OctoPrint.
 
-    ``timeout`` bounds every HTTP exchange (connect, each read and write); ``connect_wait``
-    bounds the wait for a disconnected printer to become operational; ``poll_interval`` is
-    how often that wait looks. ``transport`` replaces httpx's network transport (tests).
-    One driver serves any number of devices and OctoPrint servers; ``close`` ends it.
+    ``timeout`` bounds every HTTP exchange (connect, each read and write); ``state_wait``
+    bounds a wait for OctoPrint to reach a state an intent needs (a disconnected printer
+    operational, a pausing job paused); ``poll_interval`` is how often such a wait looks.
+    ``transport`` replaces httpx's network transport. One driver serves any number of
+    devices and OctoPrint servers; ``close`` ends it.
     """
 
     def __init__(
         self,
         *,
         timeout: float = 10.0,
-        connect_wait: float = 30.0,
+        state_wait: float = 30.0,
         poll_interval: float = 0.25,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._timeout = timeout
-        self._connect_wait = connect_wait
+        self._state_wait = state_wait
         self._poll_interval = poll_interval
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
@@ -125,6 +131,8 @@ class OctoPrintDriver:
             await self._start(device, endpoint, str(payload["file"]))
         elif intent == "printer_heat":
             await self._heat(device, endpoint, payload.get("nozzle"), payload.get("bed"))
+        elif intent == "print_resume":
+            await self._resume(device, endpoint)
         elif intent == "printer_cooldown":
             printer = await self._printer(endpoint)
             flags = state_flags(printer)
@@ -198,10 +206,7 @@ class OctoPrintDriver:
                 f"{device.external_id} is in error ({job.get('error') or text}); "
                 "check it and reconnect it in OctoPrint"
             )
-        if text not in CLOSED_STATES:
-            if not still_connecting(text):
-                return
-        else:
+        if text in CLOSED_STATES:
             body: dict[str, Any] = {"command": "connect"}
             for key, value in (
                 ("port", endpoint.port),
@@ -211,23 +216,45 @@ class OctoPrintDriver:
                 if value is not None:
                     body[key] = value
             await self._post(device, endpoint, "/api/connection", body, "connect")
-        deadline = time.monotonic() + self._connect_wait
-        while True:
+        elif not still_connecting(text):
+            return
+        job = await self._wait_while(endpoint, lambda t: t in CLOSED_STATES or still_connecting(t))
+        text = str(job.get("state", ""))
+        if text in ERROR_STATES:
+            raise DeviceUnavailable(
+                f"{device.external_id}: OctoPrint could not connect to the printer "
+                f"({job.get('error') or text})"
+            )
+        if text in CLOSED_STATES or still_connecting(text):
+            raise DeviceUnavailable(
+                f"{device.external_id}: the printer did not connect within "
+                f"{self._state_wait:g} s (OctoPrint says {text!r})"
+            )
+
+    async def _resume(self, device: DeviceTarget, endpoint: _Endpoint) -> None:
+        # OctoPrint ignores a resume (and still answers 204) until a pause has finished,
+        # so a resume sent while it is "Pausing" waits for "Paused" first.
+        job = await self._wait_while(endpoint, lambda text: text == "Pausing", first_look=True)
+        if job.get("state") == "Pausing":
+            raise DeviceRefused(
+                f"{device.external_id} is still pausing after {self._state_wait:g} s; "
+                "resume it once it has paused"
+            )
+        await self._post(device, endpoint, "/api/job", _JOB_COMMANDS["print_resume"], "resume")
+
+    async def _wait_while(
+        self, endpoint: _Endpoint, waiting: Callable[[str], bool], *, first_look: bool = False
+    ) -> dict[str, Any]:
+        """Poll ``/api/job`` while ``waiting(state text)``, for at most ``state_wait``;
+        the last answer. ``first_look`` looks at once instead of after one interval."""
+        deadline = time.monotonic() + self._state_wait
+        if not first_look:
             await asyncio.sleep(self._poll_interval)
+        while True:
             job = await self._get(endpoint, "/api/job")
-            text = str(job.get("state", ""))
-            if text in ERROR_STATES:
-                raise DeviceUnavailable(
-                    f"{device.external_id}: OctoPrint could not connect to the printer "
-                    f"({job.get('error') or text})"
-                )
-            if text not in CLOSED_STATES and not still_connecting(text):
-                return
-            if time.monotonic() >= deadline:
-                raise DeviceUnavailable(
-                    f"{device.external_id}: the printer did not connect within "
-                    f"{self._connect_wait:g} s (OctoPrint says {text!r})"
-                )
+            if not waiting(str(job.get("state", ""))) or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(self._poll_interval)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -322,7 +349,9 @@ class OctoPrintDriver:
         if status == 404:
             if missing:
                 raise _Missing(reason)
-            raise DeviceUnavailable(f"{endpoint.host} has no OctoPrint API at {endpoint.base}")
+            raise DeviceUnavailable(
+                f"{endpoint.host} has no OctoPrint API at {endpoint.path or '/'}"
+            )
         who = device.external_id if device is not None else endpoint.host
         raise DeviceRefused(f"{who} refused to {action}: {reason}")
 
@@ -356,6 +385,7 @@ def _endpoint(device: DeviceTarget) -> _Endpoint:
     return _Endpoint(
         base=url,
         host=host,
+        path=parts.path,
         headers={"X-Api-Key": str(api_key)},
         port=str(connection["port"]) if connection.get("port") else None,
         baudrate=int(baudrate) if baudrate else None,
