@@ -5,7 +5,9 @@ test peer: scripts/octoprint-peer.sh installs it, tests/peers/octoprint.py start
 - pause: ``send(print_pause)`` → the driver's ``state`` reports ``paused`` (OctoPrint says
   ``Pausing``) — the driver's share of issue 4's target "failure event → OctoPrint reports
   Pausing: p95 ≤ 1 s";
-- resume: ``send(print_resume)`` → ``state`` reports ``printing`` again.
+- OctoPrint's own ``Pausing`` → ``Paused`` (the buffered moves finishing), for scale;
+- resume (sent once OctoPrint says ``Paused``): ``send(print_resume)`` → ``state``
+  reports ``printing`` again.
 
 Run:  .venv/bin/python benchmarks/octoprint_bench.py [--rounds N]
 Writes benchmarks/results/octoprint_bench.json and prints a summary.
@@ -23,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from uuid import uuid4
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,6 +59,15 @@ async def _until(driver: OctoPrintDriver, device: DeviceTarget, phase: str) -> f
     return (time.perf_counter() - started) * 1000
 
 
+async def _octoprint_says(server: peer.OctoPrintPeer, text: str) -> None:
+    async with httpx.AsyncClient(headers={"X-Api-Key": server.api_key}, timeout=5) as client:
+        started = time.perf_counter()
+        while (await client.get(server.url + "/api/job")).json()["state"] != text:
+            if time.perf_counter() - started > 30:
+                raise RuntimeError(f"OctoPrint never said {text}")
+            await asyncio.sleep(0.01)
+
+
 async def _measure(server: peer.OctoPrintPeer, rounds: int, workdir: Path) -> dict[str, object]:
     device = DeviceTarget(
         id=uuid4(),
@@ -76,12 +89,14 @@ async def _measure(server: peer.OctoPrintPeer, rounds: int, workdir: Path) -> di
             started = time.perf_counter()
             await driver.state(device)
             reads.append((time.perf_counter() - started) * 1000)
-        pauses, resumes = [], []
+        pauses, fully_paused, resumes = [], [], []
         for _ in range(rounds):
             started = time.perf_counter()
             await driver.send(device, "print_pause", {})
             await _until(driver, device, "paused")
             pauses.append((time.perf_counter() - started) * 1000)
+            await _octoprint_says(server, "Paused")
+            fully_paused.append((time.perf_counter() - started) * 1000)
             await asyncio.sleep(0.2)
             started = time.perf_counter()
             await driver.send(device, "print_resume", {})
@@ -94,6 +109,7 @@ async def _measure(server: peer.OctoPrintPeer, rounds: int, workdir: Path) -> di
     return {
         "state_read": _percentiles(reads),
         "pause_to_paused": _percentiles(pauses),
+        "pause_to_octoprint_paused": _percentiles(fully_paused),
         "resume_to_printing": _percentiles(resumes),
     }
 

@@ -257,6 +257,38 @@ def test_emergency_stop_reports_error_with_reason_and_refuses_a_start(
     _run(scenario)
 
 
+def test_octoprint_going_away_mid_job_is_unavailable_until_it_is_back(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def printing(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "lost.gcode", gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": "lost.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+
+    async def gone(driver: OctoPrintDriver) -> None:
+        started = time.monotonic()
+        with pytest.raises(DeviceUnavailable, match="cannot be reached"):
+            await driver.state(printer)
+        with pytest.raises(DeviceUnavailable, match="cannot be reached"):
+            await driver.send(printer, "print_cancel", {})
+        assert time.monotonic() - started < 2
+
+    async def back(driver: OctoPrintDriver) -> None:
+        # The job died with OctoPrint, and it does not reconnect the printer on its own.
+        with pytest.raises(DeviceUnavailable, match="not connected to the printer"):
+            await driver.state(printer)
+        with pytest.raises(DeviceRefused, match="not operational"):
+            await driver.send(printer, "print_cancel", {})
+
+    _run(printing)
+    peer.stop(octoprint)
+    try:
+        _run(gone)
+    finally:
+        peer.restart(octoprint)
+    _run(back)
+
+
 def test_wrong_api_key_makes_the_printer_unavailable(octoprint: peer.OctoPrintPeer) -> None:
     device = _device(octoprint.url, "not-the-key")
 

@@ -50,7 +50,9 @@ class OctoPrintPeer:
     url: str
     api_key: str
     basedir: Path
-    process: subprocess.Popen[bytes]
+    executable: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
 
     def log_tail(self, lines: int = 40) -> str:
         return _log_tail(self.basedir, lines)
@@ -74,33 +76,48 @@ def start(basedir: Path, *, startup_timeout: float = 90.0) -> OctoPrintPeer:
     api_key = secrets.token_hex(16)
     _prepare(executable, basedir, api_key)
     port = _free_port()
-    log = (basedir / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(executable),
-            "serve",
-            "--iknowwhatimdoing",
-            "--basedir",
-            str(basedir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    log.close()
-    peer = OctoPrintPeer(f"http://127.0.0.1:{port}", api_key, basedir, process)
+    peer = OctoPrintPeer(f"http://127.0.0.1:{port}", api_key, basedir, executable, port)
+    _launch(peer, startup_timeout)
+    return peer
+
+
+def restart(peer: OctoPrintPeer, *, startup_timeout: float = 90.0) -> None:
+    """Stop OctoPrint and start it again on the same base directory and port (what a
+    reboot of the OctoPrint host looks like to a client)."""
+    stop(peer)
+    _launch(peer, startup_timeout)
+
+
+def _launch(peer: OctoPrintPeer, startup_timeout: float) -> None:
+    with (peer.basedir / "serve.log").open("ab") as log:
+        peer.process = subprocess.Popen(
+            [
+                str(peer.executable),
+                "serve",
+                "--iknowwhatimdoing",
+                "--basedir",
+                str(peer.basedir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(peer.port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + startup_timeout
     while True:
-        if process.poll() is not None:
-            raise PeerFailed(f"octoprint serve exited ({process.returncode}):\n{peer.log_tail()}")
+        if peer.process.poll() is not None:
+            raise PeerFailed(
+                f"octoprint serve exited ({peer.process.returncode}):\n{peer.log_tail()}"
+            )
         try:
-            answer = httpx.get(f"{peer.url}/api/version", headers={"X-Api-Key": api_key}, timeout=2)
+            answer = httpx.get(
+                f"{peer.url}/api/version", headers={"X-Api-Key": peer.api_key}, timeout=2
+            )
             if answer.status_code == 200:
-                return peer
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
@@ -112,6 +129,8 @@ def start(basedir: Path, *, startup_timeout: float = 90.0) -> OctoPrintPeer:
 
 
 def stop(peer: OctoPrintPeer) -> None:
+    if peer.process is None or peer.process.poll() is not None:
+        return
     peer.process.terminate()
     try:
         peer.process.wait(timeout=15)
