@@ -130,7 +130,8 @@ class OctoPrintDriver:
         if intent == "print_start":
             await self._start(device, endpoint, str(payload["file"]))
         elif intent == "printer_heat":
-            await self._heat(device, endpoint, payload.get("nozzle"), payload.get("bed"))
+            nozzle, bed = _celsius(payload, "nozzle"), _celsius(payload, "bed")
+            await self._heat(device, endpoint, nozzle, bed)
         elif intent == "print_resume":
             await self._resume(device, endpoint)
         elif intent == "printer_cooldown":
@@ -189,12 +190,14 @@ class OctoPrintDriver:
         except _Missing:
             raise DeviceRefused(f"{device.external_id}: no file {file!r} on OctoPrint") from None
 
-    async def _heat(self, device: DeviceTarget, endpoint: _Endpoint, nozzle: Any, bed: Any) -> None:
+    async def _heat(
+        self, device: DeviceTarget, endpoint: _Endpoint, nozzle: float | None, bed: float | None
+    ) -> None:
         if nozzle is not None:
-            tool_body = {"command": "target", "targets": {endpoint.tool: float(nozzle)}}
+            tool_body = {"command": "target", "targets": {endpoint.tool: nozzle}}
             await self._post(device, endpoint, "/api/printer/tool", tool_body, "printer_heat")
         if bed is not None:
-            bed_body = {"command": "target", "target": float(bed)}
+            bed_body = {"command": "target", "target": bed}
             await self._post(device, endpoint, "/api/printer/bed", bed_body, "printer_heat")
 
     async def _ensure_operational(self, device: DeviceTarget, endpoint: _Endpoint) -> None:
@@ -358,6 +361,15 @@ class OctoPrintDriver:
 
 class _Missing(Exception):
     """OctoPrint answered 404 (internal: callers say what was missing)."""
+
+
+def _celsius(payload: Mapping[str, Any], key: str) -> float | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationFailed(f"payload.{key}", "a temperature in °C")
+    return float(value)
 
 
 def _file_path(file: str) -> str:
