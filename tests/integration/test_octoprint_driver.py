@@ -81,6 +81,25 @@ def test_heat_connects_a_disconnected_printer_then_sets_both_targets(
     _run(scenario)
 
 
+def test_concurrent_intents_on_a_disconnected_printer_all_succeed_on_one_connection(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget
+) -> None:
+    _api(octoprint, "POST", "/api/connection", {"command": "disconnect"})
+    _wait_api_state(octoprint, {"Offline", "Closed"})
+    opened_before = _serial_openings(octoprint)
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await asyncio.gather(
+            driver.send(printer, "printer_heat", {"nozzle": 180}),
+            driver.send(printer, "printer_heat", {"bed": 50}),
+            driver.send(printer, "printer_cooldown", {}),
+        )
+
+    _run(scenario)
+    assert _api(octoprint, "GET", "/api/job").json()["state"] == "Operational"
+    assert _serial_openings(octoprint) == opened_before + 1
+
+
 def test_uploaded_file_prints_with_rising_progress(
     printer: DeviceTarget, gcode: Callable[[int, int], Path]
 ) -> None:
@@ -428,6 +447,12 @@ def _reset(server: peer.OctoPrintPeer) -> None:
     _wait_api_state(server, {"Operational"})
     _api(server, "POST", "/api/printer/tool", {"command": "target", "targets": {"tool0": 0}})
     _api(server, "POST", "/api/printer/bed", {"command": "target", "target": 0})
+
+
+def _serial_openings(server: peer.OctoPrintPeer) -> int:
+    """How often OctoPrint has started connecting to the printer, from its log."""
+    log = (server.basedir / "logs" / "octoprint.log").read_text(errors="replace")
+    return log.count('Changing monitoring state from "Offline" to')
 
 
 def _closed_port() -> int:
