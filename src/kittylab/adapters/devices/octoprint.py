@@ -109,6 +109,10 @@ class OctoPrintDriver:
         self._timeout = timeout
         self._state_wait = state_wait
         self._poll_interval = poll_interval
+        # One connect at a time per OctoPrint: OctoPrint 1.11 checks "not connected" and
+        # connects without a lock, so concurrent connect requests open the printer's
+        # serial port several times over (seen under load in the tests).
+        self._connecting: dict[str, asyncio.Lock] = {}
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), transport=transport, follow_redirects=False
         )
@@ -126,7 +130,8 @@ class OctoPrintDriver:
             return
         endpoint = _endpoint(device)
         if intent in _NEEDS_CONNECTION:
-            await self._ensure_operational(device, endpoint)
+            async with self._connecting.setdefault(endpoint.base, asyncio.Lock()):
+                await self._ensure_operational(device, endpoint)
         if intent == "print_start":
             await self._start(device, endpoint, str(payload["file"]))
         elif intent == "printer_heat":
