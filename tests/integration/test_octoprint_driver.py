@@ -120,6 +120,27 @@ def test_uploaded_file_prints_with_rising_progress(
     _run(scenario)
 
 
+def test_job_waiting_on_its_nozzle_temperature_reports_heating_then_printing(
+    printer: DeviceTarget, tmp_path: Path
+) -> None:
+    job = tmp_path / "warm.gcode"  # the virtual hotend heats about 10 °C/s
+    job.write_text("M109 S45\n" + "G4 P250\nG1 X1 Y1\n" * 40)
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "warm.gcode", job)
+        await driver.send(printer, "print_start", {"file": "warm.gcode"})
+        # OctoPrint learns the new target from the next temperature report: until then
+        # the job shows as printing.
+        heating = await _wait_state(driver, printer, lambda s: s["state"] == "heating")
+        assert heating["nozzle"]["target"] == 45
+        assert heating["nozzle"]["actual"] < 40
+        printing = await _wait_state(driver, printer, lambda s: s["state"] != "heating")
+        assert printing["state"] == "printing"
+        assert printing["nozzle"]["actual"] >= 40
+
+    _run(scenario)
+
+
 def test_pause_reports_paused_and_resume_reports_printing_again(
     octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
 ) -> None:
@@ -147,8 +168,10 @@ def test_resume_sent_while_octoprint_is_still_pausing_resumes_the_job(
     octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
 ) -> None:
     async def scenario(driver: OctoPrintDriver) -> None:
-        # A pause lands in the first 3 s dwell and stays "Pausing" until it ends.
-        await driver.upload(printer, "slow.gcode", gcode(3, 3000))
+        # A pause lands in the first, 3 s dwell and stays "Pausing" until it ends.
+        job = gcode(40, 250)
+        job.write_text("G4 P3000\n" + job.read_text())
+        await driver.upload(printer, "slow.gcode", job)
         await driver.send(printer, "print_start", {"file": "slow.gcode"})
         await _wait_state(driver, printer, lambda s: s["state"] == "printing")
         await driver.send(printer, "print_pause", {})
