@@ -26,8 +26,10 @@ from kittylab.domain.errors import DeviceRefused
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.peers import octoprint as peer
 
-KEY_ENV = "KITTYLAB_TEST_OCTOPRINT_KEY"
+KEY_ENV = "KL_TEST_OCTOPRINT_KEY"
 T = TypeVar("T")
+# The first test also installs OctoPrint when the cache has none (a minute or two).
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="session")
