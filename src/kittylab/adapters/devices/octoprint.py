@@ -248,7 +248,9 @@ class OctoPrintDriver:
                 f"{device.external_id} is still pausing after {self._state_wait:g} s; "
                 "resume it once it has paused"
             )
-        await self._post(device, endpoint, "/api/job", _JOB_COMMANDS["print_resume"], "resume")
+        await self._post(
+            device, endpoint, "/api/job", _JOB_COMMANDS["print_resume"], "print_resume"
+        )
 
     async def _wait_while(
         self, endpoint: _Endpoint, waiting: Callable[[str], bool], *, first_look: bool = False
