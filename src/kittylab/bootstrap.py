@@ -18,6 +18,7 @@ from kittylab.adapters.detectors.obico import ObicoDetector
 from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.adapters.devices.bambu import BambuDriver
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
+from kittylab.adapters.devices.octoprint import OctoPrintDriver
 from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
@@ -133,7 +134,12 @@ def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
     """One driver per integration. The simulated lab speaks the generic MQTT device
     protocol (its simulators are the devices' MQTT side), so both share one driver."""
     mqtt = MqttDeviceDriver(bus)
-    return {"simulated": mqtt, "mqtt": mqtt, "bambu": BambuDriver()}
+    return {
+        "simulated": mqtt,
+        "mqtt": mqtt,
+        "bambu": BambuDriver(),
+        "octoprint": OctoPrintDriver(),
+    }
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:

@@ -1,0 +1,498 @@
+"""The OctoPrint driver against a real OctoPrint 1.11.8 and its virtual printer.
+
+One OctoPrint runs for the whole session (``tests/peers/octoprint.py``); each test starts
+from an operational, idle, cold printer. Jobs are G-code made of ``G4`` dwells, which the
+virtual printer waits out in real time, so a job's length is predictable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from kittylab.adapters.devices.octoprint import OctoPrintDriver
+from kittylab.domain.device_state import PrinterPhase
+from kittylab.domain.enums import DeviceKind
+from kittylab.domain.errors import DeviceRefused
+from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
+from tests.peers import octoprint as peer
+
+KEY_ENV = "KL_TEST_OCTOPRINT_KEY"
+T = TypeVar("T")
+# The first test also installs OctoPrint when the cache has none (a minute or two).
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="session")
+def octoprint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peer.OctoPrintPeer]:
+    server = peer.start(tmp_path_factory.mktemp("octoprint"))
+    try:
+        yield server
+    finally:
+        peer.stop(server)
+
+
+@pytest.fixture
+def printer(octoprint: peer.OctoPrintPeer, monkeypatch: pytest.MonkeyPatch) -> DeviceTarget:
+    """The virtual printer: connected, no job running, heaters off; its key comes from
+    the environment, as a lab manifest's ``${…}`` reference would."""
+    _reset(octoprint)
+    monkeypatch.setenv(KEY_ENV, octoprint.api_key)
+    return _device(octoprint.url, "${" + KEY_ENV + "}")
+
+
+@pytest.fixture
+def gcode(tmp_path: Path) -> Callable[[int, int], Path]:
+    """A G-code file of ``dwells`` × ``G4 P<ms>``: about dwells × ms of printing."""
+
+    def make(dwells: int, ms: int) -> Path:
+        path = tmp_path / f"dwell-{dwells}x{ms}.gcode"
+        lines = ["G28", "G90"]
+        for i in range(dwells):
+            lines += [f"G4 P{ms}", f"G1 X{i + 1} Y{i + 1} F3000"]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return make
+
+
+def test_heat_connects_a_disconnected_printer_then_sets_both_targets(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget
+) -> None:
+    _api(octoprint, "POST", "/api/connection", {"command": "disconnect"})
+    _wait_api_state(octoprint, {"Offline", "Closed"})
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceUnavailable, match="not connected"):
+            await driver.state(printer)
+        await driver.send(printer, "printer_heat", {"nozzle": 205, "bed": 55})
+        state = await _wait_state(driver, printer, lambda s: _targets(s) == (205, 55))
+        assert state["state"] == "idle"
+        await driver.send(printer, "printer_cooldown", {})
+        await _wait_state(driver, printer, lambda s: _targets(s) == (0, 0))
+
+    _run(scenario)
+
+
+def test_concurrent_intents_on_a_disconnected_printer_connect_it_once(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget
+) -> None:
+    _api(octoprint, "POST", "/api/connection", {"command": "disconnect"})
+    _wait_api_state(octoprint, {"Offline", "Closed"})
+    transport = _RecordingTransport()
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        # OctoPrint itself would open the port once per concurrent connect request.
+        await asyncio.gather(
+            *(driver.send(printer, "printer_heat", {"nozzle": 150 + i}) for i in range(5)),
+            driver.send(printer, "printer_cooldown", {}),
+        )
+
+    _run(scenario, transport=transport)
+    assert transport.requests.count(("POST", "/api/connection")) == 1
+    assert _api(octoprint, "GET", "/api/job").json()["state"] == "Operational"
+
+
+def test_uploaded_file_prints_with_rising_progress(
+    printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "rising.gcode", gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": "rising.gcode"})
+        first = await _wait_state(driver, printer, lambda s: s.get("progress", 0) > 0)
+        assert first["state"] == "printing"
+        assert first["file"] == "rising.gcode"
+        later = await _wait_state(
+            driver, printer, lambda s: s.get("progress", 0) > first["progress"] + 0.05
+        )
+        assert later["state"] == "printing"
+        assert 0 < later["progress"] < 1
+        with_heaters = await _wait_state(driver, printer, lambda s: "nozzle" in s and "bed" in s)
+        assert with_heaters["state"] == "printing"
+
+    _run(scenario)
+
+
+def test_job_waiting_on_its_nozzle_temperature_reports_heating_then_printing(
+    printer: DeviceTarget, tmp_path: Path
+) -> None:
+    job = tmp_path / "warm.gcode"  # the virtual hotend heats about 10 °C/s
+    job.write_text("M109 S45\n" + "G4 P250\nG1 X1 Y1\n" * 40)
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "warm.gcode", job)
+        await driver.send(printer, "print_start", {"file": "warm.gcode"})
+        # OctoPrint learns the new target from the next temperature report: until then
+        # the job shows as printing.
+        heating = await _wait_state(driver, printer, lambda s: s["state"] == "heating")
+        assert heating["nozzle"]["target"] == 45
+        assert heating["nozzle"]["actual"] < 40
+        printing = await _wait_state(driver, printer, lambda s: s["state"] != "heating")
+        assert printing["state"] == "printing"
+        assert printing["nozzle"]["actual"] >= 40
+
+    _run(scenario)
+
+
+def test_pause_reports_paused_and_resume_reports_printing_again(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "pause.gcode", gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": "pause.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+        await driver.send(printer, "print_pause", {})
+        paused = await driver.state(printer)
+        assert paused["state"] == "paused"  # "Pausing" already counts
+        await asyncio.to_thread(_wait_api_state, octoprint, {"Paused"})
+        held = (await driver.state(printer))["progress"]
+        await asyncio.sleep(0.6)
+        still = await driver.state(printer)
+        assert (still["state"], still["progress"]) == ("paused", held)
+        await driver.send(printer, "print_resume", {})
+        resumed = await _wait_state(driver, printer, lambda s: s["state"] != "paused")
+        assert resumed["state"] == "printing"
+        await _wait_state(driver, printer, lambda s: s["progress"] > held)
+
+    _run(scenario)
+
+
+def test_resume_sent_while_octoprint_is_still_pausing_resumes_the_job(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        # A pause lands in the first, 3 s dwell and stays "Pausing" until it ends.
+        job = gcode(40, 250)
+        job.write_text("G4 P3000\n" + job.read_text())
+        await driver.upload(printer, "slow.gcode", job)
+        await driver.send(printer, "print_start", {"file": "slow.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+        await driver.send(printer, "print_pause", {})
+        caught_pausing = _api(octoprint, "GET", "/api/job").json()["state"] == "Pausing"
+        await driver.send(printer, "print_resume", {})
+        assert caught_pausing, "the pause finished before the resume: the test proves nothing"
+        # Had the resume gone out while pausing, OctoPrint would have dropped it: paused.
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing", within=5)
+
+    _run(scenario)
+
+
+def test_cancel_reports_cancelled_and_frees_the_printer_for_the_next_job(
+    printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "cancel.gcode", gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": "cancel.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+        await driver.send(printer, "print_cancel", {})
+        cancelled = await _wait_state(driver, printer, lambda s: s["state"] != "printing")
+        assert cancelled["state"] == "cancelled"
+        settled = await _wait_state(driver, printer, lambda s: s["state"] == "cancelled")
+        await asyncio.sleep(0.5)  # OctoPrint finishes cancelling: still cancelled after
+        assert (await driver.state(printer))["state"] == settled["state"] == "cancelled"
+        await driver.send(printer, "print_start", {"file": "cancel.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+
+    _run(scenario)
+
+
+def test_finished_job_reports_completed_at_full_progress(
+    printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "short.gcode", gcode(4, 200))
+        await driver.send(printer, "print_start", {"file": "short.gcode"})
+        done = await _wait_state(driver, printer, lambda s: s["state"] == "completed", within=15)
+        assert done["progress"] == 1.0
+        assert done["file"] == "short.gcode"
+
+    _run(scenario)
+
+
+def test_pause_when_idle_is_refused_with_octoprints_reason(printer: DeviceTarget) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceRefused, match="neither printing nor paused"):
+            await driver.send(printer, "print_pause", {})
+        with pytest.raises(DeviceRefused, match=printer.external_id):
+            await driver.send(printer, "print_resume", {})
+
+    _run(scenario)
+
+
+def test_start_of_a_file_not_on_octoprint_is_refused(printer: DeviceTarget) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        before = await driver.state(printer)
+        with pytest.raises(DeviceRefused, match=r"no file 'missing\.gcode'"):
+            await driver.send(printer, "print_start", {"file": "missing.gcode"})
+        after = await driver.state(printer)
+        assert not PrinterPhase(after["state"]).busy
+        assert (after["state"], after["file"]) == (before["state"], before["file"])
+
+    _run(scenario)
+
+
+def test_start_and_cooldown_while_printing_are_refused(
+    printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "busy.gcode", gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": "busy.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+        with pytest.raises(DeviceRefused, match="already printing"):
+            await driver.send(printer, "print_start", {"file": "busy.gcode"})
+        with pytest.raises(DeviceRefused, match="pause or cancel first"):
+            await driver.send(printer, "printer_cooldown", {})
+        with pytest.raises(DeviceRefused, match="being printed"):
+            await driver.upload(printer, "busy.gcode", gcode(2, 10))
+        assert (await driver.state(printer))["state"] == "printing"
+
+    _run(scenario)
+
+
+def test_upload_replaces_a_file_of_the_same_name(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    small, large = gcode(1, 10), gcode(30, 10)
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "replaced.gcode", small)
+        await driver.upload(printer, "replaced.gcode", large)
+
+    _run(scenario)
+    info = _api(octoprint, "GET", "/api/files/local/replaced.gcode").json()
+    assert info["size"] == large.stat().st_size
+    assert _api(octoprint, "GET", "/api/job").json()["state"] == "Operational"  # not started
+
+
+def test_upload_under_a_name_octoprint_would_change_is_refused(
+    printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(
+            DeviceRefused, match=re.escape("stored 'part:1.gcode' as 'part1.gcode'")
+        ):
+            await driver.upload(printer, "part:1.gcode", gcode(1, 10))
+
+    _run(scenario)
+
+
+def test_emergency_stop_reports_error_with_reason_and_refuses_a_start(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget
+) -> None:
+    _api(octoprint, "POST", "/api/printer/command", {"command": "M112"})
+    _wait_api_state(octoprint, {"Error", "Offline after error"})
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        state = await driver.state(printer)
+        assert state["state"] == "error"
+        assert "M112" in state["failure"]
+        with pytest.raises(DeviceRefused, match=r"in error .*M112"):
+            await driver.send(printer, "print_start", {"file": "anything.gcode"})
+
+    _run(scenario)
+
+
+def test_octoprint_going_away_mid_job_is_unavailable_until_it_is_back(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    async def printing(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, "lost.gcode", gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": "lost.gcode"})
+        await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+
+    async def gone(driver: OctoPrintDriver) -> None:
+        started = time.monotonic()
+        with pytest.raises(DeviceUnavailable, match="cannot be reached"):
+            await driver.state(printer)
+        with pytest.raises(DeviceUnavailable, match="cannot be reached"):
+            await driver.send(printer, "print_cancel", {})
+        assert time.monotonic() - started < 2
+
+    async def back(driver: OctoPrintDriver) -> None:
+        # The job died with OctoPrint, and it does not reconnect the printer on its own.
+        with pytest.raises(DeviceUnavailable, match="not connected to the printer"):
+            await driver.state(printer)
+        with pytest.raises(DeviceRefused, match="not operational"):
+            await driver.send(printer, "print_cancel", {})
+
+    _run(printing)
+    peer.stop(octoprint)
+    try:
+        _run(gone)
+    finally:
+        peer.restart(octoprint)
+    _run(back)
+
+
+def test_wrong_api_key_makes_the_printer_unavailable(octoprint: peer.OctoPrintPeer) -> None:
+    device = _device(octoprint.url, "not-the-key")
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceUnavailable, match="refused the API key") as raised:
+            await driver.state(device)
+        assert "not-the-key" not in str(raised.value)
+        with pytest.raises(DeviceUnavailable, match="refused the API key"):
+            await driver.send(device, "print_pause", {})
+
+    _run(scenario)
+
+
+def test_url_that_is_not_octoprints_api_is_unavailable(
+    octoprint: peer.OctoPrintPeer,
+) -> None:
+    proxied = octoprint.url.replace("http://", "http://proxyuser:proxy-secret@")
+    device = _device(proxied + "/not-octoprint", octoprint.api_key)
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceUnavailable, match="no OctoPrint API at /not-octoprint") as e:
+            await driver.state(device)
+        assert "proxy-secret" not in str(e.value)
+
+    _run(scenario)
+
+
+def test_unreachable_host_is_unavailable_at_once() -> None:
+    device = _device(f"http://127.0.0.1:{_closed_port()}", "key")
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        started = time.monotonic()
+        with pytest.raises(DeviceUnavailable, match="cannot be reached"):
+            await driver.send(device, "print_start", {"file": "x.gcode"})
+        assert time.monotonic() - started < 2
+
+    _run(scenario)
+
+
+def test_silent_host_is_unavailable_after_the_timeout() -> None:
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        device = _device(f"http://127.0.0.1:{listener.getsockname()[1]}", "key")
+
+        async def scenario(driver: OctoPrintDriver) -> None:
+            started = time.monotonic()
+            with pytest.raises(DeviceUnavailable, match=r"did not answer within 0.5 s"):
+                await driver.state(device)
+            assert 0.4 < time.monotonic() - started < 3
+
+        _run(scenario, timeout=0.5)
+
+
+def test_intent_that_octoprint_cannot_carry_out_is_refused(printer: DeviceTarget) -> None:
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceRefused, match="cannot door_unlock"):
+            await driver.send(printer, "door_unlock", {})
+
+    _run(scenario)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _device(url: str, api_key: str) -> DeviceTarget:
+    return DeviceTarget(
+        id=uuid4(),
+        external_id="mk3-octo",
+        kind=DeviceKind.PRINTER,
+        integration="octoprint",
+        connection={"url": url, "api_key": api_key, "port": "VIRTUAL"},
+    )
+
+
+class _RecordingTransport(httpx.AsyncHTTPTransport):
+    """The network transport, noting each request's method and path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.path))
+        return await super().handle_async_request(request)
+
+
+def _run(
+    scenario: Callable[[OctoPrintDriver], Awaitable[T]],
+    timeout: float = 5.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> T:
+    async def main() -> T:
+        driver = OctoPrintDriver(
+            timeout=timeout, state_wait=20, poll_interval=0.1, transport=transport
+        )
+        try:
+            return await scenario(driver)
+        finally:
+            await driver.close()
+
+    return asyncio.run(main())
+
+
+async def _wait_state(
+    driver: OctoPrintDriver,
+    device: DeviceTarget,
+    predicate: Callable[[dict[str, Any]], bool],
+    within: float = 10.0,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        state = await driver.state(device)
+        if predicate(state):
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError(f"state never matched within {within} s; last: {state}")
+        await asyncio.sleep(0.1)
+
+
+def _targets(state: dict[str, Any]) -> tuple[float, float] | None:
+    if "nozzle" not in state or "bed" not in state:
+        return None
+    return state["nozzle"]["target"], state["bed"]["target"]
+
+
+def _api(
+    server: peer.OctoPrintPeer, method: str, path: str, body: dict[str, Any] | None = None
+) -> httpx.Response:
+    """OctoPrint's API directly: arranging and checking, not under test."""
+    response = httpx.request(
+        method, server.url + path, json=body, headers={"X-Api-Key": server.api_key}, timeout=10
+    )
+    response.raise_for_status()
+    return response
+
+
+def _wait_api_state(server: peer.OctoPrintPeer, wanted: set[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while (state := _api(server, "GET", "/api/job").json()["state"]) not in wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"OctoPrint stayed {state!r}, not {wanted}\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
+def _reset(server: peer.OctoPrintPeer) -> None:
+    """Back to connected, idle and cold, whatever the last test left."""
+    state = _api(server, "GET", "/api/job").json()["state"]
+    if state in ("Offline", "Closed", "Error", "Offline after error"):
+        _api(server, "POST", "/api/connection", {"command": "connect", "port": "VIRTUAL"})
+    elif state not in ("Operational",):
+        _wait_api_state(server, {"Printing", "Paused", "Operational", "Printing from SD"})
+        if _api(server, "GET", "/api/job").json()["state"] != "Operational":
+            _api(server, "POST", "/api/job", {"command": "cancel"})
+    _wait_api_state(server, {"Operational"})
+    _api(server, "POST", "/api/printer/tool", {"command": "target", "targets": {"tool0": 0}})
+    _api(server, "POST", "/api/printer/bed", {"command": "target", "target": 0})
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
