@@ -12,18 +12,25 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import uuid4
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from kittylab import bootstrap
+from kittylab.adapters.db.tables import Device as DeviceRow
+from kittylab.adapters.db.tables import DeviceCommand, FabricationJob, Zone
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
 from kittylab.domain.device_state import PrinterPhase
-from kittylab.domain.enums import DeviceKind
+from kittylab.domain.enums import CommandStatus, DeviceKind, FabricationStatus, HazardLevel
 from kittylab.domain.errors import DeviceRefused
+from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
+from tests.integration.test_print_jobs import post_job, upload, work_queue
 from tests.peers import octoprint as peer
 
 KEY_ENV = "KL_TEST_OCTOPRINT_KEY"
@@ -496,3 +503,70 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- the whole path: a print job from upload to finished part on OctoPrint -------------
+
+
+def test_a_print_job_runs_from_upload_to_completed_on_octoprint(
+    printer: DeviceTarget,
+    gcode: Callable[[int, int], Path],
+    container: Any,
+    client: Any,
+    operator: Any,
+    database: Any,
+    database_url: str,
+) -> None:
+    """Upload through the API, the job queue's worker puts the G-code on OctoPrint and
+    starts it through the command path (acked on OctoPrint's own state), the tracker
+    follows it to completed. The device comes online through the poller."""
+    with database.unit_of_work() as s:
+        zone = Zone(name="octo-bench", hazard_level=HazardLevel.LOW)
+        s.add(zone)
+        s.flush()
+        device = DeviceRow(
+            external_id="mk3-octo",
+            integration="octoprint",
+            display_name="MK3 on OctoPrint",
+            kind=DeviceKind.PRINTER,
+            zone_id=zone.id,
+            connection=dict(printer.connection),
+            capabilities={
+                intent: {"type": "object"}
+                for intent in ("print_start", "print_pause", "print_resume", "print_cancel")
+            },
+        )
+        s.add(device)
+        s.flush()
+        device_id = device.id
+    job_file = gcode(30, 200)  # about 6 s of printing
+    key = upload(client, operator, job_file.name, job_file.read_bytes())
+    driver = OctoPrintDriver()
+    wired = replace(container, drivers={"octoprint": driver})
+
+    async def scenario() -> str:
+        try:
+            poller = DevicePoller(database, wired.drivers, container.clock)
+            assert await poller.round() == 1  # OctoPrint answers: the printer is online
+            created = await asyncio.to_thread(post_job, client, operator, device_id, key)
+            await work_queue(wired, database_url)  # prepare, upload, print_start, confirm
+            tracker = bootstrap.print_tracker(wired)
+            deadline = time.monotonic() + 60
+            status = None
+            while time.monotonic() < deadline:
+                await tracker.round()
+                with database.unit_of_work() as s:
+                    status = s.get(FabricationJob, created["id"]).status
+                if status is FabricationStatus.COMPLETED:
+                    break
+                await asyncio.sleep(0.5)
+            assert status is FabricationStatus.COMPLETED
+            return str(created["id"])
+        finally:
+            await driver.close()
+
+    asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        start = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start")).one()
+        assert start.status is CommandStatus.ACKED
+        assert start.payload == {"file": job_file.name}
