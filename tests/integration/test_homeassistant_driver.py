@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -315,3 +316,18 @@ def test_a_home_assistant_that_never_answers_is_unavailable_after_the_timeout() 
             conn.close()
         listener.close()
     assert time.monotonic() - started < 3.0
+
+
+def test_debug_logs_never_show_the_token(
+    hass: HomeAssistantPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    light = device(hass, DeviceKind.LIGHT, "light.bench")
+
+    async def scenario(driver: HomeAssistantDriver) -> None:
+        await driver.send(light, "light_on", {})
+        await driver.state(light)
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario)
+    assert caplog.records  # httpx and httpcore did log the requests
+    assert TOKEN not in caplog.text

@@ -7,6 +7,7 @@ A missing Moonraker install fails these tests; nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -215,6 +216,23 @@ def test_starting_a_second_job_while_printing_is_refused(
     assert "voron is printing; finish or cancel the job first" in run(scenario)
 
 
+def test_uploading_over_the_file_being_printed_is_refused(
+    printer: DeviceTarget, tmp_path: Path
+) -> None:
+    source = gcode(tmp_path, 20000)
+
+    async def scenario(driver: MoonrakerDriver) -> str:
+        await driver.upload(printer, "long.gcode", source)
+        await driver.send(printer, "print_start", {"file": "long.gcode"})
+        await wait_for_state(driver, printer, lambda s: s["state"] == "printing")
+        with pytest.raises(DeviceRefused) as refused:
+            await driver.upload(printer, "long.gcode", source)
+        await driver.send(printer, "print_cancel", {})
+        return str(refused.value)
+
+    assert run(scenario) == "voron: File is loaded, upload not permitted"
+
+
 def test_klipper_error_replies_are_refusals_with_klippers_message(printer: DeviceTarget) -> None:
     async def scenario(driver: MoonrakerDriver) -> list[str]:
         reasons = []
@@ -287,6 +305,58 @@ def test_a_klipper_shutdown_is_the_printers_error_state(
     down, up = run(scenario)
     assert down["failure"] == "MCU 'mcu' shutdown: Timer too close"
     assert up["state"] == "idle"
+
+
+def test_after_klipper_restarts_the_driver_subscribes_again_and_sees_pushes(
+    printer: DeviceTarget, klippy: KlippyPeer
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> dict[str, Any]:
+        await wait_for_state(driver, printer, lambda s: s.get("filament_present") is True)
+        subscriptions = klippy.count("objects/subscribe")
+        await asyncio.to_thread(klippy.restart)
+        # Moonraker reconnects, announces notify_klippy_ready, and the driver subscribes
+        # anew; only then does a pushed change reach its cache.
+        await wait_for_state(driver, printer, lambda s: s["state"] == "idle")
+        deadline = time.monotonic() + 10
+        while klippy.count("objects/subscribe") <= subscriptions + 1:
+            assert time.monotonic() < deadline, "the driver never subscribed again"
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(klippy.set_filament, False)
+        return await wait_for_state(driver, printer, lambda s: s.get("filament_present") is False)
+
+    assert run(scenario)["state"] == "idle"
+
+
+def test_after_moonraker_restarts_the_driver_reconnects(
+    printer: DeviceTarget, moonraker: MoonrakerProcess
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> dict[str, Any]:
+        await driver.state(printer)
+        await asyncio.to_thread(moonraker.stop)
+
+        async def poll() -> None:
+            for _ in range(100):  # until the driver has seen the socket close
+                await driver.state(printer)
+                await asyncio.sleep(0.02)
+
+        with pytest.raises(DeviceUnavailable):
+            await poll()
+        await asyncio.to_thread(moonraker.start)
+        return await driver.state(printer)
+
+    assert run(scenario)["state"] == "idle"
+
+
+def test_debug_logs_never_show_the_api_key(
+    printer: DeviceTarget, moonraker: MoonrakerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> None:
+        await driver.state(printer)
+        await driver.send(printer, "printer_status", {})
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario)
+    assert moonraker.api_key() not in caplog.text
 
 
 def test_status_intent_refreshes_the_cache_with_a_query(

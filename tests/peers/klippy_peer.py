@@ -150,6 +150,17 @@ class KlippyPeer:
 
         self._call(do())
 
+    def restart(self) -> None:
+        """Klipper's RESTART: the host process drops its API connections and comes back
+        with a fresh, idle printer; Moonraker reconnects and announces it ready."""
+
+        async def do() -> None:
+            self._reset_printer()
+            for client in list(self._clients):
+                client.writer.close()
+
+        self._call(do())
+
     def count(self, method: str) -> int:
         return sum(1 for m, _ in list(self.requests) if m == method)
 

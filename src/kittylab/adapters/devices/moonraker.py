@@ -28,7 +28,8 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ from kittylab.domain.errors import DeviceRefused
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 logger = logging.getLogger(__name__)
+# websockets logs the handshake headers and frame contents at DEBUG, and both carry the
+# API key (X-Api-Key, server.connection.identify). Its logger here never goes below INFO.
+_wire_logger = logging.getLogger(f"{__name__}.wire")
+_wire_logger.setLevel(logging.INFO)
 
 SUBSCRIBED_OBJECTS = (
     "webhooks",
@@ -182,6 +187,7 @@ class _Session:
         self._ws = ws
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._on_result: dict[int, Callable[[Any], None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._reader = asyncio.create_task(self._read())
@@ -193,12 +199,22 @@ class _Session:
     def state(self) -> PrinterState:
         return normalize_status(self.status, self.klippy_state, self.klippy_message)
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        on_result: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Send one request and wait for its reply. ``on_result`` runs in the reader as the
+        reply arrives, before any later notification is applied, so a status snapshot can
+        never overwrite a newer pushed change."""
         if self._closed:
             raise DeviceUnavailable(f"the connection to Moonraker at {self.endpoint.label} closed")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        if on_result is not None:
+            self._on_result[request_id] = on_result
         message = {"jsonrpc": "2.0", "method": method, "id": request_id}
         if params is not None:
             message["params"] = dict(params)
@@ -217,23 +233,37 @@ class _Session:
             ) from exc
         finally:
             self._pending.pop(request_id, None)
+            self._on_result.pop(request_id, None)
 
     async def subscribe(self) -> None:
         listed = await self.call("printer.objects.list")
         names = list(SUBSCRIBED_OBJECTS)
         names += [o for o in listed.get("objects", []) if str(o).startswith(RUNOUT_SENSOR_PREFIX)]
-        result = await self.call("printer.objects.subscribe", {"objects": dict.fromkeys(names)})
-        self.status = {k: dict(v) for k, v in result.get("status", {}).items()}
+        await self.call(
+            "printer.objects.subscribe",
+            {"objects": dict.fromkeys(names)},
+            on_result=self._replace_status,
+        )
+
+    async def refresh(self) -> None:
+        await self.call(
+            "printer.objects.query",
+            {"objects": dict.fromkeys(self.status or SUBSCRIBED_OBJECTS)},
+            on_result=self._merge_status,
+        )
+
+    def _replace_status(self, result: Any) -> None:
+        status = result.get("status", {}) if isinstance(result, dict) else {}
+        self.status = {k: dict(v) for k, v in status.items() if isinstance(v, dict)}
         webhooks = self.status.get("webhooks", {})
         self.klippy_state = str(webhooks.get("state") or "ready")
         self.klippy_message = str(webhooks.get("state_message") or "")
 
-    async def refresh(self) -> None:
-        result = await self.call(
-            "printer.objects.query", {"objects": dict.fromkeys(self.status or SUBSCRIBED_OBJECTS)}
-        )
-        for name, fields in result.get("status", {}).items():
-            self.status.setdefault(name, {}).update(fields)
+    def _merge_status(self, result: Any) -> None:
+        status = result.get("status", {}) if isinstance(result, dict) else {}
+        for name, fields in status.items():
+            if isinstance(fields, dict):
+                self.status.setdefault(name, {}).update(fields)
 
     async def close(self) -> None:
         self._closed = True
@@ -278,7 +308,11 @@ class _Session:
                     _RpcError(int(error.get("code") or 0), str(error.get("message") or ""))
                 )
             else:
-                future.set_result(message.get("result"))
+                result = message.get("result")
+                apply = self._on_result.pop(request_id, None)
+                if apply is not None:
+                    apply(result)
+                future.set_result(result)
             return
         method = message.get("method")
         params = message.get("params") or []
@@ -387,28 +421,46 @@ class MoonrakerDriver:
         form = {"root": "gcodes"}
         if directory:
             form["path"] = directory
-        client = self._client()
+        # Moonraker refuses a bad key as soon as the headers arrive and closes the
+        # connection while the body is still being sent, which the client sees as a
+        # broken connection; asking first makes a refused key a clear error.
+        preflight = await self._http_call(endpoint, "GET", "/server/info")
+        self._check_http(device, endpoint, preflight, "reach")
+        response = await self._http_call(
+            endpoint,
+            "POST",
+            "/server/files/upload",
+            data=form,
+            files={"file": (name, data, "application/octet-stream")},
+            timeout=httpx.Timeout(self._upload_timeout, connect=self._timeout),
+        )
+        self._check_http(device, endpoint, response, "upload")
+
+    async def _http_call(
+        self, endpoint: _Endpoint, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response:
         try:
-            response = await client.post(
-                f"{endpoint.base_url}/server/files/upload",
-                headers=endpoint.headers(),
-                data=form,
-                files={"file": (name, data, "application/octet-stream")},
-                timeout=httpx.Timeout(self._upload_timeout, connect=self._timeout),
+            return await self._client().request(
+                method, f"{endpoint.base_url}{path}", headers=endpoint.headers(), **kwargs
             )
         except httpx.TimeoutException as exc:
             raise DeviceUnavailable(
-                f"Moonraker at {endpoint.label} did not take the upload in time"
+                f"Moonraker at {endpoint.label} did not answer {method} {path} in time"
             ) from exc
         except httpx.HTTPError as exc:
             raise DeviceUnavailable(
                 f"Moonraker at {endpoint.label} is unreachable ({type(exc).__name__})"
             ) from exc
-        if response.status_code in (401, 403):
+
+    @staticmethod
+    def _check_http(
+        device: DeviceTarget, endpoint: _Endpoint, response: httpx.Response, action: str
+    ) -> None:
+        if response.status_code == 401:  # 403 is a refusal: "File is loaded, upload not permitted"
             raise DeviceUnavailable(f"Moonraker at {endpoint.label} rejected the API key")
         if response.status_code >= 500:
             raise DeviceUnavailable(
-                f"Moonraker at {endpoint.label} failed the upload ({response.status_code})"
+                f"Moonraker at {endpoint.label} failed to {action} ({response.status_code})"
             )
         if response.status_code >= 400:
             raise DeviceRefused(f"{device.external_id}: {_http_error_message(response)}")
@@ -450,6 +502,7 @@ class MoonrakerDriver:
                 open_timeout=self._timeout,
                 close_timeout=2.0,
                 max_size=16 * 1024 * 1024,
+                logger=_wire_logger,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise DeviceUnavailable(
@@ -501,18 +554,30 @@ class MoonrakerDriver:
 def _is_auth_failure(exc: _RpcError) -> bool:
     # Over JSON-RPC Moonraker reports its HTTP 401 as -32602 ("Invalid params"), so the
     # message tells an authentication failure from a malformed request.
-    if exc.code in (401, 403):
+    if exc.code == 401:
         return True
     text = exc.message.lower()
     return exc.code == -32602 and ("unauthorized" in text or "api key" in text)
 
 
+_TORNADO_REASON = re.compile(r"HTTPError: HTTP \d+: [^(\n]*\((?P<reason>[^\n]*)\)\s*$")
+
+
 def _http_error_message(response: httpx.Response) -> str:
+    """Moonraker's reason for an HTTP error, never its traceback.
+
+    Its upload handler puts only the status phrase ("Forbidden") in ``message``; the
+    reason is in the last line of the traceback, ``HTTPError: HTTP 403: Forbidden
+    (File is loaded, upload not permitted)``, and only that part is kept."""
     try:
         body = response.json()
     except ValueError:
         return f"Moonraker answered {response.status_code}"
     error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])  # never the traceback Moonraker also sends
-    return f"Moonraker answered {response.status_code}"
+    if not isinstance(error, dict):
+        return f"Moonraker answered {response.status_code}"
+    message = str(error.get("message") or "")
+    match = _TORNADO_REASON.search(str(error.get("traceback") or ""))
+    if match and (not message or message == response.reason_phrase):
+        return match.group("reason")[:200]
+    return message[:200] or f"Moonraker answered {response.status_code}"
