@@ -56,6 +56,10 @@ class MoonrakerProcess:
     def prepare(self) -> None:
         (self.data / "config").mkdir(parents=True, exist_ok=True)
         self.gcodes.mkdir(parents=True, exist_ok=True)
+        # Moonraker downloads usb.ids from the internet at start unless the file exists;
+        # tests talk to loopback only.
+        (self.data / "misc").mkdir(parents=True, exist_ok=True)
+        (self.data / "misc" / "usb.ids").write_text("# not needed by the tests\n")
         (self.data / "config" / "moonraker.conf").write_text(
             "[server]\n"
             "host: 127.0.0.1\n"

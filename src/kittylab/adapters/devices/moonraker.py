@@ -237,8 +237,9 @@ class _Session:
 
     async def subscribe(self) -> None:
         listed = await self.call("printer.objects.list")
+        available = listed.get("objects", []) if isinstance(listed, dict) else []
         names = list(SUBSCRIBED_OBJECTS)
-        names += [o for o in listed.get("objects", []) if str(o).startswith(RUNOUT_SENSOR_PREFIX)]
+        names += [str(o) for o in available if str(o).startswith(RUNOUT_SENSOR_PREFIX)]
         await self.call(
             "printer.objects.subscribe",
             {"objects": dict.fromkeys(names)},
@@ -286,6 +287,8 @@ class _Session:
                     self._dispatch(message)
         except ConnectionClosed:
             pass
+        except Exception:  # a malformed message must not leave requests hanging
+            logger.exception("moonraker %s: reading the websocket failed", self.endpoint.label)
         finally:
             self._closed = True
             for future in self._pending.values():
