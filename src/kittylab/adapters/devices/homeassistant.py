@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -57,7 +57,7 @@ MAX_SNAPSHOT_BYTES = 20 * 1024 * 1024
 @dataclass(frozen=True)
 class _Entity:
     base_url: str
-    token: str
+    token: str = field(repr=False)
     entity_id: str
     domain: str
     label: str  # host:port, safe to show
@@ -111,14 +111,16 @@ class HomeAssistantDriver:
 
     async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
         entity = _entity(device)
+        snapshot = intent == "camera_snapshot" and device.kind is DeviceKind.CAMERA
+        # An intent the kind cannot carry out is refused before any request.
+        call = None if snapshot else _service_call(device, entity, intent, payload)
         await self._read(entity)  # 404 / unavailable fail here, before any service call
-        if intent == "camera_snapshot" and device.kind is DeviceKind.CAMERA:
+        if call is None:
             image = await self._snapshot(device, entity)
             self._latest_images[device.id] = image
             self._snapshots[device.id] = self._snapshots.get(device.id, 0) + 1
             return
-        domain, service, data = _service_call(device, entity, intent, payload)
-        await self._call_service(device, entity, domain, service, data)
+        await self._call_service(device, entity, *call)
 
     async def state(self, device: DeviceTarget) -> dict[str, Any]:
         entity = _entity(device)

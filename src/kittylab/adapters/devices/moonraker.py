@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -86,7 +86,7 @@ class _RpcError(Exception):
 class _Endpoint:
     base_url: str  # http(s)://host:port
     ws_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     label: str  # host:port, safe to show
 
     def headers(self) -> dict[str, str]:
