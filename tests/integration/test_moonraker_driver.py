@@ -53,6 +53,7 @@ def moonraker(lab: tuple[MoonrakerProcess, KlippyPeer]) -> MoonrakerProcess:
 @pytest.fixture
 def klippy(lab: tuple[MoonrakerProcess, KlippyPeer]) -> KlippyPeer:
     lab[1].reset()
+    lab[1].settle()  # Moonraker has seen the idle printer (it refuses uploads of a loaded file)
     return lab[1]
 
 
@@ -357,6 +358,18 @@ def test_debug_logs_never_show_the_api_key(
     with caplog.at_level(logging.DEBUG):
         run(scenario)
     assert moonraker.api_key() not in caplog.text
+
+
+def test_concurrent_first_calls_share_one_connection(
+    printer: DeviceTarget, klippy: KlippyPeer
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(driver.state(printer) for _ in range(5))))
+
+    subscriptions = klippy.count("objects/subscribe")
+    states = run(scenario)
+    assert all(s["state"] == "idle" for s in states)
+    assert klippy.count("objects/subscribe") == subscriptions + 1
 
 
 def test_status_intent_refreshes_the_cache_with_a_query(

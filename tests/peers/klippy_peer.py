@@ -104,6 +104,7 @@ class KlippyPeer:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._push_cycles = 0
         self._reset_printer()
 
     # ---- lifecycle (called from the test's thread) -------------------------------------
@@ -160,6 +161,16 @@ class KlippyPeer:
                 client.writer.close()
 
         self._call(do())
+
+    def settle(self) -> None:
+        """Return once the current state has been pushed to subscribers (Moonraker), so
+        Moonraker's own view (e.g. whether a file is loaded) has caught up."""
+        target = self._push_cycles + 2
+        deadline = time.monotonic() + 5
+        while self._push_cycles < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Klippy peer stopped pushing status")
+            time.sleep(0.02)
 
     def count(self, method: str) -> int:
         return sum(1 for m, _ in list(self.requests) if m == method)
@@ -292,6 +303,7 @@ class KlippyPeer:
             if now - last_push >= REFRESH_SECONDS:
                 last_push = now
                 self._push_status(now)
+                self._push_cycles += 1
 
     def _advance(self, seconds: float) -> None:
         self.extruder.step(seconds, self.heat_rate)
