@@ -1,7 +1,9 @@
 """A protocol-level Home Assistant: the REST API endpoints the driver uses, with entities
-whose state the service calls change. Home Assistant itself cannot run here (it needs
-Python 3.13+ and downloads integrations), so this server follows its documented REST API
-and the behaviour of its ``api`` component:
+whose state the service calls change. Home Assistant itself does not fit here: current
+releases need Python 3.13, and the last one for Python 3.11 (2024.1) installs but its
+``demo`` entities pull in the conversation, camera and ffmpeg requirements (hassil, numpy,
+ffmpeg …) that Home Assistant would otherwise pip-install at run time. This server follows
+the documented REST API and the behaviour of Home Assistant's ``api`` component:
 
 - every ``/api/`` route needs ``Authorization: Bearer <long-lived token>``; otherwise 401
   with the text body ``401: Unauthorized``;

@@ -504,6 +504,10 @@ class MoonrakerDriver:
                 additional_headers=endpoint.headers(),
                 open_timeout=self._timeout,
                 close_timeout=2.0,
+                # A link that dies without a FIN (a pulled cable) is noticed within about
+                # 20 s; the next call then reconnects instead of reading a stale cache.
+                ping_interval=10.0,
+                ping_timeout=10.0,
                 max_size=16 * 1024 * 1024,
                 logger=_wire_logger,
             )
