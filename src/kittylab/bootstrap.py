@@ -17,6 +17,8 @@ from kittylab.adapters.db.engine import Database, libpq_url, make_engine
 from kittylab.adapters.detectors.obico import ObicoDetector
 from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.adapters.devices.bambu import BambuDriver
+from kittylab.adapters.devices.homeassistant import HomeAssistantDriver
+from kittylab.adapters.devices.moonraker import MoonrakerDriver
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
 from kittylab.adapters.devices.simulated import build_simulator
@@ -139,6 +141,8 @@ def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
         "mqtt": mqtt,
         "bambu": BambuDriver(),
         "octoprint": OctoPrintDriver(),
+        "moonraker": MoonrakerDriver(),
+        "homeassistant": HomeAssistantDriver(),
     }
 
 
