@@ -17,12 +17,14 @@ from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.simulation import SimulatedFleet
+from kittylab.services.slicing import Slicer
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +115,13 @@ def artifact_store(settings: Settings) -> ArtifactStore:
 
         return S3ArtifactStore.from_settings(storage)
     return FolderArtifactStore(storage.folder(settings.data_dir))
+
+
+def slicer(settings: Settings) -> Slicer:
+    """PrusaSlicer's command line with the configured (or the shipped) profiles. Runs
+    nothing until a slice is asked for."""
+    return PrusaSlicer(
+        settings.slicer.binary,
+        profile_dir=settings.slicer.profile_dir or PROFILE_DIR,
+        timeout_seconds=settings.slicer.timeout_seconds,
+    )
