@@ -324,6 +324,24 @@ def test_s3_store_creates_a_missing_bucket_on_first_use(
     assert head["Metadata"]["sha256"] == hashlib.sha256(b"hello").hexdigest()
 
 
+def test_s3_bucket_removed_behind_the_store_is_made_again_on_the_next_write(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    bucket = f"kittylab-gone-{secrets.token_hex(4)}"
+    store = bootstrap.artifact_store(_settings(seaweedfs, f"s3://{bucket}", tmp_path))
+    store.put_bytes("a.txt", b"a", content_type="text/plain")
+    raw = _raw_client(seaweedfs)
+    raw.delete_object(Bucket=bucket, Key="a.txt")  # type: ignore[attr-defined]
+    raw.delete_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+
+    with pytest.raises(ArtifactStoreError, match="NoSuchBucket") as caught:
+        store.put_bytes("b.txt", b"b", content_type="text/plain")
+    assert not isinstance(caught.value, ArtifactMissing)
+    store.put_bytes("b.txt", b"b", content_type="text/plain")
+
+    assert _read(store, "b.txt") == b"b"
+
+
 def test_s3_prefixes_keep_two_stores_in_one_bucket_apart(
     seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:

@@ -118,6 +118,34 @@ def test_a_3mf_project_is_sliced(slicer: Slicer, binary: str, tmp_path: Path) ->
     assert result.estimated_seconds > 0
 
 
+def test_every_object_of_a_3mf_plate_is_checked_against_the_bed(
+    slicer: Slicer, binary: str, tmp_path: Path
+) -> None:
+    plate = _box(tmp_path / "plate.stl", 240, 200, 5)
+    cube = _box(tmp_path / "cube.stl", 20, 20, 20)
+    project = tmp_path / "two.3mf"
+    subprocess.run(
+        [
+            binary,
+            "--loglevel=1",
+            "--merge",
+            "--export-3mf",
+            f"--output={project}",
+            *[str(plate), str(cube)],
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert slicer.inspect(project).objects == 2
+    with pytest.raises(UnsliceableModel) as caught:
+        slicer.slice(project, tmp_path / "out.gcode", profile=GENERIC)
+
+    assert caught.value.reason is Unsliceable.TOO_LARGE
+    assert "240 x 200 x 20 mm" in str(caught.value)
+
+
 def test_an_empty_file_is_refused_as_empty(slicer: Slicer, tmp_path: Path) -> None:
     empty = tmp_path / "empty.stl"
     empty.write_bytes(b"")

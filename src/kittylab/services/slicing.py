@@ -90,13 +90,16 @@ class BuildVolume:
 
 @dataclass(frozen=True)
 class ModelSize:
-    """Bounding-box size of a model (mm) and whether its mesh is closed."""
+    """A model's extent in mm — for several objects (a 3MF plate), the largest extent of
+    any one object per axis, since each is placed on the bed on its own — and whether every
+    mesh is closed."""
 
     x: float
     y: float
     z: float
     manifold: bool
     open_edges: int = 0
+    objects: int = 1
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,10 @@ class Slicer(Protocol):
     def build_volume(self, printer: str) -> BuildVolume:
         """The printable space of a printer profile; ``ValidationFailed`` on ``profile``
         for an unknown one."""
+
+    def inspect(self, model: Path) -> ModelSize:
+        """Measure a model without slicing it (``UnsliceableModel`` when it is empty,
+        unreadable or of another format)."""
 
     def slice(self, model: Path, output: Path, *, profile: SliceProfile) -> SliceResult:
         """Slice ``model`` into G-code at ``output`` (replaced when present; never left

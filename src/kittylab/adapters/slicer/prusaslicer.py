@@ -108,7 +108,8 @@ class PrusaSlicer:
         """Size and closedness of the model, from ``prusa-slicer --info``."""
         model_format = self._check_input(model)
         with tempfile.TemporaryDirectory(prefix="kittylab-slicer-") as work:
-            run = self._run(["--info", str(model)], Path(work), self.info_timeout_seconds)
+            # Absolute, so a file named like an option (-x.stl) is never read as one.
+            run = self._run(["--info", str(model.resolve())], Path(work), self.info_timeout_seconds)
         if run.returncode != 0 or "size_x" not in run.output:
             raise self._refusal(run, model, model_format)
         return _parse_info(run.output, model)
@@ -136,12 +137,15 @@ class PrusaSlicer:
                 f"{_mm(volume.z)} mm",
             )
 
-        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SlicerError(f"cannot write G-code to {output.parent}: {exc.strerror}") from exc
         partial = output.with_name(f".{output.stem}-{secrets.token_hex(4)}.partial.gcode")
         try:
             with tempfile.TemporaryDirectory(prefix="kittylab-slicer-") as work:
                 arguments = [f"--load={path}" for path in loads]
-                arguments += ["--export-gcode", f"--output={partial}", str(model)]
+                arguments += ["--export-gcode", f"--output={partial}", str(model.resolve())]
                 run = self._run(arguments, Path(work), self.timeout_seconds)
             if run.returncode != 0 or not partial.is_file():
                 raise self._refusal(run, model, model_format)
@@ -252,24 +256,41 @@ def _read_ini(path: Path) -> dict[str, str]:
 
 
 def _parse_info(output: str, model: Path) -> ModelSize:
-    values = {}
+    """Combine ``--info``'s blocks (one per object of a 3MF, one for an STL or STEP): the
+    largest extent of any object per axis, closed only when every object is."""
+    objects: list[dict[str, str]] = []
     for line in output.splitlines():
+        if line.startswith("[") and line.rstrip().endswith("]"):
+            objects.append({})
+            continue
         key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip()
+        if sep and objects:
+            objects[-1][key.strip()] = value.strip()
     try:
-        facets = int(values.get("number_of_facets", "1"))
-        if facets == 0:
-            raise UnsliceableModel(Unsliceable.EMPTY, f"{model.name} holds no geometry")
-        return ModelSize(
-            x=float(values["size_x"]),
-            y=float(values["size_y"]),
-            z=float(values["size_z"]),
-            manifold=values.get("manifold") == "yes",
-            open_edges=int(values.get("open_edges", "0")),
-        )
+        sizes = [
+            ModelSize(
+                x=float(o["size_x"]),
+                y=float(o["size_y"]),
+                z=float(o["size_z"]),
+                manifold=o.get("manifold") == "yes",
+                open_edges=int(o.get("open_edges", "0")),
+                objects=1,
+            )
+            for o in objects
+            if int(o.get("number_of_facets", "1")) > 0
+        ]
     except (KeyError, ValueError) as exc:
         raise SlicerError(f"cannot read PrusaSlicer's --info output: {_tail(output)}") from exc
+    if not sizes:
+        raise UnsliceableModel(Unsliceable.EMPTY, f"{model.name} holds no geometry")
+    return ModelSize(
+        x=max(s.x for s in sizes),
+        y=max(s.y for s in sizes),
+        z=max(s.z for s in sizes),
+        manifold=all(s.manifold for s in sizes),
+        open_edges=sum(s.open_edges for s in sizes),
+        objects=len(sizes),
+    )
 
 
 def _mm(value: float) -> str:
