@@ -1,5 +1,6 @@
 """One contract for every artifact store: the folder store and the S3 store against a real
-SeaweedFS server (started by the ``seaweedfs`` fixture; the run fails if it cannot start)."""
+SeaweedFS server (the ``seaweedfs`` fixture of tests/integration/conftest.py; the run fails
+if it cannot start)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import secrets
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -24,12 +25,6 @@ from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, Artifact
 from tests.integration.seaweedfs import SeaweedFS
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
 
 
 def _settings(server: SeaweedFS, url: str, tmp_path: Path, **overrides: object) -> Settings:
