@@ -38,6 +38,12 @@ class SeaweedFS:
     access_key_id: str
     secret_access_key: str
     folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """Kill the server at once (for fault tests); the context manager still cleans up."""
+        if self.process is not None:
+            _end(self.process, grace_seconds=0)
 
     @staticmethod
     def binary() -> Path:
@@ -78,7 +84,7 @@ class SeaweedFS:
             data.mkdir()
             ports = [_free_port_pair() for _ in range(4)]
             process = _launch(weed, data, folder, config, ports, log_path)
-            server = cls(f"http://127.0.0.1:{ports[3][0]}", key_id, secret, folder)
+            server = cls(f"http://127.0.0.1:{ports[3][0]}", key_id, secret, folder, process)
             try:
                 _wait_until_ready(process, server, ports[0][0], log_path)
             except RuntimeError:
@@ -193,9 +199,10 @@ def _stop(process: subprocess.Popen[bytes], ports: list[tuple[int, int]]) -> Non
             leftover.unlink(missing_ok=True)
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
+def _end(process: subprocess.Popen[bytes], grace_seconds: float = 3) -> None:
     # Its gRPC servers can take 15 s to stop gracefully; the data is throwaway.
-    for signum, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+    steps = ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10))
+    for signum, wait in steps if grace_seconds > 0 else steps[1:]:
         if process.poll() is not None:
             return
         with suppress(ProcessLookupError):

@@ -381,3 +381,25 @@ def test_s3_unreachable_server_is_a_store_error_within_the_timeouts(tmp_path: Pa
     with pytest.raises(ArtifactStoreError, match=r"S3 could not reach bucket kittylab-down"):
         store.put_bytes("a.txt", b"a", content_type="text/plain")
     assert time.monotonic() - started < 10
+
+
+def test_s3_server_dying_mid_stream_is_a_store_error_not_a_foreign_one(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs-doomed")) as doomed:
+        store = bootstrap.artifact_store(
+            _settings(doomed, "s3://kittylab-doomed", tmp_path, max_attempts=1)
+        )
+        store.put_bytes("big.bin", secrets.token_bytes(24 * MiB), content_type="x/y")
+        chunks = store.read_chunks("big.bin", chunk_size=64 * 1024)
+        next(chunks)
+
+        doomed.kill()
+
+        with pytest.raises(ArtifactStoreError) as caught:
+            for _ in chunks:
+                pass
+        assert not isinstance(caught.value, ArtifactMissing)
+        assert "S3 could not read s3://kittylab-doomed/big.bin" in str(caught.value)
+        with pytest.raises(ArtifactStoreError, match="S3 could not look up"):
+            store.exists("big.bin")
