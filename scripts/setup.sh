@@ -27,3 +27,9 @@ if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt
   .venv/bin/python -c "import kittylab" || { echo "install failed" >&2; exit 1; }
   touch "$stamp"
 fi
+
+# Programs the tests drive as real peers (PrusaSlicer): a Debian package, installed only
+# when missing (needs root or password-less sudo; see scripts/install-system-deps.sh).
+if [ -n "$extras" ] && ! command -v prusa-slicer >/dev/null 2>&1; then
+  scripts/install-system-deps.sh
+fi

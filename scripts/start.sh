@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The slicer is optional for serving: without it only slicing fails.
+command -v prusa-slicer >/dev/null 2>&1 || scripts/install-system-deps.sh \
+  || echo "warning: PrusaSlicer is missing, slicing will fail (scripts/install-system-deps.sh)" >&2
 export KITTYLAB_LOG_JSON=${KITTYLAB_LOG_JSON:-false}
 KL=.venv/bin/kittylab
 

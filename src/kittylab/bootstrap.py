@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
@@ -26,16 +27,20 @@ from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
+from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
+from kittylab.services.fabrication import SliceEstimate
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.print_watch import PrintWatcher
 from kittylab.services.simulation import SimulatedFleet
+from kittylab.services.slicing import Slicer
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +164,18 @@ def job_context(container: Container) -> JobContext:
         clock=container.clock,
         drivers=container.drivers,
         artifacts=container.artifacts,
+        slicer=slicer(container.settings),
+        gcode_reader=gcode_estimates,
     )
+
+
+def gcode_estimates(path: Path) -> SliceEstimate | None:
+    """The estimates PrusaSlicer wrote into a G-code file, if it was PrusaSlicer's."""
+    try:
+        summary = read_summary(path)
+    except (SummaryMissing, OSError):
+        return None
+    return SliceEstimate(summary.estimated_seconds, summary.filament_mm, summary.filament_g)
 
 
 def print_tracker(container: Container) -> PrintTracker:
@@ -226,4 +242,14 @@ def print_watcher(container: Container) -> PrintWatcher | None:
         container.settings.notify,
         detector=detector,
         snapshots=snapshots,
+    )
+
+
+def slicer(settings: Settings) -> Slicer:
+    """PrusaSlicer's command line with the configured (or the shipped) profiles. Runs
+    nothing until a slice is asked for."""
+    return PrusaSlicer(
+        settings.slicer.binary,
+        profile_dir=settings.slicer.profile_dir or PROFILE_DIR,
+        timeout_seconds=settings.slicer.timeout_seconds,
     )

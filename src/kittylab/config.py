@@ -256,6 +256,20 @@ class StorageSettings(BaseModel):
         return data_dir / "artifacts"
 
 
+class SlicerSettings(BaseModel):
+    """The PrusaSlicer command line that turns models into G-code."""
+
+    binary: str = Field("prusa-slicer", min_length=1, description="Path or name on PATH.")
+    timeout_seconds: float = Field(
+        300.0, gt=0, le=6 * 3600, description="Longest a slice may run before it is killed."
+    )
+    profile_dir: Path | None = Field(
+        None,
+        description="Folder with printer/, filament/ and print/ *.ini profiles; unset: the "
+        "profiles shipped with KittyLab.",
+    )
+
+
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 
 
@@ -300,6 +314,7 @@ class Settings(BaseSettings):
     fabrication: FabricationSettings = FabricationSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     storage: StorageSettings = StorageSettings()
+    slicer: SlicerSettings = SlicerSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.services import identity
+from tests.integration.seaweedfs import SeaweedFS
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,11 @@ def operator(database: Database) -> Person:
 @pytest.fixture
 def safety_lead(database: Database) -> Person:
     return _person(database, "sam", ["safety"])
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real SeaweedFS S3 server for the session (see tests/integration/seaweedfs.py);
+    fails the test when it cannot start."""
+    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

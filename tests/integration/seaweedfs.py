@@ -38,6 +38,12 @@ class SeaweedFS:
     access_key_id: str
     secret_access_key: str
     folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """Kill the server at once (for fault tests); the context manager still cleans up."""
+        if self.process is not None:
+            _end(self.process, grace_seconds=0)
 
     @staticmethod
     def binary() -> Path:
@@ -70,52 +76,75 @@ class SeaweedFS:
                 }
             )
         )
-        data = folder / "data"
-        data.mkdir()
-        master, volume, filer, s3 = (_free_port_pair() for _ in range(4))
         log_path = folder / "weed.log"
-        arguments = [
-            str(weed),
-            "server",
-            f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={master[0]}",
-            f"-master.port.grpc={master[1]}",
-            "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=64",
-            f"-volume.port={volume[0]}",
-            f"-volume.port.grpc={volume[1]}",
-            "-volume.max=100",
-            "-volume.preStopSeconds=0",
-            "-filer",
-            f"-filer.port={filer[0]}",
-            f"-filer.port.grpc={filer[1]}",
-            f"-filer.localSocket={folder / 'filer.sock'}",
-            "-s3",
-            f"-s3.port={s3[0]}",
-            f"-s3.port.grpc={s3[1]}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.config={config}",
-            f"-s3.localSocket={folder / 's3.sock'}",
-            # Off, so that the store's own bucket creation is what the tests exercise.
-            "-s3.autoCreateBucket=false",
-        ]
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                arguments, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        server = cls(f"http://127.0.0.1:{s3[0]}", key_id, secret, folder)
+        # A free port can be taken by another process before weed binds it, and then weed
+        # exits at once: one more try on new ports. A server that hangs is not retried.
+        for attempt in (1, 2):
+            data = folder / f"data-{attempt}"
+            data.mkdir()
+            ports = [_free_port_pair() for _ in range(4)]
+            process = _launch(weed, data, folder, config, ports, log_path)
+            server = cls(f"http://127.0.0.1:{ports[3][0]}", key_id, secret, folder, process)
+            try:
+                _wait_until_ready(process, server, ports[0][0], log_path)
+            except RuntimeError:
+                exited_by_itself = process.poll() is not None
+                _stop(process, ports)
+                if attempt == 2 or not exited_by_itself:
+                    raise
+                continue
+            break
         try:
-            _wait_until_ready(process, server, master[0], log_path)
             yield server
         finally:
-            _stop(process)
+            _stop(process, ports)
 
     def log_tail(self, lines: int = 40) -> str:
         log = self.folder / "weed.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _launch(
+    weed: Path,
+    data: Path,
+    folder: Path,
+    config: Path,
+    ports: list[tuple[int, int]],
+    log_path: Path,
+) -> subprocess.Popen[bytes]:
+    master, volume, filer, s3 = ports
+    arguments = [
+        str(weed),
+        "server",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master[0]}",
+        f"-master.port.grpc={master[1]}",
+        "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=64",
+        f"-volume.port={volume[0]}",
+        f"-volume.port.grpc={volume[1]}",
+        "-volume.max=100",
+        "-volume.preStopSeconds=0",
+        "-filer",
+        f"-filer.port={filer[0]}",
+        f"-filer.port.grpc={filer[1]}",
+        f"-filer.localSocket={folder / 'filer.sock'}",
+        "-s3",
+        f"-s3.port={s3[0]}",
+        f"-s3.port.grpc={s3[1]}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-s3.localSocket={folder / 's3.sock'}",
+        # Off, so that the store's own bucket creation is what the tests exercise.
+        "-s3.autoCreateBucket=false",
+    ]
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            arguments, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _free_port_pair() -> tuple[int, int]:
@@ -161,10 +190,19 @@ def _has_free_volume_slots(status: object) -> bool:
     return bool(topology.get("Max", 0)) and bool(topology.get("Free", 0))
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group, SIGKILL when it lingers."""
+def _stop(process: subprocess.Popen[bytes], ports: list[tuple[int, int]]) -> None:
+    """SIGTERM to the server's process group, SIGKILL when it lingers; then remove the
+    gRPC sockets weed leaves in /tmp (named by port) when it is killed."""
+    _end(process)
+    for _, grpc in ports:
+        for leftover in Path("/tmp").glob(f"seaweedfs-*-grpc-{grpc}.sock"):
+            leftover.unlink(missing_ok=True)
+
+
+def _end(process: subprocess.Popen[bytes], grace_seconds: float = 3) -> None:
     # Its gRPC servers can take 15 s to stop gracefully; the data is throwaway.
-    for signum, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+    steps = ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 10))
+    for signum, wait in steps if grace_seconds > 0 else steps[1:]:
         if process.poll() is not None:
             return
         with suppress(ProcessLookupError):

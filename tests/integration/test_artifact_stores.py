@@ -1,5 +1,6 @@
 """One contract for every artifact store: the folder store and the S3 store against a real
-SeaweedFS server (started by the ``seaweedfs`` fixture; the run fails if it cannot start)."""
+SeaweedFS server (the ``seaweedfs`` fixture of tests/integration/conftest.py; the run fails
+if it cannot start)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import secrets
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -24,12 +25,6 @@ from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, Artifact
 from tests.integration.seaweedfs import SeaweedFS
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
 
 
 def _settings(server: SeaweedFS, url: str, tmp_path: Path, **overrides: object) -> Settings:
@@ -324,6 +319,24 @@ def test_s3_store_creates_a_missing_bucket_on_first_use(
     assert head["Metadata"]["sha256"] == hashlib.sha256(b"hello").hexdigest()
 
 
+def test_s3_bucket_removed_behind_the_store_is_made_again_on_the_next_write(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    bucket = f"kittylab-gone-{secrets.token_hex(4)}"
+    store = bootstrap.artifact_store(_settings(seaweedfs, f"s3://{bucket}", tmp_path))
+    store.put_bytes("a.txt", b"a", content_type="text/plain")
+    raw = _raw_client(seaweedfs)
+    raw.delete_object(Bucket=bucket, Key="a.txt")  # type: ignore[attr-defined]
+    raw.delete_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+
+    with pytest.raises(ArtifactStoreError, match="NoSuchBucket") as caught:
+        store.put_bytes("b.txt", b"b", content_type="text/plain")
+    assert not isinstance(caught.value, ArtifactMissing)
+    store.put_bytes("b.txt", b"b", content_type="text/plain")
+
+    assert _read(store, "b.txt") == b"b"
+
+
 def test_s3_prefixes_keep_two_stores_in_one_bucket_apart(
     seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
@@ -368,3 +381,25 @@ def test_s3_unreachable_server_is_a_store_error_within_the_timeouts(tmp_path: Pa
     with pytest.raises(ArtifactStoreError, match=r"S3 could not reach bucket kittylab-down"):
         store.put_bytes("a.txt", b"a", content_type="text/plain")
     assert time.monotonic() - started < 10
+
+
+def test_s3_server_dying_mid_stream_is_a_store_error_not_a_foreign_one(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    with SeaweedFS.start(tmp_path_factory.mktemp("seaweedfs-doomed")) as doomed:
+        store = bootstrap.artifact_store(
+            _settings(doomed, "s3://kittylab-doomed", tmp_path, max_attempts=1)
+        )
+        store.put_bytes("big.bin", secrets.token_bytes(24 * MiB), content_type="x/y")
+        chunks = store.read_chunks("big.bin", chunk_size=64 * 1024)
+        next(chunks)
+
+        doomed.kill()
+
+        with pytest.raises(ArtifactStoreError) as caught:
+            for _ in chunks:
+                pass
+        assert not isinstance(caught.value, ArtifactMissing)
+        assert "S3 could not read s3://kittylab-doomed/big.bin" in str(caught.value)
+        with pytest.raises(ArtifactStoreError, match="S3 could not look up"):
+            store.exists("big.bin")

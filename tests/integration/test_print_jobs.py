@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+import trimesh
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -295,3 +296,35 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
         "Print on Voron: nozzle clog (failure)",
     ]
     assert "snapshots/" in told[1].payload["body"]
+
+
+def test_a_model_is_sliced_with_estimates_and_an_oversized_one_fails_with_the_reason(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    cube = trimesh.creation.box(extents=(20, 20, 20)).export(file_type="stl")
+    tower = trimesh.creation.box(extents=(20, 20, 400)).export(file_type="stl")
+    fits = post_job(client, operator, lab["prusa-mk4"], upload(client, operator, "cube.stl", cube))
+    too_tall = post_job(
+        client, operator, lab["voron-24"], upload(client, operator, "tower.stl", tower)
+    )
+
+    asyncio.run(work_queue(container, database_url))  # slicing only: no bus, no printer
+
+    sliced = job(database, fits["id"])
+    assert sliced.details["stage"] == "queued", sliced.details
+    assert sliced.details["estimated_seconds"] > 0
+    assert sliced.details["filament_g"] > 0
+    assert sliced.details["slicing"]["profile"]["printer"] == "generic-220"
+    assert sliced.gcode_path.endswith("/cube.gcode")
+    assert container.artifacts is not None
+    gcode = b"".join(container.artifacts.read_chunks(sliced.gcode_path))
+    assert b"G1" in gcode
+    refused = job(database, too_tall["id"])
+    assert refused.status is FabricationStatus.FAILED
+    assert "slicing failed" in refused.details["reason"]
+    assert "400" in refused.details["reason"]

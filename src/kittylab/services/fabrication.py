@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
@@ -45,6 +45,7 @@ from kittylab.domain.print_queue import (
 )
 from kittylab.services import dispatch, fabrication_records
 from kittylab.services.artifacts import ArtifactStore, validate_key
+from kittylab.services.slicing import SliceProfile, Slicer, SlicerError
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +55,17 @@ _MODEL_ARTIFACTS = {ArtifactType.STL: ".stl", ArtifactType.STEP: ".step", Artifa
 
 @dataclass(frozen=True)
 class SliceEstimate:
-    """What a slicer says about the G-code it wrote."""
+    """What the G-code says about itself (PrusaSlicer's summary comments)."""
 
     seconds: float | None
     filament_mm: float | None
     filament_g: float | None
 
 
-class ModelSlicer(Protocol):
-    def slice_model(self, model: Path, gcode: Path, *, printer: str | None) -> SliceEstimate:
-        """Slice ``model`` into ``gcode`` for the printer profile ``printer``."""
+GcodeReader = Callable[[Path], SliceEstimate | None]
+"""Reads the estimates a G-code file carries; None when it carries none."""
 
-
-class GcodeReader(Protocol):
-    def estimate(self, gcode: Path) -> SliceEstimate:
-        """The estimates recorded in a G-code file's comments."""
+DEFAULT_PRINTER_PROFILE = "generic-220"
 
 
 def create_job(
@@ -120,6 +117,10 @@ def create_job(
             "source_name": source_name,
             "needs_slicing": slicing,
             "profile": profile,
+            # Which slicer printer profile fits this printer: the device's attribute.
+            "printer_profile": str(
+                device.attributes.get("slicer_profile") or DEFAULT_PRINTER_PROFILE
+            ),
         },
         now=now,
     )
@@ -152,7 +153,7 @@ def _source(
 def prepare(
     database: Database,
     store: ArtifactStore,
-    slicer: ModelSlicer | None,
+    slicer: Slicer | None,
     reader: GcodeReader | None,
     job_id: UUID,
     clock: Callable[[], datetime],
@@ -170,8 +171,8 @@ def prepare(
         details = dict(job.details)
         gcode_path = job.gcode_path
     try:
-        estimate = _produce_gcode(store, slicer, reader, details, gcode_path)
-    except (ValidationFailed, DeviceRefused) as exc:
+        facts = _produce_gcode(store, slicer, reader, details, gcode_path)
+    except (ValidationFailed, DeviceRefused, SlicerError) as exc:
         _fail(database, job_id, f"slicing failed: {exc}", clock())
         return False
     with database.unit_of_work() as session:
@@ -182,34 +183,42 @@ def prepare(
             **job.details,
             "stage": Stage.QUEUED.value,
             "queued_at": clock().isoformat(),
-            **_estimate_details(estimate),
+            **facts,
         }
     return True
 
 
 def _produce_gcode(
     store: ArtifactStore,
-    slicer: ModelSlicer | None,
+    slicer: Slicer | None,
     reader: GcodeReader | None,
     details: Mapping[str, Any],
     gcode_path: str,
-) -> SliceEstimate | None:
+) -> dict[str, Any]:
+    """Slice the job's model into its G-code (or read the G-code it came with); returns
+    the facts to keep on the job: estimated time and filament, and how it was sliced."""
     if not details.get("needs_slicing"):
         if reader is None:
-            return None
+            return {}
         with tempfile.TemporaryDirectory(prefix="kittylab-gcode-") as tmp:
             local = Path(tmp) / "job.gcode"
             store.download_to(gcode_path, local)
-            return reader.estimate(local)
+            return _estimate_details(reader(local))
     if slicer is None:
         raise DeviceRefused("no slicer is installed; upload G-code instead")
     with tempfile.TemporaryDirectory(prefix="kittylab-slice-") as tmp:
         model = Path(tmp) / str(details["source_name"])
         store.download_to(str(details["source_key"]), model)
         gcode = Path(tmp) / "out.gcode"
-        estimate = slicer.slice_model(model, gcode, printer=details.get("printer_profile"))
+        profile = SliceProfile(printer=str(details.get("printer_profile", DEFAULT_PRINTER_PROFILE)))
+        result = slicer.slice(model, gcode, profile=profile)
         store.put_file(gcode_path, gcode, content_type="text/x.gcode")
-        return estimate
+        return {
+            "estimated_seconds": result.estimated_seconds,
+            "filament_mm": result.filament_mm,
+            "filament_g": result.filament_g,
+            "slicing": result.as_metadata(),
+        }
 
 
 def _estimate_details(estimate: SliceEstimate | None) -> dict[str, Any]:

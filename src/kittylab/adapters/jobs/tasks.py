@@ -52,6 +52,7 @@ from kittylab.services.drivers import (
     PrintFileUploader,
 )
 from kittylab.services.ports import NotificationSender
+from kittylab.services.slicing import Slicer
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class JobContext:
     drivers: Mapping[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name; empty where no bus runs (no commands sent)."""
     artifacts: ArtifactStore | None = None
-    slicer: fabrication.ModelSlicer | None = None
+    slicer: Slicer | None = None
     gcode_reader: fabrication.GcodeReader | None = None
 
     def __post_init__(self) -> None:

@@ -144,7 +144,7 @@ class S3ArtifactStore:
     def read_chunks(self, key: str, chunk_size: int = _CHUNK) -> Iterator[bytes]:
         name = self._name(key)
         self._ensure_bucket()
-        with self._errors("read", key):
+        with self._errors("read", key, reading=True):
             response = self._client.get_object(Bucket=self.bucket, Key=name)
         # Requested before returning, so a missing key fails here and not mid-stream.
         return self._stream(response["Body"], key, chunk_size)
@@ -153,14 +153,14 @@ class S3ArtifactStore:
         name = self._name(key)
         self._ensure_bucket()
         # s3transfer writes a temporary file beside ``path`` and renames it into place.
-        with self._errors("read", key):
+        with self._errors("read", key, reading=True):
             self._client.download_file(self.bucket, name, str(path), Config=self._transfer)
 
     def exists(self, key: str) -> bool:
         name = self._name(key)
         self._ensure_bucket()
         try:
-            with self._errors("look up", key):
+            with self._errors("look up", key, reading=True):
                 self._client.head_object(Bucket=self.bucket, Key=name)
         except ArtifactMissing:
             return False
@@ -227,17 +227,22 @@ class S3ArtifactStore:
             raise self._translate(exc, "create", None) from exc
 
     @contextmanager
-    def _errors(self, action: str, key: str) -> Iterator[None]:
+    def _errors(self, action: str, key: str, *, reading: bool = False) -> Iterator[None]:
+        """Translate boto's errors; when ``reading``, "not found" means ``ArtifactMissing``."""
         try:
             yield
         except (ClientError, BotoCoreError, Boto3Error) as exc:
-            raise self._translate(exc, action, key) from exc
+            if isinstance(exc, ClientError) and _code(exc) == "NoSuchBucket":
+                self._bucket_checked = False  # removed behind our back: make it again next time
+            raise self._translate(exc, action, key, reading=reading) from exc
 
-    def _translate(self, exc: Exception, action: str, key: str | None) -> ArtifactStoreError:
+    def _translate(
+        self, exc: Exception, action: str, key: str | None, *, reading: bool = False
+    ) -> ArtifactStoreError:
         where = self._where(key)
         if isinstance(exc, ClientError):
             code = _code(exc)
-            if key is not None and (code in _MISSING_CODES or _status(exc) == 404):
+            if reading and key is not None and (code in _MISSING_CODES or _status(exc) == 404):
                 return ArtifactMissing(f"no artifact stored under {key}")
             if _status(exc) == 403 or code in {"AccessDenied", "SignatureDoesNotMatch"}:
                 return ArtifactStoreError(
@@ -249,7 +254,7 @@ class S3ArtifactStore:
 
     def _stream(self, body: StreamingBody, key: str, chunk_size: int) -> Iterator[bytes]:
         try:
-            with self._errors("read", key):
+            with self._errors("read", key, reading=True):
                 yield from body.iter_chunks(chunk_size)
         finally:
             body.close()

@@ -1,0 +1,1 @@
+"""Slicers: PrusaSlicer's command line, with the profiles KittyLab ships in ``profiles/``."""
