@@ -20,7 +20,9 @@ from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.services.ports import JobQueue, NotificationSender
+from kittylab.services.query import QueryService, RecordingSubmitter
 from kittylab.services.simulation import SimulatedFleet
+from kittylab.understanding.pipeline import Understander
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Container:
     database_url: str
     jobs: JobQueue
     sender: NotificationSender
+    query: QueryService
     clock: Callable[[], datetime] = utcnow
     worker_state: WorkerState | None = None
     """Set when this process supervises a job worker (``kittylab serve``)."""
@@ -80,10 +83,29 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
             database_url=url,
             jobs=queue,
             sender=AppriseSender(settings.notify),
+            query=query_service(settings, database),
         )
     finally:
         queue.close()
         database.dispose()
+
+
+def query_service(settings: Settings, database: Database) -> QueryService:
+    """The conversation service with the tiers the settings choose. Models load lazily, on
+    the first request that needs them. No context publisher yet: the MQTT bus wires one."""
+    from kittylab.adapters.llm.factory import frontier_answerer, local_model, mcp_answerers
+
+    q = settings.query
+    return QueryService(
+        database=database,
+        settings=q,
+        understander=Understander(local_model(settings), q.grammar_threshold),
+        submitter=RecordingSubmitter(utcnow),
+        clock=utcnow,
+        mcp=mcp_answerers(q.mcp_servers),
+        frontier=frontier_answerer(q.frontier),
+        publisher=None,
+    )
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:

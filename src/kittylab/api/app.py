@@ -24,6 +24,8 @@ from kittylab.api.routers import (
     lab,
     lab_admin,
     notifications,
+    query,
+    routing,
     safety,
     users,
 )
@@ -61,6 +63,8 @@ def create_app(container: Container) -> FastAPI:
         fabrication,
         safety,
         notifications,
+        query,
+        routing,
     ):
         app.include_router(module.router)
     _install_middleware(app, container.settings.http.max_body_bytes)

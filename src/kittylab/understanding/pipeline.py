@@ -132,10 +132,14 @@ class Understander:
         names_device = any(
             f" {name} " in padded for device in vocabulary.devices for name in device.names
         ) or any(word in words for kind in KIND_WORDS.values() for word in kind)
-        acts = bool(words & signals.ACTION_WORDS)
-        if signals.is_question(clean) and (signals.wants_fresh_data(clean) or not acts):
+        if not names_device:
             return False
-        return (names_device and acts) or (names_device and not signals.is_question(clean))
+        acts = bool(words & signals.ACTION_WORDS)
+        question = signals.is_question(clean)
+        fresh = signals.wants_fresh_data(clean)
+        if acts:
+            return not (question and fresh)
+        return not (question or fresh)
 
 
 def _ask_kind(clean: str) -> AskKind:
