@@ -120,7 +120,9 @@ class LocalModelSettings(BaseModel):
     url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
     model: str = Field("gemma-3-270m", description="Model name sent to that server.")
     timeout_seconds: float = Field(10.0, gt=0, le=300)
-    threads: int = Field(2, ge=1, le=64, description="CPU threads of the embedded model.")
+    threads: int = Field(
+        1, ge=1, le=64, description="CPU threads of the embedded model (1 on a shared CPU)."
+    )
 
 
 class FrontierSettings(BaseModel):

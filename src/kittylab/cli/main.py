@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -217,6 +217,66 @@ def users_add(
             session, username=username, display_name=display_name, roles=role, email=email
         )
         typer.echo(f"added {user.username} ({', '.join(r.value for r in user.roles)})")
+
+
+def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
+    """Settings, an Understander and the lab vocabulary, from ``lab`` or the database."""
+    from kittylab.adapters.llm.factory import local_model
+    from kittylab.manifest.loader import load_manifest
+    from kittylab.services.query_lab import vocabulary_from_database, vocabulary_from_manifest
+    from kittylab.understanding.pipeline import Understander
+
+    settings = _settings()
+    model = local_model(settings) if use_model else None
+    understander = Understander(model, settings.query.grammar_threshold)
+    if lab is not None:
+        yield settings, understander, vocabulary_from_manifest(load_manifest(lab))
+        return
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        vocabulary = vocabulary_from_database(session)
+    yield settings, understander, vocabulary
+
+
+LabOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--lab", exists=True, dir_okay=False, help="A lab manifest (default: the database)."
+    ),
+]
+ModelOption = Annotated[
+    bool, typer.Option("--model/--no-model", help="Ask the local model when the grammar is unsure.")
+]
+
+
+@app.command()
+@friendly_errors
+def parse(lab: LabOption = None, model: ModelOption = True) -> None:
+    """Read one utterance per line on stdin; write one JSON object per line on stdout
+    (text, intent, device, args, tier, confidence, hazardous). Executes nothing."""
+    from kittylab.cli.parse import parse_lines
+
+    for settings, understander, vocabulary in _understanding(lab, model):
+        for line in parse_lines(understander, vocabulary, settings.query, sys.stdin):
+            typer.echo(line)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    corpus: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL corpus.")],
+    lab: LabOption = None,
+    model: ModelOption = True,
+) -> None:
+    """Run a labelled corpus (JSON lines: text, intent, device) through understanding and
+    routing; print accuracy per intent, a confusion matrix and the share served locally."""
+    import json
+
+    from kittylab.cli.parse import evaluate as run_evaluation
+
+    entries = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
+    for settings, understander, vocabulary in _understanding(lab, model):
+        report = run_evaluation(understander, vocabulary, settings.query, entries)
+        typer.echo(report.render())
 
 
 def main() -> None:

@@ -3,12 +3,16 @@
 
 How a reading is made, for a base model that is too small to follow instructions:
 
-1. The few-shot prompt prefix for the lab is evaluated once and kept (``save_state``);
-   each request restores it (``load_state``) and evaluates only its own line.
+1. The few-shot prompt prefix for the lab is evaluated once and stays in the KV cache;
+   each request rewinds the context to the end of the prefix (``n_tokens``; the next
+   ``eval`` drops everything after it) and evaluates only its own line. (``load_state``
+   would also restore it, but copies the whole ``n_ctx × n_vocab`` score buffer, about a
+   gigabyte for Gemma's 262k vocabulary, which takes seconds.)
 2. The intent is *scored*, not sampled: the log-probability of every allowed intent's
    tokens (plus the closing quote) after the prompt, walked as a token trie so shared
-   prefixes ("print_", "light_") are evaluated once; a softmax over the candidates gives
-   the confidence. Only the last position's logits are read, so ``logits_all`` stays off.
+   prefixes ("print_", "light_") are evaluated once, and each candidate only up to the
+   token that sets it apart from the others; a softmax over the candidates gives the
+   confidence. Only the last position's logits are read, so ``logits_all`` stays off.
 3. The device is scored the same way among the devices that accept the intent.
 4. Arguments, when the intent has any, are generated under a JSON-schema grammar
    (``LlamaGrammar``) for that intent's payload schema, at temperature 0.
@@ -93,7 +97,7 @@ class EmbeddedLlama:
         self._lock = threading.Lock()
         self._llm: Any = None
         self._prefix_key: str | None = None
-        self._prefix_state: Any = None
+        self._prefix_tokens: list[int] = []
 
     # -- IntentModel -------------------------------------------------------------------
 
@@ -142,14 +146,19 @@ class EmbeddedLlama:
     def _restore_prefix(self, llm: Any, vocabulary: LabVocabulary) -> int:
         """Put the evaluated prompt prefix back in the context; return its length."""
         key = vocabulary.fingerprint
-        if self._prefix_key != key:
+        n = len(self._prefix_tokens)
+        intact = n > 0 and list(llm.input_ids[:n]) == self._prefix_tokens
+        if self._prefix_key != key or not intact:
             llm.reset()
-            tokens = llm.tokenize(prompt_prefix(vocabulary).encode(), add_bos=True)
+            tokens = list(llm.tokenize(prompt_prefix(vocabulary).encode(), add_bos=True))
+            if len(tokens) + 256 > self.n_ctx:
+                raise ModelUnavailable(
+                    f"the lab's prompt needs {len(tokens)} tokens; the context holds {self.n_ctx}"
+                )
             llm.eval(tokens)
-            self._prefix_state = llm.save_state()
+            self._prefix_tokens = tokens
             self._prefix_key = key
-        else:
-            llm.load_state(self._prefix_state)
+        llm.n_tokens = len(self._prefix_tokens)
         return int(llm.n_tokens)
 
     def _read(
@@ -205,8 +214,10 @@ class EmbeddedLlama:
                     totals[m] += float(logprobs[token])
                     children.setdefault(token, []).append(m)
             for token, group in children.items():
-                if all(len(token_lists[m]) == depth + 1 for m in group):
-                    continue  # every member ends with this token
+                if len(group) == 1 or all(len(token_lists[m]) == depth + 1 for m in group):
+                    # One candidate left on this branch: the tokens that set it apart are
+                    # scored, and the rest of its spelling cannot change the ranking.
+                    continue
                 deadline.check()
                 llm.n_tokens = start + depth
                 llm.eval([token])
@@ -222,19 +233,20 @@ class EmbeddedLlama:
         schema = args_schema(intent)
         if not schema.get("properties"):
             return {}
-        from llama_cpp import LlamaGrammar
+        from llama_cpp import StoppingCriteriaList
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         deadline.check()
         llm.n_tokens = base
         continuation = device_part(intent) + f'{device or ""}", "args": '
-        prompt_tokens = [*llm._input_ids[:base].tolist(), *_tokens(llm, continuation)]
+        prompt_tokens = [*llm.input_ids[:base].tolist(), *_tokens(llm, continuation)]
         grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
         out = llm.create_completion(
             prompt=prompt_tokens,
             max_tokens=48,
             temperature=0.0,
             grammar=grammar,
-            stopping_criteria=[lambda _ids, _logits: _expired(deadline)],
+            stopping_criteria=StoppingCriteriaList([lambda _ids, _logits: _expired(deadline)]),
         )
         deadline.check()
         try:
