@@ -16,6 +16,8 @@ _MIN_LENGTH = 4
 class Corrector:
     def __init__(self, known_words: Iterable[str], joined_names: Iterable[str]) -> None:
         self._known = sorted({w for w in known_words if w})
+        # Three-letter typos ("frm") are only corrected towards device and zone names.
+        self._short_targets = sorted({w for n in joined_names for w in n.split() if len(w) >= 3})
         self._known_set = frozenset(self._known)
         # "x 1 c" → "x1c": names whose spoken form has no spaces, indexed by their letters.
         self._joined = {
@@ -31,11 +33,18 @@ class Corrector:
         words = self._join_split_names(words, corrections)
         out: list[str] = []
         for word in words:
-            if word in self._known_set or len(word) < _MIN_LENGTH or word.isdigit():
+            if word in self._known_set or len(word) < _MIN_LENGTH - 1 or word.isdigit():
                 out.append(word)
                 continue
-            cutoff = 80 if len(word) < 6 else 72
-            match = process.extractOne(word, self._known, scorer=fuzz.ratio, score_cutoff=cutoff)
+            if len(word) < _MIN_LENGTH:
+                match = process.extractOne(
+                    word, self._short_targets, scorer=fuzz.ratio, score_cutoff=85
+                )
+            else:
+                cutoff = 80 if len(word) < 6 else 72
+                match = process.extractOne(
+                    word, self._known, scorer=fuzz.ratio, score_cutoff=cutoff
+                )
             if match is None:
                 out.append(word)
                 continue

@@ -69,7 +69,7 @@ class GrammarStage:
         corrected, corrections = self._corrector.correct(clean)
         negated = signals.is_negated(corrected)
         candidate = signals.strip_negation(corrected) if negated else corrected
-        reading = self._best(candidate)
+        reading = self._best(candidate, context)
         if reading is None:
             return None
         understanding = self._resolve(reading, context, corrections)
@@ -87,7 +87,7 @@ class GrammarStage:
             )
         return understanding
 
-    def _best(self, text: str) -> _Reading | None:
+    def _best(self, text: str, context: ConversationContext) -> _Reading | None:
         readings = [
             _Reading(r, _score(r))
             for r in recognize_all(text, self._intents, language="en")
@@ -97,6 +97,18 @@ class GrammarStage:
             return None
         readings.sort(key=lambda r: r.score, reverse=True)
         best = readings[0]
+        # "turn it off" reads as light_off and power_off alike; the device in context
+        # decides which.
+        last = self.vocabulary.device(context.device) if context.device else None
+        if last is not None:
+            tied = [r for r in readings if r.score == best.score]
+            fitting = [r for r in tied if r.result.intent.name in last.intents]
+            if fitting and len({r.result.intent.name for r in fitting}) == 1:
+                best = fitting[0]
+                readings = [
+                    best,
+                    *(r for r in tied if r.result.intent.name == best.result.intent.name),
+                ]
         rivals = {
             r.result.intent.name
             for r in readings[1:]
@@ -336,6 +348,8 @@ def _spoken_variants(device: DeviceEntry) -> list[str]:
         # "mk4" is also heard as "mk 4"; "2.4" as "2 4".
         split = re.sub(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])", " ", name).replace(".", " ")
         out.setdefault(" ".join(split.split()), None)
+        if name.endswith(" lights"):
+            out.setdefault(name.removesuffix("s"), None)  # "the bench light"
     return list(out)
 
 

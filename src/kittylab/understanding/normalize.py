@@ -30,6 +30,7 @@ _SYMBOLS = [
     (re.compile(r"\bdeg\b"), "degrees"),
 ]
 _KEEP = re.compile(r"[^\w\s.\-]")
+_POINT = re.compile(r"\b(\d+) point (\d+)\b")  # "two point four" → "2.4"
 _HYPHEN_WORDS = re.compile(r"(?<=[a-z])-(?=[a-z])")
 
 
@@ -45,7 +46,8 @@ def normalize(text: str) -> str:
     clean = _HYPHEN_WORDS.sub(" ", clean)
     # A full stop ends a sentence unless it sits inside a number or a name ("2.4").
     clean = re.sub(r"\.(?!\w)|(?<!\w)\.", " ", clean)
-    return " ".join(_words_to_numbers(clean.split()))
+    words = _words_to_numbers(clean.split())
+    return _POINT.sub(r"\1.\2", " ".join(words))
 
 
 def _words_to_numbers(words: list[str]) -> list[str]:

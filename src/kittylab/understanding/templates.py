@@ -23,7 +23,7 @@ SKIP_WORDS = [
     "please", "pls", "plz", "kindly", "could you", "can you", "would you", "will you",
     "could u", "can u", "hey", "ok", "okay", "kitty", "hey kitty", "now", "right now",
     "for me", "thanks", "thank you", "quickly", "i want you to", "i need you to",
-    "go ahead and", "just", "again",
+    "go ahead and", "just", "again", "um", "uh", "er", "erm", "hmm", "so", "well", "oh",
 ]  # fmt: skip
 
 EXPANSION_RULES: dict[str, str] = {
@@ -41,7 +41,7 @@ EXPANSION_RULES: dict[str, str] = {
 # "the <zone> <kind>" or by pronoun.
 for _kind in KIND_WORDS:
     EXPANSION_RULES[_kind] = (
-        f"(<the> {{{_kind}}}|<the> {{{_kind}_kind}} [<in_zone>]"
+        f"(<the> {{{_kind}}} [{{{_kind}_kind}}]|<the> {{{_kind}_kind}} [<in_zone>]"
         f"|<the> {{{_kind}_kind}} {{zone}}|<the> {{zone}} {{{_kind}_kind}}|<it>)"
     )
 
@@ -55,7 +55,7 @@ INTENT_SENTENCES: dict[str, list[str]] = {
         "i need [some] light <in_zone>",
     ],
     "light_off": [
-        "<turn> off <light>",
+        "<turn> (off|of) <light>",
         "<turn> <light> off",
         "(shut|kill) [off] <light>",
         "<light> off",
@@ -78,7 +78,7 @@ INTENT_SENTENCES: dict[str, list[str]] = {
         "(energize|energise|enable|start|start up|fire up) <power>",
     ],
     "power_off": [
-        "<turn> off <power>",
+        "<turn> (off|of) <power>",
         "<turn> <power> off",
         "power (off|down) <power>",
         "power <power> (off|down)",
@@ -104,6 +104,7 @@ INTENT_SENTENCES: dict[str, list[str]] = {
         "what (does|do) <camera> see",
         "(take|grab|snap) <camera> <pic>",
         "(take|grab|get|capture) [a|an] <pic> <in_zone>",
+        "(take|grab|get|capture) [a|an] <pic> {zone}",
         "<camera> <pic>",
     ],
     "print_start": [
@@ -133,6 +134,7 @@ INTENT_SENTENCES: dict[str, list[str]] = {
     ],
     "printer_status": [
         "(status|state|progress) (of|on|for) <printer>",
+        "(what is|whats) the (status|state|progress) (of|on|for) <printer>",
         "<printer> (status|progress)",
         "(how is|hows) <printer> [doing|going|getting on]",
         "how far along is <printer>",
