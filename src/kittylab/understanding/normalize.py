@@ -22,14 +22,14 @@ _NUMBER_WORDS = {*_UNITS, *_TENS, "hundred", "a", "and"}
 
 _SYMBOLS = [
     (re.compile(r"(\d)\s*%"), r"\1 percent "),
-    (re.compile(r"(\d)\s*°\s*c\b"), r"\1 degrees "),
-    (re.compile(r"(\d)\s*°"), r"\1 degrees "),
+    (re.compile(r"\s*°\s*c?\b"), " degrees "),
     (re.compile(r"(?<![a-z\d])(\d{2,})\s*c\b"), r"\1 degrees "),
     (re.compile(r"\bper cent\b"), "percent"),
     (re.compile(r"\bdegrees? (?:celsius|centigrade|c)\b"), "degrees"),
     (re.compile(r"\bdeg\b"), "degrees"),
 ]
 _KEEP = re.compile(r"[^\w\s.\-]")
+_CELSIUS = re.compile(r"\b(\d{2,}) c\b")  # "two hundred c" once it is "200 c"
 _POINT = re.compile(r"\b(\d+) point (\d+)\b")  # "two point four" → "2.4"
 _HYPHEN_WORDS = re.compile(r"(?<=[a-z])-(?=[a-z])")
 
@@ -46,8 +46,8 @@ def normalize(text: str) -> str:
     clean = _HYPHEN_WORDS.sub(" ", clean)
     # A full stop ends a sentence unless it sits inside a number or a name ("2.4").
     clean = re.sub(r"\.(?!\w)|(?<!\w)\.", " ", clean)
-    words = _words_to_numbers(clean.split())
-    return _POINT.sub(r"\1.\2", " ".join(words))
+    words = " ".join(_words_to_numbers(clean.split()))
+    return _CELSIUS.sub(r"\1 degrees", _POINT.sub(r"\1.\2", words))
 
 
 def _words_to_numbers(words: list[str]) -> list[str]:
