@@ -5,7 +5,6 @@ clients are tested against real peers in test_query_tiers.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -70,7 +69,7 @@ class Lab:
 @pytest.fixture
 def lab(
     container: bootstrap.Container, client: TestClient, database: Database, demo_lab_path: Path
-) -> Iterator[Lab]:
+) -> Lab:
     _apply_without_people(database, container, demo_lab_path)
     lab = Lab(
         client,
@@ -80,12 +79,10 @@ def lab(
         FakeAnswerer("openai:gpt-test", "gpt-test", reply="PLA is easier; PETG is tougher."),
     )
     lab.rewire(prices={"gpt-test": PriceSettings(input_per_million=2, output_per_million=10)})
-    yield lab
+    return lab
 
 
-def _apply_without_people(
-    database: Database, container: bootstrap.Container, path: Path
-) -> None:
+def _apply_without_people(database: Database, container: bootstrap.Container, path: Path) -> None:
     # The test people come from the fixtures; the manifest's own would clash with them.
     manifest = replace(load_manifest(path), users=())
     with database.unit_of_work() as s:
@@ -143,9 +140,7 @@ def test_hazardous_unlock_answers_202_with_pending_hazard_and_sends_nothing(
     assert _decisions(lab.database)[0].details["outcome"] == "pending_hazard"
 
 
-def test_power_on_is_hazardous_even_where_no_policy_governs_it(
-    lab: Lab, operator: Person
-) -> None:
+def test_power_on_is_hazardous_even_where_no_policy_governs_it(lab: Lab, operator: Person) -> None:
     # The print farm has no policies; power_on is still never executed without approval.
     _apply_without_people(lab.database, lab.container, _lab_with_farm_power(lab))
     r = lab.ask(operator, "switch on the farm power")
@@ -372,7 +367,10 @@ def test_routing_logs_filter_and_summary_report_local_share_and_spend(
     assert frontier["items"][0]["details"]["model"] == "gpt-test"
     page = lab.client.get("/api/routing/logs", params={"limit": 1}, headers=admin.headers).json()
     assert page["nextCursor"]
-    assert lab.client.get("/api/routing/logs", params={"limit": 0}, headers=admin.headers).status_code == 422
+    assert (
+        lab.client.get("/api/routing/logs", params={"limit": 0}, headers=admin.headers).status_code
+        == 422
+    )
     summary = lab.client.get("/api/routing/summary", headers=admin.headers).json()
     assert summary["requests"] == 4
     assert summary["localShare"] == 0.75  # the cache hit is served locally

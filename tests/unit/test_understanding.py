@@ -41,7 +41,9 @@ class CountingModel:
         self.calls: list[str] = []
         self.reading = reading
 
-    def read(self, text: str, vocabulary: LabVocabulary, context: ConversationContext) -> ModelReading:
+    def read(
+        self, text: str, vocabulary: LabVocabulary, context: ConversationContext
+    ) -> ModelReading:
         self.calls.append(text)
         if self.reading is None:
             raise ModelUnavailable("not loaded")
@@ -225,7 +227,12 @@ def test_questions_are_told_apart(
 def test_parse_lines_writes_one_json_object_per_line_with_context_between_lines(
     understander: Understander, vocabulary: LabVocabulary
 ) -> None:
-    lines = ["status of the voron\n", "pause it\n", "unlock the laser door\n", "price of nylon today\n"]
+    lines = [
+        "status of the voron\n",
+        "pause it\n",
+        "unlock the laser door\n",
+        "price of nylon today\n",
+    ]
     rows = [json.loads(r) for r in parse_lines(understander, vocabulary, QuerySettings(), lines)]
     assert [r["intent"] for r in rows] == ["printer_status", "print_pause", "door_unlock", "ask"]
     assert rows[1]["device"] == "voron-24"

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import httpx
+from rapidfuzz import fuzz, process
 
 from kittylab.understanding.context import ConversationContext
 from kittylab.understanding.model import ModelReading, ModelUnavailable
@@ -22,6 +24,8 @@ from kittylab.understanding.types import INTENTS
 from kittylab.understanding.vocabulary import LabVocabulary
 
 NO_LOGPROBS_CONFIDENCE = 0.5
+_INTENT = re.compile(r'\{"intent": "([a-z_]+)"')
+_DEVICE = re.compile(r'"device": "([A-Za-z0-9_.\-]+)"')
 
 
 class OpenAICompatibleIntentModel:
@@ -72,18 +76,39 @@ class OpenAICompatibleIntentModel:
             raise ModelUnavailable("the model's answer was not JSON in the schema")
         intent, device, args = reading
         confidence = _intent_probability(choice.get("logprobs"), intent)
+        spelled = completion.removeprefix('{"intent": "').split('"')[0]
+        if spelled != intent:
+            confidence *= fuzz.ratio(spelled, intent) / 100
         scores = {intent: confidence}
         return ModelReading(intent, device, args, confidence, scores, self.name)
 
 
 def _parse(completion: str) -> tuple[str, str | None, dict[str, Any]] | None:
+    """The reading in a completion. A small model may break the JSON after the fields
+    that matter, so the intent (which must be one of the vocabulary) and the device are
+    read field by field when the whole line does not parse."""
     end = completion.rfind("}")
     try:
         data = json.loads(completion[: end + 1])
     except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        intent = _INTENT.match(completion)
+        device = _DEVICE.search(completion)
+        data = {
+            "intent": intent.group(1) if intent else None,
+            "device": device.group(1) if device else None,
+        }
+    intent = data.get("intent")
+    if not isinstance(intent, str):
         return None
-    if not isinstance(data, dict) or data.get("intent") not in INTENTS:
-        return None
+    if intent not in INTENTS:
+        # Nothing constrains a remote server's sampling: "printer_pause" is read as the
+        # nearest intent of the vocabulary, and the caller lowers the confidence.
+        match = process.extractOne(intent, INTENTS, scorer=fuzz.ratio, score_cutoff=80)
+        if match is None:
+            return None
+        data["intent"] = match[0]
     device = data.get("device")
     args = data.get("args")
     return (
@@ -110,6 +135,6 @@ def _intent_probability(logprobs: Any, intent: str) -> float:
         total += float(value)
         if len(spelled) > len(intent):
             break
-    if not spelled.startswith(intent):
-        return NO_LOGPROBS_CONFIDENCE
+    if spelled[: len(intent)] != intent:
+        return max(0.0, min(1.0, math.exp(total)))  # the spelled-out (corrected) intent
     return max(0.0, min(1.0, math.exp(total)))
