@@ -394,3 +394,21 @@ def test_settings_default_to_no_frontier_and_the_embedded_model() -> None:
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert s.query.frontier.provider == "none"
     assert s.query.model.backend == "llama_cpp"
+
+
+def test_shell_keeps_the_conversation_completes_names_and_shows_pending_approvals(
+    lab: Lab, operator: Person
+) -> None:
+    from kittylab.cli.shell import ShellSession
+
+    lab.client.headers.update(operator.headers)
+    shell = ShellSession(lab.client)
+    assert "Pausing Voron" in shell.send("pause the voron")
+    first = shell.conversation_id
+    assert "Resuming Voron" in shell.send("resume it")
+    assert shell.conversation_id == first
+    shown = shell.send("unlock the cnc door")
+    assert "WAITING FOR SAFETY APPROVAL" in shown
+    assert "policy cnc-room-hazards: approver role: safety" in shown
+    assert shell.complete("pause the vo") == ["pause the voron", "pause the voron 2.4"]
+    assert "welding lights" in shell.device_names()

@@ -103,3 +103,17 @@ def test_frontier_timeout_becomes_model_unavailable() -> None:
     )  # fmt: skip
     with pytest.raises(ModelUnavailable, match="timed out"):
         client.answer("hi")
+
+
+def test_openai_compatible_reading_maps_a_misspelled_intent_to_the_vocabulary() -> None:
+    from kittylab.adapters.llm.openai_local import _parse
+
+    assert _parse('{"intent": "printer_pause", "device": "voron-24", "args": {}}') == (
+        "print_pause", "voron-24", {}
+    )  # fmt: skip
+    assert _parse('{"intent": "pause", "device": "voron-24", "ar') == (
+        "print_pause",
+        "voron-24",
+        {},
+    )
+    assert _parse('{"intent": "make coffee", "device": null}') is None

@@ -279,6 +279,80 @@ def evaluate(
         typer.echo(report.render())
 
 
+@app.command()
+@friendly_errors
+def shell(
+    url: Annotated[
+        str | None, typer.Option(help="KittyLab's base URL (default: the configured host/port).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KITTYLAB_TOKEN", help="API token (or KITTYLAB_TOKEN).")
+    ] = None,
+    channel: Annotated[str, typer.Option(help="mac, ipad, wall_terminal, remote or cli.")] = "cli",
+) -> None:
+    """Talk to the running service: history (up arrow), Tab completes device names,
+    approvals that an action waits for are shown plainly. /new starts a new conversation,
+    /quit ends."""
+    import httpx
+
+    from kittylab.cli.shell import ShellError, ShellSession
+
+    settings = _settings()
+    if not token:
+        typer.secho("error: give --token or set KITTYLAB_TOKEN", fg="red", err=True)
+        raise typer.Exit(2)
+    base = url or f"http://{settings.http.host}:{settings.http.port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        session = ShellSession(client, channel)
+        _readline_setup(session, settings.data_dir / "shell_history")
+        typer.echo(f"KittyLab at {base}. Ctrl-D or /quit to leave, /new for a new conversation.")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                typer.echo("")
+                break
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/new":
+                session.conversation_id = None
+                typer.echo("(new conversation)")
+                continue
+            if not line:
+                continue
+            try:
+                typer.echo(session.send(line))
+            except ShellError as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+
+
+def _readline_setup(session: Any, history: Path) -> None:
+    try:
+        import readline
+    except ImportError:  # not on every platform; the shell works without it
+        return
+    history.parent.mkdir(parents=True, exist_ok=True)
+    import atexit
+    import contextlib
+
+    with contextlib.suppress(OSError):  # no history yet
+        readline.read_history_file(history)
+    atexit.register(readline.write_history_file, history)
+    matches: list[str] = []
+
+    def complete(text: str, state: int) -> str | None:
+        if state == 0:
+            line = readline.get_line_buffer()
+            start = len(line) - len(text)
+            matches[:] = [m[start:] for m in session.complete(line)]
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer_delims("")
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
+
+
 def main() -> None:
     """Console entry point."""
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback

@@ -78,7 +78,7 @@ class OpenAICompatibleIntentModel:
         confidence = _intent_probability(choice.get("logprobs"), intent)
         spelled = completion.removeprefix('{"intent": "').split('"')[0]
         if spelled != intent:
-            confidence *= fuzz.ratio(spelled, intent) / 100
+            confidence *= fuzz.WRatio(spelled, intent) / 100
         scores = {intent: confidence}
         return ModelReading(intent, device, args, confidence, scores, self.name)
 
@@ -105,7 +105,7 @@ def _parse(completion: str) -> tuple[str, str | None, dict[str, Any]] | None:
     if intent not in INTENTS:
         # Nothing constrains a remote server's sampling: "printer_pause" is read as the
         # nearest intent of the vocabulary, and the caller lowers the confidence.
-        match = process.extractOne(intent, INTENTS, scorer=fuzz.ratio, score_cutoff=80)
+        match = process.extractOne(intent, INTENTS, scorer=fuzz.WRatio, score_cutoff=85)
         if match is None:
             return None
         data["intent"] = match[0]
