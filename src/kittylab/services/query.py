@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -175,6 +175,8 @@ class QueryService:
 
     def handle(self, caller: Principal, request: QueryRequest) -> QueryResult:
         started = time.perf_counter()
+        # JSON may carry lone surrogates; nothing downstream (hashing, the model) takes them.
+        request = replace(request, text=request.text.encode("utf-8", "replace").decode())
         with self.database.unit_of_work() as session:
             conversation = self._conversation(session, caller, request.conversation_id)
             conversation_id = conversation.id
@@ -210,8 +212,6 @@ class QueryService:
 
     def _gate_model_reading(self, u: Understanding) -> Understanding:
         """A model reading below the threshold is never acted on."""
-        from dataclasses import replace
-
         if (
             u.stage.value == "model"
             and u.is_device_intent
