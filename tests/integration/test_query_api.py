@@ -5,6 +5,7 @@ clients are tested against real peers in test_query_tiers.py."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -63,7 +64,9 @@ class Lab:
 
     def ask(self, person: Person, text: str, **extra: Any) -> Any:
         body = {"channel": "cli", "input": {"text": text}, **extra}
-        return self.client.post("/api/query", json=body, headers=person.headers)
+        # Encoded here (ASCII-escaped) so that lone surrogates travel as JSON allows.
+        headers = {**person.headers, "content-type": "application/json"}
+        return self.client.post("/api/query", content=json.dumps(body), headers=headers)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ they need, and nothing is sent to the device (fail closed).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,7 +40,12 @@ from kittylab.routing.cost import Price, check_budget, estimate_tokens
 from kittylab.routing.tiers import choose_tier
 from kittylab.services import query_metrics as metrics
 from kittylab.services.commands import create_command
-from kittylab.services.query_lab import hazard_requirements, spent_today, vocabulary_from_database
+from kittylab.services.query_lab import (
+    governed_by_policy,
+    hazard_requirements,
+    spent_today,
+    vocabulary_from_database,
+)
 from kittylab.services.query_ports import Answerer, CommandSubmitter, ContextPublisher, TierAnswer
 from kittylab.services.routing_log import normalize_input, record_routing_decision
 from kittylab.understanding import signals
@@ -51,6 +57,8 @@ from kittylab.understanding.types import ASK, CAD_GENERATE, AskKind, Understandi
 from kittylab.understanding.vocabulary import LabVocabulary
 
 log = logging.getLogger(__name__)
+
+VOCABULARY_TTL_SECONDS = 5.0
 
 EMPTY_INPUT_MARKER = "<empty>"
 """What an empty request is recorded (hashed) as: a decision needs an input hash."""
@@ -167,6 +175,8 @@ class QueryService:
         self.mcp = list(mcp)
         self.frontier = frontier
         self.publisher = publisher
+        self._vocabulary_lock = threading.Lock()
+        self._cached_vocabulary: tuple[float, LabVocabulary] | None = None
         self.cache = cache or AnswerCache(
             settings.cache_max_entries, settings.cache_ttl_seconds, time.monotonic
         )
@@ -181,8 +191,7 @@ class QueryService:
             conversation = self._conversation(session, caller, request.conversation_id)
             conversation_id = conversation.id
             context = ConversationContext.from_state(conversation.state.get("context"))
-            vocabulary = vocabulary_from_database(session)
-            spent = spent_today(session, caller.user_id, self.clock())
+            vocabulary = self._vocabulary(session)
         text = request.text
         turn = _Turn(requested_tier=request.force_tier)
         understanding: Understanding | None = None
@@ -200,7 +209,7 @@ class QueryService:
         else:
             understanding = self.understander.understand(text, vocabulary, context)
             understanding = self._gate_model_reading(understanding)
-            self._route(text, understanding, turn, spent)
+            self._route(text, understanding, turn, caller.user_id)
         with self.database.unit_of_work() as session:
             result = self._record(
                 session, caller, request, conversation_id, understanding, turn, context,
@@ -227,7 +236,7 @@ class QueryService:
 
     # -- step 2: route and answer ------------------------------------------------------
 
-    def _route(self, text: str, u: Understanding, turn: _Turn, spent: Decimal) -> None:
+    def _route(self, text: str, u: Understanding, turn: _Turn, user_id: UUID) -> None:
         choice = choose_tier(
             u,
             local_threshold=self.settings.local_threshold,
@@ -266,7 +275,7 @@ class QueryService:
         elif choice.tier is Tier.FRONTIER or not self.mcp:
             turn.reasons.append("no frontier model configured")
         for tier, answerer in order:
-            allowed, estimate = self._affordable(tier, answerer, text, spent, turn)
+            allowed, estimate = self._affordable(tier, answerer, text, user_id, turn)
             if not allowed:
                 continue
             try:
@@ -290,7 +299,7 @@ class QueryService:
         )
 
     def _affordable(
-        self, tier: Tier, answerer: Answerer, text: str, spent: Decimal, turn: _Turn
+        self, tier: Tier, answerer: Answerer, text: str, user_id: UUID, turn: _Turn
     ) -> tuple[bool, Decimal]:
         if tier is Tier.MCP:
             return True, Decimal(0)
@@ -303,6 +312,8 @@ class QueryService:
             return False, Decimal(0)
         frontier_max = self._frontier_max_tokens()
         estimate = price.cost(estimate_tokens(text) + 200, frontier_max)
+        with self.database.unit_of_work() as session:
+            spent = spent_today(session, user_id, self.clock())
         check = check_budget(spent, estimate, self.settings.daily_budget_usd)
         if not check.allowed:
             turn.outcome = Outcome.REFUSED
@@ -465,7 +476,10 @@ class QueryService:
             turn.replies.append(f"{u.device.display_name} is no longer part of the lab.")
             return False, None, None
         name = device.display_name
-        if vocabulary.is_hazardous(u.device, u.intent):
+        # The vocabulary may be a few seconds old; a policy added since still counts.
+        if vocabulary.is_hazardous(u.device, u.intent) or governed_by_policy(
+            session, device, u.intent
+        ):
             needs = hazard_requirements(session, device, u.intent)
             turn.outcome = Outcome.PENDING_HAZARD
             pending = {
@@ -505,6 +519,20 @@ class QueryService:
         return False, None, command
 
     # -- sessions and context -------------------------------------------------------------
+
+    def _vocabulary(self, session: Session) -> LabVocabulary:
+        """The lab vocabulary, read at most every ``VOCABULARY_TTL_SECONDS``: lab changes
+        (a manifest apply) reach the grammar within that time. Devices are re-read and
+        hazards re-checked against the database before anything is recorded."""
+        now = time.monotonic()
+        with self._vocabulary_lock:
+            cached = self._cached_vocabulary
+            if cached is not None and now - cached[0] < VOCABULARY_TTL_SECONDS:
+                return cached[1]
+        vocabulary = vocabulary_from_database(session)
+        with self._vocabulary_lock:
+            self._cached_vocabulary = (now, vocabulary)
+        return vocabulary
 
     def _conversation(
         self, session: Session, caller: Principal, conversation_id: UUID | None

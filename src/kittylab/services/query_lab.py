@@ -96,6 +96,20 @@ def hazard_requirements(session: Session, device: Device, intent: str) -> dict[s
     }
 
 
+def governed_by_policy(session: Session, device: Device, intent: str) -> bool:
+    """Whether an active policy of the device's zone governs ``intent``."""
+    found = session.scalar(
+        select(AccessPolicy.id)
+        .where(
+            AccessPolicy.zone_id == device.zone_id,
+            AccessPolicy.retired_at.is_(None),
+            AccessPolicy.intents.contains([intent]),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def spent_today(session: Session, user_id: Any, now: datetime) -> Decimal:
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     total = session.scalar(
