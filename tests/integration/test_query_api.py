@@ -416,3 +416,17 @@ def test_shell_keeps_the_conversation_completes_names_and_shows_pending_approval
     assert "policy cnc-room-hazards: approver role: safety" in shown
     assert shell.complete("pause the vo") == ["pause the voron", "pause the voron 2.4"]
     assert "welding lights" in shell.device_names()
+
+
+def test_failing_frontier_gets_a_clear_local_reply_and_the_reason_is_recorded(
+    lab: Lab, operator: Person
+) -> None:
+    lab.frontier.fail = True
+    body = lab.ask(operator, "explain why petg strings more than pla").json()
+    assert body["routing"]["selectedTier"] == "local"
+    assert body["routing"]["outcome"] == "unavailable"
+    assert (
+        "frontier openai:gpt-test failed: connection refused" in body["routing"]["escalationReason"]
+    )
+    assert body["replies"][0]["text"].startswith("I can't answer that right now")
+    assert Decimal(str(body["routing"]["costEstimate"])) == 0
