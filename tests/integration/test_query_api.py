@@ -33,6 +33,7 @@ class FakeAnswerer:
     model: str
     reply: str = "Titanium powder is about $300/kg this week."
     fail: bool = False
+    cost_per_call: Decimal | None = None
     calls: list[str] = field(default_factory=list)
 
     def answer(self, question: str) -> TierAnswer:
@@ -78,7 +79,7 @@ def lab(
         client,
         database,
         container,
-        FakeAnswerer("mcp:prices", "mcp:prices/lookup"),
+        FakeAnswerer("mcp:prices", "mcp:prices/lookup", cost_per_call=Decimal(0)),
         FakeAnswerer("openai:gpt-test", "gpt-test", reply="PLA is easier; PETG is tougher."),
     )
     lab.rewire(prices={"gpt-test": PriceSettings(input_per_million=2, output_per_million=10)})
@@ -287,6 +288,15 @@ def test_escalation_over_the_daily_budget_is_refused_and_recorded(
     assert "daily budget" in body["routing"]["escalationReason"]
     assert not lab.frontier.calls
     assert len(_decisions(lab.database)) == 1
+
+
+def test_mcp_call_over_the_daily_budget_is_refused(lab: Lab, operator: Person) -> None:
+    lab.mcp.cost_per_call = Decimal("0.5")
+    lab.rewire(daily_budget_usd=Decimal("0.25"), prices={})
+    body = lab.ask(operator, "what do titanium powder prices look like this week?").json()
+    assert body["routing"]["outcome"] == "refused"
+    assert "mcp refused: the daily budget" in body["routing"]["escalationReason"]
+    assert not lab.mcp.calls
 
 
 def test_frontier_model_without_a_price_is_refused(lab: Lab, operator: Person) -> None:

@@ -301,8 +301,11 @@ class QueryService:
     def _affordable(
         self, tier: Tier, answerer: Answerer, text: str, user_id: UUID, turn: _Turn
     ) -> tuple[bool, Decimal]:
-        if tier is Tier.MCP:
-            return True, Decimal(0)
+        if answerer.cost_per_call is not None:
+            estimate = answerer.cost_per_call
+            if not estimate:
+                return True, estimate
+            return self._within_budget(estimate, tier, user_id, turn), estimate
         price = self._price(answerer.model)
         if price is None:
             turn.outcome = Outcome.REFUSED
@@ -312,13 +315,16 @@ class QueryService:
             return False, Decimal(0)
         frontier_max = self._frontier_max_tokens()
         estimate = price.cost(estimate_tokens(text) + 200, frontier_max)
+        return self._within_budget(estimate, tier, user_id, turn), estimate
+
+    def _within_budget(self, estimate: Decimal, tier: Tier, user_id: UUID, turn: _Turn) -> bool:
         with self.database.unit_of_work() as session:
             spent = spent_today(session, user_id, self.clock())
         check = check_budget(spent, estimate, self.settings.daily_budget_usd)
         if not check.allowed:
             turn.outcome = Outcome.REFUSED
-            turn.reasons.append(f"frontier refused: {check.reason}")
-        return check.allowed, estimate
+            turn.reasons.append(f"{tier.value} refused: {check.reason}")
+        return check.allowed
 
     def _frontier_max_tokens(self) -> int:
         return self.settings.frontier.max_output_tokens

@@ -28,6 +28,8 @@ class Answerer(Protocol):
 
     name: str
     model: str
+    cost_per_call: Decimal | None
+    """A fixed price per call (an MCP tool), or None: priced by token usage."""
 
     def answer(self, question: str) -> TierAnswer:
         """Raises ``ModelUnavailable`` (unreachable, timed out, refused, unusable answer);

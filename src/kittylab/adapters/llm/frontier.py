@@ -7,6 +7,7 @@ Every call has a timeout; transport errors, error statuses and malformed bodies 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ class _HttpClient:
     ) -> None:
         self.model = model
         self.max_output_tokens = max_output_tokens
+        self.cost_per_call: Decimal | None = None  # priced by token usage
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),

@@ -35,6 +35,7 @@ class McpToolAnswerer:
         self.settings = settings
         self.name = f"mcp:{settings.name}"
         self.model = f"mcp:{settings.name}/{settings.tool}"
+        self.cost_per_call: Decimal | None = Decimal(settings.cost_per_call)
 
     def answer(self, question: str) -> TierAnswer:
         try:
