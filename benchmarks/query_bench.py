@@ -26,7 +26,7 @@ import httpx
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
-from kittylab.adapters.llm.llama import MODEL_FILE, EmbeddedLlama, ensure_model_file
+from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path, ensure_model_file
 from kittylab.config import Settings
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services import identity
@@ -79,8 +79,7 @@ def grammar_stage() -> dict[str, object]:
 
 def local_model(rounds: int) -> dict[str, object]:
     vocabulary = vocabulary_from_manifest(load_manifest(ROOT / "examples" / "lab.yaml"))
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = ensure_model_file(cache / "kittylab" / "models" / MODEL_FILE)
+    path = ensure_model_file(default_model_path())
     model = EmbeddedLlama(path, threads=1, timeout_seconds=120)
     start = time.perf_counter()
     model.warm_up(vocabulary)

@@ -5,7 +5,6 @@ run here; the stand-in follows its documented request and response shapes)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from fastapi.testclient import TestClient
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.llm.frontier import AnthropicMessages, OpenAIChat
-from kittylab.adapters.llm.llama import MODEL_FILE, EmbeddedLlama, ensure_model_file
+from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path, ensure_model_file
 from kittylab.adapters.llm.mcp_client import McpToolAnswerer
 from kittylab.adapters.llm.openai_local import OpenAICompatibleIntentModel
 from kittylab.config import McpServerSettings
@@ -63,8 +62,7 @@ def _wait_for(url: str, seconds: float, proc: subprocess.Popen[bytes] | None = N
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     """The Gemma GGUF, assembled once from the installed package into the cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return ensure_model_file(cache / "kittylab" / "models" / MODEL_FILE)
+    return ensure_model_file(default_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -267,6 +265,27 @@ def test_embedded_model_scores_every_intent_into_a_distribution(
     assert sum(reading.scores.values()) == pytest.approx(1.0)
     assert reading.confidence == max(reading.scores.values())
     assert reading.device is None or vocabulary.device(reading.device) is not None
+
+
+def test_cold_embedded_model_answers_unavailable_at_once_and_gets_ready_in_the_background(
+    model_path: Path, vocabulary: LabVocabulary
+) -> None:
+    cold = EmbeddedLlama(model_path, threads=1, timeout_seconds=120, n_ctx=2048)
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="getting ready"):
+        cold.read("could you pause the voron printer", vocabulary, ConversationContext())
+    assert time.monotonic() - started < 1
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            reading = cold.read(
+                "could you pause the voron printer", vocabulary, ConversationContext()
+            )
+            break
+        except ModelUnavailable:
+            assert time.monotonic() < deadline, "the model never got ready"
+            time.sleep(0.5)
+    assert reading.intent in INTENTS
 
 
 def test_embedded_model_that_runs_out_of_time_is_model_unavailable(

@@ -21,7 +21,7 @@ def local_model(settings: Settings) -> IntentModel | None:
         return OpenAICompatibleIntentModel(q.url, q.model, q.timeout_seconds)
     from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path
 
-    path = q.model_path or default_model_path(settings.data_dir)
+    path = q.model_path or default_model_path()
     return EmbeddedLlama(path, threads=q.threads, timeout_seconds=q.timeout_seconds)
 
 

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from kittylab.understanding.context import ConversationContext
 from kittylab.understanding.model import ModelReading, ModelUnavailable
 from kittylab.understanding.prompt import args_schema, device_part, prompt_prefix, request_part
@@ -44,8 +46,10 @@ MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 _NO_DEVICE = "none"
 
 
-def default_model_path(data_dir: Path) -> Path:
-    return data_dir / "models" / MODEL_FILE
+def default_model_path() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/kittylab/models/…``: assembled once per machine and
+    shared by every data directory (and the tests)."""
+    return Path(platformdirs.user_cache_dir("kittylab", appauthor=False)) / "models" / MODEL_FILE
 
 
 def ensure_model_file(path: Path) -> Path:
@@ -95,6 +99,8 @@ class EmbeddedLlama:
         self.n_ctx = n_ctx
         self.name = f"llama.cpp:{model_path.name}"
         self._lock = threading.Lock()
+        self._preparing_lock = threading.Lock()
+        self._preparing = False
         self._llm: Any = None
         self._prefix_key: str | None = None
         self._prefix_tokens: list[int] = []
@@ -104,20 +110,49 @@ class EmbeddedLlama:
     def read(
         self, text: str, vocabulary: LabVocabulary, context: ConversationContext
     ) -> ModelReading:
+        """Read ``text``, or raise ``ModelUnavailable`` at once while the model is still
+        loading or evaluating the lab's prompt (that happens in the background, started by
+        the first request that needs it), and when the model stays busy with other
+        requests past the timeout."""
         deadline = _Deadline(self.timeout_seconds)
-        with self._lock:
-            llm = self._load()
+        if not self._lock.acquire(timeout=self.timeout_seconds / 2):
+            raise ModelUnavailable("busy with other requests")
+        try:
+            if self._llm is None or self._prefix_key != vocabulary.fingerprint:
+                self._prepare_in_background(vocabulary)
+                raise ModelUnavailable("the local model is getting ready")
             try:
-                return self._read(llm, text, vocabulary, context, deadline)
+                return self._read(self._llm, text, vocabulary, context, deadline)
             except ModelUnavailable:
                 raise
             except (RuntimeError, ValueError, OSError) as exc:
                 raise ModelUnavailable(f"llama.cpp failed: {exc}") from exc
+        finally:
+            self._lock.release()
 
     def warm_up(self, vocabulary: LabVocabulary) -> None:
-        """Load the model and evaluate the lab's prompt prefix ahead of the first request."""
+        """Load the model and evaluate the lab's prompt prefix now (blocking)."""
         with self._lock:
             self._restore_prefix(self._load(), vocabulary)
+
+    def _prepare_in_background(self, vocabulary: LabVocabulary) -> None:
+        with self._preparing_lock:
+            if self._preparing:
+                return
+            self._preparing = True
+
+        def prepare() -> None:
+            try:
+                self.warm_up(vocabulary)
+            except ModelUnavailable as exc:
+                log.warning("local model not available: %s", exc)
+            except Exception:  # a background thread has no caller to raise to
+                log.exception("local model failed to load")
+            finally:
+                with self._preparing_lock:
+                    self._preparing = False
+
+        threading.Thread(target=prepare, name="llama-warm-up", daemon=True).start()
 
     # -- internals ---------------------------------------------------------------------
 
