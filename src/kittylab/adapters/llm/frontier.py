@@ -25,26 +25,33 @@ ANTHROPIC_VERSION = "2023-06-01"
 
 
 class _HttpClient:
+    provider = ""
+
     def __init__(
         self,
         *,
         base_url: str,
         model: str,
+        api_key: str | None,
         timeout_seconds: float,
         max_output_tokens: int,
-        headers: dict[str, str],
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        self.name = f"{self.provider}:{model}"
         self.model = model
         self.max_output_tokens = max_output_tokens
         self.cost_per_call: Decimal | None = None  # priced by token usage
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
-            headers=headers,
+            headers=self._headers(api_key),
             transport=transport,
             follow_redirects=False,
         )
+
+    @staticmethod
+    def _headers(api_key: str | None) -> dict[str, str]:
+        raise NotImplementedError
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -70,22 +77,11 @@ class _HttpClient:
 class OpenAIChat(_HttpClient):
     """``POST {url}/chat/completions``; ``url`` includes the version (``…/v1``)."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        timeout_seconds: float,
-        max_output_tokens: int,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(
-            base_url=base_url, model=model, timeout_seconds=timeout_seconds,
-            max_output_tokens=max_output_tokens, headers=headers, transport=transport,
-        )  # fmt: skip
-        self.name = f"openai:{model}"
+    provider = "openai"
+
+    @staticmethod
+    def _headers(api_key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def answer(self, question: str) -> TierAnswer:
         data = self._post(
@@ -115,24 +111,14 @@ class OpenAIChat(_HttpClient):
 class AnthropicMessages(_HttpClient):
     """``POST {url}/v1/messages`` with ``x-api-key`` and ``anthropic-version``."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        timeout_seconds: float,
-        max_output_tokens: int,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    provider = "anthropic"
+
+    @staticmethod
+    def _headers(api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        super().__init__(
-            base_url=base_url, model=model, timeout_seconds=timeout_seconds,
-            max_output_tokens=max_output_tokens, headers=headers, transport=transport,
-        )  # fmt: skip
-        self.name = f"anthropic:{model}"
+        return headers
 
     def answer(self, question: str) -> TierAnswer:
         data = self._post(
