@@ -18,10 +18,20 @@ if ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   exit 0
 fi
 
+missing=""
 for tool in cmake cc c++; do
-  command -v "$tool" >/dev/null 2>&1 \
-    || { echo "llama-wheel: '$tool' is missing (apt-get install cmake build-essential)" >&2; exit 2; }
+  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing the build tools llama.cpp needs:$missing"
+  apt-get update -qq && apt-get install -y -qq cmake build-essential >/dev/null
+  missing=""
+  for tool in cmake cc c++; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+  done
+fi
+[ -z "$missing" ] \
+  || { echo "llama-wheel: missing$missing (install cmake and a C/C++ compiler)" >&2; exit 2; }
 
 echo "==> building llama-cpp-python $LLAMA_VERSION (CPU, one time, several minutes)"
 tmp=$(mktemp -d "$WHEELS/.build.XXXXXX")
