@@ -239,3 +239,17 @@ def test_parse_lines_writes_one_json_object_per_line_with_context_between_lines(
     assert rows[2]["hazardous"] is True and rows[0]["hazardous"] is False
     assert [r["tier"] for r in rows] == ["local", "local", "local", "mcp"]
     assert set(rows[0]) == {"text", "intent", "device", "args", "tier", "confidence", "hazardous"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["what happens if i turn off the laser", "why would the voron pause by itself",
+     "how do i unlock the cnc door in an emergency"],
+)  # fmt: skip
+def test_open_questions_about_equipment_never_reach_the_model_or_an_action(
+    vocabulary: LabVocabulary, text: str
+) -> None:
+    model = CountingModel(ModelReading("power_off", "laser-power", {}, 0.99, {}))
+    u = Understander(model).understand(text, vocabulary)
+    assert u.intent == "ask" and not u.actionable
+    assert model.calls == []

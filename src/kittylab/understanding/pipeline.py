@@ -132,7 +132,7 @@ class Understander:
         names_device = any(
             f" {name} " in padded for device in vocabulary.devices for name in device.names
         ) or any(word in words for kind in KIND_WORDS.values() for word in kind)
-        if not names_device:
+        if not names_device or signals.is_open_question(clean):
             return False
         acts = bool(words & signals.ACTION_WORDS)
         question = signals.is_question(clean)

@@ -83,3 +83,15 @@ def is_injection(text: str) -> bool:
 
 def is_question(text: str) -> bool:
     return _QUESTION_START.search(text) is not None
+
+
+_OPEN_QUESTION = re.compile(
+    r"^(what|whats|why|how|hows|when|where|which|who|whos|explain|tell me|compare|recommend|"
+    r"suggest|should|would|does|do|did|is it safe|is it ok)\b"
+)
+
+
+def is_open_question(text: str) -> bool:
+    """A question about something, not a polite request ("can you pause …" is a request;
+    "what happens if I turn off the laser" is not)."""
+    return _OPEN_QUESTION.search(text) is not None
