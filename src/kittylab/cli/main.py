@@ -230,10 +230,17 @@ def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings
     model = local_model(settings) if use_model else None
     understander = Understander(model, settings.query.grammar_threshold)
     if lab is not None:
-        yield settings, understander, vocabulary_from_manifest(load_manifest(lab))
-        return
-    with _container(settings) as c, c.database.unit_of_work() as session:
-        vocabulary = vocabulary_from_database(session)
+        vocabulary = vocabulary_from_manifest(load_manifest(lab))
+    else:
+        with _container(settings) as c, c.database.unit_of_work() as session:
+            vocabulary = vocabulary_from_database(session)
+    # A one-shot command waits for the model instead of answering without it while it loads.
+    warm_up = getattr(model, "warm_up", None)
+    if callable(warm_up):
+        try:
+            warm_up(vocabulary)
+        except KittyLabError as exc:
+            typer.secho(f"warning: local model unavailable: {exc}", fg="yellow", err=True)
     yield settings, understander, vocabulary
 
 
