@@ -16,15 +16,20 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
+# llama-cpp-python is an sdist only: build its wheel once into the cache (minutes, the
+# first time) and install from there.
+scripts/llama-wheel.sh "$PYTHON"
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/kittylab/wheels"
 stamp=".venv/.kittylab-installed${extras}"
 # Reinstall only when the pins or the project metadata changed since the last install.
 if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing kittylab${extras} (pinned by constraints.txt)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip wheel setuptools 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".${extras}" 2>&1 \
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --find-links "$wheels" \
+    -c constraints.txt -e ".${extras}" 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
-  .venv/bin/python -c "import kittylab" || { echo "install failed" >&2; exit 1; }
+  .venv/bin/python -c "import kittylab, llama_cpp" || { echo "install failed" >&2; exit 1; }
   touch "$stamp"
 fi
 

@@ -39,8 +39,11 @@ from kittylab.services.fabrication import SliceEstimate
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.print_watch import PrintWatcher
+from kittylab.services.query import QueryService
+from kittylab.services.query_dispatch import BusContextPublisher, DispatchingSubmitter
 from kittylab.services.simulation import SimulatedFleet
 from kittylab.services.slicing import Slicer
+from kittylab.understanding.pipeline import Understander
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Container:
     database_url: str
     jobs: JobQueue
     sender: NotificationSender
+    query: QueryService
     clock: Callable[[], datetime] = utcnow
     worker_state: WorkerState | None = None
     """Set when this process supervises a job worker (``kittylab serve``)."""
@@ -113,6 +117,7 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             bus=bus,
             drivers=device_drivers(bus),
             artifacts=artifact_store(settings),
+            query=query_service(settings, database, queue, bus),
         )
     finally:
         queue.close()
@@ -149,6 +154,27 @@ def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
         "moonraker": MoonrakerDriver(),
         "homeassistant": HomeAssistantDriver(),
     }
+
+
+def query_service(
+    settings: Settings, database: Database, jobs: JobQueue, bus: MqttBus | None
+) -> QueryService:
+    """The conversation service with the tiers the settings choose. Models load lazily, on
+    the first request that needs them. Device requests take the command path; each turn's
+    context is published on the bus."""
+    from kittylab.adapters.llm.factory import frontier_answerer, local_model, mcp_answerers
+
+    q = settings.query
+    return QueryService(
+        database=database,
+        settings=q,
+        understander=Understander(local_model(settings), q.grammar_threshold),
+        submitter=DispatchingSubmitter(jobs, utcnow),
+        clock=utcnow,
+        mcp=mcp_answerers(q.mcp_servers),
+        frontier=frontier_answerer(q.frontier),
+        publisher=BusContextPublisher(bus) if bus is not None else None,
+    )
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:

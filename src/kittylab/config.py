@@ -4,6 +4,7 @@ optional ``.env`` file. Every setting is documented in docs/configuration.md."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -290,6 +291,82 @@ class MonitoringSettings(BaseModel):
     runout_readings: int = Field(2, ge=1, le=100)
 
 
+class LocalModelSettings(BaseModel):
+    """The local-model stage, asked when the grammar is not confident."""
+
+    backend: Literal["llama_cpp", "openai", "none"] = Field(
+        "llama_cpp",
+        description="llama_cpp: the embedded GGUF; openai: an OpenAI-compatible local "
+        "server at `url`; none: grammar only.",
+    )
+    model_path: Path | None = Field(
+        None, description="GGUF file; unset: the Gemma 3 270M model assembled in the data dir."
+    )
+    url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
+    model: str = Field("gemma-3-270m", description="Model name sent to that server.")
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+    threads: int = Field(
+        1, ge=1, le=64, description="CPU threads of the embedded model (1 on a shared CPU)."
+    )
+
+
+class FrontierSettings(BaseModel):
+    """The frontier tier: a cloud (or any) chat model over HTTP."""
+
+    provider: Literal["none", "openai", "anthropic"] = "none"
+    url: str | None = Field(
+        None, description="Base URL, e.g. https://api.openai.com/v1 or https://api.anthropic.com"
+    )
+    api_key: SecretStr | None = None
+    model: str = ""
+    max_output_tokens: int = Field(512, ge=1, le=32_000)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+
+class McpServerSettings(BaseModel):
+    """One MCP server whose tool answers fresh-data questions."""
+
+    name: str = Field(min_length=1, max_length=64)
+    transport: Literal["stdio", "http"]
+    command: list[str] = Field(default_factory=list, description="stdio: program and args")
+    url: str | None = Field(None, description="http: the streamable HTTP endpoint")
+    tool: str = Field(min_length=1, description="The tool called with the question")
+    argument: str = Field("query", min_length=1, description="The tool's text argument")
+    timeout_seconds: float = Field(20.0, gt=0, le=600)
+    cost_per_call: Decimal = Field(Decimal(0), ge=0)
+
+
+class PriceSettings(BaseModel):
+    input_per_million: Decimal = Field(ge=0)
+    output_per_million: Decimal = Field(ge=0)
+
+
+class QuerySettings(BaseModel):
+    """Understanding and routing of ``POST /api/query``."""
+
+    grammar_threshold: float = Field(
+        0.75, ge=0, le=1, description="A grammar match below this asks the local model."
+    )
+    model_threshold: float = Field(
+        0.6, ge=0, le=1, description="A model reading below this is not acted on."
+    )
+    local_threshold: float = Field(
+        0.6, ge=0, le=1, description="Questions the local tier answers with less go on."
+    )
+    local_answer_confidence: float = Field(
+        0.2, ge=0, le=1, description="How far the local tier is trusted to answer questions."
+    )
+    offline: bool = Field(False, description="Refuse every escalation to mcp and frontier.")
+    daily_budget_usd: Decimal = Field(Decimal("1.00"), ge=0)
+    prices: dict[str, PriceSettings] = Field(default_factory=dict)
+    cache_max_entries: int = Field(1000, ge=0, le=1_000_000)
+    cache_ttl_seconds: float = Field(3600.0, gt=0)
+    max_text_chars: int = Field(2000, ge=10, le=1_000_000)
+    model: LocalModelSettings = LocalModelSettings()
+    frontier: FrontierSettings = FrontierSettings()
+    mcp_servers: list[McpServerSettings] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -315,6 +392,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     storage: StorageSettings = StorageSettings()
     slicer: SlicerSettings = SlicerSettings()
+    query: QuerySettings = QuerySettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from uuid import UUID
 
 import pytest
 
 from kittylab.adapters.bus.mqtt import BrokerAddress, BusUnavailable, parse_broker_url
 from kittylab.domain.errors import ValidationFailed
+from kittylab.services.query_dispatch import BusContextPublisher
 from tests.integration.live_bus import embedded_broker, eventually, free_port, running_bus
 
 MOSQUITTO = BrokerAddress("127.0.0.1", 1883)
@@ -118,3 +120,25 @@ def test_a_bad_broker_url_is_refused_without_repeating_its_password(url: str) ->
         parse_broker_url(url)
     assert error.value.field == "mqtt.url"
     assert "hunter2" not in str(error.value)
+
+
+def test_a_conversation_context_is_retained_for_the_next_client() -> None:
+    conversation = UUID(int=42)
+
+    async def scenario() -> list[dict[str, object]]:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        seen: list[dict[str, object]] = []
+
+        async def collect(_: str, payload: bytes) -> None:
+            seen.append(json.loads(payload))
+
+        async with embedded_broker(port), running_bus(address, "server") as server:
+            BusContextPublisher(server).publish(conversation, {"lastDevice": "prusa-mk4"})
+            await eventually(lambda: server.pending == 0)
+            async with running_bus(address, "wall-terminal") as terminal:
+                terminal.subscribe(f"kitty/ctx/{conversation}", collect)
+                await eventually(lambda: seen)
+        return seen
+
+    assert asyncio.run(scenario()) == [{"lastDevice": "prusa-mk4"}]

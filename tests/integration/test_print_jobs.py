@@ -134,7 +134,10 @@ def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
             assert lights.snapshot()["on"] is True
 
             finish_print(fleet, printer)
-            await tracker.round()
+            for _ in range(100):  # the completed state travels over MQTT to the driver
+                if await tracker.round():
+                    break
+                await asyncio.sleep(0.05)
             done = job(database, first["id"])
             assert done.status is FabricationStatus.COMPLETED
             assert done.completed_at is not None

@@ -26,6 +26,8 @@ from kittylab.api.routers import (
     lab_admin,
     notifications,
     print_jobs,
+    query,
+    routing,
     safety,
     users,
 )
@@ -65,6 +67,8 @@ def create_app(container: Container) -> FastAPI:
         print_jobs,
         safety,
         notifications,
+        query,
+        routing,
     ):
         app.include_router(module.router)
     _install_middleware(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -223,6 +223,147 @@ def users_add(
 
 devices_cli.register(app, friendly_errors)
 printing_cli.register(app, friendly_errors)
+
+
+def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
+    """Settings, an Understander and the lab vocabulary, from ``lab`` or the database."""
+    from kittylab.adapters.llm.factory import local_model
+    from kittylab.manifest.loader import load_manifest
+    from kittylab.services.query_lab import vocabulary_from_database, vocabulary_from_manifest
+    from kittylab.understanding.pipeline import Understander
+
+    settings = _settings()
+    model = local_model(settings) if use_model else None
+    understander = Understander(model, settings.query.grammar_threshold)
+    if lab is not None:
+        vocabulary = vocabulary_from_manifest(load_manifest(lab))
+    else:
+        with _container(settings) as c, c.database.unit_of_work() as session:
+            vocabulary = vocabulary_from_database(session)
+    # A one-shot command waits for the model instead of answering without it while it loads.
+    warm_up = getattr(model, "warm_up", None)
+    if callable(warm_up):
+        try:
+            warm_up(vocabulary)
+        except KittyLabError as exc:
+            typer.secho(f"warning: local model unavailable: {exc}", fg="yellow", err=True)
+    yield settings, understander, vocabulary
+
+
+LabOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--lab", exists=True, dir_okay=False, help="A lab manifest (default: the database)."
+    ),
+]
+ModelOption = Annotated[
+    bool, typer.Option("--model/--no-model", help="Ask the local model when the grammar is unsure.")
+]
+
+
+@app.command()
+@friendly_errors
+def parse(lab: LabOption = None, model: ModelOption = True) -> None:
+    """Read one utterance per line on stdin; write one JSON object per line on stdout
+    (text, intent, device, args, tier, confidence, hazardous). Executes nothing."""
+    from kittylab.cli.parse import parse_lines
+
+    for settings, understander, vocabulary in _understanding(lab, model):
+        for line in parse_lines(understander, vocabulary, settings.query, sys.stdin):
+            typer.echo(line)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    corpus: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL corpus.")],
+    lab: LabOption = None,
+    model: ModelOption = True,
+) -> None:
+    """Run a labelled corpus (JSON lines: text, intent, device) through understanding and
+    routing; print accuracy per intent, a confusion matrix and the share served locally."""
+    import json
+
+    from kittylab.cli.parse import evaluate as run_evaluation
+
+    entries = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
+    for settings, understander, vocabulary in _understanding(lab, model):
+        report = run_evaluation(understander, vocabulary, settings.query, entries)
+        typer.echo(report.render())
+
+
+@app.command()
+@friendly_errors
+def shell(
+    url: Annotated[
+        str | None, typer.Option(help="KittyLab's base URL (default: the configured host/port).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KITTYLAB_TOKEN", help="API token (or KITTYLAB_TOKEN).")
+    ] = None,
+    channel: Annotated[str, typer.Option(help="mac, ipad, wall_terminal, remote or cli.")] = "cli",
+) -> None:
+    """Talk to the running service: history (up arrow), Tab completes device names,
+    approvals that an action waits for are shown plainly. /new starts a new conversation,
+    /quit ends."""
+    import httpx
+
+    from kittylab.cli.shell import ShellError, ShellSession
+
+    settings = _settings()
+    if not token:
+        typer.secho("error: give --token or set KITTYLAB_TOKEN", fg="red", err=True)
+        raise typer.Exit(2)
+    base = url or f"http://{settings.http.host}:{settings.http.port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        session = ShellSession(client, channel)
+        _readline_setup(session, settings.data_dir / "shell_history")
+        typer.echo(f"KittyLab at {base}. Ctrl-D or /quit to leave, /new for a new conversation.")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                typer.echo("")
+                break
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/new":
+                session.conversation_id = None
+                typer.echo("(new conversation)")
+                continue
+            if not line:
+                continue
+            try:
+                typer.echo(session.send(line))
+            except ShellError as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+
+
+def _readline_setup(session: Any, history: Path) -> None:
+    try:
+        import readline
+    except ImportError:  # not on every platform; the shell works without it
+        return
+    history.parent.mkdir(parents=True, exist_ok=True)
+    import atexit
+    import contextlib
+
+    with contextlib.suppress(OSError):  # no history yet
+        readline.read_history_file(history)
+    atexit.register(readline.write_history_file, history)
+    matches: list[str] = []
+
+    def complete(text: str, state: int) -> str | None:
+        if state == 0:
+            line = readline.get_line_buffer()
+            start = len(line) - len(text)
+            matches[:] = [m[start:] for m in session.complete(line)]
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer_delims("")
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
 
 
 def main() -> None:

@@ -1,0 +1,147 @@
+"""``POST /api/query``: talk to the lab. The person is the token's; the body never names
+who is asking."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
+
+from kittylab.api.auth import LAST_USED_RESOLUTION, container
+from kittylab.api.schemas import CamelModel, CommandOut, StrictInput
+from kittylab.bootstrap import Container
+from kittylab.domain.enums import Tier
+from kittylab.domain.errors import AuthenticationRequired
+from kittylab.domain.principal import Principal
+from kittylab.services.identity import authenticate
+from kittylab.services.query import QueryRequest, QueryResult
+
+router = APIRouter(prefix="/api", tags=["query"])
+_bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
+
+Channel = Literal["mac", "ipad", "wall_terminal", "remote", "cli"]
+
+
+class QueryInput(StrictInput):
+    text: str = Field(description="What the person said or typed.")
+
+
+class QueryBody(StrictInput):
+    conversation_id: UUID | None = Field(
+        None, description="Continue this conversation; omitted: a new one is started."
+    )
+    channel: Channel
+    input: QueryInput
+    force_tier: Tier | None = Field(
+        None, description="Ask a specific tier (questions only; device requests stay local)."
+    )
+
+
+class Reply(CamelModel):
+    text: str
+
+
+class RoutingOut(CamelModel):
+    decision_id: UUID
+    request_id: UUID
+    selected_tier: Tier
+    confidence: float
+    confidence_factors: dict[str, Any]
+    cost_estimate: Decimal
+    latency_ms: int
+    escalation_reason: str | None
+    outcome: str
+    intent: str | None
+    device: str | None
+    args: dict[str, Any]
+    hazardous: bool
+    cache: str
+
+
+class QueryOut(CamelModel):
+    conversation_id: UUID
+    replies: list[Reply]
+    routing: RoutingOut
+    pending_hazard: dict[str, Any] | None = None
+    command: CommandOut | None = None
+
+
+def query_caller(
+    c: Annotated[Container, Depends(container)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate in a short transaction of its own: a query may wait seconds for a
+    model, and must not hold a database connection while it does."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthenticationRequired("missing bearer token")
+    with c.database.unit_of_work() as session:
+        return authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+
+
+@router.post(
+    "/query",
+    response_model=QueryOut,
+    responses={202: {"model": QueryOut, "description": "An action waits for safety approval"}},
+)
+def query(
+    body: QueryBody,
+    request: Request,
+    response: Response,
+    caller: Annotated[Principal, Depends(query_caller)],
+    c: Annotated[Container, Depends(container)],
+) -> QueryOut:
+    """Understand the text, route it to a tier, act or answer; one routing decision is
+    recorded per request. 202 with ``pendingHazard`` when the action needs approval."""
+    result = c.query.handle(
+        caller,
+        QueryRequest(
+            text=body.input.text,
+            channel=body.channel,
+            conversation_id=body.conversation_id,
+            force_tier=body.force_tier,
+            request_id=_request_uuid(request),
+        ),
+    )
+    if result.pending_hazard is not None:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return _out(result)
+
+
+def _request_uuid(request: Request) -> UUID:
+    """The HTTP request id as the decision's request id when it is a UUID (ours always
+    are), a fresh one otherwise."""
+    raw = getattr(request.state, "request_id", "")
+    try:
+        return UUID(str(raw))
+    except ValueError:
+        return uuid.uuid4()
+
+
+def _out(result: QueryResult) -> QueryOut:
+    return QueryOut(
+        conversation_id=result.conversation_id,
+        replies=[Reply(text=t) for t in result.replies],
+        routing=RoutingOut(
+            decision_id=result.decision_id,
+            request_id=result.request_id,
+            selected_tier=result.tier,
+            confidence=result.confidence,
+            confidence_factors=result.factors,
+            cost_estimate=result.cost,
+            latency_ms=result.latency_ms,
+            escalation_reason=result.escalation_reason,
+            outcome=result.outcome,
+            intent=result.intent,
+            device=result.device,
+            args=result.args,
+            hazardous=result.hazardous,
+            cache=result.cache,
+        ),
+        pending_hazard=result.pending_hazard,
+        command=CommandOut.model_validate(result.command) if result.command else None,
+    )

@@ -1,0 +1,594 @@
+"""The conversation use case: understand a request, route it to the cheapest tier that is
+confident enough, act or answer, and record exactly one routing decision for it.
+
+A turn runs in three steps so that no database transaction stays open while a model
+thinks: (1) a short transaction reads the session, the lab and today's spend; (2) the
+text is understood and, for questions, answered by the chosen tier (mcp or frontier, with
+fallback when one fails); (3) a second transaction records the device command (through
+the ``CommandSubmitter`` port), the new context and the decision. The context is then
+published through the ``ContextPublisher`` port, when one is wired.
+
+Hazardous requests (``door_unlock``, ``power_on`` and whatever an access policy governs)
+are never executed here: the answer carries ``pending_hazard`` describing what approval
+they need, and nothing is sent to the device (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
+from kittylab.config import QuerySettings
+from kittylab.domain.enums import CommandStatus, Tier
+from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
+from kittylab.domain.principal import Principal
+from kittylab.routing.cache import AnswerCache, CacheKey
+from kittylab.routing.cost import Price, check_budget, estimate_tokens
+from kittylab.routing.tiers import choose_tier
+from kittylab.services import query_metrics as metrics
+from kittylab.services.query_lab import (
+    governed_by_policy,
+    hazard_requirements,
+    spent_today,
+    vocabulary_from_database,
+)
+from kittylab.services.query_ports import Answerer, CommandSubmitter, ContextPublisher, TierAnswer
+from kittylab.services.routing_log import normalize_input, record_routing_decision
+from kittylab.understanding import signals
+from kittylab.understanding.context import ConversationContext
+from kittylab.understanding.model import ModelUnavailable
+from kittylab.understanding.normalize import normalize
+from kittylab.understanding.pipeline import Understander
+from kittylab.understanding.types import ASK, CAD_GENERATE, AskKind, Understanding
+from kittylab.understanding.vocabulary import LabVocabulary
+
+log = logging.getLogger(__name__)
+
+VOCABULARY_TTL_SECONDS = 5.0
+
+EMPTY_INPUT_MARKER = "<empty>"
+"""What an empty request is recorded (hashed) as: a decision needs an input hash."""
+
+CHANNELS = ("mac", "ipad", "wall_terminal", "remote", "cli")
+
+
+class Outcome:
+    COMMAND = "command_recorded"
+    PENDING_HAZARD = "pending_hazard"
+    ANSWERED = "answered"
+    CLARIFY = "clarification"
+    REFUSED = "refused"
+    REJECTED_INPUT = "rejected_input"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    text: str
+    channel: str
+    conversation_id: UUID | None = None
+    force_tier: Tier | None = None
+    request_id: UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass
+class QueryResult:
+    conversation_id: UUID
+    request_id: UUID
+    replies: list[str]
+    decision_id: UUID
+    tier: Tier
+    confidence: float
+    factors: dict[str, Any]
+    cost: Decimal
+    latency_ms: int
+    escalation_reason: str | None
+    outcome: str
+    intent: str | None
+    device: str | None
+    args: dict[str, Any]
+    hazardous: bool
+    cache: str
+    context: dict[str, Any] = field(default_factory=dict)
+    pending_hazard: dict[str, Any] | None = None
+    command: DeviceCommand | None = None
+
+
+@dataclass
+class _Turn:
+    """What step 2 decided, for step 3 to record."""
+
+    tier: Tier = Tier.LOCAL
+    replies: list[str] = field(default_factory=list)
+    outcome: str = Outcome.ANSWERED
+    reasons: list[str] = field(default_factory=list)
+    cost: Decimal = Decimal(0)
+    cache: str = "bypass"
+    requested_tier: Tier | None = None
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class QueryService:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        settings: QuerySettings,
+        understander: Understander,
+        submitter: CommandSubmitter,
+        clock: Callable[[], datetime],
+        mcp: Sequence[Answerer] = (),
+        frontier: Answerer | None = None,
+        publisher: ContextPublisher | None = None,
+        cache: AnswerCache | None = None,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.understander = understander
+        self.submitter = submitter
+        self.clock = clock
+        self.mcp = list(mcp)
+        self.frontier = frontier
+        self.publisher = publisher
+        self._vocabulary_lock = threading.Lock()
+        self._cached_vocabulary: tuple[float, LabVocabulary] | None = None
+        self.cache = cache or AnswerCache(
+            settings.cache_max_entries, settings.cache_ttl_seconds, time.monotonic
+        )
+
+    # -- the turn ----------------------------------------------------------------------
+
+    def handle(self, caller: Principal, request: QueryRequest) -> QueryResult:
+        started = time.perf_counter()
+        # JSON may carry lone surrogates; nothing downstream (hashing, the model) takes them.
+        request = replace(request, text=request.text.encode("utf-8", "replace").decode())
+        with self.database.unit_of_work() as session:
+            conversation = self._conversation(session, caller, request.conversation_id)
+            conversation_id = conversation.id
+            context = ConversationContext.from_state(conversation.state.get("context"))
+            vocabulary = self._vocabulary(session)
+        text = request.text
+        turn = _Turn(requested_tier=request.force_tier)
+        understanding: Understanding | None = None
+        if not normalize_input(text):
+            turn.replies.append('I didn\'t hear anything. Try "pause the Prusa".')
+            turn.outcome = Outcome.REJECTED_INPUT
+            turn.reasons.append("empty input")
+        elif len(text) > self.settings.max_text_chars:
+            turn.replies.append(
+                f"That is too long for me ({len(text)} characters; the limit is "
+                f"{self.settings.max_text_chars}). Please ask one thing at a time."
+            )
+            turn.outcome = Outcome.REJECTED_INPUT
+            turn.reasons.append(f"input over {self.settings.max_text_chars} characters")
+        else:
+            understanding = self.understander.understand(text, vocabulary, context)
+            understanding = self._gate_model_reading(understanding)
+            self._route(text, understanding, turn, caller.user_id)
+        with self.database.unit_of_work() as session:
+            result = self._record(
+                session, caller, request, conversation_id, understanding, turn, context,
+                vocabulary, started,
+            )  # fmt: skip
+        self._publish(result.conversation_id, result.context)
+        metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
+        return result
+
+    def _gate_model_reading(self, u: Understanding) -> Understanding:
+        """A model reading below the threshold is never acted on."""
+        if (
+            u.stage.value == "model"
+            and u.is_device_intent
+            and u.problem is None
+            and u.confidence < self.settings.model_threshold
+        ):
+            return replace(
+                u,
+                problem=f"I'm not sure I understood (confidence {u.confidence:.2f}); "
+                'please say it another way, e.g. "pause the Prusa"',
+            )
+        return u
+
+    # -- step 2: route and answer ------------------------------------------------------
+
+    def _route(self, text: str, u: Understanding, turn: _Turn, user_id: UUID) -> None:
+        choice = choose_tier(
+            u,
+            local_threshold=self.settings.local_threshold,
+            local_answer_confidence=self.settings.local_answer_confidence,
+            forced=turn.requested_tier,
+        )
+        if choice.reason:
+            turn.reasons.append(choice.reason)
+        if choice.tier is Tier.LOCAL:
+            return  # local replies are built while recording (they may need the database)
+        key = _cache_key(text, u)
+        cached = self.cache.get(key)
+        if cached is not None:
+            metrics.CACHE_HITS.inc()
+            turn.cache = "hit"
+            turn.replies.append(cached.reply)
+            turn.model = f"cache ({cached.tier.value})"
+            return
+        metrics.CACHE_MISSES.inc()
+        turn.cache = "miss"
+        if self.settings.offline:
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append(f"offline mode: escalation to {choice.tier.value} refused")
+            turn.replies.append(
+                "The lab is in offline mode, so I can't look that up or ask a cloud model. "
+                "I can still run the equipment."
+            )
+            return
+        order: list[tuple[Tier, Answerer]] = []
+        if choice.tier is Tier.MCP:
+            order += [(Tier.MCP, a) for a in self.mcp]
+            if not self.mcp:
+                turn.reasons.append("no MCP server configured")
+        if self.frontier is not None:
+            order.append((Tier.FRONTIER, self.frontier))
+        elif choice.tier is Tier.FRONTIER or not self.mcp:
+            turn.reasons.append("no frontier model configured")
+        for tier, answerer in order:
+            allowed, estimate = self._affordable(tier, answerer, text, user_id, turn)
+            if not allowed:
+                continue
+            try:
+                answer = answerer.answer(text)
+            except ModelUnavailable as exc:
+                turn.reasons.append(f"{tier.value} {answerer.name} failed: {exc}")
+                continue
+            turn.tier = tier
+            turn.model = answer.model
+            turn.usage = {"input": answer.input_tokens, "output": answer.output_tokens}
+            turn.cost = self._cost(tier, answerer, answer, estimate)
+            turn.replies.append(answer.text)
+            turn.outcome = Outcome.ANSWERED
+            self.cache.put(key, answer.text, tier, turn.cost)
+            return
+        turn.outcome = Outcome.REFUSED if turn.outcome == Outcome.REFUSED else Outcome.UNAVAILABLE
+        turn.replies.append(
+            "I can't answer that right now: "
+            + (turn.reasons[-1] if turn.reasons else "no tier is available")
+            + "."
+        )
+
+    def _affordable(
+        self, tier: Tier, answerer: Answerer, text: str, user_id: UUID, turn: _Turn
+    ) -> tuple[bool, Decimal]:
+        if answerer.cost_per_call is not None:
+            estimate = answerer.cost_per_call
+            if not estimate:
+                return True, estimate
+            return self._within_budget(estimate, tier, user_id, turn), estimate
+        price = self._price(answerer.model)
+        if price is None:
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append(
+                f"frontier refused: model {answerer.model!r} has no entry in the price table"
+            )
+            return False, Decimal(0)
+        frontier_max = self._frontier_max_tokens()
+        estimate = price.cost(estimate_tokens(text) + 200, frontier_max)
+        return self._within_budget(estimate, tier, user_id, turn), estimate
+
+    def _within_budget(self, estimate: Decimal, tier: Tier, user_id: UUID, turn: _Turn) -> bool:
+        with self.database.unit_of_work() as session:
+            spent = spent_today(session, user_id, self.clock())
+        check = check_budget(spent, estimate, self.settings.daily_budget_usd)
+        if not check.allowed:
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append(f"{tier.value} refused: {check.reason}")
+        return check.allowed
+
+    def _frontier_max_tokens(self) -> int:
+        return self.settings.frontier.max_output_tokens
+
+    def _price(self, model: str) -> Price | None:
+        entry = self.settings.prices.get(model)
+        if entry is None:
+            return None
+        return Price(entry.input_per_million, entry.output_per_million)
+
+    def _cost(
+        self, tier: Tier, answerer: Answerer, answer: TierAnswer, estimate: Decimal
+    ) -> Decimal:
+        if answer.fixed_cost is not None:
+            return answer.fixed_cost
+        price = self._price(answerer.model)
+        if price is None:
+            return estimate
+        if answer.input_tokens == 0 and answer.output_tokens == 0:
+            return estimate  # no usage reported: charge the estimate, never zero
+        return price.cost(answer.input_tokens, answer.output_tokens)
+
+    # -- step 3: record ------------------------------------------------------------------
+
+    def _record(
+        self,
+        session: Session,
+        caller: Principal,
+        request: QueryRequest,
+        conversation_id: UUID,
+        u: Understanding | None,
+        turn: _Turn,
+        context: ConversationContext,
+        vocabulary: LabVocabulary,
+        started: float,
+    ) -> QueryResult:
+        locked = session.get(ConversationSession, conversation_id, with_for_update=True)
+        if locked is None:  # deleted while the turn was being answered
+            raise NotFound("conversation", conversation_id)
+        conversation = locked
+        pending_hazard: dict[str, Any] | None = None
+        command: DeviceCommand | None = None
+        hazardous = False
+        if u is not None and turn.tier is Tier.LOCAL and not turn.replies:
+            hazardous, pending_hazard, command = self._act_locally(
+                session, caller, request, conversation_id, u, turn, vocabulary
+            )
+        new_context = context
+        if u is not None and u.device is not None:
+            new_context = context.after(
+                device=u.device.external_id,
+                zone=u.device.zone,
+                intent=u.intent if u.is_device_intent else None,
+                args=u.args,
+                job=u.args.get("file") if u.intent == "print_start" else None,
+            )
+        elif u is not None and u.zone is not None:
+            new_context = context.after(device=None, zone=u.zone, intent=None)
+        else:
+            new_context = context.after(device=None, zone=None, intent=None)
+        now = self.clock()
+        conversation.state = {**conversation.state, "context": new_context.to_state()}
+        conversation.last_message_at = now
+        if caller.user_id not in conversation.active_participants:
+            conversation.active_participants = [*conversation.active_participants, caller.user_id]
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        factors = dict(u.factors) if u is not None else {}
+        confidence = u.confidence if u is not None else 1.0
+        details: dict[str, Any] = {
+            "channel": request.channel,
+            "outcome": turn.outcome,
+            "intent": u.intent if u else None,
+            "stage": u.stage.value if u else None,
+            "device": u.device.external_id if u and u.device else None,
+            "hazardous": hazardous,
+            "cache": turn.cache,
+            "requested_tier": turn.requested_tier.value if turn.requested_tier else None,
+            "model": turn.model,
+            "usage": turn.usage,
+            "command_id": str(command.id) if command is not None else None,
+            "corrections": len(u.corrections) if u else 0,
+        }
+        decision = record_routing_decision(
+            session,
+            conversation_id=conversation_id,
+            request_id=request.request_id,
+            input_text=request.text if normalize_input(request.text) else EMPTY_INPUT_MARKER,
+            selected_tier=turn.tier,
+            confidence=max(0.0, min(1.0, confidence)),
+            confidence_factors=factors,
+            cost_estimate=turn.cost,
+            latency_ms=latency_ms,
+            escalation_reason="; ".join(turn.reasons) or None,
+            performed_by=caller.user_id,
+            details=details,
+        )
+        return QueryResult(
+            conversation_id=conversation_id,
+            request_id=request.request_id,
+            replies=turn.replies,
+            decision_id=decision.id,
+            tier=turn.tier,
+            confidence=decision.confidence,
+            factors=factors,
+            cost=decision.cost_estimate,
+            latency_ms=latency_ms,
+            escalation_reason=decision.escalation_reason,
+            outcome=turn.outcome,
+            intent=u.intent if u else None,
+            device=u.device.external_id if u and u.device else None,
+            args=dict(u.args) if u else {},
+            hazardous=hazardous,
+            cache=turn.cache,
+            context=new_context.to_state(),
+            pending_hazard=pending_hazard,
+            command=command,
+        )
+
+    def _act_locally(
+        self,
+        session: Session,
+        caller: Principal,
+        request: QueryRequest,
+        conversation_id: UUID,
+        u: Understanding,
+        turn: _Turn,
+        vocabulary: LabVocabulary,
+    ) -> tuple[bool, dict[str, Any] | None, DeviceCommand | None]:
+        if u.problem is not None:
+            turn.outcome = Outcome.CLARIFY
+            turn.replies.append(_sentence(u.problem))
+            return False, None, None
+        if u.intent == ASK:
+            if u.ask_kind is AskKind.HELP:
+                turn.replies.append(_help(vocabulary))
+            else:
+                turn.outcome = Outcome.UNAVAILABLE
+                turn.replies.append("I can't answer questions locally; no local answer model.")
+            return False, None, None
+        if u.intent == CAD_GENERATE:
+            turn.outcome = Outcome.UNAVAILABLE
+            turn.replies.append(
+                "CAD generation is not available yet; I understood you want: "
+                f"{u.args.get('prompt', '')}."
+            )
+            return False, None, None
+        assert u.device is not None
+        device = session.scalar(
+            select(Device).where(
+                Device.external_id == u.device.external_id, Device.retired_at.is_(None)
+            )
+        )
+        if device is None:
+            turn.outcome = Outcome.CLARIFY
+            turn.replies.append(f"{u.device.display_name} is no longer part of the lab.")
+            return False, None, None
+        name = device.display_name
+        # The vocabulary may be a few seconds old; a policy added since still counts.
+        if vocabulary.is_hazardous(u.device, u.intent) or governed_by_policy(
+            session, device, u.intent
+        ):
+            needs = hazard_requirements(session, device, u.intent)
+            turn.outcome = Outcome.PENDING_HAZARD
+            pending = {
+                "intent": u.intent,
+                "deviceId": str(device.id),
+                "device": device.external_id,
+                "status": "awaiting_approval",
+                "message": (
+                    f"{_describe(u.intent, name, u.args)} is hazardous and needs a safety "
+                    "approval first. Nothing was sent to the device."
+                ),
+                **needs,
+            }
+            turn.replies.append(pending["message"])
+            return True, pending, None
+        try:
+            with session.begin_nested():
+                command = self.submitter.submit(
+                    session,
+                    device=device,
+                    intent=u.intent,
+                    payload=dict(u.args),
+                    requested_by=caller.user_id,
+                    conversation_id=conversation_id,
+                    correlation_id=str(request.request_id),
+                )
+        except (DomainError, PermissionDenied) as refusal:
+            # The device's state or the lab's rules say no: that is an answer, not an error.
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append(f"command refused: {refusal}")
+            turn.replies.append(f"I can't: {refusal}. Nothing was sent.")
+            return False, None, None
+        turn.outcome = Outcome.COMMAND
+        if command.status is CommandStatus.PENDING:
+            turn.replies.append(
+                f"{_describe(u.intent, name, u.args)}: on its way (command "
+                f"{str(command.id)[:8]}); it counts as done once {name} reports the change."
+            )
+        else:
+            turn.replies.append(
+                f"{_describe(u.intent, name, u.args)}: command {str(command.id)[:8]} is "
+                f"{command.status.value}."
+            )
+        return False, None, command
+
+    # -- sessions and context -------------------------------------------------------------
+
+    def _vocabulary(self, session: Session) -> LabVocabulary:
+        """The lab vocabulary, read at most every ``VOCABULARY_TTL_SECONDS``: lab changes
+        (a manifest apply) reach the grammar within that time. Devices are re-read and
+        hazards re-checked against the database before anything is recorded."""
+        now = time.monotonic()
+        with self._vocabulary_lock:
+            cached = self._cached_vocabulary
+            if cached is not None and now - cached[0] < VOCABULARY_TTL_SECONDS:
+                return cached[1]
+        vocabulary = vocabulary_from_database(session)
+        with self._vocabulary_lock:
+            self._cached_vocabulary = (now, vocabulary)
+        return vocabulary
+
+    def _conversation(
+        self, session: Session, caller: Principal, conversation_id: UUID | None
+    ) -> ConversationSession:
+        if conversation_id is None:
+            row = ConversationSession(
+                context_key=f"conv-{uuid.uuid4().hex[:16]}",
+                active_participants=[caller.user_id],
+                last_message_at=self.clock(),
+            )
+            session.add(row)
+            session.flush()
+            return row
+        existing = session.get(ConversationSession, conversation_id)
+        if existing is None:
+            raise NotFound("conversation", conversation_id)
+        if caller.user_id not in existing.active_participants and not caller.reads_all_records:
+            raise PermissionDenied("only the conversation's participants can talk in it")
+        return existing
+
+    def _publish(self, conversation_id: UUID, context: dict[str, Any]) -> None:
+        if self.publisher is None:
+            return
+        try:
+            self.publisher.publish(conversation_id, context)
+        except Exception:  # the turn is committed; a late publish must not fail it
+            log.warning("context publish failed for %s", conversation_id, exc_info=True)
+
+
+def _cache_key(text: str, u: Understanding) -> CacheKey:
+    """Never the same key across a negation or a different device: both are part of it."""
+    clean = normalize(text)
+    devices = tuple(sorted({d.external_id for d in (u.device, *u.candidates) if d is not None}))
+    return CacheKey(text=clean, devices=devices, negated=signals.is_negated(clean))
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[0].upper() + text[1:] if text else text
+
+
+_VERBS = {
+    "light_on": "Turning on {d}",
+    "light_off": "Turning off {d}",
+    "light_set_brightness": "Setting {d} to {brightness}%",
+    "power_on": "Powering on {d}",
+    "power_off": "Powering off {d}",
+    "door_lock": "Locking {d}",
+    "door_unlock": "Unlocking {d}",
+    "camera_snapshot": "Taking a snapshot with {d}",
+    "print_start": "Printing {file} on {d}",
+    "print_pause": "Pausing {d}",
+    "print_resume": "Resuming {d}",
+    "print_cancel": "Cancelling the print on {d}",
+    "printer_status": "Asking {d} for its status",
+    "printer_heat": "Heating {d}",
+    "printer_cooldown": "Cooling down {d}",
+    "sensor_read": "Reading {d}",
+}
+
+
+def _describe(intent: str, device: str, args: dict[str, Any]) -> str:
+    template = _VERBS.get(intent, "{d}: " + intent.replace("_", " "))
+    text = template.format(d=device, **{k: v for k, v in args.items() if k != "d"})
+    if intent == "printer_heat":
+        parts = [f"{k} {v}°C" for k, v in args.items()]
+        text += " (" + ", ".join(parts) + ")"
+    return text
+
+
+def _help(vocabulary: LabVocabulary) -> str:
+    names = ", ".join(d.display_name for d in vocabulary.devices[:20]) or "no devices yet"
+    return (
+        "I run the lab's equipment and answer questions. Try \"dim the farm lights to 30 "
+        'percent", "pause the Prusa" or "what do filament prices look like this week?". '
+        f"Devices: {names}."
+    )

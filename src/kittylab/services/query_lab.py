@@ -1,0 +1,120 @@
+"""Reading the lab for the query service: the vocabulary the grammar is built from, the
+policies behind a hazardous request, and what a person has spent today."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import AccessPolicy, Device, RoutingDecision, Zone
+from kittylab.domain.zones import effective_dual_confirm
+from kittylab.manifest.model import LabManifest
+from kittylab.understanding.vocabulary import DeviceEntry, LabVocabulary, build_vocabulary
+
+
+def vocabulary_from_database(session: Session) -> LabVocabulary:
+    zones = {z.id: z.name for z in session.scalars(select(Zone))}
+    devices = [
+        DeviceEntry(
+            id=d.id,
+            external_id=d.external_id,
+            kind=d.kind,
+            zone=zones.get(d.zone_id, ""),
+            display_name=d.display_name,
+            aliases=tuple(d.aliases),
+            intents=frozenset(d.capabilities),
+            measures=_measures(d.attributes),
+        )
+        for d in session.scalars(
+            select(Device).where(Device.retired_at.is_(None)).order_by(Device.external_id)
+        )
+    ]
+    policies: dict[str, set[str]] = {name: set() for name in zones.values()}
+    for policy in session.scalars(select(AccessPolicy).where(AccessPolicy.retired_at.is_(None))):
+        policies.setdefault(zones.get(policy.zone_id, ""), set()).update(policy.intents)
+    return build_vocabulary(devices, policies)
+
+
+def vocabulary_from_manifest(manifest: LabManifest) -> LabVocabulary:
+    devices = [
+        DeviceEntry(
+            external_id=d.external_id,
+            kind=d.kind,
+            zone=d.zone,
+            display_name=d.display_name,
+            aliases=d.aliases,
+            intents=frozenset(d.capabilities),
+            measures=_measures(d.attributes),
+        )
+        for d in manifest.devices
+    ]
+    policies: dict[str, set[str]] = defaultdict(set)
+    for zone in manifest.zones:
+        policies[zone.name]
+    for policy in manifest.policies:
+        policies[policy.zone].update(policy.intents)
+    return build_vocabulary(devices, policies)
+
+
+def _measures(attributes: dict[str, Any]) -> tuple[str, ...]:
+    measures = attributes.get("measures")
+    return tuple(str(m) for m in measures) if isinstance(measures, list) else ()
+
+
+def hazard_requirements(session: Session, device: Device, intent: str) -> dict[str, Any]:
+    """What a hazardous request needs before it may run: the zone's hazard level and every
+    active policy governing the intent there (roles, dual confirmation, presence, PPE)."""
+    zone = session.get(Zone, device.zone_id)
+    policies = session.scalars(
+        select(AccessPolicy).where(
+            AccessPolicy.zone_id == device.zone_id,
+            AccessPolicy.retired_at.is_(None),
+            AccessPolicy.intents.contains([intent]),
+        )
+    ).all()
+    hazard = zone.hazard_level if zone is not None else None
+    return {
+        "zone": zone.name if zone else None,
+        "hazardLevel": hazard.value if hazard else None,
+        "policies": [
+            {
+                "name": p.name,
+                "requiredRoles": [r.value for r in p.required_roles],
+                "requiresDualConfirm": (
+                    effective_dual_confirm(hazard, p.requires_dual_confirm) if hazard else True
+                ),
+                "requiresPresence": p.requires_presence,
+                "ppe": list((p.pqe_checks or {}).get("required", [])),
+            }
+            for p in policies
+        ],
+    }
+
+
+def governed_by_policy(session: Session, device: Device, intent: str) -> bool:
+    """Whether an active policy of the device's zone governs ``intent``."""
+    found = session.scalar(
+        select(AccessPolicy.id)
+        .where(
+            AccessPolicy.zone_id == device.zone_id,
+            AccessPolicy.retired_at.is_(None),
+            AccessPolicy.intents.contains([intent]),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def spent_today(session: Session, user_id: Any, now: datetime) -> Decimal:
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    total = session.scalar(
+        select(func.coalesce(func.sum(RoutingDecision.cost_estimate), 0)).where(
+            RoutingDecision.performed_by == user_id, RoutingDecision.created_at >= midnight
+        )
+    )
+    return Decimal(total or 0)

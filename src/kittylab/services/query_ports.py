@@ -1,0 +1,63 @@
+"""Ports of the query service: the tiers that answer questions, the command path for
+device requests and the context publisher. Adapters implement them; bootstrap wires them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+from uuid import UUID
+
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import Device, DeviceCommand
+
+
+@dataclass(frozen=True)
+class TierAnswer:
+    text: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    fixed_cost: Decimal | None = None
+    """Set by tiers priced per call (an MCP tool); token tiers leave it to the price table."""
+
+
+class Answerer(Protocol):
+    """A tier that answers a question in words (an MCP tool, a frontier model)."""
+
+    name: str
+    model: str
+    cost_per_call: Decimal | None
+    """A fixed price per call (an MCP tool), or None: priced by token usage."""
+
+    def answer(self, question: str) -> TierAnswer:
+        """Raises ``ModelUnavailable`` (unreachable, timed out, refused, unusable answer);
+        must honour its own timeout."""
+
+
+class CommandSubmitter(Protocol):
+    """Turns an understood device request into a ``DeviceCommand``.
+
+    The implementation here records it as ``pending``; the device-dispatch service
+    replaces it (bootstrap) and may return a command already ``sent`` or ``acked``."""
+
+    def submit(
+        self,
+        session: Session,
+        *,
+        device: Device,
+        intent: str,
+        payload: dict[str, Any],
+        requested_by: UUID,
+        conversation_id: UUID | None,
+        correlation_id: str | None,
+    ) -> DeviceCommand: ...
+
+
+class ContextPublisher(Protocol):
+    """Shares a conversation's context with other clients (MQTT ``kitty/ctx/<id>``,
+    retained). Called after the turn is committed; failures are logged, never raised to
+    the person talking."""
+
+    def publish(self, conversation_id: UUID, context: dict[str, Any]) -> None: ...

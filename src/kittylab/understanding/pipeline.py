@@ -1,0 +1,168 @@
+"""Understanding, stage by stage: the grammar first; the local model only when the grammar
+did not match confidently and the text sounds like a device request; otherwise the text is
+a question (``ask``), told apart as help, fresh data or reasoning."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+
+from kittylab.understanding import signals
+from kittylab.understanding.context import ConversationContext
+from kittylab.understanding.grammar import GrammarStage, _check
+from kittylab.understanding.model import IntentModel, ModelUnavailable
+from kittylab.understanding.normalize import normalize
+from kittylab.understanding.templates import KIND_WORDS
+from kittylab.understanding.types import ASK, DEVICE_INTENTS, AskKind, Stage, Understanding
+from kittylab.understanding.vocabulary import LabVocabulary
+
+log = logging.getLogger(__name__)
+
+INJECTION_PROBLEM = (
+    "I can't set the lab's rules aside. Ask for one thing at a time; anything hazardous "
+    "always needs a safety approval."
+)
+
+
+class Understander:
+    """Caches one compiled grammar per lab vocabulary; safe to share between threads."""
+
+    def __init__(self, model: IntentModel | None = None, grammar_threshold: float = 0.75) -> None:
+        self.model = model
+        self.grammar_threshold = grammar_threshold
+        self._lock = threading.Lock()
+        self._grammar: GrammarStage | None = None
+
+    def grammar(self, vocabulary: LabVocabulary) -> GrammarStage:
+        with self._lock:
+            current = self._grammar
+            if current is None or current.vocabulary.fingerprint != vocabulary.fingerprint:
+                current = GrammarStage(vocabulary)
+                current.parse("turn on the lights")  # compile hassil's lazy parts now
+                self._grammar = current
+            return current
+
+    def understand(
+        self,
+        text: str,
+        vocabulary: LabVocabulary,
+        context: ConversationContext | None = None,
+        *,
+        use_model: bool = True,
+    ) -> Understanding:
+        context = context or ConversationContext()
+        clean = normalize(text)
+        if signals.is_injection(clean):
+            return Understanding(
+                intent=ASK,
+                confidence=0.9,
+                stage=Stage.FALLBACK,
+                factors={"injection": 1.0},
+                problem=INJECTION_PROBLEM,
+                ask_kind=AskKind.HELP,
+            )
+        grammar = self.grammar(vocabulary)
+        reading = grammar.parse(text, context)
+        if reading is not None and reading.confidence >= self.grammar_threshold:
+            return reading
+        if not self._sounds_like_device_request(clean, vocabulary):
+            return _question(clean, reading)
+        if use_model and self.model is not None:
+            try:
+                return self._model_reading(text, clean, vocabulary, context, reading)
+            except ModelUnavailable as exc:
+                log.warning("local model unavailable: %s", exc)
+                fallback = reading or _not_understood(clean)
+                return replace(fallback, factors={**fallback.factors, "model_unavailable": 1.0})
+        return reading or _not_understood(clean)
+
+    def _model_reading(
+        self,
+        text: str,
+        clean: str,
+        vocabulary: LabVocabulary,
+        context: ConversationContext,
+        grammar_reading: Understanding | None,
+    ) -> Understanding:
+        assert self.model is not None
+        got = self.model.read(text, vocabulary, context)
+        factors = {f"model:{k}": round(v, 4) for k, v in got.scores.items()}
+        factors["model"] = round(got.confidence, 4)
+        if got.intent == ASK:
+            return Understanding(
+                intent=ASK,
+                confidence=got.confidence,
+                stage=Stage.MODEL,
+                factors=factors,
+                ask_kind=_ask_kind(clean),
+            )
+        device = vocabulary.device(got.device) if got.device else None
+        # The model may only pick a device the words name (or the context holds): a
+        # guessed device is never acted on.
+        named = device is not None and (
+            any(name in clean for name in device.names) or device.external_id == context.device
+        )
+        problem = None
+        if got.intent not in DEVICE_INTENTS:
+            problem = None
+        elif device is None or not named:
+            problem = "which device do you mean?"
+            device = None
+        else:
+            problem = _check(device, got.intent, got.args)
+        if signals.is_negated(clean) and got.intent in DEVICE_INTENTS:
+            problem = "you asked me not to, so I did nothing"
+        return Understanding(
+            intent=got.intent,
+            confidence=got.confidence,
+            stage=Stage.MODEL,
+            factors=factors,
+            device=device,
+            args=dict(got.args),
+            problem=problem,
+            zone=device.zone if device else None,
+            corrections=grammar_reading.corrections if grammar_reading else (),
+        )
+
+    @staticmethod
+    def _sounds_like_device_request(clean: str, vocabulary: LabVocabulary) -> bool:
+        words = set(clean.split())
+        padded = f" {clean} "
+        names_device = any(
+            f" {name} " in padded for device in vocabulary.devices for name in device.names
+        ) or any(word in words for kind in KIND_WORDS.values() for word in kind)
+        if not names_device or signals.is_open_question(clean):
+            return False
+        acts = bool(words & signals.ACTION_WORDS)
+        question = signals.is_question(clean)
+        fresh = signals.wants_fresh_data(clean)
+        if acts:
+            return not (question and fresh)
+        return not (question or fresh)
+
+
+def _ask_kind(clean: str) -> AskKind:
+    return AskKind.FRESH_DATA if signals.wants_fresh_data(clean) else AskKind.REASONING
+
+
+def _question(clean: str, grammar_reading: Understanding | None) -> Understanding:
+    factors = {"no_device_request": 0.9}
+    if grammar_reading is not None:
+        factors["weak_grammar_match"] = grammar_reading.confidence
+    kind = _ask_kind(clean)
+    if kind is AskKind.FRESH_DATA:
+        factors["fresh_data"] = 1.0
+    return Understanding(intent=ASK, confidence=0.9, stage=Stage.FALLBACK, factors=factors,
+                         ask_kind=kind)  # fmt: skip
+
+
+def _not_understood(clean: str) -> Understanding:
+    return Understanding(
+        intent=ASK,
+        confidence=0.3,
+        stage=Stage.FALLBACK,
+        factors={"unparsed_device_request": 0.3},
+        problem='I didn\'t understand that as a device request; try e.g. "pause the Prusa"',
+        ask_kind=_ask_kind(clean),
+    )
