@@ -36,6 +36,7 @@ from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
 from kittylab.services.fabrication import SliceEstimate
+from kittylab.services.monitor_ingest import MonitorIngest
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.print_watch import PrintWatcher
@@ -278,4 +279,21 @@ def slicer(settings: Settings) -> Slicer:
         settings.slicer.binary,
         profile_dir=settings.slicer.profile_dir or PROFILE_DIR,
         timeout_seconds=settings.slicer.timeout_seconds,
+    )
+
+
+def monitor_ingest(container: Container) -> MonitorIngest | None:
+    """Monitor events from detectors on the bus; run by ``kittylab serve`` only."""
+    if container.artifacts is None:
+        return None
+    monitoring = container.settings.monitoring
+    return MonitorIngest(
+        container.database,
+        container.artifacts,
+        container.jobs,
+        container.clock,
+        container.settings.notify,
+        HttpSnapshotSource(
+            timeout=monitoring.snapshot_timeout_seconds, max_bytes=monitoring.snapshot_max_bytes
+        ),
     )

@@ -17,7 +17,13 @@ from sqlalchemy import select
 from kittylab import bootstrap
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, Notification
+from kittylab.adapters.db.tables import (
+    Device,
+    DeviceCommand,
+    FabricationJob,
+    Notification,
+    PrintMonitorEvent,
+)
 from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.config import CommandSettings
 from kittylab.domain.enums import CommandStatus, FabricationStatus
@@ -168,6 +174,10 @@ def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
         ).all()
         assert len(told) == 1
         assert "Clear the bed" in told[0].payload["body"]
+        events = s.scalars(
+            select(PrintMonitorEvent).where(PrintMonitorEvent.fabrication_job_id == first_job.id)
+        ).all()
+        assert [(e.event_type.value, e.confidence) for e in events] == [("completed", 1.0)]
 
 
 def post_job(client: TestClient, who: Person, device: UUID, key: str) -> dict[str, Any]:

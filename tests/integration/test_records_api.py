@@ -3,6 +3,8 @@ with the database's own guards behind them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from uuid import UUID, uuid4
 
 import pytest
@@ -10,6 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
     CADArtifact,
@@ -32,6 +36,7 @@ from kittylab.domain.enums import (
     Tier,
 )
 from tests.integration.conftest import Person
+from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
 
 
 @pytest.fixture
@@ -566,3 +571,50 @@ def test_people_read_their_own_commands(
     assert client.get("/api/commands", headers=operator.headers).json()["items"] == []
     assert client.get(f"/api/commands/{theirs_id}", headers=operator.headers).status_code == 403
     assert len(client.get("/api/commands", headers=safety_lead.headers).json()["items"]) == 1
+
+
+def test_a_denial_is_published_on_the_safety_topic(
+    client: TestClient,
+    container: bootstrap.Container,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    lab: dict[str, UUID],
+) -> None:
+    port = free_port()
+    address = BrokerAddress("127.0.0.1", port)
+    container.bus = MqttBus(address, FAST, role="server")  # not running: the outbox keeps it
+    with database.unit_of_work() as s:
+        event = SafetyEvent(
+            event_type=SafetyEventType.UNLOCK, zone_id=lab["zone"], initiated_by=operator.user_id
+        )
+        s.add(event)
+        s.flush()
+        event_id = event.id
+    url = f"/api/safety/events/{event_id}/deny"
+    assert client.post(
+        url, json={"reason": "no one on site"}, headers=safety_lead.headers
+    ).is_success
+
+    async def deliver() -> list[dict[str, object]]:
+        seen: list[dict[str, object]] = []
+
+        async def collect(_: str, payload: bytes) -> None:
+            seen.append(json.loads(payload))
+
+        assert container.bus is not None
+        async with embedded_broker(port), running_bus(address, "dashboard") as dashboard:
+            dashboard.subscribe(f"kitty/safety/{event_id}", collect)
+            await asyncio.sleep(0.1)
+            sender = asyncio.create_task(container.bus.run())
+            await eventually(lambda: seen)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return seen
+
+    [message] = asyncio.run(deliver())
+    assert (message["eventId"], message["type"], message["status"]) == (
+        str(event_id),
+        "unlock",
+        "denied",
+    )

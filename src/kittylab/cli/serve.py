@@ -63,6 +63,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         ingest = TelemetryIngest(container.database, container.clock)
         ingest.attach(bus)
         background.append(asyncio.create_task(ingest.run()))
+        monitor = bootstrap.monitor_ingest(container)
+        if monitor is not None:
+            monitor.attach(bus)
     background.append(asyncio.create_task(bootstrap.print_tracker(container).run()))
     background.append(asyncio.create_task(bootstrap.device_poller(container).run()))
     watcher = bootstrap.print_watcher(container)

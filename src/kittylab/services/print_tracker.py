@@ -21,10 +21,10 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.config import FabricationSettings, NotifySettings
 from kittylab.domain import topics
-from kittylab.domain.enums import FabricationStatus
+from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
-from kittylab.services import alerts, dispatch, fabrication
+from kittylab.services import alerts, dispatch, fabrication, fabrication_records
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
 from kittylab.services.ports import JobQueue, MessageBus
 
@@ -166,6 +166,17 @@ class PrintTracker:
             job = session.get(FabricationJob, job_id)
             if job is None:
                 return
+            if status is FabricationStatus.COMPLETED:
+                # The printer's own word that the part is done: the last monitor event.
+                fabrication_records.record_monitor_event(
+                    session,
+                    fabrication_job_id=job_id,
+                    event_type=MonitorEventType.COMPLETED,
+                    confidence=1.0,
+                    snapshot_key=None,
+                    details={"source": "printer state"},
+                    now=self._clock(),
+                )
             printer = session.get(Device, job.device_id)
             name = printer.display_name if printer else "the printer"
             reason = job.details.get("reason")

@@ -15,6 +15,7 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
 from kittylab.api.schemas import SafetyDeny, SafetyEventOut
 from kittylab.bootstrap import Container
+from kittylab.domain import topics
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
 from kittylab.domain.errors import PermissionDenied
 from kittylab.services import safety_events
@@ -62,5 +63,19 @@ def deny_event(
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> SafetyEvent:
-    """Refuse a pending hazardous request. 409 when it is already decided."""
-    return safety_events.deny(uow, event_id, by=caller.user_id, reason=body.reason, now=c.clock())
+    """Refuse a pending hazardous request. 409 when it is already decided. The decision is
+    published on MQTT ``kitty/safety/<eventId>`` once stored."""
+    event = safety_events.deny(uow, event_id, by=caller.user_id, reason=body.reason, now=c.clock())
+    uow.commit()
+    if c.bus is not None:
+        c.bus.publish(
+            topics.safety(event.id),
+            {
+                "eventId": str(event.id),
+                "type": event.event_type.value,
+                "status": event.status.value,
+                "deviceId": str(event.device_id) if event.device_id else None,
+                "at": c.clock().isoformat(),
+            },
+        )
+    return event

@@ -1,0 +1,81 @@
+"""Monitor events from detectors on MQTT: recorded with evidence, failures pause."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from uuid import UUID
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import PrintMonitorEvent
+from kittylab.domain.enums import FabricationStatus, MonitorEventType
+from tests.integration.conftest import Person
+from tests.integration.live_bus import embedded_broker, eventually, free_port, running_bus
+from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
+from tests.peers.camera_peer import CameraPeer
+
+__all__ = ["lab"]  # the fixture, shared with the print job tests
+
+
+def test_a_detector_failure_on_mqtt_is_recorded_with_its_snapshot_and_pauses_the_print(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["prusa-mk4"]
+    key = upload(client, operator, "clip.gcode")
+
+    async def scenario(snapshot_url: str) -> str:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        async with embedded_broker(port), running_bus(address, "server") as bus:
+            fleet = bootstrap.simulated_fleet(container)
+            fleet.attach(bus)
+            await asyncio.to_thread(fleet.reload)
+            await asyncio.to_thread(fleet.report)
+            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            ingest = bootstrap.monitor_ingest(wired)
+            assert ingest is not None
+            ingest.attach(bus)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            await work_queue(wired, database_url)
+            await bootstrap.print_tracker(wired).round()
+            job_id = str(created["id"])
+            async with running_bus(address, "detector") as detector:
+                detector.publish(f"kitty/monitor/{job_id}", b"{not json")
+                detector.publish(
+                    f"kitty/monitor/{job_id}",
+                    {
+                        "eventType": "spaghetti_detected",
+                        "confidence": 0.91,
+                        "snapshotUrl": snapshot_url,
+                        "details": {"detector": "obico"},
+                    },
+                )
+                await eventually(lambda: monitor_events(database) == 1, within=10)
+            await work_queue(wired, database_url)
+            assert fleet.devices[printer].snapshot()["state"] == "paused"
+            return job_id
+
+    with CameraPeer() as camera:
+        job_id = asyncio.run(scenario(camera.serve("/cam.jpg")))
+    with database.unit_of_work() as s:
+        event = s.scalars(select(PrintMonitorEvent)).one()
+    assert event.event_type is MonitorEventType.SPAGHETTI_DETECTED
+    assert event.details["source"] == "mqtt"
+    assert event.snapshot_key is not None and event.snapshot_key.startswith(f"snapshots/{job_id}/")
+    assert container.artifacts is not None and container.artifacts.exists(event.snapshot_key)
+    assert job(database, job_id).status is FabricationStatus.PRINTING  # until the tracker looks
+
+
+def monitor_events(database: Database) -> int:
+    with database.unit_of_work() as s:
+        return len(s.scalars(select(PrintMonitorEvent.id)).all())
