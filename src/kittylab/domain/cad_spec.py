@@ -351,6 +351,12 @@ def _check_hook(p: Mapping[str, float]) -> None:
     _need(p["depth"] > 2 * t + 2, "depth", "must leave a gap between the back and the tip")
     _need(p["height"] > 3 * t, "height", "must be more than three times the thickness")
     _need(p["hole_diameter"] < p["width"] - 2 * MIN_FEATURE_MM, "hole_diameter", "is too big")
+    # The hole sits three quarters up the back; it must stay clear of the top.
+    _need(
+        p["hole_diameter"] < (p["height"] - t) / 2 - 2 * MIN_FEATURE_MM,
+        "hole_diameter",
+        "does not fit in the back of the hook",
+    )
 
 
 def _check_stand(p: Mapping[str, float]) -> None:
