@@ -334,40 +334,68 @@ def _read(text: str, family: Family) -> _Reading:
         text = _consume(text, m)
 
     # "20 mm cube".
-    for m in list(re.finditer(rf"{_qty('a')}\s*cubes?\b", text)):
-        side = mm(m, "a")
+    cube = rf"{_qty('a')}\s*cubes?\b|\bcubes?\s+(?:of\s+)?{_qty('b')}"
+    for m in list(re.finditer(cube, text)):
+        side = mm(m, "a") if m.group("a") else mm(m, "b")
         for name in ("length", "width", "thickness"):
             reading.put(name, side, m.group(0))
         text = _consume(text, m)
 
-    # Attribute before or after the quantity.
-    for pattern, name in _ATTRIBUTES:
-        after = re.compile(
-            rf"{_qty('a')}\s*(?:-\s*)?(?:in\s+|of\s+)?(?:{pattern})\b(?!\s*(?:of|:|=|is)\s*{_NUM})"
-        )
-        before = re.compile(
-            rf"(?<![a-z])(?:{pattern})(?:\s+(?:of|is|=|:|to|at))?\s*(?:about\s+)?{_qty('a')}"
-        )
-        for regex in (after, before):
-            for m in list(regex.finditer(text)):
-                if name in ("teeth", "angle") or (name == "module" and regex is before):
-                    value = float(m.group("a"))
-                else:
-                    value = mm(m, "a")
-                reading.put(name, value, m.group(0).strip())
-                text = _consume(text, m)
-
-    # Whatever numbers remain are assigned to the family's main dimensions, in order.
-    for m in re.finditer(_QTY, text):
-        reading.leftovers.append((_to_mm(m.group("n"), m.group("u"), unit), m.group(0).strip()))
+    # Attribute words pair with the quantity next to them: the one before ("4 mm thick")
+    # unless another word took it, else the one after ("thickness 4").
+    _pair_attributes(text, reading, unit)
     return reading
+
+
+_JOINER = re.compile(r"\s*(?:-|of|is|=|:|to|at|about|of\s+about|in)?\s*")
+_RAW_NUMBERS = frozenset({"teeth", "angle", "module"})
+
+
+def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
+    tokens: list[tuple[int, int, str, str | None, re.Match[str] | None]] = []
+    masked = text
+    for pattern, name in _ATTRIBUTES:
+        for m in re.finditer(rf"(?<![a-z])(?:{pattern})(?![a-z])", masked):
+            tokens.append((m.start(), m.end(), "attr", name, None))
+            masked = masked[: m.start()] + "#" * (m.end() - m.start()) + masked[m.end() :]
+    for m in re.finditer(_QTY, masked):
+        tokens.append((m.start(), m.end(), "qty", None, m))
+    tokens.sort(key=lambda token: token[0])
+    used: set[int] = set()
+
+    def adjacent(left: int, right: int) -> bool:
+        between = masked[tokens[left][1] : tokens[right][0]]
+        return _JOINER.fullmatch(between) is not None
+
+    for index, (_, _, kind, name, _) in enumerate(tokens):
+        if kind != "attr" or name is None:
+            continue
+        choice: int | None = None
+        before, after = index - 1, index + 1
+        if before >= 0 and tokens[before][2] == "qty" and before not in used and adjacent(before, index):
+            choice = before
+        elif after < len(tokens) and tokens[after][2] == "qty" and adjacent(index, after):
+            choice = after
+        if choice is None:
+            continue
+        used.add(choice)
+        m = tokens[choice][4]
+        assert m is not None
+        if name in _RAW_NUMBERS:
+            value = float(m.group("n"))
+        else:
+            value = _to_mm(m.group("n"), m.group("u"), unit)
+        reading.put(name, value, text[min(tokens[index][0], m.start()) : max(tokens[index][1], m.end())].strip())
+    for index, (_, _, kind, _, m) in enumerate(tokens):
+        if kind == "qty" and index not in used and m is not None:
+            reading.leftovers.append((_to_mm(m.group("n"), m.group("u"), unit), m.group(0).strip()))
 
 
 def _read_holes(text: str, reading: _Reading, unit: str) -> str:
     """Hole count, diameter and pattern; returns the text with them removed."""
     patterns = (
         # "4 M4 holes", "4 x 5 mm holes", "two 3 mm holes"
-        rf"(?P<count>\d+)\s*(?:x\s*)?(?:(?P<screw>screw)|{_qty('d')})?\s*{_HOLE_WORD}",
+        rf"(?<![\d.])(?P<count>\d+)(?![\d.])\s*(?:x\s*)?(?:(?P<screw>screw)|{_qty('d')})?\s*{_HOLE_WORD}",
         # "a 5 mm hole", "an M3 hole", "screw holes"
         rf"\ban?\s+(?:(?P<screw>screw)|{_qty('d')})\s*{_HOLE_WORD}",
         rf"(?:(?P<screw>screw)|{_qty('d')})\s*{_HOLE_WORD}",
@@ -386,7 +414,8 @@ def _read_holes(text: str, reading: _Reading, unit: str) -> str:
                 reading.put("hole_diameter", reading.values["screw"], m.group(0))
             reading.put("holes", 1.0, m.group(0))
             text = _consume(text, m)
-    if re.search(r"\bcorners?\b", text) and "holes" in reading.values:
+    corners = r"\b(?:in|at|on|near)\s+(?:the\s+|each\s+|all\s+)?(?:4\s+)?corners?\b"
+    if re.search(corners, text) and "holes" in reading.values:
         reading.put("hole_count", 4.0, "in the corners")
     if re.search(r"\b(?:centre|center|middle)\b", text) and "holes" in reading.values:
         reading.put("hole_count", 1.0, "in the centre")
@@ -475,6 +504,11 @@ def _to_spec(  # noqa: C901 - one mapping table
         match key:
             case "lid":
                 put("lid", value, src)
+            case "hole_count" | "hole_diameter" if ringed or family is Family.SPUR_GEAR:
+                if key == "hole_diameter":
+                    put("bore" if family is Family.SPUR_GEAR else "inner_diameter", value, src)
+                elif value > 1:
+                    raise ValidationFailed("prompt", f"a {family.value} has one central hole")
             case "hole_count" | "hole_diameter" | "hole_spacing_x" | "hole_spacing_y":
                 if family is Family.HOOK and key == "hole_count":
                     if value > 1:
