@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from kittylab.adapters.cad.analyzer import MeshAnalyzer
+from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
+from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
@@ -17,8 +20,11 @@ from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
+from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.simulation import SimulatedFleet
 
@@ -32,6 +38,9 @@ class Container:
     database_url: str
     jobs: JobQueue
     sender: NotificationSender
+    cad: CadService
+    cad_pool: CadWorkerPool
+    artifacts: ArtifactStore
     clock: Callable[[], datetime] = utcnow
     worker_state: WorkerState | None = None
     """Set when this process supervises a job worker (``kittylab serve``)."""
@@ -73,6 +82,9 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
     database = Database(make_engine(url))
     queue = ProcrastinateQueue(libpq_url(url))
     queue.open()
+    # The folder store until the S3 store is chosen by settings.
+    store = FolderArtifactStore(settings.data_dir / "artifacts")
+    pool = cad_worker_pool(settings)
     try:
         yield Container(
             settings=settings,
@@ -80,10 +92,53 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
             database_url=url,
             jobs=queue,
             sender=AppriseSender(settings.notify),
+            cad=cad_service(settings, database, store, pool, queue),
+            cad_pool=pool,
+            artifacts=store,
         )
     finally:
+        pool.close()
         queue.close()
         database.dispose()
+
+
+def cad_worker_pool(settings: Settings) -> CadWorkerPool:
+    cad = settings.cad
+    return CadWorkerPool(
+        size=cad.workers,
+        limits=WorkerLimits(
+            timeout_seconds=cad.build_timeout_seconds,
+            cpu_seconds=cad.build_cpu_seconds,
+            memory_bytes=cad.worker_memory_mb * 1024 * 1024,
+        ),
+    )
+
+
+def cad_service(
+    settings: Settings,
+    database: Database,
+    store: ArtifactStore,
+    pool: CadWorkerPool,
+    queue: ProcrastinateQueue | None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> CadService:
+    """The CAD use cases with their providers, in the order ``auto`` tries them within
+    each group (online first, then offline)."""
+    providers: list[CadProviderPort] = [CadQueryProvider(pool)]
+    return CadService(
+        database,
+        store,
+        providers,
+        MeshAnalyzer(settings.cad.bed_mm),
+        queue=queue,
+        alerts=queue,
+        alert_settings=AlertSettings(
+            channel=settings.cad.alert_channel,
+            recipients=tuple(settings.cad.alert_recipients),
+        ),
+        clock=clock,
+    )
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:
@@ -97,4 +152,5 @@ def job_context(container: Container) -> JobContext:
         sender=container.sender,
         settings=container.settings,
         clock=container.clock,
+        cad=container.cad,
     )

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from kittylab.domain.enums import NotificationChannel
+
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("kittylab", appauthor=False))
@@ -105,6 +107,28 @@ class TelemetrySettings(BaseModel):
     )
 
 
+class CadSettings(BaseModel):
+    """CAD generation: the offline CadQuery workers, scoring, alerts and online providers."""
+
+    workers: int = Field(1, ge=1, le=16, description="Warm CadQuery worker processes.")
+    prewarm: bool = Field(
+        True, description="`kittylab serve` starts a worker at once instead of on first use."
+    )
+    build_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    build_cpu_seconds: float = Field(60.0, gt=0, le=3600)
+    worker_memory_mb: int = Field(3072, ge=512, description="Address-space limit of a worker.")
+    bed_mm: tuple[float, float, float] = Field(
+        (256.0, 256.0, 256.0), description="Build volume the printability score checks."
+    )
+    alert_channel: NotificationChannel = Field(
+        NotificationChannel.EMAIL, description="Channel of the operator alert on a failed job."
+    )
+    alert_recipients: list[str] = Field(
+        default_factory=list,
+        description="Who is alerted; empty: every active operator or admin with an email.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -124,6 +148,7 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     devices: DeviceSettings = DeviceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    cad: CadSettings = CadSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 from kittylab import __version__
 from kittylab.api import problems
 from kittylab.api.routers import (
+    cad,
     conversations,
     equipment,
     fabrication,
@@ -59,6 +60,7 @@ def create_app(container: Container) -> FastAPI:
         conversations,
         equipment,
         fabrication,
+        cad,
         safety,
         notifications,
     ):

@@ -132,6 +132,14 @@ _ATTRIBUTES: tuple[tuple[str, str], ...] = (
 _HOLE_WORD = r"(?:clearance\s+|mounting\s+|screw\s+|through\s+|bolt\s+)?holes?"
 
 
+class UnknownPart(ValidationFailed):
+    """The prompt names no family of the part library; a text-to-CAD service may still
+    understand it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("prompt", message)
+
+
 @dataclass
 class _Reading:
     """What the prompt states, before it is mapped onto a family's parameters."""
@@ -222,11 +230,10 @@ def _family(text: str) -> Family:
         unsupported = _UNSUPPORTED.search(text)
         names = ", ".join(f.value.replace("_", " ") for f in Family)
         if unsupported:
-            raise ValidationFailed(
-                "prompt",
-                f"the part library cannot make a {unsupported.group(1)}; it makes: {names}",
+            raise UnknownPart(
+                f"the part library cannot make a {unsupported.group(1)}; it makes: {names}"
             )
-        raise ValidationFailed("prompt", f"names no part the library makes ({names})")
+        raise UnknownPart(f"names no part the library makes ({names})")
     found.sort(key=lambda item: item[0])
     _, chosen, word = found[0]
     for _, other, other_word in found[1:]:
@@ -367,28 +374,37 @@ def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
         between = masked[tokens[left][1] : tokens[right][0]]
         return _JOINER.fullmatch(between) is not None
 
-    for index, (_, _, kind, name, _) in enumerate(tokens):
-        if kind != "attr" or name is None:
+    for index, (_, _, kind, attribute, _) in enumerate(tokens):
+        if kind != "attr" or attribute is None:
             continue
         choice: int | None = None
         before, after = index - 1, index + 1
-        if before >= 0 and tokens[before][2] == "qty" and before not in used and adjacent(before, index):
+        if (
+            before >= 0
+            and tokens[before][2] == "qty"
+            and before not in used
+            and adjacent(before, index)
+        ):
             choice = before
         elif after < len(tokens) and tokens[after][2] == "qty" and adjacent(index, after):
             choice = after
         if choice is None:
             continue
         used.add(choice)
-        m = tokens[choice][4]
-        assert m is not None
-        if name in _RAW_NUMBERS:
-            value = float(m.group("n"))
+        quantity = tokens[choice][4]
+        assert quantity is not None
+        if attribute in _RAW_NUMBERS:
+            value = float(quantity.group("n"))
         else:
-            value = _to_mm(m.group("n"), m.group("u"), unit)
-        reading.put(name, value, text[min(tokens[index][0], m.start()) : max(tokens[index][1], m.end())].strip())
-    for index, (_, _, kind, _, m) in enumerate(tokens):
-        if kind == "qty" and index not in used and m is not None:
-            reading.leftovers.append((_to_mm(m.group("n"), m.group("u"), unit), m.group(0).strip()))
+            value = _to_mm(quantity.group("n"), quantity.group("u"), unit)
+        start = min(tokens[index][0], quantity.start())
+        end = max(tokens[index][1], quantity.end())
+        reading.put(attribute, value, text[start:end].strip())
+    for index, (_, _, kind, _, leftover) in enumerate(tokens):
+        if kind == "qty" and index not in used and leftover is not None:
+            reading.leftovers.append(
+                (_to_mm(leftover.group("n"), leftover.group("u"), unit), leftover.group(0).strip())
+            )
 
 
 def _read_holes(text: str, reading: _Reading, unit: str) -> str:
@@ -446,6 +462,9 @@ _MAIN: Mapping[Family, tuple[str, ...]] = {
     Family.SPUR_GEAR: (),
 }
 
+# Families whose height is their thickness.
+_FLAT = frozenset({Family.BLOCK, Family.MOUNTING_PLATE, Family.WASHER, Family.SPUR_GEAR})
+
 # ISO 7089 plain washers: inner diameter, outer diameter, thickness.
 _WASHERS: Mapping[float, tuple[float, float, float]] = {
     2.0: (2.2, 5.0, 0.3),
@@ -459,9 +478,7 @@ _WASHERS: Mapping[float, tuple[float, float, float]] = {
 }
 
 
-def _to_spec(  # noqa: C901 - one mapping table
-    family: Family, r: _Reading, base: Mapping[str, float] | None = None
-) -> PartSpec:
+def _to_spec(family: Family, r: _Reading, base: Mapping[str, float] | None = None) -> PartSpec:
     v = dict(r.values)
     params: dict[str, float] = {}
     notes = list(r.notes)
@@ -545,9 +562,7 @@ def _to_spec(  # noqa: C901 - one mapping table
                 else:
                     put("thickness", value, src)
             case "height":
-                if family in (Family.BLOCK, Family.MOUNTING_PLATE, Family.WASHER):
-                    put("thickness", value, src)
-                elif family is Family.SPUR_GEAR:
+                if family in _FLAT:
                     put("thickness", value, src)
                 elif family in (Family.CYLINDER, Family.SPACER, Family.TUBE):
                     put("length", value, src)
@@ -604,8 +619,7 @@ def _to_spec(  # noqa: C901 - one mapping table
         if not free:
             raise ValidationFailed(
                 "prompt",
-                f"could not tell what '{src}' measures; say thick, wide, long, tall, "
-                "diameter, …",
+                f"could not tell what '{src}' measures; say thick, wide, long, tall, diameter, …",
             )
         put(free.pop(0), value, src)
 
@@ -639,9 +653,9 @@ def _to_spec(  # noqa: C901 - one mapping table
     tip = params.pop("_tip_diameter", None)
     if tip is not None:
         if "module" in params and "teeth" not in params:
-            teeth = round(tip / params["module"] - 2)
-            params["teeth"] = float(teeth)
-            notes.append(f"{teeth} teeth give the {tip:g} mm tip diameter")
+            count = round(tip / params["module"] - 2)
+            params["teeth"] = float(count)
+            notes.append(f"{count} teeth give the {tip:g} mm tip diameter")
         else:
             teeth = params.get("teeth", known["teeth"])
             params.setdefault("module", tip / (teeth + 2))

@@ -426,7 +426,9 @@ def _gear_reach(p: Mapping[str, float], direction: float) -> float:
         lo = 2 * math.pi * k / teeth - half
         if (direction - lo) % (2 * math.pi) <= 2 * half + 1e-12:
             return r_tip
-        best = max(best, r_tip * math.cos(lo - direction), r_tip * math.cos(lo + 2 * half - direction))
+        best = max(
+            best, r_tip * math.cos(lo - direction), r_tip * math.cos(lo + 2 * half - direction)
+        )
     return best
 
 

@@ -33,13 +33,18 @@ def build(spec: PartSpec) -> cq.Workplane:
 
 
 def _plate(p: Params) -> cq.Workplane:
-    body = cq.Workplane("XY").box(p["length"], p["width"], p["thickness"], centered=(True, True, False))
+    body = cq.Workplane("XY").box(
+        p["length"], p["width"], p["thickness"], centered=(True, True, False)
+    )
     if p["fillet"] > 0:
         body = body.edges("|Z").fillet(p["fillet"])
     centres = hole_centres(p)
     if centres:
-        body = body.faces(">Z").workplane(origin=(0, 0, p["thickness"])).pushPoints(centres).hole(
-            p["hole_diameter"]
+        body = (
+            body.faces(">Z")
+            .workplane(origin=(0, 0, p["thickness"]))
+            .pushPoints(centres)
+            .hole(p["hole_diameter"])
         )
     return body
 
@@ -76,9 +81,8 @@ def _bracket(p: Params) -> cq.Workplane:
     length, width, height, t = p["length"], p["width"], p["height"], p["thickness"]
     body = _profile([(0, 0), (length, 0), (length, t), (t, t), (t, height), (0, height)], width)
     if p["fillet"] > 0:
-        body = body.edges(cq.selectors.NearestToPointSelector((t, width / 2, t))).fillet(
-            p["fillet"]
-        )
+        inner_corner = cq.selectors.NearestToPointSelector((t, width / 2, t))  # type: ignore[no-untyped-call]
+        body = body.edges(inner_corner).fillet(p["fillet"])
     count = int(p["hole_count"])
     if count:
         radius = p["hole_diameter"] / 2
@@ -86,8 +90,12 @@ def _bracket(p: Params) -> cq.Workplane:
         x_centre = t + (length - t) / 2
         z_centre = t + (height - t) / 2
         for y in ys:
-            down = cq.Solid.makeCylinder(radius, t + 2, cq.Vector(x_centre, y, -1), cq.Vector(0, 0, 1))
-            across = cq.Solid.makeCylinder(radius, t + 2, cq.Vector(-1, y, z_centre), cq.Vector(1, 0, 0))
+            down = cq.Solid.makeCylinder(
+                radius, t + 2, cq.Vector(x_centre, y, -1), cq.Vector(0, 0, 1)
+            )
+            across = cq.Solid.makeCylinder(
+                radius, t + 2, cq.Vector(-1, y, z_centre), cq.Vector(1, 0, 0)
+            )
             body = body.cut(down).cut(across)
     return body
 
@@ -109,23 +117,28 @@ def _enclosure(p: Params) -> cq.Workplane:
     clearance = 0.4
     lip_length = length - 2 * wall - clearance
     lip_width = width - 2 * wall - clearance
-    lip = (
-        cq.Workplane("XY")
-        .workplane(offset=wall)
-        .center(lid_x, 0)
-        .rect(lip_length, lip_width)
-    )
+    lip = cq.Workplane("XY").workplane(offset=wall).center(lid_x, 0).rect(lip_length, lip_width)
     if min(lip_length, lip_width) - 2 * wall > 2:
         lip = lip.rect(lip_length - 2 * wall, lip_width - 2 * wall)
     lid = lid.union(lip.extrude(lip_height))
-    return cq.Workplane("XY").newObject([cq.Compound.makeCompound([box.val(), lid.val()])])
+    parts = [box.findSolid(), lid.findSolid()]
+    return cq.Workplane("XY").newObject([cq.Compound.makeCompound(parts)])
 
 
 def _hook(p: Params) -> cq.Workplane:
     width, depth, height, t = p["width"], p["depth"], p["height"], p["thickness"]
     tip = max(2 * t, 0.3 * height)
     body = _profile(
-        [(0, 0), (depth, 0), (depth, tip), (depth - t, tip), (depth - t, t), (t, t), (t, height), (0, height)],
+        [
+            (0, 0),
+            (depth, 0),
+            (depth, tip),
+            (depth - t, tip),
+            (depth - t, t),
+            (t, t),
+            (t, height),
+            (0, height),
+        ],
         width,
     )
     if p["hole_diameter"] > 0:

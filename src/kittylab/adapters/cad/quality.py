@@ -106,7 +106,10 @@ def score_mesh(
 
     closed = watertight and manifold
     parts["solid_valid"] = float(solid_valid if solid_valid is not None else closed)
-    breakdown["solid_valid"] = {"value": solid_valid, "source": "brep" if solid_valid is not None else "mesh"}
+    breakdown["solid_valid"] = {
+        "value": solid_valid,
+        "source": "brep" if solid_valid is not None else "mesh",
+    }
     parts["mesh"] = (0.5 if watertight else 0.0) + (0.5 if manifold else 0.0)
     breakdown["mesh"] = {"watertight": watertight, "manifold": manifold}
 

@@ -65,7 +65,7 @@ class _Worker:
         self.limits = limits
         env = dict(os.environ)
         env["KITTYLAB_CAD_WORKER_MEMORY"] = str(limits.memory_bytes)
-        self.process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "kittylab.adapters.cad.worker_main"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

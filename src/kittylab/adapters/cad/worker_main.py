@@ -46,8 +46,8 @@ def _drop_network() -> str:
         raise OSError("networking is disabled in the CAD worker")
 
     socket.socket = refuse  # type: ignore[assignment,misc]
-    socket.create_connection = refuse  # type: ignore[assignment]
-    socket.socketpair = refuse  # type: ignore[assignment]
+    socket.create_connection = refuse
+    socket.socketpair = refuse
     return "sockets-refused"
 
 
@@ -95,7 +95,9 @@ def main() -> None:
             _limit_cpu(float(request.get("cpu_seconds", 30)))
             spec = PartSpec.from_json(request["spec"])
             out_dir = Path(request["out_dir"])
-            answer(_build(families, spec, out_dir, float(request.get("stl_tolerance", 0.01)), started))
+            answer(
+                _build(families, spec, out_dir, float(request.get("stl_tolerance", 0.01)), started)
+            )
         except ValidationFailed as exc:
             answer({"ok": False, "kind": "validation", "error": str(exc)})
         except MemoryError:

@@ -34,6 +34,7 @@ from kittylab.config import JobSettings, Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.errors import ValidationFailed
 from kittylab.services import maintenance, notifications, sessions
+from kittylab.services.cad import CadGenerationFailed, CadService
 from kittylab.services.ports import NotificationSender
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ CLEANUP_TASK = f"{NAMESPACE}:cleanup_sessions"
 RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
+CAD_TASK = f"{NAMESPACE}:generate_cad"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
 HOURLY = "0 * * * *"
@@ -68,6 +70,7 @@ class JobContext:
     sender: NotificationSender
     settings: Settings
     clock: Callable[[], datetime] = utcnow
+    cad: CadService | None = None
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -177,6 +180,19 @@ def job_blueprint() -> procrastinate.Blueprint:
     async def purge_telemetry(job: procrastinate.JobContext, timestamp: int) -> int:
         """Delete telemetry older than ``telemetry.retention_days``, in batches."""
         return await asyncio.to_thread(_purge_old_telemetry, _context(job))
+
+    @blueprint.task(name="generate_cad", pass_context=True)
+    async def generate_cad(job: procrastinate.JobContext, cad_job_id: str) -> str:
+        """Run an online or auto CAD job through its providers; a failure is recorded on
+        the job and alerted by the service, so it is not retried here."""
+        ctx = _context(job)
+        if ctx.cad is None:
+            raise RuntimeError("this worker has no CAD service")
+        try:
+            await asyncio.to_thread(ctx.cad.run_job, UUID(cad_job_id))
+        except CadGenerationFailed:
+            return "failed"
+        return "completed"
 
     return blueprint
 
