@@ -195,15 +195,15 @@ def content_type(artifact_type: ArtifactType) -> str:
     return _CONTENT_TYPES[artifact_type][1]
 
 
-def material_hints(spec: PartSpec | None) -> dict[str, Any]:
-    """A first material suggestion from the family; the operator decides."""
+def material_hints(spec: PartSpec | None) -> tuple[list[str], str]:
+    """A first material suggestion from the family, and why; the operator decides."""
     if spec is None:
-        return {"suggested": ["PLA"], "reason": "no specification; general-purpose default"}
+        return ["PLA"], "no specification: a general-purpose default"
     if spec.family in (Family.SPUR_GEAR, Family.HOOK, Family.L_BRACKET, Family.SPACER):
-        return {"suggested": ["PETG", "PA12"], "reason": "loaded part: tougher than PLA"}
+        return ["PETG", "PA12"], "a loaded part: tougher than PLA"
     if spec.family is Family.ENCLOSURE:
-        return {"suggested": ["PETG", "ABS"], "reason": "enclosures may sit near warm electronics"}
-    return {"suggested": ["PLA", "PETG"], "reason": "general-purpose part"}
+        return ["PETG", "ABS"], "enclosures may sit near warm electronics"
+    return ["PLA", "PETG"], "a general-purpose part"
 
 
 def min_wall(spec: PartSpec | None) -> float | None:
@@ -439,6 +439,7 @@ class CadService:
         preview = mesh.parent / "preview.png"
         preview.write_bytes(self.analyzer.preview(mesh))
         files[ArtifactType.PREVIEW] = preview
+        materials, material_reason = material_hints(spec)
         base_metadata: dict[str, Any] = {
             "bounding_box": {
                 "x": round(quality.bbox[0], 4),
@@ -447,7 +448,8 @@ class CadService:
                 "expected": list(expected) if expected is not None else None,
                 "units": "mm",
             },
-            "material_hints": material_hints(spec),
+            "material_hints": materials,
+            "material_reason": material_reason,
             "generation_params": {
                 "spec": spec.to_json() if spec is not None else None,
                 "defaults_used": list(spec.defaults) if spec is not None else [],
@@ -458,12 +460,33 @@ class CadService:
             **dict(output.metadata),
         }
         stored: list[UUID] = []
+        keys: list[str] = []
+        try:
+            self._record(job_id, provider, files, base_metadata, quality, stored, keys)
+        except Exception:
+            for key in keys:  # no stored file without its record
+                self.store.delete(key)
+            raise
+        attempts[-1]["qualityScore"] = quality.score
+        return stored
+
+    def _record(
+        self,
+        job_id: UUID,
+        provider: CadProviderPort,
+        files: Mapping[ArtifactType, Path],
+        base_metadata: Mapping[str, Any],
+        quality: Quality,
+        stored: list[UUID],
+        keys: list[str],
+    ) -> None:
         with self.database.unit_of_work() as session:
             for artifact_type, path in files.items():
                 extension, mime = _CONTENT_TYPES[artifact_type]
                 key = f"cad/{job_id}/{provider.name.value}/part.{extension}"
                 if artifact_type is ArtifactType.PREVIEW:
                     key = f"cad/{job_id}/{provider.name.value}/preview.png"
+                keys.append(key)
                 saved = self.store.put_file(key, path, content_type=mime)
                 row = cad_records.add_cad_artifact(
                     session,
@@ -480,8 +503,6 @@ class CadService:
                     quality_score=quality.score,
                 )
                 stored.append(row.id)
-        attempts[-1]["qualityScore"] = quality.score
-        return stored
 
     def _finish(
         self,
