@@ -219,6 +219,11 @@ def users_add(
         typer.echo(f"added {user.username} ({', '.join(r.value for r in user.roles)})")
 
 
+from kittylab.cli.cad import cad_app  # noqa: E402 - its commands import this module lazily
+
+app.add_typer(cad_app, name="cad")
+
+
 def main() -> None:
     """Console entry point."""
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback

@@ -1,0 +1,38 @@
+"""``kittylab cad generate`` on PostgreSQL with the real CadQuery worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kittylab.cli.main import app
+
+
+def test_cad_generate_offline_writes_step_and_stl_and_prints_the_table(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", database_url)
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KITTYLAB_LOG_JSON", "false")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["cad", "generate", "a 40 mm cube with 2 mm fillets", "--offline", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "cadquery-part.step").read_bytes().startswith(b"ISO-10303-21")
+    assert (out / "cadquery-part.stl").stat().st_size > 0
+    assert (out / "cadquery-preview.png").read_bytes().startswith(b"\x89PNG")
+    assert "40 x 40 x 40" in result.stdout
+    assert "1.00" in result.stdout
+
+
+def test_cad_generate_refuses_an_impossible_part_with_exit_1(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", database_url)
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["cad", "generate", "a plate 10 m long", "--offline"])
+    assert result.exit_code == 1
+    assert "spec.length" in result.output
