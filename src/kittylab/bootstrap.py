@@ -11,7 +11,9 @@ from datetime import datetime
 
 from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
+from kittylab.adapters.cad.tripo import TripoProvider
 from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
+from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
@@ -125,7 +127,23 @@ def cad_service(
 ) -> CadService:
     """The CAD use cases with their providers, in the order ``auto`` tries them within
     each group (online first, then offline)."""
-    providers: list[CadProviderPort] = [CadQueryProvider(pool)]
+    cad = settings.cad
+    providers: list[CadProviderPort] = [
+        ZooProvider(
+            cad.zoo_api_token.get_secret_value() if cad.zoo_api_token else None,
+            base_url=cad.zoo_base_url,
+            request_timeout_seconds=cad.online_request_timeout_seconds,
+            deadline_seconds=cad.online_deadline_seconds,
+            poll_seconds=cad.online_poll_seconds,
+        ),
+        TripoProvider(
+            cad.tripo_api_key.get_secret_value() if cad.tripo_api_key else None,
+            base_url=cad.tripo_base_url,
+            deadline_seconds=cad.online_deadline_seconds,
+            poll_seconds=cad.online_poll_seconds,
+        ),
+        CadQueryProvider(pool),
+    ]
     return CadService(
         database,
         store,

@@ -127,6 +127,15 @@ class CadSettings(BaseModel):
         default_factory=list,
         description="Who is alerted; empty: every active operator or admin with an email.",
     )
+    zoo_api_token: SecretStr | None = Field(None, description="Enables the Zoo provider.")
+    zoo_base_url: str = "https://api.zoo.dev"
+    tripo_api_key: SecretStr | None = Field(None, description="Enables the Tripo provider.")
+    tripo_base_url: str = "https://openapi.tripo3d.ai"
+    online_request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    online_deadline_seconds: float = Field(
+        600.0, gt=0, le=3600, description="Longest wait for one online generation."
+    )
+    online_poll_seconds: float = Field(2.0, gt=0, le=60)
 
 
 class Settings(BaseSettings):
