@@ -113,12 +113,12 @@ class _Worker:
         decoded: dict[str, Any] = json.loads(line)
         return decoded
 
-    def build(self, spec: PartSpec, out_dir: Path) -> BuildResult:
+    def build(self, spec: PartSpec, out_dir: Path, limits: WorkerLimits) -> BuildResult:
         request = {
             "spec": spec.to_json(),
             "out_dir": str(out_dir),
-            "cpu_seconds": self.limits.cpu_seconds,
-            "stl_tolerance": self.limits.stl_tolerance,
+            "cpu_seconds": limits.cpu_seconds,
+            "stl_tolerance": limits.stl_tolerance,
         }
         assert self.process.stdin is not None
         try:
@@ -126,7 +126,7 @@ class _Worker:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise CadWorkerCrashed("the CAD worker is gone") from exc
-        answer = self._read_line(self.limits.timeout_seconds)
+        answer = self._read_line(limits.timeout_seconds)
         if not answer.get("ok"):
             if answer.get("kind") == "validation":
                 field, _, message = str(answer.get("error", "")).partition(": ")
@@ -196,7 +196,7 @@ class CadWorkerPool:
         with self._slots:
             worker = self._acquire()
             try:
-                return worker.build(spec, out_dir)
+                return worker.build(spec, out_dir, self.limits)
             except (CadBuildTimeout, CadWorkerCrashed):
                 logger.warning("CAD worker lost; a fresh one replaces it")
                 worker.kill()
