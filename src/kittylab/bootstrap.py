@@ -11,6 +11,7 @@ from datetime import datetime
 
 from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
+from kittylab.adapters.cad.external_mesh import ExternalMeshProvider
 from kittylab.adapters.cad.tripo import TripoProvider
 from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.cad.zoo import ZooProvider
@@ -25,6 +26,7 @@ from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
+from kittylab.domain.enums import CADProvider
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.ports import JobQueue, NotificationSender
@@ -143,6 +145,18 @@ def cad_service(
             poll_seconds=cad.online_poll_seconds,
         ),
         CadQueryProvider(pool),
+        ExternalMeshProvider(
+            CADProvider.TRIPOSR,
+            cad.triposr_command,
+            store,
+            timeout_seconds=cad.external_timeout_seconds,
+        ),
+        ExternalMeshProvider(
+            CADProvider.INSTANTMESH,
+            cad.instantmesh_command,
+            store,
+            timeout_seconds=cad.external_timeout_seconds,
+        ),
     ]
     return CadService(
         database,

@@ -136,6 +136,13 @@ class CadSettings(BaseModel):
         600.0, gt=0, le=3600, description="Longest wait for one online generation."
     )
     online_poll_seconds: float = Field(2.0, gt=0, le=60)
+    triposr_command: str | None = Field(
+        None, description="Local TripoSR run, with {image} and {out} placeholders."
+    )
+    instantmesh_command: str | None = Field(
+        None, description="Local InstantMesh run, with {image} and {out} placeholders."
+    )
+    external_timeout_seconds: float = Field(900.0, gt=0, le=7200)
 
 
 class Settings(BaseSettings):

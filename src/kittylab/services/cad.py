@@ -122,6 +122,9 @@ class CadProviderPort(Protocol):
     def needs_spec(self) -> bool:
         """True when the provider builds from a part specification, not free text."""
 
+    def needs_image(self) -> bool:
+        """True when the provider works from a reference image (``image_references``)."""
+
     def generate(self, request: ProviderRequest, work_dir: Path) -> ProviderOutput:
         """Produce the files in ``work_dir`` or raise (any ``KittyLabError``)."""
 
@@ -191,6 +194,14 @@ _CONTENT_TYPES = {
 _MESH_TYPES = (ArtifactType.STL, ArtifactType.OBJ)
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def image_references(references: Sequence[str]) -> list[str]:
+    """References naming a picture in the artifact store (not URLs, not server paths)."""
+    return [r for r in references if r.lower().endswith(_IMAGE_SUFFIXES) and "://" not in r]
+
+
 def content_type(artifact_type: ArtifactType) -> str:
     return _CONTENT_TYPES[artifact_type][1]
 
@@ -255,12 +266,16 @@ class CadService:
             for p in self.providers
         ]
 
-    def plan(self, mode: PolicyMode, *, have_spec: bool) -> list[CadProviderPort]:
+    def plan(
+        self, mode: PolicyMode, *, have_spec: bool, have_image: bool = False
+    ) -> list[CadProviderPort]:
         """Providers to try, in order. ``Conflict`` (field ``policyMode``) when none can."""
         usable = [
             p
             for p in self.providers
-            if p.unavailable_reason() is None and (have_spec or not p.needs_spec())
+            if p.unavailable_reason() is None
+            and (have_spec or not p.needs_spec())
+            and (have_image or not p.needs_image())
         ]
         online = [p for p in usable if not p.offline]
         offline = [p for p in usable if p.offline]
@@ -302,7 +317,11 @@ class CadService:
                 if request.policy_mode is PolicyMode.OFFLINE:
                     raise
                 spec = None  # a text-to-CAD service may still understand it
-        planned = self.plan(request.policy_mode, have_spec=spec is not None)
+        planned = self.plan(
+            request.policy_mode,
+            have_spec=spec is not None,
+            have_image=bool(image_references(request.references)),
+        )
         details: dict[str, Any] = {
             "requestedPolicy": request.policy_mode.value,
             "plannedProviders": [p.name.value for p in planned],

@@ -26,6 +26,9 @@ class CadQueryProvider:
     def needs_spec(self) -> bool:
         return True
 
+    def needs_image(self) -> bool:
+        return False
+
     def generate(self, request: ProviderRequest, work_dir: Path) -> ProviderOutput:
         if request.spec is None:
             raise ValidationFailed("prompt", "the part library needs a part specification")

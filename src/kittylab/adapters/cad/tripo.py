@@ -51,6 +51,9 @@ class TripoProvider:
     def needs_spec(self) -> bool:
         return False
 
+    def needs_image(self) -> bool:
+        return False
+
     def generate(self, request: ProviderRequest, work_dir: Path) -> ProviderOutput:
         reason = self.unavailable_reason()
         if reason is not None:

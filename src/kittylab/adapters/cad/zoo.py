@@ -57,6 +57,9 @@ class ZooProvider:
     def needs_spec(self) -> bool:
         return False
 
+    def needs_image(self) -> bool:
+        return False
+
     def _client(self) -> KittyCAD:
         assert self.token is not None
         return KittyCAD(
