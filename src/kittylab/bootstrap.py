@@ -4,6 +4,7 @@ concrete adapters."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,6 +105,23 @@ def application(settings: Settings, url: str) -> Iterator[Container]:
         pool.close()
         queue.close()
         database.dispose()
+
+
+def prewarm_cad(container: Container) -> threading.Thread | None:
+    """Start a CAD worker in the background (``cad.prewarm``), so the first request does
+    not wait for CadQuery to import. A failure is logged; requests then start one."""
+    if not container.settings.cad.prewarm:
+        return None
+
+    def warm() -> None:
+        try:
+            container.cad_pool.warm_up()
+        except Exception:
+            log.warning("could not start a CAD worker in advance", exc_info=True)
+
+    thread = threading.Thread(target=warm, name="cad-prewarm", daemon=True)
+    thread.start()
+    return thread
 
 
 def cad_worker_pool(settings: Settings) -> CadWorkerPool:

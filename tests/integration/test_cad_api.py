@@ -18,6 +18,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADJob, Device, FabricationJob, Notification, User, Zone
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADJobStatus, DeviceKind, FabricationStatus, HazardLevel
+from kittylab.services.cad import GenerateRequest, PolicyMode, progress_reply
 from tests.integration.conftest import Person
 
 ISSUE_PROMPT = "a 60 by 60 mounting plate, 4 mm thick, four M4 holes in the corners"
@@ -79,6 +80,25 @@ def test_offline_generation_returns_scored_step_stl_and_preview_in_the_202(
     assert job["policyMode"] == "offline"
     assert job["details"]["attempts"][0]["outcome"] == "succeeded"
     assert container.artifacts.exists(step["artifactKey"])
+
+
+def test_the_conversation_reply_names_the_part_status_score_and_defaults(
+    container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    result = cad.generate(
+        GenerateRequest(
+            prompt="rod 10 mm diameter 50 mm long",
+            policy_mode=PolicyMode.OFFLINE,
+            requested_by=None,
+        )
+    )
+    reply = progress_reply(result)
+    assert f"CAD job {result.job.id} for a cylinder: completed with 3 files" in reply
+    assert "quality 1.00" in reply
+    assert "assumed defaults for fillet" in reply
 
 
 def test_offline_with_no_offline_provider_is_a_409_and_records_nothing(

@@ -203,3 +203,44 @@ def test_online_prompts_the_part_library_cannot_read_still_go_to_zoo(
     assert queued.providers == ["zoo"]
     assert "spec" not in queued.job.details
     assert parse_prompt("a 20 mm cube").family.value == "block"
+
+
+def test_an_auto_job_is_run_by_the_background_worker_to_completion(
+    zoo: ContractServer,
+    container: bootstrap.Container,
+    pool: CadWorkerPool,
+    database_url: str,
+) -> None:
+    from kittylab.adapters.jobs.tasks import JobContext
+    from kittylab.config import JobSettings
+    from tests.integration.worker_runner import run_worker_until
+
+    settings = container.settings.model_copy(
+        update={"jobs": JobSettings(poll_interval_seconds=0.2)}
+    )
+    cad = bootstrap.cad_service(
+        settings,
+        container.database,
+        container.artifacts,
+        pool,
+        container.jobs,  # type: ignore[arg-type]
+    )
+    cad.providers = [_zoo(zoo.url), *[p for p in cad.providers if p.offline]]
+    queued = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    assert queued.job.status is CADJobStatus.QUEUED
+
+    def finished() -> bool:
+        with container.database.unit_of_work() as session:
+            job = session.get(CADJob, queued.job.id)
+            return job is not None and job.status is CADJobStatus.COMPLETED
+
+    context = JobContext(
+        database=container.database, sender=container.sender, settings=settings, cad=cad
+    )
+    run_worker_until(database_url, context, finished, timeout=60)
+    with container.database.unit_of_work() as session:
+        job = session.get(CADJob, queued.job.id)
+        assert job is not None
+        assert job.details["provider"] == "zoo"

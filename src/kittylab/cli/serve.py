@@ -34,6 +34,7 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
+            bootstrap.prewarm_cad(container)
             typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_serve(container, host, port, with_workers))
@@ -107,6 +108,7 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
     with bootstrap.database_url_for(settings, lock=False) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
+            bootstrap.prewarm_cad(container)
             job_app = build_job_app(libpq_url(url))
             context = bootstrap.job_context(container)
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")

@@ -629,6 +629,24 @@ class CadService:
         return {"artifact": artifact, "jobs": chain, "fabrication": prints}
 
 
+def progress_reply(result: GenerateResult) -> str:
+    """One line for a conversation reply (the ``cad_generate`` intent): what was started,
+    where it stands, and the best score so far."""
+    job = result.job
+    spec = job.details.get("spec")
+    what = spec["family"].replace("_", " ") if spec else "part"
+    line = f"CAD job {job.id} for a {what}: {job.status.value}"
+    if job.status in (CADJobStatus.QUEUED, CADJobStatus.RUNNING):
+        return f"{line}, trying {', '.join(result.providers)}."
+    if job.status is CADJobStatus.FAILED:
+        return f"{line}; an operator has been alerted."
+    scores = [a.quality_score for a in result.artifacts if a.quality_score is not None]
+    best = f", quality {max(scores):.2f}" if scores else ""
+    defaults = spec.get("defaults", []) if spec else []
+    assumed = f"; assumed defaults for {', '.join(defaults)}" if defaults else ""
+    return f"{line} with {len(result.artifacts)} files{best}{assumed}."
+
+
 def _get_job(session: Session, job_id: UUID) -> CADJob:
     job = session.get(CADJob, job_id)
     if job is None:
