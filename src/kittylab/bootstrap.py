@@ -13,6 +13,7 @@ from datetime import datetime
 from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
 from kittylab.adapters.cad.external_mesh import ExternalMeshProvider
+from kittylab.adapters.cad.freecad_provider import FreeCadProvider
 from kittylab.adapters.cad.tripo import TripoProvider
 from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.cad.zoo import ZooProvider
@@ -163,6 +164,7 @@ def cad_service(
             poll_seconds=cad.online_poll_seconds,
         ),
         CadQueryProvider(pool),
+        FreeCadProvider(cad.freecad_command, pool.limits),
         ExternalMeshProvider(
             CADProvider.TRIPOSR,
             cad.triposr_command,

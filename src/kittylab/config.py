@@ -136,6 +136,9 @@ class CadSettings(BaseModel):
         600.0, gt=0, le=3600, description="Longest wait for one online generation."
     )
     online_poll_seconds: float = Field(2.0, gt=0, le=60)
+    freecad_command: str = Field(
+        "freecadcmd", description="FreeCAD's command-line binary; missing: freecad unavailable."
+    )
     triposr_command: str | None = Field(
         None, description="Local TripoSR run, with {image} and {out} placeholders."
     )
