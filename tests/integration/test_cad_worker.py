@@ -109,3 +109,24 @@ def test_in_its_namespace_the_worker_cannot_reach_local_services() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["namespace", "unreachable"]
+
+
+def test_commands_run_per_job_are_confined_before_they_start() -> None:
+    probe = (
+        "import resource, socket\n"
+        "print(resource.getrlimit(resource.RLIMIT_CPU)[0])\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 5432), timeout=1)\n"
+        "    print('connected')\n"
+        "except OSError:\n"
+        "    print('unreachable')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kittylab.adapters.cad.confine", str(2 * 1024**3), "7"]
+        + [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["7", "unreachable"]
