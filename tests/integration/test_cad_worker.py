@@ -121,9 +121,9 @@ def test_commands_run_per_job_are_confined_before_they_start() -> None:
         "except OSError:\n"
         "    print('unreachable')\n"
     )
+    confine = [sys.executable, "-m", "kittylab.adapters.cad.confine", str(2 * 1024**3), "7"]
     done = subprocess.run(
-        [sys.executable, "-m", "kittylab.adapters.cad.confine", str(2 * 1024**3), "7"]
-        + [sys.executable, "-c", probe],
+        [*confine, sys.executable, "-c", probe],
         capture_output=True,
         text=True,
         timeout=60,
