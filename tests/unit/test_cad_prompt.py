@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS, apply_follow_up, parse_prompt
 from kittylab.domain.cad_spec import Family, PartSpec, expected_bbox
@@ -194,3 +196,64 @@ def test_a_spec_survives_the_json_round_trip_into_the_worker() -> None:
         PartSpec.from_json({"family": "rocket", "params": {}})
     with pytest.raises(ValidationFailed):
         PartSpec.from_json({"family": "block", "params": {"length": -1}})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "plate",
+                    "gear",
+                    "box",
+                    "lid",
+                    "M3",
+                    "M4",
+                    "holes",
+                    "x",
+                    "by",
+                    "mm",
+                    "cm",
+                    "in",
+                    '"',
+                    "inch",
+                    "thick",
+                    "wide",
+                    "tall",
+                    "OD",
+                    "ID",
+                    "teeth",
+                    "module",
+                    "fillet",
+                    "walls",
+                    "corners",
+                    "radius",
+                    "diameter",
+                    "ø",
+                    "1/0",
+                    "-",
+                    ".",
+                    "degrees",
+                    "pattern",
+                    "washer",
+                    "standoff",
+                    "hook",
+                    "cube",
+                    "no",
+                    "with",
+                ]
+            ),
+            st.decimals(min_value=-5, max_value=2000, places=2).map(str),
+            st.text(max_size=6),
+        ),
+        max_size=14,
+    )
+)
+def test_any_prompt_either_parses_or_is_refused_with_a_validation_error(words: list[str]) -> None:
+    prompt = " ".join(words)
+    try:
+        spec = parse_prompt(prompt)
+    except ValidationFailed:
+        return
+    assert all(extent > 0 for extent in expected_bbox(spec))
