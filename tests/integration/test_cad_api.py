@@ -36,10 +36,12 @@ def pool() -> Iterator[CadWorkerPool]:
 def cad_client(
     container: bootstrap.Container, client: TestClient, pool: CadWorkerPool
 ) -> TestClient:
-    """The app with its CAD service on the module's warm worker (one import per module)."""
+    """The app with its CAD service on the module's warm worker (one import per module),
+    CadQuery as the only provider whatever else this machine has installed."""
     container.cad = bootstrap.cad_service(
         container.settings, container.database, container.artifacts, pool, None
     )
+    container.cad.providers = [p for p in container.cad.providers if p.name.value == "cadquery"]
     return client
 
 

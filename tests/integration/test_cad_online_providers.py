@@ -18,7 +18,13 @@ from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.enums import ArtifactType, CADJobStatus
-from kittylab.services.cad import GenerateRequest, PolicyMode, ProviderRequest, ProviderUnavailable
+from kittylab.services.cad import (
+    CadProviderPort,
+    GenerateRequest,
+    PolicyMode,
+    ProviderRequest,
+    ProviderUnavailable,
+)
 from tests.integration.cad_contract_servers import STEP, ContractServer, tripo_server, zoo_server
 
 ZOO_TOKEN = "zoo-contract-token"
@@ -122,6 +128,10 @@ def pool() -> Iterator[CadWorkerPool]:
     workers.close()
 
 
+def _cadquery(providers: list[CadProviderPort]) -> list[CadProviderPort]:
+    return [p for p in providers if p.name.value == "cadquery"]
+
+
 def _metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -133,7 +143,7 @@ def test_auto_tries_zoo_first_then_falls_back_to_cadquery_recording_both(
     settings.cad.zoo_api_token = None
     cad = bootstrap.cad_service(settings, container.database, container.artifacts, pool, None)
     zoo_provider = _zoo(zoo.url)
-    cad.providers = [zoo_provider, *[p for p in cad.providers if p.offline]]
+    cad.providers = [zoo_provider, *_cadquery(cad.providers)]
     queue = _RecordingQueue()
     cad.queue = queue
     before = _metric("kittylab_cad_fallbacks_total", from_provider="zoo", to_provider="cadquery")
@@ -167,7 +177,7 @@ def test_auto_with_a_working_zoo_stores_zoos_step_with_its_score(
     cad = bootstrap.cad_service(
         container.settings, container.database, container.artifacts, pool, None
     )
-    cad.providers = [_zoo(zoo.url), *[p for p in cad.providers if p.offline]]
+    cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
     cad.queue = _RecordingQueue()
     queued = cad.generate(
         GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
@@ -195,7 +205,7 @@ def test_online_prompts_the_part_library_cannot_read_still_go_to_zoo(
     cad = bootstrap.cad_service(
         container.settings, container.database, container.artifacts, pool, None
     )
-    cad.providers = [_zoo(zoo.url), *[p for p in cad.providers if p.offline]]
+    cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
     cad.queue = _RecordingQueue()
     queued = cad.generate(
         GenerateRequest(prompt="a small vase", policy_mode=PolicyMode.ONLINE, requested_by=None)
@@ -225,7 +235,7 @@ def test_an_auto_job_is_run_by_the_background_worker_to_completion(
         pool,
         container.jobs,  # type: ignore[arg-type]
     )
-    cad.providers = [_zoo(zoo.url), *[p for p in cad.providers if p.offline]]
+    cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
     queued = cad.generate(
         GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
     )
@@ -244,3 +254,24 @@ def test_an_auto_job_is_run_by_the_background_worker_to_completion(
         job = session.get(CADJob, queued.job.id)
         assert job is not None
         assert job.details["provider"] == "zoo"
+
+
+def test_a_job_recovered_mid_run_runs_again_and_a_finished_one_is_not_rebuilt(
+    container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    cad.providers = _cadquery(cad.providers)
+    cad.queue = _RecordingQueue()
+    queued = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    with container.database.unit_of_work() as session:
+        job = session.get(CADJob, queued.job.id)
+        assert job is not None
+        job.status = CADJobStatus.RUNNING  # as left by a worker killed mid-run
+    done = cad.run_job(queued.job.id)
+    assert done.job.status is CADJobStatus.COMPLETED
+    again = cad.run_job(queued.job.id)
+    assert {a.id for a in again.artifacts} == {a.id for a in done.artifacts}

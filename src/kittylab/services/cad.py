@@ -389,9 +389,18 @@ class CadService:
     def run_job(self, job_id: UUID) -> GenerateResult:
         """Run a queued job through its planned providers (see the module docstring)."""
         with self.database.unit_of_work() as session:
-            job = cad_records.advance_cad_job(
-                session, job_id, CADJobStatus.RUNNING, now=self.clock()
-            )
+            job = _get_job(session, job_id)
+            if job.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
+                # A job run again (a retried background job): answer with what is stored.
+                job, stored = self.job_with_artifacts(session, job_id)
+                planned_names = list(job.details.get("plannedProviders", []))
+                session.expunge_all()
+                return GenerateResult(job, stored, planned_names)
+            if job.status is CADJobStatus.QUEUED:
+                job = cad_records.advance_cad_job(
+                    session, job_id, CADJobStatus.RUNNING, now=self.clock()
+                )
+            # else: running — its worker died mid-run and the job was recovered; run again.
             details = dict(job.details)
             prompt = job.prompt
         spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
