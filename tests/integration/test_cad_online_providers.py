@@ -256,17 +256,34 @@ def test_an_auto_job_is_run_by_the_background_worker_to_completion(
         assert job.details["provider"] == "zoo"
 
 
+def test_auto_without_an_online_provider_builds_offline_at_once(
+    container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    cad.providers = [ZooProvider(None), *_cadquery(cad.providers)]
+    result = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    assert result.job.status is CADJobStatus.COMPLETED
+    assert result.providers == ["cadquery"]
+    assert result.job.details["requestedPolicy"] == "auto"
+
+
 def test_a_job_recovered_mid_run_runs_again_and_a_finished_one_is_not_rebuilt(
     container: bootstrap.Container, pool: CadWorkerPool
 ) -> None:
     cad = bootstrap.cad_service(
         container.settings, container.database, container.artifacts, pool, None
     )
-    cad.providers = _cadquery(cad.providers)
+    zoo_down = ZooProvider(ZOO_TOKEN, base_url="http://127.0.0.1:9", request_timeout_seconds=2)
+    cad.providers = [zoo_down, *_cadquery(cad.providers)]
     cad.queue = _RecordingQueue()
     queued = cad.generate(
         GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
     )
+    assert queued.job.status is CADJobStatus.QUEUED
     with container.database.unit_of_work() as session:
         job = session.get(CADJob, queued.job.id)
         assert job is not None

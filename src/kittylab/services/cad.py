@@ -3,10 +3,11 @@
 ``CadService.generate`` reads the prompt (``kittylab.domain.cad_prompt``), plans which
 providers to try for the policy, records a ``queued`` job and then:
 
-- ``offline``: runs the job before returning — the offline pipeline must succeed before the
-  caller gets an answer; when it fails an operator is alerted and ``CadGenerationFailed``
-  is raised;
-- ``online`` and ``auto``: defers the job to a background worker and returns at once.
+- ``offline`` (and ``auto`` when no online provider is available): runs the job before
+  returning — the offline pipeline must succeed before the caller gets an answer; when it
+  fails an operator is alerted and ``CadGenerationFailed`` is raised;
+- ``online`` and ``auto`` with an online provider: defers the job to a background worker
+  and returns at once.
 
 ``run_job`` tries the planned providers in order until one succeeds (``auto``: online
 providers first, then offline ones), recording every attempt and fallback on the job's
@@ -347,7 +348,9 @@ class CadService:
                 now=self.clock(),
             )
             job_id = job.id
-        if request.policy_mode is PolicyMode.OFFLINE:
+        if request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned):
+            # ``auto`` with no online provider available is the offline pipeline: it runs
+            # now, like ``offline``, instead of waiting for a background worker.
             return self.run_job(job_id)
         if self.queue is None:
             raise InfrastructureError("no job queue is configured for online CAD jobs")
