@@ -15,9 +15,23 @@ from sqlalchemy.orm import Session
 from kittylab import bootstrap
 from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import CADJob, Device, FabricationJob, Notification, User, Zone
+from kittylab.adapters.db.tables import (
+    CADJob,
+    Device,
+    FabricationJob,
+    Notification,
+    PrintMonitorEvent,
+    User,
+    Zone,
+)
 from kittylab.domain.clock import utcnow
-from kittylab.domain.enums import CADJobStatus, DeviceKind, FabricationStatus, HazardLevel
+from kittylab.domain.enums import (
+    CADJobStatus,
+    DeviceKind,
+    FabricationStatus,
+    HazardLevel,
+    MonitorEventType,
+)
 from kittylab.services.cad import GenerateRequest, PolicyMode, progress_reply
 from tests.integration.conftest import Person
 
@@ -239,15 +253,23 @@ def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
     stl = next(a for a in second["artifacts"] if a["artifactType"] == "stl")
     with database.unit_of_work() as session:
         device_id = _any_device(session)
+        printed = FabricationJob(
+            device_id=device_id,
+            cad_artifact_id=UUID(stl["id"]),
+            gcode_path="gcode/rod.gcode",
+            status=FabricationStatus.COMPLETED,
+            requested_by=operator.user_id,
+            started_at=utcnow(),
+            completed_at=utcnow(),
+        )
+        session.add(printed)
+        session.flush()
         session.add(
-            FabricationJob(
-                device_id=device_id,
-                cad_artifact_id=UUID(stl["id"]),
-                gcode_path="gcode/rod.gcode",
-                status=FabricationStatus.COMPLETED,
-                requested_by=operator.user_id,
-                started_at=utcnow(),
-                completed_at=utcnow(),
+            PrintMonitorEvent(
+                fabrication_job_id=printed.id,
+                event_type=MonitorEventType.FIRST_LAYER_OK,
+                confidence=0.93,
+                occurred_at=utcnow(),
             )
         )
     lineage = cad_client.get(f"/api/cad/artifacts/{stl['id']}/lineage", headers=operator.headers)
@@ -255,6 +277,8 @@ def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
     body = lineage.json()
     assert [j["id"] for j in body["jobs"]] == [second["cadJobId"], first["cadJobId"]]
     assert body["fabricationJobs"][0]["outcome"] == "completed"
+    events = body["fabricationJobs"][0]["monitorEvents"]
+    assert [(e["eventType"], e["confidence"]) for e in events] == [("first_layer_ok", 0.93)]
     assert (
         cad_client.get(
             f"/api/cad/artifacts/{UUID(int=0)}/lineage", headers=operator.headers

@@ -37,7 +37,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import CADArtifact, CADJob, FabricationJob, User
+from kittylab.adapters.db.tables import (
+    CADArtifact,
+    CADJob,
+    FabricationJob,
+    PrintMonitorEvent,
+    User,
+)
 from kittylab.domain.cad_prompt import UnknownPart, apply_follow_up, check_prompt_text, parse_prompt
 from kittylab.domain.cad_spec import Family, PartSpec, expected_bbox
 from kittylab.domain.enums import (
@@ -621,8 +627,8 @@ class CadService:
         return job, artifacts
 
     def lineage(self, session: Session, artifact_id: UUID) -> dict[str, Any]:
-        """The artifact, its job and that job's ancestors (iterations), and the fabrication
-        jobs that printed it with their outcome."""
+        """The artifact, its job and that job's ancestors (iterations), the fabrication jobs
+        that printed it, and each print's monitor events (the outcome as observed)."""
         artifact = session.get(CADArtifact, artifact_id)
         if artifact is None:
             raise NotFound("CAD artifact", artifact_id)
@@ -635,10 +641,20 @@ class CadService:
             job = session.get(CADJob, job.parent_job_id) if job.parent_job_id else None
         prints = list(
             session.scalars(
-                select(FabricationJob).where(FabricationJob.cad_artifact_id == artifact_id)
+                select(FabricationJob)
+                .where(FabricationJob.cad_artifact_id == artifact_id)
+                .order_by(FabricationJob.created_at)
             )
         )
-        return {"artifact": artifact, "jobs": chain, "fabrication": prints}
+        events: dict[UUID, list[PrintMonitorEvent]] = {f.id: [] for f in prints}
+        if prints:
+            for event in session.scalars(
+                select(PrintMonitorEvent)
+                .where(PrintMonitorEvent.fabrication_job_id.in_(list(events)))
+                .order_by(PrintMonitorEvent.occurred_at)
+            ):
+                events[event.fabrication_job_id].append(event)
+        return {"artifact": artifact, "jobs": chain, "fabrication": prints, "events": events}
 
 
 def progress_reply(result: GenerateResult) -> str:

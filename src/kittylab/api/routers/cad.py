@@ -21,7 +21,7 @@ from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
-from kittylab.domain.enums import CADJobStatus, FabricationStatus
+from kittylab.domain.enums import CADJobStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import NotFound
 from kittylab.services.artifacts import ArtifactMissing
 from kittylab.services.cad import (
@@ -81,6 +81,12 @@ class CompareOut(CamelModel):
     entries: list[CompareEntry]
 
 
+class MonitorEventLink(CamelModel):
+    event_type: MonitorEventType
+    confidence: float | None
+    occurred_at: datetime
+
+
 class FabricationLink(CamelModel):
     id: UUID
     device_id: UUID
@@ -88,6 +94,8 @@ class FabricationLink(CamelModel):
     started_at: datetime | None
     completed_at: datetime | None
     outcome: str | None
+    """The print's final status once it has one."""
+    monitor_events: list[MonitorEventLink]
 
 
 class LineageOut(CamelModel):
@@ -251,6 +259,9 @@ def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageO
                     FabricationStatus.ABORTED,
                 )
                 else None,
+                monitor_events=[
+                    MonitorEventLink.model_validate(e) for e in found["events"].get(f.id, [])
+                ],
             )
             for f in found["fabrication"]
         ],
