@@ -154,6 +154,17 @@ def test_bad_prompts_get_a_422_naming_the_field(
     assert answer.json()["field"] == field
 
 
+def test_prompts_are_stored_with_secrets_redacted(cad_client: TestClient, operator: Person) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube api_key=sk-abcdef1234567890abcdef", "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    job = cad_client.get(f"/api/cad/jobs/{answer.json()['cadJobId']}", headers=operator.headers)
+    assert job.json()["prompt"] == "a 20 mm cube api_key=[redacted]"
+
+
 def test_huge_prompts_are_refused_before_anything_runs(
     cad_client: TestClient, operator: Person
 ) -> None:

@@ -44,7 +44,13 @@ from kittylab.adapters.db.tables import (
     PrintMonitorEvent,
     User,
 )
-from kittylab.domain.cad_prompt import UnknownPart, apply_follow_up, check_prompt_text, parse_prompt
+from kittylab.domain.cad_prompt import (
+    MAX_PROMPT_CHARS,
+    UnknownPart,
+    apply_follow_up,
+    check_prompt_text,
+    parse_prompt,
+)
 from kittylab.domain.cad_spec import Family, PartSpec, expected_bbox
 from kittylab.domain.enums import (
     ArtifactType,
@@ -315,7 +321,9 @@ class CadService:
         impossible part, ``Conflict`` when no provider can serve the policy, ``NotFound``
         for an unknown conversation or parent job, and (offline) ``CadGenerationFailed``
         after the job failed and an operator was alerted."""
-        prompt = check_prompt_text(request.prompt)
+        # Stored and sent to providers sanitized (secrets redacted, control characters gone);
+        # the grammar reads the same text.
+        prompt = sanitize_text(check_prompt_text(request.prompt), MAX_PROMPT_CHARS)
         spec = request.spec
         if spec is None:
             try:
