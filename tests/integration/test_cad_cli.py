@@ -49,3 +49,15 @@ def test_cad_generate_refuses_an_impossible_part_with_exit_1(
     result = CliRunner().invoke(app, ["cad", "generate", "a plate 10 m long", "--offline"])
     assert result.exit_code == 1
     assert "spec.length" in result.output
+
+
+def test_cad_providers_lists_every_provider_with_its_availability(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", database_url)
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["cad", "providers"])
+    assert result.exit_code == 0, result.output
+    for name in ("zoo", "tripo", "cadquery", "freecad", "triposr", "instantmesh"):
+        assert name in result.stdout
+    assert "no Zoo API token is configured" in result.stdout

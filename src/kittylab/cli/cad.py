@@ -108,6 +108,28 @@ def _generate(
         Console().print(table)
 
 
+@cad_app.command("providers")
+def providers() -> None:
+    """List the CAD providers, whether each works offline, and why one is unavailable."""
+    from kittylab.cli.main import _container, _settings, friendly_errors
+
+    def show() -> None:
+        with _container(_settings()) as c:
+            table = Table(title="CAD providers")
+            for column in ("provider", "offline", "available", "reason"):
+                table.add_column(column)
+            for status in c.cad.provider_status():
+                table.add_row(
+                    str(status["provider"]),
+                    "yes" if status["offline"] else "no",
+                    "yes" if status["available"] else "no",
+                    str(status["reason"] or ""),
+                )
+            Console().print(table)
+
+    friendly_errors(show)()
+
+
 def _status(c: Container, job_id: UUID) -> CADJobStatus:
     with c.database.unit_of_work() as session:
         job = session.get(CADJob, job_id)
