@@ -24,6 +24,7 @@ from kittylab.adapters.db.tables import (
     User,
     Zone,
 )
+from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import (
     CADJobStatus,
@@ -115,6 +116,30 @@ def test_the_conversation_reply_names_the_part_status_score_and_defaults(
     assert f"CAD job {result.job.id} for a cylinder: completed with 3 files" in reply
     assert "quality 1.00" in reply
     assert "assumed defaults for fillet" in reply
+
+
+class _PresigningStore(FolderArtifactStore):
+    """The folder store, but able to hand out URLs as an S3 store does."""
+
+    def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        return f"https://s3.lab.example/{key}?expires={expires_seconds}"
+
+
+def test_downloads_redirect_to_a_presigned_url_when_the_store_gives_one(
+    cad_client: TestClient, operator: Person, container: bootstrap.Container
+) -> None:
+    body = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+        headers=operator.headers,
+    ).json()
+    step = next(a for a in body["artifacts"] if a["artifactType"] == "step")
+    container.artifacts = _PresigningStore(container.settings.data_dir / "artifacts")
+    answer = cad_client.get(step["downloadUrl"], headers=operator.headers, follow_redirects=False)
+    assert answer.status_code == 307
+    assert answer.headers["location"] == (
+        f"https://s3.lab.example/{step['artifactKey']}?expires=900"
+    )
 
 
 def test_offline_with_no_offline_provider_is_a_409_and_records_nothing(
