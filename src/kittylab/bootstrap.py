@@ -4,6 +4,7 @@ concrete adapters."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,13 @@ from pathlib import Path
 
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
+from kittylab.adapters.cad.analyzer import MeshAnalyzer
+from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
+from kittylab.adapters.cad.external_mesh import ExternalMeshProvider
+from kittylab.adapters.cad.freecad_provider import FreeCadProvider
+from kittylab.adapters.cad.tripo import TripoProvider
+from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
+from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
@@ -32,7 +40,9 @@ from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
+from kittylab.domain.enums import CADProvider
 from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
 from kittylab.services.fabrication import SliceEstimate
@@ -57,6 +67,10 @@ class Container:
     jobs: JobQueue
     sender: NotificationSender
     query: QueryService
+    cad: CadService
+    cad_pool: CadWorkerPool
+    artifacts: ArtifactStore
+    """Where uploads, G-code, CAD outputs and evidence are kept."""
     clock: Callable[[], datetime] = utcnow
     worker_state: WorkerState | None = None
     """Set when this process supervises a job worker (``kittylab serve``)."""
@@ -64,8 +78,6 @@ class Container:
     """The process's MQTT client; connected only while something runs ``bus.run()``."""
     drivers: dict[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name."""
-    artifacts: ArtifactStore | None = None
-    """Where uploads, G-code and CAD outputs are kept."""
 
 
 @contextmanager
@@ -108,6 +120,8 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
     queue = ProcrastinateQueue(libpq_url(url))
     queue.open()
     bus = message_bus(settings, role)
+    store = artifact_store(settings)
+    pool = cad_worker_pool(settings)
     try:
         yield Container(
             settings=settings,
@@ -117,10 +131,13 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus),
-            artifacts=artifact_store(settings),
             query=query_service(settings, database, queue, bus),
+            cad=cad_service(settings, database, store, pool, queue),
+            cad_pool=pool,
+            artifacts=store,
         )
     finally:
+        pool.close()
         queue.close()
         database.dispose()
 
@@ -178,6 +195,91 @@ def query_service(
     )
 
 
+def prewarm_cad(container: Container) -> threading.Thread | None:
+    """Start a CAD worker in the background (``cad.prewarm``), so the first request does
+    not wait for CadQuery to import. A failure is logged; requests then start one."""
+    if not container.settings.cad.prewarm:
+        return None
+
+    def warm() -> None:
+        try:
+            container.cad_pool.warm_up()
+        except Exception:
+            log.warning("could not start a CAD worker in advance", exc_info=True)
+
+    thread = threading.Thread(target=warm, name="cad-prewarm", daemon=True)
+    thread.start()
+    return thread
+
+
+def cad_worker_pool(settings: Settings) -> CadWorkerPool:
+    cad = settings.cad
+    return CadWorkerPool(
+        size=cad.workers,
+        limits=WorkerLimits(
+            timeout_seconds=cad.build_timeout_seconds,
+            cpu_seconds=cad.build_cpu_seconds,
+            memory_bytes=cad.worker_memory_mb * 1024 * 1024,
+        ),
+    )
+
+
+def cad_service(
+    settings: Settings,
+    database: Database,
+    store: ArtifactStore,
+    pool: CadWorkerPool,
+    queue: ProcrastinateQueue | None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> CadService:
+    """The CAD use cases with their providers, in the order ``auto`` tries them within
+    each group (online first, then offline)."""
+    cad = settings.cad
+    providers: list[CadProviderPort] = [
+        ZooProvider(
+            cad.zoo_api_token.get_secret_value() if cad.zoo_api_token else None,
+            base_url=cad.zoo_base_url,
+            request_timeout_seconds=cad.online_request_timeout_seconds,
+            deadline_seconds=cad.online_deadline_seconds,
+            poll_seconds=cad.online_poll_seconds,
+        ),
+        TripoProvider(
+            cad.tripo_api_key.get_secret_value() if cad.tripo_api_key else None,
+            base_url=cad.tripo_base_url,
+            deadline_seconds=cad.online_deadline_seconds,
+            poll_seconds=cad.online_poll_seconds,
+        ),
+        CadQueryProvider(pool),
+        FreeCadProvider(cad.freecad_command, pool.limits),
+        ExternalMeshProvider(
+            CADProvider.TRIPOSR,
+            cad.triposr_command,
+            store,
+            timeout_seconds=cad.external_timeout_seconds,
+        ),
+        ExternalMeshProvider(
+            CADProvider.INSTANTMESH,
+            cad.instantmesh_command,
+            store,
+            timeout_seconds=cad.external_timeout_seconds,
+        ),
+    ]
+    return CadService(
+        database,
+        store,
+        providers,
+        MeshAnalyzer(settings.cad.bed_mm),
+        queue=queue,
+        alerts=queue,
+        alert_settings=AlertSettings(
+            channel=settings.cad.alert_channel,
+            recipients=tuple(settings.cad.alert_recipients),
+        ),
+        clock=clock,
+    )
+
+
 def simulated_fleet(container: Container) -> SimulatedFleet:
     return SimulatedFleet(container.database, build_simulator, container.clock)
 
@@ -193,6 +295,7 @@ def job_context(container: Container) -> JobContext:
         artifacts=container.artifacts,
         slicer=slicer(container.settings),
         gcode_reader=gcode_estimates,
+        cad=container.cad,
     )
 
 
@@ -242,11 +345,9 @@ def artifact_store(settings: Settings) -> ArtifactStore:
     return FolderArtifactStore(storage.folder(settings.data_dir))
 
 
-def print_watcher(container: Container) -> PrintWatcher | None:
+def print_watcher(container: Container) -> PrintWatcher:
     """The watcher of printing jobs (telemetry rules, and the camera detector when one is
-    configured); run by ``kittylab serve`` only. None without an artifact store."""
-    if container.artifacts is None:
-        return None
+    configured); run by ``kittylab serve`` only."""
     monitoring = container.settings.monitoring
     detector = None
     if monitoring.detector_url:
@@ -282,10 +383,8 @@ def slicer(settings: Settings) -> Slicer:
     )
 
 
-def monitor_ingest(container: Container) -> MonitorIngest | None:
+def monitor_ingest(container: Container) -> MonitorIngest:
     """Monitor events from detectors on the bus; run by ``kittylab serve`` only."""
-    if container.artifacts is None:
-        return None
     monitoring = container.settings.monitoring
     return MonitorIngest(
         container.database,

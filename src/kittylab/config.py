@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from kittylab.domain.enums import NotificationChannel
+
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("kittylab", appauthor=False))
@@ -367,6 +369,47 @@ class QuerySettings(BaseModel):
     mcp_servers: list[McpServerSettings] = Field(default_factory=list)
 
 
+class CadSettings(BaseModel):
+    """CAD generation: the offline CadQuery workers, scoring, alerts and online providers."""
+
+    workers: int = Field(1, ge=1, le=16, description="Warm CadQuery worker processes.")
+    prewarm: bool = Field(
+        True, description="`kittylab serve` starts a worker at once instead of on first use."
+    )
+    build_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    build_cpu_seconds: float = Field(60.0, gt=0, le=3600)
+    worker_memory_mb: int = Field(3072, ge=512, description="Address-space limit of a worker.")
+    bed_mm: tuple[float, float, float] = Field(
+        (256.0, 256.0, 256.0), description="Build volume the printability score checks."
+    )
+    alert_channel: NotificationChannel = Field(
+        NotificationChannel.EMAIL, description="Channel of the operator alert on a failed job."
+    )
+    alert_recipients: list[str] = Field(
+        default_factory=list,
+        description="Who is alerted; empty: every active operator or admin with an email.",
+    )
+    zoo_api_token: SecretStr | None = Field(None, description="Enables the Zoo provider.")
+    zoo_base_url: str = "https://api.zoo.dev"
+    tripo_api_key: SecretStr | None = Field(None, description="Enables the Tripo provider.")
+    tripo_base_url: str = "https://openapi.tripo3d.ai"
+    online_request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    online_deadline_seconds: float = Field(
+        600.0, gt=0, le=3600, description="Longest wait for one online generation."
+    )
+    online_poll_seconds: float = Field(2.0, gt=0, le=60)
+    freecad_command: str = Field(
+        "freecadcmd", description="FreeCAD's command-line binary; missing: freecad unavailable."
+    )
+    triposr_command: str | None = Field(
+        None, description="Local TripoSR run, with {image} and {out} placeholders."
+    )
+    instantmesh_command: str | None = Field(
+        None, description="Local InstantMesh run, with {image} and {out} placeholders."
+    )
+    external_timeout_seconds: float = Field(900.0, gt=0, le=7200)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -393,6 +436,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     slicer: SlicerSettings = SlicerSettings()
     query: QuerySettings = QuerySettings()
+    cad: CadSettings = CadSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

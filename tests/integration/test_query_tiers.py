@@ -310,7 +310,7 @@ def test_query_api_answers_a_fresh_data_question_through_the_mcp_server(
     settings = container.settings.model_copy(deep=True)
     settings.query.model.backend = "none"
     settings.query.mcp_servers = [_stdio().settings]
-    container.query = bootstrap.query_service(settings, database)
+    container.query = bootstrap.query_service(settings, database, container.jobs, None)
     r = client.post(
         "/api/query",
         json={"channel": "ipad", "input": {"text": "titanium powder prices this week?"}},

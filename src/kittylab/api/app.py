@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 from kittylab import __version__
 from kittylab.api import problems
 from kittylab.api.routers import (
+    cad,
     commands,
     conversations,
     equipment,
@@ -65,6 +66,7 @@ def create_app(container: Container) -> FastAPI:
         commands,
         fabrication,
         print_jobs,
+        cad,
         safety,
         notifications,
         query,

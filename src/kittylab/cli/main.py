@@ -366,6 +366,11 @@ def _readline_setup(session: Any, history: Path) -> None:
     readline.parse_and_bind("tab: complete")
 
 
+from kittylab.cli.cad import cad_app  # noqa: E402 - its commands import this module lazily
+
+app.add_typer(cad_app, name="cad")
+
+
 def main() -> None:
     """Console entry point."""
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback

@@ -35,6 +35,7 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
+            bootstrap.prewarm_cad(container)
             typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_serve(container, host, port, with_workers))
@@ -63,14 +64,10 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         ingest = TelemetryIngest(container.database, container.clock)
         ingest.attach(bus)
         background.append(asyncio.create_task(ingest.run()))
-        monitor = bootstrap.monitor_ingest(container)
-        if monitor is not None:
-            monitor.attach(bus)
+        bootstrap.monitor_ingest(container).attach(bus)
     background.append(asyncio.create_task(bootstrap.print_tracker(container).run()))
     background.append(asyncio.create_task(bootstrap.device_poller(container).run()))
-    watcher = bootstrap.print_watcher(container)
-    if watcher is not None:
-        background.append(asyncio.create_task(watcher.run()))
+    background.append(asyncio.create_task(bootstrap.print_watcher(container).run()))
     sim = container.settings.simulator
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)
@@ -131,6 +128,7 @@ def run_worker_only(settings: Settings, concurrency: int) -> None:
     with bootstrap.database_url_for(settings, lock=False) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url, role="worker") as container:
+            bootstrap.prewarm_cad(container)
             job_app = build_job_app(libpq_url(url))
             context = bootstrap.job_context(container)
             typer.echo(f"KittyLab worker running {concurrency} jobs at a time; Ctrl-C stops it")

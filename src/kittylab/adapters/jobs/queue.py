@@ -19,6 +19,7 @@ from procrastinate.exceptions import AlreadyEnqueued, ProcrastinateException
 
 from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.jobs.tasks import (
+    CAD_TASK,
     DELIVER_TASK,
     DISPATCH_TASK,
     NAMESPACE,
@@ -157,3 +158,15 @@ class ProcrastinateQueue:
             return
         except (ProcrastinateException, psycopg.Error) as exc:
             raise JobQueueUnavailable(f"cannot defer {task}: {type(exc).__name__}") from exc
+
+    def defer_cad_job(self, job_id: UUID) -> None:
+        """Schedule a CAD job's run; raises ``JobQueueUnavailable`` if it cannot be stored."""
+        key = str(job_id)
+        try:
+            self._app.configure_task(
+                CAD_TASK, allow_unknown=False, queueing_lock=f"cad:{key}"
+            ).defer(cad_job_id=key)
+        except AlreadyEnqueued:
+            return
+        except (ProcrastinateException, psycopg.Error) as exc:
+            raise JobQueueUnavailable(f"cannot defer CAD job {key}: {type(exc).__name__}") from exc

@@ -45,6 +45,7 @@ from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.domain.print_queue import Stage
 from kittylab.services import dispatch, fabrication, maintenance, notifications, sessions
 from kittylab.services.artifacts import ArtifactStore, ArtifactStoreError
+from kittylab.services.cad import CadGenerationFailed, CadService
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
@@ -68,6 +69,7 @@ PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
 START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
 PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
 RECONCILE_TASK = f"{NAMESPACE}:reconcile_commands"
+CAD_TASK = f"{NAMESPACE}:generate_cad"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
 HOURLY = "0 * * * *"
@@ -100,6 +102,7 @@ class JobContext:
     artifacts: ArtifactStore | None = None
     slicer: Slicer | None = None
     gcode_reader: fabrication.GcodeReader | None = None
+    cad: CadService | None = None
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -315,6 +318,19 @@ def job_blueprint() -> procrastinate.Blueprint:
         for device_id in printers:
             await defer_start_next(job.app, str(device_id))
         return len(printers)
+
+    @blueprint.task(name="generate_cad", pass_context=True)
+    async def generate_cad(job: procrastinate.JobContext, cad_job_id: str) -> str:
+        """Run an online or auto CAD job through its providers; a failure is recorded on
+        the job and alerted by the service, so it is not retried here."""
+        ctx = _context(job)
+        if ctx.cad is None:
+            raise RuntimeError("this worker has no CAD service")
+        try:
+            await asyncio.to_thread(ctx.cad.run_job, UUID(cad_job_id))
+        except CadGenerationFailed:
+            return "failed"
+        return "completed"
 
     return blueprint
 

@@ -1,0 +1,211 @@
+"""Warm model-building workers: long-lived subprocesses that have already imported
+CadQuery (``worker_main``), so a request costs the build and not the 3 s import.
+
+A worker serves one request at a time. A request that outlives its wall-clock timeout gets
+its worker killed; a worker that died (SIGXCPU from its CPU limit, the memory limit, a
+crash in OpenCascade) is replaced by a fresh one on the next request. The caller gets
+``CadBuildTimeout`` or ``CadWorkerCrashed``; the service process is never affected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kittylab.domain.cad_spec import PartSpec
+from kittylab.domain.errors import InfrastructureError, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+
+class CadBuildFailed(InfrastructureError):
+    """The model could not be built."""
+
+
+class CadBuildTimeout(CadBuildFailed):
+    """The build took longer than allowed; its worker was killed."""
+
+
+class CadWorkerCrashed(CadBuildFailed):
+    """The worker process died (CPU or memory limit, a crash in the geometry kernel)."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    step: Path
+    stl: Path
+    bbox: tuple[float, float, float]
+    valid: bool
+    volume: float
+    solids: int
+    build_ms: float
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    timeout_seconds: float = 60.0
+    cpu_seconds: float = 60.0
+    memory_bytes: int = 3 * 1024**3
+    start_timeout_seconds: float = 120.0
+    stl_tolerance: float = 0.01
+
+
+class _Worker:
+    def __init__(self, limits: WorkerLimits) -> None:
+        self.limits = limits
+        env = dict(os.environ)
+        env["KITTYLAB_CAD_WORKER_MEMORY"] = str(limits.memory_bytes)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kittylab.adapters.cad.worker_main"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        self._buffer = b""
+        hello = self._read_line(limits.start_timeout_seconds)
+        if not hello.get("ready"):
+            self.kill()
+            raise CadWorkerCrashed("the CAD worker did not start")
+        self.network: str = str(hello.get("network"))
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+    def _read_line(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise CadBuildTimeout(f"the CAD worker gave no answer within {timeout:g} s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = self.process.wait(timeout=10)
+                raise CadWorkerCrashed(f"the CAD worker died (exit status {code})")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        decoded: dict[str, Any] = json.loads(line)
+        return decoded
+
+    def build(self, spec: PartSpec, out_dir: Path, limits: WorkerLimits) -> BuildResult:
+        request = {
+            "spec": spec.to_json(),
+            "out_dir": str(out_dir),
+            "cpu_seconds": limits.cpu_seconds,
+            "stl_tolerance": limits.stl_tolerance,
+        }
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise CadWorkerCrashed("the CAD worker is gone") from exc
+        answer = self._read_line(limits.timeout_seconds)
+        if not answer.get("ok"):
+            if answer.get("kind") == "validation":
+                field, _, message = str(answer.get("error", "")).partition(": ")
+                raise ValidationFailed(field or "spec", message or "is not buildable")
+            raise CadBuildFailed(str(answer.get("error", "the build failed")))
+        x, y, z = answer["bbox"]
+        return BuildResult(
+            step=Path(answer["step"]),
+            stl=Path(answer["stl"]),
+            bbox=(float(x), float(y), float(z)),
+            valid=bool(answer["valid"]),
+            volume=float(answer["volume"]),
+            solids=int(answer["solids"]),
+            build_ms=float(answer["build_ms"]),
+        )
+
+
+class CadWorkerPool:
+    """Up to ``size`` warm workers, started on first use (or by ``warm_up``)."""
+
+    def __init__(self, size: int = 1, limits: WorkerLimits | None = None) -> None:
+        self.size = size
+        self.limits = limits or WorkerLimits()
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._all: list[_Worker] = []
+        self.network_isolation: str | None = None
+        self.restarts = 0
+
+    def warm_up(self) -> None:
+        """Start one worker now, so the first request does not pay for the import."""
+        with self._slots:
+            self._release(self._acquire())
+
+    def _acquire(self) -> _Worker:
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if worker.alive:
+                return worker
+            self._forget(worker)
+        worker = _Worker(self.limits)
+        self.network_isolation = worker.network
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    def _release(self, worker: _Worker) -> None:
+        if worker.alive:
+            self._idle.put(worker)
+        else:
+            self._forget(worker)
+
+    def _forget(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+        self.restarts += 1
+
+    def build(self, spec: PartSpec, out_dir: Path) -> BuildResult:
+        """Build ``spec`` into ``out_dir`` (STEP and STL). Raises ``ValidationFailed`` for a
+        spec the library refuses, ``CadBuildTimeout``, ``CadWorkerCrashed`` or
+        ``CadBuildFailed``; the worker is replaced after a timeout or crash."""
+        with self._slots:
+            worker = self._acquire()
+            try:
+                return worker.build(spec, out_dir, self.limits)
+            except (CadBuildTimeout, CadWorkerCrashed):
+                logger.warning("CAD worker lost; a fresh one replaces it")
+                worker.kill()
+                raise
+            finally:
+                self._release(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._all = list(self._all), []
+        for worker in workers:
+            worker.kill()

@@ -1,0 +1,274 @@
+"""CAD generation: generate, iterate, compare, download, lineage, provider status.
+
+Listing and reading jobs and artifacts stays in the fabrication router
+(``GET /api/cad/jobs``, ``GET /api/cad/jobs/{id}``, ``GET /api/cad/artifacts``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import Field, StringConstraints
+
+from kittylab.adapters.db.tables import CADArtifact, CADJob
+from kittylab.api import problems
+from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.routers import get_or_404
+from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
+from kittylab.bootstrap import Container
+from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
+from kittylab.domain.enums import CADJobStatus, FabricationStatus, MonitorEventType
+from kittylab.domain.errors import NotFound
+from kittylab.services.artifacts import ArtifactMissing
+from kittylab.services.cad import (
+    CadGenerationFailed,
+    GenerateRequest,
+    GenerateResult,
+    PolicyMode,
+    content_type,
+)
+
+router = APIRouter(prefix="/api/cad", tags=["cad"])
+
+PRESIGN_SECONDS = 900
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[^\x00]*$")]
+Wired = Annotated[Container, Depends(container)]
+
+
+class GenerateIn(StrictInput):
+    conversation_id: UUID | None = None
+    prompt: Prompt
+    policy_mode: PolicyMode = PolicyMode.AUTO
+    references: list[Reference] = Field(default_factory=list, max_length=8)
+
+
+class IterateIn(StrictInput):
+    follow_up: Prompt
+    policy_mode: PolicyMode = PolicyMode.OFFLINE
+
+
+class ArtifactLink(CADArtifactOut):
+    download_url: str
+
+
+class GenerateOut(CamelModel):
+    cad_job_id: UUID
+    status: CADJobStatus
+    policy_mode: PolicyMode
+    providers: list[str]
+    spec: dict[str, Any] | None
+    defaults_used: list[str]
+    artifacts: list[ArtifactLink]
+
+
+class CompareEntry(CamelModel):
+    provider: str
+    quality_score: float | None
+    quality: dict[str, Any] | None
+    bounding_box: dict[str, Any] | None
+    model_version: str | None
+    preview_url: str | None
+    artifacts: list[ArtifactLink]
+
+
+class CompareOut(CamelModel):
+    job: CADJobOut
+    entries: list[CompareEntry]
+
+
+class MonitorEventLink(CamelModel):
+    event_type: MonitorEventType
+    confidence: float | None
+    occurred_at: datetime
+
+
+class FabricationLink(CamelModel):
+    id: UUID
+    device_id: UUID
+    status: FabricationStatus
+    started_at: datetime | None
+    completed_at: datetime | None
+    outcome: str | None
+    """The print's final status once it has one."""
+    monitor_events: list[MonitorEventLink]
+
+
+class LineageOut(CamelModel):
+    artifact: ArtifactLink
+    jobs: list[CADJobOut]
+    """The artifact's job first, then each job it iterated on, back to the first prompt."""
+    fabrication_jobs: list[FabricationLink]
+
+
+class ProviderStatusOut(CamelModel):
+    provider: str
+    offline: bool
+    available: bool
+    reason: str | None
+
+
+def _link(artifact: CADArtifact) -> ArtifactLink:
+    out = CADArtifactOut.model_validate(artifact)
+    return ArtifactLink(
+        **out.model_dump(), download_url=f"/api/cad/artifacts/{artifact.id}/download"
+    )
+
+
+def _generated(result: GenerateResult, mode: PolicyMode) -> JSONResponse:
+    spec = result.job.details.get("spec")
+    body = GenerateOut(
+        cad_job_id=result.job.id,
+        status=result.job.status,
+        policy_mode=mode,
+        providers=result.providers,
+        spec=spec,
+        defaults_used=list(spec.get("defaults", [])) if spec else [],
+        artifacts=[_link(a) for a in result.artifacts],
+    )
+    return JSONResponse(
+        body.model_dump(mode="json", by_alias=True),
+        status_code=202,
+        headers={"Location": f"/api/cad/jobs/{result.job.id}"},
+    )
+
+
+def _failed(request: Request, exc: CadGenerationFailed) -> JSONResponse:
+    return problems.problem(
+        request,
+        502,
+        "cad-generation-failed",
+        "CAD generation failed",
+        f"{exc} — an operator has been alerted; see GET /api/cad/jobs/{exc.job_id}",
+        field="prompt",
+    )
+
+
+@router.post(
+    "/generate",
+    status_code=202,
+    response_model=GenerateOut,
+    responses={409: {"description": "no provider for the policy"}, 502: {"description": "failed"}},
+)
+def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Response:
+    """Offline: the artifacts are built before the answer. Online and auto: queued."""
+    try:
+        result = c.cad.generate(
+            GenerateRequest(
+                prompt=body.prompt,
+                policy_mode=body.policy_mode,
+                requested_by=caller.user_id,
+                conversation_id=body.conversation_id,
+                references=tuple(body.references),
+            )
+        )
+    except CadGenerationFailed as exc:
+        return _failed(request, exc)
+    return _generated(result, body.policy_mode)
+
+
+@router.post("/jobs/{job_id}/iterate", status_code=202, response_model=GenerateOut)
+def iterate(job_id: UUID, body: IterateIn, caller: Caller, c: Wired, request: Request) -> Response:
+    """A new job from this one's specification changed by ``followUp``, linked to it."""
+    try:
+        result = c.cad.iterate(
+            job_id, body.follow_up, requested_by=caller.user_id, mode=body.policy_mode
+        )
+    except CadGenerationFailed as exc:
+        return _failed(request, exc)
+    return _generated(result, body.policy_mode)
+
+
+@router.get("/jobs/{job_id}/compare", response_model=CompareOut)
+def compare(job_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> CompareOut:
+    """The job's artifacts grouped by provider, side by side with scores and previews."""
+    job, artifacts = c.cad.job_with_artifacts(uow, job_id)
+    entries: dict[str, CompareEntry] = {}
+    for artifact in artifacts:
+        name = artifact.provider.value
+        meta = artifact.metadata_
+        entry = entries.setdefault(
+            name,
+            CompareEntry(
+                provider=name,
+                quality_score=artifact.quality_score,
+                quality=meta.get("quality"),
+                bounding_box=meta.get("bounding_box"),
+                model_version=meta.get("model_version"),
+                preview_url=None,
+                artifacts=[],
+            ),
+        )
+        link = _link(artifact)
+        entry.artifacts.append(link)
+        if artifact.artifact_type.value == "preview":
+            entry.preview_url = link.download_url
+    ranked = sorted(entries.values(), key=lambda e: -(e.quality_score or 0))
+    return CompareOut(job=CADJobOut.model_validate(job), entries=ranked)
+
+
+@router.get(
+    "/artifacts/{artifact_id}/download",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 307: {"description": "S3"}},
+)
+def download(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> Response:
+    """The file, streamed from the store; a redirect when the store can presign a URL."""
+    artifact = get_or_404(uow, CADArtifact, artifact_id, "CAD artifact")
+    key = artifact.artifact_key
+    url = c.artifacts.presigned_url(key, PRESIGN_SECONDS)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        chunks: Iterator[bytes] = c.artifacts.read_chunks(key)
+    except ArtifactMissing:
+        raise NotFound("stored file for CAD artifact", artifact_id) from None
+    filename = key.rsplit("/", 2)
+    name = f"{artifact.cad_job_id}-{filename[-2]}-{filename[-1]}"
+    return StreamingResponse(
+        chunks,
+        media_type=content_type(artifact.artifact_type),
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/artifacts/{artifact_id}/lineage", response_model=LineageOut)
+def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageOut:
+    """CAD job (and the jobs it iterated on) → this artifact → fabrication jobs → outcome."""
+    found = c.cad.lineage(uow, artifact_id)
+    jobs: list[CADJob] = found["jobs"]
+    return LineageOut(
+        artifact=_link(found["artifact"]),
+        jobs=[CADJobOut.model_validate(j) for j in jobs],
+        fabrication_jobs=[
+            FabricationLink(
+                id=f.id,
+                device_id=f.device_id,
+                status=f.status,
+                started_at=f.started_at,
+                completed_at=f.completed_at,
+                outcome=f.status.value
+                if f.status
+                in (
+                    FabricationStatus.COMPLETED,
+                    FabricationStatus.FAILED,
+                    FabricationStatus.ABORTED,
+                )
+                else None,
+                monitor_events=[
+                    MonitorEventLink.model_validate(e) for e in found["events"].get(f.id, [])
+                ],
+            )
+            for f in found["fabrication"]
+        ],
+    )
+
+
+@router.get("/providers", response_model=list[ProviderStatusOut])
+def providers(_: Caller, c: Wired) -> list[ProviderStatusOut]:
+    """Every CAD provider, whether it works offline, and why it is unavailable if it is."""
+    return [ProviderStatusOut(**status) for status in c.cad.provider_status()]

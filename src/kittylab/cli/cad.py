@@ -1,0 +1,144 @@
+"""``kittylab cad``: generate parts from the command line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kittylab.adapters.db.tables import CADArtifact, CADJob
+from kittylab.bootstrap import Container
+from kittylab.config import Settings
+from kittylab.domain.enums import CADJobStatus
+from kittylab.services.cad import GenerateRequest, PolicyMode
+
+cad_app = typer.Typer(help="CAD generation: text to STEP/STL.", no_args_is_help=True)
+
+_EXTENSIONS = {"step": "step", "stl": "stl", "obj": "obj", "dxf": "dxf", "preview": "png"}
+
+
+@cad_app.command("generate")
+def generate(
+    prompt: Annotated[
+        str, typer.Argument(help='e.g. "a 60 by 60 plate, 4 mm thick, four M4 holes"')
+    ],
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Build here with the offline providers only.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the artifacts into this folder.")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")
+    ] = 600.0,
+) -> None:
+    """Generate a part; print its artifacts with scores and bounding boxes."""
+    from kittylab.cli.main import _container, _settings, friendly_errors
+
+    friendly_errors(_generate)(_settings(), _container, prompt, offline, out, wait)
+
+
+def _generate(
+    settings: Settings,
+    container_for: Callable[[Settings], AbstractContextManager[Container]],
+    prompt: str,
+    offline: bool,
+    out: Path | None,
+    wait: float,
+) -> None:
+    console = Console(stderr=True)
+    mode = PolicyMode.OFFLINE if offline else PolicyMode.AUTO
+    with container_for(settings) as c:
+        started = time.perf_counter()
+        with console.status(f"generating ({mode.value}) …"):
+            result = c.cad.generate(
+                GenerateRequest(prompt=prompt, policy_mode=mode, requested_by=None)
+            )
+            job_id = result.job.id
+            status = result.job.status
+            deadline = time.monotonic() + wait
+            while status in (CADJobStatus.QUEUED, CADJobStatus.RUNNING):
+                if time.monotonic() > deadline:
+                    console.print(f"job {job_id} is still {status.value}; check it later")
+                    raise typer.Exit(3)
+                time.sleep(0.5)
+                status = _status(c, job_id)
+                console.log(f"job {job_id}: {status.value}")
+        job, artifacts = _load(c, job_id)
+        if job.status is CADJobStatus.FAILED:
+            console.print(f"[red]job {job_id} failed: {job.error}[/red]")
+            raise typer.Exit(3)
+        console.print(
+            f"job {job_id} {job.status.value} in {time.perf_counter() - started:.1f} s "
+            f"(provider: {job.details.get('provider')})"
+        )
+        spec = job.details.get("spec")
+        if spec and spec.get("defaults"):
+            console.print(
+                "defaults used: "
+                + ", ".join(f"{name}={spec['params'][name]:g}" for name in spec["defaults"])
+            )
+        table = Table(title=f"CAD job {job_id}")
+        for column in ("type", "provider", "score", "bounding box (mm)", "file"):
+            table.add_column(column)
+        for artifact in artifacts:
+            box = artifact.metadata_.get("bounding_box", {})
+            where = artifact.artifact_key
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                ext = _EXTENSIONS[artifact.artifact_type.value]
+                name = "preview" if ext == "png" else "part"
+                target = out / f"{artifact.provider.value}-{name}.{ext}"
+                c.artifacts.download_to(artifact.artifact_key, target)
+                where = str(target)
+            table.add_row(
+                artifact.artifact_type.value,
+                artifact.provider.value,
+                f"{artifact.quality_score:.2f}" if artifact.quality_score is not None else "-",
+                f"{box.get('x', 0):g} x {box.get('y', 0):g} x {box.get('z', 0):g}",
+                where,
+            )
+        Console().print(table)
+
+
+@cad_app.command("providers")
+def providers() -> None:
+    """List the CAD providers, whether each works offline, and why one is unavailable."""
+    from kittylab.cli.main import _container, _settings, friendly_errors
+
+    def show() -> None:
+        with _container(_settings()) as c:
+            table = Table(title="CAD providers")
+            for column in ("provider", "offline", "available", "reason"):
+                table.add_column(column)
+            for status in c.cad.provider_status():
+                table.add_row(
+                    str(status["provider"]),
+                    "yes" if status["offline"] else "no",
+                    "yes" if status["available"] else "no",
+                    str(status["reason"] or ""),
+                )
+            Console().print(table)
+
+    friendly_errors(show)()
+
+
+def _status(c: Container, job_id: UUID) -> CADJobStatus:
+    with c.database.unit_of_work() as session:
+        job = session.get(CADJob, job_id)
+        assert job is not None
+        return job.status
+
+
+def _load(c: Container, job_id: UUID) -> tuple[CADJob, list[CADArtifact]]:
+    with c.database.unit_of_work() as session:
+        job, artifacts = c.cad.job_with_artifacts(session, job_id)
+        session.expunge_all()
+    return job, artifacts

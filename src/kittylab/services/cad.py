@@ -1,0 +1,690 @@
+"""CAD generation: prompt → providers → scored artifacts in the store → records.
+
+``CadService.generate`` reads the prompt (``kittylab.domain.cad_prompt``), plans which
+providers to try for the policy, records a ``queued`` job and then:
+
+- ``offline`` (and ``auto`` when no online provider is available): runs the job before
+  returning — the offline pipeline must succeed before the caller gets an answer; when it
+  fails an operator is alerted and ``CadGenerationFailed`` is raised;
+- ``online`` and ``auto`` with an online provider: defers the job to a background worker
+  and returns at once.
+
+``run_job`` tries the planned providers in order until one succeeds (``auto``: online
+providers first, then offline ones), recording every attempt and fallback on the job's
+``details`` and in the metrics. Each output file is scored (``ArtifactAnalyzer``), stored
+under ``cad/<job>/<provider>/…`` and recorded as a ``CADArtifact`` with its bounding box,
+material hints, generation parameters and the provider's model version.
+
+No database transaction is held while a provider works.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+from uuid import UUID
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import (
+    CADArtifact,
+    CADJob,
+    FabricationJob,
+    PrintMonitorEvent,
+    User,
+)
+from kittylab.domain.cad_prompt import (
+    MAX_PROMPT_CHARS,
+    UnknownPart,
+    apply_follow_up,
+    check_prompt_text,
+    parse_prompt,
+)
+from kittylab.domain.cad_spec import Family, PartSpec, expected_bbox
+from kittylab.domain.enums import (
+    ArtifactType,
+    CADJobStatus,
+    CADPolicyMode,
+    CADProvider,
+    NotificationChannel,
+    Role,
+)
+from kittylab.domain.errors import Conflict, InfrastructureError, NotFound, ValidationFailed
+from kittylab.domain.sanitize import sanitize_text
+from kittylab.services import cad_records, notifications
+from kittylab.services.artifacts import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+CAD_ATTEMPTS = Counter(
+    "kittylab_cad_provider_attempts_total",
+    "CAD provider attempts by provider and outcome.",
+    ["provider", "outcome"],
+)
+CAD_FALLBACKS = Counter(
+    "kittylab_cad_fallbacks_total",
+    "A CAD job moved on from a failed or unavailable provider to the next one.",
+    ["from_provider", "to_provider"],
+)
+CAD_SECONDS = Histogram(
+    "kittylab_cad_generation_seconds",
+    "Time a provider took to produce its files, by provider.",
+    ["provider"],
+    buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300),
+)
+
+
+class PolicyMode(StrEnum):
+    """What the caller asks for; ``auto`` is stored as ``online`` with the request noted."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    AUTO = "auto"
+
+
+class CadGenerationFailed(InfrastructureError):
+    """Every planned provider failed. ``attempts`` says what each one answered."""
+
+    def __init__(self, job_id: UUID, attempts: Sequence[Mapping[str, Any]]) -> None:
+        tried = "; ".join(f"{a['provider']}: {a.get('error', a['outcome'])}" for a in attempts)
+        super().__init__(f"CAD job {job_id} failed ({tried or 'no provider ran'})")
+        self.job_id = job_id
+        self.attempts = list(attempts)
+
+
+class ProviderUnavailable(InfrastructureError):
+    """The provider cannot be used now (not installed, not configured, unreachable)."""
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    prompt: str
+    spec: PartSpec | None
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderOutput:
+    """Files a provider produced (at least an STL or another mesh for scoring)."""
+
+    files: Mapping[ArtifactType, Path]
+    model_version: str
+    solid_valid: bool | None = None
+    parametric: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CadProviderPort(Protocol):
+    name: CADProvider
+    offline: bool
+
+    def unavailable_reason(self) -> str | None:
+        """None when usable now, else why not (shown to callers and recorded)."""
+
+    def needs_spec(self) -> bool:
+        """True when the provider builds from a part specification, not free text."""
+
+    def needs_image(self) -> bool:
+        """True when the provider works from a reference image (``image_references``)."""
+
+    def generate(self, request: ProviderRequest, work_dir: Path) -> ProviderOutput:
+        """Produce the files in ``work_dir`` or raise (any ``KittyLabError``)."""
+
+
+@dataclass(frozen=True)
+class Quality:
+    score: float
+    breakdown: dict[str, Any]
+    bbox: tuple[float, float, float]
+
+
+class ArtifactAnalyzer(Protocol):
+    def score(
+        self,
+        mesh: Path,
+        *,
+        expected_bbox: Sequence[float] | None,
+        solid_valid: bool | None,
+        parametric: bool,
+        min_wall_mm: float | None,
+    ) -> Quality: ...
+
+    def preview(self, mesh: Path) -> bytes: ...
+
+
+class CadJobQueue(Protocol):
+    def defer_cad_job(self, job_id: UUID) -> None: ...
+
+
+class AlertQueue(Protocol):
+    def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None: ...
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    channel: NotificationChannel = NotificationChannel.EMAIL
+    recipients: tuple[str, ...] = ()
+    """Empty: every active operator or admin with an email address."""
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    policy_mode: PolicyMode
+    requested_by: UUID | None
+    conversation_id: UUID | None = None
+    references: tuple[str, ...] = ()
+    parent_job_id: UUID | None = None
+    spec: PartSpec | None = None
+    """Given by ``iterate``: the follow-up's spec, already derived from the parent's."""
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    job: CADJob
+    artifacts: list[CADArtifact]
+    providers: list[str]
+
+
+_CONTENT_TYPES = {
+    ArtifactType.STEP: ("step", "model/step"),
+    ArtifactType.STL: ("stl", "model/stl"),
+    ArtifactType.OBJ: ("obj", "model/obj"),
+    ArtifactType.DXF: ("dxf", "image/vnd.dxf"),
+    ArtifactType.PREVIEW: ("png", "image/png"),
+}
+_MESH_TYPES = (ArtifactType.STL, ArtifactType.OBJ)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def image_references(references: Sequence[str]) -> list[str]:
+    """References naming a picture in the artifact store (not URLs, not server paths)."""
+    return [r for r in references if r.lower().endswith(_IMAGE_SUFFIXES) and "://" not in r]
+
+
+def content_type(artifact_type: ArtifactType) -> str:
+    return _CONTENT_TYPES[artifact_type][1]
+
+
+def material_hints(spec: PartSpec | None) -> tuple[list[str], str]:
+    """A first material suggestion from the family, and why; the operator decides."""
+    if spec is None:
+        return ["PLA"], "no specification: a general-purpose default"
+    if spec.family in (Family.SPUR_GEAR, Family.HOOK, Family.L_BRACKET, Family.SPACER):
+        return ["PETG", "PA12"], "a loaded part: tougher than PLA"
+    if spec.family is Family.ENCLOSURE:
+        return ["PETG", "ABS"], "enclosures may sit near warm electronics"
+    return ["PLA", "PETG"], "a general-purpose part"
+
+
+def min_wall(spec: PartSpec | None) -> float | None:
+    """The thinnest wall the specification asks for, for the printability check."""
+    if spec is None:
+        return None
+    p = spec.params
+    candidates = [p[name] for name in ("thickness", "wall") if name in p]
+    if "outer_diameter" in p and p.get("inner_diameter", 0) > 0:
+        candidates.append((p["outer_diameter"] - p["inner_diameter"]) / 2)
+    return min(candidates) if candidates else None
+
+
+class CadService:
+    def __init__(
+        self,
+        database: Database,
+        store: ArtifactStore,
+        providers: Sequence[CadProviderPort],
+        analyzer: ArtifactAnalyzer,
+        *,
+        queue: CadJobQueue | None,
+        alerts: AlertQueue | None,
+        alert_settings: AlertSettings,
+        clock: Callable[[], datetime],
+        work_root: Path | None = None,
+    ) -> None:
+        self.database = database
+        self.store = store
+        self.providers = list(providers)
+        self.analyzer = analyzer
+        self.queue = queue
+        self.alerts = alerts
+        self.alert_settings = alert_settings
+        self.clock = clock
+        self.work_root = work_root
+
+    # --- planning -------------------------------------------------------------------
+
+    def provider_status(self) -> list[dict[str, Any]]:
+        """Every provider with whether it is offline and why it is unavailable, if it is."""
+        return [
+            {
+                "provider": p.name.value,
+                "offline": p.offline,
+                "available": p.unavailable_reason() is None,
+                "reason": p.unavailable_reason(),
+            }
+            for p in self.providers
+        ]
+
+    def plan(
+        self, mode: PolicyMode, *, have_spec: bool, have_image: bool = False
+    ) -> list[CadProviderPort]:
+        """Providers to try, in order. ``Conflict`` (field ``policyMode``) when none can."""
+        usable = [
+            p
+            for p in self.providers
+            if p.unavailable_reason() is None
+            and (have_spec or not p.needs_spec())
+            and (have_image or not p.needs_image())
+        ]
+        online = [p for p in usable if not p.offline]
+        offline = [p for p in usable if p.offline]
+        chosen = {
+            PolicyMode.OFFLINE: offline,
+            PolicyMode.ONLINE: online,
+            PolicyMode.AUTO: online + offline,
+        }[mode]
+        if not chosen:
+            what = {"offline": "offline", "online": "online", "auto": ""}[mode.value]
+            reasons = "; ".join(
+                f"{p.name.value}: {p.unavailable_reason()}"
+                for p in self.providers
+                if (mode is PolicyMode.AUTO or p.offline == (mode is PolicyMode.OFFLINE))
+                and p.unavailable_reason() is not None
+            )
+            raise Conflict(
+                f"no {what + ' ' if what else ''}CAD provider is available for this prompt"
+                + (f" ({reasons})" if reasons else ""),
+                field="policyMode",
+            )
+        return chosen
+
+    # --- use cases ------------------------------------------------------------------
+
+    def generate(self, request: GenerateRequest) -> GenerateResult:
+        """Record a job for ``request`` and run it (offline) or defer it (online, auto).
+
+        Raises ``ValidationFailed`` for a prompt that cannot be read or describes an
+        impossible part, ``Conflict`` when no provider can serve the policy, ``NotFound``
+        for an unknown conversation or parent job, and (offline) ``CadGenerationFailed``
+        after the job failed and an operator was alerted."""
+        # Stored and sent to providers sanitized (secrets redacted, control characters gone);
+        # the grammar reads the same text.
+        prompt = sanitize_text(check_prompt_text(request.prompt), MAX_PROMPT_CHARS)
+        spec = request.spec
+        if spec is None:
+            try:
+                spec = parse_prompt(prompt)
+            except UnknownPart:
+                if request.policy_mode is PolicyMode.OFFLINE:
+                    raise
+                spec = None  # a text-to-CAD service may still understand it
+        planned = self.plan(
+            request.policy_mode,
+            have_spec=spec is not None,
+            have_image=bool(image_references(request.references)),
+        )
+        details: dict[str, Any] = {
+            "requestedPolicy": request.policy_mode.value,
+            "plannedProviders": [p.name.value for p in planned],
+            "references": list(request.references),
+            "attempts": [],
+        }
+        if spec is not None:
+            details["spec"] = spec.to_json()
+            details["expectedBoundingBox"] = list(expected_bbox(spec))
+        with self.database.unit_of_work() as session:
+            job = cad_records.create_cad_job(
+                session,
+                prompt=prompt,
+                policy_mode=(
+                    CADPolicyMode.OFFLINE
+                    if request.policy_mode is PolicyMode.OFFLINE
+                    else CADPolicyMode.ONLINE
+                ),
+                requested_by=request.requested_by,
+                conversation_id=request.conversation_id,
+                parent_job_id=request.parent_job_id,
+                details=details,
+                now=self.clock(),
+            )
+            job_id = job.id
+        if request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned):
+            # ``auto`` with no online provider available is the offline pipeline: it runs
+            # now, like ``offline``, instead of waiting for a background worker.
+            return self.run_job(job_id)
+        if self.queue is None:
+            raise InfrastructureError("no job queue is configured for online CAD jobs")
+        self.queue.defer_cad_job(job_id)
+        with self.database.unit_of_work() as session:
+            stored = _get_job(session, job_id)
+            session.expunge(stored)
+        return GenerateResult(stored, [], [p.name.value for p in planned])
+
+    def iterate(
+        self, job_id: UUID, follow_up: str, *, requested_by: UUID | None, mode: PolicyMode
+    ) -> GenerateResult:
+        """A new job from ``job_id``'s specification changed by ``follow_up`` ("make it
+        5 mm taller"), linked to it as its parent."""
+        with self.database.unit_of_work() as session:
+            parent = _get_job(session, job_id)
+            raw_spec = parent.details.get("spec")
+            conversation_id = parent.conversation_id
+            parent_prompt = parent.prompt
+        if raw_spec is None:
+            raise Conflict(
+                "that job has no part specification to change; send a new prompt",
+                field="followUp",
+            )
+        spec = apply_follow_up(PartSpec.from_json(raw_spec), follow_up)
+        follow = check_prompt_text(follow_up)
+        prompt = f"{parent_prompt} — then: {follow}"
+        return self.generate(
+            GenerateRequest(
+                prompt=prompt[:2000],
+                policy_mode=mode,
+                requested_by=requested_by,
+                conversation_id=conversation_id,
+                parent_job_id=job_id,
+                spec=spec,
+            )
+        )
+
+    def run_job(self, job_id: UUID) -> GenerateResult:
+        """Run a queued job through its planned providers (see the module docstring)."""
+        with self.database.unit_of_work() as session:
+            job = _get_job(session, job_id)
+            if job.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
+                # A job run again (a retried background job): answer with what is stored.
+                job, stored = self.job_with_artifacts(session, job_id)
+                planned_names = list(job.details.get("plannedProviders", []))
+                session.expunge_all()
+                return GenerateResult(job, stored, planned_names)
+            if job.status is CADJobStatus.QUEUED:
+                job = cad_records.advance_cad_job(
+                    session, job_id, CADJobStatus.RUNNING, now=self.clock()
+                )
+            # else: running — its worker died mid-run and the job was recovered; run again.
+            details = dict(job.details)
+            prompt = job.prompt
+        spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
+        planned = [p for name in details["plannedProviders"] for p in self._by_name(name)]
+        request = ProviderRequest(prompt, spec, tuple(details.get("references", ())))
+        attempts: list[dict[str, Any]] = []
+        for index, provider in enumerate(planned):
+            if index > 0:
+                CAD_FALLBACKS.labels(planned[index - 1].name.value, provider.name.value).inc()
+            attempt: dict[str, Any] = {"provider": provider.name.value}
+            attempts.append(attempt)
+            reason = provider.unavailable_reason()
+            if reason is not None:
+                attempt.update(outcome="unavailable", error=reason)
+                CAD_ATTEMPTS.labels(provider.name.value, "unavailable").inc()
+                continue
+            started = time.perf_counter()
+            work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
+            try:
+                output = provider.generate(request, work_dir)
+                artifacts = self._store(job_id, provider, output, spec, attempts)
+            except Exception as exc:
+                message = sanitize_text(f"{type(exc).__name__}: {exc}", 500)
+                logger.warning("CAD provider %s failed: %s", provider.name.value, message)
+                attempt.update(outcome="failed", error=message)
+                attempt["seconds"] = round(time.perf_counter() - started, 3)
+                CAD_ATTEMPTS.labels(provider.name.value, "failed").inc()
+                continue
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            elapsed = time.perf_counter() - started
+            CAD_SECONDS.labels(provider.name.value).observe(elapsed)
+            CAD_ATTEMPTS.labels(provider.name.value, "succeeded").inc()
+            attempt.update(outcome="succeeded", seconds=round(elapsed, 3))
+            return self._finish(job_id, attempts, artifacts, planned)
+        self._fail(job_id, attempts)
+        raise CadGenerationFailed(job_id, attempts)
+
+    # --- steps ----------------------------------------------------------------------
+
+    def _by_name(self, name: str) -> list[CadProviderPort]:
+        return [p for p in self.providers if p.name.value == name]
+
+    def _store(
+        self,
+        job_id: UUID,
+        provider: CadProviderPort,
+        output: ProviderOutput,
+        spec: PartSpec | None,
+        attempts: list[dict[str, Any]],
+    ) -> list[UUID]:
+        mesh = next((output.files[t] for t in _MESH_TYPES if t in output.files), None)
+        if mesh is None:
+            raise ValidationFailed("artifact", f"{provider.name.value} returned no mesh to score")
+        expected = expected_bbox(spec) if spec is not None else None
+        quality = self.analyzer.score(
+            mesh,
+            expected_bbox=expected,
+            solid_valid=output.solid_valid,
+            parametric=output.parametric,
+            min_wall_mm=min_wall(spec),
+        )
+        files = dict(output.files)
+        preview = mesh.parent / "preview.png"
+        preview.write_bytes(self.analyzer.preview(mesh))
+        files[ArtifactType.PREVIEW] = preview
+        materials, material_reason = material_hints(spec)
+        base_metadata: dict[str, Any] = {
+            "bounding_box": {
+                "x": round(quality.bbox[0], 4),
+                "y": round(quality.bbox[1], 4),
+                "z": round(quality.bbox[2], 4),
+                "expected": list(expected) if expected is not None else None,
+                "units": "mm",
+            },
+            "material_hints": materials,
+            "material_reason": material_reason,
+            "generation_params": {
+                "spec": spec.to_json() if spec is not None else None,
+                "defaults_used": list(spec.defaults) if spec is not None else [],
+                "provider": provider.name.value,
+            },
+            "model_version": output.model_version,
+            "quality": quality.breakdown,
+            **dict(output.metadata),
+        }
+        stored: list[UUID] = []
+        keys: list[str] = []
+        try:
+            self._record(job_id, provider, files, base_metadata, quality, stored, keys)
+        except Exception:
+            for key in keys:  # no stored file without its record
+                self.store.delete(key)
+            raise
+        attempts[-1]["qualityScore"] = quality.score
+        return stored
+
+    def _record(
+        self,
+        job_id: UUID,
+        provider: CadProviderPort,
+        files: Mapping[ArtifactType, Path],
+        base_metadata: Mapping[str, Any],
+        quality: Quality,
+        stored: list[UUID],
+        keys: list[str],
+    ) -> None:
+        with self.database.unit_of_work() as session:
+            for artifact_type, path in files.items():
+                extension, mime = _CONTENT_TYPES[artifact_type]
+                key = f"cad/{job_id}/{provider.name.value}/part.{extension}"
+                if artifact_type is ArtifactType.PREVIEW:
+                    key = f"cad/{job_id}/{provider.name.value}/preview.png"
+                keys.append(key)
+                saved = self.store.put_file(key, path, content_type=mime)
+                row = cad_records.add_cad_artifact(
+                    session,
+                    cad_job_id=job_id,
+                    provider=provider.name,
+                    artifact_key=key,
+                    artifact_type=artifact_type,
+                    metadata={
+                        **base_metadata,
+                        "size_bytes": saved.size,
+                        "sha256": saved.sha256,
+                        "content_type": mime,
+                    },
+                    quality_score=quality.score,
+                )
+                stored.append(row.id)
+
+    def _finish(
+        self,
+        job_id: UUID,
+        attempts: list[dict[str, Any]],
+        artifact_ids: list[UUID],
+        planned: Sequence[CadProviderPort],
+    ) -> GenerateResult:
+        with self.database.unit_of_work() as session:
+            job = cad_records.advance_cad_job(
+                session, job_id, CADJobStatus.COMPLETED, now=self.clock()
+            )
+            job.details = {
+                **job.details,
+                "attempts": attempts,
+                "provider": attempts[-1]["provider"],
+                "fallbacks": len(attempts) - 1,
+            }
+            session.flush()
+            artifacts = list(
+                session.scalars(select(CADArtifact).where(CADArtifact.id.in_(artifact_ids)))
+            )
+            session.expunge_all()
+        return GenerateResult(job, artifacts, [p.name.value for p in planned])
+
+    def _fail(self, job_id: UUID, attempts: list[dict[str, Any]]) -> None:
+        error = CadGenerationFailed(job_id, attempts)
+        notification_ids: list[UUID] = []
+        with self.database.unit_of_work() as session:
+            job = cad_records.advance_cad_job(
+                session, job_id, CADJobStatus.FAILED, now=self.clock(), error=str(error)
+            )
+            job.details = {**job.details, "attempts": attempts, "fallbacks": len(attempts) - 1}
+            for recipient in self._alert_recipients(session):
+                row = notifications.enqueue(
+                    session,
+                    channel=self.alert_settings.channel,
+                    recipient=recipient,
+                    title=f"CAD job failed ({job.policy_mode.value})",
+                    body=(
+                        f"CAD job {job_id} failed: {sanitize_text(job.prompt, 200)}\n"
+                        f"{sanitize_text(str(error), 800)}"
+                    ),
+                    related_job_id=None,
+                )
+                notification_ids.append(row.id)
+            job.details = {**job.details, "alerts": [str(n) for n in notification_ids]}
+        if not notification_ids:
+            logger.warning("CAD job %s failed and no operator could be alerted", job_id)
+        for notification_id in notification_ids:
+            if self.alerts is not None:
+                try:
+                    self.alerts.defer_notification(notification_id)
+                except InfrastructureError:
+                    # The periodic sweep delivers it later.
+                    logger.warning("alert %s not deferred; the sweep will send it", notification_id)
+
+    def _alert_recipients(self, session: Session) -> list[str]:
+        if self.alert_settings.recipients:
+            return list(self.alert_settings.recipients)
+        if self.alert_settings.channel is not NotificationChannel.EMAIL:
+            return []
+        rows = session.scalars(
+            select(User.email).where(
+                User.active.is_(True),
+                User.email.is_not(None),
+                User.roles.overlap([Role.OPERATOR, Role.ADMIN]),
+            )
+        )
+        return sorted({email for email in rows if email})
+
+    # --- reads ----------------------------------------------------------------------
+
+    def job_with_artifacts(
+        self, session: Session, job_id: UUID
+    ) -> tuple[CADJob, list[CADArtifact]]:
+        job = _get_job(session, job_id)
+        artifacts = list(
+            session.scalars(
+                select(CADArtifact)
+                .where(CADArtifact.cad_job_id == job_id)
+                .order_by(CADArtifact.created_at, CADArtifact.artifact_key)
+            )
+        )
+        return job, artifacts
+
+    def lineage(self, session: Session, artifact_id: UUID) -> dict[str, Any]:
+        """The artifact, its job and that job's ancestors (iterations), the fabrication jobs
+        that printed it, and each print's monitor events (the outcome as observed)."""
+        artifact = session.get(CADArtifact, artifact_id)
+        if artifact is None:
+            raise NotFound("CAD artifact", artifact_id)
+        chain: list[CADJob] = []
+        job: CADJob | None = session.get(CADJob, artifact.cad_job_id)
+        seen: set[UUID] = set()
+        while job is not None and job.id not in seen:
+            seen.add(job.id)
+            chain.append(job)
+            job = session.get(CADJob, job.parent_job_id) if job.parent_job_id else None
+        prints = list(
+            session.scalars(
+                select(FabricationJob)
+                .where(FabricationJob.cad_artifact_id == artifact_id)
+                .order_by(FabricationJob.created_at)
+            )
+        )
+        events: dict[UUID, list[PrintMonitorEvent]] = {f.id: [] for f in prints}
+        if prints:
+            for event in session.scalars(
+                select(PrintMonitorEvent)
+                .where(PrintMonitorEvent.fabrication_job_id.in_(list(events)))
+                .order_by(PrintMonitorEvent.occurred_at)
+            ):
+                events[event.fabrication_job_id].append(event)
+        return {"artifact": artifact, "jobs": chain, "fabrication": prints, "events": events}
+
+
+def progress_reply(result: GenerateResult) -> str:
+    """One line for a conversation reply (the ``cad_generate`` intent): what was started,
+    where it stands, and the best score so far."""
+    job = result.job
+    spec = job.details.get("spec")
+    what = spec["family"].replace("_", " ") if spec else "part"
+    line = f"CAD job {job.id} for a {what}: {job.status.value}"
+    if job.status in (CADJobStatus.QUEUED, CADJobStatus.RUNNING):
+        return f"{line}, trying {', '.join(result.providers)}."
+    if job.status is CADJobStatus.FAILED:
+        return f"{line}; an operator has been alerted."
+    scores = [a.quality_score for a in result.artifacts if a.quality_score is not None]
+    best = f", quality {max(scores):.2f}" if scores else ""
+    defaults = spec.get("defaults", []) if spec else []
+    assumed = f"; assumed defaults for {', '.join(defaults)}" if defaults else ""
+    return f"{line} with {len(result.artifacts)} files{best}{assumed}."
+
+
+def _get_job(session: Session, job_id: UUID) -> CADJob:
+    job = session.get(CADJob, job_id)
+    if job is None:
+        raise NotFound("CAD job", job_id)
+    return job

@@ -1,0 +1,352 @@
+"""CAD generation through the HTTP API on PostgreSQL, the folder artifact store and the
+real CadQuery worker: offline generation, downloads, compare, iterate, lineage, refusals
+and the operator alert when the offline pipeline fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab import bootstrap
+from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import (
+    CADJob,
+    Device,
+    FabricationJob,
+    Notification,
+    PrintMonitorEvent,
+    User,
+    Zone,
+)
+from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.domain.clock import utcnow
+from kittylab.domain.enums import (
+    CADJobStatus,
+    DeviceKind,
+    FabricationStatus,
+    HazardLevel,
+    MonitorEventType,
+)
+from kittylab.services.cad import GenerateRequest, PolicyMode, progress_reply
+from tests.integration.conftest import Person
+
+ISSUE_PROMPT = "a 60 by 60 mounting plate, 4 mm thick, four M4 holes in the corners"
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[CadWorkerPool]:
+    workers = CadWorkerPool(size=1)
+    workers.warm_up()
+    yield workers
+    workers.close()
+
+
+@pytest.fixture
+def cad_client(
+    container: bootstrap.Container, client: TestClient, pool: CadWorkerPool
+) -> TestClient:
+    """The app with its CAD service on the module's warm worker (one import per module),
+    CadQuery as the only provider whatever else this machine has installed."""
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    container.cad.providers = [p for p in container.cad.providers if p.name.value == "cadquery"]
+    return client
+
+
+def test_offline_generation_returns_scored_step_stl_and_preview_in_the_202(
+    cad_client: TestClient, operator: Person, container: bootstrap.Container
+) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": ISSUE_PROMPT, "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["status"] == "completed"
+    assert body["providers"] == ["cadquery"]
+    assert body["spec"]["family"] == "mounting_plate"
+    assert "hole_inset" in body["defaultsUsed"]
+    kinds = {a["artifactType"]: a for a in body["artifacts"]}
+    assert set(kinds) == {"step", "stl", "preview"}
+    step = kinds["step"]
+    assert step["qualityScore"] == pytest.approx(1.0)
+    meta = step["metadata"]
+    assert (meta["bounding_box"]["x"], meta["bounding_box"]["y"]) == (60, 60)
+    assert meta["bounding_box"]["z"] == pytest.approx(4, abs=0.1)
+    assert meta["quality"]["mesh"] == {"watertight": True, "manifold": True}
+    assert meta["model_version"].startswith("cadquery 2.8")
+    assert meta["material_hints"] == ["PLA", "PETG"]
+    assert meta["generation_params"]["spec"]["params"]["hole_diameter"] == 4.5
+
+    download = cad_client.get(step["downloadUrl"], headers=operator.headers)
+    assert download.status_code == 200
+    assert download.content.startswith(b"ISO-10303-21")
+    assert download.headers["content-type"] == "model/step"
+    preview = cad_client.get(kinds["preview"]["downloadUrl"], headers=operator.headers)
+    assert preview.content.startswith(b"\x89PNG")
+
+    job = cad_client.get(f"/api/cad/jobs/{body['cadJobId']}", headers=operator.headers).json()
+    assert job["policyMode"] == "offline"
+    assert job["details"]["attempts"][0]["outcome"] == "succeeded"
+    assert container.artifacts.exists(step["artifactKey"])
+
+
+def test_the_conversation_reply_names_the_part_status_score_and_defaults(
+    container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    result = cad.generate(
+        GenerateRequest(
+            prompt="rod 10 mm diameter 50 mm long",
+            policy_mode=PolicyMode.OFFLINE,
+            requested_by=None,
+        )
+    )
+    reply = progress_reply(result)
+    assert f"CAD job {result.job.id} for a cylinder: completed with 3 files" in reply
+    assert "quality 1.00" in reply
+    assert "assumed defaults for fillet" in reply
+
+
+class _PresigningStore(FolderArtifactStore):
+    """The folder store, but able to hand out URLs as an S3 store does."""
+
+    def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        return f"https://s3.lab.example/{key}?expires={expires_seconds}"
+
+
+def test_downloads_redirect_to_a_presigned_url_when_the_store_gives_one(
+    cad_client: TestClient, operator: Person, container: bootstrap.Container
+) -> None:
+    body = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+        headers=operator.headers,
+    ).json()
+    step = next(a for a in body["artifacts"] if a["artifactType"] == "step")
+    container.artifacts = _PresigningStore(container.settings.data_dir / "artifacts")
+    answer = cad_client.get(step["downloadUrl"], headers=operator.headers, follow_redirects=False)
+    assert answer.status_code == 307
+    assert answer.headers["location"] == (
+        f"https://s3.lab.example/{step['artifactKey']}?expires=900"
+    )
+
+
+def test_offline_with_no_offline_provider_is_a_409_and_records_nothing(
+    cad_client: TestClient, operator: Person, container: bootstrap.Container, database: Database
+) -> None:
+    container.cad.providers = []
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": ISSUE_PROMPT, "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 409
+    assert answer.json()["field"] == "policyMode"
+    with database.unit_of_work() as session:
+        assert session.scalars(select(CADJob)).first() is None
+
+
+@pytest.mark.parametrize(
+    ("prompt", "field"),
+    [
+        ("a plate 10 m long, 5 mm thick, 40 mm wide", "spec.length"),
+        ("a 0 mm cube", "spec.length"),
+        ("plate 60 x 40, 5 mm thick and 8 mm thick", "prompt"),
+        ("__import__('os').system('touch /tmp/pwned') 20 mm cube", "prompt"),
+        ("a vase 20 cm tall", "prompt"),
+    ],
+)
+def test_bad_prompts_get_a_422_naming_the_field(
+    cad_client: TestClient, operator: Person, prompt: str, field: str
+) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": prompt, "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field
+
+
+def test_prompts_are_stored_with_secrets_redacted(cad_client: TestClient, operator: Person) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube api_key=sk-abcdef1234567890abcdef", "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    job = cad_client.get(f"/api/cad/jobs/{answer.json()['cadJobId']}", headers=operator.headers)
+    assert job.json()["prompt"] == "a 20 mm cube api_key=[redacted]"
+
+
+def test_huge_prompts_are_refused_before_anything_runs(
+    cad_client: TestClient, operator: Person
+) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube " * 400, "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "prompt"
+
+
+def test_a_failed_offline_job_alerts_operators_and_answers_a_clear_502(
+    container: bootstrap.Container, client: TestClient, operator: Person, database: Database
+) -> None:
+    with database.unit_of_work() as session:
+        user = session.get(User, operator.user_id)
+        assert user is not None
+        user.email = "olivia@lab.example"
+    # A worker that cannot even import CadQuery within its memory limit.
+    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, starved, None
+    )
+    try:
+        answer = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+            headers=operator.headers,
+        )
+    finally:
+        starved.close()
+    assert answer.status_code == 502
+    problem = answer.json()
+    assert "operator has been alerted" in problem["detail"]
+    with database.unit_of_work() as session:
+        job = session.scalars(select(CADJob)).one()
+        assert job.status is CADJobStatus.FAILED
+        assert job.details["attempts"][0]["outcome"] == "failed"
+        alert = session.scalars(select(Notification)).one()
+        assert alert.recipient == "olivia@lab.example"
+        assert "CAD job failed" in alert.payload["title"]
+
+
+def test_iterate_makes_a_linked_job_with_the_change_applied_and_compare_ranks_outputs(
+    cad_client: TestClient, operator: Person
+) -> None:
+    first = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "enclosure 80 x 60 x 30 mm with 2 mm walls", "policyMode": "offline"},
+        headers=operator.headers,
+    ).json()
+    answer = cad_client.post(
+        f"/api/cad/jobs/{first['cadJobId']}/iterate",
+        json={"followUp": "make it 5 mm taller"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    second = answer.json()
+    assert second["spec"]["params"]["height"] == 35
+    stl = next(a for a in second["artifacts"] if a["artifactType"] == "stl")
+    assert stl["metadata"]["bounding_box"]["z"] == pytest.approx(35, abs=0.01)
+    job = cad_client.get(f"/api/cad/jobs/{second['cadJobId']}", headers=operator.headers).json()
+    assert job["parentJobId"] == first["cadJobId"]
+
+    compared = cad_client.get(
+        f"/api/cad/jobs/{second['cadJobId']}/compare", headers=operator.headers
+    ).json()
+    assert [e["provider"] for e in compared["entries"]] == ["cadquery"]
+    entry = compared["entries"][0]
+    assert entry["previewUrl"].endswith("/download")
+    assert entry["quality"]["components"]["bounding_box"] == 1.0
+    assert len(entry["artifacts"]) == 3
+
+    refused = cad_client.post(
+        f"/api/cad/jobs/{first['cadJobId']}/iterate",
+        json={"followUp": "make it 5000 mm taller"},
+        headers=operator.headers,
+    )
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "spec.height"
+
+
+def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
+    cad_client: TestClient, operator: Person, database: Database
+) -> None:
+    first = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "rod 10 mm diameter 50 mm long", "policyMode": "offline"},
+        headers=operator.headers,
+    ).json()
+    second = cad_client.post(
+        f"/api/cad/jobs/{first['cadJobId']}/iterate",
+        json={"followUp": "make it 10 mm longer"},
+        headers=operator.headers,
+    ).json()
+    stl = next(a for a in second["artifacts"] if a["artifactType"] == "stl")
+    with database.unit_of_work() as session:
+        device_id = _any_device(session)
+        printed = FabricationJob(
+            device_id=device_id,
+            cad_artifact_id=UUID(stl["id"]),
+            gcode_path="gcode/rod.gcode",
+            status=FabricationStatus.COMPLETED,
+            requested_by=operator.user_id,
+            started_at=utcnow(),
+            completed_at=utcnow(),
+        )
+        session.add(printed)
+        session.flush()
+        session.add(
+            PrintMonitorEvent(
+                fabrication_job_id=printed.id,
+                event_type=MonitorEventType.FIRST_LAYER_OK,
+                confidence=0.93,
+                occurred_at=utcnow(),
+            )
+        )
+    lineage = cad_client.get(f"/api/cad/artifacts/{stl['id']}/lineage", headers=operator.headers)
+    assert lineage.status_code == 200
+    body = lineage.json()
+    assert [j["id"] for j in body["jobs"]] == [second["cadJobId"], first["cadJobId"]]
+    assert body["fabricationJobs"][0]["outcome"] == "completed"
+    events = body["fabricationJobs"][0]["monitorEvents"]
+    assert [(e["eventType"], e["confidence"]) for e in events] == [("first_layer_ok", 0.93)]
+    assert (
+        cad_client.get(
+            f"/api/cad/artifacts/{UUID(int=0)}/lineage", headers=operator.headers
+        ).status_code
+        == 404
+    )
+
+
+def test_provider_status_lists_cadquery_as_available_offline(
+    cad_client: TestClient, operator: Person
+) -> None:
+    listed = cad_client.get("/api/cad/providers", headers=operator.headers).json()
+    cadquery = next(p for p in listed if p["provider"] == "cadquery")
+    assert cadquery == {"provider": "cadquery", "offline": True, "available": True, "reason": None}
+
+
+def test_cad_routes_need_a_token(cad_client: TestClient) -> None:
+    assert cad_client.post("/api/cad/generate", json={"prompt": "x"}).status_code == 401
+
+
+def _any_device(session: Session) -> UUID:
+    zone = Zone(name="print bay", hazard_level=HazardLevel.LOW, requires_ppe=False)
+    session.add(zone)
+    session.flush()
+    device = Device(
+        external_id="printer-lineage",
+        integration="simulated",
+        display_name="Lineage printer",
+        kind=DeviceKind.PRINTER,
+        zone_id=zone.id,
+        capabilities={},
+    )
+    session.add(device)
+    session.flush()
+    return device.id

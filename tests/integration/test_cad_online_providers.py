@@ -1,0 +1,294 @@
+"""Zoo and Tripo adapters against local servers speaking their documented APIs, and the
+``auto`` policy's fallback to the offline pipeline on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from kittylab import bootstrap
+from kittylab.adapters.cad.tripo import TripoProvider
+from kittylab.adapters.cad.worker import CadBuildFailed, CadWorkerPool
+from kittylab.adapters.cad.zoo import ZooProvider
+from kittylab.adapters.db.tables import CADArtifact, CADJob
+from kittylab.domain.cad_prompt import parse_prompt
+from kittylab.domain.enums import ArtifactType, CADJobStatus
+from kittylab.services.cad import (
+    CadProviderPort,
+    GenerateRequest,
+    PolicyMode,
+    ProviderRequest,
+    ProviderUnavailable,
+)
+from tests.integration.cad_contract_servers import STEP, ContractServer, tripo_server, zoo_server
+
+ZOO_TOKEN = "zoo-contract-token"
+TRIPO_KEY = "tsk_contract"
+
+
+@pytest.fixture
+def zoo() -> Iterator[ContractServer]:
+    with zoo_server(ZOO_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def tripo() -> Iterator[ContractServer]:
+    with tripo_server(TRIPO_KEY) as server:
+        yield server
+
+
+def _zoo(url: str, token: str = ZOO_TOKEN) -> ZooProvider:
+    return ZooProvider(token, base_url=url, poll_seconds=0.05, deadline_seconds=10)
+
+
+def test_zoo_generates_step_and_stl_and_keeps_the_kcl(zoo: ContractServer, tmp_path: Path) -> None:
+    output = _zoo(zoo.url).generate(ProviderRequest("a 20 mm cube", None), tmp_path)
+    assert output.files[ArtifactType.STEP].read_bytes() == STEP
+    assert output.files[ArtifactType.STL].stat().st_size > 0
+    assert output.parametric is True
+    assert output.model_version == "zoo contract-1"
+    assert "extrude" in output.metadata["zoo"]["kcl"]
+    methods = [(m, p.split("/")[1]) for m, p, _ in zoo.recorded.requests]
+    assert methods[0] == ("POST", "ai")
+    assert zoo.recorded.requests[0][2] == {"prompt": "a 20 mm cube"}
+    assert ("GET", "user") in methods
+    assert methods[-1] == ("POST", "file")
+
+
+def test_zoo_failed_generation_is_a_build_failure_with_zoos_reason(
+    zoo: ContractServer, tmp_path: Path
+) -> None:
+    with pytest.raises(CadBuildFailed, match="could not make that"):
+        _zoo(zoo.url).generate(ProviderRequest("an impossible part", None), tmp_path)
+
+
+def test_zoo_refusing_the_token_makes_the_provider_unavailable(
+    zoo: ContractServer, tmp_path: Path
+) -> None:
+    with pytest.raises(ProviderUnavailable, match="401"):
+        _zoo(zoo.url, token="wrong").generate(ProviderRequest("a cube", None), tmp_path)
+
+
+def test_unreachable_zoo_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    provider = ZooProvider(ZOO_TOKEN, base_url="http://127.0.0.1:9", request_timeout_seconds=2)
+    with pytest.raises(ProviderUnavailable, match="cannot reach Zoo"):
+        provider.generate(ProviderRequest("a cube", None), tmp_path)
+
+
+def test_zoo_without_a_token_reports_itself_unavailable() -> None:
+    assert _zoo("http://unused", token="").unavailable_reason() == "no Zoo API token is configured"
+
+
+def test_tripo_text_to_model_polls_and_converts_the_glb_to_stl(
+    tripo: ContractServer, tmp_path: Path
+) -> None:
+    provider = TripoProvider(TRIPO_KEY, base_url=tripo.url, poll_seconds=0.1, deadline_seconds=20)
+    output = provider.generate(ProviderRequest("a 20 mm cube", None), tmp_path)
+    assert set(output.files) == {ArtifactType.STL}
+    assert output.parametric is False
+    posted = tripo.recorded.requests[0]
+    assert posted[0:2] == ("POST", "/v3/generation/text-to-model")
+    assert posted[2] is not None and posted[2]["prompt"] == "a 20 mm cube"
+    assert any(p.startswith("/files/") for _, p, _ in tripo.recorded.requests)
+    import trimesh
+
+    mesh = trimesh.load(str(output.files[ArtifactType.STL]), force="mesh")
+    assert sorted(mesh.extents) == pytest.approx([20, 20, 20])
+
+
+def test_tripo_refusing_the_key_is_not_a_success(tripo: ContractServer, tmp_path: Path) -> None:
+    provider = TripoProvider("tsk_wrong", base_url=tripo.url, poll_seconds=0.1)
+    with pytest.raises((ProviderUnavailable, CadBuildFailed)):
+        provider.generate(ProviderRequest("a cube", None), tmp_path)
+
+
+class _RecordingQueue:
+    """The CAD job queue port, recording what was deferred (the test runs the job)."""
+
+    def __init__(self) -> None:
+        self.deferred: list[UUID] = []
+
+    def defer_cad_job(self, job_id: UUID) -> None:
+        self.deferred.append(job_id)
+
+    def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[CadWorkerPool]:
+    workers = CadWorkerPool(size=1)
+    yield workers
+    workers.close()
+
+
+def _cadquery(providers: list[CadProviderPort]) -> list[CadProviderPort]:
+    return [p for p in providers if p.name.value == "cadquery"]
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_auto_tries_zoo_first_then_falls_back_to_cadquery_recording_both(
+    zoo: ContractServer, container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    settings = container.settings.model_copy(deep=True)
+    settings.cad.zoo_api_token = None
+    cad = bootstrap.cad_service(settings, container.database, container.artifacts, pool, None)
+    zoo_provider = _zoo(zoo.url)
+    cad.providers = [zoo_provider, *_cadquery(cad.providers)]
+    queue = _RecordingQueue()
+    cad.queue = queue
+    before = _metric("kittylab_cad_fallbacks_total", from_provider="zoo", to_provider="cadquery")
+
+    queued = cad.generate(
+        GenerateRequest(
+            prompt="an impossible 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None
+        )
+    )
+    assert queued.job.status is CADJobStatus.QUEUED
+    assert queued.providers == ["zoo", "cadquery"]
+    assert queue.deferred == [queued.job.id]
+
+    done = cad.run_job(queued.job.id)
+    assert done.job.status is CADJobStatus.COMPLETED
+    attempts = done.job.details["attempts"]
+    assert [(a["provider"], a["outcome"]) for a in attempts] == [
+        ("zoo", "failed"),
+        ("cadquery", "succeeded"),
+    ]
+    assert "could not make that" in attempts[0]["error"]
+    assert done.job.details["fallbacks"] == 1
+    assert {a.provider.value for a in done.artifacts} == {"cadquery"}
+    after = _metric("kittylab_cad_fallbacks_total", from_provider="zoo", to_provider="cadquery")
+    assert after == before + 1
+
+
+def test_auto_with_a_working_zoo_stores_zoos_step_with_its_score(
+    zoo: ContractServer, container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
+    cad.queue = _RecordingQueue()
+    queued = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    done = cad.run_job(queued.job.id)
+    assert [a["provider"] for a in done.job.details["attempts"]] == ["zoo"]
+    with container.database.unit_of_work() as session:
+        rows = session.scalars(
+            select(CADArtifact).where(CADArtifact.cad_job_id == queued.job.id)
+        ).all()
+        kinds = {row.artifact_type for row in rows}
+        assert kinds == {ArtifactType.STEP, ArtifactType.STL, ArtifactType.PREVIEW}
+        step = next(row for row in rows if row.artifact_type is ArtifactType.STEP)
+        assert step.metadata_["zoo"]["kcl"].startswith("const cube")
+        assert step.metadata_["bounding_box"]["expected"] == [20, 20, 20]
+        assert step.quality_score is not None and step.quality_score > 0.9
+        job = session.get(CADJob, queued.job.id)
+        assert job is not None and job.details["provider"] == "zoo"
+    assert container.artifacts.exists(step.artifact_key)
+
+
+def test_online_prompts_the_part_library_cannot_read_still_go_to_zoo(
+    zoo: ContractServer, container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
+    cad.queue = _RecordingQueue()
+    queued = cad.generate(
+        GenerateRequest(prompt="a small vase", policy_mode=PolicyMode.ONLINE, requested_by=None)
+    )
+    assert queued.providers == ["zoo"]
+    assert "spec" not in queued.job.details
+    assert parse_prompt("a 20 mm cube").family.value == "block"
+
+
+def test_an_auto_job_is_run_by_the_background_worker_to_completion(
+    zoo: ContractServer,
+    container: bootstrap.Container,
+    pool: CadWorkerPool,
+    database_url: str,
+) -> None:
+    from kittylab.adapters.jobs.tasks import JobContext
+    from kittylab.config import JobSettings
+    from tests.integration.worker_runner import run_worker_until
+
+    settings = container.settings.model_copy(
+        update={"jobs": JobSettings(poll_interval_seconds=0.2)}
+    )
+    cad = bootstrap.cad_service(
+        settings,
+        container.database,
+        container.artifacts,
+        pool,
+        container.jobs,  # type: ignore[arg-type]
+    )
+    cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
+    queued = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    assert queued.job.status is CADJobStatus.QUEUED
+
+    def finished() -> bool:
+        with container.database.unit_of_work() as session:
+            job = session.get(CADJob, queued.job.id)
+            return job is not None and job.status is CADJobStatus.COMPLETED
+
+    context = JobContext(
+        database=container.database, sender=container.sender, settings=settings, cad=cad
+    )
+    run_worker_until(database_url, context, finished, timeout=60)
+    with container.database.unit_of_work() as session:
+        job = session.get(CADJob, queued.job.id)
+        assert job is not None
+        assert job.details["provider"] == "zoo"
+
+
+def test_auto_without_an_online_provider_builds_offline_at_once(
+    container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    cad.providers = [ZooProvider(None), *_cadquery(cad.providers)]
+    result = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    assert result.job.status is CADJobStatus.COMPLETED
+    assert result.providers == ["cadquery"]
+    assert result.job.details["requestedPolicy"] == "auto"
+
+
+def test_a_job_recovered_mid_run_runs_again_and_a_finished_one_is_not_rebuilt(
+    container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    zoo_down = ZooProvider(ZOO_TOKEN, base_url="http://127.0.0.1:9", request_timeout_seconds=2)
+    cad.providers = [zoo_down, *_cadquery(cad.providers)]
+    cad.queue = _RecordingQueue()
+    queued = cad.generate(
+        GenerateRequest(prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None)
+    )
+    assert queued.job.status is CADJobStatus.QUEUED
+    with container.database.unit_of_work() as session:
+        job = session.get(CADJob, queued.job.id)
+        assert job is not None
+        job.status = CADJobStatus.RUNNING  # as left by a worker killed mid-run
+    done = cad.run_job(queued.job.id)
+    assert done.job.status is CADJobStatus.COMPLETED
+    again = cad.run_job(queued.job.id)
+    assert {a.id for a in again.artifacts} == {a.id for a in done.artifacts}

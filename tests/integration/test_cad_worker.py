@@ -1,0 +1,132 @@
+"""The confined model-building worker: limits, replacement after a timeout or a crash,
+no network."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kittylab.adapters.cad.worker import (
+    CadBuildTimeout,
+    CadWorkerCrashed,
+    CadWorkerPool,
+    WorkerLimits,
+)
+from kittylab.domain.cad_prompt import parse_prompt
+
+CUBE = parse_prompt("a 20 mm cube")
+GEAR = parse_prompt("spur gear 200 teeth module 2, 10 mm thick")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[CadWorkerPool]:
+    workers = CadWorkerPool(size=1)
+    workers.warm_up()
+    yield workers
+    workers.close()
+
+
+def test_the_worker_runs_without_network(pool: CadWorkerPool) -> None:
+    assert pool.network_isolation == "namespace"
+
+
+def test_a_build_past_its_time_limit_is_killed_and_the_next_build_gets_a_fresh_worker(
+    pool: CadWorkerPool, tmp_path: Path
+) -> None:
+    pool.limits = WorkerLimits(timeout_seconds=0.05)
+    try:
+        with pytest.raises(CadBuildTimeout):
+            pool.build(GEAR, tmp_path / "slow")
+    finally:
+        pool.limits = WorkerLimits()
+    restarts = pool.restarts
+    result = pool.build(CUBE, tmp_path / "after")
+    assert result.valid
+    assert pool.restarts >= restarts
+
+
+def test_a_worker_that_dies_between_builds_is_replaced(pool: CadWorkerPool, tmp_path: Path) -> None:
+    pool.build(CUBE, tmp_path / "first")
+    worker = pool._idle.queue[-1]
+    os.kill(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(timeout=10)
+    result = pool.build(CUBE, tmp_path / "second")
+    assert result.bbox == (20.0, 20.0, 20.0)
+
+
+def test_a_worker_that_dies_mid_build_is_reported_as_crashed(tmp_path: Path) -> None:
+    # A CPU allowance of one second cannot build a 200-tooth gear: SIGXCPU ends the worker.
+    starved = CadWorkerPool(size=1, limits=WorkerLimits(cpu_seconds=0.01, timeout_seconds=60))
+    try:
+        starved.warm_up()
+        with pytest.raises((CadWorkerCrashed, CadBuildTimeout)):
+            _build_repeatedly(starved, tmp_path)
+    finally:
+        starved.close()
+
+
+def _build_repeatedly(pool: CadWorkerPool, tmp_path: Path) -> None:
+    for index in range(5):
+        pool.build(GEAR, tmp_path / str(index))
+
+
+def test_without_namespaces_the_worker_refuses_to_open_sockets() -> None:
+    code = (
+        "import ctypes, socket\n"
+        "def refuse(*a, **k): raise OSError('no unshare here')\n"
+        "ctypes.CDLL = refuse\n"
+        "from kittylab.adapters.cad.worker_main import _drop_network\n"
+        "assert _drop_network() == 'sockets-refused'\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 5432), timeout=1)\n"
+        "except OSError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "refused: networking is disabled" in done.stdout
+
+
+def test_in_its_namespace_the_worker_cannot_reach_local_services() -> None:
+    code = (
+        "import socket\n"
+        "from kittylab.adapters.cad.worker_main import _drop_network\n"
+        "print(_drop_network())\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 5432), timeout=1)\n"
+        "    print('connected')\n"
+        "except OSError:\n"
+        "    print('unreachable')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["namespace", "unreachable"]
+
+
+def test_commands_run_per_job_are_confined_before_they_start() -> None:
+    probe = (
+        "import resource, socket\n"
+        "print(resource.getrlimit(resource.RLIMIT_CPU)[0])\n"
+        "try:\n"
+        "    socket.create_connection(('127.0.0.1', 5432), timeout=1)\n"
+        "    print('connected')\n"
+        "except OSError:\n"
+        "    print('unreachable')\n"
+    )
+    confine = [sys.executable, "-m", "kittylab.adapters.cad.confine", str(2 * 1024**3), "7"]
+    done = subprocess.run(
+        [*confine, sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["7", "unreachable"]
