@@ -51,7 +51,11 @@ from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.print_watch import PrintWatcher
 from kittylab.services.query import QueryService
-from kittylab.services.query_dispatch import BusContextPublisher, DispatchingSubmitter
+from kittylab.services.query_dispatch import (
+    BusContextPublisher,
+    ConversationCad,
+    DispatchingSubmitter,
+)
 from kittylab.services.simulation import SimulatedFleet
 from kittylab.services.slicing import Slicer
 from kittylab.understanding.pipeline import Understander
@@ -122,6 +126,7 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
     bus = message_bus(settings, role)
     store = artifact_store(settings)
     pool = cad_worker_pool(settings)
+    cad = cad_service(settings, database, store, pool, queue)
     try:
         yield Container(
             settings=settings,
@@ -131,8 +136,8 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus),
-            query=query_service(settings, database, queue, bus),
-            cad=cad_service(settings, database, store, pool, queue),
+            query=query_service(settings, database, queue, bus, cad),
+            cad=cad,
             cad_pool=pool,
             artifacts=store,
         )
@@ -175,7 +180,11 @@ def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
 
 
 def query_service(
-    settings: Settings, database: Database, jobs: JobQueue, bus: MqttBus | None
+    settings: Settings,
+    database: Database,
+    jobs: JobQueue,
+    bus: MqttBus | None,
+    cad: CadService | None = None,
 ) -> QueryService:
     """The conversation service with the tiers the settings choose. Models load lazily, on
     the first request that needs them. Device requests take the command path; each turn's
@@ -192,6 +201,7 @@ def query_service(
         mcp=mcp_answerers(q.mcp_servers),
         frontier=frontier_answerer(q.frontier),
         publisher=BusContextPublisher(bus) if bus is not None else None,
+        cad=ConversationCad(cad) if cad is not None else None,
     )
 
 

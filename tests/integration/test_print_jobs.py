@@ -26,8 +26,9 @@ from kittylab.adapters.db.tables import (
 )
 from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.config import CommandSettings
-from kittylab.domain.enums import CommandStatus, FabricationStatus
+from kittylab.domain.enums import ArtifactType, CommandStatus, FabricationStatus
 from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.services.cad import GenerateRequest, PolicyMode
 from kittylab.services.simulation import SimulatedFleet
 from tests.integration.conftest import Person
 from tests.integration.live_bus import embedded_broker, free_port, running_bus
@@ -341,3 +342,35 @@ def test_a_model_is_sliced_with_estimates_and_an_oversized_one_fails_with_the_re
     assert refused.status is FabricationStatus.FAILED
     assert "slicing failed" in refused.details["reason"]
     assert "400" in refused.details["reason"]
+
+
+def test_a_cad_artifact_becomes_a_sliced_print_job_and_appears_in_its_lineage(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    result = container.cad.generate(
+        GenerateRequest(
+            prompt="a 40 by 30 plate, 5 mm thick",
+            policy_mode=PolicyMode.OFFLINE,
+            requested_by=operator.user_id,
+        )
+    )
+    stl = next(a for a in result.artifacts if a.artifact_type is ArtifactType.STL)
+    answer = client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(lab["prusa-mk4"]), "cadArtifactId": str(stl.id)},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    asyncio.run(work_queue(container, database_url))
+    sliced = job(database, answer.json()["id"])
+    assert sliced.details["stage"] == "queued", sliced.details
+    assert sliced.cad_artifact_id == stl.id
+    assert sliced.details["slicing"]["modelSizeMm"][:2] == [40.0, 30.0]
+    lineage = client.get(f"/api/cad/artifacts/{stl.id}/lineage", headers=operator.headers)
+    assert lineage.status_code == 200, lineage.text
+    assert answer.json()["id"] in lineage.text

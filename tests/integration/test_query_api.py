@@ -17,13 +17,13 @@ from sqlalchemy import func, select, text, update
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import Device, DeviceCommand, RoutingDecision
+from kittylab.adapters.db.tables import CADJob, Device, DeviceCommand, RoutingDecision
 from kittylab.config import PriceSettings, Settings
 from kittylab.domain.enums import OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services import telemetry
 from kittylab.services.query import QueryService
-from kittylab.services.query_dispatch import DispatchingSubmitter
+from kittylab.services.query_dispatch import ConversationCad, DispatchingSubmitter
 from kittylab.services.query_ports import TierAnswer
 from kittylab.understanding.model import ModelUnavailable
 from kittylab.understanding.pipeline import Understander
@@ -61,6 +61,7 @@ class Lab:
             settings=settings,
             understander=Understander(None, settings.grammar_threshold),
             submitter=DispatchingSubmitter(self.container.jobs, self.container.clock),
+            cad=ConversationCad(self.container.cad),
             clock=self.container.clock,
             mcp=[self.mcp],
             frontier=self.frontier,
@@ -473,3 +474,25 @@ def test_failing_frontier_gets_a_clear_local_reply_and_the_reason_is_recorded(
     )
     assert body["replies"][0]["text"].startswith("I can't answer that right now")
     assert Decimal(str(body["routing"]["costEstimate"])) == 0
+
+
+def test_a_cad_request_starts_a_job_in_the_conversation_and_replies_with_its_progress(
+    lab: Lab, operator: Person
+) -> None:
+    r = lab.ask(operator, "design a 60 by 60 mounting plate, 4 mm thick, four M4 holes")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["routing"]["intent"] == "cad_generate"
+    assert body["routing"]["outcome"] == "cad_started"
+    reply = body["replies"][0]["text"]
+    assert reply.startswith("CAD job ") and "completed with" in reply, reply
+    with lab.database.unit_of_work() as s:
+        job = s.scalars(select(CADJob)).one()
+    assert str(job.conversation_id) == body["conversationId"]
+    assert job.requested_by == operator.user_id
+
+
+def test_an_impossible_part_is_answered_not_raised(lab: Lab, operator: Person) -> None:
+    r = lab.ask(operator, "design a washer with a 0 mm outer diameter")
+    assert r.status_code == 200, r.text
+    assert r.json()["replies"][0]["text"].startswith("I can't make that part")

@@ -45,7 +45,13 @@ from kittylab.services.query_lab import (
     spent_today,
     vocabulary_from_database,
 )
-from kittylab.services.query_ports import Answerer, CommandSubmitter, ContextPublisher, TierAnswer
+from kittylab.services.query_ports import (
+    Answerer,
+    CadStarter,
+    CommandSubmitter,
+    ContextPublisher,
+    TierAnswer,
+)
 from kittylab.services.routing_log import normalize_input, record_routing_decision
 from kittylab.understanding import signals
 from kittylab.understanding.context import ConversationContext
@@ -73,6 +79,7 @@ class Outcome:
     REFUSED = "refused"
     REJECTED_INPUT = "rejected_input"
     UNAVAILABLE = "unavailable"
+    CAD_STARTED = "cad_started"
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ class QueryService:
         frontier: Answerer | None = None,
         publisher: ContextPublisher | None = None,
         cache: AnswerCache | None = None,
+        cad: CadStarter | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -144,6 +152,7 @@ class QueryService:
         self.mcp = list(mcp)
         self.frontier = frontier
         self.publisher = publisher
+        self.cad = cad
         self._vocabulary_lock = threading.Lock()
         self._cached_vocabulary: tuple[float, LabVocabulary] | None = None
         self.cache = cache or AnswerCache(
@@ -330,7 +339,12 @@ class QueryService:
         vocabulary: LabVocabulary,
         started: float,
     ) -> QueryResult:
-        locked = session.get(ConversationSession, conversation_id, with_for_update=True)
+        # FOR NO KEY UPDATE: turns of one conversation still go one at a time, but work done
+        # meanwhile in other transactions (a CAD job) may reference the conversation (a
+        # foreign key check takes KEY SHARE, which plain FOR UPDATE would block).
+        locked = session.get(
+            ConversationSession, conversation_id, with_for_update={"key_share": True}
+        )
         if locked is None:  # deleted while the turn was being answered
             raise NotFound("conversation", conversation_id)
         conversation = locked
@@ -434,11 +448,15 @@ class QueryService:
                 turn.replies.append("I can't answer questions locally; no local answer model.")
             return False, None, None
         if u.intent == CAD_GENERATE:
-            turn.outcome = Outcome.UNAVAILABLE
-            turn.replies.append(
-                "CAD generation is not available yet; I understood you want: "
-                f"{u.args.get('prompt', '')}."
-            )
+            prompt = str(u.args.get("prompt", ""))
+            if self.cad is None:
+                turn.outcome = Outcome.UNAVAILABLE
+                turn.replies.append(
+                    f"CAD generation is not available here; I understood you want: {prompt}."
+                )
+            else:
+                turn.outcome = Outcome.CAD_STARTED
+                turn.replies.append(self.cad.start(prompt, caller.user_id, conversation_id))
             return False, None, None
         assert u.device is not None
         device = session.scalar(

@@ -18,6 +18,7 @@ from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
 from kittylab.domain.errors import KittyLabError
 from kittylab.services import dispatch
+from kittylab.services.cad import CadService, GenerateRequest, PolicyMode, progress_reply
 from kittylab.services.ports import JobQueue, MessageBus
 
 log = logging.getLogger(__name__)
@@ -76,3 +77,26 @@ class BusContextPublisher:
 
     def publish(self, conversation_id: UUID, context: dict[str, Any]) -> None:
         self._bus.publish(topics.conversation_context(conversation_id), context, retain=True)
+
+
+class ConversationCad:
+    """``CadStarter`` on the CAD service: ``auto`` policy (online providers when configured
+    and reachable, the offline CadQuery pipeline otherwise), the job linked to the
+    conversation, the reply from ``cad.progress_reply``."""
+
+    def __init__(self, cad: CadService) -> None:
+        self._cad = cad
+
+    def start(self, prompt: str, requested_by: UUID, conversation_id: UUID) -> str:
+        try:
+            result = self._cad.generate(
+                GenerateRequest(
+                    prompt=prompt,
+                    policy_mode=PolicyMode.AUTO,
+                    requested_by=requested_by,
+                    conversation_id=conversation_id,
+                )
+            )
+        except KittyLabError as refusal:
+            return f"I can't make that part: {refusal}."
+        return progress_reply(result)

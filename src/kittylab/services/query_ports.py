@@ -61,3 +61,11 @@ class ContextPublisher(Protocol):
     the person talking."""
 
     def publish(self, conversation_id: UUID, context: dict[str, Any]) -> None: ...
+
+
+class CadStarter(Protocol):
+    """Starts CAD generation for a ``cad_generate`` request and says, in one sentence,
+    what was started and where it stands. Refusals (an unreadable or impossible part, no
+    provider) come back as the sentence, not as errors."""
+
+    def start(self, prompt: str, requested_by: UUID, conversation_id: UUID) -> str: ...
