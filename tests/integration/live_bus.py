@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import NamedTuple
 
+from kittylab import bootstrap
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.config import MqttSettings
+from kittylab.services.simulation import SimulatedFleet
 
 FAST = MqttSettings(reconnect_min_seconds=0.1, reconnect_max_seconds=0.5)
 
@@ -53,3 +57,25 @@ async def eventually(check: object, within: float = 5.0) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.02)
+
+
+class LiveLab(NamedTuple):
+    bus: MqttBus
+    fleet: SimulatedFleet
+    wired: bootstrap.Container
+    """The container with real drivers on the live bus."""
+
+
+@contextlib.asynccontextmanager
+async def live_lab(container: bootstrap.Container) -> AsyncIterator[LiveLab]:
+    """The simulated lab online on an embedded broker: simulators attached and reported,
+    and a container whose drivers talk to them over MQTT."""
+    port = free_port()
+    async with embedded_broker(port), running_bus(BrokerAddress("127.0.0.1", port), "lab") as bus:
+        fleet = bootstrap.simulated_fleet(container)
+        fleet.attach(bus)
+        await asyncio.to_thread(fleet.reload)
+        await asyncio.to_thread(fleet.report)
+        yield LiveLab(
+            bus, fleet, replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+        )

@@ -23,7 +23,7 @@ from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services import commands, dispatch
 from kittylab.services.simulation import SimulatedFleet
-from tests.integration.live_bus import embedded_broker, free_port, running_bus
+from tests.integration.live_bus import live_lab, running_bus
 
 FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)
 
@@ -42,13 +42,7 @@ def run_with_lab(container: bootstrap.Container, scenario: Scenario) -> None:
     """Run ``scenario`` with the simulated lab online on a live broker."""
 
     async def main() -> None:
-        port = free_port()
-        address = BrokerAddress("127.0.0.1", port)
-        async with embedded_broker(port), running_bus(address, "lab") as bus:
-            fleet = bootstrap.simulated_fleet(container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
-            await asyncio.to_thread(fleet.report)
+        async with live_lab(container) as (bus, fleet, _):
             await scenario(bus, fleet)
 
     asyncio.run(main())

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from uuid import UUID
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
-from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import PrintMonitorEvent
 from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from tests.integration.conftest import Person
-from tests.integration.live_bus import embedded_broker, eventually, free_port, running_bus
+from tests.integration.live_bus import eventually, live_lab, running_bus
 from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
 from tests.peers.camera_peer import CameraPeer
 
@@ -34,14 +32,7 @@ def test_a_detector_failure_on_mqtt_is_recorded_with_its_snapshot_and_pauses_the
     key = upload(client, operator, "clip.gcode")
 
     async def scenario(snapshot_url: str) -> str:
-        port = free_port()
-        address = BrokerAddress("127.0.0.1", port)
-        async with embedded_broker(port), running_bus(address, "server") as bus:
-            fleet = bootstrap.simulated_fleet(container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
-            await asyncio.to_thread(fleet.report)
-            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+        async with live_lab(container) as (bus, fleet, wired):
             ingest = bootstrap.monitor_ingest(wired)
             assert ingest is not None
             ingest.attach(bus)
@@ -49,7 +40,7 @@ def test_a_detector_failure_on_mqtt_is_recorded_with_its_snapshot_and_pauses_the
             await work_queue(wired, database_url)
             await bootstrap.print_tracker(wired).round()
             job_id = str(created["id"])
-            async with running_bus(address, "detector") as detector:
+            async with running_bus(bus.address, "detector") as detector:
                 detector.publish(f"kitty/monitor/{job_id}", b"{not json")
                 detector.publish(
                     f"kitty/monitor/{job_id}",

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
-from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
     Device,
@@ -31,7 +30,7 @@ from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services.cad import GenerateRequest, PolicyMode
 from kittylab.services.simulation import SimulatedFleet
 from tests.integration.conftest import Person
-from tests.integration.live_bus import embedded_broker, free_port, running_bus
+from tests.integration.live_bus import live_lab
 
 GCODE = b"; a tiny job\nG28\nG1 X10 Y10\n" + b"G1 X20 Y20\n" * 50
 
@@ -116,14 +115,7 @@ def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
     second_key = upload(client, operator, "hook.gcode")
 
     async def scenario() -> None:
-        port = free_port()
-        address = BrokerAddress("127.0.0.1", port)
-        async with embedded_broker(port), running_bus(address, "lab") as bus:
-            fleet = bootstrap.simulated_fleet(container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
-            await asyncio.to_thread(fleet.report)
-            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+        async with live_lab(container) as (_bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
             first = await asyncio.to_thread(post_job, client, operator, printer, first_key)
             second = await asyncio.to_thread(post_job, client, operator, printer, second_key)
@@ -234,14 +226,7 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
     key = upload(client, operator, "vase.gcode")
 
     async def scenario() -> dict[str, Any]:
-        port = free_port()
-        address = BrokerAddress("127.0.0.1", port)
-        async with embedded_broker(port), running_bus(address, "lab") as bus:
-            fleet = bootstrap.simulated_fleet(container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
-            await asyncio.to_thread(fleet.report)
-            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+        async with live_lab(container) as (_bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
             created = await asyncio.to_thread(post_job, client, operator, printer, key)
             await work_queue(wired, database_url)

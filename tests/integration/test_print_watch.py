@@ -19,7 +19,7 @@ from kittylab.adapters.db.tables import Device, DeviceCommand, PrintMonitorEvent
 from kittylab.config import MonitoringSettings
 from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from tests.integration.conftest import Person
-from tests.integration.live_bus import embedded_broker, free_port, running_bus
+from tests.integration.live_bus import embedded_broker, free_port, live_lab, running_bus
 from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
 from tests.peers.camera_peer import CameraPeer
 from tests.peers.obico_peer import ObicoPeer
@@ -47,13 +47,7 @@ def test_a_heater_that_stops_heating_is_a_runaway_that_pauses_and_cools_the_prin
     key = upload(client, operator, "tower.gcode")
 
     async def scenario() -> str:
-        port = free_port()
-        async with embedded_broker(port), running_bus(BrokerAddress("127.0.0.1", port)) as bus:
-            fleet = bootstrap.simulated_fleet(container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
-            await asyncio.to_thread(fleet.report)
-            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+        async with live_lab(container) as (_bus, fleet, wired):
             created = await asyncio.to_thread(post_job, client, operator, printer, key)
             await work_queue(wired, database_url)
             await bootstrap.print_tracker(wired).round()
