@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
+from kittylab.cli import live
 from kittylab.cli.client import ApiClient, ApiProblem
 from kittylab.domain.errors import ValidationFailed
 
@@ -34,15 +34,7 @@ def devices(
     """The lab's devices and their live state."""
     client = ApiClient(url)
     try:
-        if not watch:
-            console.print(_device_table(client, kind))
-            return
-        with Live(_device_table(client, kind), console=console, auto_refresh=False) as live:
-            while True:
-                time.sleep(2)
-                live.update(_device_table(client, kind), refresh=True)
-    except KeyboardInterrupt:
-        pass
+        live.show(console, lambda: _device_table(client, kind), watch=watch)
     finally:
         client.close()
 

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
-from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from kittylab.cli import live
 from kittylab.cli.client import ApiClient, ApiProblem
 
 console = Console()
@@ -88,15 +88,7 @@ def jobs(
     """Print jobs, newest first, with live progress bars."""
     client = ApiClient(url)
     try:
-        if not watch:
-            console.print(_jobs_view(client, limit))
-            return
-        with Live(_jobs_view(client, limit), console=console, auto_refresh=False) as live:
-            while True:
-                time.sleep(2)
-                live.update(_jobs_view(client, limit), refresh=True)
-    except KeyboardInterrupt:
-        pass
+        live.show(console, lambda: _jobs_view(client, limit), watch=watch)
     finally:
         client.close()
 
