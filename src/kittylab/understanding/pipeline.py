@@ -5,16 +5,26 @@ a question (``ask``), told apart as help, fresh data or reasoning."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import replace
 
+from kittylab.domain.cad_prompt import UnknownPart, parse_prompt
+from kittylab.domain.errors import ValidationFailed
 from kittylab.understanding import signals
 from kittylab.understanding.context import ConversationContext
 from kittylab.understanding.grammar import GrammarStage, _check
 from kittylab.understanding.model import IntentModel, ModelUnavailable
 from kittylab.understanding.normalize import normalize
 from kittylab.understanding.templates import KIND_WORDS
-from kittylab.understanding.types import ASK, DEVICE_INTENTS, AskKind, Stage, Understanding
+from kittylab.understanding.types import (
+    ASK,
+    CAD_GENERATE,
+    DEVICE_INTENTS,
+    AskKind,
+    Stage,
+    Understanding,
+)
 from kittylab.understanding.vocabulary import LabVocabulary
 
 log = logging.getLogger(__name__)
@@ -66,6 +76,9 @@ class Understander:
         reading = grammar.parse(text, context)
         if reading is not None and reading.confidence >= self.grammar_threshold:
             return reading
+        part = part_request(clean)
+        if part is not None:
+            return part
         if not self._sounds_like_device_request(clean, vocabulary):
             return _question(clean, reading)
         if use_model and self.model is not None:
@@ -144,6 +157,37 @@ class Understander:
 
 def _ask_kind(clean: str) -> AskKind:
     return AskKind.FRESH_DATA if signals.wants_fresh_data(clean) else AskKind.REASONING
+
+
+_MAKE = re.compile(
+    r"^(?:please )?(?:(?:can|could|would) you )?(?:make|create|build|generate|design|model)"
+    r"(?: me| us)? (?P<what>.+?)(?: please)?$"
+)
+PART_CONFIDENCE = 0.85
+
+
+def part_request(clean: str) -> Understanding | None:
+    """ "Make a 30 mm washer with an M5 hole": a request to make something the CAD part
+    grammar recognizes is a ``cad_generate`` request, even in words the templates do not
+    list. A part with impossible dimensions still counts (the CAD service answers with
+    the reason); words naming no part family do not."""
+    match = _MAKE.match(clean)
+    if match is None:
+        return None
+    what = match.group("what")
+    try:
+        parse_prompt(what)
+    except UnknownPart:
+        return None
+    except ValidationFailed:
+        pass
+    return Understanding(
+        intent=CAD_GENERATE,
+        confidence=PART_CONFIDENCE,
+        stage=Stage.GRAMMAR,
+        factors={"part_grammar": PART_CONFIDENCE},
+        args={"prompt": what},
+    )
 
 
 def _question(clean: str, grammar_reading: Understanding | None) -> Understanding:
