@@ -12,8 +12,9 @@ from sqlalchemy import select, text
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
-from kittylab.domain.enums import OnlineState
+from kittylab.domain.enums import FabricationStatus, OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.services import fabrication_records
 from tests.integration.conftest import Person, _person
 
 
@@ -163,3 +164,33 @@ def test_a_device_in_fault_still_takes_commands_that_make_it_safer(
     )
     assert refused["_status"] == 409
     assert "fault" in str(refused["detail"])
+
+
+def test_print_start_is_refused_while_the_last_print_is_still_on_the_bed(
+    client: TestClient,
+    operator: Person,
+    devices: dict[str, UUID],
+    database: Database,
+    container: bootstrap.Container,
+) -> None:
+    with database.unit_of_work() as s:
+        printer = s.get(Device, devices["prusa-mk4"])
+        assert printer is not None
+        job = fabrication_records.create_fabrication_job(
+            s,
+            device=printer,
+            gcode_path="uploads/x/part.gcode",
+            requested_by=operator.user_id,
+            now=container.clock(),
+        )
+        for status in (FabricationStatus.PRINTING, FabricationStatus.COMPLETED):
+            fabrication_records.advance_fabrication_job(s, job.id, status, now=container.clock())
+    body = {"intent": "print_start", "payload": {"file": "next.gcode"}}
+    refused = send(client, operator, devices["prusa-mk4"], body)
+    assert refused["_status"] == 409
+    assert "still on the bed" in str(refused["detail"])
+    cleared = client.post(
+        f"/api/fabrication/printers/{devices['prusa-mk4']}/bed-clear", headers=operator.headers
+    )
+    assert cleared.status_code == 200
+    assert send(client, operator, devices["prusa-mk4"], body)["_status"] == 202

@@ -211,20 +211,35 @@ def test_a_command_left_pending_too_long_fails_instead_of_running_late(
     container: bootstrap.Container, lab: UUID
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
-        command_id = submit(container, lab, "welding-lights", "light_on")
+        light = fleet.devices[device_id(container.database, "welding-lights")]
+        light.handle("light_on", {})
+        command_id = submit(container, lab, "welding-lights", "light_off")
         later = container.clock() + timedelta(minutes=5)
         outcome = await dispatch.dispatch(
             container.database, drivers_on(bus), command_id, FAST, lambda: later
         )
         assert outcome.status is None
-        light = fleet.devices[device_id(container.database, "welding-lights")]
-        assert light.snapshot()["on"] is False
+        assert light.snapshot()["on"] is True  # nothing was sent
 
     run_with_lab(container, scenario)
     command = load(container.database, command_id_of(container, "welding-lights"))
     assert command.status is CommandStatus.FAILED
     assert command.failure_reason is not None
     assert "nothing was sent" in command.failure_reason
+
+
+def test_a_safe_command_is_still_sent_however_late(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        command_id = submit(container, lab, "cnc-lights", "light_on")  # makes the lab safer
+        later = container.clock() + timedelta(minutes=5)
+        outcome = await dispatch.dispatch(
+            container.database, drivers_on(bus), command_id, FAST, lambda: later
+        )
+        assert outcome.status is CommandStatus.ACKED
+
+    run_with_lab(container, scenario)
 
 
 @pytest.mark.parametrize(

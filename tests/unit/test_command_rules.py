@@ -76,3 +76,11 @@ def test_confirmation_needs_the_state_to_show_the_effect(
     expected: bool,
 ) -> None:
     assert confirms(intent, payload, before, after) is expected
+
+
+@pytest.mark.parametrize(
+    "after",
+    [{"nozzle": {"target": None}}, {"nozzle": {"target": "n/a"}}, {"nozzle": "hot"}],
+)
+def test_a_garbled_state_confirms_nothing_and_raises_nothing(after: dict[str, Any]) -> None:
+    assert confirms("printer_heat", {"nozzle": 215}, {}, after) is False

@@ -75,7 +75,10 @@ def test_an_empty_queue_waits_for_nothing() -> None:
         (S.PRINTING, None, "acked", {"state": "paused"}, S.PAUSED),
         (S.PAUSED, None, "acked", {"state": "printing"}, S.PRINTING),
         (S.PRINTING, None, "acked", {"state": "completed"}, S.COMPLETED),
-        (S.PAUSED, None, "acked", {"state": "completed"}, None),
+        (S.PAUSED, None, "acked", {"state": "completed"}, S.PRINTING),  # then completed
+        (S.PREPARING, Stage.STARTING, "acked", {"state": "completed"}, S.PRINTING),
+        (S.PREPARING, Stage.STARTING, "acked", {"state": "failed"}, S.FAILED),
+        (S.PREPARING, Stage.STARTING, "acked", {"state": "idle"}, S.ABORTED),
         (S.PRINTING, None, "acked", {"state": "failed", "failure": "clog"}, S.FAILED),
         (S.PAUSED, None, "acked", {"state": "cancelled"}, S.ABORTED),
         (S.PRINTING, None, "acked", {"state": "printing"}, None),
@@ -110,3 +113,16 @@ def test_a_printer_failure_names_its_reason() -> None:
 )
 def test_files_are_sliced_by_kind(name: str, expected: bool | None) -> None:
     assert needs_slicing(name) is expected
+
+
+def test_a_job_whose_start_reached_the_printer_needs_the_bed_cleared_even_if_it_failed() -> None:
+    failed_start = QueuedJob(
+        id=UUID(int=1),
+        status=S.FAILED,
+        stage=Stage.STARTING,
+        created_at=T0,
+        completed_at=T0,
+        bed_cleared=False,
+        reached_printer=True,
+    )
+    assert next_job([failed_start, job(2)]).waiting_for == "someone must confirm the bed is clear"

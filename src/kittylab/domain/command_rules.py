@@ -73,7 +73,12 @@ def confirms(
     if intent in _READ_ONLY:
         return True
     check = _CHECKS.get(intent)
-    return check(payload, before or {}, after) if check is not None else False
+    if check is None:
+        return False
+    try:
+        return bool(check(payload, before or {}, after))
+    except (TypeError, ValueError, AttributeError):
+        return False  # a state the device garbled confirms nothing
 
 
 def _phase_in(*phases: PrinterPhase) -> Any:

@@ -44,6 +44,9 @@ class QueuedJob:
     completed_at: datetime | None
     bed_cleared: bool
     started_at: datetime | None = None
+    reached_printer: bool = False
+    """It got as far as ``starting``: its part may be on the bed even if it never printed
+    (a start that timed out may still have begun)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def next_job(jobs: Sequence[QueuedJob]) -> NextStep:
     )
     if not queued:
         return NextStep(None, None)
-    printed = [j for j in jobs if _done(j) and j.started_at is not None]
+    printed = [j for j in jobs if _done(j) and (j.started_at is not None or j.reached_printer)]
     if printed:
         last = max(printed, key=lambda j: (j.completed_at or j.created_at, j.id))
         if not last.bed_cleared:
@@ -97,9 +100,16 @@ def follow_printer(
             return JobUpdate(None)
         if command_status == "failed":
             return JobUpdate(FabricationStatus.FAILED, command_failure or "the printer refused")
-        if command_status == "acked" and phase in (PrinterPhase.HEATING, PrinterPhase.PRINTING):
-            return JobUpdate(FabricationStatus.PRINTING)
-        return JobUpdate(None)
+        if command_status != "acked" or phase is None:
+            return JobUpdate(None)
+        if phase in (PrinterPhase.FAILED, PrinterPhase.ERROR):
+            reason = (state or {}).get("failure") or "the printer reported an error"
+            return JobUpdate(FabricationStatus.FAILED, str(reason))
+        if phase in (PrinterPhase.CANCELLED, PrinterPhase.IDLE):
+            return JobUpdate(FabricationStatus.ABORTED, "the print was cancelled at the printer")
+        # Heating, printing, paused, or already completed (a short print between two
+        # looks): it started. A completed one completes on the next round.
+        return JobUpdate(FabricationStatus.PRINTING)
     if phase is None:
         return JobUpdate(None)
     if status is FabricationStatus.PRINTING and phase is PrinterPhase.PAUSED:
@@ -107,6 +117,9 @@ def follow_printer(
     if status is FabricationStatus.PAUSED and phase in (
         PrinterPhase.PRINTING,
         PrinterPhase.HEATING,
+        # Resumed and finished at the printer while nobody looked: through printing, a
+        # paused job cannot complete directly.
+        PrinterPhase.COMPLETED,
     ):
         return JobUpdate(FabricationStatus.PRINTING)
     if phase is PrinterPhase.COMPLETED and status is FabricationStatus.PRINTING:

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import AccessPolicy, Device, DeviceCommand
+from kittylab.adapters.db.tables import AccessPolicy, Device, DeviceCommand, FabricationJob
 from kittylab.config import CommandSettings
 from kittylab.domain.command_rules import (
     SAFE_INTENTS,
@@ -41,6 +41,7 @@ from kittylab.domain.command_rules import (
 )
 from kittylab.domain.enums import CommandStatus, OnlineState
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
+from kittylab.domain.print_queue import FINISHED
 from kittylab.services import commands, telemetry
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
 
@@ -91,6 +92,11 @@ def submit(
         )
     if device.retired_at is None and not _reachable(device.online_state, intent):
         raise DeviceRefused(f"{device.display_name} is {device.online_state.value}")
+    if intent == "print_start" and _bed_not_cleared(session, device.id):
+        raise DeviceRefused(
+            f"the last print on {device.display_name} is still on the bed: confirm the bed "
+            "is clear first (POST /api/fabrication/printers/{id}/bed-clear)"
+        )
     latest = telemetry.latest_state(session, device.id)
     refusal = precondition_refusal(
         device.kind.value, intent, latest.payload if latest else None, device.display_name
@@ -113,6 +119,24 @@ def _reachable(state: OnlineState, intent: str) -> bool:
     """Online devices take any command; a device in fault still takes the ones that make
     it safer (pause, cancel, power off …): stopping a machine must never be refused."""
     return state is OnlineState.ONLINE or (state is OnlineState.FAULT and intent in SAFE_INTENTS)
+
+
+def _bed_not_cleared(session: Session, device_id: UUID) -> bool:
+    """Whether the printer's last finished job reached the bed and nobody has confirmed the
+    bed clear since — whichever way the next print is asked for."""
+    last = session.scalar(
+        select(FabricationJob)
+        .where(
+            FabricationJob.device_id == device_id,
+            FabricationJob.status.in_(list(FINISHED)),
+        )
+        .order_by(FabricationJob.completed_at.desc().nulls_last(), FabricationJob.id.desc())
+        .limit(1)
+    )
+    if last is None:
+        return False
+    reached = last.started_at is not None or "starting_at" in last.details
+    return reached and "bed_cleared" not in last.details
 
 
 def _policy_intents(session: Session, zone_id: UUID) -> set[str]:
@@ -153,7 +177,10 @@ def claim(
         device = session.get(Device, command.device_id)
         assert device is not None  # a foreign key
         newly_sent = command.status is CommandStatus.PENDING
-        if newly_sent and now - command.created_at > max_delay:
+        # A command that makes the lab safer (pause, cancel, power off …) is still worth
+        # sending late; anything else would surprise whoever asked a minute ago.
+        stale = now - command.created_at > max_delay and command.intent not in SAFE_INTENTS
+        if newly_sent and stale:
             commands.advance_command(
                 session,
                 command_id,

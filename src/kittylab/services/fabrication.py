@@ -23,7 +23,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -34,7 +34,13 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, Device, DeviceCommand, FabricationJob
 from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus
-from kittylab.domain.errors import Conflict, DeviceRefused, NotFound, ValidationFailed
+from kittylab.domain.errors import (
+    Conflict,
+    DeviceRefused,
+    KittyLabError,
+    NotFound,
+    ValidationFailed,
+)
 from kittylab.domain.print_queue import (
     FINISHED,
     QueuedJob,
@@ -45,7 +51,7 @@ from kittylab.domain.print_queue import (
 )
 from kittylab.services import dispatch, fabrication_records
 from kittylab.services.artifacts import ArtifactStore, validate_key
-from kittylab.services.slicing import SliceProfile, Slicer, SlicerError
+from kittylab.services.slicing import SliceProfile, Slicer
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +178,9 @@ def prepare(
         gcode_path = job.gcode_path
     try:
         facts = _produce_gcode(store, slicer, reader, details, gcode_path)
-    except (ValidationFailed, DeviceRefused, SlicerError) as exc:
+    except KittyLabError as exc:
+        # Unsliceable, no slicer, or the store lost the file: nothing a retry would fix
+        # without someone looking, so the job fails with the reason.
         _fail(database, job_id, f"slicing failed: {exc}", clock())
         return False
     with database.unit_of_work() as session:
@@ -249,6 +257,7 @@ def printer_jobs(session: Session, device_id: UUID) -> list[QueuedJob]:
             completed_at=row.completed_at,
             bed_cleared="bed_cleared" in row.details,
             started_at=row.started_at,
+            reached_printer="starting_at" in row.details,
         )
         for row in rows
     ]
@@ -263,7 +272,7 @@ class StartPlan:
     requested_by: UUID
 
 
-def claim_next(database: Database, device_id: UUID) -> StartPlan | str | None:
+def claim_next(database: Database, device_id: UUID, now: datetime) -> StartPlan | str | None:
     """Pick the job to start on ``device_id`` and mark it ``starting`` (committed, under a
     lock on the printer so two workers never start two jobs); or say why none starts."""
     with database.unit_of_work() as session:
@@ -275,7 +284,11 @@ def claim_next(database: Database, device_id: UUID) -> StartPlan | str | None:
             return step.waiting_for
         job = session.get(FabricationJob, step.start, with_for_update=True)
         assert job is not None
-        job.details = {**job.details, "stage": Stage.STARTING.value}
+        job.details = {
+            **job.details,
+            "stage": Stage.STARTING.value,
+            "starting_at": now.isoformat(),
+        }
         return StartPlan(
             job_id=job.id,
             device_id=device_id,
@@ -289,6 +302,13 @@ def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | N
     """Create the ``print_start`` command for a claimed job (idempotent per job); on a
     refusal the job goes back to the queue with the reason. Returns the command id."""
     with database.unit_of_work() as session:
+        job = session.get(FabricationJob, plan.job_id, with_for_update=True)
+        if (
+            job is None
+            or job.status is not FabricationStatus.PREPARING
+            or job.details.get("stage") != Stage.STARTING
+        ):
+            return None  # cancelled (or otherwise moved) while it was being started
         try:
             command = dispatch.submit(
                 session,
@@ -299,12 +319,10 @@ def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | N
                 correlation_id=f"fabrication-job:{plan.job_id}",
                 now=now,
             )
-        except (DeviceRefused, Conflict) as refusal:
+        except KittyLabError as refusal:
             session.rollback()
             _requeue(session, plan.job_id, str(refusal))
             return None
-        job = session.get(FabricationJob, plan.job_id, with_for_update=True)
-        assert job is not None
         job.origin_command_id = command.id
         return command.id
 
@@ -313,6 +331,28 @@ def _requeue(session: Session, job_id: UUID, reason: str) -> None:
     job = session.get(FabricationJob, job_id, with_for_update=True)
     if job is not None and job.status is FabricationStatus.PREPARING:
         job.details = {**job.details, "stage": Stage.QUEUED.value, "waiting_for": reason}
+
+
+def requeue_interrupted_starts(database: Database, now: datetime, grace: timedelta) -> int:
+    """Put back in the queue jobs left ``starting`` with no start command for longer than
+    ``grace`` (a worker died between claiming and starting them); returns how many."""
+    with database.unit_of_work() as session:
+        rows = session.scalars(
+            select(FabricationJob)
+            .where(
+                FabricationJob.status == FabricationStatus.PREPARING,
+                FabricationJob.origin_command_id.is_(None),
+                FabricationJob.details["stage"].astext == Stage.STARTING.value,
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        moved = 0
+        for row in rows:
+            since = row.details.get("starting_at")
+            if since is None or now - datetime.fromisoformat(since) > grace:
+                _requeue(session, row.id, "its start was interrupted; it is back in the queue")
+                moved += 1
+        return moved
 
 
 def requeue(database: Database, job_id: UUID, reason: str) -> None:

@@ -60,11 +60,19 @@ class MonitorIngest:
         self._clock = clock
         self._notify = notify
         self._snapshots = snapshots
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def attach(self, bus: MessageBus) -> None:
         bus.subscribe(MONITOR_WILDCARD, self.on_message)
 
     async def on_message(self, topic: str, payload: bytes) -> None:
+        """Hand the event to its own task: fetching a snapshot and writing the records must
+        not hold up the bus, which carries every device's state."""
+        task = asyncio.create_task(self._process(topic, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, topic: str, payload: bytes) -> None:
         try:
             job_id = UUID(topic.rsplit("/", 1)[-1])
             message = json.loads(payload)
@@ -100,7 +108,18 @@ class MonitorIngest:
         url = message.get("snapshotUrl")
         if not isinstance(url, str) or self._snapshots is None:
             return None
-        snapshot = await self._snapshots.fetch(url)
+        try:
+            snapshot = await self._snapshots.fetch(url)
+        except KittyLabError as exc:
+            # The camera is away, but a failure must still pause the print: keep what the
+            # detector said as the evidence instead.
+            log.warning("monitor snapshot unavailable (%s); keeping the report instead", exc)
+            key = f"snapshots/{job_id}/{self._clock():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}.json"
+            body = json.dumps({"report": message, "snapshotError": str(exc)}, default=str)
+            await asyncio.to_thread(
+                self._store.put_bytes, key, body.encode(), content_type="application/json"
+            )
+            return key
         suffix = "png" if "png" in snapshot.content_type else "jpg"
         stored = f"snapshots/{job_id}/{self._clock():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}.{suffix}"
         await asyncio.to_thread(

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, PrintMonitorEvent
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
-from kittylab.domain.errors import DeviceRefused, NotFound, ValidationFailed
+from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
 from kittylab.services import alerts, dispatch, fabrication_records
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ def _pause(
                 requested_by=job.requested_by,
                 now=now,
             )
-    except DeviceRefused as refusal:
+    except KittyLabError as refusal:
+        # The event and the notification are kept whatever stops the pause.
         log.warning("monitor could not pause job %s: %s", job.id, refusal)
         return None, str(refusal)
     event.details = {**event.details, "pause_command_id": str(command.id)}

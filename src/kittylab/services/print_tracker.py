@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +29,9 @@ from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavaila
 from kittylab.services.ports import JobQueue, MessageBus
 
 log = logging.getLogger(__name__)
+
+INTERRUPTED_START_GRACE = timedelta(minutes=2)
+"""A job claimed for starting but with no start command after this long was interrupted."""
 
 
 class PrintTracker:
@@ -60,6 +63,12 @@ class PrintTracker:
 
     async def round(self) -> int:
         """Follow every active job once; returns how many changed status."""
+        await asyncio.to_thread(
+            fabrication.requeue_interrupted_starts,
+            self._database,
+            self._clock(),
+            INTERRUPTED_START_GRACE,
+        )
         changed = 0
         for job in await asyncio.to_thread(fabrication.active_jobs, self._database):
             target = await asyncio.to_thread(self._target, job.device_id)

@@ -122,7 +122,12 @@ class PrintWatcher:
                 self._alerted.pop(job_id, None)
         raised: list[Verdict] = []
         for item in watched:
-            raised.extend(await self._watch(item))
+            try:
+                raised.extend(await self._watch(item))
+            except Exception:
+                # One printer's trouble (a store outage while saving evidence) must not
+                # stop the others being watched; its alert is raised again next round.
+                log.exception("watch: job %s could not be watched this round", item.job_id)
         return raised
 
     def _printing(self) -> list[Watched]:
@@ -165,9 +170,9 @@ class PrintWatcher:
             seen = self._alerted.setdefault(item.job_id, set())
             if key in seen:
                 continue
-            seen.add(key)
-            await self._raise(item, verdict)
-            raised.append(verdict)
+            if await self._raise(item, verdict):
+                seen.add(key)  # only once it was recorded: a failed attempt is retried
+                raised.append(verdict)
         return raised
 
     async def _look(self, item: Watched) -> Verdict | None:
@@ -187,12 +192,13 @@ class PrintWatcher:
         self._camera[device_id] = state
         return verdict
 
-    async def _raise(self, item: Watched, verdict: Verdict) -> None:
+    async def _raise(self, item: Watched, verdict: Verdict) -> bool:
+        """Record the alert and act on it; False when it could not be recorded."""
         evidence = await self._evidence(item, verdict)
         failure = verdict.severity is Severity.FAILURE
         outcome = await asyncio.to_thread(self._report, item, verdict, evidence, failure)
         if outcome is None:
-            return
+            return False
         follow_ups = [outcome.pause_command_id] if outcome.pause_command_id else []
         if failure and verdict.condition is Condition.THERMAL_RUNAWAY:
             cooldown = await asyncio.to_thread(self._cooldown, item)
@@ -202,6 +208,7 @@ class PrintWatcher:
             await asyncio.to_thread(_quietly, self._jobs.defer_dispatch, command_id)
         for notification_id in outcome.notification_ids:
             await asyncio.to_thread(_quietly, self._jobs.defer_notification, notification_id)
+        return True
 
     async def _evidence(self, item: Watched, verdict: Verdict) -> str:
         """The key of what an operator should look at: the camera's image when there is

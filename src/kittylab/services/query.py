@@ -127,6 +127,9 @@ class _Turn:
     requested_tier: Tier | None = None
     model: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    cad_reply: str | None = None
+    """Set when step 2 started CAD generation (outside any transaction: a build can take
+    a minute, and the conversation row is locked while step 3 records the turn)."""
 
 
 class QueryService:
@@ -188,6 +191,7 @@ class QueryService:
             understanding = self.understander.understand(text, vocabulary, context)
             understanding = self._gate_model_reading(understanding)
             self._route(text, understanding, turn, caller.user_id)
+            self._start_cad(understanding, turn, caller, conversation_id)
         with self.database.unit_of_work() as session:
             result = self._record(
                 session, caller, request, conversation_id, understanding, turn, context,
@@ -197,11 +201,23 @@ class QueryService:
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
 
+    def _start_cad(
+        self, u: Understanding, turn: _Turn, caller: Principal, conversation_id: UUID
+    ) -> None:
+        if u.intent != CAD_GENERATE or u.problem is not None or self.cad is None:
+            return
+        turn.cad_reply = self.cad.start(
+            str(u.args.get("prompt", "")),
+            caller.user_id,
+            conversation_id,
+            offline=self.settings.offline,
+        )
+
     def _gate_model_reading(self, u: Understanding) -> Understanding:
         """A model reading below the threshold is never acted on."""
         if (
             u.stage.value == "model"
-            and u.is_device_intent
+            and (u.is_device_intent or u.intent == CAD_GENERATE)
             and u.problem is None
             and u.confidence < self.settings.model_threshold
         ):
@@ -449,14 +465,14 @@ class QueryService:
             return False, None, None
         if u.intent == CAD_GENERATE:
             prompt = str(u.args.get("prompt", ""))
-            if self.cad is None:
+            if turn.cad_reply is None:
                 turn.outcome = Outcome.UNAVAILABLE
                 turn.replies.append(
                     f"CAD generation is not available here; I understood you want: {prompt}."
                 )
             else:
                 turn.outcome = Outcome.CAD_STARTED
-                turn.replies.append(self.cad.start(prompt, caller.user_id, conversation_id))
+                turn.replies.append(turn.cad_reply)
             return False, None, None
         assert u.device is not None
         device = session.scalar(

@@ -87,12 +87,15 @@ class ConversationCad:
     def __init__(self, cad: CadService) -> None:
         self._cad = cad
 
-    def start(self, prompt: str, requested_by: UUID, conversation_id: UUID) -> str:
+    def start(
+        self, prompt: str, requested_by: UUID, conversation_id: UUID, *, offline: bool
+    ) -> str:
         try:
             result = self._cad.generate(
                 GenerateRequest(
                     prompt=prompt,
-                    policy_mode=PolicyMode.AUTO,
+                    # In offline mode no paid online service is asked, as for the tiers.
+                    policy_mode=PolicyMode.OFFLINE if offline else PolicyMode.AUTO,
                     requested_by=requested_by,
                     conversation_id=conversation_id,
                 )

@@ -68,4 +68,7 @@ class CadStarter(Protocol):
     what was started and where it stands. Refusals (an unreadable or impossible part, no
     provider) come back as the sentence, not as errors."""
 
-    def start(self, prompt: str, requested_by: UUID, conversation_id: UUID) -> str: ...
+    def start(
+        self, prompt: str, requested_by: UUID, conversation_id: UUID, *, offline: bool
+    ) -> str:
+        """``offline``: only offline providers (the lab is in offline mode)."""

@@ -24,6 +24,7 @@ from typing import Any
 
 from kittylab.adapters.db.engine import Database
 from kittylab.domain import topics
+from kittylab.domain.records import MAX_TELEMETRY_BYTES
 from kittylab.services import telemetry
 from kittylab.services.ports import MessageBus
 
@@ -47,6 +48,7 @@ class TelemetryIngest:
         self._flush_seconds = flush_seconds
         self._buffer: list[telemetry.IncomingEvent] = []
         self._full = asyncio.Event()
+        self._max_buffered = 50 * batch_size
         self.stored = 0
         self.rejected: dict[str, int] = {}
 
@@ -55,6 +57,9 @@ class TelemetryIngest:
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_device_state)
 
     async def _on_telemetry(self, topic: str, payload: bytes) -> None:
+        if len(payload) > MAX_TELEMETRY_BYTES:
+            self._reject("too_large")  # before decoding: a huge payload costs nothing more
+            return
         parts = topic.split("/", 3)
         if len(parts) < 4 or not parts[3]:
             self._reject("invalid")
@@ -75,6 +80,9 @@ class TelemetryIngest:
         self._add(event)
 
     def _add(self, event: telemetry.IncomingEvent) -> None:
+        if len(self._buffer) >= self._max_buffered:
+            self._reject("buffer_full")  # the database is slower than the devices
+            return
         self._buffer.append(event)
         if len(self._buffer) >= self._batch_size:
             self._full.set()
@@ -104,7 +112,7 @@ class TelemetryIngest:
             # The database is away: keep the events for the next round rather than lose
             # them, up to a bound so a long outage cannot exhaust memory.
             log.exception("telemetry batch of %d could not be stored; retrying", len(batch))
-            self._buffer = (batch + self._buffer)[-50 * self._batch_size :]
+            self._buffer = (batch + self._buffer)[-self._max_buffered :]
             return
         self.stored += result.stored
         for reason, count in result.rejected.items():

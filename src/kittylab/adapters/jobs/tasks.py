@@ -41,15 +41,14 @@ from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.config import JobSettings, Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
-from kittylab.domain.errors import DeviceRefused, ValidationFailed
+from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
 from kittylab.services import dispatch, fabrication, maintenance, notifications, sessions
-from kittylab.services.artifacts import ArtifactStore, ArtifactStoreError
+from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.cad import CadGenerationFailed, CadService
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
-    DeviceUnavailable,
     PrintFileUploader,
 )
 from kittylab.services.ports import NotificationSender
@@ -291,12 +290,14 @@ def job_blueprint() -> procrastinate.Blueprint:
     async def start_next_print(job: procrastinate.JobContext, device_id: str) -> str:
         """Start the next queued job on a printer, if it is free and its bed is clear."""
         ctx = _context(job)
-        plan = await asyncio.to_thread(fabrication.claim_next, ctx.database, UUID(device_id))
+        plan = await asyncio.to_thread(
+            fabrication.claim_next, ctx.database, UUID(device_id), ctx.clock()
+        )
         if not isinstance(plan, fabrication.StartPlan):
             return plan or "nothing queued"
         try:
             await _upload_to_printer(ctx, plan)
-        except (DeviceUnavailable, DeviceRefused, ArtifactStoreError) as exc:
+        except KittyLabError as exc:
             await asyncio.to_thread(
                 fabrication.requeue, ctx.database, plan.job_id, f"upload failed: {exc}"
             )

@@ -10,6 +10,7 @@ then falls back to the next allowed tier.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -86,8 +87,16 @@ def _text_of(result: CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
 def _describe(exc: BaseException) -> str:
-    """The innermost cause, unwrapping exception groups, without any URL credentials."""
+    """The innermost cause, unwrapping exception groups, without any URL: a hosted MCP
+    server's URL often carries its key as a query parameter, and this text reaches the
+    person asking and the routing log."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    return sanitize_text(f"{type(exc).__name__}: {exc}", 300)
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return f"{type(exc).__name__}: HTTP {status}"
+    return sanitize_text(f"{type(exc).__name__}: {_URL.sub('[url]', str(exc))}", 300)

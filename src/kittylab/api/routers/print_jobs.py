@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, Request, status
 
 from kittylab.adapters.db.tables import FabricationJob
 from kittylab.api.auth import UnitOfWork, container, require
-from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import (
     BedClearOut,
     FabricationJobOut,
@@ -32,6 +31,7 @@ from kittylab.domain.enums import FabricationStatus, Role
 from kittylab.domain.errors import (
     Conflict,
     InfrastructureError,
+    KittyLabError,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -175,15 +175,22 @@ def cancel_print_job(
 ) -> FabricationJob:
     """Cancel a job: one not yet on the printer is aborted at once; a running one gets a
     ``print_cancel`` command and is aborted when the printer reports it."""
-    job = get_or_404(uow, FabricationJob, job_id, "fabrication job")
+    # Locked: a worker starting this job at the same moment sees the outcome, not a race.
+    job = uow.get(FabricationJob, job_id, with_for_update=True)
+    if job is None:
+        raise NotFound("fabrication job", job_id)
     if job.requested_by != caller.user_id and not caller.has_any(
         Role.OPERATOR, Role.SAFETY, Role.ADMIN
     ):
         raise PermissionDenied("only operators cancel other people's print jobs")
-    if job.status is FabricationStatus.PREPARING and job.details.get("stage") != "starting":
-        return fabrication_records.advance_fabrication_job(
+    if job.status is FabricationStatus.PREPARING:
+        started = job.origin_command_id is not None
+        aborted = fabrication_records.advance_fabrication_job(
             uow, job_id, FabricationStatus.ABORTED, now=c.clock(), reason="cancelled"
         )
+        if started:
+            _cancel_on_printer(uow, c, aborted, caller.user_id)
+        return aborted
     if job.status not in (FabricationStatus.PRINTING, FabricationStatus.PAUSED):
         raise Conflict(f"the job is {job.status.value}; there is nothing to cancel")
     command = dispatch.submit(
@@ -196,8 +203,35 @@ def cancel_print_job(
         now=c.clock(),
     )
     uow.commit()
-    c.jobs.defer_dispatch(command.id)
+    _defer_quietly(c, command.id)
     return job
+
+
+def _cancel_on_printer(uow: UnitOfWork, c: Container, job: FabricationJob, user_id: UUID) -> None:
+    """A job aborted while its start was on the way: cancel whatever the printer began.
+    Best effort — a printer that never started refuses, which is what we want."""
+    try:
+        with uow.begin_nested():
+            command = dispatch.submit(
+                uow,
+                device_id=job.device_id,
+                intent="print_cancel",
+                payload={},
+                requested_by=user_id,
+                correlation_id=f"cancel-job:{job.id}",
+                now=c.clock(),
+            )
+    except KittyLabError:
+        return
+    uow.commit()
+    _defer_quietly(c, command.id)
+
+
+def _defer_quietly(c: Container, command_id: UUID) -> None:
+    try:
+        c.jobs.defer_dispatch(command_id)
+    except InfrastructureError:
+        log.warning("cancel %s left to reconciliation", command_id)
 
 
 SNAPSHOT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}

@@ -113,8 +113,12 @@ def query(
 
 
 def _request_uuid(request: Request) -> UUID:
-    """The HTTP request id as the decision's request id when it is a UUID (ours always
-    are), a fresh one otherwise."""
+    """The decision's request id: the HTTP request id when the server minted it, a fresh
+    one when the client sent its own. A client-chosen id could repeat, and a repeated id
+    is refused only after the turn's work (a paid model call) was done — which would then
+    go unrecorded and uncounted against the budget."""
+    if request.headers.get("x-request-id"):
+        return uuid.uuid4()
     raw = getattr(request.state, "request_id", "")
     try:
         return UUID(str(raw))
