@@ -257,6 +257,11 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
         listing = _cli(cli_env, "jobs").stdout
         time.sleep(1)
     assert "voron-24" in listing and "bracket.gcode" in listing and "printing" in listing
+    busy = _cli(cli_env, "bed-clear", "voron-24")
+    assert busy.returncode == 1 and "is printing job" in busy.stderr
+    free = _cli(cli_env, "bed-clear", "prusa-mk4")
+    assert free.returncode == 0, free.stderr
+    assert "confirmed clear" in free.stdout
 
     notification_url = _queue_webhook(
         server, auth, hook_port, "Spaghetti on the Voron", "voron-24 paused"

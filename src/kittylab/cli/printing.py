@@ -23,6 +23,7 @@ ENDED = ("completed", "failed", "aborted")
 def register(app: typer.Typer, friendly: Any) -> None:
     app.command("print")(friendly(print_file))
     app.command("jobs")(friendly(jobs))
+    app.command("bed-clear")(friendly(bed_clear))
 
 
 def print_file(
@@ -121,3 +122,22 @@ def _jobs_view(client: ApiClient, limit: int) -> Group | Table:
             info=details.get("waiting_for") or details.get("reason") or "",
         )
     return Group(bars)
+
+
+def bed_clear(
+    printer: Annotated[str, typer.Argument(help="The printer (external id or alias).")],
+    url: UrlOption = None,
+) -> None:
+    """Confirm a printer's bed is empty, so its next queued job may start."""
+    client = ApiClient(url)
+    try:
+        found = client.get("/api/devices", name=printer, kind="printer")["items"]
+        if not found:
+            raise ApiProblem(404, f"no printer is called {printer!r}", "printer")
+        answer = client.post(f"/api/fabrication/printers/{found[0]['id']}/bed-clear", {})
+    finally:
+        client.close()
+    console.print(
+        f"bed of {found[0]['externalId']} confirmed clear "
+        f"({answer['jobsCleared']} finished job(s)); its queue moves on"
+    )

@@ -34,7 +34,6 @@ from kittylab.services.cad import (
 
 router = APIRouter(prefix="/api/cad", tags=["cad"])
 
-PRESIGN_SECONDS = 900
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[^\x00]*$")]
 Wired = Annotated[Container, Depends(container)]
@@ -220,7 +219,7 @@ def download(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> Respons
     """The file, streamed from the store; a redirect when the store can presign a URL."""
     artifact = get_or_404(uow, CADArtifact, artifact_id, "CAD artifact")
     key = artifact.artifact_key
-    url = c.artifacts.presigned_url(key, PRESIGN_SECONDS)
+    url = c.artifacts.presigned_url(key, c.settings.storage.presign_expiry_seconds)
     if url is not None:
         return RedirectResponse(url, status_code=307)
     try:
