@@ -22,6 +22,7 @@ that was down does not pile up runs to catch up on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
@@ -313,11 +314,17 @@ def job_blueprint() -> procrastinate.Blueprint:
     @blueprint.periodic(cron=PERIODIC[PRINT_QUEUES_TASK], periodic_id="every-minute")
     @blueprint.task(name="advance_print_queues", pass_context=True, queueing_lock=PRINT_QUEUES_TASK)
     async def advance_print_queues(job: procrastinate.JobContext, timestamp: int) -> int:
-        """Let every printer with queued jobs try to start one."""
+        """Let every printer with queued jobs try to start one, and give jobs whose
+        preparation job was lost (a queue outage right after they were accepted) another."""
         ctx = _context(job)
         printers = await asyncio.to_thread(_printers_with_queued_jobs, ctx)
         for device_id in printers:
             await defer_start_next(job.app, str(device_id))
+        for job_id in await asyncio.to_thread(_jobs_stuck_preparing, ctx):
+            with contextlib.suppress(AlreadyEnqueued):
+                await job.app.configure_task(
+                    PREPARE_PRINT_TASK, queueing_lock=f"prepare:{job_id}"
+                ).defer_async(job_id=str(job_id))
         return len(printers)
 
     @blueprint.task(name="generate_cad", pass_context=True)
@@ -366,6 +373,26 @@ def _device_of_job(ctx: JobContext, job_id: UUID) -> UUID:
         row = session.get(FabricationJob, job_id)
         assert row is not None
         return row.device_id
+
+
+PREPARE_GRACE = timedelta(minutes=10)
+"""Longer than a slice may take (the slicer timeout is 5 minutes), so a slow preparation
+still running is not started twice."""
+
+
+def _jobs_stuck_preparing(ctx: JobContext) -> list[UUID]:
+    """Jobs still in the slicing stage well after they were accepted. Preparation is
+    idempotent (it only acts on a job still in that stage), so a second run is harmless."""
+    with ctx.database.unit_of_work() as session:
+        return list(
+            session.scalars(
+                select(FabricationJob.id).where(
+                    FabricationJob.status == FabricationStatus.PREPARING,
+                    FabricationJob.details["stage"].astext == Stage.SLICING.value,
+                    FabricationJob.created_at < ctx.clock() - PREPARE_GRACE,
+                )
+            )
+        )
 
 
 def _printers_with_queued_jobs(ctx: JobContext) -> list[UUID]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kittylab.config import FrontierSettings, McpServerSettings, Settings
+from kittylab.domain.errors import ValidationFailed
 from kittylab.services.query_ports import Answerer
 from kittylab.understanding.model import IntentModel
 
@@ -17,7 +18,9 @@ def local_model(settings: Settings) -> IntentModel | None:
         from kittylab.adapters.llm.openai_local import OpenAICompatibleIntentModel
 
         if not q.url:
-            raise ValueError("KITTYLAB_QUERY__MODEL__URL is required for the openai backend")
+            raise ValidationFailed(
+                "KITTYLAB_QUERY__MODEL__URL", "is required for the openai backend"
+            )
         return OpenAICompatibleIntentModel(q.url, q.model, q.timeout_seconds)
     from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path
 
@@ -32,7 +35,9 @@ def frontier_answerer(settings: FrontierSettings) -> Answerer | None:
 
     key = settings.api_key.get_secret_value() if settings.api_key else None
     if not settings.url or not settings.model:
-        raise ValueError("the frontier tier needs KITTYLAB_QUERY__FRONTIER__URL and __MODEL")
+        raise ValidationFailed(
+            "KITTYLAB_QUERY__FRONTIER__URL", "the frontier tier needs a URL and a model (__MODEL)"
+        )
     cls = OpenAIChat if settings.provider == "openai" else AnthropicMessages
     return cls(
         base_url=settings.url,

@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from kittylab.config import McpServerSettings
+from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.services.query_ports import TierAnswer
 from kittylab.understanding.model import ModelUnavailable
@@ -30,9 +31,13 @@ from kittylab.understanding.model import ModelUnavailable
 class McpToolAnswerer:
     def __init__(self, settings: McpServerSettings) -> None:
         if settings.transport == "stdio" and not settings.command:
-            raise ValueError(f"MCP server {settings.name}: stdio needs a command")
+            raise ValidationFailed(
+                f"KITTYLAB_QUERY__MCP_SERVERS.{settings.name}", "stdio needs a command"
+            )
         if settings.transport == "http" and not settings.url:
-            raise ValueError(f"MCP server {settings.name}: http needs a url")
+            raise ValidationFailed(
+                f"KITTYLAB_QUERY__MCP_SERVERS.{settings.name}", "http needs a url"
+            )
         self.settings = settings
         self.name = f"mcp:{settings.name}"
         self.model = f"mcp:{settings.name}/{settings.tool}"
