@@ -327,7 +327,7 @@ def test_reconcile_sends_lost_commands_expires_stale_ones_and_leaves_fresh_ones(
             display_name="Lamp",
             kind=DeviceKind.LIGHT,
             zone_id=zone_id,
-            capabilities={"light_on": {"type": "object"}},
+            capabilities={"light_off": {"type": "object"}},
         )
         session.add(light)
         session.flush()
@@ -335,7 +335,7 @@ def test_reconcile_sends_lost_commands_expires_stale_ones_and_leaves_fresh_ones(
             label: commands.create_command(
                 session,
                 device=light,
-                intent="light_on",
+                intent="light_off",
                 payload={},
                 requested_by=user.id,
                 now=now - age,
@@ -368,4 +368,4 @@ def test_reconcile_sends_lost_commands_expires_stale_ones_and_leaves_fresh_ones(
         }
         stale = status["stale"]
         assert stale is not None and "nothing was sent" in (stale.failure_reason or "")
-    assert driver.sent == ["light_on"]
+    assert driver.sent == ["light_off"]  # not a safe intent: the stale one expired
