@@ -47,6 +47,8 @@ from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavaila
 
 log = logging.getLogger(__name__)
 
+FIRST_RECHECK_SECONDS = 0.01
+
 COMMANDS = Counter("kittylab_device_commands_total", "Device commands by outcome.", ["outcome"])
 CONFIRM_SECONDS = Histogram(
     "kittylab_device_command_confirm_seconds",
@@ -294,6 +296,9 @@ async def _await_confirmation(
     deadline = work.sent_at + timedelta(seconds=settings.ack_timeout_seconds)
     started = time.monotonic()
     last_seen: str = "no state was read"
+    # Most devices answer within milliseconds: look again soon, then back off to the
+    # configured interval, so a fast device is acked fast and a slow one is not hammered.
+    pause = FIRST_RECHECK_SECONDS
     while True:
         try:
             state = await driver.state(work.target)
@@ -315,7 +320,8 @@ async def _await_confirmation(
                 f"not confirmed within {settings.ack_timeout_seconds:g} s; {last_seen}"
             )
             return outcome
-        await asyncio.sleep(settings.poll_interval_seconds)
+        await asyncio.sleep(min(pause, settings.poll_interval_seconds))
+        pause *= 2
 
 
 def _brief(state: Mapping[str, Any]) -> str:
