@@ -20,6 +20,7 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, TelemetryEvent, User
+from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.config import CommandSettings
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus, OnlineState
@@ -159,3 +160,23 @@ def test_mqtt_telemetry_is_stored_and_bad_events_are_dropped_and_counted(
             .order_by(TelemetryEvent.id)
         )
         assert [p["w"] for p in stored] == [10.5, 11.0, 11.5]
+
+
+def test_a_refusal_belongs_to_its_own_request_and_never_to_a_reader_of_the_state(
+    container: bootstrap.Container, database: Database, light_id: str
+) -> None:
+    async def scenario() -> None:
+        async with running_bus(MOSQUITTO, "kittylab") as bus, light_firmware(light_id) as light:
+            driver = bootstrap.device_drivers(bus)["mqtt"]
+            assert isinstance(driver, MqttDeviceDriver)
+            target = dispatch.target_of(device_row(database, light_id))
+            too_bright = await driver.send(target, "light_set_brightness", {"brightness": 95})
+            fine = await driver.send(target, "light_set_brightness", {"brightness": 40})
+            assert too_bright is not None and fine is not None
+            await eventually(lambda: driver.refusal(target, too_bright) is not None)
+            await eventually(lambda: light["brightness"] == 40)
+            assert driver.refusal(target, too_bright) == "max 80 %"
+            assert driver.refusal(target, fine) is None
+            assert (await driver.state(target))["brightness"] == 40  # readers see no refusal
+
+    asyncio.run(scenario())

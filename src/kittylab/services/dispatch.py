@@ -43,7 +43,12 @@ from kittylab.domain.enums import CommandStatus, OnlineState
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
 from kittylab.services import commands, telemetry
-from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
+from kittylab.services.drivers import (
+    DeviceDriver,
+    DeviceTarget,
+    DeviceUnavailable,
+    ReportsRefusals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,16 +283,19 @@ async def dispatch(
         except (DeviceUnavailable, DeviceRefused):
             before = None  # the send below decides whether the device is there
         try:
-            await driver.send(work.target, work.intent, work.payload)
+            receipt = await driver.send(work.target, work.intent, work.payload)
         except (DeviceRefused, DeviceUnavailable) as exc:
             return await fail(str(exc))
-    return await _await_confirmation(driver, work, before, settings, clock, fail, database)
+    else:
+        receipt = None  # sent by an earlier run: only the device's state can tell now
+    return await _await_confirmation(driver, work, before, receipt, settings, clock, fail, database)
 
 
 async def _await_confirmation(
     driver: DeviceDriver,
     work: Claim,
     before: Mapping[str, Any] | None,
+    receipt: str | None,
     settings: CommandSettings,
     clock: Callable[[], datetime],
     fail: Callable[[str], Any],
@@ -300,10 +308,18 @@ async def _await_confirmation(
     # configured interval, so a fast device is acked fast and a slow one is not hammered.
     pause = FIRST_RECHECK_SECONDS
     while True:
+        refused = (
+            driver.refusal(work.target, receipt)
+            if receipt is not None and isinstance(driver, ReportsRefusals)
+            else None
+        )
+        if refused is not None:
+            outcome: Outcome = await fail(refused)
+            return outcome
         try:
             state = await driver.state(work.target)
         except DeviceRefused as refusal:
-            outcome: Outcome = await fail(str(refusal))
+            outcome = await fail(str(refusal))
             return outcome
         except DeviceUnavailable as exc:
             last_seen = f"the device could not be read ({exc})"

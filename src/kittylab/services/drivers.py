@@ -49,14 +49,28 @@ class DeviceTarget:
 
 
 class DeviceDriver(Protocol):
-    async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
-        """Ask the device to carry out ``intent`` (payload already validated)."""
+    async def send(
+        self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]
+    ) -> str | None:
+        """Ask the device to carry out ``intent`` (payload already validated). Returns a
+        receipt when the driver can later tell a refusal of this very request
+        (``ReportsRefusals``), else None."""
 
     async def state(self, device: DeviceTarget) -> dict[str, Any]:
         """The device's current state in the normalized shape of its kind."""
 
     async def close(self) -> None:
         """Release connections; the driver is not used afterwards."""
+
+
+@runtime_checkable
+class ReportsRefusals(Protocol):
+    """Drivers whose devices refuse *after* accepting a request (a generic MQTT device's
+    reply comes back on another topic) return a receipt from ``send`` and implement this,
+    so the refusal reaches the command it belongs to — not whoever reads the state first."""
+
+    def refusal(self, device: DeviceTarget, receipt: str) -> str | None:
+        """The device's reason for refusing the request ``receipt`` names, if it did."""
 
 
 @runtime_checkable

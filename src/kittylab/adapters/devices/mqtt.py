@@ -21,7 +21,6 @@ from typing import Any
 
 from kittylab.adapters.bus.mqtt import BusUnavailable, MqttBus
 from kittylab.domain import topics
-from kittylab.domain.errors import DeviceRefused
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 
 log = logging.getLogger(__name__)
@@ -30,6 +29,7 @@ FIRST_STATE_WAIT_SECONDS = 2.0
 """How long ``state`` waits for a device it has not heard from yet (a retained state
 arrives right after subscribing, so this only matters just after start)."""
 PUBLISH_CONFIRM_SECONDS = 5.0
+MAX_REMEMBERED_REFUSALS = 1000
 
 
 class MqttDeviceDriver:
@@ -37,15 +37,15 @@ class MqttDeviceDriver:
         self._bus = bus
         self._states: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, asyncio.Event] = {}
-        self._last_request: dict[str, str] = {}
         self._refusals: dict[str, str] = {}
+        """Reasons by request id (insertion-ordered, bounded)."""
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_state)
         bus.subscribe(topics.DEVICE_REPLY_WILDCARD, self._on_reply)
 
-    async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
+    async def send(
+        self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]
+    ) -> str | None:
         request_id = secrets.token_hex(8)
-        self._last_request[device.external_id] = request_id
-        self._refusals.pop(device.external_id, None)
         message = {"requestId": request_id, "intent": intent, "payload": dict(payload)}
         try:
             await self._bus.publish_now(
@@ -56,12 +56,13 @@ class MqttDeviceDriver:
             )
         except BusUnavailable as exc:
             raise DeviceUnavailable(f"{device.external_id}: {exc}") from exc
+        return request_id
+
+    def refusal(self, device: DeviceTarget, receipt: str) -> str | None:
+        return self._refusals.get(receipt)
 
     async def state(self, device: DeviceTarget) -> dict[str, Any]:
         ext = device.external_id
-        refusal = self._refusals.pop(ext, None)
-        if refusal is not None:
-            raise DeviceRefused(refusal)
         if ext not in self._states:
             seen = self._seen.setdefault(ext, asyncio.Event())
             try:
@@ -100,5 +101,8 @@ class MqttDeviceDriver:
             return
         if not isinstance(reply, dict) or reply.get("ok") is not False:
             return
-        if reply.get("requestId") == self._last_request.get(ext):
-            self._refusals[ext] = str(reply.get("reason") or f"{ext} refused the command")
+        request_id = reply.get("requestId")
+        if isinstance(request_id, str):
+            self._refusals[request_id] = str(reply.get("reason") or f"{ext} refused the command")
+            while len(self._refusals) > MAX_REMEMBERED_REFUSALS:  # oldest first
+                self._refusals.pop(next(iter(self._refusals)))
