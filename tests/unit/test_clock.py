@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 from kittylab.domain.clock import uuid7
 
 
@@ -8,4 +10,4 @@ def test_uuid7_ids_made_in_the_same_millisecond_still_increase() -> None:
     assert len(set(ids)) == len(ids)
     assert {i.version for i in ids} == {7}
     # The case this guards: neighbours made within one millisecond, ordered by the counter.
-    assert any(a.int >> 80 == b.int >> 80 for a, b in zip(ids, ids[1:], strict=False))
+    assert any(a.int >> 80 == b.int >> 80 for a, b in pairwise(ids))
