@@ -402,10 +402,10 @@ class CadSettings(BaseModel):
         "freecadcmd", description="FreeCAD's command-line binary; missing: freecad unavailable."
     )
     triposr_command: str | None = Field(
-        None, description="Local TripoSR run, with {image} and {out} placeholders."
+        None, description="Local TripoSR command line; {image} and {out} are filled in per job."
     )
     instantmesh_command: str | None = Field(
-        None, description="Local InstantMesh run, with {image} and {out} placeholders."
+        None, description="Local InstantMesh command line; {image} and {out} are filled in per job."
     )
     external_timeout_seconds: float = Field(900.0, gt=0, le=7200)
 

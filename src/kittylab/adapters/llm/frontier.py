@@ -7,6 +7,7 @@ Every call has a timeout; transport errors, error statuses and malformed bodies 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,10 @@ SYSTEM_PROMPT = (
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class _HttpClient:
+class _HttpClient(ABC):
+    """What both providers share: the HTTP client, its timeouts and error mapping. Each
+    provider says how it authenticates (``_headers``)."""
+
     provider = ""
 
     def __init__(
@@ -50,8 +54,9 @@ class _HttpClient:
         )
 
     @staticmethod
+    @abstractmethod
     def _headers(api_key: str | None) -> dict[str, str]:
-        raise NotImplementedError
+        """The provider's authentication and version headers."""
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
