@@ -14,22 +14,19 @@ import asyncio
 import json
 import platform
 import socket
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from common import demo_lab, percentiles
 from sqlalchemy import select
 
 from kittylab import bootstrap
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
-from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.adapters.db.tables import Device, User
-from kittylab.config import CommandSettings, MqttSettings, Settings
+from kittylab.config import CommandSettings, MqttSettings
 from kittylab.domain.enums import CommandStatus, OnlineState
-from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services import dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,15 +38,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], 2),
-        "max_ms": round(ordered[-1], 2),
-    }
 
 
 async def _run(container: bootstrap.Container, rounds: int) -> dict[str, Any]:
@@ -92,8 +80,8 @@ async def _run(container: bootstrap.Container, rounds: int) -> dict[str, Any]:
             confirm_ms.append((done - submitted) * 1000)
         return {
             "rounds": rounds,
-            "submit": _percentiles(submit_ms),
-            "send_and_confirm": _percentiles(confirm_ms),
+            "submit": percentiles(submit_ms),
+            "send_and_confirm": percentiles(confirm_ms),
             "poll_interval_ms": settings.poll_interval_seconds * 1000,
         }
     finally:
@@ -106,18 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedPostgres(Path(tmp))
-        url = server.start()
-        try:
-            bootstrap.upgrade_database(url)
-            settings = Settings(data_dir=Path(tmp), _env_file=None)  # type: ignore[call-arg]
-            with bootstrap.application(settings, url) as c:
-                with c.database.unit_of_work() as s:
-                    apply_manifest(s, load_manifest(ROOT / "examples" / "lab.yaml"), c.clock())
-                results = asyncio.run(_run(c, args.rounds))
-        finally:
-            server.stop()
+    with demo_lab() as c:
+        results = asyncio.run(_run(c, args.rounds))
     p95 = results["send_and_confirm"]["p95_ms"] + results["submit"]["p95_ms"]
     results["target"] = {"p95_ms": TARGET_P95_MS, "met": p95 <= TARGET_P95_MS}
     results["machine"] = {

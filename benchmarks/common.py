@@ -1,0 +1,44 @@
+"""What the in-process benchmarks share: the demo lab on a throwaway embedded PostgreSQL,
+and latency percentiles. Imported by scripts run as ``python benchmarks/<name>.py``."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kittylab import bootstrap
+from kittylab.adapters.db.embedded import EmbeddedPostgres
+from kittylab.config import Settings
+from kittylab.manifest import apply_manifest, load_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def demo_lab() -> Iterator[bootstrap.Container]:
+    """A wired container on a fresh embedded PostgreSQL with the demo lab applied."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedPostgres(Path(tmp))
+        url = server.start()
+        try:
+            bootstrap.upgrade_database(url)
+            settings = Settings(data_dir=Path(tmp), _env_file=None)  # type: ignore[call-arg]
+            with bootstrap.application(settings, url) as container:
+                with container.database.unit_of_work() as s:
+                    lab = load_manifest(ROOT / "examples" / "lab.yaml")
+                    apply_manifest(s, lab, container.clock())
+                yield container
+        finally:
+            server.stop()
+
+
+def percentiles(samples_ms: list[float], digits: int = 3) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    return {
+        "p50_ms": round(statistics.median(ordered), digits),
+        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], digits),
+        "max_ms": round(ordered[-1], digits),
+    }
