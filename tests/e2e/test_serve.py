@@ -42,6 +42,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "KITTYLAB_NOTIFY__WEBHOOK_HOSTS": '["127.0.0.1"]',
         "KITTYLAB_SIMULATOR__REPORT_INTERVAL_SECONDS": "1",
         "KITTYLAB_JOBS__POLL_INTERVAL_SECONDS": "0.2",
+        "KITTYLAB_JOBS__SHUTDOWN_GRACE_SECONDS": "5",
     }
 
 
@@ -58,35 +59,48 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Server:
+    """`kittylab serve` with its output in a file: a pipe nobody reads fills up after
+    64 KiB of logs and then blocks the server in the middle of whatever it was doing."""
+
     def __init__(self, env: dict[str, str], port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [*KITTYLAB, "serve", "--port", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.log = Path(env["KITTYLAB_DATA_DIR"]).parent / f"serve-{port}-{time.monotonic_ns()}.log"
+        with self.log.open("w") as output:
+            self.process = subprocess.Popen(
+                [*KITTYLAB, "serve", "--port", str(port)],
+                env=env,
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {self.process.stdout.read() if self.process.stdout else ''}"
-                )
+                raise AssertionError(f"server exited: {self.output()[-4000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise AssertionError("server did not become ready in 60 s")
+        raise AssertionError(f"server did not become ready in 60 s: {self.output()[-4000:]}")
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        try:
+            # The budget: uvicorn's 10 s graceful shutdown, the jobs' grace (5 s here), the
+            # broker (5 s at most) and PostgreSQL's own shutdown checkpoint.
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"server did not stop within 60 s of SIGTERM: {self.output()[-4000:]}"
+            ) from None
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
@@ -22,6 +23,10 @@ from kittylab.services.telemetry_ingest import TelemetryIngest
 
 log = logging.getLogger(__name__)
 
+# amqtt waits for its client sessions to close; one that never answers must not keep the
+# embedded PostgreSQL (stopped after this) running.
+_BROKER_STOP_SECONDS = 5
+
 
 def _graceful_exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
@@ -37,8 +42,11 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
         with bootstrap.application(settings, url) as container:
             bootstrap.prewarm_cad(container)
             typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(_serve(container, host, port, with_workers))
+            try:
+                with contextlib.suppress(KeyboardInterrupt):
+                    asyncio.run(_serve(container, host, port, with_workers))
+            finally:
+                log.info("closing the database and the artifact store")
 
 
 async def _serve(container: bootstrap.Container, host: str, port: int, with_workers: bool) -> None:
@@ -89,11 +97,21 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         else:
             await server.serve()
     finally:
+        # Each stage is logged with its duration: a stop that hangs says where.
+        started = time.monotonic()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        log.info("background tasks stopped in %.1f s", time.monotonic() - started)
         if broker is not None:
-            await broker.stop()
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(broker.stop(), _BROKER_STOP_SECONDS)
+            except TimeoutError:
+                log.warning("embedded MQTT broker did not stop in %d s", _BROKER_STOP_SECONDS)
+            log.info("embedded MQTT broker stopped in %.1f s", time.monotonic() - started)
+        # asyncio.run now joins the thread pool: blocking work still running ends first.
+        log.info("waiting for running threads to finish")
 
 
 async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Server) -> None:
@@ -111,9 +129,11 @@ async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Se
             await server.serve()
         finally:
             # Jobs interrupted here stay in the queue and are taken up on the next start.
+            started = time.monotonic()
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+            log.info("job worker stopped in %.1f s", time.monotonic() - started)
 
 
 def _size_thread_pool(job_concurrency: int) -> None:

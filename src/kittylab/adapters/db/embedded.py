@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -118,5 +119,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._server is not None:
+            started = time.monotonic()
             self._server.cleanup()
             self._server = None
+            log.info("embedded PostgreSQL stopped in %.1f s", time.monotonic() - started)
