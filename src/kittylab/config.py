@@ -32,6 +32,28 @@ class HttpSettings(BaseModel):
 
 class PresenceSettings(BaseModel):
     ttl_seconds: int = Field(900, ge=1, description="How long a presence observation counts.")
+    unifi_webhook_secret: SecretStr | None = Field(
+        None,
+        description="The signing secret of the UniFi Access webhook; unset refuses every "
+        "UniFi webhook (fail closed).",
+    )
+    unifi_max_skew_seconds: int = Field(
+        300,
+        ge=1,
+        le=3600,
+        description="How far a UniFi webhook's signed timestamp may be from now; older "
+        "deliveries are refused as replays.",
+    )
+
+
+class SafetySettings(BaseModel):
+    event_ttl_seconds: int = Field(
+        900,
+        ge=30,
+        le=7 * 24 * 3600,
+        description="How long a hazardous request waits for its approvals before it is "
+        "recorded as denied (expired).",
+    )
 
 
 class SessionSettings(BaseModel):
@@ -423,6 +445,7 @@ class Settings(BaseSettings):
     log_json: bool = True
     http: HttpSettings = HttpSettings()
     presence: PresenceSettings = PresenceSettings()
+    safety: SafetySettings = SafetySettings()
     sessions: SessionSettings = SessionSettings()
     jobs: JobSettings = JobSettings()
     notify: NotifySettings = NotifySettings()

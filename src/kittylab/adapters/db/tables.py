@@ -102,6 +102,8 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     roles: Mapped[list[Role]] = mapped_column(ARRAY(ROLE), nullable=False)
     tailscale_id: Mapped[str | None] = mapped_column(String(128))
+    # The UniFi Access user id whose door events check this person in.
+    unifi_user_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     # True for people declared in the lab manifest: only they are deactivated when the
     # manifest drops them; people added through the API or CLI are left alone.
@@ -450,3 +452,66 @@ class Notification(Base):
     __table_args__ = (
         Index("ix_notifications_queued", "status", postgresql_where=text("status = 'queued'")),
     )
+
+
+class SafetyApproval(Base):
+    """One approver's signed approval of a safety event. The nonce is unique across all
+    approvals, so a signature can never be presented twice (replay)."""
+
+    __tablename__ = "safety_approvals"
+    id: Mapped[UUID] = pk()
+    event_id: Mapped[UUID] = fk("safety_events.id", nullable=False)
+    approver_id: Mapped[UUID] = fk("users.id", nullable=False)
+    key_id: Mapped[UUID] = fk("user_keys.id", nullable=False)
+    nonce: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    signed_payload: Mapped[str] = mapped_column(Text, nullable=False)
+    signature: Mapped[str] = mapped_column(Text, nullable=False)
+    # PPE the approver attested to, and the presence facts seen when the approval counted.
+    attestations: Mapped[dict[str, Any]] = jsonb()
+    created_at: Mapped[datetime] = created()
+    __table_args__ = (UniqueConstraint("event_id", "approver_id"),)
+
+
+class DeviceLock(Base):
+    """Lockout/tagout: a person's lock on a device. Hazardous intents on a locked device are
+    denied until its owner removes the lock (or a safety override, itself audited)."""
+
+    __tablename__ = "device_locks"
+    id: Mapped[UUID] = pk()
+    device_id: Mapped[UUID] = fk("devices.id", nullable=False)
+    owner_id: Mapped[UUID] = fk("users.id", nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    placed_at: Mapped[datetime] = created()
+    removed_at: Mapped[datetime | None] = mapped_column(TS)
+    removed_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    override_event_id: Mapped[UUID | None] = fk("safety_events.id", nullable=True)
+    __table_args__ = (
+        CheckConstraint("length(trim(reason)) > 0", name="reason_required"),
+        # At most one active lock per person per device.
+        Index(
+            "uq_device_locks_active",
+            "device_id",
+            "owner_id",
+            unique=True,
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
+
+
+class AuditEntry(Base):
+    """The hash-chained audit log of safety-relevant acts. ``seq`` orders the chain; each
+    entry's ``entry_hash`` covers its content and ``prev_hash``, so an edited, inserted or
+    deleted entry breaks every hash after it. The database refuses updates and deletes."""
+
+    __tablename__ = "audit_log"
+    # Assigned as last + 1 under a lock, not from a sequence: a rolled-back transaction
+    # would leave a gap a verifier must read as a deleted entry.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    actor_id: Mapped[UUID | None] = mapped_column(PGUUID(as_uuid=True))
+    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    subject_type: Mapped[str | None] = mapped_column(String(64))
+    subject_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    details: Mapped[dict[str, Any]] = jsonb()
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    entry_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
