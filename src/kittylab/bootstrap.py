@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from kittylab.adapters.bus.broker import EmbeddedBroker
@@ -56,6 +56,7 @@ from kittylab.services.query_dispatch import (
     ConversationCad,
     DispatchingSubmitter,
 )
+from kittylab.services.safety import SafetyContext
 from kittylab.services.simulation import SimulatedFleet
 from kittylab.services.slicing import Slicer
 from kittylab.understanding.pipeline import Understander
@@ -196,7 +197,7 @@ def query_service(
         database=database,
         settings=q,
         understander=Understander(local_model(settings), q.grammar_threshold),
-        submitter=DispatchingSubmitter(jobs, utcnow),
+        submitter=DispatchingSubmitter(jobs, utcnow, safety_context(settings)),
         clock=utcnow,
         mcp=mcp_answerers(q.mcp_servers),
         frontier=frontier_answerer(q.frontier),
@@ -220,6 +221,15 @@ def prewarm_cad(container: Container) -> threading.Thread | None:
     thread = threading.Thread(target=warm, name="cad-prewarm", daemon=True)
     thread.start()
     return thread
+
+
+def safety_context(settings: Settings) -> SafetyContext:
+    """What the safety workflow needs from the settings."""
+    return SafetyContext(
+        event_ttl=timedelta(seconds=settings.safety.event_ttl_seconds),
+        presence_ttl=timedelta(seconds=settings.presence.ttl_seconds),
+        notify=settings.notify,
+    )
 
 
 def cad_worker_pool(settings: Settings) -> CadWorkerPool:

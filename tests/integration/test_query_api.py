@@ -60,7 +60,11 @@ class Lab:
             database=self.database,
             settings=settings,
             understander=Understander(None, settings.grammar_threshold),
-            submitter=DispatchingSubmitter(self.container.jobs, self.container.clock),
+            submitter=DispatchingSubmitter(
+                self.container.jobs,
+                self.container.clock,
+                bootstrap.safety_context(self.container.settings),
+            ),
             cad=ConversationCad(self.container.cad),
             clock=self.container.clock,
             mcp=[self.mcp],

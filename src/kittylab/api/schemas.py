@@ -235,6 +235,9 @@ class CommandAccepted(CamelModel):
     command_id: UUID
     status: Literal["pending", "dispatched", "awaiting_confirmation"]
     hazard_event_id: UUID | None = None
+    missing: list[str] = Field(
+        default_factory=list, description="What a held hazardous command still needs."
+    )
 
 
 class TelemetryIn(StrictInput):
@@ -385,6 +388,40 @@ class SafetyEventOut(CamelModel):
     created_at: datetime
     expires_at: datetime | None
     resolved_at: datetime | None
+
+
+class SafetyApprovalOut(CamelModel):
+    approver_id: UUID
+    approver: str
+    at: datetime
+    ppe: list[str]
+
+
+class SafetyEventView(SafetyEventOut):
+    """One event with what it is for, who approved it and what it still needs."""
+
+    intent: str | None
+    command_id: UUID | None
+    requirements: dict[str, Any] | None
+    missing: list[str]
+    approvals: list[SafetyApprovalOut]
+
+
+class SafetyApprove(StrictInput):
+    nonce: Annotated[
+        str, StringConstraints(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    ]
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=16384)] = Field(
+        description="Base64 raw Ed25519 signature, or the armored output of "
+        "`ssh-keygen -Y sign -n kittylab`, over the event's canonical approval payload."
+    )
+    signed_payload: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="The exact payload text signed; lets a mismatch be named precisely."
+    )
+    key_id: UUID | None = Field(None, description="Which registered key signed (raw signatures).")
+    ppe: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32, description="PPE items the approver confirms."
+    )
 
 
 class SafetyDeny(StrictInput):

@@ -31,18 +31,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import AccessPolicy, Device, DeviceCommand, FabricationJob
+from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, SafetyEvent
 from kittylab.config import CommandSettings
-from kittylab.domain.command_rules import (
-    SAFE_INTENTS,
-    confirms,
-    is_hazardous,
-    precondition_refusal,
-)
-from kittylab.domain.enums import CommandStatus, OnlineState
+from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_refusal
+from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
-from kittylab.services import commands, telemetry
+from kittylab.safety import policy
+from kittylab.services import commands, safety, telemetry
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
@@ -72,13 +68,18 @@ def submit(
     now: datetime,
     correlation_id: str | None = None,
     conversation_id: UUID | None = None,
+    safety_context: safety.SafetyContext | None = None,
 ) -> DeviceCommand:
-    """Record a command the device can take now, or refuse it.
+    """Record a command the device can take now, hold a hazardous one for approval, or
+    refuse it.
 
     - ``NotFound``: no such device;
-    - ``PermissionDenied``: the intent is hazardous (unlock, power on, or listed by an
-      access policy of the device's zone). The approval workflow does not exist yet, so
-      these are refused rather than sent (fail closed);
+    - a hazardous intent (unlock, power on, or one an access policy of the zone lists) is
+      recorded ``pending`` with its SafetyEvent and is not sent until approved
+      (``services.safety``): the returned command has ``safety_event_id`` set. Without a
+      ``safety`` context (internal callers) hazardous intents are refused (fail closed);
+    - ``PermissionDenied``: the policy denies it outright (the device is locked out);
+      the refusal is audited even though the request's transaction rolls back;
     - ``DeviceRefused``: the device is not online, or its last known state forbids the
       intent (pausing a printer that is not printing);
     - the payload and capability rules of ``commands.create_command``.
@@ -92,11 +93,14 @@ def submit(
         existing = commands.find_retry(session, requested_by, correlation_id)
         if existing is not None:
             return commands.same_request(existing, device.id, intent, payload)
-    if is_hazardous(intent, _policy_intents(session, device.zone_id)):
-        raise PermissionDenied(
-            f"{intent} on {device.display_name} is hazardous and needs a signed safety "
-            "approval, which this installation cannot take yet; nothing was sent"
-        )
+    decision = (
+        safety.evaluate(session, device, intent, requested_by, now)
+        if intent not in SAFE_INTENTS
+        else None
+    )
+    if isinstance(decision, policy.Deny):
+        _audit_apart(session, device, intent, requested_by, decision.reason, now)
+        raise PermissionDenied(f"{decision.reason}; nothing was sent")
     if device.retired_at is None and not _reachable(device.online_state, intent):
         raise DeviceRefused(f"{device.display_name} is {device.online_state.value}")
     if intent == "print_start" and _bed_not_cleared(session, device.id):
@@ -110,6 +114,24 @@ def submit(
     )
     if refusal is not None:
         raise DeviceRefused(refusal)
+    if isinstance(decision, policy.NeedsApproval):
+        if safety_context is None:
+            raise PermissionDenied(
+                f"{intent} on {device.display_name} is hazardous and needs a signed safety "
+                "approval, which this path cannot ask for; nothing was sent"
+            )
+        return safety.hold(
+            session,
+            device=device,
+            decision=decision,
+            intent=intent,
+            payload=dict(payload),
+            requested_by=requested_by,
+            now=now,
+            context=safety_context,
+            correlation_id=correlation_id,
+            conversation_id=conversation_id,
+        )
     return commands.create_command(
         session,
         device=device,
@@ -146,13 +168,13 @@ def _bed_not_cleared(session: Session, device_id: UUID) -> bool:
     return reached and "bed_cleared" not in last.details
 
 
-def _policy_intents(session: Session, zone_id: UUID) -> set[str]:
-    rows = session.scalars(
-        select(AccessPolicy.intents).where(
-            AccessPolicy.zone_id == zone_id, AccessPolicy.retired_at.is_(None)
-        )
-    )
-    return {intent for intents in rows for intent in intents}
+def _audit_apart(
+    session: Session, device: Device, intent: str, requested_by: UUID, reason: str, now: datetime
+) -> None:
+    """Record a refused hazardous request in its own transaction: the request's own
+    transaction rolls back with the refusal, and the attempt must still be on record."""
+    with Session(bind=session.get_bind()) as side, side.begin():
+        safety.record_refusal(side, device, intent, requested_by, reason, now)
 
 
 @dataclass(frozen=True)
@@ -184,9 +206,21 @@ def claim(
         device = session.get(Device, command.device_id)
         assert device is not None  # a foreign key
         newly_sent = command.status is CommandStatus.PENDING
+        accepted_at = command.created_at
+        event: SafetyEvent | None = None
+        if command.safety_event_id is not None and newly_sent:
+            event = session.get(
+                SafetyEvent, command.safety_event_id, with_for_update=True, populate_existing=True
+            )
+            approved_at = _approved_at(event)
+            if approved_at is None:
+                # Not approved (yet, or ever): never sent. A denial has already failed it.
+                return None
+            # The approval is what the requester waits for: lateness counts from there.
+            accepted_at = approved_at
         # A command that makes the lab safer (pause, cancel, power off …) is still worth
         # sending late; anything else would surprise whoever asked a minute ago.
-        stale = now - command.created_at > max_delay and command.intent not in SAFE_INTENTS
+        stale = now - accepted_at > max_delay and command.intent not in SAFE_INTENTS
         if newly_sent and stale:
             commands.advance_command(
                 session,
@@ -201,6 +235,9 @@ def claim(
         if newly_sent:
             commands.advance_command(session, command_id, CommandStatus.SENT, now=now)
             sent_at = now
+            if event is not None:
+                # The data model: an approved event is resolved when it is carried out.
+                event.resolved_at = now
         else:
             sent_at = _sent_at(command) or now
         return Claim(
@@ -211,6 +248,14 @@ def claim(
             sent_at=sent_at,
             newly_sent=newly_sent,
         )
+
+
+def _approved_at(event: SafetyEvent | None) -> datetime | None:
+    """When ``event`` was approved; ``None`` unless it is approved (fail closed)."""
+    if event is None or event.status is not SafetyStatus.APPROVED:
+        return None
+    stamp = event.details.get("approved_at")
+    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else event.created_at
 
 
 def target_of(device: Device) -> DeviceTarget:
@@ -347,14 +392,19 @@ def _brief(state: Mapping[str, Any]) -> str:
 
 def unfinished(database: Database, older_than: datetime, limit: int = 500) -> list[UUID]:
     """Pending or sent commands created before ``older_than``: those a lost job (a crash
-    between commit and defer, a queue outage) would otherwise leave waiting forever."""
+    between commit and defer, a queue outage) would otherwise leave waiting forever.
+    Commands still waiting for their safety approval are not among them."""
     with database.unit_of_work() as session:
         return list(
             session.scalars(
                 select(DeviceCommand.id)
+                .outerjoin(SafetyEvent, SafetyEvent.id == DeviceCommand.safety_event_id)
                 .where(
                     DeviceCommand.status.in_([CommandStatus.PENDING, CommandStatus.SENT]),
                     DeviceCommand.created_at < older_than,
+                    # Commands waiting for approval are the safety workflow's to release.
+                    (DeviceCommand.safety_event_id.is_(None))
+                    | (SafetyEvent.status == SafetyStatus.APPROVED),
                 )
                 .order_by(DeviceCommand.id)
                 .limit(limit)

@@ -40,7 +40,6 @@ from kittylab.routing.cost import Price, check_budget, estimate_tokens
 from kittylab.routing.tiers import choose_tier
 from kittylab.services import query_metrics as metrics
 from kittylab.services.query_lab import (
-    governed_by_policy,
     hazard_requirements,
     spent_today,
     vocabulary_from_database,
@@ -485,27 +484,10 @@ class QueryService:
             turn.replies.append(f"{u.device.display_name} is no longer part of the lab.")
             return False, None, None
         name = device.display_name
-        # The vocabulary may be a few seconds old; a policy added since still counts.
-        if vocabulary.is_hazardous(u.device, u.intent) or governed_by_policy(
-            session, device, u.intent
-        ):
-            needs = hazard_requirements(session, device, u.intent)
-            turn.outcome = Outcome.PENDING_HAZARD
-            pending = {
-                "intent": u.intent,
-                "deviceId": str(device.id),
-                "device": device.external_id,
-                "status": "awaiting_approval",
-                "message": (
-                    f"{_describe(u.intent, name, u.args)} is hazardous and needs a safety "
-                    "approval first. Nothing was sent to the device."
-                ),
-                **needs,
-            }
-            turn.replies.append(pending["message"])
-            return True, pending, None
         try:
             with session.begin_nested():
+                # Hazards are checked here against the database (the vocabulary may be a few
+                # seconds old): a hazardous request is held for approval, never sent.
                 command = self.submitter.submit(
                     session,
                     device=device,
@@ -520,7 +502,28 @@ class QueryService:
             turn.outcome = Outcome.REFUSED
             turn.reasons.append(f"command refused: {refusal}")
             turn.replies.append(f"I can't: {refusal}. Nothing was sent.")
-            return False, None, None
+            return vocabulary.is_hazardous(u.device, u.intent), None, None
+        if command.safety_event_id is not None and command.status is CommandStatus.PENDING:
+            needs = hazard_requirements(session, device, u.intent)
+            missing = self.submitter.missing(session, command.safety_event_id)
+            turn.outcome = Outcome.PENDING_HAZARD
+            pending = {
+                "intent": u.intent,
+                "deviceId": str(device.id),
+                "device": device.external_id,
+                "eventId": str(command.safety_event_id),
+                "commandId": str(command.id),
+                "status": "awaiting_confirmation",
+                "missing": missing,
+                "message": (
+                    f"{_describe(u.intent, name, u.args)} is hazardous and waits for safety "
+                    f"approval (event {str(command.safety_event_id)[:8]}): still missing "
+                    f"{'; '.join(missing) or 'nothing'}. Nothing was sent to the device."
+                ),
+                **needs,
+            }
+            turn.replies.append(pending["message"])
+            return True, pending, command
         turn.outcome = Outcome.COMMAND
         if command.status is CommandStatus.PENDING:
             turn.replies.append(

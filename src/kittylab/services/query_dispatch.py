@@ -17,22 +17,26 @@ from kittylab.adapters.db.tables import Device, DeviceCommand
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
 from kittylab.domain.errors import KittyLabError
-from kittylab.services import dispatch
+from kittylab.services import dispatch, safety
 from kittylab.services.cad import CadService, GenerateRequest, PolicyMode, progress_reply
 from kittylab.services.ports import JobQueue, MessageBus
+from kittylab.services.safety import SafetyContext
 
 log = logging.getLogger(__name__)
 
 
 class DispatchingSubmitter:
     """``CommandSubmitter`` that sends. The command is checked and recorded by
-    ``dispatch.submit`` (state preconditions, fail-closed hazards) in the turn's
+    ``dispatch.submit`` (state preconditions, hazards held for approval) in the turn's
     transaction; its dispatch job is deferred once that transaction commits, so the job
     never looks for a command that does not exist yet."""
 
-    def __init__(self, jobs: JobQueue, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, jobs: JobQueue, clock: Callable[[], datetime], safety_context: SafetyContext
+    ) -> None:
         self._jobs = jobs
         self._clock = clock
+        self._safety = safety_context
 
     def submit(
         self,
@@ -54,8 +58,10 @@ class DispatchingSubmitter:
             conversation_id=conversation_id,
             correlation_id=correlation_id,
             now=self._clock(),
+            safety_context=self._safety,
         )
-        if command.status is CommandStatus.PENDING:
+        # A command held for approval is dispatched once approved, not now.
+        if command.status is CommandStatus.PENDING and command.safety_event_id is None:
             command_id = command.id
 
             def defer(_: Session) -> None:
@@ -66,6 +72,13 @@ class DispatchingSubmitter:
 
             event.listen(session, "after_commit", defer, once=True)
         return command
+
+    def missing(self, session: Session, event_id: UUID) -> list[str]:
+        held = safety.get(session, event_id)
+        missing: list[str] = safety.view(session, held, self._clock(), self._safety.presence_ttl)[
+            "missing"
+        ]
+        return missing
 
 
 class BusContextPublisher:

@@ -39,8 +39,9 @@ class Answerer(Protocol):
 class CommandSubmitter(Protocol):
     """Turns an understood device request into a ``DeviceCommand``.
 
-    The implementation here records it as ``pending``; the device-dispatch service
-    replaces it (bootstrap) and may return a command already ``sent`` or ``acked``."""
+    The implementation (``query_dispatch.DispatchingSubmitter``) goes through the same
+    rules as ``POST /api/device/{id}/command`` and may return a command already ``sent``
+    or ``acked``."""
 
     def submit(
         self,
@@ -52,7 +53,14 @@ class CommandSubmitter(Protocol):
         requested_by: UUID,
         conversation_id: UUID | None,
         correlation_id: str | None,
-    ) -> DeviceCommand: ...
+    ) -> DeviceCommand:
+        """A hazardous intent comes back ``pending`` with ``safety_event_id`` set: held
+        for approval, not sent."""
+        ...
+
+    def missing(self, session: Session, event_id: UUID) -> list[str]:
+        """What a held command's safety event still needs, in words."""
+        ...
 
 
 class ContextPublisher(Protocol):

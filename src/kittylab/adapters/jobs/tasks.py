@@ -44,7 +44,14 @@ from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
-from kittylab.services import dispatch, fabrication, maintenance, notifications, sessions
+from kittylab.services import (
+    dispatch,
+    fabrication,
+    maintenance,
+    notifications,
+    safety,
+    sessions,
+)
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.cad import CadGenerationFailed, CadService
 from kittylab.services.drivers import (
@@ -69,6 +76,7 @@ PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
 START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
 PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
 RECONCILE_TASK = f"{NAMESPACE}:reconcile_commands"
+EXPIRE_SAFETY_TASK = f"{NAMESPACE}:expire_safety_events"
 CAD_TASK = f"{NAMESPACE}:generate_cad"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
@@ -81,6 +89,7 @@ PERIODIC = {
     PURGE_TELEMETRY_TASK: HOURLY,
     RECONCILE_TASK: EVERY_MINUTE,
     PRINT_QUEUES_TASK: EVERY_MINUTE,
+    EXPIRE_SAFETY_TASK: EVERY_MINUTE,
 }
 """Every periodic task (full name) and its cron schedule."""
 CONTEXT_KEY = "kittylab"
@@ -267,6 +276,18 @@ def job_blueprint() -> procrastinate.Blueprint:
             logger.info("reconcile deferred %d device command dispatches", deferred)
         return deferred
 
+    @blueprint.periodic(cron=PERIODIC[EXPIRE_SAFETY_TASK], periodic_id="every-minute")
+    @blueprint.task(
+        name="expire_safety_events", pass_context=True, queueing_lock=EXPIRE_SAFETY_TASK
+    )
+    async def expire_safety_events(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Deny hazardous requests nobody approved in time; their commands fail unsent."""
+        ctx = _context(job)
+        expired = await asyncio.to_thread(_expire_safety_events, ctx)
+        if expired:
+            logger.info("%d safety events expired unapproved", expired)
+        return expired
+
     @blueprint.task(name="prepare_print_job", pass_context=True)
     async def prepare_print_job(job: procrastinate.JobContext, job_id: str) -> str:
         """Slice (or read) a print job's file, then let its printer's queue move."""
@@ -441,3 +462,9 @@ def _purge_old_telemetry(ctx: JobContext) -> int:
         timedelta(days=telemetry.retention_days),
         batch_size=telemetry.purge_batch_size,
     )
+
+
+def _expire_safety_events(ctx: JobContext) -> int:
+    with ctx.database.unit_of_work() as session:
+        expired = safety.expire_due(session, ctx.clock(), ctx.settings.notify)
+    return len(expired)

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, status
 
 from kittylab.api.auth import UnitOfWork, container, require
 from kittylab.api.schemas import CommandAccepted, CommandRequest
+from kittylab import bootstrap
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import Role
+from kittylab.domain.enums import Role, SafetyStatus
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
 from kittylab.domain.principal import Principal
-from kittylab.services import dispatch
+from kittylab.services import dispatch, safety
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ CommandCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY,
     response_model=CommandAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     responses={
-        403: {"description": "A hazardous intent: it needs a signed approval."},
+        403: {"description": "The policy denies it (the device is locked out)."},
         404: {"description": "No such device."},
         409: {"description": "The device is offline or its state forbids the intent."},
     },
@@ -42,14 +43,18 @@ def send_command(
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> CommandAccepted:
-    """Accept a command for the device and send it in the background. ``status`` is
-    ``dispatched`` once it is queued for sending (follow it at ``GET
+    """Accept a command for the device and send it in the background. A hazardous intent
+    answers ``awaiting_confirmation`` with ``hazardEventId`` and what it still ``missing``:
+    nothing is sent until the approvals are in (``GET /api/safety/events/{id}``). ``status``
+    is ``dispatched`` once it is queued for sending (follow it at ``GET
     /api/commands/{commandId}``: ``acked`` when the device's own state confirms it). A
     retried request with the same ``correlationId`` returns the first command."""
     if body.safety_signature is not None:
-        # Nothing can verify a signature yet: accepting one would suggest it was checked.
+        # Approvals are signed per approver over the event's payload, not by the requester.
         raise ValidationFailed(
-            "safetySignature", "signed approvals are not supported by this installation yet"
+            "safetySignature",
+            "a hazardous command is approved with POST /api/safety/events/{id}/approve "
+            "(kittylab approve), not with a signature on the request",
         )
     command = dispatch.submit(
         uow,
@@ -59,7 +64,21 @@ def send_command(
         requested_by=caller.user_id,
         correlation_id=body.correlation_id,
         now=c.clock(),
+        safety_context=bootstrap.safety_context(c.settings),
     )
+    if command.safety_event_id is not None and command.status.value == "pending":
+        event = safety.get(uow, command.safety_event_id)
+        if event.status is SafetyStatus.PENDING:
+            missing = safety.view(
+                uow, event, c.clock(), bootstrap.safety_context(c.settings).presence_ttl
+            )["missing"]
+            uow.commit()
+            return CommandAccepted(
+                command_id=command.id,
+                status="awaiting_confirmation",
+                hazard_event_id=event.id,
+                missing=missing,
+            )
     accepted_status: Literal["pending", "dispatched"] = "pending"
     if command.status.value == "pending":
         # Committed first, so the job can never run before the command exists.
@@ -72,4 +91,6 @@ def send_command(
             log.warning("dispatch of command %s deferred to reconciliation", command.id)
     else:
         accepted_status = "dispatched"
-    return CommandAccepted(command_id=command.id, status=accepted_status, hazard_event_id=None)
+    return CommandAccepted(
+        command_id=command.id, status=accepted_status, hazard_event_id=command.safety_event_id
+    )

@@ -1,24 +1,28 @@
-"""Safety events: read by everyone involved, denied by the safety and admin roles.
-(Approval needs signatures and lands with the safety service.)"""
+"""Safety events: read by everyone involved, approved with signatures by the roles the
+policy names, denied by the safety and admin roles."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
-from kittylab.adapters.db.tables import SafetyEvent
+from kittylab import bootstrap
+from kittylab.adapters.db.tables import Notification, SafetyEvent
 from kittylab.api.auth import Caller, SafetyCaller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
-from kittylab.api.schemas import SafetyDeny, SafetyEventOut
+from kittylab.api.schemas import SafetyApprove, SafetyDeny, SafetyEventOut, SafetyEventView
 from kittylab.bootstrap import Container
 from kittylab.domain import topics
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
-from kittylab.domain.errors import PermissionDenied
-from kittylab.services import safety_events
+from kittylab.domain.errors import Conflict, InfrastructureError, PermissionDenied
+from kittylab.services import safety
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/safety", tags=["safety"])
 
@@ -46,36 +50,108 @@ def list_events(
     return paginate(uow, stmt, SafetyEvent.id, cursor, limit, SafetyEventOut.model_validate)
 
 
-@router.get("/events/{event_id}", response_model=SafetyEventOut)
-def get_event(event_id: UUID, caller: Caller, uow: UnitOfWork) -> SafetyEvent:
-    """The event, for the safety and admin roles and for the person who asked."""
-    event = safety_events.get(uow, event_id)
+@router.get("/events/{event_id}", response_model=SafetyEventView)
+def get_event(
+    event_id: UUID, caller: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
+) -> dict[str, Any]:
+    """The event, for the safety and admin roles and for the person who asked: what it is
+    for, who approved it, and what it still ``missing``."""
+    event = safety.get(uow, event_id)
     if not caller.reads_all_records and event.initiated_by != caller.user_id:
         raise PermissionDenied("only its initiator and the safety or admin roles read this event")
-    return event
+    return safety.view(uow, event, c.clock(), _context(c).presence_ttl)
 
 
-@router.post("/events/{event_id}/deny", response_model=SafetyEventOut)
+@router.post(
+    "/events/{event_id}/approve",
+    response_model=SafetyEventView,
+    responses={
+        403: {"description": "The approval does not count; the problem says why."},
+        409: {"description": "The event is already decided or has expired."},
+    },
+)
+def approve_event(
+    event_id: UUID,
+    body: SafetyApprove,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> dict[str, Any]:
+    """Add your signed approval. Sign the event's canonical payload with your registered
+    key (``kittylab approve EVENT --key FILE`` does it all). When it completes the
+    requirements the event is ``approved`` and its command is dispatched, exactly once. A
+    refused approval is recorded in the audit log and leaves nothing else behind."""
+    context = _context(c)
+    outcome = safety.approve(
+        uow,
+        event_id,
+        caller,
+        safety.ApprovalRequest(
+            nonce=body.nonce,
+            signature=body.signature,
+            signed_payload=body.signed_payload,
+            key_id=body.key_id,
+            ppe=tuple(body.ppe),
+        ),
+        c.clock(),
+        context,
+    )
+    uow.commit()
+    if outcome.refusal is not None:
+        if outcome.conflict:
+            raise Conflict(outcome.refusal)
+        raise PermissionDenied(outcome.refusal)
+    if outcome.approved and outcome.command_id is not None:
+        try:
+            c.jobs.defer_dispatch(outcome.command_id)
+        except InfrastructureError:
+            log.warning("dispatch of %s left to reconciliation", outcome.command_id)
+    _defer_notifications(c, outcome.notifications)
+    _publish(c, outcome.event)
+    return safety.view(uow, outcome.event, c.clock(), context.presence_ttl)
+
+
+@router.post("/events/{event_id}/deny", response_model=SafetyEventView)
 def deny_event(
     event_id: UUID,
     body: SafetyDeny,
     caller: SafetyCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
-) -> SafetyEvent:
-    """Refuse a pending hazardous request. 409 when it is already decided. The decision is
-    published on MQTT ``kitty/safety/<eventId>`` once stored."""
-    event = safety_events.deny(uow, event_id, by=caller.user_id, reason=body.reason, now=c.clock())
+) -> dict[str, Any]:
+    """Refuse a pending hazardous request; its command fails and nothing is sent. 409 when
+    it is already decided. The decision is published on MQTT ``kitty/safety/<eventId>``."""
+    context = _context(c)
+    event = safety.deny(
+        uow, event_id, by=caller.user_id, reason=body.reason, now=c.clock(), context=context
+    )
     uow.commit()
-    if c.bus is not None:
-        c.bus.publish(
-            topics.safety(event.id),
-            {
-                "eventId": str(event.id),
-                "type": event.event_type.value,
-                "status": event.status.value,
-                "deviceId": str(event.device_id) if event.device_id else None,
-                "at": c.clock().isoformat(),
-            },
-        )
-    return event
+    _publish(c, event)
+    return safety.view(uow, event, c.clock(), context.presence_ttl)
+
+
+def _context(c: Container) -> safety.SafetyContext:
+    return bootstrap.safety_context(c.settings)
+
+
+def _defer_notifications(c: Container, rows: list[Notification]) -> None:
+    for row in rows:
+        try:
+            c.jobs.defer_notification(row.id)
+        except InfrastructureError:
+            log.warning("notification %s left to the sweep", row.id)
+
+
+def _publish(c: Container, event: SafetyEvent) -> None:
+    if c.bus is None:
+        return
+    c.bus.publish(
+        topics.safety(event.id),
+        {
+            "eventId": str(event.id),
+            "type": event.event_type.value,
+            "status": event.status.value,
+            "deviceId": str(event.device_id) if event.device_id else None,
+            "at": c.clock().isoformat(),
+        },
+    )

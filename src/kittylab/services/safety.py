@@ -1,0 +1,636 @@
+"""The safety workflow: hazardous commands wait for signed approvals.
+
+1. ``hold``: a hazardous command is recorded ``pending`` together with its SafetyEvent
+   (``pending``, with an expiry and the requirements the policy set), before anything is
+   sent. The required approvers are notified.
+2. ``approve``: each approval is checked (state, expiry, who, role, PPE, presence, lockout,
+   then nonce, signed payload, key and signature) and recorded with its single-use nonce.
+   When the last requirement holds the event becomes ``approved``; the command is then
+   dispatched by the usual dispatch job, whose claim sends it exactly once.
+3. ``deny`` and ``expire_due`` decide the event ``denied`` and fail the command.
+
+Refusals are returned, not raised, so the caller can commit the audit entry that records
+the refused attempt before answering with the reason. Every act is appended to the audit
+chain, last in its transaction (``services.audit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import (
+    AccessPolicy,
+    Device,
+    DeviceCommand,
+    Notification,
+    SafetyApproval,
+    SafetyEvent,
+    User,
+    Zone,
+)
+from kittylab.config import NotifySettings
+from kittylab.domain.enums import CommandStatus, SafetyStatus
+from kittylab.domain.errors import NotFound, SignatureRejected
+from kittylab.domain.principal import Principal
+from kittylab.domain.sanitize import sanitize_text
+from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
+from kittylab.safety import policy
+from kittylab.safety.lockout import lock_refusal
+from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
+from kittylab.services import alerts, audit, commands, keys, locks, presence
+
+
+@dataclass(frozen=True)
+class SafetyContext:
+    """Settings the workflow needs, from ``Settings`` at the composition root."""
+
+    event_ttl: timedelta
+    presence_ttl: timedelta
+    notify: NotifySettings
+
+
+# -- evaluating and holding ----------------------------------------------------------------
+
+
+def policy_facts(session: Session, zone_id: UUID) -> list[policy.PolicyFact]:
+    rows = session.scalars(
+        select(AccessPolicy).where(
+            AccessPolicy.zone_id == zone_id, AccessPolicy.retired_at.is_(None)
+        )
+    )
+    return [
+        policy.PolicyFact(
+            id=p.id,
+            name=p.name,
+            intents=frozenset(p.intents),
+            required_roles=frozenset(p.required_roles),
+            requires_dual_confirm=p.requires_dual_confirm,
+            requires_presence=p.requires_presence,
+            ppe=tuple(str(i) for i in (p.pqe_checks or {}).get("required", [])),
+            presence_of=policy.PresenceOf(
+                (p.pqe_checks or {}).get("presence_of", policy.PresenceOf.INITIATOR.value)
+            ),
+        )
+        for p in rows
+    ]
+
+
+def _request(
+    device: Device, zone: Zone, intent: str, initiator: UUID, now: datetime
+) -> policy.HazardRequest:
+    return policy.HazardRequest(
+        intent=intent,
+        device_id=device.id,
+        device_name=device.display_name,
+        zone_id=zone.id,
+        zone_name=zone.name,
+        hazard_level=zone.hazard_level,
+        initiator_id=initiator,
+        at=now,
+    )
+
+
+def evaluate(
+    session: Session, device: Device, intent: str, initiator: UUID, now: datetime
+) -> policy.Decision:
+    """The policy decision for ``intent`` on ``device`` asked by ``initiator`` now."""
+    zone = session.get(Zone, device.zone_id)
+    if zone is None:  # a foreign key; kept for the type checker
+        raise NotFound("zone", device.zone_id)
+    return policy.evaluate(
+        _request(device, zone, intent, initiator, now),
+        policy_facts(session, zone.id),
+        locks.active_locks(session, device.id),
+    )
+
+
+def record_refusal(
+    session: Session, device: Device, intent: str, initiator: UUID, reason: str, now: datetime
+) -> None:
+    """Audit a hazardous request the policy denied outright (a lockout)."""
+    audit.append(
+        session,
+        action="safety.refused",
+        actor_id=initiator,
+        now=now,
+        subject_type="device",
+        subject_id=device.id,
+        details={"intent": intent, "reason": reason},
+    )
+
+
+def hold(
+    session: Session,
+    *,
+    device: Device,
+    decision: policy.NeedsApproval,
+    intent: str,
+    payload: dict[str, Any],
+    requested_by: UUID,
+    now: datetime,
+    context: SafetyContext,
+    correlation_id: str | None = None,
+    conversation_id: UUID | None = None,
+) -> DeviceCommand:
+    """Record the command (``pending``) and its SafetyEvent (``pending``); nothing is sent
+    until ``approve`` completes the requirements."""
+    requirements = decision.requirements
+    event = SafetyEvent(
+        event_type=decision.event_type,
+        device_id=device.id,
+        zone_id=device.zone_id,
+        policy_id=requirements.policy_id,
+        initiated_by=requested_by,
+        status=SafetyStatus.PENDING,
+        expires_at=now + context.event_ttl,
+        details={"intent": intent, "requirements": requirements.to_json()},
+    )
+    session.add(event)
+    session.flush()
+    command = commands.create_command(
+        session,
+        device=device,
+        intent=intent,
+        payload=payload,
+        requested_by=requested_by,
+        conversation_id=conversation_id,
+        correlation_id=correlation_id,
+        now=now,
+    )
+    if command.safety_event_id is not None and command.safety_event_id != event.id:
+        # A retried request: the first one's event stands; this one is not needed.
+        session.delete(event)
+        session.flush()
+        return command
+    command.safety_event_id = event.id
+    event.details = {**event.details, "command_id": str(command.id)}
+    session.flush()
+    _notify_approvers(session, event, device, intent, requirements, context.notify)
+    audit.append(
+        session,
+        action="safety.requested",
+        actor_id=requested_by,
+        now=now,
+        subject_type="safety_event",
+        subject_id=event.id,
+        details={
+            "intent": intent,
+            "device": device.external_id,
+            "command_id": str(command.id),
+            "requirements": requirements.to_json(),
+            "expires_at": event.expires_at.isoformat() if event.expires_at else None,
+        },
+    )
+    return command
+
+
+def _notify_approvers(
+    session: Session,
+    event: SafetyEvent,
+    device: Device,
+    intent: str,
+    requirements: policy.Requirements,
+    settings: NotifySettings,
+) -> list[Notification]:
+    initiator = session.get(User, event.initiated_by)
+    who = initiator.display_name if initiator else "someone"
+    approvers = session.scalars(
+        select(User).where(
+            User.active.is_(True),
+            User.roles.overlap(list(requirements.roles)),
+            User.id != event.initiated_by,
+        )
+    ).all()
+    rows: list[Notification] = []
+    for approver in approvers:
+        rows += alerts.notify_person(
+            session,
+            approver.id,
+            f"Approval needed: {intent} on {device.display_name}",
+            f"{who} asks for {intent} on {device.display_name}. It waits for "
+            f"{requirements.approvals} approval(s) until {event.expires_at:%H:%M} UTC: "
+            f"kittylab approve {event.id} --key YOUR_KEY",
+            settings,
+            related_safety_event_id=event.id,
+            idempotency_key=f"safety:{event.id}:ask:{approver.id}",
+        )
+    return rows
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def get(session: Session, event_id: UUID, *, for_update: bool = False) -> SafetyEvent:
+    event = session.get(
+        SafetyEvent, event_id, with_for_update=for_update, populate_existing=for_update
+    )
+    if event is None:
+        raise NotFound("safety event", event_id)
+    return event
+
+
+def requirements_of(event: SafetyEvent) -> policy.Requirements:
+    stored = event.details.get("requirements")
+    if not isinstance(stored, dict):
+        # Events without recorded requirements (overrides, older rows) need the strictest.
+        return policy.Requirements(
+            roles=policy.DEFAULT_APPROVER_ROLES,
+            approvals=2,
+            presence_of=None,
+            ppe=(),
+            policy_id=event.policy_id,
+            policy_name=None,
+        )
+    return policy.Requirements.from_json(stored, event.policy_id)
+
+
+def _approval_facts(session: Session, event_id: UUID) -> list[policy.ApprovalFact]:
+    rows = session.execute(
+        select(SafetyApproval.approver_id, User.display_name)
+        .join(User, User.id == SafetyApproval.approver_id)
+        .where(SafetyApproval.event_id == event_id)
+        .order_by(SafetyApproval.created_at)
+    ).all()
+    return [policy.ApprovalFact(r[0], r[1]) for r in rows]
+
+
+def _zone_name(session: Session, event: SafetyEvent) -> str:
+    zone = session.get(Zone, event.zone_id) if event.zone_id else None
+    return zone.name if zone else "the zone"
+
+
+def view(
+    session: Session, event: SafetyEvent, now: datetime, presence_ttl: timedelta
+) -> dict[str, Any]:
+    """The event as the API shows it: the record, what it is for, who approved, and what
+    is still missing (empty once decided)."""
+    approvals = session.execute(
+        select(SafetyApproval, User.display_name)
+        .join(User, User.id == SafetyApproval.approver_id)
+        .where(SafetyApproval.event_id == event.id)
+        .order_by(SafetyApproval.created_at)
+    ).all()
+    lacking: list[str] = []
+    if event.status is SafetyStatus.PENDING and "requirements" in event.details:
+        initiator_present = _initiator_present(session, event, now, presence_ttl)
+        lacking = policy.missing(
+            requirements_of(event),
+            [policy.ApprovalFact(a.approver_id, name) for a, name in approvals],
+            initiator_present=initiator_present,
+            zone_name=_zone_name(session, event),
+        )
+    command_id = event.details.get("command_id")
+    return {
+        "id": event.id,
+        "event_type": event.event_type,
+        "device_id": event.device_id,
+        "zone_id": event.zone_id,
+        "policy_id": event.policy_id,
+        "initiated_by": event.initiated_by,
+        "approved_by": event.approved_by,
+        "evidence_key": event.evidence_key,
+        "status": event.status,
+        "reason": event.reason,
+        "details": event.details,
+        "created_at": event.created_at,
+        "expires_at": event.expires_at,
+        "resolved_at": event.resolved_at,
+        "intent": event.details.get("intent"),
+        "command_id": UUID(command_id) if isinstance(command_id, str) else None,
+        "requirements": event.details.get("requirements"),
+        "missing": lacking,
+        "approvals": [
+            {
+                "approver_id": a.approver_id,
+                "approver": name,
+                "at": a.created_at,
+                "ppe": a.attestations.get("ppe", []),
+            }
+            for a, name in approvals
+        ],
+    }
+
+
+def _initiator_present(session: Session, event: SafetyEvent, now: datetime, ttl: timedelta) -> bool:
+    if event.zone_id is None:
+        return False
+    return presence.user_is_present(session, event.initiated_by, event.zone_id, now, ttl)
+
+
+# -- approving -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    nonce: str
+    signature: str
+    signed_payload: str | None = None
+    key_id: UUID | None = None
+    ppe: Sequence[str] = ()
+
+
+@dataclass
+class ApprovalOutcome:
+    event: SafetyEvent
+    refusal: str | None = None
+    conflict: bool = False
+    """The refusal is about the event's state (already decided, expired): HTTP 409."""
+    approved: bool = False
+    """This approval completed the requirements: the command may be dispatched."""
+    command_id: UUID | None = None
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def approve(
+    session: Session,
+    event_id: UUID,
+    approver: Principal,
+    request: ApprovalRequest,
+    now: datetime,
+    context: SafetyContext,
+) -> ApprovalOutcome:
+    """Check and record one approval. The event row is locked for the whole check, so two
+    approvals racing are decided one after the other, against each other's result."""
+    event = get(session, event_id, for_update=True)
+    outcome = ApprovalOutcome(event)
+    refusal = _state_refusal(session, event, now, context)
+    if refusal is not None:
+        outcome.refusal, outcome.conflict = refusal, True
+        return _refused(session, outcome, approver, now)
+    requirements = requirements_of(event)
+    earlier = _approval_facts(session, event.id)
+    zone_name = _zone_name(session, event)
+    approver_present = (
+        presence.user_is_present(
+            session, approver.user_id, event.zone_id, now, context.presence_ttl
+        )
+        if event.zone_id
+        else False
+    )
+    refusal = policy.approval_refusal(
+        requirements,
+        event.initiated_by,
+        policy.Approver(
+            user_id=approver.user_id,
+            name=_display_name(session, approver),
+            roles=approver.roles,
+            present=approver_present,
+            ppe=frozenset(request.ppe),
+        ),
+        earlier,
+        initiator_present=_initiator_present(session, event, now, context.presence_ttl),
+        zone_name=zone_name,
+    )
+    if refusal is None:
+        refusal = _lockout_refusal(session, event)
+    if refusal is None:
+        refusal, key_id = _signature_refusal(session, event, approver, request)
+    if refusal is not None:
+        outcome.refusal = refusal
+        return _refused(session, outcome, approver, now)
+    assert key_id is not None
+    session.add(
+        SafetyApproval(
+            event_id=event.id,
+            approver_id=approver.user_id,
+            key_id=key_id,
+            nonce=request.nonce,
+            signed_payload=_expected_payload(event, request.nonce).canonical().decode(),
+            signature=request.signature,
+            attestations={
+                "ppe": sorted(set(request.ppe)),
+                "approver_present": approver_present,
+            },
+        )
+    )
+    session.flush()
+    approvals = [*earlier, policy.ApprovalFact(approver.user_id, approver.username)]
+    still = policy.missing(
+        requirements,
+        approvals,
+        initiator_present=_initiator_present(session, event, now, context.presence_ttl),
+        zone_name=zone_name,
+    )
+    details: dict[str, Any] = {"approvals": len(approvals), "missing": still}
+    if not still:
+        event.status = transition(
+            "safety event", SAFETY_TRANSITIONS, event.status, SafetyStatus.APPROVED
+        )
+        event.approved_by = approver.user_id
+        event.signature = request.signature
+        event.details = {**event.details, "approved_at": now.isoformat()}
+        outcome.approved = True
+        command_id = event.details.get("command_id")
+        outcome.command_id = UUID(command_id) if isinstance(command_id, str) else None
+        outcome.notifications = _notify_initiator(session, event, "approved", context.notify)
+    session.flush()
+    audit.append(
+        session,
+        action="safety.approved" if outcome.approved else "safety.approval",
+        actor_id=approver.user_id,
+        now=now,
+        subject_type="safety_event",
+        subject_id=event.id,
+        details={**details, "nonce": request.nonce, "ppe": sorted(set(request.ppe))},
+    )
+    return outcome
+
+
+def _display_name(session: Session, principal: Principal) -> str:
+    user = session.get(User, principal.user_id)
+    return user.display_name if user else principal.username
+
+
+def _state_refusal(
+    session: Session, event: SafetyEvent, now: datetime, context: SafetyContext
+) -> str | None:
+    if event.status is SafetyStatus.APPROVED:
+        return "this request is already approved"
+    if event.status is SafetyStatus.DENIED:
+        return (
+            f"this request was denied ({event.reason or 'no reason given'}); it cannot be approved"
+        )
+    if event.expires_at is not None and now >= event.expires_at:
+        _decide_denied(
+            session,
+            event,
+            f"expired at {event.expires_at:%Y-%m-%d %H:%M:%S} UTC without the approvals it needed",
+            now,
+            None,
+            context.notify,
+            action="safety.expired",
+        )
+        return f"this request expired at {event.expires_at:%H:%M:%S} UTC; ask again"
+    if "requirements" not in event.details:
+        return "this event does not take approvals"
+    return None
+
+
+def _lockout_refusal(session: Session, event: SafetyEvent) -> str | None:
+    """A lock placed after the request was made still stops it."""
+    if event.device_id is None:
+        return None
+    intent = str(event.details.get("intent", ""))
+    return lock_refusal(intent, locks.active_locks(session, event.device_id), hazardous=True)
+
+
+def _expected_payload(event: SafetyEvent, nonce: str) -> ApprovalPayload:
+    assert event.expires_at is not None
+    return ApprovalPayload(
+        event_id=event.id,
+        intent=str(event.details.get("intent", "")),
+        device_id=event.device_id,
+        zone_id=event.zone_id,
+        initiator_id=event.initiated_by,
+        nonce=nonce,
+        expires_at=event.expires_at,
+    )
+
+
+def _signature_refusal(
+    session: Session, event: SafetyEvent, approver: Principal, request: ApprovalRequest
+) -> tuple[str | None, UUID | None]:
+    if not NONCE_PATTERN.fullmatch(request.nonce):
+        return "the nonce must be 16 to 128 letters, digits, '-' or '_'", None
+    used = session.scalar(
+        select(SafetyApproval.event_id).where(SafetyApproval.nonce == request.nonce)
+    )
+    if used is not None:
+        return "this nonce was already used: a signature is accepted once (replay refused)", None
+    expected = _expected_payload(event, request.nonce)
+    if request.signed_payload is not None:
+        problem = mismatch(expected, request.signed_payload.encode())
+        if problem is not None:
+            return problem, None
+    try:
+        key = keys.signing_key_for(session, approver.user_id, request.signature, request.key_id)
+        keys.verify_with(key, expected.canonical(), request.signature)
+    except SignatureRejected as rejected:
+        return rejected.reason, None
+    return None, key.id
+
+
+def _refused(
+    session: Session, outcome: ApprovalOutcome, approver: Principal, now: datetime
+) -> ApprovalOutcome:
+    audit.append(
+        session,
+        action="safety.approval_refused",
+        actor_id=approver.user_id,
+        now=now,
+        subject_type="safety_event",
+        subject_id=outcome.event.id,
+        details={"reason": outcome.refusal or ""},
+    )
+    return outcome
+
+
+# -- denying and expiring ------------------------------------------------------------------
+
+
+def deny(
+    session: Session,
+    event_id: UUID,
+    *,
+    by: UUID,
+    reason: str,
+    now: datetime,
+    context: SafetyContext,
+) -> SafetyEvent:
+    """Refuse a pending request (no signature needed: refusing is always safe). Its
+    command fails; the initiator is told. A decided event is a 409."""
+    event = get(session, event_id, for_update=True)
+    _decide_denied(session, event, sanitize_text(reason, 2000), now, by, context.notify)
+    return event
+
+
+def _decide_denied(
+    session: Session,
+    event: SafetyEvent,
+    reason: str,
+    now: datetime,
+    by: UUID | None,
+    notify: NotifySettings,
+    *,
+    action: str = "safety.denied",
+) -> None:
+    event.status = transition("safety event", SAFETY_TRANSITIONS, event.status, SafetyStatus.DENIED)
+    event.reason = reason
+    event.resolved_at = now
+    event.details = {**event.details, **({"denied_by": str(by)} if by else {})}
+    command_id = event.details.get("command_id")
+    if isinstance(command_id, str):
+        command = session.get(DeviceCommand, UUID(command_id), with_for_update=True)
+        if command is not None and command.status is CommandStatus.PENDING:
+            commands.advance_command(
+                session,
+                command.id,
+                CommandStatus.FAILED,
+                now=now,
+                reason=f"safety approval denied: {reason}; nothing was sent",
+            )
+    session.flush()
+    _notify_initiator(session, event, "denied", notify)
+    audit.append(
+        session,
+        action=action,
+        actor_id=by,
+        now=now,
+        subject_type="safety_event",
+        subject_id=event.id,
+        details={"reason": reason, "command_id": command_id},
+    )
+
+
+def expire_due(
+    session: Session, now: datetime, notify: NotifySettings, limit: int = 200
+) -> list[UUID]:
+    """Deny every pending event past its expiry; returns their ids."""
+    due = session.scalars(
+        select(SafetyEvent)
+        .where(SafetyEvent.status == SafetyStatus.PENDING, SafetyEvent.expires_at <= now)
+        .order_by(SafetyEvent.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for event in due:
+        assert event.expires_at is not None
+        _decide_denied(
+            session,
+            event,
+            f"expired at {event.expires_at:%Y-%m-%d %H:%M:%S} UTC without the approvals it needed",
+            now,
+            None,
+            notify,
+            action="safety.expired",
+        )
+    return [e.id for e in due]
+
+
+def _notify_initiator(
+    session: Session, event: SafetyEvent, outcome: str, settings: NotifySettings
+) -> list[Notification]:
+    intent = event.details.get("intent", event.event_type.value)
+    device = session.get(Device, event.device_id) if event.device_id else None
+    name = device.display_name if device else "the lab"
+    body = (
+        f"Your request {intent} on {name} was approved; it is being sent now."
+        if outcome == "approved"
+        else f"Your request {intent} on {name} was denied: {event.reason}. Nothing was sent."
+    )
+    return alerts.notify_person(
+        session,
+        event.initiated_by,
+        f"Request {outcome}: {intent} on {name}",
+        body,
+        settings,
+        related_safety_event_id=event.id,
+        idempotency_key=f"safety:{event.id}:{outcome}",
+    )
