@@ -480,3 +480,37 @@ class LabApplyReport(CamelModel):
     changed: bool
     tallies: dict[str, TallyOut]
     warnings: list[str]
+
+
+# --- lockout/tagout ---------------------------------------------------------------------
+
+# A reason someone must give: surrounding blanks are dropped, so "  " is refused as empty.
+LockReason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=r"^[^\x00]*$"),
+]
+
+
+class LockPlace(StrictInput):
+    reason: LockReason = Field(description="Why the device is locked out (shown to everyone).")
+
+
+class LockRemove(StrictInput):
+    override_reason: LockReason | None = Field(
+        default=None,
+        description="Only to remove someone else's lock: the safety role's override reason.",
+    )
+
+
+class LockOut(CamelModel):
+    id: UUID
+    device_id: UUID
+    device_external_id: str
+    owner_id: UUID
+    owner_name: str
+    reason: str
+    placed_at: datetime
+    active: bool
+    removed_at: datetime | None
+    removed_by: UUID | None
+    override_event_id: UUID | None
