@@ -6,6 +6,7 @@ KittyLabError
 │   ├── InvalidTransition       a state machine was asked for a move it does not allow (409)
 │   ├── Conflict                the request clashes with stored state (409)
 │   ├── DeviceRefused           the device's own state forbids it (409)
+│   ├── SignatureRejected       an approval's signature or key does not hold up (``reason``)
 │   └── PayloadTooLarge         an ingest payload is over its size limit (413)
 ├── NotFound                    no record with that id (404)
 ├── AuthenticationRequired      no or unknown credentials (401)
@@ -52,6 +53,17 @@ class Conflict(DomainError):
 
 class DeviceRefused(DomainError):
     """The device's current state does not allow the request (pausing an idle printer)."""
+
+
+class SignatureRejected(DomainError):
+    """An approval signature was refused: malformed, made for another purpose or key, by a
+    revoked or unknown key, or it does not verify. ``reason`` says which, precisely."""
+
+    field = "signature"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"signature: {reason}")
+        self.reason = reason
 
 
 class PayloadTooLarge(DomainError):

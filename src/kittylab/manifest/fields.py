@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import math
 import re
@@ -15,6 +13,7 @@ from typing import Any, TypeVar
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.sanitize import SECRET_KEY_PATTERN
 from kittylab.manifest.problems import ManifestProblem
+from kittylab.safety.signatures import parse_public_key
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=Enum)
@@ -230,43 +229,12 @@ def _is_env_reference(value: str) -> bool:
     return match is not None and _ENV_NAME.fullmatch(match.group(1)) is not None
 
 
-_KEY_TYPES = (
-    "ssh-ed25519",
-    "sk-ssh-ed25519@openssh.com",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-    "ssh-rsa",
-)
-_ED25519_RAW_BYTES = 32
-
-
 def public_key_problem(text: str) -> str | None:
-    """Why ``text`` is not a public key an approver can sign with, or ``None``. Accepts an
-    OpenSSH public key line (including FIDO2 ``sk-`` keys) or a bare base64 Ed25519 key."""
-    if "PRIVATE KEY" in text:
-        return "this is a private key; give the public one (the .pub file) and keep this secret"
-    parts = text.split()
-    if len(parts) == 1:
-        raw = _b64(parts[0])
-        if raw is not None and len(raw) == _ED25519_RAW_BYTES:
-            return None
-        return "must be an OpenSSH public key line ('ssh-ed25519 AAAA… comment')"
-    key_type, blob = parts[0], _b64(parts[1])
-    if key_type not in _KEY_TYPES:
-        return f"key type {key_type!r} is not one of {', '.join(_KEY_TYPES)}"
-    if blob is None:
-        return "the key data is not valid base64"
-    # The OpenSSH blob starts with its own type as a length-prefixed string.
-    name = key_type.encode()
-    if blob[:4] != len(name).to_bytes(4, "big") or blob[4 : 4 + len(name)] != name:
-        return f"the key data is not a {key_type} key"
-    return None
-
-
-def _b64(text: str) -> bytes | None:
+    """Why ``text`` is not a public key an approver can sign with, or ``None``. The same
+    rule as the signature verifier's (``kittylab.safety.signatures.parse_public_key``), so
+    a manifest cannot register a key whose approvals would all be refused."""
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+        parse_public_key(text)
+    except ValidationFailed as exc:
+        return exc.message
+    return None

@@ -24,6 +24,7 @@ from kittylab.domain.devices import (
     validate_external_id,
 )
 from kittylab.domain.enums import DeviceKind, HazardLevel, Role
+from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.identity import (
     validate_display_name,
     validate_optional_email,
@@ -33,6 +34,7 @@ from kittylab.domain.identity import (
 from kittylab.domain.zones import effective_dual_confirm, validate_required_roles
 from kittylab.manifest.fields import Fields, connection_problems, public_key_problem
 from kittylab.manifest.problems import ManifestError, ManifestProblem
+from kittylab.safety.signatures import parse_public_key
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=Enum)
@@ -421,7 +423,7 @@ def _keys(f: Fields, problems: list[ManifestProblem]) -> tuple[KeySpec, ...] | N
         if not k.ok or name is None or public_key is None:
             f.ok = False
             continue
-        public_key = " ".join(public_key.split())
+        public_key = canonical_key_text(public_key)
         if name in names:
             k.fail("name", f"{name!r} is already used at {names[name]}")
         elif key_material(public_key) in materials:
@@ -432,10 +434,20 @@ def _keys(f: Fields, problems: list[ManifestProblem]) -> tuple[KeySpec, ...] | N
     return tuple(keys)
 
 
+def canonical_key_text(public_key: str) -> str:
+    """The text stored for a key: one OpenSSH line, whatever form (PEM, ``ed25519:``) it
+    was written in. ``public_key`` has passed ``public_key_problem``."""
+    return parse_public_key(public_key).text
+
+
 def key_material(public_key: str) -> str:
     """What identifies a public key: its type and data, without the trailing comment, so
-    editing a comment does not make it a different key."""
-    return " ".join(public_key.split()[:2])
+    editing a comment does not make it a different key (nor writing it in another form).
+    A stored key the verifier cannot read is compared by its first two words."""
+    try:
+        return parse_public_key(public_key).material
+    except ValidationFailed:
+        return " ".join(public_key.split()[:2])
 
 
 def _policy(
