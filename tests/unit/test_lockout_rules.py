@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
@@ -75,8 +75,6 @@ def test_a_long_reason_is_cut_in_the_refusal() -> None:
 
 
 def test_times_are_shown_in_utc_whatever_zone_they_come_in() -> None:
-    from datetime import timedelta, timezone
-
     berlin = datetime(2026, 11, 27, 10, 12, tzinfo=timezone(timedelta(hours=1)))
     refusal = lock_refusal("power_on", [lock(at=berlin)], hazardous=True)
     assert refusal is not None and "since 2026-11-27 09:12 UTC" in refusal
