@@ -99,13 +99,17 @@ def test_unknown_device_is_404(client: TestClient, operator: Person) -> None:
     assert answer["_status"] == 404
 
 
-def test_hazardous_intents_are_403_and_nothing_is_recorded(
+def test_hazardous_intents_wait_for_approval_and_nothing_is_sent(
     client: TestClient, admin: Person, devices: dict[str, UUID]
 ) -> None:
     answer = send(client, admin, devices["welding-door"], {"intent": "door_unlock"})
-    assert answer["_status"] == 403
-    assert "hazardous" in str(answer["detail"])
-    assert client.get("/api/commands", headers=admin.headers).json()["items"] == []
+    assert answer["_status"] == 202
+    assert answer["status"] == "awaiting_confirmation"
+    assert answer["hazardEventId"] is not None
+    assert "2 signed approvals by admin or safety" in str(answer["missing"])
+    [command] = client.get("/api/commands", headers=admin.headers).json()["items"]
+    assert command["status"] == "pending"
+    assert command["safetyEventId"] == answer["hazardEventId"]
 
 
 def test_a_safe_intent_in_a_high_hazard_zone_goes_through(

@@ -245,7 +245,7 @@ def test_a_safe_command_is_still_sent_however_late(
 @pytest.mark.parametrize(
     ("external_id", "intent"), [("welding-door", "door_unlock"), ("laser-power", "power_on")]
 )
-def test_hazardous_intents_are_refused_until_approvals_exist(
+def test_hazardous_intents_are_refused_where_no_approval_can_be_asked_for(
     container: bootstrap.Container, lab: UUID, external_id: str, intent: str
 ) -> None:
     with pytest.raises(PermissionDenied, match="hazardous"):

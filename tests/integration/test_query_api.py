@@ -108,6 +108,18 @@ def _decisions(database: Database) -> list[RoutingDecision]:
         return list(s.scalars(select(RoutingDecision).order_by(RoutingDecision.created_at)))
 
 
+def _dispatch_jobs(database: Database) -> int:
+    with database.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM procrastinate_jobs "
+                    "WHERE task_name = 'kittylab:dispatch_command'"
+                )
+            ).scalar_one()
+        )
+
+
 def _commands(database: Database) -> int:
     with database.unit_of_work() as s:
         return int(s.scalar(select(func.count()).select_from(DeviceCommand)) or 0)
@@ -177,8 +189,14 @@ def test_hazardous_unlock_answers_202_with_pending_hazard_and_sends_nothing(
     [policy] = hazard["policies"]
     assert policy["requiresDualConfirm"] is True
     assert "laser_safety_glasses" in policy["ppe"]
-    assert r.json()["command"] is None
-    assert _commands(lab.database) == 0
+    assert hazard["status"] == "awaiting_confirmation"
+    assert "the requester checked in to laser-room" in hazard["missing"]
+    # The command is recorded, held by its safety event, and nothing is on its way.
+    command = r.json()["command"]
+    assert command["status"] == "pending"
+    assert command["safetyEventId"] == hazard["eventId"]
+    assert _commands(lab.database) == 1
+    assert _dispatch_jobs(lab.database) == 0
     assert _decisions(lab.database)[0].details["outcome"] == "pending_hazard"
 
 
@@ -187,7 +205,8 @@ def test_power_on_is_hazardous_even_where_no_policy_governs_it(lab: Lab, operato
     _apply_without_people(lab.database, lab.container, _lab_with_farm_power(lab))
     r = lab.ask(operator, "switch on the farm power")
     assert r.status_code == 202, r.text
-    assert _commands(lab.database) == 0
+    assert r.json()["pendingHazard"]["missing"] == ["1 signed approval by admin or safety"]
+    assert _dispatch_jobs(lab.database) == 0
 
 
 def _lab_with_farm_power(lab: Lab) -> Path:

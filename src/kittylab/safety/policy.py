@@ -89,7 +89,8 @@ class Requirements:
         ppe = data.get("ppe") or []
         presence = data.get("presenceOf")
         policy = data.get("policy")
-        assert isinstance(roles, list) and isinstance(ppe, list)
+        if not isinstance(roles, list) or not isinstance(ppe, list):
+            raise ValueError("stored requirements hold roles and ppe as lists")
         return cls(
             roles=frozenset(Role(str(r)) for r in roles),
             approvals=int(str(data.get("approvals", 1))),

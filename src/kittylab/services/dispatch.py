@@ -101,6 +101,11 @@ def submit(
     if isinstance(decision, policy.Deny):
         _audit_apart(session, device, intent, requested_by, decision.reason, now)
         raise PermissionDenied(f"{decision.reason}; nothing was sent")
+    if isinstance(decision, policy.NeedsApproval) and safety_context is None:
+        raise PermissionDenied(
+            f"{intent} on {device.display_name} is hazardous and needs a signed safety "
+            "approval, which this path cannot ask for; nothing was sent"
+        )
     if device.retired_at is None and not _reachable(device.online_state, intent):
         raise DeviceRefused(f"{device.display_name} is {device.online_state.value}")
     if intent == "print_start" and _bed_not_cleared(session, device.id):
@@ -115,11 +120,7 @@ def submit(
     if refusal is not None:
         raise DeviceRefused(refusal)
     if isinstance(decision, policy.NeedsApproval):
-        if safety_context is None:
-            raise PermissionDenied(
-                f"{intent} on {device.display_name} is hazardous and needs a signed safety "
-                "approval, which this path cannot ask for; nothing was sent"
-            )
+        assert safety_context is not None  # refused above
         return safety.hold(
             session,
             device=device,

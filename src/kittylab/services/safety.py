@@ -17,7 +17,7 @@ chain, last in its transaction (``services.audit``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -33,6 +33,7 @@ from kittylab.adapters.db.tables import (
     SafetyApproval,
     SafetyEvent,
     User,
+    UserKey,
     Zone,
 )
 from kittylab.config import NotifySettings
@@ -41,10 +42,10 @@ from kittylab.domain.errors import NotFound, SignatureRejected
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
-from kittylab.safety import policy
-from kittylab.safety.lockout import lock_refusal
+from kittylab.safety import policy, signatures
 from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
-from kittylab.services import alerts, audit, commands, keys, locks, presence
+from kittylab.safety.lockout import lock_refusal
+from kittylab.services import alerts, audit, commands, locks, presence
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,8 @@ class ApprovalRequest:
     signed_payload: str | None = None
     key_id: UUID | None = None
     ppe: Sequence[str] = ()
+    message: bytes = b""
+    """The bytes the signature must cover: set from the event, never from the caller."""
 
 
 @dataclass
@@ -390,6 +393,7 @@ def approve(
     )
     if refusal is None:
         refusal = _lockout_refusal(session, event)
+    key_id: UUID | None = None
     if refusal is None:
         refusal, key_id = _signature_refusal(session, event, approver, request)
     if refusal is not None:
@@ -509,12 +513,86 @@ def _signature_refusal(
         problem = mismatch(expected, request.signed_payload.encode())
         if problem is not None:
             return problem, None
+    request = replace(request, message=expected.canonical())
     try:
-        key = keys.signing_key_for(session, approver.user_id, request.signature, request.key_id)
-        keys.verify_with(key, expected.canonical(), request.signature)
+        key = _signing_key(session, approver, request)
     except SignatureRejected as rejected:
         return rejected.reason, None
-    return None, key.id
+    return None, key
+
+
+def _signing_key(session: Session, approver: Principal, request: ApprovalRequest) -> UUID:
+    """The approver's registered, unrevoked key that made ``request.signature`` over the
+    event's payload (verified). Raises ``SignatureRejected`` naming what is wrong: an
+    unknown key, a revoked one, another person's, or a signature that does not verify."""
+    message = request.message
+    embedded = signatures.signature_key(request.signature)
+    if request.key_id is not None:
+        row = session.get(UserKey, request.key_id)
+        if row is None:
+            raise SignatureRejected(f"no registered key has id {request.key_id}")
+        candidates = [_usable(row, approver)]
+    elif embedded is not None:
+        rows = session.scalars(
+            select(UserKey).where(
+                (UserKey.public_key == embedded.material)
+                | UserKey.public_key.startswith(embedded.material + " ")
+            )
+        ).all()
+        if not rows:
+            raise SignatureRejected(
+                f"signed with key {embedded.fingerprint}, which is not registered "
+                "(kittylab keys add)"
+            )
+        mine = [r for r in rows if r.user_id == approver.user_id]
+        if not mine:
+            raise SignatureRejected(
+                f"key {embedded.fingerprint} is registered to another person, not to "
+                f"{approver.username}"
+            )
+        candidates = [_usable(mine[0], approver)]
+    else:
+        candidates = list(
+            session.scalars(
+                select(UserKey).where(
+                    UserKey.user_id == approver.user_id, UserKey.revoked_at.is_(None)
+                )
+            )
+        )
+        if not candidates:
+            raise SignatureRejected(
+                f"{approver.username} has no registered signing key (kittylab keys add)"
+            )
+    last: SignatureRejected | None = None
+    for row in candidates:
+        try:
+            signatures.verify(
+                signatures.parse_public_key(row.public_key), message, request.signature
+            )
+        except SignatureRejected as rejected:
+            last = rejected
+            continue
+        return row.id
+    if len(candidates) > 1:
+        raise SignatureRejected(
+            f"does not verify with any of {approver.username}'s {len(candidates)} keys: "
+            "wrong key, or the payload was altered"
+        )
+    assert last is not None
+    raise last
+
+
+def _usable(row: UserKey, approver: Principal) -> UserKey:
+    fingerprint = signatures.parse_public_key(row.public_key).fingerprint
+    if row.user_id != approver.user_id:
+        raise SignatureRejected(
+            f"key {fingerprint} is registered to another person, not to {approver.username}"
+        )
+    if row.revoked_at is not None:
+        raise SignatureRejected(
+            f"key {fingerprint} was revoked at {row.revoked_at:%Y-%m-%d %H:%M} UTC"
+        )
+    return row
 
 
 def _refused(

@@ -8,9 +8,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
 
+from kittylab import bootstrap
 from kittylab.api.auth import UnitOfWork, container, require
 from kittylab.api.schemas import CommandAccepted, CommandRequest
-from kittylab import bootstrap
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role, SafetyStatus
 from kittylab.domain.errors import InfrastructureError, ValidationFailed

@@ -1,0 +1,520 @@
+"""The safety workflow, adversarially: hazardous commands wait for signed approvals, and
+every way around that is refused with its reason while nothing is sent.
+
+The demo lab's policies: cnc-room (medium) needs one safety approval; laser-room and
+welding-bay (high) need two distinct approvers from safety or admin, the requester checked
+in, and PPE confirmed with each approval.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text, update
+
+from kittylab import bootstrap
+from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import (
+    AuditEntry,
+    Device,
+    DeviceCommand,
+    SafetyEvent,
+    User,
+    UserKey,
+    Zone,
+)
+from kittylab.domain.enums import CommandStatus, OnlineState, PresenceStatus
+from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.safety.approval_payload import ApprovalPayload
+from kittylab.safety.signatures import parse_public_key
+from kittylab.services import audit, dispatch, identity, locks, presence, safety
+
+MAX_DELAY = timedelta(seconds=60)
+
+
+@dataclass
+class Member:
+    username: str
+    user_id: UUID
+    token: str
+    key: Ed25519PrivateKey
+    key_id: UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Lab:
+    client: TestClient
+    database: Database
+    container: bootstrap.Container
+    people: dict[str, Member]
+    devices: dict[str, UUID]
+    zones: dict[str, UUID]
+
+    def request(self, who: str, device: str, intent: str = "power_on") -> dict[str, Any]:
+        response = self.client.post(
+            f"/api/device/{self.devices[device]}/command",
+            json={"intent": intent},
+            headers=self.people[who].headers,
+        )
+        body: dict[str, Any] = response.json()
+        body["_status"] = response.status_code
+        return body
+
+    def event(self, event_id: str, who: str = "ada") -> dict[str, Any]:
+        response = self.client.get(
+            f"/api/safety/events/{event_id}", headers=self.people[who].headers
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def signed(
+        self,
+        who: str,
+        event_id: str,
+        *,
+        nonce: str | None = None,
+        key: Ed25519PrivateKey | None = None,
+    ) -> dict[str, Any]:
+        """An approval body: ``who`` signs the event's canonical payload."""
+        event = self.event(event_id)
+        nonce = nonce or secrets.token_urlsafe(24)
+        payload = ApprovalPayload(
+            event_id=UUID(event["id"]),
+            intent=event["intent"],
+            device_id=UUID(event["deviceId"]),
+            zone_id=UUID(event["zoneId"]),
+            initiator_id=UUID(event["initiatedBy"]),
+            nonce=nonce,
+            expires_at=datetime.fromisoformat(event["expiresAt"]),
+        ).canonical()
+        signer = key or self.people[who].key
+        return {
+            "nonce": nonce,
+            "signature": base64.b64encode(signer.sign(payload)).decode(),
+            "signedPayload": payload.decode(),
+            "ppe": [],
+        }
+
+    def approve(
+        self, who: str, event_id: str, body: dict[str, Any] | None = None, **extra: Any
+    ) -> tuple[int, dict[str, Any]]:
+        body = {**(body or self.signed(who, event_id)), **extra}
+        response = self.client.post(
+            f"/api/safety/events/{event_id}/approve", json=body, headers=self.people[who].headers
+        )
+        return response.status_code, response.json()
+
+    def check_in(self, who: str, zone: str, minutes_ago: float = 0) -> None:
+        with self.database.unit_of_work() as s:
+            presence.record_manual(
+                s,
+                zone_id=self.zones[zone],
+                user_id=self.people[who].user_id,
+                status=PresenceStatus.PRESENT,
+                now=self.container.clock() - timedelta(minutes=minutes_ago),
+            )
+
+    def command(self, command_id: str) -> DeviceCommand:
+        with self.database.unit_of_work() as s:
+            row = s.get(DeviceCommand, UUID(command_id))
+            assert row is not None
+            s.expunge(row)
+            return row
+
+    def claim(self, command_id: str) -> dispatch.Claim | None:
+        return dispatch.claim(self.database, UUID(command_id), self.container.clock(), MAX_DELAY)
+
+    def dispatch_jobs(self) -> list[str]:
+        with self.database.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT args->>'command_id' FROM procrastinate_jobs "
+                        "WHERE task_name = 'kittylab:dispatch_command'"
+                    )
+                ).scalars()
+            )
+
+
+def _register_key(database: Database, user_id: UUID) -> tuple[Ed25519PrivateKey, UUID]:
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    public = parse_public_key("ed25519:" + base64.b64encode(raw).decode())
+    with database.unit_of_work() as s:
+        row = UserKey(user_id=user_id, name="test", public_key=public.text)
+        s.add(row)
+        s.flush()
+        return key, row.id
+
+
+@pytest.fixture
+def lab(
+    client: TestClient, container: bootstrap.Container, database: Database, demo_lab_path: Path
+) -> Lab:
+    with database.unit_of_work() as s:
+        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
+        for device in s.scalars(select(Device)):
+            device.online_state = OnlineState.ONLINE
+        devices = {d.external_id: d.id for d in s.scalars(select(Device))}
+        zones = {z.name: z.id for z in s.scalars(select(Zone))}
+        users = {u.username: u for u in s.scalars(select(User))}
+        tokens = {name: identity.issue_token(s, user).token for name, user in users.items()}
+        ids = {name: user.id for name, user in users.items()}
+    people = {}
+    for name in ("olivia", "sam", "sasha", "ada", "erin"):
+        key, key_id = _register_key(database, ids[name])
+        people[name] = Member(name, ids[name], tokens[name], key, key_id)
+    return Lab(client, database, container, people, devices, zones)
+
+
+# -- the workflow ---------------------------------------------------------------------------
+
+
+def test_a_hazardous_command_waits_then_is_dispatched_exactly_once_when_approved(
+    lab: Lab,
+) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert asked["_status"] == 202, asked
+    assert asked["status"] == "awaiting_confirmation"
+    assert asked["missing"] == ["1 signed approval by safety"]
+    event_id = asked["hazardEventId"]
+    assert lab.command(asked["commandId"]).status is CommandStatus.PENDING
+    assert lab.dispatch_jobs() == []  # nothing is on its way
+    assert lab.claim(asked["commandId"]) is None  # and nothing can send it
+
+    seen = lab.event(event_id, "olivia")
+    assert seen["status"] == "pending" and seen["intent"] == "power_on"
+    assert seen["eventType"] == "power_enable"
+    assert seen["commandId"] == asked["commandId"]
+
+    status, approved = lab.approve("sam", event_id)
+    assert status == 200, approved
+    assert approved["status"] == "approved"
+    assert approved["approvedBy"] == str(lab.people["sam"].user_id)
+    assert approved["missing"] == []
+    assert lab.dispatch_jobs() == [asked["commandId"]]
+
+    first = lab.claim(asked["commandId"])
+    assert first is not None and first.newly_sent
+    again = lab.claim(asked["commandId"])
+    assert again is not None and not again.newly_sent  # confirmed, never re-sent
+    assert lab.event(event_id)["resolvedAt"] is not None
+
+    with lab.database.unit_of_work() as s:
+        actions = list(s.scalars(select(AuditEntry.action).order_by(AuditEntry.seq)))
+        assert audit.verify_chain(s).intact
+    assert actions[-2:] == ["safety.requested", "safety.approved"]
+
+
+def test_a_high_hazard_unlock_needs_two_distinct_approvers_presence_and_ppe(lab: Lab) -> None:
+    lab.check_in("olivia", "welding-bay")
+    asked = lab.request("olivia", "welding-door", "door_unlock")
+    assert asked["status"] == "awaiting_confirmation"
+    event_id = asked["hazardEventId"]
+    ppe = ["safety_glasses", "welding_helmet", "welding_gloves"]
+
+    status, refused = lab.approve("sam", event_id, ppe=ppe[:2])
+    assert status == 403 and "PPE not confirmed: welding_gloves" in refused["detail"]
+
+    status, first = lab.approve("sam", event_id, ppe=ppe)
+    assert status == 200, first
+    assert first["status"] == "pending"
+    assert first["missing"][0].startswith("1 signed approval by admin or safety")
+    assert lab.claim(asked["commandId"]) is None
+
+    status, second = lab.approve("ada", event_id, ppe=ppe)
+    assert status == 200, second
+    assert second["status"] == "approved"
+    assert [a["approver"] for a in second["approvals"]] == ["Sam Safety", "Ada Admin"]
+    assert second["approvals"][0]["ppe"] == sorted(ppe)
+    claimed = lab.claim(asked["commandId"])
+    assert claimed is not None and claimed.newly_sent
+
+
+# -- the adversarial suite ------------------------------------------------------------------
+
+
+def test_self_approval_is_refused(lab: Lab) -> None:
+    asked = lab.request("sam", "cnc-spindle")
+    status, body = lab.approve("sam", asked["hazardEventId"])
+    assert status == 403
+    assert "cannot approve their own request" in body["detail"]
+    assert lab.event(asked["hazardEventId"])["status"] == "pending"
+
+
+def test_the_same_person_cannot_approve_twice(lab: Lab) -> None:
+    lab.check_in("olivia", "laser-room")
+    asked = lab.request("olivia", "laser-power")
+    ppe = {"ppe": ["laser_safety_glasses"]}
+    assert lab.approve("sam", asked["hazardEventId"], **ppe)[0] == 200
+    status, body = lab.approve("sam", asked["hazardEventId"], **ppe)
+    assert status == 403
+    assert "has already approved" in body["detail"]
+    assert lab.event(asked["hazardEventId"])["status"] == "pending"
+    assert lab.claim(asked["commandId"]) is None
+
+
+def test_an_approver_without_the_role_is_refused(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    status, body = lab.approve("erin", asked["hazardEventId"])
+    assert status == 403
+    assert "needs the safety role" in body["detail"]
+
+
+def test_a_replayed_signature_is_refused(lab: Lab) -> None:
+    first = lab.request("olivia", "cnc-spindle")
+    body = lab.signed("sam", first["hazardEventId"])
+    assert lab.approve("sam", first["hazardEventId"], body)[0] == 200
+    # The same signed approval presented again, on a new request for the same thing.
+    second = lab.request("olivia", "cnc-door", "door_unlock")
+    status, refused = lab.approve("sam", second["hazardEventId"], body)
+    assert status == 403
+    assert "nonce was already used" in refused["detail"]
+
+
+def test_a_signature_made_for_another_event_is_refused(lab: Lab) -> None:
+    one = lab.request("olivia", "cnc-spindle")
+    other = lab.request("olivia", "cnc-door", "door_unlock")
+    body = lab.signed("sam", one["hazardEventId"])
+    status, refused = lab.approve("sam", other["hazardEventId"], body)
+    assert status == 403
+    assert f"made for event {one['hazardEventId']}" in refused["detail"]
+    # Without the payload text the signature simply does not verify over this event.
+    body.pop("signedPayload")
+    status, refused = lab.approve("sam", other["hazardEventId"], body)
+    assert status == 403
+    assert "does not verify" in refused["detail"]
+    assert lab.claim(other["commandId"]) is None
+
+
+def test_a_tampered_payload_a_wrong_key_and_a_revoked_key_are_refused(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    event_id = asked["hazardEventId"]
+    body = lab.signed("sam", event_id)
+    tampered = {**body, "signedPayload": body["signedPayload"].replace("power_on", "power_of")}
+    status, refused = lab.approve("sam", event_id, tampered)
+    assert status == 403 and "tampered" in refused["detail"]
+
+    stranger = Ed25519PrivateKey.generate()
+    status, refused = lab.approve("sam", event_id, lab.signed("sam", event_id, key=stranger))
+    assert status == 403 and "does not verify" in refused["detail"]
+
+    someone_elses = {**lab.signed("sam", event_id), "keyId": str(lab.people["sasha"].key_id)}
+    status, refused = lab.approve("sam", event_id, someone_elses)
+    assert status == 403 and "registered to another person" in refused["detail"]
+
+    with lab.database.unit_of_work() as s:
+        s.execute(
+            update(UserKey)
+            .where(UserKey.id == lab.people["sam"].key_id)
+            .values(revoked_at=lab.container.clock())
+        )
+    status, refused = lab.approve(
+        "sam", event_id, {**lab.signed("sam", event_id), "keyId": str(lab.people["sam"].key_id)}
+    )
+    assert status == 403 and "was revoked" in refused["detail"]
+    status, refused = lab.approve("sam", event_id)
+    assert status == 403 and "no registered signing key" in refused["detail"]
+    assert lab.event(event_id)["status"] == "pending"
+    with lab.database.unit_of_work() as s:
+        refusals = s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "safety.approval_refused")
+        ).all()
+    assert len(refusals) == 5
+
+
+def test_an_expired_event_is_denied_and_cannot_be_approved(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    event_id = asked["hazardEventId"]
+    body = lab.signed("sam", event_id)
+    with lab.database.unit_of_work() as s:
+        s.execute(
+            update(SafetyEvent)
+            .where(SafetyEvent.id == UUID(event_id))
+            .values(expires_at=lab.container.clock() - timedelta(seconds=1))
+        )
+    status, refused = lab.approve("sam", event_id, body)
+    assert status == 409
+    assert "expired" in refused["detail"]
+    seen = lab.event(event_id)
+    assert seen["status"] == "denied" and "expired" in seen["reason"]
+    assert lab.command(asked["commandId"]).status is CommandStatus.FAILED
+    assert lab.claim(asked["commandId"]) is None
+
+
+def test_the_periodic_sweep_expires_forgotten_requests(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    later = lab.container.clock() + timedelta(hours=1)
+    with lab.database.unit_of_work() as s:
+        expired = safety.expire_due(s, later, lab.container.settings.notify)
+    assert expired == [UUID(asked["hazardEventId"])]
+    assert lab.command(asked["commandId"]).status is CommandStatus.FAILED
+    assert "expired" in (lab.command(asked["commandId"]).failure_reason or "")
+
+
+def test_approval_after_denial_is_refused(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    event_id = asked["hazardEventId"]
+    denied = lab.client.post(
+        f"/api/safety/events/{event_id}/deny",
+        json={"reason": "spindle guard is off"},
+        headers=lab.people["sasha"].headers,
+    )
+    assert denied.status_code == 200, denied.text
+    assert lab.command(asked["commandId"]).status is CommandStatus.FAILED
+    status, refused = lab.approve("sam", event_id)
+    assert status == 409
+    assert "was denied (spindle guard is off)" in refused["detail"]
+    assert lab.claim(asked["commandId"]) is None
+
+
+def test_a_locked_out_device_refuses_the_request_and_its_approval(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    with lab.database.unit_of_work() as s:
+        locks.place(
+            s,
+            lab.devices["cnc-spindle"],
+            lab.people["sasha"].user_id,
+            "changing the spindle belt",
+            lab.container.clock(),
+        )
+    status, refused = lab.approve("sam", asked["hazardEventId"])
+    assert status == 403
+    assert "locked out by Sasha Safety" in refused["detail"]
+    assert "changing the spindle belt" in refused["detail"]
+    again = lab.request("olivia", "cnc-spindle")
+    assert again["_status"] == 403
+    assert "locked out" in again["detail"]
+    # Switching it off is never refused, locked or not.
+    assert lab.request("olivia", "cnc-spindle", "power_off")["_status"] == 202
+    with lab.database.unit_of_work() as s:
+        assert (
+            s.scalar(select(AuditEntry.action).where(AuditEntry.action == "safety.refused"))
+            == "safety.refused"
+        )
+
+
+def test_presence_older_than_the_ttl_does_not_count(lab: Lab) -> None:
+    ttl_minutes = lab.container.settings.presence.ttl_seconds / 60
+    lab.check_in("olivia", "laser-room", minutes_ago=ttl_minutes + 1)
+    asked = lab.request("olivia", "laser-power")
+    assert "the requester checked in to laser-room" in asked["missing"]
+    status, refused = lab.approve("sam", asked["hazardEventId"], ppe=["laser_safety_glasses"])
+    assert status == 403
+    assert "the person who asked is not checked in to laser-room" in refused["detail"]
+    lab.check_in("olivia", "laser-room")
+    status, _ = lab.approve("sam", asked["hazardEventId"], ppe=["laser_safety_glasses"])
+    assert status == 200
+
+
+def test_two_approvals_racing_dispatch_exactly_once(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    event_id = asked["hazardEventId"]
+    # One approval is needed; both safety officers sign and submit at the same moment.
+    bodies = {who: lab.signed(who, event_id) for who in ("sam", "sasha")}
+    results: dict[str, int] = {}
+    barrier = threading.Barrier(len(bodies))
+
+    def approve(who: str) -> None:
+        barrier.wait()
+        results[who] = lab.approve(who, event_id, bodies[who])[0]
+
+    threads = [threading.Thread(target=approve, args=(who,)) for who in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results.values()) == [200, 409]
+    claims = [lab.claim(asked["commandId"]) for _ in range(3)]
+    assert [c.newly_sent for c in claims if c is not None] == [True, False, False]
+
+
+def test_a_crash_between_approval_and_dispatch_sends_once_after_restart(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    # The dispatch job is lost (the worker died with it before it ran).
+    with lab.database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM procrastinate_jobs"))
+    later = lab.container.clock() + timedelta(seconds=40)
+    assert UUID(asked["commandId"]) in dispatch.unfinished(lab.database, later)
+    first = dispatch.claim(lab.database, UUID(asked["commandId"]), later, MAX_DELAY)
+    assert first is not None and first.newly_sent
+    second = dispatch.claim(lab.database, UUID(asked["commandId"]), later, MAX_DELAY)
+    assert second is not None and not second.newly_sent
+
+
+def test_commands_waiting_for_approval_are_not_reconciled(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    later = lab.container.clock() + timedelta(minutes=5)
+    assert UUID(asked["commandId"]) not in dispatch.unfinished(lab.database, later)
+
+
+def test_a_safe_action_goes_through_at_once_while_an_approval_is_pending(lab: Lab) -> None:
+    lab.check_in("olivia", "laser-room")
+    held = lab.request("olivia", "laser-door", "door_unlock")
+    assert held["status"] == "awaiting_confirmation"
+    for device, intent in (("laser-door", "door_lock"), ("laser-power", "power_off")):
+        answer = lab.request("olivia", device, intent)
+        assert answer["_status"] == 202, answer
+        assert answer["status"] == "dispatched"
+        assert answer["hazardEventId"] is None
+        claimed = lab.claim(answer["commandId"])
+        assert claimed is not None and claimed.newly_sent
+    assert lab.claim(held["commandId"]) is None
+
+
+def test_approvers_are_told_when_an_event_waits_and_the_initiator_when_it_is_decided(
+    lab: Lab,
+) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    with lab.database.unit_of_work() as s:
+        rows = s.execute(
+            text(
+                "SELECT recipient, payload->>'title' FROM notifications "
+                "WHERE related_safety_event_id = :e ORDER BY created_at"
+            ),
+            {"e": asked["hazardEventId"]},
+        ).all()
+    # The cnc-room policy names the safety role: its holders are told, nobody else.
+    assert {r[0] for r in rows} == {"sam", "sasha"}
+    assert all(r[1] == "Approval needed: power_on on cnc spindle" for r in rows)
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    with lab.database.unit_of_work() as s:
+        titles = (
+            s.execute(
+                text(
+                    "SELECT payload->>'title' FROM notifications "
+                    "WHERE related_safety_event_id = :e AND recipient = 'olivia'"
+                ),
+                {"e": asked["hazardEventId"]},
+            )
+            .scalars()
+            .all()
+        )
+    assert titles == ["Request approved: power_on on cnc spindle"]
+
+
+def test_bad_approval_input_is_422_naming_the_field(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    status, body = lab.approve("sam", asked["hazardEventId"], nonce="short")
+    assert status == 422 and body["field"] == "nonce"
+    status, body = lab.approve("sam", asked["hazardEventId"], signature="")
+    assert status == 422 and body["field"] == "signature"
+    status, body = lab.approve("sam", asked["hazardEventId"], signature="!!not base64!!")
+    assert status == 403 and "signature" in body["detail"]
