@@ -78,7 +78,7 @@ def list_(
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
         user_id = identity.find_user_by_username(session, username).id if username else None
-        names = dict(session.execute(select(User.id, User.username)).tuples().all())
+        names = {uid: name for uid, name in session.execute(select(User.id, User.username))}
         rows = keys.list_keys(session, user_id)
         if not rows:
             typer.echo("no keys")
