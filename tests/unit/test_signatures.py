@@ -239,6 +239,7 @@ def test_a_fido2_key_line_is_accepted_as_a_hardware_key() -> None:
             "this is a private key",
         ),
         ("ed25519-private:AAAA", "this is a private key"),
+        ("ssh-ed25519 AAAA a\nssh-ed25519 AAAA b", "more than one line"),
         ("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----", "cannot be read"),
         ("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----", "only PEM form"),
     ],

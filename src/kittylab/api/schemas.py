@@ -514,3 +514,30 @@ class LockOut(CamelModel):
     removed_at: datetime | None
     removed_by: UUID | None
     override_event_id: UUID | None
+
+
+# --- approver keys (safety) -------------------------------------------------------------
+
+
+class KeyCreate(StrictInput):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00]*$")] = (
+        Field(description="What the key is, e.g. 'yubikey' or 'laptop'.")
+    )
+    public_key: Annotated[
+        str, StringConstraints(min_length=1, max_length=16_384, pattern=r"^[^\x00]*$")
+    ] = Field(
+        description="An OpenSSH public key line (ssh-ed25519, sk-ssh-ed25519@openssh.com, "
+        "ecdsa-sha2-nistp256 …), a PEM Ed25519 public key, or 'ed25519:<base64>'."
+    )
+
+
+class KeyOut(CamelModel):
+    id: UUID
+    user_id: UUID
+    name: str
+    kind: str | None = Field(description="ed25519, ed25519-sk, ecdsa-p256 …")
+    fingerprint: str | None = Field(description="SHA256:…, as ssh-keygen -l prints it.")
+    public_key: str
+    hardware: bool
+    created_at: datetime
+    revoked_at: datetime | None

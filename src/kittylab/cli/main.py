@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kittylab import bootstrap
+from kittylab.cli import approve as approve_cli
 from kittylab.cli import devices as devices_cli
+from kittylab.cli import keys as keys_cli
 from kittylab.cli import locks as locks_cli
 from kittylab.cli import printing as printing_cli
 from kittylab.config import Settings
@@ -225,6 +227,8 @@ def users_add(
 devices_cli.register(app, friendly_errors)
 printing_cli.register(app, friendly_errors)
 locks_cli.register(app, friendly_errors)
+approve_cli.register(app, friendly_errors)
+keys_cli.register(app, friendly_errors)
 
 
 def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:

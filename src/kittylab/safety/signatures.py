@@ -207,6 +207,8 @@ def parse_public_key(text: str) -> PublicKey:
         )
     if stripped.lower().startswith("ed25519:"):
         return _from_raw(stripped.split(":", 1)[1].strip())
+    if "\n" in stripped or "\r" in stripped:
+        raise ValidationFailed(FIELD, "holds more than one line; give one public key line")
     parts = stripped.split()
     key_type = parts[0]
     if key_type in _REFUSED_TYPES:
