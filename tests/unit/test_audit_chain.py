@@ -87,7 +87,7 @@ def test_an_edited_entry_is_reported_alone_as_edited() -> None:
 
 
 @pytest.mark.parametrize(
-    "field, value",
+    ("field", "value"),
     [
         ("actor_id", None),
         ("action", "lock.removed"),
@@ -202,10 +202,8 @@ def test_stored_content_no_writer_produces_counts_as_edited() -> None:
 def _jsonb_round_trip(value: object) -> object:
     """What PostgreSQL's jsonb hands back: numbers are exact decimals, read by json.loads
     (an integral decimal such as 1e20 comes back as an int, -0.0 as 0.0)."""
-    from decimal import Decimal as D
-
     def number(text: str) -> object:
-        d = D(text)
+        d = Decimal(text)
         if d == 0:
             d = abs(d)
         plain = format(d, "f")
@@ -264,7 +262,7 @@ def test_canonical_details_turns_common_types_into_their_text() -> None:
 
 
 @pytest.mark.parametrize(
-    "details, message",
+    ("details", "message"),
     [
         ({"x": math.inf}, "details.x: inf"),
         ({"x": [math.nan]}, "details.x.0: nan"),

@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 from kittylab import __version__
 from kittylab.api import problems
 from kittylab.api.routers import (
+    audit,
     cad,
     commands,
     conversations,
@@ -71,6 +72,7 @@ def create_app(container: Container) -> FastAPI:
         notifications,
         query,
         routing,
+        audit,
     ):
         app.include_router(module.router)
     _install_middleware(
