@@ -202,6 +202,7 @@ def test_stored_content_no_writer_produces_counts_as_edited() -> None:
 def _jsonb_round_trip(value: object) -> object:
     """What PostgreSQL's jsonb hands back: numbers are exact decimals, read by json.loads
     (an integral decimal such as 1e20 comes back as an int, -0.0 as 0.0)."""
+
     def number(text: str) -> object:
         d = Decimal(text)
         if d == 0:
