@@ -363,6 +363,8 @@ def test_the_audit_api_filters_and_pages_by_seq(
         ({"action": "DROP TABLE"}, "action"),
         ({"actorId": "nope"}, "actorId"),
         ({"limit": 0}, "limit"),
+        ({"subjectId": "a\x00b"}, "subjectId"),
+        ({"cursor": "AAAAAAAAAAA"}, "cursor"),
     ],
 )
 def test_bad_audit_queries_name_the_field(

@@ -71,7 +71,7 @@ def list_audit_entries(
     ] = None,
     actor_id: Annotated[UUID | None, Query(alias="actorId")] = None,
     subject_id: Annotated[
-        str | None, Query(alias="subjectId", min_length=1, max_length=128)
+        str | None, Query(alias="subjectId", min_length=1, max_length=128, pattern=r"^[^\x00]*$")
     ] = None,
     since: Annotated[AwareDatetime | None, Query(description="At or after (inclusive).")] = None,
     until: Annotated[AwareDatetime | None, Query(description="Before (exclusive).")] = None,
