@@ -17,6 +17,7 @@ from swagger_ui_bundle import swagger_ui_path
 from kittylab import __version__
 from kittylab.api import problems
 from kittylab.api.routers import (
+    audit,
     cad,
     commands,
     conversations,
@@ -75,6 +76,7 @@ def create_app(container: Container) -> FastAPI:
         notifications,
         query,
         routing,
+        audit,
     ):
         app.include_router(module.router)
     _install_middleware(

@@ -541,3 +541,33 @@ class KeyOut(CamelModel):
     hardware: bool
     created_at: datetime
     revoked_at: datetime | None
+
+
+# --- audit log (safety-audit) -----------------------------------------------------------
+
+
+class AuditEntryOut(CamelModel):
+    seq: int
+    occurred_at: datetime
+    actor_id: UUID | None = Field(description="Null for the system or a command-line operator.")
+    actor_username: str | None
+    action: str
+    subject_type: str | None
+    subject_id: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+
+class AuditBreakOut(CamelModel):
+    seq: int = Field(description="The entry at fault; for `missing`, the first missing one.")
+    kind: Literal["edited", "unlinked", "missing", "anchor"]
+    problem: str
+
+
+class AuditVerifyOut(CamelModel):
+    intact: bool
+    entries: int
+    head: str = Field(description="The newest entry's hash: record it elsewhere with headSeq.")
+    head_seq: int
+    breaks: list[AuditBreakOut]

@@ -375,6 +375,9 @@ def _readline_setup(session: Any, history: Path) -> None:
 from kittylab.cli.cad import cad_app  # noqa: E402 - its commands import this module lazily
 
 app.add_typer(cad_app, name="cad")
+from kittylab.cli.audit import audit_app  # noqa: E402 - same reason as cad's
+
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -1,5 +1,11 @@
 """Users and API tokens. Tokens are shown once; only their SHA-256 is stored (they carry
-256 bits of randomness, so a fast hash is enough and lookups stay O(1))."""
+256 bits of randomness, so a fast hash is enough and lookups stay O(1)).
+
+Who may act is safety-relevant, so every change here leaves an audit entry (``user.added``,
+``user.changed``, ``token.issued``, ``token.revoked``) in the same transaction; a token
+itself never reaches the log. ``actor_id`` is the person who did it, None for a local
+operator at the command line (or a test fixture); ``now`` defaults to the wall clock for
+callers without one."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import ApiToken, User
+from kittylab.domain.clock import utcnow
 from kittylab.domain.errors import AuthenticationRequired, Conflict, NotFound
 from kittylab.domain.identity import (
     validate_display_name,
@@ -21,6 +28,7 @@ from kittylab.domain.identity import (
     validate_username,
 )
 from kittylab.domain.principal import Principal
+from kittylab.services import audit
 
 TOKEN_PREFIX = "kl_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
@@ -36,13 +44,31 @@ class IssuedToken:
     user_id: UUID
 
 
-def issue_token(session: Session, user: User, label: str = "cli") -> IssuedToken:
+def issue_token(
+    session: Session,
+    user: User,
+    label: str = "cli",
+    *,
+    actor_id: UUID | None = None,
+    now: datetime | None = None,
+) -> IssuedToken:
     if not user.active:
         raise Conflict(f"user {user.username} is inactive", field="username")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user_id=user.id, token_hash=hash_token(token), label=label[:100])
     session.add(row)
     session.flush()
+    # The subject is the token's id; its owner goes in the details (under keys that the
+    # sanitizer does not take for secrets: anything named "token…" would be redacted).
+    audit.append(
+        session,
+        action="token.issued",
+        actor_id=actor_id,
+        now=now or utcnow(),
+        subject_type="api_token",
+        subject_id=row.id,
+        details={"user_id": user.id, "username": user.username, "label": row.label},
+    )
     return IssuedToken(token, row.id, user.id)
 
 
@@ -85,11 +111,26 @@ def _touch(session: Session, token_id: UUID, now: datetime) -> None:
         session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
 
 
-def revoke_token(session: Session, user_id: UUID, token_id: UUID, now: datetime) -> None:
+def revoke_token(
+    session: Session, user_id: UUID, token_id: UUID, now: datetime, *, actor_id: UUID | None = None
+) -> None:
+    """Revoke a token; revoking it again changes (and logs) nothing."""
     row = session.get(ApiToken, token_id)
     if row is None or row.user_id != user_id:
         raise NotFound("token", token_id)
-    row.revoked_at = row.revoked_at or now
+    if row.revoked_at is not None:
+        return
+    row.revoked_at = now
+    session.flush()
+    audit.append(
+        session,
+        action="token.revoked",
+        actor_id=actor_id,
+        now=now,
+        subject_type="api_token",
+        subject_id=row.id,
+        details={"user_id": user_id, "label": row.label},
+    )
 
 
 def create_user(
@@ -100,6 +141,8 @@ def create_user(
     roles: list[str],
     email: str | None = None,
     tailscale_id: str | None = None,
+    actor_id: UUID | None = None,
+    now: datetime | None = None,
 ) -> User:
     name = validate_username(username)
     if session.scalar(select(User.id).where(User.username == name)) is not None:
@@ -113,4 +156,82 @@ def create_user(
     )
     session.add(user)
     session.flush()
+    audit.append(
+        session,
+        action="user.added",
+        actor_id=actor_id,
+        now=now or utcnow(),
+        subject_type="user",
+        subject_id=user.id,
+        details={"username": user.username, "roles": [r.value for r in user.roles]},
+    )
+    return user
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    """Fields to change; None leaves one as it is. ``email`` applies only with
+    ``set_email`` (so None can also mean "remove the email")."""
+
+    display_name: str | None = None
+    roles: list[str] | None = None
+    email: str | None = None
+    set_email: bool = False
+    active: bool | None = None
+
+
+def update_user(
+    session: Session,
+    user: User,
+    changes: UserChanges,
+    *,
+    actor_id: UUID | None,
+    now: datetime,
+) -> User:
+    """Change a person added through the API or CLI. People declared in the lab manifest
+    are changed in the manifest (Conflict here), or the next ``lab apply`` would undo it.
+    Logs ``user.changed`` naming the fields changed, with before and after for roles and
+    the active flag (the ones that decide what a person may do); nothing when nothing
+    changed."""
+    if user.managed_by_manifest:
+        raise Conflict(
+            f"{user.username} is declared in the lab manifest; change them there and apply it",
+            field="username",
+        )
+    details: dict[str, object] = {}
+    changed: list[str] = []
+    if changes.display_name is not None:
+        name = validate_display_name(changes.display_name)
+        if name != user.display_name:
+            user.display_name = name
+            changed.append("display_name")
+    if changes.roles is not None:
+        roles = validate_roles(changes.roles)
+        if sorted(roles) != sorted(user.roles):
+            details["roles"] = {
+                "from": [r.value for r in user.roles],
+                "to": [r.value for r in roles],
+            }
+            user.roles = roles
+            changed.append("roles")
+    if changes.set_email:
+        email = validate_optional_email(changes.email)
+        if email != user.email:
+            user.email = email
+            changed.append("email")  # which field, not the address: the log is long-lived
+    if changes.active is not None and changes.active != user.active:
+        details["active"] = {"from": user.active, "to": changes.active}
+        user.active = changes.active
+        changed.append("active")
+    if changed:
+        session.flush()
+        audit.append(
+            session,
+            action="user.changed",
+            actor_id=actor_id,
+            now=now,
+            subject_type="user",
+            subject_id=user.id,
+            details={"username": user.username, "changed": changed, **details},
+        )
     return user

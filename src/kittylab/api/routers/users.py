@@ -22,8 +22,7 @@ from kittylab.api.schemas import (
 )
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
-from kittylab.domain.errors import Conflict, PermissionDenied
-from kittylab.domain.identity import validate_display_name, validate_optional_email, validate_roles
+from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.principal import Principal
 from kittylab.services import identity
 
@@ -56,7 +55,12 @@ def get_user(user_id: UUID, _: Caller, uow: UnitOfWork) -> User:
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, _: AdminCaller, uow: UnitOfWork) -> User:
+def create_user(
+    body: UserCreate,
+    caller: AdminCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> User:
     return identity.create_user(
         uow,
         username=body.username,
@@ -64,28 +68,31 @@ def create_user(body: UserCreate, _: AdminCaller, uow: UnitOfWork) -> User:
         roles=[r.value for r in body.roles],
         email=body.email,
         tailscale_id=body.tailscale_id,
+        actor_id=caller.user_id,
+        now=c.clock(),
     )
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
-def update_user(user_id: UUID, body: UserUpdate, _: AdminCaller, uow: UnitOfWork) -> User:
+def update_user(
+    user_id: UUID,
+    body: UserUpdate,
+    caller: AdminCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> User:
     """Change a person added through the API or CLI. People declared in the lab manifest
     are changed in the manifest (409 here), or the next ``lab apply`` would undo it."""
-    user = _get(uow, user_id)
-    if user.managed_by_manifest:
-        raise Conflict(
-            f"{user.username} is declared in the lab manifest; change them there and apply it",
-            field="username",
-        )
-    if body.display_name is not None:
-        user.display_name = validate_display_name(body.display_name)
-    if body.roles is not None:
-        user.roles = validate_roles(body.roles)
-    if "email" in body.model_fields_set:
-        user.email = validate_optional_email(body.email)
-    if body.active is not None:
-        user.active = body.active
-    return user
+    changes = identity.UserChanges(
+        display_name=body.display_name,
+        roles=[r.value for r in body.roles] if body.roles is not None else None,
+        email=body.email,
+        set_email="email" in body.model_fields_set,
+        active=body.active,
+    )
+    return identity.update_user(
+        uow, _get(uow, user_id), changes, actor_id=caller.user_id, now=c.clock()
+    )
 
 
 def _own_or_admin(caller: Principal, user_id: UUID) -> None:
@@ -115,15 +122,23 @@ def revoke_token(
 ) -> Response:
     """Revoke a token at once; requests carrying it get 401 from then on."""
     _own_or_admin(caller, user_id)
-    identity.revoke_token(uow, user_id, token_id, c.clock())
+    identity.revoke_token(uow, user_id, token_id, c.clock(), actor_id=caller.user_id)
     return Response(status_code=204)
 
 
 @router.post("/users/{user_id}/tokens", response_model=TokenOut, status_code=201)
-def create_token(user_id: UUID, body: TokenCreate, _: AdminCaller, uow: UnitOfWork) -> TokenOut:
+def create_token(
+    user_id: UUID,
+    body: TokenCreate,
+    caller: AdminCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> TokenOut:
     """A new API token for a user (admin only: a stolen token must not be able to mint
     fresh ones that outlive its revocation)."""
-    issued = identity.issue_token(uow, _get(uow, user_id), body.label)
+    issued = identity.issue_token(
+        uow, _get(uow, user_id), body.label, actor_id=caller.user_id, now=c.clock()
+    )
     return TokenOut(token=issued.token, token_id=issued.token_id, user_id=issued.user_id)
 
 
