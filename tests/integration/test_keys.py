@@ -73,11 +73,11 @@ def audit_entries(database: Database, action: str) -> list[AuditEntry]:
 # --- API ---------------------------------------------------------------------------------
 
 
-def test_an_approver_registers_their_own_key_and_it_is_audited(
-    client: TestClient, safety_lead: Person, database: Database, tmp_path: Path
+def test_an_admin_registers_an_approvers_key_and_it_is_audited(
+    client: TestClient, safety_lead: Person, admin: Person, database: Database, tmp_path: Path
 ) -> None:
     key = ssh_key(tmp_path, "sam")
-    answer = add(client, safety_lead, safety_lead.user_id, "laptop", pub(key) + "\n")
+    answer = add(client, admin, safety_lead.user_id, "laptop", pub(key) + "\n")
     assert answer["_status"] == 201
     fingerprint = parse_public_key(pub(key)).fingerprint
     assert answer["fingerprint"] == fingerprint
@@ -85,7 +85,7 @@ def test_an_approver_registers_their_own_key_and_it_is_audited(
     assert answer["publicKey"] == pub(key)
     assert answer["revokedAt"] is None
     [entry] = audit_entries(database, "key.added")
-    assert entry.actor_id == safety_lead.user_id
+    assert entry.actor_id == admin.user_id
     assert entry.subject_id == answer["id"]
     assert entry.details["fingerprint"] == fingerprint
     assert entry.details["userId"] == str(safety_lead.user_id)
@@ -93,12 +93,14 @@ def test_an_approver_registers_their_own_key_and_it_is_audited(
         assert audit.verify_chain(session).intact
 
 
-def test_only_an_admin_adds_a_key_for_someone_else(
+def test_only_an_admin_adds_keys_not_even_for_oneself(
     client: TestClient, operator: Person, admin: Person, safety_lead: Person, tmp_path: Path
 ) -> None:
+    # A bearer token alone must not be enough to mint approvals with a fresh key.
     key = pub(ssh_key(tmp_path, "sam"))
     refused = add(client, operator, safety_lead.user_id, "laptop", key)
     assert refused["_status"] == 403
+    assert add(client, safety_lead, safety_lead.user_id, "laptop", key)["_status"] == 403
     assert add(client, admin, safety_lead.user_id, "laptop", key)["_status"] == 201
 
 
@@ -116,12 +118,13 @@ def test_only_an_admin_adds_a_key_for_someone_else(
 def test_bad_keys_get_a_problem_naming_the_field(
     client: TestClient,
     safety_lead: Person,
+    admin: Person,
     body: dict[str, object],
     field: str,
     words: str,
 ) -> None:
     response = client.post(
-        f"/api/users/{safety_lead.user_id}/keys", json=body, headers=safety_lead.headers
+        f"/api/users/{safety_lead.user_id}/keys", json=body, headers=admin.headers
     )
     assert response.status_code == 422, response.text
     problem = response.json()
@@ -133,8 +136,8 @@ def test_the_same_key_cannot_be_registered_twice_or_by_two_people(
     client: TestClient, safety_lead: Person, admin: Person, tmp_path: Path
 ) -> None:
     key = pub(ssh_key(tmp_path, "sam"))
-    assert add(client, safety_lead, safety_lead.user_id, "laptop", key)["_status"] == 201
-    again = add(client, safety_lead, safety_lead.user_id, "other", key + " new-comment")
+    assert add(client, admin, safety_lead.user_id, "laptop", key)["_status"] == 201
+    again = add(client, admin, safety_lead.user_id, "other", key + " new-comment")
     assert again["_status"] == 409
     assert again["field"] == "publicKey"
     assert "already has this key" in str(again["detail"])
@@ -142,7 +145,7 @@ def test_the_same_key_cannot_be_registered_twice_or_by_two_people(
     assert theirs["_status"] == 409
     assert "another person" in str(theirs["detail"])
     other = pub(ssh_key(tmp_path, "sam2"))
-    same_name = add(client, safety_lead, safety_lead.user_id, "laptop", other)
+    same_name = add(client, admin, safety_lead.user_id, "laptop", other)
     assert same_name["_status"] == 409
     assert same_name["field"] == "name"
 
@@ -154,7 +157,7 @@ def test_keys_are_listed_for_self_safety_and_admin_only(
     admin: Person,
     tmp_path: Path,
 ) -> None:
-    add(client, operator, operator.user_id, "laptop", pub(ssh_key(tmp_path, "olivia")))
+    add(client, admin, operator.user_id, "laptop", pub(ssh_key(tmp_path, "olivia")))
     path = f"/api/users/{operator.user_id}/keys"
     for who in (operator, safety_lead, admin):
         listed = client.get(path, headers=who.headers)
@@ -170,11 +173,12 @@ def test_a_revoked_key_stays_revoked_and_the_revocation_is_audited(
     client: TestClient,
     operator: Person,
     safety_lead: Person,
+    admin: Person,
     database: Database,
     tmp_path: Path,
 ) -> None:
     key = pub(ssh_key(tmp_path, "sam"))
-    key_id = add(client, safety_lead, safety_lead.user_id, "laptop", key)["id"]
+    key_id = add(client, admin, safety_lead.user_id, "laptop", key)["id"]
     stranger = client.post(f"/api/keys/{key_id}/revoke", headers=operator.headers)
     assert stranger.status_code == 403
     revoked = client.post(f"/api/keys/{key_id}/revoke", headers=safety_lead.headers)
@@ -183,7 +187,7 @@ def test_a_revoked_key_stays_revoked_and_the_revocation_is_audited(
     twice = client.post(f"/api/keys/{key_id}/revoke", headers=safety_lead.headers)
     assert twice.status_code == 409
     assert "already revoked" in twice.json()["detail"]
-    readded = add(client, safety_lead, safety_lead.user_id, "laptop", key)
+    readded = add(client, admin, safety_lead.user_id, "laptop", key)
     assert readded["_status"] == 409
     assert "stays revoked" in str(readded["detail"])
     assert client.post(f"/api/keys/{uuid4()}/revoke", headers=safety_lead.headers).status_code == (

@@ -317,7 +317,7 @@ def test_a_tampered_payload_a_wrong_key_and_a_revoked_key_are_refused(lab: Lab) 
 
     someone_elses = {**lab.signed("sam", event_id), "keyId": str(lab.people["sasha"].key_id)}
     status, refused = lab.approve("sam", event_id, someone_elses)
-    assert status == 403 and "registered to another person" in refused["detail"]
+    assert status == 403 and "belongs to another person" in refused["detail"]
 
     with lab.database.unit_of_work() as s:
         s.execute(
@@ -330,7 +330,7 @@ def test_a_tampered_payload_a_wrong_key_and_a_revoked_key_are_refused(lab: Lab) 
     )
     assert status == 403 and "was revoked" in refused["detail"]
     status, refused = lab.approve("sam", event_id)
-    assert status == 403 and "no registered signing key" in refused["detail"]
+    assert status == 403 and "has no registered key" in refused["detail"]
     assert lab.event(event_id)["status"] == "pending"
     with lab.database.unit_of_work() as s:
         refusals = s.scalars(

@@ -26,6 +26,7 @@ from kittylab.domain.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    SignatureRejected,
     ValidationFailed,
 )
 from kittylab.manifest.problems import ManifestError
@@ -96,6 +97,8 @@ _CONSTRAINT_FIELDS = {
     "zones_name": "name",
     "policies_name": "name",
     "request_id": "requestId",
+    # Two approvals racing with one nonce: the loser is a replay.
+    "safety_approvals_nonce": "nonce",
 }
 
 
@@ -180,6 +183,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PermissionDenied)
     async def _forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
         return problem(request, 403, "forbidden", "Forbidden", str(exc))
+
+    @app.exception_handler(SignatureRejected)
+    async def _bad_signature(request: Request, exc: SignatureRejected) -> JSONResponse:
+        return problem(
+            request, 403, "signature-rejected", "Signature rejected", str(exc), field=exc.field
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:

@@ -33,7 +33,6 @@ from kittylab.adapters.db.tables import (
     SafetyApproval,
     SafetyEvent,
     User,
-    UserKey,
     Zone,
 )
 from kittylab.config import NotifySettings
@@ -45,7 +44,7 @@ from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
 from kittylab.safety import policy, signatures
 from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
 from kittylab.safety.lockout import lock_refusal
-from kittylab.services import alerts, audit, commands, locks, presence
+from kittylab.services import alerts, audit, commands, keys, locks, presence
 
 
 @dataclass(frozen=True)
@@ -523,76 +522,15 @@ def _signature_refusal(
 
 def _signing_key(session: Session, approver: Principal, request: ApprovalRequest) -> UUID:
     """The approver's registered, unrevoked key that made ``request.signature`` over the
-    event's payload (verified). Raises ``SignatureRejected`` naming what is wrong: an
-    unknown key, a revoked one, another person's, or a signature that does not verify."""
-    message = request.message
-    embedded = signatures.signature_key(request.signature)
-    if request.key_id is not None:
-        row = session.get(UserKey, request.key_id)
-        if row is None:
-            raise SignatureRejected(f"no registered key has id {request.key_id}")
-        candidates = [_usable(row, approver)]
-    elif embedded is not None:
-        rows = session.scalars(
-            select(UserKey).where(
-                (UserKey.public_key == embedded.material)
-                | UserKey.public_key.startswith(embedded.material + " ")
-            )
-        ).all()
-        if not rows:
-            raise SignatureRejected(
-                f"signed with key {embedded.fingerprint}, which is not registered "
-                "(kittylab keys add)"
-            )
-        mine = [r for r in rows if r.user_id == approver.user_id]
-        if not mine:
-            raise SignatureRejected(
-                f"key {embedded.fingerprint} is registered to another person, not to "
-                f"{approver.username}"
-            )
-        candidates = [_usable(mine[0], approver)]
+    event's payload (verified); ``SignatureRejected`` names what is wrong otherwise."""
+    if request.key_id is None:
+        found = keys.verify_approval_signature(
+            session, approver.user_id, request.message, request.signature
+        )
     else:
-        candidates = list(
-            session.scalars(
-                select(UserKey).where(
-                    UserKey.user_id == approver.user_id, UserKey.revoked_at.is_(None)
-                )
-            )
-        )
-        if not candidates:
-            raise SignatureRejected(
-                f"{approver.username} has no registered signing key (kittylab keys add)"
-            )
-    last: SignatureRejected | None = None
-    for row in candidates:
-        try:
-            signatures.verify(
-                signatures.parse_public_key(row.public_key), message, request.signature
-            )
-        except SignatureRejected as rejected:
-            last = rejected
-            continue
-        return row.id
-    if len(candidates) > 1:
-        raise SignatureRejected(
-            f"does not verify with any of {approver.username}'s {len(candidates)} keys: "
-            "wrong key, or the payload was altered"
-        )
-    assert last is not None
-    raise last
-
-
-def _usable(row: UserKey, approver: Principal) -> UserKey:
-    fingerprint = signatures.parse_public_key(row.public_key).fingerprint
-    if row.user_id != approver.user_id:
-        raise SignatureRejected(
-            f"key {fingerprint} is registered to another person, not to {approver.username}"
-        )
-    if row.revoked_at is not None:
-        raise SignatureRejected(
-            f"key {fingerprint} was revoked at {row.revoked_at:%Y-%m-%d %H:%M} UTC"
-        )
-    return row
+        found = keys.active_key_for(session, approver.user_id, request.key_id)
+        signatures.verify(found.key, request.message, request.signature)
+    return found.id
 
 
 def _refused(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
 
 from kittylab.adapters.db.tables import User, UserKey
-from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.auth import AdminCaller, Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import KeyCreate, KeyOut
@@ -52,14 +52,14 @@ def list_keys(
 def add_key(
     user_id: UUID,
     body: KeyCreate,
-    caller: Caller,
+    caller: AdminCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> KeyOut:
-    """Register a public key a person signs approvals with (themselves, or an admin).
+    """Register a public key a person signs approvals with: admins only. A key is what an
+    approval rests on; if a bearer token alone could register one, a stolen token could
+    mint approvals. (On the server, ``kittylab keys add`` does the same without a token.)
     RSA keys are refused: Ed25519 or a FIDO2 hardware key is required."""
-    if caller.user_id != user_id and not caller.has_any(Role.ADMIN):
-        raise PermissionDenied("only an admin can add a key for someone else")
     row = keys.add_key(
         uow,
         user_id=user_id,
