@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kittylab import bootstrap
 from kittylab.cli import devices as devices_cli
+from kittylab.cli import presence as presence_cli
 from kittylab.cli import printing as printing_cli
 from kittylab.config import Settings
 from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
@@ -223,6 +224,7 @@ def users_add(
 
 devices_cli.register(app, friendly_errors)
 printing_cli.register(app, friendly_errors)
+presence_cli.register(app, friendly_errors)
 
 
 def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
