@@ -30,6 +30,7 @@ from kittylab.domain.errors import (
     ValidationFailed,
 )
 from kittylab.manifest.problems import ManifestError
+from kittylab.safety.webhook_signature import Refusal, SignatureRefused
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,20 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return problem(request, 404, "not-found", "Not found", str(exc))
+
+    @app.exception_handler(SignatureRefused)
+    async def _webhook_refused(request: Request, exc: SignatureRefused) -> JSONResponse:
+        # A signed webhook, not a bearer token: say precisely what was wrong with it.
+        field = None if exc.reason is Refusal.NOT_CONFIGURED else "Signature"
+        return problem(
+            request,
+            401,
+            "webhook-signature",
+            "Webhook signature refused",
+            exc.message,
+            field=field,
+            errors=[{"field": field or "secret", "message": exc.message, "reason": exc.reason}],
+        )
 
     @app.exception_handler(AuthenticationRequired)
     async def _unauthenticated(request: Request, exc: AuthenticationRequired) -> JSONResponse:

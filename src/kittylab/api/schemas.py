@@ -571,3 +571,34 @@ class AuditVerifyOut(CamelModel):
     head: str = Field(description="The newest entry's hash: record it elsewhere with headSeq.")
     head_seq: int
     breaks: list[AuditBreakOut]
+
+
+# --- presence sources: UniFi Access webhook, presence override --------------------------
+
+
+class UnifiWebhookResult(CamelModel):
+    """What a verified UniFi Access delivery did. ``recorded`` is false for deliveries
+    that are accepted but say nothing about presence; ``reason`` says why."""
+
+    outcome: str = Field(
+        description="recorded, duplicate, not_door_access, access_denied, no_door, no_actor, "
+        "unknown_door, ambiguous_door, unknown_actor or inactive_user."
+    )
+    recorded: bool
+    reason: str
+    event_id: str | None
+    presence_id: UUID | None
+    zone_id: UUID | None
+    user_id: UUID | None
+
+
+class PresenceOverride(StrictInput):
+    zone_id: UUID
+    user_id: UUID
+    status: PresenceStatus
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*$")]
+
+
+class PresenceOverrideOut(CamelModel):
+    presence: PresenceOut
+    safety_event: SafetyEventOut

@@ -35,18 +35,20 @@ class NoToken(KittyLabError):
 
 
 class ApiClient:
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, http: httpx.Client | None = None
+    ) -> None:
+        """``http``: an already-built client to send through (tests pass FastAPI's
+        ``TestClient``, the whole CLI then runs against the app with no server); the
+        token is added to its headers."""
         self.url = (url or os.environ.get("KITTYLAB_URL") or DEFAULT_URL).rstrip("/")
         token = token or os.environ.get("KITTYLAB_TOKEN")
         if not token:
             raise NoToken(
                 "no API token: set KITTYLAB_TOKEN (get one with `kittylab users token NAME`)"
             )
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=TIMEOUT_SECONDS,
-        )
+        self._http = http or httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
+        self._http.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
         self._http.close()

@@ -20,6 +20,14 @@ Contract of ``apply_manifest``:
   its adapter. Connection settings are stored as written, ``${ENV_VAR}`` and all.
 - Idempotent: a value is only assigned when it differs, so applying the same manifest
   again issues no UPDATE and reports every record unchanged.
+- A user's ``unifi_id`` is stored as ``User.unifi_user_id``; ids may move between declared
+  people in one apply. A person the manifest deactivates loses theirs (a deactivated
+  person's badge must not check anyone in). An id held by someone outside the manifest is
+  a ``ManifestError`` naming ``users[i].unifi_id``.
+- Safety-relevant changes are audited, after every other write: ``key.added`` and
+  ``key.revoked`` (``details.source = "manifest"``) and ``policy.changed`` (created,
+  updated with the changed fields, retired or deleted). ``actor_id`` is who applied it
+  (``None`` from the command line).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +44,8 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AccessPolicy, Device, SafetyEvent, User, UserKey, Zone
 from kittylab.manifest.model import LabManifest, key_material
+from kittylab.manifest.problems import ManifestError, ManifestProblem
+from kittylab.services import audit
 
 # Concurrent applies would race to create the same rows; a transaction-scoped advisory
 # lock makes the second wait for the first. The number is arbitrary but fixed.
@@ -90,7 +101,9 @@ class ApplyReport:
         return "\n".join(lines)
 
 
-def apply_manifest(session: Session, manifest: LabManifest, now: datetime) -> ApplyReport:
+def apply_manifest(
+    session: Session, manifest: LabManifest, now: datetime, actor_id: UUID | None = None
+) -> ApplyReport:
     """Bring the records in ``session`` in line with ``manifest`` (see the module
     docstring) and report what changed. ``now`` (timezone-aware) stamps retirements and
     revocations. The caller owns the transaction: nothing is committed here."""
@@ -101,22 +114,49 @@ def apply_manifest(session: Session, manifest: LabManifest, now: datetime) -> Ap
     _apply_devices(session, manifest, zones, now, report.devices)
     users = _apply_users(session, manifest, report.users)
     session.flush()
-    _apply_keys(session, manifest, users, now, report)
-    _apply_policies(session, manifest, zones, now, report)
+    trail: list[_Audited] = []
+    _apply_keys(session, manifest, users, now, report, trail)
+    _apply_policies(session, manifest, zones, now, report, trail)
     session.flush()
     _remove_undeclared_zones(session, manifest, zones, report)
     session.flush()
+    # Last: the audit chain's lock is held until commit, so it is taken as late as possible.
+    for entry in trail:
+        audit.append(
+            session,
+            action=entry.action,
+            actor_id=actor_id,
+            now=now,
+            subject_type=entry.subject_type,
+            subject_id=entry.row.id,
+            details={"source": "manifest", **entry.details},
+        )
     return report
+
+
+@dataclass(frozen=True)
+class _Audited:
+    """A change to audit once the writes are done (ids are assigned by then)."""
+
+    action: str
+    subject_type: str
+    row: UserKey | AccessPolicy
+    details: dict[str, Any]
+
+
+def _assign(row: object, values: dict[str, Any]) -> list[str]:
+    """Assign each value that differs from the row's; the names of those that did."""
+    changed: list[str] = []
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed.append(name)
+    return changed
 
 
 def _sync(row: object, values: dict[str, Any]) -> bool:
     """Assign each value that differs from the row's; True when any did."""
-    changed = False
-    for name, value in values.items():
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-            changed = True
-    return changed
+    return bool(_assign(row, values))
 
 
 def _count(tally: Tally, *, changed: bool) -> None:
@@ -178,12 +218,14 @@ def _apply_devices(
 
 def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[str, User]:
     rows = {u.username: u for u in session.scalars(select(User))}
+    _release_unifi_ids(session, manifest, rows)
     for spec in manifest.users:
         values = {
             "display_name": spec.display_name,
             "email": spec.email,
             "roles": list(spec.roles),
             "tailscale_id": spec.tailscale_id,
+            "unifi_user_id": spec.unifi_id,
             "active": True,
             "managed_by_manifest": True,
         }
@@ -202,12 +244,46 @@ def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[
     return rows
 
 
+def _release_unifi_ids(session: Session, manifest: LabManifest, rows: dict[str, User]) -> None:
+    """Clear every UniFi id that is about to move or go, and flush, so that assigning the
+    new ones never trips the unique constraint halfway (two people swapping ids, an id
+    passing from a removed person to a new one)."""
+    specs = {spec.username: spec for spec in manifest.users}
+    wanted = {spec.unifi_id: i for i, spec in enumerate(manifest.users) if spec.unifi_id}
+    problems: list[ManifestProblem] = []
+    released = False
+    for username, row in rows.items():
+        if row.unifi_user_id is None:
+            continue
+        spec = specs.get(username)
+        if spec is None and not row.managed_by_manifest:
+            # Someone the manifest does not own keeps their id; nobody declared may take it.
+            if row.unifi_user_id in wanted:
+                problems.append(
+                    ManifestProblem(
+                        f"users[{wanted[row.unifi_user_id]}].unifi_id",
+                        f"{row.unifi_user_id!r} is already the UniFi id of {username!r}, "
+                        "who is not in the manifest",
+                    )
+                )
+            continue
+        target = spec.unifi_id if spec is not None else None
+        if row.unifi_user_id != target:
+            row.unifi_user_id = None
+            released = True
+    if problems:
+        raise ManifestError(problems)
+    if released:
+        session.flush()
+
+
 def _apply_keys(
     session: Session,
     manifest: LabManifest,
     users: dict[str, User],
     now: datetime,
     report: ApplyReport,
+    trail: list[_Audited],
 ) -> None:
     """Only users whose entry has ``keys`` are touched; the others' keys are managed
     elsewhere (``kittylab keys``) and an apply must not revoke them."""
@@ -225,8 +301,10 @@ def _apply_keys(
             declared.add(material)
             row = rows.get((user.id, material))
             if row is None:
-                session.add(UserKey(user_id=user.id, name=key.name, public_key=key.public_key))
+                added = UserKey(user_id=user.id, name=key.name, public_key=key.public_key)
+                session.add(added)
                 tally.created += 1
+                trail.append(_key_change("key.added", spec.username, added))
             elif row.revoked_at is not None:
                 report.warnings.append(
                     f"key {key.name!r} of {spec.username!r} was revoked and stays revoked; "
@@ -240,6 +318,33 @@ def _apply_keys(
             if user_id == user.id and material not in declared and row.revoked_at is None:
                 row.revoked_at = now
                 tally.retired += 1
+                trail.append(_key_change("key.revoked", spec.username, row))
+
+
+def _key_change(action: str, username: str, key: UserKey) -> _Audited:
+    # The key's name and type say which key it was; the key itself is public but long.
+    details = {"user": username, "name": key.name, "key_type": key.public_key.split()[0]}
+    return _Audited(action, "user_key", key, details)
+
+
+def _plain(value: Any) -> Any:
+    """A column value as JSON for the audit log (UUIDs, enums and times as text)."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _policy_change(policy: AccessPolicy, change: str, **extra: Any) -> _Audited:
+    details = {"policy": policy.name, "change": change, **extra}
+    return _Audited("policy.changed", "access_policy", policy, details)
 
 
 def _apply_policies(
@@ -248,6 +353,7 @@ def _apply_policies(
     zones: dict[str, Zone],
     now: datetime,
     report: ApplyReport,
+    trail: list[_Audited],
 ) -> None:
     rows = {p.name: p for p in session.scalars(select(AccessPolicy))}
     tally = report.policies
@@ -263,17 +369,26 @@ def _apply_policies(
         }
         row = rows.get(spec.name)
         if row is None:
-            session.add(AccessPolicy(name=spec.name, **values))
+            created = AccessPolicy(name=spec.name, **values)
+            session.add(created)
             tally.created += 1
+            trail.append(_policy_change(created, "created"))
         else:
-            _count(tally, changed=_sync(row, values))
+            before = {name: _plain(getattr(row, name)) for name in values}
+            changed = _assign(row, values)
+            _count(tally, changed=bool(changed))
+            if changed:
+                diff = {n: {"from": before[n], "to": _plain(values[n])} for n in changed}
+                trail.append(_policy_change(row, "updated", fields=diff))
     declared = {spec.name for spec in manifest.policies}
     for name, row in rows.items():
         if name in declared or row.retired_at is not None:
             continue
         if session.scalar(select(exists().where(SafetyEvent.policy_id == row.id))):
             row.retired_at = now  # safety events still point at it: keep it, governing nothing
+            trail.append(_policy_change(row, "retired"))
         else:
+            trail.append(_policy_change(row, "deleted"))
             session.delete(row)
         tally.retired += 1
 

@@ -93,6 +93,8 @@ class UserSpec:
     roles: tuple[Role, ...]
     tailscale_id: str | None
     keys: tuple[KeySpec, ...] | None
+    # The UniFi Access user id whose granted door accesses check this person in.
+    unifi_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ _DEVICE = (
     "external_id", "kind", "zone", "integration", "display_name",
     "aliases", "capabilities", "connection", "attributes",
 )  # fmt: skip
-_USER = ("username", "display_name", "email", "roles", "tailscale_id", "keys")
+_USER = ("username", "display_name", "email", "roles", "tailscale_id", "unifi_id", "keys")
 _KEY = ("name", "public_key")
 _POLICY = (
     "name", "zone", "intents", "required_roles",
@@ -179,6 +181,8 @@ def build_manifest(data: object) -> LabManifest:
 
     user_entries = _entries(top, "users")
     _unique(problems, user_entries, "username", lambda raw: _raw_text(raw, "username"))
+    # One badge, one person: a UniFi id on two people would check in the wrong one.
+    _unique(problems, user_entries, "unifi_id", lambda raw: _raw_text(raw, "unifi_id"))
     users = [_user(problems, path, raw) for path, raw in user_entries]
 
     policy_entries = _entries(top, "policies")
@@ -398,10 +402,11 @@ def _user(problems: list[ManifestProblem], path: str, raw: object) -> UserSpec |
     role_names = f.texts("roles")
     roles = f.domain(lambda: validate_roles(role_names)) if role_names is not None else None
     tailscale_id = f.text("tailscale_id", required=False, max_length=128)
+    unifi_id = f.text("unifi_id", required=False, max_length=128)
     keys = _keys(f, problems) if f.has("keys") else None
     if not f.ok or username is None or display is None or roles is None:
         return None
-    return UserSpec(username, display, email, tuple(roles), tailscale_id, keys)
+    return UserSpec(username, display, email, tuple(roles), tailscale_id, keys, unifi_id)
 
 
 def _keys(f: Fields, problems: list[ManifestProblem]) -> tuple[KeySpec, ...] | None:

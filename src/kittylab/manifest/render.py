@@ -60,7 +60,7 @@ def render_lab(session: Session) -> str:
         ),
         _table(
             "Users",
-            ("username", "display_name", "roles", "active", "keys"),
+            ("username", "display_name", "roles", "active", "keys", "unifi_id"),
             [
                 (
                     u.username,
@@ -68,6 +68,7 @@ def render_lab(session: Session) -> str:
                     ", ".join(r.value for r in u.roles),
                     _yes(u.active),
                     str(live_keys[u.id]),
+                    u.unifi_user_id or _NONE,
                 )
                 for u in users
             ],

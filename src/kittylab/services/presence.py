@@ -1,26 +1,80 @@
-"""Presence observations and the question "who is in this zone now"."""
+"""Presence observations and the question "who is in this zone now".
+
+Three sources write observations, each audited (``presence.recorded`` or
+``presence.override``) in the same transaction as the row it records:
+
+- ``record_manual``: a person checks in or out (or safety/admin does it for them);
+- ``record_unifi``: a signature-verified UniFi Access door event (see
+  ``kittylab.safety.webhook_signature`` and ``kittylab.domain.unifi_access``);
+- ``record_override``: the safety role states someone's presence, which also leaves an
+  approved ``SafetyEvent`` of type ``override`` naming who did it and why.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from uuid import UUID
 
-from sqlalchemy import select
+from prometheus_client import Counter
+from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
-from kittylab.adapters.db.tables import User, Zone, ZonePresence
-from kittylab.domain.enums import PresenceSource, PresenceStatus
-from kittylab.domain.errors import NotFound
+from kittylab.adapters.db.tables import AuditEntry, SafetyEvent, User, Zone, ZonePresence
+from kittylab.domain.enums import PresenceSource, PresenceStatus, SafetyEventType, SafetyStatus
+from kittylab.domain.errors import NotFound, ValidationFailed
+from kittylab.domain.sanitize import sanitize_text
+from kittylab.domain.unifi_access import DoorEvent
 from kittylab.domain.zones import PresenceObservation, is_present
+from kittylab.services import audit
+
+RECORDED = "presence.recorded"
+OVERRIDE = "presence.override"
+# The audit subject of a UniFi observation is the UniFi event id, so a redelivery of the
+# same event is found by an indexed lookup and recorded once.
+UNIFI_SUBJECT = "unifi_event"
+# Namespace of the per-event advisory lock (two-int form; the audit chain uses the
+# one-bigint form, a separate key space).
+_UNIFI_LOCK_NAMESPACE = 0x0A11
+
+UNIFI_EVENTS = Counter(
+    "kittylab_unifi_webhook_events_total",
+    "UniFi Access webhook deliveries by outcome (recorded, duplicate, ignored reasons, "
+    "refused_<reason> for signature refusals).",
+    ["outcome"],
+)
 
 
-def record_manual(
-    session: Session, *, zone_id: UUID, user_id: UUID, status: PresenceStatus, now: datetime
-) -> ZonePresence:
+def _require(session: Session, zone_id: UUID, user_id: UUID) -> None:
     if session.get(Zone, zone_id) is None:
         raise NotFound("zone", zone_id)
     if session.get(User, user_id) is None:
         raise NotFound("user", user_id)
+
+
+def _details(row: ZonePresence) -> dict[str, str]:
+    return {
+        "source": row.source.value,
+        "status": row.status.value,
+        "zone_id": str(row.zone_id),
+        "user_id": str(row.user_id),
+        "presence_id": str(row.id),
+    }
+
+
+def record_manual(
+    session: Session,
+    *,
+    zone_id: UUID,
+    user_id: UUID,
+    status: PresenceStatus,
+    now: datetime,
+    actor_id: UUID | None = None,
+) -> ZonePresence:
+    """A check-in (``present``) or check-out (``vacated``) by hand. ``actor_id`` is who
+    recorded it (defaults to the person themselves)."""
+    _require(session, zone_id, user_id)
     row = ZonePresence(
         zone_id=zone_id,
         user_id=user_id,
@@ -30,7 +84,220 @@ def record_manual(
     )
     session.add(row)
     session.flush()
+    audit.append(
+        session,
+        action=RECORDED,
+        actor_id=actor_id or user_id,
+        now=now,
+        subject_type="zone_presence",
+        subject_id=row.id,
+        details=_details(row),
+    )
     return row
+
+
+class UnifiOutcome(StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    NOT_DOOR_ACCESS = "not_door_access"
+    DENIED = "access_denied"
+    NO_DOOR = "no_door"
+    NO_ACTOR = "no_actor"
+    UNKNOWN_DOOR = "unknown_door"
+    AMBIGUOUS_DOOR = "ambiguous_door"
+    UNKNOWN_ACTOR = "unknown_actor"
+    INACTIVE_USER = "inactive_user"
+
+    @property
+    def recorded(self) -> bool:
+        return self is UnifiOutcome.RECORDED
+
+
+@dataclass(frozen=True)
+class UnifiResult:
+    outcome: UnifiOutcome
+    reason: str
+    presence: ZonePresence | None = None
+    zone_id: UUID | None = None
+    user_id: UUID | None = None
+
+
+def record_unifi(session: Session, event: DoorEvent, now: datetime) -> UnifiResult:
+    """Record what a verified UniFi Access event says about presence.
+
+    A granted ``access.door.unlock`` at a door listed by exactly one zone, by a UniFi user
+    mapped to an active KittyLab user, records ``present`` in that zone at ``now`` (the
+    server's clock: the event's own times are the controller's). Anything else records
+    nothing and says why; a door listed by several zones is not guessed at. An event id
+    already recorded is a redelivery (``DUPLICATE``); events without an id cannot be told
+    apart, and recording one twice is harmless (a second observation of the same fact)."""
+    result = _classify(session, event)
+    if isinstance(result, UnifiResult):
+        UNIFI_EVENTS.labels(result.outcome.value).inc()
+        return result
+    zone, user = result
+    if event.event_id is not None:
+        # Concurrent redeliveries of one event wait here for each other, so the second
+        # sees the first's audit entry instead of recording again.
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+            {"ns": _UNIFI_LOCK_NAMESPACE, "key": event.event_id},
+        )
+        seen = session.scalar(
+            select(
+                exists().where(
+                    AuditEntry.subject_id == event.event_id,
+                    AuditEntry.subject_type == UNIFI_SUBJECT,
+                    AuditEntry.action == RECORDED,
+                )
+            )
+        )
+        if seen:
+            UNIFI_EVENTS.labels(UnifiOutcome.DUPLICATE.value).inc()
+            return UnifiResult(
+                UnifiOutcome.DUPLICATE,
+                f"event {event.event_id} was already recorded",
+                zone_id=zone.id,
+                user_id=user.id,
+            )
+    row = ZonePresence(
+        zone_id=zone.id,
+        user_id=user.id,
+        source=PresenceSource.UNIFI,
+        status=PresenceStatus.PRESENT,
+        observed_at=now,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        action=RECORDED,
+        actor_id=None,  # the UniFi integration, not a person, made this observation
+        now=now,
+        subject_type=UNIFI_SUBJECT if event.event_id else "zone_presence",
+        subject_id=event.event_id or row.id,
+        details={**_details(row), "door_id": event.door_id or "", "unifi_event": event.event},
+    )
+    UNIFI_EVENTS.labels(UnifiOutcome.RECORDED.value).inc()
+    return UnifiResult(
+        UnifiOutcome.RECORDED,
+        f"{user.display_name} is present in {zone.name}",
+        presence=row,
+        zone_id=zone.id,
+        user_id=user.id,
+    )
+
+
+def _classify(session: Session, event: DoorEvent) -> UnifiResult | tuple[Zone, User]:
+    """The zone and user the event is about, or why it records nothing."""
+    if not event.is_door_access:
+        return UnifiResult(
+            UnifiOutcome.NOT_DOOR_ACCESS,
+            f"{event.event!r} does not report a door access; only access.door.unlock does",
+        )
+    if not event.granted:
+        return UnifiResult(
+            UnifiOutcome.DENIED,
+            f"the door did not open (result {event.result or 'missing'}); nothing recorded",
+        )
+    if event.door_id is None:
+        return UnifiResult(UnifiOutcome.NO_DOOR, "the event names no door (data.location.id)")
+    if event.actor_id is None:
+        return UnifiResult(UnifiOutcome.NO_ACTOR, "the event names no person (data.actor.id)")
+    zones = session.scalars(
+        select(Zone).where(Zone.unifi_door_ids.contains([event.door_id])).order_by(Zone.name)
+    ).all()
+    if not zones:
+        return UnifiResult(
+            UnifiOutcome.UNKNOWN_DOOR,
+            f"door {event.door_id} is in no zone's unifi_door_ids",
+        )
+    if len(zones) > 1:
+        names = ", ".join(z.name for z in zones)
+        return UnifiResult(
+            UnifiOutcome.AMBIGUOUS_DOOR,
+            f"door {event.door_id} is listed by several zones ({names}); list it in one",
+        )
+    zone = zones[0]
+    user = session.scalars(select(User).where(User.unifi_user_id == event.actor_id)).first()
+    if user is None:
+        return UnifiResult(
+            UnifiOutcome.UNKNOWN_ACTOR,
+            f"UniFi user {event.actor_id} is no KittyLab user's unifi_id",
+            zone_id=zone.id,
+        )
+    if not user.active:
+        return UnifiResult(
+            UnifiOutcome.INACTIVE_USER,
+            f"UniFi user {event.actor_id} belongs to {user.username}, who is deactivated",
+            zone_id=zone.id,
+            user_id=user.id,
+        )
+    return zone, user
+
+
+@dataclass(frozen=True)
+class OverrideResult:
+    presence: ZonePresence
+    event: SafetyEvent
+
+
+def record_override(
+    session: Session,
+    *,
+    zone_id: UUID,
+    user_id: UUID,
+    status: PresenceStatus,
+    reason: str,
+    by: UUID,
+    now: datetime,
+) -> OverrideResult:
+    """The safety role states a person's presence (a badge reader is down, someone left
+    without badging out). Records the observation, an approved ``override`` safety event
+    that names who decided it and why, and a ``presence.override`` audit entry. The
+    caller checks the role; this checks the facts."""
+    _require(session, zone_id, user_id)
+    why = sanitize_text(reason, 2000).strip()
+    if not why:
+        raise ValidationFailed("reason", "say why presence is overridden")
+    row = ZonePresence(
+        zone_id=zone_id,
+        user_id=user_id,
+        source=PresenceSource.OVERRIDE,
+        status=status,
+        observed_at=now,
+    )
+    session.add(row)
+    session.flush()
+    event = SafetyEvent(
+        event_type=SafetyEventType.OVERRIDE,
+        zone_id=zone_id,
+        initiated_by=by,
+        approved_by=by,
+        signature=None,
+        status=SafetyStatus.APPROVED,
+        reason=why,
+        details={
+            "override": "presence",
+            "user_id": str(user_id),
+            "status": status.value,
+            "presence_id": str(row.id),
+        },
+        created_at=now,
+        resolved_at=now,
+    )
+    session.add(event)
+    session.flush()
+    audit.append(
+        session,
+        action=OVERRIDE,
+        actor_id=by,
+        now=now,
+        subject_type="safety_event",
+        subject_id=event.id,
+        details={**_details(row), "reason": why},
+    )
+    return OverrideResult(row, event)
 
 
 def _observations(

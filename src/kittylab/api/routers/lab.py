@@ -162,10 +162,15 @@ def check_in(
     c: Annotated[Container, Depends(container)],
 ) -> ZonePresence:
     """Manual check-in (``present``) or check-out (``vacated``) of yourself; the safety and
-    admin roles may record someone else."""
+    admin roles may record someone else. Audited as ``presence.recorded``."""
     user_id = body.user_id or caller.user_id
     if user_id != caller.user_id and not caller.has_any(Role.SAFETY, Role.ADMIN):
         raise PermissionDenied("recording someone else's presence needs the safety role")
     return presence.record_manual(
-        uow, zone_id=body.zone_id, user_id=user_id, status=body.status, now=c.clock()
+        uow,
+        zone_id=body.zone_id,
+        user_id=user_id,
+        status=body.status,
+        now=c.clock(),
+        actor_id=caller.user_id,
     )

@@ -22,14 +22,14 @@ router = APIRouter(prefix="/api/lab", tags=["lab"])
 )
 def apply_lab(
     body: LabApplyRequest,
-    _: AdminCaller,
+    caller: AdminCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> LabApplyReport:
     """Validate a manifest (YAML text) and make the lab match it. With ``dryRun`` nothing
     is stored and the report says what would change."""
     manifest = parse_manifest(body.manifest, "manifest")
-    report = apply_manifest(uow, manifest, c.clock())
+    report = apply_manifest(uow, manifest, c.clock(), actor_id=caller.user_id)
     if body.dry_run:
         uow.rollback()
     return LabApplyReport(

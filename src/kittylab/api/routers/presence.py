@@ -1,0 +1,132 @@
+"""Presence sources beyond the manual check-in: UniFi Access door events, and the safety
+role's override.
+
+``POST /api/presence/unifi`` carries no bearer token. UniFi Access cannot send one; the
+HMAC-SHA256 ``Signature`` header over the raw body, keyed with the endpoint's secret
+(``KITTYLAB_PRESENCE__UNIFI_WEBHOOK_SECRET``), *is* its authentication. The signature is
+checked before the body is parsed and before a database session is opened, so a forged
+or replayed delivery costs one HMAC and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from kittylab.api.auth import SafetyCaller, UnitOfWork, container
+from kittylab.api.schemas import (
+    PresenceOut,
+    PresenceOverride,
+    PresenceOverrideOut,
+    SafetyEventOut,
+    UnifiWebhookResult,
+)
+from kittylab.bootstrap import Container
+from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.unifi_access import parse_event
+from kittylab.safety import webhook_signature
+from kittylab.safety.webhook_signature import SignatureRefused
+from kittylab.services import presence
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/presence", tags=["presence"])
+
+
+async def verified_unifi_body(
+    request: Request, c: Annotated[Container, Depends(container)]
+) -> bytes:
+    """The raw body of a delivery whose signature holds; ``SignatureRefused`` (401,
+    naming the reason) otherwise. Neither the secret nor the signature is ever logged."""
+    body = await request.body()
+    settings = c.settings.presence
+    secret = settings.unifi_webhook_secret
+    try:
+        webhook_signature.verify(
+            secret=secret.get_secret_value().encode("utf-8") if secret else None,
+            header=request.headers.get(webhook_signature.HEADER),
+            body=body,
+            now=c.clock().timestamp(),
+            max_skew=settings.unifi_max_skew_seconds,
+        )
+    except SignatureRefused as exc:
+        presence.UNIFI_EVENTS.labels(f"refused_{exc.reason.value}").inc()
+        log.warning("UniFi webhook refused", extra={"reason": exc.reason.value})
+        raise
+    return body
+
+
+@router.post(
+    "/unifi",
+    response_model=UnifiWebhookResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "A redelivery of an event already recorded."},
+        202: {"description": "Verified and accepted, but it records nothing (see reason)."},
+        401: {
+            "description": "Signature missing, malformed, wrong or outside the time window, "
+            "or no secret configured."
+        },
+    },
+)
+def unifi_webhook(
+    # Declared before the unit of work: FastAPI resolves dependencies in order, so an
+    # unverified delivery never opens a database session.
+    body: Annotated[bytes, Depends(verified_unifi_body)],
+    response: Response,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> UnifiWebhookResult:
+    """A UniFi Access webhook delivery (register this URL in UniFi Access with the
+    ``access.door.unlock`` event; see docs/presence.md). A granted door access by a mapped
+    person at a mapped door records them present (201). Deliveries that say nothing about
+    presence — other events, denied access, unknown door or person — are answered 202
+    with the reason, so UniFi does not retry them; a redelivered event is answered 200 and
+    not recorded twice."""
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        raise ValidationFailed("body", "is not JSON") from None
+    event = parse_event(payload)
+    result = presence.record_unifi(uow, event, c.clock())
+    if result.outcome is presence.UnifiOutcome.DUPLICATE:
+        response.status_code = status.HTTP_200_OK
+    elif not result.outcome.recorded:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return UnifiWebhookResult(
+        outcome=result.outcome.value,
+        recorded=result.outcome.recorded,
+        reason=result.reason,
+        event_id=event.event_id,
+        presence_id=result.presence.id if result.presence else None,
+        zone_id=result.zone_id,
+        user_id=result.user_id,
+    )
+
+
+@router.post("/override", response_model=PresenceOverrideOut, status_code=201)
+def override(
+    body: PresenceOverride,
+    caller: SafetyCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> PresenceOverrideOut:
+    """State someone's presence in a zone (safety and admin roles): when a reader is down,
+    or someone left without badging out. Records the observation (source ``override``), an
+    approved ``override`` safety event naming you and the reason, and an audit entry."""
+    result = presence.record_override(
+        uow,
+        zone_id=body.zone_id,
+        user_id=body.user_id,
+        status=body.status,
+        reason=body.reason,
+        by=caller.user_id,
+        now=c.clock(),
+    )
+    return PresenceOverrideOut(
+        presence=PresenceOut.model_validate(result.presence),
+        safety_event=SafetyEventOut.model_validate(result.event),
+    )
