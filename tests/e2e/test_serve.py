@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -297,3 +298,57 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
         hooks.shutdown()
     assert server.stop() == 0
     assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
+
+
+def test_a_hazardous_unlock_waits_for_a_signed_approval_then_the_door_opens(
+    env: dict[str, str], serve: list[Server], tmp_path: Path
+) -> None:
+    """The whole safety path with real processes: `kittylab send` is held, an admin
+    registers Sam's OpenSSH key with `kittylab keys add`, Sam signs with
+    `kittylab approve` (ssh-keygen -Y sign), and the worker then opens the door."""
+    assert _cli(env, "lab", "apply", "examples/lab.yaml").returncode == 0
+    olivia = _cli(env, "users", "token", "olivia").stdout.strip()
+    sam = _cli(env, "users", "token", "sam").stdout.strip()
+    key = tmp_path / "sam_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sam@lab", "-f", str(key)],
+        check=True,
+    )
+    added = _cli(env, "keys", "add", "sam", str(key) + ".pub", "--name", "laptop")
+    assert added.returncode == 0, added.stdout + added.stderr
+
+    port = _free_port()
+    server = Server(env, port)
+    serve.append(server)
+    server.wait_ready()
+    as_olivia = {**env, "KITTYLAB_URL": server.url, "KITTYLAB_TOKEN": olivia}
+    as_sam = {**env, "KITTYLAB_URL": server.url, "KITTYLAB_TOKEN": sam}
+    auth = {"Authorization": f"Bearer {olivia}"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        devices = httpx.get(server.url + "/api/devices?limit=100", headers=auth, timeout=10)
+        door = next(d for d in devices.json()["items"] if d["externalId"] == "cnc-door")
+        if door["onlineState"] == "online":
+            break
+        time.sleep(0.5)
+
+    held = _cli(as_olivia, "send", "cnc-door", "door_unlock")
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "waiting for safety approval" in held.stdout
+    assert "1 signed approval by safety" in held.stdout
+    found = re.search(r"\(event\s+([0-9a-f-]{36})\)", held.stdout)
+    assert found is not None, held.stdout
+    event_id = found.group(1)
+
+    refused = _cli(as_olivia, "approve", event_id, "--key", str(key))
+    assert refused.returncode == 1
+    assert "cannot approve their own request" in refused.stderr
+
+    approved = _cli(as_sam, "approve", event_id, "--key", str(key))
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    event = httpx.get(f"{server.url}/api/safety/events/{event_id}", headers=auth, timeout=10)
+    command_url = f"{server.url}/api/commands/{event.json()['commandId']}"
+    assert _wait_for_status(command_url, auth, "acked", 30) == "acked"
+    state = httpx.get(f"{server.url}/api/devices/{door['id']}/state", headers=auth, timeout=10)
+    assert state.json()["state"]["locked"] is False
+    assert server.stop() == 0

@@ -376,18 +376,25 @@ def test_safety_override_records_presence_an_approved_safety_event_and_an_audit_
         assert entry.subject_id == str(event.id)
 
 
-def test_an_operator_cannot_override_presence(
-    client: TestClient, database: Database, operator: Person, laser: UUID, clock: list[datetime]
+@pytest.mark.parametrize("who", ["operator", "admin"])
+def test_only_the_safety_role_overrides_presence(
+    client: TestClient,
+    database: Database,
+    who: str,
+    request: pytest.FixtureRequest,
+    laser: UUID,
+    clock: list[datetime],
 ) -> None:
+    person: Person = request.getfixturevalue(who)
     response = client.post(
         "/api/presence/override",
         json={
             "zoneId": str(laser),
-            "userId": str(operator.user_id),
+            "userId": str(person.user_id),
             "status": "present",
             "reason": "trust me",
         },
-        headers=operator.headers,
+        headers=person.headers,
     )
     assert response.status_code == 403
     with database.unit_of_work() as session:

@@ -138,6 +138,7 @@ class PolicyOut(CamelModel):
     required_roles: list[Role]
     requires_dual_confirm: bool
     requires_presence: bool
+    presence_of: str
     pqe_checks: dict[str, Any]
     retired_at: datetime | None
     created_at: datetime

@@ -111,7 +111,8 @@ def send(
         bool, typer.Option(help="Wait until the device confirms or the command fails.")
     ] = True,
 ) -> None:
-    """Send one command and follow it until the device's state confirms it."""
+    """Send one command and follow it until the device's state confirms it. A hazardous
+    one is held for safety approval: the event id and what it still needs are printed."""
     payload = parse_arguments(arguments or [])
     client = ApiClient(url)
     try:
@@ -123,6 +124,16 @@ def send(
             f"/api/device/{target['id']}/command", {"intent": intent, "payload": payload}
         )
         command_id = accepted["commandId"]
+        if accepted["status"] == "awaiting_confirmation":
+            event = accepted["hazardEventId"]
+            console.print(
+                f"[yellow]waiting for safety approval[/yellow]: {intent} → "
+                f"{target['externalId']} is held (event {event}); nothing was sent"
+            )
+            for need in accepted.get("missing", []):
+                console.print(f"  still missing: {need}")
+            console.print(f"  approvers sign with: kittylab approve {event} --key KEYFILE")
+            return
         console.print(f"{intent} → {target['externalId']}: accepted ({command_id})")
         if not wait:
             return

@@ -82,6 +82,10 @@ def render(data: dict[str, Any]) -> str:
         lines.append("  !! WAITING FOR SAFETY APPROVAL — nothing was sent to the device")
         where = f"zone {hazard.get('zone')}, hazard {hazard.get('hazardLevel')}"
         lines.append(f"     {hazard.get('intent')} on {hazard.get('device')} ({where})")
+        for need in hazard.get("missing", []):
+            lines.append(f"     still missing: {need}")
+        if hazard.get("eventId"):
+            lines.append(f"     approvers: kittylab approve {hazard['eventId']} --key KEYFILE")
         for policy in hazard.get("policies", []):
             needs = [f"approver role: {' or '.join(policy['requiredRoles'])}"]
             if policy.get("requiresDualConfirm"):

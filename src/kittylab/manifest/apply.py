@@ -364,6 +364,7 @@ def _apply_policies(
             "required_roles": list(spec.required_roles),
             "requires_dual_confirm": spec.requires_dual_confirm,
             "requires_presence": spec.requires_presence,
+            "presence_of": spec.presence_of,
             "pqe_checks": copy.deepcopy(spec.pqe_checks),
             "retired_at": None,
         }

@@ -109,6 +109,7 @@ class PolicySpec:
     requires_dual_confirm: bool
     requires_presence: bool
     pqe_checks: dict[str, Any]
+    presence_of: str = "initiator"
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ _USER = ("username", "display_name", "email", "roles", "tailscale_id", "unifi_id
 _KEY = ("name", "public_key")
 _POLICY = (
     "name", "zone", "intents", "required_roles",
-    "requires_dual_confirm", "requires_presence", "pqe_checks",
+    "requires_dual_confirm", "requires_presence", "presence_of", "pqe_checks",
 )  # fmt: skip
 
 
@@ -479,6 +480,11 @@ def _policy(
     )
     dual = f.flag("requires_dual_confirm")
     presence = f.flag("requires_presence")
+    presence_of = f.text("presence_of", required=False, max_length=16) or "initiator"
+    if presence_of not in ("initiator", "approver"):
+        f.fail(
+            "presence_of", "must be 'initiator' (the person asking) or 'approver' (each approver)"
+        )
     pqe_checks = _pqe_checks(f)
     hazard = hazards.get(zone or "")
     if not f.ok or name is None or zone is None or intents is None or roles is None:
@@ -494,6 +500,7 @@ def _policy(
         # The data model: high-hazard zones enforce presence as well as two approvers.
         requires_presence=presence or hazard is HazardLevel.HIGH,
         pqe_checks=pqe_checks,
+        presence_of=presence_of,
     )
 
 

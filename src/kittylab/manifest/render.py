@@ -83,7 +83,7 @@ def render_lab(session: Session) -> str:
                     "(retired)" if p.retired_at else ", ".join(p.intents),
                     ", ".join(r.value for r in p.required_roles),
                     _yes(p.requires_dual_confirm),
-                    _yes(p.requires_presence),
+                    f"yes ({p.presence_of})" if p.requires_presence else _NONE,
                     ", ".join(p.pqe_checks.get("required", [])) or _NONE,
                 )
                 for p in policies

@@ -74,9 +74,7 @@ def policy_facts(session: Session, zone_id: UUID) -> list[policy.PolicyFact]:
             requires_dual_confirm=p.requires_dual_confirm,
             requires_presence=p.requires_presence,
             ppe=tuple(str(i) for i in (p.pqe_checks or {}).get("required", [])),
-            presence_of=policy.PresenceOf(
-                (p.pqe_checks or {}).get("presence_of", policy.PresenceOf.INITIATOR.value)
-            ),
+            presence_of=policy.PresenceOf(p.presence_of),
         )
         for p in rows
     ]

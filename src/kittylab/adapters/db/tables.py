@@ -390,11 +390,14 @@ class AccessPolicy(Base):
     required_roles: Mapped[list[Role]] = mapped_column(ARRAY(ROLE), nullable=False)
     requires_dual_confirm: Mapped[bool] = mapped_column(Boolean, nullable=False)
     requires_presence: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # Whose presence counts: the person asking, or each approver.
+    presence_of: Mapped[str] = mapped_column(String(16), nullable=False, server_default="initiator")
     pqe_checks: Mapped[dict[str, Any]] = jsonb()
     retired_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = created()
     __table_args__ = (
         CheckConstraint("cardinality(required_roles) > 0", name="required_roles_not_empty"),
+        CheckConstraint("presence_of IN ('initiator', 'approver')", name="presence_of_known"),
     )
 
 

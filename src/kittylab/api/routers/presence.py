@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from kittylab.api.auth import SafetyCaller, UnitOfWork, container
+from kittylab.api.auth import UnitOfWork, container, require
 from kittylab.api.schemas import (
     PresenceOut,
     PresenceOverride,
@@ -25,7 +25,9 @@ from kittylab.api.schemas import (
     UnifiWebhookResult,
 )
 from kittylab.bootstrap import Container
+from kittylab.domain.enums import Role
 from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.principal import Principal
 from kittylab.domain.unifi_access import parse_event
 from kittylab.safety import webhook_signature
 from kittylab.safety.webhook_signature import SignatureRefused
@@ -107,14 +109,18 @@ def unifi_webhook(
     )
 
 
+SafetyOnly = Annotated[Principal, Depends(require(Role.SAFETY))]
+
+
 @router.post("/override", response_model=PresenceOverrideOut, status_code=201)
 def override(
     body: PresenceOverride,
-    caller: SafetyCaller,
+    caller: SafetyOnly,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> PresenceOverrideOut:
-    """State someone's presence in a zone (safety and admin roles): when a reader is down,
+    """State someone's presence in a zone (the safety role only: presence is what hazardous
+    approvals rest on, and an admin is not a safety officer): when a reader is down,
     or someone left without badging out. Records the observation (source ``override``), an
     approved ``override`` safety event naming you and the reason, and an audit entry."""
     result = presence.record_override(

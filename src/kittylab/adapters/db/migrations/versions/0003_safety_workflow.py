@@ -1,6 +1,6 @@
 """The safety workflow: signed approvals (a nonce used once), lockout/tagout, the
-hash-chained audit log (append-only, like routing decisions) and the UniFi Access
-identity of a user.
+hash-chained audit log (append-only, like routing decisions), the UniFi Access
+identity of a user, and whose presence an access policy requires.
 
 Revision ID: 0003
 Revises: 0002
@@ -24,6 +24,15 @@ EMPTY_JSON = sa.text("'{}'::jsonb")
 
 def upgrade() -> None:
     op.add_column("users", sa.Column("unifi_user_id", sa.String(128), nullable=True))
+    op.add_column(
+        "access_policies",
+        sa.Column("presence_of", sa.String(16), server_default="initiator", nullable=False),
+    )
+    op.create_check_constraint(
+        op.f("ck_access_policies_presence_of_known"),
+        "access_policies",
+        "presence_of IN ('initiator', 'approver')",
+    )
     op.create_unique_constraint(op.f("uq_users_unifi_user_id"), "users", ["unifi_user_id"])
 
     op.create_table(
@@ -127,5 +136,9 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     op.drop_table("device_locks")
     op.drop_table("safety_approvals")
+    op.drop_constraint(
+        op.f("ck_access_policies_presence_of_known"), "access_policies", type_="check"
+    )
+    op.drop_column("access_policies", "presence_of")
     op.drop_constraint(op.f("uq_users_unifi_user_id"), "users", type_="unique")
     op.drop_column("users", "unifi_user_id")
