@@ -245,14 +245,17 @@ def _family(text: str) -> Family:
 
 
 def _to_mm(number: str, unit: str | None, default_unit: str) -> float:
+    return _number(number) * _UNIT_MM[_unit_key(unit) if unit else default_unit]
+
+
+def _number(number: str) -> float:
+    """A decimal or a fraction (``3/8``); a zero denominator is the prompt's fault."""
     if "/" in number:
         top, bottom = number.split("/", 1)
         if float(bottom) == 0:
             raise ValidationFailed("prompt", f"'{number}' divides by zero")
-        value = float(top) / float(bottom)
-    else:
-        value = float(number)
-    return value * _UNIT_MM[_unit_key(unit) if unit else default_unit]
+        return float(top) / float(bottom)
+    return float(number)
 
 
 def _unit_key(unit: str) -> str:
@@ -394,7 +397,7 @@ def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
         quantity = tokens[choice][4]
         assert quantity is not None
         if attribute in _RAW_NUMBERS:
-            value = float(quantity.group("n"))
+            value = _number(quantity.group("n"))
         else:
             value = _to_mm(quantity.group("n"), quantity.group("u"), unit)
         start = min(tokens[index][0], quantity.start())
