@@ -75,15 +75,7 @@ def record_manual(
     """A check-in (``present``) or check-out (``vacated``) by hand. ``actor_id`` is who
     recorded it (defaults to the person themselves)."""
     _require(session, zone_id, user_id)
-    row = ZonePresence(
-        zone_id=zone_id,
-        user_id=user_id,
-        source=PresenceSource.MANUAL,
-        status=status,
-        observed_at=now,
-    )
-    session.add(row)
-    session.flush()
+    row = _observe(session, zone_id, user_id, PresenceSource.MANUAL, status, now)
     audit.append(
         session,
         action=RECORDED,
@@ -160,15 +152,7 @@ def record_unifi(session: Session, event: DoorEvent, now: datetime) -> UnifiResu
                 zone_id=zone.id,
                 user_id=user.id,
             )
-    row = ZonePresence(
-        zone_id=zone.id,
-        user_id=user.id,
-        source=PresenceSource.UNIFI,
-        status=PresenceStatus.PRESENT,
-        observed_at=now,
-    )
-    session.add(row)
-    session.flush()
+    row = _observe(session, zone.id, user.id, PresenceSource.UNIFI, PresenceStatus.PRESENT, now)
     audit.append(
         session,
         action=RECORDED,
@@ -260,15 +244,7 @@ def record_override(
     why = sanitize_text(reason, 2000).strip()
     if not why:
         raise ValidationFailed("reason", "say why presence is overridden")
-    row = ZonePresence(
-        zone_id=zone_id,
-        user_id=user_id,
-        source=PresenceSource.OVERRIDE,
-        status=status,
-        observed_at=now,
-    )
-    session.add(row)
-    session.flush()
+    row = _observe(session, zone_id, user_id, PresenceSource.OVERRIDE, status, now)
     event = SafetyEvent(
         event_type=SafetyEventType.OVERRIDE,
         zone_id=zone_id,
@@ -326,3 +302,19 @@ def present_users(session: Session, zone_id: UUID, now: datetime, ttl: timedelta
     observations = _observations(session, zone_id, now - ttl)
     users = {o.user_id for o in observations}
     return sorted(u for u in users if is_present(observations, u, zone_id, now, ttl))
+
+
+def _observe(
+    session: Session,
+    zone_id: UUID,
+    user_id: UUID,
+    source: PresenceSource,
+    status: PresenceStatus,
+    now: datetime,
+) -> ZonePresence:
+    row = ZonePresence(
+        zone_id=zone_id, user_id=user_id, source=source, status=status, observed_at=now
+    )
+    session.add(row)
+    session.flush()
+    return row

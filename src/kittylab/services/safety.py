@@ -171,14 +171,13 @@ def hold(
     event.details = {**event.details, "command_id": str(command.id)}
     session.flush()
     _notify_approvers(session, event, device, intent, requirements, context.notify)
-    audit.append(
+    _audit(
         session,
-        action="safety.requested",
-        actor_id=requested_by,
-        now=now,
-        subject_type="safety_event",
-        subject_id=event.id,
-        details={
+        "safety.requested",
+        requested_by,
+        event.id,
+        now,
+        {
             "intent": intent,
             "device": device.external_id,
             "command_id": str(command.id),
@@ -432,14 +431,13 @@ def approve(
         outcome.command_id = UUID(command_id) if isinstance(command_id, str) else None
         outcome.notifications = _notify_initiator(session, event, "approved", context.notify)
     session.flush()
-    audit.append(
+    _audit(
         session,
-        action="safety.approved" if outcome.approved else "safety.approval",
-        actor_id=approver.user_id,
-        now=now,
-        subject_type="safety_event",
-        subject_id=event.id,
-        details={**details, "nonce": request.nonce, "ppe": sorted(set(request.ppe))},
+        "safety.approved" if outcome.approved else "safety.approval",
+        approver.user_id,
+        event.id,
+        now,
+        {**details, "nonce": request.nonce, "ppe": sorted(set(request.ppe))},
     )
     return outcome
 
@@ -534,14 +532,13 @@ def _signing_key(session: Session, approver: Principal, request: ApprovalRequest
 def _refused(
     session: Session, outcome: ApprovalOutcome, approver: Principal, now: datetime
 ) -> ApprovalOutcome:
-    audit.append(
+    _audit(
         session,
-        action="safety.approval_refused",
-        actor_id=approver.user_id,
-        now=now,
-        subject_type="safety_event",
-        subject_id=outcome.event.id,
-        details={"reason": outcome.refusal or ""},
+        "safety.approval_refused",
+        approver.user_id,
+        outcome.event.id,
+        now,
+        {"reason": outcome.refusal or ""},
     )
     return outcome
 
@@ -592,15 +589,7 @@ def _decide_denied(
             )
     session.flush()
     _notify_initiator(session, event, "denied", notify)
-    audit.append(
-        session,
-        action=action,
-        actor_id=by,
-        now=now,
-        subject_type="safety_event",
-        subject_id=event.id,
-        details={"reason": reason, "command_id": command_id},
-    )
+    _audit(session, action, by, event.id, now, {"reason": reason, "command_id": command_id})
 
 
 def expire_due(
@@ -647,4 +636,24 @@ def _notify_initiator(
         settings,
         related_safety_event_id=event.id,
         idempotency_key=f"safety:{event.id}:{outcome}",
+    )
+
+
+def _audit(
+    session: Session,
+    action: str,
+    actor_id: UUID | None,
+    event_id: UUID,
+    now: datetime,
+    details: dict[str, Any],
+) -> None:
+    """Append a safety-event entry to the audit chain; last in the transaction."""
+    audit.append(
+        session,
+        action=action,
+        actor_id=actor_id,
+        now=now,
+        subject_type="safety_event",
+        subject_id=event_id,
+        details=details,
     )
