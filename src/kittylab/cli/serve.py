@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # amqtt waits for its client sessions to close; one that never answers must not keep the
 # embedded PostgreSQL (stopped after this) running.
 _BROKER_STOP_SECONDS = 5
+_TASK_STOP_SECONDS = 5
 
 
 def _graceful_exit(signum: int, frame: FrameType | None) -> None:
@@ -67,15 +68,21 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     background: list[asyncio.Task[None]] = []
     bus = container.bus
     if bus is not None:
-        background.append(asyncio.create_task(bus.run()))
+        background.append(asyncio.create_task(bus.run(), name="mqtt-bus"))
         # Only the server stores bus telemetry; workers elsewhere would store it twice.
         ingest = TelemetryIngest(container.database, container.clock)
         ingest.attach(bus)
-        background.append(asyncio.create_task(ingest.run()))
+        background.append(asyncio.create_task(ingest.run(), name="telemetry-ingest"))
         bootstrap.monitor_ingest(container).attach(bus)
-    background.append(asyncio.create_task(bootstrap.print_tracker(container).run()))
-    background.append(asyncio.create_task(bootstrap.device_poller(container).run()))
-    background.append(asyncio.create_task(bootstrap.print_watcher(container).run()))
+    background.append(
+        asyncio.create_task(bootstrap.print_tracker(container).run(), name="print-tracker")
+    )
+    background.append(
+        asyncio.create_task(bootstrap.device_poller(container).run(), name="device-poller")
+    )
+    background.append(
+        asyncio.create_task(bootstrap.print_watcher(container).run(), name="print-watcher")
+    )
     sim = container.settings.simulator
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)
@@ -88,7 +95,8 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
                     tick_seconds=sim.tick_seconds,
                     report_every_seconds=sim.report_interval_seconds,
                     reload_every_seconds=sim.reload_interval_seconds,
-                )
+                ),
+                name="simulators",
             )
         )
     try:
@@ -99,9 +107,7 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     finally:
         # Each stage is logged with its duration: a stop that hangs says where.
         started = time.monotonic()
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await _stop_all(background)
         log.info("background tasks stopped in %.1f s", time.monotonic() - started)
         if broker is not None:
             started = time.monotonic()
@@ -112,6 +118,31 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
             log.info("embedded MQTT broker stopped in %.1f s", time.monotonic() - started)
         # asyncio.run now joins the thread pool: blocking work still running ends first.
         log.info("waiting for running threads to finish")
+
+
+async def _stop_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and wait for them, but not forever: a task that does
+    not end within ``_TASK_STOP_SECONDS`` is named with where it is stuck, cancelled
+    again, and left behind, so one stuck client cannot keep the server (and its embedded
+    PostgreSQL) from stopping."""
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=_TASK_STOP_SECONDS)
+    for task in stuck:
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(
+            f"{f.f_code.co_name} ({f.f_code.co_filename}:{f.f_lineno})" for f in frames
+        )
+        log.warning(
+            "background task %s did not stop in %d s; stuck in %s",
+            task.get_name(),
+            _TASK_STOP_SECONDS,
+            where or "?",
+        )
+        task.cancel()
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("background task %s ended with %r", task.get_name(), task.exception())
 
 
 async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Server) -> None:
