@@ -29,24 +29,49 @@ _BROKER_STOP_SECONDS = 5
 _TASK_STOP_SECONDS = 5
 
 
-def _graceful_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+class _StopSignals:
+    """SIGTERM and SIGINT for ``kittylab serve``.
+
+    Before the event loop runs (starting PostgreSQL, migrating), a signal raises
+    ``SystemExit``, so the ``with`` blocks release the embedded PostgreSQL and the
+    data-dir lock. While the loop runs, uvicorn handles signals itself and, once it has
+    shut down, raises the signal again; an exception raised from a signal handler then
+    would land at an arbitrary point inside the event loop, possibly in the middle of a
+    task's step, leaving that task unfinishable and the shutdown hanging. So while the
+    loop runs a signal only asks the server to stop, and the loop ends normally."""
+
+    def __init__(self) -> None:
+        self.loop_running = False
+        self.requested = False
+        self.server: uvicorn.Server | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.loop_running:
+            raise SystemExit(0)
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+_signals = _StopSignals()
 
 
 def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) -> None:
-    # uvicorn re-raises the signal that stopped it once it has shut down. Making SIGTERM an
-    # exception (as SIGINT already is) lets the embedded PostgreSQL and the data-dir lock be
-    # released by the ``with`` blocks below instead of dying with the process.
-    signal.signal(signal.SIGTERM, _graceful_exit)
+    _signals.install()
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
             bootstrap.prewarm_cad(container)
             typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
+            _signals.loop_running = True
             try:
-                with contextlib.suppress(KeyboardInterrupt):
-                    asyncio.run(_serve(container, host, port, with_workers))
+                asyncio.run(_serve(container, host, port, with_workers))
             finally:
+                _signals.loop_running = False
                 log.info("closing the database and the artifact store")
 
 
@@ -62,6 +87,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     )
     _size_thread_pool(container.settings.jobs.concurrency)
     server = uvicorn.Server(config)
+    _signals.server = server
+    # A stop asked for while starting up: uvicorn starts, sees it, and shuts down.
+    server.should_exit = _signals.requested
     broker = bootstrap.embedded_broker(container.settings)
     if broker is not None:
         await broker.start()
