@@ -104,6 +104,16 @@ def test_a_later_check_out_cancels_presence() -> None:
     assert not is_present(observations, user, zone, NOW, ttl)
 
 
+def test_a_check_out_at_the_same_instant_as_a_check_in_wins() -> None:
+    user, zone, ttl = uuid4(), uuid4(), timedelta(minutes=15)
+    both = [
+        _obs(user, zone, PresenceStatus.PRESENT, 5),
+        _obs(user, zone, PresenceStatus.VACATED, 5),
+    ]
+    assert not is_present(both, user, zone, NOW, ttl)
+    assert not is_present(list(reversed(both)), user, zone, NOW, ttl)
+
+
 def test_presence_in_another_zone_does_not_count() -> None:
     user, zone, ttl = uuid4(), uuid4(), timedelta(minutes=15)
     assert not is_present([_obs(user, uuid4(), PresenceStatus.PRESENT, 1)], user, zone, NOW, ttl)

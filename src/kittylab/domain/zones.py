@@ -51,12 +51,17 @@ def is_present(
     ttl: timedelta,
 ) -> bool:
     """True when the newest observation of this user in this zone says ``present`` and is
-    younger than ``ttl``. A later ``vacated`` or ``unknown`` cancels an earlier check-in."""
+    younger than ``ttl``. A later ``vacated`` or ``unknown`` cancels an earlier check-in;
+    at the same instant, it wins too (fail closed: presence unlocks hazardous approvals)."""
     newest: PresenceObservation | None = None
     for obs in observations:
         if obs.user_id != user_id or obs.zone_id != zone_id:
             continue
-        if newest is None or obs.observed_at > newest.observed_at:
+        if (
+            newest is None
+            or obs.observed_at > newest.observed_at
+            or (obs.observed_at == newest.observed_at and obs.status is not PresenceStatus.PRESENT)
+        ):
             newest = obs
     if newest is None or newest.status is not PresenceStatus.PRESENT:
         return False

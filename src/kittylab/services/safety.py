@@ -224,6 +224,19 @@ def _notify_approvers(
 # -- reading -------------------------------------------------------------------------------
 
 
+def event_message(event: SafetyEvent, now: datetime) -> dict[str, Any]:
+    """What ``kitty/safety/<eventId>`` carries on each change of the event."""
+    return {
+        "eventId": str(event.id),
+        "type": event.event_type.value,
+        "status": event.status.value,
+        "intent": event.details.get("intent"),
+        "deviceId": str(event.device_id) if event.device_id else None,
+        "expiresAt": event.expires_at.isoformat() if event.expires_at else None,
+        "at": now.isoformat(),
+    }
+
+
 def get(session: Session, event_id: UUID, *, for_update: bool = False) -> SafetyEvent:
     event = session.get(
         SafetyEvent, event_id, with_for_update=for_update, populate_existing=for_update

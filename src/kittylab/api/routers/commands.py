@@ -9,9 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, status
 
 from kittylab import bootstrap
+from kittylab.adapters.db.tables import SafetyEvent
 from kittylab.api.auth import UnitOfWork, container, require
 from kittylab.api.schemas import CommandAccepted, CommandRequest
 from kittylab.bootstrap import Container
+from kittylab.domain import topics
 from kittylab.domain.enums import Role, SafetyStatus
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
 from kittylab.domain.principal import Principal
@@ -73,6 +75,7 @@ def send_command(
                 uow, event, c.clock(), bootstrap.safety_context(c.settings).presence_ttl
             )["missing"]
             uow.commit()
+            _announce(c, event)
             return CommandAccepted(
                 command_id=command.id,
                 status="awaiting_confirmation",
@@ -94,3 +97,10 @@ def send_command(
     return CommandAccepted(
         command_id=command.id, status=accepted_status, hazard_event_id=command.safety_event_id
     )
+
+
+def _announce(c: Container, event: SafetyEvent) -> None:
+    """A held command is news for wall terminals and approvers' clients: the pending
+    event goes out on ``kitty/safety/<eventId>`` like its later decision."""
+    if c.bus is not None:
+        c.bus.publish(topics.safety(event.id), safety.event_message(event, c.clock()))

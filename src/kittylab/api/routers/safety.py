@@ -145,13 +145,4 @@ def _defer_notifications(c: Container, rows: list[Notification]) -> None:
 def _publish(c: Container, event: SafetyEvent) -> None:
     if c.bus is None:
         return
-    c.bus.publish(
-        topics.safety(event.id),
-        {
-            "eventId": str(event.id),
-            "type": event.event_type.value,
-            "status": event.status.value,
-            "deviceId": str(event.device_id) if event.device_id else None,
-            "at": c.clock().isoformat(),
-        },
-    )
+    c.bus.publish(topics.safety(event.id), safety.event_message(event, c.clock()))
