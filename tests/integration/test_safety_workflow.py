@@ -8,7 +8,9 @@ in, and PPE confirmed with each approval.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import secrets
 import threading
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
 from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
     AuditEntry,
@@ -39,6 +42,7 @@ from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.safety.approval_payload import ApprovalPayload
 from kittylab.safety.signatures import parse_public_key
 from kittylab.services import audit, dispatch, identity, locks, presence, safety
+from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
 
 MAX_DELAY = timedelta(seconds=60)
 
@@ -518,3 +522,33 @@ def test_bad_approval_input_is_422_naming_the_field(lab: Lab) -> None:
     assert status == 422 and body["field"] == "signature"
     status, body = lab.approve("sam", asked["hazardEventId"], signature="!!not base64!!")
     assert status == 403 and "signature" in body["detail"]
+
+
+def test_a_held_command_and_its_approval_are_announced_on_the_bus(lab: Lab) -> None:
+    port = free_port()
+    address = BrokerAddress("127.0.0.1", port)
+    lab.container.bus = MqttBus(address, FAST, role="server")  # not running: outbox keeps it
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+
+    async def deliver() -> list[dict[str, object]]:
+        seen: list[dict[str, object]] = []
+
+        async def collect(_: str, payload: bytes) -> None:
+            seen.append(json.loads(payload))
+
+        assert lab.container.bus is not None
+        async with embedded_broker(port), running_bus(address, "wall-terminal") as terminal:
+            terminal.subscribe(f"kitty/safety/{asked['hazardEventId']}", collect)
+            await asyncio.sleep(0.1)
+            sender = asyncio.create_task(lab.container.bus.run())
+            await eventually(lambda: len(seen) >= 2)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return seen
+
+    messages = asyncio.run(deliver())
+    assert [(m["status"], m["intent"]) for m in messages] == [
+        ("pending", "power_on"),
+        ("approved", "power_on"),
+    ]
