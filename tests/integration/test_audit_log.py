@@ -159,9 +159,13 @@ def test_details_and_times_read_back_from_jsonb_hash_identically(database: Datab
     assert read["floats"][2] == 10**20 and read["unicode"] == details["unicode"]
 
 
-def test_the_trigger_refuses_updates_and_deletes(database: Database) -> None:
+def test_the_triggers_refuse_updates_deletes_and_truncate(database: Database) -> None:
     _append(database, 2)
-    for statement in ("UPDATE audit_log SET action = 'x.y'", "DELETE FROM audit_log"):
+    for statement in (
+        "UPDATE audit_log SET action = 'x.y'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ):
         with (
             pytest.raises(IntegrityError, match="audit_log is append-only"),
             database.unit_of_work() as session,

@@ -129,9 +129,18 @@ def upgrade() -> None:
         FOR EACH ROW EXECUTE FUNCTION kittylab_refuse_change();
         """
     )
+    # TRUNCATE fires no row trigger; without this it would empty the chain silently.
+    op.execute(
+        """
+        CREATE TRIGGER audit_log_no_truncate
+        BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION kittylab_refuse_change();
+        """
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
     op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
     op.drop_table("audit_log")
     op.drop_table("device_locks")
