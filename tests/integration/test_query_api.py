@@ -6,6 +6,8 @@ clients are tested against real peers in test_query_tiers.py."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -38,9 +40,13 @@ class FakeAnswerer:
     fail: bool = False
     cost_per_call: Decimal | None = None
     calls: list[str] = field(default_factory=list)
+    gate: threading.Event | None = None
+    """When set, ``answer`` waits for it: a paid call still under way."""
 
     def answer(self, question: str) -> TierAnswer:
         self.calls.append(question)
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
         if self.fail:
             raise ModelUnavailable("connection refused")
         return TierAnswer(self.reply, self.model, input_tokens=1000, output_tokens=500)
@@ -345,6 +351,33 @@ def test_escalation_over_the_daily_budget_is_refused_and_recorded(
     assert "daily budget" in body["routing"]["escalationReason"]
     assert not lab.frontier.calls
     assert len(_decisions(lab.database)) == 1
+
+
+def test_concurrent_questions_cannot_overshoot_the_daily_budget_together(
+    lab: Lab, operator: Person
+) -> None:
+    # Each MCP call costs 0.30 of a 0.50 budget: one fits, two at once would not.
+    lab.mcp.cost_per_call = Decimal("0.3")
+    lab.mcp.gate = threading.Event()
+    lab.rewire(daily_budget_usd=Decimal("0.5"), prices={})
+    question = "what do titanium powder prices look like this week?"
+    answers: list[Any] = []
+    first = threading.Thread(target=lambda: answers.append(lab.ask(operator, question).json()))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not lab.mcp.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lab.mcp.calls, "the first paid call never started"
+    second = lab.ask(operator, question + " (again)").json()  # while the first is under way
+    lab.mcp.gate.set()
+    first.join(timeout=30)
+    assert second["routing"]["outcome"] == "refused"
+    assert "mcp refused: the daily budget" in second["routing"]["escalationReason"]
+    assert answers[0]["routing"]["selectedTier"] == "mcp"
+    assert len(lab.mcp.calls) == 1
+    # Once the first is recorded its cost counts from the database, and the hold is gone.
+    third = lab.ask(operator, question + " (later)").json()
+    assert "spent $0.3000" in third["routing"]["escalationReason"]
 
 
 def test_mcp_call_over_the_daily_budget_is_refused(lab: Lab, operator: Person) -> None:

@@ -126,6 +126,8 @@ class _Turn:
     requested_tier: Tier | None = None
     model: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    reserved: Decimal = Decimal(0)
+    """Budget held for this turn's paid call until its decision is recorded."""
     cad_reply: str | None = None
     """Set when step 2 started CAD generation (outside any transaction: a build can take
     a minute, and the conversation row is locked while step 3 records the turn)."""
@@ -156,6 +158,10 @@ class QueryService:
         self.publisher = publisher
         self.cad = cad
         self._vocabulary_lock = threading.Lock()
+        # Paid calls under way, per person: the budget counts them before their decisions
+        # are recorded, so concurrent questions cannot overshoot it together.
+        self._budget_lock = threading.Lock()
+        self._in_flight: dict[UUID, Decimal] = {}
         self._cached_vocabulary: tuple[float, LabVocabulary] | None = None
         self.cache = cache or AnswerCache(
             settings.cache_max_entries, settings.cache_ttl_seconds, time.monotonic
@@ -189,13 +195,19 @@ class QueryService:
         else:
             understanding = self.understander.understand(text, vocabulary, context)
             understanding = self._gate_model_reading(understanding)
-            self._route(text, understanding, turn, caller.user_id)
-            self._start_cad(understanding, turn, caller, conversation_id)
-        with self.database.unit_of_work() as session:
-            result = self._record(
-                session, caller, request, conversation_id, understanding, turn, context,
-                vocabulary, started,
-            )  # fmt: skip
+        try:
+            if understanding is not None:
+                self._route(text, understanding, turn, caller.user_id)
+                self._start_cad(understanding, turn, caller, conversation_id)
+            with self.database.unit_of_work() as session:
+                result = self._record(
+                    session, caller, request, conversation_id, understanding, turn, context,
+                    vocabulary, started,
+                )  # fmt: skip
+        finally:
+            # Recorded (its cost now counts in the database), or failed: either way the
+            # hold is over.
+            self._release(caller.user_id, turn)
         self._publish(result.conversation_id, result.context)
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
@@ -311,13 +323,32 @@ class QueryService:
         return self._within_budget(estimate, tier, user_id, turn), estimate
 
     def _within_budget(self, estimate: Decimal, tier: Tier, user_id: UUID, turn: _Turn) -> bool:
+        """Whether today's recorded spend, the calls of this person still under way and
+        ``estimate`` fit the budget; if so ``estimate`` is held for this turn."""
         with self.database.unit_of_work() as session:
             spent = spent_today(session, user_id, self.clock())
-        check = check_budget(spent, estimate, self.settings.daily_budget_usd)
+        with self._budget_lock:
+            held = self._in_flight.get(user_id, Decimal(0)) - turn.reserved
+            check = check_budget(spent + held, estimate, self.settings.daily_budget_usd)
+            if check.allowed:
+                # A turn that tries a second tier replaces its hold, never adds to it.
+                self._in_flight[user_id] = held + estimate
+                turn.reserved = estimate
         if not check.allowed:
             turn.outcome = Outcome.REFUSED
             turn.reasons.append(f"{tier.value} refused: {check.reason}")
         return check.allowed
+
+    def _release(self, user_id: UUID, turn: _Turn) -> None:
+        if not turn.reserved:
+            return
+        with self._budget_lock:
+            left = self._in_flight.get(user_id, Decimal(0)) - turn.reserved
+            if left > 0:
+                self._in_flight[user_id] = left
+            else:
+                self._in_flight.pop(user_id, None)
+        turn.reserved = Decimal(0)
 
     def _frontier_max_tokens(self) -> int:
         return self.settings.frontier.max_output_tokens
