@@ -13,12 +13,11 @@ import argparse
 import asyncio
 import json
 import platform
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from common import demo_lab, percentiles
+from common import demo_lab, free_port, percentiles
 from sqlalchemy import select
 
 from kittylab import bootstrap
@@ -34,14 +33,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "command_bench.json"
 TARGET_P95_MS = 250.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _run(container: bootstrap.Container, rounds: int) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     broker = EmbeddedBroker("127.0.0.1", port)
     await broker.start()
     bus = MqttBus(BrokerAddress("127.0.0.1", port), MqttSettings(), role="bench")

@@ -3,11 +3,16 @@ and latency percentiles. Imported by scripts run as ``python benchmarks/<name>.p
 
 from __future__ import annotations
 
+import socket
 import statistics
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
@@ -42,3 +47,27 @@ def percentiles(samples_ms: list[float], digits: int = 3) -> dict[str, float]:
         "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], digits),
         "max_ms": round(ordered[-1], digits),
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_server(
+    url: str, proc: subprocess.Popen[bytes], log: Path | None = None, within: float = 120
+) -> None:
+    """Wait until ``url`` answers 200; quote the server's log when it dies or never does."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-4000:] if log is not None else ""
+    raise RuntimeError(f"kittylab serve did not start (exit {proc.poll()}):\n{tail}")

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+from common import free_port, wait_for_server
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
@@ -93,12 +93,6 @@ def local_model(rounds: int) -> dict[str, object]:
     return {"warm_up_s": round(warm, 2), "threads": 1, **_stats(samples)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_under_load(requests_per_client: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg")
@@ -109,7 +103,7 @@ def http_under_load(requests_per_client: int) -> dict[str, object]:
             with bootstrap.application(settings, url) as c, c.database.unit_of_work() as s:
                 apply_manifest(s, load_manifest(ROOT / "examples" / "lab.yaml"), c.clock())
                 token = identity.issue_token(s, identity.find_user_by_username(s, "olivia")).token
-            port = _free_port()
+            port = free_port()
             env = {
                 **os.environ,
                 "KITTYLAB_DATABASE_URL": url,
@@ -126,7 +120,7 @@ def http_under_load(requests_per_client: int) -> dict[str, object]:
             )  # fmt: skip
             try:
                 base = f"http://127.0.0.1:{port}"
-                _wait(base + "/healthz", server)
+                wait_for_server(base + "/healthz", server)
                 query = _load(base, token, requests_per_client, query=True)
                 health = _load(base, token, requests_per_client, query=False)
             finally:
@@ -140,19 +134,6 @@ def http_under_load(requests_per_client: int) -> dict[str, object]:
         "healthz_same_load": health,
         "p95_ratio_query_to_healthz": round(query["p95_ms"] / health["p95_ms"], 2),  # type: ignore[operator]
     }
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError("kittylab serve exited")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("kittylab serve did not start")
 
 
 def _load(base: str, token: str, rounds: int, *, query: bool) -> dict[str, float]:
