@@ -41,6 +41,7 @@ def create_command(
     conversation_id: UUID | None = None,
     correlation_id: str | None = None,
     now: datetime,
+    retry_checked: bool = False,
 ) -> DeviceCommand:
     """Record a ``pending`` command for ``device`` and return it, flushed.
 
@@ -50,9 +51,11 @@ def create_command(
     ``(requested_by, correlation_id)`` returns the command the first one created, even when
     two arrive at once; reusing the id for a different device, intent or payload raises
     ``Conflict`` naming ``correlationId``. An unknown ``conversation_id`` is ``NotFound``.
+    ``retry_checked``: the caller has just looked for that earlier command in this
+    transaction (``find_retry``); a concurrent twin is still caught by the insert.
     """
     correlation = _clean_correlation_id(correlation_id)
-    if correlation is not None:
+    if correlation is not None and not retry_checked:
         existing = find_retry(session, requested_by, correlation)
         if existing is not None:
             return same_request(existing, device.id, intent, payload)

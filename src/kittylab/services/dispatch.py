@@ -142,6 +142,7 @@ def submit(
         conversation_id=conversation_id,
         correlation_id=correlation_id,
         now=now,
+        retry_checked=correlation_id is not None,
     )
 
 
