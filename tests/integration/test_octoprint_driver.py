@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -520,25 +520,7 @@ def test_a_print_job_runs_from_upload_to_completed_on_octoprint(
     """Upload through the API, the job queue's worker puts the G-code on OctoPrint and
     starts it through the command path (acked on OctoPrint's own state), the tracker
     follows it to completed. The device comes online through the poller."""
-    with database.unit_of_work() as s:
-        zone = Zone(name="octo-bench", hazard_level=HazardLevel.LOW)
-        s.add(zone)
-        s.flush()
-        device = DeviceRow(
-            external_id="mk3-octo",
-            integration="octoprint",
-            display_name="MK3 on OctoPrint",
-            kind=DeviceKind.PRINTER,
-            zone_id=zone.id,
-            connection=dict(printer.connection),
-            capabilities={
-                intent: {"type": "object"}
-                for intent in ("print_start", "print_pause", "print_resume", "print_cancel")
-            },
-        )
-        s.add(device)
-        s.flush()
-        device_id = device.id
+    device_id = _printer_row(database, printer)
     job_file = gcode(30, 200)  # about 6 s of printing
     key = upload(client, operator, job_file.name, job_file.read_bytes())
     driver = OctoPrintDriver()
@@ -570,3 +552,100 @@ def test_a_print_job_runs_from_upload_to_completed_on_octoprint(
         start = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start")).one()
         assert start.status is CommandStatus.ACKED
         assert start.payload == {"file": job_file.name}
+
+
+def test_a_failure_reported_as_soon_as_the_job_prints_pauses_octoprint(
+    octoprint: peer.OctoPrintPeer,
+    printer: DeviceTarget,
+    gcode: Callable[[int, int], Path],
+    container: Any,
+    client: Any,
+    operator: Any,
+    database: Any,
+    database_url: str,
+) -> None:
+    """The tracker's read that moves the job to printing is also the printer's last known
+    state, so a failure reported right then — before the poller's next round, which
+    last saw the printer idle — is not refused as "idle, not printing": the pause goes
+    out and OctoPrint pauses."""
+    device_id = _printer_row(database, printer)
+    job_file = gcode(100, 200)  # about 20 s of printing; cancelled long before
+    key = upload(client, operator, job_file.name, job_file.read_bytes())
+    driver = OctoPrintDriver()
+    wired = replace(container, drivers={"octoprint": driver})
+
+    async def scenario() -> dict[str, Any]:
+        try:
+            poller = DevicePoller(database, wired.drivers, container.clock)
+            assert await poller.round() == 1  # online, and last seen idle
+            created = await asyncio.to_thread(post_job, client, operator, device_id, key)
+            await work_queue(wired, database_url)  # prepare, upload, print_start, confirm
+            tracker = bootstrap.print_tracker(wired)
+            deadline = time.monotonic() + 20
+            while _job_status(database, created["id"]) is not FabricationStatus.PRINTING:
+                assert time.monotonic() < deadline, "the job never reached printing"
+                await tracker.round()
+                await asyncio.sleep(0.1)
+            shot = await asyncio.to_thread(
+                client.put,
+                f"/api/fabrication/jobs/{created['id']}/snapshots/cam.jpg",
+                content=b"\xff\xd8\xff\xe0" + b"\x00" * 32,
+                headers=operator.headers,
+            )
+            assert shot.status_code == 201, shot.text
+            failure = await asyncio.to_thread(
+                client.post,
+                f"/api/fabrication/jobs/{created['id']}/monitor-events",
+                json={
+                    "eventType": "spaghetti_detected",
+                    "confidence": 0.93,
+                    "snapshotKey": shot.json()["snapshotKey"],
+                },
+                headers=operator.headers,
+            )
+            assert failure.status_code == 201, failure.text
+            await work_queue(wired, database_url)  # dispatch the pause
+            report: dict[str, Any] = failure.json()
+            return report
+        finally:
+            await driver.close()
+
+    report = asyncio.run(scenario())
+    assert report["note"] is None
+    assert report["pauseCommandId"] is not None
+    assert _api(octoprint, "GET", "/api/job").json()["state"] in {"Pausing", "Paused"}
+    with database.unit_of_work() as s:
+        pause = s.get(DeviceCommand, UUID(report["pauseCommandId"]))
+        assert pause is not None
+        assert pause.status is CommandStatus.ACKED
+
+
+def _printer_row(database: Any, printer: DeviceTarget) -> UUID:
+    """The virtual printer as a lab device, driven through the ``octoprint`` integration."""
+    with database.unit_of_work() as s:
+        zone = Zone(name="octo-bench", hazard_level=HazardLevel.LOW)
+        s.add(zone)
+        s.flush()
+        device = DeviceRow(
+            external_id="mk3-octo",
+            integration="octoprint",
+            display_name="MK3 on OctoPrint",
+            kind=DeviceKind.PRINTER,
+            zone_id=zone.id,
+            connection=dict(printer.connection),
+            capabilities={
+                intent: {"type": "object"}
+                for intent in ("print_start", "print_pause", "print_resume", "print_cancel")
+            },
+        )
+        s.add(device)
+        s.flush()
+        device_id: UUID = device.id
+        return device_id
+
+
+def _job_status(database: Any, job_id: str) -> FabricationStatus:
+    with database.unit_of_work() as s:
+        row = s.get(FabricationJob, UUID(job_id))
+        assert row is not None
+        return row.status

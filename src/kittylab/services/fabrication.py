@@ -49,7 +49,7 @@ from kittylab.domain.print_queue import (
     needs_slicing,
     next_job,
 )
-from kittylab.services import dispatch, fabrication_records
+from kittylab.services import dispatch, fabrication_records, telemetry
 from kittylab.services.artifacts import ArtifactStore, validate_key
 from kittylab.services.slicing import SliceProfile, Slicer
 
@@ -432,10 +432,21 @@ def active_jobs(database: Database) -> list[ActiveJob]:
 
 
 def apply_printer_state(
-    database: Database, job: ActiveJob, state: Mapping[str, Any] | None, now: datetime
+    database: Database,
+    job: ActiveJob,
+    state: Mapping[str, Any] | None,
+    now: datetime,
+    *,
+    record_state: bool = False,
 ) -> FabricationStatus | None:
     """Move ``job`` as its printer's ``state`` says; returns the new status, if any. The
-    progress the printer reports is kept on the job."""
+    progress the printer reports is kept on the job.
+
+    With ``record_state`` (a printer that is polled, not one that reports itself), a
+    state that moves the job is also stored as the printer's ``state`` telemetry, in the
+    same transaction. Commands are checked against that last known state: without it, a
+    job just moved to printing would meet a printer the records still call idle until the
+    poller's next round, and a failure's pause (or a cancel) would be refused."""
     update = follow_printer(job.status, job.stage, job.command_status, job.command_failure, state)
     with database.unit_of_work() as session:
         row = session.get(FabricationJob, job.id, with_for_update=True)
@@ -448,6 +459,12 @@ def apply_printer_state(
         fabrication_records.advance_fabrication_job(
             session, job.id, update.target, now=now, reason=update.reason
         )
+        if record_state and state is not None:
+            telemetry.store_stream(
+                session,
+                [telemetry.IncomingEvent(job.device_id, None, telemetry.STATE_TOPIC, state, None)],
+                now,
+            )
         if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
             row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
         return update.target

@@ -4,6 +4,9 @@ Every round it reads each active job's printer through its driver, moves the job
 (``fabrication.apply_printer_state``), publishes the job's progress retained on
 ``kitty/jobs/<id>``, runs the job profile's scene when a print starts, and when a job
 ends tells whoever started it (and that the bed needs clearing before the next job).
+A polled printer's read that moves its job is also stored as the printer's last known
+state, so the commands checked against that state (a failure's pause, a cancel, the next
+start) agree with the job.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
 from kittylab.services import alerts, dispatch, fabrication, fabrication_records
+from kittylab.services.device_poller import SELF_REPORTING
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
 from kittylab.services.ports import JobQueue, MessageBus
 
@@ -74,7 +78,12 @@ class PrintTracker:
             target = await asyncio.to_thread(self._target, job.device_id)
             state = await self._state(target)
             new = await asyncio.to_thread(
-                fabrication.apply_printer_state, self._database, job, state, self._clock()
+                fabrication.apply_printer_state,
+                self._database,
+                job,
+                state,
+                self._clock(),
+                record_state=target.integration not in SELF_REPORTING,
             )
             self._publish(job.id, job.device_id, new or job.status, state)
             if new is None:
