@@ -191,6 +191,16 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class _Run:
+    """A job being run: what it asks for, and the providers whose artifacts an earlier
+    run of it already recorded."""
+
+    details: dict[str, Any]
+    prompt: str
+    recorded: list[str]
+
+
+@dataclass(frozen=True)
 class GenerateResult:
     job: CADJob
     artifacts: list[CADArtifact]
@@ -404,26 +414,25 @@ class CadService:
         )
 
     def run_job(self, job_id: UUID) -> GenerateResult:
-        """Run a queued job through its planned providers (see the module docstring)."""
-        with self.database.unit_of_work() as session:
-            job = _get_job(session, job_id)
-            if job.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
-                # A job run again (a retried background job): answer with what is stored.
-                job, stored = self.job_with_artifacts(session, job_id)
-                planned_names = list(job.details.get("plannedProviders", []))
-                session.expunge_all()
-                return GenerateResult(job, stored, planned_names)
-            if job.status is CADJobStatus.QUEUED:
-                job = cad_records.advance_cad_job(
-                    session, job_id, CADJobStatus.RUNNING, now=self.clock()
-                )
-            # else: running — its worker died mid-run and the job was recovered; run again.
-            details = dict(job.details)
-            prompt = job.prompt
+        """Run a queued job through its planned providers (see the module docstring).
+
+        Safe to call again for the same job: a finished job is answered from the records;
+        a ``running`` one (its process died) is run again, and a provider whose artifacts
+        that earlier run already recorded counts as succeeded instead of being rebuilt."""
+        run = self._begin(job_id)
+        if isinstance(run, GenerateResult):
+            return run
+        details = run.details
         spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
         planned = [p for name in details["plannedProviders"] for p in self._by_name(name)]
-        request = ProviderRequest(prompt, spec, tuple(details.get("references", ())))
+        request = ProviderRequest(run.prompt, spec, tuple(details.get("references", ())))
         attempts: list[dict[str, Any]] = []
+        if run.recorded:
+            # Each provider's artifacts are recorded in one transaction, so what is there
+            # is complete: the earlier run died after recording, before finishing.
+            for name in run.recorded:
+                attempts.append({"provider": name, "outcome": "succeeded", "recovered": True})
+            return self._finish(job_id, attempts, planned)
         for index, provider in enumerate(planned):
             if index > 0:
                 CAD_FALLBACKS.labels(planned[index - 1].name.value, provider.name.value).inc()
@@ -438,7 +447,7 @@ class CadService:
             work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
             try:
                 output = provider.generate(request, work_dir)
-                artifacts = self._store(job_id, provider, output, spec, attempts)
+                self._store(job_id, provider, output, spec, attempts)
             except Exception as exc:
                 message = sanitize_text(f"{type(exc).__name__}: {exc}", 500)
                 logger.warning("CAD provider %s failed: %s", provider.name.value, message)
@@ -452,14 +461,46 @@ class CadService:
             CAD_SECONDS.labels(provider.name.value).observe(elapsed)
             CAD_ATTEMPTS.labels(provider.name.value, "succeeded").inc()
             attempt.update(outcome="succeeded", seconds=round(elapsed, 3))
-            return self._finish(job_id, attempts, artifacts, planned)
-        self._fail(job_id, attempts)
+            return self._finish(job_id, attempts, planned)
+        if not self._fail(job_id, attempts):
+            return self._stored(job_id)  # another run of the job finished it meanwhile
         raise CadGenerationFailed(job_id, attempts)
 
     # --- steps ----------------------------------------------------------------------
 
     def _by_name(self, name: str) -> list[CadProviderPort]:
         return [p for p in self.providers if p.name.value == name]
+
+    def _begin(self, job_id: UUID) -> _Run | GenerateResult:
+        """Move the job to ``running`` (from ``queued``; a ``running`` one is being run
+        again) and say what it holds; a finished job is answered as it is stored."""
+        with self.database.unit_of_work() as session:
+            job = _get_job(session, job_id)
+            if job.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
+                return self._result(session, job_id)
+            if job.status is CADJobStatus.QUEUED:
+                job = cad_records.advance_cad_job(
+                    session, job_id, CADJobStatus.RUNNING, now=self.clock()
+                )
+            recorded = session.scalars(
+                select(CADArtifact.provider)
+                .where(CADArtifact.cad_job_id == job_id)
+                .distinct()
+                .order_by(CADArtifact.provider)
+            )
+            return _Run(dict(job.details), job.prompt, [p.value for p in recorded])
+
+    def _stored(self, job_id: UUID) -> GenerateResult:
+        with self.database.unit_of_work() as session:
+            return self._result(session, job_id)
+
+    def _result(self, session: Session, job_id: UUID) -> GenerateResult:
+        """The job and its artifacts as stored, detached from ``session``."""
+        job, stored = self.job_with_artifacts(session, job_id)
+        planned_names = list(job.details.get("plannedProviders", []))
+        session.flush()
+        session.expunge_all()
+        return GenerateResult(job, stored, planned_names)
 
     def _store(
         self,
@@ -509,8 +550,17 @@ class CadService:
         try:
             self._record(job_id, provider, files, base_metadata, quality, stored, keys)
         except Exception:
-            for key in keys:  # no stored file without its record
-                self.store.delete(key)
+            # No stored file without its record — but a key another run recorded is that
+            # run's file, and stays.
+            with self.database.unit_of_work() as session:
+                recorded = set(
+                    session.scalars(
+                        select(CADArtifact.artifact_key).where(CADArtifact.artifact_key.in_(keys))
+                    )
+                )
+            for key in keys:
+                if key not in recorded:
+                    self.store.delete(key)
             raise
         attempts[-1]["qualityScore"] = quality.score
         return stored
@@ -531,6 +581,9 @@ class CadService:
                 key = f"cad/{job_id}/{provider.name.value}/part.{extension}"
                 if artifact_type is ArtifactType.PREVIEW:
                     key = f"cad/{job_id}/{provider.name.value}/preview.png"
+                # Refused before the file is written, so another run's file is never
+                # overwritten under its record.
+                cad_records.check_artifact_key_free(session, key)
                 keys.append(key)
                 saved = self.store.put_file(key, path, content_type=mime)
                 row = cad_records.add_cad_artifact(
@@ -553,30 +606,40 @@ class CadService:
         self,
         job_id: UUID,
         attempts: list[dict[str, Any]],
-        artifact_ids: list[UUID],
         planned: Sequence[CadProviderPort],
     ) -> GenerateResult:
+        """Mark the job completed with every artifact recorded for it; a job another run
+        finished meanwhile is answered as it stands."""
         with self.database.unit_of_work() as session:
+            job = session.get(CADJob, job_id, with_for_update=True, populate_existing=True)
+            if job is None:
+                raise NotFound("CAD job", job_id)
+            if job.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
+                return self._result(session, job_id)
             job = cad_records.advance_cad_job(
                 session, job_id, CADJobStatus.COMPLETED, now=self.clock()
             )
+            succeeded = [a["provider"] for a in attempts if a["outcome"] == "succeeded"]
             job.details = {
                 **job.details,
                 "attempts": attempts,
-                "provider": attempts[-1]["provider"],
+                "provider": succeeded[0],
                 "fallbacks": len(attempts) - 1,
             }
-            session.flush()
-            artifacts = list(
-                session.scalars(select(CADArtifact).where(CADArtifact.id.in_(artifact_ids)))
-            )
-            session.expunge_all()
-        return GenerateResult(job, artifacts, [p.name.value for p in planned])
+            result = self._result(session, job_id)
+        return GenerateResult(result.job, result.artifacts, [p.name.value for p in planned])
 
-    def _fail(self, job_id: UUID, attempts: list[dict[str, Any]]) -> None:
+    def _fail(self, job_id: UUID, attempts: list[dict[str, Any]]) -> bool:
+        """Mark the job failed and alert operators; False (nothing done) when another run
+        of the job finished it meanwhile."""
         error = CadGenerationFailed(job_id, attempts)
         notification_ids: list[UUID] = []
         with self.database.unit_of_work() as session:
+            current = session.get(CADJob, job_id, with_for_update=True, populate_existing=True)
+            if current is None:
+                raise NotFound("CAD job", job_id)
+            if current.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
+                return False
             job = cad_records.advance_cad_job(
                 session, job_id, CADJobStatus.FAILED, now=self.clock(), error=str(error)
             )
@@ -604,6 +667,7 @@ class CadService:
                 except InfrastructureError:
                     # The periodic sweep delivers it later.
                     logger.warning("alert %s not deferred; the sweep will send it", notification_id)
+        return True
 
     def _alert_recipients(self, session: Session) -> list[str]:
         if self.alert_settings.recipients:
