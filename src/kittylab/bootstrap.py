@@ -297,6 +297,7 @@ def cad_service(
             recipients=tuple(settings.cad.alert_recipients),
         ),
         clock=clock,
+        recover_after=timedelta(seconds=settings.cad.recover_after_seconds),
     )
 
 

@@ -430,6 +430,25 @@ class CadSettings(BaseModel):
         None, description="Local InstantMesh command line; {image} and {out} are filled in per job."
     )
     external_timeout_seconds: float = Field(900.0, gt=0, le=7200)
+    recover_after_seconds: float = Field(
+        1800.0,
+        gt=0,
+        le=86400,
+        description="A running CAD job whose current provider attempt started longer ago "
+        "than this is taken as abandoned (its process died) and run again.",
+    )
+
+    @model_validator(mode="after")
+    def _recovery_outlasts_an_attempt(self) -> CadSettings:
+        # A shorter grace would start a second run of a job whose first run is still
+        # building in a live process.
+        longest = max(self.build_timeout_seconds, self.external_timeout_seconds)
+        if self.recover_after_seconds <= longest:
+            raise ValueError(
+                f"recover_after_seconds must be more than the longest provider attempt "
+                f"({longest:g} s: build_timeout_seconds, external_timeout_seconds)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,6 +85,12 @@ CAD_SECONDS = Histogram(
 )
 
 
+MAX_RUNS = 3
+"""Runs a job gets: a job whose process died this many times is failed, not run again."""
+QUEUED_GRACE = timedelta(minutes=1)
+"""A ``queued`` job younger than this may still have its background job on the way."""
+
+
 class PolicyMode(StrEnum):
     """What the caller asks for; ``auto`` is stored as ``online`` with the request noted."""
 
@@ -96,9 +102,11 @@ class PolicyMode(StrEnum):
 class CadGenerationFailed(InfrastructureError):
     """Every planned provider failed. ``attempts`` says what each one answered."""
 
-    def __init__(self, job_id: UUID, attempts: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(
+        self, job_id: UUID, attempts: Sequence[Mapping[str, Any]], *, reason: str | None = None
+    ) -> None:
         tried = "; ".join(f"{a['provider']}: {a.get('error', a['outcome'])}" for a in attempts)
-        super().__init__(f"CAD job {job_id} failed ({tried or 'no provider ran'})")
+        super().__init__(f"CAD job {job_id} failed ({reason or tried or 'no provider ran'})")
         self.job_id = job_id
         self.attempts = list(attempts)
 
@@ -191,6 +199,15 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class StrandedJobs:
+    """What ``recover_stranded`` found: jobs to run (again) in the background, and jobs
+    failed because their runs kept dying."""
+
+    resume: list[UUID]
+    abandoned: list[UUID]
+
+
+@dataclass(frozen=True)
 class _Run:
     """A job being run: what it asks for, and the providers whose artifacts an earlier
     run of it already recorded."""
@@ -198,6 +215,8 @@ class _Run:
     details: dict[str, Any]
     prompt: str
     recorded: list[str]
+    runs: int
+    """This run included."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +283,7 @@ class CadService:
         alert_settings: AlertSettings,
         clock: Callable[[], datetime],
         work_root: Path | None = None,
+        recover_after: timedelta = timedelta(minutes=30),
     ) -> None:
         self.database = database
         self.store = store
@@ -274,6 +294,7 @@ class CadService:
         self.alert_settings = alert_settings
         self.clock = clock
         self.work_root = work_root
+        self.recover_after = recover_after
 
     # --- planning -------------------------------------------------------------------
 
@@ -378,7 +399,13 @@ class CadService:
             return self.run_job(job_id)
         if self.queue is None:
             raise InfrastructureError("no job queue is configured for online CAD jobs")
-        self.queue.defer_cad_job(job_id)
+        try:
+            self.queue.defer_cad_job(job_id)
+        except InfrastructureError:
+            # The job is committed: ``recover_stranded`` has it run once the queue is back.
+            # Answering an error instead would invite a retry that builds (and pays for)
+            # the part twice.
+            logger.warning("CAD job %s not deferred; the recovery sweep will run it", job_id)
         with self.database.unit_of_work() as session:
             stored = _get_job(session, job_id)
             session.expunge(stored)
@@ -422,6 +449,12 @@ class CadService:
         run = self._begin(job_id)
         if isinstance(run, GenerateResult):
             return run
+        if run.runs > MAX_RUNS and not run.recorded:
+            # Retried after each death of its process (a stalled background job): stop.
+            gave_up = _abandoned(run.runs - 1)
+            if not self._fail(job_id, list(run.details.get("attempts", [])), reason=gave_up):
+                return self._stored(job_id)
+            raise CadGenerationFailed(job_id, [], reason=gave_up)
         details = run.details
         spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
         planned = [p for name in details["plannedProviders"] for p in self._by_name(name)]
@@ -443,6 +476,7 @@ class CadService:
                 attempt.update(outcome="unavailable", error=reason)
                 CAD_ATTEMPTS.labels(provider.name.value, "unavailable").inc()
                 continue
+            self._mark_progress(job_id, provider.name.value)
             started = time.perf_counter()
             work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
             try:
@@ -482,13 +516,31 @@ class CadService:
                 job = cad_records.advance_cad_job(
                     session, job_id, CADJobStatus.RUNNING, now=self.clock()
                 )
+            job.details = {
+                **job.details,
+                "runs": int(job.details.get("runs", 0)) + 1,
+                "progressAt": self.clock().isoformat(),
+            }
             recorded = session.scalars(
                 select(CADArtifact.provider)
                 .where(CADArtifact.cad_job_id == job_id)
                 .distinct()
                 .order_by(CADArtifact.provider)
             )
-            return _Run(dict(job.details), job.prompt, [p.value for p in recorded])
+            return _Run(
+                dict(job.details), job.prompt, [p.value for p in recorded], job.details["runs"]
+            )
+
+    def _mark_progress(self, job_id: UUID, provider: str) -> None:
+        """Stamp the start of a provider attempt: ``recover_stranded`` measures from it."""
+        with self.database.unit_of_work() as session:
+            job = session.get(CADJob, job_id, with_for_update=True, populate_existing=True)
+            if job is not None:
+                job.details = {
+                    **job.details,
+                    "progressAt": self.clock().isoformat(),
+                    "currentProvider": provider,
+                }
 
     def _stored(self, job_id: UUID) -> GenerateResult:
         with self.database.unit_of_work() as session:
@@ -629,10 +681,12 @@ class CadService:
             result = self._result(session, job_id)
         return GenerateResult(result.job, result.artifacts, [p.name.value for p in planned])
 
-    def _fail(self, job_id: UUID, attempts: list[dict[str, Any]]) -> bool:
-        """Mark the job failed and alert operators; False (nothing done) when another run
-        of the job finished it meanwhile."""
-        error = CadGenerationFailed(job_id, attempts)
+    def _fail(
+        self, job_id: UUID, attempts: list[dict[str, Any]], *, reason: str | None = None
+    ) -> bool:
+        """Mark the job failed (``reason``, else what each attempt answered) and alert
+        operators; False (nothing done) when another run of the job finished it."""
+        error = CadGenerationFailed(job_id, attempts, reason=reason)
         notification_ids: list[UUID] = []
         with self.database.unit_of_work() as session:
             current = session.get(CADJob, job_id, with_for_update=True, populate_existing=True)
@@ -682,6 +736,49 @@ class CadService:
             )
         )
         return sorted({email for email in rows if email})
+
+    # --- recovery -------------------------------------------------------------------
+
+    def recover_stranded(self, now: datetime) -> StrandedJobs:
+        """Jobs a lost run left behind, for the periodic sweep to run in the background:
+
+        - ``queued`` for longer than ``QUEUED_GRACE``: the background job was never
+          deferred (the queue was down, or the process died between commit and defer);
+        - ``running`` with the current provider attempt started longer than
+          ``recover_after`` ago: the process running it (an API or CLI process, for the
+          offline pipeline) died. ``recover_after`` outlasts any one attempt, so a live
+          run is not doubled; a background run is also covered by its queue lock.
+
+        A ``running`` job already started ``MAX_RUNS`` times is failed instead, with the
+        reason, and operators are alerted: it keeps killing its process."""
+        resume: list[UUID] = []
+        exhausted: list[tuple[UUID, int, list[dict[str, Any]]]] = []
+        with self.database.unit_of_work() as session:
+            queued = session.scalars(
+                select(CADJob.id)
+                .where(CADJob.status == CADJobStatus.QUEUED, CADJob.created_at < now - QUEUED_GRACE)
+                .order_by(CADJob.created_at)
+            )
+            resume.extend(queued)
+            for job in session.scalars(
+                select(CADJob)
+                .where(CADJob.status == CADJobStatus.RUNNING)
+                .order_by(CADJob.created_at)
+            ):
+                if _progress_at(job) > now - self.recover_after:
+                    continue
+                runs = int(job.details.get("runs", 1))
+                if runs >= MAX_RUNS:
+                    exhausted.append((job.id, runs, list(job.details.get("attempts", []))))
+                else:
+                    resume.append(job.id)
+        abandoned: list[UUID] = []
+        for job_id, runs, attempts in exhausted:
+            reason = _abandoned(runs)
+            if self._fail(job_id, attempts, reason=reason):
+                logger.warning("CAD job %s abandoned after %d runs", job_id, runs)
+                abandoned.append(job_id)
+        return StrandedJobs(resume, abandoned)
 
     # --- reads ----------------------------------------------------------------------
 
@@ -745,6 +842,25 @@ def progress_reply(result: GenerateResult) -> str:
     defaults = spec.get("defaults", []) if spec else []
     assumed = f"; assumed defaults for {', '.join(defaults)}" if defaults else ""
     return f"{line} with {len(result.artifacts)} files{best}{assumed}."
+
+
+def _abandoned(runs: int) -> str:
+    return (
+        f"started {runs} times and never finished: the process running it died or was "
+        "stopped each time"
+    )
+
+
+def _progress_at(job: CADJob) -> datetime:
+    """When the job's current provider attempt (or its run) started; jobs recorded before
+    attempts were stamped count from their creation."""
+    stamp = job.details.get("progressAt")
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp)
+        except ValueError:
+            pass
+    return job.created_at
 
 
 def _get_job(session: Session, job_id: UUID) -> CADJob:
