@@ -273,6 +273,34 @@ def test_iterate_makes_a_linked_job_with_the_change_applied_and_compare_ranks_ou
     assert refused.json()["field"] == "spec.height"
 
 
+def test_iterate_reads_bigger_and_names_followup_in_its_refusals(
+    cad_client: TestClient, operator: Person
+) -> None:
+    first = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+        headers=operator.headers,
+    ).json()
+    bigger = cad_client.post(
+        f"/api/cad/jobs/{first['cadJobId']}/iterate",
+        json={"followUp": "make it 5 mm bigger"},
+        headers=operator.headers,
+    )
+    assert bigger.status_code == 202, bigger.text
+    stl = next(a for a in bigger.json()["artifacts"] if a["artifactType"] == "stl")
+    box = stl["metadata"]["bounding_box"]
+    assert [box["x"], box["y"], box["z"]] == pytest.approx([25, 25, 25], abs=0.01)
+
+    for unreadable in ("make it nicer", "open('/etc/passwd') 5 mm taller"):
+        refused = cad_client.post(
+            f"/api/cad/jobs/{first['cadJobId']}/iterate",
+            json={"followUp": unreadable},
+            headers=operator.headers,
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "followUp"
+
+
 def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
     cad_client: TestClient, operator: Person, database: Database
 ) -> None:

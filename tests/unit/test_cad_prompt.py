@@ -183,10 +183,44 @@ def test_follow_ups_change_the_named_dimension() -> None:
     assert "length" not in changed.defaults or changed["length"] == 50
 
 
-def test_a_follow_up_that_changes_nothing_is_refused() -> None:
+def test_a_follow_up_that_changes_nothing_is_refused_naming_the_follow_up() -> None:
     rod = parse_prompt("rod 10 mm diameter 50 mm long")
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as caught:
         apply_follow_up(rod, "make it nicer")
+    assert caught.value.field == "followUp"
+
+
+@pytest.mark.parametrize(
+    "follow_up",
+    ["make it bigger", "exec('id') 5 mm taller", "a sphere", "make it 1/0 mm taller"],
+)
+def test_follow_ups_that_cannot_be_read_name_the_follow_up_not_the_prompt(follow_up: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        apply_follow_up(parse_prompt("a 20 mm cube"), follow_up)
+    assert caught.value.field == "followUp"
+
+
+def test_bigger_larger_and_smaller_change_every_main_size_by_the_amount() -> None:
+    plate = parse_prompt("a 60 by 40 plate, 4 mm thick, four M4 holes")
+    bigger = apply_follow_up(plate, "make it 5 mm bigger")
+    assert (bigger["length"], bigger["width"], bigger["thickness"]) == (65, 45, 9)
+    assert bigger["hole_diameter"] == plate["hole_diameter"]
+    larger = apply_follow_up(parse_prompt("rod 10 mm diameter 50 mm long"), "2 mm larger")
+    assert (larger["diameter"], larger["length"]) == (12, 52)
+    smaller = apply_follow_up(parse_prompt("enclosure 80 x 60 x 30 mm"), "make it 1 cm smaller")
+    assert (smaller["length"], smaller["width"], smaller["height"]) == (70, 50, 20)
+
+
+def test_a_gear_made_bigger_is_told_which_size_to_change() -> None:
+    with pytest.raises(ValidationFailed, match="teeth, module or thickness") as caught:
+        apply_follow_up(parse_prompt("a spur gear 20 teeth module 2"), "make it 5 mm bigger")
+    assert caught.value.field == "followUp"
+
+
+def test_smaller_past_nothing_is_refused_naming_the_dimension() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        apply_follow_up(parse_prompt("a 20 mm cube"), "make it 30 mm smaller")
+    assert caught.value.field.startswith("spec.")
 
 
 def test_a_spec_survives_the_json_round_trip_into_the_worker() -> None:
@@ -257,3 +291,90 @@ def test_any_prompt_either_parses_or_is_refused_with_a_validation_error(words: l
     except ValidationFailed:
         return
     assert all(extent > 0 for extent in expected_bbox(spec))
+
+
+_BASES = [
+    parse_prompt(p)
+    for p in (
+        "rod 10 mm diameter 50 mm long",
+        "a 60 by 60 mounting plate, 4 mm thick, four M4 holes in the corners",
+        "enclosure 80 x 60 x 30 mm with 2 mm walls",
+        "a spur gear 20 teeth module 2",
+        "a hook",
+        "a phone stand",
+        "M3 standoff 10 mm long",
+        "a washer 30mm OD 10 mm ID 3 mm thick",
+        "tube OD 20 ID 16 length 100",
+        "an L bracket 40 x 20 x 40, 4mm thick, two M4 holes",
+        "a 35 mm cube with 3 mm fillets",
+    )
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(_BASES),
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "make it",
+                    "set the",
+                    "change the",
+                    "add a",
+                    "taller",
+                    "shorter",
+                    "longer",
+                    "wider",
+                    "narrower",
+                    "thicker",
+                    "thinner",
+                    "deeper",
+                    "shallower",
+                    "bigger",
+                    "larger",
+                    "smaller",
+                    "fillet",
+                    "rounded",
+                    "with a lid",
+                    "no lid",
+                    "M3",
+                    "holes",
+                    "x",
+                    "by",
+                    "mm",
+                    "cm",
+                    "in",
+                    "thick",
+                    "wide",
+                    "teeth",
+                    "module",
+                    "walls",
+                    "OD",
+                    "ID",
+                    "diameter",
+                    "radius",
+                    "corners",
+                    "pattern",
+                    "degrees",
+                    "1/0",
+                    "-",
+                    ".",
+                ]
+            ),
+            st.decimals(min_value=-50, max_value=2000, places=2).map(str),
+            st.text(max_size=6),
+        ),
+        min_size=1,
+        max_size=9,
+    ),
+)
+def test_any_follow_up_either_applies_or_is_refused_with_a_validation_error(
+    base: PartSpec, words: list[str]
+) -> None:
+    try:
+        changed = apply_follow_up(base, " ".join(words))
+    except ValidationFailed:
+        return
+    assert changed.family is base.family
+    assert all(extent > 0 for extent in expected_bbox(changed))
