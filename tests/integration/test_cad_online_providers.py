@@ -8,6 +8,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -26,6 +27,7 @@ from kittylab.services.cad import (
     ProviderUnavailable,
 )
 from tests.integration.cad_contract_servers import STEP, ContractServer, tripo_server, zoo_server
+from tests.integration.conftest import Person
 
 ZOO_TOKEN = "zoo-contract-token"
 TRIPO_KEY = "tsk_contract"
@@ -292,3 +294,80 @@ def test_a_job_recovered_mid_run_runs_again_and_a_finished_one_is_not_rebuilt(
     assert done.job.status is CADJobStatus.COMPLETED
     again = cad.run_job(queued.job.id)
     assert {a.id for a in again.artifacts} == {a.id for a in done.artifacts}
+
+
+def test_a_compare_job_runs_zoo_and_cadquery_and_compare_shows_both_side_by_side(
+    zoo: ContractServer,
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    pool: CadWorkerPool,
+) -> None:
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    container.cad.providers = [_zoo(zoo.url), *_cadquery(container.cad.providers)]
+    queue = _RecordingQueue()
+    container.cad.queue = queue
+    answer = client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "auto", "compare": True},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = UUID(answer.json()["cadJobId"])
+    assert answer.json()["providers"] == ["zoo", "cadquery"]
+    assert queue.deferred == [job_id]
+
+    done = container.cad.run_job(job_id)  # what the background worker does
+
+    assert [(a["provider"], a["outcome"]) for a in done.job.details["attempts"]] == [
+        ("zoo", "succeeded"),
+        ("cadquery", "succeeded"),
+    ]
+    assert done.job.details["fallbacks"] == 0
+    compared = client.get(f"/api/cad/jobs/{job_id}/compare", headers=operator.headers)
+    assert compared.status_code == 200
+    entries = {e["provider"]: e for e in compared.json()["entries"]}
+    assert set(entries) == {"zoo", "cadquery"}
+    for entry in entries.values():
+        assert {a["artifactType"] for a in entry["artifacts"]} == {"step", "stl", "preview"}
+        assert entry["previewUrl"].endswith("/download")
+        assert entry["qualityScore"] > 0.9
+        assert entry["quality"]["bounding_box"]["within_tolerance"] is True
+    assert entries["zoo"]["modelVersion"] == "zoo contract-1"
+    assert entries["cadquery"]["modelVersion"].startswith("cadquery ")
+    scores = [e["qualityScore"] for e in compared.json()["entries"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_request_can_name_its_providers_and_is_refused_naming_one_it_cannot_use(
+    zoo: ContractServer,
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    pool: CadWorkerPool,
+) -> None:
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    container.cad.providers = [_zoo(zoo.url), *_cadquery(container.cad.providers)]
+    container.cad.queue = _RecordingQueue()
+    only_cadquery = client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "auto", "providers": ["cadquery"]},
+        headers=operator.headers,
+    )
+    assert only_cadquery.status_code == 202, only_cadquery.text
+    assert only_cadquery.json()["status"] == "completed"  # offline only: built at once
+    assert only_cadquery.json()["providers"] == ["cadquery"]
+    assert zoo.recorded.requests == []
+
+    for providers, mode in ((["zoo"], "offline"), (["tripo"], "auto")):
+        refused = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": mode, "providers": providers},
+            headers=operator.headers,
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["field"] == "providers"

@@ -363,6 +363,34 @@ def test_a_background_run_retried_after_its_worker_died_too_often_fails_instead_
     assert zoo.recorded.requests == []
 
 
+def test_a_compare_job_run_again_builds_only_the_providers_it_has_no_artifacts_from(
+    zoo: ContractServer, container: bootstrap.Container, pool: CadWorkerPool
+) -> None:
+    cad = _service(container, pool, zoo_url=zoo.url)
+    cad.queue = _QueueDown()
+    queued = cad.generate(
+        GenerateRequest(
+            prompt="a 20 mm cube", policy_mode=PolicyMode.AUTO, requested_by=None, compare=True
+        )
+    )
+    # The first run records Zoo's artifacts, then its process dies before CadQuery.
+    zoo_only = _service(container, pool, zoo_url=zoo.url)
+    zoo_only.providers = zoo_only.providers[:1]
+    zoo_only.run_job(queued.job.id)
+    _as_left_by_a_crash_before_finishing(container, queued.job.id)
+    zoo_calls = len(zoo.recorded.requests)
+
+    again = cad.run_job(queued.job.id)
+
+    assert len(zoo.recorded.requests) == zoo_calls, "Zoo is not asked (and paid) twice"
+    assert [(a["provider"], a["outcome"]) for a in again.job.details["attempts"]] == [
+        ("zoo", "succeeded"),
+        ("cadquery", "succeeded"),
+    ]
+    assert again.job.details["attempts"][0]["recovered"] is True
+    assert {a.provider.value for a in again.artifacts} == {"zoo", "cadquery"}
+
+
 def test_a_recovery_grace_shorter_than_one_build_is_refused() -> None:
     with pytest.raises(ValidationError, match="recover_after_seconds"):
         CadSettings(build_timeout_seconds=120, recover_after_seconds=60)

@@ -10,10 +10,12 @@ providers to try for the policy, records a ``queued`` job and then:
   and returns at once.
 
 ``run_job`` tries the planned providers in order until one succeeds (``auto``: online
-providers first, then offline ones), recording every attempt and fallback on the job's
-``details`` and in the metrics. Each output file is scored (``ArtifactAnalyzer``), stored
-under ``cad/<job>/<provider>/…`` and recorded as a ``CADArtifact`` with its bounding box,
-material hints, generation parameters and the provider's model version.
+providers first, then offline ones) — or, for a ``compare`` job, runs every one of them and
+keeps each success side by side — recording every attempt and fallback on the job's
+``details`` and in the metrics. A request may name the providers to use (``providers``).
+Each output file is scored (``ArtifactAnalyzer``), stored under ``cad/<job>/<provider>/…``
+and recorded as a ``CADArtifact`` with its bounding box, material hints, generation
+parameters and the provider's model version.
 
 No database transaction is held while a provider works.
 """
@@ -196,6 +198,11 @@ class GenerateRequest:
     parent_job_id: UUID | None = None
     spec: PartSpec | None = None
     """Given by ``iterate``: the follow-up's spec, already derived from the parent's."""
+    providers: tuple[str, ...] = ()
+    """Only these providers, in this order (empty: every one the policy allows)."""
+    compare: bool = False
+    """Run every planned provider and keep each one's artifacts (side by side in
+    ``compare``), instead of stopping at the first that succeeds."""
 
 
 @dataclass(frozen=True)
@@ -311,9 +318,18 @@ class CadService:
         ]
 
     def plan(
-        self, mode: PolicyMode, *, have_spec: bool, have_image: bool = False
+        self,
+        mode: PolicyMode,
+        *,
+        have_spec: bool,
+        have_image: bool = False,
+        only: Sequence[str] = (),
     ) -> list[CadProviderPort]:
-        """Providers to try, in order. ``Conflict`` (field ``policyMode``) when none can."""
+        """Providers to try, in order. ``Conflict`` (field ``policyMode``) when none can;
+        with ``only`` (provider names), exactly those in that order, ``Conflict`` (field
+        ``providers``) naming any the policy cannot use now."""
+        if only:
+            return self._plan_only(mode, only, have_spec=have_spec, have_image=have_image)
         usable = [
             p
             for p in self.providers
@@ -343,6 +359,30 @@ class CadService:
             )
         return chosen
 
+    def _plan_only(
+        self, mode: PolicyMode, names: Sequence[str], *, have_spec: bool, have_image: bool
+    ) -> list[CadProviderPort]:
+        chosen: list[CadProviderPort] = []
+        for name in dict.fromkeys(names):  # in the caller's order, each once
+            provider = next((p for p in self.providers if p.name.value == name), None)
+            if provider is None:
+                why = "is not a provider of this lab"
+            elif mode is PolicyMode.OFFLINE and not provider.offline:
+                why = "is online, and the policy is offline"
+            elif mode is PolicyMode.ONLINE and provider.offline:
+                why = "is offline, and the policy is online"
+            elif (reason := provider.unavailable_reason()) is not None:
+                why = f"is unavailable: {reason}"
+            elif provider.needs_spec() and not have_spec:
+                why = "builds from the part library, which cannot read this prompt"
+            elif provider.needs_image() and not have_image:
+                why = "needs a reference image"
+            else:
+                chosen.append(provider)
+                continue
+            raise Conflict(f"{name} {why}", field="providers")
+        return chosen
+
     # --- use cases ------------------------------------------------------------------
 
     def generate(self, request: GenerateRequest) -> GenerateResult:
@@ -367,10 +407,12 @@ class CadService:
             request.policy_mode,
             have_spec=spec is not None,
             have_image=bool(image_references(request.references)),
+            only=request.providers,
         )
         details: dict[str, Any] = {
             "requestedPolicy": request.policy_mode.value,
             "plannedProviders": [p.name.value for p in planned],
+            "compare": request.compare,
             "references": list(request.references),
             "attempts": [],
         }
@@ -459,16 +501,20 @@ class CadService:
         spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
         planned = [p for name in details["plannedProviders"] for p in self._by_name(name)]
         request = ProviderRequest(run.prompt, spec, tuple(details.get("references", ())))
+        compare = bool(details.get("compare"))
         attempts: list[dict[str, Any]] = []
-        if run.recorded:
-            # Each provider's artifacts are recorded in one transaction, so what is there
-            # is complete: the earlier run died after recording, before finishing.
-            for name in run.recorded:
-                attempts.append({"provider": name, "outcome": "succeeded", "recovered": True})
+        # Each provider's artifacts are recorded in one transaction, so what an earlier run
+        # of this job (one that died before finishing) recorded is complete: it counts as
+        # that provider's success and is not built again.
+        for name in run.recorded:
+            attempts.append({"provider": name, "outcome": "succeeded", "recovered": True})
+        if run.recorded and not compare:
             return self._finish(job_id, attempts, planned)
-        for index, provider in enumerate(planned):
-            if index > 0:
-                CAD_FALLBACKS.labels(planned[index - 1].name.value, provider.name.value).inc()
+        for provider in planned:
+            if provider.name.value in run.recorded:
+                continue
+            if attempts and attempts[-1]["outcome"] != "succeeded":
+                CAD_FALLBACKS.labels(attempts[-1]["provider"], provider.name.value).inc()
             attempt: dict[str, Any] = {"provider": provider.name.value}
             attempts.append(attempt)
             reason = provider.unavailable_reason()
@@ -495,6 +541,9 @@ class CadService:
             CAD_SECONDS.labels(provider.name.value).observe(elapsed)
             CAD_ATTEMPTS.labels(provider.name.value, "succeeded").inc()
             attempt.update(outcome="succeeded", seconds=round(elapsed, 3))
+            if not compare:
+                break
+        if any(a["outcome"] == "succeeded" for a in attempts):
             return self._finish(job_id, attempts, planned)
         if not self._fail(job_id, attempts):
             return self._stored(job_id)  # another run of the job finished it meanwhile
@@ -676,7 +725,8 @@ class CadService:
                 **job.details,
                 "attempts": attempts,
                 "provider": succeeded[0],
-                "fallbacks": len(attempts) - 1,
+                "succeededProviders": succeeded,
+                "fallbacks": sum(a["outcome"] != "succeeded" for a in attempts),
             }
             result = self._result(session, job_id)
         return GenerateResult(result.job, result.artifacts, [p.name.value for p in planned])

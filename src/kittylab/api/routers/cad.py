@@ -21,7 +21,7 @@ from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
-from kittylab.domain.enums import CADJobStatus, FabricationStatus, MonitorEventType
+from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import NotFound
 from kittylab.services.artifacts import ArtifactMissing
 from kittylab.services.cad import (
@@ -44,6 +44,16 @@ class GenerateIn(StrictInput):
     prompt: Prompt
     policy_mode: PolicyMode = PolicyMode.AUTO
     references: list[Reference] = Field(default_factory=list, max_length=8)
+    providers: list[CADProvider] = Field(
+        default_factory=list,
+        max_length=len(CADProvider),
+        description="Only these providers, in this order; empty: every one the policy allows.",
+    )
+    compare: bool = Field(
+        False,
+        description="Run every planned provider and keep each one's artifacts (see "
+        "/compare), instead of stopping at the first that succeeds.",
+    )
 
 
 class IterateIn(StrictInput):
@@ -163,6 +173,8 @@ def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Re
                 requested_by=caller.user_id,
                 conversation_id=body.conversation_id,
                 references=tuple(body.references),
+                providers=tuple(p.value for p in body.providers),
+                compare=body.compare,
             )
         )
     except CadGenerationFailed as exc:
