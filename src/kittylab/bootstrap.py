@@ -289,7 +289,7 @@ def cad_service(
         database,
         store,
         providers,
-        MeshAnalyzer(settings.cad.bed_mm),
+        MeshAnalyzer(settings.cad.bed_mm, step_checker=pool),
         queue=queue,
         alerts=queue,
         alert_settings=AlertSettings(
@@ -298,6 +298,7 @@ def cad_service(
         ),
         clock=clock,
         recover_after=timedelta(seconds=settings.cad.recover_after_seconds),
+        build_volumes=slicer(settings),
     )
 
 

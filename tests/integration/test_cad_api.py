@@ -351,6 +351,66 @@ def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
     )
 
 
+def test_the_fit_is_scored_on_the_target_printers_bed(
+    cad_client: TestClient, operator: Person, database: Database
+) -> None:
+    with database.unit_of_work() as session:
+        small = _any_device(session, "printer-small", {"bed_mm": [100, 100, 100]})
+        mk4 = _any_device(session, "printer-mk4", {"slicer_profile": "mk4-like"})
+        plain = _any_device(session, "printer-plain", {})
+        lamp = _any_device(session, "lamp", {}, kind=DeviceKind.LIGHT)
+
+    def printability(printer: UUID | None) -> dict[str, object]:
+        body: dict[str, object] = {"prompt": "a 120 x 40 x 5 plate", "policyMode": "offline"}
+        if printer is not None:
+            body["printerId"] = str(printer)
+        answer = cad_client.post("/api/cad/generate", json=body, headers=operator.headers)
+        assert answer.status_code == 202, answer.text
+        stl = next(a for a in answer.json()["artifacts"] if a["artifactType"] == "stl")
+        result: dict[str, object] = stl["metadata"]["quality"]["printability"]
+        return result
+
+    on_small = printability(small)
+    assert on_small["fits_bed"] is False
+    assert on_small["bed_mm"] == [100, 100, 100]
+    assert on_small["bed_source"] == "printer bed_mm (Printer-Small)"
+    on_mk4 = printability(mk4)
+    assert on_mk4["fits_bed"] is True
+    assert on_mk4["bed_mm"] == [250, 210, 220]
+    assert on_mk4["bed_source"] == "slicer profile mk4-like (Printer-Mk4)"
+    for default in (printability(plain), printability(None)):
+        assert default["bed_mm"] == [256, 256, 256]
+        assert str(default["bed_source"]).startswith("settings")
+
+    not_a_printer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline", "printerId": str(lamp)},
+        headers=operator.headers,
+    )
+    assert not_a_printer.status_code == 422
+    assert not_a_printer.json()["field"] == "printerId"
+    unknown = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline", "printerId": str(UUID(int=1))},
+        headers=operator.headers,
+    )
+    assert unknown.status_code == 404
+
+
+def test_a_rod_without_a_stated_wall_gets_its_wall_measured(
+    cad_client: TestClient, operator: Person
+) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "rod 10 mm diameter 50 mm long", "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    stl = next(a for a in answer.json()["artifacts"] if a["artifactType"] == "stl")
+    printability = stl["metadata"]["quality"]["printability"]
+    assert printability["min_wall_mm"] == pytest.approx(10, abs=0.1)
+    assert printability["min_wall_source"].startswith("measured")
+
+
 def test_provider_status_lists_cadquery_as_available_offline(
     cad_client: TestClient, operator: Person
 ) -> None:
@@ -363,17 +423,23 @@ def test_cad_routes_need_a_token(cad_client: TestClient) -> None:
     assert cad_client.post("/api/cad/generate", json={"prompt": "x"}).status_code == 401
 
 
-def _any_device(session: Session) -> UUID:
-    zone = Zone(name="print bay", hazard_level=HazardLevel.LOW, requires_ppe=False)
+def _any_device(
+    session: Session,
+    external_id: str = "printer-lineage",
+    attributes: dict[str, object] | None = None,
+    kind: DeviceKind = DeviceKind.PRINTER,
+) -> UUID:
+    zone = Zone(name=f"bay for {external_id}", hazard_level=HazardLevel.LOW, requires_ppe=False)
     session.add(zone)
     session.flush()
     device = Device(
-        external_id="printer-lineage",
+        external_id=external_id,
         integration="simulated",
-        display_name="Lineage printer",
-        kind=DeviceKind.PRINTER,
+        display_name=external_id.title(),
+        kind=kind,
         zone_id=zone.id,
         capabilities={},
+        attributes=attributes or {},
     )
     session.add(device)
     session.flush()

@@ -196,6 +196,8 @@ def test_auto_with_a_working_zoo_stores_zoos_step_with_its_score(
         assert step.metadata_["zoo"]["kcl"].startswith("const cube")
         assert step.metadata_["bounding_box"]["expected"] == [20, 20, 20]
         assert step.quality_score is not None and step.quality_score > 0.9
+        # Zoo gives no validity verdict: the STEP was read and checked in the CadQuery worker.
+        assert step.metadata_["quality"]["solid_valid"] == {"value": True, "source": "brep"}
         job = session.get(CADJob, queued.job.id)
         assert job is not None and job.details["provider"] == "zoo"
     assert container.artifacts.exists(step.artifact_key)

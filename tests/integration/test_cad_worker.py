@@ -32,6 +32,20 @@ def pool() -> Iterator[CadWorkerPool]:
     workers.close()
 
 
+def test_a_step_file_is_checked_for_valid_solids_in_the_worker(
+    pool: CadWorkerPool, tmp_path: Path
+) -> None:
+    good = pool.check_step(Path(__file__).parents[1] / "data" / "contract" / "cube20.step")
+    assert good.valid is True
+    assert good.solids == 1
+    assert good.bbox == pytest.approx((20, 20, 20))
+    junk = tmp_path / "junk.step"
+    junk.write_bytes(b"ISO-10303-21;\nHEADER;\nENDSEC;\nDATA;\nENDSEC;\nEND-ISO-10303-21;\n")
+    bad = pool.check_step(junk)
+    assert bad.valid is False
+    assert bad.solids == 0
+
+
 def test_the_worker_runs_without_network(pool: CadWorkerPool) -> None:
     assert pool.network_isolation == "namespace"
 

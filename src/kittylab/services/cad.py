@@ -42,6 +42,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
     CADArtifact,
     CADJob,
+    Device,
     FabricationJob,
     PrintMonitorEvent,
     User,
@@ -59,6 +60,7 @@ from kittylab.domain.enums import (
     CADJobStatus,
     CADPolicyMode,
     CADProvider,
+    DeviceKind,
     NotificationChannel,
     Role,
 )
@@ -66,6 +68,7 @@ from kittylab.domain.errors import Conflict, InfrastructureError, NotFound, Vali
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.services import cad_records, notifications
 from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.slicing import BuildVolume
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +162,14 @@ class Quality:
     bbox: tuple[float, float, float]
 
 
+@dataclass(frozen=True)
+class TargetBed:
+    """The build volume a part's fit is checked against, and where it came from."""
+
+    mm: tuple[float, float, float]
+    source: str
+
+
 class ArtifactAnalyzer(Protocol):
     def score(
         self,
@@ -168,9 +179,21 @@ class ArtifactAnalyzer(Protocol):
         solid_valid: bool | None,
         parametric: bool,
         min_wall_mm: float | None,
-    ) -> Quality: ...
+        bed: TargetBed | None = None,
+    ) -> Quality:
+        """Score the mesh; ``bed`` None: the configured default bed; ``min_wall_mm`` None:
+        measured on the mesh."""
 
     def preview(self, mesh: Path) -> bytes: ...
+
+    def check_step(self, step: Path) -> bool | None:
+        """Whether every solid in the STEP file is valid; None when it cannot be checked."""
+
+
+class BuildVolumes(Protocol):
+    """Printer profiles' build volumes (the slicer's ``build_volume``)."""
+
+    def build_volume(self, printer: str) -> BuildVolume: ...
 
 
 class CadJobQueue(Protocol):
@@ -203,6 +226,8 @@ class GenerateRequest:
     compare: bool = False
     """Run every planned provider and keep each one's artifacts (side by side in
     ``compare``), instead of stopping at the first that succeeds."""
+    printer_id: UUID | None = None
+    """The printer the part is meant for: its bed is the one the fit is scored against."""
 
 
 @dataclass(frozen=True)
@@ -267,8 +292,10 @@ def material_hints(spec: PartSpec | None) -> tuple[list[str], str]:
 
 
 def min_wall(spec: PartSpec | None) -> float | None:
-    """The thinnest wall the specification asks for, for the printability check."""
-    if spec is None:
+    """The thinnest wall the specification asks for, for the printability check; None
+    when it cannot say (no spec, a rod, a gear, whose teeth are its thinnest parts), and
+    the analyzer measures the mesh instead."""
+    if spec is None or spec.family is Family.SPUR_GEAR:
         return None
     p = spec.params
     candidates = [p[name] for name in ("thickness", "wall") if name in p]
@@ -291,6 +318,7 @@ class CadService:
         clock: Callable[[], datetime],
         work_root: Path | None = None,
         recover_after: timedelta = timedelta(minutes=30),
+        build_volumes: BuildVolumes | None = None,
     ) -> None:
         self.database = database
         self.store = store
@@ -302,6 +330,7 @@ class CadService:
         self.clock = clock
         self.work_root = work_root
         self.recover_after = recover_after
+        self.build_volumes = build_volumes
 
     # --- planning -------------------------------------------------------------------
 
@@ -383,6 +412,46 @@ class CadService:
             raise Conflict(f"{name} {why}", field="providers")
         return chosen
 
+    def _target_printer(self, session: Session, printer_id: UUID) -> dict[str, Any]:
+        """The printer's bed for the fit check: its ``bed_mm`` attribute ([x, y, z] mm),
+        else its slicer profile's build volume, else the configured default (the analyzer
+        uses it when ``bedMm`` is None). ``NotFound`` for an unknown device,
+        ``ValidationFailed`` (field ``printerId``) for one that is not a printer or states
+        a malformed bed."""
+        device = session.get(Device, printer_id)
+        if device is None:
+            raise NotFound("printer", printer_id)
+        if device.kind is not DeviceKind.PRINTER:
+            raise ValidationFailed("printerId", f"{device.display_name} is not a printer")
+        target: dict[str, Any] = {"deviceId": str(device.id), "name": device.display_name}
+        attributes = device.attributes or {}
+        stated = attributes.get("bed_mm")
+        profile = attributes.get("slicer_profile")
+        if stated is not None:
+            if not (
+                isinstance(stated, list)
+                and len(stated) == 3
+                and all(isinstance(v, int | float) and 0 < v <= 10_000 for v in stated)
+            ):
+                raise ValidationFailed(
+                    "printerId",
+                    f"{device.display_name}'s bed_mm attribute must be [x, y, z] in mm",
+                )
+            target.update(bedMm=[float(v) for v in stated], bedSource="printer bed_mm")
+        elif isinstance(profile, str) and self.build_volumes is not None:
+            try:
+                volume = self.build_volumes.build_volume(profile)
+            except (ValidationFailed, InfrastructureError) as exc:
+                # A scoring aid, not a gate: score against the default and say why.
+                target.update(bedMm=None, bedSource=f"settings (profile {profile}: {exc})")
+            else:
+                target.update(
+                    bedMm=[volume.x, volume.y, volume.z], bedSource=f"slicer profile {profile}"
+                )
+        else:
+            target.update(bedMm=None, bedSource="settings (the printer states no bed)")
+        return target
+
     # --- use cases ------------------------------------------------------------------
 
     def generate(self, request: GenerateRequest) -> GenerateResult:
@@ -420,6 +489,8 @@ class CadService:
             details["spec"] = spec.to_json()
             details["expectedBoundingBox"] = list(expected_bbox(spec))
         with self.database.unit_of_work() as session:
+            if request.printer_id is not None:
+                details["targetPrinter"] = self._target_printer(session, request.printer_id)
             job = cad_records.create_cad_job(
                 session,
                 prompt=prompt,
@@ -527,7 +598,7 @@ class CadService:
             work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
             try:
                 output = provider.generate(request, work_dir)
-                self._store(job_id, provider, output, spec, attempts)
+                self._store(job_id, provider, output, spec, attempts, _bed(details))
             except Exception as exc:
                 message = sanitize_text(f"{type(exc).__name__}: {exc}", 500)
                 logger.warning("CAD provider %s failed: %s", provider.name.value, message)
@@ -610,17 +681,23 @@ class CadService:
         output: ProviderOutput,
         spec: PartSpec | None,
         attempts: list[dict[str, Any]],
+        bed: TargetBed | None,
     ) -> list[UUID]:
         mesh = next((output.files[t] for t in _MESH_TYPES if t in output.files), None)
         if mesh is None:
             raise ValidationFailed("artifact", f"{provider.name.value} returned no mesh to score")
         expected = expected_bbox(spec) if spec is not None else None
+        solid_valid = output.solid_valid
+        if solid_valid is None and ArtifactType.STEP in output.files:
+            # A STEP from a provider that does not check its own solids (Zoo).
+            solid_valid = self.analyzer.check_step(output.files[ArtifactType.STEP])
         quality = self.analyzer.score(
             mesh,
             expected_bbox=expected,
-            solid_valid=output.solid_valid,
+            solid_valid=solid_valid,
             parametric=output.parametric,
             min_wall_mm=min_wall(spec),
+            bed=bed,
         )
         files = dict(output.files)
         preview = mesh.parent / "preview.png"
@@ -892,6 +969,14 @@ def progress_reply(result: GenerateResult) -> str:
     defaults = spec.get("defaults", []) if spec else []
     assumed = f"; assumed defaults for {', '.join(defaults)}" if defaults else ""
     return f"{line} with {len(result.artifacts)} files{best}{assumed}."
+
+
+def _bed(details: Mapping[str, Any]) -> TargetBed | None:
+    target = details.get("targetPrinter")
+    if not target or not target.get("bedMm"):
+        return None
+    x, y, z = (float(v) for v in target["bedMm"])
+    return TargetBed((x, y, z), f"{target['bedSource']} ({target['name']})")
 
 
 def _abandoned(runs: int) -> str:

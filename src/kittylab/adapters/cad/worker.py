@@ -18,14 +18,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kittylab.domain.cad_spec import PartSpec
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class CadBuildFailed(InfrastructureError):
@@ -49,6 +51,16 @@ class BuildResult:
     volume: float
     solids: int
     build_ms: float
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """OpenCascade's verdict on a STEP file: every solid valid, how many, their extents."""
+
+    valid: bool
+    solids: int
+    bbox: tuple[float, float, float] | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,29 @@ class _Worker:
         decoded: dict[str, Any] = json.loads(line)
         return decoded
 
+    def _ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise CadWorkerCrashed("the CAD worker is gone") from exc
+        return self._read_line(timeout)
+
+    def check_step(self, step: Path, limits: WorkerLimits) -> StepCheck:
+        answer = self._ask(
+            {"check_step": str(step), "cpu_seconds": limits.cpu_seconds}, limits.timeout_seconds
+        )
+        if not answer.get("ok"):
+            raise CadBuildFailed(str(answer.get("error", "the STEP check failed")))
+        bbox = answer.get("bbox")
+        return StepCheck(
+            valid=bool(answer["valid"]),
+            solids=int(answer["solids"]),
+            bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2])) if bbox else None,
+            reason=answer.get("reason"),
+        )
+
     def build(self, spec: PartSpec, out_dir: Path, limits: WorkerLimits) -> BuildResult:
         request = {
             "spec": spec.to_json(),
@@ -120,13 +155,7 @@ class _Worker:
             "cpu_seconds": limits.cpu_seconds,
             "stl_tolerance": limits.stl_tolerance,
         }
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise CadWorkerCrashed("the CAD worker is gone") from exc
-        answer = self._read_line(limits.timeout_seconds)
+        answer = self._ask(request, limits.timeout_seconds)
         if not answer.get("ok"):
             if answer.get("kind") == "validation":
                 field, _, message = str(answer.get("error", "")).partition(": ")
@@ -193,10 +222,18 @@ class CadWorkerPool:
         """Build ``spec`` into ``out_dir`` (STEP and STL). Raises ``ValidationFailed`` for a
         spec the library refuses, ``CadBuildTimeout``, ``CadWorkerCrashed`` or
         ``CadBuildFailed``; the worker is replaced after a timeout or crash."""
+        return self._with_worker(lambda worker: worker.build(spec, out_dir, self.limits))
+
+    def check_step(self, step: Path) -> StepCheck:
+        """Read ``step`` in a worker and check its solids (OpenCascade's ``isValid``); an
+        unreadable file or one without solids is ``valid=False``. Raises like ``build``."""
+        return self._with_worker(lambda worker: worker.check_step(step, self.limits))
+
+    def _with_worker(self, work: Callable[[_Worker], _T]) -> _T:
         with self._slots:
             worker = self._acquire()
             try:
-                return worker.build(spec, out_dir, self.limits)
+                return work(worker)
             except (CadBuildTimeout, CadWorkerCrashed):
                 logger.warning("CAD worker lost; a fresh one replaces it")
                 worker.kill()

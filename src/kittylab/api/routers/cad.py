@@ -54,6 +54,9 @@ class GenerateIn(StrictInput):
         description="Run every planned provider and keep each one's artifacts (see "
         "/compare), instead of stopping at the first that succeeds.",
     )
+    printer_id: UUID | None = Field(
+        None, description="The printer the part is for: its bed is the one the fit is scored on."
+    )
 
 
 class IterateIn(StrictInput):
@@ -175,6 +178,7 @@ def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Re
                 references=tuple(body.references),
                 providers=tuple(p.value for p in body.providers),
                 compare=body.compare,
+                printer_id=body.printer_id,
             )
         )
     except CadGenerationFailed as exc:
