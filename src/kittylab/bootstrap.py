@@ -277,12 +277,14 @@ def cad_service(
             cad.triposr_command,
             store,
             timeout_seconds=cad.external_timeout_seconds,
+            memory_bytes=cad.external_memory_mb * 1024 * 1024,
         ),
         ExternalMeshProvider(
             CADProvider.INSTANTMESH,
             cad.instantmesh_command,
             store,
             timeout_seconds=cad.external_timeout_seconds,
+            memory_bytes=cad.external_memory_mb * 1024 * 1024,
         ),
     ]
     return CadService(

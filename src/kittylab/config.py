@@ -430,6 +430,11 @@ class CadSettings(BaseModel):
         None, description="Local InstantMesh command line; {image} and {out} are filled in per job."
     )
     external_timeout_seconds: float = Field(900.0, gt=0, le=7200)
+    external_memory_mb: int = Field(
+        16384,
+        ge=0,
+        description="Address-space cap of a local image-to-mesh command; 0: uncapped.",
+    )
     recover_after_seconds: float = Field(
         1800.0,
         gt=0,
