@@ -378,3 +378,30 @@ def test_any_follow_up_either_applies_or_is_refused_with_a_validation_error(
         return
     assert changed.family is base.family
     assert all(extent > 0 for extent in expected_bbox(changed))
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a 60 x 40 x 5 plate with 19.9 mm fillets and four M3 holes",
+        "a 60 x 40 x 5 plate with 17 mm fillets and four M3 holes",
+        "mounting plate 100 x 80 x 5 with 30 mm rounded corners and M5 holes on a 80 x 60 pattern",
+    ],
+)
+def test_corner_holes_that_the_rounded_corner_would_cut_into_are_refused(prompt: str) -> None:
+    with pytest.raises(ValidationFailed, match="rounded corners cut into the holes") as caught:
+        parse_prompt(prompt)
+    assert caught.value.field == "spec.fillet"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a 60 x 40 x 5 plate with 15 mm fillets and four M3 holes",
+        "a 60 x 40 x 5 plate with 5 mm fillets and four M3 holes",
+        "base plate 200 x 150 x 8 mm, M8 holes in the corners, 5 mm rounded corners",
+    ],
+)
+def test_corner_holes_clear_of_the_rounded_corner_are_accepted(prompt: str) -> None:
+    spec = parse_prompt(prompt)
+    assert spec["fillet"] > 0 and spec["hole_count"] == 4

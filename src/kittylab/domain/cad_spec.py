@@ -290,12 +290,19 @@ def _check_block(p: Mapping[str, float]) -> None:
     )
     _check_holes(p, p["length"], p["width"])
     if p["hole_count"] and p["fillet"]:
-        # A corner hole must stay clear of the rounded corner.
+        # A hole in a corner's rounded zone (beyond the fillet arc's centre on both axes)
+        # meets the edge at the arc, not at the straight sides the hole check measured:
+        # it needs the arc's radius to exceed its distance from the arc centre by the
+        # hole's radius and a minimum wall.
+        fillet = p["fillet"]
+        arc_x = p["length"] / 2 - fillet
+        arc_y = p["width"] / 2 - fillet
         for x, y in hole_centres(p):
-            gap_x = p["length"] / 2 - abs(x)
-            gap_y = p["width"] / 2 - abs(y)
+            if abs(x) <= arc_x or abs(y) <= arc_y:
+                continue
+            from_arc_centre = math.hypot(abs(x) - arc_x, abs(y) - arc_y)
             _need(
-                min(gap_x, gap_y) > p["hole_diameter"] / 2 or p["fillet"] < min(gap_x, gap_y),
+                fillet - from_arc_centre >= p["hole_diameter"] / 2 + MIN_FEATURE_MM,
                 "fillet",
                 "is so large that the rounded corners cut into the holes",
             )
