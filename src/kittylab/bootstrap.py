@@ -240,6 +240,7 @@ def cad_worker_pool(settings: Settings) -> CadWorkerPool:
             timeout_seconds=cad.build_timeout_seconds,
             cpu_seconds=cad.build_cpu_seconds,
             memory_bytes=cad.worker_memory_mb * 1024 * 1024,
+            slot_wait_seconds=cad.worker_wait_seconds,
         ),
     )
 

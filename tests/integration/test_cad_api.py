@@ -25,6 +25,7 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import (
     CADJobStatus,
@@ -232,6 +233,50 @@ def test_a_failed_offline_job_alerts_operators_and_answers_a_clear_502(
         alert = session.scalars(select(Notification)).one()
         assert alert.recipient == "olivia@lab.example"
         assert "CAD job failed" in alert.payload["title"]
+
+
+def test_with_every_worker_busy_past_the_wait_the_caller_gets_a_503_to_retry_and_no_alert(
+    container: bootstrap.Container, client: TestClient, operator: Person, database: Database
+) -> None:
+    import threading
+    import time
+
+    with database.unit_of_work() as session:
+        user = session.get(User, operator.user_id)
+        assert user is not None
+        user.email = "olivia@lab.example"
+    single = CadWorkerPool(size=1, limits=WorkerLimits(slot_wait_seconds=0.5))
+    single.warm_up()
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, single, None
+    )
+    container.cad.providers = [p for p in container.cad.providers if p.name.value == "cadquery"]
+    slow = parse_prompt("spur gear 200 teeth module 2, 10 mm thick")  # seconds to build
+    occupant = threading.Thread(target=single.build, args=(slow, container.settings.data_dir))
+    try:
+        occupant.start()
+        time.sleep(0.3)
+        started = time.perf_counter()
+        answer = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+            headers=operator.headers,
+        )
+        waited = time.perf_counter() - started
+    finally:
+        occupant.join()
+        single.close()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    problem = answer.json()
+    assert problem["type"].endswith("/busy")
+    assert "busy" in problem["detail"] and "retry" in problem["detail"]
+    assert waited < 2.5, "the request was held only for the bounded wait"
+    with database.unit_of_work() as session:
+        job = session.scalars(select(CADJob)).one()
+        assert job.status is CADJobStatus.FAILED
+        assert job.details["attempts"][0]["outcome"] == "busy"
+        assert session.scalars(select(Notification)).first() is None
 
 
 def test_iterate_makes_a_linked_job_with_the_change_applied_and_compare_ranks_outputs(

@@ -64,7 +64,13 @@ from kittylab.domain.enums import (
     NotificationChannel,
     Role,
 )
-from kittylab.domain.errors import Conflict, InfrastructureError, NotFound, ValidationFailed
+from kittylab.domain.errors import (
+    Busy,
+    Conflict,
+    InfrastructureError,
+    NotFound,
+    ValidationFailed,
+)
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.services import cad_records, notifications
 from kittylab.services.artifacts import ArtifactStore
@@ -114,6 +120,18 @@ class CadGenerationFailed(InfrastructureError):
         super().__init__(f"CAD job {job_id} failed ({reason or tried or 'no provider ran'})")
         self.job_id = job_id
         self.attempts = list(attempts)
+
+
+class CadBusy(Busy):
+    """The job's providers were all busy or unavailable (none failed): nothing was built,
+    the job is failed without alerting anyone, and a new request may succeed later."""
+
+    def __init__(self, job_id: UUID, retry_after_seconds: float) -> None:
+        super().__init__(
+            f"CAD job {job_id} was not built: the CAD workers are all busy; retry shortly",
+            retry_after_seconds,
+        )
+        self.job_id = job_id
 
 
 class ProviderUnavailable(InfrastructureError):
@@ -599,6 +617,12 @@ class CadService:
             try:
                 output = provider.generate(request, work_dir)
                 self._store(job_id, provider, output, spec, attempts, _bed(details))
+            except Busy as exc:
+                # Load, not a fault: the next provider may have room.
+                attempt.update(outcome="busy", error=str(exc))
+                attempt["retryAfter"] = exc.retry_after_seconds
+                CAD_ATTEMPTS.labels(provider.name.value, "busy").inc()
+                continue
             except Exception as exc:
                 message = sanitize_text(f"{type(exc).__name__}: {exc}", 500)
                 logger.warning("CAD provider %s failed: %s", provider.name.value, message)
@@ -616,6 +640,11 @@ class CadService:
                 break
         if any(a["outcome"] == "succeeded" for a in attempts):
             return self._finish(job_id, attempts, planned)
+        busy = [a for a in attempts if a["outcome"] == "busy"]
+        if busy and not any(a["outcome"] == "failed" for a in attempts):
+            if not self._fail(job_id, attempts, reason="every CAD worker was busy", alert=False):
+                return self._stored(job_id)
+            raise CadBusy(job_id, max(float(a["retryAfter"]) for a in busy))
         if not self._fail(job_id, attempts):
             return self._stored(job_id)  # another run of the job finished it meanwhile
         raise CadGenerationFailed(job_id, attempts)
@@ -809,10 +838,16 @@ class CadService:
         return GenerateResult(result.job, result.artifacts, [p.name.value for p in planned])
 
     def _fail(
-        self, job_id: UUID, attempts: list[dict[str, Any]], *, reason: str | None = None
+        self,
+        job_id: UUID,
+        attempts: list[dict[str, Any]],
+        *,
+        reason: str | None = None,
+        alert: bool = True,
     ) -> bool:
-        """Mark the job failed (``reason``, else what each attempt answered) and alert
-        operators; False (nothing done) when another run of the job finished it."""
+        """Mark the job failed (``reason``, else what each attempt answered) and, with
+        ``alert``, alert operators; False (nothing done) when another run of the job
+        finished it."""
         error = CadGenerationFailed(job_id, attempts, reason=reason)
         notification_ids: list[UUID] = []
         with self.database.unit_of_work() as session:
@@ -825,7 +860,7 @@ class CadService:
                 session, job_id, CADJobStatus.FAILED, now=self.clock(), error=str(error)
             )
             job.details = {**job.details, "attempts": attempts, "fallbacks": len(attempts) - 1}
-            for recipient in self._alert_recipients(session):
+            for recipient in self._alert_recipients(session) if alert else []:
                 row = notifications.enqueue(
                     session,
                     channel=self.alert_settings.channel,
@@ -839,7 +874,7 @@ class CadService:
                 )
                 notification_ids.append(row.id)
             job.details = {**job.details, "alerts": [str(n) for n in notification_ids]}
-        if not notification_ids:
+        if alert and not notification_ids:
             logger.warning("CAD job %s failed and no operator could be alerted", job_id)
         for notification_id in notification_ids:
             if self.alerts is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from kittylab.adapters.cad.preview import render_png
 from kittylab.adapters.cad.quality import load_mesh, score_mesh
 from kittylab.adapters.cad.worker import CadBuildFailed, CadWorkerPool
+from kittylab.domain.errors import Busy
 from kittylab.services.cad import Quality, TargetBed
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,6 @@ class MeshAnalyzer:
             return None
         try:
             return self.step_checker.check_step(step).valid
-        except CadBuildFailed as exc:
+        except (CadBuildFailed, Busy) as exc:
             logger.warning("STEP not checked: %s", exc)
             return None

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kittylab.domain.cad_spec import PartSpec
-from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.domain.errors import Busy, InfrastructureError, ValidationFailed
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -40,6 +40,10 @@ class CadBuildTimeout(CadBuildFailed):
 
 class CadWorkerCrashed(CadBuildFailed):
     """The worker process died (CPU or memory limit, a crash in the geometry kernel)."""
+
+
+class CadWorkersBusy(Busy):
+    """Every worker stayed busy for the whole allowed wait; nothing was built."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class WorkerLimits:
     memory_bytes: int = 3 * 1024**3
     start_timeout_seconds: float = 120.0
     stl_tolerance: float = 0.01
+    slot_wait_seconds: float = 30.0
+    """Longest a request waits for a free worker; the caller's thread (an API request's)
+    is held meanwhile, so a burst must not hold it without bound."""
 
 
 class _Worker:
@@ -221,7 +228,8 @@ class CadWorkerPool:
     def build(self, spec: PartSpec, out_dir: Path) -> BuildResult:
         """Build ``spec`` into ``out_dir`` (STEP and STL). Raises ``ValidationFailed`` for a
         spec the library refuses, ``CadBuildTimeout``, ``CadWorkerCrashed`` or
-        ``CadBuildFailed``; the worker is replaced after a timeout or crash."""
+        ``CadBuildFailed``; the worker is replaced after a timeout or crash.
+        ``CadWorkersBusy`` when no worker came free within ``limits.slot_wait_seconds``."""
         return self._with_worker(lambda worker: worker.build(spec, out_dir, self.limits))
 
     def check_step(self, step: Path) -> StepCheck:
@@ -230,7 +238,13 @@ class CadWorkerPool:
         return self._with_worker(lambda worker: worker.check_step(step, self.limits))
 
     def _with_worker(self, work: Callable[[_Worker], _T]) -> _T:
-        with self._slots:
+        wait = self.limits.slot_wait_seconds
+        if not self._slots.acquire(timeout=wait):
+            raise CadWorkersBusy(
+                f"all {self.size} CAD workers stayed busy for {wait:g} s",
+                retry_after_seconds=max(wait, 1.0),
+            )
+        try:
             worker = self._acquire()
             try:
                 return work(worker)
@@ -240,6 +254,8 @@ class CadWorkerPool:
                 raise
             finally:
                 self._release(worker)
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         with self._lock:

@@ -55,7 +55,7 @@ from kittylab.services import (
     sessions,
 )
 from kittylab.services.artifacts import ArtifactStore
-from kittylab.services.cad import CadGenerationFailed, CadService
+from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
@@ -379,6 +379,8 @@ def job_blueprint() -> procrastinate.Blueprint:
             await asyncio.to_thread(ctx.cad.run_job, UUID(cad_job_id))
         except CadGenerationFailed:
             return "failed"
+        except CadBusy:
+            return "failed: every CAD worker was busy"
         return "completed"
 
     @blueprint.periodic(cron=PERIODIC[RESUME_CAD_TASK], periodic_id="every-minute")
