@@ -225,7 +225,7 @@ def test_a_failed_offline_job_alerts_operators_and_answers_a_clear_502(
         starved.close()
     assert answer.status_code == 502
     problem = answer.json()
-    assert "operator has been alerted" in problem["detail"]
+    assert "an operator has been alerted" in problem["detail"]
     with database.unit_of_work() as session:
         job = session.scalars(select(CADJob)).one()
         assert job.status is CADJobStatus.FAILED
@@ -277,6 +277,34 @@ def test_with_every_worker_busy_past_the_wait_the_caller_gets_a_503_to_retry_and
         assert job.status is CADJobStatus.FAILED
         assert job.details["attempts"][0]["outcome"] == "busy"
         assert session.scalars(select(Notification)).first() is None
+
+
+def test_a_failed_job_with_nobody_to_alert_says_so_instead_of_claiming_an_alert(
+    container: bootstrap.Container, client: TestClient, operator: Person, database: Database
+) -> None:
+    # The operator has no email address and no recipients are configured: nobody to alert.
+    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, starved, None
+    )
+    try:
+        answer = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+            headers=operator.headers,
+        )
+    finally:
+        starved.close()
+    assert answer.status_code == 502
+    detail = answer.json()["detail"]
+    assert "has been alerted" not in detail
+    assert "no operator could be alerted" in detail
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Notification)).first() is None
+        job_id = session.scalars(select(CADJob.id)).one()
+    reply = progress_reply(container.cad.run_job(job_id))  # a finished job: as stored
+    assert "has been alerted" not in reply
+    assert "no operator could be alerted" in reply
 
 
 def test_iterate_makes_a_linked_job_with_the_change_applied_and_compare_ranks_outputs(

@@ -96,6 +96,7 @@ CAD_SECONDS = Histogram(
 )
 
 
+BUSY_REASON = "every CAD worker was busy"
 MAX_RUNS = 3
 """Runs a job gets: a job whose process died this many times is failed, not run again."""
 QUEUED_GRACE = timedelta(minutes=1)
@@ -111,15 +112,22 @@ class PolicyMode(StrEnum):
 
 
 class CadGenerationFailed(InfrastructureError):
-    """Every planned provider failed. ``attempts`` says what each one answered."""
+    """Every planned provider failed. ``attempts`` says what each one answered; ``alerts``
+    how many operator alerts were queued (0: nobody could be alerted)."""
 
     def __init__(
-        self, job_id: UUID, attempts: Sequence[Mapping[str, Any]], *, reason: str | None = None
+        self,
+        job_id: UUID,
+        attempts: Sequence[Mapping[str, Any]],
+        *,
+        reason: str | None = None,
+        alerts: int = 0,
     ) -> None:
         tried = "; ".join(f"{a['provider']}: {a.get('error', a['outcome'])}" for a in attempts)
         super().__init__(f"CAD job {job_id} failed ({reason or tried or 'no provider ran'})")
         self.job_id = job_id
         self.attempts = list(attempts)
+        self.alerts = alerts
 
 
 class CadBusy(Busy):
@@ -583,9 +591,10 @@ class CadService:
         if run.runs > MAX_RUNS and not run.recorded:
             # Retried after each death of its process (a stalled background job): stop.
             gave_up = _abandoned(run.runs - 1)
-            if not self._fail(job_id, list(run.details.get("attempts", [])), reason=gave_up):
+            alerts = self._fail(job_id, list(run.details.get("attempts", [])), reason=gave_up)
+            if alerts is None:
                 return self._stored(job_id)
-            raise CadGenerationFailed(job_id, [], reason=gave_up)
+            raise CadGenerationFailed(job_id, [], reason=gave_up, alerts=alerts)
         details = run.details
         spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
         planned = [p for name in details["plannedProviders"] for p in self._by_name(name)]
@@ -642,12 +651,13 @@ class CadService:
             return self._finish(job_id, attempts, planned)
         busy = [a for a in attempts if a["outcome"] == "busy"]
         if busy and not any(a["outcome"] == "failed" for a in attempts):
-            if not self._fail(job_id, attempts, reason="every CAD worker was busy", alert=False):
+            if self._fail(job_id, attempts, reason=BUSY_REASON, alert=False) is None:
                 return self._stored(job_id)
             raise CadBusy(job_id, max(float(a["retryAfter"]) for a in busy))
-        if not self._fail(job_id, attempts):
+        alerts = self._fail(job_id, attempts)
+        if alerts is None:
             return self._stored(job_id)  # another run of the job finished it meanwhile
-        raise CadGenerationFailed(job_id, attempts)
+        raise CadGenerationFailed(job_id, attempts, alerts=alerts)
 
     # --- steps ----------------------------------------------------------------------
 
@@ -844,10 +854,10 @@ class CadService:
         *,
         reason: str | None = None,
         alert: bool = True,
-    ) -> bool:
+    ) -> int | None:
         """Mark the job failed (``reason``, else what each attempt answered) and, with
-        ``alert``, alert operators; False (nothing done) when another run of the job
-        finished it."""
+        ``alert``, alert operators; the number of alerts queued, or None (nothing done)
+        when another run of the job finished it."""
         error = CadGenerationFailed(job_id, attempts, reason=reason)
         notification_ids: list[UUID] = []
         with self.database.unit_of_work() as session:
@@ -855,7 +865,7 @@ class CadService:
             if current is None:
                 raise NotFound("CAD job", job_id)
             if current.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
-                return False
+                return None
             job = cad_records.advance_cad_job(
                 session, job_id, CADJobStatus.FAILED, now=self.clock(), error=str(error)
             )
@@ -873,7 +883,11 @@ class CadService:
                     related_job_id=None,
                 )
                 notification_ids.append(row.id)
-            job.details = {**job.details, "alerts": [str(n) for n in notification_ids]}
+            job.details = {
+                **job.details,
+                "alerts": [str(n) for n in notification_ids],
+                "alertWanted": alert,
+            }
         if alert and not notification_ids:
             logger.warning("CAD job %s failed and no operator could be alerted", job_id)
         for notification_id in notification_ids:
@@ -883,7 +897,7 @@ class CadService:
                 except InfrastructureError:
                     # The periodic sweep delivers it later.
                     logger.warning("alert %s not deferred; the sweep will send it", notification_id)
-        return True
+        return len(notification_ids)
 
     def _alert_recipients(self, session: Session) -> list[str]:
         if self.alert_settings.recipients:
@@ -937,7 +951,7 @@ class CadService:
         abandoned: list[UUID] = []
         for job_id, runs, attempts in exhausted:
             reason = _abandoned(runs)
-            if self._fail(job_id, attempts, reason=reason):
+            if self._fail(job_id, attempts, reason=reason) is not None:
                 logger.warning("CAD job %s abandoned after %d runs", job_id, runs)
                 abandoned.append(job_id)
         return StrandedJobs(resume, abandoned)
@@ -998,7 +1012,7 @@ def progress_reply(result: GenerateResult) -> str:
     if job.status in (CADJobStatus.QUEUED, CADJobStatus.RUNNING):
         return f"{line}, trying {', '.join(result.providers)}."
     if job.status is CADJobStatus.FAILED:
-        return f"{line}; an operator has been alerted."
+        return f"{line}; {failure_note(job)}."
     scores = [a.quality_score for a in result.artifacts if a.quality_score is not None]
     best = f", quality {max(scores):.2f}" if scores else ""
     defaults = spec.get("defaults", []) if spec else []
@@ -1031,6 +1045,19 @@ def _progress_at(job: CADJob) -> datetime:
         except ValueError:
             pass
     return job.created_at
+
+
+def failure_note(job: CADJob) -> str:
+    """What happened about a failed job, as recorded: whether operators were alerted."""
+    if job.details.get("alertWanted") is False:
+        return "nothing was built because every CAD worker was busy; ask again shortly"
+    alerts = len(job.details.get("alerts", []))
+    if alerts:
+        return "an operator has been alerted"
+    return (
+        "no operator could be alerted (set KITTYLAB_CAD__ALERT_RECIPIENTS, or give an "
+        "operator or admin an email address)"
+    )
 
 
 def _get_job(session: Session, job_id: UUID) -> CADJob:

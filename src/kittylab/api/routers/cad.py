@@ -150,12 +150,17 @@ def _generated(result: GenerateResult, mode: PolicyMode) -> JSONResponse:
 
 
 def _failed(request: Request, exc: CadGenerationFailed) -> JSONResponse:
+    alerted = (
+        "an operator has been alerted"
+        if exc.alerts
+        else "no operator could be alerted (none is configured to receive CAD alerts)"
+    )
     return problems.problem(
         request,
         502,
         "cad-generation-failed",
         "CAD generation failed",
-        f"{exc} — an operator has been alerted; see GET /api/cad/jobs/{exc.job_id}",
+        f"{exc} — {alerted}; see GET /api/cad/jobs/{exc.job_id}",
         field="prompt",
     )
 
