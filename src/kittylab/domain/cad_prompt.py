@@ -31,11 +31,17 @@ from kittylab.domain.errors import ValidationFailed
 
 MAX_PROMPT_CHARS = 2000
 
+# Code, shell and model-instruction shapes. Words that are also plain English ("open",
+# "system", "class") count only in a shape prose does not take: a call with a quoted
+# argument, a class statement with its colon — "an open (lidless) box" is a box.
 _INJECTION = re.compile(
     r"""(
-        \bimport\s+\w | \bfrom\s+\w+\s+import\b | __\w+__ | \b(?:exec|eval|compile|open|
-        getattr|setattr|system|popen|subprocess|os\.\w+|sys\.\w+)\s*\( | \bos\.system\b |
-        \bsubprocess\b | \blambda\s*\w*\s*: | \bdef\s+\w+\s*\( | \bclass\s+\w+\s*[:(] |
+        \bimport\s+\w | \bfrom\s+\w+\s+import\b | __\w+__ |
+        \b(?:exec|eval|compile|getattr|setattr|delattr|globals|locals|popen|subprocess|
+        os\.\w+|sys\.\w+)\s*\( |
+        \b(?:open|system)\s*\(\s*[rbfu]?['"] | \bos\.system\b | \bsubprocess\b |
+        \blambda\s*\w*\s*: | \bdef\s+\w+\s*\( |
+        \bclass\s+[a-z_]\w*\s*(?:\([^()]*\))?\s*: |
         ```|<\s*script\b | \$\( | \brm\s+-rf\b | ;\s*(?:drop|delete|insert|update)\s |
         \bignore\s+(?:all\s+)?(?:previous|prior|above)\s+instructions\b |
         \bsystem\s+prompt\b | \bcq\.\w+ | \bcadquery\.\w+ | \bworkplane\s*\(
