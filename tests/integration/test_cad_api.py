@@ -496,6 +496,37 @@ def test_cad_routes_need_a_token(cad_client: TestClient) -> None:
     assert cad_client.post("/api/cad/generate", json={"prompt": "x"}).status_code == 401
 
 
+def test_generating_needs_engineer_operator_or_admin_while_reading_is_open_to_everyone(
+    cad_client: TestClient, operator: Person, safety_lead: Person, database: Database
+) -> None:
+    from tests.integration.conftest import _person
+
+    engineer = _person(database, "eli", ["engineer"])
+    cube = {"prompt": "a 20 mm cube", "policyMode": "offline"}
+    made = cad_client.post("/api/cad/generate", json=cube, headers=engineer.headers)
+    assert made.status_code == 202, made.text
+    job = made.json()["cadJobId"]
+
+    refused = cad_client.post("/api/cad/generate", json=cube, headers=safety_lead.headers)
+    assert refused.status_code == 403
+    assert "engineer or operator or admin" in refused.json()["detail"]
+    again = cad_client.post(
+        f"/api/cad/jobs/{job}/iterate",
+        json={"followUp": "make it 5 mm taller"},
+        headers=safety_lead.headers,
+    )
+    assert again.status_code == 403
+    for path in (
+        f"/api/cad/jobs/{job}",
+        f"/api/cad/jobs/{job}/compare",
+        "/api/cad/providers",
+        f"/api/cad/artifacts/{made.json()['artifacts'][0]['id']}/lineage",
+    ):
+        assert cad_client.get(path, headers=safety_lead.headers).status_code == 200, path
+    with database.unit_of_work() as session:
+        assert len(session.scalars(select(CADJob)).all()) == 1
+
+
 def _any_device(
     session: Session,
     external_id: str = "printer-lineage",

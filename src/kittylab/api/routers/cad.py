@@ -16,13 +16,14 @@ from pydantic import Field, StringConstraints
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.api import problems
-from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
 from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import NotFound
+from kittylab.domain.principal import CAD_GENERATION_ROLES, Principal
 from kittylab.services.artifacts import ArtifactMissing
 from kittylab.services.cad import (
     CadGenerationFailed,
@@ -37,6 +38,8 @@ router = APIRouter(prefix="/api/cad", tags=["cad"])
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[^\x00]*$")]
 Wired = Annotated[Container, Depends(container)]
+Designer = Annotated[Principal, Depends(require(*CAD_GENERATION_ROLES))]
+"""Generating (and iterating): engineer, operator or admin; every read is open to all."""
 
 
 class GenerateIn(StrictInput):
@@ -171,7 +174,7 @@ def _failed(request: Request, exc: CadGenerationFailed) -> JSONResponse:
     response_model=GenerateOut,
     responses={409: {"description": "no provider for the policy"}, 502: {"description": "failed"}},
 )
-def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Response:
+def generate(body: GenerateIn, caller: Designer, c: Wired, request: Request) -> Response:
     """Offline: the artifacts are built before the answer. Online and auto: queued."""
     try:
         result = c.cad.generate(
@@ -192,7 +195,9 @@ def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Re
 
 
 @router.post("/jobs/{job_id}/iterate", status_code=202, response_model=GenerateOut)
-def iterate(job_id: UUID, body: IterateIn, caller: Caller, c: Wired, request: Request) -> Response:
+def iterate(
+    job_id: UUID, body: IterateIn, caller: Designer, c: Wired, request: Request
+) -> Response:
     """A new job from this one's specification changed by ``followUp``, linked to it."""
     try:
         result = c.cad.iterate(
