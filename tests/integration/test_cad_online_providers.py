@@ -104,9 +104,32 @@ def test_tripo_text_to_model_polls_and_converts_the_glb_to_stl(
     assert sorted(mesh.extents) == pytest.approx([20, 20, 20])
 
 
-def test_tripo_refusing_the_key_is_not_a_success(tripo: ContractServer, tmp_path: Path) -> None:
+def test_tripo_image_to_model_sends_the_image_url_and_converts_the_glb_to_stl(
+    tripo: ContractServer, tmp_path: Path
+) -> None:
+    provider = TripoProvider(TRIPO_KEY, base_url=tripo.url, poll_seconds=0.1, deadline_seconds=20)
+    image = "https://images.lab.example/bracket.png"
+    output = provider.generate(
+        ProviderRequest("a bracket like this one", None, ("references/notes.txt", image)),
+        tmp_path,
+    )
+    posted = tripo.recorded.requests[0]
+    assert posted[0:2] == ("POST", "/v3/generation/image-to-model")
+    assert posted[2] is not None and posted[2]["input"] == image
+    assert posted[2]["model"] == "v2.5-20250123"
+    assert output.metadata["tripo"]["mode"] == "image"
+    assert set(output.files) == {ArtifactType.STL}
+    import trimesh
+
+    mesh = trimesh.load(str(output.files[ArtifactType.STL]), force="mesh")
+    assert sorted(mesh.extents) == pytest.approx([20, 20, 20])
+
+
+def test_tripo_refusing_the_key_makes_the_provider_unavailable(
+    tripo: ContractServer, tmp_path: Path
+) -> None:
     provider = TripoProvider("tsk_wrong", base_url=tripo.url, poll_seconds=0.1)
-    with pytest.raises((ProviderUnavailable, CadBuildFailed)):
+    with pytest.raises(ProviderUnavailable, match="Tripo refused the key"):
         provider.generate(ProviderRequest("a cube", None), tmp_path)
 
 
