@@ -82,6 +82,29 @@ def test_a_step_file_is_checked_for_valid_solids_in_the_worker(
     assert bad.solids == 0
 
 
+def test_the_worker_gets_a_clean_environment_without_the_services_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_CAD__ZOO_API_TOKEN", "zoo-secret")
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", "postgresql://kittylab:secret@db/kittylab")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret")
+    fresh = CadWorkerPool(size=1)
+    try:
+        assert fresh.build(CUBE, tmp_path).valid  # still finds kittylab and CadQuery
+        worker = fresh._idle.queue[-1]
+        with open(f"/proc/{worker.process.pid}/environ", "rb") as environ:
+            names = {
+                item.split(b"=", 1)[0].decode() for item in environ.read().split(b"\0") if item
+            }
+    finally:
+        fresh.close()
+    assert (
+        not {"KITTYLAB_CAD__ZOO_API_TOKEN", "KITTYLAB_DATABASE_URL", "AWS_SECRET_ACCESS_KEY"}
+        & names
+    )
+    assert names <= {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "KITTYLAB_CAD_WORKER_MEMORY"}
+
+
 def test_the_worker_runs_without_network(pool: CadWorkerPool) -> None:
     assert pool.network_isolation == "namespace"
 

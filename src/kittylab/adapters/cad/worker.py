@@ -79,10 +79,29 @@ class WorkerLimits:
     is held meanwhile, so a burst must not hold it without bound."""
 
 
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
+"""The folder holding the ``kittylab`` package, for the worker's ``PYTHONPATH``."""
+
+
+def worker_environment() -> dict[str, str]:
+    """A clean environment for model-building code: what Python needs to find KittyLab
+    and CadQuery, nothing of the service's own (the database URL, API tokens, cloud
+    credentials live in its environment), as for ``freecadcmd``."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(SOURCE_ROOT),
+    }
+    for name in ("HOME", "TMPDIR"):  # where libraries may keep caches and scratch files
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
 class _Worker:
     def __init__(self, limits: WorkerLimits) -> None:
         self.limits = limits
-        env = dict(os.environ)
+        env = worker_environment()
         env["KITTYLAB_CAD_WORKER_MEMORY"] = str(limits.memory_bytes)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kittylab.adapters.cad.worker_main"],
