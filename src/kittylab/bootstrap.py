@@ -240,6 +240,7 @@ def cad_worker_pool(settings: Settings) -> CadWorkerPool:
             timeout_seconds=cad.build_timeout_seconds,
             cpu_seconds=cad.build_cpu_seconds,
             memory_bytes=cad.worker_memory_mb * 1024 * 1024,
+            slot_wait_seconds=cad.worker_wait_seconds,
         ),
     )
 
@@ -277,19 +278,21 @@ def cad_service(
             cad.triposr_command,
             store,
             timeout_seconds=cad.external_timeout_seconds,
+            memory_bytes=cad.external_memory_mb * 1024 * 1024,
         ),
         ExternalMeshProvider(
             CADProvider.INSTANTMESH,
             cad.instantmesh_command,
             store,
             timeout_seconds=cad.external_timeout_seconds,
+            memory_bytes=cad.external_memory_mb * 1024 * 1024,
         ),
     ]
     return CadService(
         database,
         store,
         providers,
-        MeshAnalyzer(settings.cad.bed_mm),
+        MeshAnalyzer(settings.cad.bed_mm, step_checker=pool),
         queue=queue,
         alerts=queue,
         alert_settings=AlertSettings(
@@ -297,6 +300,8 @@ def cad_service(
             recipients=tuple(settings.cad.alert_recipients),
         ),
         clock=clock,
+        recover_after=timedelta(seconds=settings.cad.recover_after_seconds),
+        build_volumes=slicer(settings),
     )
 
 

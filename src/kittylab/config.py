@@ -400,6 +400,12 @@ class CadSettings(BaseModel):
     )
     build_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     build_cpu_seconds: float = Field(60.0, gt=0, le=3600)
+    worker_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Longest a build waits for a free worker before it is refused as busy.",
+    )
     worker_memory_mb: int = Field(3072, ge=512, description="Address-space limit of a worker.")
     bed_mm: tuple[float, float, float] = Field(
         (256.0, 256.0, 256.0), description="Build volume the printability score checks."
@@ -430,6 +436,33 @@ class CadSettings(BaseModel):
         None, description="Local InstantMesh command line; {image} and {out} are filled in per job."
     )
     external_timeout_seconds: float = Field(900.0, gt=0, le=7200)
+    external_memory_mb: int = Field(
+        16384,
+        ge=0,
+        description="Address-space cap of a local image-to-mesh command; 0: uncapped.",
+    )
+    recover_after_seconds: float = Field(
+        1800.0,
+        gt=0,
+        le=86400,
+        description="A running CAD job whose current provider attempt started longer ago "
+        "than this is taken as abandoned (its process died) and run again.",
+    )
+
+    @model_validator(mode="after")
+    def _recovery_outlasts_an_attempt(self) -> CadSettings:
+        # A shorter grace would start a second run of a job whose first run is still
+        # building in a live process.
+        longest = max(
+            self.worker_wait_seconds + self.build_timeout_seconds, self.external_timeout_seconds
+        )
+        if self.recover_after_seconds <= longest:
+            raise ValueError(
+                f"recover_after_seconds must be more than the longest provider attempt "
+                f"({longest:g} s: worker_wait_seconds + build_timeout_seconds, or "
+                "external_timeout_seconds)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

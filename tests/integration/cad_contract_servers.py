@@ -7,7 +7,9 @@ contract tests. They check what the provider's documentation requires of a clien
   base64-encoded under ``outputs`` and KCL under ``code`` (``failed`` with ``error`` for
   prompts containing "impossible"); ``POST /file/conversion/step/stl`` → a completed
   ``FileConversion`` with the STL under ``outputs``.
-- Tripo (API v3): ``POST /v3/generation/text-to-model`` → ``{code: 0, data: {task_id}}``;
+- Tripo (API v3): ``POST /v3/generation/text-to-model`` (``prompt`` required) or
+  ``POST /v3/generation/image-to-model`` (``input``: an image URL, a ``file_token`` or a
+  task id, required) → ``{code: 0, data: {task_id}}``;
   ``GET /v3/tasks/{id}`` → ``running`` once, then ``success`` with ``output.model_url``;
   the URL serves a GLB. Envelopes are ``{code, data}``; errors ``{code != 0, message}``.
 """
@@ -158,6 +160,10 @@ class _TripoHandler(_Handler):
         if self.path.endswith("text-to-model") and not body.get("prompt"):
             self._send(400, {"code": 2002, "message": "prompt is required"})
             return
+        image = body.get("input")
+        if self.path.endswith("image-to-model") and not (isinstance(image, str) and image):
+            self._send(400, {"code": 2002, "message": "input is required"})
+            return
         task_id = f"task-{uuid.uuid4().hex[:8]}"
         self.recorded.prompts[task_id] = str(body.get("prompt", body.get("input", "")))
         self._send(200, {"code": 0, "data": {"task_id": task_id}})
@@ -176,9 +182,10 @@ class _TripoHandler(_Handler):
             return
         self.recorded.requests.append(("GET", self.path, None))
         polls = self.recorded.polls[task_id] = self.recorded.polls.get(task_id, 0) + 1
+        kind = "image_to_model" if self.recorded.prompts[task_id].startswith("http") else None
         base: dict[str, Any] = {
             "task_id": task_id,
-            "type": "text_to_model",
+            "type": kind or "text_to_model",
             "input": {},
             "create_time": 1_790_000_000,
         }

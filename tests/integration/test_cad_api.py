@@ -25,6 +25,7 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import (
     CADJobStatus,
@@ -224,7 +225,7 @@ def test_a_failed_offline_job_alerts_operators_and_answers_a_clear_502(
         starved.close()
     assert answer.status_code == 502
     problem = answer.json()
-    assert "operator has been alerted" in problem["detail"]
+    assert "an operator has been alerted" in problem["detail"]
     with database.unit_of_work() as session:
         job = session.scalars(select(CADJob)).one()
         assert job.status is CADJobStatus.FAILED
@@ -232,6 +233,78 @@ def test_a_failed_offline_job_alerts_operators_and_answers_a_clear_502(
         alert = session.scalars(select(Notification)).one()
         assert alert.recipient == "olivia@lab.example"
         assert "CAD job failed" in alert.payload["title"]
+
+
+def test_with_every_worker_busy_past_the_wait_the_caller_gets_a_503_to_retry_and_no_alert(
+    container: bootstrap.Container, client: TestClient, operator: Person, database: Database
+) -> None:
+    import threading
+    import time
+
+    with database.unit_of_work() as session:
+        user = session.get(User, operator.user_id)
+        assert user is not None
+        user.email = "olivia@lab.example"
+    single = CadWorkerPool(size=1, limits=WorkerLimits(slot_wait_seconds=0.5))
+    single.warm_up()
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, single, None
+    )
+    container.cad.providers = [p for p in container.cad.providers if p.name.value == "cadquery"]
+    slow = parse_prompt("spur gear 200 teeth module 2, 10 mm thick")  # seconds to build
+    occupant = threading.Thread(target=single.build, args=(slow, container.settings.data_dir))
+    try:
+        occupant.start()
+        time.sleep(0.3)
+        started = time.perf_counter()
+        answer = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+            headers=operator.headers,
+        )
+        waited = time.perf_counter() - started
+    finally:
+        occupant.join()
+        single.close()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    problem = answer.json()
+    assert problem["type"].endswith("/busy")
+    assert "busy" in problem["detail"] and "retry" in problem["detail"]
+    assert waited < 2.5, "the request was held only for the bounded wait"
+    with database.unit_of_work() as session:
+        job = session.scalars(select(CADJob)).one()
+        assert job.status is CADJobStatus.FAILED
+        assert job.details["attempts"][0]["outcome"] == "busy"
+        assert session.scalars(select(Notification)).first() is None
+
+
+def test_a_failed_job_with_nobody_to_alert_says_so_instead_of_claiming_an_alert(
+    container: bootstrap.Container, client: TestClient, operator: Person, database: Database
+) -> None:
+    # The operator has no email address and no recipients are configured: nobody to alert.
+    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, starved, None
+    )
+    try:
+        answer = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+            headers=operator.headers,
+        )
+    finally:
+        starved.close()
+    assert answer.status_code == 502
+    detail = answer.json()["detail"]
+    assert "has been alerted" not in detail
+    assert "no operator could be alerted" in detail
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Notification)).first() is None
+        job_id = session.scalars(select(CADJob.id)).one()
+    reply = progress_reply(container.cad.run_job(job_id))  # a finished job: as stored
+    assert "has been alerted" not in reply
+    assert "no operator could be alerted" in reply
 
 
 def test_iterate_makes_a_linked_job_with_the_change_applied_and_compare_ranks_outputs(
@@ -271,6 +344,34 @@ def test_iterate_makes_a_linked_job_with_the_change_applied_and_compare_ranks_ou
     )
     assert refused.status_code == 422
     assert refused.json()["field"] == "spec.height"
+
+
+def test_iterate_reads_bigger_and_names_followup_in_its_refusals(
+    cad_client: TestClient, operator: Person
+) -> None:
+    first = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+        headers=operator.headers,
+    ).json()
+    bigger = cad_client.post(
+        f"/api/cad/jobs/{first['cadJobId']}/iterate",
+        json={"followUp": "make it 5 mm bigger"},
+        headers=operator.headers,
+    )
+    assert bigger.status_code == 202, bigger.text
+    stl = next(a for a in bigger.json()["artifacts"] if a["artifactType"] == "stl")
+    box = stl["metadata"]["bounding_box"]
+    assert [box["x"], box["y"], box["z"]] == pytest.approx([25, 25, 25], abs=0.01)
+
+    for unreadable in ("make it nicer", "open('/etc/passwd') 5 mm taller"):
+        refused = cad_client.post(
+            f"/api/cad/jobs/{first['cadJobId']}/iterate",
+            json={"followUp": unreadable},
+            headers=operator.headers,
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "followUp"
 
 
 def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
@@ -323,6 +424,66 @@ def test_lineage_follows_artifact_to_its_jobs_and_the_print_it_became(
     )
 
 
+def test_the_fit_is_scored_on_the_target_printers_bed(
+    cad_client: TestClient, operator: Person, database: Database
+) -> None:
+    with database.unit_of_work() as session:
+        small = _any_device(session, "printer-small", {"bed_mm": [100, 100, 100]})
+        mk4 = _any_device(session, "printer-mk4", {"slicer_profile": "mk4-like"})
+        plain = _any_device(session, "printer-plain", {})
+        lamp = _any_device(session, "lamp", {}, kind=DeviceKind.LIGHT)
+
+    def printability(printer: UUID | None) -> dict[str, object]:
+        body: dict[str, object] = {"prompt": "a 120 x 40 x 5 plate", "policyMode": "offline"}
+        if printer is not None:
+            body["printerId"] = str(printer)
+        answer = cad_client.post("/api/cad/generate", json=body, headers=operator.headers)
+        assert answer.status_code == 202, answer.text
+        stl = next(a for a in answer.json()["artifacts"] if a["artifactType"] == "stl")
+        result: dict[str, object] = stl["metadata"]["quality"]["printability"]
+        return result
+
+    on_small = printability(small)
+    assert on_small["fits_bed"] is False
+    assert on_small["bed_mm"] == [100, 100, 100]
+    assert on_small["bed_source"] == "printer bed_mm (Printer-Small)"
+    on_mk4 = printability(mk4)
+    assert on_mk4["fits_bed"] is True
+    assert on_mk4["bed_mm"] == [250, 210, 220]
+    assert on_mk4["bed_source"] == "slicer profile mk4-like (Printer-Mk4)"
+    for default in (printability(plain), printability(None)):
+        assert default["bed_mm"] == [256, 256, 256]
+        assert str(default["bed_source"]).startswith("settings")
+
+    not_a_printer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline", "printerId": str(lamp)},
+        headers=operator.headers,
+    )
+    assert not_a_printer.status_code == 422
+    assert not_a_printer.json()["field"] == "printerId"
+    unknown = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline", "printerId": str(UUID(int=1))},
+        headers=operator.headers,
+    )
+    assert unknown.status_code == 404
+
+
+def test_a_rod_without_a_stated_wall_gets_its_wall_measured(
+    cad_client: TestClient, operator: Person
+) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "rod 10 mm diameter 50 mm long", "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    stl = next(a for a in answer.json()["artifacts"] if a["artifactType"] == "stl")
+    printability = stl["metadata"]["quality"]["printability"]
+    assert printability["min_wall_mm"] == pytest.approx(10, abs=0.1)
+    assert printability["min_wall_source"].startswith("measured")
+
+
 def test_provider_status_lists_cadquery_as_available_offline(
     cad_client: TestClient, operator: Person
 ) -> None:
@@ -335,17 +496,54 @@ def test_cad_routes_need_a_token(cad_client: TestClient) -> None:
     assert cad_client.post("/api/cad/generate", json={"prompt": "x"}).status_code == 401
 
 
-def _any_device(session: Session) -> UUID:
-    zone = Zone(name="print bay", hazard_level=HazardLevel.LOW, requires_ppe=False)
+def test_generating_needs_engineer_operator_or_admin_while_reading_is_open_to_everyone(
+    cad_client: TestClient, operator: Person, safety_lead: Person, database: Database
+) -> None:
+    from tests.integration.conftest import _person
+
+    engineer = _person(database, "eli", ["engineer"])
+    cube = {"prompt": "a 20 mm cube", "policyMode": "offline"}
+    made = cad_client.post("/api/cad/generate", json=cube, headers=engineer.headers)
+    assert made.status_code == 202, made.text
+    job = made.json()["cadJobId"]
+
+    refused = cad_client.post("/api/cad/generate", json=cube, headers=safety_lead.headers)
+    assert refused.status_code == 403
+    assert "engineer or operator or admin" in refused.json()["detail"]
+    again = cad_client.post(
+        f"/api/cad/jobs/{job}/iterate",
+        json={"followUp": "make it 5 mm taller"},
+        headers=safety_lead.headers,
+    )
+    assert again.status_code == 403
+    for path in (
+        f"/api/cad/jobs/{job}",
+        f"/api/cad/jobs/{job}/compare",
+        "/api/cad/providers",
+        f"/api/cad/artifacts/{made.json()['artifacts'][0]['id']}/lineage",
+    ):
+        assert cad_client.get(path, headers=safety_lead.headers).status_code == 200, path
+    with database.unit_of_work() as session:
+        assert len(session.scalars(select(CADJob)).all()) == 1
+
+
+def _any_device(
+    session: Session,
+    external_id: str = "printer-lineage",
+    attributes: dict[str, object] | None = None,
+    kind: DeviceKind = DeviceKind.PRINTER,
+) -> UUID:
+    zone = Zone(name=f"bay for {external_id}", hazard_level=HazardLevel.LOW, requires_ppe=False)
     session.add(zone)
     session.flush()
     device = Device(
-        external_id="printer-lineage",
+        external_id=external_id,
         integration="simulated",
-        display_name="Lineage printer",
-        kind=DeviceKind.PRINTER,
+        display_name=external_id.title(),
+        kind=kind,
         zone_id=zone.id,
         capabilities={},
+        attributes=attributes or {},
     )
     session.add(device)
     session.flush()

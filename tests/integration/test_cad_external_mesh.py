@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,11 +22,70 @@ COMMAND = f"{sys.executable} {RUNNER} {{image}} {{out}}"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
-def _provider(tmp_path: Path, command: str | None = COMMAND) -> ExternalMeshProvider:
+def _provider(
+    tmp_path: Path, command: str | None = COMMAND, *, timeout_seconds: float = 30
+) -> ExternalMeshProvider:
     store = FolderArtifactStore(tmp_path / "store")
     store.put_bytes("references/photo.png", PNG, content_type="image/png")
     store.put_bytes("references/bad.png", PNG + b"fail", content_type="image/png")
-    return ExternalMeshProvider(CADProvider.TRIPOSR, command, store, timeout_seconds=30)
+    store.put_bytes("references/hang.png", PNG + b"hang", content_type="image/png")
+    return ExternalMeshProvider(
+        CADProvider.TRIPOSR,
+        command,
+        store,
+        timeout_seconds=timeout_seconds,
+        memory_bytes=2 * 1024**3,
+    )
+
+
+def test_the_runner_is_confined_no_network_limited_memory_and_cpu_and_a_clean_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_CAD__ZOO_API_TOKEN", "zoo-secret")
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", "postgresql://kittylab:secret@db/kittylab")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    provider = _provider(tmp_path)
+    provider.store.put_bytes(
+        "references/probe.png", PNG + f"probe:{port}".encode(), content_type="image/png"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        provider.generate(ProviderRequest("x", None, ("references/probe.png",)), work)
+    finally:
+        listener.close()
+    report = json.loads((work / "out" / "probe.json").read_text())
+    assert report["network"] == "unreachable"
+    assert report["memory"] == 2 * 1024**3
+    assert 0 < report["cpu"] != -1
+    assert not [name for name in report["environment"] if name.startswith("KITTYLAB")]
+
+
+def test_a_runner_past_its_timeout_is_stopped_with_every_process_it_started(
+    tmp_path: Path,
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(CadBuildFailed, match="ran past 3 s"):
+        _provider(tmp_path, timeout_seconds=3).generate(
+            ProviderRequest("x", None, ("references/hang.png",)), work
+        )
+    child = int((work / "out" / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the runner's own child was left running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child not yet reaped by its (also killed) parent is a zombie: gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
 
 
 def test_the_runner_turns_the_reference_image_into_an_stl(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -26,6 +27,7 @@ from kittylab.services.cad import (
     ProviderUnavailable,
 )
 from tests.integration.cad_contract_servers import STEP, ContractServer, tripo_server, zoo_server
+from tests.integration.conftest import Person
 
 ZOO_TOKEN = "zoo-contract-token"
 TRIPO_KEY = "tsk_contract"
@@ -102,9 +104,32 @@ def test_tripo_text_to_model_polls_and_converts_the_glb_to_stl(
     assert sorted(mesh.extents) == pytest.approx([20, 20, 20])
 
 
-def test_tripo_refusing_the_key_is_not_a_success(tripo: ContractServer, tmp_path: Path) -> None:
+def test_tripo_image_to_model_sends_the_image_url_and_converts_the_glb_to_stl(
+    tripo: ContractServer, tmp_path: Path
+) -> None:
+    provider = TripoProvider(TRIPO_KEY, base_url=tripo.url, poll_seconds=0.1, deadline_seconds=20)
+    image = "https://images.lab.example/bracket.png"
+    output = provider.generate(
+        ProviderRequest("a bracket like this one", None, ("references/notes.txt", image)),
+        tmp_path,
+    )
+    posted = tripo.recorded.requests[0]
+    assert posted[0:2] == ("POST", "/v3/generation/image-to-model")
+    assert posted[2] is not None and posted[2]["input"] == image
+    assert posted[2]["model"] == "v2.5-20250123"
+    assert output.metadata["tripo"]["mode"] == "image"
+    assert set(output.files) == {ArtifactType.STL}
+    import trimesh
+
+    mesh = trimesh.load(str(output.files[ArtifactType.STL]), force="mesh")
+    assert sorted(mesh.extents) == pytest.approx([20, 20, 20])
+
+
+def test_tripo_refusing_the_key_makes_the_provider_unavailable(
+    tripo: ContractServer, tmp_path: Path
+) -> None:
     provider = TripoProvider("tsk_wrong", base_url=tripo.url, poll_seconds=0.1)
-    with pytest.raises((ProviderUnavailable, CadBuildFailed)):
+    with pytest.raises(ProviderUnavailable, match="Tripo refused the key"):
         provider.generate(ProviderRequest("a cube", None), tmp_path)
 
 
@@ -194,6 +219,8 @@ def test_auto_with_a_working_zoo_stores_zoos_step_with_its_score(
         assert step.metadata_["zoo"]["kcl"].startswith("const cube")
         assert step.metadata_["bounding_box"]["expected"] == [20, 20, 20]
         assert step.quality_score is not None and step.quality_score > 0.9
+        # Zoo gives no validity verdict: the STEP was read and checked in the CadQuery worker.
+        assert step.metadata_["quality"]["solid_valid"] == {"value": True, "source": "brep"}
         job = session.get(CADJob, queued.job.id)
         assert job is not None and job.details["provider"] == "zoo"
     assert container.artifacts.exists(step.artifact_key)
@@ -292,3 +319,80 @@ def test_a_job_recovered_mid_run_runs_again_and_a_finished_one_is_not_rebuilt(
     assert done.job.status is CADJobStatus.COMPLETED
     again = cad.run_job(queued.job.id)
     assert {a.id for a in again.artifacts} == {a.id for a in done.artifacts}
+
+
+def test_a_compare_job_runs_zoo_and_cadquery_and_compare_shows_both_side_by_side(
+    zoo: ContractServer,
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    pool: CadWorkerPool,
+) -> None:
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    container.cad.providers = [_zoo(zoo.url), *_cadquery(container.cad.providers)]
+    queue = _RecordingQueue()
+    container.cad.queue = queue
+    answer = client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "auto", "compare": True},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = UUID(answer.json()["cadJobId"])
+    assert answer.json()["providers"] == ["zoo", "cadquery"]
+    assert queue.deferred == [job_id]
+
+    done = container.cad.run_job(job_id)  # what the background worker does
+
+    assert [(a["provider"], a["outcome"]) for a in done.job.details["attempts"]] == [
+        ("zoo", "succeeded"),
+        ("cadquery", "succeeded"),
+    ]
+    assert done.job.details["fallbacks"] == 0
+    compared = client.get(f"/api/cad/jobs/{job_id}/compare", headers=operator.headers)
+    assert compared.status_code == 200
+    entries = {e["provider"]: e for e in compared.json()["entries"]}
+    assert set(entries) == {"zoo", "cadquery"}
+    for entry in entries.values():
+        assert {a["artifactType"] for a in entry["artifacts"]} == {"step", "stl", "preview"}
+        assert entry["previewUrl"].endswith("/download")
+        assert entry["qualityScore"] > 0.9
+        assert entry["quality"]["bounding_box"]["within_tolerance"] is True
+    assert entries["zoo"]["modelVersion"] == "zoo contract-1"
+    assert entries["cadquery"]["modelVersion"].startswith("cadquery ")
+    scores = [e["qualityScore"] for e in compared.json()["entries"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_request_can_name_its_providers_and_is_refused_naming_one_it_cannot_use(
+    zoo: ContractServer,
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    pool: CadWorkerPool,
+) -> None:
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, pool, None
+    )
+    container.cad.providers = [_zoo(zoo.url), *_cadquery(container.cad.providers)]
+    container.cad.queue = _RecordingQueue()
+    only_cadquery = client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "auto", "providers": ["cadquery"]},
+        headers=operator.headers,
+    )
+    assert only_cadquery.status_code == 202, only_cadquery.text
+    assert only_cadquery.json()["status"] == "completed"  # offline only: built at once
+    assert only_cadquery.json()["providers"] == ["cadquery"]
+    assert zoo.recorded.requests == []
+
+    for providers, mode in ((["zoo"], "offline"), (["tripo"], "auto")):
+        refused = client.post(
+            "/api/cad/generate",
+            json={"prompt": "a 20 mm cube", "policyMode": mode, "providers": providers},
+            headers=operator.headers,
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["field"] == "providers"

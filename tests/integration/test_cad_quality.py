@@ -8,7 +8,7 @@ import pytest
 import trimesh
 
 from kittylab.adapters.cad.preview import render_png
-from kittylab.adapters.cad.quality import score_mesh
+from kittylab.adapters.cad.quality import measure_min_wall, score_mesh
 from kittylab.domain.errors import ValidationFailed
 
 BED = (256, 256, 256)
@@ -60,6 +60,52 @@ def test_a_part_larger_than_the_bed_and_thin_walls_cost_printability(tmp_path: P
     assert printability["fits_bed"] is False
     assert printability["min_wall_ok"] is False
     assert report.breakdown["components"]["printability"] < 0.5
+
+
+def test_without_a_wall_from_the_spec_the_thinnest_wall_is_measured_on_the_mesh(
+    tmp_path: Path,
+) -> None:
+    tube = trimesh.creation.annulus(r_min=8, r_max=10, height=30, sections=96)
+    report = score_mesh(
+        _stl(tmp_path, tube), expected_bbox=None, solid_valid=None, parametric=False, bed_mm=BED
+    )
+    printability = report.breakdown["printability"]
+    assert printability["min_wall_mm"] == pytest.approx(2.0, abs=0.05)
+    assert printability["min_wall_source"].startswith("measured")
+    assert printability["min_wall_ok"] is True
+
+    fin = score_mesh(
+        _stl(tmp_path, trimesh.creation.box((40, 0.5, 20)), "fin.stl"),
+        expected_bbox=None,
+        solid_valid=None,
+        parametric=False,
+        bed_mm=BED,
+    )
+    assert fin.breakdown["printability"]["min_wall_mm"] == pytest.approx(0.5, abs=0.01)
+    assert fin.breakdown["printability"]["min_wall_ok"] is False
+
+
+def test_a_wall_the_spec_states_is_taken_as_stated(tmp_path: Path) -> None:
+    report = score_mesh(
+        _stl(tmp_path, trimesh.creation.box((40, 0.5, 20))),
+        expected_bbox=None,
+        solid_valid=True,
+        parametric=True,
+        bed_mm=BED,
+        min_wall_mm=3.0,
+    )
+    assert report.breakdown["printability"]["min_wall_mm"] == 3.0
+    assert report.breakdown["printability"]["min_wall_source"] == "spec"
+
+
+def test_measuring_the_wall_of_a_detailed_mesh_stays_cheap(tmp_path: Path) -> None:
+    import time
+
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=10)  # 20,480 triangles
+    started = time.perf_counter()
+    wall = measure_min_wall(sphere)
+    assert time.perf_counter() - started < 3.0
+    assert wall == pytest.approx(20, abs=0.2)  # a solid ball: its diameter, more or less
 
 
 def test_overhangs_are_measured_away_from_the_bed(tmp_path: Path) -> None:

@@ -32,6 +32,79 @@ def pool() -> Iterator[CadWorkerPool]:
     workers.close()
 
 
+def test_the_built_gear_has_its_tip_and_root_circles_and_involute_flanks(
+    pool: CadWorkerPool, tmp_path: Path
+) -> None:
+    import math
+
+    import numpy as np
+    import trimesh
+
+    from kittylab.domain.cad_spec import (
+        gear_base_diameter,
+        gear_half_tooth_angle,
+        gear_root_diameter,
+        gear_tip_diameter,
+    )
+
+    spec = parse_prompt("a spur gear 20 teeth module 2, 6 mm bore")
+    p = spec.params
+    result = pool.build(spec, tmp_path)
+    assert result.valid
+    mesh = trimesh.load(str(result.stl), force="mesh")
+    xy = np.asarray(mesh.vertices)[:, :2]
+    radius = np.hypot(xy[:, 0], xy[:, 1])
+    outside_bore = radius > p["bore"] / 2 + 0.5
+    assert radius.max() == pytest.approx(gear_tip_diameter(p) / 2, abs=0.01)
+    assert radius[outside_bore].min() == pytest.approx(gear_root_diameter(p) / 2, abs=0.01)
+    # Every surface point on a flank sits where the involute puts it: its angle from the
+    # nearest tooth centre is the half tooth angle at its radius.
+    r_base, r_tip = gear_base_diameter(p) / 2, gear_tip_diameter(p) / 2
+    pitch = 2 * math.pi / p["teeth"]
+    on_flank = (radius > r_base + 0.05) & (radius < r_tip - 0.05)
+    assert on_flank.sum() > 20 * 2 * 5
+    for (x, y), r in zip(xy[on_flank], radius[on_flank], strict=True):
+        offset = abs(math.remainder(math.atan2(y, x), pitch))
+        assert abs(offset - gear_half_tooth_angle(p, float(r))) * r < 0.02, (x, y)
+
+
+def test_a_step_file_is_checked_for_valid_solids_in_the_worker(
+    pool: CadWorkerPool, tmp_path: Path
+) -> None:
+    good = pool.check_step(Path(__file__).parents[1] / "data" / "contract" / "cube20.step")
+    assert good.valid is True
+    assert good.solids == 1
+    assert good.bbox == pytest.approx((20, 20, 20))
+    junk = tmp_path / "junk.step"
+    junk.write_bytes(b"ISO-10303-21;\nHEADER;\nENDSEC;\nDATA;\nENDSEC;\nEND-ISO-10303-21;\n")
+    bad = pool.check_step(junk)
+    assert bad.valid is False
+    assert bad.solids == 0
+
+
+def test_the_worker_gets_a_clean_environment_without_the_services_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_CAD__ZOO_API_TOKEN", "zoo-secret")
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", "postgresql://kittylab:secret@db/kittylab")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret")
+    fresh = CadWorkerPool(size=1)
+    try:
+        assert fresh.build(CUBE, tmp_path).valid  # still finds kittylab and CadQuery
+        worker = fresh._idle.queue[-1]
+        with open(f"/proc/{worker.process.pid}/environ", "rb") as environ:
+            names = {
+                item.split(b"=", 1)[0].decode() for item in environ.read().split(b"\0") if item
+            }
+    finally:
+        fresh.close()
+    assert (
+        not {"KITTYLAB_CAD__ZOO_API_TOKEN", "KITTYLAB_DATABASE_URL", "AWS_SECRET_ACCESS_KEY"}
+        & names
+    )
+    assert names <= {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "KITTYLAB_CAD_WORKER_MEMORY"}
+
+
 def test_the_worker_runs_without_network(pool: CadWorkerPool) -> None:
     assert pool.network_isolation == "namespace"
 

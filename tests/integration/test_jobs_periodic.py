@@ -84,6 +84,7 @@ def test_job_app_schedules_every_periodic_task_with_its_cron_and_a_queueing_lock
         "kittylab:reconcile_commands": "* * * * *",
         "kittylab:advance_print_queues": "* * * * *",
         "kittylab:expire_safety_events": "* * * * *",
+        "kittylab:resume_cad_jobs": "* * * * *",
     }
     assert locks == {name: name for name in schedule}
 

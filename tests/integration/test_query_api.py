@@ -548,6 +548,19 @@ def test_a_cad_request_starts_a_job_in_the_conversation_and_replies_with_its_pro
     assert job.requested_by == operator.user_id
 
 
+def test_a_cad_request_from_someone_without_a_designing_role_is_refused_and_builds_nothing(
+    lab: Lab, safety_lead: Person
+) -> None:
+    r = lab.ask(safety_lead, "design a 60 by 60 mounting plate, 4 mm thick, four M4 holes")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["routing"]["intent"] == "cad_generate"
+    assert body["routing"]["outcome"] == "refused"
+    assert "engineer, operator or admin" in body["replies"][0]["text"]
+    with lab.database.unit_of_work() as s:
+        assert s.scalars(select(CADJob)).first() is None
+
+
 def test_an_impossible_part_is_answered_not_raised(lab: Lab, operator: Person) -> None:
     r = lab.ask(operator, "design a washer with a 0 mm outer diameter")
     assert r.status_code == 200, r.text

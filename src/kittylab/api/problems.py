@@ -6,6 +6,7 @@ the request) and never carries a stack trace."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kittylab.domain.errors import (
     AuthenticationRequired,
+    Busy,
     Conflict,
     DeviceRefused,
     InvalidTransition,
@@ -264,6 +266,17 @@ def install(app: FastAPI) -> None:
             "Too busy",
             "all database connections are in use; retry",
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(Busy)
+    async def _no_capacity(request: Request, exc: Busy) -> JSONResponse:
+        return problem(
+            request,
+            503,
+            "busy",
+            "Too busy",
+            str(exc),
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_seconds)))},
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -38,11 +38,17 @@ def generate(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")
     ] = 600.0,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare", help="Run every available provider and keep each one's artifacts."
+        ),
+    ] = False,
 ) -> None:
     """Generate a part; print its artifacts with scores and bounding boxes."""
     from kittylab.cli.main import _container, _settings, friendly_errors
 
-    friendly_errors(_generate)(_settings(), _container, prompt, offline, out, wait)
+    friendly_errors(_generate)(_settings(), _container, prompt, offline, out, wait, compare)
 
 
 def _generate(
@@ -52,6 +58,7 @@ def _generate(
     offline: bool,
     out: Path | None,
     wait: float,
+    compare: bool = False,
 ) -> None:
     console = Console(stderr=True)
     mode = PolicyMode.OFFLINE if offline else PolicyMode.AUTO
@@ -59,7 +66,7 @@ def _generate(
         started = time.perf_counter()
         with console.status(f"generating ({mode.value}) …"):
             result = c.cad.generate(
-                GenerateRequest(prompt=prompt, policy_mode=mode, requested_by=None)
+                GenerateRequest(prompt=prompt, policy_mode=mode, requested_by=None, compare=compare)
             )
             job_id = result.job.id
             status = result.job.status

@@ -31,11 +31,17 @@ from kittylab.domain.errors import ValidationFailed
 
 MAX_PROMPT_CHARS = 2000
 
+# Code, shell and model-instruction shapes. Words that are also plain English ("open",
+# "system", "class") count only in a shape prose does not take: a call with a quoted
+# argument, a class statement with its colon — "an open (lidless) box" is a box.
 _INJECTION = re.compile(
     r"""(
-        \bimport\s+\w | \bfrom\s+\w+\s+import\b | __\w+__ | \b(?:exec|eval|compile|open|
-        getattr|setattr|system|popen|subprocess|os\.\w+|sys\.\w+)\s*\( | \bos\.system\b |
-        \bsubprocess\b | \blambda\s*\w*\s*: | \bdef\s+\w+\s*\( | \bclass\s+\w+\s*[:(] |
+        \bimport\s+\w | \bfrom\s+\w+\s+import\b | __\w+__ |
+        \b(?:exec|eval|compile|getattr|setattr|delattr|globals|locals|popen|subprocess|
+        os\.\w+|sys\.\w+)\s*\( |
+        \b(?:open|system)\s*\(\s*[rbfu]?['"] | \bos\.system\b | \bsubprocess\b |
+        \blambda\s*\w*\s*: | \bdef\s+\w+\s*\( |
+        \bclass\s+[a-z_]\w*\s*(?:\([^()]*\))?\s*: |
         ```|<\s*script\b | \$\( | \brm\s+-rf\b | ;\s*(?:drop|delete|insert|update)\s |
         \bignore\s+(?:all\s+)?(?:previous|prior|above)\s+instructions\b |
         \bsystem\s+prompt\b | \bcq\.\w+ | \bcadquery\.\w+ | \bworkplane\s*\(
@@ -688,24 +694,45 @@ _GROW = {
     "deeper": ("depth", 1),
     "shallower": ("depth", -1),
 }
+_SCALE = {"bigger": 1, "larger": 1, "smaller": -1}
+"""Comparatives about the whole part: every main size of the family changes by the amount."""
+
+FOLLOW_UP_FIELD = "followUp"
 
 
 def apply_follow_up(spec: PartSpec, follow_up: str) -> PartSpec:
-    """``spec`` changed as a follow-up asks: "make it 5 mm taller", "add a 3 mm fillet",
-    "4 mm thick", "with a lid", "M3 holes". ``ValidationFailed`` when it changes nothing
-    the family has."""
+    """``spec`` changed as a follow-up asks: "make it 5 mm taller", "5 mm bigger" (every
+    main size), "add a 3 mm fillet", "4 mm thick", "with a lid", "M3 holes".
+
+    ``ValidationFailed`` when it cannot be read or changes nothing the family has, naming
+    ``followUp`` (the request's field; it is never the original prompt at fault), or
+    ``spec.<param>`` for a change that makes an impossible part."""
+    try:
+        return _apply_follow_up(spec, follow_up)
+    except ValidationFailed as exc:
+        if exc.field != "prompt":
+            raise
+        raise ValidationFailed(FOLLOW_UP_FIELD, exc.message) from None
+
+
+def _apply_follow_up(spec: PartSpec, follow_up: str) -> PartSpec:
     text = _normalise(check_prompt_text(follow_up))
     changes: dict[str, float] = {}
     unit = _default_unit(text)
     for m in _FOLLOW_UP.finditer(text):
-        word, sign = _GROW[m.group("dir")]
-        delta = _to_mm(m.group("n"), m.group("u"), unit) * sign
+        direction = m.group("dir")
+        amount = _to_mm(m.group("n"), m.group("u"), unit)
+        if direction in _SCALE:
+            for name in _main_sizes(spec):
+                _change(changes, name, spec[name] + amount * _SCALE[direction], m.group(0))
+            continue
+        word, sign = _GROW[direction]
         name = _axis_for(spec, word)
-        changes[name] = spec[name] + delta
+        _change(changes, name, spec[name] + amount * sign, m.group(0))
     text = _FOLLOW_UP.sub(" ; ", text)
     fillet = re.search(rf"{_QTY}\s*(?:fillets?|rounded|round)", text)
     if fillet:
-        changes["fillet"] = _to_mm(fillet.group("n"), fillet.group("u"), unit)
+        _change(changes, "fillet", _to_mm(fillet.group("n"), fillet.group("u"), unit), "fillet")
         text = _consume(text, fillet)
     if not changes:
         # Otherwise read it as a partial prompt for the same family.
@@ -721,6 +748,24 @@ def apply_follow_up(spec: PartSpec, follow_up: str) -> PartSpec:
             f"a {spec.family.value.replace('_', ' ')} has no {unknown[0].replace('_', ' ')}",
         )
     return spec.replace(**changes)
+
+
+def _change(changes: dict[str, float], name: str, value: float, source: str) -> None:
+    previous = changes.get(name)
+    if previous is not None and not math.isclose(previous, value, abs_tol=1e-6):
+        raise ValidationFailed(
+            "prompt", f"contradictory: changes the {name.replace('_', ' ')} twice ('{source}')"
+        )
+    changes[name] = value
+
+
+def _main_sizes(spec: PartSpec) -> tuple[str, ...]:
+    """The sizes "bigger" and "smaller" change: the family's main dimensions."""
+    if spec.family is Family.SPUR_GEAR:
+        raise ValidationFailed(
+            "prompt", "a gear's size follows from its teeth, module or thickness: say which"
+        )
+    return _MAIN[spec.family]
 
 
 def _axis_for(spec: PartSpec, word: str) -> str:

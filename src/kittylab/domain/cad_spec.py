@@ -290,12 +290,19 @@ def _check_block(p: Mapping[str, float]) -> None:
     )
     _check_holes(p, p["length"], p["width"])
     if p["hole_count"] and p["fillet"]:
-        # A corner hole must stay clear of the rounded corner.
+        # A hole in a corner's rounded zone (beyond the fillet arc's centre on both axes)
+        # meets the edge at the arc, not at the straight sides the hole check measured:
+        # it needs the arc's radius to exceed its distance from the arc centre by the
+        # hole's radius and a minimum wall.
+        fillet = p["fillet"]
+        arc_x = p["length"] / 2 - fillet
+        arc_y = p["width"] / 2 - fillet
         for x, y in hole_centres(p):
-            gap_x = p["length"] / 2 - abs(x)
-            gap_y = p["width"] / 2 - abs(y)
+            if abs(x) <= arc_x or abs(y) <= arc_y:
+                continue
+            from_arc_centre = math.hypot(abs(x) - arc_x, abs(y) - arc_y)
             _need(
-                min(gap_x, gap_y) > p["hole_diameter"] / 2 or p["fillet"] < min(gap_x, gap_y),
+                fillet - from_arc_centre >= p["hole_diameter"] / 2 + MIN_FEATURE_MM,
                 "fillet",
                 "is so large that the rounded corners cut into the holes",
             )
@@ -401,34 +408,92 @@ def phone_stand_rest_foot(p: Mapping[str, float]) -> float:
     return p["depth"] - p["height"] / math.tan(angle) - horizontal_thickness
 
 
+GEAR_PRESSURE_ANGLE_DEG = 20.0
+"""The standard pressure angle (ISO 53): teeth of one module mesh with each other."""
+GEAR_FLANK_SEGMENTS = 10
+"""Straight segments each involute flank is drawn with, between points on the involute."""
+
+
 def gear_tip_diameter(p: Mapping[str, float]) -> float:
+    """Addendum circle: one module above the pitch circle."""
     return p["module"] * (p["teeth"] + 2)
 
 
 def gear_root_diameter(p: Mapping[str, float]) -> float:
+    """Dedendum circle: 1.25 modules below the pitch circle."""
     return p["module"] * (p["teeth"] - 2.5)
 
 
+def gear_pitch_diameter(p: Mapping[str, float]) -> float:
+    return p["module"] * p["teeth"]
+
+
+def gear_base_diameter(p: Mapping[str, float]) -> float:
+    """The circle the flanks' involutes unwind from."""
+    return gear_pitch_diameter(p) * math.cos(math.radians(GEAR_PRESSURE_ANGLE_DEG))
+
+
+def involute(angle: float) -> float:
+    """inv(a) = tan(a) - a: the polar angle an involute has turned through where its
+    pressure angle is ``a`` (radians)."""
+    return math.tan(angle) - angle
+
+
+def gear_half_tooth_angle(p: Mapping[str, float], radius: float) -> float:
+    """Half a tooth's angular thickness (radians) at ``radius`` (not below the base circle):
+    pi/(2z) + inv(alpha) - inv(alpha_r), with alpha_r = arccos(r_base / r). At the pitch
+    circle a tooth is half the circular pitch thick (no backlash, no profile shift)."""
+    r_base = gear_base_diameter(p) / 2
+    alpha = math.radians(GEAR_PRESSURE_ANGLE_DEG)
+    alpha_r = math.acos(min(1.0, r_base / radius))
+    return math.pi / (2 * p["teeth"]) + involute(alpha) - involute(alpha_r)
+
+
 def gear_tip_half_angle(p: Mapping[str, float]) -> float:
-    """Half the angle a tooth's tip arc spans (radians): a quarter of the pitch."""
-    return math.pi / (2 * p["teeth"]) * 0.5
+    """Half the angle a tooth's tip land spans (radians)."""
+    return gear_half_tooth_angle(p, gear_tip_diameter(p) / 2)
+
+
+def gear_flank(p: Mapping[str, float]) -> list[tuple[float, float]]:
+    """One flank of a tooth as polar points ``(radius, half-angle)`` from the root circle to
+    the tip circle: the tooth centred at angle c has its flanks at c - half-angle and
+    c + half-angle. Points on the involute are spread evenly in roll angle (denser near
+    the base circle, where it curves most); where the root circle lies inside the base
+    circle (fewer than 42 teeth) the flank runs radially from the root to the base circle,
+    the usual simplification of the generated undercut."""
+    r_base = gear_base_diameter(p) / 2
+    r_root = gear_root_diameter(p) / 2
+    r_tip = gear_tip_diameter(p) / 2
+    start = max(r_base, r_root)
+    roll_start = math.sqrt(max(0.0, (start / r_base) ** 2 - 1))
+    roll_tip = math.sqrt((r_tip / r_base) ** 2 - 1)
+    points: list[tuple[float, float]] = []
+    if r_root < r_base:
+        points.append((r_root, gear_half_tooth_angle(p, r_base)))
+    for i in range(GEAR_FLANK_SEGMENTS + 1):
+        roll = roll_start + (roll_tip - roll_start) * i / GEAR_FLANK_SEGMENTS
+        radius = r_tip if i == GEAR_FLANK_SEGMENTS else r_base * math.sqrt(1 + roll * roll)
+        points.append((radius, gear_half_tooth_angle(p, radius)))
+    return points
 
 
 def _gear_reach(p: Mapping[str, float], direction: float) -> float:
-    """How far the gear reaches from its axis towards ``direction`` (radians): tooth k is
-    centred at 2πk/z with a tip arc of ± the tip half-angle; the root circle bounds it
-    from below."""
+    """How far the gear reaches from its axis towards ``direction`` (radians): the
+    farthest of the tip arcs (tooth k centred at 2πk/z, ± the tip half-angle) and the
+    flank points (the flanks are straight between them, so a vertex is the farthest point
+    of each segment); the root circle bounds it from below."""
     r_tip = gear_tip_diameter(p) / 2
     half = gear_tip_half_angle(p)
+    flank = gear_flank(p)
     teeth = int(p["teeth"])
     best = gear_root_diameter(p) / 2
     for k in range(teeth):
-        lo = 2 * math.pi * k / teeth - half
-        if (direction - lo) % (2 * math.pi) <= 2 * half + 1e-12:
+        centre = 2 * math.pi * k / teeth
+        offset = math.remainder(direction - centre, 2 * math.pi)
+        if abs(offset) <= half + 1e-12:
             return r_tip
-        best = max(
-            best, r_tip * math.cos(lo - direction), r_tip * math.cos(lo + 2 * half - direction)
-        )
+        for radius, psi in flank:
+            best = max(best, radius * math.cos(abs(offset) - psi))
     return best
 
 

@@ -12,7 +12,8 @@ KittyLabError
 ├── AuthenticationRequired      no or unknown credentials (401)
 ├── PermissionDenied            credentials fine, role insufficient (403)
 └── InfrastructureError         a dependency (database, broker, sender) failed
-    └── DataDirInUse            another KittyLab process owns the data directory
+    ├── DataDirInUse            another KittyLab process owns the data directory
+    └── Busy                    no capacity now; retry after ``retry_after_seconds`` (503)
 """
 
 from __future__ import annotations
@@ -95,3 +96,12 @@ class InfrastructureError(KittyLabError):
 
 class DataDirInUse(InfrastructureError):
     pass
+
+
+class Busy(InfrastructureError):
+    """Every worker that could serve the request is in use and none freed up in time;
+    nothing was done, and the same request may succeed after ``retry_after_seconds``."""
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

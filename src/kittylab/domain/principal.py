@@ -7,6 +7,11 @@ from uuid import UUID
 
 from kittylab.domain.enums import Role
 
+CAD_GENERATION_ROLES = (Role.ENGINEER, Role.OPERATOR, Role.ADMIN)
+"""Who may start CAD generation, which can spend money on online providers and ties up
+the lab's workers: the people who design parts and run the machines. Safety reviews and
+approves; it does not commission parts. Reading jobs and artifacts stays open to all."""
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -16,6 +21,10 @@ class Principal:
 
     def has_any(self, *roles: Role) -> bool:
         return bool(self.roles & set(roles))
+
+    @property
+    def may_generate_cad(self) -> bool:
+        return self.has_any(*CAD_GENERATION_ROLES)
 
     @property
     def reads_all_records(self) -> bool:

@@ -137,6 +137,14 @@ def add_cad_artifact(
     return artifact
 
 
+def check_artifact_key_free(session: Session, artifact_key: str) -> None:
+    """``Conflict`` (field ``artifactKey``) when an artifact is recorded under the key;
+    callers check before writing the file, so a recorded file is never replaced."""
+    key = _clean_artifact_key(artifact_key)
+    if session.scalar(select(CADArtifact.id).where(CADArtifact.artifact_key == key)) is not None:
+        raise Conflict(f"an artifact is already stored at {key}", field="artifactKey")
+
+
 def _clean_artifact_key(value: str) -> str:
     key = value.strip()
     if not key or len(key) > _ARTIFACT_KEY_MAX:

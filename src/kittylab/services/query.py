@@ -131,6 +131,8 @@ class _Turn:
     cad_reply: str | None = None
     """Set when step 2 started CAD generation (outside any transaction: a build can take
     a minute, and the conversation row is locked while step 3 records the turn)."""
+    cad_refusal: str | None = None
+    """Set instead when the person may not start CAD generation."""
 
 
 class QueryService:
@@ -216,6 +218,12 @@ class QueryService:
         self, u: Understanding, turn: _Turn, caller: Principal, conversation_id: UUID
     ) -> None:
         if u.intent != CAD_GENERATE or u.problem is not None or self.cad is None:
+            return
+        if not caller.may_generate_cad:
+            turn.cad_refusal = (
+                "Starting CAD generation needs the engineer, operator or admin role; "
+                "ask one of them, or an admin for the role."
+            )
             return
         turn.cad_reply = self.cad.start(
             str(u.args.get("prompt", "")),
@@ -495,7 +503,11 @@ class QueryService:
             return False, None, None
         if u.intent == CAD_GENERATE:
             prompt = str(u.args.get("prompt", ""))
-            if turn.cad_reply is None:
+            if turn.cad_refusal is not None:
+                turn.outcome = Outcome.REFUSED
+                turn.reasons.append("cad_generate needs engineer, operator or admin")
+                turn.replies.append(turn.cad_refusal)
+            elif turn.cad_reply is None:
                 turn.outcome = Outcome.UNAVAILABLE
                 turn.replies.append(
                     f"CAD generation is not available here; I understood you want: {prompt}."

@@ -1,14 +1,46 @@
 """A stand-in for a local image-to-mesh runner (TripoSR, InstantMesh) that follows the
-command contract: read the image given, write a mesh into the output folder."""
+command contract: read the image given, write a mesh into the output folder.
 
+Markers in the image bytes make it misbehave, for the tests of its confinement:
+``fail`` exits with an error; ``hang`` starts a child in its process group, writes the
+child's pid to ``<out>/child.pid`` and never returns; ``probe:<port>`` writes what it was
+allowed to ``<out>/probe.json`` (its limits, its environment's names, whether it could
+connect to 127.0.0.1:<port>) and then does its job."""
+
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 image, out = Path(sys.argv[1]), Path(sys.argv[2])
-if not image.read_bytes().startswith(b"\x89PNG"):
+data = image.read_bytes()
+if not data.startswith(b"\x89PNG"):
     sys.exit("not a PNG")
-if b"fail" in image.read_bytes():
+if b"fail" in data:
     sys.exit("runner failed on this image")
+if b"hang" in data:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    (out / "child.pid").write_text(str(child.pid))
+    time.sleep(3600)
+probe = re.search(rb"probe:(\d+)", data)
+if probe:
+    try:
+        socket.create_connection(("127.0.0.1", int(probe.group(1))), timeout=2).close()
+        network = "connected"
+    except OSError:
+        network = "unreachable"
+    report = {
+        "memory": resource.getrlimit(resource.RLIMIT_AS)[0],
+        "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0],
+        "environment": sorted(os.environ),
+        "network": network,
+    }
+    (out / "probe.json").write_text(json.dumps(report))
 (out / "0").mkdir(parents=True)
 vertices = [(x, y, z) for x in (0, 30) for y in (0, 20) for z in (0, 10)]
 faces = [

@@ -2,15 +2,20 @@
 
 The command is a template with ``{image}`` (the input picture) and ``{out}`` (an empty
 folder for the result), e.g. ``python run.py {image} --output-dir {out}``. It is split
-like a shell would (``shlex``) but run without a shell, with a timeout; the first mesh it
-leaves in ``{out}`` (``.obj``, ``.glb``, ``.ply`` or ``.stl``, searched recursively) is
-converted to STL. The image comes from the request's references, which must be keys in
+like a shell would (``shlex``) but run without a shell, confined like FreeCAD
+(``confine.run_confined``: its own network namespace — a model must already be on disk —,
+an address-space cap, a CPU-time cap of the timeout times the CPU count, its process group
+killed past the timeout) and with a clean environment (``PATH``, ``HOME`` and ``TMPDIR`` in
+the job's work folder, ``LANG``; never KittyLab's secrets). The first mesh it leaves in
+``{out}`` (``.obj``, ``.glb``, ``.ply`` or ``.stl``, searched recursively) is converted to
+STL. The image comes from the request's references, which must be keys in
 the artifact store (``references/part-photo.png``): callers never name server paths.
 Unconfigured or not installed, the provider reports itself unavailable.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import trimesh
 
+from kittylab.adapters.cad.confine import run_confined
 from kittylab.adapters.cad.worker import CadBuildFailed
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, validate_key
@@ -41,11 +47,14 @@ class ExternalMeshProvider:
         store: ArtifactStore,
         *,
         timeout_seconds: float = 600.0,
+        memory_bytes: int = 16 * 1024**3,
     ) -> None:
         self.name = name
         self.command = command
         self.store = store
         self.timeout_seconds = timeout_seconds
+        self.memory_bytes = memory_bytes
+        """Address-space cap; 0 leaves it uncapped (CUDA maps far more than it uses)."""
 
     def unavailable_reason(self) -> str | None:
         if not self.command:
@@ -80,9 +89,25 @@ class ExternalMeshProvider:
         out = work_dir / "out"
         out.mkdir()
         argv = [part.format(image=str(image), out=str(out)) for part in shlex.split(self.command)]
+        executable = shutil.which(argv[0])
+        if executable is None:
+            raise ProviderUnavailable(f"{argv[0]} is not installed")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work_dir),
+            "TMPDIR": str(work_dir),
+            "LANG": "C.UTF-8",
+        }
         try:
-            done = subprocess.run(  # noqa: S603 - an operator-configured command, no shell
-                argv, capture_output=True, timeout=self.timeout_seconds, check=False
+            done = run_confined(
+                [executable, *argv[1:]],
+                memory_bytes=self.memory_bytes,
+                # CPU time across every thread, so a runner using all cores may use them for
+                # the whole of its wall-clock allowance.
+                cpu_seconds=int(self.timeout_seconds * (os.cpu_count() or 1)) + 1,
+                timeout_seconds=self.timeout_seconds,
+                env=env,
+                cwd=work_dir,
             )
         except subprocess.TimeoutExpired as exc:
             raise CadBuildFailed(

@@ -18,9 +18,9 @@ from kittylab.domain.cad_spec import (
     LID_GAP_MM,
     Family,
     PartSpec,
+    gear_flank,
     gear_root_diameter,
     gear_tip_diameter,
-    gear_tip_half_angle,
     hole_centres,
     phone_stand_rest_foot,
 )
@@ -165,26 +165,54 @@ def _phone_stand(p: Params) -> cq.Workplane:
 
 
 def _gear(p: Params) -> cq.Workplane:
+    """Involute teeth (``gear_flank``): each flank is a spline through points on the
+    involute (a radial line below the base circle, where there is one), joined by a tip
+    arc and, to the next tooth, a root arc. The outline is assembled from edges directly:
+    a Workplane chain over every tooth is slow and, for 200 teeth, deeper than Python's
+    recursion limit."""
     teeth = int(p["teeth"])
     r_tip = gear_tip_diameter(p) / 2
     r_root = gear_root_diameter(p) / 2
     pitch = 2 * math.pi / teeth
-    half_tip = gear_tip_half_angle(p)
-    half_root = 0.3 * pitch
+    flank = gear_flank(p)
+    undercut = flank[0][0] < flank[1][0] and math.isclose(flank[0][1], flank[1][1])
 
-    def at(radius: float, angle: float) -> tuple[float, float]:
-        return (radius * math.cos(angle), radius * math.sin(angle))
+    def at(radius: float, angle: float) -> cq.Vector:
+        return cq.Vector(radius * math.cos(angle), radius * math.sin(angle), 0)
 
-    sketch = cq.Workplane("XY").moveTo(*at(r_root, -half_root))
+    def side(centre: float, sign: int) -> list[cq.Edge]:
+        """One flank on the ``sign`` side of the tooth centre, in the outline's direction:
+        from the root up on the trailing side (-1), from the tip down on the leading side
+        (+1)."""
+        points = [at(radius, centre + sign * half) for radius, half in flank]
+        if sign > 0:
+            points.reverse()
+        if not undercut:
+            return [cq.Edge.makeSpline(points)]
+        if sign < 0:
+            return [cq.Edge.makeLine(points[0], points[1]), cq.Edge.makeSpline(points[1:])]
+        return [cq.Edge.makeSpline(points[:-1]), cq.Edge.makeLine(points[-2], points[-1])]
+
+    edges: list[cq.Edge] = []
     for k in range(teeth):
         centre = k * pitch
-        sketch = sketch.lineTo(*at(r_tip, centre - half_tip))
-        sketch = sketch.threePointArc(at(r_tip, centre), at(r_tip, centre + half_tip))
-        sketch = sketch.lineTo(*at(r_root, centre + half_root))
-        sketch = sketch.threePointArc(
-            at(r_root, centre + pitch / 2), at(r_root, centre + pitch - half_root)
+        left = side(centre, -1)
+        right = side(centre, 1)
+        edges += left
+        edges.append(
+            cq.Edge.makeThreePointArc(left[-1].endPoint(), at(r_tip, centre), right[0].startPoint())
         )
-    body = sketch.close().extrude(p["thickness"])
+        edges += right
+        following = at(r_root, (k + 1) * pitch - flank[0][1])
+        if k + 1 == teeth:
+            following = edges[0].startPoint()  # close exactly where the outline began
+        edges.append(
+            cq.Edge.makeThreePointArc(
+                right[-1].endPoint(), at(r_root, centre + pitch / 2), following
+            )
+        )
+    face = cq.Face.makeFromWires(cq.Wire.assembleEdges(edges))
+    body = cq.Workplane("XY").add(cq.Solid.extrudeLinear(face, cq.Vector(0, 0, p["thickness"])))
     if p["bore"] > 0:
         body = body.faces(">Z").workplane().hole(p["bore"])
     return body

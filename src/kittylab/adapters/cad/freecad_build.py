@@ -42,9 +42,9 @@ def _build(raw_spec: dict, out_dir: Path) -> dict:
         LID_GAP_MM,
         Family,
         PartSpec,
+        gear_flank,
         gear_root_diameter,
         gear_tip_diameter,
-        gear_tip_half_angle,
         hole_centres,
         phone_stand_rest_foot,
     )
@@ -155,33 +155,45 @@ def _build(raw_spec: dict, out_dir: Path) -> dict:
         return base.fuse([front, rest]).removeSplitter()
 
     def gear():
+        # Involute teeth, as in families.py: a spline through gear_flank's points on each
+        # flank (a radial line below the base circle), tip and root arcs between them.
         teeth = int(p["teeth"])
         r_tip, r_root = gear_tip_diameter(p) / 2, gear_root_diameter(p) / 2
         pitch = 2 * math.pi / teeth
-        half_tip, half_root = gear_tip_half_angle(p), 0.3 * pitch
+        flank = gear_flank(p)
+        undercut = flank[0][0] < flank[1][0] and math.isclose(flank[0][1], flank[1][1])
 
         def at(r, a):
             return V(r * math.cos(a), r * math.sin(a), 0)
 
+        def spline(points):
+            curve = Part.BSplineCurve()
+            curve.interpolate(points)
+            return curve.toShape()
+
+        def side(c, sign):
+            points = [at(r, c + sign * h) for r, h in flank]
+            if sign > 0:
+                points.reverse()
+            if not undercut:
+                return [spline(points)]
+            if sign < 0:
+                return [Part.LineSegment(points[0], points[1]).toShape(), spline(points[1:])]
+            return [spline(points[:-1]), Part.LineSegment(points[-2], points[-1]).toShape()]
+
         edges = []
         for k in range(teeth):
             c = k * pitch
-            edges.append(
-                Part.LineSegment(at(r_root, c - half_root), at(r_tip, c - half_tip)).toShape()
-            )
-            edges.append(
-                Part.Arc(at(r_tip, c - half_tip), at(r_tip, c), at(r_tip, c + half_tip)).toShape()
-            )
-            edges.append(
-                Part.LineSegment(at(r_tip, c + half_tip), at(r_root, c + half_root)).toShape()
-            )
-            edges.append(
-                Part.Arc(
-                    at(r_root, c + half_root),
-                    at(r_root, c + pitch / 2),
-                    at(r_root, c + pitch - half_root),
-                ).toShape()
-            )
+            left, right = side(c, -1), side(c, 1)
+            edges += left
+            tip_start, tip_end = left[-1].Vertexes[-1].Point, right[0].Vertexes[0].Point
+            edges.append(Part.Arc(tip_start, at(r_tip, c), tip_end).toShape())
+            edges += right
+            following = at(r_root, (k + 1) * pitch - flank[0][1])
+            if k + 1 == teeth:
+                following = edges[0].Vertexes[0].Point
+            root_start = right[-1].Vertexes[-1].Point
+            edges.append(Part.Arc(root_start, at(r_root, c + pitch / 2), following).toShape())
         body = Part.Face(Part.Wire(edges)).extrude(V(0, 0, p["thickness"]))
         if p["bore"] > 0:
             body = body.cut(Part.makeCylinder(p["bore"] / 2, p["thickness"] + 2, V(0, 0, -1)))

@@ -1,10 +1,10 @@
 """The second offline provider: the part library built by FreeCAD (``freecadcmd``).
 
 Each job runs ``freecadcmd`` on ``freecad_build.py`` in a fresh process, confined by
-``confine`` (own network namespace — refused where namespaces are not available —,
-``RLIMIT_AS``, ``RLIMIT_CPU``) and killed past its timeout. Only the specification
-crosses in, as JSON. Reported unavailable when ``freecadcmd`` is not installed (Debian
-package ``freecad``).
+``confine.run_confined`` (own network namespace — refused where namespaces are not
+available —, ``RLIMIT_AS``, ``RLIMIT_CPU``, its process group killed past its timeout).
+Only the specification crosses in, as JSON. Reported unavailable when ``freecadcmd`` is
+not installed (Debian package ``freecad``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import kittylab
+from kittylab.adapters.cad.confine import run_confined
 from kittylab.adapters.cad.worker import CadBuildFailed, CadBuildTimeout, WorkerLimits
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.domain.errors import ValidationFailed
@@ -65,22 +65,13 @@ class FreeCadProvider:
             "KITTYLAB_FREECAD_REQUEST": str(request_file),
         }
         try:
-            done = subprocess.run(  # noqa: S603 - fixed script, no shell
-                [
-                    sys.executable,
-                    "-m",
-                    "kittylab.adapters.cad.confine",
-                    str(self.limits.memory_bytes),
-                    str(int(self.limits.cpu_seconds) + 1),
-                    executable,
-                    "-c",
-                    f"exec(open({str(SCRIPT)!r}).read())",
-                ],
+            done = run_confined(
+                [executable, "-c", f"exec(open({str(SCRIPT)!r}).read())"],
+                memory_bytes=self.limits.memory_bytes,
+                cpu_seconds=int(self.limits.cpu_seconds) + 1,
+                timeout_seconds=self.limits.timeout_seconds,
                 env=env,
                 cwd=work_dir,
-                capture_output=True,
-                timeout=self.limits.timeout_seconds,
-                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise CadBuildTimeout(

@@ -1,7 +1,8 @@
 """Tripo text- or image-to-3D through the official ``tripo3d`` SDK (API v3).
 
-``text_to_model`` (``POST /v3/generation/text-to-model``) — or ``image_to_model`` when the
-request carries an image reference — starts a task; ``wait_for_task`` polls
+``text_to_model`` (``POST /v3/generation/text-to-model``) — or ``image_to_model``
+(``POST /v3/generation/image-to-model``) when the request's references include an image URL
+(``https://…``; Tripo fetches it) — starts a task; ``wait_for_task`` polls
 ``GET /v3/tasks/{id}`` until it ends; the signed model URL (GLB) is downloaded and
 converted to STL with trimesh. Mesh only: no STEP. The SDK is asynchronous; the provider
 runs it on its own event loop under an overall deadline. SDK errors become
@@ -22,6 +23,9 @@ from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.services.cad import ProviderOutput, ProviderRequest, ProviderUnavailable
 
 MODEL_VERSION = "v2.5-20250123"
+AUTHENTICATION_FAILED = 1002
+"""Tripo's business code for a refused key: the SDK raises it as ``TripoAPIError`` (from
+the error body) rather than as an HTTP 401."""
 
 
 class TripoProvider:
@@ -67,6 +71,8 @@ class TripoProvider:
                 f"Tripo did not finish within {self.deadline_seconds:g} s"
             ) from exc
         except TripoAPIError as exc:
+            if exc.code == AUTHENTICATION_FAILED:
+                raise ProviderUnavailable(f"Tripo refused the key (code {exc.code})") from exc
             raise CadBuildFailed(f"Tripo answered an error: {exc}"[:300]) from exc
         except TripoRequestError as exc:
             if exc.status_code in (401, 403):

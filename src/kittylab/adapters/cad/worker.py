@@ -18,14 +18,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kittylab.domain.cad_spec import PartSpec
-from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.domain.errors import Busy, InfrastructureError, ValidationFailed
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class CadBuildFailed(InfrastructureError):
@@ -40,6 +42,10 @@ class CadWorkerCrashed(CadBuildFailed):
     """The worker process died (CPU or memory limit, a crash in the geometry kernel)."""
 
 
+class CadWorkersBusy(Busy):
+    """Every worker stayed busy for the whole allowed wait; nothing was built."""
+
+
 @dataclass(frozen=True)
 class BuildResult:
     step: Path
@@ -52,18 +58,50 @@ class BuildResult:
 
 
 @dataclass(frozen=True)
+class StepCheck:
+    """OpenCascade's verdict on a STEP file: every solid valid, how many, their extents."""
+
+    valid: bool
+    solids: int
+    bbox: tuple[float, float, float] | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class WorkerLimits:
     timeout_seconds: float = 60.0
     cpu_seconds: float = 60.0
     memory_bytes: int = 3 * 1024**3
     start_timeout_seconds: float = 120.0
     stl_tolerance: float = 0.01
+    slot_wait_seconds: float = 30.0
+    """Longest a request waits for a free worker; the caller's thread (an API request's)
+    is held meanwhile, so a burst must not hold it without bound."""
+
+
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
+"""The folder holding the ``kittylab`` package, for the worker's ``PYTHONPATH``."""
+
+
+def worker_environment() -> dict[str, str]:
+    """A clean environment for model-building code: what Python needs to find KittyLab
+    and CadQuery, nothing of the service's own (the database URL, API tokens, cloud
+    credentials live in its environment), as for ``freecadcmd``."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(SOURCE_ROOT),
+    }
+    for name in ("HOME", "TMPDIR"):  # where libraries may keep caches and scratch files
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
 
 
 class _Worker:
     def __init__(self, limits: WorkerLimits) -> None:
         self.limits = limits
-        env = dict(os.environ)
+        env = worker_environment()
         env["KITTYLAB_CAD_WORKER_MEMORY"] = str(limits.memory_bytes)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kittylab.adapters.cad.worker_main"],
@@ -113,6 +151,29 @@ class _Worker:
         decoded: dict[str, Any] = json.loads(line)
         return decoded
 
+    def _ask(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise CadWorkerCrashed("the CAD worker is gone") from exc
+        return self._read_line(timeout)
+
+    def check_step(self, step: Path, limits: WorkerLimits) -> StepCheck:
+        answer = self._ask(
+            {"check_step": str(step), "cpu_seconds": limits.cpu_seconds}, limits.timeout_seconds
+        )
+        if not answer.get("ok"):
+            raise CadBuildFailed(str(answer.get("error", "the STEP check failed")))
+        bbox = answer.get("bbox")
+        return StepCheck(
+            valid=bool(answer["valid"]),
+            solids=int(answer["solids"]),
+            bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2])) if bbox else None,
+            reason=answer.get("reason"),
+        )
+
     def build(self, spec: PartSpec, out_dir: Path, limits: WorkerLimits) -> BuildResult:
         request = {
             "spec": spec.to_json(),
@@ -120,13 +181,7 @@ class _Worker:
             "cpu_seconds": limits.cpu_seconds,
             "stl_tolerance": limits.stl_tolerance,
         }
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise CadWorkerCrashed("the CAD worker is gone") from exc
-        answer = self._read_line(limits.timeout_seconds)
+        answer = self._ask(request, limits.timeout_seconds)
         if not answer.get("ok"):
             if answer.get("kind") == "validation":
                 field, _, message = str(answer.get("error", "")).partition(": ")
@@ -192,17 +247,34 @@ class CadWorkerPool:
     def build(self, spec: PartSpec, out_dir: Path) -> BuildResult:
         """Build ``spec`` into ``out_dir`` (STEP and STL). Raises ``ValidationFailed`` for a
         spec the library refuses, ``CadBuildTimeout``, ``CadWorkerCrashed`` or
-        ``CadBuildFailed``; the worker is replaced after a timeout or crash."""
-        with self._slots:
+        ``CadBuildFailed``; the worker is replaced after a timeout or crash.
+        ``CadWorkersBusy`` when no worker came free within ``limits.slot_wait_seconds``."""
+        return self._with_worker(lambda worker: worker.build(spec, out_dir, self.limits))
+
+    def check_step(self, step: Path) -> StepCheck:
+        """Read ``step`` in a worker and check its solids (OpenCascade's ``isValid``); an
+        unreadable file or one without solids is ``valid=False``. Raises like ``build``."""
+        return self._with_worker(lambda worker: worker.check_step(step, self.limits))
+
+    def _with_worker(self, work: Callable[[_Worker], _T]) -> _T:
+        wait = self.limits.slot_wait_seconds
+        if not self._slots.acquire(timeout=wait):
+            raise CadWorkersBusy(
+                f"all {self.size} CAD workers stayed busy for {wait:g} s",
+                retry_after_seconds=max(wait, 1.0),
+            )
+        try:
             worker = self._acquire()
             try:
-                return worker.build(spec, out_dir, self.limits)
+                return work(worker)
             except (CadBuildTimeout, CadWorkerCrashed):
                 logger.warning("CAD worker lost; a fresh one replaces it")
                 worker.kill()
                 raise
             finally:
                 self._release(worker)
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         with self._lock:

@@ -9,6 +9,8 @@ anything a library prints goes to stderr instead):
     → {"ok": true, "step": ".../part.step", "stl": ".../part.stl",
        "bbox": [x, y, z], "valid": true, "volume": 1234.5, "solids": 1, "build_ms": 41.0}
     → {"ok": false, "error": "spec.thickness: must be more than 0 mm", "kind": "validation"}
+    {"check_step": "/tmp/x/part.step", "cpu_seconds": 20}
+    → {"ok": true, "valid": true, "solids": 1, "bbox": [x, y, z]}
 
 The first line it writes is ``{"ready": true, "network": "namespace"|"sockets-refused",
 "memory_bytes": N}``. Confinement: ``RLIMIT_AS`` caps its memory; before each request
@@ -16,7 +18,9 @@ The first line it writes is ``{"ready": true, "network": "namespace"|"sockets-re
 runaway build is killed by SIGXCPU; networking is removed by moving into a new network
 namespace (``unshare(CLONE_NEWNET)``, which needs root or user namespaces) or, where that
 is refused, by making every socket creation fail. Only a specification crosses in — never
-code — and it is rebuilt and checked by ``PartSpec.from_json``.
+code — and it is rebuilt and checked by ``PartSpec.from_json``; a STEP file from elsewhere
+(an online provider) is only read, to check its solids, here where a hostile or broken file
+can cost at most this process.
 """
 
 from __future__ import annotations
@@ -93,6 +97,9 @@ def main() -> None:
         try:
             request = json.loads(line)
             _limit_cpu(float(request.get("cpu_seconds", 30)))
+            if "check_step" in request:
+                answer(_check_step(Path(request["check_step"])))
+                continue
             spec = PartSpec.from_json(request["spec"])
             out_dir = Path(request["out_dir"])
             answer(
@@ -104,6 +111,27 @@ def main() -> None:
             answer({"ok": False, "kind": "memory", "error": "the build ran out of memory"})
         except Exception as exc:
             answer({"ok": False, "kind": "build", "error": f"{type(exc).__name__}: {exc}"[:500]})
+
+
+def _check_step(path: Path) -> dict[str, Any]:
+    """OpenCascade's validity check of every solid in a STEP file; a file it cannot read
+    or that holds no solid is not a valid solid."""
+    import cadquery as cq
+
+    try:
+        shapes = cq.importers.importStep(str(path)).vals()
+    except Exception as exc:  # OCP raises its own types for unreadable files
+        return {"ok": True, "valid": False, "solids": 0, "reason": type(exc).__name__}
+    solids = [solid for shape in shapes for solid in shape.Solids()]  # type: ignore[union-attr]
+    if not solids:
+        return {"ok": True, "valid": False, "solids": 0, "reason": "no solid in the file"}
+    box = cq.Compound.makeCompound(solids).BoundingBox()
+    return {
+        "ok": True,
+        "valid": all(solid.isValid() for solid in solids),
+        "solids": len(solids),
+        "bbox": [round(box.xlen, 6), round(box.ylen, 6), round(box.zlen, 6)],
+    }
 
 
 def _build(

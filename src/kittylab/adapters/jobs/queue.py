@@ -25,6 +25,7 @@ from kittylab.adapters.jobs.tasks import (
     NAMESPACE,
     PREPARE_PRINT_TASK,
     START_PRINT_TASK,
+    cad_lock,
     delivery_lock,
     dispatch_lock,
     job_blueprint,
@@ -160,11 +161,13 @@ class ProcrastinateQueue:
             raise JobQueueUnavailable(f"cannot defer {task}: {type(exc).__name__}") from exc
 
     def defer_cad_job(self, job_id: UUID) -> None:
-        """Schedule a CAD job's run; raises ``JobQueueUnavailable`` if it cannot be stored."""
+        """Schedule a CAD job's run (a no-op when one waits); raises
+        ``JobQueueUnavailable`` if it cannot be stored — ``resume_cad_jobs`` defers it
+        later."""
         key = str(job_id)
         try:
             self._app.configure_task(
-                CAD_TASK, allow_unknown=False, queueing_lock=f"cad:{key}"
+                CAD_TASK, allow_unknown=False, queueing_lock=cad_lock(key), lock=cad_lock(key)
             ).defer(cad_job_id=key)
         except AlreadyEnqueued:
             return

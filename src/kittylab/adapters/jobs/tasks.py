@@ -16,7 +16,9 @@ that was down does not pile up runs to catch up on:
 - ``reconcile_commands``, every minute: dispatch (or expire) device commands whose
   dispatch job was lost;
 - ``advance_print_queues``, every minute: give every printer with queued jobs a chance
-  to start one (after a refusal, a lost job, a printer back online).
+  to start one (after a refusal, a lost job, a printer back online);
+- ``resume_cad_jobs``, every minute: run CAD jobs a lost run left ``queued`` or
+  ``running`` (``CadService.recover_stranded``) in the background.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from kittylab.services import (
     sessions,
 )
 from kittylab.services.artifacts import ArtifactStore
-from kittylab.services.cad import CadGenerationFailed, CadService
+from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
@@ -78,6 +80,7 @@ PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
 RECONCILE_TASK = f"{NAMESPACE}:reconcile_commands"
 EXPIRE_SAFETY_TASK = f"{NAMESPACE}:expire_safety_events"
 CAD_TASK = f"{NAMESPACE}:generate_cad"
+RESUME_CAD_TASK = f"{NAMESPACE}:resume_cad_jobs"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
 HOURLY = "0 * * * *"
@@ -90,6 +93,7 @@ PERIODIC = {
     RECONCILE_TASK: EVERY_MINUTE,
     PRINT_QUEUES_TASK: EVERY_MINUTE,
     EXPIRE_SAFETY_TASK: EVERY_MINUTE,
+    RESUME_CAD_TASK: EVERY_MINUTE,
 }
 """Every periodic task (full name) and its cron schedule."""
 CONTEXT_KEY = "kittylab"
@@ -134,6 +138,22 @@ def check_heartbeat_settings(jobs: JobSettings) -> None:
 def dispatch_lock(command_id: str) -> str:
     """At most one dispatch job per command waits at a time."""
     return f"command:{command_id}"
+
+
+def cad_lock(cad_job_id: str) -> str:
+    """Queueing lock and lock of a CAD job's run: at most one waits, and one runs at a
+    time (a re-deferred run waits for the one under way, then finds the job finished)."""
+    return f"cad:{cad_job_id}"
+
+
+async def defer_cad(app: procrastinate.App, cad_job_id: str) -> bool:
+    try:
+        await app.configure_task(
+            CAD_TASK, queueing_lock=cad_lock(cad_job_id), lock=cad_lock(cad_job_id)
+        ).defer_async(cad_job_id=cad_job_id)
+    except AlreadyEnqueued:
+        return False
+    return True
 
 
 def print_queue_lock(device_id: str) -> str:
@@ -359,7 +379,29 @@ def job_blueprint() -> procrastinate.Blueprint:
             await asyncio.to_thread(ctx.cad.run_job, UUID(cad_job_id))
         except CadGenerationFailed:
             return "failed"
+        except CadBusy:
+            return "failed: every CAD worker was busy"
         return "completed"
+
+    @blueprint.periodic(cron=PERIODIC[RESUME_CAD_TASK], periodic_id="every-minute")
+    @blueprint.task(name="resume_cad_jobs", pass_context=True, queueing_lock=RESUME_CAD_TASK)
+    async def resume_cad_jobs(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Defer a run of every CAD job a lost run left behind (never deferred, or its
+        process died mid-build); jobs whose runs keep dying are failed by the service."""
+        ctx = _context(job)
+        if ctx.cad is None:
+            return 0
+        stranded = await asyncio.to_thread(ctx.cad.recover_stranded, ctx.clock())
+        deferred = 0
+        for cad_job_id in stranded.resume:
+            deferred += await defer_cad(job.app, str(cad_job_id))
+        if deferred or stranded.abandoned:
+            logger.info(
+                "CAD recovery deferred %d runs, abandoned %d jobs",
+                deferred,
+                len(stranded.abandoned),
+            )
+        return deferred
 
     return blueprint
 

@@ -16,13 +16,14 @@ from pydantic import Field, StringConstraints
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.api import problems
-from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
-from kittylab.domain.enums import CADJobStatus, FabricationStatus, MonitorEventType
+from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import NotFound
+from kittylab.domain.principal import CAD_GENERATION_ROLES, Principal
 from kittylab.services.artifacts import ArtifactMissing
 from kittylab.services.cad import (
     CadGenerationFailed,
@@ -37,6 +38,8 @@ router = APIRouter(prefix="/api/cad", tags=["cad"])
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[^\x00]*$")]
 Wired = Annotated[Container, Depends(container)]
+Designer = Annotated[Principal, Depends(require(*CAD_GENERATION_ROLES))]
+"""Generating (and iterating): engineer, operator or admin; every read is open to all."""
 
 
 class GenerateIn(StrictInput):
@@ -44,6 +47,19 @@ class GenerateIn(StrictInput):
     prompt: Prompt
     policy_mode: PolicyMode = PolicyMode.AUTO
     references: list[Reference] = Field(default_factory=list, max_length=8)
+    providers: list[CADProvider] = Field(
+        default_factory=list,
+        max_length=len(CADProvider),
+        description="Only these providers, in this order; empty: every one the policy allows.",
+    )
+    compare: bool = Field(
+        False,
+        description="Run every planned provider and keep each one's artifacts (see "
+        "/compare), instead of stopping at the first that succeeds.",
+    )
+    printer_id: UUID | None = Field(
+        None, description="The printer the part is for: its bed is the one the fit is scored on."
+    )
 
 
 class IterateIn(StrictInput):
@@ -137,12 +153,17 @@ def _generated(result: GenerateResult, mode: PolicyMode) -> JSONResponse:
 
 
 def _failed(request: Request, exc: CadGenerationFailed) -> JSONResponse:
+    alerted = (
+        "an operator has been alerted"
+        if exc.alerts
+        else "no operator could be alerted (none is configured to receive CAD alerts)"
+    )
     return problems.problem(
         request,
         502,
         "cad-generation-failed",
         "CAD generation failed",
-        f"{exc} — an operator has been alerted; see GET /api/cad/jobs/{exc.job_id}",
+        f"{exc} — {alerted}; see GET /api/cad/jobs/{exc.job_id}",
         field="prompt",
     )
 
@@ -153,7 +174,7 @@ def _failed(request: Request, exc: CadGenerationFailed) -> JSONResponse:
     response_model=GenerateOut,
     responses={409: {"description": "no provider for the policy"}, 502: {"description": "failed"}},
 )
-def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Response:
+def generate(body: GenerateIn, caller: Designer, c: Wired, request: Request) -> Response:
     """Offline: the artifacts are built before the answer. Online and auto: queued."""
     try:
         result = c.cad.generate(
@@ -163,6 +184,9 @@ def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Re
                 requested_by=caller.user_id,
                 conversation_id=body.conversation_id,
                 references=tuple(body.references),
+                providers=tuple(p.value for p in body.providers),
+                compare=body.compare,
+                printer_id=body.printer_id,
             )
         )
     except CadGenerationFailed as exc:
@@ -171,7 +195,9 @@ def generate(body: GenerateIn, caller: Caller, c: Wired, request: Request) -> Re
 
 
 @router.post("/jobs/{job_id}/iterate", status_code=202, response_model=GenerateOut)
-def iterate(job_id: UUID, body: IterateIn, caller: Caller, c: Wired, request: Request) -> Response:
+def iterate(
+    job_id: UUID, body: IterateIn, caller: Designer, c: Wired, request: Request
+) -> Response:
     """A new job from this one's specification changed by ``followUp``, linked to it."""
     try:
         result = c.cad.iterate(
