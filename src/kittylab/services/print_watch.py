@@ -54,7 +54,7 @@ from kittylab.domain.print_telemetry_rules import (
     evaluate_telemetry,
     trim_history,
 )
-from kittylab.services import dispatch, print_monitor
+from kittylab.services import dispatch, monitor_follow_ups, print_monitor
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.detection import FailureDetector, SnapshotSource
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, expand_connection
@@ -201,7 +201,7 @@ class PrintWatcher:
             return False
         follow_ups = [outcome.pause_command_id] if outcome.pause_command_id else []
         if failure and verdict.condition is Condition.THERMAL_RUNAWAY:
-            cooldown = await asyncio.to_thread(self._cooldown, item)
+            cooldown = await asyncio.to_thread(self._cooldown, item, outcome.event.id)
             if cooldown is not None:
                 follow_ups.append(cooldown)
         for command_id in follow_ups:
@@ -259,10 +259,12 @@ class PrintWatcher:
             log.exception("watch: could not record %s on job %s", verdict.condition, item.job_id)
             return None
 
-    def _cooldown(self, item: Watched) -> UUID | None:
+    def _cooldown(self, item: Watched, event_id: UUID) -> UUID | None:
+        """Ask for the cooldown, linked to the runaway's event: if it fails, the operator
+        is told (``monitor_follow_ups``)."""
         try:
             with self._database.unit_of_work() as session:
-                job = session.get(FabricationJob, item.job_id)
+                job = session.get(FabricationJob, item.job_id, with_for_update=True)
                 assert job is not None
                 command = dispatch.submit(
                     session,
@@ -273,6 +275,7 @@ class PrintWatcher:
                     correlation_id=f"runaway-cooldown:{item.job_id}",
                     now=self._clock(),
                 )
+                monitor_follow_ups.link(job, command.id, event_id, "printer_cooldown")
                 return command.id
         except KittyLabError as exc:
             log.warning("watch: could not cool %s down: %s", item.printer.external_id, exc)
