@@ -184,6 +184,14 @@ class FabricationSettings(BaseModel):
     tracker_interval_seconds: float = Field(
         2.0, gt=0, le=60, description="How often active print jobs follow their printer."
     )
+    printer_lost_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="A printing or paused job whose printer cannot be read (or is offline) "
+        "this long fails: the print is presumed lost, and the queue moves on once the bed "
+        "is confirmed clear.",
+    )
     scenes: dict[str, list[dict[str, Any]]] = Field(
         default_factory=_default_scenes,
         description="Job profile -> commands sent to the printer's zone when a print starts.",

@@ -43,9 +43,12 @@ from kittylab.domain.errors import (
 )
 from kittylab.domain.print_queue import (
     FINISHED,
+    JobUpdate,
     QueuedJob,
     Stage,
     follow_printer,
+    following_printer,
+    lost_printer,
     needs_slicing,
     next_job,
 )
@@ -431,6 +434,11 @@ def active_jobs(database: Database) -> list[ActiveJob]:
         ]
 
 
+UNREADABLE_SINCE = "printer_unreadable_since"
+"""The key, in a job's ``details``, of when its printer stopped answering (cleared when
+it answers again)."""
+
+
 def apply_printer_state(
     database: Database,
     job: ActiveJob,
@@ -438,9 +446,16 @@ def apply_printer_state(
     now: datetime,
     *,
     record_state: bool = False,
+    lost_after: timedelta | None = None,
+    unreadable: str | None = None,
 ) -> FabricationStatus | None:
     """Move ``job`` as its printer's ``state`` says; returns the new status, if any. The
     progress the printer reports is kept on the job.
+
+    ``state`` None means the printer could not be read (``unreadable`` says why) or is
+    offline: the first such round is noted on the job, and once it has lasted
+    ``lost_after`` the job fails (``print_queue.lost_printer``), so a printer that went
+    away never holds its queue forever. A state read again clears the note.
 
     With ``record_state`` (a printer that is polled, not one that reports itself), a
     state that moves the job is also stored as the printer's ``state`` telemetry, in the
@@ -452,6 +467,10 @@ def apply_printer_state(
         row = session.get(FabricationJob, job.id, with_for_update=True)
         if row is None or row.status is not job.status:
             return None  # changed meanwhile: the next round sees the new status
+        if state is None and lost_after is not None:
+            update = _unreadable(row, job, now, lost_after, unreadable)
+        elif state is not None and UNREADABLE_SINCE in row.details:
+            row.details = {k: v for k, v in row.details.items() if k != UNREADABLE_SINCE}
         if state and "progress" in state and row.status is not FabricationStatus.PREPARING:
             row.details = {**row.details, "progress": state.get("progress")}
         if update.target is None:
@@ -468,3 +487,25 @@ def apply_printer_state(
         if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
             row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
         return update.target
+
+
+def _unreadable(
+    row: FabricationJob, job: ActiveJob, now: datetime, limit: timedelta, why: str | None
+) -> JobUpdate:
+    """Note (once) that the job's printer stopped answering; fail the job once that has
+    lasted ``limit``."""
+    if not following_printer(job.status, job.stage, job.command_status):
+        return JobUpdate(None)
+    stamp = row.details.get(UNREADABLE_SINCE)
+    if stamp is None:
+        row.details = {**row.details, UNREADABLE_SINCE: now.isoformat()}
+        return JobUpdate(None)
+    return lost_printer(
+        job.status,
+        job.stage,
+        job.command_status,
+        datetime.fromisoformat(stamp),
+        now,
+        limit,
+        why,
+    )

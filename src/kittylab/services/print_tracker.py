@@ -4,6 +4,9 @@ Every round it reads each active job's printer through its driver, moves the job
 (``fabrication.apply_printer_state``), publishes the job's progress retained on
 ``kitty/jobs/<id>``, runs the job profile's scene when a print starts, and when a job
 ends tells whoever started it (and that the bed needs clearing before the next job).
+A job whose printer cannot be read (or, for a self-reporting printer, is offline) for
+``fabrication.printer_lost_after_seconds`` fails with the reason, and its owner is told:
+a printer that went away mid-job never blocks its queue for good.
 A polled printer's read that moves its job is also stored as the printer's last known
 state, so the commands checked against that state (a failure's pause, a cancel, the next
 start) agree with the job.
@@ -24,7 +27,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.config import FabricationSettings, NotifySettings
 from kittylab.domain import topics
-from kittylab.domain.enums import FabricationStatus, MonitorEventType
+from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
 from kittylab.services import alerts, dispatch, fabrication, fabrication_records
@@ -74,9 +77,14 @@ class PrintTracker:
             INTERRUPTED_START_GRACE,
         )
         changed = 0
+        lost_after = timedelta(seconds=self._settings.printer_lost_after_seconds)
         for job in await asyncio.to_thread(fabrication.active_jobs, self._database):
-            target = await asyncio.to_thread(self._target, job.device_id)
-            state = await self._state(target)
+            target, offline = await asyncio.to_thread(self._target, job.device_id)
+            state, problem = await self._state(target)
+            if offline and target.integration in SELF_REPORTING:
+                # What such a driver holds is the last state the device published, however
+                # old: an offline device's is no news about the print.
+                state, problem = None, "the printer is offline: it stopped reporting"
             new = await asyncio.to_thread(
                 fabrication.apply_printer_state,
                 self._database,
@@ -84,6 +92,8 @@ class PrintTracker:
                 state,
                 self._clock(),
                 record_state=target.integration not in SELF_REPORTING,
+                lost_after=lost_after,
+                unreadable=problem,
             )
             self._publish(job.id, job.device_id, new or job.status, state)
             if new is None:
@@ -95,21 +105,23 @@ class PrintTracker:
                 await asyncio.to_thread(self._finished, job.id, new)
         return changed
 
-    def _target(self, device_id: UUID) -> DeviceTarget:
+    def _target(self, device_id: UUID) -> tuple[DeviceTarget, bool]:
+        """The printer, and whether its records call it offline."""
         with self._database.unit_of_work() as session:
             device = session.get(Device, device_id)
             assert device is not None
-            return dispatch.target_of(device)
+            return dispatch.target_of(device), device.online_state is OnlineState.OFFLINE
 
-    async def _state(self, target: DeviceTarget) -> dict[str, Any] | None:
+    async def _state(self, target: DeviceTarget) -> tuple[dict[str, Any] | None, str | None]:
+        """The printer's state, or None and why it could not be read."""
         driver = self._drivers.get(target.integration)
         if driver is None:
-            return None
+            return None, f"no driver is configured for integration {target.integration}"
         try:
-            return await driver.state(target)
+            return await driver.state(target), None
         except (DeviceUnavailable, KittyLabError) as exc:
             log.info("printer %s could not be read: %s", target.external_id, exc)
-            return None
+            return None, str(exc)
 
     def _publish(
         self,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, status
 
-from kittylab.adapters.db.tables import FabricationJob
+from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.api.auth import UnitOfWork, container, require
 from kittylab.api.schemas import (
     BedClearOut,
@@ -27,7 +27,7 @@ from kittylab.api.schemas import (
     UploadedFileOut,
 )
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import FabricationStatus, Role
+from kittylab.domain.enums import FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import (
     Conflict,
     InfrastructureError,
@@ -174,7 +174,9 @@ def cancel_print_job(
     c: Annotated[Container, Depends(container)],
 ) -> FabricationJob:
     """Cancel a job: one not yet on the printer is aborted at once; a running one gets a
-    ``print_cancel`` command and is aborted when the printer reports it."""
+    ``print_cancel`` command and is aborted when the printer reports it. A running job on
+    a printer that is offline is aborted at once with the reason: nothing could reach the
+    printer, and its queue must not wait for it."""
     # Locked: a worker starting this job at the same moment sees the outcome, not a race.
     job = uow.get(FabricationJob, job_id, with_for_update=True)
     if job is None:
@@ -193,6 +195,17 @@ def cancel_print_job(
         return aborted
     if job.status not in (FabricationStatus.PRINTING, FabricationStatus.PAUSED):
         raise Conflict(f"the job is {job.status.value}; there is nothing to cancel")
+    printer = uow.get(Device, job.device_id)
+    if printer is not None and printer.online_state is OnlineState.OFFLINE:
+        return fabrication_records.advance_fabrication_job(
+            uow,
+            job_id,
+            FabricationStatus.ABORTED,
+            now=c.clock(),
+            reason=f"cancelled while {printer.display_name} was offline: nothing was sent to "
+            "it. Check the printer (it may still hold the part, or even be printing it) "
+            "before confirming the bed clear",
+        )
     command = dispatch.submit(
         uow,
         device_id=job.device_id,
