@@ -9,14 +9,16 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from kittylab.adapters.db.tables import Device, FabricationJob
-from kittylab.api.auth import UnitOfWork, container, require
+from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.schemas import (
     BedClearOut,
     FabricationJobOut,
@@ -40,7 +42,7 @@ from kittylab.domain.errors import (
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
 from kittylab.services import dispatch, fabrication, fabrication_records, print_monitor
-from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.artifacts import ArtifactMissing, ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +288,52 @@ async def upload_snapshot(
         _store(c).put_bytes, key, body, content_type=SNAPSHOT_TYPES[match.group(1).lower()]
     )
     return SnapshotOut(snapshot_key=stored.key, size=stored.size)
+
+
+SERVED_TYPES = {**SNAPSHOT_TYPES, "json": "application/json"}
+# What the API and the print watcher store: images, and the watcher's telemetry windows.
+_STORED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(jpe?g|png|json)", re.IGNORECASE)
+
+
+@router.get(
+    "/jobs/{job_id}/snapshots/{name}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {t: {} for t in sorted(set(SERVED_TYPES.values()))}},
+        307: {"description": "To a presigned URL, when the store gives one (S3)."},
+        404: {"description": "No such job, or no such snapshot of it."},
+    },
+)
+def download_snapshot(
+    job_id: UUID,
+    name: str,
+    _: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> Response:
+    """A job's monitoring evidence — a camera snapshot, or the telemetry window a rule
+    judged — as linked from its notifications: streamed from the store, or a redirect to a
+    presigned URL when the store can give one."""
+    match = _STORED_NAME.fullmatch(name)
+    job = uow.get(FabricationJob, job_id)
+    if job is None:
+        raise NotFound("fabrication job", job_id)
+    key = f"snapshots/{job_id}/{name}"
+    store = _store(c)
+    if match is None or not store.exists(key):
+        raise NotFound("snapshot of this job", name)
+    url = store.presigned_url(key, c.settings.storage.presign_expiry_seconds)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        chunks: Iterator[bytes] = store.read_chunks(key)
+    except ArtifactMissing:
+        raise NotFound("snapshot of this job", name) from None
+    return StreamingResponse(
+        chunks,
+        media_type=SERVED_TYPES[match.group(1).lower()],
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
 
 
 def _job_exists(c: Container, job_id: UUID) -> bool:
