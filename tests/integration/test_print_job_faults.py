@@ -9,14 +9,15 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import DeviceCommand, Notification
-from kittylab.domain.enums import FabricationStatus
-from kittylab.services import maintenance
+from kittylab.adapters.db.tables import DeviceCommand, Notification, PrintMonitorEvent
+from kittylab.domain.enums import FabricationStatus, MonitorEventType
+from kittylab.services import dispatch, fabrication_records, maintenance
 from tests.integration.conftest import Person
 from tests.integration.live_bus import live_lab
 from tests.integration.test_print_jobs import (
@@ -156,3 +157,106 @@ def test_cancelling_a_job_on_an_offline_printer_aborts_it_without_sending_anythi
         f"/api/fabrication/printers/{printer}/bed-clear", headers=operator.headers
     )
     assert cleared.json() == {"deviceId": str(printer), "jobsCleared": 1}
+
+
+class Crash(RuntimeError):
+    """The process dying at this point, as far as the transaction is concerned."""
+
+
+def _crash_once(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Make ``module.name`` raise the first time it is called; returns the call count."""
+    real = getattr(module, name)
+    calls: list[int] = []
+
+    def crashing(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Crash(f"crashed in {name}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, crashing)
+    return calls
+
+
+def test_a_crash_while_recording_a_finished_job_loses_neither_the_status_nor_its_notice(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    printer = lab["prusa-mk4"]
+    key = upload(client, operator, "done.gcode")
+
+    async def scenario() -> str:
+        async with live_lab(container) as (_bus, fleet, wired):
+            tracker = bootstrap.print_tracker(wired)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            await work_queue(wired, database_url)
+            await tracker.round()
+            job_id = str(created["id"])
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+            finish_print(fleet, printer)
+            await asyncio.sleep(0.2)  # the completed state reaches the driver over MQTT
+
+            calls = _crash_once(monkeypatch, fabrication_records, "record_monitor_event")
+            with pytest.raises(Crash):
+                await tracker.round()
+            assert calls == [1]
+            # All or nothing: the job is not completed without its event and notice.
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert _notices(database, job_id) == []
+
+            assert await tracker.round() == 1  # the next round (or the next process)
+            assert job(database, job_id).status is FabricationStatus.COMPLETED
+            assert await tracker.round() == 0
+            return job_id
+
+    job_id = asyncio.run(scenario())
+    assert _notices(database, job_id) == ["Print completed on Prusa"]
+    with database.unit_of_work() as s:
+        events = s.scalars(
+            select(PrintMonitorEvent).where(PrintMonitorEvent.fabrication_job_id == UUID(job_id))
+        ).all()
+        assert [e.event_type for e in events] == [MonitorEventType.COMPLETED]
+
+
+def test_a_crash_while_starting_a_scene_leaves_the_job_to_start_again_with_its_scene(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    printer = lab["prusa-mk4"]
+    key = upload(client, operator, "lit.gcode")
+
+    async def scenario() -> None:
+        async with live_lab(container) as (_bus, fleet, wired):
+            tracker = bootstrap.print_tracker(wired)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            await work_queue(wired, database_url)  # started: the printer heats
+            job_id = str(created["id"])
+            _crash_once(monkeypatch, dispatch, "submit")
+            with pytest.raises(Crash):
+                await tracker.round()
+            assert job(database, job_id).status is FabricationStatus.PREPARING
+            assert await tracker.round() == 1
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+            await work_queue(wired, database_url)  # the scene's commands
+            assert fleet.devices[lab["farm-lights"]].snapshot()["on"] is True
+
+    asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        scene = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "light_on")).all()
+    assert len(scene) == 1
+
+
+def _notices(database: Database, job_id: str) -> list[str]:
+    with database.unit_of_work() as s:
+        rows = s.scalars(select(Notification).where(Notification.related_job_id == UUID(job_id)))
+        return [n.payload["title"] for n in rows]

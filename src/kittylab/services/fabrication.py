@@ -434,6 +434,29 @@ def active_jobs(database: Database) -> list[ActiveJob]:
         ]
 
 
+@dataclass(frozen=True)
+class FollowUps:
+    """What a job's move recorded in its own transaction, to act on once it commits."""
+
+    commands: tuple[UUID, ...] = ()
+    """Commands to dispatch (a starting print's scene)."""
+    notifications: tuple[UUID, ...] = ()
+    """Notifications to deliver (the job ended)."""
+    queue_may_move: bool = False
+    """The printer's queue may start its next job (after its bed is cleared)."""
+
+
+FollowUp = Callable[[Session, FabricationJob, FabricationStatus], FollowUps]
+"""Runs in the transaction that moved the job (``FabricationJob`` already in its new
+status; the status it left): its records commit with the move or not at all."""
+
+
+@dataclass(frozen=True)
+class Moved:
+    status: FabricationStatus
+    follow_ups: FollowUps
+
+
 UNREADABLE_SINCE = "printer_unreadable_since"
 """The key, in a job's ``details``, of when its printer stopped answering (cleared when
 it answers again)."""
@@ -448,9 +471,12 @@ def apply_printer_state(
     record_state: bool = False,
     lost_after: timedelta | None = None,
     unreadable: str | None = None,
-) -> FabricationStatus | None:
-    """Move ``job`` as its printer's ``state`` says; returns the new status, if any. The
-    progress the printer reports is kept on the job.
+    follow_up: FollowUp | None = None,
+) -> Moved | None:
+    """Move ``job`` as its printer's ``state`` says; returns the new status, if any, and
+    what ``follow_up`` recorded about it in the same transaction (a scene's commands, the
+    end-of-job notification): a crash can lose neither the move nor what it entails
+    without the other. The progress the printer reports is kept on the job.
 
     ``state`` None means the printer could not be read (``unreadable`` says why) or is
     offline: the first such round is noted on the job, and once it has lasted
@@ -486,7 +512,8 @@ def apply_printer_state(
             )
         if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
             row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
-        return update.target
+        done = follow_up(session, row, job.status) if follow_up is not None else FollowUps()
+        return Moved(update.target, done)
 
 
 def _unreadable(
