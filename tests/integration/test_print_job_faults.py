@@ -15,7 +15,15 @@ from sqlalchemy import select
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import DeviceCommand, Notification, PrintMonitorEvent
+from kittylab.adapters.db.tables import (
+    DeviceCommand,
+    FabricationJob,
+    Notification,
+    PrintMonitorEvent,
+)
+from kittylab.adapters.jobs import build_job_app, run_worker
+from kittylab.adapters.jobs.queue import JobQueueUnavailable
+from kittylab.adapters.jobs.tasks import PRINT_QUEUES_TASK
 from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from kittylab.services import dispatch, fabrication_records, maintenance
 from tests.integration.conftest import Person
@@ -260,3 +268,80 @@ def _notices(database: Database, job_id: str) -> list[str]:
     with database.unit_of_work() as s:
         rows = s.scalars(select(Notification).where(Notification.related_job_id == UUID(job_id)))
         return [n.payload["title"] for n in rows]
+
+
+def test_a_retried_job_request_with_the_same_idempotency_key_returns_the_first_job(
+    client: TestClient,
+    operator: Person,
+    admin: Person,
+    lab: dict[str, UUID],
+    database: Database,
+) -> None:
+    key = upload(client, operator, "once.gcode")
+    body = {"deviceId": str(lab["prusa-mk4"]), "fileKey": key, "idempotencyKey": "req-42"}
+    first = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    again = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert again.json()["id"] == first.json()["id"]
+
+    other_file = {**body, "fileKey": upload(client, operator, "twice.gcode")}
+    misused = client.post("/api/fabrication/jobs", json=other_file, headers=operator.headers)
+    assert (misused.status_code, misused.json()["field"]) == (409, "idempotencyKey")
+    # Keys belong to whoever sent them: another person's "req-42" is another request.
+    theirs = client.post("/api/fabrication/jobs", json=body, headers=admin.headers)
+    assert theirs.status_code == 202
+    assert theirs.json()["id"] != first.json()["id"]
+    with database.unit_of_work() as s:
+        assert len(s.scalars(select(FabricationJob)).all()) == 2
+
+
+class _QueueDown:
+    """The job queue's port with its tables unreachable for new print preparations."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+
+    def defer_print_preparation(self, job_id: UUID) -> None:
+        raise JobQueueUnavailable("the job tables cannot be reached")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+def test_a_job_whose_preparation_cannot_be_queued_is_accepted_and_prepared_by_the_sweep(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    container.jobs = _QueueDown(container.jobs)  # type: ignore[assignment]
+    key = upload(client, operator, "later.gcode")
+    body = {"deviceId": str(lab["prusa-mk4"]), "fileKey": key, "idempotencyKey": "k"}
+    answer = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    assert answer.status_code == 202, answer.text  # not 503: a retry would print twice
+    job_id = answer.json()["id"]
+    assert answer.json()["details"]["stage"] == "slicing"
+    retried = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    assert retried.json()["id"] == job_id
+
+    asyncio.run(work_queue(container, database_url))  # nothing was queued for it
+    assert job(database, job_id).details["stage"] == "slicing"
+    _advance_print_queues(container, database_url, container.clock() + timedelta(minutes=11))
+    assert job(database, job_id).details["stage"] == "queued"
+    with database.unit_of_work() as s:
+        assert len(s.scalars(select(FabricationJob)).all()) == 1
+
+
+def _advance_print_queues(container: bootstrap.Container, database_url: str, now: datetime) -> None:
+    """One run of the minutely print-queue task at ``now``, then the jobs it deferred."""
+
+    async def main() -> None:
+        context = bootstrap.job_context(replace(container, clock=lambda: now))
+        app = build_job_app(database_url)
+        async with app.open_async():
+            await app.configure_task(PRINT_QUEUES_TASK).defer_async(timestamp=int(now.timestamp()))
+            await run_worker(app, context, concurrency=1, wait=False)
+
+    asyncio.run(main())

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
@@ -88,8 +88,10 @@ def create_job(
     cad_artifact_id: UUID | None = None,
     profile: str = "default",
     scenes: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> FabricationJob:
-    """Record a job for the printer ``device_id`` from exactly one source.
+    """Record a job for the printer ``device_id`` from exactly one source (see
+    ``find_retry`` for a request that carries an ``idempotency_key``, kept on the job).
 
     ``file_key``: an upload (``uploads/…``) that exists in the store; a model is sliced,
     G-code is printed as is. ``cad_artifact_id``: a STEP or STL artifact, sliced. Errors
@@ -130,9 +132,59 @@ def create_job(
             "printer_profile": str(
                 device.attributes.get("slicer_profile") or DEFAULT_PRINTER_PROFILE
             ),
+            **({IDEMPOTENCY_KEY: idempotency_key} if idempotency_key is not None else {}),
         },
         now=now,
     )
+
+
+IDEMPOTENCY_KEY = "idempotency_key"
+"""The key, in a job's ``details``, of the client's idempotency key for the request."""
+
+
+def find_retry(
+    session: Session,
+    requested_by: UUID,
+    idempotency_key: str,
+    *,
+    device_id: UUID,
+    file_key: str | None,
+    cad_artifact_id: UUID | None,
+    profile: str,
+) -> FabricationJob | None:
+    """The job ``requested_by`` already created with ``idempotency_key``, if any: a
+    retried request (a client that never saw the first answer) gets the first job, not a
+    second print. The same key for a different request is ``Conflict`` on
+    ``idempotencyKey``. Holds a transaction-scoped lock on (requester, key) until the
+    caller commits, so a retry racing its original waits for it and then finds its job."""
+    session.execute(
+        select(
+            func.pg_advisory_xact_lock(
+                func.hashtextextended(f"fabrication-job:{requested_by}:{idempotency_key}", 0)
+            )
+        )
+    )
+    earlier = session.scalar(
+        select(FabricationJob).where(
+            FabricationJob.requested_by == requested_by,
+            FabricationJob.details[IDEMPOTENCY_KEY].astext == idempotency_key,
+        )
+    )
+    if earlier is None:
+        return None
+    asked = (device_id, file_key, cad_artifact_id, profile)
+    first = (
+        earlier.device_id,
+        None if earlier.cad_artifact_id is not None else earlier.details.get("source_key"),
+        earlier.cad_artifact_id,
+        earlier.details.get("profile", "default"),
+    )
+    if asked != first:
+        raise Conflict(
+            f"idempotencyKey was already used for a different print job ({earlier.id})",
+            field="idempotencyKey",
+        )
+    return earlier
 
 
 def _source(

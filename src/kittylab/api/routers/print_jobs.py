@@ -130,7 +130,22 @@ def create_print_job(
 ) -> FabricationJob:
     """Queue a print on a printer from an uploaded file or a CAD artifact. Models are
     sliced first (``details.stage`` = ``slicing``), then the job waits in the printer's
-    queue (``queued``) until the printer is free and its bed confirmed clear."""
+    queue (``queued``) until the printer is free and its bed confirmed clear. A retried
+    request with the same ``idempotencyKey`` returns the first job (409 when the key was
+    used for a different request). The job is accepted once it is recorded: if its
+    preparation cannot be queued right now, the minutely queue task prepares it."""
+    if body.idempotency_key is not None:
+        earlier = fabrication.find_retry(
+            uow,
+            caller.user_id,
+            body.idempotency_key,
+            device_id=body.device_id,
+            file_key=body.file_key,
+            cad_artifact_id=body.cad_artifact_id,
+            profile=body.profile,
+        )
+        if earlier is not None:
+            return earlier  # its preparation was queued by the first request, or the sweep's
     job = fabrication.create_job(
         uow,
         _store(c),
@@ -141,13 +156,15 @@ def create_print_job(
         profile=body.profile,
         scenes=c.settings.fabrication.scenes,
         now=c.clock(),
+        idempotency_key=body.idempotency_key,
     )
     uow.commit()  # the preparation job must find the row
     try:
         c.jobs.defer_print_preparation(job.id)
     except InfrastructureError:
-        log.warning("preparation of job %s could not be queued", job.id)
-        raise
+        # The job is recorded: failing now would make the client retry into a second
+        # print while this one is prepared anyway by the sweep (advance_print_queues).
+        log.warning("preparation of job %s left to the periodic queue task", job.id)
     return job
 
 
