@@ -321,6 +321,13 @@ class MonitoringSettings(BaseModel):
     stall_warning_seconds: float = Field(300.0, gt=0)
     stall_failure_seconds: float = Field(900.0, gt=0)
     runout_readings: int = Field(2, ge=1, le=100)
+    first_layer_progress: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Progress past which a printing job's first layer counts as laid: the "
+        "print watcher then records first_layer_ok once, unless the job had a failure alert.",
+    )
 
 
 class LocalModelSettings(BaseModel):
