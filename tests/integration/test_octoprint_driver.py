@@ -746,3 +746,66 @@ def _state_of(database: Any, device_id: UUID) -> dict[str, Any]:
         latest = telemetry.latest_state(s, device_id)
         assert latest is not None
         return dict(latest.payload)
+
+
+def test_a_pause_octoprint_answers_409_fails_with_its_reason_and_leaves_the_job_to_the_printer(
+    octoprint: peer.OctoPrintPeer,
+    printer: DeviceTarget,
+    gcode: Callable[[int, int], Path],
+    container: Any,
+    client: Any,
+    operator: Any,
+    database: Any,
+    database_url: str,
+) -> None:
+    """The records say printing, but the job was cancelled on OctoPrint itself a moment
+    ago: the pause passes KittyLab's checks, OctoPrint refuses it with a 409, and the
+    command fails with OctoPrint's reason. The job is not touched by the refusal; the
+    tracker then aborts it as the printer reports."""
+    device_id = _printer_row(database, printer)
+    job_file = gcode(100, 200)  # about 20 s of printing; cancelled long before
+    key = upload(client, operator, job_file.name, job_file.read_bytes())
+    driver = OctoPrintDriver()
+    wired = replace(container, drivers={"octoprint": driver})
+
+    async def scenario() -> tuple[str, dict[str, Any]]:
+        try:
+            poller = DevicePoller(database, wired.drivers, container.clock)
+            assert await poller.round() == 1
+            created = await asyncio.to_thread(post_job, client, operator, device_id, key)
+            await work_queue(wired, database_url)
+            tracker = bootstrap.print_tracker(wired)
+            deadline = time.monotonic() + 20
+            while _job_status(database, created["id"]) is not FabricationStatus.PRINTING:
+                assert time.monotonic() < deadline, "the job never reached printing"
+                await tracker.round()
+                await asyncio.sleep(0.1)
+
+            await asyncio.to_thread(_api, octoprint, "POST", "/api/job", {"command": "cancel"})
+            await asyncio.to_thread(_wait_api_state, octoprint, {"Operational"})
+            pause = await asyncio.to_thread(
+                client.post,
+                f"/api/device/{device_id}/command",
+                json={"intent": "print_pause", "payload": {}, "correlationId": "late-pause"},
+                headers=operator.headers,
+            )
+            assert pause.status_code == 202, pause.text  # the last known state: printing
+            await work_queue(wired, database_url)
+            assert _job_status(database, created["id"]) is FabricationStatus.PRINTING
+            command = await asyncio.to_thread(
+                client.get, f"/api/commands/{pause.json()['commandId']}", headers=operator.headers
+            )
+            await tracker.round()
+            return str(created["id"]), command.json()
+        finally:
+            await driver.close()
+
+    job_id, command = asyncio.run(scenario())
+    assert command["status"] == "failed"
+    assert "neither printing nor paused" in command["failureReason"]  # OctoPrint's words
+    assert [h["status"] for h in command["statusHistory"]] == ["pending", "sent", "failed"]
+    with database.unit_of_work() as s:
+        aborted = s.get(FabricationJob, UUID(job_id))
+        assert aborted is not None
+        assert aborted.status is FabricationStatus.ABORTED
+        assert aborted.details["reason"] == "the print was cancelled at the printer"

@@ -5,6 +5,7 @@ cancel that cannot reach the printer, a crash at the wrong moment, a retried req
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
+from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
     DeviceCommand,
@@ -24,11 +26,18 @@ from kittylab.adapters.db.tables import (
 from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.adapters.jobs.queue import JobQueueUnavailable
 from kittylab.adapters.jobs.tasks import PRINT_QUEUES_TASK
-from kittylab.domain.enums import FabricationStatus, MonitorEventType
-from kittylab.services import dispatch, fabrication_records, maintenance
+from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
+from kittylab.services import dispatch, fabrication, fabrication_records, maintenance
 from tests.integration.conftest import Person
-from tests.integration.live_bus import live_lab
+from tests.integration.live_bus import (
+    embedded_broker,
+    eventually,
+    free_port,
+    live_lab,
+    running_bus,
+)
 from tests.integration.test_print_jobs import (
+    PNG,
     finish_print,
     job,
     lab,
@@ -328,6 +337,9 @@ def test_a_job_whose_preparation_cannot_be_queued_is_accepted_and_prepared_by_th
 
     asyncio.run(work_queue(container, database_url))  # nothing was queued for it
     assert job(database, job_id).details["stage"] == "slicing"
+    # Within the grace a preparation may still be running: the sweep leaves it alone.
+    _advance_print_queues(container, database_url, container.clock() + timedelta(minutes=5))
+    assert job(database, job_id).details["stage"] == "slicing"
     _advance_print_queues(container, database_url, container.clock() + timedelta(minutes=11))
     assert job(database, job_id).details["stage"] == "queued"
     with database.unit_of_work() as s:
@@ -345,3 +357,209 @@ def _advance_print_queues(container: bootstrap.Container, database_url: str, now
             await run_worker(app, context, concurrency=1, wait=False)
 
     asyncio.run(main())
+
+
+def test_a_failure_pause_while_the_broker_is_down_fails_with_the_reason_and_nothing_is_sent_late(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["voron-24"]
+    key = upload(client, operator, "windy.gcode")
+
+    async def scenario() -> dict[str, str]:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        async with embedded_broker(port) as broker, running_bus(address, "lab") as bus:
+            fleet = bootstrap.simulated_fleet(container)
+            fleet.attach(bus)
+            await asyncio.to_thread(fleet.reload)
+            await asyncio.to_thread(fleet.report)
+            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            tracker = bootstrap.print_tracker(wired)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            job_id = str(created["id"])
+            await work_queue(wired, database_url)
+            await tracker.round()
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+            shot = await asyncio.to_thread(
+                client.put,
+                f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
+                content=PNG,
+                headers=operator.headers,
+            )
+
+            await broker.stop()
+            await eventually(lambda: not bus.connected)
+            failure = await asyncio.to_thread(
+                client.post,
+                f"/api/fabrication/jobs/{job_id}/monitor-events",
+                json={
+                    "eventType": "spaghetti_detected",
+                    "confidence": 0.95,
+                    "snapshotKey": shot.json()["snapshotKey"],
+                },
+                headers=operator.headers,
+            )
+            assert failure.status_code == 201, failure.text  # recorded; the pause is queued
+            await work_queue(wired, database_url)  # the pause cannot be sent: failed
+            pause = _command(database, failure.json()["pauseCommandId"])
+            assert pause.status is CommandStatus.FAILED
+            # Consistent: the job is not called paused, and the printer goes on printing.
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert fleet.devices[printer].snapshot()["state"] in ("heating", "printing")
+
+            await broker.start()
+            await eventually(lambda: bus.connected, within=10)
+            await asyncio.sleep(0.3)  # resubscribed
+            await asyncio.to_thread(fleet.report)
+            await asyncio.sleep(0.2)
+            # The failed pause was refused, not queued: it never reaches the printer late.
+            assert fleet.devices[printer].snapshot()["state"] in ("heating", "printing")
+            again = await asyncio.to_thread(
+                client.post,
+                f"/api/device/{printer}/command",
+                json={"intent": "print_pause", "payload": {}, "correlationId": "pause-again"},
+                headers=operator.headers,
+            )
+            assert again.status_code == 202, again.text
+            await work_queue(wired, database_url)
+            assert _command(database, again.json()["commandId"]).status is CommandStatus.ACKED
+            await tracker.round()
+            assert job(database, job_id).status is FabricationStatus.PAUSED
+            return {"job": job_id, "reason": pause.failure_reason or ""}
+
+    result = asyncio.run(scenario())
+    assert "the MQTT broker is not reachable" in result["reason"]
+    assert result["reason"].startswith("voron-24")
+    titles = _notices(database, result["job"])
+    assert titles == [
+        "Pausing the print on Voron: spaghetti detected",
+        "URGENT: the print on Voron was NOT paused",
+    ]
+    with database.unit_of_work() as s:
+        urgent = s.scalars(
+            select(Notification).where(
+                Notification.related_job_id == UUID(result["job"]),
+                Notification.payload["title"].astext.startswith("URGENT"),
+            )
+        ).one()
+        assert result["reason"] in urgent.payload["body"]
+
+
+def _command(database: Database, command_id: str) -> DeviceCommand:
+    with database.unit_of_work() as s:
+        row = s.get(DeviceCommand, UUID(command_id))
+        assert row is not None
+        s.expunge(row)
+        return row
+
+
+def test_the_tracker_publishes_status_and_progress_retained_on_the_jobs_topic(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["prusa-mk4"]
+    key = upload(client, operator, "watched.gcode")
+
+    async def latest_retained(address: BrokerAddress, topic: str) -> dict[str, object]:
+        """What a client connecting now gets on ``topic``: the retained message."""
+        seen: list[dict[str, object]] = []
+
+        async def collect(_: str, payload: bytes) -> None:
+            seen.append(json.loads(payload))
+
+        async with running_bus(address, "late-subscriber") as late:
+            late.subscribe(topic, collect)
+            await eventually(lambda: seen)
+        return seen[-1]
+
+    async def scenario() -> list[dict[str, object]]:
+        async with live_lab(container) as (bus, fleet, wired):
+            tracker = bootstrap.print_tracker(wired)
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            topic = f"kitty/jobs/{created['id']}"
+            await work_queue(wired, database_url)
+            await tracker.round()
+            simulator = fleet.devices[printer]
+            simulator.tick(120)
+            simulator.tick(60)  # 10 % printed
+            await asyncio.to_thread(fleet.report)
+            await asyncio.sleep(0.2)
+            await tracker.round()
+            await asyncio.sleep(0.2)  # published, through the broker
+            printing = await latest_retained(bus.address, topic)
+            finish_print(fleet, printer)
+            await asyncio.sleep(0.2)
+            await tracker.round()
+            await asyncio.sleep(0.2)
+            done = await latest_retained(bus.address, topic)
+            return [printing, done, {"id": created["id"], "device": str(printer)}]
+
+    printing, done, ids = asyncio.run(scenario())
+    assert printing["jobId"] == ids["id"] and printing["deviceId"] == ids["device"]
+    assert (printing["status"], printing["progress"], printing["printer"]) == (
+        "printing",
+        0.1,
+        "printing",
+    )
+    assert (done["status"], done["progress"], done["printer"]) == ("completed", 1.0, "completed")
+
+
+def test_a_start_interrupted_after_its_claim_goes_back_to_the_queue_and_then_prints(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["prusa-mk4"]
+    # Nothing queued behind the test's back: each step is run by hand.
+    container.jobs = _QueueDown(container.jobs)  # type: ignore[assignment]
+    created = post_job(client, operator, printer, upload(client, operator, "resume.gcode"))
+    job_id = str(created["id"])
+
+    async def scenario() -> None:
+        async with live_lab(container) as (_bus, _fleet, wired):
+            assert await asyncio.to_thread(
+                fabrication.prepare,
+                database,
+                container.artifacts,
+                None,
+                None,
+                UUID(job_id),
+                container.clock,
+            )
+            # A worker claims the job for starting, then dies before its print_start.
+            now = container.clock()
+            plan = await asyncio.to_thread(fabrication.claim_next, database, printer, now)
+            assert isinstance(plan, fabrication.StartPlan)
+            tracker = bootstrap.print_tracker(wired)
+            await tracker.round()  # within the grace: still being started, left alone
+            assert job(database, job_id).details["stage"] == "starting"
+
+            late = replace(wired, clock=lambda: now + timedelta(minutes=3))
+            await bootstrap.print_tracker(late).round()
+            requeued = job(database, job_id)
+            assert requeued.details["stage"] == "queued"
+            assert "its start was interrupted" in requeued.details["waiting_for"]
+            assert requeued.origin_command_id is None
+
+            await asyncio.to_thread(
+                _advance_print_queues, wired, database_url, container.clock()
+            )  # the minutely queue task starts it again
+            await tracker.round()
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+
+    asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        starts = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start"))
+        assert [c.status for c in starts] == [CommandStatus.ACKED]  # started once
