@@ -79,3 +79,14 @@ def test_telemetry_is_queried_by_time_range_since_inclusive_until_exclusive(
     assert sorted(e["payload"]["hoursAgo"] for e in same_instant.json()["items"]) == [1, 2, 3]
     unreadable = client.get("/api/telemetry?since=yesterday", headers=operator.headers)
     assert (unreadable.status_code, unreadable.json()["field"]) == (422, "since")
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+def test_a_time_without_a_zone_is_refused_naming_the_parameter(
+    client: TestClient, operator: Person, name: str
+) -> None:
+    # Read in the server's zone it would silently shift the range by hours.
+    answer = client.get(f"/api/telemetry?{name}=2026-01-01T00:00:00", headers=operator.headers)
+    assert (answer.status_code, answer.json()["field"]) == (422, name)
+    zoned = client.get(f"/api/telemetry?{name}=2026-01-01T00:00:00Z", headers=operator.headers)
+    assert zoned.status_code == 200, zoned.text

@@ -377,17 +377,23 @@ def report_monitor_event(
         raise ValidationFailed("snapshotKey", "must be a snapshot uploaded for this job")
     if body.snapshot_key is not None and not _store(c).exists(body.snapshot_key):
         raise ValidationFailed("snapshotKey", "no snapshot is stored under this key")
-    outcome = print_monitor.report(
-        uow,
-        job_id=job_id,
-        event_type=body.event_type,
-        confidence=body.confidence,
-        snapshot_key=body.snapshot_key,
-        severity=print_monitor.Severity(body.severity) if body.severity else None,
-        details=body.details,
-        notify=c.settings.notify,
-        now=c.clock(),
-    )
+    try:
+        outcome = print_monitor.report(
+            uow,
+            job_id=job_id,
+            event_type=body.event_type,
+            confidence=body.confidence,
+            snapshot_key=body.snapshot_key,
+            severity=print_monitor.Severity(body.severity) if body.severity else None,
+            details=body.details,
+            notify=c.settings.notify,
+            now=c.clock(),
+        )
+    except ValidationFailed as refused:
+        if refused.field != "snapshot_key":
+            raise
+        # The record rules speak of the column; the client sent the API's field.
+        raise ValidationFailed("snapshotKey", refused.message) from None
     uow.commit()
     if outcome.pause_command_id is not None:
         try:
