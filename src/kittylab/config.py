@@ -184,6 +184,14 @@ class FabricationSettings(BaseModel):
     tracker_interval_seconds: float = Field(
         2.0, gt=0, le=60, description="How often active print jobs follow their printer."
     )
+    printer_lost_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="A printing or paused job whose printer cannot be read (or is offline) "
+        "this long fails: the print is presumed lost, and the queue moves on once the bed "
+        "is confirmed clear.",
+    )
     scenes: dict[str, list[dict[str, Any]]] = Field(
         default_factory=_default_scenes,
         description="Job profile -> commands sent to the printer's zone when a print starts.",
@@ -313,6 +321,13 @@ class MonitoringSettings(BaseModel):
     stall_warning_seconds: float = Field(300.0, gt=0)
     stall_failure_seconds: float = Field(900.0, gt=0)
     runout_readings: int = Field(2, ge=1, le=100)
+    first_layer_progress: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Progress past which a printing job's first layer counts as laid: the "
+        "print watcher then records first_layer_ok once, unless the job had a failure alert.",
+    )
 
 
 class LocalModelSettings(BaseModel):

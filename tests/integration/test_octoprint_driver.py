@@ -25,9 +25,12 @@ from kittylab import bootstrap
 from kittylab.adapters.db.tables import Device as DeviceRow
 from kittylab.adapters.db.tables import DeviceCommand, FabricationJob, Zone
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
+from kittylab.adapters.jobs import build_job_app, run_worker
+from kittylab.config import CommandSettings
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import CommandStatus, DeviceKind, FabricationStatus, HazardLevel
 from kittylab.domain.errors import DeviceRefused
+from kittylab.services import telemetry
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.integration.test_print_jobs import post_job, upload, work_queue
@@ -79,8 +82,8 @@ def test_heat_connects_a_disconnected_printer_then_sets_both_targets(
     _wait_api_state(octoprint, {"Offline", "Closed"})
 
     async def scenario(driver: OctoPrintDriver) -> None:
-        with pytest.raises(DeviceUnavailable, match="not connected"):
-            await driver.state(printer)
+        # Reachable, not unavailable: the device stays online and a heat is not refused.
+        assert await driver.state(printer) == {"state": "disconnected", "file": None}
         await driver.send(printer, "printer_heat", {"nozzle": 205, "bed": 55})
         state = await _wait_state(driver, printer, lambda s: _targets(s) == (205, 55))
         assert state["state"] == "idle"
@@ -308,7 +311,7 @@ def test_emergency_stop_reports_error_with_reason_and_refuses_a_start(
     _run(scenario)
 
 
-def test_octoprint_going_away_mid_job_is_unavailable_until_it_is_back(
+def test_octoprint_going_away_mid_job_is_unavailable_until_it_is_back_disconnected(
     octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
 ) -> None:
     async def printing(driver: OctoPrintDriver) -> None:
@@ -326,8 +329,7 @@ def test_octoprint_going_away_mid_job_is_unavailable_until_it_is_back(
 
     async def back(driver: OctoPrintDriver) -> None:
         # The job died with OctoPrint, and it does not reconnect the printer on its own.
-        with pytest.raises(DeviceUnavailable, match="not connected to the printer"):
-            await driver.state(printer)
+        assert (await driver.state(printer))["state"] == "disconnected"
         with pytest.raises(DeviceRefused, match="not operational"):
             await driver.send(printer, "print_cancel", {})
 
@@ -649,3 +651,161 @@ def _job_status(database: Any, job_id: str) -> FabricationStatus:
         row = s.get(FabricationJob, UUID(job_id))
         assert row is not None
         return row.status
+
+
+def test_octoprint_going_away_mid_job_fails_the_job_after_the_setting_and_the_next_job_runs(
+    octoprint: peer.OctoPrintPeer,
+    printer: DeviceTarget,
+    gcode: Callable[[int, int], Path],
+    container: Any,
+    client: Any,
+    operator: Any,
+    database: Any,
+    database_url: str,
+) -> None:
+    """OctoPrint stops mid-job: the tracker cannot read the printer, and after
+    ``printer_lost_after_seconds`` the job fails with the reason (its queue is not held
+    forever). OctoPrint comes back not connected to the printer: that is reachable, so the
+    device stays online, and the next job's start connects it and prints."""
+    device_id = _printer_row(database, printer)
+    lost_file, next_file = gcode(150, 200), gcode(20, 200)  # ~30 s (lost), ~4 s
+    lost_key = upload(client, operator, "lost.gcode", lost_file.read_bytes())
+    next_key = upload(client, operator, "next.gcode", next_file.read_bytes())
+    driver = OctoPrintDriver(timeout=3)
+    fabrication = container.settings.fabrication.model_copy(
+        update={"printer_lost_after_seconds": 1.0}
+    )
+    settings = container.settings.model_copy(update={"fabrication": fabrication})
+    wired = replace(container, drivers={"octoprint": driver}, settings=settings)
+
+    async def until(job_id: str, wanted: set[FabricationStatus], within: float) -> None:
+        tracker = bootstrap.print_tracker(wired)
+        deadline = time.monotonic() + within
+        while _job_status(database, job_id) not in wanted:
+            assert time.monotonic() < deadline, f"job {job_id} never reached {wanted}"
+            await tracker.round()
+            await asyncio.sleep(0.2)
+
+    async def scenario() -> tuple[str, str]:
+        try:
+            poller = DevicePoller(database, wired.drivers, container.clock)
+            assert await poller.round() == 1
+            lost = await asyncio.to_thread(post_job, client, operator, device_id, lost_key)
+            await _work_queue(wired, database_url)
+            await until(lost["id"], {FabricationStatus.PRINTING}, 20)
+
+            await asyncio.to_thread(peer.stop, octoprint)
+            try:
+                await until(lost["id"], {FabricationStatus.FAILED}, 20)
+                assert await poller.round() == 0  # nothing answers
+            finally:
+                await asyncio.to_thread(peer.restart, octoprint)
+
+            # Back, and not connected to the printer: reachable, so it reports.
+            assert await poller.round() == 1
+            assert _state_of(database, device_id)["state"] == "disconnected"
+            cleared = await asyncio.to_thread(
+                client.post,
+                f"/api/fabrication/printers/{device_id}/bed-clear",
+                headers=operator.headers,
+            )
+            assert cleared.status_code == 200, cleared.text
+            following = await asyncio.to_thread(post_job, client, operator, device_id, next_key)
+            await _work_queue(wired, database_url)  # the start connects the printer
+            await until(
+                following["id"], {FabricationStatus.PRINTING, FabricationStatus.COMPLETED}, 20
+            )
+            return str(lost["id"]), str(following["id"])
+        finally:
+            await driver.close()
+
+    lost_id, _ = asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        failed = s.get(FabricationJob, UUID(lost_id))
+        assert failed is not None
+        reason = failed.details["reason"]
+        starts = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start"))
+        assert [c.status for c in starts] == [CommandStatus.ACKED, CommandStatus.ACKED]
+    assert "lost contact with the printer" in reason
+    assert "cannot be reached" in reason
+
+
+async def _work_queue(container: Any, database_url: str) -> None:
+    """The job queue's worker until it is empty, with time for OctoPrint to connect."""
+    settings = container.settings.model_copy(
+        update={"commands": CommandSettings(ack_timeout_seconds=20, poll_interval_seconds=0.1)}
+    )
+    context = bootstrap.job_context(replace(container, settings=settings))
+    app = build_job_app(database_url)
+    async with app.open_async():
+        await run_worker(app, context, concurrency=1, wait=False)
+
+
+def _state_of(database: Any, device_id: UUID) -> dict[str, Any]:
+    with database.unit_of_work() as s:
+        latest = telemetry.latest_state(s, device_id)
+        assert latest is not None
+        return dict(latest.payload)
+
+
+def test_a_pause_octoprint_answers_409_fails_with_its_reason_and_leaves_the_job_to_the_printer(
+    octoprint: peer.OctoPrintPeer,
+    printer: DeviceTarget,
+    gcode: Callable[[int, int], Path],
+    container: Any,
+    client: Any,
+    operator: Any,
+    database: Any,
+    database_url: str,
+) -> None:
+    """The records say printing, but the job was cancelled on OctoPrint itself a moment
+    ago: the pause passes KittyLab's checks, OctoPrint refuses it with a 409, and the
+    command fails with OctoPrint's reason. The job is not touched by the refusal; the
+    tracker then aborts it as the printer reports."""
+    device_id = _printer_row(database, printer)
+    job_file = gcode(100, 200)  # about 20 s of printing; cancelled long before
+    key = upload(client, operator, job_file.name, job_file.read_bytes())
+    driver = OctoPrintDriver()
+    wired = replace(container, drivers={"octoprint": driver})
+
+    async def scenario() -> tuple[str, dict[str, Any]]:
+        try:
+            poller = DevicePoller(database, wired.drivers, container.clock)
+            assert await poller.round() == 1
+            created = await asyncio.to_thread(post_job, client, operator, device_id, key)
+            await work_queue(wired, database_url)
+            tracker = bootstrap.print_tracker(wired)
+            deadline = time.monotonic() + 20
+            while _job_status(database, created["id"]) is not FabricationStatus.PRINTING:
+                assert time.monotonic() < deadline, "the job never reached printing"
+                await tracker.round()
+                await asyncio.sleep(0.1)
+
+            await asyncio.to_thread(_api, octoprint, "POST", "/api/job", {"command": "cancel"})
+            await asyncio.to_thread(_wait_api_state, octoprint, {"Operational"})
+            pause = await asyncio.to_thread(
+                client.post,
+                f"/api/device/{device_id}/command",
+                json={"intent": "print_pause", "payload": {}, "correlationId": "late-pause"},
+                headers=operator.headers,
+            )
+            assert pause.status_code == 202, pause.text  # the last known state: printing
+            await work_queue(wired, database_url)
+            assert _job_status(database, created["id"]) is FabricationStatus.PRINTING
+            command = await asyncio.to_thread(
+                client.get, f"/api/commands/{pause.json()['commandId']}", headers=operator.headers
+            )
+            await tracker.round()
+            return str(created["id"]), command.json()
+        finally:
+            await driver.close()
+
+    job_id, command = asyncio.run(scenario())
+    assert command["status"] == "failed"
+    assert "neither printing nor paused" in command["failureReason"]  # OctoPrint's words
+    assert [h["status"] for h in command["statusHistory"]] == ["pending", "sent", "failed"]
+    with database.unit_of_work() as s:
+        aborted = s.get(FabricationJob, UUID(job_id))
+        assert aborted is not None
+        assert aborted.status is FabricationStatus.ABORTED
+        assert aborted.details["reason"] == "the print was cancelled at the printer"

@@ -244,7 +244,7 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
             no_snapshot = await asyncio.to_thread(
                 monitor, {"eventType": "spaghetti_detected", "confidence": 0.9}
             )
-            assert (no_snapshot.status_code, no_snapshot.json()["field"]) == (422, "snapshot_key")
+            assert (no_snapshot.status_code, no_snapshot.json()["field"]) == (422, "snapshotKey")
             shot = await asyncio.to_thread(
                 client.put,
                 f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
@@ -291,7 +291,7 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
         titles = [n.payload["title"] for n in told]
     assert titles == [
         "Print on Voron: spaghetti detected (warning)",
-        "Print paused on Voron: spaghetti detected",
+        "Pausing the print on Voron: spaghetti detected",
         "Print on Voron: nozzle clog (failure)",
     ]
     assert "snapshots/" in told[1].payload["body"]

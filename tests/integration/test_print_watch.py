@@ -20,7 +20,7 @@ from kittylab.config import MonitoringSettings
 from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from tests.integration.conftest import Person
 from tests.integration.live_bus import embedded_broker, free_port, live_lab, running_bus
-from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
+from tests.integration.test_print_jobs import PNG, job, lab, post_job, upload, work_queue
 from tests.peers.camera_peer import CameraPeer
 from tests.peers.obico_peer import ObicoPeer
 
@@ -155,3 +155,109 @@ def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapsho
         assert failure.snapshot_key is not None
         assert failure.snapshot_key.startswith(f"snapshots/{job_id}/")
         assert failure.snapshot_key.endswith("-camera.jpg")
+
+
+def _first_layer_events(database: Database, job_id: str) -> list[PrintMonitorEvent]:
+    with database.unit_of_work() as s:
+        return list(
+            s.scalars(
+                select(PrintMonitorEvent).where(
+                    PrintMonitorEvent.fabrication_job_id == UUID(job_id),
+                    PrintMonitorEvent.event_type == MonitorEventType.FIRST_LAYER_OK,
+                )
+            )
+        )
+
+
+def test_the_watcher_records_first_layer_ok_once_the_print_is_past_its_first_layer(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["prusa-mk4"]
+    key = upload(client, operator, "layers.gcode")
+
+    async def scenario() -> str:
+        async with live_lab(container) as (_bus, fleet, wired):
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            job_id = str(created["id"])
+            await work_queue(wired, database_url)
+            await bootstrap.print_tracker(wired).round()
+            watcher = bootstrap.print_watcher(wired)
+            assert watcher is not None
+            simulator = fleet.devices[printer]
+
+            async def printed(seconds: float) -> list[PrintMonitorEvent]:
+                simulator.tick(seconds)
+                await asyncio.to_thread(fleet.report)
+                await asyncio.sleep(0.05)  # the new state reaches the driver over MQTT
+                assert await watcher.round() == []
+                return _first_layer_events(database, job_id)
+
+            assert await printed(120) == []  # heated up, printing from 0 %
+            assert await printed(20) == []  # 3 %: still on the first layer
+            events = await printed(20)  # 7 %, past the 5 % threshold
+            assert [e.details["progress"] for e in events] == [0.0667]
+            assert len(await printed(20)) == 1  # recorded once
+            restarted = bootstrap.print_watcher(wired)  # a new process: the database knows
+            assert restarted is not None
+            assert await restarted.round() == []
+            assert len(_first_layer_events(database, job_id)) == 1
+            return job_id
+
+    job_id = asyncio.run(scenario())
+    (event,) = _first_layer_events(database, job_id)
+    assert event.confidence == 1.0
+    assert event.details["threshold"] == 0.05
+
+
+def test_a_print_with_a_failure_alert_gets_no_first_layer_ok(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["voron-24"]
+    key = upload(client, operator, "bad.gcode")
+
+    async def scenario() -> str:
+        async with live_lab(container) as (_bus, fleet, wired):
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            job_id = str(created["id"])
+            await work_queue(wired, database_url)
+            await bootstrap.print_tracker(wired).round()
+            shot = await asyncio.to_thread(
+                client.put,
+                f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
+                content=PNG,
+                headers=operator.headers,
+            )
+            failure = await asyncio.to_thread(
+                client.post,
+                f"/api/fabrication/jobs/{job_id}/monitor-events",
+                json={
+                    "eventType": "spaghetti_detected",
+                    "confidence": 0.9,
+                    "snapshotKey": shot.json()["snapshotKey"],
+                },
+                headers=operator.headers,
+            )
+            assert failure.status_code == 201, failure.text
+            # The pause is not sent yet: the job still prints, past its first layer.
+            assert job(database, job_id).status is FabricationStatus.PRINTING
+            fleet.devices[printer].tick(120)  # heated up
+            fleet.devices[printer].tick(60)  # 10 %
+            assert fleet.devices[printer].snapshot()["progress"] > 0.05
+            await asyncio.to_thread(fleet.report)
+            await asyncio.sleep(0.05)
+            watcher = bootstrap.print_watcher(wired)
+            assert watcher is not None
+            await watcher.round()
+            return job_id
+
+    assert _first_layer_events(database, asyncio.run(scenario())) == []

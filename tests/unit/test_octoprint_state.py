@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kittylab.adapters.devices.octoprint_state import needs_last_print, printer_state_from
-from kittylab.services.drivers import DeviceUnavailable
+from kittylab.domain.device_state import PrinterPhase
 
 IDLE_FLAGS = {
     "operational": True,
@@ -108,9 +108,13 @@ def test_error_reports_octoprints_error_as_the_failure() -> None:
 
 
 @pytest.mark.parametrize("text", ["Offline", "Closed", "Detecting serial connection"])
-def test_a_printer_octoprint_is_not_connected_to_is_unavailable(text: str) -> None:
-    with pytest.raises(DeviceUnavailable, match=f"mk3: OctoPrint is not connected.*{text}"):
-        printer_state_from(_job(text, file=None), None, None, name="mk3")
+def test_a_printer_octoprint_is_not_connected_to_is_reachable_but_disconnected(
+    text: str,
+) -> None:
+    # Not unavailable: OctoPrint answers, and a start or heat connects the printer first.
+    state = printer_state_from(_job(text, file=None), None, None)
+    assert state == {"state": "disconnected", "file": None}
+    assert not PrinterPhase(state["state"]).busy
 
 
 def test_temperatures_come_from_the_configured_tool_and_the_bed() -> None:

@@ -11,6 +11,7 @@ from kittylab.domain.print_queue import (
     QueuedJob,
     Stage,
     follow_printer,
+    lost_printer,
     needs_slicing,
     next_job,
 )
@@ -83,6 +84,10 @@ def test_an_empty_queue_waits_for_nothing() -> None:
         (S.PAUSED, None, "acked", {"state": "cancelled"}, S.ABORTED),
         (S.PRINTING, None, "acked", {"state": "printing"}, None),
         (S.PRINTING, None, "acked", None, None),
+        (S.PRINTING, None, "acked", {"state": "disconnected"}, S.FAILED),
+        (S.PAUSED, None, "acked", {"state": "disconnected"}, S.FAILED),
+        (S.PREPARING, Stage.STARTING, "acked", {"state": "disconnected"}, S.FAILED),
+        (S.PREPARING, Stage.STARTING, "sent", {"state": "disconnected"}, None),
     ],
 )
 def test_a_job_follows_what_its_printer_reports(
@@ -126,3 +131,45 @@ def test_a_job_whose_start_reached_the_printer_needs_the_bed_cleared_even_if_it_
         reached_printer=True,
     )
     assert next_job([failed_start, job(2)]).waiting_for == "someone must confirm the bed is clear"
+
+
+def test_a_printer_whose_host_disconnected_from_it_fails_the_job_with_that_reason() -> None:
+    update = follow_printer(S.PRINTING, None, "acked", None, {"state": "disconnected"})
+    assert update.target is S.FAILED
+    assert update.reason is not None and "lost its connection to the printer" in update.reason
+
+
+LIMIT = timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("status", "stage", "command"),
+    [
+        (S.PRINTING, None, "acked"),
+        (S.PAUSED, None, "acked"),
+        (S.PREPARING, Stage.STARTING, "acked"),
+    ],
+)
+def test_a_job_whose_printer_stays_unreadable_past_the_limit_fails_naming_why(
+    status: S, stage: str | None, command: str
+) -> None:
+    since = T0
+    assert lost_printer(status, stage, command, since, T0 + LIMIT / 2, LIMIT, "x").target is None
+    update = lost_printer(status, stage, command, since, T0 + LIMIT, LIMIT, "OctoPrint is down")
+    assert update.target is S.FAILED
+    assert update.reason is not None
+    assert "could not be read for 300 s (OctoPrint is down)" in update.reason
+
+
+@pytest.mark.parametrize(
+    ("status", "stage", "command"),
+    [
+        (S.PREPARING, Stage.STARTING, "sent"),  # the start command decides, not the silence
+        (S.PREPARING, Stage.QUEUED, None),
+        (S.COMPLETED, None, "acked"),
+    ],
+)
+def test_a_job_not_yet_or_no_longer_on_its_printer_is_not_failed_by_its_silence(
+    status: S, stage: str | None, command: str | None
+) -> None:
+    assert lost_printer(status, stage, command, T0, T0 + 10 * LIMIT, LIMIT, None).target is None

@@ -332,6 +332,10 @@ class PrintJobRequest(StrictInput):
     )
     cad_artifact_id: UUID | None = None
     profile: Name64 = Field("default", description="Job profile (its scene).")
+    idempotency_key: (
+        Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+        | None
+    ) = Field(None, description="A retried request with the same key returns the first job.")
 
 
 class BedClearOut(CamelModel):

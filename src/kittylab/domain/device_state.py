@@ -27,6 +27,9 @@ class PrinterPhase(StrEnum):
     FAILED = "failed"  # the last job stopped on an error
     CANCELLED = "cancelled"  # the last job was cancelled
     ERROR = "error"  # the printer itself is in an error state (not a job outcome)
+    # Its host answers but is not connected to the printer (OctoPrint "Closed"): no job
+    # can be running; a start or heat connects it first.
+    DISCONNECTED = "disconnected"
 
     @property
     def busy(self) -> bool:

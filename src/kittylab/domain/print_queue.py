@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -85,6 +85,53 @@ class JobUpdate:
     reason: str | None = None
 
 
+DISCONNECTED_REASON = (
+    "the printer's host lost its connection to the printer (OctoPrint is not connected to "
+    "it), so the print stopped; check the part before clearing the bed"
+)
+
+
+def following_printer(
+    status: FabricationStatus, stage: str | None, command_status: str | None
+) -> bool:
+    """Whether the job's fate is now the printer's to report: printing or paused, or its
+    ``print_start`` confirmed (until then the command decides)."""
+    if status in ACTIVE:
+        return True
+    return (
+        status is FabricationStatus.PREPARING
+        and stage == Stage.STARTING
+        and (command_status == "acked")
+    )
+
+
+def lost_printer(
+    status: FabricationStatus,
+    stage: str | None,
+    command_status: str | None,
+    unreadable_since: datetime | None,
+    now: datetime,
+    limit: timedelta,
+    why: str | None,
+) -> JobUpdate:
+    """The job's next status when its printer could not be read (or is offline) this
+    round, unreadable since ``unreadable_since``: failed once that has lasted ``limit``
+    — the print is presumed lost, and the printer's queue must not wait forever for a
+    printer that may never report again. ``None`` before then (a blip is not a failure)."""
+    if unreadable_since is None or not following_printer(status, stage, command_status):
+        return JobUpdate(None)
+    silent = now - unreadable_since
+    if silent < limit:
+        return JobUpdate(None)
+    detail = f" ({why})" if why else ""
+    return JobUpdate(
+        FabricationStatus.FAILED,
+        f"lost contact with the printer: it could not be read for {silent.total_seconds():.0f} s"
+        f"{detail}; the print is presumed lost. Check the printer and the part before "
+        "confirming the bed clear",
+    )
+
+
 def follow_printer(
     status: FabricationStatus,
     stage: str | None,
@@ -105,6 +152,8 @@ def follow_printer(
         if phase in (PrinterPhase.FAILED, PrinterPhase.ERROR):
             reason = (state or {}).get("failure") or "the printer reported an error"
             return JobUpdate(FabricationStatus.FAILED, str(reason))
+        if phase is PrinterPhase.DISCONNECTED:
+            return JobUpdate(FabricationStatus.FAILED, DISCONNECTED_REASON)
         if phase in (PrinterPhase.CANCELLED, PrinterPhase.IDLE):
             return JobUpdate(FabricationStatus.ABORTED, "the print was cancelled at the printer")
         # Heating, printing, paused, or already completed (a short print between two
@@ -127,6 +176,8 @@ def follow_printer(
     if phase is PrinterPhase.FAILED or phase is PrinterPhase.ERROR:
         reason = (state or {}).get("failure") or "the printer reported an error"
         return JobUpdate(FabricationStatus.FAILED, str(reason))
+    if phase is PrinterPhase.DISCONNECTED:
+        return JobUpdate(FabricationStatus.FAILED, DISCONNECTED_REASON)
     if phase in (PrinterPhase.CANCELLED, PrinterPhase.IDLE):
         return JobUpdate(FabricationStatus.ABORTED, "the print was cancelled at the printer")
     return JobUpdate(None)

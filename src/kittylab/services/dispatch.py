@@ -13,6 +13,11 @@ driver is called, so a job that runs again after a crash or a retry finds ``sent
 only waits for confirmation — a command is never sent twice. Never dropped: a pending or
 sent command whose job was lost is picked up by ``reconcile`` (a periodic task), and a
 sent command that nothing confirms fails with the reason once its time is up.
+
+A command a print monitor's alert sent (a failure's pause, a runaway's cooldown) that ends
+``failed`` also records the urgent notification saying so, in the transaction that fails
+it (``monitor_follow_ups.alert_if_failed``); ``Outcome.notifications`` lists them for
+delivery.
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, SafetyEvent
-from kittylab.config import CommandSettings
+from kittylab.config import CommandSettings, NotifySettings
 from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_refusal
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
 from kittylab.safety import policy
-from kittylab.services import commands, safety, telemetry
+from kittylab.services import commands, monitor_follow_ups, safety, telemetry
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
@@ -280,24 +285,39 @@ def _sent_at(command: DeviceCommand) -> datetime | None:
 
 
 def _finish(
-    database: Database, command_id: UUID, target: CommandStatus, now: datetime, reason: str | None
-) -> None:
+    database: Database,
+    command_id: UUID,
+    target: CommandStatus,
+    now: datetime,
+    reason: str | None,
+    notify: NotifySettings | None = None,
+) -> list[UUID]:
     """Decide a sent command, unless another job (a recovery retry running alongside)
-    already did: the first decision stands."""
+    already did: the first decision stands. Returns the notifications recorded with a
+    failure (see the module doc), to deliver once committed."""
     with database.unit_of_work() as session:
         current = session.scalar(
             select(DeviceCommand.status).where(DeviceCommand.id == command_id).with_for_update()
         )
         if current is not CommandStatus.SENT:
-            return
-        commands.advance_command(session, command_id, target, now=now, reason=reason)
+            return []
+        command = commands.advance_command(session, command_id, target, now=now, reason=reason)
+        alerted = (
+            monitor_follow_ups.alert_if_failed(session, command, notify)
+            if notify is not None
+            else []
+        )
     COMMANDS.labels(target.value).inc()
+    return alerted
 
 
 @dataclass(frozen=True)
 class Outcome:
     status: CommandStatus | None
     reason: str | None = None
+    notifications: tuple[UUID, ...] = ()
+    """Recorded because the command failed (a monitor's pause that did not happen):
+    the caller defers their delivery."""
 
 
 async def dispatch(
@@ -306,8 +326,11 @@ async def dispatch(
     command_id: UUID,
     settings: CommandSettings,
     clock: Callable[[], datetime],
+    notify: NotifySettings | None = None,
 ) -> Outcome:
-    """Send a command (once) and wait for the device to confirm it; see the module doc."""
+    """Send a command (once) and wait for the device to confirm it; see the module doc.
+    ``notify`` is where alerts about a failed monitor pause go; the background task always
+    passes it (only tests and benchmarks that raise no alerts leave it out)."""
     max_delay = timedelta(seconds=settings.max_dispatch_delay_seconds)
     work = await asyncio.to_thread(claim, database, command_id, clock(), max_delay)
     if work is None:
@@ -316,10 +339,10 @@ async def dispatch(
 
     async def fail(reason: str) -> Outcome:
         log.warning("device command %s failed: %s", command_id, reason)
-        await asyncio.to_thread(
-            _finish, database, command_id, CommandStatus.FAILED, clock(), reason
+        alerted = await asyncio.to_thread(
+            _finish, database, command_id, CommandStatus.FAILED, clock(), reason, notify
         )
-        return Outcome(CommandStatus.FAILED, reason)
+        return Outcome(CommandStatus.FAILED, reason, tuple(alerted))
 
     if driver is None:
         return await fail(f"no driver is configured for integration {work.target.integration}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
@@ -43,9 +43,12 @@ from kittylab.domain.errors import (
 )
 from kittylab.domain.print_queue import (
     FINISHED,
+    JobUpdate,
     QueuedJob,
     Stage,
     follow_printer,
+    following_printer,
+    lost_printer,
     needs_slicing,
     next_job,
 )
@@ -85,8 +88,10 @@ def create_job(
     cad_artifact_id: UUID | None = None,
     profile: str = "default",
     scenes: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> FabricationJob:
-    """Record a job for the printer ``device_id`` from exactly one source.
+    """Record a job for the printer ``device_id`` from exactly one source (see
+    ``find_retry`` for a request that carries an ``idempotency_key``, kept on the job).
 
     ``file_key``: an upload (``uploads/…``) that exists in the store; a model is sliced,
     G-code is printed as is. ``cad_artifact_id``: a STEP or STL artifact, sliced. Errors
@@ -127,9 +132,59 @@ def create_job(
             "printer_profile": str(
                 device.attributes.get("slicer_profile") or DEFAULT_PRINTER_PROFILE
             ),
+            **({IDEMPOTENCY_KEY: idempotency_key} if idempotency_key is not None else {}),
         },
         now=now,
     )
+
+
+IDEMPOTENCY_KEY = "idempotency_key"
+"""The key, in a job's ``details``, of the client's idempotency key for the request."""
+
+
+def find_retry(
+    session: Session,
+    requested_by: UUID,
+    idempotency_key: str,
+    *,
+    device_id: UUID,
+    file_key: str | None,
+    cad_artifact_id: UUID | None,
+    profile: str,
+) -> FabricationJob | None:
+    """The job ``requested_by`` already created with ``idempotency_key``, if any: a
+    retried request (a client that never saw the first answer) gets the first job, not a
+    second print. The same key for a different request is ``Conflict`` on
+    ``idempotencyKey``. Holds a transaction-scoped lock on (requester, key) until the
+    caller commits, so a retry racing its original waits for it and then finds its job."""
+    session.execute(
+        select(
+            func.pg_advisory_xact_lock(
+                func.hashtextextended(f"fabrication-job:{requested_by}:{idempotency_key}", 0)
+            )
+        )
+    )
+    earlier = session.scalar(
+        select(FabricationJob).where(
+            FabricationJob.requested_by == requested_by,
+            FabricationJob.details[IDEMPOTENCY_KEY].astext == idempotency_key,
+        )
+    )
+    if earlier is None:
+        return None
+    asked = (device_id, file_key, cad_artifact_id, profile)
+    first = (
+        earlier.device_id,
+        None if earlier.cad_artifact_id is not None else earlier.details.get("source_key"),
+        earlier.cad_artifact_id,
+        earlier.details.get("profile", "default"),
+    )
+    if asked != first:
+        raise Conflict(
+            f"idempotencyKey was already used for a different print job ({earlier.id})",
+            field="idempotencyKey",
+        )
+    return earlier
 
 
 def _source(
@@ -431,6 +486,34 @@ def active_jobs(database: Database) -> list[ActiveJob]:
         ]
 
 
+@dataclass(frozen=True)
+class FollowUps:
+    """What a job's move recorded in its own transaction, to act on once it commits."""
+
+    commands: tuple[UUID, ...] = ()
+    """Commands to dispatch (a starting print's scene)."""
+    notifications: tuple[UUID, ...] = ()
+    """Notifications to deliver (the job ended)."""
+    queue_may_move: bool = False
+    """The printer's queue may start its next job (after its bed is cleared)."""
+
+
+FollowUp = Callable[[Session, FabricationJob, FabricationStatus], FollowUps]
+"""Runs in the transaction that moved the job (``FabricationJob`` already in its new
+status; the status it left): its records commit with the move or not at all."""
+
+
+@dataclass(frozen=True)
+class Moved:
+    status: FabricationStatus
+    follow_ups: FollowUps
+
+
+UNREADABLE_SINCE = "printer_unreadable_since"
+"""The key, in a job's ``details``, of when its printer stopped answering (cleared when
+it answers again)."""
+
+
 def apply_printer_state(
     database: Database,
     job: ActiveJob,
@@ -438,9 +521,19 @@ def apply_printer_state(
     now: datetime,
     *,
     record_state: bool = False,
-) -> FabricationStatus | None:
-    """Move ``job`` as its printer's ``state`` says; returns the new status, if any. The
-    progress the printer reports is kept on the job.
+    lost_after: timedelta | None = None,
+    unreadable: str | None = None,
+    follow_up: FollowUp | None = None,
+) -> Moved | None:
+    """Move ``job`` as its printer's ``state`` says; returns the new status, if any, and
+    what ``follow_up`` recorded about it in the same transaction (a scene's commands, the
+    end-of-job notification): a crash can lose neither the move nor what it entails
+    without the other. The progress the printer reports is kept on the job.
+
+    ``state`` None means the printer could not be read (``unreadable`` says why) or is
+    offline: the first such round is noted on the job, and once it has lasted
+    ``lost_after`` the job fails (``print_queue.lost_printer``), so a printer that went
+    away never holds its queue forever. A state read again clears the note.
 
     With ``record_state`` (a printer that is polled, not one that reports itself), a
     state that moves the job is also stored as the printer's ``state`` telemetry, in the
@@ -452,6 +545,10 @@ def apply_printer_state(
         row = session.get(FabricationJob, job.id, with_for_update=True)
         if row is None or row.status is not job.status:
             return None  # changed meanwhile: the next round sees the new status
+        if state is None and lost_after is not None:
+            update = _unreadable(row, job, now, lost_after, unreadable)
+        elif state is not None and UNREADABLE_SINCE in row.details:
+            row.details = {k: v for k, v in row.details.items() if k != UNREADABLE_SINCE}
         if state and "progress" in state and row.status is not FabricationStatus.PREPARING:
             row.details = {**row.details, "progress": state.get("progress")}
         if update.target is None:
@@ -467,4 +564,27 @@ def apply_printer_state(
             )
         if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
             row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
-        return update.target
+        done = follow_up(session, row, job.status) if follow_up is not None else FollowUps()
+        return Moved(update.target, done)
+
+
+def _unreadable(
+    row: FabricationJob, job: ActiveJob, now: datetime, limit: timedelta, why: str | None
+) -> JobUpdate:
+    """Note (once) that the job's printer stopped answering; fail the job once that has
+    lasted ``limit``."""
+    if not following_printer(job.status, job.stage, job.command_status):
+        return JobUpdate(None)
+    stamp = row.details.get(UNREADABLE_SINCE)
+    if stamp is None:
+        row.details = {**row.details, UNREADABLE_SINCE: now.isoformat()}
+        return JobUpdate(None)
+    return lost_printer(
+        job.status,
+        job.stage,
+        job.command_status,
+        datetime.fromisoformat(stamp),
+        now,
+        limit,
+        why,
+    )

@@ -3,8 +3,13 @@
 A detector (Obico-compatible, telemetry rules, a person watching) reports a
 PrintMonitorEvent on a job. A *failure* (spaghetti, a clogged nozzle — snapshot
 mandatory) pauses the job at once through the normal command path and tells whoever
-started it, with the snapshot; a *warning* only tells them. ``first_layer_ok`` and
-``completed`` are recorded.
+started it, with a link to the snapshot; a *warning* only tells them. ``first_layer_ok``
+and ``completed`` are recorded.
+
+The first notification says the pause was *requested* ("Pausing the print on …"): the
+printer has not confirmed it yet. The pause is linked to the job
+(``monitor_follow_ups.link``), so if it then fails — refused, unreachable, not confirmed in
+time — the operator gets a second, urgent notification with the reason.
 
 Pausing is a safe action: it is never held for approval, and a pause already on its way
 (the same job, an earlier failure) is not sent twice.
@@ -27,7 +32,7 @@ from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, P
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
-from kittylab.services import alerts, dispatch, fabrication_records
+from kittylab.services import alerts, dispatch, fabrication_records, monitor_follow_ups
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +70,8 @@ def report(
     level = severity or (Severity.FAILURE if event_type.is_failure else Severity.INFO)
     if level is not Severity.INFO and not event_type.is_failure:
         raise ValidationFailed("severity", f"a {event_type.value} event is not a fault")
-    job = session.get(FabricationJob, job_id)
+    # Locked: the pause is linked in the job's details, which the tracker also writes.
+    job = session.get(FabricationJob, job_id, with_for_update=True)
     if job is None:
         raise NotFound("fabrication job", job_id)
     event = fabrication_records.record_monitor_event(
@@ -85,8 +91,17 @@ def report(
     printer = session.get(Device, job.device_id)
     name = printer.display_name if printer else "the printer"
     what = event_type.value.replace("_", " ")
-    title = f"Print paused on {name}: {what}" if pause_id else f"Print on {name}: {what} ({level})"
-    body = f"{what} with confidence {confidence:.0%}. Snapshot: {event.snapshot_key}."
+    title = (
+        f"Pausing the print on {name}: {what}" if pause_id else f"Print on {name}: {what} ({level})"
+    )
+    body = f"{what} with confidence {confidence:.0%}."
+    if event.snapshot_key:
+        body += f" Snapshot: {monitor_follow_ups.snapshot_path(event.snapshot_key)}"
+    if pause_id:
+        body += (
+            " A pause was requested; the printer has not confirmed it yet. If it does not"
+            " pause, you will be told at once."
+        )
     if note:
         body += f" Not paused: {note}."
     rows = alerts.notify_person(
@@ -115,6 +130,7 @@ def _pause(
     )
     if waiting is not None:  # a pause is already on its way: join it
         event.details = {**event.details, "pause_command_id": str(waiting)}
+        monitor_follow_ups.link(job, waiting, event.id, "print_pause")
         return waiting, None
     try:
         with session.begin_nested():
@@ -131,4 +147,5 @@ def _pause(
         log.warning("monitor could not pause job %s: %s", job.id, refusal)
         return None, str(refusal)
     event.details = {**event.details, "pause_command_id": str(command.id)}
+    monitor_follow_ups.link(job, command.id, event.id, "print_pause")
     return command.id, None

@@ -3,7 +3,14 @@
 Every round it reads each active job's printer through its driver, moves the job
 (``fabrication.apply_printer_state``), publishes the job's progress retained on
 ``kitty/jobs/<id>``, runs the job profile's scene when a print starts, and when a job
-ends tells whoever started it (and that the bed needs clearing before the next job).
+ends records the ``completed`` monitor event and tells whoever started it (and that the
+bed needs clearing before the next job). The scene's commands and the end-of-job records
+are written in the transaction that moves the job, so a crash loses neither without the
+other; they are scheduled after it commits, and the periodic sweeps pick up whatever a
+crash left unscheduled.
+A job whose printer cannot be read (or, for a self-reporting printer, is offline) for
+``fabrication.printer_lost_after_seconds`` fails with the reason, and its owner is told:
+a printer that went away mid-job never blocks its queue for good.
 A polled printer's read that moves its job is also stored as the printer's last known
 state, so the commands checked against that state (a failure's pause, a cancel, the next
 start) agree with the job.
@@ -19,12 +26,13 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.config import FabricationSettings, NotifySettings
 from kittylab.domain import topics
-from kittylab.domain.enums import FabricationStatus, MonitorEventType
+from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
 from kittylab.services import alerts, dispatch, fabrication, fabrication_records
@@ -74,42 +82,82 @@ class PrintTracker:
             INTERRUPTED_START_GRACE,
         )
         changed = 0
+        lost_after = timedelta(seconds=self._settings.printer_lost_after_seconds)
         for job in await asyncio.to_thread(fabrication.active_jobs, self._database):
-            target = await asyncio.to_thread(self._target, job.device_id)
-            state = await self._state(target)
-            new = await asyncio.to_thread(
+            target, offline = await asyncio.to_thread(self._target, job.device_id)
+            state, problem = await self._state(target)
+            if offline and target.integration in SELF_REPORTING:
+                # What such a driver holds is the last state the device published, however
+                # old: an offline device's is no news about the print.
+                state, problem = None, "the printer is offline: it stopped reporting"
+            moved = await asyncio.to_thread(
                 fabrication.apply_printer_state,
                 self._database,
                 job,
                 state,
                 self._clock(),
                 record_state=target.integration not in SELF_REPORTING,
+                lost_after=lost_after,
+                unreadable=problem,
+                follow_up=self._follow_up,
             )
-            self._publish(job.id, job.device_id, new or job.status, state)
-            if new is None:
+            self._publish(job.id, job.device_id, moved.status if moved else job.status, state)
+            if moved is None:
                 continue
             changed += 1
-            if new is FabricationStatus.PRINTING and job.status is FabricationStatus.PREPARING:
-                await asyncio.to_thread(self._run_scene, job.id)
-            if new in FINISHED:
-                await asyncio.to_thread(self._finished, job.id, new)
+            await asyncio.to_thread(self._after_commit, job.device_id, moved.follow_ups)
         return changed
 
-    def _target(self, device_id: UUID) -> DeviceTarget:
+    def _follow_up(
+        self, session: Session, job: FabricationJob, previous: FabricationStatus
+    ) -> fabrication.FollowUps:
+        """What a job's move entails, recorded in the transaction of the move (a crash
+        between the two would otherwise lose a finished job's notification for good)."""
+        if job.status is FabricationStatus.PRINTING and previous is FabricationStatus.PREPARING:
+            return fabrication.FollowUps(commands=tuple(self._scene(session, job)))
+        if job.status in FINISHED:
+            return fabrication.FollowUps(
+                notifications=tuple(self._finished(session, job)), queue_may_move=True
+            )
+        return fabrication.FollowUps()
+
+    def _after_commit(self, device_id: UUID, follow_ups: fabrication.FollowUps) -> None:
+        """Schedule what the committed move recorded. A schedule that fails is left to
+        the periodic sweeps: command reconciliation, the notification sweep, the queues'
+        minutely look."""
+        for command_id in follow_ups.commands:
+            try:
+                self._jobs.defer_dispatch(command_id)
+            except KittyLabError:
+                log.warning("scene command %s left to reconciliation", command_id)
+        for notification_id in follow_ups.notifications:
+            try:
+                self._jobs.defer_notification(notification_id)
+            except KittyLabError:
+                log.warning("notification %s left to the sweep", notification_id)
+        if follow_ups.queue_may_move:
+            try:
+                self._jobs.defer_start_next(device_id)
+            except KittyLabError:
+                log.warning("print queue of %s left to the periodic task", device_id)
+
+    def _target(self, device_id: UUID) -> tuple[DeviceTarget, bool]:
+        """The printer, and whether its records call it offline."""
         with self._database.unit_of_work() as session:
             device = session.get(Device, device_id)
             assert device is not None
-            return dispatch.target_of(device)
+            return dispatch.target_of(device), device.online_state is OnlineState.OFFLINE
 
-    async def _state(self, target: DeviceTarget) -> dict[str, Any] | None:
+    async def _state(self, target: DeviceTarget) -> tuple[dict[str, Any] | None, str | None]:
+        """The printer's state, or None and why it could not be read."""
         driver = self._drivers.get(target.integration)
         if driver is None:
-            return None
+            return None, f"no driver is configured for integration {target.integration}"
         try:
-            return await driver.state(target)
+            return await driver.state(target), None
         except (DeviceUnavailable, KittyLabError) as exc:
             log.info("printer %s could not be read: %s", target.external_id, exc)
-            return None
+            return None, str(exc)
 
     def _publish(
         self,
@@ -134,92 +182,70 @@ class PrintTracker:
             retain=True,
         )
 
-    def _run_scene(self, job_id: UUID) -> None:
-        """Send the job profile's scene to the printer's zone. A step that cannot run (a
-        device offline, a hazardous intent) is skipped and logged: a scene is comfort, it
-        never blocks a print."""
-        with self._database.unit_of_work() as session:
-            job = session.get(FabricationJob, job_id)
-            if job is None:
-                return
-            printer = session.get(Device, job.device_id)
-            assert printer is not None
-            steps = self._settings.scenes.get(str(job.details.get("profile", "default")), [])
-            zone_devices = list(
-                session.scalars(
-                    select(Device).where(
-                        Device.zone_id == printer.zone_id, Device.retired_at.is_(None)
-                    )
-                )
+    def _scene(self, session: Session, job: FabricationJob) -> list[UUID]:
+        """The job profile's scene for the printer's zone, as commands. A step that cannot
+        run (a device offline, a hazardous intent) is skipped and logged: a scene is
+        comfort, it never blocks a print."""
+        printer = session.get(Device, job.device_id)
+        assert printer is not None
+        steps = self._settings.scenes.get(str(job.details.get("profile", "default")), [])
+        zone_devices = list(
+            session.scalars(
+                select(Device).where(Device.zone_id == printer.zone_id, Device.retired_at.is_(None))
             )
-            requested_by, zone_id = job.requested_by, printer.zone_id
+        )
         sent: list[UUID] = []
         for step in steps:
             for device in zone_devices:
                 if device.kind.value != step.get("kind"):
                     continue
                 try:
-                    with self._database.unit_of_work() as session:
+                    # A savepoint: a refused step leaves the job's move and the others.
+                    with session.begin_nested():
                         command = dispatch.submit(
                             session,
                             device_id=device.id,
                             intent=str(step.get("intent")),
                             payload=step.get("payload") or {},
-                            requested_by=requested_by,
-                            correlation_id=f"scene:{job_id}:{device.id}:{step.get('intent')}",
+                            requested_by=job.requested_by,
+                            correlation_id=f"scene:{job.id}:{device.id}:{step.get('intent')}",
                             now=self._clock(),
                         )
-                        sent.append(command.id)
+                    sent.append(command.id)
                 except KittyLabError as exc:
                     log.info("scene step %s on %s skipped: %s", step, device.external_id, exc)
-        for command_id in sent:
-            try:
-                self._jobs.defer_dispatch(command_id)
-            except KittyLabError:
-                log.warning("scene command %s left to reconciliation", command_id)
-        log.info("scene for job %s in zone %s: %d commands", job_id, zone_id, len(sent))
+        log.info("scene for job %s in zone %s: %d commands", job.id, printer.zone_id, len(sent))
+        return sent
 
-    def _finished(self, job_id: UUID, status: FabricationStatus) -> None:
-        with self._database.unit_of_work() as session:
-            job = session.get(FabricationJob, job_id)
-            if job is None:
-                return
-            if status is FabricationStatus.COMPLETED:
-                # The printer's own word that the part is done: the last monitor event.
-                fabrication_records.record_monitor_event(
-                    session,
-                    fabrication_job_id=job_id,
-                    event_type=MonitorEventType.COMPLETED,
-                    confidence=1.0,
-                    snapshot_key=None,
-                    details={"source": "printer state"},
-                    now=self._clock(),
-                )
-            printer = session.get(Device, job.device_id)
-            name = printer.display_name if printer else "the printer"
-            reason = job.details.get("reason")
-            title = f"Print {status.value} on {name}"
-            body = f"{job.details.get('source_name', job.gcode_path)}: {status.value}"
-            if reason:
-                body += f" ({reason})"
-            body += f". Clear the bed of {name} and confirm it before the next job starts."
-            rows = alerts.notify_person(
+    def _finished(self, session: Session, job: FabricationJob) -> list[UUID]:
+        """Record the end of a job: the printer's own word that the part is done (the
+        ``completed`` monitor event), and the notification telling whoever started it,
+        with the reason and that the bed needs clearing."""
+        if job.status is FabricationStatus.COMPLETED:
+            fabrication_records.record_monitor_event(
                 session,
-                job.requested_by,
-                title,
-                body,
-                self._notify,
-                related_job_id=job_id,
-                idempotency_key=f"job-finished:{job_id}",
+                fabrication_job_id=job.id,
+                event_type=MonitorEventType.COMPLETED,
+                confidence=1.0,
+                snapshot_key=None,
+                details={"source": "printer state"},
+                now=self._clock(),
             )
-            ids = [row.id for row in rows]
-            device_id = job.device_id
-        for notification_id in ids:
-            try:
-                self._jobs.defer_notification(notification_id)
-            except KittyLabError:
-                log.warning("notification %s left to the sweep", notification_id)
-        try:
-            self._jobs.defer_start_next(device_id)
-        except KittyLabError:
-            log.warning("print queue of %s left to the periodic task", device_id)
+        printer = session.get(Device, job.device_id)
+        name = printer.display_name if printer else "the printer"
+        reason = job.details.get("reason")
+        title = f"Print {job.status.value} on {name}"
+        body = f"{job.details.get('source_name', job.gcode_path)}: {job.status.value}"
+        if reason:
+            body += f" ({reason})"
+        body += f". Clear the bed of {name} and confirm it before the next job starts."
+        rows = alerts.notify_person(
+            session,
+            job.requested_by,
+            title,
+            body,
+            self._notify,
+            related_job_id=job.id,
+            idempotency_key=f"job-finished:{job.id}",
+        )
+        return [row.id for row in rows]

@@ -14,6 +14,11 @@ Each round (``monitoring.frame_interval_seconds``), for every job that is printi
   failure is never recorded without something to look at. A thermal runaway also cools
   the printer down (pausing does not necessarily turn heaters off).
 
+When a printing job's first layer is laid (``domain.first_layer``: progress past
+``monitoring.first_layer_progress``) and it has had no failure alert, the watcher records
+``first_layer_ok`` — once per job, checked against the database, so a restart or a
+pause and resume does not record it twice.
+
 One alert per job and (condition, part, severity): a failing print stays failing frame
 after frame and must not page the operator every ten seconds. The smoothing state and
 histories live in this process; a restart starts them over (the long-term baseline of a
@@ -35,10 +40,11 @@ from uuid import UUID
 from sqlalchemy import select
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import Device, FabricationJob
+from kittylab.adapters.db.tables import Device, FabricationJob, PrintMonitorEvent
 from kittylab.config import MonitoringSettings, NotifySettings
-from kittylab.domain.enums import DeviceKind, FabricationStatus
+from kittylab.domain.enums import DeviceKind, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError
+from kittylab.domain.first_layer import first_layer_done
 from kittylab.domain.print_monitoring import (
     Condition,
     DetectionState,
@@ -54,7 +60,7 @@ from kittylab.domain.print_telemetry_rules import (
     evaluate_telemetry,
     trim_history,
 )
-from kittylab.services import dispatch, print_monitor
+from kittylab.services import dispatch, fabrication_records, monitor_follow_ups, print_monitor
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.detection import FailureDetector, SnapshotSource
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, expand_connection
@@ -103,6 +109,8 @@ class PrintWatcher:
         self._camera: dict[UUID, DetectionState] = {}  # per printer: its baseline lives on
         self._camera_job: dict[UUID, UUID] = {}
         self._alerted: dict[UUID, set[tuple[str, str | None, str]]] = {}
+        self._first_layer_settled: set[UUID] = set()
+        """Jobs whose first layer is recorded, or that failed before it: no more looks."""
 
     async def run(self) -> None:
         while True:
@@ -120,6 +128,7 @@ class PrintWatcher:
             if job_id not in live:  # finished or paused: its history is done
                 self._history.pop(job_id, None)
                 self._alerted.pop(job_id, None)
+                self._first_layer_settled.discard(job_id)
         raised: list[Verdict] = []
         for item in watched:
             try:
@@ -146,6 +155,7 @@ class PrintWatcher:
 
     async def _watch(self, item: Watched) -> list[Verdict]:
         verdicts: list[Verdict] = []
+        state: dict[str, Any] | None = None
         driver = self._drivers.get(item.printer.integration)
         if driver is not None:
             try:
@@ -173,7 +183,43 @@ class PrintWatcher:
             if await self._raise(item, verdict):
                 seen.add(key)  # only once it was recorded: a failed attempt is retried
                 raised.append(verdict)
+        if (
+            state is not None
+            and item.job_id not in self._first_layer_settled
+            and first_layer_done(state, self._settings.first_layer_progress)
+        ):
+            await asyncio.to_thread(self._first_layer, item.job_id, state.get("progress"))
+            self._first_layer_settled.add(item.job_id)
         return raised
+
+    def _first_layer(self, job_id: UUID, progress: object) -> None:
+        """Record ``first_layer_ok`` unless the job already has it or had a failure
+        alert (a failing print's first layer is not "ok", whatever its progress)."""
+        with self._database.unit_of_work() as session:
+            # Locked: one record per job, whichever watcher round or process gets here.
+            session.get(FabricationJob, job_id, with_for_update=True)
+            for event_type, details in session.execute(
+                select(PrintMonitorEvent.event_type, PrintMonitorEvent.details).where(
+                    PrintMonitorEvent.fabrication_job_id == job_id
+                )
+            ):
+                if event_type is MonitorEventType.FIRST_LAYER_OK:
+                    return
+                if details.get("severity") == print_monitor.Severity.FAILURE.value:
+                    return
+            fabrication_records.record_monitor_event(
+                session,
+                fabrication_job_id=job_id,
+                event_type=MonitorEventType.FIRST_LAYER_OK,
+                confidence=1.0,
+                snapshot_key=None,
+                details={
+                    "source": "print watcher",
+                    "progress": progress,
+                    "threshold": self._settings.first_layer_progress,
+                },
+                now=self._clock(),
+            )
 
     async def _look(self, item: Watched) -> Verdict | None:
         assert self._detector is not None
@@ -201,7 +247,7 @@ class PrintWatcher:
             return False
         follow_ups = [outcome.pause_command_id] if outcome.pause_command_id else []
         if failure and verdict.condition is Condition.THERMAL_RUNAWAY:
-            cooldown = await asyncio.to_thread(self._cooldown, item)
+            cooldown = await asyncio.to_thread(self._cooldown, item, outcome.event.id)
             if cooldown is not None:
                 follow_ups.append(cooldown)
         for command_id in follow_ups:
@@ -259,10 +305,12 @@ class PrintWatcher:
             log.exception("watch: could not record %s on job %s", verdict.condition, item.job_id)
             return None
 
-    def _cooldown(self, item: Watched) -> UUID | None:
+    def _cooldown(self, item: Watched, event_id: UUID) -> UUID | None:
+        """Ask for the cooldown, linked to the runaway's event: if it fails, the operator
+        is told (``monitor_follow_ups``)."""
         try:
             with self._database.unit_of_work() as session:
-                job = session.get(FabricationJob, item.job_id)
+                job = session.get(FabricationJob, item.job_id, with_for_update=True)
                 assert job is not None
                 command = dispatch.submit(
                     session,
@@ -273,6 +321,7 @@ class PrintWatcher:
                     correlation_id=f"runaway-cooldown:{item.job_id}",
                     now=self._clock(),
                 )
+                monitor_follow_ups.link(job, command.id, event_id, "printer_cooldown")
                 return command.id
         except KittyLabError as exc:
             log.warning("watch: could not cool %s down: %s", item.printer.external_id, exc)

@@ -24,7 +24,9 @@ Intents (payloads already validated by the command service):
 Before ``print_start``, ``printer_heat`` and ``printer_cooldown`` the driver connects
 OctoPrint to the printer when it is disconnected, and waits (``state_wait``) until it is
 operational. A printer in an error state is not reconnected: that needs a person
-(``DeviceRefused`` with OctoPrint's error).
+(``DeviceRefused`` with OctoPrint's error). While OctoPrint answers but is not connected
+to the printer, ``state`` reports ``disconnected`` (reachable, no job), not an error: the
+device stays online, so the intents that connect it are not refused as "offline".
 
 Errors: a refused connection, a timeout, a 401/403 (wrong key) or a 5xx raise
 ``DeviceUnavailable``; OctoPrint's 409s and other 4xx answers raise ``DeviceRefused`` with
@@ -157,9 +159,7 @@ class OctoPrintDriver:
         last_ok: bool | None = None
         if needs_last_print(job, printer):
             last_ok = await self._last_print_succeeded(endpoint, job_file(job) or "")
-        normalized = printer_state_from(
-            job, printer, last_ok, tool=endpoint.tool, name=device.external_id
-        )
+        normalized = printer_state_from(job, printer, last_ok, tool=endpoint.tool)
         return dict(normalized)
 
     # -- PrintFileUploader --------------------------------------------------------------

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
-from kittylab.services.drivers import DeviceUnavailable
 
 # OctoPrint's state texts (``MachineCom.getStateString``) that mean "not connected" and
 # "stopped on an error"; while connecting it reports yet other texts.
@@ -23,7 +22,6 @@ def printer_state_from(
     last_print_succeeded: bool | None,
     *,
     tool: str = "tool0",
-    name: str = "the printer",
 ) -> PrinterState:
     """Normalize OctoPrint's ``/api/job`` and ``/api/printer`` answers.
 
@@ -36,8 +34,10 @@ def printer_state_from(
     - ``Operational`` → ``completed`` when the selected file's job is at 100 %;
       ``cancelled`` when it is not and that file's last print did not succeed (OctoPrint
       records cancelled and failed prints alike in the file's history); else ``idle``;
-    - not connected (``Offline``, ``Closed``) or still connecting → ``DeviceUnavailable``
-      naming ``name``: OctoPrint answers, the printer behind it does not.
+    - not connected (``Offline``, ``Closed``) or still connecting → ``disconnected``:
+      OctoPrint answers, so the printer is reachable — it is not unavailable, or a start
+      or heat (which connect it first) would be refused for a printer one request away
+      from working — but no job can be running on it.
 
     ``progress`` is ``job.progress.completion`` / 100; ``seconds_left`` is OctoPrint's
     estimate while a job is busy; ``nozzle`` is ``tool``, ``bed`` the bed.
@@ -48,9 +48,7 @@ def printer_state_from(
     if text in ERROR_STATES or flags.get("error"):
         return {"state": PrinterPhase.ERROR.value, "failure": str(error or text)}
     if printer is None or not flags.get("operational"):
-        raise DeviceUnavailable(
-            f"{name}: OctoPrint is not connected to the printer ({text or 'no state'})"
-        )
+        return {"state": PrinterPhase.DISCONNECTED.value, "file": None}
 
     completion = dig(job, "progress", "completion")
     progress = None if completion is None else min(1.0, max(0.0, float(completion) / 100))

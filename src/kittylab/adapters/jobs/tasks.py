@@ -273,11 +273,19 @@ def job_blueprint() -> procrastinate.Blueprint:
 
     @blueprint.task(name="dispatch_command", pass_context=True)
     async def dispatch_command(job: procrastinate.JobContext, command_id: str) -> str:
-        """Send one device command and wait for the device to confirm it."""
+        """Send one device command and wait for the device to confirm it; deliver the
+        alert a failed monitor pause raises."""
         ctx = _context(job)
         outcome = await dispatch.dispatch(
-            ctx.database, ctx.drivers, UUID(command_id), ctx.settings.commands, ctx.clock
+            ctx.database,
+            ctx.drivers,
+            UUID(command_id),
+            ctx.settings.commands,
+            ctx.clock,
+            notify=ctx.settings.notify,
         )
+        for notification_id in outcome.notifications:
+            await defer_delivery(job.app, str(notification_id), timedelta(0))
         return outcome.status.value if outcome.status else "skipped"
 
     @blueprint.periodic(cron=PERIODIC[RECONCILE_TASK], periodic_id="every-minute")

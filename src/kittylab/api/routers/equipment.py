@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
+from pydantic import AwareDatetime
 from sqlalchemy import select
 
 from kittylab.adapters.db.tables import DeviceCommand, TelemetryEvent
@@ -93,8 +93,9 @@ def list_telemetry(
     cursor: CursorParam = None,
     device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
     topic: Annotated[str | None, Query(max_length=256)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    # Zoned: a naive time would be read in the server's zone, silently shifting the range.
+    since: Annotated[AwareDatetime | None, Query(description="At or after (inclusive).")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Before (exclusive).")] = None,
 ) -> Page[TelemetryOut]:
     stmt = where_equal(
         select(TelemetryEvent), (TelemetryEvent.device_id, device_id), (TelemetryEvent.topic, topic)

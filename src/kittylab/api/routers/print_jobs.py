@@ -9,14 +9,16 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from kittylab.adapters.db.tables import FabricationJob
-from kittylab.api.auth import UnitOfWork, container, require
+from kittylab.adapters.db.tables import Device, FabricationJob
+from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.schemas import (
     BedClearOut,
     FabricationJobOut,
@@ -27,7 +29,7 @@ from kittylab.api.schemas import (
     UploadedFileOut,
 )
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import FabricationStatus, Role
+from kittylab.domain.enums import FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import (
     Conflict,
     InfrastructureError,
@@ -40,7 +42,7 @@ from kittylab.domain.errors import (
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
 from kittylab.services import dispatch, fabrication, fabrication_records, print_monitor
-from kittylab.services.artifacts import ArtifactStore
+from kittylab.services.artifacts import ArtifactMissing, ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,22 @@ def create_print_job(
 ) -> FabricationJob:
     """Queue a print on a printer from an uploaded file or a CAD artifact. Models are
     sliced first (``details.stage`` = ``slicing``), then the job waits in the printer's
-    queue (``queued``) until the printer is free and its bed confirmed clear."""
+    queue (``queued``) until the printer is free and its bed confirmed clear. A retried
+    request with the same ``idempotencyKey`` returns the first job (409 when the key was
+    used for a different request). The job is accepted once it is recorded: if its
+    preparation cannot be queued right now, the minutely queue task prepares it."""
+    if body.idempotency_key is not None:
+        earlier = fabrication.find_retry(
+            uow,
+            caller.user_id,
+            body.idempotency_key,
+            device_id=body.device_id,
+            file_key=body.file_key,
+            cad_artifact_id=body.cad_artifact_id,
+            profile=body.profile,
+        )
+        if earlier is not None:
+            return earlier  # its preparation was queued by the first request, or the sweep's
     job = fabrication.create_job(
         uow,
         _store(c),
@@ -139,13 +156,15 @@ def create_print_job(
         profile=body.profile,
         scenes=c.settings.fabrication.scenes,
         now=c.clock(),
+        idempotency_key=body.idempotency_key,
     )
     uow.commit()  # the preparation job must find the row
     try:
         c.jobs.defer_print_preparation(job.id)
     except InfrastructureError:
-        log.warning("preparation of job %s could not be queued", job.id)
-        raise
+        # The job is recorded: failing now would make the client retry into a second
+        # print while this one is prepared anyway by the sweep (advance_print_queues).
+        log.warning("preparation of job %s left to the periodic queue task", job.id)
     return job
 
 
@@ -174,7 +193,9 @@ def cancel_print_job(
     c: Annotated[Container, Depends(container)],
 ) -> FabricationJob:
     """Cancel a job: one not yet on the printer is aborted at once; a running one gets a
-    ``print_cancel`` command and is aborted when the printer reports it."""
+    ``print_cancel`` command and is aborted when the printer reports it. A running job on
+    a printer that is offline is aborted at once with the reason: nothing could reach the
+    printer, and its queue must not wait for it."""
     # Locked: a worker starting this job at the same moment sees the outcome, not a race.
     job = uow.get(FabricationJob, job_id, with_for_update=True)
     if job is None:
@@ -193,6 +214,17 @@ def cancel_print_job(
         return aborted
     if job.status not in (FabricationStatus.PRINTING, FabricationStatus.PAUSED):
         raise Conflict(f"the job is {job.status.value}; there is nothing to cancel")
+    printer = uow.get(Device, job.device_id)
+    if printer is not None and printer.online_state is OnlineState.OFFLINE:
+        return fabrication_records.advance_fabrication_job(
+            uow,
+            job_id,
+            FabricationStatus.ABORTED,
+            now=c.clock(),
+            reason=f"cancelled while {printer.display_name} was offline: nothing was sent to "
+            "it. Check the printer (it may still hold the part, or even be printing it) "
+            "before confirming the bed clear",
+        )
     command = dispatch.submit(
         uow,
         device_id=job.device_id,
@@ -275,6 +307,52 @@ async def upload_snapshot(
     return SnapshotOut(snapshot_key=stored.key, size=stored.size)
 
 
+SERVED_TYPES = {**SNAPSHOT_TYPES, "json": "application/json"}
+# What the API and the print watcher store: images, and the watcher's telemetry windows.
+_STORED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(jpe?g|png|json)", re.IGNORECASE)
+
+
+@router.get(
+    "/jobs/{job_id}/snapshots/{name}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {t: {} for t in sorted(set(SERVED_TYPES.values()))}},
+        307: {"description": "To a presigned URL, when the store gives one (S3)."},
+        404: {"description": "No such job, or no such snapshot of it."},
+    },
+)
+def download_snapshot(
+    job_id: UUID,
+    name: str,
+    _: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> Response:
+    """A job's monitoring evidence — a camera snapshot, or the telemetry window a rule
+    judged — as linked from its notifications: streamed from the store, or a redirect to a
+    presigned URL when the store can give one."""
+    match = _STORED_NAME.fullmatch(name)
+    job = uow.get(FabricationJob, job_id)
+    if job is None:
+        raise NotFound("fabrication job", job_id)
+    key = f"snapshots/{job_id}/{name}"
+    store = _store(c)
+    if match is None or not store.exists(key):
+        raise NotFound("snapshot of this job", name)
+    url = store.presigned_url(key, c.settings.storage.presign_expiry_seconds)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        chunks: Iterator[bytes] = store.read_chunks(key)
+    except ArtifactMissing:
+        raise NotFound("snapshot of this job", name) from None
+    return StreamingResponse(
+        chunks,
+        media_type=SERVED_TYPES[match.group(1).lower()],
+        headers={"Content-Disposition": f'inline; filename="{name}"'},
+    )
+
+
 def _job_exists(c: Container, job_id: UUID) -> bool:
     with c.database.unit_of_work() as session:
         return session.get(FabricationJob, job_id) is not None
@@ -299,17 +377,23 @@ def report_monitor_event(
         raise ValidationFailed("snapshotKey", "must be a snapshot uploaded for this job")
     if body.snapshot_key is not None and not _store(c).exists(body.snapshot_key):
         raise ValidationFailed("snapshotKey", "no snapshot is stored under this key")
-    outcome = print_monitor.report(
-        uow,
-        job_id=job_id,
-        event_type=body.event_type,
-        confidence=body.confidence,
-        snapshot_key=body.snapshot_key,
-        severity=print_monitor.Severity(body.severity) if body.severity else None,
-        details=body.details,
-        notify=c.settings.notify,
-        now=c.clock(),
-    )
+    try:
+        outcome = print_monitor.report(
+            uow,
+            job_id=job_id,
+            event_type=body.event_type,
+            confidence=body.confidence,
+            snapshot_key=body.snapshot_key,
+            severity=print_monitor.Severity(body.severity) if body.severity else None,
+            details=body.details,
+            notify=c.settings.notify,
+            now=c.clock(),
+        )
+    except ValidationFailed as refused:
+        if refused.field != "snapshot_key":
+            raise
+        # The record rules speak of the column; the client sent the API's field.
+        raise ValidationFailed("snapshotKey", refused.message) from None
     uow.commit()
     if outcome.pause_command_id is not None:
         try:
