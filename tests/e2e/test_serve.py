@@ -245,7 +245,16 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
     assert accepted.status_code == 202, accepted.text
     command_url = f"{server.url}/api/commands/{accepted.json()['commandId']}"
     assert _wait_for_status(command_url, auth, "acked", 30) == "acked"
-    state = httpx.get(f"{server.url}/api/devices/{lights['id']}/state", headers=auth, timeout=10)
+    # The stored state follows the device's report (written in a batch after the bus
+    # carried it), so it may trail the ack by a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        state = httpx.get(
+            f"{server.url}/api/devices/{lights['id']}/state", headers=auth, timeout=10
+        )
+        if state.json()["state"] == {"on": True, "brightness": 30} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert state.json()["state"] == {"on": True, "brightness": 30}
 
     # The same from a terminal: `kittylab send` follows the command to its outcome.
