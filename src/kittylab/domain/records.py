@@ -49,6 +49,18 @@ def check_telemetry_depth(payload: Any, field: str = "payload") -> None:
         raise ValidationFailed(field, f"nests deeper than {MAX_TELEMETRY_DEPTH} levels")
 
 
+MAX_TELEMETRY_TOPIC_CHARS = 256
+
+
+def check_telemetry_topic(topic: str, field: str = "topic") -> None:
+    """A topic the database can hold: 1–256 characters, no NUL. MQTT topics reach this
+    without the API's schema, and one unstorable value would fail a whole batch."""
+    if not topic or len(topic) > MAX_TELEMETRY_TOPIC_CHARS:
+        raise ValidationFailed(field, f"must be 1 to {MAX_TELEMETRY_TOPIC_CHARS} characters")
+    if "\x00" in topic:
+        raise ValidationFailed(field, "cannot contain NUL characters")
+
+
 def check_telemetry_size(raw_size: int, field: str = "payload") -> None:
     if raw_size > MAX_TELEMETRY_BYTES:
         raise PayloadTooLarge(field, raw_size, MAX_TELEMETRY_BYTES)
