@@ -103,8 +103,11 @@ class TelemetryIngest:
         """Flush until cancelled; what is buffered when cancelled is flushed first."""
         try:
             while True:
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the batch fills, and this loop never ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._flush_seconds)
+                    async with asyncio.timeout(self._flush_seconds):
+                        await self._full.wait()
                 await self.flush()
         finally:
             await asyncio.shield(self.flush())
