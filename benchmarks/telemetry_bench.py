@@ -14,15 +14,15 @@ Per broker (the machine's Mosquitto on 127.0.0.1:1883 when it answers; the embed
 broker in this process, as ``kittylab serve`` runs it; optionally amqtt in a process of
 its own) it measures:
 - ``receive``: what the bus alone delivers to a handler that only counts (the ceiling
-  the MQTT client sets), sensor flat out;
-- ``flat_out_qos0``: the whole path with the sensor flat out. A broker may drop what a
-  subscriber cannot take in time (Mosquitto does, past its queue limits): ``lost``;
-- ``sustained_qos0``: the sensor at rising rates (``--rates``, ``--step-seconds`` each)
-  until the ingest falls behind; the last rate it kept up with, losing nothing;
+  the MQTT client sets), the sensor flat out. What the subscriber cannot take in time
+  the broker drops (Mosquitto does, past its queue limits): ``lost``;
+- ``sustained_qos0``: the whole path, the sensor at rising rates (``--rates``,
+  ``--step-seconds`` each) until the ingest falls behind; the last rate it kept up with,
+  losing nothing;
 - ``qos1``: the whole path at QoS 1, the sensor at ``--qos1-rate``.
 Without a broker: ``store``, ``store_stream`` on the same events in the ingest's batch
-size (the ceiling the database path sets), and ``copy``, the rows of the first flat-out
-run copied out and back into the emptied table with one raw ``COPY``.
+size (the ceiling the database path sets), and ``copy``, the rows of the first sustained
+rate copied out and back into the emptied table with one raw ``COPY``.
 
 Every run also says where the CPU went, in µs per event: this process (and its bus-loop
 and store threads), the sensor, the broker when it is another process, PostgreSQL.
@@ -279,7 +279,7 @@ async def _ingest(
         cpu = meters.stop(ingest.stored, done.cpu_seconds, ingest.store_cpu)
         flushing.cancel()
         await asyncio.gather(flushing, return_exceptions=True)
-    rows = await asyncio.to_thread(_count_rows, container)
+    rows, distinct = await asyncio.to_thread(_count_rows, container)
     details = {
         "qos": plan.qos,
         "sensor_rate": plan.rate or "flat out",
@@ -291,8 +291,10 @@ async def _ingest(
         "lag_after_last_publish_s": round(ingest.last_commit - done.last_at, 3),
         "rejected": ingest.rejected,
         "rows_counted": rows,
+        # QoS 1 is at-least-once: a broker that gets no PUBACK in time sends it again.
+        "duplicates": rows - distinct,
     }
-    return _run(done, rows, ingest.last_commit, load, cpu, details)
+    return _run(done, distinct, ingest.last_commit, load, cpu, details)
 
 
 async def _ladder(
@@ -301,12 +303,14 @@ async def _ladder(
     plan: Callable[[int, int, float], sensor.PublishPlan],
     broker: CpuMeter | None,
     args: argparse.Namespace,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bytes | None]:
     """The sensor at each rate of ``--rates`` in turn, ``--step-seconds`` each, until the
     ingest falls behind: loses an event, or commits the last one more than ``MAX_LAG``
-    after it was published. The sustained rate is the last step it kept up with."""
+    after it was published. The sustained rate is the last step it kept up with; its
+    rows are returned too, for the raw ``COPY`` beside it."""
     steps: list[Run] = []
     sustained: Run | None = None
+    rows: bytes | None = None
     for rate in args.rates:
         run = await _ingest(
             lab, address, plan(int(rate * args.step_seconds), 0, rate), broker, args, MAX_LAG
@@ -317,11 +321,13 @@ async def _ladder(
         if not kept_up:
             break
         sustained = run
-    return {
+        rows = await asyncio.to_thread(_copy_out, lab)
+    ladder = {
         "rate_kept_up": sustained.details["sensor_rate"] if sustained else None,
         "events_per_s": sustained.events_per_s if sustained else 0,
         "steps": steps,
     }
+    return ladder, rows
 
 
 def _run(
@@ -354,9 +360,13 @@ def _truncate(container: bootstrap.Container) -> None:
         conn.exec_driver_sql("CHECKPOINT")
 
 
-def _count_rows(container: bootstrap.Container) -> int:
+def _count_rows(container: bootstrap.Container) -> tuple[int, int]:
+    """Rows, and distinct events among them (every reading carries its ``seq``)."""
     with container.database.engine.connect() as conn:
-        return int(conn.exec_driver_sql("SELECT count(*) FROM telemetry_events").scalar_one())
+        rows, distinct = conn.exec_driver_sql(
+            "SELECT count(*), count(DISTINCT payload->>'seq') FROM telemetry_events"
+        ).one()
+        return int(rows), int(distinct)
 
 
 def _store_only(lab: _Lab, plan: sensor.PublishPlan, batch: int) -> Run:
@@ -384,14 +394,23 @@ def _store_only(lab: _Lab, plan: sensor.PublishPlan, batch: int) -> Run:
     return _run(done, stored, ended, load, cpu, {"batch_size": batch})
 
 
-def _copy_raw(lab: _Lab) -> dict[str, Any]:
-    """The rows now in the table, copied out, the table emptied, and copied back in."""
-    engine_url = lab.container.database.engine.url.render_as_string(hide_password=False)
-    with psycopg.connect(libpq_url(engine_url)) as conn, conn.cursor() as cursor:
-        data = bytearray()
-        with cursor.copy(_COPY_OUT) as copy:
-            for chunk in copy:
-                data += chunk
+def _connect(lab: _Lab) -> psycopg.Connection[Any]:
+    url = lab.container.database.engine.url.render_as_string(hide_password=False)
+    return psycopg.connect(libpq_url(url))
+
+
+def _copy_out(lab: _Lab) -> bytes:
+    """The rows now in the table, in ``COPY``'s text format."""
+    data = bytearray()
+    with _connect(lab) as conn, conn.cursor() as cursor, cursor.copy(_COPY_OUT) as copy:
+        for chunk in copy:
+            data += chunk
+    return bytes(data)
+
+
+def _copy_in(lab: _Lab, data: bytes) -> dict[str, Any]:
+    """The table emptied, and ``data`` copied in raw in one transaction."""
+    with _connect(lab) as conn, conn.cursor() as cursor:
         cursor.execute("TRUNCATE telemetry_events")
         conn.commit()
         cursor.execute("CHECKPOINT")
@@ -489,19 +508,21 @@ async def _bench(container: bootstrap.Container, args: argparse.Namespace) -> di
 
             qos0 = plan(args.events, 0, 0)
             measured["receive"] = await _receive_only(lab, address, qos0, meter)
-            measured["flat_out_qos0"] = await _ingest(lab, address, qos0, meter, args)
-            if "copy" not in results:
-                # The rows of the first whole run, copied raw: the yardstick for every run.
-                results["copy"] = await asyncio.to_thread(_copy_raw, lab)
             if args.rates:
-                ladder = await _ladder(lab, address, plan, meter, args)
+                ladder, rows = await _ladder(lab, address, plan, meter, args)
                 measured["sustained_qos0"] = ladder
                 runs.extend(ladder["steps"])
+                if rows and "copy" not in results:
+                    # The rows of the first sustained rate, copied raw: the yardstick.
+                    results["copy"] = await asyncio.to_thread(_copy_in, lab, rows)
             if args.qos1_events:
                 qos1 = plan(args.qos1_events, 1, args.qos1_rate)
                 measured["qos1"] = await _ingest(lab, address, qos1, meter, args)
         runs.extend(run for run in measured.values() if isinstance(run, Run))
         results[name] = measured
+    if "copy" not in results:  # no rate kept up: whatever the last run stored
+        rows = await asyncio.to_thread(_copy_out, lab)
+        results["copy"] = await asyncio.to_thread(_copy_in, lab, rows)
     plan = sensor.PublishPlan("", 0, devices, args.events, qos=0, rate=0)
     results["store"] = await asyncio.to_thread(_store_only, lab, plan, args.batch_size)
     runs.append(results["store"])
@@ -553,7 +574,9 @@ def _summary(results: dict[str, Any]) -> str:
         cpu = ", ".join(f"{k} {v}" for k, v in run["cpu_us_per_event"].items())
         return (
             f"{name:20} {key:14} {run['events_per_s']:>7,} events/s (×{run['ratio_to_copy']:.2f}"
-            f" of COPY) {run['stored']:,}/{run['published']:,} stored, lost {run['lost']}, "
+            f" of COPY) {run['stored']:,}/{run['published']:,} stored, lost {run['lost']}"
+            + (f" (+{dup:,} duplicates)" if (dup := run["details"].get("duplicates")) else "")
+            + ", "
             f"load {run['load_before']}→{run['load_after']}\n{'':36}CPU µs/event: {cpu}"
         )
 
@@ -567,8 +590,8 @@ def _summary(results: dict[str, Any]) -> str:
                 kept = run["rate_kept_up"]
                 lines.append(
                     f"{name:20} sustained      {run['events_per_s']:>7,} events/s "
-                    f"(×{run['ratio_to_copy']:.2f} of COPY): the step at "
-                    + (f"{kept:,.0f}/s, the last kept up with" if kept else "none kept up")
+                    f"(×{run['ratio_to_copy']:.2f} of COPY): "
+                    + (f"the step at {kept:,.0f}/s, the last kept up with" if kept else "no rate")
                 )
             elif key != "skipped":
                 lines.append(line(name, key, run))
@@ -578,7 +601,9 @@ def _summary(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument(
+        "--events", type=int, default=200_000, help="for the receive and store stages"
+    )
     parser.add_argument("--qos1-events", type=int, default=45_000, help="0 skips QoS 1")
     parser.add_argument(
         "--qos1-rate",
@@ -591,7 +616,7 @@ def main() -> None:
         "--rates",
         type=float,
         nargs="*",
-        default=[2_000, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 20_000, 25_000],
+        default=[2_000, 3_000, 5_000, 7_500, 10_000, 12_500, 15_000, 17_500, 20_000, 25_000],
         help="sensor rates tried in turn for the sustained rate (none: skip)",
     )
     parser.add_argument("--step-seconds", type=float, default=15.0)
