@@ -224,6 +224,8 @@ def run(rounds: int, client_counts: list[int], broker_url: str | None) -> dict[s
             finally:
                 server.terminate()
                 server.wait(timeout=60)
+                if broker_url:
+                    _clear_retained(watch_port, [d.external_id for d in lab.devices])
         finally:
             pg.stop()
     at_target = next((c for c in commands if c["clients"] == CLIENTS), None)
@@ -240,6 +242,18 @@ def run(rounds: int, client_counts: list[int], broker_url: str | None) -> dict[s
             "met": at_target is not None and at_target["p95_ms"] <= TARGET_P95_MS,
         },
     }
+
+
+def _clear_retained(port: int, external_ids: list[str]) -> None:
+    """The simulators' states are retained: on a shared broker they would outlive the
+    bench and look like devices to whatever subscribes next (the test suite does)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cmd-bench-cleanup")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for ext in external_ids:
+        client.publish(f"kitty/devices/{ext}/state", b"", qos=1, retain=True).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
 
 
 def _light_ids(base: str, token: str) -> dict[str, str]:
