@@ -39,8 +39,17 @@ class TokenSettings(BaseModel):
         le=3650 * 24 * 3600,
         description="Lifetime of a token made by an admin through the API (and later the "
         "console and invites) when they do not give one; unset: such tokens do not expire. "
-        "The on-host token from `kittylab users token` never takes it (see --expires).",
+        "The on-host token from `kittylab users token` never takes it (see --expires). "
+        "`never` (or `null`, or empty) turns it off.",
     )
+
+    @field_validator("default_lifetime_seconds", mode="before")
+    @classmethod
+    def _never(cls, value: object) -> object:
+        # An environment variable cannot hold None; these words can.
+        if isinstance(value, str) and value.strip().lower() in ("", "never", "null", "none"):
+            return None
+        return value
 
 
 class PresenceSettings(BaseModel):

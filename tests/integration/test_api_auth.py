@@ -305,8 +305,16 @@ def test_a_token_minted_without_a_lifetime_takes_the_lab_default_and_null_means_
     assert client.get("/api/me", headers=_bearer(forever["token"])).status_code == 200
 
 
-def test_the_lab_default_token_lifetime_is_ninety_days() -> None:
+def test_the_lab_default_token_lifetime_is_ninety_days_and_can_be_turned_off() -> None:
     assert TokenSettings().default_lifetime_seconds == 90 * 86_400
+    # What an environment variable can say for "no default lifetime".
+    for word in ("never", "null", ""):
+        assert (
+            TokenSettings.model_validate(
+                {"default_lifetime_seconds": word}
+            ).default_lifetime_seconds
+            is None
+        )
 
 
 @pytest.mark.parametrize("value", [0, 59, -3600, 3650 * 86_400 + 1, "30d", 3600.5, True])
