@@ -30,6 +30,28 @@ class HttpSettings(BaseModel):
     )
 
 
+class TokenSettings(BaseModel):
+    """API tokens (issue 11: tokens used to live for ever)."""
+
+    default_lifetime_seconds: int | None = Field(
+        90 * 24 * 3600,
+        ge=60,
+        le=3650 * 24 * 3600,
+        description="Lifetime of a token made by an admin through the API (and later the "
+        "console and invites) when they do not give one; unset: such tokens do not expire. "
+        "The on-host token from `kittylab users token` never takes it (see --expires). "
+        "`never` (or `null`, or empty) turns it off.",
+    )
+
+    @field_validator("default_lifetime_seconds", mode="before")
+    @classmethod
+    def _never(cls, value: object) -> object:
+        # An environment variable cannot hold None; these words can.
+        if isinstance(value, str) and value.strip().lower() in ("", "never", "null", "none"):
+            return None
+        return value
+
+
 class PresenceSettings(BaseModel):
     ttl_seconds: int = Field(900, ge=1, description="How long a presence observation counts.")
     unifi_webhook_secret: SecretStr | None = Field(
@@ -492,6 +514,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = True
     http: HttpSettings = HttpSettings()
+    tokens: TokenSettings = TokenSettings()
     presence: PresenceSettings = PresenceSettings()
     safety: SafetySettings = SafetySettings()
     sessions: SessionSettings = SessionSettings()

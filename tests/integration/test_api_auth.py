@@ -1,6 +1,22 @@
-from fastapi.testclient import TestClient
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import ApiToken, User
+from kittylab.cli.main import app as cli_app
+from kittylab.config import TokenSettings
+from kittylab.domain.clock import utcnow
+from kittylab.domain.errors import ValidationFailed
+from kittylab.services import identity
 from tests.integration.conftest import Person
 
 
@@ -207,3 +223,173 @@ def test_an_unexpected_failure_is_a_500_problem_with_the_request_id(container) -
     body = response.json()
     assert body["requestId"] == "req-boom-1"
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+# --- token expiry (issue 11) ---------------------------------------------------------------
+
+
+def _mint(client: TestClient, admin: Person, user_id: object, **body: object) -> dict[str, Any]:
+    response = client.post(f"/api/users/{user_id}/tokens", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    minted: dict[str, Any] = response.json()
+    return minted
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_expired_token_is_refused_with_a_401_saying_it_expired(
+    client: TestClient, container: bootstrap.Container, admin: Person, operator: Person
+) -> None:
+    start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    container.clock = lambda: start
+    minted = _mint(client, admin, operator.user_id, label="laptop", expiresInSeconds=3600)
+    assert datetime.fromisoformat(minted["expiresAt"]) == start + timedelta(hours=1)
+    assert client.get("/api/me", headers=_bearer(minted["token"])).status_code == 200
+
+    container.clock = lambda: start + timedelta(hours=1)
+    refused = client.get("/api/me", headers=_bearer(minted["token"]))
+
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    problem = refused.json()
+    assert problem["type"].endswith("/token-expired")
+    assert "expired" in problem["detail"]
+    assert "2025-03-01T10:00:00" in problem["detail"]
+    # Other routes authenticate the same way, the query route in its own transaction.
+    query = client.post(
+        "/api/query",
+        json={"channel": "cli", "input": {"text": "hi"}},
+        headers=_bearer(minted["token"]),
+    )
+    assert query.status_code == 401
+    assert "expired" in query.json()["detail"]
+    # The admin's token, without an expiry, goes on working.
+    assert client.get("/api/me", headers=admin.headers).status_code == 200
+
+
+def test_a_token_with_a_future_expiry_works_and_lists_its_expiry(
+    client: TestClient, container: bootstrap.Container, admin: Person, operator: Person
+) -> None:
+    start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    container.clock = lambda: start
+    minted = _mint(client, admin, operator.user_id, expiresInSeconds=7 * 86_400)
+
+    container.clock = lambda: start + timedelta(days=7) - timedelta(seconds=1)
+    assert client.get("/api/me", headers=_bearer(minted["token"])).status_code == 200
+
+    listed = client.get(f"/api/users/{operator.user_id}/tokens", headers=admin.headers).json()
+    expiries = {t["id"]: t["expiresAt"] for t in listed["items"]}
+    assert datetime.fromisoformat(expiries[minted["tokenId"]]) == start + timedelta(days=7)
+    assert list(expiries.values()).count(None) == 1  # the fixture's token never expires
+
+
+def test_a_token_minted_without_a_lifetime_takes_the_lab_default_and_null_means_never(
+    client: TestClient, container: bootstrap.Container, admin: Person, operator: Person
+) -> None:
+    start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    container.clock = lambda: start
+    container.settings = container.settings.model_copy(
+        update={"tokens": TokenSettings(default_lifetime_seconds=86_400)}
+    )
+
+    defaulted = _mint(client, admin, operator.user_id)
+    forever = _mint(client, admin, operator.user_id, expiresInSeconds=None)
+
+    assert datetime.fromisoformat(defaulted["expiresAt"]) == start + timedelta(days=1)
+    assert forever["expiresAt"] is None
+    container.clock = lambda: start + timedelta(days=400)
+    assert client.get("/api/me", headers=_bearer(defaulted["token"])).status_code == 401
+    assert client.get("/api/me", headers=_bearer(forever["token"])).status_code == 200
+
+
+def test_the_lab_default_token_lifetime_is_ninety_days_and_can_be_turned_off() -> None:
+    assert TokenSettings().default_lifetime_seconds == 90 * 86_400
+    # What an environment variable can say for "no default lifetime".
+    for word in ("never", "null", ""):
+        assert (
+            TokenSettings.model_validate(
+                {"default_lifetime_seconds": word}
+            ).default_lifetime_seconds
+            is None
+        )
+
+
+@pytest.mark.parametrize("value", [0, 59, -3600, 3650 * 86_400 + 1, "30d", 3600.5, True])
+def test_a_bad_token_lifetime_is_a_422_naming_the_field(
+    client: TestClient, admin: Person, operator: Person, database: Database, value: object
+) -> None:
+    response = client.post(
+        f"/api/users/{operator.user_id}/tokens",
+        json={"expiresInSeconds": value},
+        headers=admin.headers,
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "expiresInSeconds"
+    with database.unit_of_work() as session:
+        assert len(session.scalars(select(ApiToken).where(ApiToken.label == "api")).all()) == 0
+
+
+def test_the_service_refuses_a_lifetime_under_a_minute(
+    database: Database, operator: Person
+) -> None:
+    with database.unit_of_work() as session:
+        user = session.get(User, operator.user_id)
+        assert user is not None
+        with pytest.raises(ValidationFailed) as caught:
+            identity.issue_token(session, user, lifetime=timedelta(seconds=-1))
+    assert caught.value.field == "expiresInSeconds"
+
+
+# --- the on-host token: `kittylab users token` ----------------------------------------------
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", database_url)
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KITTYLAB_LOG_JSON", "false")
+    # The CLI configures logging onto the runner's stream, closed afterwards.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield CliRunner()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_the_cli_token_never_expires_unless_asked_and_lists_show_expiry(
+    cli: CliRunner, database: Database, operator: Person
+) -> None:
+    plain = cli.invoke(cli_app, ["users", "token", "olivia", "--label", "bootstrap"])
+    timed = cli.invoke(cli_app, ["users", "token", "olivia", "--label", "ci", "--expires", "30d"])
+    assert plain.exit_code == 0, plain.output
+    assert timed.exit_code == 0, timed.output
+
+    with database.unit_of_work() as session:
+        rows = {
+            t.label: t
+            for t in session.scalars(select(ApiToken).where(ApiToken.user_id == operator.user_id))
+        }
+        assert rows["bootstrap"].expires_at is None
+        lifetime = rows["ci"].expires_at - rows["ci"].created_at  # type: ignore[operator]
+        assert abs(lifetime - timedelta(days=30)) < timedelta(minutes=1)
+        assert identity.authenticate(session, timed.stdout.strip(), utcnow()).username == "olivia"
+
+    listed = cli.invoke(cli_app, ["users", "tokens", "olivia"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[1]: line for line in listed.stdout.splitlines()[1:]}
+    assert lines["bootstrap"].rstrip().endswith("never")
+    assert rows["ci"].expires_at.strftime("%Y-%m-%d %H:%M") in lines["ci"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", ["soon", "30", "0s", "59s", "11000d", "9999999999w"])
+def test_the_cli_refuses_a_bad_lifetime_naming_the_option(
+    cli: CliRunner, operator: Person, value: str
+) -> None:
+    result = cli.invoke(cli_app, ["users", "token", "olivia", "--expires", value])
+
+    assert result.exit_code == 1
+    assert "--expires" in result.output

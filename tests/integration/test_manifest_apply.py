@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +33,7 @@ from kittylab.manifest import (
     load_manifest,
     render_lab,
 )
+from tests.integration.conftest import Person
 
 pytestmark = pytest.mark.postgres
 
@@ -372,3 +375,28 @@ def test_people_added_outside_the_manifest_survive_an_apply(
         guest = session.scalars(select(User).where(User.username == "guest")).one()
         assert guest.active
         assert not guest.managed_by_manifest
+
+
+def test_api_answers_a_merge_key_bomb_with_422_at_once(
+    client: TestClient, admin: Person, database: Database
+) -> None:
+    # An alias bomb inside a << merge, which the node count used to skip: 2**21 items.
+    levels = ", ".join(
+        ["l0: &l0 [x, x]", *(f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}]" for i in range(1, 21))]
+    )
+    bomb = (
+        "zones:\n  - {name: shop, hazard_level: low}\n"
+        "devices:\n  - external_id: p\n    kind: printer\n    zone: shop\n"
+        f"    attributes:\n      <<: {{{levels}}}\n"
+    )
+
+    started = time.perf_counter()
+    response = client.post(
+        "/api/lab/apply", json={"manifest": bomb, "dryRun": True}, headers=admin.headers
+    )
+
+    assert time.perf_counter() - started < 2
+    assert response.status_code == 422, response.text
+    assert "expands to more than" in response.text
+    with database.unit_of_work() as session:
+        assert session.scalars(select(Zone)).all() == []

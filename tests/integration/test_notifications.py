@@ -28,8 +28,15 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
+from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import CADJob, ConversationSession, Notification, RoutingDecision
+from kittylab.adapters.db.tables import (
+    CADJob,
+    ConversationSession,
+    Notification,
+    RoutingDecision,
+    User,
+)
 from kittylab.adapters.jobs import (
     JobContext,
     JobQueueUnavailable,
@@ -1131,3 +1138,105 @@ def test_api_refuses_email_when_no_email_target_is_configured(
     assert response.status_code == 422
     assert response.json()["field"] == "channel"
     assert "KITTYLAB_NOTIFY__EMAIL_URL" in response.json()["detail"]
+
+
+# --- untrusted text stays text -----------------------------------------------------------
+
+# What an engineer, a device's manifest entry or a printer's error text might carry.
+MARKUP_LINK = '<a href="https://evil.example/approve">URGENT: safety approval needed</a>'
+MARKUP_IMAGE = "<img src=x onerror=alert(document.domain)>"
+
+
+def _parts(message: Message) -> dict[str, list[str]]:
+    """The decoded text of every part of ``message``, by content type."""
+    parts: dict[str, list[str]] = {}
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            parts.setdefault(part.get_content_type(), []).append(payload.decode())
+    return parts
+
+
+def _assert_inert(message: Message, *markup: str) -> None:
+    """Each piece of ``markup`` is in the mail as text: literally in text/plain parts, and
+    escaped in any HTML part, where none of it may appear as a tag."""
+    parts = _parts(message)
+    assert set(parts) <= {"text/plain", "text/html"}, parts
+    for html_part in parts.get("text/html", []):
+        assert "<a" not in html_part and "<img" not in html_part, html_part
+        assert "&lt;a" in html_part and "&lt;img" in html_part
+    for text_part in parts.get("text/plain", []):
+        for piece in markup:
+            assert piece in text_part
+
+
+@pytest.mark.parametrize(
+    "url_format",
+    ["", "&format=html", "&format=markdown", "&format=text"],
+    ids=["default", "format=html", "format=markdown", "format=text"],
+)
+def test_markup_in_a_device_name_and_a_reason_arrives_inert_whatever_format_the_lab_set(
+    database: Database, smtp_server: tuple[Inbox, int], url_format: str
+) -> None:
+    inbox, port = smtp_server
+    sender = AppriseSender(
+        NotifySettings(
+            email_url=SecretStr(
+                f"mailto://127.0.0.1:{port}?from=kittylab@lab.example&to={{recipient}}"
+                f"&mode=insecure{url_format}"
+            ),
+            send_timeout_seconds=5,
+        )
+    )
+    device = f"Voron {MARKUP_IMAGE}"
+    title = f"Print failed on {device}"
+    body = f"benchy.gcode: failed ({MARKUP_LINK}). Clear the bed of {device}."
+    notification_id = _enqueue(
+        database, NotificationChannel.EMAIL, "ops@lab.example", title=title, body=body
+    )
+
+    result = notifications.deliver(database, sender, notification_id, clock=_at(NOW), policy=POLICY)
+
+    assert result.outcome is DeliveryOutcome.SENT
+    message = inbox.message()
+    assert message["Subject"] == title
+    _assert_inert(message, MARKUP_LINK, MARKUP_IMAGE)
+
+
+def test_markup_in_a_cad_prompt_reaches_the_failure_alert_email_as_text(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    database: Database,
+    sender: AppriseSender,
+    smtp_server: tuple[Inbox, int],
+) -> None:
+    inbox, _ = smtp_server
+    with database.unit_of_work() as session:
+        user = session.get(User, operator.user_id)
+        assert user is not None
+        user.email = "olivia@lab.example"
+    # A worker that cannot even import CadQuery within its memory limit: the job fails and
+    # the operators are alerted, the prompt quoted in the alert.
+    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
+    container.cad = bootstrap.cad_service(
+        container.settings, container.database, container.artifacts, starved, None
+    )
+    try:
+        answer = client.post(
+            "/api/cad/generate",
+            json={"prompt": f"a 20 mm cube {MARKUP_LINK} {MARKUP_IMAGE}", "policyMode": "offline"},
+            headers=operator.headers,
+        )
+    finally:
+        starved.close()
+    assert answer.status_code == 502, answer.text
+    with database.unit_of_work() as session:
+        alert_id = session.scalars(select(Notification.id)).one()
+
+    result = notifications.deliver(database, sender, alert_id, clock=_at(NOW), policy=POLICY)
+
+    assert result.outcome is DeliveryOutcome.SENT
+    assert inbox.envelopes[0].rcpt_tos == ["olivia@lab.example"]
+    _assert_inert(inbox.message(), MARKUP_LINK, MARKUP_IMAGE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -476,3 +477,53 @@ def test_literal_credentials_under_short_names_or_in_urls_are_refused() -> None:
         "devices[0].connection.key",
         "devices[0].connection.auth",
     }
+
+
+# --- merge keys --------------------------------------------------------------------------
+
+
+def merge_key_bomb(depth: int) -> str:
+    """A "billion laughs" hidden behind a ``<<`` merge key: the list at the last level
+    holds 2**(depth+1) items once its aliases are expanded, in a few hundred bytes."""
+    levels = ["l0: &l0 [x, x]"]
+    levels += [f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}]" for i in range(1, depth + 1)]
+    merged = f"    attributes:\n      <<: {{{', '.join(levels)}}}\n"
+    return BASE.replace("    zone: hot-room\n", "    zone: hot-room\n" + merged, 1)
+
+
+def test_merge_key_bomb_is_refused_quickly_naming_the_problem() -> None:
+    text = merge_key_bomb(20)
+    assert len(text) - len(BASE) < 700
+
+    started = time.perf_counter()
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, "bomb.yaml")
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 0.5, f"took {elapsed:.2f} s"
+    assert "expands to more than" in caught.value.message
+    assert "merge" in caught.value.message
+    assert caught.value.line is not None
+
+
+def test_a_merge_key_inside_its_own_anchor_is_refused() -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest("zones:\n  - &z {name: shop, <<: *z}\n", "loop.yaml")
+    assert "its own anchor" in caught.value.message
+
+
+def test_merge_keys_still_share_fields_between_entries() -> None:
+    text = BASE.replace(
+        "  - external_id: shop-lights\n    kind: light\n",
+        "  - &light\n    external_id: shop-lights\n    kind: light\n",
+    ).replace(
+        "  - external_id: torch\n",
+        "  - <<: *light\n    external_id: shop-lights-2\n    aliases: [bench lights]\n"
+        "  - external_id: torch\n",
+    )
+
+    manifest = parse_manifest(text, "merge.yaml")
+
+    copied = next(d for d in manifest.devices if d.external_id == "shop-lights-2")
+    assert (copied.kind, copied.zone) == (DeviceKind.LIGHT, "shop")
+    assert copied.aliases == ("bench lights",)

@@ -31,6 +31,7 @@ from kittylab.domain.errors import (
     SignatureRejected,
     ValidationFailed,
 )
+from kittylab.domain.identity import TokenExpired
 from kittylab.manifest.problems import ManifestError
 from kittylab.safety.webhook_signature import Refusal, SignatureRefused
 
@@ -195,6 +196,21 @@ def install(app: FastAPI) -> None:
             "Authentication required",
             "send a valid API token as 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.exception_handler(TokenExpired)
+    async def _token_expired(request: Request, exc: TokenExpired) -> JSONResponse:
+        # A token that did work: say it ran out, so its holder asks for a new one.
+        return problem(
+            request,
+            401,
+            "token-expired",
+            "Token expired",
+            f"{exc}; ask an admin for a new one",
+            headers={
+                "WWW-Authenticate": 'Bearer error="invalid_token", '
+                'error_description="the token expired"'
+            },
         )
 
     @app.exception_handler(PermissionDenied)

@@ -78,6 +78,15 @@ class UserUpdate(StrictInput):
 
 class TokenCreate(StrictInput):
     label: Annotated[str, StringConstraints(max_length=100, pattern=r"^[^\x00]*$")] = "api"
+    expires_in_seconds: int | None = Field(
+        None,
+        ge=60,
+        le=3650 * 24 * 3600,
+        strict=True,
+        description="How long the token lives, in whole seconds (60 to ten years). Left "
+        "out: the lab's default (KITTYLAB_TOKENS__DEFAULT_LIFETIME_SECONDS); null: never "
+        "expires.",
+    )
 
 
 class TokenInfo(CamelModel):
@@ -86,12 +95,14 @@ class TokenInfo(CamelModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(description="None: the token never expires.")
 
 
 class TokenOut(CamelModel):
     token: str = Field(description="Shown once; only its hash is stored.")
     token_id: UUID
     user_id: UUID
+    expires_at: datetime | None = Field(description="None: the token never expires.")
 
 
 # --- lab --------------------------------------------------------------------------------

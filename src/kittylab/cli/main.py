@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -173,16 +174,71 @@ def lab_show() -> None:
 def users_token(
     username: Annotated[str, typer.Argument(help="The user's username, as in the manifest.")],
     label: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="Lifetime, e.g. 90m, 12h, 30d or 2w (60 s to ten years). "
+            "Without it the token never expires."
+        ),
+    ] = None,
 ) -> None:
-    """Print a new API token for USERNAME. It is shown once; only its hash is stored."""
+    """Print a new API token for USERNAME. It is shown once; only its hash is stored.
+    The lab's default lifetime does not apply here: this is the on-host way in."""
+    from kittylab.domain.identity import parse_token_lifetime
+    from kittylab.services import identity
+
+    lifetime = parse_token_lifetime(expires, "--expires") if expires is not None else None
+    settings = _settings()
+    with _container(settings) as c, c.database.unit_of_work() as session:
+        issued = identity.issue_token(
+            session,
+            identity.find_user_by_username(session, username),
+            label,
+            lifetime=lifetime,
+            now=c.clock(),
+        )
+    typer.echo(issued.token)
+    if issued.expires_at is not None:
+        typer.secho(f"expires {_moment(issued.expires_at)}", err=True)
+
+
+@users_app.command("tokens")
+@friendly_errors
+def users_tokens(
+    username: Annotated[str, typer.Argument(help="The user's username, as in the manifest.")],
+) -> None:
+    """List USERNAME's API tokens (never the tokens themselves): id, label, when made,
+    last used and when they expire, and whether they still work."""
+    from sqlalchemy import select
+
+    from kittylab.adapters.db.tables import ApiToken
     from kittylab.services import identity
 
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
-        issued = identity.issue_token(
-            session, identity.find_user_by_username(session, username), label
-        )
-    typer.echo(issued.token)
+        user = identity.find_user_by_username(session, username)
+        now = c.clock()
+        tokens = session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.created_at)
+        ).all()
+        typer.echo(f"{'id':<36}  {'label':<16} {'created':<16} {'last used':<16} expires")
+        for t in tokens:
+            if t.revoked_at is not None:
+                state = "  (revoked)"
+            elif t.expires_at is not None and now >= t.expires_at:
+                state = "  (expired)"
+            else:
+                state = ""
+            expiry = _moment(t.expires_at) if t.expires_at else "never"
+            typer.echo(
+                f"{t.id!s:<36}  {t.label[:16]:<16} {_moment(t.created_at):<16} "
+                f"{_moment(t.last_used_at):<16} {expiry}{state}"
+            )
+
+
+def _moment(when: datetime | None) -> str:
+    """A time for a table, in UTC to the minute; "-" for none."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if when else "-"
 
 
 @users_app.command("list")

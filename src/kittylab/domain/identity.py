@@ -1,14 +1,16 @@
-"""Users and roles: who may act, validated before anything is stored."""
+"""Users, roles and token lifetimes: who may act and for how long, validated before
+anything is stored."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 
 from kittylab.domain.enums import Role
-from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.errors import AuthenticationRequired, ValidationFailed
 
 MAX_DISPLAY_NAME = 200
 # Lower case only, so "Sam" and "sam" can never be two different people; a leading letter
@@ -61,3 +63,45 @@ def validate_optional_email(value: str | None) -> str | None:
 
 def holds_any(user_roles: Iterable[Role], required: Iterable[Role]) -> bool:
     return bool(set(user_roles) & set(required))
+
+
+# --- API token lifetimes -------------------------------------------------------------------
+
+MIN_TOKEN_LIFETIME = timedelta(minutes=1)
+# Ten years: long enough for any deliberate choice, short enough that a datetime cannot
+# overflow and a typo (an extra digit) is caught.
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+
+_LIFETIME = re.compile(r"(\d{1,9})\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+class TokenExpired(AuthenticationRequired):
+    """A token that was valid and has run out (``expires_at``). A 401 like any refused
+    token, but it says why, so its holder asks for a new one instead of hunting a typo."""
+
+    def __init__(self, expires_at: datetime) -> None:
+        super().__init__(f"the API token expired at {expires_at.isoformat()}")
+        self.expires_at = expires_at
+
+
+def validate_token_lifetime(lifetime: timedelta, field: str) -> timedelta:
+    """A token lifetime between ``MIN_TOKEN_LIFETIME`` and ``MAX_TOKEN_LIFETIME``;
+    ``ValidationFailed`` on ``field`` otherwise."""
+    if lifetime < MIN_TOKEN_LIFETIME:
+        raise ValidationFailed(field, "must be at least 60 seconds")
+    if lifetime > MAX_TOKEN_LIFETIME:
+        raise ValidationFailed(field, f"must be at most {MAX_TOKEN_LIFETIME.days} days")
+    return lifetime
+
+
+def parse_token_lifetime(text: str, field: str = "expires") -> timedelta:
+    """A lifetime written as a number and a unit (``90s``, ``45m``, ``12h``, ``30d``,
+    ``2w``), validated like ``validate_token_lifetime``."""
+    match = _LIFETIME.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValidationFailed(field, f"{text!r} is not a lifetime like 90s, 45m, 12h, 30d or 2w")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_TOKEN_LIFETIME.total_seconds():  # before timedelta could overflow
+        raise ValidationFailed(field, f"must be at most {MAX_TOKEN_LIFETIME.days} days")
+    return validate_token_lifetime(timedelta(seconds=seconds), field)

@@ -15,7 +15,10 @@ import yaml
 from kittylab.manifest.model import LabManifest, ManifestError, ManifestProblem, build_manifest
 
 # A manifest is a few hundred nodes; a cap stops an alias bomb ("billion laughs") from
-# expanding into millions while the lines are indexed.
+# expanding into millions while the lines are indexed or the document is constructed. Every
+# node counts once per place it appears, merged (``<<``) entries included: PyYAML copies
+# each merged entry into the mapping that merges it, so a chain of merges of merges doubles
+# the work per level just as a chain of aliases does.
 MAX_NODES = 100_000
 
 
@@ -89,7 +92,12 @@ def _compose(text: str, source: str) -> tuple[object, dict[str, int]]:
 class _LineIndex:
     """Walks a node tree recording where each field path is written. A mapping entry is
     located at its key, a list item at the item. Duplicate keys, which PyYAML would quietly
-    resolve to the last one, are problems."""
+    resolve to the last one, are problems.
+
+    Every node is counted once per place it appears, with aliases and merges expanded;
+    past ``MAX_NODES`` the walk stops with a ``MarkedYAMLError``, before PyYAML constructs
+    anything. An alias inside its own anchor is refused the same way (PyYAML would recurse
+    until it runs out of stack)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -97,19 +105,11 @@ class _LineIndex:
         self.problems: list[ManifestProblem] = []
         self._visits = 0
         self._open: set[int] = set()
+        self._sizes: dict[int, int] = {}  # id(node) -> expanded node count, see _size
 
     def walk(self, node: yaml.Node, path: str) -> None:
-        self._visits += 1
-        if self._visits > MAX_NODES:
-            raise yaml.MarkedYAMLError(
-                problem=f"the document expands to more than {MAX_NODES} values",
-                problem_mark=node.start_mark,
-            )
-        if id(node) in self._open:
-            raise yaml.MarkedYAMLError(
-                problem="an alias refers to its own anchor", problem_mark=node.start_mark
-            )
-        self._open.add(id(node))
+        self._count(node, 1)
+        self._enter(node)
         try:
             if isinstance(node, yaml.MappingNode):
                 self._walk_mapping(node, path)
@@ -126,7 +126,8 @@ class _LineIndex:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
                 # Merged entries keep no lines of their own; problems in them are placed
-                # at the mapping that merges them.
+                # at the mapping that merges them. They still count, with the key.
+                self._count(key_node, self._size(key_node) + self._size(value_node))
                 continue
             child = f"{path}.{key_node.value}" if path else str(key_node.value)
             line = key_node.start_mark.line + 1
@@ -137,6 +138,45 @@ class _LineIndex:
             seen[child] = line
             self.lines[child] = line
             self.walk(value_node, child)
+
+    def _size(self, node: yaml.Node) -> int:
+        """How many nodes ``node`` stands for with every alias and merge expanded, capped
+        just past ``MAX_NODES``. Each distinct node is sized once (memoized), so sizing a
+        merge-key bomb takes time in proportion to its text, not to its expansion."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        self._enter(node)
+        try:
+            size = 1
+            for child in children:
+                size = min(size + self._size(child), MAX_NODES + 1)
+        finally:
+            self._open.discard(id(node))
+        self._sizes[id(node)] = size
+        return size
+
+    def _count(self, node: yaml.Node, nodes: int) -> None:
+        self._visits += nodes
+        if self._visits > MAX_NODES:
+            raise yaml.MarkedYAMLError(
+                problem=f"the document expands to more than {MAX_NODES} values "
+                "(through aliases or << merge keys)",
+                problem_mark=node.start_mark,
+            )
+
+    def _enter(self, node: yaml.Node) -> None:
+        """Mark ``node`` as being walked; an alias back to it from inside is refused."""
+        if id(node) in self._open:
+            raise yaml.MarkedYAMLError(
+                problem="an alias refers to its own anchor", problem_mark=node.start_mark
+            )
+        self._open.add(id(node))
 
 
 def _line_of(field: str, lines: dict[str, int]) -> int:

@@ -5,6 +5,9 @@ webhook take the username as recipient (their URL templates place it). When the 
 configured no channel at all, the message is still recorded (on ``push``) so the API shows
 it — and its delivery fails at once saying no target is configured, rather than the
 alert vanishing.
+
+Titles and bodies are plain text (see ``kittylab.services.notifications``): names and
+reasons are quoted in them as they are, never as markup.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Users and API tokens. Tokens are shown once; only their SHA-256 is stored (they carry
-256 bits of randomness, so a fast hash is enough and lookups stay O(1)).
+256 bits of randomness, so a fast hash is enough and lookups stay O(1)). A token may have
+an expiry (``expires_at``, fixed when it is issued); past it the token is refused with
+``TokenExpired``.
 
 Who may act is safety-relevant, so every change here leaves an audit entry (``user.added``,
 ``user.changed``, ``token.issued``, ``token.revoked``) in the same transaction; a token
@@ -22,9 +24,11 @@ from kittylab.adapters.db.tables import ApiToken, User
 from kittylab.domain.clock import utcnow
 from kittylab.domain.errors import AuthenticationRequired, Conflict, NotFound
 from kittylab.domain.identity import (
+    TokenExpired,
     validate_display_name,
     validate_optional_email,
     validate_roles,
+    validate_token_lifetime,
     validate_username,
 )
 from kittylab.domain.principal import Principal
@@ -42,6 +46,7 @@ class IssuedToken:
     token: str
     token_id: UUID
     user_id: UUID
+    expires_at: datetime | None = None
 
 
 def issue_token(
@@ -49,13 +54,23 @@ def issue_token(
     user: User,
     label: str = "cli",
     *,
+    lifetime: timedelta | None = None,
     actor_id: UUID | None = None,
     now: datetime | None = None,
 ) -> IssuedToken:
+    """A new token for an active ``user``, expiring ``lifetime`` after ``now`` (None:
+    never). A lifetime under a minute or over ten years is ``ValidationFailed`` on
+    ``expiresInSeconds``."""
     if not user.active:
         raise Conflict(f"user {user.username} is inactive", field="username")
+    now = now or utcnow()
+    expires_at = None
+    if lifetime is not None:
+        expires_at = now + validate_token_lifetime(lifetime, "expiresInSeconds")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user_id=user.id, token_hash=hash_token(token), label=label[:100])
+    row = ApiToken(
+        user_id=user.id, token_hash=hash_token(token), label=label[:100], expires_at=expires_at
+    )
     session.add(row)
     session.flush()
     # The subject is the token's id; its owner goes in the details (under keys that the
@@ -64,12 +79,12 @@ def issue_token(
         session,
         action="token.issued",
         actor_id=actor_id,
-        now=now or utcnow(),
+        now=now,
         subject_type="api_token",
         subject_id=row.id,
         details={"user_id": user.id, "username": user.username, "label": row.label},
     )
-    return IssuedToken(token, row.id, user.id)
+    return IssuedToken(token, row.id, user.id, expires_at)
 
 
 def find_user_by_username(session: Session, username: str) -> User:
@@ -82,8 +97,10 @@ def find_user_by_username(session: Session, username: str) -> User:
 def authenticate(
     session: Session, token: str, now: datetime, touch_after: timedelta = timedelta(0)
 ) -> Principal:
-    """Resolve a bearer token to its active user, or raise AuthenticationRequired.
-    ``last_used_at`` is refreshed only when older than ``touch_after``."""
+    """Resolve a bearer token to its active user, or raise AuthenticationRequired
+    (``TokenExpired`` for a token that is neither revoked nor its user's inactive, but past
+    its expiry at ``now``). ``last_used_at`` is refreshed only when older than
+    ``touch_after``."""
     if not token.startswith(TOKEN_PREFIX):
         raise AuthenticationRequired("malformed token")
     row = session.execute(
@@ -96,6 +113,8 @@ def authenticate(
     api_token, user = row
     if api_token.revoked_at is not None or not user.active:
         raise AuthenticationRequired("revoked token or inactive user")
+    if api_token.expires_at is not None and now >= api_token.expires_at:
+        raise TokenExpired(api_token.expires_at)
     if api_token.last_used_at is None or now - api_token.last_used_at >= touch_after:
         _touch(session, api_token.id, now)
     return Principal(user.id, user.username, frozenset(user.roles))

@@ -26,6 +26,11 @@ Callers enqueue inside their unit of work and defer the delivery job after it co
 (``JobQueue.defer_notification``); a row whose job never got deferred, or whose claim
 expired, is found by ``due_for_delivery``, which the periodic sweep runs.
 
+A title and a body are plain text, whoever wrote the parts quoted in them (a CAD prompt, a
+device's name, a printer's error): no caller escapes or formats them, and a sender must
+deliver them so that no target renders them as markup (``AppriseSender`` hands them to
+Apprise as text, which escapes them for each target's format).
+
 An idempotency key belongs to whoever requested the notification (``requested_by``; None
 for the lab's own notifications, which share one scope): the column stores it scoped to
 that requester, so two users' keys never meet, and one requester reusing a key for a

@@ -128,6 +128,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = created()
     last_used_at: Mapped[datetime | None] = mapped_column(TS)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    expires_at: Mapped[datetime | None] = mapped_column(TS)  # None: never (issue 11)
 
 
 class UserKey(Base):

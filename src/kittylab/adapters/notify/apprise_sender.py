@@ -11,6 +11,14 @@ plain local SMTP server without TLS or login the email template reads, for examp
 
     mailto://127.0.0.1:8025?from=kittylab@lab.example&to={recipient}&mode=insecure
 
+Titles and bodies are plain text, and much of them is untrusted: a CAD prompt, a device's
+name, a printer's error text. They are handed to Apprise as ``NotifyFormat.TEXT``, so
+Apprise escapes them for whatever format a target renders: HTML-escaped for email (which
+Apprise sends as HTML by default, and so would pass a ``<a href=…>`` in a prompt on as a
+live link), CommonMark- or Slack-escaped for Markdown targets. A ``format=`` parameter in
+the lab's URL only chooses the format the text is escaped into; it cannot make the text
+markup. Without a source format Apprise would pass the text through untouched.
+
 Target URLs carry credentials, so they are never logged or put into an error; errors are
 built from Apprise's own privacy-masked log lines with every URL secret scrubbed out.
 
@@ -89,7 +97,9 @@ class AppriseSender:
         batch = apprise.Apprise(asset=asset)
         batch.add(service)
         try:
-            result = batch.notify(body=body, title=title, timeout=timeout)
+            result = batch.notify(
+                body=body, title=title, body_format=apprise.NotifyFormat.TEXT, timeout=timeout
+            )
         except Exception as exc:  # Apprise reports failures in its result; this is a bug
             raise DeliveryFailed(f"{channel.value} delivery raised {type(exc).__name__}") from exc
         if not result:

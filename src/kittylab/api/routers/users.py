@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -135,11 +136,27 @@ def create_token(
     c: Annotated[Container, Depends(container)],
 ) -> TokenOut:
     """A new API token for a user (admin only: a stolen token must not be able to mint
-    fresh ones that outlive its revocation)."""
-    issued = identity.issue_token(
-        uow, _get(uow, user_id), body.label, actor_id=caller.user_id, now=c.clock()
+    fresh ones that outlive its revocation). It lives ``expiresInSeconds``; left out, the
+    lab's default lifetime; null, for ever."""
+    seconds = (
+        body.expires_in_seconds
+        if "expires_in_seconds" in body.model_fields_set
+        else c.settings.tokens.default_lifetime_seconds
     )
-    return TokenOut(token=issued.token, token_id=issued.token_id, user_id=issued.user_id)
+    issued = identity.issue_token(
+        uow,
+        _get(uow, user_id),
+        body.label,
+        lifetime=timedelta(seconds=seconds) if seconds is not None else None,
+        actor_id=caller.user_id,
+        now=c.clock(),
+    )
+    return TokenOut(
+        token=issued.token,
+        token_id=issued.token_id,
+        user_id=issued.user_id,
+        expires_at=issued.expires_at,
+    )
 
 
 def _get(uow: UnitOfWork, user_id: UUID) -> User:
