@@ -71,6 +71,8 @@ def problem(name: object) -> str | None:
         return "must not contain '%' (an encoded character could become a separator)"
     if '"' in name or "'" in name:
         return "must not contain quotes"
+    if " " in name:
+        return "must not contain spaces"
     if ".." in name:
         return "must not contain '..'"
     if name[0] in ".-":
