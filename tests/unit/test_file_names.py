@@ -1,17 +1,25 @@
-"""The print file name rule (``domain.file_names``) and the ``print_start`` schema that
-states it: a name stays a name, never a path, a URL or a line of G-code."""
+"""The print file name rule (``domain.file_names``), the ``print_start`` schema that states
+it, and the drivers that apply it again without a peer (MQTT devices, the simulated
+printer): a name stays a name, never a path, a URL or a line of G-code. The drivers with
+peers are tested against them (test_octoprint_driver, test_moonraker_driver,
+test_bambu_driver)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from uuid import uuid4
 
 import pytest
 
+from kittylab.adapters.devices.mqtt import MqttDeviceDriver
+from kittylab.adapters.devices.simulated import SimulatedPrinter
 from kittylab.domain import file_names
 from kittylab.domain.devices import INTENT_CATALOGUE, build_capabilities, validate_command
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.domain.print_queue import needs_slicing
+from kittylab.services.drivers import DeviceTarget
 
 # What gets past a printer's host when a name is used as given: URL paths, folders,
 # Klipper script lines, FTP commands, shell options, encoded separators.
@@ -153,3 +161,43 @@ def test_the_rule_holds_whatever_print_start_schema_a_device_stored(
 def test_name_regex_refuses_a_limit_past_the_rule() -> None:
     with pytest.raises(ValueError, match="max_length"):
         file_names.name_regex(max_length=file_names.MAX_LENGTH + 1)
+
+
+# -- the drivers' second look, where it needs no peer ------------------------------------
+
+
+class _RecordingBus:
+    """The MQTT bus seam: notes what would be published."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def subscribe(self, topic_filter: str, handler: object) -> None:
+        pass
+
+    async def publish_now(self, topic: str, payload: object, **_: object) -> None:
+        self.published.append(topic)
+
+
+@pytest.mark.parametrize("name", HOSTILE.values(), ids=HOSTILE.keys())
+def test_the_mqtt_driver_publishes_no_print_start_for_a_hostile_name(name: str) -> None:
+    bus = _RecordingBus()
+    driver = MqttDeviceDriver(bus)  # type: ignore[arg-type]
+    with pytest.raises(DeviceRefused, match="print file name refused"):
+        asyncio.run(driver.send(_target("mk4"), "print_start", {"file": name}))
+    assert bus.published == []
+    asyncio.run(driver.send(_target("mk4"), "print_start", {"file": "benchy.gcode"}))
+    assert bus.published == ["kitty/devices/mk4/cmd"]
+
+
+@pytest.mark.parametrize("name", HOSTILE.values(), ids=HOSTILE.keys())
+def test_the_simulated_printer_refuses_a_hostile_name_and_stays_idle(name: str) -> None:
+    printer = SimulatedPrinter("demo-mk4")
+    with pytest.raises(DeviceRefused, match="print file name refused"):
+        printer.handle("print_start", {"file": name})
+    assert printer.snapshot()["state"] == "idle"
+    assert printer.snapshot()["file"] is None
+
+
+def _target(external_id: str) -> DeviceTarget:
+    return DeviceTarget(uuid4(), external_id, DeviceKind.PRINTER, "mqtt")
