@@ -18,7 +18,7 @@ import pytest
 
 from kittylab.adapters.devices.bambu import BambuDriver
 from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import DeviceRefused
+from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.peers.bambu_ftps_peer import BambuFtpsPeer
 from tests.peers.bambu_peer import BambuPrinterPeer
@@ -176,7 +176,8 @@ def test_state_of_a_running_print_has_progress_temperatures_file_and_time_left(
     async def scenario() -> None:
         device = printer(broker)
         async with connected(broker, print_seconds=2.0) as (driver, peer):
-            await driver.send(device, "print_start", {"file": "/sdcard/benchy.gcode"})
+            # A plain name: the driver puts it under the card's G-code root.
+            await driver.send(device, "print_start", {"file": "benchy.gcode"})
             running = await wait_for_state(
                 driver, device, lambda s: s["state"] == "printing" and s["progress"] > 0
             )
@@ -641,5 +642,71 @@ def test_upload_with_no_file_server_listening_is_device_unavailable(tmp_path: Pa
         driver = BambuDriver(timeout=2)
         with pytest.raises(DeviceUnavailable, match="FTPS"):
             await driver.upload(device, "part.gcode", gcode)
+
+    run(scenario)
+
+
+# -- names that stay names (issue 11) ------------------------------------------------------
+
+HOSTILE_NAMES = {
+    "traversal": "../../etc/x.3mf",
+    "absolute": "/usb/benchy.gcode",
+    "folder": "cache/cube.3mf",
+    "newline": "cube.3mf\nM104 S300",
+    "url": "x.3mf?url=ftp://evil.example/y",
+    "encoded-slash": "..%2Fcube.3mf",
+    "backslash": "..\\cube.3mf",
+    "quote": 'cube".3mf',
+    "nul": "cube\u0000.3mf",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
+def test_print_start_of_anything_but_a_plain_file_name_publishes_nothing(
+    broker: TlsMosquitto, name: str
+) -> None:
+    async def scenario() -> None:
+        async with connected(broker) as (driver, peer):
+            with pytest.raises(DeviceRefused, match="bambu-x1c: print file name refused"):
+                await driver.send(printer(broker), "print_start", {"file": name})
+            assert peer.requests == []
+            assert peer.status["gcode_state"] == "IDLE"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("payload", [{"nozzle": float("nan")}, {"bed": "60\nM104 S300"}])
+def test_heat_with_a_target_that_is_not_a_temperature_publishes_nothing(
+    broker: TlsMosquitto, payload: dict[str, Any]
+) -> None:
+    async def scenario() -> None:
+        async with connected(broker) as (driver, peer):
+            with pytest.raises(DeviceRefused, match="must be a temperature"):
+                await driver.send(printer(broker), "printer_heat", payload)
+            assert peer.requests == []
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape.3mf", "cache/cube.3mf", "a\r\nDELE cube.3mf", "-x.gcode", "%2e%2e%2fx"]
+)
+def test_upload_under_anything_but_a_plain_file_name_never_reaches_the_file_server(
+    broker: TlsMosquitto, tmp_path: Path, name: str
+) -> None:
+    source = tmp_path / "cube.3mf"
+    source.write_bytes(b"PK\x03\x04 a cube")
+
+    async def scenario() -> None:
+        driver = BambuDriver(timeout=3)
+        async with ftps_on(broker, tmp_path / "card") as ftps:
+            try:
+                with pytest.raises(ValidationFailed) as caught:
+                    await driver.upload(printer(broker, ftps_port=ftps.port), name, source)
+                assert caught.value.field == "filename"
+            finally:
+                await driver.close()
+        assert ftps.commands == []
+        assert not any((tmp_path / "card").rglob("*"))
 
     run(scenario)

@@ -198,3 +198,87 @@ def test_print_start_is_refused_while_the_last_print_is_still_on_the_bed(
     )
     assert cleared.status_code == 200
     assert send(client, operator, devices["prusa-mk4"], body)["_status"] == 202
+
+
+# A print_start file goes into a printer's URL path (OctoPrint) or a Klipper script line
+# (Moonraker): anything but a plain file name is refused at the edge, before a command exists.
+HOSTILE_PRINT_FILES = {
+    "octoprint-shutdown": "../../system/commands/core/shutdown",
+    "klipper-injection": (
+        'x\\" FILENAME=benchy.gcode\nM104 S250\nSET_HEATER_TEMPERATURE HEATER=heater_bed TARGET=110'
+    ),
+    "folder": "jobs/part.gcode",
+    "backslash": "..\\..\\part.gcode",
+    "quote": 'part.gcode" FILENAME="other.gcode',
+    "encoded-slash": "..%2F..%2Fsystem%2Fcommands",
+    "encoded-dots": "%2e%2e%5Cpart.gcode",
+    "newline": "part.gcode\nM104 S300",
+    "trailing-newline": "part.gcode\n",
+    "nul": "part\u0000.gcode",
+    "escape": "part\u001b.gcode",
+    "leading-dash": "-part.gcode",
+    "over-long": "p" * 200 + ".gcode",
+}
+
+
+def _commands_and_dispatches(database: Database) -> tuple[int, int]:
+    with database.engine.connect() as conn:
+        commands = conn.execute(text("SELECT count(*) FROM device_commands")).scalar_one()
+        jobs = conn.execute(
+            text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = :t"),
+            {"t": "kittylab:dispatch_command"},
+        ).scalar_one()
+    return int(commands), int(jobs)
+
+
+@pytest.mark.parametrize("name", HOSTILE_PRINT_FILES.values(), ids=HOSTILE_PRINT_FILES.keys())
+def test_print_start_of_anything_but_a_plain_file_name_is_422_naming_payload_file(
+    client: TestClient, admin: Person, devices: dict[str, UUID], database: Database, name: str
+) -> None:
+    response = client.post(
+        f"/api/device/{devices['voron-24']}/command",
+        json={"intent": "print_start", "payload": {"file": name}},
+        headers=admin.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["field"] == "payload.file"
+    assert _commands_and_dispatches(database) == (0, 0)
+
+
+def test_a_printer_recorded_with_the_old_print_start_schema_still_refuses_a_path(
+    client: TestClient, admin: Person, devices: dict[str, UUID], database: Database
+) -> None:
+    # Devices applied before the rule keep the schema they were stored with.
+    old = {
+        "type": "object",
+        "properties": {"file": {"type": "string", "minLength": 1, "maxLength": 512}},
+        "required": ["file"],
+        "additionalProperties": False,
+    }
+    with database.unit_of_work() as s:
+        voron = s.get(Device, devices["voron-24"])
+        assert voron is not None
+        voron.capabilities = {**voron.capabilities, "print_start": old}
+    body = {"intent": "print_start", "payload": {"file": HOSTILE_PRINT_FILES["klipper-injection"]}}
+    refused = send(client, admin, devices["voron-24"], body)
+    assert (refused["_status"], refused["field"]) == (422, "payload.file")
+    assert _commands_and_dispatches(database) == (0, 0)
+    accepted = send(
+        client,
+        admin,
+        devices["voron-24"],
+        {"intent": "print_start", "payload": {"file": "benchy.gcode"}},
+    )
+    assert accepted["_status"] == 202
+
+
+@pytest.mark.parametrize("name", ["benchy.gcode", "Part_2-v3.gcode", "bracket.3mf"])
+def test_print_start_of_a_plain_file_name_is_accepted(
+    client: TestClient, operator: Person, devices: dict[str, UUID], name: str
+) -> None:
+    body = {"intent": "print_start", "payload": {"file": name}}
+    answer = send(client, operator, devices["voron-24"], body)
+    assert answer["_status"] == 202, answer
+    command = client.get(f"/api/commands/{answer['commandId']}", headers=operator.headers).json()
+    assert command["payload"] == {"file": name}

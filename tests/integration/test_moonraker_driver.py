@@ -20,7 +20,7 @@ import pytest
 
 from kittylab.adapters.devices.moonraker import MoonrakerDriver
 from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import DeviceRefused
+from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.peers.klippy_peer import KlippyPeer
 from tests.peers.moonraker_process import MoonrakerProcess, free_port, install_moonraker
@@ -111,8 +111,8 @@ def test_uploaded_file_prints_to_completion_with_rising_progress(
     source = gcode(tmp_path, 400)  # ~12 KB: about 3 s at the peer's 4 KB/s
 
     async def scenario(driver: MoonrakerDriver) -> list[dict[str, Any]]:
-        await driver.upload(printer, "jobs/part.gcode", source)
-        await driver.send(printer, "print_start", {"file": "jobs/part.gcode"})
+        await driver.upload(printer, "Part_2-v3.gcode", source)
+        await driver.send(printer, "print_start", {"file": "Part_2-v3.gcode"})
         seen = [await wait_for_state(driver, printer, lambda s: s["state"] == "printing")]
         seen.append(
             await wait_for_state(driver, printer, lambda s: s["progress"] > seen[0]["progress"])
@@ -121,8 +121,8 @@ def test_uploaded_file_prints_to_completion_with_rising_progress(
         return seen
 
     printing, later, completed = run(scenario)
-    assert (moonraker.gcodes / "jobs" / "part.gcode").read_bytes() == source.read_bytes()
-    assert printing["file"] == "jobs/part.gcode"
+    assert (moonraker.gcodes / "Part_2-v3.gcode").read_bytes() == source.read_bytes()
+    assert printing["file"] == "Part_2-v3.gcode"
     assert printing["nozzle"]["target"] == 215.0 and printing["bed"]["target"] == 60.0
     assert 0.0 < later["progress"] < 1.0
     assert "seconds_left" in later
@@ -248,6 +248,86 @@ def test_klipper_error_replies_are_refusals_with_klippers_message(printer: Devic
     missing, too_hot = run(scenario)
     assert missing == "Unable to open file"
     assert too_hot == "Requested temperature (320.0) out of range (0.0:300.0)"
+
+
+# Moonraker sends SDCARD_PRINT_FILE FILENAME="<name>" escaping only '"', and Klipper runs
+# every line of a script: this name would start benchy.gcode and heat both heaters.
+INJECTION = (
+    'x\\" FILENAME=benchy.gcode\nM104 S250\nSET_HEATER_TEMPERATURE HEATER=heater_bed TARGET=110'
+)
+HOSTILE_NAMES = {
+    "klipper-injection": INJECTION,
+    "newline": "benchy.gcode\nM104 S250",
+    "carriage-return": "benchy.gcode\rM140 S110",
+    "quote": 'benchy.gcode" FILENAME="other.gcode',
+    "backslash": "..\\config\\printer.cfg",
+    "traversal": "../config/printer.cfg",
+    "folder": "jobs/benchy.gcode",
+    "encoded-slash": "..%2Fconfig%2Fprinter.cfg",
+    "nul": "benchy\u0000.gcode",
+    "leading-dash": "-benchy.gcode",
+}
+
+
+def test_a_file_name_carrying_gcode_lines_never_reaches_klipper(
+    printer: DeviceTarget, klippy: KlippyPeer, tmp_path: Path
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> dict[str, Any]:
+        await driver.upload(printer, "benchy.gcode", gcode(tmp_path, 20000))
+        with pytest.raises(DeviceRefused, match="print file name refused"):
+            await driver.send(printer, "print_start", {"file": INJECTION})
+        await asyncio.sleep(0.6)  # two of Klippy's status pushes
+        return await driver.state(printer)
+
+    state = run(scenario)
+    assert klippy.scripts == []  # no SDCARD_PRINT_FILE, no M104, nothing
+    assert (klippy.extruder.target, klippy.heater_bed.target) == (0.0, 0.0)
+    assert state["state"] == "idle"
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
+def test_print_start_of_anything_but_a_plain_file_name_is_refused_without_a_script(
+    printer: DeviceTarget, klippy: KlippyPeer, name: str
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> None:
+        with pytest.raises(DeviceRefused, match="print file name refused"):
+            await driver.send(printer, "print_start", {"file": name})
+
+    run(scenario)
+    assert klippy.scripts == []
+
+
+@pytest.mark.parametrize(
+    "name", ["../escape.gcode", "jobs/part.gcode", "a\nb.gcode", "-x.gcode", 'x".gcode']
+)
+def test_upload_under_anything_but_a_plain_file_name_is_invalid_and_stores_nothing(
+    printer: DeviceTarget, moonraker: MoonrakerProcess, tmp_path: Path, name: str
+) -> None:
+    before = sorted(moonraker.data.rglob("*"))
+
+    async def scenario(driver: MoonrakerDriver) -> None:
+        with pytest.raises(ValidationFailed) as caught:
+            await driver.upload(printer, name, gcode(tmp_path, 10))
+        assert caught.value.field == "filename"
+
+    run(scenario)
+    assert sorted(moonraker.data.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"nozzle": float("nan")}, {"bed": float("inf")}, {"nozzle": "250\nM140 S110"}, {"bed": -5}],
+    ids=["nan", "infinity", "text", "negative"],
+)
+def test_heat_with_a_target_that_is_not_a_temperature_sends_no_script(
+    printer: DeviceTarget, klippy: KlippyPeer, payload: dict[str, Any]
+) -> None:
+    async def scenario(driver: MoonrakerDriver) -> None:
+        with pytest.raises(DeviceRefused, match="must be a temperature"):
+            await driver.send(printer, "printer_heat", payload)
+
+    run(scenario)
+    assert klippy.scripts == []
 
 
 def test_heat_and_cooldown_send_m104_m140_and_the_targets_follow(

@@ -8,7 +8,6 @@ virtual printer waits out in real time, so a job's length is predictable.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,7 +28,7 @@ from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.config import CommandSettings
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import CommandStatus, DeviceKind, FabricationStatus, HazardLevel
-from kittylab.domain.errors import DeviceRefused
+from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services import telemetry
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
@@ -283,18 +282,6 @@ def test_upload_replaces_a_file_of_the_same_name(
     assert _api(octoprint, "GET", "/api/job").json()["state"] == "Operational"  # not started
 
 
-def test_upload_under_a_name_octoprint_would_change_is_refused(
-    printer: DeviceTarget, gcode: Callable[[int, int], Path]
-) -> None:
-    async def scenario(driver: OctoPrintDriver) -> None:
-        with pytest.raises(
-            DeviceRefused, match=re.escape("stored 'part:1.gcode' as 'part1.gcode'")
-        ):
-            await driver.upload(printer, "part:1.gcode", gcode(1, 10))
-
-    _run(scenario)
-
-
 def test_emergency_stop_reports_error_with_reason_and_refuses_a_start(
     octoprint: peer.OctoPrintPeer, printer: DeviceTarget
 ) -> None:
@@ -402,6 +389,106 @@ def test_intent_that_octoprint_cannot_carry_out_is_refused(printer: DeviceTarget
             await driver.send(printer, "door_unlock", {})
 
     _run(scenario)
+
+
+# -- names that stay names (issue 11) ------------------------------------------------------
+
+SHUTDOWN = "../../system/commands/core/shutdown"
+HOSTILE_NAMES = {
+    "encoded-slash": "..%2F..%2Fsystem%2Fcommands%2Fcore%2Fshutdown",
+    "encoded-dots": "%2e%2e/%2e%2e/system/commands/core/shutdown",
+    "backslash": "..\\..\\system\\commands\\core\\shutdown",
+    "folder": "jobs/part.gcode",
+    "absolute": "/api/system/commands/core/shutdown",
+    "query": "x.gcode?apikey=other",
+    "quote": 'x".gcode',
+    "newline": "x.gcode\nM104 S250",
+    "nul": "x\u0000.gcode",
+    "leading-dash": "-x.gcode",
+}
+
+
+def test_print_start_of_a_traversal_never_reaches_octoprints_shutdown_command(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget
+) -> None:
+    transport = _RecordingTransport()
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceRefused, match="print file name refused"):
+            await driver.send(printer, "print_start", {"file": SHUTDOWN})
+
+    _run(scenario, transport=transport)
+    assert transport.requests == []  # refused before even a connection check
+    # OctoPrint runs the command it is sent in the background: give it time to show.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert not octoprint.shutdown_marker.exists(), "the system shutdown command ran"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
+def test_print_start_of_anything_but_a_plain_file_name_is_refused_before_any_request(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, name: str
+) -> None:
+    transport = _RecordingTransport()
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(DeviceRefused, match="print file name refused"):
+            await driver.send(printer, "print_start", {"file": name})
+
+    _run(scenario, transport=transport)
+    assert transport.requests == []
+    assert not octoprint.shutdown_marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    # "part:1.gcode" is one OctoPrint would store as "part1.gcode": refused before sending.
+    [
+        "../escape.gcode",
+        "a\nb.gcode",
+        "x\u0000.gcode",
+        "-x.gcode",
+        "%2e%2e%2fx.gcode",
+        "part:1.gcode",
+    ],
+)
+def test_upload_under_anything_but_a_plain_file_name_is_invalid_and_stores_nothing(
+    octoprint: peer.OctoPrintPeer,
+    printer: DeviceTarget,
+    gcode: Callable[[int, int], Path],
+    name: str,
+) -> None:
+    before = _stored_files(octoprint)
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        with pytest.raises(ValidationFailed) as caught:
+            await driver.upload(printer, name, gcode(2, 10))
+        assert caught.value.field == "filename"
+
+    _run(scenario)
+    assert _stored_files(octoprint) == before
+
+
+def test_a_plain_name_with_capitals_digits_dashes_and_underscores_uploads_and_prints(
+    octoprint: peer.OctoPrintPeer, printer: DeviceTarget, gcode: Callable[[int, int], Path]
+) -> None:
+    name = "Part_2-v3.final.gcode"
+
+    async def scenario(driver: OctoPrintDriver) -> None:
+        await driver.upload(printer, name, gcode(40, 250))
+        await driver.send(printer, "print_start", {"file": name})
+        printing = await _wait_state(driver, printer, lambda s: s["state"] == "printing")
+        assert printing["file"] == name
+        await driver.send(printer, "print_cancel", {})
+
+    _run(scenario)
+    assert name in _stored_files(octoprint)
+
+
+def _stored_files(server: peer.OctoPrintPeer) -> set[str]:
+    listing = _api(server, "GET", "/api/files/local?recursive=true").json()
+    return {str(f.get("path")) for f in listing.get("files", [])}
 
 
 # -- helpers ------------------------------------------------------------------------------

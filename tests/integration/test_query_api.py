@@ -565,3 +565,40 @@ def test_an_impossible_part_is_answered_not_raised(lab: Lab, operator: Person) -
     r = lab.ask(operator, "design a washer with a 0 mm outer diameter")
     assert r.status_code == 200, r.text
     assert r.json()["replies"][0]["text"].startswith("I can't make that part")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "print ../../system/commands/core/shutdown on the voron",
+        'print x\\" FILENAME=benchy.gcode\nM104 S250\n'
+        "SET_HEATER_TEMPERATURE HEATER=heater_bed TARGET=110 on the voron",
+        "print ..%2F..%2Fsystem%2Fcommands on the voron",
+        "print bench\x00y.gcode on the voron",
+        "print -rf.gcode on the voron",
+    ],
+    ids=["octoprint-shutdown", "klipper-injection", "encoded-slash", "nul", "leading-dash"],
+)
+def test_print_request_naming_anything_but_a_plain_file_is_answered_and_nothing_is_sent(
+    lab: Lab, operator: Person, text: str
+) -> None:
+    # The grammar drops separators and quotes, but what is left is still no file name:
+    # the turn is answered (a conversation's refusals are replies, not errors), naming the
+    # file, and no command exists.
+    r = lab.ask(operator, text)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["routing"]["intent"] == "print_start"
+    assert body["routing"]["outcome"] == "clarification"
+    assert body["replies"][0]["text"].startswith("File "), body["replies"]
+    assert body["command"] is None and body["pendingHazard"] is None
+    assert _commands(lab.database) == 0
+    assert _dispatch_jobs(lab.database) == 0
+    assert len(_decisions(lab.database)) == 1
+
+
+def test_print_request_naming_a_plain_file_records_the_command(lab: Lab, operator: Person) -> None:
+    body = lab.ask(operator, "print benchy.gcode on the voron").json()
+    assert body["routing"]["outcome"] == "command_recorded"
+    assert body["command"]["payload"] == {"file": "benchy.gcode"}
+    assert _dispatch_jobs(lab.database) == 1

@@ -3,8 +3,10 @@
 ``scripts/octoprint-peer.sh`` installs it once in its own venv (it pins old Flask and
 psutil<7, so it never shares the project's); ``start`` prepares a throwaway base directory
 — first-run wizards done, access control on with one admin user whose API key is set,
-network-calling plugins off, the virtual printer enabled — runs ``octoprint serve`` on a
-free loopback port and waits until its API answers. Anything that goes wrong raises
+network-calling plugins off, the virtual printer enabled, and a system shutdown command
+that only creates ``shutdown_marker`` (so a test can tell whether anything reached
+``/api/system/commands/core/shutdown``) — runs ``octoprint serve`` on a free loopback port
+and waits until its API answers. Anything that goes wrong raises
 ``PeerFailed`` with the end of OctoPrint's log: tests fail loudly, they never skip.
 """
 
@@ -24,6 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "scripts" / "octoprint-peer.sh"
 USERNAME = "kittylab"
+SHUTDOWN_MARKER = "shutdown-ran"
 
 # Plugins that would call the internet (update checks, announcements, tracking, plugin
 # repository, zeroconf) or nag on first run; none matters to the REST API under test.
@@ -53,6 +56,12 @@ class OctoPrintPeer:
     executable: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def shutdown_marker(self) -> Path:
+        """The file OctoPrint's "shut down the system" command creates, instead of shutting
+        anything down."""
+        return self.basedir / SHUTDOWN_MARKER
 
     def log_tail(self, lines: int = 40) -> str:
         return _log_tail(self.basedir, lines)
@@ -146,6 +155,7 @@ def _prepare(executable: Path, basedir: Path, api_key: str) -> None:
             "firstRun": False,
             "onlineCheck": {"enabled": False},
             "pluginBlacklist": {"enabled": False},
+            "commands": {"systemShutdownCommand": f"touch {basedir / SHUTDOWN_MARKER}"},
         },
         "serial": {"autoconnect": False},
         "plugins": {"_disabled": _DISABLED_PLUGINS, "virtual_printer": {"enabled": True}},

@@ -3,13 +3,16 @@ intent becomes, and the connection mapping. No broker needed (see the integratio
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from kittylab.adapters.devices import bambu_ftps
 from kittylab.adapters.devices.bambu import BambuConnection
-from kittylab.adapters.devices.bambu_ftps import check_filename
 from kittylab.adapters.devices.bambu_protocol import merge_report, normalize, request_for
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import DeviceKind
@@ -148,15 +151,21 @@ def test_status_asks_for_a_full_push() -> None:
 
 
 def test_print_start_uses_project_file_for_3mf_and_gcode_file_for_gcode() -> None:
-    project = request_for("print_start", {"file": "parts/cube.3mf"}, "/sdcard")
+    project = request_for("print_start", {"file": "cube.3mf"}, "/sdcard")
     assert project.command == "project_file"
     assert project.fields["param"] == "Metadata/plate_1.gcode"
-    assert project.fields["url"] == "ftp:///parts/cube.3mf"
+    assert project.fields["url"] == "ftp:///cube.3mf"
     assert project.fields["subtask_name"] == "cube"
     gcode = request_for("print_start", {"file": "benchy.gcode"}, "/sdcard")
     assert (gcode.command, gcode.fields["param"]) == ("gcode_file", "/sdcard/benchy.gcode")
-    absolute = request_for("print_start", {"file": "/usb/benchy.gcode"}, "/sdcard")
-    assert absolute.fields["param"] == "/usb/benchy.gcode"
+
+
+@pytest.mark.parametrize(
+    "name", ["/usb/benchy.gcode", "parts/cube.3mf", "../x.3mf", "a\nM104 S300.gcode", "a%2Fb"]
+)
+def test_print_start_of_anything_but_a_plain_file_name_is_refused(name: str) -> None:
+    with pytest.raises(DeviceRefused, match=r"^p1s: print file name refused"):
+        request_for("print_start", {"file": name}, "/sdcard", "p1s")
 
 
 def test_intents_outside_a_printers_vocabulary_are_refused() -> None:
@@ -213,13 +222,22 @@ def test_a_malformed_connection_is_device_unavailable_naming_the_key(
         BambuConnection.from_device(_device(**connection))
 
 
-@pytest.mark.parametrize("name", ["", "  ", "a\r\nDELE x.3mf", "nul\0.gcode", "../etc/x.gcode"])
-def test_upload_names_that_could_break_the_ftp_command_or_escape_the_card_are_invalid(
-    name: str,
+@pytest.mark.parametrize(
+    "name", ["", "  ", "a\r\nDELE x.3mf", "nul\0.gcode", "../etc/x.gcode", "cache/cube.3mf"]
+)
+def test_upload_names_that_could_break_the_ftp_command_or_leave_the_card_root_are_invalid(
+    name: str, tmp_path: Path
 ) -> None:
+    # Refused before the file is opened or the printer is reached (192.0.2.1 is TEST-NET).
+    upload = bambu_ftps.upload(
+        host="192.0.2.1",
+        port=990,
+        serial="S",
+        access_code="c",
+        context=ssl.create_default_context(),
+        filename=name,
+        path=tmp_path / "missing.3mf",
+        socket_timeout=0.1,
+    )
     with pytest.raises(ValidationFailed, match="filename"):
-        check_filename(name)
-
-
-def test_upload_names_may_use_folders_on_the_card() -> None:
-    assert check_filename(" cache/cube.3mf ") == "cache/cube.3mf"
+        asyncio.run(upload)

@@ -13,6 +13,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from kittylab.domain import file_names
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import ValidationFailed
 
@@ -41,7 +42,15 @@ INTENT_CATALOGUE: Mapping[str, JsonSchema] = {
     "camera_snapshot": _empty(),
     "print_start": {
         "type": "object",
-        "properties": {"file": {"type": "string", "minLength": 1, "maxLength": 512}},
+        # A plain file name on the printer, never a path, URL or G-code (domain.file_names).
+        "properties": {
+            "file": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": file_names.MAX_LENGTH,
+                "pattern": file_names.PATTERN,
+            }
+        },
         "required": ["file"],
         "additionalProperties": False,
     },
@@ -138,12 +147,18 @@ def validate_capabilities(capabilities: Mapping[str, Any]) -> None:
 def validate_command(
     capabilities: Mapping[str, JsonSchema], intent: str, payload: Mapping[str, Any]
 ) -> None:
-    """An intent must be one the device declares, and its payload must match the schema."""
+    """An intent must be one the device declares, and its payload must match the schema.
+
+    A ``print_start`` file must also be a plain file name (``file_names.problem``) whatever
+    schema the device stored: devices recorded before the catalogue had a pattern, and a
+    manifest's own schema for it, would otherwise let a path or a line of G-code through."""
     if intent not in capabilities:
         allowed = ", ".join(sorted(capabilities)) or "nothing"
         raise ValidationFailed(
             "intent", f"{intent!r} is not supported; this device accepts {allowed}"
         )
+    if intent == "print_start" and "file" in payload:
+        file_names.check(payload["file"], "payload.file")
     validator = Draft202012Validator(capabilities[intent])
     errors = sorted(validator.iter_errors(dict(payload)), key=lambda e: list(e.path))
     if errors:

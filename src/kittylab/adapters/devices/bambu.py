@@ -306,8 +306,9 @@ class BambuDriver:
     ``send`` waits for the printer's echo of a request: a ``fail`` echo raises
     ``DeviceRefused``; no echo in time means the printer's own broker accepted the request
     (QoS 1) but said nothing more, and ``send`` returns — confirmation by state is the
-    command service's job. ``gcode_root`` is where plain ``.gcode`` files live on the
-    printer (``print_start`` with a relative name)."""
+    command service's job. ``gcode_root`` is where ``.gcode`` files live on the printer:
+    ``print_start`` names a plain file (``kittylab.domain.file_names``), a project at the
+    card's root or G-code under ``gcode_root``, never a path."""
 
     def __init__(
         self,
@@ -330,7 +331,7 @@ class BambuDriver:
     async def send(self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]) -> None:
         if device.kind is not DeviceKind.PRINTER:
             raise DeviceRefused(f"{device.external_id}: the bambu integration drives printers")
-        request = request_for(intent, payload, self._gcode_root)
+        request = request_for(intent, payload, self._gcode_root, device.external_id)
         session = await self._session(device)
         sequence_id = str(next(self._sequence))
         loop = asyncio.get_running_loop()

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kittylab.adapters.devices.bambu_protocol import USERNAME
-from kittylab.domain.errors import DeviceRefused, ValidationFailed
+from kittylab.domain import file_names
+from kittylab.domain.errors import DeviceRefused
 from kittylab.services.drivers import DeviceUnavailable
 
 
@@ -61,17 +62,6 @@ class _ImplicitFTPS(ftplib.FTP_TLS):
         return conn, size
 
 
-def check_filename(filename: str) -> str:
-    """A name the printer can store: no line breaks (they would end the FTP command), no
-    NUL, no ``..`` segment; ``ValidationFailed`` otherwise."""
-    name = filename.strip()
-    if not name or any(c in name for c in "\r\n\0"):
-        raise ValidationFailed("filename", "must be a non-empty single line")
-    if ".." in name.split("/"):
-        raise ValidationFailed("filename", "must not contain a '..' segment")
-    return name
-
-
 def _store(
     *,
     host: str,
@@ -108,7 +98,9 @@ async def upload(
     replaced). ``DeviceUnavailable`` when the printer cannot be reached, refuses the access
     code or the TLS certificate is not trusted; ``DeviceRefused`` when it refuses the file
     (card full, no card, a bad path)."""
-    name = check_filename(filename)
+    # A plain name only: a line break would end the FTP command and start another one
+    # (``DELE …``), a '/' or '..' would store outside the card's root.
+    name = file_names.check(filename, "filename")
     where = f"Bambu printer {serial} at {host}:{port} (FTPS)"
     with path.open("rb") as source:  # a missing local file is the caller's error
         try:

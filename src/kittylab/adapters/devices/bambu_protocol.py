@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kittylab.adapters.devices import heater_targets
+from kittylab.domain import file_names
 from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
 from kittylab.domain.errors import DeviceRefused
 
@@ -170,9 +172,13 @@ def _gcode(lines: list[str]) -> Request:
     return Request("print", "gcode_line", {"param": "".join(f"{line}\n" for line in lines)})
 
 
-def request_for(intent: str, payload: Mapping[str, Any], gcode_root: str) -> Request:
-    """The printer request that carries out a lab intent; ``DeviceRefused`` for an intent
-    a Bambu printer cannot carry out."""
+def request_for(
+    intent: str, payload: Mapping[str, Any], gcode_root: str, who: str = "the printer"
+) -> Request:
+    """The printer request that carries out a lab intent; ``DeviceRefused`` (naming
+    ``who``) for an intent a Bambu printer cannot carry out, a ``print_start`` file that is
+    not a plain file name (``kittylab.domain.file_names``: it goes into a path, an
+    ``ftp://`` URL and the printer's G-code) or a heater target that is not a temperature."""
     if intent == "print_pause":
         return Request("print", "pause", {"param": ""})
     if intent == "print_resume":
@@ -182,25 +188,19 @@ def request_for(intent: str, payload: Mapping[str, Any], gcode_root: str) -> Req
     if intent == "printer_status":
         return Request("pushing", "pushall", {"version": 1, "push_target": 1}, echoed=False)
     if intent == "printer_heat":
-        lines = []
-        if "nozzle" in payload:
-            lines.append(f"M104 S{round(float(payload['nozzle']))}")
-        if "bed" in payload:
-            lines.append(f"M140 S{round(float(payload['bed']))}")
-        if not lines:
-            raise DeviceRefused("printer_heat needs a nozzle or bed temperature")
-        return _gcode(lines)
+        return _gcode(heater_targets.heat_lines(payload, who))
     if intent == "printer_cooldown":
         return _gcode(["M104 S0", "M140 S0"])
     if intent == "print_start":
-        return _start_request(str(payload["file"]), gcode_root)
+        return _start_request(file_names.refuse_unless_plain(payload.get("file"), who), gcode_root)
     raise DeviceRefused(f"a Bambu Lab printer cannot {intent}")
 
 
-def _start_request(file: str, gcode_root: str) -> Request:
-    name = file.lstrip("/")
+def _start_request(name: str, gcode_root: str) -> Request:
+    """``name`` is a plain file name on the card: a project (``.3mf``) at its root, where
+    uploads go, or G-code under ``gcode_root``."""
     if name.lower().endswith(".3mf"):
-        stem = name.rsplit("/", 1)[-1][: -len(".3mf")]
+        stem = name[: -len(".3mf")]
         return Request(
             "print",
             "project_file",
@@ -225,5 +225,4 @@ def _start_request(file: str, gcode_root: str) -> Request:
                 "ams_mapping": "",
             },
         )
-    path = file if file.startswith("/") else f"{gcode_root}/{name}"
-    return Request("print", "gcode_file", {"param": path})
+    return Request("print", "gcode_file", {"param": f"{gcode_root}/{name}"})

@@ -19,6 +19,14 @@ state first and raises ``DeviceRefused`` itself; a Klipper error reply ("SD busy
 "Unable to open file", "Requested temperature (…) out of range") is a ``DeviceRefused``
 with Klipper's message. A refused API key, an unreachable host, a Klippy that is not
 connected and every timeout are ``DeviceUnavailable``.
+
+Names and numbers never become G-code of their own. Moonraker turns ``printer.print.start``
+into ``SDCARD_PRINT_FILE FILENAME="<name>"`` escaping only ``"``, and Klipper runs every
+line of a script, so a name with a line break would run the lines after it. ``print_start``
+and ``upload`` therefore take only a plain file name (``kittylab.domain.file_names``: no
+folder, quote, backslash, control character …), refused with ``DeviceRefused`` (``upload``:
+``ValidationFailed`` on ``filename``) before anything is sent; heater targets go out as
+digits (``heater_targets``), never as text from the payload.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from kittylab import __version__
+from kittylab.adapters.devices import heater_targets
+from kittylab.domain import file_names
 from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
@@ -375,14 +385,21 @@ class MoonrakerDriver:
                 f"{device.external_id}: the moonraker integration drives printers, "
                 f"not {device.kind.value}s"
             )
+        name = device.external_id
+        # Checked before the connection is even opened: nothing of a bad request is sent.
+        file = ""
+        if intent == "print_start":
+            file = file_names.refuse_unless_plain(payload.get("file"), name)
+        script = ""
+        if intent == "printer_heat":
+            script = "\n".join(heater_targets.heat_lines(payload, name))
         session = await self._session(device)
         current = session.state()
         phase = PrinterPhase(current["state"])
-        name = device.external_id
         if intent == "print_start":
             if phase.busy:
                 raise DeviceRefused(f"{name} is {phase.value}; finish or cancel the job first")
-            await self._rpc(session, "printer.print.start", {"filename": str(payload["file"])})
+            await self._rpc(session, "printer.print.start", {"filename": file})
         elif intent == "print_pause":
             if phase not in (PrinterPhase.PRINTING, PrinterPhase.HEATING):
                 raise DeviceRefused(f"{name} is {phase.value}, not printing; pause aborted")
@@ -398,14 +415,7 @@ class MoonrakerDriver:
         elif intent == "printer_status":
             await self._guard(session, session.refresh())
         elif intent == "printer_heat":
-            lines = []
-            if "nozzle" in payload:
-                lines.append(f"M104 S{float(payload['nozzle']):g}")
-            if "bed" in payload:
-                lines.append(f"M140 S{float(payload['bed']):g}")
-            if not lines:
-                raise DeviceRefused(f"{name}: printer_heat needs a nozzle or bed temperature")
-            await self._rpc(session, "printer.gcode.script", {"script": "\n".join(lines)})
+            await self._rpc(session, "printer.gcode.script", {"script": script})
         elif intent == "printer_cooldown":
             if phase in (PrinterPhase.PRINTING, PrinterPhase.HEATING):
                 raise DeviceRefused(f"{name} is {phase.value}; pause or cancel before cooling down")
@@ -418,12 +428,12 @@ class MoonrakerDriver:
         return dict(session.state())
 
     async def upload(self, device: DeviceTarget, filename: str, path: Path) -> None:
+        """Store ``path`` in the printer's ``gcodes`` root as ``filename``, a plain file
+        name (``ValidationFailed`` on ``filename`` otherwise, before any request)."""
+        name = file_names.check(filename, "filename")
         endpoint = _endpoint(device)
         data = await asyncio.to_thread(path.read_bytes)
-        directory, _, name = filename.strip("/").rpartition("/")
         form = {"root": "gcodes"}
-        if directory:
-            form["path"] = directory
         # Moonraker refuses a bad key as soon as the headers arrive and closes the
         # connection while the body is still being sent, which the client sees as a
         # broken connection; asking first makes a refused key a clear error.

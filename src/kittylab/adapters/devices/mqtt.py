@@ -8,6 +8,10 @@ Protocol (documented for device makers in docs/integrations/mqtt.md):
 - The device may answer a command on ``kitty/devices/<id>/reply`` with
   ``{"requestId": "...", "ok": false, "reason": "..."}``; a refusal fails the command at
   once with that reason instead of waiting for the confirmation timeout.
+
+The payload travels as JSON, so nothing in it can become another message; a ``print_start``
+file is still refused unless it is a plain file name (``kittylab.domain.file_names``), as
+every printer driver refuses it, because the device on the other end will use it as one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kittylab.adapters.bus.mqtt import BusUnavailable, MqttBus
-from kittylab.domain import topics
+from kittylab.domain import file_names, topics
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ class MqttDeviceDriver:
     async def send(
         self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]
     ) -> str | None:
+        if intent == "print_start":
+            file_names.refuse_unless_plain(payload.get("file"), device.external_id)
         request_id = secrets.token_hex(8)
         message = {"requestId": request_id, "intent": intent, "payload": dict(payload)}
         try:

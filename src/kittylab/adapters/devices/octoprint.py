@@ -12,7 +12,10 @@ A device's ``connection`` mapping says where its OctoPrint is and how to reach t
 Intents (payloads already validated by the command service):
 
 - ``print_start {file}`` selects a file already in OctoPrint's local storage (put there
-  with ``upload``) and starts it;
+  with ``upload``) and starts it. ``file`` (and an uploaded file's name) must be a plain
+  file name (``kittylab.domain.file_names``): anything else is refused before a request is
+  made, and the name is percent-quoted as one URL path segment, so it can never reach
+  another endpoint (``../../system/commands/…``) or a folder;
 - ``print_pause``, ``print_resume``, ``print_cancel`` act on the current job (a resume
   sent while OctoPrint is still ``Pausing`` waits until it has paused: OctoPrint would
   accept and ignore it);
@@ -49,6 +52,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from kittylab.adapters.devices import heater_targets
 from kittylab.adapters.devices.octoprint_state import (
     CLOSED_STATES,
     ERROR_STATES,
@@ -59,8 +63,9 @@ from kittylab.adapters.devices.octoprint_state import (
     state_flags,
     still_connecting,
 )
+from kittylab.domain import file_names
 from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import DeviceRefused, ValidationFailed
+from kittylab.domain.errors import DeviceRefused
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 INTEGRATION = "octoprint"
@@ -130,14 +135,20 @@ class OctoPrintDriver:
             raise DeviceRefused(f"{device.external_id} (OctoPrint) cannot {intent}")
         if intent == "printer_status":
             return
+        file = ""
+        if intent == "print_start":
+            # Checked before any request (even a connect): a bad name reaches nothing.
+            file = file_names.refuse_unless_plain(payload.get("file"), device.external_id)
         endpoint = _endpoint(device)
         if intent in _NEEDS_CONNECTION:
             async with self._connecting.setdefault(endpoint.base, asyncio.Lock()):
                 await self._ensure_operational(device, endpoint)
         if intent == "print_start":
-            await self._start(device, endpoint, str(payload["file"]))
+            await self._start(device, endpoint, file)
         elif intent == "printer_heat":
-            nozzle, bed = _celsius(payload, "nozzle"), _celsius(payload, "bed")
+            who = device.external_id
+            nozzle = heater_targets.target(payload, "nozzle", who)
+            bed = heater_targets.target(payload, "bed", who)
             await self._heat(device, endpoint, nozzle, bed)
         elif intent == "print_resume":
             await self._resume(device, endpoint)
@@ -166,8 +177,7 @@ class OctoPrintDriver:
 
     async def upload(self, device: DeviceTarget, filename: str, path: Path) -> None:
         _require_printer(device)
-        if not filename or "/" in filename or "\\" in filename:
-            raise ValidationFailed("filename", "a plain file name, without folders")
+        file_names.check(filename, "filename")
         endpoint = _endpoint(device)
         with path.open("rb") as stream:
             response = await self._request(
@@ -188,12 +198,13 @@ class OctoPrintDriver:
 
     # -- intents ------------------------------------------------------------------------
 
-    async def _start(self, device: DeviceTarget, endpoint: _Endpoint, file: str) -> None:
+    async def _start(self, device: DeviceTarget, endpoint: _Endpoint, name: str) -> None:
+        """Select and print ``name``, a plain file name (checked by ``send``)."""
         body = {"command": "select", "print": True}
         try:
-            await self._post(device, endpoint, _file_path(file), body, "print_start", missing=True)
+            await self._post(device, endpoint, _file_url(name), body, "print_start", missing=True)
         except _Missing:
-            raise DeviceRefused(f"{device.external_id}: no file {file!r} on OctoPrint") from None
+            raise DeviceRefused(f"{device.external_id}: no file {name!r} on OctoPrint") from None
 
     async def _heat(
         self, device: DeviceTarget, endpoint: _Endpoint, nozzle: float | None, bed: float | None
@@ -277,9 +288,13 @@ class OctoPrintDriver:
 
     async def _last_print_succeeded(self, endpoint: _Endpoint, file: str) -> bool | None:
         """Whether the last print of ``file`` succeeded, per OctoPrint's print history of
-        the file; None when it was never printed or is gone."""
+        the file; None when it was never printed or is gone (or its path is one the driver
+        will not put in a URL)."""
+        path = _job_path_url(file)
+        if path is None:
+            return None
         try:
-            info = await self._get(endpoint, _file_path(file), missing=True)
+            info = await self._get(endpoint, path, missing=True)
         except _Missing:
             return None
         last = dig(info, "prints", "last", "success")
@@ -370,17 +385,20 @@ class _Missing(Exception):
     """OctoPrint answered 404 (internal: callers say what was missing)."""
 
 
-def _celsius(payload: Mapping[str, Any], key: str) -> float | None:
-    value = payload.get(key)
-    if value is None:
+def _file_url(name: str) -> str:
+    """The API path of a plain file name (checked by the caller): one path segment, every
+    character but letters, digits and ``_.-~`` percent-quoted."""
+    return "/api/files/local/" + quote(name, safe="")
+
+
+def _job_path_url(path: str) -> str | None:
+    """The API path of the file OctoPrint says it printed, which may sit in a folder of its
+    storage (started from its own UI): each segment quoted on its own; None for a path with
+    an empty, ``.``, ``..`` or control-character segment, which is never looked up."""
+    segments = path.strip("/").split("/")
+    if any(s in ("", ".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in s) for s in segments):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationFailed(f"payload.{key}", "a temperature in °C")
-    return float(value)
-
-
-def _file_path(file: str) -> str:
-    return "/api/files/local/" + quote(file.lstrip("/"), safe="/")
+    return "/api/files/local/" + "/".join(quote(s, safe="") for s in segments)
 
 
 def _require_printer(device: DeviceTarget) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+from kittylab.domain import file_names
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
 
@@ -94,9 +95,11 @@ class SimulatedPrinter(SimulatedDevice):
         }
 
     def _start(self, payload: Mapping[str, Any]) -> None:
+        # As a real printer's host would: a file is a plain name on its storage.
+        file = file_names.refuse_unless_plain(payload.get("file"), self.external_id)
         if self.state.busy:
             raise DeviceRefused(f"{self.external_id} is {self.state.value}; finish or cancel first")
-        self.file = str(payload["file"])
+        self.file = file
         self.progress = 0.0
         self.failure = None
         self.nozzle_target = self.nozzle_target or DEFAULT_NOZZLE_C

@@ -29,6 +29,7 @@ from kittylab.api.schemas import (
     UploadedFileOut,
 )
 from kittylab.bootstrap import Container
+from kittylab.domain import file_names
 from kittylab.domain.enums import FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import (
     Conflict,
@@ -56,7 +57,7 @@ MonitorCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY,
 # FastAPI's own cap for this route; the configured limit (at most this) applies as it streams.
 HARD_UPLOAD_LIMIT = 512 * 1024 * 1024
 _BINARY = {"type": "string", "format": "binary"}
-_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
+_FILENAME = file_names.name_regex(max_length=120)  # so a sliced "<stem>.gcode" still fits
 
 
 def _store(c: Container) -> ArtifactStore:
