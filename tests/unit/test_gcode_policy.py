@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,7 @@ from kittylab.domain.gcode_policy import (
     normalize_command,
     policy_from_attributes,
 )
+from kittylab.manifest import ManifestError, load_manifest, parse_manifest
 
 VORON = GcodePolicy(max_nozzle_c=290, max_bed_c=110, max_chamber_c=60)
 
@@ -293,3 +295,55 @@ def test_a_nonsense_policy_is_refused_naming_the_field(policy: object, field: st
     with pytest.raises(ValidationFailed) as refusal:
         policy_from_attributes({"gcode_policy": policy})
     assert refusal.value.field == field
+
+
+_MANIFEST = """\
+zones:
+  - name: farm
+    hazard_level: low
+devices:
+  - external_id: mk4
+    kind: printer
+    zone: farm
+    attributes:
+      gcode_policy: {POLICY}
+  - external_id: lights
+    kind: light
+    zone: farm
+"""
+
+
+def test_the_demo_printers_declare_their_limits(demo_lab_path: Path) -> None:
+    lab = load_manifest(demo_lab_path)
+    voron = policy_from_attributes(lab.device("voron-24").attributes)
+    assert (voron.max_nozzle_c, voron.max_bed_c, voron.max_chamber_c) == (300, 115, 60)
+    assert voron.allowed_commands == {"PRINT_START", "PRINT_END"}
+    assert policy_from_attributes(lab.device("prusa-mk4").attributes).max_nozzle_c == 290
+    assert policy_from_attributes(lab.device("bambu-x1c").attributes).allows("M620")
+
+
+def test_a_manifest_with_a_nonsense_policy_names_the_field_and_line() -> None:
+    text = _MANIFEST.replace("{POLICY}", "{max_nozzle_c: 2900, allowed_commands: [M503]}")
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, "lab.yaml")
+    (problem,) = caught.value.problems
+    assert problem.field == "devices[0].attributes.gcode_policy.max_nozzle_c"
+    assert problem.line == 9  # the gcode_policy line
+    assert "at most 500" in problem.message
+    bad_command = _MANIFEST.replace("{POLICY}", "{allowed_commands: [M503, 'sh -c x']}")
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(bad_command, "lab.yaml")
+    assert caught.value.problems[0].field == (
+        "devices[0].attributes.gcode_policy.allowed_commands[1]"
+    )
+
+
+def test_only_printers_have_a_gcode_policy() -> None:
+    text = _MANIFEST.replace("{POLICY}", "{max_bed_c: 100}") + (
+        "    attributes:\n      gcode_policy: {max_bed_c: 100}\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, "lab.yaml")
+    (problem,) = caught.value.problems
+    assert problem.field == "devices[1].attributes.gcode_policy"
+    assert problem.message == "only printers have a G-code policy"
