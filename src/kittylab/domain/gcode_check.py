@@ -164,16 +164,17 @@ _TEMPERATURES: dict[str, tuple[HeaterKind, str]] = {
 
 @dataclass(frozen=True)
 class Violation:
-    """One refused line: its number (counting from 1), the command word (empty when the
-    line is not a command) and why it is refused."""
+    """One refused line: its number (counting from 1; 0 for the file as a whole), the
+    command word (empty when the line is not a command) and why it is refused."""
 
     line: int
     command: str
     reason: str
 
     def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line > 0 else ""  # 0: the file as a whole
         what = f"{self.command}: " if self.command else ""
-        return f"line {self.line}: {what}{self.reason}"
+        return f"{where}{what}{self.reason}"
 
     def as_dict(self) -> dict[str, object]:
         return {"line": self.line, "command": self.command, "reason": self.reason}
@@ -231,26 +232,45 @@ def check_text(text: str, policy: GcodePolicy, **options: int) -> GcodeCheck:
 
 
 def _segments(blocks: Iterable[bytes], max_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
-    """Split the stream at ``\\n``, ``\\r`` and NUL into (line number, piece, cut): at most
-    ``max_bytes`` of each piece are kept, ``cut`` says the rest was dropped. Only the piece
-    being read is held, never more than ``max_bytes``."""
+    """Split the stream at ``\\n``, ``\\r`` and NUL into (line number, piece, cut), empty
+    pieces left out: at most ``max_bytes`` of each piece are kept, ``cut`` says the rest
+    was dropped. Only the piece being read is held. Ends with ``(lines, b"", False)``,
+    the number of lines read."""
     line = 1
     pending = b""
     cut = False
+    last = b""
     for block in blocks:
+        if not block:
+            continue
+        last = block[-1:]
         if b"\r" in block or b"\x00" in block:
             parts = _SPLIT.split(block)
             pieces, separators = parts[0::2], parts[1::2]
-        else:  # the usual case, split in C
+        else:  # the usual case: split in C, every separator a new line
             pieces, separators = block.split(b"\n"), None
         pending, cut = _joined(pending, pieces[0], max_bytes, cut)
-        for i in range(1, len(pieces)):
+        if len(pieces) == 1:
+            continue  # the block ends inside the pending piece
+        if pending or cut:
             yield line, pending, cut
-            if separators is None or separators[i - 1] == b"\n":
+        if separators is None:
+            for piece in pieces[1:-1]:
                 line += 1
-            pending, cut = _joined(b"", pieces[i], max_bytes, False)
+                if piece:
+                    yield line, piece[:max_bytes], len(piece) > max_bytes
+            line += 1
+        else:
+            for i in range(1, len(pieces)):
+                if separators[i - 1] == b"\n":
+                    line += 1
+                piece = pieces[i]
+                if piece and i < len(pieces) - 1:
+                    yield line, piece[:max_bytes], len(piece) > max_bytes
+        pending, cut = _joined(b"", pieces[-1], max_bytes, False)
     if pending or cut:
         yield line, pending, cut
+    yield (line - 1 if last == b"\n" else line), b"", False
 
 
 def _joined(pending: bytes, piece: bytes, max_bytes: int, cut: bool) -> tuple[bytes, bool]:
