@@ -19,7 +19,7 @@ from sqlalchemy import select
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand
-from kittylab.domain.enums import ArtifactType, FabricationStatus
+from kittylab.domain.enums import ArtifactType, FabricationStatus, OnlineState
 from kittylab.services.cad import GenerateRequest, PolicyMode
 from tests.integration.conftest import Person
 from tests.integration.live_bus import live_lab
@@ -235,3 +235,41 @@ def test_a_printer_whose_stored_policy_cannot_be_read_prints_nothing(
     refused = job(database, created["id"])
     assert refused.status is FabricationStatus.FAILED
     assert "gcode_policy.max_nozzle_c" in refused.details["reason"]
+
+
+def test_printer_heat_above_the_printers_declared_limit_is_422_naming_the_field(
+    client: TestClient, operator: Person, lab: dict[str, UUID], database: Database
+) -> None:
+    with database.unit_of_work() as s:
+        for device in s.scalars(select(Device)):
+            device.online_state = OnlineState.ONLINE
+
+    def heat(printer: str, payload: dict[str, float]) -> Any:
+        return client.post(
+            f"/api/device/{lab[printer]}/command",
+            json={"intent": "printer_heat", "payload": payload},
+            headers=operator.headers,
+        )
+
+    # Within the intent's schema (nozzle ≤ 350, bed ≤ 150), past these printers' limits.
+    too_hot = heat("prusa-mk4", {"nozzle": 300})
+    assert (too_hot.status_code, too_hot.json()["field"]) == (422, "payload.nozzle")
+    assert "290 °C nozzle limit" in too_hot.json()["detail"]
+    bed = heat("voron-24", {"nozzle": 250, "bed": 116})
+    assert (bed.status_code, bed.json()["field"]) == (422, "payload.bed")
+    assert heat("prusa-mk4", {"nozzle": 290, "bed": 120}).status_code == 202
+    with database.unit_of_work() as s:
+        heats = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "printer_heat"))
+        assert [c.payload for c in heats] == [{"nozzle": 290, "bed": 120}]
+        mk4 = s.get(Device, lab["prusa-mk4"])
+        assert mk4 is not None
+        mk4.attributes = {**mk4.attributes, "gcode_policy": {"max_bed_c": "very"}}
+    unreadable = heat("prusa-mk4", {"bed": 50})
+    assert unreadable.status_code == 409
+    assert "gcode_policy.max_bed_c" in unreadable.json()["detail"]
+    cooldown = client.post(
+        f"/api/device/{lab['prusa-mk4']}/command",
+        json={"intent": "printer_cooldown"},
+        headers=operator.headers,
+    )
+    assert cooldown.status_code == 202  # making a printer safer never needs its policy

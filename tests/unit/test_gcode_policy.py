@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kittylab.domain.command_rules import has_temperatures, limit_refusal
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.gcode_check import MAX_LINE_BYTES, check_gcode, check_text
 from kittylab.domain.gcode_policy import (
@@ -347,3 +348,18 @@ def test_only_printers_have_a_gcode_policy() -> None:
     (problem,) = caught.value.problems
     assert problem.field == "devices[1].attributes.gcode_policy"
     assert problem.message == "only printers have a G-code policy"
+
+
+def test_a_printer_command_above_its_declared_limit_names_the_field() -> None:
+    assert limit_refusal("printer", {"nozzle": 291}, VORON, "Voron") == (
+        "payload.nozzle",
+        "291 °C is above Voron's 290 °C nozzle limit (its gcode_policy.max_nozzle_c)",
+    )
+    assert limit_refusal("printer", {"nozzle": 200, "bed": 111}, VORON, "Voron") == (
+        "payload.bed",
+        "111 °C is above Voron's 110 °C bed limit (its gcode_policy.max_bed_c)",
+    )
+    assert limit_refusal("printer", {"chamber": float("nan")}, VORON, "Voron") is not None
+    assert limit_refusal("printer", {"nozzle": 290, "bed": 110}, VORON, "Voron") is None
+    assert limit_refusal("light", {"nozzle": 900}, VORON, "Lamp") is None
+    assert not has_temperatures({}) and has_temperatures({"bed": 0})
