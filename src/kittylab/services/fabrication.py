@@ -294,8 +294,9 @@ def _produce_gcode(
     with tempfile.TemporaryDirectory(prefix="kittylab-slice-") as tmp:
         model = Path(tmp) / str(details["source_name"])
         store.download_to(str(details["source_key"]), model)
-        # A 3MF project may carry G-code of its own (a Bambu plate's): it must pass too.
-        check_archive(model, policy)
+        if model.suffix.lower() == ".3mf":
+            # A project may carry G-code of its own (a Bambu plate's): it must pass too.
+            check_archive(model, policy)
         gcode = Path(tmp) / "out.gcode"
         profile = SliceProfile(printer=str(details.get("printer_profile", DEFAULT_PRINTER_PROFILE)))
         result = slicer.slice(model, gcode, profile=profile)
