@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import zipfile
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -20,7 +21,9 @@ from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand
 from kittylab.domain.enums import ArtifactType, FabricationStatus, OnlineState
+from kittylab.domain.gcode_policy import DEFAULT_POLICY
 from kittylab.services.cad import GenerateRequest, PolicyMode
+from kittylab.services.gcode_gate import GcodeRefused, check_archive
 from tests.integration.conftest import Person
 from tests.integration.live_bus import live_lab
 from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
@@ -273,3 +276,33 @@ def test_printer_heat_above_the_printers_declared_limit_is_422_naming_the_field(
         headers=operator.headers,
     )
     assert cooldown.status_code == 202  # making a printer safer never needs its policy
+
+
+def test_a_project_with_a_huge_table_of_contents_or_a_corrupt_plate_is_refused(
+    tmp_path: Path,
+) -> None:
+    many = tmp_path / "many.3mf"
+    with zipfile.ZipFile(many, "w") as archive:  # 1.3 MB of entry names, no G-code
+        for i in range(12_000):
+            archive.writestr(f"Metadata/{'x' * 60}-{i}.png", b"")
+    with pytest.raises(GcodeRefused) as refusal:
+        check_archive(many, DEFAULT_POLICY)
+    assert "table of contents" in str(refusal.value)
+
+    corrupt = tmp_path / "corrupt.3mf"
+    with zipfile.ZipFile(corrupt, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("Metadata/plate_1.gcode", "G28\n" * 1000)
+    corrupt.write_bytes(corrupt.read_bytes().replace(b"G28\nG28", b"G28\nG29", 1))
+    with pytest.raises(GcodeRefused) as refusal:  # its checksum no longer matches
+        check_archive(corrupt, DEFAULT_POLICY)
+    assert str(refusal.value).startswith("Metadata/plate_1.gcode: it cannot be read (")
+
+    not_an_archive = tmp_path / "plain.3mf"
+    not_an_archive.write_bytes(b"solid cube\nendsolid cube\n")
+    assert check_archive(not_an_archive, DEFAULT_POLICY) == 0
+    assert check_archive(_write(tmp_path / "ok.3mf", _project("G28\n")), DEFAULT_POLICY) == 2
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
