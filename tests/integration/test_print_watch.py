@@ -97,6 +97,67 @@ def test_a_heater_that_stops_heating_is_a_runaway_that_pauses_and_cools_the_prin
     assert len(evidence["telemetry"]) >= 2
 
 
+def test_a_heater_set_past_the_printers_limit_pauses_and_cools_it_whatever_set_it(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    lab: dict[str, UUID],
+    database: Database,
+    database_url: str,
+) -> None:
+    printer = lab["voron-24"]  # declares a 300 °C nozzle
+    key = upload(client, operator, "abs.gcode")
+
+    async def scenario() -> str:
+        async with live_lab(container) as (_bus, fleet, wired):
+            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            await work_queue(wired, database_url)
+            await bootstrap.print_tracker(wired).round()
+            watcher = bootstrap.print_watcher(wired)
+            assert watcher is not None
+            simulator = fleet.devices[printer]
+            simulator.tick(120)
+            assert simulator.snapshot()["state"] == "printing"
+            # Set at the printer (its screen, a macro, a console): no command of ours.
+            simulator.nozzle_target = 480  # type: ignore[attr-defined]
+            raised = []
+            for _ in range(3):  # it heats steadily towards its target: no runaway
+                simulator.tick(10)
+                await asyncio.to_thread(fleet.report)
+                await asyncio.sleep(0.05)
+                raised += await watcher.round()
+            assert [(v.condition.value, v.severity.value, v.subject) for v in raised] == [
+                ("temperature_limit", "failure", "nozzle")
+            ]
+            await work_queue(wired, database_url)  # the pause, then the cooldown
+            snapshot = fleet.devices[printer].snapshot()
+            assert snapshot["state"] == "paused"
+            assert snapshot["nozzle"]["target"] == 0
+            assert snapshot["bed"]["target"] == 0
+            await bootstrap.print_tracker(wired).round()
+            assert job(database, created["id"]).status is FabricationStatus.PAUSED
+            return str(created["id"])
+
+    job_id = asyncio.run(scenario())
+    with database.unit_of_work() as s:
+        event = s.scalars(select(PrintMonitorEvent)).one()
+        assert event.details["condition"] == "temperature_limit"
+        assert event.details["reasons"][0].startswith(
+            "nozzle target is 480 °C, above this printer's 300 °C limit"
+        )
+        assert event.snapshot_key is not None
+        assert event.snapshot_key.startswith(f"snapshots/{job_id}/")
+        commands = {
+            c.intent: c.status.value
+            for c in s.scalars(select(DeviceCommand).where(DeviceCommand.device_id == printer))
+        }
+    assert commands == {
+        "print_start": "acked",
+        "print_pause": "acked",
+        "printer_cooldown": "acked",
+    }
+
+
 def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapshot(
     container: bootstrap.Container,
     client: TestClient,

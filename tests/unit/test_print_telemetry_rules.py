@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.gcode_policy import GcodePolicy
 from kittylab.domain.print_monitoring import Condition, Severity
 from kittylab.domain.print_telemetry_rules import (
     BED_LIMITS,
@@ -19,6 +20,7 @@ from kittylab.domain.print_telemetry_rules import (
     check_filament_runout,
     check_progress_stall,
     check_temperature_deviation,
+    check_temperature_limit,
     check_thermal_runaway,
     evaluate_telemetry,
     trim_history,
@@ -320,6 +322,8 @@ def test_evaluate_runs_every_rule_on_a_shuffled_history() -> None:
     verdicts = evaluate_telemetry(history)
 
     assert {(v.condition, v.subject) for v in verdicts} == {
+        (Condition.TEMPERATURE_LIMIT, "nozzle"),
+        (Condition.TEMPERATURE_LIMIT, "bed"),
         (Condition.THERMAL_RUNAWAY, "nozzle"),
         (Condition.THERMAL_RUNAWAY, "bed"),
         (Condition.TEMPERATURE_DEVIATION, "nozzle"),
@@ -371,3 +375,68 @@ def test_invalid_rule_parameters_are_refused_naming_the_field(build: Any, field:
         build()
 
     assert e.value.field == field
+
+
+# --- the printer's declared limit ----------------------------------------------------
+
+
+def test_a_steady_480_c_nozzle_is_a_failure_although_it_holds_its_target() -> None:
+    steady = nozzle_series([(t, 480.0, 480) for t in range(0, 200, 10)])
+    runaway = check_thermal_runaway(steady, "nozzle")
+    assert runaway.severity is Severity.OK  # it holds its target: no runaway
+
+    failing = [v for v in evaluate_telemetry(steady) if v.severity.alerts]
+
+    assert [(v.condition, v.subject, v.severity) for v in failing] == [
+        (Condition.TEMPERATURE_LIMIT, "nozzle", Severity.FAILURE)
+    ]
+    assert failing[0].reasons == (
+        "nozzle target is 480 °C, above this printer's 300 °C limit (480.0 °C now): whatever "
+        "set it, the printer must not go there",
+    )
+    assert failing[0].details()["measurements"] == {
+        "actual_c": 480.0,
+        "target_c": 480.0,
+        "limit_c": 300.0,
+    }
+
+
+def test_a_target_past_the_limit_fails_at_once_and_a_temperature_past_its_margin() -> None:
+    cold_but_told = [sample(0, bed=(25.0, 111))]
+    assert check_temperature_limit(cold_but_told, "bed", 110).severity is Severity.FAILURE
+    at_limit = [sample(0, bed=(113.0, 110))]  # overshoot within the 5 °C margin
+    assert check_temperature_limit(at_limit, "bed", 110).severity is Severity.OK
+    past = [sample(0, bed=(90.0, 90)), sample(10, bed=(115.5, 90))]  # heater stuck on
+    verdict = check_temperature_limit(past, "bed", 110)
+    assert verdict.severity is Severity.FAILURE
+    assert verdict.reasons == (
+        "bed is at 115.5 °C, above this printer's 110 °C limit (by more than the 5 °C a "
+        "heater may overshoot)",
+    )
+    assert check_temperature_limit(past, "bed", 110, margin_c=10).severity is Severity.OK
+
+
+def test_each_heater_is_held_to_the_printers_own_policy() -> None:
+    history = [
+        PrinterSample(
+            T0,
+            {
+                "state": "printing",
+                "nozzle": {"actual": 250.0, "target": 250},
+                "bed": {"actual": 60.0, "target": 60},
+                "chamber": {"actual": 66.0, "target": 65},
+            },
+        )
+    ]
+    policy = GcodePolicy(max_nozzle_c=240, max_bed_c=100, max_chamber_c=60)
+
+    failing = [v.subject for v in evaluate_telemetry(history, policy=policy) if v.severity.alerts]
+
+    assert failing == ["nozzle", "chamber"]
+    assert not [v for v in evaluate_telemetry(history) if v.severity.alerts]  # the defaults
+
+
+def test_a_printer_reporting_no_chamber_gets_no_chamber_verdict() -> None:
+    assert check_temperature_limit([sample(0, nozzle=(200.0, 200))], "chamber", 60) is None
+    with pytest.raises(ValidationFailed):
+        TelemetryRules(limit_margin_c=-1)

@@ -8,6 +8,9 @@ out. Pure: the command service feeds it the normalized states drivers report
   an HTTP 204 from a printer's API proves nothing about the printer.
 - ``is_hazardous``: until the safety workflow exists every hazardous intent is refused;
   the rule errs towards hazardous (fail closed).
+- ``limit_refusal``: a temperature above the printer's declared limit (its G-code policy,
+  ``kittylab.domain.gcode_policy``) is refused, naming the payload field, whatever the
+  intent's schema allows: the schema is the same for every printer, the limit is not.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from kittylab.domain.device_state import PrinterPhase, printer_phase
+from kittylab.domain.gcode_policy import GcodePolicy, HeaterKind
 
 # Intents that make the lab safer are never held for approval.
 SAFE_INTENTS = frozenset(
@@ -60,6 +64,36 @@ def precondition_refusal(
     if intent == "printer_heat" and phase is PrinterPhase.ERROR:
         return f"{name} is in an error state"
     return None
+
+
+_HEATED: tuple[HeaterKind, ...] = ("nozzle", "bed", "chamber")
+
+
+def limit_refusal(
+    kind: str, payload: Mapping[str, Any], policy: GcodePolicy, name: str
+) -> tuple[str, str] | None:
+    """``(field, reason)`` when a printer command's payload sets a heater (``nozzle``,
+    ``bed``, ``chamber``: ``printer_heat``, or a custom intent using those names) above the
+    printer's limit; None otherwise. Other devices have no heaters to limit."""
+    if kind != "printer":
+        return None
+    for heater in _HEATED:
+        value = payload.get(heater)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        limit = policy.limit(heater)
+        if not value <= limit:  # NaN is refused too
+            return (
+                f"payload.{heater}",
+                f"{value:g} °C is above {name}'s {limit:g} °C {heater} limit "
+                f"(its gcode_policy.max_{heater}_c)",
+            )
+    return None
+
+
+def has_temperatures(payload: Mapping[str, Any]) -> bool:
+    """Whether a payload sets any heater: only then does the printer's policy matter."""
+    return any(heater in payload for heater in _HEATED)
 
 
 def confirms(

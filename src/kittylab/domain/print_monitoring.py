@@ -63,8 +63,16 @@ class Condition(StrEnum):
     SPAGHETTI = "spaghetti"  # the camera model sees a print coming loose
     TEMPERATURE_DEVIATION = "temperature_deviation"
     THERMAL_RUNAWAY = "thermal_runaway"
+    # A heater past the printer's declared limit (its G-code policy), whatever set it.
+    TEMPERATURE_LIMIT = "temperature_limit"
     PROGRESS_STALL = "progress_stall"
     FILAMENT_RUNOUT = "filament_runout"
+
+    @property
+    def needs_cooldown(self) -> bool:
+        """A failure of this condition turns the heaters off as well as pausing: pausing
+        does not necessarily stop a heater that is out of control or past its limit."""
+        return self in (Condition.THERMAL_RUNAWAY, Condition.TEMPERATURE_LIMIT)
 
     @property
     def failure_event_type(self) -> MonitorEventType:

@@ -15,6 +15,10 @@ understands:
   (warning, then failure).
 - **filament runout** (failure): the runout sensor reports no filament on consecutive
   readings while printing.
+- **temperature limit** (failure): a heater's target is above the printer's declared limit
+  (its G-code policy, ``kittylab.domain.gcode_policy``), or its temperature is more than
+  ``limit_margin_c`` above it, whatever the file said and whoever set it (a macro, the
+  printer's screen, a console). The chamber is judged when a printer reports one.
 
 The defaults follow the firmware's own heater checks (Klipper's ``verify_heater``: a
 heater below target by more than 5 °C must gain 2 °C per 20 s, 60 s for a bed; Marlin's
@@ -38,10 +42,12 @@ from typing import Any, Literal, TypeGuard
 
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.gcode_policy import DEFAULT_POLICY, GcodePolicy, HeaterKind
 from kittylab.domain.print_monitoring import Condition, Severity, Verdict
 
 Heater = Literal["nozzle", "bed"]
 HEATERS: tuple[Heater, ...] = ("nozzle", "bed")
+LIMITED_HEATERS: tuple[HeaterKind, ...] = ("nozzle", "bed", "chamber")
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class PrinterSample:
     def printing(self) -> bool:
         return self.phase == PrinterPhase.PRINTING.value
 
-    def temperature(self, heater: Heater) -> tuple[float, float] | None:
+    def temperature(self, heater: HeaterKind) -> tuple[float, float] | None:
         """``(actual, target)`` of ``heater``, or None when not reported as numbers."""
         return self._temperatures[heater]
 
@@ -69,7 +75,7 @@ class PrinterSample:
     @cached_property
     def _temperatures(self) -> dict[str, tuple[float, float] | None]:
         parsed: dict[str, tuple[float, float] | None] = {}
-        for heater in HEATERS:
+        for heater in LIMITED_HEATERS:
             parsed[heater] = None
             reading = self.state.get(heater)
             if isinstance(reading, Mapping):
@@ -144,8 +150,14 @@ class TelemetryRules:
     stall_warning_s: float = 300.0
     stall_failure_s: float = 900.0
     runout_consecutive_readings: int = 2
+    limit_margin_c: float = 5.0
+    """How far a heater's *temperature* may pass the printer's limit before it is a
+    failure: a heater held at its limit overshoots by a degree or two. A *target* above
+    the limit has no margin."""
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.limit_margin_c) and self.limit_margin_c >= 0):
+            raise ValidationFailed("limit_margin_c", "must be a number of °C, 0 or more")
         if not (math.isfinite(self.stall_warning_s) and self.stall_warning_s > 0):
             raise ValidationFailed("stall_warning_s", "must be a positive number")
         if not (
@@ -184,19 +196,62 @@ def trim_history(
 
 
 def evaluate_telemetry(
-    history: Iterable[PrinterSample], rules: TelemetryRules | None = None
+    history: Iterable[PrinterSample],
+    rules: TelemetryRules | None = None,
+    policy: GcodePolicy = DEFAULT_POLICY,
 ) -> list[Verdict]:
-    """Every rule's verdict on ``history`` (both heaters, stall, runout), ok ones included;
-    filter on ``verdict.severity.alerts``."""
+    """Every rule's verdict on ``history`` (both heaters, each heater against ``policy``'s
+    limit, stall, runout), ok ones included; filter on ``verdict.severity.alerts``."""
     r = rules or TelemetryRules()
     samples = _chronological(history)
     verdicts: list[Verdict] = []
+    for limited in LIMITED_HEATERS:
+        verdict = check_temperature_limit(samples, limited, policy.limit(limited), r.limit_margin_c)
+        if verdict is not None:
+            verdicts.append(verdict)
     for heater in HEATERS:
         verdicts.append(check_thermal_runaway(samples, heater, r.limits(heater)))
         verdicts.append(check_temperature_deviation(samples, heater, r.limits(heater)))
     verdicts.append(check_progress_stall(samples, r.stall_warning_s, r.stall_failure_s))
     verdicts.append(check_filament_runout(samples, r.runout_consecutive_readings))
     return verdicts
+
+
+def check_temperature_limit(
+    history: Iterable[PrinterSample], heater: HeaterKind, limit_c: float, margin_c: float = 5.0
+) -> Verdict | None:
+    """Failure when the latest reading of ``heater`` has a target above ``limit_c`` or a
+    temperature above ``limit_c + margin_c``; None when the printer does not report that
+    heater (most report no chamber)."""
+    samples = [s for s in _chronological(history) if s.temperature(heater) is not None]
+    if not samples:
+        return None
+    reading = samples[-1].temperature(heater)
+    assert reading is not None
+    actual, target = reading
+    measurements = {"actual_c": actual, "target_c": target, "limit_c": limit_c}
+    if target > limit_c:
+        reason = (
+            f"{heater} target is {target:.0f} °C, above this printer's {limit_c:g} °C limit "
+            f"({actual:.1f} °C now): whatever set it, the printer must not go there"
+        )
+    elif actual > limit_c + margin_c:
+        reason = (
+            f"{heater} is at {actual:.1f} °C, above this printer's {limit_c:g} °C limit "
+            f"(by more than the {margin_c:g} °C a heater may overshoot)"
+        )
+    else:
+        return Verdict(
+            Condition.TEMPERATURE_LIMIT,
+            Severity.OK,
+            0.0,
+            (f"{heater} at {actual:.1f} °C, target {target:.0f} °C, within {limit_c:g} °C",),
+            measurements,
+            heater,
+        )
+    return Verdict(
+        Condition.TEMPERATURE_LIMIT, Severity.FAILURE, 1.0, (reason,), measurements, heater
+    )
 
 
 def check_thermal_runaway(

@@ -25,6 +25,7 @@ from kittylab.domain.devices import (
 )
 from kittylab.domain.enums import DeviceKind, HazardLevel, Role
 from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.gcode_policy import POLICY_ATTRIBUTE, policy_from_attributes
 from kittylab.domain.identity import (
     validate_display_name,
     validate_optional_email,
@@ -342,10 +343,19 @@ def _unknown_intent(name: str, known: Iterable[str]) -> str:
 
 
 def _attributes(f: Fields, kind: DeviceKind | None) -> dict[str, Any] | None:
-    """Free-form, except ``measures`` (a sensor's channels) and ``description``."""
+    """Free-form, except ``measures`` (a sensor's channels), ``description`` and
+    ``gcode_policy`` (a printer's limits, ``kittylab.domain.gcode_policy``)."""
     attributes = f.mapping("attributes")
     if attributes is None:
         return None
+    if POLICY_ATTRIBUTE in attributes:
+        if kind is not None and kind is not DeviceKind.PRINTER:
+            f.fail_at(f.at(f"attributes.{POLICY_ATTRIBUTE}"), "only printers have a G-code policy")
+        else:
+            try:
+                policy_from_attributes(attributes)
+            except ValidationFailed as exc:
+                f.fail_at(f.at(f"attributes.{exc.field}"), exc.message)
     measures = attributes.get("measures")
     at = f.at("attributes.measures")
     if measures is None:

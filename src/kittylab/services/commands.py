@@ -19,9 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
+from kittylab.domain.command_rules import has_temperatures, limit_refusal
 from kittylab.domain.devices import validate_command
 from kittylab.domain.enums import CommandStatus
-from kittylab.domain.errors import Conflict, NotFound, ValidationFailed
+from kittylab.domain.errors import Conflict, DeviceRefused, NotFound, ValidationFailed
+from kittylab.domain.gcode_policy import policy_from_attributes
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import COMMAND_TRANSITIONS, transition
 
@@ -154,6 +156,22 @@ def _check_device_accepts(device: Device, intent: str, payload: Mapping[str, Any
             f"device {device.external_id} is retired and accepts no commands", field="deviceId"
         )
     validate_command(device.capabilities, intent, payload)
+    if has_temperatures(payload):
+        _check_limits(device, payload)
+
+
+def _check_limits(device: Device, payload: Mapping[str, Any]) -> None:
+    """A temperature above the printer's declared limit is refused (422 naming the field);
+    a policy that cannot be read refuses every temperature (fail closed)."""
+    try:
+        policy = policy_from_attributes(device.attributes)
+    except ValidationFailed as exc:
+        raise DeviceRefused(
+            f"{device.display_name}'s G-code policy cannot be read ({exc}); fix its manifest entry"
+        ) from None
+    refusal = limit_refusal(device.kind.value, payload, policy, device.display_name)
+    if refusal is not None:
+        raise ValidationFailed(*refusal)
 
 
 def _insert_once(session: Session, command: DeviceCommand) -> DeviceCommand:

@@ -6,9 +6,12 @@
 
 - ``create_job`` records a ``preparing`` job from an uploaded file (G-code, or a model to
   slice) or a CAD artifact; the caller commits and schedules ``prepare``.
-- ``prepare`` (a background job) slices when needed, keeps the G-code in the artifact
-  store under the job's ``gcode_path`` and records the slicer's estimates; the job joins
-  its printer's queue.
+- ``prepare`` (a background job) slices when needed, checks the G-code against the
+  printer's G-code policy (``services.gcode_gate``: an uploaded file, the slicer's output,
+  and the G-code a 3MF project carries), keeps it in the artifact store under the job's
+  ``gcode_path`` and records the slicer's estimates; the job joins its printer's queue.
+  A file that breaks the policy fails the job with the line numbers and reasons and is
+  never stored as the job's G-code nor sent.
 - ``start_next`` (a background job, run whenever a printer's queue may move) starts the
   oldest queued job once the printer is free and its bed confirmed clear: the G-code goes
   to the printer, then a ``print_start`` command through the normal command path.
@@ -41,6 +44,7 @@ from kittylab.domain.errors import (
     NotFound,
     ValidationFailed,
 )
+from kittylab.domain.gcode_policy import GcodePolicy, policy_from_attributes
 from kittylab.domain.print_queue import (
     FINISHED,
     JobUpdate,
@@ -54,6 +58,7 @@ from kittylab.domain.print_queue import (
 )
 from kittylab.services import dispatch, fabrication_records, telemetry
 from kittylab.services.artifacts import ArtifactStore, validate_key
+from kittylab.services.gcode_gate import GcodeRefused, check_archive, check_file
 from kittylab.services.slicing import SliceProfile, Slicer
 
 log = logging.getLogger(__name__)
@@ -219,10 +224,14 @@ def prepare(
     job_id: UUID,
     clock: Callable[[], datetime],
 ) -> bool:
-    """Slice (or read) the job's file; queue it. Returns True when the job is queued.
+    """Slice (or read) the job's file, check its G-code against the printer's policy;
+    queue it. Returns True when the job is queued.
 
-    Slicing failures fail the job with the slicer's reason. Running again on a job past
-    the slicing stage does nothing (a retried task)."""
+    Slicing failures fail the job with the slicer's reason; G-code the policy refuses
+    fails it with the first violations (``details.reason``, and each with its line in
+    ``details.gcode_violations``), as does a printer whose declared policy cannot be read
+    (nothing is checked against a guess). Running again on a job past the slicing stage
+    does nothing (a retried task)."""
     with database.unit_of_work() as session:
         job = session.get(FabricationJob, job_id)
         if job is None or job.status is not FabricationStatus.PREPARING:
@@ -231,8 +240,20 @@ def prepare(
             return job.details.get("stage") == Stage.QUEUED
         details = dict(job.details)
         gcode_path = job.gcode_path
+        printer = session.get(Device, job.device_id)
+        attributes = dict(printer.attributes) if printer is not None else {}
     try:
-        facts = _produce_gcode(store, slicer, reader, details, gcode_path)
+        policy = policy_from_attributes(attributes)
+    except ValidationFailed as exc:
+        reason = f"the printer's G-code policy cannot be read ({exc}); fix its manifest entry"
+        _fail(database, job_id, reason, clock())
+        return False
+    try:
+        facts = _produce_gcode(store, slicer, reader, details, gcode_path, policy)
+    except GcodeRefused as refusal:
+        reason = f"G-code refused by the printer's G-code policy: {refusal}"
+        _fail(database, job_id, reason, clock(), {"gcode_violations": refusal.violations()})
+        return False
     except KittyLabError as exc:
         # Unsliceable, no slicer, or the store lost the file: nothing a retry would fix
         # without someone looking, so the job fails with the reason.
@@ -257,24 +278,31 @@ def _produce_gcode(
     reader: GcodeReader | None,
     details: Mapping[str, Any],
     gcode_path: str,
+    policy: GcodePolicy,
 ) -> dict[str, Any]:
-    """Slice the job's model into its G-code (or read the G-code it came with); returns
-    the facts to keep on the job: estimated time and filament, and how it was sliced."""
+    """Slice the job's model into its G-code (or read the G-code it came with), checked
+    against ``policy`` before it is kept (``GcodeRefused``); returns the facts to keep on
+    the job: estimated time and filament, and how it was sliced."""
     if not details.get("needs_slicing"):
-        if reader is None:
-            return {}
         with tempfile.TemporaryDirectory(prefix="kittylab-gcode-") as tmp:
             local = Path(tmp) / "job.gcode"
             store.download_to(gcode_path, local)
-            return _estimate_details(reader(local))
+            check_file(local, policy)
+            return _estimate_details(reader(local)) if reader is not None else {}
     if slicer is None:
         raise DeviceRefused("no slicer is installed; upload G-code instead")
     with tempfile.TemporaryDirectory(prefix="kittylab-slice-") as tmp:
         model = Path(tmp) / str(details["source_name"])
         store.download_to(str(details["source_key"]), model)
+        if model.suffix.lower() == ".3mf":
+            # A project may carry G-code of its own (a Bambu plate's): it must pass too.
+            check_archive(model, policy)
         gcode = Path(tmp) / "out.gcode"
         profile = SliceProfile(printer=str(details.get("printer_profile", DEFAULT_PRINTER_PROFILE)))
         result = slicer.slice(model, gcode, profile=profile)
+        # The slicer's output is checked like an upload: a filament profile hotter than
+        # the printer's limit is refused, and nothing refused is ever stored.
+        check_file(gcode, policy)
         store.put_file(gcode_path, gcode, content_type="text/x.gcode")
         return {
             "estimated_seconds": result.estimated_seconds,
@@ -294,11 +322,19 @@ def _estimate_details(estimate: SliceEstimate | None) -> dict[str, Any]:
     }
 
 
-def _fail(database: Database, job_id: UUID, reason: str, now: datetime) -> None:
+def _fail(
+    database: Database,
+    job_id: UUID,
+    reason: str,
+    now: datetime,
+    facts: Mapping[str, Any] | None = None,
+) -> None:
     with database.unit_of_work() as session:
-        fabrication_records.advance_fabrication_job(
+        job = fabrication_records.advance_fabrication_job(
             session, job_id, FabricationStatus.FAILED, now=now, reason=reason
         )
+        if facts:
+            job.details = {**job.details, **facts}
 
 
 def printer_jobs(session: Session, device_id: UUID) -> list[QueuedJob]:

@@ -4,15 +4,17 @@ Each round (``monitoring.frame_interval_seconds``), for every job that is printi
 
 - reads its printer's state through the driver and keeps a short history, judged by the
   telemetry rules (thermal runaway, temperature deviation, progress stall, filament
-  runout — ``domain.print_telemetry_rules``);
+  runout, and each heater against the printer's declared limit, its G-code policy —
+  ``domain.print_telemetry_rules``);
 - when a failure detector is configured and a camera in the printer's zone has a
   ``snapshot_url`` in its connection, has the detector score the camera's current image
   and smooths the scores over the print Obico's way (``domain.print_monitoring``);
 - turns each new warning or failure into a monitor event through ``print_monitor.report``
   (failures pause the job; both notify), with evidence: the camera snapshot, or — when no
   camera can give one — the telemetry window that triggered the rule, as JSON, so a
-  failure is never recorded without something to look at. A thermal runaway also cools
-  the printer down (pausing does not necessarily turn heaters off).
+  failure is never recorded without something to look at. A thermal runaway or a heater
+  past the printer's limit also cools the printer down (pausing does not necessarily turn
+  heaters off).
 
 When a printing job's first layer is laid (``domain.first_layer``: progress past
 ``monitoring.first_layer_progress``) and it has had no failure alert, the watcher records
@@ -43,10 +45,10 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob, PrintMonitorEvent
 from kittylab.config import MonitoringSettings, NotifySettings
 from kittylab.domain.enums import DeviceKind, FabricationStatus, MonitorEventType
-from kittylab.domain.errors import KittyLabError
+from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.first_layer import first_layer_done
+from kittylab.domain.gcode_policy import DEFAULT_POLICY, GcodePolicy, policy_from_attributes
 from kittylab.domain.print_monitoring import (
-    Condition,
     DetectionState,
     Severity,
     SmoothingParams,
@@ -74,6 +76,8 @@ class Watched:
     job_id: UUID
     printer: DeviceTarget
     camera_url: str | None
+    policy: GcodePolicy = DEFAULT_POLICY
+    """The printer's declared limits, which its heaters must never pass."""
 
 
 class PrintWatcher:
@@ -149,7 +153,12 @@ class PrintWatcher:
             watched = []
             for job_id, printer in rows:
                 watched.append(
-                    Watched(job_id, dispatch.target_of(printer), _camera_url(session, printer))
+                    Watched(
+                        job_id,
+                        dispatch.target_of(printer),
+                        _camera_url(session, printer),
+                        _policy(printer),
+                    )
                 )
             return watched
 
@@ -167,7 +176,7 @@ class PrintWatcher:
                 history = (*self._history.get(item.job_id, ()), PrinterSample(now, state))
                 history = trim_history(history, now, self._rules.history_seconds)
                 self._history[item.job_id] = history
-                verdicts.extend(evaluate_telemetry(history, self._rules))
+                verdicts.extend(evaluate_telemetry(history, self._rules, item.policy))
         if self._detector is not None and item.camera_url is not None:
             camera_verdict = await self._look(item)
             if camera_verdict is not None:
@@ -246,8 +255,10 @@ class PrintWatcher:
         if outcome is None:
             return False
         follow_ups = [outcome.pause_command_id] if outcome.pause_command_id else []
-        if failure and verdict.condition is Condition.THERMAL_RUNAWAY:
-            cooldown = await asyncio.to_thread(self._cooldown, item, outcome.event.id)
+        if failure and verdict.condition.needs_cooldown:
+            cooldown = await asyncio.to_thread(
+                self._cooldown, item, outcome.event.id, verdict.condition.value
+            )
             if cooldown is not None:
                 follow_ups.append(cooldown)
         for command_id in follow_ups:
@@ -305,9 +316,10 @@ class PrintWatcher:
             log.exception("watch: could not record %s on job %s", verdict.condition, item.job_id)
             return None
 
-    def _cooldown(self, item: Watched, event_id: UUID) -> UUID | None:
-        """Ask for the cooldown, linked to the runaway's event: if it fails, the operator
-        is told (``monitor_follow_ups``)."""
+    def _cooldown(self, item: Watched, event_id: UUID, condition: str) -> UUID | None:
+        """Ask for the cooldown, linked to the failure's event: if it fails, the operator
+        is told (``monitor_follow_ups``). One per job and condition: a retried round joins
+        the cooldown already asked for."""
         try:
             with self._database.unit_of_work() as session:
                 job = session.get(FabricationJob, item.job_id, with_for_update=True)
@@ -318,7 +330,7 @@ class PrintWatcher:
                     intent="printer_cooldown",
                     payload={},
                     requested_by=job.requested_by,
-                    correlation_id=f"runaway-cooldown:{item.job_id}",
+                    correlation_id=f"{condition}-cooldown:{item.job_id}",
                     now=self._clock(),
                 )
                 monitor_follow_ups.link(job, command.id, event_id, "printer_cooldown")
@@ -326,6 +338,17 @@ class PrintWatcher:
         except KittyLabError as exc:
             log.warning("watch: could not cool %s down: %s", item.printer.external_id, exc)
             return None
+
+
+def _policy(printer: Device) -> GcodePolicy:
+    """The printer's declared limits; the defaults when they cannot be read (its jobs
+    and heating commands are refused meanwhile, but a print already running is still
+    held to a ceiling)."""
+    try:
+        return policy_from_attributes(printer.attributes)
+    except ValidationFailed as exc:
+        log.warning("watch: %s has an unreadable G-code policy (%s)", printer.external_id, exc)
+        return DEFAULT_POLICY
 
 
 def _camera_url(session: Any, printer: Device) -> str | None:
