@@ -53,8 +53,6 @@ PrintCaller = Annotated[
 ]
 # Detectors are integrations (admin tokens); operators and safety leads report by eye.
 MonitorCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
-# FastAPI's own cap for this route; the configured limit (at most this) applies as it streams.
-HARD_UPLOAD_LIMIT = 512 * 1024 * 1024
 _BINARY = {"type": "string", "format": "binary"}
 _FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
 
@@ -67,7 +65,6 @@ def _store(c: Container) -> ArtifactStore:
     "/files/{filename}",
     response_model=UploadedFileOut,
     status_code=status.HTTP_201_CREATED,
-    max_body_size=HARD_UPLOAD_LIMIT,
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -1,0 +1,200 @@
+"""Limits on what people send: request bodies past their route's limit (declared or
+streamed), upload quotas per person and for the lab. Bodies are sent to a real uvicorn
+server over a raw socket, so a chunked body is really chunked and the test sees when the
+server answers."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from kittylab import bootstrap
+from kittylab.adapters.db.engine import Database
+from kittylab.api.app import create_app
+from kittylab.config import Settings
+from tests.integration.conftest import Person, _person
+
+KiB = 1024
+MiB = 1024 * KiB
+UPLOAD_LIMIT = 2 * MiB
+PERSON_QUOTA = 64 * KiB
+LAB_QUOTA = 160 * KiB
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        fabrication={
+            "max_upload_bytes": UPLOAD_LIMIT,
+            "upload_quota_person_bytes": PERSON_QUOTA,
+            "upload_quota_lab_bytes": LAB_QUOTA,
+        },
+        _env_file=None,
+    )  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def server_port(container: bootstrap.Container) -> Iterator[int]:
+    """The app served by uvicorn on a free port, on a thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.02)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def engineer(database: Database) -> Person:
+    return _person(database, "erin", ["engineer"])
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    sent: int
+    """Body bytes the client had sent when the answer came."""
+
+    def json(self) -> dict[str, object]:
+        value = json.loads(self.body)
+        assert isinstance(value, dict)
+        return value
+
+
+def send_chunked(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    size: int,
+    finish: bool = False,
+    chunk: int = 64 * KiB,
+    timeout: float = 15.0,
+) -> RawAnswer:
+    """Send ``size`` bytes as a chunked body (no Content-Length), watching for an answer
+    after every chunk; without ``finish`` the body is never ended, so an answer can only
+    come from the server giving up on it."""
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sent = 0
+        piece = b"x" * chunk
+        try:
+            while sent < size and not _readable(sock, 0):
+                data = piece[: min(chunk, size - sent)]
+                sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                sent += len(data)
+            if finish:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed; the answer is in our buffer
+        assert _readable(sock, timeout), f"no answer within {timeout} s of sending {sent} bytes"
+        return _read_answer(sock, sent)
+    finally:
+        sock.close()
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def _read_answer(sock: socket.socket, sent: int) -> RawAnswer:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        assert more, f"the connection closed before a whole answer: {data!r}"
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    length = int(fields.get("content-length", "0"))
+    while len(body) < length:
+        more = sock.recv(65536)
+        assert more, "the connection closed mid-answer"
+        body += more
+    return RawAnswer(int(status_line.split()[1]), fields, body[:length], sent)
+
+
+def _assert_body_too_large(answer: RawAnswer, limit: int) -> None:
+    assert answer.status == 413, answer.body
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["field"] == "body"
+    assert str(limit) in str(problem["detail"])
+    assert answer.headers["x-request-id"]
+
+
+# -- bodies past their route's limit ------------------------------------------------------
+
+
+def test_a_chunked_json_body_past_the_limit_is_413_before_it_ends(
+    server_port: int, admin: Person, settings: Settings
+) -> None:
+    limit = settings.http.max_body_bytes
+    answer = send_chunked(
+        server_port,
+        "POST",
+        "/api/users",
+        {**admin.headers, "Content-Type": "application/json"},
+        size=limit + 256 * KiB,
+    )
+
+    _assert_body_too_large(answer, limit)
+
+
+def test_a_chunked_upload_past_the_upload_limit_is_413_before_it_ends(
+    server_port: int, operator: Person, container: bootstrap.Container
+) -> None:
+    answer = send_chunked(
+        server_port,
+        "PUT",
+        "/api/fabrication/files/huge.gcode",
+        operator.headers,
+        size=UPLOAD_LIMIT + 256 * KiB,
+    )
+
+    _assert_body_too_large(answer, UPLOAD_LIMIT)
+    assert list(container.artifacts.list_artifacts("uploads/")) == []
+
+
+def test_chunked_bodies_within_their_limits_are_taken(
+    server_port: int, operator: Person, container: bootstrap.Container
+) -> None:
+    answer = send_chunked(
+        server_port,
+        "PUT",
+        "/api/fabrication/files/part.gcode",
+        operator.headers,
+        size=48 * KiB,
+        chunk=16 * KiB,
+        finish=True,
+    )
+
+    assert answer.status == 201, answer.body
+    stored = answer.json()
+    assert stored["size"] == 48 * KiB
+    assert container.artifacts.exists(str(stored["fileKey"]))
