@@ -181,6 +181,25 @@ class FabricationSettings(BaseModel):
         le=512 * 1024 * 1024,
         description="Largest G-code or model file accepted by the upload endpoint.",
     )
+    upload_quota_person_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="What one person's uploaded files may take together; an upload past it "
+        "is refused with 413.",
+    )
+    upload_quota_lab_bytes: int = Field(
+        20 * 1024**3,
+        ge=0,
+        description="What everybody's uploaded files may take together; an upload past it "
+        "is refused with 413.",
+    )
+    upload_retention_days: float = Field(
+        14.0,
+        gt=0,
+        le=3650,
+        description="Uploaded files no print job uses are removed this long after they were "
+        "uploaded (checked hourly).",
+    )
     tracker_interval_seconds: float = Field(
         2.0, gt=0, le=60, description="How often active print jobs follow their printer."
     )

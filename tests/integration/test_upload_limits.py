@@ -13,14 +13,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import select as query
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
+from kittylab.adapters.db.tables import Device
 from kittylab.api.app import create_app
 from kittylab.config import Settings
+from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.services import uploads
 from tests.integration.conftest import Person, _person
 
 KiB = 1024
@@ -66,6 +73,14 @@ def server_port(container: bootstrap.Container) -> Iterator[int]:
 @pytest.fixture
 def engineer(database: Database) -> Person:
     return _person(database, "erin", ["engineer"])
+
+
+@pytest.fixture
+def lab(container: bootstrap.Container, database: Database, demo_lab_path: Path) -> dict[str, UUID]:
+    with database.unit_of_work() as s:
+        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
+    with database.unit_of_work() as s:
+        return {d.external_id: d.id for d in s.scalars(query(Device))}
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,8 @@ def test_a_chunked_json_body_past_the_limit_is_413_before_it_ends(
 def test_a_chunked_upload_past_the_upload_limit_is_413_before_it_ends(
     server_port: int, operator: Person, container: bootstrap.Container
 ) -> None:
+    container.settings.fabrication.upload_quota_person_bytes = 64 * MiB  # not the limit here
+    container.settings.fabrication.upload_quota_lab_bytes = 64 * MiB
     answer = send_chunked(
         server_port,
         "PUT",
@@ -198,3 +215,131 @@ def test_chunked_bodies_within_their_limits_are_taken(
     stored = answer.json()
     assert stored["size"] == 48 * KiB
     assert container.artifacts.exists(str(stored["fileKey"]))
+
+
+# -- quotas -------------------------------------------------------------------------------
+
+
+def put(client: TestClient, who: Person, name: str, size: int) -> Response:
+    return client.put(f"/api/fabrication/files/{name}", content=b"G" * size, headers=who.headers)
+
+
+def _assert_over_quota(answer: Response, setting: str, limit: int, used: int) -> None:
+    assert answer.status_code == 413, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["type"].endswith("/upload-quota-exceeded")
+    assert problem["field"] == "body"
+    detail = problem["detail"]
+    assert setting in detail
+    assert f"quota of {limit} bytes" in detail
+    assert f"{used} bytes are in use" in detail
+
+
+def test_a_person_past_their_quota_is_refused_while_another_can_still_upload(
+    client: TestClient, operator: Person, engineer: Person, container: bootstrap.Container
+) -> None:
+    first = put(client, operator, "one.gcode", 40 * KiB)
+    assert first.status_code == 201, first.text
+    assert first.json()["fileKey"].startswith(f"uploads/{operator.user_id}/")
+
+    second = put(client, operator, "two.gcode", 40 * KiB)
+
+    _assert_over_quota(second, "fabrication.upload_quota_person_bytes", PERSON_QUOTA, used=40 * KiB)
+    keys = {info.key for info in container.artifacts.list_artifacts("uploads/")}
+    assert keys == {first.json()["fileKey"]}
+    other = put(client, engineer, "two.gcode", 40 * KiB)
+    assert other.status_code == 201, other.text
+    assert other.json()["fileKey"].startswith(f"uploads/{engineer.user_id}/")
+    # What is left of the quota still takes a file that fits.
+    assert put(client, operator, "fits.gcode", 24 * KiB).status_code == 201
+
+
+def test_the_lab_quota_holds_across_people(
+    client: TestClient,
+    operator: Person,
+    engineer: Person,
+    admin: Person,
+    container: bootstrap.Container,
+) -> None:
+    assert put(client, operator, "a.gcode", 60 * KiB).status_code == 201
+    assert put(client, engineer, "b.gcode", 60 * KiB).status_code == 201
+
+    third = put(client, admin, "c.gcode", 60 * KiB)  # 40 KiB of the lab's 160 KiB are left
+
+    _assert_over_quota(third, "fabrication.upload_quota_lab_bytes", LAB_QUOTA, used=120 * KiB)
+    assert put(client, admin, "c.gcode", 40 * KiB).status_code == 201
+    assert sum(i.size for i in container.artifacts.list_artifacts("uploads/")) == LAB_QUOTA
+
+
+def test_uploads_from_before_quotas_count_towards_the_lab_and_stay_printable(
+    client: TestClient, operator: Person, container: bootstrap.Container, lab: dict[str, UUID]
+) -> None:
+    old_key = "uploads/20250101-0123456789ab/legacy.gcode"
+    container.artifacts.put_bytes(old_key, b"G28\n" * (35 * KiB), content_type="x/y")
+
+    refused = put(client, operator, "new.gcode", 30 * KiB)  # 140 KiB + 30 KiB > 160 KiB
+
+    _assert_over_quota(refused, "fabrication.upload_quota_lab_bytes", LAB_QUOTA, used=140 * KiB)
+    job = client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(lab["prusa-mk4"]), "fileKey": old_key},
+        headers=operator.headers,
+    )
+    assert job.status_code == 202, job.text
+
+
+def test_a_declared_upload_past_the_quota_is_refused_before_it_is_read(
+    server_port: int, operator: Person, container: bootstrap.Container
+) -> None:
+    sock = socket.create_connection(("127.0.0.1", server_port), timeout=10)
+    with sock:
+        head = (
+            "PUT /api/fabrication/files/big.gcode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {operator.headers['Authorization']}\r\n"
+            f"Content-Length: {PERSON_QUOTA + 1}\r\n\r\n"
+        )
+        sock.sendall(head.encode())  # and not one byte of the body
+        assert _readable(sock, 10), "no answer to the declared length"
+        answer = _read_answer(sock, 0)
+    assert answer.status == 413
+    assert "fabrication.upload_quota_person_bytes" in str(answer.json()["detail"])
+    assert list(container.artifacts.list_artifacts("uploads/")) == []
+
+
+def test_a_chunked_upload_past_the_quota_is_413_before_it_ends(
+    server_port: int, operator: Person, container: bootstrap.Container
+) -> None:
+    answer = send_chunked(
+        server_port,
+        "PUT",
+        "/api/fabrication/files/stream.gcode",
+        operator.headers,
+        size=PERSON_QUOTA + 64 * KiB,
+        chunk=16 * KiB,
+    )
+
+    assert answer.status == 413, answer.body
+    problem = answer.json()
+    assert str(problem["type"]).endswith("/upload-quota-exceeded")
+    assert "fabrication.upload_quota_person_bytes" in str(problem["detail"])
+    assert list(container.artifacts.list_artifacts("uploads/")) == []
+
+
+def test_an_upload_that_a_racing_one_pushed_past_the_quota_is_not_kept(
+    container: bootstrap.Container, operator: Person
+) -> None:
+    quotas = uploads.Quotas(person_bytes=100, lab_bytes=1000)
+    store = container.artifacts
+    mine = uploads.new_key(operator.user_id, "a.gcode", container.clock())
+    racing = uploads.new_key(operator.user_id, "b.gcode", container.clock())
+    store.put_bytes(racing, b"x" * 60, content_type="x/y")  # landed while ours streamed
+    store.put_bytes(mine, b"y" * 60, content_type="x/y")
+
+    with pytest.raises(uploads.UploadQuotaExceeded) as caught:
+        uploads.settle(store, mine, operator.user_id, 60, quotas)
+
+    assert (caught.value.quota, caught.value.used) == ("person", 60)
+    assert not store.exists(mine)
+    assert store.exists(racing)
+    uploads.settle(store, racing, operator.user_id, 60, quotas)  # alone, it fits

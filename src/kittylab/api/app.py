@@ -39,6 +39,7 @@ from kittylab.api.routers import (
 )
 from kittylab.bootstrap import Container
 from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+from kittylab.services.uploads import UploadQuotaExceeded
 
 log = logging.getLogger("kittylab.http")
 
@@ -101,6 +102,17 @@ def _install_body_limit(app: FastAPI, container: Container) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
         return too_large(request, exc.limit)
+
+    @app.exception_handler(UploadQuotaExceeded)
+    async def _over_quota(request: Request, exc: UploadQuotaExceeded) -> Response:
+        return problems.problem(
+            request,
+            413,
+            "upload-quota-exceeded",
+            "Upload quota exceeded",
+            str(exc),
+            field=exc.field,
+        )
 
 
 def _install_docs(app: FastAPI) -> None:
