@@ -240,6 +240,13 @@ class StorageSettings(BaseModel):
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="auto: path-style with an endpoint URL, virtual-hosted on AWS"
     )
+    min_free_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Folder store: a write that would leave less free space than this on "
+        "the store's disk is refused (uploads get 507), so artifacts never take the last "
+        "room of a disk shared with the embedded PostgreSQL; 0: no reserve.",
+    )
     presign_expiry_seconds: int = Field(
         900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned download URLs."
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -18,11 +19,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kittylab import bootstrap
+from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.adapters.storage.s3 import S3ArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, ArtifactStoreError
+from kittylab.services.artifacts import (
+    ArtifactMissing,
+    ArtifactStore,
+    ArtifactStoreError,
+    ArtifactStoreFull,
+)
 from tests.integration.seaweedfs import SeaweedFS
 
 MiB = 1 << 20
@@ -359,6 +366,71 @@ def test_s3_listing_stays_within_the_store_prefix(seaweedfs: SeaweedFS, tmp_path
 
     assert _listed(lab_a, "") == {"uploads/u/a.stl": 1}
     assert _listed(lab_ab, "uploads/") == {"uploads/u/b.stl": 2}
+
+
+# -- where the folder store lives ---------------------------------------------------------
+
+
+def test_the_default_folder_store_is_beside_the_embedded_database_and_keeps_its_artifacts(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+    store = bootstrap.artifact_store(settings)
+    assert isinstance(store, FolderArtifactStore)
+    store.put_bytes("gcode/j1.gcode", b"G28", content_type="text/x-gcode")
+
+    # Where existing installs keep theirs: not moved, and outside PostgreSQL's folder.
+    assert store.root == data_dir / "artifacts"
+    assert (data_dir / "artifacts" / "gcode" / "j1.gcode").read_bytes() == b"G28"
+    assert not store.root.is_relative_to(EmbeddedPostgres(data_dir).pgdata)
+    assert _read(bootstrap.artifact_store(settings), "gcode/j1.gcode") == b"G28"
+    assert store.min_free_bytes == settings.storage.min_free_bytes == 1 << 30
+
+
+def test_a_store_folder_of_its_own_is_taken(tmp_path: Path) -> None:
+    own = tmp_path / "disk2" / "artifacts"
+    store = bootstrap.artifact_store(
+        Settings(data_dir=tmp_path / "data", storage={"url": f"file://{own}"}, _env_file=None)  # type: ignore[call-arg, arg-type]
+    )
+    assert isinstance(store, FolderArtifactStore)
+    assert store.root == own
+
+
+@pytest.mark.parametrize("where", ["data/postgres", "data/postgres/artifacts", "data", "."])
+def test_a_store_folder_overlapping_the_database_or_the_data_dir_is_refused(
+    tmp_path: Path, where: str
+) -> None:
+    folder = (tmp_path / where).resolve()
+    settings = Settings(
+        data_dir=tmp_path / "data", storage={"url": f"file://{folder}"}, _env_file=None
+    )  # type: ignore[call-arg, arg-type]
+
+    with pytest.raises(ValidationFailed) as caught:
+        bootstrap.artifact_store(settings)
+
+    assert caught.value.field == "storage.url"
+    assert "PostgreSQL" in caught.value.message
+
+
+def test_folder_store_refuses_a_write_that_would_eat_its_free_space_reserve(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "artifacts"
+    free = shutil.disk_usage(tmp_path).free
+    roomy = FolderArtifactStore(root, min_free_bytes=free // 2)
+    roomy.put_bytes("a/fits.bin", b"x" * 1000, content_type="x/y")
+    tight = FolderArtifactStore(root, min_free_bytes=10 * free)  # other processes write too
+    source = tmp_path / "part.stl"
+    source.write_bytes(b"solid" * 100)
+
+    with pytest.raises(ArtifactStoreFull, match=r"storage\.min_free_bytes"):
+        tight.put_bytes("a/b.bin", b"x", content_type="x/y")
+    with pytest.raises(ArtifactStoreFull):
+        tight.put_file("a/c.stl", source, content_type="model/stl")
+
+    assert _listed(tight, "") == {"a/fits.bin": 1000}
+    assert [p.name for p in (root / "a").iterdir()] == ["fits.bin"]  # no half-written file
 
 
 # -- presigned URLs -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sqlalchemy import select as query
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
+from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.manifest import apply_manifest, load_manifest
@@ -343,3 +344,18 @@ def test_an_upload_that_a_racing_one_pushed_past_the_quota_is_not_kept(
     assert not store.exists(mine)
     assert store.exists(racing)
     uploads.settle(store, racing, operator.user_id, 60, quotas)  # alone, it fits
+
+
+def test_an_upload_the_store_has_no_room_for_is_507_without_its_whereabouts(
+    client: TestClient, operator: Person, container: bootstrap.Container, tmp_path: Path
+) -> None:
+    folder = tmp_path / "full-disk"
+    container.artifacts = FolderArtifactStore(folder, min_free_bytes=1 << 62)
+
+    answer = put(client, operator, "part.gcode", 4 * KiB)
+
+    assert answer.status_code == 507, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"].endswith("/insufficient-storage")
+    assert str(folder) not in answer.text
+    assert list(container.artifacts.list_artifacts("")) == []

@@ -39,6 +39,7 @@ from kittylab.api.routers import (
 )
 from kittylab.bootstrap import Container
 from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+from kittylab.services.artifacts import ArtifactStoreFull
 from kittylab.services.uploads import UploadQuotaExceeded
 
 log = logging.getLogger("kittylab.http")
@@ -80,6 +81,7 @@ def create_app(container: Container) -> FastAPI:
     ):
         app.include_router(module.router)
     _install_body_limit(app, container)
+    _install_storage_problems(app)
     _install_middleware(app)
     return app
 
@@ -103,6 +105,10 @@ def _install_body_limit(app: FastAPI, container: Container) -> None:
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
         return too_large(request, exc.limit)
 
+
+def _install_storage_problems(app: FastAPI) -> None:
+    """The problems of a full upload quota (413) and of a store out of room (507)."""
+
     @app.exception_handler(UploadQuotaExceeded)
     async def _over_quota(request: Request, exc: UploadQuotaExceeded) -> Response:
         return problems.problem(
@@ -112,6 +118,17 @@ def _install_body_limit(app: FastAPI, container: Container) -> None:
             "Upload quota exceeded",
             str(exc),
             field=exc.field,
+        )
+
+    @app.exception_handler(ArtifactStoreFull)
+    async def _store_full(request: Request, exc: ArtifactStoreFull) -> Response:
+        log.error("artifact store full: %s", exc)  # the path and numbers, for operators only
+        return problems.problem(
+            request,
+            507,
+            "insufficient-storage",
+            "Insufficient storage",
+            "the artifact store has no room left for this; an operator must free space",
         )
 
 

@@ -27,6 +27,10 @@ class ArtifactMissing(ArtifactStoreError):
     """No artifact is stored under that key."""
 
 
+class ArtifactStoreFull(ArtifactStoreError):
+    """Storing the artifact would use the free space the store must leave on its disk."""
+
+
 @dataclass(frozen=True)
 class StoredArtifact:
     key: str

@@ -6,6 +6,13 @@ Operating-system errors (disk full, permissions, a key that names a folder of ot
 artifacts) become ``ArtifactStoreError``; a key with no file under it is ``ArtifactMissing``.
 Deleting an artifact also removes the folders it leaves empty, so a store whose files come
 and go (uploads) does not collect empty folders for listings to walk.
+
+``min_free_bytes`` is a reserve: a write that would leave less free space than that on the
+store's file system is refused (``ArtifactStoreFull``) before a byte is written. By default
+the store shares its disk with the embedded PostgreSQL (both under the data dir), and a
+database whose disk fills up stops; the reserve keeps artifacts from taking its last room.
+It is checked before each write, so writes running at the same time may dip into it by
+their own size at most.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from kittylab.services.artifacts import (
     ArtifactInfo,
     ArtifactMissing,
     ArtifactStoreError,
+    ArtifactStoreFull,
     StoredArtifact,
     is_valid_key,
     validate_key,
@@ -33,8 +41,9 @@ _CHUNK = 1 << 16
 
 
 class FolderArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
         self.root = root
+        self.min_free_bytes = min_free_bytes
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -46,13 +55,17 @@ class FolderArtifactStore:
         except OSError as exc:
             raise ArtifactStoreError(f"cannot read {path}: {exc.strerror}") from exc
         with source:
-            return self._write(key, iter(lambda: source.read(_CHUNK), b""), content_type)
+            size = os.fstat(source.fileno()).st_size
+            return self._write(key, iter(lambda: source.read(_CHUNK), b""), content_type, size)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str) -> StoredArtifact:
-        return self._write(key, iter([data]), content_type)
+        return self._write(key, iter([data]), content_type, len(data))
 
-    def _write(self, key: str, chunks: Iterator[bytes], content_type: str) -> StoredArtifact:
+    def _write(
+        self, key: str, chunks: Iterator[bytes], content_type: str, size_hint: int
+    ) -> StoredArtifact:
         target = self._path(key)
+        self._make_room(key, size_hint)
         try:
             fd, temp_name = self._incoming(target.parent)
         except OSError as exc:
@@ -75,6 +88,23 @@ class FolderArtifactStore:
             Path(temp_name).unlink(missing_ok=True)
             raise
         return StoredArtifact(key, size, digest.hexdigest(), content_type)
+
+    def _make_room(self, key: str, size: int) -> None:
+        if self.min_free_bytes <= 0:
+            return
+        where = self.root
+        while not where.exists() and where != where.parent:
+            where = where.parent  # the store's folder is made on the first write
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot store {key}: {exc.strerror}") from exc
+        if free - size < self.min_free_bytes:
+            raise ArtifactStoreFull(
+                f"cannot store {key} ({size} bytes): {free} bytes are free on the artifact "
+                f"store's disk, and {self.min_free_bytes} must stay free "
+                "(storage.min_free_bytes)"
+            )
 
     @staticmethod
     def _incoming(folder: Path) -> tuple[int, str]:
