@@ -199,6 +199,23 @@ def test_a_chunked_upload_past_the_upload_limit_is_413_before_it_ends(
     assert list(container.artifacts.list_artifacts("uploads/")) == []
 
 
+def test_a_chunked_json_body_of_exactly_the_limit_is_read_to_the_end(
+    server_port: int, admin: Person, settings: Settings
+) -> None:
+    answer = send_chunked(
+        server_port,
+        "POST",
+        "/api/users",
+        {**admin.headers, "Content-Type": "application/json"},
+        size=settings.http.max_body_bytes,
+        finish=True,
+    )
+
+    # Read whole and parsed: not JSON, so 422 on the body, not 413.
+    assert answer.status == 422, answer.body
+    assert answer.json()["field"] == "body"
+
+
 def test_chunked_bodies_within_their_limits_are_taken(
     server_port: int, operator: Person, container: bootstrap.Container
 ) -> None:
