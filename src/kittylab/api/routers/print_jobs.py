@@ -82,7 +82,8 @@ def _store(c: Container) -> ArtifactStore:
         413: {
             "description": "Over KITTYLAB_FABRICATION__MAX_UPLOAD_BYTES, or past the "
             "uploader's or the lab's upload quota (the problem's type and detail say which)."
-        }
+        },
+        507: {"description": "The artifact store's disk is down to its reserve of free space."},
     },
 )
 async def upload_file(
