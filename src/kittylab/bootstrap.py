@@ -41,6 +41,7 @@ from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
+from kittylab.domain.errors import ValidationFailed
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.device_poller import DevicePoller
@@ -360,14 +361,33 @@ def device_poller(container: Container) -> DevicePoller:
 def artifact_store(settings: Settings) -> ArtifactStore:
     """The configured artifact store: the folder (``<data_dir>/artifacts`` or a ``file://``
     URL) or an S3 bucket (``s3://bucket/prefix``). Builds clients only; connects on first use
-    (which also creates a missing bucket)."""
+    (which also creates a missing bucket). A folder that is, holds or lies inside the
+    embedded PostgreSQL's directory is refused (``ValidationFailed`` on ``storage.url``)."""
     storage = settings.storage
     if storage.kind == "s3":
         # Imported here so that folder-only processes never load boto3.
         from kittylab.adapters.storage.s3 import S3ArtifactStore
 
         return S3ArtifactStore.from_settings(storage)
-    return FolderArtifactStore(storage.folder(settings.data_dir))
+    folder = storage.folder(settings.data_dir)
+    check_store_folder(folder, settings.data_dir)
+    return FolderArtifactStore(folder, min_free_bytes=storage.min_free_bytes)
+
+
+def check_store_folder(folder: Path, data_dir: Path) -> None:
+    """Refuse a store folder overlapping the embedded PostgreSQL's files or the data dir's
+    own: the store lists and deletes what is under its folder (retention removes old
+    uploads), and must never reach a database file or the data-dir lock."""
+    store = folder.resolve()
+    home = data_dir.resolve()
+    pgdata = EmbeddedPostgres(data_dir).pgdata.resolve()
+    if store.is_relative_to(pgdata) or home.is_relative_to(store):
+        raise ValidationFailed(
+            "storage.url",
+            f"the artifact folder {folder} must not be the data dir, hold it, or lie inside "
+            f"the embedded PostgreSQL's directory {pgdata}: give it a folder of its own "
+            "(file:///srv/kittylab-artifacts)",
+        )
 
 
 def print_watcher(container: Container) -> PrintWatcher:

@@ -203,6 +203,25 @@ class FabricationSettings(BaseModel):
         le=512 * 1024 * 1024,
         description="Largest G-code or model file accepted by the upload endpoint.",
     )
+    upload_quota_person_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="What one person's uploaded files may take together; an upload past it "
+        "is refused with 413.",
+    )
+    upload_quota_lab_bytes: int = Field(
+        20 * 1024**3,
+        ge=0,
+        description="What everybody's uploaded files may take together; an upload past it "
+        "is refused with 413.",
+    )
+    upload_retention_days: float = Field(
+        14.0,
+        gt=0,
+        le=3650,
+        description="Uploaded files no print job uses are removed this long after they were "
+        "uploaded (checked hourly).",
+    )
     tracker_interval_seconds: float = Field(
         2.0, gt=0, le=60, description="How often active print jobs follow their printer."
     )
@@ -242,6 +261,13 @@ class StorageSettings(BaseModel):
     secret_access_key: SecretStr | None = None
     addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="auto: path-style with an endpoint URL, virtual-hosted on AWS"
+    )
+    min_free_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Folder store: a write that would leave less free space than this on "
+        "the store's disk is refused (uploads get 507), so artifacts never take the last "
+        "room of a disk shared with the embedded PostgreSQL; 0: no reserve.",
     )
     presign_expiry_seconds: int = Field(
         900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned download URLs."

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
 import time
 import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -17,11 +19,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kittylab import bootstrap
+from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.adapters.storage.s3 import S3ArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, ArtifactStoreError
+from kittylab.services.artifacts import (
+    ArtifactMissing,
+    ArtifactStore,
+    ArtifactStoreError,
+    ArtifactStoreFull,
+)
 from tests.integration.seaweedfs import SeaweedFS
 
 MiB = 1 << 20
@@ -244,6 +252,185 @@ def test_a_large_file_is_streamed_in_and_out_without_being_held_in_memory(
     assert put_peak < 16 * MiB, put_peak
     assert read_peak < 4 * MiB, read_peak
     assert download_peak < 16 * MiB, download_peak
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+def _listed(store: ArtifactStore, prefix: str) -> dict[str, int]:
+    return {info.key: info.size for info in store.list_artifacts(prefix)}
+
+
+def test_listing_gives_every_key_under_a_prefix_with_its_size_and_time(
+    store: ArtifactStore,
+) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    store.put_bytes("uploads/u1/a/part.stl", b"solid" * 100, content_type="model/stl")
+    store.put_bytes("uploads/u1/b/part.gcode", b"G1\n" * 10, content_type="text/x-gcode")
+    store.put_bytes("uploads/u2/c/x.3mf", b"PK", content_type="model/3mf")
+    store.put_bytes("uploads-not/d.stl", b"other", content_type="model/stl")
+    store.put_bytes("gcode/j1.gcode", b"G28", content_type="text/x-gcode")
+
+    infos = list(store.list_artifacts("uploads/"))
+
+    assert {i.key: i.size for i in infos} == {
+        "uploads/u1/a/part.stl": 500,
+        "uploads/u1/b/part.gcode": 30,
+        "uploads/u2/c/x.3mf": 2,
+    }
+    for info in infos:
+        assert info.modified_at.tzinfo is not None
+        assert before <= info.modified_at <= datetime.now(UTC) + timedelta(seconds=5)
+    assert _listed(store, "uploads/u1/") == {
+        "uploads/u1/a/part.stl": 500,
+        "uploads/u1/b/part.gcode": 30,
+    }
+    # A string prefix, as in S3: it need not end at a folder.
+    assert set(_listed(store, "uploads")) == {
+        "uploads/u1/a/part.stl",
+        "uploads/u1/b/part.gcode",
+        "uploads/u2/c/x.3mf",
+        "uploads-not/d.stl",
+    }
+    assert set(_listed(store, "")) == set(_listed(store, "uploads")) | {"gcode/j1.gcode"}
+
+
+def test_listing_follows_replacement_and_deletion(store: ArtifactStore) -> None:
+    store.put_bytes("uploads/u1/a/part.stl", b"first version", content_type="model/stl")
+    store.put_bytes("uploads/u1/a/part.stl", b"second", content_type="model/stl")
+    store.put_bytes("uploads/u1/b/other.stl", b"other", content_type="model/stl")
+    assert _listed(store, "uploads/") == {"uploads/u1/a/part.stl": 6, "uploads/u1/b/other.stl": 5}
+
+    store.delete("uploads/u1/a/part.stl")
+    assert _listed(store, "uploads/") == {"uploads/u1/b/other.stl": 5}
+    store.delete("uploads/u1/b/other.stl")
+    assert _listed(store, "uploads/") == {}
+    # What deleting left empty takes new artifacts again.
+    store.put_bytes("uploads/u1/a/again.stl", b"again", content_type="model/stl")
+    assert _listed(store, "uploads/u1/") == {"uploads/u1/a/again.stl": 5}
+
+
+def test_listing_a_prefix_nothing_is_stored_under_is_empty(store: ArtifactStore) -> None:
+    assert list(store.list_artifacts("nothing/here/")) == []
+    assert list(store.list_artifacts("")) == []
+
+
+def test_listing_many_artifacts_goes_past_one_page(store: ArtifactStore) -> None:
+    for index in range(1005):  # an S3 listing page holds at most 1,000
+        store.put_bytes(f"bulk/{index:04d}.txt", b"x", content_type="text/plain")
+
+    listed = _listed(store, "bulk/")
+
+    assert len(listed) == 1005
+    assert set(listed.values()) == {1}
+
+
+@pytest.mark.parametrize("prefix", ["../", "/abs", "cad//x", ".hidden", "cad/../../x", "a b"])
+def test_listing_refuses_a_prefix_no_key_can_start_with(store: ArtifactStore, prefix: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        store.list_artifacts(prefix)
+    assert caught.value.field == "artifact_prefix"
+
+
+def test_folder_listing_leaves_out_writes_in_progress_and_stray_files(tmp_path: Path) -> None:
+    folder = FolderArtifactStore(tmp_path / "artifacts")
+    folder.put_bytes("uploads/u1/a/part.stl", b"solid", content_type="model/stl")
+    (tmp_path / "artifacts" / "uploads" / "u1" / "a" / ".incoming-x1").write_bytes(b"half")
+    (tmp_path / "artifacts" / "uploads" / "u1" / "a" / "with space.stl").write_bytes(b"?")
+
+    assert _listed(folder, "uploads/") == {"uploads/u1/a/part.stl": 5}
+
+
+def test_folder_delete_removes_the_folders_it_empties_and_no_others(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    folder = FolderArtifactStore(root)
+    folder.put_bytes("uploads/u1/a/part.stl", b"solid", content_type="model/stl")
+    folder.put_bytes("uploads/u1/b/keep.stl", b"solid", content_type="model/stl")
+
+    folder.delete("uploads/u1/a/part.stl")
+
+    assert not (root / "uploads" / "u1" / "a").exists()
+    assert (root / "uploads" / "u1" / "b" / "keep.stl").is_file()
+    folder.delete("uploads/u1/b/keep.stl")
+    assert not (root / "uploads").exists()
+    assert root.is_dir()
+
+
+def test_s3_listing_stays_within_the_store_prefix(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    lab_a = bootstrap.artifact_store(_settings(seaweedfs, "s3://kittylab-list/lab-a", tmp_path))
+    lab_ab = bootstrap.artifact_store(_settings(seaweedfs, "s3://kittylab-list/lab-ab", tmp_path))
+    lab_a.put_bytes("uploads/u/a.stl", b"A", content_type="model/stl")
+    lab_ab.put_bytes("uploads/u/b.stl", b"BB", content_type="model/stl")
+    raw = _raw_client(seaweedfs)
+    raw.put_object(Bucket="kittylab-list", Key="lab-a/uploads/u/stray name.stl", Body=b"?")  # type: ignore[attr-defined]
+
+    assert _listed(lab_a, "") == {"uploads/u/a.stl": 1}
+    assert _listed(lab_ab, "uploads/") == {"uploads/u/b.stl": 2}
+
+
+# -- where the folder store lives ---------------------------------------------------------
+
+
+def test_the_default_folder_store_is_beside_the_embedded_database_and_keeps_its_artifacts(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+    store = bootstrap.artifact_store(settings)
+    assert isinstance(store, FolderArtifactStore)
+    store.put_bytes("gcode/j1.gcode", b"G28", content_type="text/x-gcode")
+
+    # Where existing installs keep theirs: not moved, and outside PostgreSQL's folder.
+    assert store.root == data_dir / "artifacts"
+    assert (data_dir / "artifacts" / "gcode" / "j1.gcode").read_bytes() == b"G28"
+    assert not store.root.is_relative_to(EmbeddedPostgres(data_dir).pgdata)
+    assert _read(bootstrap.artifact_store(settings), "gcode/j1.gcode") == b"G28"
+    assert store.min_free_bytes == settings.storage.min_free_bytes == 1 << 30
+
+
+def test_a_store_folder_of_its_own_is_taken(tmp_path: Path) -> None:
+    own = tmp_path / "disk2" / "artifacts"
+    store = bootstrap.artifact_store(
+        Settings(data_dir=tmp_path / "data", storage={"url": f"file://{own}"}, _env_file=None)  # type: ignore[call-arg, arg-type]
+    )
+    assert isinstance(store, FolderArtifactStore)
+    assert store.root == own
+
+
+@pytest.mark.parametrize("where", ["data/postgres", "data/postgres/artifacts", "data", "."])
+def test_a_store_folder_overlapping_the_database_or_the_data_dir_is_refused(
+    tmp_path: Path, where: str
+) -> None:
+    folder = (tmp_path / where).resolve()
+    settings = Settings(
+        data_dir=tmp_path / "data", storage={"url": f"file://{folder}"}, _env_file=None
+    )  # type: ignore[call-arg, arg-type]
+
+    with pytest.raises(ValidationFailed) as caught:
+        bootstrap.artifact_store(settings)
+
+    assert caught.value.field == "storage.url"
+    assert "PostgreSQL" in caught.value.message
+
+
+def test_folder_store_refuses_a_write_that_would_eat_its_free_space_reserve(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "artifacts"
+    free = shutil.disk_usage(tmp_path).free
+    roomy = FolderArtifactStore(root, min_free_bytes=free // 2)
+    roomy.put_bytes("a/fits.bin", b"x" * 1000, content_type="x/y")
+    tight = FolderArtifactStore(root, min_free_bytes=10 * free)  # other processes write too
+    source = tmp_path / "part.stl"
+    source.write_bytes(b"solid" * 100)
+
+    with pytest.raises(ArtifactStoreFull, match=r"storage\.min_free_bytes"):
+        tight.put_bytes("a/b.bin", b"x", content_type="x/y")
+    with pytest.raises(ArtifactStoreFull):
+        tight.put_file("a/c.stl", source, content_type="model/stl")
+
+    assert _listed(tight, "") == {"a/fits.bin": 1000}
+    assert [p.name for p in (root / "a").iterdir()] == ["fits.bin"]  # no half-written file
 
 
 # -- presigned URLs -----------------------------------------------------------------------

@@ -4,7 +4,11 @@ task does to a real database, run by a real procrastinate worker with its settin
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,25 +19,35 @@ from sqlalchemy import event, func, select
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
+    AuditEntry,
     ConversationSession,
     Device,
     DeviceCommand,
+    FabricationJob,
     TelemetryEvent,
     Zone,
 )
 from kittylab.adapters.jobs import JobContext, build_job_app, check_heartbeat_settings, run_worker
 from kittylab.adapters.notify.apprise_sender import AppriseSender
+from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import (
     DeviceSettings,
+    FabricationSettings,
     JobSettings,
     SessionSettings,
     Settings,
     TelemetrySettings,
 )
 from kittylab.domain.clock import utcnow
-from kittylab.domain.enums import CommandStatus, DeviceKind, HazardLevel, OnlineState
+from kittylab.domain.enums import (
+    CommandStatus,
+    DeviceKind,
+    FabricationStatus,
+    HazardLevel,
+    OnlineState,
+)
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services import commands, identity, maintenance
+from kittylab.services import commands, identity, maintenance, uploads
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -85,6 +99,7 @@ def test_job_app_schedules_every_periodic_task_with_its_cron_and_a_queueing_lock
         "kittylab:advance_print_queues": "* * * * *",
         "kittylab:expire_safety_events": "* * * * *",
         "kittylab:resume_cad_jobs": "* * * * *",
+        "kittylab:remove_unused_uploads": "0 * * * *",
     }
     assert locks == {name: name for name in schedule}
 
@@ -371,3 +386,149 @@ def test_reconcile_sends_lost_commands_expires_stale_ones_and_leaves_fresh_ones(
         stale = status["stale"]
         assert stale is not None and "nothing was sent" in (stale.failure_reason or "")
     assert driver.sent == ["light_off"]  # not a safe intent: the stale one expired
+
+
+# --- uploads no print job uses are removed after their retention --------------------------
+
+
+@dataclass(frozen=True)
+class UploadLab:
+    store: FolderArtifactStore
+    printer_id: UUID
+    owner_id: UUID
+
+
+@pytest.fixture
+def upload_lab(database: Database, zone_id: UUID, tmp_path: Path) -> UploadLab:
+    with database.unit_of_work() as session:
+        owner = identity.create_user(
+            session, username="erin", display_name="Erin", roles=["engineer"]
+        )
+        printer = Device(
+            external_id="mk4",
+            integration="simulated",
+            display_name="MK4",
+            kind=DeviceKind.PRINTER,
+            zone_id=zone_id,
+            online_state=OnlineState.ONLINE,
+        )
+        session.add(printer)
+        session.flush()
+        return UploadLab(FolderArtifactStore(tmp_path / "artifacts"), printer.id, owner.id)
+
+
+def _stored(lab: UploadLab, key: str, age: timedelta) -> str:
+    """An artifact under ``key`` last stored ``age`` ago."""
+    lab.store.put_bytes(key, b"G28\n", content_type="text/x-gcode")
+    when = (utcnow() - age).timestamp()
+    os.utime(lab.store.root / key, (when, when))
+    return key
+
+
+def _job(
+    database: Database,
+    lab: UploadLab,
+    *,
+    gcode_path: str,
+    details: dict[str, Any],
+    status: FabricationStatus = FabricationStatus.PREPARING,
+) -> None:
+    with database.unit_of_work() as session:
+        session.add(
+            FabricationJob(
+                device_id=lab.printer_id,
+                gcode_path=gcode_path,
+                details=details,
+                status=status,
+                requested_by=lab.owner_id,
+            )
+        )
+
+
+def _keys(store: FolderArtifactStore) -> set[str]:
+    return {info.key for info in store.list_artifacts("")}
+
+
+def test_unused_uploads_past_the_retention_are_removed_and_audited_used_and_young_ones_kept(
+    database: Database, database_url: str, upload_lab: UploadLab, tmp_path: Path
+) -> None:
+    lab, old, young = upload_lab, timedelta(days=11), timedelta(days=9)
+    mine = f"uploads/{lab.owner_id}"
+    unused = _stored(lab, f"{mine}/20250101-aaaaaaaaaaaa/unused.stl", old)
+    legacy = _stored(lab, "uploads/20240101-bbbbbbbbbbbb/legacy.gcode", old)
+    sliced = _stored(lab, f"{mine}/20250101-cccccccccccc/sliced.stl", old)
+    printed = _stored(lab, f"{mine}/20250101-dddddddddddd/printed.gcode", old)
+    as_gcode = _stored(lab, f"{mine}/20250101-eeeeeeeeeeee/as-is.gcode", old)
+    fresh = _stored(lab, f"{mine}/20250101-ffffffffffff/fresh.stl", young)
+    other = _stored(lab, "gcode/old-job.gcode", old)  # not an upload: not retention's
+    _job(
+        database,
+        lab,
+        gcode_path="fabrication/20250101-000000000000/sliced.gcode",
+        details={"source_key": sliced, "stage": "queued"},
+        status=FabricationStatus.COMPLETED,
+    )
+    _job(
+        database,
+        lab,
+        gcode_path=printed,
+        details={"source_key": printed},
+        status=FabricationStatus.ABORTED,
+    )
+    _job(database, lab, gcode_path=as_gcode, details={}, status=FabricationStatus.FAILED)
+    settings = _settings(tmp_path, fabrication=FabricationSettings(upload_retention_days=10))
+    context = JobContext(
+        database=database,
+        sender=AppriseSender(settings.notify),
+        settings=settings,
+        artifacts=lab.store,
+    )
+
+    _run_task(database_url, context, "kittylab:remove_unused_uploads")
+
+    # With the default retention (14 days) nothing would have gone.
+    assert _keys(lab.store) == {sliced, printed, as_gcode, fresh, other}
+    with database.unit_of_work() as session:
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "upload.removed")
+        ).all()
+        removed = {entry.details["key"]: entry for entry in entries}
+        assert set(removed) == {unused, legacy}
+        assert removed[unused].subject_id == str(lab.owner_id)
+        assert removed[unused].actor_id is None
+        assert removed[unused].details["size"] == 4
+        assert removed[legacy].subject_id is None
+    assert not (lab.store.root / "uploads" / "20240101-bbbbbbbbbbbb").exists()
+
+
+def test_an_upload_a_new_job_is_taking_is_not_removed_under_it(
+    database: Database, upload_lab: UploadLab
+) -> None:
+    lab = upload_lab
+    key = _stored(
+        lab, f"uploads/{lab.owner_id}/20250101-aaaaaaaaaaaa/part.gcode", timedelta(days=30)
+    )
+    removal: list[list[uploads.RemovedUpload]] = []
+    with database.unit_of_work() as session:
+        uploads.hold_uploads(session)  # what POST /api/fabrication/jobs takes first
+        sweep = threading.Thread(
+            target=lambda: removal.append(
+                uploads.remove_unused(database, lab.store, utcnow(), timedelta(days=14))
+            )
+        )
+        sweep.start()
+        time.sleep(0.5)
+        assert sweep.is_alive(), "the removal did not wait for the job being created"
+        assert lab.store.exists(key)
+        session.add(
+            FabricationJob(
+                device_id=lab.printer_id,
+                gcode_path=key,
+                details={"source_key": key},
+                requested_by=lab.owner_id,
+            )
+        )
+    sweep.join(timeout=10)
+
+    assert removal == [[]]
+    assert lab.store.exists(key)

@@ -16,6 +16,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from kittylab import __version__
 from kittylab.api import problems
+from kittylab.api.body_limit import BodyLimit, BodyTooLarge, too_large
 from kittylab.api.routers import (
     audit,
     cad,
@@ -38,6 +39,8 @@ from kittylab.api.routers import (
 )
 from kittylab.bootstrap import Container
 from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+from kittylab.services.artifacts import ArtifactStoreFull
+from kittylab.services.uploads import UploadQuotaExceeded
 
 log = logging.getLogger("kittylab.http")
 
@@ -48,10 +51,6 @@ def create_app(container: Container) -> FastAPI:
         version=__version__,
         description="Control plane of a fabrication lab. Every /api route needs "
         "'Authorization: Bearer <token>'; errors are RFC 9457 problem details.",
-        # A backstop for bodies without a declared length, cut off while they stream in.
-        # Declared lengths over the real limit are answered (as problems) by our own
-        # middleware; this one sits outside it, so it must be the larger of the two.
-        max_body_size=4 * container.settings.http.max_body_bytes,
         # The interactive docs are served from the package below, not from a CDN: a lab
         # network is often offline.
         docs_url=None,
@@ -81,12 +80,56 @@ def create_app(container: Container) -> FastAPI:
         audit,
     ):
         app.include_router(module.router)
-    _install_middleware(
-        app,
-        container.settings.http.max_body_bytes,
-        container.settings.fabrication.max_upload_bytes,
-    )
+    _install_body_limit(app, container)
+    _install_storage_problems(app)
+    _install_middleware(app)
     return app
+
+
+UPLOAD_PATH_PREFIX = "/api/fabrication/files/"
+
+
+def _install_body_limit(app: FastAPI, container: Container) -> None:
+    """Every body is held to its route's limit (``kittylab.api.body_limit``), inside the
+    observing middleware so a 413 is counted, logged and carries the request id."""
+
+    def limit_for(path: str) -> int:
+        # File uploads are the one route allowed large bodies (streamed to a file).
+        if path.startswith(UPLOAD_PATH_PREFIX):
+            return container.settings.fabrication.max_upload_bytes
+        return container.settings.http.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return too_large(request, exc.limit)
+
+
+def _install_storage_problems(app: FastAPI) -> None:
+    """The problems of a full upload quota (413) and of a store out of room (507)."""
+
+    @app.exception_handler(UploadQuotaExceeded)
+    async def _over_quota(request: Request, exc: UploadQuotaExceeded) -> Response:
+        return problems.problem(
+            request,
+            413,
+            "upload-quota-exceeded",
+            "Upload quota exceeded",
+            str(exc),
+            field=exc.field,
+        )
+
+    @app.exception_handler(ArtifactStoreFull)
+    async def _store_full(request: Request, exc: ArtifactStoreFull) -> Response:
+        log.error("artifact store full: %s", exc)  # the path and numbers, for operators only
+        return problems.problem(
+            request,
+            507,
+            "insufficient-storage",
+            "Insufficient storage",
+            "the artifact store has no room left for this; an operator must free space",
+        )
 
 
 def _install_docs(app: FastAPI) -> None:
@@ -118,10 +161,7 @@ def _route_template(request: Request) -> str:
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-UPLOAD_PATH_PREFIX = "/api/fabrication/files/"
-
-
-def _install_middleware(app: FastAPI, max_body: int, max_upload: int) -> None:
+def _install_middleware(app: FastAPI) -> None:
     @app.middleware("http")
     async def observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -134,24 +174,8 @@ def _install_middleware(app: FastAPI, max_body: int, max_upload: int) -> None:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
-            length = request.headers.get("content-length")
-            # File uploads are the one route allowed large bodies (streamed to disk).
-            limit = max_upload if request.url.path.startswith(UPLOAD_PATH_PREFIX) else max_body
-            too_long = length is not None and (not length.isdigit() or int(length) > limit)
             try:
-                if too_long:
-                    # Declared sizes are refused before anything is read; chunked bodies
-                    # are cut off by FastAPI's own limit while they stream.
-                    response: Response = problems.problem(
-                        request,
-                        413,
-                        "payload-too-large",
-                        "Payload too large",
-                        f"request bodies are limited to {limit} bytes",
-                        field="body",
-                    )
-                else:
-                    response = await call_next(request)
+                response = await call_next(request)
             except Exception:
                 # Handled here rather than by Starlette's outermost error middleware, so
                 # the 500 still carries the request id, is counted and is logged with it.

@@ -4,6 +4,7 @@ Keys are relative, slash-separated paths (``cad/<job>/<name>.step``, ``gcode/<jo
 made of letters, digits, ``-``, ``_``, ``.`` and ``/``; ``validate_key`` enforces it so a
 key can never escape the store's root or name an S3 object oddly. Implementations: a folder
 in the data dir (the default) and any S3-compatible server (``kittylab.adapters.storage``).
+Both pass one contract test (tests/integration/test_artifact_stores.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,12 +27,26 @@ class ArtifactMissing(ArtifactStoreError):
     """No artifact is stored under that key."""
 
 
+class ArtifactStoreFull(ArtifactStoreError):
+    """Storing the artifact would use the free space the store must leave on its disk."""
+
+
 @dataclass(frozen=True)
 class StoredArtifact:
     key: str
     size: int
     sha256: str
     content_type: str
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One stored artifact as a listing shows it."""
+
+    key: str
+    size: int
+    modified_at: datetime
+    """When it was last stored (UTC, time-zone aware)."""
 
 
 class ArtifactStore(Protocol):
@@ -55,6 +71,14 @@ class ArtifactStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the artifact; removing a missing key is not an error."""
 
+    def list_artifacts(self, prefix: str) -> Iterator[ArtifactInfo]:
+        """Every artifact whose key starts with ``prefix`` (a string prefix, as in S3:
+        ``uploads/`` lists ``uploads/a/b.stl``; ``""`` lists the whole store), in no
+        particular order. A bad prefix is ``ValidationFailed`` on ``artifact_prefix``
+        before anything is read; the store failing, even mid-listing, is
+        ``ArtifactStoreError``. Files in the store that are not artifacts (a write in
+        progress, anything whose name is not a valid key) are left out."""
+
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 MAX_KEY_LENGTH = 512
@@ -71,3 +95,22 @@ def validate_key(key: str) -> str:
             f"(at most {MAX_KEY_LENGTH} characters, no '..')",
         )
     return key
+
+
+def is_valid_key(key: str) -> bool:
+    return len(key) <= MAX_KEY_LENGTH and _KEY.fullmatch(key) is not None
+
+
+_PREFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*/)*[A-Za-z0-9._-]*")
+
+
+def validate_prefix(prefix: str) -> str:
+    """``prefix`` when it can start a valid key (``""``, ``uploads/``, ``uploads/2025``),
+    else ``ValidationFailed`` on ``artifact_prefix``."""
+    if len(prefix) > MAX_KEY_LENGTH or not _PREFIX.fullmatch(prefix) or prefix.startswith("."):
+        raise ValidationFailed(
+            "artifact_prefix",
+            "must be the start of a key: letters, digits, '.', '-', '_' and '/', "
+            "no empty or hidden segments",
+        )
+    return prefix

@@ -18,7 +18,9 @@ that was down does not pile up runs to catch up on:
 - ``advance_print_queues``, every minute: give every printer with queued jobs a chance
   to start one (after a refusal, a lost job, a printer back online);
 - ``resume_cad_jobs``, every minute: run CAD jobs a lost run left ``queued`` or
-  ``running`` (``CadService.recover_stranded``) in the background.
+  ``running`` (``CadService.recover_stranded``) in the background;
+- ``remove_unused_uploads``, hourly: delete uploads no print job uses once they are older
+  than ``fabrication.upload_retention_days`` (``services.uploads.remove_unused``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from kittylab.services import (
     notifications,
     safety,
     sessions,
+    uploads,
 )
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
@@ -81,6 +84,7 @@ RECONCILE_TASK = f"{NAMESPACE}:reconcile_commands"
 EXPIRE_SAFETY_TASK = f"{NAMESPACE}:expire_safety_events"
 CAD_TASK = f"{NAMESPACE}:generate_cad"
 RESUME_CAD_TASK = f"{NAMESPACE}:resume_cad_jobs"
+REMOVE_UPLOADS_TASK = f"{NAMESPACE}:remove_unused_uploads"
 EVERY_MINUTE = "* * * * *"
 EVERY_5_MINUTES = "*/5 * * * *"
 HOURLY = "0 * * * *"
@@ -94,6 +98,7 @@ PERIODIC = {
     PRINT_QUEUES_TASK: EVERY_MINUTE,
     EXPIRE_SAFETY_TASK: EVERY_MINUTE,
     RESUME_CAD_TASK: EVERY_MINUTE,
+    REMOVE_UPLOADS_TASK: HOURLY,
 }
 """Every periodic task (full name) and its cron schedule."""
 CONTEXT_KEY = "kittylab"
@@ -410,6 +415,27 @@ def job_blueprint() -> procrastinate.Blueprint:
                 len(stranded.abandoned),
             )
         return deferred
+
+    @blueprint.periodic(cron=PERIODIC[REMOVE_UPLOADS_TASK], periodic_id="hourly")
+    @blueprint.task(
+        name="remove_unused_uploads", pass_context=True, queueing_lock=REMOVE_UPLOADS_TASK
+    )
+    async def remove_unused_uploads(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Delete uploads past their retention that no print job uses (audited)."""
+        ctx = _context(job)
+        if ctx.artifacts is None:
+            raise TypeError("the worker was started without an artifact store")
+        retention = timedelta(days=ctx.settings.fabrication.upload_retention_days)
+        removed = await asyncio.to_thread(
+            uploads.remove_unused, ctx.database, ctx.artifacts, ctx.clock(), retention
+        )
+        if removed:
+            logger.info(
+                "removed %d unused uploads (%d bytes)",
+                len(removed),
+                sum(gone.size for gone in removed),
+            )
+        return len(removed)
 
     return blueprint
 

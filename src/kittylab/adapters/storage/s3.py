@@ -19,6 +19,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kittylab.config import StorageSettings
 from kittylab.domain.errors import ValidationFailed
 from kittylab.services.artifacts import (
+    ArtifactInfo,
     ArtifactMissing,
     ArtifactStoreError,
     StoredArtifact,
+    is_valid_key,
     validate_key,
+    validate_prefix,
 )
 
 if TYPE_CHECKING:
@@ -185,7 +189,28 @@ class S3ArtifactStore:
         with self._errors("delete", key):
             self._client.delete_object(Bucket=self.bucket, Key=name)
 
+    def list_artifacts(self, prefix: str) -> Iterator[ArtifactInfo]:
+        validate_prefix(prefix)
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ArtifactInfo]:
+        # ListObjectsV2, a page (up to 1,000 objects) at a time: only one page is held.
+        self._ensure_bucket()
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self._name_prefix(prefix))
+        with self._errors("list", None):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][strip:]
+                    if is_valid_key(key):  # not one of ours: a stranger's object in the bucket
+                        modified = item["LastModified"].astimezone(UTC)
+                        yield ArtifactInfo(key, item["Size"], modified)
+
     # -- internals ----------------------------------------------------------------------
+
+    def _name_prefix(self, prefix: str) -> str:
+        return f"{self.prefix}/{prefix}" if self.prefix else prefix
 
     def _name(self, key: str) -> str:
         validate_key(key)
@@ -227,7 +252,7 @@ class S3ArtifactStore:
             raise self._translate(exc, "create", None) from exc
 
     @contextmanager
-    def _errors(self, action: str, key: str, *, reading: bool = False) -> Iterator[None]:
+    def _errors(self, action: str, key: str | None, *, reading: bool = False) -> Iterator[None]:
         """Translate boto's errors; when ``reading``, "not found" means ``ArtifactMissing``."""
         try:
             yield

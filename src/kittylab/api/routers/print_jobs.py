@@ -36,13 +36,18 @@ from kittylab.domain.errors import (
     InfrastructureError,
     KittyLabError,
     NotFound,
-    PayloadTooLarge,
     PermissionDenied,
     ValidationFailed,
 )
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
-from kittylab.services import dispatch, fabrication, fabrication_records, print_monitor
+from kittylab.services import (
+    dispatch,
+    fabrication,
+    fabrication_records,
+    print_monitor,
+    uploads,
+)
 from kittylab.services.artifacts import ArtifactMissing, ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -54,8 +59,6 @@ PrintCaller = Annotated[
 ]
 # Detectors are integrations (admin tokens); operators and safety leads report by eye.
 MonitorCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
-# FastAPI's own cap for this route; the configured limit (at most this) applies as it streams.
-HARD_UPLOAD_LIMIT = 512 * 1024 * 1024
 _BINARY = {"type": "string", "format": "binary"}
 _FILENAME = file_names.name_regex(max_length=120)  # so a sliced "<stem>.gcode" still fits
 
@@ -68,7 +71,6 @@ def _store(c: Container) -> ArtifactStore:
     "/files/{filename}",
     response_model=UploadedFileOut,
     status_code=status.HTTP_201_CREATED,
-    max_body_size=HARD_UPLOAD_LIMIT,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -77,41 +79,56 @@ def _store(c: Container) -> ArtifactStore:
             },
         }
     },
-    responses={413: {"description": "Over KITTYLAB_FABRICATION__MAX_UPLOAD_BYTES."}},
+    responses={
+        413: {
+            "description": "Over KITTYLAB_FABRICATION__MAX_UPLOAD_BYTES, or past the "
+            "uploader's or the lab's upload quota (the problem's type and detail say which)."
+        },
+        507: {"description": "The artifact store's disk is down to its reserve of free space."},
+    },
 )
 async def upload_file(
     filename: str,
     request: Request,
-    _: PrintCaller,
+    caller: PrintCaller,
     c: Annotated[Container, Depends(container)],
 ) -> UploadedFileOut:
     """Upload G-code or a model (STL, STEP, 3MF, OBJ) as the raw request body; use the
-    returned ``fileKey`` in ``POST /api/fabrication/jobs``."""
+    returned ``fileKey`` in ``POST /api/fabrication/jobs``. Each person's uploads, and the
+    lab's, have a quota (413 naming it); uploads no job uses are removed after the
+    retention period."""
     if not _FILENAME.fullmatch(filename) or needs_slicing(filename) is None:
         raise ValidationFailed(
             "filename",
             "must be a plain file name ending in .gcode, .gco, .g, .stl, .step, .stp, .3mf or .obj",
         )
-    limit = c.settings.fabrication.max_upload_bytes
+    # The body's size limit is the middleware's (kittylab.api.body_limit); quotas are ours.
+    quotas = uploads.Quotas.from_settings(c.settings.fabrication)
     store = _store(c)
+    used = await asyncio.to_thread(uploads.usage, store, caller.user_id)
+    room = uploads.room(used, quotas)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        uploads.check(used, quotas, int(declared))  # refused before a byte is read
     fd, temp_name = tempfile.mkstemp(prefix="kittylab-upload-")
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge("body", size, limit)
+                if size > room:
+                    uploads.check(used, quotas, size)
                 out.write(chunk)
         if size == 0:
             raise ValidationFailed("body", "the file is empty")
-        key = f"{fabrication.UPLOAD_PREFIX}{c.clock():%Y%m%d}-{secrets.token_hex(6)}/{filename}"
+        key = uploads.new_key(caller.user_id, filename, c.clock())
         stored = await asyncio.to_thread(
             store.put_file, key, Path(temp_name), content_type="application/octet-stream"
         )
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
+    await asyncio.to_thread(uploads.settle, store, stored.key, caller.user_id, stored.size, quotas)
     return UploadedFileOut(
         file_key=stored.key, name=filename, size=stored.size, sha256=stored.sha256
     )
@@ -147,6 +164,8 @@ def create_print_job(
         )
         if earlier is not None:
             return earlier  # its preparation was queued by the first request, or the sweep's
+    if body.file_key is not None:
+        uploads.hold_uploads(uow)  # retention must not remove the file before the commit
     job = fabrication.create_job(
         uow,
         _store(c),
