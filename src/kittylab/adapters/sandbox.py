@@ -343,6 +343,10 @@ def main(arguments: Sequence[str]) -> NoReturn:
         _prctl(_PR_SET_NO_NEW_PRIVS, 1)
     except OSError as exc:
         _exit(CANNOT_CONFINE, str(exc))
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec:
+    # give the command the defaults, so that passing the file-size limit stops it.
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)
     try:
         os.execvp(command[0], command)  # noqa: S606 - the caller's fixed command line
     except OSError as exc:
