@@ -114,6 +114,8 @@ def test_a_confined_command_has_no_network_its_limits_and_only_a_clean_environme
 def test_a_command_started_without_root_gets_a_user_namespace_and_no_network(
     listener: socket.socket, open_dir: Path
 ) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("starting a process as uid 65534 needs root (the suite runs as root in CI)")
     done = sandbox.run(
         [SYSTEM_PYTHON, "-c", PROBE, str(listener.getsockname()[1])],
         limits=sandbox.Limits(cpu_seconds=30),

@@ -150,6 +150,9 @@ def apply_limits(limits: Limits) -> None:
         (resource.RLIMIT_FSIZE, limits.file_size_bytes),
     ):
         if value > 0:
+            _, hard = resource.getrlimit(kind)
+            # A lower limit set on the server already stands: only root could raise it.
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(kind, (value, value))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 

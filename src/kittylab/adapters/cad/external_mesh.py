@@ -5,10 +5,10 @@ folder for the result), e.g. ``python run.py {image} --output-dir {out}``. It is
 like a shell would (``shlex``) but run without a shell, confined like FreeCAD
 (``sandbox.run``: its own network namespace — a model must already be on disk —,
 an address-space cap, a CPU-time cap of the timeout times the CPU count, its process group
-killed past the timeout) and with a clean environment (``PATH``, ``HOME`` and ``TMPDIR`` in
-the job's work folder, ``LANG``; never KittyLab's secrets). The first mesh it leaves in
-``{out}`` (``.obj``, ``.glb``, ``.ply`` or ``.stl``, searched recursively) is converted to
-STL. The image comes from the request's references, which must be keys in
+killed past the timeout) and with a clean environment (``PATH``, ``HOME`` and ``TMPDIR``
+in the job's work folder, ``LANG``, ``LC_ALL``; never KittyLab's secrets). The first mesh
+it leaves in ``{out}`` (``.obj``, ``.glb``, ``.ply`` or ``.stl``, searched recursively) is
+converted to STL. The image comes from the request's references, which must be keys in
 the artifact store (``references/part-photo.png``): callers never name server paths.
 Unconfigured or not installed, the provider reports itself unavailable.
 """
