@@ -24,6 +24,7 @@ from kittylab import bootstrap
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.config import Settings
 from kittylab.services.slicing import SliceProfile, SlicerError, Unsliceable, UnsliceableModel
+from tests.integration.step_box import box_step
 from tests.unit.test_threemf_sanitize import CUSTOM_GCODE, PRUSA_CONFIG, build_3mf, cube_model
 
 GENERIC = SliceProfile(printer="generic-220", filament="pla", print="0.20mm")
@@ -171,6 +172,20 @@ def test_an_object_name_in_a_3mf_cannot_become_a_gcode_line(
     gcode = output.read_text()
     assert _injected_lines(gcode) == []
     assert re.search(r"(?m)^; printing object ", gcode)  # labels are on, and one line each
+
+
+def test_a_step_product_name_cannot_become_a_gcode_line(
+    slicer: PrusaSlicer, tmp_path: Path
+) -> None:
+    model = tmp_path / "named.step"
+    # \X\0A\ is a line feed in a STEP string. (A guard, not a hole found: PrusaSlicer names
+    # the object after the file, which the adapter names itself.)
+    model.write_text(box_step(20, 20, 20, name="x\\X\\0A\\M104 S463\\X\\0A\\"))
+    output = tmp_path / "named.gcode"
+
+    slicer.slice(model, output, profile=GENERIC)
+
+    assert "M104 S463" not in output.read_text()
 
 
 def test_a_zip_bomb_is_refused_before_extraction_quickly(tmp_path: Path) -> None:
