@@ -308,3 +308,16 @@ def test_a_model_without_objects_is_empty(tmp_path: Path) -> None:
     )
 
     assert _refusal(source).reason is Unsliceable.EMPTY
+
+
+def test_markup_in_a_coordinate_stays_inside_its_attribute(tmp_path: Path) -> None:
+    model = cube_model().replace(
+        '<vertex x="0" y="0" z="0"/>', '<vertex x="0&quot;/&gt;&lt;a" y="0" z="0"/>'
+    )
+    out, _ = _sanitize(build_3mf(tmp_path / "part.3mf", model=model))
+
+    with zipfile.ZipFile(out) as archive:
+        root = ElementTree.fromstring(archive.read("3D/3dmodel.model"))
+    vertices = root.findall(f".//{{{CORE}}}vertex")
+    assert len(vertices) == len(CUBE_VERTICES)
+    assert vertices[0].get("x") == '0"/><a'
