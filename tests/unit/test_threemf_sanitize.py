@@ -266,6 +266,16 @@ def test_a_modifier_or_negative_volume_is_refused_rather_than_printed_solid(
     assert "'NegativeVolume' volume" in str(refusal)
 
 
+def test_a_modifier_volume_in_the_older_prusaslicer_form_is_refused(tmp_path: Path) -> None:
+    config = (
+        '<config><object id="1"><volume firstid="0" lastid="11">'
+        '<metadata type="volume" key="modifier" value="1"/></volume></object></config>'
+    )
+    source = build_3mf(tmp_path / "part.3mf", {"Metadata/Slic3r_PE_model.config": config})
+
+    assert _refusal(source).reason is Unsliceable.UNSUPPORTED_CONTENT
+
+
 def test_a_bambu_modifier_part_is_refused(tmp_path: Path) -> None:
     config = '<config><object id="1"><part id="2" subtype="modifier_part"/></object></config>'
     source = build_3mf(tmp_path / "part.3mf", {"Metadata/model_settings.config": config})

@@ -315,12 +315,13 @@ def _plain_name(name: str) -> str:
 
 
 def _prusa_volume(archive_name: str, tag: str, attributes: dict[str, str]) -> None:
-    if (
-        tag == "metadata"
-        and attributes.get("key") == "volume_type"
-        and attributes.get("value", "ModelPart") != "ModelPart"
-    ):
-        raise _settings_volume(archive_name, attributes["value"])
+    if tag != "metadata":
+        return
+    key, value = attributes.get("key"), attributes.get("value", "")
+    if key == "volume_type" and value != "ModelPart":
+        raise _settings_volume(archive_name, value)
+    if key == "modifier" and value == "1":  # how files before PrusaSlicer 2.2 said it
+        raise _settings_volume(archive_name, "modifier")
 
 
 def _bambu_part(archive_name: str, tag: str, attributes: dict[str, str]) -> None:
