@@ -42,6 +42,9 @@ INJECTED = {
     "start_filament_gcode": '"M104 S459"',
     "end_filament_gcode": '"M104 S460"',
     "gcode_substitutions": '"G28";"M104 S461";"";""',
+    # Notes are copied into the G-code's header as comments, but a carriage return (\r in
+    # the file) starts a new line there.
+    "notes": "a\\rM104 S464",
 }
 CUSTOM_GCODE_XML = (
     '<?xml version="1.0" encoding="utf-8"?>\n<custom_gcodes_per_print_z>\n'

@@ -79,9 +79,12 @@ PINNED: dict[str, tuple[str, str]] = {
     "gcode_substitutions": ("--gcode-substitutions", ""),
     # The letter written after every extruding move's coordinates.
     "extrusion_axis": ("--extrusion-axis", "E"),
+    # Copied into the header as comments, but a carriage return in them starts a new line.
+    "notes": ("--notes", ""),
 }
 """Every PrusaSlicer 2.5 setting that runs a program or writes its text into the G-code
-(from ``prusa-slicer --help-fff``). Lists (``post_process``, the filament G-code,
+(from ``prusa-slicer --help-fff``; the other notes and names reach only the G-code's
+settings block, escaped). Lists (``post_process``, the filament G-code,
 ``gcode_substitutions``) are passed as the profile files write them, which PrusaSlicer
 parses alike; single strings are passed unescaped, since PrusaSlicer takes those from the
 command line verbatim."""
