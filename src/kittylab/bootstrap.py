@@ -37,6 +37,7 @@ from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
+from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
@@ -421,10 +422,20 @@ def print_watcher(container: Container) -> PrintWatcher:
 def slicer(settings: Settings) -> Slicer:
     """PrusaSlicer's command line with the configured (or the shipped) profiles. Runs
     nothing until a slice is asked for."""
+    slicing = settings.slicer
     return PrusaSlicer(
-        settings.slicer.binary,
-        profile_dir=settings.slicer.profile_dir or PROFILE_DIR,
-        timeout_seconds=settings.slicer.timeout_seconds,
+        slicing.binary,
+        profile_dir=slicing.profile_dir or PROFILE_DIR,
+        timeout_seconds=slicing.timeout_seconds,
+        memory_bytes=slicing.memory_mb * 1024**2,
+        cpu_seconds=slicing.cpu_seconds,
+        max_gcode_bytes=slicing.max_gcode_mb * 1024**2,
+        archive_limits=ArchiveLimits(
+            max_entries=slicing.max_archive_entries,
+            max_total_bytes=slicing.max_archive_mb * 1024**2,
+            max_entry_bytes=slicing.max_archive_entry_mb * 1024**2,
+            max_ratio=slicing.max_compression_ratio,
+        ),
     )
 
 

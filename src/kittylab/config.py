@@ -349,6 +349,36 @@ class SlicerSettings(BaseModel):
         description="Folder with printer/, filament/ and print/ *.ini profiles; unset: the "
         "profiles shipped with KittyLab.",
     )
+    memory_mb: int = Field(
+        4096, ge=0, description="Address-space limit of a PrusaSlicer run, in MiB; 0: uncapped."
+    )
+    cpu_seconds: int | None = Field(
+        None,
+        gt=0,
+        description="CPU time (all threads) a PrusaSlicer run may use; unset: its timeout "
+        "times the number of CPUs.",
+    )
+    max_gcode_mb: int = Field(
+        1024,
+        gt=0,
+        description="Largest file (the G-code) a PrusaSlicer run may write, in MiB; past it "
+        "the run is stopped.",
+    )
+    max_archive_entries: int = Field(
+        1000, ge=3, description="Most members an uploaded 3MF may have."
+    )
+    max_archive_mb: int = Field(
+        1024, gt=0, description="Most MiB an uploaded 3MF may hold uncompressed, all members."
+    )
+    max_archive_entry_mb: int = Field(
+        512, gt=0, description="Most MiB one member of an uploaded 3MF may hold uncompressed."
+    )
+    max_compression_ratio: float = Field(
+        100.0,
+        ge=10,
+        description="Highest uncompressed-to-compressed ratio of a 3MF member of 1 MiB or "
+        "more (a zip bomb compresses 1000:1).",
+    )
 
 
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")

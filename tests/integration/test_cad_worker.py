@@ -3,20 +3,27 @@ no network."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import (
+    SOURCE_ROOT,
     CadBuildTimeout,
     CadWorkerCrashed,
     CadWorkerPool,
     WorkerLimits,
+    worker_environment,
 )
 from kittylab.domain.cad_prompt import parse_prompt
 
@@ -102,7 +109,15 @@ def test_the_worker_gets_a_clean_environment_without_the_services_secrets(
         not {"KITTYLAB_CAD__ZOO_API_TOKEN", "KITTYLAB_DATABASE_URL", "AWS_SECRET_ACCESS_KEY"}
         & names
     )
-    assert names <= {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "KITTYLAB_CAD_WORKER_MEMORY"}
+    assert names <= {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TMPDIR",
+        "PYTHONPATH",
+        "KITTYLAB_CAD_WORKER_MEMORY",
+    }
 
 
 def test_the_worker_runs_without_network(pool: CadWorkerPool) -> None:
@@ -149,29 +164,51 @@ def _build_repeatedly(pool: CadWorkerPool, tmp_path: Path) -> None:
         pool.build(GEAR, tmp_path / str(index))
 
 
-def test_without_namespaces_the_worker_refuses_to_open_sockets() -> None:
+def test_without_namespaces_the_worker_refuses_sockets_even_through_the_c_module() -> None:
+    # A user namespace whose user.max_user_namespaces is 0, entered without capabilities:
+    # the kernel gives this process neither a network nor a user namespace.
+    no_namespaces = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        "echo 0 > /proc/sys/user/max_user_namespaces && "
+        'exec setpriv --inh-caps=-all --bounding-set=-all "$@"',
+        "sh",
+    ]
     code = (
-        "import ctypes, socket\n"
-        "def refuse(*a, **k): raise OSError('no unshare here')\n"
-        "ctypes.CDLL = refuse\n"
-        "from kittylab.adapters.cad.worker_main import _drop_network\n"
-        "assert _drop_network() == 'sockets-refused'\n"
-        "try:\n"
-        "    socket.create_connection(('127.0.0.1', 5432), timeout=1)\n"
-        "except OSError as exc:\n"
-        "    print('refused:', exc)\n"
+        "import _socket, socket\n"
+        "from kittylab.adapters.sandbox import isolate_network\n"
+        "print(isolate_network())\n"
+        "for attempt in (lambda: socket.create_connection(('127.0.0.1', 5432), timeout=1),\n"
+        "                lambda: _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)\n"
+        "                        .connect(('127.0.0.1', 5432))):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('connected')\n"
+        "    except OSError as exc:\n"
+        "        print('refused:', exc)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [*no_namespaces, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+        check=True,
     )
-    assert "refused: networking is disabled" in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0] == "sockets-refused"
+    assert all(line.startswith("refused: networking is disabled") for line in lines[1:])
+    assert len(lines) == 3
 
 
 def test_in_its_namespace_the_worker_cannot_reach_local_services() -> None:
     code = (
         "import socket\n"
-        "from kittylab.adapters.cad.worker_main import _drop_network\n"
-        "print(_drop_network())\n"
+        "from kittylab.adapters.sandbox import isolate_network\n"
+        "print(isolate_network())\n"
         "try:\n"
         "    socket.create_connection(('127.0.0.1', 5432), timeout=1)\n"
         "    print('connected')\n"
@@ -184,6 +221,79 @@ def test_in_its_namespace_the_worker_cannot_reach_local_services() -> None:
     assert done.stdout.split() == ["namespace", "unreachable"]
 
 
+def test_a_worker_started_without_root_is_in_a_user_namespace_and_cannot_reach_local_services(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("starting a process as uid 65534 needs root (the suite runs as root in CI)")
+    # The system Python: uid 65534 may execute it, not the virtualenv's (under /root).
+    python = "/usr/bin/python3"
+    home = Path(tempfile.mkdtemp(prefix="kittylab-cad-worker-"))  # CadQuery reads ~/.config
+    home.chmod(0o777)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    env = worker_environment()
+    env |= {
+        "HOME": str(home),
+        "PYTHONPATH": f"{SOURCE_ROOT}:{sysconfig.get_paths()['purelib']}",
+        "KITTYLAB_CAD_WORKER_MEMORY": str(3 * 1024**3),
+    }
+    worker = sandbox.popen(
+        [python, "-m", "kittylab.adapters.cad.worker_main"],
+        env=env,
+        run_as=sandbox.RunAs(65534, 65534),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert worker.stdout is not None
+        hello = json.loads(worker.stdout.readline() or b"{}")
+        assert hello.get("ready"), worker.stderr.read() if worker.stderr else ""
+        # Its network namespace holds no route to the listener, whoever tries from it.
+        probe = subprocess.run(
+            [
+                "nsenter",
+                f"--net=/proc/{worker.pid}/ns/net",
+                sys.executable,
+                "-c",
+                "import socket, sys\n"
+                "try:\n"
+                "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2)\n"
+                "    print('connected')\n"
+                "except OSError:\n"
+                "    print('unreachable')\n",
+                str(listener.getsockname()[1]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        worker_netns = os.readlink(f"/proc/{worker.pid}/ns/net")
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+    finally:
+        worker.kill()
+        worker.communicate()
+        listener_idle = _no_connection(listener)
+        listener.close()
+        subprocess.run(["rm", "-rf", str(home)], check=True)
+    assert hello["network"] == "user-namespace"
+    assert "Uid:\t65534" in status
+    assert "CapEff:\t0000000000000000" in status  # none kept from its user namespace
+    assert worker_netns != os.readlink("/proc/self/ns/net")
+    assert probe.stdout.split() == ["unreachable"]
+    assert listener_idle
+
+
+def _no_connection(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return True
+    return False
+
+
 def test_commands_run_per_job_are_confined_before_they_start() -> None:
     probe = (
         "import resource, socket\n"
@@ -194,9 +304,11 @@ def test_commands_run_per_job_are_confined_before_they_start() -> None:
         "except OSError:\n"
         "    print('unreachable')\n"
     )
-    confine = [sys.executable, "-m", "kittylab.adapters.cad.confine", str(2 * 1024**3), "7"]
     done = subprocess.run(
-        [*confine, sys.executable, "-c", probe],
+        sandbox.launcher(
+            [sys.executable, "-c", probe],
+            sandbox.Limits(memory_bytes=2 * 1024**3, cpu_seconds=7),
+        ),
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,7 +9,9 @@ Errors:
 
 - :class:`UnsliceableModel` (a ``ValidationFailed`` on field ``model``): the input can never
   be sliced as it is: empty, an unsupported format, not a closed (manifold) mesh, larger than
-  the printer's build volume, or nothing to print. ``reason`` says which.
+  the printer's build volume, nothing to print, an archive refused as unsafe (a zip bomb, a
+  member name that leaves the archive, a DTD), or content that is more than geometry
+  (modifier volumes, a multi-file project). ``reason`` says which.
 - ``ValidationFailed`` on ``profile``: an unknown printer, filament or print profile.
 - :class:`SlicerError` (an ``InfrastructureError``): the slicer could not do its work (not
   installed, crashed, gave no estimates); :class:`SlicerTimeout` when it ran out of time.
@@ -49,6 +51,8 @@ class Unsliceable(Enum):
     NOT_MANIFOLD = "not_manifold"
     TOO_LARGE = "too_large"
     NOTHING_TO_PRINT = "nothing_to_print"
+    UNSAFE_ARCHIVE = "unsafe_archive"
+    UNSUPPORTED_CONTENT = "unsupported_content"
 
 
 class UnsliceableModel(ValidationFailed):

@@ -3,12 +3,12 @@
 The command is a template with ``{image}`` (the input picture) and ``{out}`` (an empty
 folder for the result), e.g. ``python run.py {image} --output-dir {out}``. It is split
 like a shell would (``shlex``) but run without a shell, confined like FreeCAD
-(``confine.run_confined``: its own network namespace — a model must already be on disk —,
+(``sandbox.run``: its own network namespace — a model must already be on disk —,
 an address-space cap, a CPU-time cap of the timeout times the CPU count, its process group
-killed past the timeout) and with a clean environment (``PATH``, ``HOME`` and ``TMPDIR`` in
-the job's work folder, ``LANG``; never KittyLab's secrets). The first mesh it leaves in
-``{out}`` (``.obj``, ``.glb``, ``.ply`` or ``.stl``, searched recursively) is converted to
-STL. The image comes from the request's references, which must be keys in
+killed past the timeout) and with a clean environment (``PATH``, ``HOME`` and ``TMPDIR``
+in the job's work folder, ``LANG``, ``LC_ALL``; never KittyLab's secrets). The first mesh
+it leaves in ``{out}`` (``.obj``, ``.glb``, ``.ply`` or ``.stl``, searched recursively) is
+converted to STL. The image comes from the request's references, which must be keys in
 the artifact store (``references/part-photo.png``): callers never name server paths.
 Unconfigured or not installed, the provider reports itself unavailable.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trimesh
 
-from kittylab.adapters.cad.confine import run_confined
+from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, validate_key
@@ -92,21 +92,17 @@ class ExternalMeshProvider:
         executable = shutil.which(argv[0])
         if executable is None:
             raise ProviderUnavailable(f"{argv[0]} is not installed")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(work_dir),
-            "TMPDIR": str(work_dir),
-            "LANG": "C.UTF-8",
-        }
         try:
-            done = run_confined(
+            done = sandbox.run(
                 [executable, *argv[1:]],
-                memory_bytes=self.memory_bytes,
-                # CPU time across every thread, so a runner using all cores may use them for
-                # the whole of its wall-clock allowance.
-                cpu_seconds=int(self.timeout_seconds * (os.cpu_count() or 1)) + 1,
+                limits=sandbox.Limits(
+                    memory_bytes=self.memory_bytes,
+                    # CPU time across every thread, so a runner using all cores may use them
+                    # for the whole of its wall-clock allowance.
+                    cpu_seconds=int(self.timeout_seconds * (os.cpu_count() or 1)) + 1,
+                ),
                 timeout_seconds=self.timeout_seconds,
-                env=env,
+                env=sandbox.clean_environment(work_dir),
                 cwd=work_dir,
             )
         except subprocess.TimeoutExpired as exc:

@@ -1,8 +1,8 @@
 """The second offline provider: the part library built by FreeCAD (``freecadcmd``).
 
 Each job runs ``freecadcmd`` on ``freecad_build.py`` in a fresh process, confined by
-``confine.run_confined`` (own network namespace — refused where namespaces are not
-available —, ``RLIMIT_AS``, ``RLIMIT_CPU``, its process group killed past its timeout).
+``sandbox.run`` (own network namespace — refused where namespaces are not available —,
+``RLIMIT_AS``, ``RLIMIT_CPU``, its process group killed past its timeout).
 Only the specification crosses in, as JSON. Reported unavailable when ``freecadcmd`` is
 not installed (Debian package ``freecad``).
 """
@@ -10,13 +10,12 @@ not installed (Debian package ``freecad``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import kittylab
-from kittylab.adapters.cad.confine import run_confined
+from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed, CadBuildTimeout, WorkerLimits
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.domain.errors import ValidationFailed
@@ -59,16 +58,14 @@ class FreeCadProvider:
                 {"spec": request.spec.to_json(), "out_dir": str(out_dir), "src": str(SOURCE_ROOT)}
             )
         )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(work_dir),
-            "KITTYLAB_FREECAD_REQUEST": str(request_file),
-        }
+        env = sandbox.clean_environment(work_dir, {"KITTYLAB_FREECAD_REQUEST": str(request_file)})
         try:
-            done = run_confined(
+            done = sandbox.run(
                 [executable, "-c", f"exec(open({str(SCRIPT)!r}).read())"],
-                memory_bytes=self.limits.memory_bytes,
-                cpu_seconds=int(self.limits.cpu_seconds) + 1,
+                limits=sandbox.Limits(
+                    memory_bytes=self.limits.memory_bytes,
+                    cpu_seconds=int(self.limits.cpu_seconds) + 1,
+                ),
                 timeout_seconds=self.limits.timeout_seconds,
                 env=env,
                 cwd=work_dir,
@@ -77,6 +74,8 @@ class FreeCadProvider:
             raise CadBuildTimeout(
                 f"freecad ran past {self.limits.timeout_seconds:g} s and was stopped"
             ) from exc
+        except sandbox.SandboxError as exc:
+            raise CadBuildFailed(f"freecad was not started: {exc}") from exc
         result_file = out_dir / "result.json"
         if not result_file.is_file():
             tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]

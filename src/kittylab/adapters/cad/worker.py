@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kittylab.adapters import sandbox
 from kittylab.domain.cad_spec import PartSpec
 from kittylab.domain.errors import Busy, InfrastructureError, ValidationFailed
 
@@ -84,18 +85,10 @@ SOURCE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def worker_environment() -> dict[str, str]:
-    """A clean environment for model-building code: what Python needs to find KittyLab
-    and CadQuery, nothing of the service's own (the database URL, API tokens, cloud
-    credentials live in its environment), as for ``freecadcmd``."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(SOURCE_ROOT),
-    }
-    for name in ("HOME", "TMPDIR"):  # where libraries may keep caches and scratch files
-        if name in os.environ:
-            env[name] = os.environ[name]
-    return env
+    """A clean environment for model-building code (``sandbox.clean_environment``): what
+    Python needs to find KittyLab and CadQuery, nothing of the service's own (the database
+    URL, API tokens, cloud credentials live in its environment)."""
+    return sandbox.clean_environment(extra={"PYTHONPATH": str(SOURCE_ROOT)})
 
 
 class _Worker:
@@ -103,13 +96,14 @@ class _Worker:
         self.limits = limits
         env = worker_environment()
         env["KITTYLAB_CAD_WORKER_MEMORY"] = str(limits.memory_bytes)
-        self.process = subprocess.Popen(
+        # It confines itself (worker_main), so that it may fall back to refusing sockets
+        # where the kernel gives no namespace.
+        self.process = sandbox.popen(
             [sys.executable, "-m", "kittylab.adapters.cad.worker_main"],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
         )
         self._buffer = b""
         hello = self._read_line(limits.start_timeout_seconds)

@@ -12,12 +12,14 @@ anything a library prints goes to stderr instead):
     {"check_step": "/tmp/x/part.step", "cpu_seconds": 20}
     → {"ok": true, "valid": true, "solids": 1, "bbox": [x, y, z]}
 
-The first line it writes is ``{"ready": true, "network": "namespace"|"sockets-refused",
-"memory_bytes": N}``. Confinement: ``RLIMIT_AS`` caps its memory; before each request
+The first line it writes is ``{"ready": true, "network": "namespace"|"user-namespace"|
+"sockets-refused", "memory_bytes": N}``. Confinement (``kittylab.adapters.sandbox``, the
+same recipe as for the commands run per job and for PrusaSlicer): networking is removed
+by moving into a new network namespace — inside a new unprivileged user namespace when
+the worker is not root — or, only where the kernel allows neither, by making every socket
+creation in this process fail; ``RLIMIT_AS`` caps its memory; before each request
 ``RLIMIT_CPU`` is set to the CPU time used so far plus the request's allowance, so a
-runaway build is killed by SIGXCPU; networking is removed by moving into a new network
-namespace (``unshare(CLONE_NEWNET)``, which needs root or user namespaces) or, where that
-is refused, by making every socket creation fail. Only a specification crosses in — never
+runaway build is killed by SIGXCPU. Only a specification crosses in — never
 code — and it is rebuilt and checked by ``PartSpec.from_json``; a STEP file from elsewhere
 (an online provider) is only read, to check its solids, here where a hostile or broken file
 can cost at most this process.
@@ -25,39 +27,15 @@ can cost at most this process.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
-import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-CLONE_NEWNET = 0x40000000
-
-
-def _drop_network() -> str:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) == 0:
-            return "namespace"
-    except (OSError, AttributeError):
-        pass
-
-    def refuse(*_args: object, **_kwargs: object) -> NoReturn:
-        raise OSError("networking is disabled in the CAD worker")
-
-    socket.socket = refuse  # type: ignore[assignment,misc]
-    socket.create_connection = refuse
-    socket.socketpair = refuse
-    return "sockets-refused"
-
-
-def _limit_memory(limit: int) -> None:
-    if limit > 0:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from kittylab.adapters.sandbox import Limits, apply_limits, isolate_network
 
 
 def _limit_cpu(seconds: float) -> None:
@@ -72,8 +50,9 @@ def _limit_cpu(seconds: float) -> None:
 
 def main() -> None:
     memory = int(os.environ.get("KITTYLAB_CAD_WORKER_MEMORY", "0"))
-    network = _drop_network()
-    _limit_memory(memory)
+    # First, while this process has one thread: the kernel refuses a user namespace later.
+    network = isolate_network()
+    apply_limits(Limits(memory_bytes=memory))
     # Keep the protocol stream to ourselves: libraries that print go to stderr.
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)

@@ -1,18 +1,28 @@
 """The slicer port on the PrusaSlicer command line (Debian ``prusa-slicer``, 2.5).
 
-Runs headless: ``prusa-slicer --export-gcode`` needs no display (``DISPLAY`` is removed from
-its environment so it never tries one), and ``--datadir`` points at a throwaway folder so it
-neither reads nor writes the user's PrusaSlicer settings. A slice loads three profile files
-(``profiles/printer/<name>.ini``, ``profiles/filament/<name>.ini``,
-``profiles/print/<name>.ini``); options a 3MF carries itself apply only where the profiles
-leave them unset.
+Runs headless: ``prusa-slicer --export-gcode`` needs no display, and ``--datadir`` points at
+a throwaway folder so it neither reads nor writes anyone's PrusaSlicer settings. A slice
+loads three profile files (``profiles/printer/<name>.ini``, ``profiles/filament/<name>.ini``,
+``profiles/print/<name>.ini``).
+
+Models are untrusted input. A 3MF is first reduced to its geometry (``threemf``: archive
+limits checked before anything is decompressed; settings, custom G-code and every other
+member dropped; object names made plain), and the model is handed to PrusaSlicer under a
+fixed name in a work folder of its own. Whatever a file could still carry, every setting
+that can run a program or put text into the G-code (:data:`PINNED`: ``post_process``, the
+custom G-code settings, ``gcode_substitutions``…) is set on the command line — which
+overrides the profiles and any file — to the profiles' value, or empty. PrusaSlicer runs
+confined (``kittylab.adapters.sandbox``): a clean environment (``HOME`` and ``TMPDIR`` its
+work folder), no network, limits on its address space, CPU time and the size of what it
+writes (a G-code past ``max_gcode_bytes`` stops it), its process group killed past its
+timeout.
 
 Before slicing, ``prusa-slicer --info`` reports the model's size and whether its mesh is
 closed, so an empty file, an open (non-manifold) mesh or a model larger than the printer get
 a clear :class:`UnsliceableModel` instead of PrusaSlicer's own terse or crashing answer
 (2.5 aborts with SIGABRT when objects do not fit the bed). PrusaSlicer's silent mesh
 repair is not relied on: a mesh that needs it is refused, so what prints is what was
-modelled. Both runs have a time limit; on expiry the process group is killed.
+modelled.
 """
 
 from __future__ import annotations
@@ -20,14 +30,17 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
-from contextlib import suppress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kittylab.adapters import sandbox
 from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
+from kittylab.adapters.slicer.threemf import ArchiveLimits, sanitize_3mf
 from kittylab.domain.errors import ValidationFailed
 from kittylab.services.slicing import (
     BuildVolume,
@@ -48,6 +61,37 @@ _OUTPUT_TAIL = 1500
 # Tolerance for bounding boxes computed in float by PrusaSlicer (a 220.000001 mm part fits).
 _EPSILON_MM = 1e-3
 
+PINNED: dict[str, tuple[str, str]] = {
+    # option: (command-line flag, value when no profile sets it)
+    "post_process": ("--post-process", ""),
+    "start_gcode": ("--start-gcode", ""),
+    "end_gcode": ("--end-gcode", ""),
+    "before_layer_gcode": ("--before-layer-gcode", ""),
+    "layer_gcode": ("--layer-gcode", ""),
+    "toolchange_gcode": ("--toolchange-gcode", ""),
+    "between_objects_gcode": ("--between-objects-gcode", ""),
+    "color_change_gcode": ("--color-change-gcode", ""),
+    "pause_print_gcode": ("--pause-print-gcode", ""),
+    "template_custom_gcode": ("--template-custom-gcode", ""),
+    # One empty string per extruder ("" would be no value at all, read past by 2.5).
+    "start_filament_gcode": ("--start-filament-gcode", '""'),
+    "end_filament_gcode": ("--end-filament-gcode", '""'),
+    "gcode_substitutions": ("--gcode-substitutions", ""),
+    # The letter written after every extruding move's coordinates.
+    "extrusion_axis": ("--extrusion-axis", "E"),
+    # Copied into the header as comments, but a carriage return in them starts a new line.
+    "notes": ("--notes", ""),
+}
+"""Every PrusaSlicer 2.5 setting that runs a program or writes its text into the G-code
+(from ``prusa-slicer --help-fff``; the other notes and names reach only the G-code's
+settings block, escaped). Lists (``post_process``, the filament G-code,
+``gcode_substitutions``) are passed as the profile files write them, which PrusaSlicer
+parses alike; single strings are passed unescaped, since PrusaSlicer takes those from the
+command line verbatim."""
+_LISTS = frozenset(
+    {"post_process", "start_filament_gcode", "end_filament_gcode", "gcode_substitutions"}
+)
+
 
 @dataclass(frozen=True)
 class _Run:
@@ -65,11 +109,22 @@ class PrusaSlicer:
         profile_dir: Path = PROFILE_DIR,
         timeout_seconds: float = 300.0,
         info_timeout_seconds: float = 60.0,
+        memory_bytes: int = 4 * 1024**3,
+        cpu_seconds: int | None = None,
+        max_gcode_bytes: int = 1024**3,
+        archive_limits: ArchiveLimits | None = None,
     ) -> None:
         self.binary = binary
         self.profile_dir = profile_dir
         self.timeout_seconds = timeout_seconds
         self.info_timeout_seconds = info_timeout_seconds
+        self.memory_bytes = memory_bytes
+        """Address-space limit of each run; 0 leaves it uncapped."""
+        self.cpu_seconds = cpu_seconds
+        """CPU time of each run over all threads; ``None``: its timeout times the CPUs."""
+        self.max_gcode_bytes = max_gcode_bytes
+        """Largest file a run may write (``RLIMIT_FSIZE``)."""
+        self.archive_limits = archive_limits or ArchiveLimits()
 
     # -- profiles -----------------------------------------------------------------------
 
@@ -108,55 +163,31 @@ class PrusaSlicer:
         """Size and closedness of the model, from ``prusa-slicer --info``."""
         model_format = self._check_input(model)
         with tempfile.TemporaryDirectory(prefix="kittylab-slicer-") as work:
-            # Absolute, so a file named like an option (-x.stl) is never read as one.
-            run = self._run(["--info", str(model.resolve())], Path(work), self.info_timeout_seconds)
-        if run.returncode != 0 or "size_x" not in run.output:
-            raise self._refusal(run, model, model_format)
-        return _parse_info(run.output, model)
+            prepared = self._prepare(model, model_format, Path(work))
+            return self._inspect(prepared, model, model_format, Path(work))
 
     def slice(self, model: Path, output: Path, *, profile: SliceProfile) -> SliceResult:
         model_format = self._check_input(model)
         loads = [self._profile_file(kind, getattr(profile, kind)) for kind in PROFILE_KINDS]
         volume = self.build_volume(profile.printer)
-        size = self.inspect(model)
-        if not size.manifold:
-            raise UnsliceableModel(
-                Unsliceable.NOT_MANIFOLD,
-                f"{model.name} is not a closed (manifold) mesh: {size.open_edges} open "
-                "edges; repair it (or export it again as a solid) before slicing",
-            )
-        if (
-            size.x > volume.x + _EPSILON_MM
-            or size.y > volume.y + _EPSILON_MM
-            or size.z > volume.z + _EPSILON_MM
-        ):
-            raise UnsliceableModel(
-                Unsliceable.TOO_LARGE,
-                f"{model.name} is {_mm(size.x)} x {_mm(size.y)} x {_mm(size.z)} mm; printer "
-                f"{profile.printer!r} builds at most {_mm(volume.x)} x {_mm(volume.y)} x "
-                f"{_mm(volume.z)} mm",
-            )
-
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SlicerError(f"cannot write G-code to {output.parent}: {exc.strerror}") from exc
-        partial = output.with_name(f".{output.stem}-{secrets.token_hex(4)}.partial.gcode")
-        try:
-            with tempfile.TemporaryDirectory(prefix="kittylab-slicer-") as work:
-                arguments = [f"--load={path}" for path in loads]
-                arguments += ["--export-gcode", f"--output={partial}", str(model.resolve())]
-                run = self._run(arguments, Path(work), self.timeout_seconds)
-            if run.returncode != 0 or not partial.is_file():
+        with tempfile.TemporaryDirectory(prefix="kittylab-slicer-") as folder:
+            work = Path(folder)
+            prepared = self._prepare(model, model_format, work)
+            size = self._inspect(prepared, model, model_format, work)
+            _check_fits(model, size, volume, profile)
+            produced = work / "out.gcode"
+            arguments = [f"--load={path}" for path in loads]
+            arguments += pinned_arguments(loads)
+            arguments += ["--export-gcode", f"--output={produced}", str(prepared)]
+            run = self._run(arguments, work, self.timeout_seconds)
+            if run.returncode != 0 or not produced.is_file():
                 raise self._refusal(run, model, model_format)
             try:
-                summary = read_summary(partial)
+                summary = read_summary(produced)
             except SummaryMissing as exc:
                 raise SlicerError(f"PrusaSlicer's G-code for {model.name} has {exc}") from exc
-            gcode_bytes = partial.stat().st_size
-            os.replace(partial, output)
-        finally:
-            partial.unlink(missing_ok=True)
+            gcode_bytes = produced.stat().st_size
+            _publish(produced, output)
         return SliceResult(
             gcode_path=output,
             profile=profile,
@@ -191,35 +222,53 @@ class PrusaSlicer:
             raise UnsliceableModel(Unsliceable.EMPTY, f"{model.name} is an empty file")
         return model_format
 
+    def _prepare(self, model: Path, model_format: ModelFormat, work: Path) -> Path:
+        """The model as PrusaSlicer gets it, in ``work`` under a fixed name (object names
+        come from file names): a 3MF rewritten to geometry only, any other format linked."""
+        prepared = work / f"model.{model_format.value}"
+        if model_format is ModelFormat.THREE_MF:
+            sanitize_3mf(model, prepared, self.archive_limits)
+        else:
+            prepared.symlink_to(model.resolve())
+        return prepared
+
+    def _inspect(
+        self, prepared: Path, model: Path, model_format: ModelFormat, work: Path
+    ) -> ModelSize:
+        run = self._run(["--info", str(prepared)], work, self.info_timeout_seconds)
+        if run.returncode != 0 or "size_x" not in run.output:
+            raise self._refusal(run, model, model_format)
+        return _parse_info(run.output, model)
+
     def _run(self, arguments: list[str], work: Path, timeout: float) -> _Run:
-        command = [self.binary, f"--datadir={work / 'datadir'}", "--loglevel=1", *arguments]
-        env = {k: v for k, v in os.environ.items() if k not in {"DISPLAY", "WAYLAND_DISPLAY"}}
-        try:
-            # No shell; the binary is the operator's setting and the arguments are paths.
-            process = subprocess.Popen(  # noqa: S603
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=work,
-                env=env,
-                start_new_session=True,  # a timeout kills every process it started
-            )
-        except OSError as exc:
+        executable = shutil.which(self.binary)
+        if executable is None:
             raise SlicerError(
-                f"cannot run PrusaSlicer ({self.binary}): {exc.strerror}; install it with "
+                f"cannot run PrusaSlicer ({self.binary}): not found; install it with "
                 "scripts/install-system-deps.sh or set KITTYLAB_SLICER__BINARY"
-            ) from exc
+            )
+        command = [executable, f"--datadir={work / 'datadir'}", "--loglevel=1", *arguments]
+        cpu = self.cpu_seconds or int(timeout * (os.cpu_count() or 1)) + 1
         try:
-            out, _ = process.communicate(timeout=timeout)
+            done = sandbox.run(
+                command,
+                limits=sandbox.Limits(
+                    memory_bytes=self.memory_bytes,
+                    cpu_seconds=cpu,
+                    file_size_bytes=self.max_gcode_bytes,
+                ),
+                timeout_seconds=timeout,
+                env=sandbox.clean_environment(work),
+                cwd=work,
+            )
         except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
             raise SlicerTimeout(
                 f"PrusaSlicer did not finish within {timeout:g} s and was stopped"
             ) from None
-        return _Run(process.returncode, out.decode("utf-8", "replace"))
+        except sandbox.SandboxError as exc:
+            raise SlicerError(f"cannot run PrusaSlicer ({self.binary}) confined: {exc}") from exc
+        output = (done.stdout + done.stderr).decode("utf-8", "replace")
+        return _Run(done.returncode, output)
 
     def _refusal(self, run: _Run, model: Path, model_format: ModelFormat) -> Exception:
         """Turn a failed run into the most specific error its output supports."""
@@ -240,9 +289,103 @@ class PrusaSlicer:
                 Unsliceable.UNREADABLE,
                 f"{model.name} is not a readable {model_format.value.upper()} file",
             )
+        if run.returncode == -signal.SIGXFSZ:
+            return SlicerError(
+                f"PrusaSlicer's G-code passed its size limit ({_size(self.max_gcode_bytes)}) "
+                f"and the slice was stopped: {model.name} is too large or too detailed for "
+                "it (KITTYLAB_SLICER__MAX_GCODE_MB)"
+            )
+        if run.returncode == -signal.SIGXCPU:
+            return SlicerError(
+                f"PrusaSlicer used up its CPU time on {model.name} and was stopped "
+                "(KITTYLAB_SLICER__CPU_SECONDS)"
+            )
+        if "bad_alloc" in text or "std::bad_alloc" in text:
+            return SlicerError(
+                f"PrusaSlicer ran out of its memory limit on {model.name} "
+                "(KITTYLAB_SLICER__MEMORY_MB)"
+            )
         if run.returncode < 0:
             return SlicerError(f"PrusaSlicer was killed by signal {-run.returncode}: {_tail(text)}")
         return SlicerError(f"PrusaSlicer failed (exit {run.returncode}): {_tail(text)}")
+
+
+def pinned_arguments(profile_files: Sequence[Path]) -> list[str]:
+    """Command-line arguments setting every :data:`PINNED` option to its value in
+    ``profile_files`` (the last file that sets it wins, as with ``--load``), or to the
+    harmless default. Each value is a separate argument: PrusaSlicer reads ``--flag=`` with
+    nothing after ``=`` as a flag whose value is the *next* argument."""
+    merged: dict[str, str] = {}
+    for path in profile_files:
+        merged.update(_read_ini(path))
+    arguments: list[str] = []
+    for option, (flag, default) in PINNED.items():
+        value = merged.get(option)
+        if value is None:
+            value = default
+        elif option not in _LISTS:
+            value = _unescape(value)
+        arguments += [flag, value]
+    return arguments
+
+
+def _unescape(value: str) -> str:
+    """A single string as PrusaSlicer reads it from a profile (``unescape_string_cstyle``):
+    ``\\n`` and ``\\r`` are line breaks, ``\\`` followed by any other character is
+    that character."""
+    out: list[str] = []
+    characters = iter(value)
+    for character in characters:
+        if character == "\\":
+            escaped = next(characters, "")
+            out.append({"n": "\n", "r": "\r"}.get(escaped, escaped))
+        else:
+            out.append(character)
+    return "".join(out)
+
+
+def _check_fits(model: Path, size: ModelSize, volume: BuildVolume, profile: SliceProfile) -> None:
+    if not size.manifold:
+        raise UnsliceableModel(
+            Unsliceable.NOT_MANIFOLD,
+            f"{model.name} is not a closed (manifold) mesh: {size.open_edges} open "
+            "edges; repair it (or export it again as a solid) before slicing",
+        )
+    if (
+        size.x > volume.x + _EPSILON_MM
+        or size.y > volume.y + _EPSILON_MM
+        or size.z > volume.z + _EPSILON_MM
+    ):
+        raise UnsliceableModel(
+            Unsliceable.TOO_LARGE,
+            f"{model.name} is {_mm(size.x)} x {_mm(size.y)} x {_mm(size.z)} mm; printer "
+            f"{profile.printer!r} builds at most {_mm(volume.x)} x {_mm(volume.y)} x "
+            f"{_mm(volume.z)} mm",
+        )
+
+
+def _publish(produced: Path, output: Path) -> None:
+    """Put the G-code at ``output`` whole or not at all: copied beside it under a
+    temporary name, then renamed over it."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SlicerError(f"cannot write G-code to {output.parent}: {exc.strerror}") from exc
+    partial = output.with_name(f".{output.stem}-{secrets.token_hex(4)}.partial.gcode")
+    try:
+        shutil.copyfile(produced, partial)
+        os.replace(partial, output)
+    except OSError as exc:
+        raise SlicerError(f"cannot write G-code to {output}: {exc.strerror}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= scale and count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"
 
 
 def _read_ini(path: Path) -> dict[str, str]:
