@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import pytest
@@ -16,6 +17,9 @@ from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.services import identity
 from tests.integration.seaweedfs import SeaweedFS
+
+if TYPE_CHECKING:
+    from tests.integration.print_lab import PrintLab
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,25 @@ def operator(database: Database) -> Person:
 @pytest.fixture
 def safety_lead(database: Database) -> Person:
     return _person(database, "sam", ["safety"])
+
+
+@pytest.fixture
+def lab(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    database: Database,
+    database_url: str,
+    demo_lab_path: Path,
+) -> PrintLab:
+    """The demo lab applied to the emptied test database, for the print job tests (see
+    tests/integration/print_lab.py); a module with a lab of its own overrides it. Other
+    people a test needs come before it in the test's arguments: the manifest then updates
+    them instead of clashing with them."""
+    from tests.integration.print_lab import PrintLab, apply_demo_lab
+
+    devices = apply_demo_lab(container, database, demo_lab_path)
+    return PrintLab(container, client, operator, database, database_url, devices)
 
 
 @pytest.fixture(scope="session")
