@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
+from kittylab.adapters.slicer.prusaslicer import PrusaSlicer
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.services import identity
@@ -94,6 +99,42 @@ def lab(
 
     devices = apply_demo_lab(container, database, demo_lab_path)
     return PrintLab(container, client, operator, database, database_url, devices)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP server on 127.0.0.1 that must never see a connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder any user may use (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="kittylab-sandbox-test-"))
+    path.chmod(0o777)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def slicer_binary() -> str:
+    """The real ``prusa-slicer``; fails the test when it is not installed."""
+    found = shutil.which("prusa-slicer")
+    if found is None:
+        pytest.fail("prusa-slicer is not installed: run scripts/install-system-deps.sh")
+    return found
+
+
+@pytest.fixture
+def slicer(slicer_binary: str, tmp_path: Path) -> PrusaSlicer:
+    """The slicer as the application builds it from default settings."""
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+    made = bootstrap.slicer(settings)
+    assert isinstance(made, PrusaSlicer)
+    return made
 
 
 @pytest.fixture(scope="session")
