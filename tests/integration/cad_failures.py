@@ -31,10 +31,11 @@ def generate_with_a_starved_worker(
         container.settings, container.database, container.artifacts, starved, None
     )
     try:
-        return client.post(
+        answer: Response = client.post(
             "/api/cad/generate",
             json={"prompt": prompt, "policyMode": "offline"},
             headers=who.headers,
         )
+        return answer
     finally:
         starved.close()
