@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import pytest
@@ -12,10 +17,14 @@ from fastapi.testclient import TestClient
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
+from kittylab.adapters.slicer.prusaslicer import PrusaSlicer
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.services import identity
 from tests.integration.seaweedfs import SeaweedFS
+
+if TYPE_CHECKING:
+    from tests.integration.print_lab import PrintLab
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,61 @@ def operator(database: Database) -> Person:
 @pytest.fixture
 def safety_lead(database: Database) -> Person:
     return _person(database, "sam", ["safety"])
+
+
+@pytest.fixture
+def lab(
+    container: bootstrap.Container,
+    client: TestClient,
+    operator: Person,
+    database: Database,
+    database_url: str,
+    demo_lab_path: Path,
+) -> PrintLab:
+    """The demo lab applied to the emptied test database, for the print job tests (see
+    tests/integration/print_lab.py); a module with a lab of its own overrides it. Other
+    people a test needs come before it in the test's arguments: the manifest then updates
+    them instead of clashing with them."""
+    from tests.integration.print_lab import PrintLab, apply_demo_lab
+
+    devices = apply_demo_lab(container, database, demo_lab_path)
+    return PrintLab(container, client, operator, database, database_url, devices)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP server on 127.0.0.1 that must never see a connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder any user may use (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="kittylab-sandbox-test-"))
+    path.chmod(0o777)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def slicer_binary() -> str:
+    """The real ``prusa-slicer``; fails the test when it is not installed."""
+    found = shutil.which("prusa-slicer")
+    if found is None:
+        pytest.fail("prusa-slicer is not installed: run scripts/install-system-deps.sh")
+    return found
+
+
+@pytest.fixture
+def slicer(slicer_binary: str, tmp_path: Path) -> PrusaSlicer:
+    """The slicer as the application builds it from default settings."""
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+    made = bootstrap.slicer(settings)
+    assert isinstance(made, PrusaSlicer)
+    return made
 
 
 @pytest.fixture(scope="session")

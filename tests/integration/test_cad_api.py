@@ -21,7 +21,6 @@ from kittylab.adapters.db.tables import (
     FabricationJob,
     Notification,
     PrintMonitorEvent,
-    User,
     Zone,
 )
 from kittylab.adapters.storage.folder import FolderArtifactStore
@@ -35,6 +34,7 @@ from kittylab.domain.enums import (
     MonitorEventType,
 )
 from kittylab.services.cad import GenerateRequest, PolicyMode, progress_reply
+from tests.integration.cad_failures import generate_with_a_starved_worker, give_email
 from tests.integration.conftest import Person
 
 ISSUE_PROMPT = "a 60 by 60 mounting plate, 4 mm thick, four M4 holes in the corners"
@@ -206,23 +206,9 @@ def test_huge_prompts_are_refused_before_anything_runs(
 def test_a_failed_offline_job_alerts_operators_and_answers_a_clear_502(
     container: bootstrap.Container, client: TestClient, operator: Person, database: Database
 ) -> None:
-    with database.unit_of_work() as session:
-        user = session.get(User, operator.user_id)
-        assert user is not None
-        user.email = "olivia@lab.example"
+    give_email(database, operator, "olivia@lab.example")
     # A worker that cannot even import CadQuery within its memory limit.
-    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
-    container.cad = bootstrap.cad_service(
-        container.settings, container.database, container.artifacts, starved, None
-    )
-    try:
-        answer = client.post(
-            "/api/cad/generate",
-            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
-            headers=operator.headers,
-        )
-    finally:
-        starved.close()
+    answer = generate_with_a_starved_worker(container, client, operator, "a 20 mm cube")
     assert answer.status_code == 502
     problem = answer.json()
     assert "an operator has been alerted" in problem["detail"]
@@ -241,10 +227,7 @@ def test_with_every_worker_busy_past_the_wait_the_caller_gets_a_503_to_retry_and
     import threading
     import time
 
-    with database.unit_of_work() as session:
-        user = session.get(User, operator.user_id)
-        assert user is not None
-        user.email = "olivia@lab.example"
+    give_email(database, operator, "olivia@lab.example")
     single = CadWorkerPool(size=1, limits=WorkerLimits(slot_wait_seconds=0.5))
     single.warm_up()
     container.cad = bootstrap.cad_service(
@@ -283,18 +266,7 @@ def test_a_failed_job_with_nobody_to_alert_says_so_instead_of_claiming_an_alert(
     container: bootstrap.Container, client: TestClient, operator: Person, database: Database
 ) -> None:
     # The operator has no email address and no recipients are configured: nobody to alert.
-    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
-    container.cad = bootstrap.cad_service(
-        container.settings, container.database, container.artifacts, starved, None
-    )
-    try:
-        answer = client.post(
-            "/api/cad/generate",
-            json={"prompt": "a 20 mm cube", "policyMode": "offline"},
-            headers=operator.headers,
-        )
-    finally:
-        starved.close()
+    answer = generate_with_a_starved_worker(container, client, operator, "a 20 mm cube")
     assert answer.status_code == 502
     detail = answer.json()["detail"]
     assert "has been alerted" not in detail

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from kittylab.adapters.cad.worker import (
     worker_environment,
 )
 from kittylab.domain.cad_prompt import parse_prompt
+from tests.integration.confinement import no_connection_arrived, python_without_namespaces
 
 CUBE = parse_prompt("a 20 mm cube")
 GEAR = parse_prompt("spur gear 200 teeth module 2, 10 mm thick")
@@ -165,18 +165,7 @@ def _build_repeatedly(pool: CadWorkerPool, tmp_path: Path) -> None:
 
 
 def test_without_namespaces_the_worker_refuses_sockets_even_through_the_c_module() -> None:
-    # A user namespace whose user.max_user_namespaces is 0, entered without capabilities:
-    # the kernel gives this process neither a network nor a user namespace.
-    no_namespaces = [
-        "unshare",
-        "--user",
-        "--map-root-user",
-        "sh",
-        "-c",
-        "echo 0 > /proc/sys/user/max_user_namespaces && "
-        'exec setpriv --inh-caps=-all --bounding-set=-all "$@"',
-        "sh",
-    ]
+    # The kernel gives this process neither a network nor a user namespace.
     code = (
         "import _socket, socket\n"
         "from kittylab.adapters.sandbox import isolate_network\n"
@@ -190,14 +179,7 @@ def test_without_namespaces_the_worker_refuses_sockets_even_through_the_c_module
         "    except OSError as exc:\n"
         "        print('refused:', exc)\n"
     )
-    done = subprocess.run(
-        [*no_namespaces, sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
-        check=True,
-    )
+    done = python_without_namespaces(code)
     lines = done.stdout.splitlines()
     assert lines[0] == "sockets-refused"
     assert all(line.startswith("refused: networking is disabled") for line in lines[1:])
@@ -222,16 +204,13 @@ def test_in_its_namespace_the_worker_cannot_reach_local_services() -> None:
 
 
 def test_a_worker_started_without_root_is_in_a_user_namespace_and_cannot_reach_local_services(
-    tmp_path: Path,
+    listener: socket.socket, open_dir: Path
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("starting a process as uid 65534 needs root (the suite runs as root in CI)")
     # The system Python: uid 65534 may execute it, not the virtualenv's (under /root).
     python = "/usr/bin/python3"
-    home = Path(tempfile.mkdtemp(prefix="kittylab-cad-worker-"))  # CadQuery reads ~/.config
-    home.chmod(0o777)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
+    home = open_dir  # CadQuery reads ~/.config
     env = worker_environment()
     env |= {
         "HOME": str(home),
@@ -275,23 +254,13 @@ def test_a_worker_started_without_root_is_in_a_user_namespace_and_cannot_reach_l
     finally:
         worker.kill()
         worker.communicate()
-        listener_idle = _no_connection(listener)
-        listener.close()
-        subprocess.run(["rm", "-rf", str(home)], check=True)
+        listener_idle = no_connection_arrived(listener)
     assert hello["network"] == "user-namespace"
     assert "Uid:\t65534" in status
     assert "CapEff:\t0000000000000000" in status  # none kept from its user namespace
     assert worker_netns != os.readlink("/proc/self/ns/net")
     assert probe.stdout.split() == ["unreachable"]
     assert listener_idle
-
-
-def _no_connection(listener: socket.socket) -> bool:
-    try:
-        listener.accept()[0].close()
-    except BlockingIOError:
-        return True
-    return False
 
 
 def test_commands_run_per_job_are_confined_before_they_start() -> None:

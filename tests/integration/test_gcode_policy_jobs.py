@@ -10,25 +10,17 @@ import io
 import zipfile
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 import trimesh
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from kittylab import bootstrap
-from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand
-from kittylab.domain.enums import ArtifactType, FabricationStatus, OnlineState
+from kittylab.domain.enums import FabricationStatus, OnlineState
 from kittylab.domain.gcode_policy import DEFAULT_POLICY
-from kittylab.services.cad import GenerateRequest, PolicyMode
 from kittylab.services.gcode_gate import GcodeRefused, check_archive
-from tests.integration.conftest import Person
 from tests.integration.live_bus import live_lab
-from tests.integration.test_print_jobs import job, lab, post_job, upload, work_queue
-
-__all__ = ["lab"]  # the fixture, shared with the print job tests
+from tests.integration.print_lab import PrintLab
 
 HEADER = "; from a stranger\nG28\nG1 Z5 F3000\n"  # the forbidden line comes 4th
 
@@ -55,35 +47,25 @@ FORBIDDEN = [
 
 
 def test_uploaded_gcode_breaking_the_policy_fails_with_its_line_and_is_never_started(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]  # declares a 290 °C nozzle and a 120 °C bed
     bad_keys = [
-        upload(client, operator, f"bad{i}.gcode", f"{HEADER}{line}\nG1 X10\n".encode())
+        lab.upload(f"bad{i}.gcode", f"{HEADER}{line}\nG1 X10\n".encode())
         for i, (line, _, _) in enumerate(FORBIDDEN)
     ]
-    good_key = upload(client, operator, "good.gcode", b"M140 S60\nM104 S215\nG28\nG1 X10\n")
+    good_key = lab.upload("good.gcode", b"M140 S60\nM104 S215\nG28\nG1 X10\n")
 
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
-        async with live_lab(container) as (_bus, fleet, wired):
+        async with live_lab(lab.container) as (_bus, fleet, wired):
             # The refused files are queued first: had any passed, it would print first.
-            bad = [
-                await asyncio.to_thread(post_job, client, operator, printer, key)
-                for key in bad_keys
-            ]
-            good = await asyncio.to_thread(post_job, client, operator, printer, good_key)
-            await work_queue(wired, database_url)
-            await bootstrap.print_tracker(wired).round()
+            bad = [await asyncio.to_thread(lab.post_job, printer, key) for key in bad_keys]
+            good = await lab.start(wired, printer, good_key)
             return bad, good, fleet.devices[printer].snapshot()
 
     bad, good, printer_state = asyncio.run(scenario())
     for created, (line, command, reason) in zip(bad, FORBIDDEN, strict=True):
-        refused = job(database, created["id"])
+        refused = lab.job(created["id"])
         assert refused.status is FabricationStatus.FAILED, line
         assert refused.details["reason"].startswith(
             f"G-code refused by the printer's G-code policy: line 4: {command}: "
@@ -92,77 +74,52 @@ def test_uploaded_gcode_breaking_the_policy_fails_with_its_line_and_is_never_sta
         assert refused.details["gcode_violations"][0]["line"] == 4
         assert refused.details["gcode_violations"][0]["command"] == command
         assert "starting_at" not in refused.details
-    assert job(database, good["id"]).status is FabricationStatus.PRINTING
+    assert lab.job(good["id"]).status is FabricationStatus.PRINTING
     assert printer_state["file"] == "good.gcode"
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         starts = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start"))
         assert [c.payload["file"] for c in starts] == ["good.gcode"]
 
 
 def test_a_file_the_printer_declares_is_accepted_and_its_limits_are_its_own(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     content = b"PRINT_START BED=110 EXTRUDER=250\nG1 X10\nM140 S115\nPRINT_END\n"
-    key = upload(client, operator, "abs.gcode", content)
-    voron = post_job(client, operator, lab["voron-24"], key)  # declares the macros, bed 115
-    mk4 = post_job(client, operator, lab["prusa-mk4"], key)  # declares neither
-    asyncio.run(work_queue(container, database_url))
-    assert job(database, voron["id"]).details["stage"] in ("queued", "starting")
-    refused = job(database, mk4["id"])
+    key = lab.upload("abs.gcode", content)
+    voron = lab.post_job(lab["voron-24"], key)  # declares the macros, bed 115
+    mk4 = lab.post_job(lab["prusa-mk4"], key)  # declares neither
+    asyncio.run(lab.work_queue())
+    assert lab.job(voron["id"]).details["stage"] in ("queued", "starting")
+    refused = lab.job(mk4["id"])
     assert refused.status is FabricationStatus.FAILED
     assert [v["line"] for v in refused.details["gcode_violations"]] == [1, 4]
 
 
 def test_a_model_sliced_hotter_than_the_printer_allows_is_refused_and_not_kept(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
-    with database.unit_of_work() as s:  # PLA prints at 215 °C on a 60 °C bed
+    with lab.database.unit_of_work() as s:  # PLA prints at 215 °C on a 60 °C bed
         mk4 = s.get(Device, lab["prusa-mk4"])
         voron = s.get(Device, lab["voron-24"])
         assert mk4 is not None and voron is not None
         mk4.attributes = {**mk4.attributes, "gcode_policy": {"max_nozzle_c": 200}}
         voron.attributes = {**voron.attributes, "gcode_policy": {"max_bed_c": 50}}
     cube = trimesh.creation.box(extents=(20, 20, 20)).export(file_type="stl")
-    sliced = post_job(
-        client, operator, lab["prusa-mk4"], upload(client, operator, "cube.stl", cube)
-    )
-    result = container.cad.generate(
-        GenerateRequest(
-            prompt="a 40 by 30 plate, 5 mm thick",
-            policy_mode=PolicyMode.OFFLINE,
-            requested_by=operator.user_id,
-        )
-    )
-    stl = next(a for a in result.artifacts if a.artifact_type is ArtifactType.STL)
-    answer = client.post(
-        "/api/fabrication/jobs",
-        json={"deviceId": str(lab["voron-24"]), "cadArtifactId": str(stl.id)},
-        headers=operator.headers,
-    )
-    assert answer.status_code == 202, answer.text
+    sliced = lab.post_job(lab["prusa-mk4"], lab.upload("cube.stl", cube))
+    _, from_cad = lab.post_cad_job(lab["voron-24"])
 
-    asyncio.run(work_queue(container, database_url))
+    asyncio.run(lab.work_queue())
 
-    assert container.artifacts is not None
+    assert lab.container.artifacts is not None
     for created, fragment in (
         (sliced, "M104: nozzle 215 °C is above this printer's 200 °C limit"),
-        (answer.json(), "M140: bed 60 °C is above this printer's 50 °C limit"),
+        (from_cad, "M140: bed 60 °C is above this printer's 50 °C limit"),
     ):
-        refused = job(database, created["id"])
+        refused = lab.job(created["id"])
         assert refused.status is FabricationStatus.FAILED
         assert fragment in refused.details["reason"], refused.details["reason"]
         assert refused.details["gcode_violations"][0]["line"] > 1
-        assert not container.artifacts.exists(refused.gcode_path)  # nothing refused is kept
+        assert not lab.container.artifacts.exists(refused.gcode_path)  # nothing refused is kept
 
 
 def _project(plate: str) -> bytes:
@@ -183,75 +140,53 @@ def _project(plate: str) -> bytes:
     ],
 )
 def test_gcode_inside_a_3mf_project_is_checked_before_anything_slices_it(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
     plate: str,
     fragment: str,
 ) -> None:
-    key = upload(client, operator, "project.3mf", _project(plate))
-    created = post_job(client, operator, lab["bambu-x1c"], key)
-    asyncio.run(work_queue(container, database_url))
-    refused = job(database, created["id"])
+    refused = lab.prepared(lab["bambu-x1c"], lab.upload("project.3mf", _project(plate)))
     assert refused.status is FabricationStatus.FAILED
     assert fragment in refused.details["reason"], refused.details["reason"]
     assert refused.details["gcode_violations"][0]["file"] == "Metadata/plate_2.gcode"
 
 
 def test_a_3mf_whose_gcode_inflates_past_the_bound_is_refused(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from kittylab.services import gcode_gate
 
     monkeypatch.setattr(gcode_gate, "MAX_ARCHIVE_GCODE_BYTES", 4 * 1024 * 1024)
-    key = upload(client, operator, "bomb.3mf", _project("G1 X1\n" * 2_000_000))  # 12 MB
-    created = post_job(client, operator, lab["bambu-x1c"], key)
-    asyncio.run(work_queue(container, database_url))
-    refused = job(database, created["id"])
+    key = lab.upload("bomb.3mf", _project("G1 X1\n" * 2_000_000))  # 12 MB
+    refused = lab.prepared(lab["bambu-x1c"], key)
     assert refused.status is FabricationStatus.FAILED
     assert "more than 4 MiB of G-code once decompressed" in refused.details["reason"]
 
 
 def test_a_printer_whose_stored_policy_cannot_be_read_prints_nothing(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
-    with database.unit_of_work() as s:  # written past the manifest's validation
+    with lab.database.unit_of_work() as s:  # written past the manifest's validation
         mk4 = s.get(Device, lab["prusa-mk4"])
         assert mk4 is not None
         mk4.attributes = {**mk4.attributes, "gcode_policy": {"max_nozzle_c": "hot"}}
-    created = post_job(client, operator, lab["prusa-mk4"], upload(client, operator, "a.gcode"))
-    asyncio.run(work_queue(container, database_url))
-    refused = job(database, created["id"])
+    refused = lab.prepared(lab["prusa-mk4"], lab.upload("a.gcode"))
     assert refused.status is FabricationStatus.FAILED
     assert "gcode_policy.max_nozzle_c" in refused.details["reason"]
 
 
 def test_printer_heat_above_the_printers_declared_limit_is_422_naming_the_field(
-    client: TestClient, operator: Person, lab: dict[str, UUID], database: Database
+    lab: PrintLab,
 ) -> None:
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         for device in s.scalars(select(Device)):
             device.online_state = OnlineState.ONLINE
 
     def heat(printer: str, payload: dict[str, float]) -> Any:
-        return client.post(
+        return lab.client.post(
             f"/api/device/{lab[printer]}/command",
             json={"intent": "printer_heat", "payload": payload},
-            headers=operator.headers,
+            headers=lab.operator.headers,
         )
 
     # Within the intent's schema (nozzle ≤ 350, bed ≤ 150), past these printers' limits.
@@ -261,7 +196,7 @@ def test_printer_heat_above_the_printers_declared_limit_is_422_naming_the_field(
     bed = heat("voron-24", {"nozzle": 250, "bed": 116})
     assert (bed.status_code, bed.json()["field"]) == (422, "payload.bed")
     assert heat("prusa-mk4", {"nozzle": 290, "bed": 120}).status_code == 202
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         heats = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "printer_heat"))
         assert [c.payload for c in heats] == [{"nozzle": 290, "bed": 120}]
         mk4 = s.get(Device, lab["prusa-mk4"])
@@ -270,10 +205,10 @@ def test_printer_heat_above_the_printers_declared_limit_is_422_naming_the_field(
     unreadable = heat("prusa-mk4", {"bed": 50})
     assert unreadable.status_code == 409
     assert "gcode_policy.max_bed_c" in unreadable.json()["detail"]
-    cooldown = client.post(
+    cooldown = lab.client.post(
         f"/api/device/{lab['prusa-mk4']}/command",
         json={"intent": "printer_cooldown"},
-        headers=operator.headers,
+        headers=lab.operator.headers,
     )
     assert cooldown.status_code == 202  # making a printer safer never needs its policy
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
@@ -21,6 +17,7 @@ from kittylab.adapters.db.tables import Device, DeviceLock
 from kittylab.api.app import create_app
 from kittylab.cli.main import app
 from kittylab.manifest import apply_manifest, load_manifest
+from tests.integration.api_server import served
 from tests.integration.conftest import Person, _person
 
 LOCK_ID = re.compile(r"kittylab locks remove ([0-9a-f-]{36})")
@@ -38,21 +35,8 @@ def server_url(
     updates them (display names) instead of clashing with them."""
     with database.unit_of_work() as s:
         apply_manifest(s, load_manifest(demo_lab_path), container.clock())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(create_app(container)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def run(url: str, who: Person, *args: str) -> Result:

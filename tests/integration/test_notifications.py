@@ -28,14 +28,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
-from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
     CADJob,
     ConversationSession,
     Notification,
     RoutingDecision,
-    User,
 )
 from kittylab.adapters.jobs import (
     JobContext,
@@ -54,6 +52,7 @@ from kittylab.domain.notifications import RetryPolicy, webhook_host_allowed
 from kittylab.services import notifications, sessions
 from kittylab.services.notifications import DeliveryOutcome, DeliveryResult
 from kittylab.services.ports import DeliveryFailed
+from tests.integration.cad_failures import generate_with_a_starved_worker, give_email
 from tests.integration.conftest import Person
 from tests.integration.worker_runner import run_worker_until
 
@@ -1213,24 +1212,11 @@ def test_markup_in_a_cad_prompt_reaches_the_failure_alert_email_as_text(
     smtp_server: tuple[Inbox, int],
 ) -> None:
     inbox, _ = smtp_server
-    with database.unit_of_work() as session:
-        user = session.get(User, operator.user_id)
-        assert user is not None
-        user.email = "olivia@lab.example"
+    give_email(database, operator, "olivia@lab.example")
     # A worker that cannot even import CadQuery within its memory limit: the job fails and
     # the operators are alerted, the prompt quoted in the alert.
-    starved = CadWorkerPool(size=1, limits=WorkerLimits(memory_bytes=64 * 1024 * 1024))
-    container.cad = bootstrap.cad_service(
-        container.settings, container.database, container.artifacts, starved, None
-    )
-    try:
-        answer = client.post(
-            "/api/cad/generate",
-            json={"prompt": f"a 20 mm cube {MARKUP_LINK} {MARKUP_IMAGE}", "policyMode": "offline"},
-            headers=operator.headers,
-        )
-    finally:
-        starved.close()
+    prompt = f"a 20 mm cube {MARKUP_LINK} {MARKUP_IMAGE}"
+    answer = generate_with_a_starved_worker(container, client, operator, prompt)
     assert answer.status_code == 502, answer.text
     with database.unit_of_work() as session:
         alert_id = session.scalars(select(Notification.id)).one()

@@ -24,7 +24,6 @@ from kittylab import bootstrap
 from kittylab.adapters.db.tables import Device as DeviceRow
 from kittylab.adapters.db.tables import DeviceCommand, FabricationJob, Zone
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
-from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.config import CommandSettings
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import CommandStatus, DeviceKind, FabricationStatus, HazardLevel
@@ -32,7 +31,7 @@ from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.services import telemetry
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
-from tests.integration.test_print_jobs import post_job, upload, work_queue
+from tests.integration.print_lab import post_job, upload, work_queue
 from tests.peers import octoprint as peer
 
 KEY_ENV = "KL_TEST_OCTOPRINT_KEY"
@@ -819,13 +818,8 @@ def test_octoprint_going_away_mid_job_fails_the_job_after_the_setting_and_the_ne
 
 async def _work_queue(container: Any, database_url: str) -> None:
     """The job queue's worker until it is empty, with time for OctoPrint to connect."""
-    settings = container.settings.model_copy(
-        update={"commands": CommandSettings(ack_timeout_seconds=20, poll_interval_seconds=0.1)}
-    )
-    context = bootstrap.job_context(replace(container, settings=settings))
-    app = build_job_app(database_url)
-    async with app.open_async():
-        await run_worker(app, context, concurrency=1, wait=False)
+    commands = CommandSettings(ack_timeout_seconds=20, poll_interval_seconds=0.1)
+    await work_queue(container, database_url, commands)
 
 
 def _state_of(database: Any, device_id: UUID) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
@@ -36,25 +35,7 @@ from tests.integration.live_bus import (
     live_lab,
     running_bus,
 )
-from tests.integration.test_print_jobs import (
-    PNG,
-    finish_print,
-    job,
-    lab,
-    post_job,
-    upload,
-    work_queue,
-)
-
-__all__ = ["lab"]  # the fixture, shared with the print job tests
-
-
-class SteppedClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.integration.print_lab import PNG, PrintLab, SteppedClock, detached, finish_print
 
 
 def _lost_after(container: bootstrap.Container, seconds: float) -> bootstrap.Container:
@@ -75,65 +56,62 @@ def _all_silent_devices_offline(database: Database, now: datetime) -> None:
 
 
 def test_a_job_whose_printer_goes_offline_fails_after_the_setting_and_the_queue_moves_on(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
-    first_key = upload(client, operator, "lost.gcode")
-    second_key = upload(client, operator, "next.gcode")
+    first_key = lab.upload("lost.gcode")
+    second_key = lab.upload("next.gcode")
 
     async def scenario() -> tuple[str, str]:
-        async with live_lab(container) as (_bus, fleet, wired):
-            clock = SteppedClock(container.clock())
+        async with live_lab(lab.container) as (_bus, fleet, wired):
+            clock = SteppedClock(lab.container.clock())
             tracker = bootstrap.print_tracker(replace(_lost_after(wired, 60), clock=clock))
-            first = await asyncio.to_thread(post_job, client, operator, printer, first_key)
-            await work_queue(wired, database_url)
+            first = await asyncio.to_thread(lab.post_job, printer, first_key)
+            await lab.work_queue(wired)
             await tracker.round()
-            assert job(database, first["id"]).status is FabricationStatus.PRINTING
+            assert lab.job(first["id"]).status is FabricationStatus.PRINTING
 
             # The printer stops reporting and goes offline: its driver still holds the last
             # state it published ("printing"), which is no news about the print.
-            _all_silent_devices_offline(database, clock())
+            _all_silent_devices_offline(lab.database, clock())
             await tracker.round()
-            noted = job(database, first["id"])
+            noted = lab.job(first["id"])
             assert noted.status is FabricationStatus.PRINTING  # a blip is not a failure
             assert "printer_unreadable_since" in noted.details
             clock.now += timedelta(seconds=59)
             await tracker.round()
-            assert job(database, first["id"]).status is FabricationStatus.PRINTING
+            assert lab.job(first["id"]).status is FabricationStatus.PRINTING
             clock.now += timedelta(seconds=2)
             await tracker.round()
-            assert job(database, first["id"]).status is FabricationStatus.FAILED
+            assert lab.job(first["id"]).status is FabricationStatus.FAILED
 
             # Nothing left to cancel; the bed can be confirmed and the queue moves on once
             # the printer is back (here: it finished the lost part meanwhile).
             late = await asyncio.to_thread(
-                client.post, f"/api/fabrication/jobs/{first['id']}/cancel", headers=operator.headers
+                lab.client.post,
+                f"/api/fabrication/jobs/{first['id']}/cancel",
+                headers=lab.operator.headers,
             )
             assert late.status_code == 409, late.text
             cleared = await asyncio.to_thread(
-                client.post,
+                lab.client.post,
                 f"/api/fabrication/printers/{printer}/bed-clear",
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             assert cleared.status_code == 200, cleared.text
             finish_print(fleet, printer)  # reports again: online
-            second = await asyncio.to_thread(post_job, client, operator, printer, second_key)
-            await work_queue(wired, database_url)
+            second = await asyncio.to_thread(lab.post_job, printer, second_key)
+            await lab.work_queue(wired)
             await tracker.round()
-            assert job(database, second["id"]).status is FabricationStatus.PRINTING
+            assert lab.job(second["id"]).status is FabricationStatus.PRINTING
             return first["id"], second["id"]
 
     first_id, _ = asyncio.run(scenario())
-    failed = job(database, first_id)
+    failed = lab.job(first_id)
     reason = failed.details["reason"]
     assert "lost contact with the printer: it could not be read for 61 s" in reason
     assert "the printer is offline" in reason
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         told = s.scalars(
             select(Notification).where(Notification.related_job_id == UUID(first_id))
         ).all()
@@ -143,35 +121,30 @@ def test_a_job_whose_printer_goes_offline_fails_after_the_setting_and_the_queue_
 
 
 def test_cancelling_a_job_on_an_offline_printer_aborts_it_without_sending_anything(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
-    key = upload(client, operator, "stuck.gcode")
+    key = lab.upload("stuck.gcode")
 
     async def scenario() -> str:
-        async with live_lab(container) as (_bus, _fleet, wired):
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
-            await work_queue(wired, database_url)
-            await bootstrap.print_tracker(wired).round()
-            assert job(database, created["id"]).status is FabricationStatus.PRINTING
+        async with live_lab(lab.container) as (_bus, _fleet, wired):
+            created = await lab.start(wired, printer, key)
+            assert lab.job(created["id"]).status is FabricationStatus.PRINTING
             return str(created["id"])
 
     job_id = asyncio.run(scenario())
-    _all_silent_devices_offline(database, container.clock())
-    cancelled = client.post(f"/api/fabrication/jobs/{job_id}/cancel", headers=operator.headers)
+    _all_silent_devices_offline(lab.database, lab.container.clock())
+    cancelled = lab.client.post(
+        f"/api/fabrication/jobs/{job_id}/cancel", headers=lab.operator.headers
+    )
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "aborted"
     assert "was offline: nothing was sent" in cancelled.json()["details"]["reason"]
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         intents = [c.intent for c in s.scalars(select(DeviceCommand))]
     assert "print_cancel" not in intents
-    cleared = client.post(
-        f"/api/fabrication/printers/{printer}/bed-clear", headers=operator.headers
+    cleared = lab.client.post(
+        f"/api/fabrication/printers/{printer}/bed-clear", headers=lab.operator.headers
     )
     assert cleared.json() == {"deviceId": str(printer), "jobsCleared": 1}
 
@@ -196,25 +169,20 @@ def _crash_once(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> l
 
 
 def test_a_crash_while_recording_a_finished_job_loses_neither_the_status_nor_its_notice(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     printer = lab["prusa-mk4"]
-    key = upload(client, operator, "done.gcode")
+    key = lab.upload("done.gcode")
 
     async def scenario() -> str:
-        async with live_lab(container) as (_bus, fleet, wired):
+        async with live_lab(lab.container) as (_bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
-            await work_queue(wired, database_url)
+            created = await asyncio.to_thread(lab.post_job, printer, key)
+            await lab.work_queue(wired)
             await tracker.round()
             job_id = str(created["id"])
-            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
             finish_print(fleet, printer)
             await asyncio.sleep(0.2)  # the completed state reaches the driver over MQTT
 
@@ -223,17 +191,17 @@ def test_a_crash_while_recording_a_finished_job_loses_neither_the_status_nor_its
                 await tracker.round()
             assert calls == [1]
             # All or nothing: the job is not completed without its event and notice.
-            assert job(database, job_id).status is FabricationStatus.PRINTING
-            assert _notices(database, job_id) == []
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
+            assert _notices(lab.database, job_id) == []
 
             assert await tracker.round() == 1  # the next round (or the next process)
-            assert job(database, job_id).status is FabricationStatus.COMPLETED
+            assert lab.job(job_id).status is FabricationStatus.COMPLETED
             assert await tracker.round() == 0
             return job_id
 
     job_id = asyncio.run(scenario())
-    assert _notices(database, job_id) == ["Print completed on Prusa"]
-    with database.unit_of_work() as s:
+    assert _notices(lab.database, job_id) == ["Print completed on Prusa"]
+    with lab.database.unit_of_work() as s:
         events = s.scalars(
             select(PrintMonitorEvent).where(PrintMonitorEvent.fabrication_job_id == UUID(job_id))
         ).all()
@@ -241,34 +209,29 @@ def test_a_crash_while_recording_a_finished_job_loses_neither_the_status_nor_its
 
 
 def test_a_crash_while_starting_a_scene_leaves_the_job_to_start_again_with_its_scene(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     printer = lab["prusa-mk4"]
-    key = upload(client, operator, "lit.gcode")
+    key = lab.upload("lit.gcode")
 
     async def scenario() -> None:
-        async with live_lab(container) as (_bus, fleet, wired):
+        async with live_lab(lab.container) as (_bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
-            await work_queue(wired, database_url)  # started: the printer heats
+            created = await asyncio.to_thread(lab.post_job, printer, key)
+            await lab.work_queue(wired)  # started: the printer heats
             job_id = str(created["id"])
             _crash_once(monkeypatch, dispatch, "submit")
             with pytest.raises(Crash):
                 await tracker.round()
-            assert job(database, job_id).status is FabricationStatus.PREPARING
+            assert lab.job(job_id).status is FabricationStatus.PREPARING
             assert await tracker.round() == 1
-            assert job(database, job_id).status is FabricationStatus.PRINTING
-            await work_queue(wired, database_url)  # the scene's commands
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
+            await lab.work_queue(wired)  # the scene's commands
             assert fleet.devices[lab["farm-lights"]].snapshot()["on"] is True
 
     asyncio.run(scenario())
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         scene = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "light_on")).all()
     assert len(scene) == 1
 
@@ -280,27 +243,26 @@ def _notices(database: Database, job_id: str) -> list[str]:
 
 
 def test_a_retried_job_request_with_the_same_idempotency_key_returns_the_first_job(
-    client: TestClient,
-    operator: Person,
-    admin: Person,
-    lab: dict[str, UUID],
-    database: Database,
+    admin: Person,  # before the lab: its manifest then updates them
+    lab: PrintLab,
 ) -> None:
-    key = upload(client, operator, "once.gcode")
+    key = lab.upload("once.gcode")
     body = {"deviceId": str(lab["prusa-mk4"]), "fileKey": key, "idempotencyKey": "req-42"}
-    first = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
-    again = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    first = lab.client.post("/api/fabrication/jobs", json=body, headers=lab.operator.headers)
+    again = lab.client.post("/api/fabrication/jobs", json=body, headers=lab.operator.headers)
     assert (first.status_code, again.status_code) == (202, 202), again.text
     assert again.json()["id"] == first.json()["id"]
 
-    other_file = {**body, "fileKey": upload(client, operator, "twice.gcode")}
-    misused = client.post("/api/fabrication/jobs", json=other_file, headers=operator.headers)
+    other_file = {**body, "fileKey": lab.upload("twice.gcode")}
+    misused = lab.client.post(
+        "/api/fabrication/jobs", json=other_file, headers=lab.operator.headers
+    )
     assert (misused.status_code, misused.json()["field"]) == (409, "idempotencyKey")
     # Keys belong to whoever sent them: another person's "req-42" is another request.
-    theirs = client.post("/api/fabrication/jobs", json=body, headers=admin.headers)
+    theirs = lab.client.post("/api/fabrication/jobs", json=body, headers=admin.headers)
     assert theirs.status_code == 202
     assert theirs.json()["id"] != first.json()["id"]
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         assert len(s.scalars(select(FabricationJob)).all()) == 2
 
 
@@ -318,31 +280,30 @@ class _QueueDown:
 
 
 def test_a_job_whose_preparation_cannot_be_queued_is_accepted_and_prepared_by_the_sweep(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
-    container.jobs = _QueueDown(container.jobs)  # type: ignore[assignment]
-    key = upload(client, operator, "later.gcode")
+    lab.container.jobs = _QueueDown(lab.container.jobs)  # type: ignore[assignment]
+    key = lab.upload("later.gcode")
     body = {"deviceId": str(lab["prusa-mk4"]), "fileKey": key, "idempotencyKey": "k"}
-    answer = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    answer = lab.client.post("/api/fabrication/jobs", json=body, headers=lab.operator.headers)
     assert answer.status_code == 202, answer.text  # not 503: a retry would print twice
     job_id = answer.json()["id"]
     assert answer.json()["details"]["stage"] == "slicing"
-    retried = client.post("/api/fabrication/jobs", json=body, headers=operator.headers)
+    retried = lab.client.post("/api/fabrication/jobs", json=body, headers=lab.operator.headers)
     assert retried.json()["id"] == job_id
 
-    asyncio.run(work_queue(container, database_url))  # nothing was queued for it
-    assert job(database, job_id).details["stage"] == "slicing"
+    asyncio.run(lab.work_queue())  # nothing was queued for it
+    assert lab.job(job_id).details["stage"] == "slicing"
     # Within the grace a preparation may still be running: the sweep leaves it alone.
-    _advance_print_queues(container, database_url, container.clock() + timedelta(minutes=5))
-    assert job(database, job_id).details["stage"] == "slicing"
-    _advance_print_queues(container, database_url, container.clock() + timedelta(minutes=11))
-    assert job(database, job_id).details["stage"] == "queued"
-    with database.unit_of_work() as s:
+    _advance_print_queues(
+        lab.container, lab.database_url, lab.container.clock() + timedelta(minutes=5)
+    )
+    assert lab.job(job_id).details["stage"] == "slicing"
+    _advance_print_queues(
+        lab.container, lab.database_url, lab.container.clock() + timedelta(minutes=11)
+    )
+    assert lab.job(job_id).details["stage"] == "queued"
+    with lab.database.unit_of_work() as s:
         assert len(s.scalars(select(FabricationJob)).all()) == 1
 
 
@@ -360,56 +321,51 @@ def _advance_print_queues(container: bootstrap.Container, database_url: str, now
 
 
 def test_a_failure_pause_while_the_broker_is_down_fails_with_the_reason_and_nothing_is_sent_late(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["voron-24"]
-    key = upload(client, operator, "windy.gcode")
+    key = lab.upload("windy.gcode")
 
     async def scenario() -> dict[str, str]:
         port = free_port()
         address = BrokerAddress("127.0.0.1", port)
         async with embedded_broker(port) as broker, running_bus(address, "lab") as bus:
-            fleet = bootstrap.simulated_fleet(container)
+            fleet = bootstrap.simulated_fleet(lab.container)
             fleet.attach(bus)
             await asyncio.to_thread(fleet.reload)
             await asyncio.to_thread(fleet.report)
-            wired = replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            wired = replace(lab.container, drivers=bootstrap.device_drivers(bus), bus=bus)
             tracker = bootstrap.print_tracker(wired)
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            created = await asyncio.to_thread(lab.post_job, printer, key)
             job_id = str(created["id"])
-            await work_queue(wired, database_url)
+            await lab.work_queue(wired)
             await tracker.round()
-            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
             shot = await asyncio.to_thread(
-                client.put,
+                lab.client.put,
                 f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
                 content=PNG,
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
 
             await broker.stop()
             await eventually(lambda: not bus.connected)
             failure = await asyncio.to_thread(
-                client.post,
+                lab.client.post,
                 f"/api/fabrication/jobs/{job_id}/monitor-events",
                 json={
                     "eventType": "spaghetti_detected",
                     "confidence": 0.95,
                     "snapshotKey": shot.json()["snapshotKey"],
                 },
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             assert failure.status_code == 201, failure.text  # recorded; the pause is queued
-            await work_queue(wired, database_url)  # the pause cannot be sent: failed
-            pause = _command(database, failure.json()["pauseCommandId"])
+            await lab.work_queue(wired)  # the pause cannot be sent: failed
+            pause = _command(lab.database, failure.json()["pauseCommandId"])
             assert pause.status is CommandStatus.FAILED
             # Consistent: the job is not called paused, and the printer goes on printing.
-            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
             assert fleet.devices[printer].snapshot()["state"] in ("heating", "printing")
 
             await broker.start()
@@ -420,27 +376,27 @@ def test_a_failure_pause_while_the_broker_is_down_fails_with_the_reason_and_noth
             # The failed pause was refused, not queued: it never reaches the printer late.
             assert fleet.devices[printer].snapshot()["state"] in ("heating", "printing")
             again = await asyncio.to_thread(
-                client.post,
+                lab.client.post,
                 f"/api/device/{printer}/command",
                 json={"intent": "print_pause", "payload": {}, "correlationId": "pause-again"},
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             assert again.status_code == 202, again.text
-            await work_queue(wired, database_url)
-            assert _command(database, again.json()["commandId"]).status is CommandStatus.ACKED
+            await lab.work_queue(wired)
+            assert _command(lab.database, again.json()["commandId"]).status is CommandStatus.ACKED
             await tracker.round()
-            assert job(database, job_id).status is FabricationStatus.PAUSED
+            assert lab.job(job_id).status is FabricationStatus.PAUSED
             return {"job": job_id, "reason": pause.failure_reason or ""}
 
     result = asyncio.run(scenario())
     assert "the MQTT broker is not reachable" in result["reason"]
     assert result["reason"].startswith("voron-24")
-    titles = _notices(database, result["job"])
+    titles = _notices(lab.database, result["job"])
     assert titles == [
         "Pausing the print on Voron: spaghetti detected",
         "URGENT: the print on Voron was NOT paused",
     ]
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         urgent = s.scalars(
             select(Notification).where(
                 Notification.related_job_id == UUID(result["job"]),
@@ -451,23 +407,14 @@ def test_a_failure_pause_while_the_broker_is_down_fails_with_the_reason_and_noth
 
 
 def _command(database: Database, command_id: str) -> DeviceCommand:
-    with database.unit_of_work() as s:
-        row = s.get(DeviceCommand, UUID(command_id))
-        assert row is not None
-        s.expunge(row)
-        return row
+    return detached(database, DeviceCommand, command_id)
 
 
 def test_the_tracker_publishes_status_and_progress_retained_on_the_jobs_topic(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
-    key = upload(client, operator, "watched.gcode")
+    key = lab.upload("watched.gcode")
 
     async def latest_retained(address: BrokerAddress, topic: str) -> dict[str, object]:
         """What a client connecting now gets on ``topic``: the retained message."""
@@ -482,11 +429,11 @@ def test_the_tracker_publishes_status_and_progress_retained_on_the_jobs_topic(
         return seen[-1]
 
     async def scenario() -> list[dict[str, object]]:
-        async with live_lab(container) as (bus, fleet, wired):
+        async with live_lab(lab.container) as (bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+            created = await asyncio.to_thread(lab.post_job, printer, key)
             topic = f"kitty/jobs/{created['id']}"
-            await work_queue(wired, database_url)
+            await lab.work_queue(wired)
             await tracker.round()
             simulator = fleet.devices[printer]
             simulator.tick(120)
@@ -514,52 +461,47 @@ def test_the_tracker_publishes_status_and_progress_retained_on_the_jobs_topic(
 
 
 def test_a_start_interrupted_after_its_claim_goes_back_to_the_queue_and_then_prints(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
     # Nothing queued behind the test's back: each step is run by hand.
-    container.jobs = _QueueDown(container.jobs)  # type: ignore[assignment]
-    created = post_job(client, operator, printer, upload(client, operator, "resume.gcode"))
+    lab.container.jobs = _QueueDown(lab.container.jobs)  # type: ignore[assignment]
+    created = lab.post_job(printer, lab.upload("resume.gcode"))
     job_id = str(created["id"])
 
     async def scenario() -> None:
-        async with live_lab(container) as (_bus, _fleet, wired):
+        async with live_lab(lab.container) as (_bus, _fleet, wired):
             assert await asyncio.to_thread(
                 fabrication.prepare,
-                database,
-                container.artifacts,
+                lab.database,
+                lab.container.artifacts,
                 None,
                 None,
                 UUID(job_id),
-                container.clock,
+                lab.container.clock,
             )
             # A worker claims the job for starting, then dies before its print_start.
-            now = container.clock()
-            plan = await asyncio.to_thread(fabrication.claim_next, database, printer, now)
+            now = lab.container.clock()
+            plan = await asyncio.to_thread(fabrication.claim_next, lab.database, printer, now)
             assert isinstance(plan, fabrication.StartPlan)
             tracker = bootstrap.print_tracker(wired)
             await tracker.round()  # within the grace: still being started, left alone
-            assert job(database, job_id).details["stage"] == "starting"
+            assert lab.job(job_id).details["stage"] == "starting"
 
             late = replace(wired, clock=lambda: now + timedelta(minutes=3))
             await bootstrap.print_tracker(late).round()
-            requeued = job(database, job_id)
+            requeued = lab.job(job_id)
             assert requeued.details["stage"] == "queued"
             assert "its start was interrupted" in requeued.details["waiting_for"]
             assert requeued.origin_command_id is None
 
             await asyncio.to_thread(
-                _advance_print_queues, wired, database_url, container.clock()
+                _advance_print_queues, wired, lab.database_url, lab.container.clock()
             )  # the minutely queue task starts it again
             await tracker.round()
-            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
 
     asyncio.run(scenario())
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         starts = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start"))
         assert [c.status for c in starts] == [CommandStatus.ACKED]  # started once

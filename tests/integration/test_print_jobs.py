@@ -4,43 +4,24 @@ the API, procrastinate workers, the embedded MQTT broker, the print tracker."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pytest
 import trimesh
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
-from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
-    Device,
     DeviceCommand,
     FabricationJob,
     Notification,
     PrintMonitorEvent,
 )
-from kittylab.adapters.jobs import build_job_app, run_worker
-from kittylab.config import CommandSettings
-from kittylab.domain.enums import ArtifactType, CommandStatus, FabricationStatus
-from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services.cad import GenerateRequest, PolicyMode
-from kittylab.services.simulation import SimulatedFleet
+from kittylab.domain.enums import CommandStatus, FabricationStatus
 from tests.integration.conftest import Person
 from tests.integration.live_bus import live_lab
-
-GCODE = b"; a tiny job\nG28\nG1 X10 Y10\n" + b"G1 X20 Y20\n" * 50
-
-
-@pytest.fixture
-def lab(container: bootstrap.Container, database: Database, demo_lab_path: Path) -> dict[str, UUID]:
-    with database.unit_of_work() as s:
-        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
-    with database.unit_of_work() as s:
-        return {d.external_id: d.id for d in s.scalars(select(Device))}
+from tests.integration.print_lab import GCODE, PNG, PrintLab, finish_print
 
 
 def test_upload_refuses_files_a_printer_cannot_use(client: TestClient, operator: Person) -> None:
@@ -67,68 +48,57 @@ def test_an_upload_over_the_limit_is_413_and_nothing_is_kept(
 
 
 def test_a_job_needs_exactly_one_source_and_a_printer(
-    client: TestClient, operator: Person, lab: dict[str, UUID]
+    lab: PrintLab,
 ) -> None:
-    neither = client.post(
-        "/api/fabrication/jobs", json={"deviceId": str(lab["prusa-mk4"])}, headers=operator.headers
+    neither = lab.client.post(
+        "/api/fabrication/jobs",
+        json={"deviceId": str(lab["prusa-mk4"])},
+        headers=lab.operator.headers,
     )
     assert (neither.status_code, neither.json()["field"]) == (422, "fileKey")
-    unknown = client.post(
+    unknown = lab.client.post(
         "/api/fabrication/jobs",
         json={"deviceId": str(lab["prusa-mk4"]), "fileKey": "uploads/x/none.gcode"},
-        headers=operator.headers,
+        headers=lab.operator.headers,
     )
     assert (unknown.status_code, unknown.json()["field"]) == (422, "fileKey")
-    key = upload(client, operator, "part.gcode")
-    lights = client.post(
+    key = lab.upload("part.gcode")
+    lights = lab.client.post(
         "/api/fabrication/jobs",
         json={"deviceId": str(lab["farm-lights"]), "fileKey": key},
-        headers=operator.headers,
+        headers=lab.operator.headers,
     )
     assert (lights.status_code, lights.json()["field"]) == (422, "deviceId")
-    profile = client.post(
+    profile = lab.client.post(
         "/api/fabrication/jobs",
         json={"deviceId": str(lab["prusa-mk4"]), "fileKey": key, "profile": "disco"},
-        headers=operator.headers,
+        headers=lab.operator.headers,
     )
     assert (profile.status_code, profile.json()["field"]) == (422, "profile")
 
 
-def upload(client: TestClient, who: Person, name: str, content: bytes = GCODE) -> str:
-    answer = client.put(f"/api/fabrication/files/{name}", content=content, headers=who.headers)
-    assert answer.status_code == 201, answer.text
-    assert answer.json()["size"] == len(content)
-    key: str = answer.json()["fileKey"]
-    return key
-
-
 def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
-    first_key = upload(client, operator, "bracket.gcode")
-    second_key = upload(client, operator, "hook.gcode")
+    first_key = lab.upload("bracket.gcode")
+    second_key = lab.upload("hook.gcode")
 
     async def scenario() -> None:
-        async with live_lab(container) as (_bus, fleet, wired):
+        async with live_lab(lab.container) as (_bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
-            first = await asyncio.to_thread(post_job, client, operator, printer, first_key)
-            second = await asyncio.to_thread(post_job, client, operator, printer, second_key)
+            first = await asyncio.to_thread(lab.post_job, printer, first_key)
+            second = await asyncio.to_thread(lab.post_job, printer, second_key)
             assert first["status"] == "preparing"
             assert first["details"]["stage"] == "slicing"
 
-            await work_queue(wired, database_url)  # prepare both, start the first
-            assert job(database, first["id"]).details["stage"] == "starting"
-            assert job(database, second["id"]).details["stage"] == "queued"
+            await lab.work_queue(wired)  # prepare both, start the first
+            assert lab.job(first["id"]).details["stage"] == "starting"
+            assert lab.job(second["id"]).details["stage"] == "queued"
 
             await tracker.round()  # the printer took it: printing, the scene runs
-            assert job(database, first["id"]).status is FabricationStatus.PRINTING
-            await work_queue(wired, database_url)  # dispatch the scene's commands
+            assert lab.job(first["id"]).status is FabricationStatus.PRINTING
+            await lab.work_queue(wired)  # dispatch the scene's commands
             lights = fleet.devices[lab["farm-lights"]]
             assert lights.snapshot()["on"] is True
 
@@ -137,25 +107,25 @@ def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
                 if await tracker.round():
                     break
                 await asyncio.sleep(0.05)
-            done = job(database, first["id"])
+            done = lab.job(first["id"])
             assert done.status is FabricationStatus.COMPLETED
             assert done.completed_at is not None
-            await work_queue(wired, database_url)  # the queue looks: the bed is not clear
-            assert job(database, second["id"]).details["stage"] == "queued"
+            await lab.work_queue(wired)  # the queue looks: the bed is not clear
+            assert lab.job(second["id"]).details["stage"] == "queued"
 
             cleared = await asyncio.to_thread(
-                client.post,
+                lab.client.post,
                 f"/api/fabrication/printers/{printer}/bed-clear",
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             assert cleared.json() == {"deviceId": str(printer), "jobsCleared": 1}
-            await work_queue(wired, database_url)
-            assert job(database, second["id"]).details["stage"] == "starting"
+            await lab.work_queue(wired)
+            assert lab.job(second["id"]).details["stage"] == "starting"
             await tracker.round()
-            assert job(database, second["id"]).status is FabricationStatus.PRINTING
+            assert lab.job(second["id"]).status is FabricationStatus.PRINTING
 
     asyncio.run(scenario())
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         start = s.scalars(select(DeviceCommand).where(DeviceCommand.intent == "print_start")).all()
         assert [c.status for c in start] == [CommandStatus.ACKED, CommandStatus.ACKED]
         assert [c.payload["file"] for c in start] == ["bracket.gcode", "hook.gcode"]
@@ -173,72 +143,26 @@ def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
         assert [(e.event_type.value, e.confidence) for e in events] == [("completed", 1.0)]
 
 
-def post_job(client: TestClient, who: Person, device: UUID, key: str) -> dict[str, Any]:
-    answer = client.post(
-        "/api/fabrication/jobs",
-        json={"deviceId": str(device), "fileKey": key},
-        headers=who.headers,
-    )
-    assert answer.status_code == 202, answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-def job(database: Database, job_id: str) -> FabricationJob:
-    with database.unit_of_work() as s:
-        row = s.get(FabricationJob, UUID(job_id))
-        assert row is not None
-        s.expunge(row)
-        return row
-
-
-async def work_queue(container: bootstrap.Container, database_url: str) -> None:
-    """Run a worker until the queue is empty, with fast command confirmation."""
-    settings = container.settings.model_copy(
-        update={"commands": CommandSettings(ack_timeout_seconds=3, poll_interval_seconds=0.05)}
-    )
-    context = bootstrap.job_context(replace(container, settings=settings))
-    app = build_job_app(database_url)
-    async with app.open_async():
-        await run_worker(app, context, concurrency=1, wait=False)
-
-
-def finish_print(fleet: SimulatedFleet, printer: UUID) -> None:
-    simulator = fleet.devices[printer]
-    for _ in range(40):
-        simulator.tick(60)
-    assert simulator.snapshot()["state"] == "completed"
-    fleet.report()
-
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
 def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["voron-24"]
-    key = upload(client, operator, "vase.gcode")
+    key = lab.upload("vase.gcode")
 
     async def scenario() -> dict[str, Any]:
-        async with live_lab(container) as (_bus, fleet, wired):
+        async with live_lab(lab.container) as (_bus, fleet, wired):
             tracker = bootstrap.print_tracker(wired)
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
-            await work_queue(wired, database_url)
+            created = await asyncio.to_thread(lab.post_job, printer, key)
+            await lab.work_queue(wired)
             await tracker.round()
             job_id = created["id"]
-            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
 
             def monitor(body: dict[str, Any]) -> Any:
-                return client.post(
+                return lab.client.post(
                     f"/api/fabrication/jobs/{job_id}/monitor-events",
                     json=body,
-                    headers=operator.headers,
+                    headers=lab.operator.headers,
                 )
 
             no_snapshot = await asyncio.to_thread(
@@ -246,10 +170,10 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
             )
             assert (no_snapshot.status_code, no_snapshot.json()["field"]) == (422, "snapshotKey")
             shot = await asyncio.to_thread(
-                client.put,
+                lab.client.put,
                 f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
                 content=PNG,
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             assert shot.status_code == 201, shot.text
             snapshot = shot.json()["snapshotKey"]
@@ -270,10 +194,10 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
             )
             assert failure.status_code == 201, failure.text
             assert failure.json()["pauseCommandId"] is not None
-            await work_queue(wired, database_url)
+            await lab.work_queue(wired)
             assert fleet.devices[printer].snapshot()["state"] == "paused"
             await tracker.round()
-            assert job(database, job_id).status is FabricationStatus.PAUSED
+            assert lab.job(job_id).status is FabricationStatus.PAUSED
             again = await asyncio.to_thread(
                 monitor,
                 {"eventType": "nozzle_clog", "confidence": 0.8, "snapshotKey": snapshot},
@@ -282,7 +206,7 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
 
     result = asyncio.run(scenario())
     assert result["again"]["note"] == "the job is paused"
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         told = s.scalars(
             select(Notification)
             .where(Notification.related_job_id == UUID(result["job"]))
@@ -298,64 +222,39 @@ def test_a_failure_report_pauses_the_print_and_a_warning_only_notifies(
 
 
 def test_a_model_is_sliced_with_estimates_and_an_oversized_one_fails_with_the_reason(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     cube = trimesh.creation.box(extents=(20, 20, 20)).export(file_type="stl")
     tower = trimesh.creation.box(extents=(20, 20, 400)).export(file_type="stl")
-    fits = post_job(client, operator, lab["prusa-mk4"], upload(client, operator, "cube.stl", cube))
-    too_tall = post_job(
-        client, operator, lab["voron-24"], upload(client, operator, "tower.stl", tower)
-    )
+    fits = lab.post_job(lab["prusa-mk4"], lab.upload("cube.stl", cube))
+    too_tall = lab.post_job(lab["voron-24"], lab.upload("tower.stl", tower))
 
-    asyncio.run(work_queue(container, database_url))  # slicing only: no bus, no printer
+    asyncio.run(lab.work_queue())  # slicing only: no bus, no printer
 
-    sliced = job(database, fits["id"])
+    sliced = lab.job(fits["id"])
     assert sliced.details["stage"] == "queued", sliced.details
     assert sliced.details["estimated_seconds"] > 0
     assert sliced.details["filament_g"] > 0
     assert sliced.details["slicing"]["profile"]["printer"] == "generic-220"
     assert sliced.gcode_path.endswith("/cube.gcode")
-    assert container.artifacts is not None
-    gcode = b"".join(container.artifacts.read_chunks(sliced.gcode_path))
+    assert lab.container.artifacts is not None
+    gcode = b"".join(lab.container.artifacts.read_chunks(sliced.gcode_path))
     assert b"G1" in gcode
-    refused = job(database, too_tall["id"])
+    refused = lab.job(too_tall["id"])
     assert refused.status is FabricationStatus.FAILED
     assert "slicing failed" in refused.details["reason"]
     assert "400" in refused.details["reason"]
 
 
 def test_a_cad_artifact_becomes_a_sliced_print_job_and_appears_in_its_lineage(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
-    result = container.cad.generate(
-        GenerateRequest(
-            prompt="a 40 by 30 plate, 5 mm thick",
-            policy_mode=PolicyMode.OFFLINE,
-            requested_by=operator.user_id,
-        )
-    )
-    stl = next(a for a in result.artifacts if a.artifact_type is ArtifactType.STL)
-    answer = client.post(
-        "/api/fabrication/jobs",
-        json={"deviceId": str(lab["prusa-mk4"]), "cadArtifactId": str(stl.id)},
-        headers=operator.headers,
-    )
-    assert answer.status_code == 202, answer.text
-    asyncio.run(work_queue(container, database_url))
-    sliced = job(database, answer.json()["id"])
+    stl_id, created = lab.post_cad_job(lab["prusa-mk4"])
+    asyncio.run(lab.work_queue())
+    sliced = lab.job(created["id"])
     assert sliced.details["stage"] == "queued", sliced.details
-    assert sliced.cad_artifact_id == stl.id
+    assert sliced.cad_artifact_id == stl_id
     assert sliced.details["slicing"]["modelSizeMm"][:2] == [40.0, 30.0]
-    lineage = client.get(f"/api/cad/artifacts/{stl.id}/lineage", headers=operator.headers)
+    lineage = lab.client.get(f"/api/cad/artifacts/{stl_id}/lineage", headers=lab.operator.headers)
     assert lineage.status_code == 200, lineage.text
-    assert answer.json()["id"] in lineage.text
+    assert created["id"] in lineage.text

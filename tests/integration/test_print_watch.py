@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from kittylab import bootstrap
@@ -18,42 +17,24 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, PrintMonitorEvent
 from kittylab.config import MonitoringSettings
 from kittylab.domain.enums import FabricationStatus, MonitorEventType
-from tests.integration.conftest import Person
 from tests.integration.live_bus import embedded_broker, free_port, live_lab, running_bus
-from tests.integration.test_print_jobs import PNG, job, lab, post_job, upload, work_queue
+from tests.integration.print_lab import PNG, PrintLab, SteppedClock
 from tests.peers.camera_peer import CameraPeer
 from tests.peers.obico_peer import ObicoPeer
 
-__all__ = ["lab"]  # the fixture, shared with the print job tests
-
-
-class SteppedClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
 
 def test_a_heater_that_stops_heating_is_a_runaway_that_pauses_and_cools_the_printer(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
-    key = upload(client, operator, "tower.gcode")
+    key = lab.upload("tower.gcode")
 
     async def scenario() -> str:
-        async with live_lab(container) as (_bus, fleet, wired):
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
-            await work_queue(wired, database_url)
-            await bootstrap.print_tracker(wired).round()
-            assert job(database, created["id"]).status is FabricationStatus.PRINTING
+        async with live_lab(lab.container) as (_bus, fleet, wired):
+            created = await lab.start(wired, printer, key)
+            assert lab.job(created["id"]).status is FabricationStatus.PRINTING
 
-            clock = SteppedClock(container.clock())
+            clock = SteppedClock(lab.container.clock())
             watcher = bootstrap.print_watcher(replace(wired, clock=clock))
             assert watcher is not None
             simulator = fleet.devices[printer]
@@ -70,17 +51,17 @@ def test_a_heater_that_stops_heating_is_a_runaway_that_pauses_and_cools_the_prin
             assert [(v.condition.value, v.severity.value, v.subject) for v in raised] == [
                 ("thermal_runaway", "failure", "nozzle")
             ]
-            await work_queue(wired, database_url)  # the pause and the cooldown
+            await lab.work_queue(wired)  # the pause and the cooldown
             snapshot = fleet.devices[printer].snapshot()
             assert snapshot["state"] == "paused"
             assert snapshot["nozzle"]["target"] == 0
             await bootstrap.print_tracker(wired).round()
-            assert job(database, created["id"]).status is FabricationStatus.PAUSED
+            assert lab.job(created["id"]).status is FabricationStatus.PAUSED
             assert await watcher.round() == []  # a paused job is not watched
             return str(created["id"])
 
     job_id = asyncio.run(scenario())
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         event = s.scalars(select(PrintMonitorEvent)).one()
         assert event.event_type is MonitorEventType.NOZZLE_CLOG
         assert event.details["condition"] == "thermal_runaway"
@@ -91,28 +72,21 @@ def test_a_heater_that_stops_heating_is_a_runaway_that_pauses_and_cools_the_prin
             for c in s.scalars(select(DeviceCommand).where(DeviceCommand.device_id == printer))
         )
     assert intents == ["print_pause", "print_start", "printer_cooldown"]
-    assert container.artifacts is not None
-    evidence = json.loads(b"".join(container.artifacts.read_chunks(event.snapshot_key)))
+    assert lab.container.artifacts is not None
+    evidence = json.loads(b"".join(lab.container.artifacts.read_chunks(event.snapshot_key)))
     assert evidence["verdict"]["condition"] == "thermal_runaway"
     assert len(evidence["telemetry"]) >= 2
 
 
 def test_a_heater_set_past_the_printers_limit_pauses_and_cools_it_whatever_set_it(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["voron-24"]  # declares a 300 °C nozzle
-    key = upload(client, operator, "abs.gcode")
+    key = lab.upload("abs.gcode")
 
     async def scenario() -> str:
-        async with live_lab(container) as (_bus, fleet, wired):
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
-            await work_queue(wired, database_url)
-            await bootstrap.print_tracker(wired).round()
+        async with live_lab(lab.container) as (_bus, fleet, wired):
+            created = await lab.start(wired, printer, key)
             watcher = bootstrap.print_watcher(wired)
             assert watcher is not None
             simulator = fleet.devices[printer]
@@ -129,17 +103,17 @@ def test_a_heater_set_past_the_printers_limit_pauses_and_cools_it_whatever_set_i
             assert [(v.condition.value, v.severity.value, v.subject) for v in raised] == [
                 ("temperature_limit", "failure", "nozzle")
             ]
-            await work_queue(wired, database_url)  # the pause, then the cooldown
+            await lab.work_queue(wired)  # the pause, then the cooldown
             snapshot = fleet.devices[printer].snapshot()
             assert snapshot["state"] == "paused"
             assert snapshot["nozzle"]["target"] == 0
             assert snapshot["bed"]["target"] == 0
             await bootstrap.print_tracker(wired).round()
-            assert job(database, created["id"]).status is FabricationStatus.PAUSED
+            assert lab.job(created["id"]).status is FabricationStatus.PAUSED
             return str(created["id"])
 
     job_id = asyncio.run(scenario())
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         event = s.scalars(select(PrintMonitorEvent)).one()
         assert event.details["condition"] == "temperature_limit"
         assert event.details["reasons"][0].startswith(
@@ -159,22 +133,17 @@ def test_a_heater_set_past_the_printers_limit_pauses_and_cools_it_whatever_set_i
 
 
 def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapshot(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["voron-24"]
-    key = upload(client, operator, "benchy.gcode")
+    key = lab.upload("benchy.gcode")
     with CameraPeer() as camera, ObicoPeer() as detector:
         snapshot_url = camera.serve("/farm/snapshot.jpg")
-        with database.unit_of_work() as s:
+        with lab.database.unit_of_work() as s:
             farm_cam = s.get(Device, lab["farm-cam"])
             assert farm_cam is not None
             farm_cam.connection = {"snapshot_url": snapshot_url}
-        settings = container.settings.model_copy(
+        settings = lab.container.settings.model_copy(
             update={"monitoring": MonitoringSettings(detector_url=detector.base_url)}
         )
 
@@ -182,16 +151,14 @@ def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapsho
             port = free_port()
             address = BrokerAddress("127.0.0.1", port)
             async with embedded_broker(port), running_bus(address) as bus:
-                fleet = bootstrap.simulated_fleet(container)
+                fleet = bootstrap.simulated_fleet(lab.container)
                 fleet.attach(bus)
                 await asyncio.to_thread(fleet.reload)
                 await asyncio.to_thread(fleet.report)
                 wired = replace(
-                    container, drivers=bootstrap.device_drivers(bus), bus=bus, settings=settings
+                    lab.container, drivers=bootstrap.device_drivers(bus), bus=bus, settings=settings
                 )
-                created = await asyncio.to_thread(post_job, client, operator, printer, key)
-                await work_queue(wired, database_url)
-                await bootstrap.print_tracker(wired).round()
+                created = await lab.start(wired, printer, key)
                 watcher = bootstrap.print_watcher(wired)
                 assert watcher is not None
                 for _ in range(40):  # a clean print: the first 30 frames are never judged
@@ -200,7 +167,7 @@ def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapsho
                 raised = []
                 for _ in range(6):
                     raised += await watcher.round()
-                await work_queue(wired, database_url)
+                await lab.work_queue(wired)
                 assert fleet.devices[printer].snapshot()["state"] == "paused"
                 return [f"{v.condition.value}/{v.severity.value}" for v in raised] + [
                     str(created["id"])
@@ -208,7 +175,7 @@ def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapsho
 
         *alerts, job_id = asyncio.run(scenario())
     assert alerts == ["spaghetti/warning", "spaghetti/failure"]
-    with database.unit_of_work() as s:
+    with lab.database.unit_of_work() as s:
         events = s.scalars(select(PrintMonitorEvent).order_by(PrintMonitorEvent.id)).all()
         assert [e.event_type for e in events] == [MonitorEventType.SPAGHETTI_DETECTED] * 2
         failure = events[1]
@@ -231,22 +198,15 @@ def _first_layer_events(database: Database, job_id: str) -> list[PrintMonitorEve
 
 
 def test_the_watcher_records_first_layer_ok_once_the_print_is_past_its_first_layer(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["prusa-mk4"]
-    key = upload(client, operator, "layers.gcode")
+    key = lab.upload("layers.gcode")
 
     async def scenario() -> str:
-        async with live_lab(container) as (_bus, fleet, wired):
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+        async with live_lab(lab.container) as (_bus, fleet, wired):
+            created = await lab.start(wired, printer, key)
             job_id = str(created["id"])
-            await work_queue(wired, database_url)
-            await bootstrap.print_tracker(wired).round()
             watcher = bootstrap.print_watcher(wired)
             assert watcher is not None
             simulator = fleet.devices[printer]
@@ -256,7 +216,7 @@ def test_the_watcher_records_first_layer_ok_once_the_print_is_past_its_first_lay
                 await asyncio.to_thread(fleet.report)
                 await asyncio.sleep(0.05)  # the new state reaches the driver over MQTT
                 assert await watcher.round() == []
-                return _first_layer_events(database, job_id)
+                return _first_layer_events(lab.database, job_id)
 
             assert await printed(120) == []  # heated up, printing from 0 %
             assert await printed(20) == []  # 3 %: still on the first layer
@@ -266,51 +226,44 @@ def test_the_watcher_records_first_layer_ok_once_the_print_is_past_its_first_lay
             restarted = bootstrap.print_watcher(wired)  # a new process: the database knows
             assert restarted is not None
             assert await restarted.round() == []
-            assert len(_first_layer_events(database, job_id)) == 1
+            assert len(_first_layer_events(lab.database, job_id)) == 1
             return job_id
 
     job_id = asyncio.run(scenario())
-    (event,) = _first_layer_events(database, job_id)
+    (event,) = _first_layer_events(lab.database, job_id)
     assert event.confidence == 1.0
     assert event.details["threshold"] == 0.05
 
 
 def test_a_print_with_a_failure_alert_gets_no_first_layer_ok(
-    container: bootstrap.Container,
-    client: TestClient,
-    operator: Person,
-    lab: dict[str, UUID],
-    database: Database,
-    database_url: str,
+    lab: PrintLab,
 ) -> None:
     printer = lab["voron-24"]
-    key = upload(client, operator, "bad.gcode")
+    key = lab.upload("bad.gcode")
 
     async def scenario() -> str:
-        async with live_lab(container) as (_bus, fleet, wired):
-            created = await asyncio.to_thread(post_job, client, operator, printer, key)
+        async with live_lab(lab.container) as (_bus, fleet, wired):
+            created = await lab.start(wired, printer, key)
             job_id = str(created["id"])
-            await work_queue(wired, database_url)
-            await bootstrap.print_tracker(wired).round()
             shot = await asyncio.to_thread(
-                client.put,
+                lab.client.put,
                 f"/api/fabrication/jobs/{job_id}/snapshots/cam.png",
                 content=PNG,
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             failure = await asyncio.to_thread(
-                client.post,
+                lab.client.post,
                 f"/api/fabrication/jobs/{job_id}/monitor-events",
                 json={
                     "eventType": "spaghetti_detected",
                     "confidence": 0.9,
                     "snapshotKey": shot.json()["snapshotKey"],
                 },
-                headers=operator.headers,
+                headers=lab.operator.headers,
             )
             assert failure.status_code == 201, failure.text
             # The pause is not sent yet: the job still prints, past its first layer.
-            assert job(database, job_id).status is FabricationStatus.PRINTING
+            assert lab.job(job_id).status is FabricationStatus.PRINTING
             fleet.devices[printer].tick(120)  # heated up
             fleet.devices[printer].tick(60)  # 10 %
             assert fleet.devices[printer].snapshot()["progress"] > 0.05
@@ -321,4 +274,4 @@ def test_a_print_with_a_failure_alert_gets_no_first_layer_ok(
             await watcher.round()
             return job_id
 
-    assert _first_layer_events(database, asyncio.run(scenario())) == []
+    assert _first_layer_events(lab.database, asyncio.run(scenario())) == []

@@ -3,16 +3,13 @@ scripts/install-system-deps.sh); models are made here with trimesh, never downlo
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import trimesh
 
-from kittylab import bootstrap
 from kittylab.adapters.slicer.prusaslicer import PrusaSlicer
-from kittylab.config import Settings
 from kittylab.domain.errors import ValidationFailed
 from kittylab.services.slicing import (
     ModelFormat,
@@ -23,25 +20,11 @@ from kittylab.services.slicing import (
     Unsliceable,
     UnsliceableModel,
 )
+from tests.integration.slicer_files import GENERIC
 from tests.integration.step_box import box_step
 
-GENERIC = SliceProfile(printer="generic-220", filament="pla", print="0.20mm")
 MK4 = SliceProfile(printer="mk4-like", filament="pla", print="0.20mm")
 PLA_DENSITY = 1.24
-
-
-@pytest.fixture(scope="module")
-def binary() -> str:
-    found = shutil.which("prusa-slicer")
-    if found is None:
-        pytest.fail("prusa-slicer is not installed: run scripts/install-system-deps.sh")
-    return found
-
-
-@pytest.fixture
-def slicer(binary: str, tmp_path: Path) -> Slicer:
-    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
-    return bootstrap.slicer(settings)
 
 
 def _box(path: Path, x: float, y: float, z: float) -> Path:
@@ -101,11 +84,11 @@ def test_a_step_solid_is_sliced(slicer: Slicer, tmp_path: Path) -> None:
     assert 1.0 < result.filament_cm3 < 6.0
 
 
-def test_a_3mf_project_is_sliced(slicer: Slicer, binary: str, tmp_path: Path) -> None:
+def test_a_3mf_project_is_sliced(slicer: Slicer, slicer_binary: str, tmp_path: Path) -> None:
     stl = _box(tmp_path / "cube.stl", 15, 15, 15)
     project = tmp_path / "cube.3mf"
     subprocess.run(
-        [binary, "--loglevel=1", "--export-3mf", f"--output={project}", str(stl)],
+        [slicer_binary, "--loglevel=1", "--export-3mf", f"--output={project}", str(stl)],
         check=True,
         capture_output=True,
         timeout=60,
@@ -119,14 +102,14 @@ def test_a_3mf_project_is_sliced(slicer: Slicer, binary: str, tmp_path: Path) ->
 
 
 def test_every_object_of_a_3mf_plate_is_checked_against_the_bed(
-    slicer: Slicer, binary: str, tmp_path: Path
+    slicer: Slicer, slicer_binary: str, tmp_path: Path
 ) -> None:
     plate = _box(tmp_path / "plate.stl", 240, 200, 5)
     cube = _box(tmp_path / "cube.stl", 20, 20, 20)
     project = tmp_path / "two.3mf"
     subprocess.run(
         [
-            binary,
+            slicer_binary,
             "--loglevel=1",
             "--merge",
             "--export-3mf",
@@ -262,10 +245,10 @@ def test_the_shipped_profiles_are_listed(slicer: Slicer) -> None:
 
 
 def test_a_slice_over_its_time_limit_is_stopped_and_leaves_no_output(
-    binary: str, tmp_path: Path
+    slicer_binary: str, tmp_path: Path
 ) -> None:
     cube = _box(tmp_path / "cube.stl", 20, 20, 20)
-    hurried = PrusaSlicer(binary, timeout_seconds=0.01, info_timeout_seconds=60)
+    hurried = PrusaSlicer(slicer_binary, timeout_seconds=0.01, info_timeout_seconds=60)
 
     with pytest.raises(SlicerTimeout, match=r"did not finish within 0\.01 s"):
         hurried.slice(cube, tmp_path / "out" / "cube.gcode", profile=GENERIC)
@@ -273,11 +256,13 @@ def test_a_slice_over_its_time_limit_is_stopped_and_leaves_no_output(
     assert list(tmp_path.glob("out/*")) == []  # no G-code, no partial file
 
 
-def test_inspecting_a_model_over_its_time_limit_is_stopped(binary: str, tmp_path: Path) -> None:
+def test_inspecting_a_model_over_its_time_limit_is_stopped(
+    slicer_binary: str, tmp_path: Path
+) -> None:
     cube = _box(tmp_path / "cube.stl", 20, 20, 20)
 
     with pytest.raises(SlicerTimeout):
-        PrusaSlicer(binary, info_timeout_seconds=0.01).inspect(cube)
+        PrusaSlicer(slicer_binary, info_timeout_seconds=0.01).inspect(cube)
 
 
 def test_a_missing_slicer_binary_is_a_slicer_error_saying_how_to_install_it(

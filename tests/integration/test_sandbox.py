@@ -2,9 +2,8 @@
 (``kittylab.adapters.sandbox``), against the real kernel: namespaces, limits, environment.
 
 The tests run as root here. "Without root" is a real unprivileged user (uid 65534, run by
-the system Python, which that user may execute); "a kernel without namespaces" is a user
-namespace whose own ``user.max_user_namespaces`` is 0, entered without capabilities, where
-the kernel refuses both a network namespace and a nested user namespace."""
+the system Python, which that user may execute); "a kernel without namespaces" is
+described in tests/integration/confinement.py."""
 
 from __future__ import annotations
 
@@ -13,28 +12,16 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kittylab.adapters import sandbox
+from tests.integration.confinement import no_connection_arrived, python_without_namespaces
 
-SOURCE_ROOT = Path(sandbox.__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY = sandbox.RunAs(65534, 65534)
-# A kernel that gives this process no namespace: see the module docstring.
-NO_NAMESPACES = [
-    "unshare",
-    "--user",
-    "--map-root-user",
-    "sh",
-    "-c",
-    'echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --inh-caps=-all --bounding-set=-all "$@"',
-    "sh",
-]
 
 PROBE = """
 import json, os, resource, socket, sys
@@ -60,32 +47,6 @@ print(json.dumps({
 """
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP server on 127.0.0.1 that must never see a connection."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def _no_connection_arrived(server: socket.socket) -> bool:
-    try:
-        server.accept()[0].close()
-    except BlockingIOError:
-        return True
-    return False
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder any user may use (pytest's tmp_path is root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="kittylab-sandbox-test-"))
-    path.chmod(0o777)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=True)
-
-
 def test_a_confined_command_has_no_network_its_limits_and_only_a_clean_environment(
     listener: socket.socket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +64,7 @@ def test_a_confined_command_has_no_network_its_limits_and_only_a_clean_environme
 
     report = json.loads(done.stdout)
     assert report["network"].startswith("unreachable")
-    assert _no_connection_arrived(listener)
+    assert no_connection_arrived(listener)
     assert report["netns"] != os.readlink("/proc/self/ns/net")
     assert (report["memory"], report["cpu"], report["file_size"]) == (2 * 1024**3, 7, 10**6)
     assert report["core"] == 0
@@ -129,7 +90,7 @@ def test_a_command_started_without_root_gets_a_user_namespace_and_no_network(
     report = json.loads(done.stdout)
     assert report["uid"] == 65534  # its own id, mapped to itself in the user namespace
     assert report["network"].startswith("unreachable")
-    assert _no_connection_arrived(listener)
+    assert no_connection_arrived(listener)
     assert report["netns"] != os.readlink("/proc/self/ns/net")
     assert int(report["capabilities"], 16) == 0
 
@@ -146,14 +107,7 @@ def test_without_namespaces_an_external_command_is_never_started(tmp_path: Path)
         "    print('refused:', exc)\n"
     )
 
-    done = subprocess.run(
-        [*NO_NAMESPACES, sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
-        check=True,
-    )
+    done = python_without_namespaces(code)
 
     assert done.stdout.startswith("refused: cannot isolate the network"), done.stderr
     assert not marker.exists()
@@ -178,17 +132,10 @@ def test_without_namespaces_a_python_process_refuses_sockets_even_through_the_c_
         "        print('refused')\n"
     )
 
-    done = subprocess.run(
-        [*NO_NAMESPACES, sys.executable, "-c", code, str(listener.getsockname()[1])],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
-        check=True,
-    )
+    done = python_without_namespaces(code, str(listener.getsockname()[1]))
 
     assert done.stdout.split() == ["sockets-refused", "refused", "refused", "refused"]
-    assert _no_connection_arrived(listener)
+    assert no_connection_arrived(listener)
 
 
 def test_a_command_writing_past_its_file_size_limit_is_stopped(tmp_path: Path) -> None:

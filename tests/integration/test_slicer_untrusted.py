@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +21,11 @@ import pytest
 from kittylab import bootstrap
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.config import Settings
-from kittylab.services.slicing import SliceProfile, SlicerError, Unsliceable, UnsliceableModel
+from kittylab.services.slicing import SlicerError, Unsliceable, UnsliceableModel
+from tests.integration.slicer_files import GENERIC
 from tests.integration.step_box import box_step
 from tests.unit.test_threemf_sanitize import CUSTOM_GCODE, PRUSA_CONFIG, build_3mf, cube_model
 
-GENERIC = SliceProfile(printer="generic-220", filament="pla", print="0.20mm")
 # Temperatures no profile of the lab uses: finding one in the G-code means the file set it.
 INJECTED = {
     "before_layer_gcode": "M104 S450",
@@ -53,22 +51,6 @@ CUSTOM_GCODE_XML = (
     '<code print_z="3" type="1" extruder="1" color="" extra="pause" gcode="M601"/>\n'
     '<mode value="SingleExtruder"/>\n</custom_gcodes_per_print_z>\n'
 )
-
-
-@pytest.fixture(scope="module")
-def binary() -> str:
-    found = shutil.which("prusa-slicer")
-    if found is None:
-        pytest.fail("prusa-slicer is not installed: run scripts/install-system-deps.sh")
-    return found
-
-
-@pytest.fixture
-def slicer(binary: str, tmp_path: Path) -> PrusaSlicer:
-    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
-    made = bootstrap.slicer(settings)
-    assert isinstance(made, PrusaSlicer)
-    return made
 
 
 def _config(marker: Path) -> str:
@@ -126,7 +108,7 @@ def test_custom_gcode_settings_and_per_height_gcode_in_a_3mf_do_not_reach_the_gc
 
 
 def test_the_lab_profiles_pin_every_program_and_gcode_setting_even_for_an_unsanitized_3mf(
-    binary: str, tmp_path: Path
+    slicer_binary: str, tmp_path: Path
 ) -> None:
     """The command line alone (without the geometry-only rewrite) overrides every setting
     in the file that could run a program or add G-code."""
@@ -143,7 +125,7 @@ def test_the_lab_profiles_pin_every_program_and_gcode_setting_even_for_an_unsani
 
     subprocess.run(
         [
-            binary,
+            slicer_binary,
             f"--datadir={tmp_path / 'datadir'}",
             "--loglevel=1",
             *[f"--load={path}" for path in loads],
@@ -215,16 +197,8 @@ def test_a_zip_bomb_is_refused_before_extraction_quickly(tmp_path: Path) -> None
     assert not (tmp_path / "out.gcode").exists()
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.create_server(("127.0.0.1", 0))
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
 def test_prusaslicer_runs_without_the_servers_environment_network_or_unlimited_resources(
-    binary: str, tmp_path: Path, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+    slicer_binary: str, tmp_path: Path, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KITTYLAB_DATABASE_URL", "postgresql://kittylab:secret@db/kittylab")
     monkeypatch.setenv("KITTYLAB_CAD__ZOO_API_TOKEN", "zoo-secret")
@@ -248,7 +222,7 @@ def test_prusaslicer_runs_without_the_servers_environment_network_or_unlimited_r
         "        'cpu': resource.getrlimit(resource.RLIMIT_CPU)[0],\n"
         "        'file_size': resource.getrlimit(resource.RLIMIT_FSIZE)[0],\n"
         "    }) + '\\n')\n"
-        f"os.execv({binary!r}, [{binary!r}, *sys.argv[1:]])\n"
+        f"os.execv({slicer_binary!r}, [{slicer_binary!r}, *sys.argv[1:]])\n"
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     settings = Settings(  # type: ignore[call-arg]
@@ -276,9 +250,9 @@ def test_prusaslicer_runs_without_the_servers_environment_network_or_unlimited_r
 
 
 def test_gcode_past_the_output_size_limit_stops_the_slicer_with_a_clear_error(
-    binary: str, tmp_path: Path
+    slicer_binary: str, tmp_path: Path
 ) -> None:
-    small = PrusaSlicer(binary, max_gcode_bytes=64 * 1024)
+    small = PrusaSlicer(slicer_binary, max_gcode_bytes=64 * 1024)
     output = tmp_path / "out" / "cube.gcode"
 
     with pytest.raises(SlicerError, match=r"G-code passed its size limit \(64 KiB\)"):

@@ -8,28 +8,23 @@ from __future__ import annotations
 import json
 import select
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import select as query
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import Device
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.api.app import create_app
 from kittylab.config import Settings
-from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services import uploads
+from tests.integration.api_server import served
 from tests.integration.conftest import Person, _person
+from tests.integration.print_lab import PrintLab
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -54,34 +49,13 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def server_port(container: bootstrap.Container) -> Iterator[int]:
     """The app served by uvicorn on a free port, on a thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(container), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the API server did not start"
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served(create_app(container)) as port:
+        yield port
 
 
 @pytest.fixture
 def engineer(database: Database) -> Person:
     return _person(database, "erin", ["engineer"])
-
-
-@pytest.fixture
-def lab(container: bootstrap.Container, database: Database, demo_lab_path: Path) -> dict[str, UUID]:
-    with database.unit_of_work() as s:
-        apply_manifest(s, load_manifest(demo_lab_path), container.clock())
-    with database.unit_of_work() as s:
-        return {d.external_id: d.id for d in s.scalars(query(Device))}
 
 
 @dataclass(frozen=True)
@@ -291,7 +265,7 @@ def test_the_lab_quota_holds_across_people(
 
 
 def test_uploads_from_before_quotas_count_towards_the_lab_and_stay_printable(
-    client: TestClient, operator: Person, container: bootstrap.Container, lab: dict[str, UUID]
+    client: TestClient, operator: Person, container: bootstrap.Container, lab: PrintLab
 ) -> None:
     old_key = "uploads/20250101-0123456789ab/legacy.gcode"
     container.artifacts.put_bytes(old_key, b"G28\n" * (35 * KiB), content_type="x/y")
