@@ -43,13 +43,13 @@ from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
+from kittylab.ports import JobQueue, NotificationSender
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
 from kittylab.services.fabrication import SliceEstimate
 from kittylab.services.monitor_ingest import MonitorIngest
-from kittylab.services.ports import JobQueue, NotificationSender
 from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.print_watch import PrintWatcher
 from kittylab.services.query import QueryService

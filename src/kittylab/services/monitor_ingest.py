@@ -31,10 +31,10 @@ from kittylab.adapters.db.engine import Database
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import MonitorEventType
 from kittylab.domain.errors import KittyLabError
+from kittylab.ports import JobQueue, MessageBus
 from kittylab.services import print_monitor
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.detection import SnapshotSource
-from kittylab.services.ports import JobQueue, MessageBus
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ after the send timeout.
 
 The backoff runs from when an attempt ended, read from the clock after the send, so a
 slow send does not eat into the wait before the next one. A permanent ``DeliveryFailed``
-(see ``kittylab.services.ports``) fails the notification on its first attempt.
+(see ``kittylab.ports``) fails the notification on its first attempt.
 
 Callers enqueue inside their unit of work and defer the delivery job after it commits
 (``JobQueue.defer_notification``); a row whose job never got deferred, or whose claim
@@ -69,7 +69,7 @@ from kittylab.domain.notifications import (
     webhook_recipient_problem,
 )
 from kittylab.domain.sanitize import sanitize_payload, sanitize_text
-from kittylab.services.ports import DeliveryFailed, NotificationSender
+from kittylab.ports import DeliveryFailed, NotificationSender
 
 logger = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from kittylab.domain import topics
 from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
+from kittylab.ports import JobQueue, MessageBus
 from kittylab.services import alerts, dispatch, fabrication, fabrication_records
 from kittylab.services.device_poller import SELF_REPORTING
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
-from kittylab.services.ports import JobQueue, MessageBus
 
 log = logging.getLogger(__name__)
 

@@ -62,11 +62,11 @@ from kittylab.domain.print_telemetry_rules import (
     evaluate_telemetry,
     trim_history,
 )
+from kittylab.ports import JobQueue
 from kittylab.services import dispatch, fabrication_records, monitor_follow_ups, print_monitor
 from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.detection import FailureDetector, SnapshotSource
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, expand_connection
-from kittylab.services.ports import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from kittylab.adapters.db.tables import Device, DeviceCommand
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
 from kittylab.domain.errors import KittyLabError
+from kittylab.ports import JobQueue, MessageBus
 from kittylab.services import dispatch, safety
 from kittylab.services.cad import CadService, GenerateRequest, PolicyMode, progress_reply
-from kittylab.services.ports import JobQueue, MessageBus
 from kittylab.services.safety import SafetyContext
 
 log = logging.getLogger(__name__)

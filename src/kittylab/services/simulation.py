@@ -29,8 +29,8 @@ from kittylab.adapters.db.tables import Device
 from kittylab.domain import topics
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
+from kittylab.ports import MessageBus
 from kittylab.services import telemetry
-from kittylab.services.ports import MessageBus
 
 log = logging.getLogger(__name__)
 

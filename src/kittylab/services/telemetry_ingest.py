@@ -30,8 +30,8 @@ from typing import Any
 from kittylab.adapters.db.engine import Database
 from kittylab.domain import topics
 from kittylab.domain.records import MAX_TELEMETRY_BYTES
+from kittylab.ports import MessageBus
 from kittylab.services import telemetry
-from kittylab.services.ports import MessageBus
 
 log = logging.getLogger(__name__)
 

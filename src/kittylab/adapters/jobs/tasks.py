@@ -48,6 +48,7 @@ from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
+from kittylab.ports import NotificationSender
 from kittylab.services import (
     dispatch,
     fabrication,
@@ -64,7 +65,6 @@ from kittylab.services.drivers import (
     DeviceTarget,
     PrintFileUploader,
 )
-from kittylab.services.ports import NotificationSender
 from kittylab.services.slicing import Slicer
 
 logger = logging.getLogger(__name__)

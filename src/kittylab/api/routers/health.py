@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from kittylab.adapters.db import migrate
+from kittylab.adapters.jobs.metrics import refresh_queue_depth
 from kittylab.api.auth import container
 from kittylab.api.schemas import Health
 from kittylab.bootstrap import Container
-from kittylab.services.queue_metrics import refresh_queue_depth
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -1,4 +1,7 @@
-"""Ports: the small interfaces services need from the outside world. Adapters implement
+"""The ports every capability shares: the message bus and the job queue. A capability's
+own ports are in its package's ``ports`` module.
+
+Ports: the small interfaces services need from the outside world. Adapters implement
 them; bootstrap chooses which; tests may pass fakes of these (and only these)."""
 
 from __future__ import annotations
