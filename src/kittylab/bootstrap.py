@@ -43,8 +43,8 @@ from kittylab.config import Settings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
-from kittylab.ports import JobQueue, NotificationSender
-from kittylab.services.artifacts import ArtifactStore
+from kittylab.ports import JobQueue
+from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver

@@ -10,26 +10,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 from uuid import UUID
 
-from kittylab.domain.enums import NotificationChannel
-
-
-class DeliveryFailed(Exception):
-    """A sender could not deliver a message; ``str(exc)`` is safe to store and log.
-
-    ``permanent`` says no later attempt can succeed as things stand (a channel with no
-    target configured, a recipient no target accepts), so the message fails at once
-    instead of being retried."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-class NotificationSender(Protocol):
-    def send(self, channel: NotificationChannel, recipient: str, title: str, body: str) -> None:
-        """Deliver one message or raise ``DeliveryFailed`` (``permanent`` when retrying
-        cannot help). Must honour its own timeout."""
-
 
 class JobQueue(Protocol):
     def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:

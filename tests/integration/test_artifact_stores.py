@@ -24,7 +24,7 @@ from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.adapters.storage.s3 import S3ArtifactStore
 from kittylab.config import Settings
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.artifacts import (
+from kittylab.records.ports import (
     ArtifactMissing,
     ArtifactStore,
     ArtifactStoreError,

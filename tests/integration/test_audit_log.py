@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from kittylab.adapters.db.engine import Database, libpq_url
 from kittylab.adapters.db.tables import AuditEntry
 from kittylab.cli.main import app as cli
+from kittylab.records import audit
 from kittylab.safety.audit_chain import BreakKind
-from kittylab.services import audit
 from tests.integration.conftest import Person
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)

@@ -28,7 +28,7 @@ from kittylab.adapters.jobs import (
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import JobSettings, NotifySettings, Settings
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
-from kittylab.services import notifications
+from kittylab.records import notifications
 from tests.integration.worker_runner import run_worker_until
 
 pytestmark = pytest.mark.postgres

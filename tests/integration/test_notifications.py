@@ -49,9 +49,10 @@ from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADPolicyMode, NotificationChannel, NotificationStatus, Tier
 from kittylab.domain.errors import Conflict, ValidationFailed
 from kittylab.domain.notifications import RetryPolicy, webhook_host_allowed
-from kittylab.ports import DeliveryFailed
-from kittylab.services import notifications, sessions
-from kittylab.services.notifications import DeliveryOutcome, DeliveryResult
+from kittylab.records import notifications
+from kittylab.records.notifications import DeliveryOutcome, DeliveryResult
+from kittylab.records.ports import DeliveryFailed
+from kittylab.services import sessions
 from tests.integration.cad_failures import generate_with_a_starved_worker, give_email
 from tests.integration.conftest import Person
 from tests.integration.worker_runner import run_worker_until

@@ -15,7 +15,7 @@ from kittylab.domain.notifications import (
     email_recipient_problem,
     record_attempt,
 )
-from kittylab.services.notifications import claim_lease, retry_policy
+from kittylab.records.notifications import claim_lease, retry_policy
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy(

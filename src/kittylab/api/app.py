@@ -39,7 +39,7 @@ from kittylab.api.routers import (
 )
 from kittylab.bootstrap import Container
 from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
-from kittylab.services.artifacts import ArtifactStoreFull
+from kittylab.records.ports import ArtifactStoreFull
 from kittylab.services.uploads import UploadQuotaExceeded
 
 log = logging.getLogger("kittylab.http")

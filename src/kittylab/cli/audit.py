@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from kittylab.records import audit
 from kittylab.safety.audit_chain import ChainReport
-from kittylab.services import audit
 
 audit_app = typer.Typer(
     help="The tamper-evident audit log: verify its hash chain, read it.", no_args_is_help=True

@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import AccessPolicy, Device, SafetyEvent, User, UserKey, Zone
 from kittylab.manifest.model import LabManifest, key_material
 from kittylab.manifest.problems import ManifestError, ManifestProblem
-from kittylab.services import audit
+from kittylab.records import audit
 
 # Concurrent applies would race to create the same rows; a transaction-scoped advisory
 # lock makes the second wait for the first. The number is arbitrary but fixed.

@@ -72,8 +72,9 @@ from kittylab.domain.errors import (
     ValidationFailed,
 )
 from kittylab.domain.sanitize import sanitize_text
-from kittylab.services import cad_records, notifications
-from kittylab.services.artifacts import ArtifactStore
+from kittylab.records import notifications
+from kittylab.records.ports import ArtifactStore
+from kittylab.services import cad_records
 from kittylab.services.slicing import BuildVolume
 
 logger = logging.getLogger(__name__)

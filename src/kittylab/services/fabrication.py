@@ -56,8 +56,8 @@ from kittylab.domain.print_queue import (
     needs_slicing,
     next_job,
 )
+from kittylab.records.ports import ArtifactStore, validate_key
 from kittylab.services import dispatch, fabrication_records, telemetry
-from kittylab.services.artifacts import ArtifactStore, validate_key
 from kittylab.services.gcode_gate import GcodeRefused, check_archive, check_file
 from kittylab.services.slicing import SliceProfile, Slicer
 

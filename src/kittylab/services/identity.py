@@ -32,7 +32,7 @@ from kittylab.domain.identity import (
     validate_username,
 )
 from kittylab.domain.principal import Principal
-from kittylab.services import audit
+from kittylab.records import audit
 
 TOKEN_PREFIX = "kl_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 

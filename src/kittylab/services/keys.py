@@ -25,6 +25,7 @@ from kittylab.domain.errors import (
     SignatureRejected,
     ValidationFailed,
 )
+from kittylab.records import audit
 from kittylab.safety.signatures import (
     BAD_SIGNATURE,
     KeyKind,
@@ -33,7 +34,6 @@ from kittylab.safety.signatures import (
     signature_key,
     verify,
 )
-from kittylab.services import audit
 
 MAX_NAME = 100
 # Namespace of the per-key advisory locks (the two-int form: apart from the audit lock).

@@ -28,8 +28,8 @@ from kittylab.domain.enums import SafetyEventType, SafetyStatus
 from kittylab.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
+from kittylab.records import alerts, audit
 from kittylab.safety.lockout import LockFact, removal_refusal, when_text
-from kittylab.services import alerts, audit
 
 # Stored reasons are one line of at most this many characters (the API refuses longer).
 REASON_MAX = 2000

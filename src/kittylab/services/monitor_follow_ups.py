@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, PrintMonitorEvent
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import CommandStatus
-from kittylab.services import alerts
+from kittylab.records import alerts
 
 log = logging.getLogger(__name__)
 

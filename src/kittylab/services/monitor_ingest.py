@@ -32,8 +32,8 @@ from kittylab.config import NotifySettings
 from kittylab.domain.enums import MonitorEventType
 from kittylab.domain.errors import KittyLabError
 from kittylab.ports import JobQueue, MessageBus
+from kittylab.records.ports import ArtifactStore
 from kittylab.services import print_monitor
-from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.detection import SnapshotSource
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from kittylab.domain.errors import NotFound, ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.unifi_access import DoorEvent
 from kittylab.domain.zones import PresenceObservation, is_present
-from kittylab.services import audit
+from kittylab.records import audit
 
 RECORDED = "presence.recorded"
 OVERRIDE = "presence.override"

@@ -32,7 +32,8 @@ from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, P
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
-from kittylab.services import alerts, dispatch, fabrication_records, monitor_follow_ups
+from kittylab.records import alerts
+from kittylab.services import dispatch, fabrication_records, monitor_follow_ups
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineSta
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
 from kittylab.ports import JobQueue, MessageBus
-from kittylab.services import alerts, dispatch, fabrication, fabrication_records
+from kittylab.records import alerts
+from kittylab.services import dispatch, fabrication, fabrication_records
 from kittylab.services.device_poller import SELF_REPORTING
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
 

@@ -63,8 +63,8 @@ from kittylab.domain.print_telemetry_rules import (
     trim_history,
 )
 from kittylab.ports import JobQueue
+from kittylab.records.ports import ArtifactStore
 from kittylab.services import dispatch, fabrication_records, monitor_follow_ups, print_monitor
-from kittylab.services.artifacts import ArtifactStore
 from kittylab.services.detection import FailureDetector, SnapshotSource
 from kittylab.services.drivers import DeviceDriver, DeviceTarget, expand_connection
 

@@ -11,7 +11,7 @@
 
 Refusals are returned, not raised, so the caller can commit the audit entry that records
 the refused attempt before answering with the reason. Every act is appended to the audit
-chain, last in its transaction (``services.audit``).
+chain, last in its transaction (``records.audit``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from kittylab.domain.errors import NotFound, SignatureRejected
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
+from kittylab.records import alerts, audit
 from kittylab.safety import policy, signatures
 from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
 from kittylab.safety.lockout import lock_refusal
-from kittylab.services import alerts, audit, commands, keys, locks, presence
+from kittylab.services import commands, keys, locks, presence
 
 
 @dataclass(frozen=True)

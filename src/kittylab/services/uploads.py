@@ -37,8 +37,8 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.config import FabricationSettings
 from kittylab.domain.errors import DomainError, PayloadTooLarge
-from kittylab.services import audit
-from kittylab.services.artifacts import ArtifactInfo, ArtifactStore
+from kittylab.records import audit
+from kittylab.records.ports import ArtifactInfo, ArtifactStore
 from kittylab.services.fabrication import UPLOAD_PREFIX
 
 log = logging.getLogger(__name__)

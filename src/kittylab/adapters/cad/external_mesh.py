@@ -26,7 +26,7 @@ import trimesh
 from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed
 from kittylab.domain.enums import ArtifactType, CADProvider
-from kittylab.services.artifacts import ArtifactMissing, ArtifactStore, validate_key
+from kittylab.records.ports import ArtifactMissing, ArtifactStore, validate_key
 from kittylab.services.cad import (
     ProviderOutput,
     ProviderRequest,

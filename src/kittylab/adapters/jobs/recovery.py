@@ -8,7 +8,7 @@ worker prunes dead ones). ``recover_stalled_jobs`` puts such jobs back to ``todo
 again as soon as possible.
 
 Running a job twice is safe for every KittyLab task: a delivery is guarded by the
-notification's claim (see ``kittylab.services.notifications``), and the periodic tasks are
+notification's claim (see ``kittylab.records.notifications``), and the periodic tasks are
 idempotent. A stalled job whose queueing lock is already taken by a waiting job (the sweep
 deferred a fresh delivery for the same notification, say) is not retried, since the
 waiting job does the same work; it is marked ``failed`` so it stays visible.

@@ -48,17 +48,9 @@ from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
-from kittylab.ports import NotificationSender
-from kittylab.services import (
-    dispatch,
-    fabrication,
-    maintenance,
-    notifications,
-    safety,
-    sessions,
-    uploads,
-)
-from kittylab.services.artifacts import ArtifactStore
+from kittylab.records import notifications
+from kittylab.records.ports import ArtifactStore, NotificationSender
+from kittylab.services import dispatch, fabrication, maintenance, safety, sessions, uploads
 from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
 from kittylab.services.drivers import (
     DeviceDriver,

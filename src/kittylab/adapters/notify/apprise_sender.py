@@ -45,7 +45,7 @@ from kittylab.domain.notifications import (
     webhook_recipient_problem,
 )
 from kittylab.domain.sanitize import REDACTED, sanitize_text
-from kittylab.ports import DeliveryFailed
+from kittylab.records.ports import DeliveryFailed
 
 __all__ = ["WEBHOOK_SCHEMES", "AppriseSender"]
 

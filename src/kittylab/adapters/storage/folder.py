@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from kittylab.services.artifacts import (
+from kittylab.records.ports import (
     ArtifactInfo,
     ArtifactMissing,
     ArtifactStoreError,

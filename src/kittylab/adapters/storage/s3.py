@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kittylab.config import StorageSettings
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.artifacts import (
+from kittylab.records.ports import (
     ArtifactInfo,
     ArtifactMissing,
     ArtifactStoreError,

@@ -15,7 +15,7 @@ from kittylab.api.auth import SafetyCaller, UnitOfWork
 from kittylab.api.pagination import CursorParam, Limit, Page
 from kittylab.api.schemas import AuditBreakOut, AuditEntryOut, AuditVerifyOut
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services import audit
+from kittylab.records import audit
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 

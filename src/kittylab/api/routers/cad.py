@@ -24,7 +24,7 @@ from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
 from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import NotFound
 from kittylab.domain.principal import CAD_GENERATION_ROLES, Principal
-from kittylab.services.artifacts import ArtifactMissing
+from kittylab.records.ports import ArtifactMissing
 from kittylab.services.cad import (
     CadGenerationFailed,
     GenerateRequest,

@@ -24,7 +24,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
 from kittylab.domain.errors import InfrastructureError, NotFound
 from kittylab.domain.sanitize import REDACTED, is_secret_name
-from kittylab.services import notifications
+from kittylab.records import notifications
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 

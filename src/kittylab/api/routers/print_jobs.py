@@ -41,6 +41,7 @@ from kittylab.domain.errors import (
 )
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
+from kittylab.records.ports import ArtifactMissing, ArtifactStore
 from kittylab.services import (
     dispatch,
     fabrication,
@@ -48,7 +49,6 @@ from kittylab.services import (
     print_monitor,
     uploads,
 )
-from kittylab.services.artifacts import ArtifactMissing, ArtifactStore
 
 log = logging.getLogger(__name__)
 

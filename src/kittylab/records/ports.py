@@ -1,4 +1,7 @@
-"""The artifact store port: where CAD outputs, sliced G-code and snapshots are kept.
+"""Ports of the records: the artifact store (below) and the notification sender
+(``NotificationSender``, ``DeliveryFailed``).
+
+The artifact store port: where CAD outputs, sliced G-code and snapshots are kept.
 
 Keys are relative, slash-separated paths (``cad/<job>/<name>.step``, ``gcode/<job>.gcode``)
 made of letters, digits, ``-``, ``_``, ``.`` and ``/``; ``validate_key`` enforces it so a
@@ -16,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from kittylab.domain.enums import NotificationChannel
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
 
 
@@ -114,3 +118,21 @@ def validate_prefix(prefix: str) -> str:
             "no empty or hidden segments",
         )
     return prefix
+
+
+class DeliveryFailed(Exception):
+    """A sender could not deliver a message; ``str(exc)`` is safe to store and log.
+
+    ``permanent`` says no later attempt can succeed as things stand (a channel with no
+    target configured, a recipient no target accepts), so the message fails at once
+    instead of being retried."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class NotificationSender(Protocol):
+    def send(self, channel: NotificationChannel, recipient: str, title: str, body: str) -> None:
+        """Deliver one message or raise ``DeliveryFailed`` (``permanent`` when retrying
+        cannot help). Must honour its own timeout."""

@@ -69,7 +69,7 @@ from kittylab.domain.notifications import (
     webhook_recipient_problem,
 )
 from kittylab.domain.sanitize import sanitize_payload, sanitize_text
-from kittylab.ports import DeliveryFailed, NotificationSender
+from kittylab.records.ports import DeliveryFailed, NotificationSender
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ configured no channel at all, the message is still recorded (on ``push``) so the
 it — and its delivery fails at once saying no target is configured, rather than the
 alert vanishing.
 
-Titles and bodies are plain text (see ``kittylab.services.notifications``): names and
+Titles and bodies are plain text (see ``kittylab.records.notifications``): names and
 reasons are quoted in them as they are, never as markup.
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Notification, User
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import NotificationChannel
-from kittylab.services import notifications
+from kittylab.records import notifications
 
 log = logging.getLogger(__name__)
 
