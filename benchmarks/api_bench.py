@@ -18,7 +18,7 @@ from common import demo_lab, percentiles
 from fastapi.testclient import TestClient
 
 from kittylab.api.app import create_app
-from kittylab.services import identity
+from kittylab.people import identity
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "api_bench.json"

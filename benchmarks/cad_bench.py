@@ -25,7 +25,7 @@ from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.api.app import create_app
 from kittylab.config import Settings
-from kittylab.services import identity
+from kittylab.people import identity
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cad_bench.json"

@@ -37,7 +37,7 @@ from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.config import Settings
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services import identity
+from kittylab.people import identity
 
 RESULTS = ROOT / "benchmarks" / "results" / "command_http_bench.json"
 CLIENTS = 16

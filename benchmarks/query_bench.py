@@ -29,7 +29,7 @@ from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path, ensure_model_file
 from kittylab.config import Settings
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services import identity
+from kittylab.people import identity
 from kittylab.services.query_lab import vocabulary_from_manifest
 from kittylab.understanding.context import ConversationContext
 from kittylab.understanding.pipeline import Understander

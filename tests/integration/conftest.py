@@ -20,7 +20,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.slicer.prusaslicer import PrusaSlicer
 from kittylab.api.app import create_app
 from kittylab.config import Settings
-from kittylab.services import identity
+from kittylab.people import identity
 from tests.integration.seaweedfs import SeaweedFS
 
 if TYPE_CHECKING:

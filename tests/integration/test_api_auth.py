@@ -16,7 +16,7 @@ from kittylab.cli.main import app as cli_app
 from kittylab.config import TokenSettings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services import identity
+from kittylab.people import identity
 from tests.integration.conftest import Person
 
 

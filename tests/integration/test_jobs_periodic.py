@@ -47,7 +47,8 @@ from kittylab.domain.enums import (
     OnlineState,
 )
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services import commands, identity, maintenance, uploads
+from kittylab.people import identity
+from kittylab.services import commands, maintenance, uploads
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

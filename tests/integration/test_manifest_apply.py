@@ -366,7 +366,7 @@ def test_render_of_an_empty_lab_says_so(database: Database) -> None:
 def test_people_added_outside_the_manifest_survive_an_apply(
     database: Database, demo_data: dict[str, Any]
 ) -> None:
-    from kittylab.services import identity
+    from kittylab.people import identity
 
     with database.unit_of_work() as session:
         identity.create_user(session, username="guest", display_name="Guest", roles=["operator"])

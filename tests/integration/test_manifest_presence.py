@@ -16,8 +16,8 @@ from sqlalchemy import select
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import AuditEntry, User
 from kittylab.manifest import ManifestError, apply_manifest, build_manifest, render_lab
+from kittylab.people import identity
 from kittylab.records import audit
-from kittylab.services import identity
 from tests.integration.conftest import Person
 
 pytestmark = pytest.mark.postgres

@@ -25,9 +25,9 @@ from kittylab.domain.enums import (
     SafetyEventType,
     SafetyStatus,
 )
+from kittylab.people import presence
 from kittylab.records import audit
 from kittylab.safety.webhook_signature import sign
-from kittylab.services import presence
 from tests.integration.conftest import Person
 
 pytestmark = pytest.mark.postgres

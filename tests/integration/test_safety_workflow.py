@@ -39,10 +39,11 @@ from kittylab.adapters.db.tables import (
 )
 from kittylab.domain.enums import CommandStatus, OnlineState, PresenceStatus
 from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.people import identity, presence
 from kittylab.records import audit
 from kittylab.safety.approval_payload import ApprovalPayload
 from kittylab.safety.signatures import parse_public_key
-from kittylab.services import dispatch, identity, locks, presence, safety
+from kittylab.services import dispatch, locks, safety
 from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
 
 MAX_DELAY = timedelta(seconds=60)

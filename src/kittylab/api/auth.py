@@ -14,7 +14,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
 from kittylab.domain.principal import Principal
-from kittylab.services.identity import authenticate
+from kittylab.people.identity import authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
 

@@ -146,7 +146,7 @@ def list_command(
 ) -> None:
     """The newest entries that match, printed oldest first."""
     from kittylab.cli.main import _container, _settings, friendly_errors
-    from kittylab.services import identity
+    from kittylab.people import identity
 
     @friendly_errors
     def run() -> None:

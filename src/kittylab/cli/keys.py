@@ -45,7 +45,8 @@ def add(
 ) -> None:
     """Register a public key USERNAME signs approvals with."""
     from kittylab.cli.main import _container, _settings
-    from kittylab.services import identity, keys
+    from kittylab.people import identity
+    from kittylab.services import keys
 
     text = read_key_text(file)
     settings = _settings()
@@ -73,7 +74,8 @@ def list_(
 
     from kittylab.adapters.db.tables import User
     from kittylab.cli.main import _container, _settings
-    from kittylab.services import identity, keys
+    from kittylab.people import identity
+    from kittylab.services import keys
 
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:

@@ -185,7 +185,7 @@ def users_token(
     """Print a new API token for USERNAME. It is shown once; only its hash is stored.
     The lab's default lifetime does not apply here: this is the on-host way in."""
     from kittylab.domain.identity import parse_token_lifetime
-    from kittylab.services import identity
+    from kittylab.people import identity
 
     lifetime = parse_token_lifetime(expires, "--expires") if expires is not None else None
     settings = _settings()
@@ -212,7 +212,7 @@ def users_tokens(
     from sqlalchemy import select
 
     from kittylab.adapters.db.tables import ApiToken
-    from kittylab.services import identity
+    from kittylab.people import identity
 
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
@@ -271,7 +271,7 @@ def users_add(
     email: Annotated[str | None, typer.Option(help="Optional email.")] = None,
 ) -> None:
     """Add a person (the manifest is the usual way; this is for quick additions)."""
-    from kittylab.services import identity
+    from kittylab.people import identity
 
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:

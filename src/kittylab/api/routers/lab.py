@@ -26,7 +26,8 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState, PresenceStatus, Role
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.zones import requires_dual_confirmation
-from kittylab.services import presence, telemetry
+from kittylab.people import presence
+from kittylab.services import telemetry
 
 router = APIRouter(prefix="/api", tags=["lab"])
 

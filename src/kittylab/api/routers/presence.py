@@ -29,9 +29,9 @@ from kittylab.domain.enums import Role
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.principal import Principal
 from kittylab.domain.unifi_access import parse_event
+from kittylab.people import presence
 from kittylab.safety import webhook_signature
 from kittylab.safety.webhook_signature import SignatureRefused
-from kittylab.services import presence
 
 log = logging.getLogger(__name__)
 

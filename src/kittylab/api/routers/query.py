@@ -18,7 +18,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import Tier
 from kittylab.domain.errors import AuthenticationRequired
 from kittylab.domain.principal import Principal
-from kittylab.services.identity import authenticate
+from kittylab.people.identity import authenticate
 from kittylab.services.query import QueryRequest, QueryResult
 
 router = APIRouter(prefix="/api", tags=["query"])

@@ -25,7 +25,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.principal import Principal
-from kittylab.services import identity
+from kittylab.people import identity
 
 router = APIRouter(prefix="/api", tags=["users"])
 
