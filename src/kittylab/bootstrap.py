@@ -45,6 +45,7 @@ from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
+from kittylab.safety.workflow import SafetyContext
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.device_poller import DevicePoller
 from kittylab.services.drivers import DeviceDriver
@@ -58,7 +59,6 @@ from kittylab.services.query_dispatch import (
     ConversationCad,
     DispatchingSubmitter,
 )
-from kittylab.services.safety import SafetyContext
 from kittylab.services.simulation import SimulatedFleet
 from kittylab.services.slicing import Slicer
 from kittylab.understanding.pipeline import Understander

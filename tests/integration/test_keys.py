@@ -23,8 +23,8 @@ from kittylab.adapters.db.tables import AuditEntry, UserKey
 from kittylab.cli.main import app
 from kittylab.domain.errors import SignatureRejected
 from kittylab.records import audit
+from kittylab.safety import keys
 from kittylab.safety.signatures import parse_public_key
-from kittylab.services import keys
 from tests.integration.conftest import Person
 
 MESSAGE = b'{"event":"e1","nonce":"abcdefghijklmnop"}'

@@ -15,8 +15,8 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import AuditEntry, Device, DeviceLock, Notification, SafetyEvent
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.records import audit
+from kittylab.safety import locks
 from kittylab.safety.lockout import lock_refusal
-from kittylab.services import locks
 from tests.integration.conftest import Person, _person
 
 

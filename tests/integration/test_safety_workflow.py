@@ -41,9 +41,10 @@ from kittylab.domain.enums import CommandStatus, OnlineState, PresenceStatus
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity, presence
 from kittylab.records import audit
+from kittylab.safety import locks, workflow
 from kittylab.safety.approval_payload import ApprovalPayload
 from kittylab.safety.signatures import parse_public_key
-from kittylab.services import dispatch, locks, safety
+from kittylab.services import dispatch
 from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
 
 MAX_DELAY = timedelta(seconds=60)
@@ -368,7 +369,7 @@ def test_the_periodic_sweep_expires_forgotten_requests(lab: Lab) -> None:
     asked = lab.request("olivia", "cnc-spindle")
     later = lab.container.clock() + timedelta(hours=1)
     with lab.database.unit_of_work() as s:
-        expired = safety.expire_due(s, later, lab.container.settings.notify)
+        expired = workflow.expire_due(s, later, lab.container.settings.notify)
     assert expired == [UUID(asked["hazardEventId"])]
     assert lab.command(asked["commandId"]).status is CommandStatus.FAILED
     assert "expired" in (lab.command(asked["commandId"]).failure_reason or "")

@@ -46,7 +46,7 @@ def add(
     """Register a public key USERNAME signs approvals with."""
     from kittylab.cli.main import _container, _settings
     from kittylab.people import identity
-    from kittylab.services import keys
+    from kittylab.safety import keys
 
     text = read_key_text(file)
     settings = _settings()
@@ -75,7 +75,7 @@ def list_(
     from kittylab.adapters.db.tables import User
     from kittylab.cli.main import _container, _settings
     from kittylab.people import identity
-    from kittylab.services import keys
+    from kittylab.safety import keys
 
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
@@ -101,7 +101,7 @@ def revoke(
 ) -> None:
     """Revoke a key at once; approvals signed with it are refused from then on."""
     from kittylab.cli.main import _container, _settings
-    from kittylab.services import keys
+    from kittylab.safety import keys
 
     try:
         parsed_id = UUID(key_id)

@@ -2,7 +2,7 @@
 it; while any lock is on, nothing may energise the device or open its guard, and only the
 person who placed a lock may take it off (or the safety role, overriding it on the record).
 
-Pure: the lock service (``kittylab.services.locks``) feeds these rules ``LockFact``\\ s read
+Pure: the lock service (``kittylab.safety.locks``) feeds these rules ``LockFact``\\ s read
 from the database and the caller's roles, and acts on the answer. Every refusal is a
 sentence an operator can act on: whose lock, since when, why, and who can remove it.
 """

@@ -42,8 +42,8 @@ from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_r
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
-from kittylab.safety import policy
-from kittylab.services import commands, monitor_follow_ups, safety, telemetry
+from kittylab.safety import policy, workflow
+from kittylab.services import commands, monitor_follow_ups, telemetry
 from kittylab.services.drivers import (
     DeviceDriver,
     DeviceTarget,
@@ -73,7 +73,7 @@ def submit(
     now: datetime,
     correlation_id: str | None = None,
     conversation_id: UUID | None = None,
-    safety_context: safety.SafetyContext | None = None,
+    safety_context: workflow.SafetyContext | None = None,
 ) -> DeviceCommand:
     """Record a command the device can take now, hold a hazardous one for approval, or
     refuse it.
@@ -81,7 +81,7 @@ def submit(
     - ``NotFound``: no such device;
     - a hazardous intent (unlock, power on, or one an access policy of the zone lists) is
       recorded ``pending`` with its SafetyEvent and is not sent until approved
-      (``services.safety``): the returned command has ``safety_event_id`` set. Without a
+      (``safety.workflow``): the returned command has ``safety_event_id`` set. Without a
       ``safety`` context (internal callers) hazardous intents are refused (fail closed);
     - ``PermissionDenied``: the policy denies it outright (the device is locked out);
       the refusal is audited even though the request's transaction rolls back;
@@ -99,7 +99,7 @@ def submit(
         if existing is not None:
             return commands.same_request(existing, device.id, intent, payload)
     decision = (
-        safety.evaluate(session, device, intent, requested_by, now)
+        workflow.evaluate(session, device, intent, requested_by, now)
         if intent not in SAFE_INTENTS
         else None
     )
@@ -126,7 +126,7 @@ def submit(
         raise DeviceRefused(refusal)
     if isinstance(decision, policy.NeedsApproval):
         assert safety_context is not None  # refused above
-        return safety.hold(
+        return workflow.hold(
             session,
             device=device,
             decision=decision,
@@ -181,7 +181,7 @@ def _audit_apart(
     """Record a refused hazardous request in its own transaction: the request's own
     transaction rolls back with the refusal, and the attempt must still be on record."""
     with Session(bind=session.get_bind()) as side, side.begin():
-        safety.record_refusal(side, device, intent, requested_by, reason, now)
+        workflow.record_refusal(side, device, intent, requested_by, reason, now)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
 from kittylab.domain.errors import KittyLabError
 from kittylab.ports import JobQueue, MessageBus
-from kittylab.services import dispatch, safety
+from kittylab.safety import workflow
+from kittylab.safety.workflow import SafetyContext
+from kittylab.services import dispatch
 from kittylab.services.cad import CadService, GenerateRequest, PolicyMode, progress_reply
-from kittylab.services.safety import SafetyContext
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ class DispatchingSubmitter:
         return command
 
     def missing(self, session: Session, event_id: UUID) -> list[str]:
-        held = safety.get(session, event_id)
-        missing: list[str] = safety.view(session, held, self._clock(), self._safety.presence_ttl)[
+        held = workflow.get(session, event_id)
+        missing: list[str] = workflow.view(session, held, self._clock(), self._safety.presence_ttl)[
             "missing"
         ]
         return missing

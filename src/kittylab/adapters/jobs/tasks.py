@@ -50,7 +50,8 @@ from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
-from kittylab.services import dispatch, fabrication, maintenance, safety, sessions, uploads
+from kittylab.safety import workflow
+from kittylab.services import dispatch, fabrication, maintenance, sessions, uploads
 from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
 from kittylab.services.drivers import (
     DeviceDriver,
@@ -534,5 +535,5 @@ def _purge_old_telemetry(ctx: JobContext) -> int:
 
 def _expire_safety_events(ctx: JobContext) -> int:
     with ctx.database.unit_of_work() as session:
-        expired = safety.expire_due(session, ctx.clock(), ctx.settings.notify)
+        expired = workflow.expire_due(session, ctx.clock(), ctx.settings.notify)
     return len(expired)

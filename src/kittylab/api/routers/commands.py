@@ -17,7 +17,8 @@ from kittylab.domain import topics
 from kittylab.domain.enums import Role, SafetyStatus
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
 from kittylab.domain.principal import Principal
-from kittylab.services import dispatch, safety
+from kittylab.safety import workflow
+from kittylab.services import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ def send_command(
         safety_context=bootstrap.safety_context(c.settings),
     )
     if command.safety_event_id is not None and command.status.value == "pending":
-        event = safety.get(uow, command.safety_event_id)
+        event = workflow.get(uow, command.safety_event_id)
         if event.status is SafetyStatus.PENDING:
-            missing = safety.view(
+            missing = workflow.view(
                 uow, event, c.clock(), bootstrap.safety_context(c.settings).presence_ttl
             )["missing"]
             uow.commit()
@@ -103,4 +104,4 @@ def _announce(c: Container, event: SafetyEvent) -> None:
     """A held command is news for wall terminals and approvers' clients: the pending
     event goes out on ``kitty/safety/<eventId>`` like its later decision."""
     if c.bus is not None:
-        c.bus.publish(topics.safety(event.id), safety.event_message(event, c.clock()))
+        c.bus.publish(topics.safety(event.id), workflow.event_message(event, c.clock()))

@@ -16,7 +16,7 @@ from kittylab.api.schemas import KeyCreate, KeyOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
-from kittylab.services import keys
+from kittylab.safety import keys
 
 router = APIRouter(prefix="/api", tags=["keys"])
 

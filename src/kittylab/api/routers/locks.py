@@ -1,4 +1,4 @@
-"""Lockout/tagout: personal locks on devices (``kittylab.services.locks``).
+"""Lockout/tagout: personal locks on devices (``kittylab.safety.locks``).
 
 Anyone signed in may lock out a device (locking is always safe) and read every lock (a
 tag on a machine is for everyone to see). A lock comes off by its owner, or by the safety
@@ -20,7 +20,7 @@ from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import LockOut, LockPlace, LockRemove
 from kittylab.bootstrap import Container
 from kittylab.domain.errors import InfrastructureError
-from kittylab.services import locks
+from kittylab.safety import locks
 
 router = APIRouter(prefix="/api", tags=["lockout"])
 

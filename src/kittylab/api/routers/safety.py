@@ -20,7 +20,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain import topics
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
 from kittylab.domain.errors import Conflict, InfrastructureError, PermissionDenied
-from kittylab.services import safety
+from kittylab.safety import workflow
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def get_event(
 ) -> dict[str, Any]:
     """The event, for the safety and admin roles and for the person who asked: what it is
     for, who approved it, and what it still ``missing``."""
-    event = safety.get(uow, event_id)
+    event = workflow.get(uow, event_id)
     if not caller.reads_all_records and event.initiated_by != caller.user_id:
         raise PermissionDenied("only its initiator and the safety or admin roles read this event")
-    return safety.view(uow, event, c.clock(), _context(c).presence_ttl)
+    return workflow.view(uow, event, c.clock(), _context(c).presence_ttl)
 
 
 @router.post(
@@ -82,11 +82,11 @@ def approve_event(
     requirements the event is ``approved`` and its command is dispatched, exactly once. A
     refused approval is recorded in the audit log and leaves nothing else behind."""
     context = _context(c)
-    outcome = safety.approve(
+    outcome = workflow.approve(
         uow,
         event_id,
         caller,
-        safety.ApprovalRequest(
+        workflow.ApprovalRequest(
             nonce=body.nonce,
             signature=body.signature,
             signed_payload=body.signed_payload,
@@ -108,7 +108,7 @@ def approve_event(
             log.warning("dispatch of %s left to reconciliation", outcome.command_id)
     _defer_notifications(c, outcome.notifications)
     _publish(c, outcome.event)
-    return safety.view(uow, outcome.event, c.clock(), context.presence_ttl)
+    return workflow.view(uow, outcome.event, c.clock(), context.presence_ttl)
 
 
 @router.post("/events/{event_id}/deny", response_model=SafetyEventView)
@@ -122,15 +122,15 @@ def deny_event(
     """Refuse a pending hazardous request; its command fails and nothing is sent. 409 when
     it is already decided. The decision is published on MQTT ``kitty/safety/<eventId>``."""
     context = _context(c)
-    event = safety.deny(
+    event = workflow.deny(
         uow, event_id, by=caller.user_id, reason=body.reason, now=c.clock(), context=context
     )
     uow.commit()
     _publish(c, event)
-    return safety.view(uow, event, c.clock(), context.presence_ttl)
+    return workflow.view(uow, event, c.clock(), context.presence_ttl)
 
 
-def _context(c: Container) -> safety.SafetyContext:
+def _context(c: Container) -> workflow.SafetyContext:
     return bootstrap.safety_context(c.settings)
 
 
@@ -145,4 +145,4 @@ def _defer_notifications(c: Container, rows: list[Notification]) -> None:
 def _publish(c: Container, event: SafetyEvent) -> None:
     if c.bus is None:
         return
-    c.bus.publish(topics.safety(event.id), safety.event_message(event, c.clock()))
+    c.bus.publish(topics.safety(event.id), workflow.event_message(event, c.clock()))

@@ -43,10 +43,10 @@ from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
 from kittylab.people import presence
 from kittylab.records import alerts, audit
-from kittylab.safety import policy, signatures
+from kittylab.safety import keys, locks, policy, signatures
 from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
 from kittylab.safety.lockout import lock_refusal
-from kittylab.services import commands, keys, locks
+from kittylab.services import commands
 
 
 @dataclass(frozen=True)
