@@ -28,8 +28,8 @@ from tests.peers.bambu_peer import BambuPrinterPeer  # noqa: E402
 from tests.peers.tls_mosquitto import start_tls_mosquitto  # noqa: E402
 
 from kittylab.adapters.devices.bambu import BambuDriver  # noqa: E402
+from kittylab.devices.ports import DeviceTarget  # noqa: E402
 from kittylab.domain.enums import DeviceKind  # noqa: E402
-from kittylab.services.drivers import DeviceTarget  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "bambu_bench.json"
 SERIAL = "01S00C371400123"

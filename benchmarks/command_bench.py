@@ -25,8 +25,8 @@ from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.tables import Device, User
 from kittylab.config import CommandSettings, MqttSettings
+from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, OnlineState
-from kittylab.services import dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "command_bench.json"

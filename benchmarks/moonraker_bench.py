@@ -29,8 +29,8 @@ from tests.peers.klippy_peer import KlippyPeer
 from tests.peers.moonraker_process import MoonrakerProcess, install_moonraker
 
 from kittylab.adapters.devices.moonraker import MoonrakerDriver
+from kittylab.devices.ports import DeviceTarget
 from kittylab.domain.enums import DeviceKind
-from kittylab.services.drivers import DeviceTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "moonraker_bench.json"

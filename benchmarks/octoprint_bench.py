@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 from tests.peers import octoprint as peer  # noqa: E402
 
 from kittylab.adapters.devices.octoprint import OctoPrintDriver  # noqa: E402
+from kittylab.devices.ports import DeviceTarget  # noqa: E402
 from kittylab.domain.enums import DeviceKind  # noqa: E402
-from kittylab.services.drivers import DeviceTarget  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "octoprint_bench.json"
 

@@ -60,9 +60,9 @@ from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.db.tables import Device
 from kittylab.config import MqttSettings
+from kittylab.devices import telemetry
+from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain import topics
-from kittylab.services import telemetry
-from kittylab.services.telemetry_ingest import TelemetryIngest
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "telemetry_bench.json"

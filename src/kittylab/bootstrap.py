@@ -40,6 +40,8 @@ from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import Settings
+from kittylab.devices.poller import DevicePoller
+from kittylab.devices.ports import DeviceDriver
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
@@ -47,8 +49,6 @@ from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
-from kittylab.services.device_poller import DevicePoller
-from kittylab.services.drivers import DeviceDriver
 from kittylab.services.fabrication import SliceEstimate
 from kittylab.services.monitor_ingest import MonitorIngest
 from kittylab.services.print_tracker import PrintTracker

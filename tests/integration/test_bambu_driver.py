@@ -17,9 +17,9 @@ from uuid import uuid4
 import pytest
 
 from kittylab.adapters.devices.bambu import BambuDriver
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.peers.bambu_ftps_peer import BambuFtpsPeer
 from tests.peers.bambu_peer import BambuPrinterPeer
 from tests.peers.tls_mosquitto import TlsMosquitto, free_port, make_authority, start_tls_mosquitto

@@ -18,10 +18,10 @@ from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, User
 from kittylab.config import CommandSettings
+from kittylab.devices import commands, dispatch
 from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services import commands, dispatch
 from kittylab.services.simulation import SimulatedFleet
 from tests.integration.live_bus import live_lab, running_bus
 

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, TelemetryEvent, Zone
+from kittylab.devices.poller import DevicePoller
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
-from kittylab.services.device_poller import DevicePoller
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 
 
 class HubDriver:

@@ -15,9 +15,9 @@ from uuid import uuid4
 import pytest
 
 from kittylab.adapters.devices.homeassistant import HomeAssistantDriver
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.peers.homeassistant_peer import TINY_JPEG, HomeAssistantPeer
 
 T = TypeVar("T")

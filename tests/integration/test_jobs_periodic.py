@@ -38,6 +38,7 @@ from kittylab.config import (
     Settings,
     TelemetrySettings,
 )
+from kittylab.devices import commands, maintenance
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import (
     CommandStatus,
@@ -48,7 +49,7 @@ from kittylab.domain.enums import (
 )
 from kittylab.domain.errors import ValidationFailed
 from kittylab.people import identity
-from kittylab.services import commands, maintenance, uploads
+from kittylab.services import uploads
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

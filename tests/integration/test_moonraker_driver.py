@@ -19,9 +19,9 @@ from uuid import uuid4
 import pytest
 
 from kittylab.adapters.devices.moonraker import MoonrakerDriver
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.peers.klippy_peer import KlippyPeer
 from tests.peers.moonraker_process import MoonrakerProcess, free_port, install_moonraker
 

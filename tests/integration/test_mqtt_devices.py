@@ -22,11 +22,11 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, TelemetryEvent, User
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.config import CommandSettings
+from kittylab.devices import dispatch
+from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus, OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services import dispatch
-from kittylab.services.telemetry_ingest import TelemetryIngest
 from tests.integration.live_bus import eventually, running_bus
 
 MOSQUITTO = BrokerAddress("127.0.0.1", 1883)

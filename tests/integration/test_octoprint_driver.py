@@ -25,12 +25,12 @@ from kittylab.adapters.db.tables import Device as DeviceRow
 from kittylab.adapters.db.tables import DeviceCommand, FabricationJob, Zone
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
 from kittylab.config import CommandSettings
+from kittylab.devices import telemetry
+from kittylab.devices.poller import DevicePoller
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import CommandStatus, DeviceKind, FabricationStatus, HazardLevel
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
-from kittylab.services import telemetry
-from kittylab.services.device_poller import DevicePoller
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 from tests.integration.print_lab import post_job, upload, work_queue
 from tests.peers import octoprint as peer
 

@@ -25,8 +25,9 @@ from kittylab.adapters.db.tables import (
 from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.adapters.jobs.queue import JobQueueUnavailable
 from kittylab.adapters.jobs.tasks import PRINT_QUEUES_TASK
+from kittylab.devices import dispatch, maintenance
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
-from kittylab.services import dispatch, fabrication, fabrication_records, maintenance
+from kittylab.services import fabrication, fabrication_records
 from tests.integration.conftest import Person
 from tests.integration.live_bus import (
     embedded_broker,

@@ -21,9 +21,9 @@ from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADJob, Device, DeviceCommand, RoutingDecision
 from kittylab.config import PriceSettings, Settings
+from kittylab.devices import telemetry
 from kittylab.domain.enums import OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services import telemetry
 from kittylab.services.query import QueryService
 from kittylab.services.query_dispatch import ConversationCad, DispatchingSubmitter
 from kittylab.services.query_ports import TierAnswer

@@ -24,6 +24,7 @@ from kittylab.adapters.db.tables import (
     User,
     Zone,
 )
+from kittylab.devices import commands
 from kittylab.domain.devices import INTENT_CATALOGUE
 from kittylab.domain.enums import (
     ArtifactType,
@@ -39,7 +40,7 @@ from kittylab.domain.enums import (
     Tier,
 )
 from kittylab.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
-from kittylab.services import cad_records, commands, fabrication_records, routing_log
+from kittylab.services import cad_records, fabrication_records, routing_log
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

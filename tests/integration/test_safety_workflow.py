@@ -37,6 +37,7 @@ from kittylab.adapters.db.tables import (
     UserKey,
     Zone,
 )
+from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, OnlineState, PresenceStatus
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity, presence
@@ -44,7 +45,6 @@ from kittylab.records import audit
 from kittylab.safety import locks, workflow
 from kittylab.safety.approval_payload import ApprovalPayload
 from kittylab.safety.signatures import parse_public_key
-from kittylab.services import dispatch
 from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
 
 MAX_DELAY = timedelta(seconds=60)

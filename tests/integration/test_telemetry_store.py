@@ -19,12 +19,12 @@ from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, TelemetryEvent, Zone
 from kittylab.adapters.db.telemetry_copy import copy_telemetry
+from kittylab.devices import telemetry
+from kittylab.devices.telemetry import IncomingEvent
+from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain import topics
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
-from kittylab.services import telemetry
-from kittylab.services.telemetry import IncomingEvent
-from kittylab.services.telemetry_ingest import TelemetryIngest
 from tests.integration.live_bus import embedded_broker, eventually, running_bus
 
 NOW = datetime.now(UTC)

@@ -14,10 +14,10 @@ import pytest
 from kittylab.adapters.devices import bambu_ftps
 from kittylab.adapters.devices.bambu import BambuConnection
 from kittylab.adapters.devices.bambu_protocol import merge_report, normalize, request_for
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain.device_state import PrinterPhase
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_worker
 from kittylab.api.app import create_app
 from kittylab.config import Settings
+from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.services.simulation import run_fleet
-from kittylab.services.telemetry_ingest import TelemetryIngest
 
 log = logging.getLogger(__name__)
 

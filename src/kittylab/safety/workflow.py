@@ -36,6 +36,7 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.config import NotifySettings
+from kittylab.devices import commands
 from kittylab.domain.enums import CommandStatus, SafetyStatus
 from kittylab.domain.errors import NotFound, SignatureRejected
 from kittylab.domain.principal import Principal
@@ -46,7 +47,6 @@ from kittylab.records import alerts, audit
 from kittylab.safety import keys, locks, policy, signatures
 from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
 from kittylab.safety.lockout import lock_refusal
-from kittylab.services import commands
 
 
 @dataclass(frozen=True)

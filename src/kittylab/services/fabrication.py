@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, Device, DeviceCommand, FabricationJob
+from kittylab.devices import dispatch, telemetry
 from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus
 from kittylab.domain.errors import (
     Conflict,
@@ -57,7 +58,7 @@ from kittylab.domain.print_queue import (
     next_job,
 )
 from kittylab.records.ports import ArtifactStore, validate_key
-from kittylab.services import dispatch, fabrication_records, telemetry
+from kittylab.services import fabrication_records
 from kittylab.services.gcode_gate import GcodeRefused, check_archive, check_file
 from kittylab.services.slicing import SliceProfile, Slicer
 

@@ -30,10 +30,11 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, PrintMonitorEvent
 from kittylab.config import NotifySettings
+from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
 from kittylab.records import alerts
-from kittylab.services import dispatch, fabrication_records, monitor_follow_ups
+from kittylab.services import fabrication_records, monitor_follow_ups
 
 log = logging.getLogger(__name__)
 

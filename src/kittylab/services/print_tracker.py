@@ -31,15 +31,16 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.config import FabricationSettings, NotifySettings
+from kittylab.devices import dispatch
+from kittylab.devices.poller import SELF_REPORTING
+from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable
 from kittylab.domain import topics
 from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts
-from kittylab.services import dispatch, fabrication, fabrication_records
-from kittylab.services.device_poller import SELF_REPORTING
-from kittylab.services.drivers import DeviceDriver, DeviceTarget, DeviceUnavailable
+from kittylab.services import fabrication, fabrication_records
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,8 @@ from sqlalchemy import select
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob, PrintMonitorEvent
 from kittylab.config import MonitoringSettings, NotifySettings
+from kittylab.devices import dispatch
+from kittylab.devices.ports import DeviceDriver, DeviceTarget, expand_connection
 from kittylab.domain.enums import DeviceKind, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.first_layer import first_layer_done
@@ -64,9 +66,8 @@ from kittylab.domain.print_telemetry_rules import (
 )
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore
-from kittylab.services import dispatch, fabrication_records, monitor_follow_ups, print_monitor
+from kittylab.services import fabrication_records, monitor_follow_ups, print_monitor
 from kittylab.services.detection import FailureDetector, SnapshotSource
-from kittylab.services.drivers import DeviceDriver, DeviceTarget, expand_connection
 
 log = logging.getLogger(__name__)
 

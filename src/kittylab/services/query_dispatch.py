@@ -14,13 +14,13 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, DeviceCommand
+from kittylab.devices import dispatch
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
 from kittylab.domain.errors import KittyLabError
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.safety import workflow
 from kittylab.safety.workflow import SafetyContext
-from kittylab.services import dispatch
 from kittylab.services.cad import CadService, GenerateRequest, PolicyMode, progress_reply
 
 log = logging.getLogger(__name__)

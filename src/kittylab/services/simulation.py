@@ -26,11 +26,11 @@ from sqlalchemy import select
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
+from kittylab.devices import telemetry
 from kittylab.domain import topics
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
 from kittylab.ports import MessageBus
-from kittylab.services import telemetry
 
 log = logging.getLogger(__name__)
 

@@ -62,9 +62,9 @@ from kittylab.adapters.devices.bambu_protocol import (
     normalize,
     request_for,
 )
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable, expand_connection
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 log = logging.getLogger(__name__)
 

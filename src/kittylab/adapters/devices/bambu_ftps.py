@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kittylab.adapters.devices.bambu_protocol import USERNAME
+from kittylab.devices.ports import DeviceUnavailable
 from kittylab.domain import file_names
 from kittylab.domain.errors import DeviceRefused
-from kittylab.services.drivers import DeviceUnavailable
 
 
 class _ImplicitFTPS(ftplib.FTP_TLS):

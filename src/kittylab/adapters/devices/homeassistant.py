@@ -36,9 +36,9 @@ from uuid import UUID
 
 import httpx
 
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable, expand_connection
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 logger = logging.getLogger(__name__)
 

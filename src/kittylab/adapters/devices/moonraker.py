@@ -49,11 +49,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from kittylab import __version__
 from kittylab.adapters.devices import heater_targets
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable, expand_connection
 from kittylab.domain import file_names
 from kittylab.domain.device_state import PrinterPhase, PrinterState, Temperature
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 logger = logging.getLogger(__name__)
 # websockets logs the handshake headers and frame contents at DEBUG, and both carry the

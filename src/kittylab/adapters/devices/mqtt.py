@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from kittylab.adapters.bus.mqtt import BusUnavailable, MqttBus
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain import file_names, topics
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -63,10 +63,10 @@ from kittylab.adapters.devices.octoprint_state import (
     state_flags,
     still_connecting,
 )
+from kittylab.devices.ports import DeviceTarget, DeviceUnavailable, expand_connection
 from kittylab.domain import file_names
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
-from kittylab.services.drivers import DeviceTarget, DeviceUnavailable, expand_connection
 
 INTEGRATION = "octoprint"
 

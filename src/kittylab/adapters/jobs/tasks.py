@@ -44,6 +44,8 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.config import JobSettings, Settings
+from kittylab.devices import dispatch, maintenance
+from kittylab.devices.ports import DeviceDriver, DeviceTarget, PrintFileUploader
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
 from kittylab.domain.errors import KittyLabError, ValidationFailed
@@ -51,13 +53,8 @@ from kittylab.domain.print_queue import Stage
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety import workflow
-from kittylab.services import dispatch, fabrication, maintenance, sessions, uploads
+from kittylab.services import fabrication, sessions, uploads
 from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
-from kittylab.services.drivers import (
-    DeviceDriver,
-    DeviceTarget,
-    PrintFileUploader,
-)
 from kittylab.services.slicing import Slicer
 
 logger = logging.getLogger(__name__)

@@ -13,12 +13,12 @@ from kittylab.adapters.db.tables import SafetyEvent
 from kittylab.api.auth import UnitOfWork, container, require
 from kittylab.api.schemas import CommandAccepted, CommandRequest
 from kittylab.bootstrap import Container
+from kittylab.devices import dispatch
 from kittylab.domain import topics
 from kittylab.domain.enums import Role, SafetyStatus
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
 from kittylab.domain.principal import Principal
 from kittylab.safety import workflow
-from kittylab.services import dispatch
 
 log = logging.getLogger(__name__)
 

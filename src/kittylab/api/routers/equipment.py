@@ -15,9 +15,9 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CommandOut, TelemetryAccepted, TelemetryBatch, TelemetryOut
 from kittylab.bootstrap import Container
+from kittylab.devices import telemetry
 from kittylab.domain.enums import CommandStatus, Role
 from kittylab.domain.errors import PermissionDenied
-from kittylab.services import telemetry
 from kittylab.services.simulation import STATE_TOPIC
 
 router = APIRouter(prefix="/api", tags=["equipment"])

@@ -23,11 +23,11 @@ from kittylab.api.schemas import (
     ZoneOut,
 )
 from kittylab.bootstrap import Container
+from kittylab.devices import telemetry
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState, PresenceStatus, Role
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.zones import requires_dual_confirmation
 from kittylab.people import presence
-from kittylab.services import telemetry
 
 router = APIRouter(prefix="/api", tags=["lab"])
 

@@ -29,6 +29,7 @@ from kittylab.api.schemas import (
     UploadedFileOut,
 )
 from kittylab.bootstrap import Container
+from kittylab.devices import dispatch
 from kittylab.domain import file_names
 from kittylab.domain.enums import FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import (
@@ -42,13 +43,7 @@ from kittylab.domain.errors import (
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
 from kittylab.records.ports import ArtifactMissing, ArtifactStore
-from kittylab.services import (
-    dispatch,
-    fabrication,
-    fabrication_records,
-    print_monitor,
-    uploads,
-)
+from kittylab.services import fabrication, fabrication_records, print_monitor, uploads
 
 log = logging.getLogger(__name__)
 

@@ -38,18 +38,14 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, SafetyEvent
 from kittylab.config import CommandSettings, NotifySettings
+from kittylab.devices import commands, telemetry
+from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable, ReportsRefusals
 from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_refusal
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
 from kittylab.safety import policy, workflow
-from kittylab.services import commands, monitor_follow_ups, telemetry
-from kittylab.services.drivers import (
-    DeviceDriver,
-    DeviceTarget,
-    DeviceUnavailable,
-    ReportsRefusals,
-)
+from kittylab.services import monitor_follow_ups
 
 log = logging.getLogger(__name__)
 

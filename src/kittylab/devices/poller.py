@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
+from kittylab.devices import dispatch, telemetry
+from kittylab.devices.ports import DeviceDriver, DeviceTarget
 from kittylab.domain.errors import KittyLabError
-from kittylab.services import dispatch, telemetry
-from kittylab.services.drivers import DeviceDriver, DeviceTarget
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import Any
 
 from kittylab.adapters.db.engine import Database
+from kittylab.devices import telemetry
 from kittylab.domain import topics
 from kittylab.domain.records import MAX_TELEMETRY_BYTES
 from kittylab.ports import MessageBus
-from kittylab.services import telemetry
 
 log = logging.getLogger(__name__)
 
