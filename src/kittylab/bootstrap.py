@@ -30,7 +30,6 @@ from kittylab.adapters.devices.homeassistant import HomeAssistantDriver
 from kittylab.adapters.devices.moonraker import MoonrakerDriver
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
-from kittylab.adapters.devices.simulated import build_simulator
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
 from kittylab.adapters.jobs.tasks import JobContext
 from kittylab.adapters.jobs.worker import WorkerState
@@ -59,8 +58,9 @@ from kittylab.services.query_dispatch import (
     ConversationCad,
     DispatchingSubmitter,
 )
-from kittylab.services.simulation import SimulatedFleet
 from kittylab.services.slicing import Slicer
+from kittylab.simulator.devices import build_simulator
+from kittylab.simulator.fleet import SimulatedFleet
 from kittylab.understanding.pipeline import Understander
 
 log = logging.getLogger(__name__)

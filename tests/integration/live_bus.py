@@ -13,7 +13,7 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.config import MqttSettings
-from kittylab.services.simulation import SimulatedFleet
+from kittylab.simulator.fleet import SimulatedFleet
 
 FAST = MqttSettings(reconnect_min_seconds=0.1, reconnect_max_seconds=0.5)
 

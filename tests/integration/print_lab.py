@@ -22,7 +22,7 @@ from kittylab.config import CommandSettings
 from kittylab.domain.enums import ArtifactType
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.services.cad import GenerateRequest, PolicyMode
-from kittylab.services.simulation import SimulatedFleet
+from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.conftest import Person
 
 Row = TypeVar("Row")

@@ -22,7 +22,7 @@ from kittylab.devices import commands, dispatch
 from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services.simulation import SimulatedFleet
+from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.live_bus import live_lab, running_bus
 
 FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)

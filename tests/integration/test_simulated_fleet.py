@@ -61,7 +61,7 @@ def test_reload_follows_the_lab_and_keeps_device_state(
 def test_fleet_runner_survives_a_failing_report_and_keeps_going() -> None:
     import asyncio
 
-    from kittylab.services.simulation import run_fleet
+    from kittylab.simulator.fleet import run_fleet
 
     class FlakyFleet:
         def __init__(self) -> None:

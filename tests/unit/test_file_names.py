@@ -13,13 +13,13 @@ from uuid import uuid4
 import pytest
 
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
-from kittylab.adapters.devices.simulated import SimulatedPrinter
 from kittylab.devices.ports import DeviceTarget
 from kittylab.domain import file_names
 from kittylab.domain.devices import INTENT_CATALOGUE, build_capabilities, validate_command
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.domain.print_queue import needs_slicing
+from kittylab.simulator.devices import SimulatedPrinter
 
 # What gets past a printer's host when a name is used as given: URL paths, folders,
 # Klipper script lines, FTP commands, shell options, encoded separators.

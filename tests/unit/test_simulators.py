@@ -1,6 +1,8 @@
 import pytest
 
-from kittylab.adapters.devices.simulated import (
+from kittylab.domain.devices import DEFAULT_INTENTS
+from kittylab.domain.enums import DeviceKind
+from kittylab.simulator.devices import (
     DeviceRefused,
     PrinterState,
     SimulatedDoor,
@@ -10,8 +12,6 @@ from kittylab.adapters.devices.simulated import (
     SimulatedSensor,
     build_simulator,
 )
-from kittylab.domain.devices import DEFAULT_INTENTS
-from kittylab.domain.enums import DeviceKind
 
 
 def _run(printer: SimulatedPrinter, seconds: int) -> None:

@@ -19,7 +19,7 @@ from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.devices.telemetry_ingest import TelemetryIngest
-from kittylab.services.simulation import run_fleet
+from kittylab.simulator.fleet import run_fleet
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from kittylab.bootstrap import Container
 from kittylab.devices import telemetry
 from kittylab.domain.enums import CommandStatus, Role
 from kittylab.domain.errors import PermissionDenied
-from kittylab.services.simulation import STATE_TOPIC
+from kittylab.simulator.fleet import STATE_TOPIC
 
 router = APIRouter(prefix="/api", tags=["equipment"])
 
