@@ -33,8 +33,8 @@ from tests.integration.seaweedfs import SeaweedFS  # noqa: E402
 
 from kittylab import bootstrap  # noqa: E402
 from kittylab.config import Settings  # noqa: E402
+from kittylab.fabrication.ports import SliceProfile  # noqa: E402
 from kittylab.records.ports import ArtifactStore  # noqa: E402
-from kittylab.services.slicing import SliceProfile  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "storage_slicer_bench.json"
 MiB = 1 << 20

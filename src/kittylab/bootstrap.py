@@ -44,13 +44,14 @@ from kittylab.devices.ports import DeviceDriver
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
+from kittylab.fabrication.jobs import SliceEstimate
+from kittylab.fabrication.ports import Slicer
+from kittylab.fabrication.tracker import PrintTracker
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
-from kittylab.services.fabrication import SliceEstimate
 from kittylab.services.monitor_ingest import MonitorIngest
-from kittylab.services.print_tracker import PrintTracker
 from kittylab.services.print_watch import PrintWatcher
 from kittylab.services.query import QueryService
 from kittylab.services.query_dispatch import (
@@ -58,7 +59,6 @@ from kittylab.services.query_dispatch import (
     ConversationCad,
     DispatchingSubmitter,
 )
-from kittylab.services.slicing import Slicer
 from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SimulatedFleet
 from kittylab.understanding.pipeline import Understander

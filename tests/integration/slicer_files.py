@@ -4,6 +4,6 @@ slicer built from it are fixtures in tests/integration/conftest.py."""
 
 from __future__ import annotations
 
-from kittylab.services.slicing import SliceProfile
+from kittylab.fabrication.ports import SliceProfile
 
 GENERIC = SliceProfile(printer="generic-220", filament="pla", print="0.20mm")

@@ -13,8 +13,8 @@ from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
 from kittylab.domain.enums import FabricationStatus, OnlineState
+from kittylab.fabrication import records as fabrication_records
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services import fabrication_records
 from tests.integration.conftest import Person, _person
 
 

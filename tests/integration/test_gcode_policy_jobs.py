@@ -18,7 +18,7 @@ from sqlalchemy import select
 from kittylab.adapters.db.tables import Device, DeviceCommand
 from kittylab.domain.enums import FabricationStatus, OnlineState
 from kittylab.domain.gcode_policy import DEFAULT_POLICY
-from kittylab.services.gcode_gate import GcodeRefused, check_archive
+from kittylab.fabrication.gcode_gate import GcodeRefused, check_archive
 from tests.integration.live_bus import live_lab
 from tests.integration.print_lab import PrintLab
 
@@ -154,7 +154,7 @@ def test_a_3mf_whose_gcode_inflates_past_the_bound_is_refused(
     lab: PrintLab,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kittylab.services import gcode_gate
+    from kittylab.fabrication import gcode_gate
 
     monkeypatch.setattr(gcode_gate, "MAX_ARCHIVE_GCODE_BYTES", 4 * 1024 * 1024)
     key = lab.upload("bomb.3mf", _project("G1 X1\n" * 2_000_000))  # 12 MB

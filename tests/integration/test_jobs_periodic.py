@@ -48,8 +48,8 @@ from kittylab.domain.enums import (
     OnlineState,
 )
 from kittylab.domain.errors import ValidationFailed
+from kittylab.fabrication import uploads
 from kittylab.people import identity
-from kittylab.services import uploads
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -27,7 +27,8 @@ from kittylab.adapters.jobs.queue import JobQueueUnavailable
 from kittylab.adapters.jobs.tasks import PRINT_QUEUES_TASK
 from kittylab.devices import dispatch, maintenance
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
-from kittylab.services import fabrication, fabrication_records
+from kittylab.fabrication import jobs as fabrication
+from kittylab.fabrication import records as fabrication_records
 from tests.integration.conftest import Person
 from tests.integration.live_bus import (
     embedded_broker,

@@ -11,7 +11,7 @@ import trimesh
 
 from kittylab.adapters.slicer.prusaslicer import PrusaSlicer
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.slicing import (
+from kittylab.fabrication.ports import (
     ModelFormat,
     SliceProfile,
     Slicer,

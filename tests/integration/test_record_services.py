@@ -40,7 +40,8 @@ from kittylab.domain.enums import (
     Tier,
 )
 from kittylab.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
-from kittylab.services import cad_records, fabrication_records, routing_log
+from kittylab.fabrication import records as fabrication_records
+from kittylab.services import cad_records, routing_log
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

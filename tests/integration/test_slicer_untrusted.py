@@ -21,7 +21,7 @@ import pytest
 from kittylab import bootstrap
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.config import Settings
-from kittylab.services.slicing import SlicerError, Unsliceable, UnsliceableModel
+from kittylab.fabrication.ports import SlicerError, Unsliceable, UnsliceableModel
 from tests.integration.slicer_files import GENERIC
 from tests.integration.step_box import box_step
 from tests.unit.test_threemf_sanitize import CUSTOM_GCODE, PRUSA_CONFIG, build_3mf, cube_model

@@ -21,7 +21,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.api.app import create_app
 from kittylab.config import Settings
-from kittylab.services import uploads
+from kittylab.fabrication import uploads
 from tests.integration.api_server import served
 from tests.integration.conftest import Person, _person
 from tests.integration.print_lab import PrintLab

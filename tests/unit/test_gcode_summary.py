@@ -8,7 +8,7 @@ from kittylab.adapters.slicer.gcode_summary import (
     parse_summary,
     read_summary,
 )
-from kittylab.services.slicing import ModelFormat
+from kittylab.fabrication.ports import ModelFormat
 
 FOOTER = """G1 X10 Y10 E0.5
 M84 X Y E

@@ -18,7 +18,7 @@ from kittylab.adapters.slicer.threemf import (
     Sanitized,
     sanitize_3mf,
 )
-from kittylab.services.slicing import Unsliceable, UnsliceableModel
+from kittylab.fabrication.ports import Unsliceable, UnsliceableModel
 
 CUBE_VERTICES = [(0, 0, 0), (20, 20, 0), (20, 0, 0), (0, 20, 0)]
 CUBE_VERTICES += [(0, 0, 20), (20, 0, 20), (20, 20, 20), (0, 20, 20)]

@@ -38,9 +38,9 @@ from kittylab.api.routers import (
     users,
 )
 from kittylab.bootstrap import Container
+from kittylab.fabrication.uploads import UploadQuotaExceeded
 from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
 from kittylab.records.ports import ArtifactStoreFull
-from kittylab.services.uploads import UploadQuotaExceeded
 
 log = logging.getLogger("kittylab.http")
 

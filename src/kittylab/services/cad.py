@@ -72,10 +72,10 @@ from kittylab.domain.errors import (
     ValidationFailed,
 )
 from kittylab.domain.sanitize import sanitize_text
+from kittylab.fabrication.ports import BuildVolume
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore
 from kittylab.services import cad_records
-from kittylab.services.slicing import BuildVolume
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from kittylab.config import NotifySettings
 from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
+from kittylab.fabrication import records as fabrication_records
 from kittylab.records import alerts
-from kittylab.services import fabrication_records, monitor_follow_ups
+from kittylab.services import monitor_follow_ups
 
 log = logging.getLogger(__name__)
 

@@ -64,9 +64,10 @@ from kittylab.domain.print_telemetry_rules import (
     evaluate_telemetry,
     trim_history,
 )
+from kittylab.fabrication import records as fabrication_records
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore
-from kittylab.services import fabrication_records, monitor_follow_ups, print_monitor
+from kittylab.services import monitor_follow_ups, print_monitor
 from kittylab.services.detection import FailureDetector, SnapshotSource
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ that was down does not pile up runs to catch up on:
 - ``resume_cad_jobs``, every minute: run CAD jobs a lost run left ``queued`` or
   ``running`` (``CadService.recover_stranded``) in the background;
 - ``remove_unused_uploads``, hourly: delete uploads no print job uses once they are older
-  than ``fabrication.upload_retention_days`` (``services.uploads.remove_unused``).
+  than ``fabrication.upload_retention_days`` (``fabrication.uploads.remove_unused``).
 """
 
 from __future__ import annotations
@@ -50,12 +50,14 @@ from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
+from kittylab.fabrication import jobs as fabrication
+from kittylab.fabrication import uploads
+from kittylab.fabrication.ports import Slicer
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety import workflow
-from kittylab.services import fabrication, sessions, uploads
+from kittylab.services import sessions
 from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
-from kittylab.services.slicing import Slicer
 
 logger = logging.getLogger(__name__)
 

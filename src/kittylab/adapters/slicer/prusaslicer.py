@@ -42,7 +42,7 @@ from kittylab.adapters import sandbox
 from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.threemf import ArchiveLimits, sanitize_3mf
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.slicing import (
+from kittylab.fabrication.ports import (
     BuildVolume,
     ModelFormat,
     ModelSize,

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 from xml.parsers import expat
 
-from kittylab.services.slicing import Unsliceable, UnsliceableModel
+from kittylab.fabrication.ports import Unsliceable, UnsliceableModel
 
 CORE = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
 PRODUCTION = "http://schemas.microsoft.com/3dmanufacturing/production/2015/06"

@@ -42,8 +42,11 @@ from kittylab.domain.errors import (
 )
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import needs_slicing
+from kittylab.fabrication import jobs as fabrication
+from kittylab.fabrication import records as fabrication_records
+from kittylab.fabrication import uploads
 from kittylab.records.ports import ArtifactMissing, ArtifactStore
-from kittylab.services import fabrication, fabrication_records, print_monitor, uploads
+from kittylab.services import print_monitor
 
 log = logging.getLogger(__name__)
 

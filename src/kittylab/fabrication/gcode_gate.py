@@ -8,7 +8,7 @@ line by line against the printer's policy (``kittylab.domain.gcode_check``).
   work before it is refused.
 
 Both raise ``GcodeRefused`` with the first violations; nothing here decides what happens
-to the job (``services.fabrication`` fails it).
+to the job (``fabrication.jobs`` fails it).
 """
 
 from __future__ import annotations

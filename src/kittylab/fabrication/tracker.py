@@ -38,9 +38,10 @@ from kittylab.domain import topics
 from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
+from kittylab.fabrication import jobs as fabrication
+from kittylab.fabrication import records as fabrication_records
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts
-from kittylab.services import fabrication, fabrication_records
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Who uploaded what is written in the key, so the artifact store's listing is the 
 no table is needed: ``uploads/<user-id>/<yyyymmdd>-<random>/<name>``. Keys from before
 issue 11 (``uploads/<yyyymmdd>-<random>/<name>``) name nobody: they stay readable and
 printable, count towards the lab's quota (not a person's), and are removed by retention
-like any other. Print jobs refer to uploads by key only (``services.fabrication``).
+like any other. Print jobs refer to uploads by key only (``fabrication.jobs``).
 
 Quotas: a person's uploads together may hold at most ``fabrication.upload_quota_person_bytes``
 and everybody's at most ``fabrication.upload_quota_lab_bytes``. The upload route checks the
@@ -37,9 +37,9 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.config import FabricationSettings
 from kittylab.domain.errors import DomainError, PayloadTooLarge
+from kittylab.fabrication.jobs import UPLOAD_PREFIX
 from kittylab.records import audit
 from kittylab.records.ports import ArtifactInfo, ArtifactStore
-from kittylab.services.fabrication import UPLOAD_PREFIX
 
 log = logging.getLogger(__name__)
 

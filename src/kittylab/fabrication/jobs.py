@@ -7,7 +7,7 @@
 - ``create_job`` records a ``preparing`` job from an uploaded file (G-code, or a model to
   slice) or a CAD artifact; the caller commits and schedules ``prepare``.
 - ``prepare`` (a background job) slices when needed, checks the G-code against the
-  printer's G-code policy (``services.gcode_gate``: an uploaded file, the slicer's output,
+  printer's G-code policy (``fabrication.gcode_gate``: an uploaded file, the slicer's output,
   and the G-code a 3MF project carries), keeps it in the artifact store under the job's
   ``gcode_path`` and records the slicer's estimates; the job joins its printer's queue.
   A file that breaks the policy fails the job with the line numbers and reasons and is
@@ -57,10 +57,10 @@ from kittylab.domain.print_queue import (
     needs_slicing,
     next_job,
 )
+from kittylab.fabrication import records as fabrication_records
+from kittylab.fabrication.gcode_gate import GcodeRefused, check_archive, check_file
+from kittylab.fabrication.ports import SliceProfile, Slicer
 from kittylab.records.ports import ArtifactStore, validate_key
-from kittylab.services import fabrication_records
-from kittylab.services.gcode_gate import GcodeRefused, check_archive, check_file
-from kittylab.services.slicing import SliceProfile, Slicer
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,14 @@
+"""Fabrication: print jobs from a file to a finished part.
+
+upload → create → prepare (slice) → queue → start → follow; the slicer is a port
+(``ports``), implemented by ``kittylab.adapters.slicer``.
+
+Modules:
+
+- ``gcode_gate``: every print file's G-code checked: ``check_file``, ``check_archive``
+- ``jobs``: ``create_job``, ``prepare``, ``claim_next``, ``apply_printer_state``
+- ``ports``: the slicer port: ``Slicer``, ``SliceProfile``, ``SliceResult``
+- ``records``: ``create_fabrication_job``, ``advance_fabrication_job``
+- ``tracker``: ``PrintTracker``: the single follower of active print jobs
+- ``uploads``: uploaded print files: quotas (``room``, ``settle``), ``remove_unused``
+"""
