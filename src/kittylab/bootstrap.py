@@ -47,12 +47,12 @@ from kittylab.domain.errors import ValidationFailed
 from kittylab.fabrication.jobs import SliceEstimate
 from kittylab.fabrication.ports import Slicer
 from kittylab.fabrication.tracker import PrintTracker
+from kittylab.monitoring.ingest import MonitorIngest
+from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
 from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
-from kittylab.services.monitor_ingest import MonitorIngest
-from kittylab.services.print_watch import PrintWatcher
 from kittylab.services.query import QueryService
 from kittylab.services.query_dispatch import (
     BusContextPublisher,

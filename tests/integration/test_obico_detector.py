@@ -20,7 +20,7 @@ from kittylab.domain.print_monitoring import (
     Severity,
     update,
 )
-from kittylab.services.detection import (
+from kittylab.monitoring.ports import (
     DetectorCouldNotReadImage,
     DetectorUnavailable,
     FailureDetector,

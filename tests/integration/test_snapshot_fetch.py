@@ -12,7 +12,7 @@ import pytest
 
 from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.detection import Snapshot, SnapshotSource, SnapshotUnavailable
+from kittylab.monitoring.ports import Snapshot, SnapshotSource, SnapshotUnavailable
 from tests.peers.camera_peer import TINY_JPEG, CameraPeer
 
 

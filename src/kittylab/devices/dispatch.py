@@ -16,7 +16,7 @@ sent command that nothing confirms fails with the reason once its time is up.
 
 A command a print monitor's alert sent (a failure's pause, a runaway's cooldown) that ends
 ``failed`` also records the urgent notification saying so, in the transaction that fails
-it (``monitor_follow_ups.alert_if_failed``); ``Outcome.notifications`` lists them for
+it (``follow_ups.alert_if_failed``); ``Outcome.notifications`` lists them for
 delivery.
 """
 
@@ -44,8 +44,8 @@ from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_r
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
+from kittylab.monitoring import follow_ups
 from kittylab.safety import policy, workflow
-from kittylab.services import monitor_follow_ups
 
 log = logging.getLogger(__name__)
 
@@ -298,11 +298,7 @@ def _finish(
         if current is not CommandStatus.SENT:
             return []
         command = commands.advance_command(session, command_id, target, now=now, reason=reason)
-        alerted = (
-            monitor_follow_ups.alert_if_failed(session, command, notify)
-            if notify is not None
-            else []
-        )
+        alerted = follow_ups.alert_if_failed(session, command, notify) if notify is not None else []
     COMMANDS.labels(target.value).inc()
     return alerted
 

@@ -1,2 +1,2 @@
 """Camera-based print monitoring: a client for Obico-compatible failure detectors and a
-camera snapshot fetcher (the ports are in ``kittylab.services.detection``)."""
+camera snapshot fetcher (the ports are in ``kittylab.monitoring.ports``)."""

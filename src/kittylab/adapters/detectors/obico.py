@@ -32,7 +32,7 @@ import httpx
 from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.print_monitoring import BoundingBox, Detection
-from kittylab.services.detection import DetectorCouldNotReadImage, DetectorUnavailable
+from kittylab.monitoring.ports import DetectorCouldNotReadImage, DetectorUnavailable
 
 # A detection list is a few hundred bytes; anything near this is not a detector talking.
 MAX_RESPONSE_BYTES = 1 << 20

@@ -17,7 +17,7 @@ import httpx
 
 from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.detection import Snapshot, SnapshotUnavailable
+from kittylab.monitoring.ports import Snapshot, SnapshotUnavailable
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 3

@@ -45,8 +45,8 @@ from kittylab.domain.print_queue import needs_slicing
 from kittylab.fabrication import jobs as fabrication
 from kittylab.fabrication import records as fabrication_records
 from kittylab.fabrication import uploads
+from kittylab.monitoring import reports
 from kittylab.records.ports import ArtifactMissing, ArtifactStore
-from kittylab.services import print_monitor
 
 log = logging.getLogger(__name__)
 
@@ -396,13 +396,13 @@ def report_monitor_event(
     if body.snapshot_key is not None and not _store(c).exists(body.snapshot_key):
         raise ValidationFailed("snapshotKey", "no snapshot is stored under this key")
     try:
-        outcome = print_monitor.report(
+        outcome = reports.report(
             uow,
             job_id=job_id,
             event_type=body.event_type,
             confidence=body.confidence,
             snapshot_key=body.snapshot_key,
-            severity=print_monitor.Severity(body.severity) if body.severity else None,
+            severity=reports.Severity(body.severity) if body.severity else None,
             details=body.details,
             notify=c.settings.notify,
             now=c.clock(),

@@ -8,7 +8,7 @@ and ``completed`` are recorded.
 
 The first notification says the pause was *requested* ("Pausing the print on …"): the
 printer has not confirmed it yet. The pause is linked to the job
-(``monitor_follow_ups.link``), so if it then fails — refused, unreachable, not confirmed in
+(``follow_ups.link``), so if it then fails — refused, unreachable, not confirmed in
 time — the operator gets a second, urgent notification with the reason.
 
 Pausing is a safe action: it is never held for approval, and a pause already on its way
@@ -34,8 +34,8 @@ from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
 from kittylab.fabrication import records as fabrication_records
+from kittylab.monitoring import follow_ups
 from kittylab.records import alerts
-from kittylab.services import monitor_follow_ups
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def report(
     )
     body = f"{what} with confidence {confidence:.0%}."
     if event.snapshot_key:
-        body += f" Snapshot: {monitor_follow_ups.snapshot_path(event.snapshot_key)}"
+        body += f" Snapshot: {follow_ups.snapshot_path(event.snapshot_key)}"
     if pause_id:
         body += (
             " A pause was requested; the printer has not confirmed it yet. If it does not"
@@ -133,7 +133,7 @@ def _pause(
     )
     if waiting is not None:  # a pause is already on its way: join it
         event.details = {**event.details, "pause_command_id": str(waiting)}
-        monitor_follow_ups.link(job, waiting, event.id, "print_pause")
+        follow_ups.link(job, waiting, event.id, "print_pause")
         return waiting, None
     try:
         with session.begin_nested():
@@ -150,5 +150,5 @@ def _pause(
         log.warning("monitor could not pause job %s: %s", job.id, refusal)
         return None, str(refusal)
     event.details = {**event.details, "pause_command_id": str(command.id)}
-    monitor_follow_ups.link(job, command.id, event.id, "print_pause")
+    follow_ups.link(job, command.id, event.id, "print_pause")
     return command.id, None

@@ -11,7 +11,7 @@ for the embedded one), so a snapshot URL given here is fetched and kept as evide
 through the snapshot source's limits (timeout, size, images only). An event that cannot
 be understood or recorded is logged and counted, never raised: one bad detector must not
 stop the others. What a recorded event leads to (pause, notifications) is
-``print_monitor.report``'s business, exactly as for the API.
+``reports.report``'s business, exactly as for the API.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from kittylab.adapters.db.engine import Database
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import MonitorEventType
 from kittylab.domain.errors import KittyLabError
+from kittylab.monitoring import reports
+from kittylab.monitoring.ports import SnapshotSource
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records.ports import ArtifactStore
-from kittylab.services import print_monitor
-from kittylab.services.detection import SnapshotSource
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class MonitorIngest:
             event_type = MonitorEventType(str(message["eventType"]))
             confidence = float(message["confidence"])
             severity = message.get("severity")
-            level = print_monitor.Severity(severity) if severity else None
+            level = reports.Severity(severity) if severity else None
         except (ValueError, KeyError, TypeError) as exc:
             MONITOR_EVENTS.labels("malformed").inc()
             log.warning("ignoring a malformed monitor event on %s: %s", topic, exc)
@@ -132,13 +132,13 @@ class MonitorIngest:
         job_id: UUID,
         event_type: MonitorEventType,
         confidence: float,
-        level: print_monitor.Severity | None,
+        level: reports.Severity | None,
         snapshot_key: str | None,
         message: dict[str, Any],
-    ) -> print_monitor.MonitorOutcome:
+    ) -> reports.MonitorOutcome:
         details = message.get("details")
         with self._database.unit_of_work() as session:
-            return print_monitor.report(
+            return reports.report(
                 session,
                 job_id=job_id,
                 event_type=event_type,

@@ -9,7 +9,7 @@ Each round (``monitoring.frame_interval_seconds``), for every job that is printi
 - when a failure detector is configured and a camera in the printer's zone has a
   ``snapshot_url`` in its connection, has the detector score the camera's current image
   and smooths the scores over the print Obico's way (``domain.print_monitoring``);
-- turns each new warning or failure into a monitor event through ``print_monitor.report``
+- turns each new warning or failure into a monitor event through ``reports.report``
   (failures pause the job; both notify), with evidence: the camera snapshot, or — when no
   camera can give one — the telemetry window that triggered the rule, as JSON, so a
   failure is never recorded without something to look at. A thermal runaway or a heater
@@ -65,10 +65,11 @@ from kittylab.domain.print_telemetry_rules import (
     trim_history,
 )
 from kittylab.fabrication import records as fabrication_records
+from kittylab.monitoring import follow_ups as monitor_follow_ups
+from kittylab.monitoring import reports
+from kittylab.monitoring.ports import FailureDetector, SnapshotSource
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore
-from kittylab.services import monitor_follow_ups, print_monitor
-from kittylab.services.detection import FailureDetector, SnapshotSource
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class PrintWatcher:
             ):
                 if event_type is MonitorEventType.FIRST_LAYER_OK:
                     return
-                if details.get("severity") == print_monitor.Severity.FAILURE.value:
+                if details.get("severity") == reports.Severity.FAILURE.value:
                     return
             fabrication_records.record_monitor_event(
                 session,
@@ -298,18 +299,16 @@ class PrintWatcher:
 
     def _report(
         self, item: Watched, verdict: Verdict, evidence: str, failure: bool
-    ) -> print_monitor.MonitorOutcome | None:
+    ) -> reports.MonitorOutcome | None:
         try:
             with self._database.unit_of_work() as session:
-                return print_monitor.report(
+                return reports.report(
                     session,
                     job_id=item.job_id,
                     event_type=verdict.condition.failure_event_type,
                     confidence=verdict.confidence,
                     snapshot_key=evidence,
-                    severity=print_monitor.Severity.FAILURE
-                    if failure
-                    else print_monitor.Severity.WARNING,
+                    severity=reports.Severity.FAILURE if failure else reports.Severity.WARNING,
                     details={**verdict.details(), "source": "print watcher"},
                     notify=self._notify,
                     now=self._clock(),
@@ -320,7 +319,7 @@ class PrintWatcher:
 
     def _cooldown(self, item: Watched, event_id: UUID, condition: str) -> UUID | None:
         """Ask for the cooldown, linked to the failure's event: if it fails, the operator
-        is told (``monitor_follow_ups``). One per job and condition: a retried round joins
+        is told (``follow_ups``). One per job and condition: a retried round joins
         the cooldown already asked for."""
         try:
             with self._database.unit_of_work() as session:

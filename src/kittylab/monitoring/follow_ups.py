@@ -1,7 +1,7 @@
 """What a print monitor's alert sends to the printer, and what happens when it fails.
 
-A failure alert (``print_monitor.report``) asks for a pause, and a thermal runaway also
-for a cooldown (``print_watch``). The first notification can only say the pause was
+A failure alert (``reports.report``) asks for a pause, and a thermal runaway also
+for a cooldown (``watcher``). The first notification can only say the pause was
 *requested*: the printer has not confirmed anything yet. So each such command is linked
 to its job (``details["monitor_commands"]``: command id → the monitor event and intent),
 and ``dispatch`` calls ``alert_if_failed`` inside the transaction that decides the
