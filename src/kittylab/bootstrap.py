@@ -38,6 +38,7 @@ from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.cad.runs import AlertSettings, CadProviderPort, CadService
 from kittylab.config import Settings
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
@@ -52,7 +53,6 @@ from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
-from kittylab.services.cad import AlertSettings, CadProviderPort, CadService
 from kittylab.services.query import QueryService
 from kittylab.services.query_dispatch import (
     BusContextPublisher,

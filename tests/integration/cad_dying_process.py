@@ -15,9 +15,7 @@ from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.db.engine import Database, make_engine
 from kittylab.adapters.db.tables import CADJob
 from kittylab.adapters.storage.folder import FolderArtifactStore
-from kittylab.domain.clock import utcnow
-from kittylab.domain.enums import CADJobStatus, CADProvider
-from kittylab.services.cad import (
+from kittylab.cad.runs import (
     AlertSettings,
     CadService,
     GenerateRequest,
@@ -25,6 +23,8 @@ from kittylab.services.cad import (
     ProviderOutput,
     ProviderRequest,
 )
+from kittylab.domain.clock import utcnow
+from kittylab.domain.enums import CADJobStatus, CADProvider
 
 
 class _StuckBuild:

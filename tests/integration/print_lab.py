@@ -18,10 +18,10 @@ from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs import build_job_app, run_worker
+from kittylab.cad.runs import GenerateRequest, PolicyMode
 from kittylab.config import CommandSettings
 from kittylab.domain.enums import ArtifactType
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services.cad import GenerateRequest, PolicyMode
 from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.conftest import Person
 

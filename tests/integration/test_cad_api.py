@@ -24,6 +24,7 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.cad.runs import GenerateRequest, PolicyMode, progress_reply
 from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import (
@@ -33,7 +34,6 @@ from kittylab.domain.enums import (
     HazardLevel,
     MonitorEventType,
 )
-from kittylab.services.cad import GenerateRequest, PolicyMode, progress_reply
 from tests.integration.cad_failures import generate_with_a_starved_worker, give_email
 from tests.integration.conftest import Person
 

@@ -14,8 +14,8 @@ import pytest
 from kittylab.adapters.cad.external_mesh import ExternalMeshProvider
 from kittylab.adapters.cad.worker import CadBuildFailed
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.cad.runs import ProviderRequest, ProviderUnavailable
 from kittylab.domain.enums import ArtifactType, CADProvider
-from kittylab.services.cad import ProviderRequest, ProviderUnavailable
 
 RUNNER = Path(__file__).parents[1] / "data" / "contract" / "fake_mesh_runner.py"
 COMMAND = f"{sys.executable} {RUNNER} {{image}} {{out}}"

@@ -14,9 +14,9 @@ import yaml
 
 from kittylab.adapters.cad.freecad_provider import FreeCadProvider
 from kittylab.adapters.cad.quality import score_mesh
+from kittylab.cad.runs import ProviderRequest, ProviderUnavailable
 from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.enums import ArtifactType
-from kittylab.services.cad import ProviderRequest, ProviderUnavailable
 
 CORPUS = Path(__file__).parents[1] / "data" / "cad_prompts.yaml"
 installed = pytest.mark.skipif(

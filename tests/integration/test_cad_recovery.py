@@ -29,10 +29,7 @@ from kittylab.adapters.db.tables import CADArtifact, CADJob, Notification, User
 from kittylab.adapters.jobs import JobContext, build_job_app, run_worker
 from kittylab.adapters.jobs.queue import JobQueueUnavailable
 from kittylab.adapters.jobs.tasks import RESUME_CAD_TASK
-from kittylab.config import CadSettings, JobSettings
-from kittylab.domain.clock import utcnow
-from kittylab.domain.enums import CADJobStatus, CADProvider
-from kittylab.services.cad import (
+from kittylab.cad.runs import (
     MAX_RUNS,
     CadGenerationFailed,
     CadProviderPort,
@@ -42,6 +39,9 @@ from kittylab.services.cad import (
     ProviderOutput,
     ProviderRequest,
 )
+from kittylab.config import CadSettings, JobSettings
+from kittylab.domain.clock import utcnow
+from kittylab.domain.enums import CADJobStatus, CADProvider
 from tests.integration.cad_contract_servers import ContractServer, zoo_server
 from tests.integration.conftest import Person
 

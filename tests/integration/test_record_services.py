@@ -24,6 +24,7 @@ from kittylab.adapters.db.tables import (
     User,
     Zone,
 )
+from kittylab.cad import records as cad_records
 from kittylab.devices import commands
 from kittylab.domain.devices import INTENT_CATALOGUE
 from kittylab.domain.enums import (
@@ -41,7 +42,7 @@ from kittylab.domain.enums import (
 )
 from kittylab.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from kittylab.fabrication import records as fabrication_records
-from kittylab.services import cad_records, routing_log
+from kittylab.services import routing_log
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -351,7 +352,7 @@ def test_cad_prompt_reaches_the_log_only_sanitized(
     database: Database, lab: Lab, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = "kl_" + "x" * 40
-    with caplog.at_level(logging.INFO, logger="kittylab.services.cad_records"):
+    with caplog.at_level(logging.INFO, logger="kittylab.cad.records"):
         _cad_job(database, lab, prompt=f"bracket\nuse {token}")
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "bracket use [redacted]" in logged

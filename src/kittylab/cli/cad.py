@@ -15,9 +15,9 @@ from rich.table import Table
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.bootstrap import Container
+from kittylab.cad.runs import GenerateRequest, PolicyMode
 from kittylab.config import Settings
 from kittylab.domain.enums import CADJobStatus
-from kittylab.services.cad import GenerateRequest, PolicyMode
 
 cad_app = typer.Typer(help="CAD generation: text to STEP/STL.", no_args_is_help=True)
 

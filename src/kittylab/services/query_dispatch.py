@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, DeviceCommand
+from kittylab.cad.runs import CadService, GenerateRequest, PolicyMode, progress_reply
 from kittylab.devices import dispatch
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
@@ -21,7 +22,6 @@ from kittylab.domain.errors import KittyLabError
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.safety import workflow
 from kittylab.safety.workflow import SafetyContext
-from kittylab.services.cad import CadService, GenerateRequest, PolicyMode, progress_reply
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class BusContextPublisher:
 class ConversationCad:
     """``CadStarter`` on the CAD service: ``auto`` policy (online providers when configured
     and reachable, the offline CadQuery pipeline otherwise), the job linked to the
-    conversation, the reply from ``cad.progress_reply``."""
+    conversation, the reply from ``runs.progress_reply``."""
 
     def __init__(self, cad: CadService) -> None:
         self._cad = cad

@@ -25,14 +25,9 @@ import trimesh
 
 from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed
+from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable, image_references
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.records.ports import ArtifactMissing, ArtifactStore, validate_key
-from kittylab.services.cad import (
-    ProviderOutput,
-    ProviderRequest,
-    ProviderUnavailable,
-    image_references,
-)
 
 _MESH_SUFFIXES = (".obj", ".glb", ".ply", ".stl")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import kittylab
 from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed, CadBuildTimeout, WorkerLimits
+from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.cad import ProviderOutput, ProviderRequest, ProviderUnavailable
 
 SCRIPT = Path(__file__).with_name("freecad_build.py")
 SOURCE_ROOT = Path(kittylab.__file__).resolve().parents[1]

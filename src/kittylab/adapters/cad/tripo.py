@@ -19,8 +19,8 @@ from tripo3d.exceptions import TripoAPIError, TripoError, TripoRequestError
 from tripo3d.models import TaskStatus
 
 from kittylab.adapters.cad.worker import CadBuildFailed
+from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable
 from kittylab.domain.enums import ArtifactType, CADProvider
-from kittylab.services.cad import ProviderOutput, ProviderRequest, ProviderUnavailable
 
 MODEL_VERSION = "v2.5-20250123"
 AUTHENTICATION_FAILED = 1002

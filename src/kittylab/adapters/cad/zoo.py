@@ -28,8 +28,8 @@ from kittycad.models.text_to_cad_response import TextToCadResponse
 from pydantic import ValidationError
 
 from kittylab.adapters.cad.worker import CadBuildFailed
+from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable
 from kittylab.domain.enums import ArtifactType, CADProvider
-from kittylab.services.cad import ProviderOutput, ProviderRequest, ProviderUnavailable
 
 
 class ZooProvider:

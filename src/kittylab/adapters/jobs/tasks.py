@@ -43,6 +43,7 @@ from sqlalchemy import select
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs.recovery import recover_stalled_jobs
+from kittylab.cad.runs import CadBusy, CadGenerationFailed, CadService
 from kittylab.config import JobSettings, Settings
 from kittylab.devices import dispatch, maintenance
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, PrintFileUploader
@@ -57,7 +58,6 @@ from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety import workflow
 from kittylab.services import sessions
-from kittylab.services.cad import CadBusy, CadGenerationFailed, CadService
 
 logger = logging.getLogger(__name__)
 

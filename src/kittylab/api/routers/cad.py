@@ -20,18 +20,18 @@ from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
-from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
-from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
-from kittylab.domain.errors import NotFound
-from kittylab.domain.principal import CAD_GENERATION_ROLES, Principal
-from kittylab.records.ports import ArtifactMissing
-from kittylab.services.cad import (
+from kittylab.cad.runs import (
     CadGenerationFailed,
     GenerateRequest,
     GenerateResult,
     PolicyMode,
     content_type,
 )
+from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
+from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
+from kittylab.domain.errors import NotFound
+from kittylab.domain.principal import CAD_GENERATION_ROLES, Principal
+from kittylab.records.ports import ArtifactMissing
 
 router = APIRouter(prefix="/api/cad", tags=["cad"])
 

@@ -47,6 +47,7 @@ from kittylab.adapters.db.tables import (
     PrintMonitorEvent,
     User,
 )
+from kittylab.cad import records as cad_records
 from kittylab.domain.cad_prompt import (
     MAX_PROMPT_CHARS,
     UnknownPart,
@@ -75,7 +76,6 @@ from kittylab.domain.sanitize import sanitize_text
 from kittylab.fabrication.ports import BuildVolume
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore
-from kittylab.services import cad_records
 
 logger = logging.getLogger(__name__)
 
