@@ -28,11 +28,11 @@ from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path, ensure_model_file
 from kittylab.config import Settings
+from kittylab.conversation.lab import vocabulary_from_manifest
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity
-from kittylab.services.query_lab import vocabulary_from_manifest
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.pipeline import Understander
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "query_bench.json"

@@ -40,6 +40,9 @@ from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.cad.runs import AlertSettings, CadProviderPort, CadService
 from kittylab.config import Settings
+from kittylab.conversation.actions import BusContextPublisher, ConversationCad, DispatchingSubmitter
+from kittylab.conversation.query import QueryService
+from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
 from kittylab.domain.clock import utcnow
@@ -53,15 +56,8 @@ from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
-from kittylab.services.query import QueryService
-from kittylab.services.query_dispatch import (
-    BusContextPublisher,
-    ConversationCad,
-    DispatchingSubmitter,
-)
 from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SimulatedFleet
-from kittylab.understanding.pipeline import Understander
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from uuid import UUID
 import pytest
 
 from kittylab.adapters.bus.mqtt import BrokerAddress, BusUnavailable, parse_broker_url
+from kittylab.conversation.actions import BusContextPublisher
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.query_dispatch import BusContextPublisher
 from tests.integration.live_bus import embedded_broker, eventually, free_port, running_bus
 
 MOSQUITTO = BrokerAddress("127.0.0.1", 1883)

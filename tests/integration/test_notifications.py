@@ -45,6 +45,7 @@ from kittylab.adapters.jobs import (
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.api.routers.notifications import mask_recipient
 from kittylab.config import JobSettings, NotifySettings, Settings
+from kittylab.conversation import sessions
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADPolicyMode, NotificationChannel, NotificationStatus, Tier
 from kittylab.domain.errors import Conflict, ValidationFailed
@@ -52,7 +53,6 @@ from kittylab.domain.notifications import RetryPolicy, webhook_host_allowed
 from kittylab.records import notifications
 from kittylab.records.notifications import DeliveryOutcome, DeliveryResult
 from kittylab.records.ports import DeliveryFailed
-from kittylab.services import sessions
 from tests.integration.cad_failures import generate_with_a_starved_worker, give_email
 from tests.integration.conftest import Person
 from tests.integration.worker_runner import run_worker_until

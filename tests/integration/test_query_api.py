@@ -21,14 +21,14 @@ from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADJob, Device, DeviceCommand, RoutingDecision
 from kittylab.config import PriceSettings, Settings
+from kittylab.conversation.actions import ConversationCad, DispatchingSubmitter
+from kittylab.conversation.ports import TierAnswer
+from kittylab.conversation.query import QueryService
+from kittylab.conversation.understanding.model import ModelUnavailable
+from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices import telemetry
 from kittylab.domain.enums import OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.services.query import QueryService
-from kittylab.services.query_dispatch import ConversationCad, DispatchingSubmitter
-from kittylab.services.query_ports import TierAnswer
-from kittylab.understanding.model import ModelUnavailable
-from kittylab.understanding.pipeline import Understander
 from tests.integration.conftest import Person
 
 

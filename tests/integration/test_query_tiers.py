@@ -26,12 +26,12 @@ from kittylab.adapters.llm.llama import EmbeddedLlama, default_model_path, ensur
 from kittylab.adapters.llm.mcp_client import McpToolAnswerer
 from kittylab.adapters.llm.openai_local import OpenAICompatibleIntentModel
 from kittylab.config import McpServerSettings
+from kittylab.conversation.lab import vocabulary_from_manifest
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.model import ModelUnavailable
+from kittylab.conversation.understanding.types import INTENTS
+from kittylab.conversation.understanding.vocabulary import LabVocabulary, build_vocabulary
 from kittylab.manifest.loader import load_manifest
-from kittylab.services.query_lab import vocabulary_from_manifest
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.model import ModelUnavailable
-from kittylab.understanding.types import INTENTS
-from kittylab.understanding.vocabulary import LabVocabulary, build_vocabulary
 from tests.integration.conftest import Person
 from tests.integration.test_query_api import _apply_without_people
 from tests.peers import anthropic_server

@@ -25,6 +25,7 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.cad import records as cad_records
+from kittylab.conversation import routing_log
 from kittylab.devices import commands
 from kittylab.domain.devices import INTENT_CATALOGUE
 from kittylab.domain.enums import (
@@ -42,7 +43,6 @@ from kittylab.domain.enums import (
 )
 from kittylab.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from kittylab.fabrication import records as fabrication_records
-from kittylab.services import routing_log
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

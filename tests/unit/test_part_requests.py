@@ -1,7 +1,7 @@
 import pytest
 
-from kittylab.understanding.normalize import normalize
-from kittylab.understanding.pipeline import part_request
+from kittylab.conversation.understanding.normalize import normalize
+from kittylab.conversation.understanding.pipeline import part_request
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ import httpx
 import pytest
 
 from kittylab.adapters.llm.frontier import AnthropicMessages, OpenAIChat
+from kittylab.conversation.routing.cache import AnswerCache, CacheKey
+from kittylab.conversation.routing.cost import Price, check_budget
+from kittylab.conversation.routing.tiers import choose_tier
+from kittylab.conversation.understanding.model import ModelUnavailable
+from kittylab.conversation.understanding.types import AskKind, Stage, Understanding
 from kittylab.domain.enums import Tier
-from kittylab.routing.cache import AnswerCache, CacheKey
-from kittylab.routing.cost import Price, check_budget
-from kittylab.routing.tiers import choose_tier
-from kittylab.understanding.model import ModelUnavailable
-from kittylab.understanding.types import AskKind, Stage, Understanding
 
 
 def _ask(kind: AskKind) -> Understanding:

@@ -9,14 +9,14 @@ import pytest
 
 from kittylab.cli.parse import evaluate, parse_lines
 from kittylab.config import QuerySettings
+from kittylab.conversation.lab import vocabulary_from_manifest
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.model import ModelReading, ModelUnavailable
+from kittylab.conversation.understanding.normalize import normalize
+from kittylab.conversation.understanding.pipeline import Understander
+from kittylab.conversation.understanding.types import AskKind, Stage
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
 from kittylab.manifest.loader import load_manifest
-from kittylab.services.query_lab import vocabulary_from_manifest
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.model import ModelReading, ModelUnavailable
-from kittylab.understanding.normalize import normalize
-from kittylab.understanding.pipeline import Understander
-from kittylab.understanding.types import AskKind, Stage
-from kittylab.understanding.vocabulary import LabVocabulary
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "data" / "query_corpus.jsonl"

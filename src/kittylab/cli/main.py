@@ -292,9 +292,9 @@ presence_cli.register(app, friendly_errors)
 def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
     """Settings, an Understander and the lab vocabulary, from ``lab`` or the database."""
     from kittylab.adapters.llm.factory import local_model
+    from kittylab.conversation.lab import vocabulary_from_database, vocabulary_from_manifest
+    from kittylab.conversation.understanding.pipeline import Understander
     from kittylab.manifest.loader import load_manifest
-    from kittylab.services.query_lab import vocabulary_from_database, vocabulary_from_manifest
-    from kittylab.understanding.pipeline import Understander
 
     settings = _settings()
     model = local_model(settings) if use_model else None

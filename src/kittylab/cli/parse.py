@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kittylab.config import QuerySettings
+from kittylab.conversation.routing.tiers import choose_tier
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.pipeline import Understander
+from kittylab.conversation.understanding.types import Understanding
+from kittylab.conversation.understanding.vocabulary import ALWAYS_HAZARDOUS, LabVocabulary
 from kittylab.domain.enums import Tier
-from kittylab.routing.tiers import choose_tier
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.pipeline import Understander
-from kittylab.understanding.types import Understanding
-from kittylab.understanding.vocabulary import ALWAYS_HAZARDOUS, LabVocabulary
 
 
 def parse_one(

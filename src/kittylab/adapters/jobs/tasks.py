@@ -45,6 +45,7 @@ from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.cad.runs import CadBusy, CadGenerationFailed, CadService
 from kittylab.config import JobSettings, Settings
+from kittylab.conversation import sessions
 from kittylab.devices import dispatch, maintenance
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, PrintFileUploader
 from kittylab.domain.clock import utcnow
@@ -57,7 +58,6 @@ from kittylab.fabrication.ports import Slicer
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety import workflow
-from kittylab.services import sessions
 
 logger = logging.getLogger(__name__)
 

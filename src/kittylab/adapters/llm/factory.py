@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kittylab.config import FrontierSettings, McpServerSettings, Settings
+from kittylab.conversation.ports import Answerer
+from kittylab.conversation.understanding.model import IntentModel
 from kittylab.domain.errors import ValidationFailed
-from kittylab.services.query_ports import Answerer
-from kittylab.understanding.model import IntentModel
 
 
 def local_model(settings: Settings) -> IntentModel | None:

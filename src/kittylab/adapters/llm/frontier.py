@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
+from kittylab.conversation.ports import TierAnswer
+from kittylab.conversation.understanding.model import ModelUnavailable
 from kittylab.domain.sanitize import sanitize_text
-from kittylab.services.query_ports import TierAnswer
-from kittylab.understanding.model import ModelUnavailable
 
 SYSTEM_PROMPT = (
     "You are the assistant of a fabrication lab (3D printers, CNC, laser cutter, welding). "

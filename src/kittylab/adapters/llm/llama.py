@@ -34,11 +34,16 @@ from typing import Any
 
 import platformdirs
 
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.model import ModelReading, ModelUnavailable
-from kittylab.understanding.prompt import args_schema, device_part, prompt_prefix, request_part
-from kittylab.understanding.types import INTENTS
-from kittylab.understanding.vocabulary import LabVocabulary
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.model import ModelReading, ModelUnavailable
+from kittylab.conversation.understanding.prompt import (
+    args_schema,
+    device_part,
+    prompt_prefix,
+    request_part,
+)
+from kittylab.conversation.understanding.types import INTENTS
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
 
 log = logging.getLogger(__name__)
 

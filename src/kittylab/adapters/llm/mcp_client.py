@@ -22,10 +22,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from kittylab.config import McpServerSettings
+from kittylab.conversation.ports import TierAnswer
+from kittylab.conversation.understanding.model import ModelUnavailable
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
-from kittylab.services.query_ports import TierAnswer
-from kittylab.understanding.model import ModelUnavailable
 
 
 class McpToolAnswerer:

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 from rapidfuzz import fuzz, process
 
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.model import ModelReading, ModelUnavailable
-from kittylab.understanding.prompt import prompt_prefix, request_part
-from kittylab.understanding.types import INTENTS
-from kittylab.understanding.vocabulary import LabVocabulary
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.model import ModelReading, ModelUnavailable
+from kittylab.conversation.understanding.prompt import prompt_prefix, request_part
+from kittylab.conversation.understanding.types import INTENTS
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
 
 NO_LOGPROBS_CONFIDENCE = 0.5
 _INTENT = re.compile(r'\{"intent": "([a-z_]+)"')

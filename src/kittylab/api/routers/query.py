@@ -15,11 +15,11 @@ from pydantic import Field
 from kittylab.api.auth import LAST_USED_RESOLUTION, container
 from kittylab.api.schemas import CamelModel, CommandOut, StrictInput
 from kittylab.bootstrap import Container
+from kittylab.conversation.query import QueryRequest, QueryResult
 from kittylab.domain.enums import Tier
 from kittylab.domain.errors import AuthenticationRequired
 from kittylab.domain.principal import Principal
 from kittylab.people.identity import authenticate
-from kittylab.services.query import QueryRequest, QueryResult
 
 router = APIRouter(prefix="/api", tags=["query"])
 _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
 from kittylab.domain.errors import InfrastructureError
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.vocabulary import LabVocabulary
 
 
 class ModelUnavailable(InfrastructureError):

@@ -39,7 +39,7 @@ class Answerer(Protocol):
 class CommandSubmitter(Protocol):
     """Turns an understood device request into a ``DeviceCommand``.
 
-    The implementation (``query_dispatch.DispatchingSubmitter``) goes through the same
+    The implementation (``actions.DispatchingSubmitter``) goes through the same
     rules as ``POST /api/device/{id}/command`` and may return a command already ``sent``
     or ``acked``."""
 

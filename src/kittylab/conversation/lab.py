@@ -12,9 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AccessPolicy, Device, RoutingDecision, Zone
+from kittylab.conversation.understanding.vocabulary import (
+    DeviceEntry,
+    LabVocabulary,
+    build_vocabulary,
+)
 from kittylab.domain.zones import effective_dual_confirm
 from kittylab.manifest.model import LabManifest
-from kittylab.understanding.vocabulary import DeviceEntry, LabVocabulary, build_vocabulary
 
 
 def vocabulary_from_database(session: Session) -> LabVocabulary:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kittylab.conversation.understanding.types import ASK, AskKind, Understanding
 from kittylab.domain.enums import Tier
-from kittylab.understanding.types import ASK, AskKind, Understanding
 
 
 @dataclass(frozen=True)

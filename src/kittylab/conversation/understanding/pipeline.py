@@ -9,15 +9,13 @@ import re
 import threading
 from dataclasses import replace
 
-from kittylab.domain.cad_prompt import UnknownPart, parse_prompt
-from kittylab.domain.errors import ValidationFailed
-from kittylab.understanding import signals
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.grammar import GrammarStage, _check
-from kittylab.understanding.model import IntentModel, ModelUnavailable
-from kittylab.understanding.normalize import normalize
-from kittylab.understanding.templates import KIND_WORDS
-from kittylab.understanding.types import (
+from kittylab.conversation.understanding import signals
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.grammar import GrammarStage, _check
+from kittylab.conversation.understanding.model import IntentModel, ModelUnavailable
+from kittylab.conversation.understanding.normalize import normalize
+from kittylab.conversation.understanding.templates import KIND_WORDS
+from kittylab.conversation.understanding.types import (
     ASK,
     CAD_GENERATE,
     DEVICE_INTENTS,
@@ -25,7 +23,9 @@ from kittylab.understanding.types import (
     Stage,
     Understanding,
 )
-from kittylab.understanding.vocabulary import LabVocabulary
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
+from kittylab.domain.cad_prompt import UnknownPart, parse_prompt
+from kittylab.domain.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kittylab.conversation.understanding.vocabulary import DeviceEntry
 from kittylab.domain.devices import INTENT_CATALOGUE
-from kittylab.understanding.vocabulary import DeviceEntry
 
 ASK = "ask"
 CAD_GENERATE = "cad_generate"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.types import INTENTS
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
 from kittylab.domain.devices import INTENT_CATALOGUE
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.types import INTENTS
-from kittylab.understanding.vocabulary import LabVocabulary
 
 _EXAMPLES: tuple[tuple[str, str, str | None, dict[str, Any]], ...] = (
     ("pause the prusa", "print_pause", "prusa-mk4", {}),

@@ -16,14 +16,11 @@ from typing import Any
 from hassil import Intents, RecognizeResult, recognize_all
 from hassil.models import MatchEntity
 
-from kittylab.domain.devices import INTENT_CATALOGUE, validate_command
-from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import ValidationFailed
-from kittylab.understanding import signals
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.fuzzy import Corrector
-from kittylab.understanding.normalize import normalize
-from kittylab.understanding.templates import (
+from kittylab.conversation.understanding import signals
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.fuzzy import Corrector
+from kittylab.conversation.understanding.normalize import normalize
+from kittylab.conversation.understanding.templates import (
     EXPANSION_RULES,
     INTENT_SENTENCES,
     KIND_WORDS,
@@ -31,8 +28,17 @@ from kittylab.understanding.templates import (
     SKIP_WORDS,
     fixed_lists,
 )
-from kittylab.understanding.types import ASK, CAD_GENERATE, AskKind, Stage, Understanding
-from kittylab.understanding.vocabulary import DeviceEntry, LabVocabulary
+from kittylab.conversation.understanding.types import (
+    ASK,
+    CAD_GENERATE,
+    AskKind,
+    Stage,
+    Understanding,
+)
+from kittylab.conversation.understanding.vocabulary import DeviceEntry, LabVocabulary
+from kittylab.domain.devices import INTENT_CATALOGUE, validate_command
+from kittylab.domain.enums import DeviceKind
+from kittylab.domain.errors import ValidationFailed
 
 CLEAN_MATCH = 0.97
 PER_CORRECTION = 0.06

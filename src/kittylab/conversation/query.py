@@ -32,33 +32,29 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
 from kittylab.config import QuerySettings
-from kittylab.domain.enums import CommandStatus, Tier
-from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
-from kittylab.domain.principal import Principal
-from kittylab.routing.cache import AnswerCache, CacheKey
-from kittylab.routing.cost import Price, check_budget, estimate_tokens
-from kittylab.routing.tiers import choose_tier
-from kittylab.services import query_metrics as metrics
-from kittylab.services.query_lab import (
-    hazard_requirements,
-    spent_today,
-    vocabulary_from_database,
-)
-from kittylab.services.query_ports import (
+from kittylab.conversation import metrics
+from kittylab.conversation.lab import hazard_requirements, spent_today, vocabulary_from_database
+from kittylab.conversation.ports import (
     Answerer,
     CadStarter,
     CommandSubmitter,
     ContextPublisher,
     TierAnswer,
 )
-from kittylab.services.routing_log import normalize_input, record_routing_decision
-from kittylab.understanding import signals
-from kittylab.understanding.context import ConversationContext
-from kittylab.understanding.model import ModelUnavailable
-from kittylab.understanding.normalize import normalize
-from kittylab.understanding.pipeline import Understander
-from kittylab.understanding.types import ASK, CAD_GENERATE, AskKind, Understanding
-from kittylab.understanding.vocabulary import LabVocabulary
+from kittylab.conversation.routing.cache import AnswerCache, CacheKey
+from kittylab.conversation.routing.cost import Price, check_budget, estimate_tokens
+from kittylab.conversation.routing.tiers import choose_tier
+from kittylab.conversation.routing_log import normalize_input, record_routing_decision
+from kittylab.conversation.understanding import signals
+from kittylab.conversation.understanding.context import ConversationContext
+from kittylab.conversation.understanding.model import ModelUnavailable
+from kittylab.conversation.understanding.normalize import normalize
+from kittylab.conversation.understanding.pipeline import Understander
+from kittylab.conversation.understanding.types import ASK, CAD_GENERATE, AskKind, Understanding
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
+from kittylab.domain.enums import CommandStatus, Tier
+from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
+from kittylab.domain.principal import Principal
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The lab's vocabulary: what people call each device and zone, what each device accepts,
 and which requests the access policies make hazardous.
 
-Built from the database (``services.query``) or from a lab manifest (``kittylab parse
+Built from the database (``conversation.query``) or from a lab manifest (``kittylab parse
 --lab``); either way the same value drives the grammar, the local model and the hazard
 check, so the CLI and the API understand a request identically.
 """
