@@ -38,7 +38,8 @@ from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
-from kittylab.cad.runs import AlertSettings, CadProviderPort, CadService
+from kittylab.cad.ports import CadProviderPort
+from kittylab.cad.runs import AlertSettings, CadService
 from kittylab.config import Settings
 from kittylab.conversation.actions import BusContextPublisher, ConversationCad, DispatchingSubmitter
 from kittylab.conversation.query import QueryService

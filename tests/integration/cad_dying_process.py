@@ -15,14 +15,9 @@ from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.db.engine import Database, make_engine
 from kittylab.adapters.db.tables import CADJob
 from kittylab.adapters.storage.folder import FolderArtifactStore
-from kittylab.cad.runs import (
-    AlertSettings,
-    CadService,
-    GenerateRequest,
-    PolicyMode,
-    ProviderOutput,
-    ProviderRequest,
-)
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.ports import ProviderOutput, ProviderRequest
+from kittylab.cad.runs import AlertSettings, CadService, GenerateRequest
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADJobStatus, CADProvider
 

@@ -18,7 +18,8 @@ from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs import build_job_app, run_worker
-from kittylab.cad.runs import GenerateRequest, PolicyMode
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.runs import GenerateRequest
 from kittylab.config import CommandSettings
 from kittylab.domain.enums import ArtifactType
 from kittylab.manifest import apply_manifest, load_manifest

@@ -24,7 +24,8 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.adapters.storage.folder import FolderArtifactStore
-from kittylab.cad.runs import GenerateRequest, PolicyMode, progress_reply
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.runs import GenerateRequest, progress_reply
 from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import (

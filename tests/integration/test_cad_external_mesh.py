@@ -14,7 +14,8 @@ import pytest
 from kittylab.adapters.cad.external_mesh import ExternalMeshProvider
 from kittylab.adapters.cad.worker import CadBuildFailed
 from kittylab.adapters.storage.folder import FolderArtifactStore
-from kittylab.cad.runs import ProviderRequest, ProviderUnavailable
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.ports import ProviderRequest
 from kittylab.domain.enums import ArtifactType, CADProvider
 
 RUNNER = Path(__file__).parents[1] / "data" / "contract" / "fake_mesh_runner.py"

@@ -14,7 +14,8 @@ import yaml
 
 from kittylab.adapters.cad.freecad_provider import FreeCadProvider
 from kittylab.adapters.cad.quality import score_mesh
-from kittylab.cad.runs import ProviderRequest, ProviderUnavailable
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.ports import ProviderRequest
 from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.enums import ArtifactType
 

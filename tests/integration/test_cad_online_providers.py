@@ -17,13 +17,10 @@ from kittylab.adapters.cad.tripo import TripoProvider
 from kittylab.adapters.cad.worker import CadBuildFailed, CadWorkerPool
 from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db.tables import CADArtifact, CADJob
-from kittylab.cad.runs import (
-    CadProviderPort,
-    GenerateRequest,
-    PolicyMode,
-    ProviderRequest,
-    ProviderUnavailable,
-)
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.ports import CadProviderPort, ProviderRequest
+from kittylab.cad.runs import GenerateRequest
 from kittylab.domain.cad_prompt import parse_prompt
 from kittylab.domain.enums import ArtifactType, CADJobStatus
 from tests.integration.cad_contract_servers import STEP, ContractServer, tripo_server, zoo_server

@@ -29,16 +29,11 @@ from kittylab.adapters.db.tables import CADArtifact, CADJob, Notification, User
 from kittylab.adapters.jobs import JobContext, build_job_app, run_worker
 from kittylab.adapters.jobs.queue import JobQueueUnavailable
 from kittylab.adapters.jobs.tasks import RESUME_CAD_TASK
-from kittylab.cad.runs import (
-    MAX_RUNS,
-    CadGenerationFailed,
-    CadProviderPort,
-    CadService,
-    GenerateRequest,
-    PolicyMode,
-    ProviderOutput,
-    ProviderRequest,
-)
+from kittylab.cad.errors import CadGenerationFailed
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.ports import CadProviderPort, ProviderOutput, ProviderRequest
+from kittylab.cad.recovery import MAX_RUNS
+from kittylab.cad.runs import CadService, GenerateRequest
 from kittylab.config import CadSettings, JobSettings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADJobStatus, CADProvider

@@ -17,7 +17,9 @@ Each output file is scored (``ArtifactAnalyzer``), stored under ``cad/<job>/<pro
 and recorded as a ``CADArtifact`` with its bounding box, material hints, generation
 parameters and the provider's model version.
 
-No database transaction is held while a provider works.
+No database transaction is held while a provider works. What a job tries is decided in
+``planning``, its lost runs are found in ``recovery``, reads are in ``lineage``; the ports
+and errors have their own modules.
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from prometheus_client import Counter, Histogram
@@ -39,15 +40,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import (
-    CADArtifact,
-    CADJob,
-    Device,
-    FabricationJob,
-    PrintMonitorEvent,
-    User,
-)
+from kittylab.adapters.db.tables import CADArtifact, CADJob, User
+from kittylab.cad import lineage, planning, recovery
 from kittylab.cad import records as cad_records
+from kittylab.cad.errors import CadBusy, CadGenerationFailed
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.ports import (
+    AlertQueue,
+    ArtifactAnalyzer,
+    BuildVolumes,
+    CadJobQueue,
+    CadProviderPort,
+    ProviderOutput,
+    ProviderRequest,
+    Quality,
+    TargetBed,
+    image_references,
+)
 from kittylab.domain.cad_prompt import (
     MAX_PROMPT_CHARS,
     UnknownPart,
@@ -60,20 +69,11 @@ from kittylab.domain.enums import (
     ArtifactType,
     CADJobStatus,
     CADPolicyMode,
-    CADProvider,
-    DeviceKind,
     NotificationChannel,
     Role,
 )
-from kittylab.domain.errors import (
-    Busy,
-    Conflict,
-    InfrastructureError,
-    NotFound,
-    ValidationFailed,
-)
+from kittylab.domain.errors import Busy, Conflict, InfrastructureError, NotFound, ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
-from kittylab.fabrication.ports import BuildVolume
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore
 
@@ -98,137 +98,6 @@ CAD_SECONDS = Histogram(
 
 
 BUSY_REASON = "every CAD worker was busy"
-MAX_RUNS = 3
-"""Runs a job gets: a job whose process died this many times is failed, not run again."""
-QUEUED_GRACE = timedelta(minutes=1)
-"""A ``queued`` job younger than this may still have its background job on the way."""
-
-
-class PolicyMode(StrEnum):
-    """What the caller asks for; ``auto`` is stored as ``online`` with the request noted."""
-
-    ONLINE = "online"
-    OFFLINE = "offline"
-    AUTO = "auto"
-
-
-class CadGenerationFailed(InfrastructureError):
-    """Every planned provider failed. ``attempts`` says what each one answered; ``alerts``
-    how many operator alerts were queued (0: nobody could be alerted)."""
-
-    def __init__(
-        self,
-        job_id: UUID,
-        attempts: Sequence[Mapping[str, Any]],
-        *,
-        reason: str | None = None,
-        alerts: int = 0,
-    ) -> None:
-        tried = "; ".join(f"{a['provider']}: {a.get('error', a['outcome'])}" for a in attempts)
-        super().__init__(f"CAD job {job_id} failed ({reason or tried or 'no provider ran'})")
-        self.job_id = job_id
-        self.attempts = list(attempts)
-        self.alerts = alerts
-
-
-class CadBusy(Busy):
-    """The job's providers were all busy or unavailable (none failed): nothing was built,
-    the job is failed without alerting anyone, and a new request may succeed later."""
-
-    def __init__(self, job_id: UUID, retry_after_seconds: float) -> None:
-        super().__init__(
-            f"CAD job {job_id} was not built: the CAD workers are all busy; retry shortly",
-            retry_after_seconds,
-        )
-        self.job_id = job_id
-
-
-class ProviderUnavailable(InfrastructureError):
-    """The provider cannot be used now (not installed, not configured, unreachable)."""
-
-
-@dataclass(frozen=True)
-class ProviderRequest:
-    prompt: str
-    spec: PartSpec | None
-    references: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProviderOutput:
-    """Files a provider produced (at least an STL or another mesh for scoring)."""
-
-    files: Mapping[ArtifactType, Path]
-    model_version: str
-    solid_valid: bool | None = None
-    parametric: bool = False
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-class CadProviderPort(Protocol):
-    name: CADProvider
-    offline: bool
-
-    def unavailable_reason(self) -> str | None:
-        """None when usable now, else why not (shown to callers and recorded)."""
-
-    def needs_spec(self) -> bool:
-        """True when the provider builds from a part specification, not free text."""
-
-    def needs_image(self) -> bool:
-        """True when the provider works from a reference image (``image_references``)."""
-
-    def generate(self, request: ProviderRequest, work_dir: Path) -> ProviderOutput:
-        """Produce the files in ``work_dir`` or raise (any ``KittyLabError``)."""
-
-
-@dataclass(frozen=True)
-class Quality:
-    score: float
-    breakdown: dict[str, Any]
-    bbox: tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class TargetBed:
-    """The build volume a part's fit is checked against, and where it came from."""
-
-    mm: tuple[float, float, float]
-    source: str
-
-
-class ArtifactAnalyzer(Protocol):
-    def score(
-        self,
-        mesh: Path,
-        *,
-        expected_bbox: Sequence[float] | None,
-        solid_valid: bool | None,
-        parametric: bool,
-        min_wall_mm: float | None,
-        bed: TargetBed | None = None,
-    ) -> Quality:
-        """Score the mesh; ``bed`` None: the configured default bed; ``min_wall_mm`` None:
-        measured on the mesh."""
-
-    def preview(self, mesh: Path) -> bytes: ...
-
-    def check_step(self, step: Path) -> bool | None:
-        """Whether every solid in the STEP file is valid; None when it cannot be checked."""
-
-
-class BuildVolumes(Protocol):
-    """Printer profiles' build volumes (the slicer's ``build_volume``)."""
-
-    def build_volume(self, printer: str) -> BuildVolume: ...
-
-
-class CadJobQueue(Protocol):
-    def defer_cad_job(self, job_id: UUID) -> None: ...
-
-
-class AlertQueue(Protocol):
-    def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -258,15 +127,6 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
-class StrandedJobs:
-    """What ``recover_stranded`` found: jobs to run (again) in the background, and jobs
-    failed because their runs kept dying."""
-
-    resume: list[UUID]
-    abandoned: list[UUID]
-
-
-@dataclass(frozen=True)
 class _Run:
     """A job being run: what it asks for, and the providers whose artifacts an earlier
     run of it already recorded."""
@@ -293,14 +153,6 @@ _CONTENT_TYPES = {
     ArtifactType.PREVIEW: ("png", "image/png"),
 }
 _MESH_TYPES = (ArtifactType.STL, ArtifactType.OBJ)
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def image_references(references: Sequence[str]) -> list[str]:
-    """References naming a picture in the artifact store (not URLs, not server paths)."""
-    return [r for r in references if r.lower().endswith(_IMAGE_SUFFIXES) and "://" not in r]
 
 
 def content_type(artifact_type: ArtifactType) -> str:
@@ -359,19 +211,11 @@ class CadService:
         self.recover_after = recover_after
         self.build_volumes = build_volumes
 
-    # --- planning -------------------------------------------------------------------
+    # --- planning and reads (``planning``, ``lineage``) ----------------------------
 
     def provider_status(self) -> list[dict[str, Any]]:
         """Every provider with whether it is offline and why it is unavailable, if it is."""
-        return [
-            {
-                "provider": p.name.value,
-                "offline": p.offline,
-                "available": p.unavailable_reason() is None,
-                "reason": p.unavailable_reason(),
-            }
-            for p in self.providers
-        ]
+        return planning.provider_status(self.providers)
 
     def plan(
         self,
@@ -381,103 +225,19 @@ class CadService:
         have_image: bool = False,
         only: Sequence[str] = (),
     ) -> list[CadProviderPort]:
-        """Providers to try, in order. ``Conflict`` (field ``policyMode``) when none can;
-        with ``only`` (provider names), exactly those in that order, ``Conflict`` (field
-        ``providers``) naming any the policy cannot use now."""
-        if only:
-            return self._plan_only(mode, only, have_spec=have_spec, have_image=have_image)
-        usable = [
-            p
-            for p in self.providers
-            if p.unavailable_reason() is None
-            and (have_spec or not p.needs_spec())
-            and (have_image or not p.needs_image())
-        ]
-        online = [p for p in usable if not p.offline]
-        offline = [p for p in usable if p.offline]
-        chosen = {
-            PolicyMode.OFFLINE: offline,
-            PolicyMode.ONLINE: online,
-            PolicyMode.AUTO: online + offline,
-        }[mode]
-        if not chosen:
-            what = {"offline": "offline", "online": "online", "auto": ""}[mode.value]
-            reasons = "; ".join(
-                f"{p.name.value}: {p.unavailable_reason()}"
-                for p in self.providers
-                if (mode is PolicyMode.AUTO or p.offline == (mode is PolicyMode.OFFLINE))
-                and p.unavailable_reason() is not None
-            )
-            raise Conflict(
-                f"no {what + ' ' if what else ''}CAD provider is available for this prompt"
-                + (f" ({reasons})" if reasons else ""),
-                field="policyMode",
-            )
-        return chosen
+        """``planning.plan`` over this service's providers."""
+        return planning.plan(
+            self.providers, mode, have_spec=have_spec, have_image=have_image, only=only
+        )
 
-    def _plan_only(
-        self, mode: PolicyMode, names: Sequence[str], *, have_spec: bool, have_image: bool
-    ) -> list[CadProviderPort]:
-        chosen: list[CadProviderPort] = []
-        for name in dict.fromkeys(names):  # in the caller's order, each once
-            provider = next((p for p in self.providers if p.name.value == name), None)
-            if provider is None:
-                why = "is not a provider of this lab"
-            elif mode is PolicyMode.OFFLINE and not provider.offline:
-                why = "is online, and the policy is offline"
-            elif mode is PolicyMode.ONLINE and provider.offline:
-                why = "is offline, and the policy is online"
-            elif (reason := provider.unavailable_reason()) is not None:
-                why = f"is unavailable: {reason}"
-            elif provider.needs_spec() and not have_spec:
-                why = "builds from the part library, which cannot read this prompt"
-            elif provider.needs_image() and not have_image:
-                why = "needs a reference image"
-            else:
-                chosen.append(provider)
-                continue
-            raise Conflict(f"{name} {why}", field="providers")
-        return chosen
+    def job_with_artifacts(
+        self, session: Session, job_id: UUID
+    ) -> tuple[CADJob, list[CADArtifact]]:
+        return lineage.job_with_artifacts(session, job_id)
 
-    def _target_printer(self, session: Session, printer_id: UUID) -> dict[str, Any]:
-        """The printer's bed for the fit check: its ``bed_mm`` attribute ([x, y, z] mm),
-        else its slicer profile's build volume, else the configured default (the analyzer
-        uses it when ``bedMm`` is None). ``NotFound`` for an unknown device,
-        ``ValidationFailed`` (field ``printerId``) for one that is not a printer or states
-        a malformed bed."""
-        device = session.get(Device, printer_id)
-        if device is None:
-            raise NotFound("printer", printer_id)
-        if device.kind is not DeviceKind.PRINTER:
-            raise ValidationFailed("printerId", f"{device.display_name} is not a printer")
-        target: dict[str, Any] = {"deviceId": str(device.id), "name": device.display_name}
-        attributes = device.attributes or {}
-        stated = attributes.get("bed_mm")
-        profile = attributes.get("slicer_profile")
-        if stated is not None:
-            if not (
-                isinstance(stated, list)
-                and len(stated) == 3
-                and all(isinstance(v, int | float) and 0 < v <= 10_000 for v in stated)
-            ):
-                raise ValidationFailed(
-                    "printerId",
-                    f"{device.display_name}'s bed_mm attribute must be [x, y, z] in mm",
-                )
-            target.update(bedMm=[float(v) for v in stated], bedSource="printer bed_mm")
-        elif isinstance(profile, str) and self.build_volumes is not None:
-            try:
-                volume = self.build_volumes.build_volume(profile)
-            except (ValidationFailed, InfrastructureError) as exc:
-                # A scoring aid, not a gate: score against the default and say why.
-                target.update(bedMm=None, bedSource=f"settings (profile {profile}: {exc})")
-            else:
-                target.update(
-                    bedMm=[volume.x, volume.y, volume.z], bedSource=f"slicer profile {profile}"
-                )
-        else:
-            target.update(bedMm=None, bedSource="settings (the printer states no bed)")
-        return target
+    def lineage(self, session: Session, artifact_id: UUID) -> dict[str, Any]:
+        """``lineage.lineage``: the artifact, its job's iterations, its prints and events."""
+        return lineage.lineage(session, artifact_id)
 
     # --- use cases ------------------------------------------------------------------
 
@@ -517,7 +277,9 @@ class CadService:
             details["expectedBoundingBox"] = list(expected_bbox(spec))
         with self.database.unit_of_work() as session:
             if request.printer_id is not None:
-                details["targetPrinter"] = self._target_printer(session, request.printer_id)
+                details["targetPrinter"] = planning.target_printer(
+                    session, request.printer_id, self.build_volumes
+                )
             job = cad_records.create_cad_job(
                 session,
                 prompt=prompt,
@@ -547,7 +309,7 @@ class CadService:
             # the part twice.
             logger.warning("CAD job %s not deferred; the recovery sweep will run it", job_id)
         with self.database.unit_of_work() as session:
-            stored = _get_job(session, job_id)
+            stored = lineage.get_job(session, job_id)
             session.expunge(stored)
         return GenerateResult(stored, [], [p.name.value for p in planned])
 
@@ -557,7 +319,7 @@ class CadService:
         """A new job from ``job_id``'s specification changed by ``follow_up`` ("make it
         5 mm taller"), linked to it as its parent."""
         with self.database.unit_of_work() as session:
-            parent = _get_job(session, job_id)
+            parent = lineage.get_job(session, job_id)
             raw_spec = parent.details.get("spec")
             conversation_id = parent.conversation_id
             parent_prompt = parent.prompt
@@ -589,9 +351,9 @@ class CadService:
         run = self._begin(job_id)
         if isinstance(run, GenerateResult):
             return run
-        if run.runs > MAX_RUNS and not run.recorded:
+        if run.runs > recovery.MAX_RUNS and not run.recorded:
             # Retried after each death of its process (a stalled background job): stop.
-            gave_up = _abandoned(run.runs - 1)
+            gave_up = recovery.abandoned(run.runs - 1)
             alerts = self._fail(job_id, list(run.details.get("attempts", [])), reason=gave_up)
             if alerts is None:
                 return self._stored(job_id)
@@ -669,7 +431,7 @@ class CadService:
         """Move the job to ``running`` (from ``queued``; a ``running`` one is being run
         again) and say what it holds; a finished job is answered as it is stored."""
         with self.database.unit_of_work() as session:
-            job = _get_job(session, job_id)
+            job = lineage.get_job(session, job_id)
             if job.status in (CADJobStatus.COMPLETED, CADJobStatus.FAILED):
                 return self._result(session, job_id)
             if job.status is CADJobStatus.QUEUED:
@@ -914,93 +676,12 @@ class CadService:
         )
         return sorted({email for email in rows if email})
 
-    # --- recovery -------------------------------------------------------------------
+    # --- recovery (``recovery``) ----------------------------------------------------
 
-    def recover_stranded(self, now: datetime) -> StrandedJobs:
-        """Jobs a lost run left behind, for the periodic sweep to run in the background:
-
-        - ``queued`` for longer than ``QUEUED_GRACE``: the background job was never
-          deferred (the queue was down, or the process died between commit and defer);
-        - ``running`` with the current provider attempt started longer than
-          ``recover_after`` ago: the process running it (an API or CLI process, for the
-          offline pipeline) died. ``recover_after`` outlasts any one attempt, so a live
-          run is not doubled; a background run is also covered by its queue lock.
-
-        A ``running`` job already started ``MAX_RUNS`` times is failed instead, with the
-        reason, and operators are alerted: it keeps killing its process."""
-        resume: list[UUID] = []
-        exhausted: list[tuple[UUID, int, list[dict[str, Any]]]] = []
-        with self.database.unit_of_work() as session:
-            queued = session.scalars(
-                select(CADJob.id)
-                .where(CADJob.status == CADJobStatus.QUEUED, CADJob.created_at < now - QUEUED_GRACE)
-                .order_by(CADJob.created_at)
-            )
-            resume.extend(queued)
-            for job in session.scalars(
-                select(CADJob)
-                .where(CADJob.status == CADJobStatus.RUNNING)
-                .order_by(CADJob.created_at)
-            ):
-                if _progress_at(job) > now - self.recover_after:
-                    continue
-                runs = int(job.details.get("runs", 1))
-                if runs >= MAX_RUNS:
-                    exhausted.append((job.id, runs, list(job.details.get("attempts", []))))
-                else:
-                    resume.append(job.id)
-        abandoned: list[UUID] = []
-        for job_id, runs, attempts in exhausted:
-            reason = _abandoned(runs)
-            if self._fail(job_id, attempts, reason=reason) is not None:
-                logger.warning("CAD job %s abandoned after %d runs", job_id, runs)
-                abandoned.append(job_id)
-        return StrandedJobs(resume, abandoned)
-
-    # --- reads ----------------------------------------------------------------------
-
-    def job_with_artifacts(
-        self, session: Session, job_id: UUID
-    ) -> tuple[CADJob, list[CADArtifact]]:
-        job = _get_job(session, job_id)
-        artifacts = list(
-            session.scalars(
-                select(CADArtifact)
-                .where(CADArtifact.cad_job_id == job_id)
-                .order_by(CADArtifact.created_at, CADArtifact.artifact_key)
-            )
-        )
-        return job, artifacts
-
-    def lineage(self, session: Session, artifact_id: UUID) -> dict[str, Any]:
-        """The artifact, its job and that job's ancestors (iterations), the fabrication jobs
-        that printed it, and each print's monitor events (the outcome as observed)."""
-        artifact = session.get(CADArtifact, artifact_id)
-        if artifact is None:
-            raise NotFound("CAD artifact", artifact_id)
-        chain: list[CADJob] = []
-        job: CADJob | None = session.get(CADJob, artifact.cad_job_id)
-        seen: set[UUID] = set()
-        while job is not None and job.id not in seen:
-            seen.add(job.id)
-            chain.append(job)
-            job = session.get(CADJob, job.parent_job_id) if job.parent_job_id else None
-        prints = list(
-            session.scalars(
-                select(FabricationJob)
-                .where(FabricationJob.cad_artifact_id == artifact_id)
-                .order_by(FabricationJob.created_at)
-            )
-        )
-        events: dict[UUID, list[PrintMonitorEvent]] = {f.id: [] for f in prints}
-        if prints:
-            for event in session.scalars(
-                select(PrintMonitorEvent)
-                .where(PrintMonitorEvent.fabrication_job_id.in_(list(events)))
-                .order_by(PrintMonitorEvent.occurred_at)
-            ):
-                events[event.fabrication_job_id].append(event)
-        return {"artifact": artifact, "jobs": chain, "fabrication": prints, "events": events}
+    def recover_stranded(self, now: datetime) -> recovery.StrandedJobs:
+        """Jobs a lost run left behind (``recovery.recover_stranded``); those whose runs
+        keep dying are failed and operators alerted."""
+        return recovery.recover_stranded(self.database, now, self.recover_after, self._fail)
 
 
 def progress_reply(result: GenerateResult) -> str:
@@ -1029,25 +710,6 @@ def _bed(details: Mapping[str, Any]) -> TargetBed | None:
     return TargetBed((x, y, z), f"{target['bedSource']} ({target['name']})")
 
 
-def _abandoned(runs: int) -> str:
-    return (
-        f"started {runs} times and never finished: the process running it died or was "
-        "stopped each time"
-    )
-
-
-def _progress_at(job: CADJob) -> datetime:
-    """When the job's current provider attempt (or its run) started; jobs recorded before
-    attempts were stamped count from their creation."""
-    stamp = job.details.get("progressAt")
-    if isinstance(stamp, str):
-        try:
-            return datetime.fromisoformat(stamp)
-        except ValueError:
-            pass
-    return job.created_at
-
-
 def failure_note(job: CADJob) -> str:
     """What happened about a failed job, as recorded: whether operators were alerted."""
     if job.details.get("alertWanted") is False:
@@ -1059,10 +721,3 @@ def failure_note(job: CADJob) -> str:
         "no operator could be alerted (set KITTYLAB_CAD__ALERT_RECIPIENTS, or give an "
         "operator or admin an email address)"
     )
-
-
-def _get_job(session: Session, job_id: UUID) -> CADJob:
-    job = session.get(CADJob, job_id)
-    if job is None:
-        raise NotFound("CAD job", job_id)
-    return job

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.bootstrap import Container
-from kittylab.cad.runs import GenerateRequest, PolicyMode
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.runs import GenerateRequest
 from kittylab.config import Settings
 from kittylab.domain.enums import CADJobStatus
 

@@ -14,7 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, DeviceCommand
-from kittylab.cad.runs import CadService, GenerateRequest, PolicyMode, progress_reply
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.runs import CadService, GenerateRequest, progress_reply
 from kittylab.devices import dispatch
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus

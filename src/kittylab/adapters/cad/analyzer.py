@@ -10,7 +10,7 @@ from pathlib import Path
 from kittylab.adapters.cad.preview import render_png
 from kittylab.adapters.cad.quality import load_mesh, score_mesh
 from kittylab.adapters.cad.worker import CadBuildFailed, CadWorkerPool
-from kittylab.cad.runs import Quality, TargetBed
+from kittylab.cad.ports import Quality, TargetBed
 from kittylab.domain.errors import Busy
 
 logger = logging.getLogger(__name__)

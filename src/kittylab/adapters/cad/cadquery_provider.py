@@ -7,7 +7,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from kittylab.adapters.cad.worker import CadWorkerPool
-from kittylab.cad.runs import ProviderOutput, ProviderRequest
+from kittylab.cad.ports import ProviderOutput, ProviderRequest
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.domain.errors import ValidationFailed
 

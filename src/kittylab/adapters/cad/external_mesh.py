@@ -25,7 +25,8 @@ import trimesh
 
 from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed
-from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable, image_references
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.ports import ProviderOutput, ProviderRequest, image_references
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.records.ports import ArtifactMissing, ArtifactStore, validate_key
 

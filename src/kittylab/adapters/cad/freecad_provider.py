@@ -17,7 +17,8 @@ from pathlib import Path
 import kittylab
 from kittylab.adapters import sandbox
 from kittylab.adapters.cad.worker import CadBuildFailed, CadBuildTimeout, WorkerLimits
-from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.ports import ProviderOutput, ProviderRequest
 from kittylab.domain.enums import ArtifactType, CADProvider
 from kittylab.domain.errors import ValidationFailed
 

@@ -19,7 +19,8 @@ from tripo3d.exceptions import TripoAPIError, TripoError, TripoRequestError
 from tripo3d.models import TaskStatus
 
 from kittylab.adapters.cad.worker import CadBuildFailed
-from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.ports import ProviderOutput, ProviderRequest
 from kittylab.domain.enums import ArtifactType, CADProvider
 
 MODEL_VERSION = "v2.5-20250123"

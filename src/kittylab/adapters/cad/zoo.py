@@ -28,7 +28,8 @@ from kittycad.models.text_to_cad_response import TextToCadResponse
 from pydantic import ValidationError
 
 from kittylab.adapters.cad.worker import CadBuildFailed
-from kittylab.cad.runs import ProviderOutput, ProviderRequest, ProviderUnavailable
+from kittylab.cad.errors import ProviderUnavailable
+from kittylab.cad.ports import ProviderOutput, ProviderRequest
 from kittylab.domain.enums import ArtifactType, CADProvider
 
 

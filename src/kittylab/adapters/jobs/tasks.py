@@ -43,7 +43,8 @@ from sqlalchemy import select
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
 from kittylab.adapters.jobs.recovery import recover_stalled_jobs
-from kittylab.cad.runs import CadBusy, CadGenerationFailed, CadService
+from kittylab.cad.errors import CadBusy, CadGenerationFailed
+from kittylab.cad.runs import CadService
 from kittylab.config import JobSettings, Settings
 from kittylab.conversation import sessions
 from kittylab.devices import dispatch, maintenance

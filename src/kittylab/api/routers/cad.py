@@ -20,13 +20,9 @@ from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
-from kittylab.cad.runs import (
-    CadGenerationFailed,
-    GenerateRequest,
-    GenerateResult,
-    PolicyMode,
-    content_type,
-)
+from kittylab.cad.errors import CadGenerationFailed
+from kittylab.cad.planning import PolicyMode
+from kittylab.cad.runs import GenerateRequest, GenerateResult, content_type
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
 from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import NotFound

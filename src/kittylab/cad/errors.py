@@ -1,0 +1,56 @@
+"""What CAD generation raises, beyond the domain's own errors::
+
+    InfrastructureError
+    ├── CadGenerationFailed   every planned provider failed; the job is failed and operators
+    │                         were alerted (``alerts`` says how many)
+    └── ProviderUnavailable   a provider cannot be used now (raised by providers)
+    Busy
+    └── CadBusy               every provider was busy: nothing was built, nobody alerted;
+                              a new request may succeed later
+
+Refusals of the request itself (an unreadable prompt, an impossible part, no provider for
+the policy) are ``ValidationFailed`` and ``Conflict`` from ``kittylab.domain.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from kittylab.domain.errors import Busy, InfrastructureError
+
+
+class CadGenerationFailed(InfrastructureError):
+    """Every planned provider failed. ``attempts`` says what each one answered; ``alerts``
+    how many operator alerts were queued (0: nobody could be alerted)."""
+
+    def __init__(
+        self,
+        job_id: UUID,
+        attempts: Sequence[Mapping[str, Any]],
+        *,
+        reason: str | None = None,
+        alerts: int = 0,
+    ) -> None:
+        tried = "; ".join(f"{a['provider']}: {a.get('error', a['outcome'])}" for a in attempts)
+        super().__init__(f"CAD job {job_id} failed ({reason or tried or 'no provider ran'})")
+        self.job_id = job_id
+        self.attempts = list(attempts)
+        self.alerts = alerts
+
+
+class CadBusy(Busy):
+    """The job's providers were all busy or unavailable (none failed): nothing was built,
+    the job is failed without alerting anyone, and a new request may succeed later."""
+
+    def __init__(self, job_id: UUID, retry_after_seconds: float) -> None:
+        super().__init__(
+            f"CAD job {job_id} was not built: the CAD workers are all busy; retry shortly",
+            retry_after_seconds,
+        )
+        self.job_id = job_id
+
+
+class ProviderUnavailable(InfrastructureError):
+    """The provider cannot be used now (not installed, not configured, unreachable)."""
