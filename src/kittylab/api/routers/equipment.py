@@ -16,9 +16,9 @@ from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CommandOut, TelemetryAccepted, TelemetryBatch, TelemetryOut
 from kittylab.bootstrap import Container
 from kittylab.devices import telemetry
+from kittylab.devices.telemetry import STATE_TOPIC
 from kittylab.domain.enums import CommandStatus, Role
 from kittylab.domain.errors import PermissionDenied
-from kittylab.simulator.fleet import STATE_TOPIC
 
 router = APIRouter(prefix="/api", tags=["equipment"])
 
