@@ -1,5 +1,5 @@
-"""CAD jobs and artifacts, fabrication jobs and their print-monitor events (read side;
-the CAD and devices services create them)."""
+"""Fabrication jobs and their print-monitor events (read side; the fabrication and
+monitoring use cases create them)."""
 
 from __future__ import annotations
 
@@ -9,59 +9,14 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from kittylab.adapters.db.tables import CADArtifact, CADJob, FabricationJob, PrintMonitorEvent
+from kittylab.adapters.db.tables import FabricationJob, PrintMonitorEvent
 from kittylab.api.auth import Caller, UnitOfWork
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
-from kittylab.api.schemas import CADArtifactOut, CADJobOut, FabricationJobOut, MonitorEventOut
-from kittylab.domain.enums import (
-    ArtifactType,
-    CADJobStatus,
-    CADProvider,
-    FabricationStatus,
-    MonitorEventType,
-)
+from kittylab.api.schemas import FabricationJobOut, MonitorEventOut
+from kittylab.domain.enums import FabricationStatus, MonitorEventType
 
 router = APIRouter(prefix="/api", tags=["fabrication"])
-
-
-@router.get("/cad/jobs", response_model=Page[CADJobOut])
-def list_cad_jobs(
-    _: Caller,
-    uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    status: CADJobStatus | None = None,
-    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
-) -> Page[CADJobOut]:
-    stmt = where_equal(
-        select(CADJob), (CADJob.status, status), (CADJob.conversation_id, conversation_id)
-    )
-    return paginate(uow, stmt, CADJob.id, cursor, limit, CADJobOut.model_validate)
-
-
-@router.get("/cad/jobs/{job_id}", response_model=CADJobOut)
-def get_cad_job(job_id: UUID, _: Caller, uow: UnitOfWork) -> CADJob:
-    return get_or_404(uow, CADJob, job_id, "CAD job")
-
-
-@router.get("/cad/artifacts", response_model=Page[CADArtifactOut])
-def list_cad_artifacts(
-    _: Caller,
-    uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    cad_job_id: Annotated[UUID | None, Query(alias="cadJobId")] = None,
-    provider: CADProvider | None = None,
-    artifact_type: Annotated[ArtifactType | None, Query(alias="artifactType")] = None,
-) -> Page[CADArtifactOut]:
-    stmt = where_equal(
-        select(CADArtifact),
-        (CADArtifact.cad_job_id, cad_job_id),
-        (CADArtifact.provider, provider),
-        (CADArtifact.artifact_type, artifact_type),
-    )
-    return paginate(uow, stmt, CADArtifact.id, cursor, limit, CADArtifactOut.model_validate)
 
 
 @router.get("/fabrication/jobs", response_model=Page[FabricationJobOut])
