@@ -1,4 +1,4 @@
-"""Zones, devices, access policies and presence: the lab as KittyLab knows it."""
+"""Zones, devices and access policies: the lab as KittyLab knows it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import or_, select
 
-from kittylab.adapters.db.tables import AccessPolicy, Device, Zone, ZonePresence
+from kittylab.adapters.db.tables import AccessPolicy, Device, Zone
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
@@ -17,15 +17,12 @@ from kittylab.api.schemas import (
     DeviceOut,
     DeviceStateOut,
     PolicyOut,
-    PresenceCheckIn,
-    PresenceOut,
     ZoneOccupancy,
     ZoneOut,
 )
 from kittylab.bootstrap import Container
 from kittylab.devices import telemetry
-from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState, PresenceStatus, Role
-from kittylab.domain.errors import PermissionDenied
+from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
 from kittylab.domain.zones import requires_dual_confirmation
 from kittylab.people import presence
 
@@ -134,44 +131,3 @@ def list_policies(
     if not include_retired:
         stmt = stmt.where(AccessPolicy.retired_at.is_(None))
     return paginate(uow, stmt, AccessPolicy.id, cursor, limit, PolicyOut.model_validate)
-
-
-@router.get("/presence", response_model=Page[PresenceOut])
-def list_presence(
-    _: Caller,
-    uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
-    user_id: Annotated[UUID | None, Query(alias="userId")] = None,
-    status_: Annotated[PresenceStatus | None, Query(alias="status")] = None,
-) -> Page[PresenceOut]:
-    stmt = where_equal(
-        select(ZonePresence),
-        (ZonePresence.zone_id, zone_id),
-        (ZonePresence.user_id, user_id),
-        (ZonePresence.status, status_),
-    )
-    return paginate(uow, stmt, ZonePresence.id, cursor, limit, PresenceOut.model_validate)
-
-
-@router.post("/presence", response_model=PresenceOut, status_code=status.HTTP_201_CREATED)
-def check_in(
-    body: PresenceCheckIn,
-    caller: Caller,
-    uow: UnitOfWork,
-    c: Annotated[Container, Depends(container)],
-) -> ZonePresence:
-    """Manual check-in (``present``) or check-out (``vacated``) of yourself; the safety and
-    admin roles may record someone else. Audited as ``presence.recorded``."""
-    user_id = body.user_id or caller.user_id
-    if user_id != caller.user_id and not caller.has_any(Role.SAFETY, Role.ADMIN):
-        raise PermissionDenied("recording someone else's presence needs the safety role")
-    return presence.record_manual(
-        uow,
-        zone_id=body.zone_id,
-        user_id=user_id,
-        status=body.status,
-        now=c.clock(),
-        actor_id=caller.user_id,
-    )
