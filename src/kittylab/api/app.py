@@ -22,7 +22,6 @@ from kittylab.api.routers import (
     cad,
     commands,
     conversations,
-    equipment,
     fabrication,
     health,
     keys,
@@ -35,6 +34,7 @@ from kittylab.api.routers import (
     query,
     routing,
     safety,
+    telemetry,
     users,
 )
 from kittylab.bootstrap import Container
@@ -66,7 +66,7 @@ def create_app(container: Container) -> FastAPI:
         presence,
         lab_admin,
         conversations,
-        equipment,
+        telemetry,
         commands,
         fabrication,
         print_jobs,

@@ -1,4 +1,4 @@
-"""Giving devices commands."""
+"""Device commands: ``/api/commands`` (reading them) and, for now, giving one."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import logging
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
+from sqlalchemy import select
 
 from kittylab import bootstrap
-from kittylab.adapters.db.tables import SafetyEvent
-from kittylab.api.auth import UnitOfWork, container, require
-from kittylab.api.schemas import CommandAccepted, CommandRequest
+from kittylab.adapters.db.tables import DeviceCommand, SafetyEvent
+from kittylab.api.auth import Caller, UnitOfWork, container, require
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import get_or_404, where_equal
+from kittylab.api.schemas import CommandAccepted, CommandOut, CommandRequest
 from kittylab.bootstrap import Container
 from kittylab.devices import dispatch
 from kittylab.domain import topics
-from kittylab.domain.enums import Role, SafetyStatus
-from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.domain.enums import CommandStatus, Role, SafetyStatus
+from kittylab.domain.errors import InfrastructureError, PermissionDenied, ValidationFailed
 from kittylab.domain.principal import Principal
 from kittylab.safety import workflow
 
@@ -27,6 +30,36 @@ router = APIRouter(prefix="/api", tags=["equipment"])
 # Engineers design and print through fabrication jobs; driving equipment directly is for
 # the people who run the floor.
 CommandCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
+
+
+@router.get("/commands", response_model=Page[CommandOut])
+def list_commands(
+    caller: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
+    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
+    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
+) -> Page[CommandOut]:
+    stmt = where_equal(
+        select(DeviceCommand),
+        (DeviceCommand.device_id, device_id),
+        (DeviceCommand.status, status_),
+        (DeviceCommand.conversation_id, conversation_id),
+    )
+    if not caller.reads_all_records:
+        stmt = stmt.where(DeviceCommand.requested_by == caller.user_id)
+    return paginate(uow, stmt, DeviceCommand.id, cursor, limit, CommandOut.model_validate)
+
+
+@router.get("/commands/{command_id}", response_model=CommandOut)
+def get_command(command_id: UUID, caller: Caller, uow: UnitOfWork) -> DeviceCommand:
+    """A command, for the person who gave it and the safety and admin roles."""
+    row = get_or_404(uow, DeviceCommand, command_id, "command")
+    if not caller.reads_all_records and row.requested_by != caller.user_id:
+        raise PermissionDenied("only the safety and admin roles read others' commands")
+    return row
 
 
 @router.post(
