@@ -29,6 +29,7 @@ from kittylab.api.routers import (
     lab_admin,
     locks,
     notifications,
+    policies,
     presence,
     print_jobs,
     query,
@@ -36,6 +37,7 @@ from kittylab.api.routers import (
     safety,
     telemetry,
     users,
+    zones,
 )
 from kittylab.bootstrap import Container
 from kittylab.fabrication.uploads import UploadQuotaExceeded
@@ -62,7 +64,9 @@ def create_app(container: Container) -> FastAPI:
     for module in (
         health,
         users,
+        zones,
         devices,
+        policies,
         presence,
         lab_admin,
         conversations,

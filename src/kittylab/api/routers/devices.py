@@ -1,75 +1,42 @@
-"""Zones, devices and access policies: the lab as KittyLab knows it."""
+"""``/api/devices`` and ``/api/device``: the lab's devices, their latest state, and giving
+one a command (``POST /api/device/{id}/command``; the commands are read at
+``/api/commands``). A device's locks are the lockout router's (``locks.py``)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated
+import logging
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import or_, select
 
-from kittylab.adapters.db.tables import AccessPolicy, Device, Zone
-from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab import bootstrap
+from kittylab.adapters.db.tables import Device, SafetyEvent
+from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import (
+    CommandAccepted,
+    CommandRequest,
     DeviceOut,
     DeviceStateOut,
-    PolicyOut,
-    ZoneOccupancy,
-    ZoneOut,
 )
 from kittylab.bootstrap import Container
-from kittylab.devices import telemetry
-from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
-from kittylab.domain.zones import requires_dual_confirmation
-from kittylab.people import presence
+from kittylab.devices import dispatch, telemetry
+from kittylab.domain import topics
+from kittylab.domain.enums import DeviceKind, OnlineState, Role, SafetyStatus
+from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.domain.principal import Principal
+from kittylab.safety import workflow
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["lab"])
 
-
-def _zone_out(zone: Zone) -> ZoneOut:
-    return ZoneOut(
-        id=zone.id,
-        name=zone.name,
-        hazard_level=zone.hazard_level,
-        requires_ppe=zone.requires_ppe,
-        requires_dual_confirmation=requires_dual_confirmation(zone.hazard_level),
-        unifi_door_ids=zone.unifi_door_ids,
-        created_at=zone.created_at,
-    )
-
-
-@router.get("/zones", response_model=Page[ZoneOut])
-def list_zones(
-    _: Caller,
-    uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    hazard_level: Annotated[HazardLevel | None, Query(alias="hazardLevel")] = None,
-) -> Page[ZoneOut]:
-    stmt = where_equal(select(Zone), (Zone.hazard_level, hazard_level))
-    return paginate(uow, stmt, Zone.id, cursor, limit, _zone_out)
-
-
-@router.get("/zones/{zone_id}", response_model=ZoneOut)
-def get_zone(zone_id: UUID, _: Caller, uow: UnitOfWork) -> ZoneOut:
-    zone = get_or_404(uow, Zone, zone_id, "zone")
-    return _zone_out(zone)
-
-
-@router.get("/zones/{zone_id}/occupancy", response_model=ZoneOccupancy)
-def zone_occupancy(
-    zone_id: UUID, _: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
-) -> ZoneOccupancy:
-    """Who counts as present in the zone now (newest observation present, within the TTL)."""
-    get_or_404(uow, Zone, zone_id, "zone")
-    ttl = timedelta(seconds=c.settings.presence.ttl_seconds)
-    users = presence.present_users(uow, zone_id, c.clock(), ttl)
-    return ZoneOccupancy(
-        zone_id=zone_id, ttl_seconds=int(ttl.total_seconds()), present_user_ids=users
-    )
+# Engineers design and print through fabrication jobs; driving equipment directly is for
+# the people who run the floor.
+CommandCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
 
 
 @router.get("/devices", response_model=Page[DeviceOut])
@@ -118,16 +85,79 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
     )
 
 
-@router.get("/policies", response_model=Page[PolicyOut])
-def list_policies(
-    _: Caller,
+@router.post(
+    "/device/{device_id}/command",
+    response_model=CommandAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        403: {"description": "The policy denies it (the device is locked out)."},
+        404: {"description": "No such device."},
+        409: {"description": "The device is offline or its state forbids the intent."},
+    },
+)
+def send_command(
+    device_id: UUID,
+    body: CommandRequest,
+    caller: CommandCaller,
     uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
-    include_retired: Annotated[bool, Query(alias="includeRetired")] = False,
-) -> Page[PolicyOut]:
-    stmt = where_equal(select(AccessPolicy), (AccessPolicy.zone_id, zone_id))
-    if not include_retired:
-        stmt = stmt.where(AccessPolicy.retired_at.is_(None))
-    return paginate(uow, stmt, AccessPolicy.id, cursor, limit, PolicyOut.model_validate)
+    c: Annotated[Container, Depends(container)],
+) -> CommandAccepted:
+    """Accept a command for the device and send it in the background. A hazardous intent
+    answers ``awaiting_confirmation`` with ``hazardEventId`` and what it still ``missing``:
+    nothing is sent until the approvals are in (``GET /api/safety/events/{id}``). ``status``
+    is ``dispatched`` once it is queued for sending (follow it at ``GET
+    /api/commands/{commandId}``: ``acked`` when the device's own state confirms it). A
+    retried request with the same ``correlationId`` returns the first command."""
+    if body.safety_signature is not None:
+        # Approvals are signed per approver over the event's payload, not by the requester.
+        raise ValidationFailed(
+            "safetySignature",
+            "a hazardous command is approved with POST /api/safety/events/{id}/approve "
+            "(kittylab approve), not with a signature on the request",
+        )
+    command = dispatch.submit(
+        uow,
+        device_id=device_id,
+        intent=body.intent,
+        payload=body.payload,
+        requested_by=caller.user_id,
+        correlation_id=body.correlation_id,
+        now=c.clock(),
+        safety_context=bootstrap.safety_context(c.settings),
+    )
+    if command.safety_event_id is not None and command.status.value == "pending":
+        event = workflow.get(uow, command.safety_event_id)
+        if event.status is SafetyStatus.PENDING:
+            missing = workflow.view(
+                uow, event, c.clock(), bootstrap.safety_context(c.settings).presence_ttl
+            )["missing"]
+            uow.commit()
+            _announce(c, event)
+            return CommandAccepted(
+                command_id=command.id,
+                status="awaiting_confirmation",
+                hazard_event_id=event.id,
+                missing=missing,
+            )
+    accepted_status: Literal["pending", "dispatched"] = "pending"
+    if command.status.value == "pending":
+        # Committed first, so the job can never run before the command exists.
+        uow.commit()
+        try:
+            c.jobs.defer_dispatch(command.id)
+            accepted_status = "dispatched"
+        except InfrastructureError:
+            # The command is stored; the minutely reconcile task sends it.
+            log.warning("dispatch of command %s deferred to reconciliation", command.id)
+    else:
+        accepted_status = "dispatched"
+    return CommandAccepted(
+        command_id=command.id, status=accepted_status, hazard_event_id=command.safety_event_id
+    )
+
+
+def _announce(c: Container, event: SafetyEvent) -> None:
+    """A held command is news for wall terminals and approvers' clients: the pending
+    event goes out on ``kitty/safety/<eventId>`` like its later decision."""
+    if c.bus is not None:
+        c.bus.publish(topics.safety(event.id), workflow.event_message(event, c.clock()))
