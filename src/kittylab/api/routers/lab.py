@@ -1,4 +1,4 @@
-"""Changing the lab: an admin sends a manifest, the same document `kittylab lab apply`
+"""``/api/lab``: changing the lab. An admin sends a manifest, the same document `kittylab lab apply`
 reads, so the API and the CLI can never disagree about what a lab is."""
 
 from __future__ import annotations
