@@ -16,12 +16,7 @@ from kittylab.adapters.db.tables import Device, SafetyEvent
 from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
-from kittylab.api.schemas import (
-    CommandAccepted,
-    CommandRequest,
-    DeviceOut,
-    DeviceStateOut,
-)
+from kittylab.api.schemas import CommandAccepted, CommandRequest, DeviceOut, DeviceStateOut
 from kittylab.bootstrap import Container
 from kittylab.devices import dispatch, telemetry
 from kittylab.domain import topics
