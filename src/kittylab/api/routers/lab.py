@@ -1,5 +1,5 @@
-"""``/api/lab``: changing the lab. An admin sends a manifest, the same document `kittylab lab apply`
-reads, so the API and the CLI can never disagree about what a lab is."""
+"""``/api/lab``: changing the lab. An admin sends a manifest, the same document
+`kittylab lab apply` reads, so the API and the CLI can never disagree about what a lab is."""
 
 from __future__ import annotations
 
