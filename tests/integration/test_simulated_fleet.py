@@ -145,15 +145,31 @@ async def broker(kind: str) -> AsyncIterator[BrokerAddress]:
 
 
 POISON: list[tuple[str, bytes]] = [
-    ("nan-string", b'{"requestId":"nan-string","intent":"printer_heat","payload":{"nozzle":"nan"}}'),
-    ("nan-literal", b'{"requestId":"nan-literal","intent":"printer_heat","payload":{"nozzle":NaN}}'),
+    (
+        "nan-string",
+        b'{"requestId":"nan-string","intent":"printer_heat","payload":{"nozzle":"nan"}}',
+    ),
+    (
+        "nan-literal",
+        b'{"requestId":"nan-literal","intent":"printer_heat","payload":{"nozzle":NaN}}',
+    ),
     ("infinity", b'{"requestId":"infinity","intent":"printer_heat","payload":{"bed":Infinity}}'),
     ("overflow", b'{"requestId":"overflow","intent":"printer_heat","payload":{"nozzle":1e999}}'),
     ("huge", b'{"requestId":"huge","intent":"printer_heat","payload":{"nozzle":1e300}}'),
-    ("huge-int", b'{"requestId":"huge-int","intent":"printer_heat","payload":{"nozzle":1'
-     + b"0" * 400 + b"}}"),
-    ("deep", b'{"requestId":"deep","intent":"printer_heat","payload":{"nozzle":'
-     + b"[" * 40 + b"1" + b"]" * 40 + b"}}"),
+    (
+        "huge-int",
+        b'{"requestId":"huge-int","intent":"printer_heat","payload":{"nozzle":1'
+        + b"0" * 400
+        + b"}}",
+    ),
+    (
+        "deep",
+        b'{"requestId":"deep","intent":"printer_heat","payload":{"nozzle":'
+        + b"[" * 40
+        + b"1"
+        + b"]" * 40
+        + b"}}",
+    ),
     ("unknown-key", b'{"requestId":"unknown-key","intent":"printer_heat","payload":{"fan":1}}'),
     ("not-mine", b'{"requestId":"not-mine","intent":"door_unlock","payload":{}}'),
 ]
@@ -190,25 +206,35 @@ def test_a_simulated_printer_refuses_poisoned_commands_and_the_lab_stays_online(
                 )
                 await eventually(lambda: {name for name, _ in POISON} <= set(replies))
                 await eventually(lambda: "None" in replies)
+                untouched = printer(fleet).snapshot()
+                assert (untouched["nozzle"]["target"], untouched["bed"]["target"]) == (0, 0)
                 # A valid command still works.
                 await attacker.publish_now(
                     topics.device_command(printer_ext),
                     {"requestId": "fine", "intent": "printer_heat", "payload": {"nozzle": 200}},
                 )
                 await eventually(lambda: printer(fleet).nozzle_target == 200.0)
+                # The whole lab reports (and is stored) as before.
+                reported.append(await asyncio.to_thread(fleet.report))
+                # Clear the retained states: runs share Mosquitto.
+                await eventually(lambda: bus.pending == 0)
+                for simulator in fleet.devices.values():
+                    clear = topics.device_state(simulator.external_id)
+                    await attacker.publish_now(clear, b"", retain=True)
             return fleet
 
     def printer(fleet: SimulatedFleet) -> Any:
         return next(s for s in fleet.devices.values() if s.external_id == printer_ext)
 
+    reported: list[int] = []
     fleet = asyncio.run(scenario())
+    assert reported == [3]
     assert all(reply["ok"] is False and reply["reason"] for reply in replies.values())
     assert "payload.nozzle" in replies["nan-string"]["reason"]
     assert "fine" not in replies
     state = printer(fleet).snapshot()
     assert state["nozzle"]["target"] == 200.0 and state["bed"]["target"] == 0.0
     assert all(math.isfinite(v) for v in (*state["nozzle"].values(), *state["bed"].values()))
-    assert fleet.report() == 3
     with database.unit_of_work() as s:
         assert mark_silent_devices_offline(s, container.clock(), timedelta(seconds=60)) == 0
         states = s.scalars(select(Device.online_state)).all()

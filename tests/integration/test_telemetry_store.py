@@ -328,9 +328,11 @@ def test_bad_states_among_good_ones_are_dropped_counted_and_every_device_stays_o
                 for name, state in good.items():
                     await devices.publish_now(topics.device_state(ids[name]), state)
                 await eventually(
-                    lambda: ingest.stored >= 8
-                    and ingest.rejected.get("bad_state", 0) >= 2
-                    and ingest.rejected.get("invalid", 0) >= 2
+                    lambda: (
+                        ingest.stored >= 8
+                        and ingest.rejected.get("bad_state", 0) >= 2
+                        and ingest.rejected.get("invalid", 0) >= 2
+                    )
                 )
             flushing.cancel()
             await asyncio.gather(flushing, return_exceptions=True)
