@@ -23,6 +23,7 @@ from kittylab.adapters.db.tables import Device, TelemetryEvent, User
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.config import CommandSettings
 from kittylab.devices import dispatch
+from kittylab.devices.ports import DeviceUnavailable
 from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus, OnlineState
@@ -184,5 +185,37 @@ def test_a_refusal_belongs_to_its_own_request_and_never_to_a_reader_of_the_state
                 await asyncio.sleep(0.02)
             else:
                 raise AssertionError("the light's new state never reached the driver")
+
+    asyncio.run(scenario())
+
+
+def test_the_mqtt_driver_never_takes_a_non_finite_or_malformed_state(
+    container: bootstrap.Container, database: Database, light_id: str
+) -> None:
+    """A state with NaN, or one a light cannot have, never becomes what the driver (and so
+    command confirmation and preconditions) believes; the last good state stands."""
+
+    async def scenario() -> None:
+        async with running_bus(MOSQUITTO, "kittylab") as bus, running_bus(MOSQUITTO, "dev") as dev:
+            driver = bootstrap.device_drivers(bus)["mqtt"]
+            target = dispatch.target_of(device_row(database, light_id))
+            topic = topics.device_state(light_id)
+            try:
+                await dev.publish_now(topic, b'{"on": true, "brightness": NaN}', retain=True)
+                await asyncio.sleep(0.3)
+                with pytest.raises(DeviceUnavailable):
+                    await driver.state(target)
+                await dev.publish_now(topic, b'{"on": "yes"}', retain=True)
+                await asyncio.sleep(0.3)
+                with pytest.raises(DeviceUnavailable, match="on"):
+                    await driver.state(target)
+                await dev.publish_now(topic, {"on": True, "brightness": 30}, retain=True)
+                await eventually(lambda: "brightness" in driver._states.get(light_id, {}))  # type: ignore[attr-defined]
+                for raw in (b'{"on": false, "brightness": Infinity}', b"[" * 50_000):
+                    await dev.publish_now(topic, raw, retain=True)
+                await asyncio.sleep(0.3)
+                assert await driver.state(target) == {"on": True, "brightness": 30}
+            finally:
+                await dev.publish_now(topic, b"", retain=True)
 
     asyncio.run(scenario())

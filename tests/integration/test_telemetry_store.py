@@ -5,13 +5,16 @@ to the devices that reported."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+import secrets
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +23,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, TelemetryEvent, Zone
 from kittylab.adapters.db.telemetry_copy import copy_telemetry
 from kittylab.devices import telemetry
+from kittylab.devices.maintenance import mark_silent_devices_offline
 from kittylab.devices.telemetry import IncomingEvent
 from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain import topics
@@ -47,9 +51,8 @@ def add_device(database: Database) -> AddDevice:
                 external_id=external_id,
                 integration=integration,
                 display_name=external_id,
-                kind=DeviceKind.SENSOR,
                 zone_id=zone_id,
-                **columns,
+                **{"kind": DeviceKind.SENSOR, **columns},
             )
             s.add(device)
             s.flush()
@@ -259,3 +262,133 @@ def test_an_unstorable_mqtt_payload_is_counted_and_the_stream_goes_on(
     ingest = asyncio.run(scenario())
     assert (ingest.stored, ingest.rejected) == (2, {"invalid": 2})
     assert [json.dumps(p) for _, _, p in rows(database)] == ['{"t": 21.5}', '{"t": 22}']
+
+
+# --- one message cannot poison the ingest (issue 13, hole 2) -----------------------------
+
+MOSQUITTO = BrokerAddress("127.0.0.1", 1883)
+
+
+@contextlib.asynccontextmanager
+async def broker(kind: str) -> AsyncIterator[BrokerAddress]:
+    if kind == "mosquitto":
+        yield MOSQUITTO
+        return
+    async with embedded_broker() as embedded:
+        yield BrokerAddress(embedded.host, embedded.port)
+
+
+def counted(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("kittylab_telemetry_events_total", {"outcome": outcome})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded", "mosquitto"])
+def test_bad_states_among_good_ones_are_dropped_counted_and_every_device_stays_online(
+    broker_kind: str, database: Database, add_device: AddDevice
+) -> None:
+    """A state a device's kind cannot have (a printer's nozzle reading "hot"), or with
+    NaN in it, is dropped and counted before it joins a batch; the other devices' states
+    in the same batch are stored, and nobody goes offline."""
+    tag = secrets.token_hex(3)  # runs share Mosquitto's retained messages
+    ids = {name: f"{name}-{tag}" for name in ("lamp", "press", "meter", "fan")}
+    kinds = {
+        "lamp": DeviceKind.LIGHT,
+        "press": DeviceKind.PRINTER,
+        "meter": DeviceKind.SENSOR,
+        "fan": DeviceKind.POWER,
+    }
+    for name, ext in ids.items():
+        add_device(ext, kind=kinds[name])
+    good: dict[str, Any] = {
+        "lamp": {"on": True, "brightness": 40},
+        "press": {"state": "printing", "nozzle": {"actual": 209.5, "target": 210}},
+        "meter": {"temperature": {"value": 21.5, "unit": "°C"}},
+        "fan": {"on": False},
+    }
+    bad: list[tuple[str, bytes]] = [
+        ("press", b'{"state": "printing", "nozzle": {"actual": "hot", "target": 210}}'),
+        ("lamp", b'{"on": "yes"}'),
+        ("meter", b'{"temperature": {"value": NaN, "unit": "C"}}'),
+        ("fan", b'{"on": true, "watts": 1e999}'),
+    ]
+    before = counted("rejected_bad_state"), counted("rejected_invalid")
+
+    async def scenario() -> TelemetryIngest:
+        async with broker(broker_kind) as address, running_bus(address, "kittylab") as bus:
+            ingest = TelemetryIngest(database, lambda: NOW, flush_seconds=0.05)
+            ingest.attach(bus)
+            flushing = asyncio.create_task(ingest.run())
+            await asyncio.sleep(0.2)
+            async with running_bus(address, "devices") as devices:
+                for name, state in good.items():
+                    await devices.publish_now(topics.device_state(ids[name]), state)
+                for name, raw in bad:
+                    await devices.publish_now(topics.device_state(ids[name]), raw)
+                for name, state in good.items():
+                    await devices.publish_now(topics.device_state(ids[name]), state)
+                await eventually(
+                    lambda: (
+                        ingest.stored >= 8
+                        and ingest.rejected.get("bad_state", 0) >= 2
+                        and ingest.rejected.get("invalid", 0) >= 2
+                    )
+                )
+            flushing.cancel()
+            await asyncio.gather(flushing, return_exceptions=True)
+            return ingest
+
+    ingest = asyncio.run(scenario())
+    # On the shared Mosquitto, other runs' retained states arrive too: they name devices
+    # this database does not have, or are invalid themselves.
+    foreign = {"unknown_device", "invalid"} if broker_kind == "mosquitto" else set()
+    assert ingest.stored == 8
+    assert ingest.rejected["bad_state"] == counted("rejected_bad_state") - before[0] == 2
+    assert set(ingest.rejected) <= {"bad_state", "invalid", *foreign}
+    if not foreign:
+        assert ingest.rejected["invalid"] == counted("rejected_invalid") - before[1] == 2
+    assert [p for _, _, p in rows(database)] == [*good.values(), *good.values()]
+    with database.unit_of_work() as s:
+        assert mark_silent_devices_offline(s, NOW, timedelta(seconds=60)) == 0
+        assert set(s.scalars(select(Device.online_state))) == {OnlineState.ONLINE}
+
+
+def test_an_event_that_fails_its_batch_for_an_unforeseen_reason_costs_only_itself(
+    database: Database, add_device: AddDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a bad event ever get past the checks (here they are switched off and NaN
+    reaches PostgreSQL), the failed batch is split until the one event is found: it is
+    dropped and counted, the others are stored. Before, the batch was retried forever and
+    nothing from any device was stored again."""
+    add_device("meter")
+    add_device("lamp", kind=DeviceKind.LIGHT)
+
+    def unchecked(event: IncomingEvent, at: str, now: datetime) -> str:
+        return json.dumps(event.payload)  # NaN as the bare word PostgreSQL refuses
+
+    monkeypatch.setattr(telemetry, "_check_event", unchecked)
+
+    async def scenario() -> TelemetryIngest:
+        async with embedded_broker() as embedded:
+            address = BrokerAddress(embedded.host, embedded.port)
+            async with running_bus(address, "kittylab") as bus:
+                # One batch of exactly the six events below.
+                ingest = TelemetryIngest(database, lambda: NOW, batch_size=6, flush_seconds=30)
+                ingest.attach(bus)
+                flushing = asyncio.create_task(ingest.run())
+                await asyncio.sleep(0.2)
+                async with running_bus(address, "devices") as devices:
+                    for raw in (b"1", b"2", b"NaN", b"3"):
+                        await devices.publish_now(topics.telemetry("meter", "t"), raw)
+                    for raw in (b"4", b"5"):
+                        await devices.publish_now(topics.telemetry("lamp", "t"), raw)
+                    await eventually(lambda: ingest.stored + sum(ingest.rejected.values()) >= 6)
+                flushing.cancel()
+                await asyncio.gather(flushing, return_exceptions=True)
+                return ingest
+
+    ingest = asyncio.run(scenario())
+    assert (ingest.stored, ingest.rejected) == (5, {"unstorable": 1})
+    assert sorted(p for _, _, p in rows(database)) == [1, 2, 3, 4, 5]
+    with database.unit_of_work() as s:
+        assert set(s.scalars(select(Device.online_state))) == {OnlineState.ONLINE}

@@ -1,4 +1,11 @@
-"""Telemetry ingest: size-checked, resolved to devices, stored raw in one batch.
+"""Telemetry ingest: checked, resolved to devices, stored raw in one batch.
+
+Every event is judged on its own before it joins a batch: storable JSON (no NaN,
+Infinity or NUL), finite numbers, at most 64 KiB and 32 levels deep, a storable topic and
+time, an active device, and for the ``state`` topic the normalized state of the device's
+kind (``domain.payload_checks``). An API batch (``store_batch``) is refused whole, naming
+the event; a stream from the bus (``store_stream``) drops and counts the bad event, and the
+rest of the batch and the other devices go on.
 
 A batch costs a constant number of statements whatever its size: one query for its
 devices, one ``COPY`` for its rows, one UPDATE for the devices' ``last_seen``."""
@@ -6,8 +13,11 @@ devices, one ``COPY`` for its rows, one UPDATE for the devices' ``last_seen``.""
 from __future__ import annotations
 
 import json
+import logging
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -20,8 +30,9 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, TelemetryEvent
 from kittylab.adapters.db.telemetry_copy import TelemetryRow, copy_telemetry
-from kittylab.domain.enums import OnlineState
+from kittylab.domain.enums import DeviceKind, OnlineState
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
+from kittylab.domain.payload_checks import check_device_state, check_finite
 from kittylab.domain.records import (
     MAX_TELEMETRY_DEPTH,
     check_recorded_at,
@@ -79,70 +90,165 @@ def payload_size(payload: Any, field: str = "payload") -> int:
     return payload_json(payload, field)[1]
 
 
+_LONG_DIGITS = re.compile(r"[0-9]{309}")
+"""A run of digits no float can hold (``float`` tops out near 1.8e308): only then is the
+payload walked for integers too large, which the JSON encoder writes out unchanged."""
+
+
 def store_batch(session: Session, events: list[IncomingEvent], now: datetime) -> int:
     """Validate every event first, then insert all of them; nothing is stored when one is
     refused, so a client can resend the corrected batch without duplicates."""
-    texts = [_check_event(event, f"events.{index}", now) for index, event in enumerate(events)]
+    try:
+        texts = [_check_event(e, f"events.{index}", now) for index, e in enumerate(events)]
+    except PayloadTooLarge:
+        TELEMETRY_EVENTS.labels("rejected_too_large").inc()
+        raise
     devices = _DeviceLookup.load(session, events)
-    rows = [
-        (devices.resolve(index, event), event.topic, text, event.recorded_at or now)
-        for index, (event, text) in enumerate(zip(events, texts, strict=True))
-    ]
+    rows = []
+    for index, (event, text) in enumerate(zip(events, texts, strict=True)):
+        device_id = devices.resolve(index, event)
+        _check_state(event, devices.kinds[device_id], f"events.{index}.payload")
+        rows.append((device_id, event.topic, text, event.recorded_at or now))
     return _write(session, rows)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One event a stream dropped: who sent it, why (a ``StreamResult`` reason) and the
+    rule it broke."""
+
+    device: str
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
 class StreamResult:
     stored: int
     rejected: dict[str, int]
-    """Refused events by reason: ``too_large``, ``invalid``, ``unknown_device``."""
+    """Refused events by reason: ``too_large``, ``invalid`` (not storable: NaN, Infinity,
+    NUL, depth, topic, time), ``unknown_device``, ``bad_state`` (not the normalized state
+    of the device's kind)."""
+    refusals: tuple[Refusal, ...] = field(default=(), compare=False)
+    """The refused events themselves, for a (rate-limited) log."""
+
+
+class RefusalLog:
+    """Logs dropped events: a device and reason once per ``every_seconds`` (with how many
+    were dropped since), and at most ``max_lines`` lines per window in all, since any
+    client can invent device ids. Counting is the metric's job; this says who and why."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        every_seconds: float = 300.0,
+        max_lines: int = 50,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._every = every_seconds
+        self._max_lines = max_lines
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._since: dict[tuple[str, str], int] = {}
+        self._window_start = clock()
+        self._lines = 0
+
+    def __call__(self, refusal: Refusal) -> None:
+        now = self._clock()
+        if now - self._window_start >= self._every:
+            # A new window: keys logged long ago may log again, and the memory is bounded.
+            self._last = {k: t for k, t in self._last.items() if now - t < self._every}
+            self._since = {k: n for k, n in self._since.items() if k in self._last}
+            self._window_start, self._lines = now, 0
+        key = (refusal.device, refusal.reason)
+        last = self._last.get(key)
+        if (last is not None and now - last < self._every) or self._lines >= self._max_lines:
+            self._since[key] = self._since.get(key, 0) + 1
+            return
+        self._last[key] = now
+        self._lines += 1
+        dropped_since = self._since.pop(key, 0)
+        self._log.warning(
+            "dropped an event from %s (%s): %s%s",
+            refusal.device,
+            refusal.reason,
+            refusal.detail,
+            f" ({dropped_since} more dropped since the last notice)" if dropped_since else "",
+            extra={"device": refusal.device, "reason": refusal.reason},
+        )
 
 
 def store_stream(session: Session, events: list[IncomingEvent], now: datetime) -> StreamResult:
-    """Store what is valid in a stream of events (MQTT) and count the rest by reason.
+    """Store what is valid in a stream of events (MQTT, polled and simulated states) and
+    count the rest by reason (``kittylab_telemetry_events_total{outcome="rejected_…"}``).
 
     Unlike an API batch, a stream has no sender to answer: one bad event must not cost
     the others, so each is judged on its own (against devices looked up once for all)."""
-    rejected: dict[str, int] = {}
+    refusals: list[Refusal] = []
+
+    def refuse(event: IncomingEvent, reason: str, problem: Exception) -> None:
+        refusals.append(Refusal(_label(event), reason, str(problem)))
+
     checked: list[tuple[IncomingEvent, str]] = []
     for event in events:
         try:
             checked.append((event, _check_event(event, "payload", now)))
-        except PayloadTooLarge:
-            rejected["too_large"] = rejected.get("too_large", 0) + 1
-        except ValidationFailed:
-            rejected["invalid"] = rejected.get("invalid", 0) + 1
-            TELEMETRY_EVENTS.labels("rejected_invalid").inc()
+        except PayloadTooLarge as problem:
+            refuse(event, "too_large", problem)
+        except ValidationFailed as problem:
+            refuse(event, "invalid", problem)
     devices = _DeviceLookup.load(session, [event for event, _ in checked])
     rows: list[TelemetryRow] = []
     for index, (event, text) in enumerate(checked):
         try:
             device_id = devices.resolve(index, event)
-        except ValidationFailed:
-            rejected["unknown_device"] = rejected.get("unknown_device", 0) + 1
-            TELEMETRY_EVENTS.labels("rejected_unknown_device").inc()
+        except ValidationFailed as problem:
+            refuse(event, "unknown_device", problem)
+            continue
+        try:
+            _check_state(event, devices.kinds[device_id], "payload")
+        except ValidationFailed as problem:
+            refuse(event, "bad_state", problem)
             continue
         rows.append((device_id, event.topic, text, event.recorded_at or now))
-    return StreamResult(_write(session, rows), rejected)
+    rejected: dict[str, int] = {}
+    for refusal in refusals:
+        rejected[refusal.reason] = rejected.get(refusal.reason, 0) + 1
+    for reason, count in rejected.items():
+        TELEMETRY_EVENTS.labels(f"rejected_{reason}").inc(count)
+    return StreamResult(_write(session, rows), rejected, tuple(refusals))
+
+
+def _label(event: IncomingEvent) -> str:
+    return event.external_id or str(event.device_id)
 
 
 def _check_event(event: IncomingEvent, at: str, now: datetime) -> str:
     """Refuse what cannot be stored; return the payload's JSON text for the writer."""
     field = f"{at}.payload" if at != "payload" else at
     text, size = payload_json(event.payload, field)
-    try:
-        check_telemetry_size(size, field)
-    except PayloadTooLarge:
-        TELEMETRY_EVENTS.labels("rejected_too_large").inc()
-        raise
+    check_telemetry_size(size, field)
     # Nesting depth is at most the number of opening brackets in the text (brackets in
     # strings only overcount), so the walk over the payload is needed only past that.
     if text.count("{") + text.count("[") > MAX_TELEMETRY_DEPTH:
         check_telemetry_depth(event.payload, field)
+    # NaN and Infinity the encoder refused above; an integer too large for a float it
+    # writes out, and readers that take it as a number would overflow.
+    if len(text) >= 309 and _LONG_DIGITS.search(text):
+        check_finite(event.payload, field)
     check_telemetry_topic(event.topic, f"{at}.topic" if at != "payload" else "topic")
     if event.recorded_at is not None:
         check_recorded_at(event.recorded_at, now, f"{at}.recordedAt")
     return text
+
+
+def _check_state(event: IncomingEvent, kind: DeviceKind, field: str) -> None:
+    """A ``state`` event must be the normalized state of its device's kind: it is what
+    commands are confirmed against and what operators act on."""
+    if event.topic == STATE_TOPIC:
+        check_device_state(kind, event.payload, field)
 
 
 def _write(session: Session, rows: list[TelemetryRow]) -> int:
@@ -209,6 +315,7 @@ class _DeviceLookup:
 
     known_ids: set[UUID]
     by_ext: dict[str, dict[str, UUID]]
+    kinds: dict[UUID, DeviceKind]
 
     @classmethod
     def load(cls, session: Session, events: list[IncomingEvent]) -> _DeviceLookup:
@@ -216,20 +323,22 @@ class _DeviceLookup:
         wanted_ext = {e.external_id for e in events if e.device_id is None and e.external_id}
         known_ids: set[UUID] = set()
         by_ext: dict[str, dict[str, UUID]] = {}
+        kinds: dict[UUID, DeviceKind] = {}
         if not wanted_ids and not wanted_ext:
-            return cls(known_ids, by_ext)
+            return cls(known_ids, by_ext, kinds)
         rows = session.execute(
-            select(Device.id, Device.external_id, Device.integration).where(
+            select(Device.id, Device.external_id, Device.integration, Device.kind).where(
                 or_(Device.id.in_(wanted_ids), Device.external_id.in_(wanted_ext)),
                 Device.retired_at.is_(None),
             )
         )
-        for device_id, ext, integration in rows:
+        for device_id, ext, integration, kind in rows:
+            kinds[device_id] = kind
             if device_id in wanted_ids:
                 known_ids.add(device_id)
             if ext in wanted_ext:
                 by_ext.setdefault(ext, {})[integration] = device_id
-        return cls(known_ids, by_ext)
+        return cls(known_ids, by_ext, kinds)
 
     def resolve(self, index: int, event: IncomingEvent) -> UUID:
         """The event's device. An ``external_id`` is unique only within its integration,

@@ -8,9 +8,16 @@
 
 Messages are buffered and flushed every ``flush_seconds`` or at ``batch_size`` events, in
 a thread, so a burst of sensor data costs one transaction, not one per message. Payloads
-are JSON when they parse, else stored as text; over 64 KiB, not storable (NaN, NUL
-characters) or from an unknown device, they are dropped and counted
-(``kittylab_telemetry_events_total``).
+are JSON when they parse, else stored as text.
+
+One message cannot poison the rest (issue 13). Each event is judged on its own before it
+joins the batch's ``COPY`` (``telemetry.store_stream``): over 64 KiB, not storable (NaN,
+Infinity, NUL characters, too deep), a number no float holds, from an unknown device, or a
+state its device's kind cannot have, it is dropped, counted
+(``kittylab_telemetry_events_total{outcome="rejected_<reason>"}``) and logged once per
+device and reason every few minutes. Should a batch still fail for a reason nobody
+foresaw, it is split in halves until the event that fails alone is found and dropped
+(``rejected_unstorable``); only a lost database keeps a batch whole for the next round.
 
 Throughput (``benchmarks/telemetry_bench.py``): with Mosquitto, most of the CPU per event
 goes to receiving it (paho-mqtt under aiomqtt), not to storing it; the embedded amqtt
@@ -26,6 +33,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from kittylab.adapters.db.engine import Database
 from kittylab.devices import telemetry
@@ -59,22 +69,25 @@ class TelemetryIngest:
         self._max_buffered = 50 * batch_size  # 100,000 by default: seconds of a DB outage
         self.stored = 0
         self.rejected: dict[str, int] = {}
+        self._refusals = telemetry.RefusalLog(log)
 
     def attach(self, bus: MessageBus) -> None:
         bus.subscribe(topics.TELEMETRY_WILDCARD, self._on_telemetry)
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_device_state)
 
     async def _on_telemetry(self, topic: str, payload: bytes) -> None:
-        if len(payload) > MAX_TELEMETRY_BYTES:
-            self._reject("too_large")  # before decoding: a huge payload costs nothing more
-            return
         parts = topic.split("/", 3)
+        device = parts[2] if len(parts) > 2 else topic
+        if len(payload) > MAX_TELEMETRY_BYTES:
+            # Before decoding: a huge payload costs nothing more.
+            self._reject("too_large", device, f"{len(payload)} bytes")
+            return
         if len(parts) < 4 or not parts[3]:
-            self._reject("invalid")
+            self._reject("invalid", device, "no topic after the device id")
             return
         external_id, name = parts[2], parts[3]
         if name.lower() == telemetry.STATE_TOPIC:
-            self._reject("reserved_topic")
+            self._reject("reserved_topic", device, "a state comes only from its integration")
             return
         self._add(telemetry.IncomingEvent(None, external_id, name, _decode(payload), None))
 
@@ -89,15 +102,16 @@ class TelemetryIngest:
 
     def _add(self, event: telemetry.IncomingEvent) -> None:
         if len(self._buffer) >= self._max_buffered:
-            self._reject("buffer_full")  # the database is slower than the devices
+            # The database is slower than the devices.
+            self._reject("buffer_full", event.external_id or "?", "the database is behind")
             return
         self._buffer.append(event)
         if len(self._buffer) >= self._batch_size:
             self._full.set()
 
-    def _reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        telemetry.TELEMETRY_EVENTS.labels(f"rejected_{reason}").inc()
+    def _reject(self, reason: str, device: str, detail: str) -> None:
+        self._count(reason, 1)
+        self._refusals(telemetry.Refusal(device, reason, detail))
 
     async def run(self) -> None:
         """Flush until cancelled; what is buffered when cancelled is flushed first."""
@@ -113,25 +127,63 @@ class TelemetryIngest:
             await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
+        """Store what is buffered. A batch that fails is split in halves, each stored on
+        its own, down to the single event that fails alone, which is dropped: one event
+        can cost at most itself (and ``log2(batch)`` extra transactions). A lost database
+        is different: then the rest is kept for the next round, bounded."""
         self._full.clear()
         if not self._buffer:
             return
-        batch, self._buffer = self._buffer, []
-        try:
-            result = await asyncio.to_thread(self._store, batch)
-        except Exception:
-            # The database is away: keep the events for the next round rather than lose
-            # them, up to a bound so a long outage cannot exhaust memory.
-            log.exception("telemetry batch of %d could not be stored; retrying", len(batch))
-            self._buffer = (batch + self._buffer)[-self._max_buffered :]
-            return
-        self.stored += result.stored
-        for reason, count in result.rejected.items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + count
+        parts, self._buffer = [self._buffer], []
+        while parts:
+            batch = parts.pop()
+            try:
+                result = await asyncio.to_thread(self._store, batch)
+            except Exception as exc:
+                if _database_lost(exc):
+                    left = [event for part in reversed(parts) for event in part]
+                    log.warning(
+                        "telemetry batch of %d could not be stored (%s); retrying",
+                        len(batch) + len(left),
+                        type(exc).__name__,
+                    )
+                    self._buffer = (batch + left + self._buffer)[-self._max_buffered :]
+                    return
+                if len(batch) == 1:
+                    [event] = batch
+                    self._count("unstorable", 1)
+                    self._refusals(
+                        telemetry.Refusal(
+                            event.external_id or str(event.device_id),
+                            "unstorable",
+                            f"{type(exc).__name__}: {exc}"[:300],
+                        )
+                    )
+                    continue
+                middle = len(batch) // 2
+                parts += [batch[middle:], batch[:middle]]  # popped first half first
+                continue
+            self.stored += result.stored
+            for reason, count in result.rejected.items():
+                self.rejected[reason] = self.rejected.get(reason, 0) + count
+            for refusal in result.refusals:
+                self._refusals(refusal)
+
+    def _count(self, reason: str, count: int) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+        telemetry.TELEMETRY_EVENTS.labels(f"rejected_{reason}").inc(count)
 
     def _store(self, batch: list[telemetry.IncomingEvent]) -> telemetry.StreamResult:
         with self._database.unit_of_work() as session:
             return telemetry.store_stream(session, batch, self._clock())
+
+
+def _database_lost(error: Exception) -> bool:
+    """The database is away (down, restarting, unreachable, pool exhausted, a statement
+    cancelled): no event is to blame, so the batch is kept whole, not split."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def _decode(payload: bytes) -> Any:

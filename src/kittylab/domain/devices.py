@@ -16,6 +16,7 @@ from jsonschema.exceptions import SchemaError
 from kittylab.domain import file_names
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.payload_checks import check_finite
 
 JsonSchema = dict[str, Any]
 
@@ -147,7 +148,8 @@ def validate_capabilities(capabilities: Mapping[str, Any]) -> None:
 def validate_command(
     capabilities: Mapping[str, JsonSchema], intent: str, payload: Mapping[str, Any]
 ) -> None:
-    """An intent must be one the device declares, and its payload must match the schema.
+    """An intent must be one the device declares, and its payload must match the schema
+    and hold finite numbers only.
 
     A ``print_start`` file must also be a plain file name (``file_names.problem``) whatever
     schema the device stored: devices recorded before the catalogue had a pattern, and a
@@ -159,6 +161,9 @@ def validate_command(
         )
     if intent == "print_start" and "file" in payload:
         file_names.check(payload["file"], "payload.file")
+    # JSON Schema lets NaN through ``minimum``/``maximum`` (every comparison with it is
+    # false); a device would take it as a setpoint (issue 13).
+    check_finite(payload, "payload")
     validator = Draft202012Validator(capabilities[intent])
     errors = sorted(validator.iter_errors(dict(payload)), key=lambda e: list(e.path))
     if errors:

@@ -123,10 +123,11 @@ class SimulatedPrinter(SimulatedDevice):
         self.nozzle_target = self.bed_target = 0.0
 
     def _heat(self, payload: Mapping[str, Any]) -> None:
-        if "nozzle" in payload:
-            self.nozzle_target = float(payload["nozzle"])
-        if "bed" in payload:
-            self.bed_target = float(payload["bed"])
+        # Checked whole before anything changes, as firmware checks a setpoint against its
+        # heater's limits: a half-applied or NaN target could not be undone by a report.
+        targets = {h: _setpoint(payload[h], h, self.external_id) for h in HEATERS if h in payload}
+        self.nozzle_target = targets.get("nozzle", self.nozzle_target)
+        self.bed_target = targets.get("bed", self.bed_target)
 
     def _cooldown(self, _: Mapping[str, Any]) -> None:
         if self.state in (PrinterState.PRINTING, PrinterState.HEATING):
@@ -171,6 +172,18 @@ class SimulatedPrinter(SimulatedDevice):
             "bed": {"actual": round(self.bed, 1), "target": self.bed_target},
             "failure": self.failure,
         }
+
+
+HEATERS = {"nozzle": 350.0, "bed": 150.0}
+"""The highest target each heater takes, in °C (as the intent catalogue's schema)."""
+
+
+def _setpoint(value: Any, heater: str, external_id: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DeviceRefused(f"{external_id}: the {heater} target must be a number")
+    if not 0 <= value <= HEATERS[heater]:  # false for NaN too
+        raise DeviceRefused(f"{external_id}: a {heater} target of {value} is out of range")
+    return float(value)
 
 
 def _approach(value: float, target: float, rate: float, seconds: float) -> float:

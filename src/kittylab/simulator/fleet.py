@@ -7,6 +7,14 @@ from ``kitty/devices/<id>/cmd`` and publishes each device's state, retained, on
 does — so commands to the demo lab travel the same path as commands to real equipment,
 from any worker process.
 
+A simulator refuses what the API refuses (issue 13): a command that is not strict JSON
+(``NaN``, ``Infinity``), over 64 KiB or 32 levels deep, holds a number that is not finite,
+names an intent the device does not declare or breaks that intent's payload schema
+(``domain.devices.validate_command``) is answered on ``…/reply`` with the reason and never
+reaches the simulator, so nothing on the bus can put a value into a device's state that
+the state could not be stored with. Should a state still be unstorable, only that
+device's report is dropped (``telemetry.store_stream``), never the lab's.
+
 Only ``kittylab serve`` runs a fleet (one per lab); worker processes do not, so a scaled-out
 lab does not simulate the same printer twice.
 """
@@ -28,8 +36,10 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
 from kittylab.devices import telemetry
 from kittylab.domain import topics
+from kittylab.domain.devices import JsonSchema, validate_command
 from kittylab.domain.enums import DeviceKind
-from kittylab.domain.errors import DeviceRefused
+from kittylab.domain.errors import DeviceRefused, PayloadTooLarge, ValidationFailed
+from kittylab.domain.payload_checks import MAX_BUS_JSON_BYTES, parse_bus_json
 from kittylab.ports import MessageBus
 
 log = logging.getLogger(__name__)
@@ -59,7 +69,10 @@ class SimulatedFleet:
         self._factory = factory
         self._clock = clock
         self.devices: dict[UUID, Simulator] = {}
+        self.capabilities: dict[UUID, dict[str, JsonSchema]] = {}
+        """Each device's intents and their payload schemas, as the lab declares them."""
         self._bus: MessageBus | None = None
+        self._refusals = telemetry.RefusalLog(log)
 
     def attach(self, bus: MessageBus) -> None:
         """Take commands from the bus and publish states on it."""
@@ -79,16 +92,21 @@ class SimulatedFleet:
         if found is None:
             return  # not one of ours: a real MQTT device with its own firmware
         device_id, simulator = found
+        request_id = _request_id_of(raw)
         try:
-            message = json.loads(raw)
-            intent, payload = str(message["intent"]), message.get("payload") or {}
-            request_id = message.get("requestId")
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed command on %s", topic)
-            return
-        try:
+            message = parse_bus_json(raw, "command")
+            if not isinstance(message, dict):
+                raise ValidationFailed("command", "must be a JSON object")
+            intent, payload = message.get("intent"), message.get("payload")
+            payload = {} if payload is None else payload
+            if not isinstance(intent, str):
+                raise ValidationFailed("intent", "is required")
+            if not isinstance(payload, dict):
+                raise ValidationFailed("payload", "must be a JSON object")
+            validate_command(self.capabilities.get(device_id, {}), intent, payload)
             simulator.handle(intent, payload)
-        except DeviceRefused as refusal:
+        except (ValidationFailed, PayloadTooLarge, DeviceRefused) as refusal:
+            log.info("%s refused a command: %s", simulator.external_id, refusal)
             self._reply(simulator.external_id, request_id, str(refusal))
             return
         self._publish_state(simulator)
@@ -113,15 +131,22 @@ class SimulatedFleet:
         rest (a reload must not reset a printer mid-job)."""
         with self._database.unit_of_work() as session:
             rows = session.execute(
-                select(Device.id, Device.kind, Device.external_id, Device.attributes).where(
-                    Device.integration == SIMULATED, Device.retired_at.is_(None)
-                )
+                select(
+                    Device.id,
+                    Device.kind,
+                    Device.external_id,
+                    Device.attributes,
+                    Device.capabilities,
+                ).where(Device.integration == SIMULATED, Device.retired_at.is_(None))
             ).all()
         current = {row.id for row in rows}
         for device_id in list(self.devices):
             if device_id not in current:
                 del self.devices[device_id]
+                self.capabilities.pop(device_id, None)
         for row in rows:
+            # Capabilities first: a command for a new simulator is checked against them.
+            self.capabilities[row.id] = dict(row.capabilities or {})
             if row.id not in self.devices:
                 self.devices[row.id] = self._factory(row.kind, row.external_id, row.attributes)
 
@@ -140,13 +165,33 @@ class SimulatedFleet:
         return self._store(devices)
 
     def _store(self, devices: list[tuple[UUID, Simulator]]) -> int:
+        """Each device's state judged on its own: one that cannot be stored is dropped,
+        counted and logged, and the others are stored (and stay online)."""
         now = self._clock()
         events = [
             telemetry.IncomingEvent(device_id, None, STATE_TOPIC, sim.snapshot(), now)
             for device_id, sim in devices
         ]
+        names = {str(device_id): sim.external_id for device_id, sim in devices}
         with self._database.unit_of_work() as session:
-            return telemetry.store_batch(session, events, now)
+            result = telemetry.store_stream(session, events, now)
+        for refusal in result.refusals:
+            device = names.get(refusal.device, refusal.device)
+            self._refusals(telemetry.Refusal(device, refusal.reason, refusal.detail))
+        return result.stored
+
+
+def _request_id_of(raw: bytes) -> str | None:
+    """The command's ``requestId`` if it has one, read leniently (``NaN`` allowed), so
+    that even a command refused for being malformed gets its refusal to its sender."""
+    if len(raw) > MAX_BUS_JSON_BYTES:
+        return None
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    request_id = message.get("requestId") if isinstance(message, dict) else None
+    return request_id if isinstance(request_id, str) else None
 
 
 class Fleet(Protocol):

@@ -9,6 +9,12 @@ Protocol (documented for device makers in docs/integrations/mqtt.md):
   ``{"requestId": "...", "ok": false, "reason": "..."}``; a refusal fails the command at
   once with that reason instead of waiting for the confirmation timeout.
 
+A state is taken only as strict JSON (no ``NaN`` or ``Infinity``), at most 64 KiB and 32
+levels deep, with finite numbers, as an object; anything else is ignored (and logged, a few
+times) and the device's last good state stands. ``state`` also checks it against the
+normalized state of the device's kind (``domain.payload_checks``): a state a light cannot
+have makes the device unreadable rather than believed (issue 13).
+
 The payload travels as JSON, so nothing in it can become another message; a ``print_start``
 file is still refused unless it is a plain file name (``kittylab.domain.file_names``), as
 every printer driver refuses it, because the device on the other end will use it as one.
@@ -20,12 +26,15 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from kittylab.adapters.bus.mqtt import BusUnavailable, MqttBus
 from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain import file_names, topics
+from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
+from kittylab.domain.payload_checks import check_device_state, parse_bus_json
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,8 @@ FIRST_STATE_WAIT_SECONDS = 2.0
 arrives right after subscribing, so this only matters just after start)."""
 PUBLISH_CONFIRM_SECONDS = 5.0
 MAX_REMEMBERED_REFUSALS = 1000
+IGNORED_STATE_LOG_SECONDS = 300.0
+"""A device that keeps sending bad states is logged once per this many seconds."""
 
 
 class MqttDeviceDriver:
@@ -43,6 +54,7 @@ class MqttDeviceDriver:
         self._seen: dict[str, asyncio.Event] = {}
         self._refusals: dict[str, str] = {}
         """Reasons by request id (insertion-ordered, bounded)."""
+        self._ignored_logged: dict[str, float] = {}
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_state)
         bus.subscribe(topics.DEVICE_REPLY_WILDCARD, self._on_reply)
 
@@ -77,7 +89,14 @@ class MqttDeviceDriver:
                 raise DeviceUnavailable(
                     f"{ext} has not reported a state on {topics.device_state(ext)}"
                 ) from None
-        return dict(self._states[ext])
+        state = dict(self._states[ext])
+        try:
+            check_device_state(device.kind, state, "state")
+        except ValidationFailed as exc:
+            raise DeviceUnavailable(
+                f"{ext} reported a state a {device.kind.value} cannot have ({exc})"
+            ) from None
+        return state
 
     async def close(self) -> None:
         """Nothing to release: the bus belongs to the process."""
@@ -86,16 +105,27 @@ class MqttDeviceDriver:
         ext = topics.device_of(topic)
         if ext is None:
             return
+        if not payload:
+            return  # an empty retained message clears the topic
         try:
-            state = json.loads(payload)
-        except ValueError:
-            log.warning("ignoring a state on %s that is not JSON", topic)
-            return
-        if not isinstance(state, dict):
-            log.warning("ignoring a state on %s that is not a JSON object", topic)
+            state = parse_bus_json(payload, "state")
+            if not isinstance(state, dict):
+                raise ValidationFailed("state", "must be a JSON object")
+        except (ValidationFailed, PayloadTooLarge) as exc:
+            self._ignored(ext, str(exc))
             return
         self._states[ext] = state
         self._seen.setdefault(ext, asyncio.Event()).set()
+
+    def _ignored(self, ext: str, reason: str) -> None:
+        now = time.monotonic()
+        last = self._ignored_logged.get(ext)
+        if last is not None and now - last < IGNORED_STATE_LOG_SECONDS:
+            return
+        if len(self._ignored_logged) >= MAX_REMEMBERED_REFUSALS:
+            self._ignored_logged.clear()  # any client can invent device ids
+        self._ignored_logged[ext] = now
+        log.warning("ignoring a state from %s: %s", ext, reason)
 
     async def _on_reply(self, topic: str, payload: bytes) -> None:
         ext = topics.device_of(topic)
