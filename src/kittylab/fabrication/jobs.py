@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, Device, DeviceCommand, FabricationJob
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices import dispatch, telemetry
 from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus
 from kittylab.domain.errors import (
@@ -523,27 +524,11 @@ def active_jobs(database: Database) -> list[ActiveJob]:
         ]
 
 
-@dataclass(frozen=True)
-class FollowUps:
-    """What a job's move recorded in its own transaction, to act on once it commits."""
-
-    commands: tuple[UUID, ...] = ()
-    """Commands to dispatch (a starting print's scene)."""
-    notifications: tuple[UUID, ...] = ()
-    """Notifications to deliver (the job ended)."""
-    queue_may_move: bool = False
-    """The printer's queue may start its next job (after its bed is cleared)."""
-
-
-FollowUp = Callable[[Session, FabricationJob, FabricationStatus], FollowUps]
+FollowUp = Callable[[UnitOfWork, FabricationJob, FabricationStatus], None]
 """Runs in the transaction that moved the job (``FabricationJob`` already in its new
-status; the status it left): its records commit with the move or not at all."""
-
-
-@dataclass(frozen=True)
-class Moved:
-    status: FabricationStatus
-    follow_ups: FollowUps
+status; the status it left): its records commit with the move or not at all, and what
+must happen once they are committed (a scene's dispatch, a notification's delivery, the
+queue's next look) it registers on the unit of work."""
 
 
 UNREADABLE_SINCE = "printer_unreadable_since"
@@ -561,11 +546,11 @@ def apply_printer_state(
     lost_after: timedelta | None = None,
     unreadable: str | None = None,
     follow_up: FollowUp | None = None,
-) -> Moved | None:
-    """Move ``job`` as its printer's ``state`` says; returns the new status, if any, and
-    what ``follow_up`` recorded about it in the same transaction (a scene's commands, the
-    end-of-job notification): a crash can lose neither the move nor what it entails
-    without the other. The progress the printer reports is kept on the job.
+) -> FabricationStatus | None:
+    """Move ``job`` as its printer's ``state`` says; returns the new status, if any.
+    ``follow_up`` records what the move entails in the same transaction (a scene's
+    commands, the end-of-job notification): a crash can lose neither the move nor what it
+    entails without the other. The progress the printer reports is kept on the job.
 
     ``state`` None means the printer could not be read (``unreadable`` says why) or is
     offline: the first such round is noted on the job, and once it has lasted
@@ -601,8 +586,9 @@ def apply_printer_state(
             )
         if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
             row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
-        done = follow_up(session, row, job.status) if follow_up is not None else FollowUps()
-        return Moved(update.target, done)
+        if follow_up is not None:
+            follow_up(session, row, job.status)
+        return update.target
 
 
 def _unreadable(
