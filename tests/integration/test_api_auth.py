@@ -1,4 +1,5 @@
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -258,7 +259,7 @@ def test_an_expired_token_is_refused_with_a_401_saying_it_expired(
     assert problem["type"].endswith("/token-expired")
     assert "expired" in problem["detail"]
     assert "2025-03-01T10:00:00" in problem["detail"]
-    # Other routes authenticate the same way, the query route in its own transaction.
+    # The query route authenticates through the same dependency.
     query = client.post(
         "/api/query",
         json={"channel": "cli", "input": {"text": "hi"}},
@@ -393,3 +394,18 @@ def test_the_cli_refuses_a_bad_lifetime_naming_the_option(
 
     assert result.exit_code == 1
     assert "--expires" in result.output
+
+
+def test_authentication_commits_before_the_handler_so_a_failing_request_still_records_the_use(
+    client: TestClient, database: Database, operator: Person
+) -> None:
+    # The token lookup is its own short transaction: the handler's rollback (a 404 here)
+    # does not undo it, and the token row is not held locked while the handler works.
+    missing = client.get(f"/api/zones/{uuid.uuid4()}", headers=operator.headers)
+
+    assert missing.status_code == 404
+    with database.unit_of_work() as session:
+        used = session.scalar(
+            select(ApiToken.last_used_at).where(ApiToken.user_id == operator.user_id)
+        )
+    assert used is not None

@@ -22,20 +22,21 @@ from kittylab.api.routers import (
     cad,
     commands,
     conversations,
-    equipment,
+    devices,
     fabrication,
     health,
     keys,
     lab,
-    lab_admin,
     locks,
     notifications,
+    policies,
     presence,
-    print_jobs,
     query,
     routing,
     safety,
+    telemetry,
     users,
+    zones,
 )
 from kittylab.bootstrap import Container
 from kittylab.fabrication.uploads import UploadQuotaExceeded
@@ -43,6 +44,30 @@ from kittylab.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
 from kittylab.records.ports import ArtifactStoreFull
 
 log = logging.getLogger("kittylab.http")
+
+# One router per URL prefix (each module's docstring says more), in the order they are
+# tried; no two of them can match the same request.
+ROUTERS = (
+    health,  # /healthz /readyz /metrics
+    users,  # /api/me /api/users (and their tokens)
+    keys,  # /api/keys /api/users/{id}/keys
+    zones,  # /api/zones
+    devices,  # /api/devices /api/device/{id}/command
+    locks,  # /api/locks /api/devices/{id}/locks
+    commands,  # /api/commands
+    telemetry,  # /api/telemetry
+    policies,  # /api/policies
+    presence,  # /api/presence
+    lab,  # /api/lab
+    conversations,  # /api/conversations
+    query,  # /api/query
+    routing,  # /api/routing
+    fabrication,  # /api/fabrication (a package: files, jobs, printers, snapshots, monitor events)
+    cad,  # /api/cad
+    safety,  # /api/safety
+    notifications,  # /api/notifications
+    audit,  # /api/audit
+)
 
 
 def create_app(container: Container) -> FastAPI:
@@ -59,26 +84,7 @@ def create_app(container: Container) -> FastAPI:
     _install_docs(app)
     app.state.container = container
     problems.install(app)
-    for module in (
-        health,
-        users,
-        lab,
-        presence,
-        lab_admin,
-        conversations,
-        equipment,
-        commands,
-        fabrication,
-        print_jobs,
-        cad,
-        safety,
-        locks,
-        keys,
-        notifications,
-        query,
-        routing,
-        audit,
-    ):
+    for module in ROUTERS:
         app.include_router(module.router)
     _install_body_limit(app, container)
     _install_storage_problems(app)

@@ -29,7 +29,7 @@ def container(request: Request) -> Container:
 
 
 def unit_of_work(c: Annotated[Container, Depends(container)]) -> Iterator[Session]:
-    """One transaction per request, shared by authentication and the handler. It ends
+    """The handler's transaction (authentication has its own, see ``current_principal``). It ends
     before the response is sent (scope ``function``): a commit that fails becomes the
     response, never a success the database did not keep."""
     with c.database.unit_of_work() as session:
@@ -44,21 +44,31 @@ UnitOfWork = Annotated[
 # into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
+# Token lookups at once. Each holds a connection only for its short transaction; with the
+# handlers' API_DB_CONCURRENCY that stays under the pool bootstrap builds (20 + 10
+# overflow), leaving room for the server's background loops.
+AUTH_DB_CONCURRENCY = 8
+
 
 def current_principal(
     request: Request,
     c: Annotated[Container, Depends(container)],
-    uow: UnitOfWork,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller, authenticated in a short transaction of its own that commits (the
+    ``last_used_at`` touch) and gives its connection back before the handler's work
+    begins. A handler may wait seconds (for a model, a printer, a file), and the token
+    lookup must not hold a connection, nor the token row's lock, while it does. Every
+    route authenticates through this one dependency (``Caller``, ``require``)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired("missing bearer token")
-    principal = authenticate(uow, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+    with c.database.unit_of_work() as session:
+        principal = authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
     request.state.principal = principal
     return principal
 
 
-Caller = Annotated[Principal, Depends(current_principal)]
+Caller = Annotated[Principal, Depends(current_principal, max_concurrency=AUTH_DB_CONCURRENCY)]
 
 
 def require(*roles: Role) -> Callable[[Principal], Principal]:

@@ -1,4 +1,10 @@
-"""One router per resource family."""
+"""The API's routers, one per URL prefix; ``kittylab.api.app`` includes them in one list
+with their prefixes. Each module's docstring names the prefix it serves. Two
+sub-collections live with their resource instead of their parent's URL: a device's locks
+(``/api/devices/{id}/locks``, in ``locks.py``) and a user's approver keys
+(``/api/users/{id}/keys``, in ``keys.py``).
+
+Shared here: the small query helpers the routers use."""
 
 from __future__ import annotations
 

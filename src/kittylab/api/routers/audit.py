@@ -1,5 +1,5 @@
-"""The audit log, for the safety and admin roles: its entries (filtered, newest first,
-cursor-paginated by ``seq``) and a verification of its hash chain."""
+"""``/api/audit``: the audit log, for the safety and admin roles: its entries (filtered,
+newest first, cursor-paginated by ``seq``) and a verification of its hash chain."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""CAD generation: generate, iterate, compare, download, lineage, provider status.
-
-Listing and reading jobs and artifacts stays in the fabrication router
-(``GET /api/cad/jobs``, ``GET /api/cad/jobs/{id}``, ``GET /api/cad/artifacts``)."""
+"""``/api/cad``: CAD jobs and artifacts — generate, iterate, list and read, compare,
+download, lineage — and the providers' status."""
 
 from __future__ import annotations
 
@@ -10,21 +8,29 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import Field, StringConstraints
+from sqlalchemy import select
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.api import problems
 from kittylab.api.auth import Caller, UnitOfWork, container, require
-from kittylab.api.routers import get_or_404
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.cad.errors import CadGenerationFailed
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest, GenerateResult, content_type
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
-from kittylab.domain.enums import CADJobStatus, CADProvider, FabricationStatus, MonitorEventType
+from kittylab.domain.enums import (
+    ArtifactType,
+    CADJobStatus,
+    CADProvider,
+    FabricationStatus,
+    MonitorEventType,
+)
 from kittylab.domain.errors import NotFound
 from kittylab.domain.principal import CAD_GENERATION_ROLES, Principal
 from kittylab.records.ports import ArtifactMissing
@@ -202,6 +208,45 @@ def iterate(
     except CadGenerationFailed as exc:
         return _failed(request, exc)
     return _generated(result, body.policy_mode)
+
+
+@router.get("/jobs", response_model=Page[CADJobOut])
+def list_cad_jobs(
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    status: CADJobStatus | None = None,
+    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
+) -> Page[CADJobOut]:
+    stmt = where_equal(
+        select(CADJob), (CADJob.status, status), (CADJob.conversation_id, conversation_id)
+    )
+    return paginate(uow, stmt, CADJob.id, cursor, limit, CADJobOut.model_validate)
+
+
+@router.get("/jobs/{job_id}", response_model=CADJobOut)
+def get_cad_job(job_id: UUID, _: Caller, uow: UnitOfWork) -> CADJob:
+    return get_or_404(uow, CADJob, job_id, "CAD job")
+
+
+@router.get("/artifacts", response_model=Page[CADArtifactOut])
+def list_cad_artifacts(
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    cad_job_id: Annotated[UUID | None, Query(alias="cadJobId")] = None,
+    provider: CADProvider | None = None,
+    artifact_type: Annotated[ArtifactType | None, Query(alias="artifactType")] = None,
+) -> Page[CADArtifactOut]:
+    stmt = where_equal(
+        select(CADArtifact),
+        (CADArtifact.cad_job_id, cad_job_id),
+        (CADArtifact.provider, provider),
+        (CADArtifact.artifact_type, artifact_type),
+    )
+    return paginate(uow, stmt, CADArtifact.id, cursor, limit, CADArtifactOut.model_validate)
 
 
 @router.get("/jobs/{job_id}/compare", response_model=CompareOut)

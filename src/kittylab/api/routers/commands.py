@@ -1,107 +1,54 @@
-"""Giving devices commands."""
+"""``/api/commands``: the commands given to devices, for the person who gave them and the
+safety and admin roles. A command is given with ``POST /api/device/{id}/command``
+(``devices.py``)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Query
+from sqlalchemy import select
 
-from kittylab import bootstrap
-from kittylab.adapters.db.tables import SafetyEvent
-from kittylab.api.auth import UnitOfWork, container, require
-from kittylab.api.schemas import CommandAccepted, CommandRequest
-from kittylab.bootstrap import Container
-from kittylab.devices import dispatch
-from kittylab.domain import topics
-from kittylab.domain.enums import Role, SafetyStatus
-from kittylab.domain.errors import InfrastructureError, ValidationFailed
-from kittylab.domain.principal import Principal
-from kittylab.safety import workflow
+from kittylab.adapters.db.tables import DeviceCommand
+from kittylab.api.auth import Caller, UnitOfWork
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import get_or_404, where_equal
+from kittylab.api.schemas import CommandOut
+from kittylab.domain.enums import CommandStatus
+from kittylab.domain.errors import PermissionDenied
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api", tags=["equipment"])
-
-# Engineers design and print through fabrication jobs; driving equipment directly is for
-# the people who run the floor.
-CommandCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
+router = APIRouter(prefix="/api/commands", tags=["equipment"])
 
 
-@router.post(
-    "/device/{device_id}/command",
-    response_model=CommandAccepted,
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        403: {"description": "The policy denies it (the device is locked out)."},
-        404: {"description": "No such device."},
-        409: {"description": "The device is offline or its state forbids the intent."},
-    },
-)
-def send_command(
-    device_id: UUID,
-    body: CommandRequest,
-    caller: CommandCaller,
+@router.get("", response_model=Page[CommandOut])
+def list_commands(
+    caller: Caller,
     uow: UnitOfWork,
-    c: Annotated[Container, Depends(container)],
-) -> CommandAccepted:
-    """Accept a command for the device and send it in the background. A hazardous intent
-    answers ``awaiting_confirmation`` with ``hazardEventId`` and what it still ``missing``:
-    nothing is sent until the approvals are in (``GET /api/safety/events/{id}``). ``status``
-    is ``dispatched`` once it is queued for sending (follow it at ``GET
-    /api/commands/{commandId}``: ``acked`` when the device's own state confirms it). A
-    retried request with the same ``correlationId`` returns the first command."""
-    if body.safety_signature is not None:
-        # Approvals are signed per approver over the event's payload, not by the requester.
-        raise ValidationFailed(
-            "safetySignature",
-            "a hazardous command is approved with POST /api/safety/events/{id}/approve "
-            "(kittylab approve), not with a signature on the request",
-        )
-    command = dispatch.submit(
-        uow,
-        device_id=device_id,
-        intent=body.intent,
-        payload=body.payload,
-        requested_by=caller.user_id,
-        correlation_id=body.correlation_id,
-        now=c.clock(),
-        safety_context=bootstrap.safety_context(c.settings),
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
+    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
+    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
+) -> Page[CommandOut]:
+    stmt = where_equal(
+        select(DeviceCommand),
+        (DeviceCommand.device_id, device_id),
+        (DeviceCommand.status, status_),
+        (DeviceCommand.conversation_id, conversation_id),
     )
-    if command.safety_event_id is not None and command.status.value == "pending":
-        event = workflow.get(uow, command.safety_event_id)
-        if event.status is SafetyStatus.PENDING:
-            missing = workflow.view(
-                uow, event, c.clock(), bootstrap.safety_context(c.settings).presence_ttl
-            )["missing"]
-            uow.commit()
-            _announce(c, event)
-            return CommandAccepted(
-                command_id=command.id,
-                status="awaiting_confirmation",
-                hazard_event_id=event.id,
-                missing=missing,
-            )
-    accepted_status: Literal["pending", "dispatched"] = "pending"
-    if command.status.value == "pending":
-        # Committed first, so the job can never run before the command exists.
-        uow.commit()
-        try:
-            c.jobs.defer_dispatch(command.id)
-            accepted_status = "dispatched"
-        except InfrastructureError:
-            # The command is stored; the minutely reconcile task sends it.
-            log.warning("dispatch of command %s deferred to reconciliation", command.id)
-    else:
-        accepted_status = "dispatched"
-    return CommandAccepted(
-        command_id=command.id, status=accepted_status, hazard_event_id=command.safety_event_id
-    )
+    if not caller.reads_all_records:
+        stmt = stmt.where(DeviceCommand.requested_by == caller.user_id)
+    return paginate(uow, stmt, DeviceCommand.id, cursor, limit, CommandOut.model_validate)
 
 
-def _announce(c: Container, event: SafetyEvent) -> None:
-    """A held command is news for wall terminals and approvers' clients: the pending
-    event goes out on ``kitty/safety/<eventId>`` like its later decision."""
-    if c.bus is not None:
-        c.bus.publish(topics.safety(event.id), workflow.event_message(event, c.clock()))
+@router.get("/{command_id}", response_model=CommandOut)
+def get_command(command_id: UUID, caller: Caller, uow: UnitOfWork) -> DeviceCommand:
+    """A command, for the person who gave it and the safety and admin roles."""
+    row = get_or_404(uow, DeviceCommand, command_id, "command")
+    if not caller.reads_all_records and row.requested_by != caller.user_id:
+        raise PermissionDenied("only the safety and admin roles read others' commands")
+    return row

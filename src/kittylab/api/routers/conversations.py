@@ -1,4 +1,4 @@
-"""Conversation sessions and the routing decisions made in them."""
+"""``/api/conversations``: conversation sessions (their routing decisions: ``/api/routing``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Response, status
 from sqlalchemy import select
 
-from kittylab.adapters.db.tables import ConversationSession, RoutingDecision
+from kittylab.adapters.db.tables import ConversationSession
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
-from kittylab.api.schemas import ConversationCreate, ConversationOut, RoutingDecisionOut
+from kittylab.api.schemas import ConversationCreate, ConversationOut
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import Role, Tier
+from kittylab.domain.enums import Role
 from kittylab.domain.errors import Conflict, PermissionDenied
 
 router = APIRouter(prefix="/api", tags=["conversations"])
@@ -73,33 +73,3 @@ def delete_conversation(conversation_id: UUID, caller: Caller, uow: UnitOfWork) 
         raise PermissionDenied("only the conversation's participants or an admin can delete it")
     uow.delete(row)
     return Response(status_code=204)
-
-
-@router.get("/routing/decisions", response_model=Page[RoutingDecisionOut])
-def list_decisions(
-    caller: Caller,
-    uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
-    tier: Tier | None = None,
-    performed_by: Annotated[UUID | None, Query(alias="performedBy")] = None,
-) -> Page[RoutingDecisionOut]:
-    stmt = where_equal(
-        select(RoutingDecision),
-        (RoutingDecision.conversation_id, conversation_id),
-        (RoutingDecision.selected_tier, tier),
-        (RoutingDecision.performed_by, performed_by),
-    )
-    if not caller.reads_all_records:
-        stmt = stmt.where(RoutingDecision.performed_by == caller.user_id)
-    return paginate(uow, stmt, RoutingDecision.id, cursor, limit, RoutingDecisionOut.model_validate)
-
-
-@router.get("/routing/decisions/{decision_id}", response_model=RoutingDecisionOut)
-def get_decision(decision_id: UUID, caller: Caller, uow: UnitOfWork) -> RoutingDecision:
-    """A decision, for the person it was made for and the safety and admin roles."""
-    row = get_or_404(uow, RoutingDecision, decision_id, "routing decision")
-    if not caller.reads_all_records and row.performed_by != caller.user_id:
-        raise PermissionDenied("only the safety and admin roles read others' decisions")
-    return row

@@ -1,4 +1,5 @@
-"""Liveness, readiness and metrics: the only routes without authentication."""
+"""``/healthz``, ``/readyz``, ``/metrics``: liveness, readiness and metrics, the only routes
+without authentication."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Approver keys: the public keys people sign safety approvals with."""
+"""``/api/keys`` and ``/api/users/{id}/keys``: approver keys, the public keys people sign
+safety approvals with. A person's keys are listed and added under their user, but the key
+is the safety workflow's resource (revoked at ``/api/keys/{id}/revoke``), so its routes stay
+together here rather than in ``users.py``."""
 
 from __future__ import annotations
 

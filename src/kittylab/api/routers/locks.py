@@ -1,4 +1,7 @@
-"""Lockout/tagout: personal locks on devices (``kittylab.safety.locks``).
+"""``/api/locks`` and ``/api/devices/{id}/locks``: lockout/tagout, personal locks on
+devices (``kittylab.safety.locks``). A device's locks sit under its URL, but the lock is
+the resource (read, listed and removed at ``/api/locks``, rendered the same everywhere),
+so every lockout route is here rather than in ``devices.py``.
 
 Anyone signed in may lock out a device (locking is always safe) and read every lock (a
 tag on a machine is for everyone to see). A lock comes off by its owner, or by the safety

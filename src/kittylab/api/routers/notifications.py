@@ -1,4 +1,4 @@
-"""Notifications: the outbox of messages to people.
+"""``/api/notifications``: the outbox of messages to people.
 
 A recipient may carry credentials (a webhook URL with a user and password, a token in its
 path or a ``?token=``), so the API shows it masked (``mask_recipient``); the stored value

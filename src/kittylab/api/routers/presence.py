@@ -1,5 +1,5 @@
-"""Presence sources beyond the manual check-in: UniFi Access door events, and the safety
-role's override.
+"""``/api/presence``: who is in which zone — the observations, the manual check-in (or
+check-out), UniFi Access door events, and the safety role's override.
 
 ``POST /api/presence/unifi`` carries no bearer token. UniFi Access cannot send one; the
 HMAC-SHA256 ``Signature`` header over the raw body, keyed with the endpoint's secret
@@ -13,11 +13,17 @@ from __future__ import annotations
 import json
 import logging
 from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy import select
 
-from kittylab.api.auth import UnitOfWork, container, require
+from kittylab.adapters.db.tables import ZonePresence
+from kittylab.api.auth import Caller, UnitOfWork, container, require
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import where_equal
 from kittylab.api.schemas import (
+    PresenceCheckIn,
     PresenceOut,
     PresenceOverride,
     PresenceOverrideOut,
@@ -25,8 +31,8 @@ from kittylab.api.schemas import (
     UnifiWebhookResult,
 )
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import Role
-from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.enums import PresenceStatus, Role
+from kittylab.domain.errors import PermissionDenied, ValidationFailed
 from kittylab.domain.principal import Principal
 from kittylab.domain.unifi_access import parse_event
 from kittylab.people import presence
@@ -36,6 +42,47 @@ from kittylab.safety.webhook_signature import SignatureRefused
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/presence", tags=["presence"])
+
+
+@router.get("", response_model=Page[PresenceOut])
+def list_presence(
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    zone_id: Annotated[UUID | None, Query(alias="zoneId")] = None,
+    user_id: Annotated[UUID | None, Query(alias="userId")] = None,
+    status_: Annotated[PresenceStatus | None, Query(alias="status")] = None,
+) -> Page[PresenceOut]:
+    stmt = where_equal(
+        select(ZonePresence),
+        (ZonePresence.zone_id, zone_id),
+        (ZonePresence.user_id, user_id),
+        (ZonePresence.status, status_),
+    )
+    return paginate(uow, stmt, ZonePresence.id, cursor, limit, PresenceOut.model_validate)
+
+
+@router.post("", response_model=PresenceOut, status_code=status.HTTP_201_CREATED)
+def check_in(
+    body: PresenceCheckIn,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> ZonePresence:
+    """Manual check-in (``present``) or check-out (``vacated``) of yourself; the safety and
+    admin roles may record someone else. Audited as ``presence.recorded``."""
+    user_id = body.user_id or caller.user_id
+    if user_id != caller.user_id and not caller.has_any(Role.SAFETY, Role.ADMIN):
+        raise PermissionDenied("recording someone else's presence needs the safety role")
+    return presence.record_manual(
+        uow,
+        zone_id=body.zone_id,
+        user_id=user_id,
+        status=body.status,
+        now=c.clock(),
+        actor_id=caller.user_id,
+    )
 
 
 async def verified_unifi_body(

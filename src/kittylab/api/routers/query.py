@@ -1,5 +1,7 @@
 """``POST /api/query``: talk to the lab. The person is the token's; the body never names
-who is asking."""
+who is asking. No unit of work is held for the turn (it may wait seconds for a model):
+authentication commits in its own short transaction (``Caller``), and the
+conversation service opens the transactions it needs."""
 
 from __future__ import annotations
 
@@ -9,20 +11,15 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
 
-from kittylab.api.auth import LAST_USED_RESOLUTION, container
+from kittylab.api.auth import Caller, container
 from kittylab.api.schemas import CamelModel, CommandOut, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.conversation.query import QueryRequest, QueryResult
 from kittylab.domain.enums import Tier
-from kittylab.domain.errors import AuthenticationRequired
-from kittylab.domain.principal import Principal
-from kittylab.people.identity import authenticate
 
 router = APIRouter(prefix="/api", tags=["query"])
-_bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
 
 Channel = Literal["mac", "ipad", "wall_terminal", "remote", "cli"]
 
@@ -71,18 +68,6 @@ class QueryOut(CamelModel):
     command: CommandOut | None = None
 
 
-def query_caller(
-    c: Annotated[Container, Depends(container)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """Authenticate in a short transaction of its own: a query may wait seconds for a
-    model, and must not hold a database connection while it does."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthenticationRequired("missing bearer token")
-    with c.database.unit_of_work() as session:
-        return authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
-
-
 @router.post(
     "/query",
     response_model=QueryOut,
@@ -92,7 +77,7 @@ def query(
     body: QueryBody,
     request: Request,
     response: Response,
-    caller: Annotated[Principal, Depends(query_caller)],
+    caller: Caller,
     c: Annotated[Container, Depends(container)],
 ) -> QueryOut:
     """Understand the text, route it to a tier, act or answer; one routing decision is

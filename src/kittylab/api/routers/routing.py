@@ -1,6 +1,6 @@
-"""Routing reports: the decision log with its filters, and the summary (share served
-locally, latency per tier, spend per tier per day, cache hit rate). Everyone sees their
-own decisions; the safety and admin roles see all."""
+"""``/api/routing``: the routing decisions — each one, the log with its filters, and the
+summary (share served locally, latency per tier, spend per tier per day, cache hit rate).
+Everyone sees their own decisions; the safety and admin roles see all."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from sqlalchemy.types import Date
 from kittylab.adapters.db.tables import RoutingDecision
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import where_equal
+from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CamelModel, RoutingDecisionOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Tier
-from kittylab.domain.errors import ValidationFailed
+from kittylab.domain.errors import PermissionDenied, ValidationFailed
 from kittylab.domain.principal import Principal
 
 router = APIRouter(prefix="/api/routing", tags=["routing"])
@@ -73,6 +73,41 @@ def _zoned(since: datetime | None) -> datetime | None:
     if since is not None and since.tzinfo is None:
         raise ValidationFailed("since", "needs a time zone (e.g. 2026-11-27T10:00:00Z)")
     return since
+
+
+@router.get("/decisions", response_model=Page[RoutingDecisionOut])
+def list_decisions(
+    caller: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
+    tier: Tier | None = None,
+    performed_by: Annotated[UUID | None, Query(alias="performedBy")] = None,
+) -> Page[RoutingDecisionOut]:
+    stmt = where_equal(
+        select(RoutingDecision),
+        (RoutingDecision.conversation_id, conversation_id),
+        (RoutingDecision.selected_tier, tier),
+        (RoutingDecision.performed_by, performed_by),
+    )
+    return paginate(
+        uow,
+        _scoped(stmt, caller),
+        RoutingDecision.id,
+        cursor,
+        limit,
+        RoutingDecisionOut.model_validate,
+    )
+
+
+@router.get("/decisions/{decision_id}", response_model=RoutingDecisionOut)
+def get_decision(decision_id: UUID, caller: Caller, uow: UnitOfWork) -> RoutingDecision:
+    """A decision, for the person it was made for and the safety and admin roles."""
+    row = get_or_404(uow, RoutingDecision, decision_id, "routing decision")
+    if not caller.reads_all_records and row.performed_by != caller.user_id:
+        raise PermissionDenied("only the safety and admin roles read others' decisions")
+    return row
 
 
 @router.get("/logs", response_model=Page[RoutingLogOut])

@@ -1,5 +1,5 @@
-"""Safety events: read by everyone involved, approved with signatures by the roles the
-policy names, denied by the safety and admin roles."""
+"""``/api/safety``: safety events, read by everyone involved, approved with signatures by
+the roles the policy names, denied by the safety and admin roles."""
 
 from __future__ import annotations
 

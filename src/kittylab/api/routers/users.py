@@ -1,4 +1,5 @@
-"""People and their API tokens."""
+"""``/api/me`` and ``/api/users``: people and their API tokens (their approver keys:
+``keys.py``)."""
 
 from __future__ import annotations
 

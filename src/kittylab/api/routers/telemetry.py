@@ -1,4 +1,4 @@
-"""Device commands (read side) and telemetry."""
+"""``/api/telemetry``: storing a batch of telemetry events, and reading them back."""
 
 from __future__ import annotations
 
@@ -9,55 +9,25 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import AwareDatetime
 from sqlalchemy import select
 
-from kittylab.adapters.db.tables import DeviceCommand, TelemetryEvent
+from kittylab.adapters.db.tables import TelemetryEvent
 from kittylab.api.auth import Caller, UnitOfWork, container
-from kittylab.api.pagination import CursorParam, Limit, Page, paginate
-from kittylab.api.routers import get_or_404, where_equal
-from kittylab.api.schemas import CommandOut, TelemetryAccepted, TelemetryBatch, TelemetryOut
+from kittylab.api.pagination import CursorParam, Page, paginate
+from kittylab.api.routers import where_equal
+from kittylab.api.schemas import TelemetryAccepted, TelemetryBatch, TelemetryOut
 from kittylab.bootstrap import Container
 from kittylab.devices import telemetry
 from kittylab.devices.telemetry import STATE_TOPIC
-from kittylab.domain.enums import CommandStatus, Role
+from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
 
-router = APIRouter(prefix="/api", tags=["equipment"])
+router = APIRouter(prefix="/api/telemetry", tags=["equipment"])
 
 # A telemetry page stops at about this many payload bytes (64 KiB events add up fast).
 PAGE_BYTES = 2 * 1024 * 1024
 
 
-@router.get("/commands", response_model=Page[CommandOut])
-def list_commands(
-    caller: Caller,
-    uow: UnitOfWork,
-    limit: Limit = 50,
-    cursor: CursorParam = None,
-    device_id: Annotated[UUID | None, Query(alias="deviceId")] = None,
-    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
-    conversation_id: Annotated[UUID | None, Query(alias="conversationId")] = None,
-) -> Page[CommandOut]:
-    stmt = where_equal(
-        select(DeviceCommand),
-        (DeviceCommand.device_id, device_id),
-        (DeviceCommand.status, status_),
-        (DeviceCommand.conversation_id, conversation_id),
-    )
-    if not caller.reads_all_records:
-        stmt = stmt.where(DeviceCommand.requested_by == caller.user_id)
-    return paginate(uow, stmt, DeviceCommand.id, cursor, limit, CommandOut.model_validate)
-
-
-@router.get("/commands/{command_id}", response_model=CommandOut)
-def get_command(command_id: UUID, caller: Caller, uow: UnitOfWork) -> DeviceCommand:
-    """A command, for the person who gave it and the safety and admin roles."""
-    row = get_or_404(uow, DeviceCommand, command_id, "command")
-    if not caller.reads_all_records and row.requested_by != caller.user_id:
-        raise PermissionDenied("only the safety and admin roles read others' commands")
-    return row
-
-
 @router.post(
-    "/telemetry",
+    "",
     response_model=TelemetryAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     responses={413: {"description": "An event's payload is over 64 KiB."}},
@@ -84,7 +54,7 @@ def ingest_telemetry(
     return TelemetryAccepted(accepted=telemetry.store_batch(uow, events, c.clock()))
 
 
-@router.get("/telemetry", response_model=Page[TelemetryOut])
+@router.get("", response_model=Page[TelemetryOut])
 def list_telemetry(
     _: Caller,
     uow: UnitOfWork,

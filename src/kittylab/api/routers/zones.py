@@ -1,0 +1,65 @@
+"""``/api/zones``: the lab's zones, and who is present in one now."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
+
+from kittylab.adapters.db.tables import Zone
+from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.pagination import CursorParam, Limit, Page, paginate
+from kittylab.api.routers import get_or_404, where_equal
+from kittylab.api.schemas import ZoneOccupancy, ZoneOut
+from kittylab.bootstrap import Container
+from kittylab.domain.enums import HazardLevel
+from kittylab.domain.zones import requires_dual_confirmation
+from kittylab.people import presence
+
+router = APIRouter(prefix="/api/zones", tags=["lab"])
+
+
+def _zone_out(zone: Zone) -> ZoneOut:
+    return ZoneOut(
+        id=zone.id,
+        name=zone.name,
+        hazard_level=zone.hazard_level,
+        requires_ppe=zone.requires_ppe,
+        requires_dual_confirmation=requires_dual_confirmation(zone.hazard_level),
+        unifi_door_ids=zone.unifi_door_ids,
+        created_at=zone.created_at,
+    )
+
+
+@router.get("", response_model=Page[ZoneOut])
+def list_zones(
+    _: Caller,
+    uow: UnitOfWork,
+    limit: Limit = 50,
+    cursor: CursorParam = None,
+    hazard_level: Annotated[HazardLevel | None, Query(alias="hazardLevel")] = None,
+) -> Page[ZoneOut]:
+    stmt = where_equal(select(Zone), (Zone.hazard_level, hazard_level))
+    return paginate(uow, stmt, Zone.id, cursor, limit, _zone_out)
+
+
+@router.get("/{zone_id}", response_model=ZoneOut)
+def get_zone(zone_id: UUID, _: Caller, uow: UnitOfWork) -> ZoneOut:
+    zone = get_or_404(uow, Zone, zone_id, "zone")
+    return _zone_out(zone)
+
+
+@router.get("/{zone_id}/occupancy", response_model=ZoneOccupancy)
+def zone_occupancy(
+    zone_id: UUID, _: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
+) -> ZoneOccupancy:
+    """Who counts as present in the zone now (newest observation present, within the TTL)."""
+    get_or_404(uow, Zone, zone_id, "zone")
+    ttl = timedelta(seconds=c.settings.presence.ttl_seconds)
+    users = presence.present_users(uow, zone_id, c.clock(), ttl)
+    return ZoneOccupancy(
+        zone_id=zone_id, ttl_seconds=int(ttl.total_seconds()), present_user_ids=users
+    )

@@ -1,0 +1,109 @@
+"""Every route lives in the router its URL names (``kittylab.api.routers``), so a reader
+finds ``GET /api/cad/jobs`` in ``routers/cad.py``; and no two routes can match one
+request, so the order the routers are included in never decides which one answers."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, cast
+
+import pytest
+from fastapi.routing import iter_route_contexts
+
+from kittylab.api.app import create_app
+from kittylab.bootstrap import Container
+
+ROUTERS = "kittylab.api.routers."
+
+# The router of each URL prefix: the first segment after /api (under /api/fabrication,
+# the second). A new prefix gets a router of its own and a line here.
+ROUTER_OF_PREFIX = {
+    "me": "users",
+    "users": "users",
+    "keys": "keys",
+    "zones": "zones",
+    "devices": "devices",
+    "device": "devices",
+    "locks": "locks",
+    "commands": "commands",
+    "telemetry": "telemetry",
+    "policies": "policies",
+    "presence": "presence",
+    "lab": "lab",
+    "conversations": "conversations",
+    "query": "query",
+    "routing": "routing",
+    "cad": "cad",
+    "safety": "safety",
+    "notifications": "notifications",
+    "audit": "audit",
+    "fabrication/files": "fabrication.files",
+    "fabrication/jobs": "fabrication.jobs",
+    "fabrication/printers": "fabrication.printers",
+    "fabrication/monitor-events": "fabrication.monitor_events",
+}
+# Collections under another resource's id that live with their own resource (each
+# router's docstring says why): /api/devices/{id}/locks, /api/users/{id}/keys, a print
+# job's snapshots and monitor events.
+NESTED_RESOURCES = {
+    "locks": "locks",
+    "keys": "keys",
+    "snapshots": "fabrication.snapshots",
+    "monitor-events": "fabrication.monitor_events",
+}
+UNAUTHENTICATED = {"/healthz": "health", "/readyz": "health", "/metrics": "health"}
+
+
+def _api_routes() -> list[tuple[str, frozenset[str], str]]:
+    app = create_app(cast(Container, object()))
+    routes = []
+    for route in iter_route_contexts(app.routes):
+        endpoint: Any = route.endpoint
+        if route.path is None or not route.methods or endpoint is None:
+            continue  # the docs' static files
+        if route.path in ("/docs", "/openapi.json"):
+            continue  # the application's own
+        routes.append((route.path, frozenset(route.methods), str(endpoint.__module__)))
+    return routes
+
+
+def _expected_router(path: str) -> str:
+    if path in UNAUTHENTICATED:
+        return UNAUTHENTICATED[path]
+    segments = path.strip("/").split("/")
+    assert segments[0] == "api", path
+    after_an_id = [s for prev, s in itertools.pairwise(segments) if prev.startswith("{")]
+    for segment in after_an_id:
+        if segment in NESTED_RESOURCES:
+            return NESTED_RESOURCES[segment]
+    prefix = "/".join(segments[1:3]) if segments[1] == "fabrication" else segments[1]
+    assert prefix in ROUTER_OF_PREFIX, f"{path}: no router named for {prefix!r} yet"
+    return ROUTER_OF_PREFIX[prefix]
+
+
+ROUTES = _api_routes()
+
+
+@pytest.mark.parametrize(
+    ("path", "methods", "module"), ROUTES, ids=[f"{'/'.join(sorted(m))} {p}" for p, m, _ in ROUTES]
+)
+def test_every_route_lives_in_the_router_its_url_names(
+    path: str, methods: frozenset[str], module: str
+) -> None:
+    assert module == ROUTERS + _expected_router(path), f"{sorted(methods)} {path}"
+
+
+def _could_match_the_same_url(a: str, b: str) -> bool:
+    left, right = a.strip("/").split("/"), b.strip("/").split("/")
+    return len(left) == len(right) and all(
+        x == y or x.startswith("{") or y.startswith("{") for x, y in zip(left, right, strict=True)
+    )
+
+
+def test_no_two_routes_can_answer_the_same_request() -> None:
+    clashes = [
+        (a[0], b[0], sorted(a[1] & b[1]))
+        for a, b in itertools.combinations(ROUTES, 2)
+        if a[1] & b[1] and _could_match_the_same_url(a[0], b[0])
+    ]
+    assert clashes == []
