@@ -8,7 +8,7 @@ state, safety) and registers what follows once that commits:
 - a command to send now: its dispatch job (``JobQueue.defer_dispatch``; a lost job is
   sent by ``reconcile_commands``);
 - a hazardous command held for approval: nothing is sent; its safety event is announced
-  on ``kitty/safety/<eventId>`` (``safety.held.announce``) and the caller answers with
+  on ``kitty/safety/<eventId>`` (``safety.workflow.announce``) and the caller answers with
   ``HeldCommand.pending_hazard``, the same object on every route.
 
 A retried request (same ``correlation_id``) returns the first command and registers the
@@ -79,8 +79,7 @@ def request_command(
                 # Only a retry could get here (internal callers never hold a command):
                 # it stays held, and nothing is sent.
                 return Requested(command)
-            if bus is not None:
-                holding.announce(uow, bus, event, now)
+            workflow.announce(uow, bus, event, now)
             return Requested(command, holding.held(uow, command, event, now, safety_context))
     uow.after_commit(jobs.defer_dispatch, command.id)
     return Requested(command)

@@ -3,7 +3,7 @@
 One shape for every way a command is asked for: ``POST /api/device/{id}/command`` and
 ``POST /api/query`` both answer a held command with the same ``pendingHazard`` object
 (``HeldCommand.pending_hazard``), and both announce it on ``kitty/safety/<eventId>``
-once the request commits (``announce``), as its later decision is.
+once the request commits (``workflow.announce``), as its later decision is.
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AccessPolicy, Device, DeviceCommand, SafetyEvent, Zone
-from kittylab.adapters.db.unit_of_work import UnitOfWork
-from kittylab.domain import topics
 from kittylab.domain.devices import describe_intent
 from kittylab.domain.zones import effective_dual_confirm
-from kittylab.ports import MessageBus
 from kittylab.safety import workflow
 
 
@@ -70,12 +67,6 @@ def held(
     return HeldCommand(
         command, event, device, missing, hazard_requirements(session, device, command.intent)
     )
-
-
-def announce(uow: UnitOfWork, bus: MessageBus, event: SafetyEvent, now: datetime) -> None:
-    """Publish the event on ``kitty/safety/<eventId>`` once ``uow`` commits: wall
-    terminals and approvers' clients hear of a held command as of its decision."""
-    uow.after_commit(bus.publish, topics.safety(event.id), workflow.event_message(event, now))
 
 
 def hazard_requirements(session: Session, device: Device, intent: str) -> dict[str, Any]:
