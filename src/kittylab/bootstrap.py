@@ -196,7 +196,7 @@ def query_service(
         database=database,
         settings=q,
         understander=Understander(local_model(settings), q.grammar_threshold),
-        submitter=DispatchingSubmitter(jobs, utcnow, safety_context(settings)),
+        submitter=DispatchingSubmitter(jobs, utcnow, safety_context(settings), bus),
         clock=utcnow,
         mcp=mcp_answerers(q.mcp_servers),
         frontier=frontier_answerer(q.frontier),

@@ -12,6 +12,11 @@ from uuid import UUID
 
 
 class JobQueue(Protocol):
+    """Schedules background jobs. Use cases register these calls on their unit of work
+    (``uow.after_commit(jobs.defer_dispatch, command.id)``) so a job never runs before
+    the rows it works on are committed; one that fails is caught up by the periodic task
+    ``CAUGHT_UP_BY`` names."""
+
     def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
         """Schedule delivery of a queued notification. Deferring one that already has a
         job waiting is a no-op, so callers may defer freely."""
@@ -24,6 +29,17 @@ class JobQueue(Protocol):
 
     def defer_start_next(self, device_id: UUID) -> None:
         """Let a printer's queue move; a no-op when a look is already waiting."""
+
+
+CAUGHT_UP_BY: Mapping[str, str] = {
+    "defer_dispatch": "reconcile_commands",
+    "defer_notification": "sweep_notifications",
+    "defer_print_preparation": "advance_print_queues",
+    "defer_start_next": "advance_print_queues",
+    "defer_cad_job": "resume_cad_jobs",
+}
+"""Which periodic task redoes a deferral that failed after its commit, by method name
+(``JobQueue``'s and ``cad.ports.CadJobQueue``'s): a lost job is late, never lost."""
 
 
 class MessageBus(Protocol):

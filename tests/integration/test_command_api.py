@@ -112,6 +112,37 @@ def test_hazardous_intents_wait_for_approval_and_nothing_is_sent(
     assert command["safetyEventId"] == answer["hazardEventId"]
 
 
+def test_a_held_command_answers_the_pending_hazard_the_query_route_answers(
+    client: TestClient, admin: Person, devices: dict[str, UUID]
+) -> None:
+    answer = send(client, admin, devices["welding-door"], {"intent": "door_unlock"})
+    hazard = answer["pendingHazard"]
+    assert isinstance(hazard, dict)
+    assert hazard["status"] == "awaiting_confirmation"
+    assert (hazard["intent"], hazard["device"]) == ("door_unlock", "welding-door")
+    assert hazard["commandId"] == answer["commandId"]
+    assert hazard["hazardLevel"] == "high"
+    # The deprecated fields carry the same values for one release.
+    assert answer["hazardEventId"] == hazard["eventId"]
+    assert answer["missing"] == hazard["missing"]
+    said = client.post(
+        "/api/query",
+        json={"channel": "cli", "input": {"text": "unlock the welding bay door"}},
+        headers=admin.headers,
+    )
+    assert said.status_code == 202, said.text
+    assert set(said.json()["pendingHazard"]) == set(hazard)
+
+
+def test_the_old_hazard_event_id_field_is_deprecated_in_the_openapi_schema(
+    client: TestClient,
+) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    accepted = schemas["CommandAccepted"]["properties"]
+    assert accepted["hazardEventId"]["deprecated"] is True
+    assert "pendingHazard" in accepted
+
+
 def test_a_safe_intent_in_a_high_hazard_zone_goes_through(
     client: TestClient, operator: Person, devices: dict[str, UUID]
 ) -> None:

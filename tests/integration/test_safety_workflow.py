@@ -555,3 +555,47 @@ def test_a_held_command_and_its_approval_are_announced_on_the_bus(lab: Lab) -> N
         ("pending", "power_on"),
         ("approved", "power_on"),
     ]
+
+
+def test_a_command_held_through_the_conversation_is_announced_like_the_command_route_s(
+    lab: Lab,
+) -> None:
+    # docs/integrations/mqtt.md: every held command is announced on kitty/safety/<eventId>,
+    # whichever way it was asked for.
+    port = free_port()
+    address = BrokerAddress("127.0.0.1", port)
+    c = lab.container
+    c.bus = MqttBus(address, FAST, role="server")  # not running: outbox keeps it
+    c.query = bootstrap.query_service(c.settings, lab.database, c.jobs, c.bus, c.cad)
+    by_route = lab.request("olivia", "cnc-spindle")
+    said = lab.client.post(
+        "/api/query",
+        json={"channel": "cli", "input": {"text": "unlock the welding bay door"}},
+        headers=lab.people["olivia"].headers,
+    )
+    assert said.status_code == 202, said.text
+    held = said.json()["pendingHazard"]
+
+    async def deliver() -> dict[str, dict[str, object]]:
+        seen: dict[str, dict[str, object]] = {}
+
+        async def collect(topic: str, payload: bytes) -> None:
+            seen[topic] = json.loads(payload)
+
+        assert c.bus is not None
+        async with embedded_broker(port), running_bus(address, "wall-terminal") as terminal:
+            terminal.subscribe("kitty/safety/+", collect)
+            await asyncio.sleep(0.1)
+            sender = asyncio.create_task(c.bus.run())
+            await eventually(lambda: len(seen) >= 2)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return seen
+
+    messages = asyncio.run(deliver())
+    from_route = messages[f"kitty/safety/{by_route['hazardEventId']}"]
+    from_query = messages[f"kitty/safety/{held['eventId']}"]
+    assert (from_query["status"], from_query["intent"]) == ("pending", "door_unlock")
+    assert from_query["eventId"] == held["eventId"]
+    assert from_query["deviceId"] == held["deviceId"]
+    assert set(from_query) == set(from_route)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
+from kittylab.adapters.db import unit_of_work as db
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
@@ -28,16 +28,18 @@ def container(request: Request) -> Container:
     return c
 
 
-def unit_of_work(c: Annotated[Container, Depends(container)]) -> Iterator[Session]:
+def unit_of_work(c: Annotated[Container, Depends(container)]) -> Iterator[db.UnitOfWork]:
     """The handler's transaction (authentication has its own, see ``current_principal``). It ends
     before the response is sent (scope ``function``): a commit that fails becomes the
-    response, never a success the database did not keep."""
+    response, never a success the database did not keep. What the handler's use cases
+    registered with ``after_commit`` (a dispatch job, an announcement) runs once it has
+    committed, still before the response; a router never commits or defers by hand."""
     with c.database.unit_of_work() as session:
         yield session
 
 
 UnitOfWork = Annotated[
-    Session, Depends(unit_of_work, scope="function", max_concurrency=API_DB_CONCURRENCY)
+    db.UnitOfWork, Depends(unit_of_work, scope="function", max_concurrency=API_DB_CONCURRENCY)
 ]
 
 # How stale ``last_used_at`` may get: writing it on every request would turn each read

@@ -243,12 +243,54 @@ class CommandRequest(StrictInput):
     )
 
 
+class HazardPolicyOut(CamelModel):
+    """An access policy governing a held command's intent in its zone."""
+
+    name: str
+    required_roles: list[str]
+    requires_dual_confirm: bool
+    requires_presence: bool
+    ppe: list[str]
+
+
+class PendingHazard(CamelModel):
+    """A command held for safety approval: nothing is sent until its event is approved.
+    The same object on ``POST /api/device/{id}/command`` and ``POST /api/query``; the
+    event is also announced on MQTT ``kitty/safety/<eventId>``."""
+
+    intent: str
+    device_id: UUID
+    device: str = Field(description="The device's external id.")
+    event_id: UUID = Field(description="The safety event: ``GET /api/safety/events/{id}``.")
+    command_id: UUID
+    status: Literal["awaiting_confirmation"]
+    missing: list[str] = Field(description="What the event still needs, in words.")
+    message: str = Field(description="The whole situation in one sentence, for people.")
+    zone: str | None
+    hazard_level: str | None
+    policies: list[HazardPolicyOut]
+
+
 class CommandAccepted(CamelModel):
     command_id: UUID
-    status: Literal["pending", "dispatched", "awaiting_confirmation"]
-    hazard_event_id: UUID | None = None
+    status: Literal["pending", "dispatched", "awaiting_confirmation"] = Field(
+        description="``awaiting_confirmation``: held for safety approval (``pendingHazard``); "
+        "``dispatched``: its dispatch is scheduled once the request commits (or it was sent "
+        "already); ``pending``: kept for compatibility, not answered any more."
+    )
+    pending_hazard: PendingHazard | None = Field(
+        None, description="Set when the command waits for safety approval."
+    )
+    hazard_event_id: UUID | None = Field(
+        None,
+        deprecated=True,
+        description="Deprecated (kept for one release): the command's safety event; for a "
+        "held command the same value as ``pendingHazard.eventId``.",
+    )
     missing: list[str] = Field(
-        default_factory=list, description="What a held hazardous command still needs."
+        default_factory=list,
+        deprecated=True,
+        description="Deprecated (kept for one release): the same as ``pendingHazard.missing``.",
     )
 
 

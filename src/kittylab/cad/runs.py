@@ -275,6 +275,7 @@ class CadService:
         if spec is not None:
             details["spec"] = spec.to_json()
             details["expectedBoundingBox"] = list(expected_bbox(spec))
+        offline = request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned)
         with self.database.unit_of_work() as session:
             if request.printer_id is not None:
                 details["targetPrinter"] = planning.target_printer(
@@ -295,19 +296,17 @@ class CadService:
                 now=self.clock(),
             )
             job_id = job.id
-        if request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned):
+            if not offline and self.queue is not None:
+                # Run in the background once committed. A deferral that fails is logged and
+                # ``resume_cad_jobs`` runs the job once the queue is back: answering an
+                # error instead would invite a retry that builds (and pays for) it twice.
+                session.after_commit(self.queue.defer_cad_job, job_id)
+        if offline:
             # ``auto`` with no online provider available is the offline pipeline: it runs
             # now, like ``offline``, instead of waiting for a background worker.
             return self.run_job(job_id)
         if self.queue is None:
             raise InfrastructureError("no job queue is configured for online CAD jobs")
-        try:
-            self.queue.defer_cad_job(job_id)
-        except InfrastructureError:
-            # The job is committed: ``recover_stranded`` has it run once the queue is back.
-            # Answering an error instead would invite a retry that builds (and pays for)
-            # the part twice.
-            logger.warning("CAD job %s not deferred; the recovery sweep will run it", job_id)
         with self.database.unit_of_work() as session:
             stored = lineage.get_job(session, job_id)
             session.expunge(stored)
@@ -651,15 +650,12 @@ class CadService:
                 "alerts": [str(n) for n in notification_ids],
                 "alertWanted": alert,
             }
+            if self.alerts is not None:
+                for notification_id in notification_ids:
+                    # Delivered once committed (or by the periodic sweep).
+                    session.after_commit(self.alerts.defer_notification, notification_id)
         if alert and not notification_ids:
             logger.warning("CAD job %s failed and no operator could be alerted", job_id)
-        for notification_id in notification_ids:
-            if self.alerts is not None:
-                try:
-                    self.alerts.defer_notification(notification_id)
-                except InfrastructureError:
-                    # The periodic sweep delivers it later.
-                    logger.warning("alert %s not deferred; the sweep will send it", notification_id)
         return len(notification_ids)
 
     def _alert_recipients(self, session: Session) -> list[str]:

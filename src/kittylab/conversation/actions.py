@@ -10,39 +10,39 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
-
-from kittylab.adapters.db.tables import Device, DeviceCommand
+from kittylab.adapters.db.tables import Device
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import CadService, GenerateRequest, progress_reply
-from kittylab.devices import dispatch
+from kittylab.devices.requests import Requested, request_command
 from kittylab.domain import topics
-from kittylab.domain.enums import CommandStatus
 from kittylab.domain.errors import KittyLabError
 from kittylab.ports import JobQueue, MessageBus
-from kittylab.safety import workflow
 from kittylab.safety.workflow import SafetyContext
 
 log = logging.getLogger(__name__)
 
 
 class DispatchingSubmitter:
-    """``CommandSubmitter`` that sends. The command is checked and recorded by
-    ``dispatch.submit`` (state preconditions, hazards held for approval) in the turn's
-    transaction; its dispatch job is deferred once that transaction commits, so the job
-    never looks for a command that does not exist yet."""
+    """``CommandSubmitter`` that sends: ``request_command`` in the turn's unit of work, so
+    the dispatch job is deferred (or the held command announced on the bus) once the turn
+    commits, exactly as for the command route."""
 
     def __init__(
-        self, jobs: JobQueue, clock: Callable[[], datetime], safety_context: SafetyContext
+        self,
+        jobs: JobQueue,
+        clock: Callable[[], datetime],
+        safety_context: SafetyContext,
+        bus: MessageBus | None = None,
     ) -> None:
         self._jobs = jobs
         self._clock = clock
         self._safety = safety_context
+        self._bus = bus
 
     def submit(
         self,
-        session: Session,
+        uow: UnitOfWork,
         *,
         device: Device,
         intent: str,
@@ -50,9 +50,11 @@ class DispatchingSubmitter:
         requested_by: UUID,
         conversation_id: UUID | None,
         correlation_id: str | None,
-    ) -> DeviceCommand:
-        command = dispatch.submit(
-            session,
+    ) -> Requested:
+        return request_command(
+            uow,
+            jobs=self._jobs,
+            bus=self._bus,
             device_id=device.id,
             intent=intent,
             payload=payload,
@@ -62,25 +64,6 @@ class DispatchingSubmitter:
             now=self._clock(),
             safety_context=self._safety,
         )
-        # A command held for approval is dispatched once approved, not now.
-        if command.status is CommandStatus.PENDING and command.safety_event_id is None:
-            command_id = command.id
-
-            def defer(_: Session) -> None:
-                try:
-                    self._jobs.defer_dispatch(command_id)
-                except KittyLabError:
-                    log.warning("dispatch of %s left to reconciliation", command_id)
-
-            event.listen(session, "after_commit", defer, once=True)
-        return command
-
-    def missing(self, session: Session, event_id: UUID) -> list[str]:
-        held = workflow.get(session, event_id)
-        missing: list[str] = workflow.view(session, held, self._clock(), self._safety.presence_ttl)[
-            "missing"
-        ]
-        return missing
 
 
 class BusContextPublisher:

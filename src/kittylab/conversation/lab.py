@@ -1,5 +1,6 @@
-"""Reading the lab for the query service: the vocabulary the grammar is built from, the
-policies behind a hazardous request, and what a person has spent today."""
+"""Reading the lab for the query service: the vocabulary the grammar is built from, whether
+a policy governs an intent, and what a person has spent today. (What a held request
+still needs is ``safety.held``'s, shared with the command route.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from kittylab.conversation.understanding.vocabulary import (
     LabVocabulary,
     build_vocabulary,
 )
-from kittylab.domain.zones import effective_dual_confirm
 from kittylab.manifest.model import LabManifest
 
 
@@ -68,36 +68,6 @@ def vocabulary_from_manifest(manifest: LabManifest) -> LabVocabulary:
 def _measures(attributes: dict[str, Any]) -> tuple[str, ...]:
     measures = attributes.get("measures")
     return tuple(str(m) for m in measures) if isinstance(measures, list) else ()
-
-
-def hazard_requirements(session: Session, device: Device, intent: str) -> dict[str, Any]:
-    """What a hazardous request needs before it may run: the zone's hazard level and every
-    active policy governing the intent there (roles, dual confirmation, presence, PPE)."""
-    zone = session.get(Zone, device.zone_id)
-    policies = session.scalars(
-        select(AccessPolicy).where(
-            AccessPolicy.zone_id == device.zone_id,
-            AccessPolicy.retired_at.is_(None),
-            AccessPolicy.intents.contains([intent]),
-        )
-    ).all()
-    hazard = zone.hazard_level if zone is not None else None
-    return {
-        "zone": zone.name if zone else None,
-        "hazardLevel": hazard.value if hazard else None,
-        "policies": [
-            {
-                "name": p.name,
-                "requiredRoles": [r.value for r in p.required_roles],
-                "requiresDualConfirm": (
-                    effective_dual_confirm(hazard, p.requires_dual_confirm) if hazard else True
-                ),
-                "requiresPresence": p.requires_presence,
-                "ppe": list((p.pqe_checks or {}).get("required", [])),
-            }
-            for p in policies
-        ],
-    }
 
 
 def governed_by_policy(session: Session, device: Device, intent: str) -> bool:

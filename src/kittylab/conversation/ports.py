@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy.orm import Session
-
-from kittylab.adapters.db.tables import Device, DeviceCommand
+from kittylab.adapters.db.tables import Device
+from kittylab.adapters.db.unit_of_work import UnitOfWork
+from kittylab.devices.requests import Requested
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,15 @@ class Answerer(Protocol):
 class CommandSubmitter(Protocol):
     """Turns an understood device request into a ``DeviceCommand``.
 
-    The implementation (``actions.DispatchingSubmitter``) goes through the same
-    rules as ``POST /api/device/{id}/command`` and may return a command already ``sent``
-    or ``acked``."""
+    The implementation (``actions.DispatchingSubmitter``) is ``devices.requests.
+    request_command``, as for ``POST /api/device/{id}/command``: the same rules, the same
+    safety hold, the same follow-ups registered on the turn's unit of work (the dispatch
+    job, or the held command's announcement). It may return a command already ``sent`` or
+    ``acked`` (a retried turn)."""
 
     def submit(
         self,
-        session: Session,
+        uow: UnitOfWork,
         *,
         device: Device,
         intent: str,
@@ -53,13 +55,9 @@ class CommandSubmitter(Protocol):
         requested_by: UUID,
         conversation_id: UUID | None,
         correlation_id: str | None,
-    ) -> DeviceCommand:
-        """A hazardous intent comes back ``pending`` with ``safety_event_id`` set: held
-        for approval, not sent."""
-        ...
-
-    def missing(self, session: Session, event_id: UUID) -> list[str]:
-        """What a held command's safety event still needs, in words."""
+    ) -> Requested:
+        """A hazardous intent comes back with ``held`` set (``pending``, waiting for its
+        safety event): nothing is sent."""
         ...
 
 

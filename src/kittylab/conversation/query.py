@@ -5,12 +5,15 @@ A turn runs in three steps so that no database transaction stays open while a mo
 thinks: (1) a short transaction reads the session, the lab and today's spend; (2) the
 text is understood and, for questions, answered by the chosen tier (mcp or frontier, with
 fallback when one fails); (3) a second transaction records the device command (through
-the ``CommandSubmitter`` port), the new context and the decision. The context is then
-published through the ``ContextPublisher`` port, when one is wired.
+the ``CommandSubmitter`` port), the new context and the decision. Once it commits, the
+command's follow-ups run (its dispatch job, or a held command's announcement on
+``kitty/safety/<eventId>``) and the context is published through the ``ContextPublisher``
+port, when one is wired: all registered on the turn's unit of work.
 
 Hazardous requests (``door_unlock``, ``power_on`` and whatever an access policy governs)
 are never executed here: the answer carries ``pending_hazard`` describing what approval
-they need, and nothing is sent to the device (fail closed).
+they need (``safety.held.HeldCommand.pending_hazard``, the command route's shape too),
+and nothing is sent to the device (fail closed).
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import QuerySettings
 from kittylab.conversation import metrics
-from kittylab.conversation.lab import hazard_requirements, spent_today, vocabulary_from_database
+from kittylab.conversation.lab import spent_today, vocabulary_from_database
 from kittylab.conversation.ports import (
     Answerer,
     CadStarter,
@@ -52,6 +56,7 @@ from kittylab.conversation.understanding.normalize import normalize
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.conversation.understanding.types import ASK, CAD_GENERATE, AskKind, Understanding
 from kittylab.conversation.understanding.vocabulary import LabVocabulary
+from kittylab.domain.devices import describe_intent
 from kittylab.domain.enums import CommandStatus, Tier
 from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
 from kittylab.domain.principal import Principal
@@ -202,11 +207,12 @@ class QueryService:
                     session, caller, request, conversation_id, understanding, turn, context,
                     vocabulary, started,
                 )  # fmt: skip
+                # After the turn's own follow-ups (its command's dispatch or announcement).
+                session.after_commit(self._publish, result.conversation_id, result.context)
         finally:
             # Recorded (its cost now counts in the database), or failed: either way the
             # hold is over.
             self._release(caller.user_id, turn)
-        self._publish(result.conversation_id, result.context)
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
 
@@ -379,7 +385,7 @@ class QueryService:
 
     def _record(
         self,
-        session: Session,
+        session: UnitOfWork,
         caller: Principal,
         request: QueryRequest,
         conversation_id: UUID,
@@ -478,7 +484,7 @@ class QueryService:
 
     def _act_locally(
         self,
-        session: Session,
+        session: UnitOfWork,
         caller: Principal,
         request: QueryRequest,
         conversation_id: UUID,
@@ -527,7 +533,7 @@ class QueryService:
             with session.begin_nested():
                 # Hazards are checked here against the database (the vocabulary may be a few
                 # seconds old): a hazardous request is held for approval, never sent.
-                command = self.submitter.submit(
+                requested = self.submitter.submit(
                     session,
                     device=device,
                     intent=u.intent,
@@ -542,36 +548,21 @@ class QueryService:
             turn.reasons.append(f"command refused: {refusal}")
             turn.replies.append(f"I can't: {refusal}. Nothing was sent.")
             return vocabulary.is_hazardous(u.device, u.intent), None, None
-        if command.safety_event_id is not None and command.status is CommandStatus.PENDING:
-            needs = hazard_requirements(session, device, u.intent)
-            missing = self.submitter.missing(session, command.safety_event_id)
+        command = requested.command
+        if requested.held is not None:
             turn.outcome = Outcome.PENDING_HAZARD
-            pending = {
-                "intent": u.intent,
-                "deviceId": str(device.id),
-                "device": device.external_id,
-                "eventId": str(command.safety_event_id),
-                "commandId": str(command.id),
-                "status": "awaiting_confirmation",
-                "missing": missing,
-                "message": (
-                    f"{_describe(u.intent, name, u.args)} is hazardous and waits for safety "
-                    f"approval (event {str(command.safety_event_id)[:8]}): still missing "
-                    f"{'; '.join(missing) or 'nothing'}. Nothing was sent to the device."
-                ),
-                **needs,
-            }
+            pending = requested.held.pending_hazard()
             turn.replies.append(pending["message"])
             return True, pending, command
         turn.outcome = Outcome.COMMAND
         if command.status is CommandStatus.PENDING:
             turn.replies.append(
-                f"{_describe(u.intent, name, u.args)}: on its way (command "
+                f"{describe_intent(u.intent, name, u.args)}: on its way (command "
                 f"{str(command.id)[:8]}); it counts as done once {name} reports the change."
             )
         else:
             turn.replies.append(
-                f"{_describe(u.intent, name, u.args)}: command {str(command.id)[:8]} is "
+                f"{describe_intent(u.intent, name, u.args)}: command {str(command.id)[:8]} is "
                 f"{command.status.value}."
             )
         return False, None, command
@@ -630,35 +621,6 @@ def _cache_key(text: str, u: Understanding) -> CacheKey:
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[0].upper() + text[1:] if text else text
-
-
-_VERBS = {
-    "light_on": "Turning on {d}",
-    "light_off": "Turning off {d}",
-    "light_set_brightness": "Setting {d} to {brightness}%",
-    "power_on": "Powering on {d}",
-    "power_off": "Powering off {d}",
-    "door_lock": "Locking {d}",
-    "door_unlock": "Unlocking {d}",
-    "camera_snapshot": "Taking a snapshot with {d}",
-    "print_start": "Printing {file} on {d}",
-    "print_pause": "Pausing {d}",
-    "print_resume": "Resuming {d}",
-    "print_cancel": "Cancelling the print on {d}",
-    "printer_status": "Asking {d} for its status",
-    "printer_heat": "Heating {d}",
-    "printer_cooldown": "Cooling down {d}",
-    "sensor_read": "Reading {d}",
-}
-
-
-def _describe(intent: str, device: str, args: dict[str, Any]) -> str:
-    template = _VERBS.get(intent, "{d}: " + intent.replace("_", " "))
-    text = template.format(d=device, **{k: v for k, v in args.items() if k != "d"})
-    if intent == "printer_heat":
-        parts = [f"{k} {v}°C" for k, v in args.items()]
-        text += " (" + ", ".join(parts) + ")"
-    return text
 
 
 def _help(vocabulary: LabVocabulary) -> str:

@@ -170,3 +170,33 @@ def validate_command(
         first = errors[0]
         path = ".".join(str(p) for p in first.absolute_path)
         raise ValidationFailed(f"payload.{path}" if path else "payload", first.message)
+
+
+_VERBS = {
+    "light_on": "Turning on {d}",
+    "light_off": "Turning off {d}",
+    "light_set_brightness": "Setting {d} to {brightness}%",
+    "power_on": "Powering on {d}",
+    "power_off": "Powering off {d}",
+    "door_lock": "Locking {d}",
+    "door_unlock": "Unlocking {d}",
+    "camera_snapshot": "Taking a snapshot with {d}",
+    "print_start": "Printing {file} on {d}",
+    "print_pause": "Pausing {d}",
+    "print_resume": "Resuming {d}",
+    "print_cancel": "Cancelling the print on {d}",
+    "printer_status": "Asking {d} for its status",
+    "printer_heat": "Heating {d}",
+    "printer_cooldown": "Cooling down {d}",
+    "sensor_read": "Reading {d}",
+}
+
+
+def describe_intent(intent: str, device: str, args: Mapping[str, Any]) -> str:
+    """A command in words, for people: "Dimming the farm lights to 30%"."""
+    template = _VERBS.get(intent, "{d}: " + intent.replace("_", " "))
+    text = template.format(d=device, **{k: v for k, v in args.items() if k != "d"})
+    if intent == "printer_heat":
+        parts = [f"{k} {v}°C" for k, v in args.items()]
+        text += " (" + ", ".join(parts) + ")"
+    return text

@@ -5,7 +5,7 @@
                                            bed clear ─────────┘◀── job ends ◀─────┘
 
 - ``create_job`` records a ``preparing`` job from an uploaded file (G-code, or a model to
-  slice) or a CAD artifact; the caller commits and schedules ``prepare``.
+  slice) or a CAD artifact, and registers ``prepare`` for once it commits.
 - ``prepare`` (a background job) slices when needed, checks the G-code against the
   printer's G-code policy (``fabrication.gcode_gate``: an uploaded file, the slicer's output,
   and the G-code a 3MF project carries), keeps it in the artifact store under the job's
@@ -17,6 +17,8 @@
   to the printer, then a ``print_start`` command through the normal command path.
 - ``follow`` (the server's job tracker) moves each active job with what its printer
   reports (``domain.print_queue.follow_printer``) and publishes progress.
+- ``confirm_bed_clear`` and ``cancel_job``: a person's word on a printer and on a job; the
+  queue's next look and a cancel's dispatch are registered for after their commit.
 """
 
 from __future__ import annotations
@@ -36,16 +38,20 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, Device, DeviceCommand, FabricationJob
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices import dispatch, telemetry
-from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus
+from kittylab.devices.requests import request_command
+from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import (
     Conflict,
     DeviceRefused,
     KittyLabError,
     NotFound,
+    PermissionDenied,
     ValidationFailed,
 )
 from kittylab.domain.gcode_policy import GcodePolicy, policy_from_attributes
+from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import (
     FINISHED,
     JobUpdate,
@@ -60,6 +66,7 @@ from kittylab.domain.print_queue import (
 from kittylab.fabrication import records as fabrication_records
 from kittylab.fabrication.gcode_gate import GcodeRefused, check_archive, check_file
 from kittylab.fabrication.ports import SliceProfile, Slicer
+from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, validate_key
 
 log = logging.getLogger(__name__)
@@ -84,9 +91,10 @@ DEFAULT_PRINTER_PROFILE = "generic-220"
 
 
 def create_job(
-    session: Session,
+    session: UnitOfWork,
     store: ArtifactStore,
     *,
+    jobs: JobQueue,
     device_id: UUID,
     requested_by: UUID,
     now: datetime,
@@ -102,7 +110,11 @@ def create_job(
     ``file_key``: an upload (``uploads/…``) that exists in the store; a model is sliced,
     G-code is printed as is. ``cad_artifact_id``: a STEP or STL artifact, sliced. Errors
     name the field: ``fileKey`` / ``cadArtifactId`` (neither or both, unknown, not
-    printable), ``deviceId`` (not a printer, retired), ``profile`` (no such scene)."""
+    printable), ``deviceId`` (not a printer, retired), ``profile`` (no such scene).
+
+    Its preparation is deferred once ``session`` commits (the job must find the row); if
+    that fails, ``advance_print_queues`` prepares it later: the job is recorded, and
+    failing the request would make the client retry into a second print."""
     if (file_key is None) == (cad_artifact_id is None):
         raise ValidationFailed("fileKey", "give exactly one of fileKey or cadArtifactId")
     if scenes is not None and profile not in scenes:
@@ -122,7 +134,7 @@ def create_job(
     gcode_path = (
         f"fabrication/{now:%Y%m%d}-{secrets.token_hex(6)}/{stem}.gcode" if slicing else source_key
     )
-    return fabrication_records.create_fabrication_job(
+    job = fabrication_records.create_fabrication_job(
         session,
         device=device,
         gcode_path=gcode_path,
@@ -142,6 +154,8 @@ def create_job(
         },
         now=now,
     )
+    session.after_commit(jobs.defer_print_preparation, job.id)
+    return job
 
 
 IDEMPOTENCY_KEY = "idempotency_key"
@@ -452,8 +466,12 @@ def requeue(database: Database, job_id: UUID, reason: str) -> None:
         _requeue(session, job_id, reason)
 
 
-def confirm_bed_clear(session: Session, device_id: UUID, user_id: UUID, now: datetime) -> int:
+def confirm_bed_clear(
+    session: UnitOfWork, device_id: UUID, user_id: UUID, now: datetime, *, jobs: JobQueue
+) -> int:
     """Record that the printer's bed is clear; returns how many finished jobs it covers.
+    Once that commits, the printer's queue may move (``start_next`` is deferred; the
+    minutely ``advance_print_queues`` otherwise).
 
     ``Conflict`` while a job is printing, paused or starting on it (its part is still on
     the bed by definition)."""
@@ -479,7 +497,79 @@ def confirm_bed_clear(session: Session, device_id: UUID, user_id: UUID, now: dat
         if row.status in FINISHED and "bed_cleared" not in row.details:
             row.details = {**row.details, "bed_cleared": stamp}
             covered += 1
+    session.after_commit(jobs.defer_start_next, device_id)
     return covered
+
+
+def cancel_job(
+    uow: UnitOfWork, job_id: UUID, by: Principal, now: datetime, *, jobs: JobQueue
+) -> FabricationJob:
+    """Cancel a job: one not yet on the printer is aborted at once; a running one gets a
+    ``print_cancel`` command (dispatched once this commits) and is aborted when the
+    printer reports it. A running job on a printer that is offline is aborted at once with
+    the reason: nothing could reach the printer, and its queue must not wait for it.
+
+    Only its requester and operators, safety and admins cancel a job
+    (``PermissionDenied``); a job that is over is ``Conflict``."""
+    # Locked: a worker starting this job at the same moment sees the outcome, not a race.
+    job = uow.get(FabricationJob, job_id, with_for_update=True)
+    if job is None:
+        raise NotFound("fabrication job", job_id)
+    if job.requested_by != by.user_id and not by.has_any(Role.OPERATOR, Role.SAFETY, Role.ADMIN):
+        raise PermissionDenied("only operators cancel other people's print jobs")
+    if job.status is FabricationStatus.PREPARING:
+        started = job.origin_command_id is not None
+        aborted = fabrication_records.advance_fabrication_job(
+            uow, job_id, FabricationStatus.ABORTED, now=now, reason="cancelled"
+        )
+        if started:
+            _cancel_on_printer(uow, jobs, aborted, by.user_id, now)
+        return aborted
+    if job.status not in (FabricationStatus.PRINTING, FabricationStatus.PAUSED):
+        raise Conflict(f"the job is {job.status.value}; there is nothing to cancel")
+    printer = uow.get(Device, job.device_id)
+    if printer is not None and printer.online_state is OnlineState.OFFLINE:
+        return fabrication_records.advance_fabrication_job(
+            uow,
+            job_id,
+            FabricationStatus.ABORTED,
+            now=now,
+            reason=f"cancelled while {printer.display_name} was offline: nothing was sent to "
+            "it. Check the printer (it may still hold the part, or even be printing it) "
+            "before confirming the bed clear",
+        )
+    request_command(
+        uow,
+        jobs=jobs,
+        device_id=job.device_id,
+        intent="print_cancel",
+        payload={},
+        requested_by=by.user_id,
+        correlation_id=f"cancel-job:{job_id}",
+        now=now,
+    )
+    return job
+
+
+def _cancel_on_printer(
+    uow: UnitOfWork, jobs: JobQueue, job: FabricationJob, user_id: UUID, now: datetime
+) -> None:
+    """A job aborted while its start was on the way: cancel whatever the printer began.
+    Best effort — a printer that never started refuses, which is what we want."""
+    try:
+        with uow.begin_nested():
+            request_command(
+                uow,
+                jobs=jobs,
+                device_id=job.device_id,
+                intent="print_cancel",
+                payload={},
+                requested_by=user_id,
+                correlation_id=f"cancel-job:{job.id}",
+                now=now,
+            )
+    except KittyLabError:
+        return
 
 
 @dataclass(frozen=True)
@@ -523,27 +613,11 @@ def active_jobs(database: Database) -> list[ActiveJob]:
         ]
 
 
-@dataclass(frozen=True)
-class FollowUps:
-    """What a job's move recorded in its own transaction, to act on once it commits."""
-
-    commands: tuple[UUID, ...] = ()
-    """Commands to dispatch (a starting print's scene)."""
-    notifications: tuple[UUID, ...] = ()
-    """Notifications to deliver (the job ended)."""
-    queue_may_move: bool = False
-    """The printer's queue may start its next job (after its bed is cleared)."""
-
-
-FollowUp = Callable[[Session, FabricationJob, FabricationStatus], FollowUps]
+FollowUp = Callable[[UnitOfWork, FabricationJob, FabricationStatus], None]
 """Runs in the transaction that moved the job (``FabricationJob`` already in its new
-status; the status it left): its records commit with the move or not at all."""
-
-
-@dataclass(frozen=True)
-class Moved:
-    status: FabricationStatus
-    follow_ups: FollowUps
+status; the status it left): its records commit with the move or not at all, and what
+must happen once they are committed (a scene's dispatch, a notification's delivery, the
+queue's next look) it registers on the unit of work."""
 
 
 UNREADABLE_SINCE = "printer_unreadable_since"
@@ -561,11 +635,11 @@ def apply_printer_state(
     lost_after: timedelta | None = None,
     unreadable: str | None = None,
     follow_up: FollowUp | None = None,
-) -> Moved | None:
-    """Move ``job`` as its printer's ``state`` says; returns the new status, if any, and
-    what ``follow_up`` recorded about it in the same transaction (a scene's commands, the
-    end-of-job notification): a crash can lose neither the move nor what it entails
-    without the other. The progress the printer reports is kept on the job.
+) -> FabricationStatus | None:
+    """Move ``job`` as its printer's ``state`` says; returns the new status, if any.
+    ``follow_up`` records what the move entails in the same transaction (a scene's
+    commands, the end-of-job notification): a crash can lose neither the move nor what it
+    entails without the other. The progress the printer reports is kept on the job.
 
     ``state`` None means the printer could not be read (``unreadable`` says why) or is
     offline: the first such round is noted on the job, and once it has lasted
@@ -601,8 +675,9 @@ def apply_printer_state(
             )
         if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
             row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
-        done = follow_up(session, row, job.status) if follow_up is not None else FollowUps()
-        return Moved(update.target, done)
+        if follow_up is not None:
+            follow_up(session, row, job.status)
+        return update.target
 
 
 def _unreadable(

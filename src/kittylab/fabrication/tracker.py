@@ -6,8 +6,8 @@ Every round it reads each active job's printer through its driver, moves the job
 ends records the ``completed`` monitor event and tells whoever started it (and that the
 bed needs clearing before the next job). The scene's commands and the end-of-job records
 are written in the transaction that moves the job, so a crash loses neither without the
-other; they are scheduled after it commits, and the periodic sweeps pick up whatever a
-crash left unscheduled.
+other; their jobs are registered on that unit of work and deferred once it commits, and
+the periodic sweeps pick up whatever a crash left unscheduled.
 A job whose printer cannot be read (or, for a self-reporting printer, is offline) for
 ``fabrication.printer_lost_after_seconds`` fails with the reason, and its owner is told:
 a printer that went away mid-job never blocks its queue for good.
@@ -30,10 +30,12 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import FabricationSettings, NotifySettings
 from kittylab.devices import dispatch
 from kittylab.devices.poller import SELF_REPORTING
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable
+from kittylab.devices.requests import request_command
 from kittylab.domain import topics
 from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
@@ -104,45 +106,24 @@ class PrintTracker:
                 unreadable=problem,
                 follow_up=self._follow_up,
             )
-            self._publish(job.id, job.device_id, moved.status if moved else job.status, state)
-            if moved is None:
-                continue
-            changed += 1
-            await asyncio.to_thread(self._after_commit, job.device_id, moved.follow_ups)
+            self._publish(job.id, job.device_id, moved or job.status, state)
+            if moved is not None:
+                changed += 1
         return changed
 
-    def _follow_up(
-        self, session: Session, job: FabricationJob, previous: FabricationStatus
-    ) -> fabrication.FollowUps:
+    def _follow_up(self, uow: UnitOfWork, job: FabricationJob, previous: FabricationStatus) -> None:
         """What a job's move entails, recorded in the transaction of the move (a crash
-        between the two would otherwise lose a finished job's notification for good)."""
+        between the two would otherwise lose a finished job's notification for good), and
+        scheduled once it commits: the scene's commands dispatched, the end-of-job
+        notification delivered, the printer's queue looked at. A schedule that fails is
+        left to the periodic sweeps (command reconciliation, the notification sweep, the
+        queues' minutely look)."""
         if job.status is FabricationStatus.PRINTING and previous is FabricationStatus.PREPARING:
-            return fabrication.FollowUps(commands=tuple(self._scene(session, job)))
-        if job.status in FINISHED:
-            return fabrication.FollowUps(
-                notifications=tuple(self._finished(session, job)), queue_may_move=True
-            )
-        return fabrication.FollowUps()
-
-    def _after_commit(self, device_id: UUID, follow_ups: fabrication.FollowUps) -> None:
-        """Schedule what the committed move recorded. A schedule that fails is left to
-        the periodic sweeps: command reconciliation, the notification sweep, the queues'
-        minutely look."""
-        for command_id in follow_ups.commands:
-            try:
-                self._jobs.defer_dispatch(command_id)
-            except KittyLabError:
-                log.warning("scene command %s left to reconciliation", command_id)
-        for notification_id in follow_ups.notifications:
-            try:
-                self._jobs.defer_notification(notification_id)
-            except KittyLabError:
-                log.warning("notification %s left to the sweep", notification_id)
-        if follow_ups.queue_may_move:
-            try:
-                self._jobs.defer_start_next(device_id)
-            except KittyLabError:
-                log.warning("print queue of %s left to the periodic task", device_id)
+            self._scene(uow, job)
+        elif job.status in FINISHED:
+            for notification_id in self._finished(uow, job):
+                uow.after_commit(self._jobs.defer_notification, notification_id)
+            uow.after_commit(self._jobs.defer_start_next, job.device_id)
 
     def _target(self, device_id: UUID) -> tuple[DeviceTarget, bool]:
         """The printer, and whether its records call it offline."""
@@ -185,15 +166,15 @@ class PrintTracker:
             retain=True,
         )
 
-    def _scene(self, session: Session, job: FabricationJob) -> list[UUID]:
-        """The job profile's scene for the printer's zone, as commands. A step that cannot
-        run (a device offline, a hazardous intent) is skipped and logged: a scene is
-        comfort, it never blocks a print."""
-        printer = session.get(Device, job.device_id)
+    def _scene(self, uow: UnitOfWork, job: FabricationJob) -> list[UUID]:
+        """The job profile's scene for the printer's zone, as commands, dispatched once
+        the move commits. A step that cannot run (a device offline, a hazardous intent) is
+        skipped and logged: a scene is comfort, it never blocks a print."""
+        printer = uow.get(Device, job.device_id)
         assert printer is not None
         steps = self._settings.scenes.get(str(job.details.get("profile", "default")), [])
         zone_devices = list(
-            session.scalars(
+            uow.scalars(
                 select(Device).where(Device.zone_id == printer.zone_id, Device.retired_at.is_(None))
             )
         )
@@ -204,9 +185,10 @@ class PrintTracker:
                     continue
                 try:
                     # A savepoint: a refused step leaves the job's move and the others.
-                    with session.begin_nested():
-                        command = dispatch.submit(
-                            session,
+                    with uow.begin_nested():
+                        requested = request_command(
+                            uow,
+                            jobs=self._jobs,
                             device_id=device.id,
                             intent=str(step.get("intent")),
                             payload=step.get("payload") or {},
@@ -214,7 +196,7 @@ class PrintTracker:
                             correlation_id=f"scene:{job.id}:{device.id}:{step.get('intent')}",
                             now=self._clock(),
                         )
-                    sent.append(command.id)
+                    sent.append(requested.command.id)
                 except KittyLabError as exc:
                     log.info("scene step %s on %s skipped: %s", step, device.external_id, exc)
         log.info("scene for job %s in zone %s: %d commands", job.id, printer.zone_id, len(sent))

@@ -88,7 +88,7 @@ class MonitorIngest:
             return
         try:
             snapshot_key = await self._snapshot(job_id, message)
-            outcome = await asyncio.to_thread(
+            await asyncio.to_thread(
                 self._report, job_id, event_type, confidence, level, snapshot_key, message
             )
         except KittyLabError as exc:
@@ -96,10 +96,6 @@ class MonitorIngest:
             log.warning("monitor event on %s refused: %s", topic, exc)
             return
         MONITOR_EVENTS.labels("recorded").inc()
-        for command_id in [outcome.pause_command_id] if outcome.pause_command_id else []:
-            await asyncio.to_thread(self._defer, self._jobs.defer_dispatch, command_id)
-        for notification_id in outcome.notification_ids:
-            await asyncio.to_thread(self._defer, self._jobs.defer_notification, notification_id)
 
     async def _snapshot(self, job_id: UUID, message: dict[str, Any]) -> str | None:
         key = message.get("snapshotKey")
@@ -140,6 +136,7 @@ class MonitorIngest:
         with self._database.unit_of_work() as session:
             return reports.report(
                 session,
+                jobs=self._jobs,
                 job_id=job_id,
                 event_type=event_type,
                 confidence=confidence,
@@ -149,10 +146,3 @@ class MonitorIngest:
                 notify=self._notify,
                 now=self._clock(),
             )
-
-    @staticmethod
-    def _defer(defer: Callable[[UUID], None], item_id: UUID) -> None:
-        try:
-            defer(item_id)
-        except KittyLabError:
-            log.warning("%s left to the periodic sweep", item_id)

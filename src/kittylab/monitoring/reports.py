@@ -26,15 +26,16 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, PrintMonitorEvent
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
-from kittylab.devices import dispatch
+from kittylab.devices.requests import request_command
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
 from kittylab.fabrication import records as fabrication_records
 from kittylab.monitoring import follow_ups
+from kittylab.ports import JobQueue
 from kittylab.records import alerts
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ class MonitorOutcome:
 
 
 def report(
-    session: Session,
+    session: UnitOfWork,
     *,
+    jobs: JobQueue,
     job_id: UUID,
     event_type: MonitorEventType,
     confidence: float,
@@ -67,9 +69,11 @@ def report(
     notify: NotifySettings,
     now: datetime,
 ) -> MonitorOutcome:
-    """Record the event and act on it (see the module doc). ``severity`` defaults to
-    ``failure`` for failure types and ``info`` otherwise; a warning or failure on a
-    benign type is refused (``ValidationFailed`` on ``severity``)."""
+    """Record the event and act on it (see the module doc); once ``session`` commits, the
+    pause is dispatched and the notifications delivered (registered on it; a lost job is
+    caught up by ``reconcile_commands`` and ``sweep_notifications``). ``severity``
+    defaults to ``failure`` for failure types and ``info`` otherwise; a warning or failure
+    on a benign type is refused (``ValidationFailed`` on ``severity``)."""
     level = severity or (Severity.FAILURE if event_type.is_failure else Severity.INFO)
     if level is not Severity.INFO and not event_type.is_failure:
         raise ValidationFailed("severity", f"a {event_type.value} event is not a fault")
@@ -90,7 +94,7 @@ def report(
         return MonitorOutcome(event)
     pause_id, note = None, None
     if level is Severity.FAILURE:
-        pause_id, note = _pause(session, job, event, now)
+        pause_id, note = _pause(session, jobs, job, event, now)
     printer = session.get(Device, job.device_id)
     name = printer.display_name if printer else "the printer"
     what = event_type.value.replace("_", " ")
@@ -116,15 +120,17 @@ def report(
         related_job_id=job_id,
         idempotency_key=f"monitor:{event.id}",
     )
+    for row in rows:
+        session.after_commit(jobs.defer_notification, row.id)
     return MonitorOutcome(event, pause_id, [r.id for r in rows], note)
 
 
 def _pause(
-    session: Session, job: FabricationJob, event: PrintMonitorEvent, now: datetime
+    uow: UnitOfWork, jobs: JobQueue, job: FabricationJob, event: PrintMonitorEvent, now: datetime
 ) -> tuple[UUID | None, str | None]:
     if job.status is not FabricationStatus.PRINTING:
         return None, f"the job is {job.status.value}"
-    waiting = session.scalar(
+    waiting = uow.scalar(
         select(DeviceCommand.id).where(
             DeviceCommand.device_id == job.device_id,
             DeviceCommand.intent == "print_pause",
@@ -134,11 +140,14 @@ def _pause(
     if waiting is not None:  # a pause is already on its way: join it
         event.details = {**event.details, "pause_command_id": str(waiting)}
         follow_ups.link(job, waiting, event.id, "print_pause")
+        # A no-op when its job waits; sends it should that job have been lost.
+        uow.after_commit(jobs.defer_dispatch, waiting)
         return waiting, None
     try:
-        with session.begin_nested():
-            command = dispatch.submit(
-                session,
+        with uow.begin_nested():
+            requested = request_command(
+                uow,
+                jobs=jobs,
                 device_id=job.device_id,
                 intent="print_pause",
                 payload={},
@@ -149,6 +158,7 @@ def _pause(
         # The event and the notification are kept whatever stops the pause.
         log.warning("monitor could not pause job %s: %s", job.id, refusal)
         return None, str(refusal)
-    event.details = {**event.details, "pause_command_id": str(command.id)}
-    follow_ups.link(job, command.id, event.id, "print_pause")
-    return command.id, None
+    command_id = requested.command.id
+    event.details = {**event.details, "pause_command_id": str(command_id)}
+    follow_ups.link(job, command_id, event.id, "print_pause")
+    return command_id, None

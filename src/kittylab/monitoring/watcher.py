@@ -46,6 +46,7 @@ from kittylab.adapters.db.tables import Device, FabricationJob, PrintMonitorEven
 from kittylab.config import MonitoringSettings, NotifySettings
 from kittylab.devices import dispatch
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, expand_connection
+from kittylab.devices.requests import request_command
 from kittylab.domain.enums import DeviceKind, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.first_layer import first_layer_done
@@ -257,17 +258,8 @@ class PrintWatcher:
         outcome = await asyncio.to_thread(self._report, item, verdict, evidence, failure)
         if outcome is None:
             return False
-        follow_ups = [outcome.pause_command_id] if outcome.pause_command_id else []
         if failure and verdict.condition.needs_cooldown:
-            cooldown = await asyncio.to_thread(
-                self._cooldown, item, outcome.event.id, verdict.condition.value
-            )
-            if cooldown is not None:
-                follow_ups.append(cooldown)
-        for command_id in follow_ups:
-            await asyncio.to_thread(_quietly, self._jobs.defer_dispatch, command_id)
-        for notification_id in outcome.notification_ids:
-            await asyncio.to_thread(_quietly, self._jobs.defer_notification, notification_id)
+            await asyncio.to_thread(self._cooldown, item, outcome.event.id, verdict.condition.value)
         return True
 
     async def _evidence(self, item: Watched, verdict: Verdict) -> str:
@@ -304,6 +296,7 @@ class PrintWatcher:
             with self._database.unit_of_work() as session:
                 return reports.report(
                     session,
+                    jobs=self._jobs,
                     job_id=item.job_id,
                     event_type=verdict.condition.failure_event_type,
                     confidence=verdict.confidence,
@@ -320,13 +313,14 @@ class PrintWatcher:
     def _cooldown(self, item: Watched, event_id: UUID, condition: str) -> UUID | None:
         """Ask for the cooldown, linked to the failure's event: if it fails, the operator
         is told (``follow_ups``). One per job and condition: a retried round joins
-        the cooldown already asked for."""
+        the cooldown already asked for. Dispatched once its transaction commits."""
         try:
-            with self._database.unit_of_work() as session:
-                job = session.get(FabricationJob, item.job_id, with_for_update=True)
+            with self._database.unit_of_work() as uow:
+                job = uow.get(FabricationJob, item.job_id, with_for_update=True)
                 assert job is not None
-                command = dispatch.submit(
-                    session,
+                requested = request_command(
+                    uow,
+                    jobs=self._jobs,
                     device_id=item.printer.id,
                     intent="printer_cooldown",
                     payload={},
@@ -334,8 +328,8 @@ class PrintWatcher:
                     correlation_id=f"{condition}-cooldown:{item.job_id}",
                     now=self._clock(),
                 )
-                monitor_follow_ups.link(job, command.id, event_id, "printer_cooldown")
-                return command.id
+                monitor_follow_ups.link(job, requested.command.id, event_id, "printer_cooldown")
+                return requested.command.id
         except KittyLabError as exc:
             log.warning("watch: could not cool %s down: %s", item.printer.external_id, exc)
             return None
@@ -375,10 +369,3 @@ def _camera_url(session: Any, printer: Device) -> str | None:
                 continue
             return str(url)
     return None
-
-
-def _quietly(defer: Callable[[UUID], None], item_id: UUID) -> None:
-    try:
-        defer(item_id)
-    except KittyLabError:
-        log.warning("watch: %s left to the periodic sweep", item_id)

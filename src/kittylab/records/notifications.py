@@ -22,9 +22,10 @@ The backoff runs from when an attempt ended, read from the clock after the send,
 slow send does not eat into the wait before the next one. A permanent ``DeliveryFailed``
 (see ``kittylab.ports``) fails the notification on its first attempt.
 
-Callers enqueue inside their unit of work and defer the delivery job after it commits
-(``JobQueue.defer_notification``); a row whose job never got deferred, or whose claim
-expired, is found by ``due_for_delivery``, which the periodic sweep runs.
+Callers enqueue inside their unit of work and register the delivery job on it
+(``uow.after_commit(jobs.defer_notification, row.id)``; ``send`` does both); a row whose
+job never got deferred, or whose claim expired, is found by ``due_for_delivery``, which
+the periodic sweep runs.
 
 A title and a body are plain text, whoever wrote the parts quoted in them (a CAD prompt, a
 device's name, a printer's error): no caller escapes or formats them, and a sender must
@@ -56,6 +57,7 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Notification
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
@@ -69,6 +71,7 @@ from kittylab.domain.notifications import (
     webhook_recipient_problem,
 )
 from kittylab.domain.sanitize import sanitize_payload, sanitize_text
+from kittylab.ports import JobQueue
 from kittylab.records.ports import DeliveryFailed, NotificationSender
 
 logger = logging.getLogger(__name__)
@@ -214,6 +217,36 @@ def enqueue(
             "this idempotency key was already used for a different notification",
             field="idempotencyKey",
         )
+    return row
+
+
+def send(
+    uow: UnitOfWork,
+    jobs: JobQueue,
+    *,
+    channel: NotificationChannel,
+    recipient: str,
+    title: str,
+    body: str,
+    idempotency_key: str | None = None,
+    requested_by: UUID | None = None,
+    settings: NotifySettings | None = None,
+) -> Notification:
+    """``enqueue`` a message someone asked for, its delivery job deferred once ``uow``
+    commits (the worker must find the row). If deferring fails, or the process dies
+    first, ``sweep_notifications`` defers it: the row is committed, and failing the request
+    instead would only make the client retry and queue the message twice."""
+    row = enqueue(
+        uow,
+        channel=channel,
+        recipient=recipient,
+        title=title,
+        body=body,
+        idempotency_key=idempotency_key,
+        requested_by=requested_by,
+        settings=settings,
+    )
+    uow.after_commit(jobs.defer_notification, row.id)
     return row
 
 

@@ -10,11 +10,14 @@ Modules:
 
 - ``approval_payload``: (pure) ``ApprovalPayload``: the exact bytes an approver signs
 - ``audit_chain``: (pure) the audit log's hash chain: ``entry_hash``, ``verify``
+- ``held``: a held command for its requester: ``HeldCommand.pending_hazard``, one shape
+  for every route
 - ``keys``: approver keys: ``add_key``, ``revoke_key``, ``verify_approval_signature``
 - ``lockout``: (pure) the lock rules: ``lock_refusal``, ``removal_refusal``
 - ``locks``: lockout/tagout on the record: ``place``, ``remove``, ``active_locks``
 - ``policy``: (pure) ``evaluate`` → ``Allow`` | ``NeedsApproval`` | ``Deny``
 - ``signatures``: (pure) approver keys and signatures: ``parse_public_key``, ``verify``
 - ``webhook_signature``: (pure) UniFi Access webhook signatures: ``verify``
-- ``workflow``: held hazardous commands: ``hold``, ``approve``, ``deny``, ``expire_due``
+- ``workflow``: held hazardous commands: ``hold``, ``approve``, ``deny``, ``expire_due``,
+  ``announce`` (on ``kitty/safety/<eventId>`` once the unit of work commits)
 """

@@ -23,11 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, DeviceLock, SafetyEvent, User
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
 from kittylab.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
+from kittylab.ports import JobQueue
 from kittylab.records import alerts, audit
 from kittylab.safety.lockout import LockFact, removal_refusal, when_text
 
@@ -133,18 +135,20 @@ def place(
 
 
 def remove(
-    session: Session,
+    session: UnitOfWork,
     lock_id: UUID,
     by: Principal,
     now: datetime,
     override_reason: str | None = None,
     *,
     notify: NotifySettings | None = None,
+    jobs: JobQueue | None = None,
 ) -> RemovalOutcome:
     """Take the lock off. Its owner may; anyone else only with ``override_reason`` and the
     safety role (``PermissionDenied`` saying why otherwise). An override is recorded as an
     approved ``override`` safety event initiated and approved by ``by``, linked from the
-    lock, and — with ``notify`` — the owner is told. A lock already off is ``Conflict``.
+    lock, and — with ``notify`` — the owner is told (with ``jobs``, delivered once the
+    removal commits; else by the notification sweep). A lock already off is ``Conflict``.
 
     The owner's own removal is never an override; a reason they give is kept in the audit
     entry as a note."""
@@ -213,6 +217,9 @@ def remove(
             idempotency_key=f"lock-override:{lock.id}",
         )
         notification_ids = [row.id for row in rows]
+        if jobs is not None:
+            for notification_id in notification_ids:
+                session.after_commit(jobs.defer_notification, notification_id)
     audit.append(
         session,
         action="lock.override",

@@ -9,9 +9,12 @@
    dispatched by the usual dispatch job, whose claim sends it exactly once.
 3. ``deny`` and ``expire_due`` decide the event ``denied`` and fail the command.
 
-Refusals are returned, not raised, so the caller can commit the audit entry that records
-the refused attempt before answering with the reason. Every act is appended to the audit
-chain, last in its transaction (``records.audit``).
+What follows a decision is registered on the unit of work and runs once it commits: the
+approved command's dispatch job, the initiator's notification, the event published on
+``kitty/safety/<eventId>`` (``announce``). A refused approval is committed before it is
+raised (``Conflict`` or ``PermissionDenied``), so the audit entry recording the attempt
+stays whatever the caller does with the error. Every act is appended to the audit chain,
+last in its transaction (``records.audit``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from sqlalchemy import select
@@ -35,14 +38,17 @@ from kittylab.adapters.db.tables import (
     User,
     Zone,
 )
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.devices import commands
+from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus, SafetyStatus
-from kittylab.domain.errors import NotFound, SignatureRejected
+from kittylab.domain.errors import Conflict, NotFound, PermissionDenied, SignatureRejected
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
 from kittylab.people import presence
+from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts, audit
 from kittylab.safety import keys, locks, policy, signatures
 from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
@@ -239,6 +245,14 @@ def event_message(event: SafetyEvent, now: datetime) -> dict[str, Any]:
     }
 
 
+def announce(uow: UnitOfWork, bus: MessageBus | None, event: SafetyEvent, now: datetime) -> None:
+    """Publish the event on ``kitty/safety/<eventId>`` once ``uow`` commits (nothing
+    without a bus): wall terminals and approvers' clients hear of a held command and of
+    its decision."""
+    if bus is not None:
+        uow.after_commit(bus.publish, topics.safety(event.id), event_message(event, now))
+
+
 def get(session: Session, event_id: UUID, *, for_update: bool = False) -> SafetyEvent:
     event = session.get(
         SafetyEvent, event_id, with_for_update=for_update, populate_existing=for_update
@@ -353,31 +367,35 @@ class ApprovalRequest:
 @dataclass
 class ApprovalOutcome:
     event: SafetyEvent
-    refusal: str | None = None
-    conflict: bool = False
-    """The refusal is about the event's state (already decided, expired): HTTP 409."""
     approved: bool = False
-    """This approval completed the requirements: the command may be dispatched."""
+    """This approval completed the requirements: the command is dispatched."""
     command_id: UUID | None = None
     notifications: list[Notification] = field(default_factory=list)
 
 
 def approve(
-    session: Session,
+    session: UnitOfWork,
     event_id: UUID,
     approver: Principal,
     request: ApprovalRequest,
     now: datetime,
     context: SafetyContext,
+    *,
+    jobs: JobQueue,
+    bus: MessageBus | None = None,
 ) -> ApprovalOutcome:
     """Check and record one approval. The event row is locked for the whole check, so two
-    approvals racing are decided one after the other, against each other's result."""
+    approvals racing are decided one after the other, against each other's result.
+
+    A refusal is recorded, committed and raised: ``Conflict`` when the event's state
+    refuses it (decided, expired), ``PermissionDenied`` otherwise. Once the approval
+    commits, the event is published (``announce``) and, when it completed the
+    requirements, the command dispatched and the initiator's notification delivered."""
     event = get(session, event_id, for_update=True)
     outcome = ApprovalOutcome(event)
     refusal = _state_refusal(session, event, now, context)
     if refusal is not None:
-        outcome.refusal, outcome.conflict = refusal, True
-        return _refused(session, outcome, approver, now)
+        _refuse(session, event, refusal, approver, now, conflict=True)
     requirements = requirements_of(event)
     earlier = _approval_facts(session, event.id)
     zone_name = _zone_name(session, event)
@@ -408,8 +426,7 @@ def approve(
     if refusal is None:
         refusal, key_id = _signature_refusal(session, event, approver, request)
     if refusal is not None:
-        outcome.refusal = refusal
-        return _refused(session, outcome, approver, now)
+        _refuse(session, event, refusal, approver, now, conflict=False)
     assert key_id is not None
     session.add(
         SafetyApproval(
@@ -454,6 +471,11 @@ def approve(
         now,
         {**details, "nonce": request.nonce, "ppe": sorted(set(request.ppe))},
     )
+    if outcome.approved and outcome.command_id is not None:
+        session.after_commit(jobs.defer_dispatch, outcome.command_id)
+    for row in outcome.notifications:
+        session.after_commit(jobs.defer_notification, row.id)
+    announce(session, bus, event, now)
     return outcome
 
 
@@ -544,36 +566,43 @@ def _signing_key(session: Session, approver: Principal, request: ApprovalRequest
     return found.id
 
 
-def _refused(
-    session: Session, outcome: ApprovalOutcome, approver: Principal, now: datetime
-) -> ApprovalOutcome:
-    _audit(
-        session,
-        "safety.approval_refused",
-        approver.user_id,
-        outcome.event.id,
-        now,
-        {"reason": outcome.refusal or ""},
-    )
-    return outcome
+def _refuse(
+    uow: UnitOfWork,
+    event: SafetyEvent,
+    refusal: str,
+    approver: Principal,
+    now: datetime,
+    *,
+    conflict: bool,
+) -> NoReturn:
+    """Record the refused attempt, commit it (raising rolls the request back, and the
+    attempt must stay on the record) and raise the refusal."""
+    _audit(uow, "safety.approval_refused", approver.user_id, event.id, now, {"reason": refusal})
+    uow.commit()
+    if conflict:
+        raise Conflict(refusal)
+    raise PermissionDenied(refusal)
 
 
 # -- denying and expiring ------------------------------------------------------------------
 
 
 def deny(
-    session: Session,
+    session: UnitOfWork,
     event_id: UUID,
     *,
     by: UUID,
     reason: str,
     now: datetime,
     context: SafetyContext,
+    bus: MessageBus | None = None,
 ) -> SafetyEvent:
     """Refuse a pending request (no signature needed: refusing is always safe). Its
-    command fails; the initiator is told. A decided event is a 409."""
+    command fails; the initiator is told. A decided event is a 409. The decision is
+    published on ``kitty/safety/<eventId>`` once it commits."""
     event = get(session, event_id, for_update=True)
     _decide_denied(session, event, sanitize_text(reason, 2000), now, by, context.notify)
+    announce(session, bus, event, now)
     return event
 
 

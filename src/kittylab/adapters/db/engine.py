@@ -7,7 +7,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
+
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -53,19 +55,21 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._sessions = sessionmaker(engine, class_=UnitOfWork, expire_on_commit=False)
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
-        """Commit when the block ends normally, roll back when it raises. A caller may
-        commit early (for instance before deferring a job that must see the rows); work
-        after that runs in a new transaction, committed at the end as usual."""
-        with self._sessions() as session:
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """Commit when the block ends normally, then run what was registered with
+        ``uow.after_commit``; roll back (dropping those) when it raises. A use case may
+        commit early (to keep a refusal's audit entry before raising): the follow-ups
+        registered so far run then, and work after that runs in a new transaction,
+        committed at the end as usual (``unit_of_work.UnitOfWork`` states the contract)."""
+        with self._sessions() as uow:
             try:
-                yield session
-                session.commit()
+                yield uow
+                uow.commit()
             except BaseException:
-                session.rollback()
+                uow.rollback()
                 raise
 
     def dispose(self) -> None:

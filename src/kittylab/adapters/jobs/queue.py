@@ -19,18 +19,11 @@ from procrastinate.exceptions import AlreadyEnqueued, ProcrastinateException
 
 from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.jobs.tasks import (
-    CAD_TASK,
-    DELIVER_TASK,
-    DISPATCH_TASK,
+    DEFERRALS,
     NAMESPACE,
-    PREPARE_PRINT_TASK,
-    START_PRINT_TASK,
-    cad_lock,
-    delivery_lock,
-    dispatch_lock,
+    Deferred,
+    configured,
     job_blueprint,
-    print_queue_lock,
-    schedule_in,
 )
 from kittylab.domain.errors import InfrastructureError
 
@@ -113,63 +106,37 @@ class ProcrastinateQueue:
     def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
         """Schedule delivery of a queued notification. A no-op when a delivery job for it
         is already waiting; raises ``JobQueueUnavailable`` if the job cannot be stored."""
-        key = str(notification_id)
-        try:
-            self._app.configure_task(
-                DELIVER_TASK,
-                allow_unknown=False,
-                queueing_lock=delivery_lock(key),
-                schedule_in=schedule_in(timedelta(seconds=delay_seconds)),
-            ).defer(notification_id=key)
-        except AlreadyEnqueued:
-            return
-        except (ProcrastinateException, psycopg.Error) as exc:
-            raise JobQueueUnavailable(
-                f"cannot defer delivery of notification {key}: {type(exc).__name__}"
-            ) from exc
+        self._defer(Deferred.DELIVERY, notification_id, timedelta(seconds=delay_seconds))
 
     def defer_dispatch(self, command_id: UUID) -> None:
         """Schedule sending a pending device command (a no-op when a job for it waits);
         raises ``JobQueueUnavailable`` when the job cannot be stored — the command is
         committed already, so ``reconcile_commands`` sends it later."""
-        key = str(command_id)
-        try:
-            self._app.configure_task(
-                DISPATCH_TASK, allow_unknown=False, queueing_lock=dispatch_lock(key)
-            ).defer(command_id=key)
-        except AlreadyEnqueued:
-            return
-        except (ProcrastinateException, psycopg.Error) as exc:
-            raise JobQueueUnavailable(
-                f"cannot defer dispatch of command {key}: {type(exc).__name__}"
-            ) from exc
+        self._defer(Deferred.DISPATCH, command_id)
 
     def defer_print_preparation(self, job_id: UUID) -> None:
         """Schedule slicing (or reading) a new print job's file."""
-        self._defer(PREPARE_PRINT_TASK, None, job_id=str(job_id))
+        self._defer(Deferred.PREPARATION, job_id)
 
     def defer_start_next(self, device_id: UUID) -> None:
         """Let the printer's queue move (a no-op when a look is already waiting)."""
-        self._defer(START_PRINT_TASK, print_queue_lock(str(device_id)), device_id=str(device_id))
-
-    def _defer(self, task: str, lock: str | None, **kwargs: str) -> None:
-        try:
-            self._app.configure_task(task, allow_unknown=False, queueing_lock=lock).defer(**kwargs)
-        except AlreadyEnqueued:
-            return
-        except (ProcrastinateException, psycopg.Error) as exc:
-            raise JobQueueUnavailable(f"cannot defer {task}: {type(exc).__name__}") from exc
+        self._defer(Deferred.START_NEXT, device_id)
 
     def defer_cad_job(self, job_id: UUID) -> None:
         """Schedule a CAD job's run (a no-op when one waits); raises
         ``JobQueueUnavailable`` if it cannot be stored — ``resume_cad_jobs`` defers it
         later."""
-        key = str(job_id)
+        self._defer(Deferred.CAD, job_id)
+
+    def _defer(self, kind: Deferred, record_id: UUID, delay: timedelta = timedelta(0)) -> None:
+        """Defer through the table the worker's tasks use too (``tasks.DEFERRALS``)."""
+        key = str(record_id)
         try:
-            self._app.configure_task(
-                CAD_TASK, allow_unknown=False, queueing_lock=cad_lock(key), lock=cad_lock(key)
-            ).defer(cad_job_id=key)
+            task, arguments = configured(self._app, kind, key, delay)
+            task.defer(**arguments)
         except AlreadyEnqueued:
             return
         except (ProcrastinateException, psycopg.Error) as exc:
-            raise JobQueueUnavailable(f"cannot defer CAD job {key}: {type(exc).__name__}") from exc
+            raise JobQueueUnavailable(
+                f"cannot defer {DEFERRALS[kind].what} {key}: {type(exc).__name__}"
+            ) from exc

@@ -26,13 +26,14 @@ that was down does not pile up runs to catch up on:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import procrastinate
@@ -144,38 +145,13 @@ def cad_lock(cad_job_id: str) -> str:
     return f"cad:{cad_job_id}"
 
 
-async def defer_cad(app: procrastinate.App, cad_job_id: str) -> bool:
-    try:
-        await app.configure_task(
-            CAD_TASK, queueing_lock=cad_lock(cad_job_id), lock=cad_lock(cad_job_id)
-        ).defer_async(cad_job_id=cad_job_id)
-    except AlreadyEnqueued:
-        return False
-    return True
-
-
 def print_queue_lock(device_id: str) -> str:
     return f"print-queue:{device_id}"
 
 
-async def defer_start_next(app: procrastinate.App, device_id: str) -> bool:
-    try:
-        await app.configure_task(
-            START_PRINT_TASK, queueing_lock=print_queue_lock(device_id)
-        ).defer_async(device_id=device_id)
-    except AlreadyEnqueued:
-        return False
-    return True
-
-
-async def defer_dispatch(app: procrastinate.App, command_id: str) -> bool:
-    try:
-        await app.configure_task(
-            DISPATCH_TASK, queueing_lock=dispatch_lock(command_id)
-        ).defer_async(command_id=command_id)
-    except AlreadyEnqueued:
-        return False
-    return True
+def preparation_lock(job_id: str) -> str:
+    """At most one preparation job per print job waits (preparing is idempotent anyway)."""
+    return f"prepare:{job_id}"
 
 
 def delivery_lock(notification_id: str) -> str:
@@ -189,14 +165,70 @@ def schedule_in(delay: timedelta) -> TimeDeltaParams | None:
     return {"milliseconds": milliseconds} if milliseconds else None
 
 
-async def defer_delivery(app: procrastinate.App, notification_id: str, delay: timedelta) -> bool:
-    """Defer a delivery job unless one is already waiting; return whether one was added."""
+class Deferred(StrEnum):
+    """The jobs deferred one per record (as opposed to the periodic ones)."""
+
+    DISPATCH = "dispatch"
+    DELIVERY = "delivery"
+    PREPARATION = "preparation"
+    START_NEXT = "start_next"
+    CAD = "cad"
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """How one kind of job is deferred: its task, the argument naming its record, and
+    its locks (computed from that record's id)."""
+
+    task: str
+    argument: str
+    what: str
+    """The record, in words, for errors: ``cannot defer dispatch of command <id>``."""
+    queueing_lock: Callable[[str], str]
+    lock: Callable[[str], str] | None = None
+
+
+DEFERRALS: Mapping[Deferred, Deferral] = {
+    Deferred.DISPATCH: Deferral(DISPATCH_TASK, "command_id", "dispatch of command", dispatch_lock),
+    Deferred.DELIVERY: Deferral(
+        DELIVER_TASK, "notification_id", "delivery of notification", delivery_lock
+    ),
+    Deferred.PREPARATION: Deferral(
+        PREPARE_PRINT_TASK, "job_id", "preparation of print job", preparation_lock
+    ),
+    Deferred.START_NEXT: Deferral(
+        START_PRINT_TASK, "device_id", "the print queue of", print_queue_lock
+    ),
+    Deferred.CAD: Deferral(CAD_TASK, "cad_job_id", "CAD job", cad_lock, lock=cad_lock),
+}
+"""The one table of deferred tasks, used by the synchronous ``queue.ProcrastinateQueue``
+and by the tasks below (``defer``): the same name and locks whichever side defers."""
+
+
+def configured(
+    app: procrastinate.App, kind: Deferred, key: str, delay: timedelta = timedelta(0)
+) -> tuple[Any, dict[str, str]]:
+    """The task of ``kind`` configured for the record ``key`` (its locks, its delay), and
+    the keyword arguments to defer it with."""
+    deferral = DEFERRALS[kind]
+    task = app.configure_task(
+        deferral.task,
+        allow_unknown=False,
+        queueing_lock=deferral.queueing_lock(key),
+        lock=deferral.lock(key) if deferral.lock is not None else None,
+        schedule_in=schedule_in(delay),
+    )
+    return task, {deferral.argument: key}
+
+
+async def defer(
+    app: procrastinate.App, kind: Deferred, key: str, delay: timedelta = timedelta(0)
+) -> bool:
+    """Defer the job of ``kind`` for ``key`` unless one is already waiting; return whether
+    one was added."""
+    task, arguments = configured(app, kind, key, delay)
     try:
-        await app.configure_task(
-            DELIVER_TASK,
-            queueing_lock=delivery_lock(notification_id),
-            schedule_in=schedule_in(delay),
-        ).defer_async(notification_id=notification_id)
+        await task.defer_async(**arguments)
     except AlreadyEnqueued:
         return False
     return True
@@ -225,7 +257,7 @@ def job_blueprint() -> procrastinate.Blueprint:
             lease=notifications.claim_lease(ctx.settings.notify),
         )
         if result.retry_in is not None:
-            await defer_delivery(job.app, notification_id, result.retry_in)
+            await defer(job.app, Deferred.DELIVERY, notification_id, result.retry_in)
         return result.outcome.value
 
     # The queueing lock keeps a stopped cluster from piling up sweeps to run on restart.
@@ -238,7 +270,7 @@ def job_blueprint() -> procrastinate.Blueprint:
         due = await asyncio.to_thread(_due_notifications, ctx)
         deferred = 0
         for notification_id in due:
-            deferred += await defer_delivery(job.app, str(notification_id), timedelta(0))
+            deferred += await defer(job.app, Deferred.DELIVERY, str(notification_id))
         if deferred:
             logger.info("sweep deferred %d notification deliveries", deferred)
         return deferred
@@ -283,7 +315,7 @@ def job_blueprint() -> procrastinate.Blueprint:
             notify=ctx.settings.notify,
         )
         for notification_id in outcome.notifications:
-            await defer_delivery(job.app, str(notification_id), timedelta(0))
+            await defer(job.app, Deferred.DELIVERY, str(notification_id))
         return outcome.status.value if outcome.status else "skipped"
 
     @blueprint.periodic(cron=PERIODIC[RECONCILE_TASK], periodic_id="every-minute")
@@ -297,7 +329,7 @@ def job_blueprint() -> procrastinate.Blueprint:
         )
         deferred = 0
         for command_id in waiting:
-            deferred += await defer_dispatch(job.app, str(command_id))
+            deferred += await defer(job.app, Deferred.DISPATCH, str(command_id))
         if deferred:
             logger.info("reconcile deferred %d device command dispatches", deferred)
         return deferred
@@ -331,7 +363,7 @@ def job_blueprint() -> procrastinate.Blueprint:
         )
         if queued:
             device_id = await asyncio.to_thread(_device_of_job, ctx, UUID(job_id))
-            await defer_start_next(job.app, str(device_id))
+            await defer(job.app, Deferred.START_NEXT, str(device_id))
         return "queued" if queued else "not queued"
 
     @blueprint.task(name="start_next_print", pass_context=True)
@@ -355,7 +387,7 @@ def job_blueprint() -> procrastinate.Blueprint:
         )
         if command_id is None:
             return "printer refused; job back in the queue"
-        await defer_dispatch(job.app, str(command_id))
+        await defer(job.app, Deferred.DISPATCH, str(command_id))
         return f"starting {plan.job_id}"
 
     @blueprint.periodic(cron=PERIODIC[PRINT_QUEUES_TASK], periodic_id="every-minute")
@@ -366,12 +398,9 @@ def job_blueprint() -> procrastinate.Blueprint:
         ctx = _context(job)
         printers = await asyncio.to_thread(_printers_with_queued_jobs, ctx)
         for device_id in printers:
-            await defer_start_next(job.app, str(device_id))
+            await defer(job.app, Deferred.START_NEXT, str(device_id))
         for job_id in await asyncio.to_thread(_jobs_stuck_preparing, ctx):
-            with contextlib.suppress(AlreadyEnqueued):
-                await job.app.configure_task(
-                    PREPARE_PRINT_TASK, queueing_lock=f"prepare:{job_id}"
-                ).defer_async(job_id=str(job_id))
+            await defer(job.app, Deferred.PREPARATION, str(job_id))
         return len(printers)
 
     @blueprint.task(name="generate_cad", pass_context=True)
@@ -400,7 +429,7 @@ def job_blueprint() -> procrastinate.Blueprint:
         stranded = await asyncio.to_thread(ctx.cad.recover_stranded, ctx.clock())
         deferred = 0
         for cad_job_id in stranded.resume:
-            deferred += await defer_cad(job.app, str(cad_job_id))
+            deferred += await defer(job.app, Deferred.CAD, str(cad_job_id))
         if deferred or stranded.abandoned:
             logger.info(
                 "CAD recovery deferred %d runs, abandoned %d jobs",

@@ -4,28 +4,30 @@ one a command (``POST /api/device/{id}/command``; the commands are read at
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import or_, select
 
 from kittylab import bootstrap
-from kittylab.adapters.db.tables import Device, SafetyEvent
+from kittylab.adapters.db.tables import Device
 from kittylab.api.auth import Caller, UnitOfWork, container, require
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
-from kittylab.api.schemas import CommandAccepted, CommandRequest, DeviceOut, DeviceStateOut
+from kittylab.api.schemas import (
+    CommandAccepted,
+    CommandRequest,
+    DeviceOut,
+    DeviceStateOut,
+    PendingHazard,
+)
 from kittylab.bootstrap import Container
-from kittylab.devices import dispatch, telemetry
-from kittylab.domain import topics
-from kittylab.domain.enums import DeviceKind, OnlineState, Role, SafetyStatus
-from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.devices import telemetry
+from kittylab.devices.requests import request_command
+from kittylab.domain.enums import DeviceKind, OnlineState, Role
+from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.principal import Principal
-from kittylab.safety import workflow
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["lab"])
 
@@ -98,11 +100,15 @@ def send_command(
     c: Annotated[Container, Depends(container)],
 ) -> CommandAccepted:
     """Accept a command for the device and send it in the background. A hazardous intent
-    answers ``awaiting_confirmation`` with ``hazardEventId`` and what it still ``missing``:
-    nothing is sent until the approvals are in (``GET /api/safety/events/{id}``). ``status``
-    is ``dispatched`` once it is queued for sending (follow it at ``GET
-    /api/commands/{commandId}``: ``acked`` when the device's own state confirms it). A
-    retried request with the same ``correlationId`` returns the first command."""
+    answers ``awaiting_confirmation`` with ``pendingHazard`` (the same object
+    ``/api/query`` answers with: the safety event, what it still needs) and announces it on
+    MQTT ``kitty/safety/<eventId>``: nothing is sent until the approvals are in (``GET
+    /api/safety/events/{id}``). Otherwise ``status`` is ``dispatched``: its dispatch is
+    scheduled once the request commits (follow it at ``GET /api/commands/{commandId}``:
+    ``acked`` when the device's own state confirms it). A retried request with the same
+    ``correlationId`` returns the first command. ``hazardEventId`` and ``missing`` are
+    deprecated aliases of ``pendingHazard.eventId`` and ``pendingHazard.missing``, kept
+    for one release."""
     if body.safety_signature is not None:
         # Approvals are signed per approver over the event's payload, not by the requester.
         raise ValidationFailed(
@@ -110,8 +116,10 @@ def send_command(
             "a hazardous command is approved with POST /api/safety/events/{id}/approve "
             "(kittylab approve), not with a signature on the request",
         )
-    command = dispatch.submit(
+    requested = request_command(
         uow,
+        jobs=c.jobs,
+        bus=c.bus,
         device_id=device_id,
         intent=body.intent,
         payload=body.payload,
@@ -120,39 +128,15 @@ def send_command(
         now=c.clock(),
         safety_context=bootstrap.safety_context(c.settings),
     )
-    if command.safety_event_id is not None and command.status.value == "pending":
-        event = workflow.get(uow, command.safety_event_id)
-        if event.status is SafetyStatus.PENDING:
-            missing = workflow.view(
-                uow, event, c.clock(), bootstrap.safety_context(c.settings).presence_ttl
-            )["missing"]
-            uow.commit()
-            _announce(c, event)
-            return CommandAccepted(
-                command_id=command.id,
-                status="awaiting_confirmation",
-                hazard_event_id=event.id,
-                missing=missing,
-            )
-    accepted_status: Literal["pending", "dispatched"] = "pending"
-    if command.status.value == "pending":
-        # Committed first, so the job can never run before the command exists.
-        uow.commit()
-        try:
-            c.jobs.defer_dispatch(command.id)
-            accepted_status = "dispatched"
-        except InfrastructureError:
-            # The command is stored; the minutely reconcile task sends it.
-            log.warning("dispatch of command %s deferred to reconciliation", command.id)
-    else:
-        accepted_status = "dispatched"
+    command, held = requested.command, requested.held
+    if held is not None:
+        return CommandAccepted(
+            command_id=command.id,
+            status="awaiting_confirmation",
+            pending_hazard=PendingHazard.model_validate(held.pending_hazard()),
+            hazard_event_id=held.event.id,
+            missing=held.missing,
+        )
     return CommandAccepted(
-        command_id=command.id, status=accepted_status, hazard_event_id=command.safety_event_id
+        command_id=command.id, status="dispatched", hazard_event_id=command.safety_event_id
     )
-
-
-def _announce(c: Container, event: SafetyEvent) -> None:
-    """A held command is news for wall terminals and approvers' clients: the pending
-    event goes out on ``kitty/safety/<eventId>`` like its later decision."""
-    if c.bus is not None:
-        c.bus.publish(topics.safety(event.id), workflow.event_message(event, c.clock()))

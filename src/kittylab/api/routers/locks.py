@@ -9,7 +9,6 @@ role overriding it with a reason; any other attempt is 403 saying whose lock it 
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 from uuid import UUID
 
@@ -22,12 +21,9 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import LockOut, LockPlace, LockRemove
 from kittylab.bootstrap import Container
-from kittylab.domain.errors import InfrastructureError
 from kittylab.safety import locks
 
 router = APIRouter(prefix="/api", tags=["lockout"])
-
-log = logging.getLogger(__name__)
 
 
 def _out(session: Session, lock: DeviceLock) -> LockOut:
@@ -67,9 +63,7 @@ def place_lock(
     ``door_unlock`` and every other hazardous intent on it are refused. Several people
     may each hold a lock (group lockout); each removes their own."""
     lock = locks.place(uow, device_id, caller.user_id, body.reason, c.clock())
-    out = _out(uow, lock)
-    uow.commit()
-    return out
+    return _out(uow, lock)
 
 
 @router.get("/devices/{device_id}/locks", response_model=list[LockOut])
@@ -120,12 +114,7 @@ def remove_lock(
     with ``overrideReason``; that is recorded as an approved ``override`` safety event
     (``overrideEventId``) and the lock's owner is notified."""
     override = body.override_reason if body is not None else None
-    outcome = locks.remove(uow, lock_id, caller, c.clock(), override, notify=c.settings.notify)
-    out = _out(uow, outcome.lock)
-    uow.commit()
-    for notification_id in outcome.notification_ids:
-        try:
-            c.jobs.defer_notification(notification_id)
-        except InfrastructureError:
-            log.warning("notification %s left to the sweep", notification_id)
-    return out
+    outcome = locks.remove(
+        uow, lock_id, caller, c.clock(), override, notify=c.settings.notify, jobs=c.jobs
+    )
+    return _out(uow, outcome.lock)

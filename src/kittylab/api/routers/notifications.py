@@ -6,7 +6,6 @@ stays intact for delivery. An idempotency key is scoped to the caller who sent i
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Annotated
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -22,13 +21,12 @@ from kittylab.api.routers import where_equal
 from kittylab.api.schemas import NotificationCreate, NotificationOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
-from kittylab.domain.errors import InfrastructureError, NotFound
+from kittylab.domain.errors import NotFound
 from kittylab.domain.sanitize import REDACTED, is_secret_name
 from kittylab.records import notifications
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 
-logger = logging.getLogger(__name__)
 
 # Query keys whose values are masked, on top of the project's secret names: short forms
 # that webhook services use (``key``, ``sig``, ``auth``) and Apprise header parameters
@@ -113,9 +111,11 @@ def send_notification(
     background with retries; poll this notification for its outcome. Refused (422) when
     the channel has no target configured or the recipient cannot be delivered to; repeating
     a request with the same ``idempotencyKey`` returns the first notification, and reusing
-    the key for a different message is a 409."""
-    row = notifications.enqueue(
+    the key for a different message is a 409. Accepted once recorded: its delivery job is
+    deferred when the request commits, or by the periodic sweep."""
+    row = notifications.send(
         uow,
+        c.jobs,
         channel=body.channel,
         recipient=body.recipient,
         title=body.title,
@@ -124,18 +124,4 @@ def send_notification(
         requested_by=caller.user_id,
         settings=c.settings.notify,
     )
-    uow.commit()
-    # Deferred after the commit: the worker must find the row. If deferring fails (or this
-    # process dies first), the periodic sweep defers it. The row is committed, so failing
-    # the request here would only make the client retry and queue the message twice.
-    try:
-        c.jobs.defer_notification(row.id)
-    except InfrastructureError as exc:
-        logger.warning(
-            "notification %s queued, but its delivery job was not deferred (%s); "
-            "the periodic sweep will deliver it",
-            row.id,
-            type(exc).__name__,
-            extra={"notification_id": str(row.id)},
-        )
     return _out(row)

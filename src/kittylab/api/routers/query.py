@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import Field
 
 from kittylab.api.auth import Caller, container
-from kittylab.api.schemas import CamelModel, CommandOut, StrictInput
+from kittylab.api.schemas import CamelModel, CommandOut, PendingHazard, StrictInput
 from kittylab.bootstrap import Container
 from kittylab.conversation.query import QueryRequest, QueryResult
 from kittylab.domain.enums import Tier
@@ -64,7 +64,11 @@ class QueryOut(CamelModel):
     conversation_id: UUID
     replies: list[Reply]
     routing: RoutingOut
-    pending_hazard: dict[str, Any] | None = None
+    pending_hazard: PendingHazard | None = Field(
+        None,
+        description="Set (with 202) when the command waits for safety approval: the same "
+        "object ``POST /api/device/{id}/command`` answers with.",
+    )
     command: CommandOut | None = None
 
 
@@ -131,6 +135,8 @@ def _out(result: QueryResult) -> QueryOut:
             hazardous=result.hazardous,
             cache=result.cache,
         ),
-        pending_hazard=result.pending_hazard,
+        pending_hazard=(
+            PendingHazard.model_validate(result.pending_hazard) if result.pending_hazard else None
+        ),
         command=CommandOut.model_validate(result.command) if result.command else None,
     )

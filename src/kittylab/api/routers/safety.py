@@ -3,7 +3,6 @@ the roles the policy names, denied by the safety and admin roles."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -11,18 +10,15 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
 from kittylab import bootstrap
-from kittylab.adapters.db.tables import Notification, SafetyEvent
+from kittylab.adapters.db.tables import SafetyEvent
 from kittylab.api.auth import Caller, SafetyCaller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
 from kittylab.api.schemas import SafetyApprove, SafetyDeny, SafetyEventOut, SafetyEventView
 from kittylab.bootstrap import Container
-from kittylab.domain import topics
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
-from kittylab.domain.errors import Conflict, InfrastructureError, PermissionDenied
+from kittylab.domain.errors import PermissionDenied
 from kittylab.safety import workflow
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/safety", tags=["safety"])
 
@@ -80,7 +76,8 @@ def approve_event(
     """Add your signed approval. Sign the event's canonical payload with your registered
     key (``kittylab approve EVENT --key FILE`` does it all). When it completes the
     requirements the event is ``approved`` and its command is dispatched, exactly once. A
-    refused approval is recorded in the audit log and leaves nothing else behind."""
+    refused approval is recorded in the audit log and leaves nothing else behind. Each
+    approval is published on MQTT ``kitty/safety/<eventId>`` once it commits."""
     context = _context(c)
     outcome = workflow.approve(
         uow,
@@ -95,19 +92,9 @@ def approve_event(
         ),
         c.clock(),
         context,
+        jobs=c.jobs,
+        bus=c.bus,
     )
-    uow.commit()
-    if outcome.refusal is not None:
-        if outcome.conflict:
-            raise Conflict(outcome.refusal)
-        raise PermissionDenied(outcome.refusal)
-    if outcome.approved and outcome.command_id is not None:
-        try:
-            c.jobs.defer_dispatch(outcome.command_id)
-        except InfrastructureError:
-            log.warning("dispatch of %s left to reconciliation", outcome.command_id)
-    _defer_notifications(c, outcome.notifications)
-    _publish(c, outcome.event)
     return workflow.view(uow, outcome.event, c.clock(), context.presence_ttl)
 
 
@@ -123,26 +110,16 @@ def deny_event(
     it is already decided. The decision is published on MQTT ``kitty/safety/<eventId>``."""
     context = _context(c)
     event = workflow.deny(
-        uow, event_id, by=caller.user_id, reason=body.reason, now=c.clock(), context=context
+        uow,
+        event_id,
+        by=caller.user_id,
+        reason=body.reason,
+        now=c.clock(),
+        context=context,
+        bus=c.bus,
     )
-    uow.commit()
-    _publish(c, event)
     return workflow.view(uow, event, c.clock(), context.presence_ttl)
 
 
 def _context(c: Container) -> workflow.SafetyContext:
     return bootstrap.safety_context(c.settings)
-
-
-def _defer_notifications(c: Container, rows: list[Notification]) -> None:
-    for row in rows:
-        try:
-            c.jobs.defer_notification(row.id)
-        except InfrastructureError:
-            log.warning("notification %s left to the sweep", row.id)
-
-
-def _publish(c: Container, event: SafetyEvent) -> None:
-    if c.bus is None:
-        return
-    c.bus.publish(topics.safety(event.id), workflow.event_message(event, c.clock()))

@@ -4,7 +4,6 @@ events' list."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 from uuid import UUID
 
@@ -19,10 +18,8 @@ from kittylab.api.routers.fabrication.callers import MonitorCaller, artifact_sto
 from kittylab.api.schemas import MonitorEventIn, MonitorEventOut, MonitorReportOut
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import MonitorEventType
-from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.domain.errors import ValidationFailed
 from kittylab.monitoring import reports
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/fabrication", tags=["fabrication"])
 
@@ -41,7 +38,8 @@ def report_monitor_event(
 ) -> MonitorReportOut:
     """What a print monitor saw. A failure (``spaghetti_detected``, ``nozzle_clog``;
     ``snapshotKey`` required) pauses a printing job at once and tells whoever started it;
-    ``severity: warning`` only tells them."""
+    ``severity: warning`` only tells them (the pause is dispatched and the notices
+    delivered once the report commits)."""
     if body.snapshot_key is not None and not body.snapshot_key.startswith(f"snapshots/{job_id}/"):
         raise ValidationFailed("snapshotKey", "must be a snapshot uploaded for this job")
     if body.snapshot_key is not None and not artifact_store(c).exists(body.snapshot_key):
@@ -49,6 +47,7 @@ def report_monitor_event(
     try:
         outcome = reports.report(
             uow,
+            jobs=c.jobs,
             job_id=job_id,
             event_type=body.event_type,
             confidence=body.confidence,
@@ -63,17 +62,6 @@ def report_monitor_event(
             raise
         # The record rules speak of the column; the client sent the API's field.
         raise ValidationFailed("snapshotKey", refused.message) from None
-    uow.commit()
-    if outcome.pause_command_id is not None:
-        try:
-            c.jobs.defer_dispatch(outcome.pause_command_id)
-        except InfrastructureError:
-            log.warning("pause %s left to reconciliation", outcome.pause_command_id)
-    for notification_id in outcome.notification_ids:
-        try:
-            c.jobs.defer_notification(notification_id)
-        except InfrastructureError:
-            log.warning("notification %s left to the sweep", notification_id)
     return MonitorReportOut(
         event_id=outcome.event.id,
         pause_command_id=outcome.pause_command_id,

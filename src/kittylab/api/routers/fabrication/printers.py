@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 from uuid import UUID
 
@@ -12,10 +11,7 @@ from kittylab.api.auth import UnitOfWork, container
 from kittylab.api.routers.fabrication.callers import PrintCaller
 from kittylab.api.schemas import BedClearOut
 from kittylab.bootstrap import Container
-from kittylab.domain.errors import InfrastructureError
 from kittylab.fabrication import jobs as fabrication
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/fabrication/printers", tags=["fabrication"])
 
@@ -28,10 +24,5 @@ def confirm_bed_clear(
     c: Annotated[Container, Depends(container)],
 ) -> BedClearOut:
     """Confirm the printer's bed is empty, so its next queued job may start."""
-    covered = fabrication.confirm_bed_clear(uow, device_id, caller.user_id, c.clock())
-    uow.commit()
-    try:
-        c.jobs.defer_start_next(device_id)
-    except InfrastructureError:
-        log.warning("print queue of %s left to the periodic task", device_id)
+    covered = fabrication.confirm_bed_clear(uow, device_id, caller.user_id, c.clock(), jobs=c.jobs)
     return BedClearOut(device_id=device_id, jobs_cleared=covered)
