@@ -7,12 +7,15 @@ from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import Device
-from kittylab.domain.enums import FabricationStatus, OnlineState
+from kittylab.adapters.db.tables import Device, DeviceCommand
+from kittylab.devices.requests import request_command
+from kittylab.domain.enums import FabricationStatus, OnlineState, Role
+from kittylab.domain.errors import PermissionDenied
+from kittylab.domain.principal import Principal
 from kittylab.fabrication import records as fabrication_records
 from kittylab.manifest import apply_manifest, load_manifest
 from tests.integration.conftest import Person, _person
@@ -313,3 +316,36 @@ def test_print_start_of_a_plain_file_name_is_accepted(
     assert answer["_status"] == 202, answer
     command = client.get(f"/api/commands/{answer['commandId']}", headers=operator.headers).json()
     assert command["payload"] == {"file": name}
+
+
+def test_the_gate_itself_refuses_an_engineer_whatever_route_calls_it(
+    container: bootstrap.Container, database: Database, devices: dict[str, UUID]
+) -> None:
+    # The router's role filter is only a first filter: request_command is the rule, for the
+    # conversation, fabrication and monitoring as for this route (issue 13, hole 5).
+    engineer = _person(database, "test-engineer", ["engineer"])
+    caller = Principal(engineer.user_id, "test-engineer", frozenset({Role.ENGINEER}))
+    refused = pytest.raises(PermissionDenied, match="operator, safety or admin")
+    with refused, database.unit_of_work() as uow:
+        request_command(
+            uow,
+            jobs=container.jobs,
+            device_id=devices["voron-24"],
+            intent="printer_heat",
+            payload={"nozzle": 250},
+            requester=caller,
+            now=container.clock(),
+        )
+    with database.unit_of_work() as uow:
+        assert uow.scalar(select(func.count()).select_from(DeviceCommand)) == 0
+        # A read goes through, in the engineer's name.
+        read = request_command(
+            uow,
+            jobs=container.jobs,
+            device_id=devices["fume-sensor"],
+            intent="sensor_read",
+            payload={},
+            requester=caller,
+            now=container.clock(),
+        )
+        assert read.command.requested_by == engineer.user_id

@@ -7,19 +7,23 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
+import pytest
 import trimesh
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from kittylab import bootstrap
+from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import (
+    Device,
     DeviceCommand,
     FabricationJob,
     Notification,
     PrintMonitorEvent,
 )
-from kittylab.domain.enums import CommandStatus, FabricationStatus
-from tests.integration.conftest import Person
+from kittylab.devices import telemetry
+from kittylab.domain.enums import CommandStatus, FabricationStatus, OnlineState
+from tests.integration.conftest import Person, _person
 from tests.integration.live_bus import live_lab
 from tests.integration.print_lab import GCODE, PNG, PrintLab, finish_print
 
@@ -258,3 +262,70 @@ def test_a_cad_artifact_becomes_a_sliced_print_job_and_appears_in_its_lineage(
     lineage = lab.client.get(f"/api/cad/artifacts/{stl_id}/lineage", headers=lab.operator.headers)
     assert lineage.status_code == 200, lineage.text
     assert created["id"] in lineage.text
+
+
+# --- the owner of a print job, and no one else without an operating role (issue 13, hole 5) --
+
+
+def _printing(lab: PrintLab, printer: UUID, owner: UUID) -> UUID:
+    """A job of ``owner`` printing on ``printer``, the printer online and saying so."""
+    with lab.database.unit_of_work() as s:
+        s.execute(update(Device).values(online_state=OnlineState.ONLINE))
+        printing = telemetry.IncomingEvent(printer, None, "state", {"state": "printing"}, None)
+        telemetry.store_batch(s, [printing], lab.container.clock())
+        job = FabricationJob(
+            device_id=printer,
+            gcode_path="prints/part.gcode",
+            status=FabricationStatus.PRINTING,
+            details={"stage": "printing"},
+            requested_by=owner,
+        )
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def _commands_by(lab: PrintLab, who: UUID) -> list[tuple[str, UUID]]:
+    with lab.database.unit_of_work() as s:
+        rows = s.scalars(select(DeviceCommand).where(DeviceCommand.requested_by == who)).all()
+        return [(c.intent, c.device_id) for c in rows]
+
+
+@pytest.fixture
+def engineer(database: Database) -> Person:
+    return _person(database, "erin", ["engineer"])
+
+
+def test_an_engineer_cancels_her_own_print_job_but_not_anothers(
+    engineer: Person, lab: PrintLab
+) -> None:
+    own = _printing(lab, lab["prusa-mk4"], engineer.user_id)
+    other = _printing(lab, lab["voron-24"], lab.operator.user_id)
+
+    refused = lab.client.post(f"/api/fabrication/jobs/{other}/cancel", headers=engineer.headers)
+    assert refused.status_code == 403, refused.text
+    assert lab.job(str(other)).status is FabricationStatus.PRINTING
+
+    cancelled = lab.client.post(f"/api/fabrication/jobs/{own}/cancel", headers=engineer.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert _commands_by(lab, engineer.user_id) == [("print_cancel", lab["prusa-mk4"])]
+
+
+def test_an_engineer_pauses_her_own_print_by_voice_but_not_anothers(
+    engineer: Person, lab: PrintLab
+) -> None:
+    _printing(lab, lab["prusa-mk4"], engineer.user_id)
+    _printing(lab, lab["voron-24"], lab.operator.user_id)
+
+    def ask(text: str) -> dict[str, Any]:
+        body = {"channel": "cli", "input": {"text": text}}
+        r = lab.client.post("/api/query", json=body, headers=engineer.headers)
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+    refused = ask("pause the voron")
+    assert refused["routing"]["outcome"] == "refused", refused
+    assert "engineer" in refused["replies"][0]["text"]
+    assert ask("pause the prusa")["routing"]["outcome"] == "command_recorded"
+    assert _commands_by(lab, engineer.user_id) == [("print_pause", lab["prusa-mk4"])]

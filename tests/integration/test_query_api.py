@@ -29,7 +29,7 @@ from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices import telemetry
 from kittylab.domain.enums import OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
-from tests.integration.conftest import Person
+from tests.integration.conftest import Person, _person
 
 
 @dataclass
@@ -602,3 +602,60 @@ def test_print_request_naming_a_plain_file_records_the_command(lab: Lab, operato
     assert body["routing"]["outcome"] == "command_recorded"
     assert body["command"]["payload"] == {"file": "benchy.gcode"}
     assert _dispatch_jobs(lab.database) == 1
+
+
+# --- who may actuate what (issue 13, hole 5) ------------------------------------------------
+
+
+@pytest.fixture
+def engineer(database: Database) -> Person:
+    return _person(database, "erin", ["engineer"])
+
+
+@pytest.mark.parametrize(
+    ("text_", "intent"),
+    [
+        ("turn on the welding bay lights", "light_on"),
+        ("set the voron nozzle to 250", "printer_heat"),
+    ],
+)
+def test_an_engineer_cannot_switch_equipment_through_the_conversation(
+    lab: Lab, engineer: Person, text_: str, intent: str
+) -> None:
+    r = lab.ask(engineer, text_)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["routing"]["intent"] == intent
+    assert body["routing"]["outcome"] == "refused"
+    assert body["command"] is None
+    reply = body["replies"][0]["text"]
+    assert "engineer" in reply and "operator" in reply, reply
+    assert "Nothing was sent" in reply
+    assert _commands(lab.database) == 0
+    assert _dispatch_jobs(lab.database) == 0
+
+
+@pytest.mark.parametrize(
+    ("text_", "intent"),
+    [("read the fume sensor", "sensor_read"), ("status of the voron", "printer_status")],
+)
+def test_an_engineer_still_reads_through_the_conversation(
+    lab: Lab, engineer: Person, text_: str, intent: str
+) -> None:
+    r = lab.ask(engineer, text_)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["routing"]["intent"] == intent
+    assert body["routing"]["outcome"] == "command_recorded", body
+    assert body["command"]["requestedBy"] == str(engineer.user_id)
+
+
+def test_an_operator_still_switches_equipment_through_the_conversation(
+    lab: Lab, operator: Person
+) -> None:
+    r = lab.ask(operator, "turn on the welding bay lights")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["routing"]["outcome"] == "command_recorded", body
+    assert body["command"]["intent"] == "light_on"
+    assert _commands(lab.database) == 1

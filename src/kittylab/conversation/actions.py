@@ -17,6 +17,7 @@ from kittylab.cad.runs import CadService, GenerateRequest, progress_reply
 from kittylab.devices.requests import Requested, request_command
 from kittylab.domain import topics
 from kittylab.domain.errors import KittyLabError
+from kittylab.domain.principal import Principal
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.safety.workflow import SafetyContext
 
@@ -47,7 +48,7 @@ class DispatchingSubmitter:
         device: Device,
         intent: str,
         payload: dict[str, Any],
-        requested_by: UUID,
+        requester: Principal,
         conversation_id: UUID | None,
         correlation_id: str | None,
     ) -> Requested:
@@ -58,7 +59,7 @@ class DispatchingSubmitter:
             device_id=device.id,
             intent=intent,
             payload=payload,
-            requested_by=requested_by,
+            requester=requester,
             conversation_id=conversation_id,
             correlation_id=correlation_id,
             now=self._clock(),

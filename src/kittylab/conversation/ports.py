@@ -11,6 +11,7 @@ from uuid import UUID
 from kittylab.adapters.db.tables import Device
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices.requests import Requested
+from kittylab.domain.principal import Principal
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,13 @@ class CommandSubmitter(Protocol):
         device: Device,
         intent: str,
         payload: dict[str, Any],
-        requested_by: UUID,
+        requester: Principal,
         conversation_id: UUID | None,
         correlation_id: str | None,
     ) -> Requested:
         """A hazardous intent comes back with ``held`` set (``pending``, waiting for its
-        safety event): nothing is sent."""
+        safety event): nothing is sent. ``PermissionDenied`` when ``requester``'s roles may
+        not ask for ``intent`` (``domain.actuation``): nothing is recorded."""
         ...
 
 

@@ -538,7 +538,7 @@ class QueryService:
                     device=device,
                     intent=u.intent,
                     payload=dict(u.args),
-                    requested_by=caller.user_id,
+                    requester=caller,
                     conversation_id=conversation_id,
                     correlation_id=str(request.request_id),
                 )

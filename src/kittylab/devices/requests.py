@@ -2,8 +2,10 @@
 
 The command route, the conversation, fabrication (a cancel, the tracker's scenes) and the
 print monitors (a failure's pause, a runaway's cooldown) all ask for a command here. It
-checks and records the command in the caller's unit of work (``dispatch.submit``: rules,
-state, safety) and registers what follows once that commits:
+first authorises the requester by the role × intent-class table (``authorise_request``,
+``domain.actuation``: the one gate, whatever the path), then checks and records the
+command in the caller's unit of work (``dispatch.submit``: rules, state, safety) and
+registers what follows once that commits:
 
 - a command to send now: its dispatch job (``JobQueue.defer_dispatch``; a lost job is
   sent by ``reconcile_commands``);
@@ -23,10 +25,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from kittylab.adapters.db.tables import DeviceCommand
+from sqlalchemy import select
+
+from kittylab.adapters.db.tables import DeviceCommand, FabricationJob
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices import dispatch
-from kittylab.domain.enums import CommandStatus, SafetyStatus
+from kittylab.domain import actuation
+from kittylab.domain.actuation import Requester, SystemActor
+from kittylab.domain.enums import CommandStatus, FabricationStatus, SafetyStatus
+from kittylab.domain.errors import PermissionDenied
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.safety import held as holding
 from kittylab.safety import workflow
@@ -46,25 +53,33 @@ def request_command(
     device_id: UUID,
     intent: str,
     payload: Mapping[str, Any],
-    requested_by: UUID,
+    requester: Requester,
     now: datetime,
     correlation_id: str | None = None,
     conversation_id: UUID | None = None,
     safety_context: workflow.SafetyContext | None = None,
     bus: MessageBus | None = None,
+    for_job: UUID | None = None,
 ) -> Requested:
     """Record the command and register its follow-ups on ``uow`` (see the module doc).
 
-    Refusals are ``dispatch.submit``'s (``NotFound``, ``PermissionDenied``,
-    ``DeviceRefused``, ``ValidationFailed``…), raised before anything is registered.
+    ``requester`` is the caller's ``Principal``, or a ``SystemActor`` for the service's own
+    processes (its ``on_behalf_of`` is recorded as the requester). ``for_job``: the print
+    job the request is about (a cancel of that job), for the owner rule.
+
+    ``PermissionDenied`` when the table refuses the requester (``authorise_request``),
+    before anything is recorded. Other refusals are ``dispatch.submit``'s (``NotFound``,
+    ``PermissionDenied``, ``DeviceRefused``, ``ValidationFailed``…), raised before anything
+    is registered.
     Without a ``safety_context`` (internal callers) a hazardous intent is refused, never
     held. ``bus`` None: no announcement (a process without MQTT)."""
+    authorise_request(uow, requester, device_id=device_id, intent=intent, for_job=for_job)
     command = dispatch.submit(
         uow,
         device_id=device_id,
         intent=intent,
         payload=payload,
-        requested_by=requested_by,
+        requested_by=actuation.requester_id(requester),
         now=now,
         correlation_id=correlation_id,
         conversation_id=conversation_id,
@@ -73,6 +88,12 @@ def request_command(
     if command.status is not CommandStatus.PENDING:
         return Requested(command)  # a retry of one already sent (or decided)
     if command.safety_event_id is not None:
+        if not _may_actuate(requester):
+            # A held command is an actuation: the owner rule opens the safe direction only.
+            raise PermissionDenied(
+                f"{intent} here is held for approval, and asking for it needs the "
+                "operator, safety or admin role"
+            )
         event = workflow.get(uow, command.safety_event_id)
         if event.status is SafetyStatus.PENDING:
             if safety_context is None:
@@ -83,3 +104,39 @@ def request_command(
             return Requested(command, holding.held(uow, command, event, now, safety_context))
     uow.after_commit(jobs.defer_dispatch, command.id)
     return Requested(command)
+
+
+_ACTIVE = (FabricationStatus.PREPARING, FabricationStatus.PRINTING, FabricationStatus.PAUSED)
+
+
+def authorise_request(
+    uow: UnitOfWork,
+    requester: Requester,
+    *,
+    device_id: UUID,
+    intent: str,
+    for_job: UUID | None = None,
+) -> None:
+    """The gate: ``actuation.authorise`` with the owner rule looked up here. A person owns
+    the request's print job when ``for_job`` is theirs and on ``device_id``, or (no
+    ``for_job``: a pause or cancel said to the conversation) when a job of theirs is
+    preparing, printing or paused on ``device_id``. ``PermissionDenied`` otherwise."""
+    owns = False
+    if (
+        not _may_actuate(requester)
+        and actuation.intent_class(intent) is actuation.IntentClass.SAFE_DIRECTION
+    ):
+        stmt = select(FabricationJob.id).where(
+            FabricationJob.device_id == device_id,
+            FabricationJob.requested_by == actuation.requester_id(requester),
+        )
+        if for_job is not None:
+            stmt = stmt.where(FabricationJob.id == for_job)
+        else:
+            stmt = stmt.where(FabricationJob.status.in_(_ACTIVE))
+        owns = uow.scalar(stmt.limit(1)) is not None
+    actuation.authorise(requester, intent, owns_job_on_device=owns)
+
+
+def _may_actuate(requester: Requester) -> bool:
+    return isinstance(requester, SystemActor) or requester.has_any(*actuation.ACTUATING_ROLES)

@@ -40,7 +40,8 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, Device, DeviceCommand, FabricationJob
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices import dispatch, telemetry
-from kittylab.devices.requests import request_command
+from kittylab.devices.requests import authorise_request, request_command
+from kittylab.domain.actuation import SystemActor
 from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import (
     Conflict,
@@ -416,6 +417,14 @@ def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | N
         ):
             return None  # cancelled (or otherwise moved) while it was being started
         try:
+            # The start is the service's, on behalf of the job's owner (who may queue a
+            # print without the role to switch a printer): through the same gate as all.
+            authorise_request(
+                session,
+                SystemActor("print job start", plan.requested_by),
+                device_id=plan.device_id,
+                intent="print_start",
+            )
             command = dispatch.submit(
                 session,
                 device_id=plan.device_id,
@@ -523,7 +532,7 @@ def cancel_job(
             uow, job_id, FabricationStatus.ABORTED, now=now, reason="cancelled"
         )
         if started:
-            _cancel_on_printer(uow, jobs, aborted, by.user_id, now)
+            _cancel_on_printer(uow, jobs, aborted, by, now)
         return aborted
     if job.status not in (FabricationStatus.PRINTING, FabricationStatus.PAUSED):
         raise Conflict(f"the job is {job.status.value}; there is nothing to cancel")
@@ -544,7 +553,8 @@ def cancel_job(
         device_id=job.device_id,
         intent="print_cancel",
         payload={},
-        requested_by=by.user_id,
+        requester=by,
+        for_job=job_id,
         correlation_id=f"cancel-job:{job_id}",
         now=now,
     )
@@ -552,7 +562,7 @@ def cancel_job(
 
 
 def _cancel_on_printer(
-    uow: UnitOfWork, jobs: JobQueue, job: FabricationJob, user_id: UUID, now: datetime
+    uow: UnitOfWork, jobs: JobQueue, job: FabricationJob, by: Principal, now: datetime
 ) -> None:
     """A job aborted while its start was on the way: cancel whatever the printer began.
     Best effort — a printer that never started refuses, which is what we want."""
@@ -564,7 +574,8 @@ def _cancel_on_printer(
                 device_id=job.device_id,
                 intent="print_cancel",
                 payload={},
-                requested_by=user_id,
+                requester=by,
+                for_job=job.id,
                 correlation_id=f"cancel-job:{job.id}",
                 now=now,
             )

@@ -37,6 +37,7 @@ from kittylab.devices.poller import SELF_REPORTING
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable
 from kittylab.devices.requests import request_command
 from kittylab.domain import topics
+from kittylab.domain.actuation import SystemActor
 from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
@@ -192,7 +193,7 @@ class PrintTracker:
                             device_id=device.id,
                             intent=str(step.get("intent")),
                             payload=step.get("payload") or {},
-                            requested_by=job.requested_by,
+                            requester=SystemActor("print tracker scene", job.requested_by),
                             correlation_id=f"scene:{job.id}:{device.id}:{step.get('intent')}",
                             now=self._clock(),
                         )

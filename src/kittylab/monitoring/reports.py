@@ -31,6 +31,7 @@ from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, P
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.devices.requests import request_command
+from kittylab.domain.actuation import SystemActor
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, NotFound, ValidationFailed
 from kittylab.fabrication import records as fabrication_records
@@ -151,7 +152,7 @@ def _pause(
                 device_id=job.device_id,
                 intent="print_pause",
                 payload={},
-                requested_by=job.requested_by,
+                requester=SystemActor("print monitor pause", job.requested_by),
                 now=now,
             )
     except KittyLabError as refusal:

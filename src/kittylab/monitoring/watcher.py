@@ -47,6 +47,7 @@ from kittylab.config import MonitoringSettings, NotifySettings
 from kittylab.devices import dispatch
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, expand_connection
 from kittylab.devices.requests import request_command
+from kittylab.domain.actuation import SystemActor
 from kittylab.domain.enums import DeviceKind, FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.first_layer import first_layer_done
@@ -324,7 +325,7 @@ class PrintWatcher:
                     device_id=item.printer.id,
                     intent="printer_cooldown",
                     payload={},
-                    requested_by=job.requested_by,
+                    requester=SystemActor("print watcher cooldown", job.requested_by),
                     correlation_id=f"{condition}-cooldown:{item.job_id}",
                     now=self._clock(),
                 )

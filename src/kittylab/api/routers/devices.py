@@ -123,7 +123,7 @@ def send_command(
         device_id=device_id,
         intent=body.intent,
         payload=body.payload,
-        requested_by=caller.user_id,
+        requester=caller,
         correlation_id=body.correlation_id,
         now=c.clock(),
         safety_context=bootstrap.safety_context(c.settings),
