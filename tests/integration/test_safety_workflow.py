@@ -718,3 +718,44 @@ def test_placing_a_lock_denies_a_pending_held_command(lab: Lab) -> None:
     status, refused = lab.approve("sam", asked["hazardEventId"])
     assert status == 409 and "locked out" in refused["detail"]
     assert lab.claim(asked["commandId"]) is None
+
+
+def test_the_send_refuses_an_approval_whose_event_expired_before_the_send(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    with lab.database.unit_of_work() as s:
+        s.execute(
+            update(SafetyEvent)
+            .where(SafetyEvent.id == UUID(asked["hazardEventId"]))
+            .values(expires_at=lab.container.clock() - timedelta(seconds=1))
+        )
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    assert "expired" in (lab.command(asked["commandId"]).failure_reason or "")
+    assert lab.event(asked["hazardEventId"])["status"] == "approved"  # kept as a record
+
+
+def test_an_approval_waits_for_a_lock_being_placed_and_then_sees_it(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    body = lab.signed("sam", asked["hazardEventId"])
+    results: list[tuple[int, dict[str, Any]]] = []
+    approving = threading.Thread(
+        target=lambda: results.append(lab.approve("sam", asked["hazardEventId"], body))
+    )
+    with lab.database.unit_of_work() as s:
+        # Sasha's lock is placed (the device row is locked) but not yet committed.
+        locks.place(
+            s,
+            lab.devices["cnc-spindle"],
+            lab.people["sasha"].user_id,
+            "changing the spindle belt",
+            lab.container.clock(),
+        )
+        approving.start()
+        approving.join(timeout=1.0)
+        assert approving.is_alive(), results  # the approval waits for the device row
+    approving.join(timeout=10)
+    [(status, refused)] = results
+    assert status == 403, refused
+    assert "locked out by Sasha Safety" in refused["detail"]
+    assert lab.command(asked["commandId"]).status is CommandStatus.PENDING
