@@ -354,3 +354,35 @@ def test_removing_the_last_lock_lets_the_printer_heat_again(
     assert remove(client, other_operator, lock_id.json()[0]["id"]).status_code == 200
     heated = command(client, other_operator, locked_printer, "printer_heat", nozzle=210)
     assert heated.status_code == 202, heated.text
+
+
+def test_placing_a_lock_fails_an_unsent_heat_and_tells_who_asked(
+    client: TestClient,
+    operator: Person,
+    other_operator: Person,
+    devices: dict[str, UUID],
+    database: Database,
+) -> None:
+    printer = devices["prusa-mk4"]
+    with database.unit_of_work() as s:
+        row = s.get(Device, printer)
+        assert row is not None
+        row.online_state = OnlineState.ONLINE
+    heat = command(client, operator, printer, "printer_heat", nozzle=250)
+    status = command(client, operator, printer, "printer_status")
+    assert heat.status_code == 202 and status.status_code == 202
+    # The worker has not sent them yet when the heater change begins.
+    assert place(client, other_operator, printer, "changing the hotend heater").status_code == 201
+    with database.unit_of_work() as s:
+        stopped = s.get(DeviceCommand, UUID(heat.json()["commandId"]))
+        read = s.get(DeviceCommand, UUID(status.json()["commandId"]))
+        assert stopped is not None and read is not None
+        assert stopped.status.value == "failed"
+        assert "changing the hotend heater" in (stopped.failure_reason or "")
+        assert read.status.value == "pending"  # a read is never stopped by a lock
+        titles = [n.payload.get("title") for n in s.scalars(select(Notification))]
+    assert any(
+        str(t).startswith("Not sent: printer_heat on") and str(t).endswith("(locked out)")
+        for t in titles
+    ), titles
+    assert audit_actions(database)[-1][0] == "lock.command_failed"
