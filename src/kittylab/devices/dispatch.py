@@ -247,8 +247,12 @@ def claim(
             )
             COMMANDS.labels("expired").inc()
             return None
-        refusal = _last_moment_refusal(session, device, command.intent, event, now)
-        if newly_sent and refusal is not None:
+        refusal = (
+            _last_moment_refusal(session, device, command.intent, event, now)
+            if newly_sent
+            else None  # already sent: only its confirmation is left to wait for
+        )
+        if refusal is not None:
             commands.advance_command(
                 session, command_id, CommandStatus.FAILED, now=now, reason=refusal
             )
