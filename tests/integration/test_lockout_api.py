@@ -12,7 +12,15 @@ from sqlalchemy import select
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import AuditEntry, Device, DeviceLock, Notification, SafetyEvent
+from kittylab.adapters.db.tables import (
+    AuditEntry,
+    Device,
+    DeviceCommand,
+    DeviceLock,
+    Notification,
+    SafetyEvent,
+)
+from kittylab.domain.enums import OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.records import audit
 from kittylab.safety import locks
@@ -197,7 +205,7 @@ def test_group_lockout_needs_every_holder_to_remove_their_lock(
     theirs = place(client, other_operator, spindle, "cleaning the coolant tank").json()
     with database.unit_of_work() as s:
         facts = locks.active_locks(s, spindle)
-    refusal = lock_refusal("power_on", facts, hazardous=True)
+    refusal = lock_refusal("power_on", facts)
     assert refusal is not None
     assert "Olivia Operator" in refusal and "Oscar" in refusal
 
@@ -205,11 +213,11 @@ def test_group_lockout_needs_every_holder_to_remove_their_lock(
     with database.unit_of_work() as s:
         facts = locks.active_locks(s, spindle)
     assert [f.owner_id for f in facts] == [other_operator.user_id]
-    assert lock_refusal("power_on", facts, hazardous=True) is not None
+    assert lock_refusal("power_on", facts) is not None
 
     assert remove(client, other_operator, theirs["id"]).status_code == 200
     with database.unit_of_work() as s:
-        assert lock_refusal("power_on", locks.active_locks(s, spindle), hazardous=True) is None
+        assert lock_refusal("power_on", locks.active_locks(s, spindle)) is None
 
 
 @pytest.mark.parametrize(
@@ -278,3 +286,103 @@ def test_lock_lists_filter_by_owner_and_device_and_paginate(
         "/api/locks", params={"limit": 2, "cursor": first["nextCursor"]}, headers=operator.headers
     ).json()
     assert len(rest["items"]) == 1 and rest["nextCursor"] is None
+
+
+# -- a lock isolates every energy source (issue 13, hole 8) ---------------------------------
+
+
+def command(client: TestClient, who: Person, device: UUID, intent: str, **payload: Any) -> Any:
+    return client.post(
+        f"/api/device/{device}/command",
+        json={"intent": intent, "payload": payload},
+        headers=who.headers,
+    )
+
+
+@pytest.fixture
+def locked_printer(
+    client: TestClient, other_operator: Person, devices: dict[str, UUID], database: Database
+) -> UUID:
+    printer = devices["prusa-mk4"]
+    with database.unit_of_work() as s:
+        row = s.get(Device, printer)
+        assert row is not None
+        row.online_state = OnlineState.ONLINE
+    assert place(client, other_operator, printer, "changing the hotend heater").status_code == 201
+    return printer
+
+
+@pytest.mark.parametrize(
+    ("intent", "payload"),
+    [
+        ("printer_heat", {"nozzle": 250, "bed": 100}),
+        ("print_start", {"file": "benchy.gcode"}),
+        ("print_resume", {}),
+    ],
+)
+def test_a_locked_printer_refuses_heat_start_and_resume_for_everyone(
+    client: TestClient,
+    operator: Person,
+    other_operator: Person,
+    locked_printer: UUID,
+    database: Database,
+    intent: str,
+    payload: dict[str, Any],
+) -> None:
+    # The lock's own holder is refused too: a lock isolates energy, it is not a permission.
+    for who in (operator, other_operator):
+        refused = command(client, who, locked_printer, intent, **payload)
+        assert refused.status_code == 403, refused.text
+        assert "locked out by" in refused.json()["detail"]
+        assert "changing the hotend heater" in refused.json()["detail"]
+    with database.unit_of_work() as s:
+        assert s.scalar(select(DeviceCommand).where(DeviceCommand.intent == intent)) is None
+
+
+@pytest.mark.parametrize("intent", ["print_pause", "printer_cooldown", "printer_status"])
+def test_a_locked_printer_still_takes_the_safe_direction_and_reads(
+    client: TestClient, operator: Person, locked_printer: UUID, intent: str
+) -> None:
+    answered = command(client, operator, locked_printer, intent)
+    assert answered.status_code == 202, answered.text
+
+
+def test_removing_the_last_lock_lets_the_printer_heat_again(
+    client: TestClient, other_operator: Person, locked_printer: UUID
+) -> None:
+    lock_id = client.get(f"/api/devices/{locked_printer}/locks", headers=other_operator.headers)
+    assert remove(client, other_operator, lock_id.json()[0]["id"]).status_code == 200
+    heated = command(client, other_operator, locked_printer, "printer_heat", nozzle=210)
+    assert heated.status_code == 202, heated.text
+
+
+def test_placing_a_lock_fails_an_unsent_heat_and_tells_who_asked(
+    client: TestClient,
+    operator: Person,
+    other_operator: Person,
+    devices: dict[str, UUID],
+    database: Database,
+) -> None:
+    printer = devices["prusa-mk4"]
+    with database.unit_of_work() as s:
+        row = s.get(Device, printer)
+        assert row is not None
+        row.online_state = OnlineState.ONLINE
+    heat = command(client, operator, printer, "printer_heat", nozzle=250)
+    status = command(client, operator, printer, "printer_status")
+    assert heat.status_code == 202 and status.status_code == 202
+    # The worker has not sent them yet when the heater change begins.
+    assert place(client, other_operator, printer, "changing the hotend heater").status_code == 201
+    with database.unit_of_work() as s:
+        stopped = s.get(DeviceCommand, UUID(heat.json()["commandId"]))
+        read = s.get(DeviceCommand, UUID(status.json()["commandId"]))
+        assert stopped is not None and read is not None
+        assert stopped.status.value == "failed"
+        assert "changing the hotend heater" in (stopped.failure_reason or "")
+        assert read.status.value == "pending"  # a read is never stopped by a lock
+        titles = [n.payload.get("title") for n in s.scalars(select(Notification))]
+    assert any(
+        str(t).startswith("Not sent: printer_heat on") and str(t).endswith("(locked out)")
+        for t in titles
+    ), titles
+    assert audit_actions(database)[-1][0] == "lock.command_failed"

@@ -32,6 +32,7 @@ from kittylab.adapters.db.tables import (
     AuditEntry,
     Device,
     DeviceCommand,
+    DeviceLock,
     SafetyEvent,
     User,
     UserKey,
@@ -599,3 +600,162 @@ def test_a_command_held_through_the_conversation_is_announced_like_the_command_r
     assert from_query["eventId"] == held["eventId"]
     assert from_query["deviceId"] == held["deviceId"]
     assert set(from_query) == set(from_route)
+
+
+# -- a lock placed after approval stops the send (issue 13, hole 4) ------------------------
+
+
+class RecordingDriver:
+    """Stands in for the device's integration only to prove it is never reached."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, device: Any, intent: str, payload: Any) -> str | None:
+        self.sent.append(intent)
+        return None
+
+    async def state(self, device: Any) -> dict[str, Any]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+def _run_dispatch(lab: Lab, command_id: str) -> tuple[dispatch.Outcome, list[str]]:
+    driver = RecordingDriver()
+    outcome = asyncio.run(
+        dispatch.dispatch(
+            lab.database,
+            {"simulated": driver},
+            UUID(command_id),
+            lab.container.settings.commands,
+            lab.container.clock,
+        )
+    )
+    return outcome, driver.sent
+
+
+def test_a_lock_placed_between_approval_and_send_fails_the_command_and_tells_the_requester(
+    lab: Lab,
+) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    # The worker is backed up: before the dispatch job runs, Sasha locks the spindle.
+    placed = lab.client.post(
+        f"/api/devices/{lab.devices['cnc-spindle']}/locks",
+        json={"reason": "changing the spindle belt"},
+        headers=lab.people["sasha"].headers,
+    )
+    assert placed.status_code == 201, placed.text
+    failed = lab.command(asked["commandId"])
+    assert failed.status is CommandStatus.FAILED
+    assert "locked out by Sasha Safety" in (failed.failure_reason or "")
+    assert "changing the spindle belt" in (failed.failure_reason or "")
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    # The event keeps its decision as a record; a new request is needed.
+    assert lab.event(asked["hazardEventId"])["status"] == "approved"
+    with lab.database.unit_of_work() as s:
+        titles = s.scalars(
+            text(
+                "SELECT payload->>'title' FROM notifications "
+                "WHERE recipient = 'olivia' AND payload->>'title' LIKE '%locked%'"
+            )
+        ).all()
+    assert titles == ["Not sent: power_on on cnc spindle (locked out)"]
+
+
+def test_the_send_rechecks_locks_under_the_device_row_lock(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    # A lock row that appeared without ``place``'s follow-ups (a writer racing the claim):
+    # the send is the last moment, and it reads the locks again.
+    with lab.database.unit_of_work() as s:
+        s.add(
+            DeviceLock(
+                device_id=lab.devices["cnc-spindle"],
+                owner_id=lab.people["sasha"].user_id,
+                reason="guard removed",
+                placed_at=lab.container.clock(),
+            )
+        )
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    failed = lab.command(asked["commandId"])
+    assert failed.status is CommandStatus.FAILED
+    assert "locked out by Sasha Safety" in (failed.failure_reason or "")
+    assert "guard removed" in (failed.failure_reason or "")
+
+
+def test_the_send_refuses_a_device_retired_after_approval(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    with lab.database.unit_of_work() as s:
+        s.execute(
+            update(Device)
+            .where(Device.id == lab.devices["cnc-spindle"])
+            .values(retired_at=lab.container.clock())
+        )
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    assert "retired" in (lab.command(asked["commandId"]).failure_reason or "")
+
+
+def test_placing_a_lock_denies_a_pending_held_command(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    placed = lab.client.post(
+        f"/api/devices/{lab.devices['cnc-spindle']}/locks",
+        json={"reason": "changing the spindle belt"},
+        headers=lab.people["sasha"].headers,
+    )
+    assert placed.status_code == 201, placed.text
+    failed = lab.command(asked["commandId"])
+    assert failed.status is CommandStatus.FAILED
+    assert "locked out by Sasha Safety" in (failed.failure_reason or "")
+    seen = lab.event(asked["hazardEventId"])
+    assert seen["status"] == "denied" and "locked out" in seen["reason"]
+    status, refused = lab.approve("sam", asked["hazardEventId"])
+    assert status == 409 and "locked out" in refused["detail"]
+    assert lab.claim(asked["commandId"]) is None
+
+
+def test_the_send_refuses_an_approval_whose_event_expired_before_the_send(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    assert lab.approve("sam", asked["hazardEventId"])[0] == 200
+    with lab.database.unit_of_work() as s:
+        s.execute(
+            update(SafetyEvent)
+            .where(SafetyEvent.id == UUID(asked["hazardEventId"]))
+            .values(expires_at=lab.container.clock() - timedelta(seconds=1))
+        )
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    assert "expired" in (lab.command(asked["commandId"]).failure_reason or "")
+    assert lab.event(asked["hazardEventId"])["status"] == "approved"  # kept as a record
+
+
+def test_an_approval_waits_for_a_lock_being_placed_and_then_sees_it(lab: Lab) -> None:
+    asked = lab.request("olivia", "cnc-spindle")
+    body = lab.signed("sam", asked["hazardEventId"])
+    results: list[tuple[int, dict[str, Any]]] = []
+    approving = threading.Thread(
+        target=lambda: results.append(lab.approve("sam", asked["hazardEventId"], body))
+    )
+    with lab.database.unit_of_work() as s:
+        # Sasha's lock is placed (the device row is locked) but not yet committed.
+        locks.place(
+            s,
+            lab.devices["cnc-spindle"],
+            lab.people["sasha"].user_id,
+            "changing the spindle belt",
+            lab.container.clock(),
+        )
+        approving.start()
+        approving.join(timeout=1.0)
+        assert approving.is_alive(), results  # the approval waits for the device row
+    approving.join(timeout=10)
+    [(status, refused)] = results
+    assert status == 403, refused
+    assert "locked out by Sasha Safety" in refused["detail"]
+    assert lab.command(asked["commandId"]).status is CommandStatus.PENDING

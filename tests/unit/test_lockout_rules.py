@@ -7,11 +7,15 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from kittylab.domain.command_rules import SAFE_INTENTS
+from kittylab.domain.devices import INTENT_CATALOGUE
 from kittylab.domain.enums import Role
 from kittylab.safety.lockout import (
-    LOCKABLE_INTENTS,
+    LOCKOUT_TABLE,
     REASON_IN_MESSAGE,
+    LockClass,
     LockFact,
+    lock_class,
     lock_refusal,
     removal_refusal,
     stopped_by_locks,
@@ -30,36 +34,72 @@ def lock(
     return LockFact(uuid4(), owner_id, owner_name, reason, at, device_name="cnc-spindle")
 
 
-@pytest.mark.parametrize("intent", sorted(LOCKABLE_INTENTS))
-def test_a_lock_refuses_power_on_and_door_unlock_even_when_not_marked_hazardous(
-    intent: str,
-) -> None:
-    assert lock_refusal(intent, [lock()], hazardous=False) == (
+ADDS_ENERGY = [
+    "power_on",
+    "door_unlock",
+    "printer_heat",
+    "print_start",
+    "print_resume",
+    "light_on",
+    "light_set_brightness",
+]
+SAFE_DIRECTION = [
+    "power_off",
+    "door_lock",
+    "print_pause",
+    "print_cancel",
+    "printer_cooldown",
+    "light_off",
+]
+READS = ["sensor_read", "printer_status", "camera_snapshot"]
+
+
+@pytest.mark.parametrize("intent", ADDS_ENERGY)
+def test_a_lock_refuses_every_intent_that_adds_energy_or_motion(intent: str) -> None:
+    assert lock_class(intent) is LockClass.ADDS_ENERGY
+    assert lock_refusal(intent, [lock()]) == (
         "cnc-spindle is locked out by Sam Safety since 2026-11-27 09:12 UTC "
         "(changing the spindle belt); only Sam Safety can remove the lock"
     )
 
 
-def test_a_lock_refuses_any_intent_a_policy_marks_hazardous() -> None:
-    assert lock_refusal("spindle_start", [lock()], hazardous=True) is not None
-    assert lock_refusal("spindle_start", [lock()], hazardous=False) is None
+@pytest.mark.parametrize("intent", ["spindle_start", "laser_fire", "chuck_open", ""])
+def test_an_intent_the_table_does_not_know_adds_energy(intent: str) -> None:
+    # Fail closed: a manifest's custom intent is refused by a lock unless listed as safe.
+    assert lock_class(intent) is LockClass.ADDS_ENERGY
+    assert lock_refusal(intent, [lock()]) is not None
 
 
-@pytest.mark.parametrize(
-    "intent", ["power_off", "door_lock", "print_pause", "print_cancel", "printer_cooldown"]
-)
-def test_safe_intents_are_never_refused_by_a_lock(intent: str) -> None:
-    assert not stopped_by_locks(intent, hazardous=True)
-    assert lock_refusal(intent, [lock()], hazardous=True) is None
+@pytest.mark.parametrize("intent", SAFE_DIRECTION)
+def test_the_safe_direction_is_never_refused_by_a_lock(intent: str) -> None:
+    assert lock_class(intent) is LockClass.SAFE_DIRECTION
+    assert not stopped_by_locks(intent)
+    assert lock_refusal(intent, [lock()]) is None
+
+
+@pytest.mark.parametrize("intent", READS)
+def test_reads_are_never_refused_by_a_lock(intent: str) -> None:
+    assert lock_class(intent) is LockClass.READ
+    assert lock_refusal(intent, [lock()]) is None
+
+
+def test_the_table_covers_every_catalogue_intent() -> None:
+    assert set(LOCKOUT_TABLE) == set(INTENT_CATALOGUE)
+    assert set(LOCKOUT_TABLE) == set(ADDS_ENERGY) | set(SAFE_DIRECTION) | set(READS)
+
+
+def test_every_safe_intent_but_a_light_switched_on_is_safe_for_a_lock() -> None:
+    # ``light_on`` is never held for approval, but on the locked light it adds energy.
+    assert {i for i in SAFE_INTENTS if stopped_by_locks(i)} == {"light_on"}
 
 
 def test_no_locks_means_no_refusal() -> None:
-    assert lock_refusal("power_on", [], hazardous=True) is None
+    assert lock_refusal("power_on", []) is None
 
 
 def test_group_lockout_names_every_holder_oldest_first() -> None:
     later = lock(OLIVIA, "Olivia", "clearing chips", datetime(2026, 11, 27, 10, 5, tzinfo=UTC))
-    refusal = lock_refusal("power_on", [later, lock()], hazardous=True)
+    refusal = lock_refusal("power_on", [later, lock()])
     assert refusal == (
         "cnc-spindle is locked out by 2 people: by Sam Safety since 2026-11-27 09:12 UTC "
         "(changing the spindle belt); and by Olivia since 2026-11-27 10:05 UTC "
@@ -68,7 +108,7 @@ def test_group_lockout_names_every_holder_oldest_first() -> None:
 
 
 def test_a_long_reason_is_cut_in_the_refusal() -> None:
-    refusal = lock_refusal("power_on", [lock(reason="x" * 500)], hazardous=True)
+    refusal = lock_refusal("power_on", [lock(reason="x" * 500)])
     assert refusal is not None
     assert "x" * (REASON_IN_MESSAGE - 1) + "…)" in refusal
     assert "x" * REASON_IN_MESSAGE not in refusal
@@ -76,7 +116,7 @@ def test_a_long_reason_is_cut_in_the_refusal() -> None:
 
 def test_times_are_shown_in_utc_whatever_zone_they_come_in() -> None:
     berlin = datetime(2026, 11, 27, 10, 12, tzinfo=timezone(timedelta(hours=1)))
-    refusal = lock_refusal("power_on", [lock(at=berlin)], hazardous=True)
+    refusal = lock_refusal("power_on", [lock(at=berlin)])
     assert refusal is not None and "since 2026-11-27 09:12 UTC" in refusal
 
 

@@ -56,7 +56,7 @@ def lock(owner: str = "Sam Safety") -> LockFact:
 
 @pytest.mark.parametrize(
     "intent",
-    ["print_pause", "print_cancel", "power_off", "door_lock", "light_on", "printer_cooldown"],
+    ["print_pause", "print_cancel", "power_off", "door_lock", "printer_cooldown"],
 )
 def test_actions_that_make_the_lab_safer_are_never_held(intent: str) -> None:
     # Even listed by a policy, in a high-hazard zone, on a locked-out device.
@@ -64,6 +64,21 @@ def test_actions_that_make_the_lab_safer_are_never_held(intent: str) -> None:
         request(intent, HazardLevel.HIGH), [rule({intent}, dual=True)], [lock()]
     )
     assert decision == policy.Allow()
+
+
+def test_a_light_switched_on_is_never_held_but_a_lock_on_that_light_refuses_it() -> None:
+    listed = [rule({"light_on"}, dual=True)]
+    assert policy.evaluate(request("light_on", HazardLevel.HIGH), listed) == policy.Allow()
+    locked = policy.evaluate(request("light_on", HazardLevel.HIGH), listed, [lock()])
+    assert isinstance(locked, policy.Deny)
+    assert "locked out by Sam Safety" in locked.reason
+
+
+@pytest.mark.parametrize("intent", ["printer_heat", "print_start", "print_resume"])
+def test_a_lock_refuses_heat_start_and_resume_although_no_policy_holds_them(intent: str) -> None:
+    assert policy.evaluate(request(intent, HazardLevel.LOW), []) == policy.Allow()
+    locked = policy.evaluate(request(intent, HazardLevel.LOW), [], [lock()])
+    assert isinstance(locked, policy.Deny)
 
 
 def test_unlock_and_power_on_are_hazardous_everywhere_and_fail_closed_without_a_policy() -> None:

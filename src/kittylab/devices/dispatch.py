@@ -10,6 +10,10 @@ integration's driver and waits until the device's own state confirms it:
     pending ──claim──▶ sent ──state confirms──▶ acked
                          └──refused / unreachable / no confirmation in time──▶ failed
 
+Last moment: the claim takes the device's row lock (as placing a lock does) and re-checks
+what can change after a command was accepted or approved: the device retired, a lock that
+stops the intent, the approval's expiry. A failure there fails the command with its reason.
+
 Exactly once: the claim (``pending → sent``) is committed under a row lock *before* the
 driver is called, so a job that runs again after a crash or a retry finds ``sent`` and
 only waits for confirmation — a command is never sent twice. Never dropped: a pending or
@@ -47,7 +51,7 @@ from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
 from kittylab.monitoring import follow_ups
-from kittylab.safety import policy, workflow
+from kittylab.safety import lockout, locks, policy, workflow
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,8 @@ def submit(
       recorded ``pending`` with its SafetyEvent and is not sent until approved
       (``safety.workflow``): the returned command has ``safety_event_id`` set. Without a
       ``safety`` context (internal callers) hazardous intents are refused (fail closed);
-    - ``PermissionDenied``: the policy denies it outright (the device is locked out);
+    - ``PermissionDenied``: the policy denies it outright: the device is locked out and the
+      intent adds energy (``safety.lockout``'s table; the safe direction and reads pass);
       the refusal is audited even though the request's transaction rolls back;
     - ``DeviceRefused``: the device is not online, or its last known state forbids the
       intent (pausing a printer that is not printing);
@@ -96,11 +101,9 @@ def submit(
         existing = commands.find_retry(session, requested_by, correlation_id)
         if existing is not None:
             return commands.same_request(existing, device.id, intent, payload)
-    decision = (
-        workflow.evaluate(session, device, intent, requested_by, now)
-        if intent not in SAFE_INTENTS
-        else None
-    )
+    # Every intent, the safe ones too: a lock refuses whatever adds energy (``light_on``
+    # on a locked light), and the policy lets the safe direction and reads through at once.
+    decision = workflow.evaluate(session, device, intent, requested_by, now)
     if isinstance(decision, policy.Deny):
         _audit_apart(session, device, intent, requested_by, decision.reason, now)
         raise PermissionDenied(f"{decision.reason}; nothing was sent")
@@ -203,12 +206,19 @@ def claim(
     pending command older than ``max_delay`` is failed instead: sending it now would
     surprise whoever asked (``None``)."""
     with database.unit_of_work() as session:
+        device_id = session.scalar(
+            select(DeviceCommand.device_id).where(DeviceCommand.id == command_id)
+        )
+        if device_id is None:
+            return None
+        # The device's row first, as ``locks.place`` takes it: a lock is either committed
+        # before the check below, or waits until this command is sent.
+        device = session.get(Device, device_id, with_for_update=True, populate_existing=True)
         command = session.get(
             DeviceCommand, command_id, with_for_update=True, populate_existing=True
         )
         if command is None or command.status in (CommandStatus.ACKED, CommandStatus.FAILED):
             return None
-        device = session.get(Device, command.device_id)
         assert device is not None  # a foreign key
         newly_sent = command.status is CommandStatus.PENDING
         accepted_at = command.created_at
@@ -237,6 +247,19 @@ def claim(
             )
             COMMANDS.labels("expired").inc()
             return None
+        refusal = (
+            _last_moment_refusal(session, device, command.intent, event, now)
+            if newly_sent
+            else None  # already sent: only its confirmation is left to wait for
+        )
+        if refusal is not None:
+            commands.advance_command(
+                session, command_id, CommandStatus.FAILED, now=now, reason=refusal
+            )
+            if event is not None:  # the event keeps its decision, as a record
+                event.details = {**event.details, "not_sent": refusal}
+            COMMANDS.labels("refused_at_send").inc()
+            return None
         if newly_sent:
             commands.advance_command(session, command_id, CommandStatus.SENT, now=now)
             sent_at = now
@@ -253,6 +276,29 @@ def claim(
             sent_at=sent_at,
             newly_sent=newly_sent,
         )
+
+
+def _last_moment_refusal(
+    session: Session, device: Device, intent: str, event: SafetyEvent | None, now: datetime
+) -> str | None:
+    """Why a command must not be sent now after all, whatever was decided when it was
+    accepted or approved: the device was retired, a lock went on that stops ``intent``
+    (the lockout table), or its approval's event expired. Read under the device's row
+    lock (see ``claim``)."""
+    if device.retired_at is not None:
+        return (
+            f"{device.display_name} was retired at {lockout.when_text(device.retired_at)}; "
+            "nothing was sent"
+        )
+    refusal = lockout.lock_refusal(intent, locks.active_locks(session, device.id))
+    if refusal is not None:
+        return f"{refusal}; nothing was sent"
+    if event is not None and event.expires_at is not None and now >= event.expires_at:
+        return (
+            f"its approval expired at {lockout.when_text(event.expires_at)} before it could "
+            "be sent; nothing was sent, ask again"
+        )
+    return None
 
 
 def _approved_at(event: SafetyEvent | None) -> datetime | None:

@@ -1,6 +1,8 @@
 """Lockout/tagout, the rules. A person places a personal lock on a device before working on
 it; while any lock is on, nothing may energise the device or open its guard, and only the
 person who placed a lock may take it off (or the safety role, overriding it on the record).
+What a lock stops is the lockout table (``LOCKOUT_TABLE``): every intent that adds energy
+or motion, for everyone; the safe direction and reads pass.
 
 Pure: the lock service (``kittylab.safety.locks``) feeds these rules ``LockFact``\\ s read
 from the database and the caller's roles, and acts on the answer. Every refusal is a
@@ -9,20 +11,61 @@ sentence an operator can act on: whose lock, since when, why, and who can remove
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from uuid import UUID
 
-from kittylab.domain.command_rules import SAFE_INTENTS
 from kittylab.domain.enums import Role
 
-# What a lock stops, whatever the zone's policies say: energising a machine and opening
-# the door to it. Any other intent a policy marks hazardous is stopped as well.
-LOCKABLE_INTENTS = frozenset({"power_on", "door_unlock"})
+
+class LockClass(StrEnum):
+    """What an intent does to a locked device (the lockout table below)."""
+
+    ADDS_ENERGY = "adds_energy"
+    """Energises the device, sets it in motion or opens its guard: refused while locked."""
+    SAFE_DIRECTION = "safe_direction"
+    """Takes energy out or closes the device up: always allowed, locked or not."""
+    READ = "read"
+    """Changes nothing: always allowed."""
+
+
+# The lockout table: intent → what it does to a locked device. A lock isolates every energy
+# source of its device, whoever asks and whatever the zone's policies say; only the safe
+# direction and reads pass. An intent not listed here (a manifest's custom ``spindle_start``,
+# ``laser_fire``, ``chuck_open`` …) adds energy: unknown is refused, never let through.
+#
+# Lights: ``light_on`` is a safe intent for the *policy* (it is never held for approval:
+# seeing the room is safer), but on a *locked* light it adds energy to the very fixture
+# someone locked to work on, so the lock refuses it. A lock on a light stops only that
+# light; lights elsewhere in the zone are unaffected.
+LOCKOUT_TABLE: Mapping[str, LockClass] = {
+    "power_on": LockClass.ADDS_ENERGY,
+    "door_unlock": LockClass.ADDS_ENERGY,
+    "printer_heat": LockClass.ADDS_ENERGY,
+    "print_start": LockClass.ADDS_ENERGY,
+    "print_resume": LockClass.ADDS_ENERGY,
+    "light_on": LockClass.ADDS_ENERGY,
+    "light_set_brightness": LockClass.ADDS_ENERGY,
+    "power_off": LockClass.SAFE_DIRECTION,
+    "door_lock": LockClass.SAFE_DIRECTION,
+    "print_pause": LockClass.SAFE_DIRECTION,
+    "print_cancel": LockClass.SAFE_DIRECTION,
+    "printer_cooldown": LockClass.SAFE_DIRECTION,
+    "light_off": LockClass.SAFE_DIRECTION,
+    "sensor_read": LockClass.READ,
+    "printer_status": LockClass.READ,
+    "camera_snapshot": LockClass.READ,
+}
 
 # A refusal quotes each holder's reason; a long one is cut so the sentence stays readable.
 REASON_IN_MESSAGE = 120
+
+
+def lock_class(intent: str) -> LockClass:
+    """The lockout table's class of ``intent``; an unlisted intent adds energy (fail closed)."""
+    return LOCKOUT_TABLE.get(intent, LockClass.ADDS_ENERGY)
 
 
 @dataclass(frozen=True)
@@ -38,19 +81,18 @@ class LockFact:
     device_name: str = "the device"
 
 
-def stopped_by_locks(intent: str, hazardous: bool) -> bool:
-    """Whether a lock stops ``intent``. Intents that make the lab safer never are: a locked
-    machine must still be switchable off and its door lockable."""
-    if intent in SAFE_INTENTS:
-        return False
-    return hazardous or intent in LOCKABLE_INTENTS
+def stopped_by_locks(intent: str) -> bool:
+    """Whether a lock stops ``intent``: everything that adds energy or motion does, for
+    everyone. The safe direction never is: a locked machine must still be switchable off,
+    its print paused and its door lockable."""
+    return lock_class(intent) is LockClass.ADDS_ENERGY
 
 
-def lock_refusal(intent: str, locks: Sequence[LockFact], hazardous: bool) -> str | None:
+def lock_refusal(intent: str, locks: Sequence[LockFact]) -> str | None:
     """Why ``intent`` is refused by the device's active ``locks``, or ``None`` when the
     locks do not stop it (no locks, or an intent a lock never stops). With several
     holders (group lockout) every one is named: each must remove their own lock."""
-    if not locks or not stopped_by_locks(intent, hazardous):
+    if not locks or not stopped_by_locks(intent):
         return None
     ordered = sorted(locks, key=lambda lock: (lock.placed_at, str(lock.lock_id)))
     device = ordered[0].device_name

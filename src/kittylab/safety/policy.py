@@ -4,11 +4,12 @@ Pure: the service gathers the facts (the device and its zone, the initiator, the
 access policies, the device's locks) and acts on the answer.
 
 - Actions that make the lab safer (pause, cancel, power off, lock a door, lights on,
-  cool down) are always allowed at once: stopping a machine never waits for anyone, and no
-  policy or lock can hold it.
+  cool down) are never held for approval: stopping a machine never waits for anyone. A
+  lock stops none of them except ``light_on`` on the locked light itself.
 - ``door_unlock`` and ``power_on`` are hazardous everywhere; any other intent is hazardous
   where an access policy of the zone lists it.
-- A hazardous intent on a locked-out device is denied, naming who holds the lock.
+- An intent that adds energy (the lockout table, ``safety.lockout``) on a locked-out device
+  is denied, naming who holds the lock, hazardous or not, before anything else.
 - Otherwise it needs approval: the governing policy's roles (safety and admin when no
   policy governs it: fail closed), two distinct approvers in high-hazard zones or where the
   policy asks, presence in the zone, and the policy's PPE checks.
@@ -134,15 +135,17 @@ def evaluate(
     policies: Sequence[PolicyFact],
     locks: Sequence[LockFact] = (),
 ) -> Decision:
+    # The lock first: a locked device refuses every intent that adds energy, safe or
+    # hazardous by the policy (``light_on`` on a locked light), for everyone.
+    refusal = lock_refusal(request.intent, locks)
+    if refusal is not None:
+        return Deny(refusal, event_type_for(request.intent))
     if request.intent in SAFE_INTENTS:
         return Allow()
     governing = [p for p in policies if request.intent in p.intents]
     if not is_hazardous(request.intent, {i for p in policies for i in p.intents}):
         return Allow()
     event_type = event_type_for(request.intent)
-    refusal = lock_refusal(request.intent, locks, hazardous=True)
-    if refusal is not None:
-        return Deny(refusal, event_type)
     return NeedsApproval(event_type, requirements_for(request.hazard_level, governing))
 
 

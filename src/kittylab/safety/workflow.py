@@ -32,6 +32,7 @@ from kittylab.adapters.db.tables import (
     AccessPolicy,
     Device,
     DeviceCommand,
+    DeviceLock,
     Notification,
     SafetyApproval,
     SafetyEvent,
@@ -390,8 +391,11 @@ def approve(
     A refusal is recorded, committed and raised: ``Conflict`` when the event's state
     refuses it (decided, expired), ``PermissionDenied`` otherwise. Once the approval
     commits, the event is published (``announce``) and, when it completed the
-    requirements, the command dispatched and the initiator's notification delivered."""
-    event = get(session, event_id, for_update=True)
+    requirements, the command dispatched and the initiator's notification delivered.
+
+    The device's row is locked first, as ``locks.place`` does: the locks read below are
+    the device's locks, and none can be placed until this approval commits."""
+    event = _lock_device_then_event(session, event_id)
     outcome = ApprovalOutcome(event)
     refusal = _state_refusal(session, event, now, context)
     if refusal is not None:
@@ -479,6 +483,16 @@ def approve(
     return outcome
 
 
+def _lock_device_then_event(session: Session, event_id: UUID) -> SafetyEvent:
+    """The event, locked, after its device's row: the order ``locks.place``, ``lock_out``
+    and the dispatch claim take, so an approval and a lock being placed never deadlock
+    and never interleave."""
+    event = get(session, event_id)
+    if event.device_id is not None:
+        session.get(Device, event.device_id, with_for_update=True)
+    return get(session, event_id, for_update=True)
+
+
 def _display_name(session: Session, principal: Principal) -> str:
     user = session.get(User, principal.user_id)
     return user.display_name if user else principal.username
@@ -514,7 +528,7 @@ def _lockout_refusal(session: Session, event: SafetyEvent) -> str | None:
     if event.device_id is None:
         return None
     intent = str(event.details.get("intent", ""))
-    return lock_refusal(intent, locks.active_locks(session, event.device_id), hazardous=True)
+    return lock_refusal(intent, locks.active_locks(session, event.device_id))
 
 
 def _expected_payload(event: SafetyEvent, nonce: str) -> ApprovalPayload:
@@ -600,7 +614,7 @@ def deny(
     """Refuse a pending request (no signature needed: refusing is always safe). Its
     command fails; the initiator is told. A decided event is a 409. The decision is
     published on ``kitty/safety/<eventId>`` once it commits."""
-    event = get(session, event_id, for_update=True)
+    event = _lock_device_then_event(session, event_id)
     _decide_denied(session, event, sanitize_text(reason, 2000), now, by, context.notify)
     announce(session, bus, event, now)
     return event
@@ -615,7 +629,9 @@ def _decide_denied(
     notify: NotifySettings,
     *,
     action: str = "safety.denied",
-) -> None:
+) -> list[Notification]:
+    """Deny ``event`` and fail its pending command; returns the initiator's notifications
+    (the caller registers their delivery, or the notification sweep sends them)."""
     event.status = transition("safety event", SAFETY_TRANSITIONS, event.status, SafetyStatus.DENIED)
     event.reason = reason
     event.resolved_at = now
@@ -632,8 +648,9 @@ def _decide_denied(
                 reason=f"safety approval denied: {reason}; nothing was sent",
             )
     session.flush()
-    _notify_initiator(session, event, "denied", notify)
+    told = _notify_initiator(session, event, "denied", notify)
     _audit(session, action, by, event.id, now, {"reason": reason, "command_id": command_id})
+    return told
 
 
 def expire_due(
@@ -701,3 +718,104 @@ def _audit(
         subject_id=event_id,
         details=details,
     )
+
+
+# -- placing a lock stops what has not been sent ---------------------------------------------
+
+
+def lock_out(
+    session: UnitOfWork,
+    device_id: UUID,
+    owner_id: UUID,
+    reason: str,
+    now: datetime,
+    *,
+    notify: NotifySettings,
+    jobs: JobQueue | None = None,
+) -> DeviceLock:
+    """Place ``owner_id``'s lock (``locks.place``) and stop every command on the device
+    that has not been sent and that the lock refuses (the lockout table: everything that
+    adds energy), in the same transaction:
+
+    - a command still waiting for its approval: its event is denied with the lock as the
+      reason (``safety.locked_out``), its command failed; an approval is then a 409;
+    - an approved-but-unsent command, or one that needed no approval: failed with the lock
+      as its reason; an approved event keeps its decision as a record (``not_sent`` in its
+      details) and a new request is needed.
+
+    Each requester is notified; with ``jobs`` the notifications are delivered once the lock
+    commits (else by the notification sweep). The device row ``place`` locks stays locked
+    until commit, so the dispatch claim, which takes it first, either sent the command
+    before the lock or sees the lock and fails it."""
+    lock = locks.place(session, device_id, owner_id, reason, now)
+    device = session.get(Device, device_id)
+    assert device is not None  # place found it
+    facts = locks.active_locks(session, device_id)
+    unsent = (
+        select(DeviceCommand.safety_event_id)
+        .where(DeviceCommand.device_id == device_id, DeviceCommand.status == CommandStatus.PENDING)
+        .scalar_subquery()
+    )
+    # Events before commands: the order ``expire_due`` takes, so the two never deadlock.
+    held = {
+        event.id: event
+        for event in session.scalars(
+            select(SafetyEvent)
+            .where(SafetyEvent.id.in_(unsent))
+            .order_by(SafetyEvent.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    pending = session.scalars(
+        select(DeviceCommand)
+        .where(DeviceCommand.device_id == device_id, DeviceCommand.status == CommandStatus.PENDING)
+        .order_by(DeviceCommand.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    told: list[Notification] = []
+    for command in pending:
+        refusal = lock_refusal(command.intent, facts)
+        if refusal is None:
+            continue
+        event = held.get(command.safety_event_id) if command.safety_event_id else None
+        if event is not None and event.status is SafetyStatus.PENDING:
+            told += _decide_denied(
+                session, event, refusal, now, owner_id, notify, action="safety.locked_out"
+            )
+            continue
+        commands.advance_command(
+            session,
+            command.id,
+            CommandStatus.FAILED,
+            now=now,
+            reason=f"{refusal}; nothing was sent",
+        )
+        if event is not None:
+            event.details = {**event.details, "not_sent": refusal}
+            event.resolved_at = now
+        if command.requested_by is not None:
+            told += alerts.notify_person(
+                session,
+                command.requested_by,
+                f"Not sent: {command.intent} on {device.display_name} (locked out)",
+                f"Your {command.intent} on {device.display_name} was not sent: {refusal}. "
+                "Ask again once the locks are off.",
+                notify,
+                related_safety_event_id=command.safety_event_id,
+                idempotency_key=f"lock-stopped:{command.id}",
+            )
+        audit.append(
+            session,
+            action="lock.command_failed",
+            actor_id=owner_id,
+            now=now,
+            subject_type="device_command",
+            subject_id=command.id,
+            details={"lock_id": str(lock.id), "intent": command.intent, "reason": refusal},
+        )
+    if jobs is not None:
+        for row in told:
+            session.after_commit(jobs.defer_notification, row.id)
+    return lock

@@ -21,7 +21,7 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404
 from kittylab.api.schemas import LockOut, LockPlace, LockRemove
 from kittylab.bootstrap import Container
-from kittylab.safety import locks
+from kittylab.safety import locks, workflow
 
 router = APIRouter(prefix="/api", tags=["lockout"])
 
@@ -59,10 +59,19 @@ def place_lock(
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> LockOut:
-    """Put your personal lock on the device. While any lock is on, ``power_on``,
-    ``door_unlock`` and every other hazardous intent on it are refused. Several people
-    may each hold a lock (group lockout); each removes their own."""
-    lock = locks.place(uow, device_id, caller.user_id, body.reason, c.clock())
+    """Put your personal lock on the device. While any lock is on, every intent that adds
+    energy or motion (power on, heat, print start or resume, unlock, custom intents) is
+    refused for everyone, and commands not yet sent are failed with the lock as their
+    reason. Several people may each hold a lock (group lockout); each removes their own."""
+    lock = workflow.lock_out(
+        uow,
+        device_id,
+        caller.user_id,
+        body.reason,
+        c.clock(),
+        notify=c.settings.notify,
+        jobs=c.jobs,
+    )
     return _out(uow, lock)
 
 
