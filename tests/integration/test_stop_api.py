@@ -11,16 +11,20 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import AuditEntry, Device, DeviceCommand, Zone
+from kittylab.api.app import create_app
+from kittylab.cli.main import app
 from kittylab.config import CommandSettings
 from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, OnlineState, Role
 from kittylab.domain.principal import Principal
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.safety import stop
+from tests.integration.api_server import served
 from tests.integration.conftest import Person, _person
 from tests.integration.live_bus import live_lab
 
@@ -155,3 +159,17 @@ def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
                     assert sim.snapshot()["on"] is False
 
     asyncio.run(main())
+
+
+def test_kittylab_stop_stops_a_zone_by_name_through_the_running_server(
+    container: bootstrap.Container, operator: Person, lab: dict[str, UUID], database: Database
+) -> None:
+    with served(create_app(container)) as port:
+        env = {"KITTYLAB_URL": f"http://127.0.0.1:{port}", "KITTYLAB_TOKEN": operator.token}
+        result = CliRunner().invoke(app, ["stop", "laser-room"], env={**env, "COLUMNS": "200"})
+        unknown = CliRunner().invoke(app, ["stop", "no-such-room"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "power_off → laser-power: sent" in result.output
+    assert "door_lock → laser-door: sent" in result.output
+    assert "1 refused" not in result.output and "2 command(s) sent" in result.output
+    assert unknown.exit_code != 0 and "no zone is called 'no-such-room'" in unknown.output
