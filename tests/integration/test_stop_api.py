@@ -173,3 +173,17 @@ def test_kittylab_stop_stops_a_zone_by_name_through_the_running_server(
     assert "door_lock → laser-door: sent" in result.output
     assert "1 refused" not in result.output and "2 command(s) sent" in result.output
     assert unknown.exit_code != 0 and "no zone is called 'no-such-room'" in unknown.output
+
+
+def test_a_locked_device_still_takes_the_stop(
+    client: TestClient, operator: Person, lab: dict[str, UUID], database: Database
+) -> None:
+    with database.unit_of_work() as s:
+        relay = s.scalars(select(Device.id).where(Device.external_id == "laser-power")).one()
+    placed = client.post(
+        f"/api/devices/{relay}/locks", json={"reason": "new tube"}, headers=operator.headers
+    )
+    assert placed.status_code == 201, placed.text
+    answer = post(client, operator, f"/api/zones/{lab['laser-room']}/stop")
+    assert answer["refusals"] == []
+    assert ("laser-power", "power_off") in asked(answer)
