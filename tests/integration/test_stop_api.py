@@ -5,6 +5,7 @@ and on the real path (embedded broker, simulated lab) the devices confirm it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from uuid import UUID
 
@@ -26,7 +27,7 @@ from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.safety import stop
 from tests.integration.api_server import served
 from tests.integration.conftest import Person, _person
-from tests.integration.live_bus import live_lab
+from tests.integration.live_bus import eventually, live_lab
 
 FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)
 PRINTERS = {"prusa-mk4", "voron-24", "bambu-x1c"}
@@ -125,6 +126,13 @@ def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
 
     async def main() -> None:
         async with live_lab(container) as (bus, fleet, wired):
+            heard: list[tuple[str, dict[str, object]]] = []
+
+            async def collect(topic: str, payload: bytes) -> None:
+                heard.append((topic, json.loads(payload)))
+
+            bus.subscribe("kitty/lab/stop", collect)
+            await asyncio.sleep(0.2)  # subscribed before the stop is announced
             by_name = {sim.external_id: sim for sim in fleet.devices.values()}
             by_name["voron-24"].handle("print_start", {"file": "part.gcode"})
             by_name["prusa-mk4"].handle("printer_heat", {"nozzle": 215, "bed": 60})
@@ -143,6 +151,10 @@ def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
                     now=container.clock(),
                 )
             assert result.refusals == ()
+            await eventually(lambda: heard)
+            [(_, announced)] = heard
+            assert announced["zoneId"] is None and announced["refusals"] == []
+            assert len(announced["commands"]) == len(result.commands)  # type: ignore[arg-type]
             for command in result.commands:  # in the order the stop asked
                 outcome = await dispatch.dispatch(
                     database, wired.drivers, command.command_id, FAST, container.clock
