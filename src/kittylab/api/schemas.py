@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -30,6 +30,9 @@ from kittylab.domain.enums import (
     SafetyStatus,
     Tier,
 )
+
+if TYPE_CHECKING:
+    from kittylab.safety.stop import StopResult
 
 # Text the database can store: no NUL characters, bounded length.
 Text200 = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
@@ -269,6 +272,29 @@ class PendingHazard(CamelModel):
     zone: str | None
     hazard_level: str | None
     policies: list[HazardPolicyOut]
+
+
+class StopCommandOut(CamelModel):
+    device_id: UUID
+    device_name: str
+    intent: str
+    command_id: UUID
+
+
+class StopRefusalOut(CamelModel):
+    device_id: UUID
+    device_name: str
+    intent: str
+    reason: str
+
+
+class StopAccepted(CamelModel):
+    """A stop's answer: the safe-direction commands sent per device, and each refusal (an
+    offline device, a policy); a refusal never stops the other devices."""
+
+    zone_id: UUID | None = Field(description="None: the whole lab.")
+    commands: list[StopCommandOut]
+    refusals: list[StopRefusalOut]
 
 
 class CommandAccepted(CamelModel):
@@ -660,3 +686,12 @@ class PresenceOverride(StrictInput):
 class PresenceOverrideOut(CamelModel):
     presence: PresenceOut
     safety_event: SafetyEventOut
+
+
+def stop_accepted(result: StopResult) -> StopAccepted:
+    """The API's view of a ``safety.stop`` result."""
+    return StopAccepted(
+        zone_id=result.zone_id,
+        commands=[StopCommandOut.model_validate(c) for c in result.commands],
+        refusals=[StopRefusalOut.model_validate(r) for r in result.refusals],
+    )

@@ -40,6 +40,15 @@ def safety(event_id: UUID | str) -> str:
     return f"{ROOT}/safety/{event_id}"
 
 
+def zone_stop(zone_id: UUID | str) -> str:
+    """A stop of one zone was requested (``safety.stop``)."""
+    return f"{ROOT}/zones/{zone_id}/stop"
+
+
+LAB_STOP = f"{ROOT}/lab/stop"
+"""A stop of the whole lab was requested (``safety.stop``)."""
+
+
 def telemetry(external_id: str, topic: str) -> str:
     return f"{ROOT}/telemetry/{external_id}/{topic}"
 

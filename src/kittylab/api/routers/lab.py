@@ -1,5 +1,7 @@
-"""``/api/lab``: changing the lab. An admin sends a manifest, the same document
-`kittylab lab apply` reads, so the API and the CLI can never disagree about what a lab is."""
+"""``/api/lab``: changing the lab, and stopping all of it (``POST /api/lab/stop``).
+
+An admin sends a manifest, the same document `kittylab lab apply` reads, so the API and the
+CLI can never disagree about what a lab is."""
 
 from __future__ import annotations
 
@@ -7,10 +9,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from kittylab.api.auth import AdminCaller, UnitOfWork, container
-from kittylab.api.schemas import LabApplyReport, LabApplyRequest, TallyOut
+from kittylab.api.auth import AdminCaller, Caller, UnitOfWork, container
+from kittylab.api.schemas import (
+    LabApplyReport,
+    LabApplyRequest,
+    StopAccepted,
+    TallyOut,
+    stop_accepted,
+)
 from kittylab.bootstrap import Container
 from kittylab.manifest import apply_manifest, parse_manifest
+from kittylab.safety import stop
 
 router = APIRouter(prefix="/api/lab", tags=["lab"])
 
@@ -43,3 +52,12 @@ def apply_lab(
         },
         warnings=report.warnings,
     )
+
+
+@router.post("/stop", status_code=202, response_model=StopAccepted)
+def stop_lab(
+    caller: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
+) -> StopAccepted:
+    """Put every device of every zone in its safe state now (``safety.stop``)."""
+    result = stop.stop(uow, jobs=c.jobs, bus=c.bus, requester=caller, now=c.clock())
+    return stop_accepted(result)

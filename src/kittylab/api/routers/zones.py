@@ -1,4 +1,4 @@
-"""``/api/zones``: the lab's zones, and who is present in one now."""
+"""``/api/zones``: the lab's zones, who is present in one now, and a zone's stop."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from kittylab.adapters.db.tables import Zone
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
-from kittylab.api.schemas import ZoneOccupancy, ZoneOut
+from kittylab.api.schemas import StopAccepted, ZoneOccupancy, ZoneOut, stop_accepted
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import HazardLevel
 from kittylab.domain.zones import requires_dual_confirmation
 from kittylab.people import presence
+from kittylab.safety import stop
 
 router = APIRouter(prefix="/api/zones", tags=["lab"])
 
@@ -63,3 +64,18 @@ def zone_occupancy(
     return ZoneOccupancy(
         zone_id=zone_id, ttl_seconds=int(ttl.total_seconds()), present_user_ids=users
     )
+
+
+@router.post("/{zone_id}/stop", status_code=202, response_model=StopAccepted)
+def stop_zone(
+    zone_id: UUID,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> StopAccepted:
+    """Put every device of the zone in its safe state now (``safety.stop``): pause prints,
+    cool heaters, power relays off, lock doors. Never held; operators, safety, admin."""
+    result = stop.stop(
+        uow, jobs=c.jobs, bus=c.bus, requester=caller, now=c.clock(), zone_id=zone_id
+    )
+    return stop_accepted(result)
