@@ -441,3 +441,44 @@ def test_an_override_for_an_unknown_zone_is_404(
     }
     response = client.post("/api/presence/override", json=body, headers=safety_lead.headers)
     assert response.status_code == 404
+
+
+# Issue 13, hole 7: presence you can trust.
+
+
+@pytest.mark.parametrize(("who", "allowed"), [("admin", False), ("safety_lead", True)])
+def test_recording_someone_elses_presence_needs_the_safety_role_as_the_override_does(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    who: str,
+    allowed: bool,
+    request: pytest.FixtureRequest,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    person: Person = request.getfixturevalue(who)
+    body = {"zoneId": str(laser), "userId": str(operator.user_id)}
+    response = client.post("/api/presence", json=body, headers=person.headers)
+    if allowed:
+        assert response.status_code == 201, response.text
+        assert is_present(database, operator.user_id, laser, NOW)
+    else:
+        assert response.status_code == 403
+        assert "safety" in response.json()["detail"]
+        assert rows(database) == []
+
+
+@pytest.mark.parametrize("who", ["operator", "admin", "safety_lead"])
+def test_anyone_checks_themselves_in(
+    client: TestClient,
+    database: Database,
+    who: str,
+    request: pytest.FixtureRequest,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    person: Person = request.getfixturevalue(who)
+    response = client.post("/api/presence", json={"zoneId": str(laser)}, headers=person.headers)
+    assert response.status_code == 201, response.text
+    assert is_present(database, person.user_id, laser, NOW)

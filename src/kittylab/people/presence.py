@@ -3,7 +3,7 @@
 Three sources write observations, each audited (``presence.recorded`` or
 ``presence.override``) in the same transaction as the row it records:
 
-- ``record_manual``: a person checks in or out (or safety/admin does it for them);
+- ``record_manual``: a person checks in or out (or the safety role does it for them);
 - ``record_unifi``: a signature-verified UniFi Access door event (see
   ``kittylab.safety.webhook_signature`` and ``kittylab.domain.unifi_access``);
 - ``record_override``: the safety role states someone's presence, which also leaves an

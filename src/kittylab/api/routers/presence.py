@@ -70,10 +70,12 @@ def check_in(
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> ZonePresence:
-    """Manual check-in (``present``) or check-out (``vacated``) of yourself; the safety and
-    admin roles may record someone else. Audited as ``presence.recorded``."""
+    """Manual check-in (``present``) or check-out (``vacated``) of yourself; only the safety
+    role may record someone else (the rule of the override route: presence is what
+    hazardous approvals rest on, and an admin is not a safety officer). Audited as
+    ``presence.recorded``."""
     user_id = body.user_id or caller.user_id
-    if user_id != caller.user_id and not caller.has_any(Role.SAFETY, Role.ADMIN):
+    if user_id != caller.user_id and not caller.has_any(Role.SAFETY):
         raise PermissionDenied("recording someone else's presence needs the safety role")
     return presence.record_manual(
         uow,
