@@ -482,3 +482,55 @@ def test_anyone_checks_themselves_in(
     response = client.post("/api/presence", json={"zoneId": str(laser)}, headers=person.headers)
     assert response.status_code == 201, response.text
     assert is_present(database, person.user_id, laser, NOW)
+
+
+@pytest.fixture
+def workshop(database: Database) -> UUID:
+    with database.unit_of_work() as session:
+        zone = Zone(name="workshop", hazard_level=HazardLevel.MEDIUM)
+        session.add(zone)
+        session.flush()
+        return zone.id
+
+
+def test_a_check_in_ends_the_previous_one_a_person_is_in_one_zone_at_a_time(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    first = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert first.status_code == 201
+    clock[0] = NOW + timedelta(seconds=0.01)
+    second = client.post("/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers)
+    assert second.status_code == 201
+
+    later = NOW + timedelta(seconds=1)
+    assert is_present(database, operator.user_id, workshop, later)
+    assert not is_present(database, operator.user_id, laser, later)
+    with database.unit_of_work() as session:
+        ended = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "presence.ended")
+        ).one()
+    assert ended.actor_id == operator.user_id
+    assert ended.details["zone_id"] == str(laser)
+    assert ended.details["status"] == "vacated"
+    assert ended.details["ended_by_zone_id"] == str(workshop)
+
+
+def test_a_badge_in_one_zone_ends_a_check_in_in_another(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    client.post("/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers)
+    clock[0] = NOW + timedelta(seconds=1)
+    assert deliver(client, door_event(), at=clock[0]).status_code == 201
+    later = NOW + timedelta(seconds=2)
+    assert is_present(database, operator.user_id, laser, later)
+    assert not is_present(database, operator.user_id, workshop, later)

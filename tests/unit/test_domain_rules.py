@@ -34,6 +34,7 @@ from kittylab.domain.zones import (
     effective_dual_confirm,
     is_present,
     validate_required_roles,
+    zones_to_end,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -117,6 +118,19 @@ def test_a_check_out_at_the_same_instant_as_a_check_in_wins() -> None:
 def test_presence_in_another_zone_does_not_count() -> None:
     user, zone, ttl = uuid4(), uuid4(), timedelta(minutes=15)
     assert not is_present([_obs(user, uuid4(), PresenceStatus.PRESENT, 1)], user, zone, NOW, ttl)
+
+
+def test_entering_a_zone_ends_every_other_zone_whose_newest_observation_says_present() -> None:
+    user, entering, a, b, c = uuid4(), uuid4(), uuid4(), uuid4(), uuid4()
+    observations = [
+        _obs(user, a, PresenceStatus.PRESENT, 5000),  # stale, still ended
+        _obs(user, b, PresenceStatus.PRESENT, 60),
+        _obs(user, b, PresenceStatus.VACATED, 10),  # already left b
+        _obs(user, c, PresenceStatus.PRESENT, 1),
+        _obs(user, entering, PresenceStatus.PRESENT, 1),
+        _obs(uuid4(), b, PresenceStatus.PRESENT, 1),  # someone else
+    ]
+    assert zones_to_end(observations, user, entering) == sorted([a, c])
 
 
 # --- Device and DeviceCommand ----------------------------------------------------------
