@@ -534,3 +534,80 @@ def test_a_badge_in_one_zone_ends_a_check_in_in_another(
     later = NOW + timedelta(seconds=2)
     assert is_present(database, operator.user_id, laser, later)
     assert not is_present(database, operator.user_id, workshop, later)
+
+
+def vacate_by_override(client: TestClient, safety_lead: Person, who: Person, zone: UUID) -> None:
+    response = client.post(
+        "/api/presence/override",
+        json={
+            "zoneId": str(zone),
+            "userId": str(who.user_id),
+            "status": "vacated",
+            "reason": "left by the fire exit",
+        },
+        headers=safety_lead.headers,
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_after_a_vacated_override_her_own_check_in_does_not_make_her_present_again(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    vacate_by_override(client, safety_lead, operator, laser)
+    clock[0] = NOW + timedelta(seconds=0.01)
+    again = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert again.status_code == 409
+    assert "override" in again.json()["detail"]
+    # A check-out first does not clear the override either.
+    out = client.post(
+        "/api/presence",
+        json={"zoneId": str(laser), "status": "vacated"},
+        headers=operator.headers,
+    )
+    assert out.status_code == 201
+    clock[0] = NOW + timedelta(seconds=0.02)
+    again = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert again.status_code == 409
+    assert not is_present(database, operator.user_id, laser, NOW + timedelta(seconds=1))
+
+
+def test_after_a_vacated_override_a_badge_makes_her_present_again(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    vacate_by_override(client, safety_lead, operator, laser)
+    clock[0] = NOW + timedelta(seconds=30)
+    assert deliver(client, door_event(), at=clock[0]).status_code == 201
+    assert is_present(database, operator.user_id, laser, clock[0])
+    # Seen by the badge, the override no longer stands: her check-out and check-in work.
+    client.post(
+        "/api/presence", json={"zoneId": str(laser), "status": "vacated"}, headers=operator.headers
+    )
+    clock[0] = NOW + timedelta(seconds=31)
+    again = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert again.status_code == 201, again.text
+
+
+def test_a_vacated_override_in_one_zone_does_not_block_a_check_in_elsewhere(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    vacate_by_override(client, safety_lead, operator, laser)
+    response = client.post(
+        "/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers
+    )
+    assert response.status_code == 201

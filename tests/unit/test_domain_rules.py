@@ -33,6 +33,7 @@ from kittylab.domain.zones import (
     PresenceObservation,
     effective_dual_confirm,
     is_present,
+    standing_override,
     validate_required_roles,
     zones_to_end,
 )
@@ -131,6 +132,27 @@ def test_entering_a_zone_ends_every_other_zone_whose_newest_observation_says_pre
         _obs(uuid4(), b, PresenceStatus.PRESENT, 1),  # someone else
     ]
     assert zones_to_end(observations, user, entering) == sorted([a, c])
+
+
+def _seen(user, zone, source, status, age_s):  # type: ignore[no-untyped-def]
+    return PresenceObservation(user, zone, source, status, NOW - timedelta(seconds=age_s))
+
+
+def test_a_vacated_override_stands_until_a_badge_or_another_override_sees_the_person() -> None:
+    user, zone = uuid4(), uuid4()
+    vacated = _seen(user, zone, PresenceSource.OVERRIDE, PresenceStatus.VACATED, 60)
+    assert standing_override([], user, zone) is None
+    assert standing_override([vacated], user, zone) == vacated
+    manual = _seen(user, zone, PresenceSource.MANUAL, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, manual], user, zone) == vacated
+    same_instant = _seen(user, zone, PresenceSource.UNIFI, PresenceStatus.PRESENT, 60)
+    assert standing_override([vacated, same_instant], user, zone) == vacated
+    badge = _seen(user, zone, PresenceSource.UNIFI, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, badge], user, zone) is None
+    back = _seen(user, zone, PresenceSource.OVERRIDE, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, back], user, zone) is None
+    elsewhere = _seen(user, uuid4(), PresenceSource.UNIFI, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, elsewhere], user, zone) == vacated
 
 
 # --- Device and DeviceCommand ----------------------------------------------------------

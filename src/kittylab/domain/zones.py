@@ -76,6 +76,36 @@ def zones_to_end(
     return sorted(ended)
 
 
+# The sources that count to see a person again after a safety override: a badge at the
+# door, or another override. A bare self check-in does not.
+SEEN_AGAIN_BY = frozenset({PresenceSource.UNIFI, PresenceSource.OVERRIDE})
+
+
+def standing_override(
+    observations: Iterable[PresenceObservation], user_id: UUID, zone_id: UUID
+) -> PresenceObservation | None:
+    """The override that says ``user_id`` is not in ``zone_id`` and still stands, if any.
+
+    An override stands until the person is seen again by a source that counts
+    (``SEEN_AGAIN_BY``: a ``present`` badge later than it, or a newer override). At the
+    same instant the override wins (fail closed). Its age does not matter: a safety lead
+    stated a fact, which a manual check-in or check-out cannot undo."""
+    mine = [o for o in observations if o.user_id == user_id and o.zone_id == zone_id]
+    overrides = [o for o in mine if o.source is PresenceSource.OVERRIDE]
+    if not overrides:
+        return None
+    last = max(overrides, key=lambda o: (o.observed_at, o.status is not PresenceStatus.PRESENT))
+    if last.status is PresenceStatus.PRESENT:
+        return None
+    seen = any(
+        o.source in SEEN_AGAIN_BY
+        and o.status is PresenceStatus.PRESENT
+        and o.observed_at > last.observed_at
+        for o in mine
+    )
+    return None if seen else last
+
+
 def is_present(
     observations: Iterable[PresenceObservation],
     user_id: UUID,

@@ -24,10 +24,15 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AuditEntry, SafetyEvent, User, Zone, ZonePresence
 from kittylab.domain.enums import PresenceSource, PresenceStatus, SafetyEventType, SafetyStatus
-from kittylab.domain.errors import NotFound, ValidationFailed
+from kittylab.domain.errors import Conflict, NotFound, ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.unifi_access import DoorEvent
-from kittylab.domain.zones import PresenceObservation, is_present, zones_to_end
+from kittylab.domain.zones import (
+    PresenceObservation,
+    is_present,
+    standing_override,
+    zones_to_end,
+)
 from kittylab.records import audit
 
 RECORDED = "presence.recorded"
@@ -79,8 +84,15 @@ def record_manual(
     actor_id: UUID | None = None,
 ) -> ZonePresence:
     """A check-in (``present``) or check-out (``vacated``) by hand. ``actor_id`` is who
-    recorded it (defaults to the person themselves)."""
+    recorded it (defaults to the person themselves).
+
+    A check-in is refused (``Conflict`` naming ``status``) while a safety override that
+    says the person is not in the zone stands: only a badge or another override sees
+    them again (``kittylab.domain.zones.standing_override``)."""
     _require(session, zone_id, user_id)
+    _lock_person(session, user_id)
+    if status is PresenceStatus.PRESENT:
+        _refuse_over_override(session, zone_id, user_id)
     row = _observe(
         session, zone_id, user_id, PresenceSource.MANUAL, status, now, actor_id or user_id
     )
@@ -94,6 +106,48 @@ def record_manual(
         details=_details(row),
     )
     return row
+
+
+def _refuse_over_override(session: Session, zone_id: UUID, user_id: UUID) -> None:
+    mine = select(ZonePresence).where(
+        ZonePresence.zone_id == zone_id, ZonePresence.user_id == user_id
+    )
+    # The newest override (a vacated one first at the same instant) and the newest badge
+    # that saw the person here: all the domain rule needs.
+    newest = [
+        session.scalars(
+            mine.where(ZonePresence.source == PresenceSource.OVERRIDE)
+            .order_by(
+                ZonePresence.observed_at.desc(),
+                (ZonePresence.status == PresenceStatus.PRESENT).asc(),
+            )
+            .limit(1)
+        ).first(),
+        session.scalars(
+            mine.where(
+                ZonePresence.source == PresenceSource.UNIFI,
+                ZonePresence.status == PresenceStatus.PRESENT,
+            )
+            .order_by(ZonePresence.observed_at.desc())
+            .limit(1)
+        ).first(),
+    ]
+    observations = [
+        PresenceObservation(r.user_id, r.zone_id, r.source, r.status, r.observed_at)
+        for r in newest
+        if r is not None
+    ]
+    stands = standing_override(observations, user_id, zone_id)
+    if stands is None:
+        return
+    zone = session.get(Zone, zone_id)
+    name = zone.name if zone is not None else str(zone_id)
+    raise Conflict(
+        f"a safety override recorded at {stands.observed_at.isoformat()} says this "
+        f"person is not in {name}; a check-in by hand does not undo it. Badge in at the "
+        "door, or ask the safety role to override presence again",
+        field="status",
+    )
 
 
 class UnifiOutcome(StrEnum):
