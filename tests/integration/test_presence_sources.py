@@ -611,3 +611,38 @@ def test_a_vacated_override_in_one_zone_does_not_block_a_check_in_elsewhere(
         "/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers
     )
     assert response.status_code == 201
+
+
+def test_presence_history_is_the_persons_own_unless_safety_or_admin_but_who_is_in_is_public(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    admin: Person,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    for person in (operator, safety_lead):
+        r = client.post("/api/presence", json={"zoneId": str(laser)}, headers=person.headers)
+        assert r.status_code == 201
+
+    own = client.get("/api/presence", headers=operator.headers).json()["items"]
+    assert {item["userId"] for item in own} == {str(operator.user_id)}
+    other = client.get(
+        "/api/presence", params={"userId": str(safety_lead.user_id)}, headers=operator.headers
+    )
+    assert other.status_code == 403
+    assert "safety or admin" in other.json()["detail"]
+    for person in (safety_lead, admin):
+        items = client.get("/api/presence", headers=person.headers).json()["items"]
+        assert {item["userId"] for item in items} == {
+            str(operator.user_id),
+            str(safety_lead.user_id),
+        }
+
+    occupancy = client.get(f"/api/zones/{laser}/occupancy", headers=operator.headers)
+    assert occupancy.status_code == 200
+    assert set(occupancy.json()["presentUserIds"]) == {
+        str(operator.user_id),
+        str(safety_lead.user_id),
+    }
