@@ -646,3 +646,31 @@ def test_presence_history_is_the_persons_own_unless_safety_or_admin_but_who_is_i
         str(operator.user_id),
         str(safety_lead.user_id),
     }
+
+
+def test_an_override_into_one_zone_ends_the_other_without_standing_against_her_there(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    clock[0] = NOW + timedelta(seconds=1)
+    moved = client.post(
+        "/api/presence/override",
+        json={
+            "zoneId": str(workshop),
+            "userId": str(operator.user_id),
+            "status": "present",
+            "reason": "workshop reader offline",
+        },
+        headers=safety_lead.headers,
+    )
+    assert moved.status_code == 201
+    assert not is_present(database, operator.user_id, laser, clock[0])
+    clock[0] = NOW + timedelta(seconds=2)
+    back = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert back.status_code == 201, back.text

@@ -378,8 +378,9 @@ def _observe(
     actor_id: UUID | None,
 ) -> ZonePresence:
     """Record one observation. A ``present`` one first ends the person's presence in every
-    other zone (a ``vacated`` row of the same source at the same instant, audited as
-    ``presence.ended`` naming the zone entered), under a per-person lock."""
+    other zone (a ``vacated`` row of the same source, ``manual`` for an override, at the
+    same instant, audited as ``presence.ended`` naming the zone entered), under a
+    per-person lock."""
     _lock_person(session, user_id)
     if status is PresenceStatus.PRESENT:
         _end_elsewhere(session, zone_id, user_id, source, now, actor_id)
@@ -421,11 +422,15 @@ def _end_elsewhere(
     observations = [
         PresenceObservation(r.user_id, r.zone_id, r.source, r.status, r.observed_at) for r in newest
     ]
+    # An override elsewhere ends this zone as a plain (manual) check-out: a vacated
+    # *override* row here would stand against the person in a zone the safety lead said
+    # nothing about. The presence.ended audit entry says what ended it.
+    ended_as = PresenceSource.MANUAL if source is PresenceSource.OVERRIDE else source
     for zone_id in zones_to_end(observations, user_id, entering):
         row = ZonePresence(
             zone_id=zone_id,
             user_id=user_id,
-            source=source,
+            source=ended_as,
             status=PresenceStatus.VACATED,
             observed_at=now,
         )
