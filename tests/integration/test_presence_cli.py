@@ -149,3 +149,20 @@ def test_override_by_the_safety_role(
     as_person(operator)
     code, output = run("override", "laser-room", "olivia", "--reason", "trust me")
     assert code == 1 and "HTTP 403" in output
+
+
+def test_list_shows_everyone_present_but_only_your_own_history(
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    as_person: Callable[[Person], None],
+) -> None:
+    as_person(safety_lead)
+    assert run("checkin", "laser-room")[0] == 0
+    as_person(operator)
+    assert run("checkin", "laser-room")[0] == 0
+    code, output = run("list")
+    assert code == 0, output
+    assert f"Olivia  since {local(NOW)} (checked in), until" in output
+    assert "Sam  present" in output

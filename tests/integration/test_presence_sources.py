@@ -441,3 +441,236 @@ def test_an_override_for_an_unknown_zone_is_404(
     }
     response = client.post("/api/presence/override", json=body, headers=safety_lead.headers)
     assert response.status_code == 404
+
+
+# Issue 13, hole 7: presence you can trust.
+
+
+@pytest.mark.parametrize(("who", "allowed"), [("admin", False), ("safety_lead", True)])
+def test_recording_someone_elses_presence_needs_the_safety_role_as_the_override_does(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    who: str,
+    allowed: bool,
+    request: pytest.FixtureRequest,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    person: Person = request.getfixturevalue(who)
+    body = {"zoneId": str(laser), "userId": str(operator.user_id)}
+    response = client.post("/api/presence", json=body, headers=person.headers)
+    if allowed:
+        assert response.status_code == 201, response.text
+        assert is_present(database, operator.user_id, laser, NOW)
+    else:
+        assert response.status_code == 403
+        assert "safety" in response.json()["detail"]
+        assert rows(database) == []
+
+
+@pytest.mark.parametrize("who", ["operator", "admin", "safety_lead"])
+def test_anyone_checks_themselves_in(
+    client: TestClient,
+    database: Database,
+    who: str,
+    request: pytest.FixtureRequest,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    person: Person = request.getfixturevalue(who)
+    response = client.post("/api/presence", json={"zoneId": str(laser)}, headers=person.headers)
+    assert response.status_code == 201, response.text
+    assert is_present(database, person.user_id, laser, NOW)
+
+
+@pytest.fixture
+def workshop(database: Database) -> UUID:
+    with database.unit_of_work() as session:
+        zone = Zone(name="workshop", hazard_level=HazardLevel.MEDIUM)
+        session.add(zone)
+        session.flush()
+        return zone.id
+
+
+def test_a_check_in_ends_the_previous_one_a_person_is_in_one_zone_at_a_time(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    first = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert first.status_code == 201
+    clock[0] = NOW + timedelta(seconds=0.01)
+    second = client.post("/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers)
+    assert second.status_code == 201
+
+    later = NOW + timedelta(seconds=1)
+    assert is_present(database, operator.user_id, workshop, later)
+    assert not is_present(database, operator.user_id, laser, later)
+    with database.unit_of_work() as session:
+        ended = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "presence.ended")
+        ).one()
+    assert ended.actor_id == operator.user_id
+    assert ended.details["zone_id"] == str(laser)
+    assert ended.details["status"] == "vacated"
+    assert ended.details["ended_by_zone_id"] == str(workshop)
+
+
+def test_a_badge_in_one_zone_ends_a_check_in_in_another(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    client.post("/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers)
+    clock[0] = NOW + timedelta(seconds=1)
+    assert deliver(client, door_event(), at=clock[0]).status_code == 201
+    later = NOW + timedelta(seconds=2)
+    assert is_present(database, operator.user_id, laser, later)
+    assert not is_present(database, operator.user_id, workshop, later)
+
+
+def vacate_by_override(client: TestClient, safety_lead: Person, who: Person, zone: UUID) -> None:
+    response = client.post(
+        "/api/presence/override",
+        json={
+            "zoneId": str(zone),
+            "userId": str(who.user_id),
+            "status": "vacated",
+            "reason": "left by the fire exit",
+        },
+        headers=safety_lead.headers,
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_after_a_vacated_override_her_own_check_in_does_not_make_her_present_again(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    vacate_by_override(client, safety_lead, operator, laser)
+    clock[0] = NOW + timedelta(seconds=0.01)
+    again = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert again.status_code == 409
+    assert "override" in again.json()["detail"]
+    # A check-out first does not clear the override either.
+    out = client.post(
+        "/api/presence",
+        json={"zoneId": str(laser), "status": "vacated"},
+        headers=operator.headers,
+    )
+    assert out.status_code == 201
+    clock[0] = NOW + timedelta(seconds=0.02)
+    again = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert again.status_code == 409
+    assert not is_present(database, operator.user_id, laser, NOW + timedelta(seconds=1))
+
+
+def test_after_a_vacated_override_a_badge_makes_her_present_again(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    vacate_by_override(client, safety_lead, operator, laser)
+    clock[0] = NOW + timedelta(seconds=30)
+    assert deliver(client, door_event(), at=clock[0]).status_code == 201
+    assert is_present(database, operator.user_id, laser, clock[0])
+    # Seen by the badge, the override no longer stands: her check-out and check-in work.
+    client.post(
+        "/api/presence", json={"zoneId": str(laser), "status": "vacated"}, headers=operator.headers
+    )
+    clock[0] = NOW + timedelta(seconds=31)
+    again = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert again.status_code == 201, again.text
+
+
+def test_a_vacated_override_in_one_zone_does_not_block_a_check_in_elsewhere(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    vacate_by_override(client, safety_lead, operator, laser)
+    response = client.post(
+        "/api/presence", json={"zoneId": str(workshop)}, headers=operator.headers
+    )
+    assert response.status_code == 201
+
+
+def test_presence_history_is_the_persons_own_unless_safety_or_admin_but_who_is_in_is_public(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    admin: Person,
+    laser: UUID,
+    clock: list[datetime],
+) -> None:
+    for person in (operator, safety_lead):
+        r = client.post("/api/presence", json={"zoneId": str(laser)}, headers=person.headers)
+        assert r.status_code == 201
+
+    own = client.get("/api/presence", headers=operator.headers).json()["items"]
+    assert {item["userId"] for item in own} == {str(operator.user_id)}
+    other = client.get(
+        "/api/presence", params={"userId": str(safety_lead.user_id)}, headers=operator.headers
+    )
+    assert other.status_code == 403
+    assert "safety or admin" in other.json()["detail"]
+    for person in (safety_lead, admin):
+        items = client.get("/api/presence", headers=person.headers).json()["items"]
+        assert {item["userId"] for item in items} == {
+            str(operator.user_id),
+            str(safety_lead.user_id),
+        }
+
+    occupancy = client.get(f"/api/zones/{laser}/occupancy", headers=operator.headers)
+    assert occupancy.status_code == 200
+    assert set(occupancy.json()["presentUserIds"]) == {
+        str(operator.user_id),
+        str(safety_lead.user_id),
+    }
+
+
+def test_an_override_into_one_zone_ends_the_other_without_standing_against_her_there(
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    workshop: UUID,
+    clock: list[datetime],
+) -> None:
+    client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    clock[0] = NOW + timedelta(seconds=1)
+    moved = client.post(
+        "/api/presence/override",
+        json={
+            "zoneId": str(workshop),
+            "userId": str(operator.user_id),
+            "status": "present",
+            "reason": "workshop reader offline",
+        },
+        headers=safety_lead.headers,
+    )
+    assert moved.status_code == 201
+    assert not is_present(database, operator.user_id, laser, clock[0])
+    clock[0] = NOW + timedelta(seconds=2)
+    back = client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
+    assert back.status_code == 201, back.text

@@ -33,7 +33,9 @@ from kittylab.domain.zones import (
     PresenceObservation,
     effective_dual_confirm,
     is_present,
+    standing_override,
     validate_required_roles,
+    zones_to_end,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -117,6 +119,40 @@ def test_a_check_out_at_the_same_instant_as_a_check_in_wins() -> None:
 def test_presence_in_another_zone_does_not_count() -> None:
     user, zone, ttl = uuid4(), uuid4(), timedelta(minutes=15)
     assert not is_present([_obs(user, uuid4(), PresenceStatus.PRESENT, 1)], user, zone, NOW, ttl)
+
+
+def test_entering_a_zone_ends_every_other_zone_whose_newest_observation_says_present() -> None:
+    user, entering, a, b, c = uuid4(), uuid4(), uuid4(), uuid4(), uuid4()
+    observations = [
+        _obs(user, a, PresenceStatus.PRESENT, 5000),  # stale, still ended
+        _obs(user, b, PresenceStatus.PRESENT, 60),
+        _obs(user, b, PresenceStatus.VACATED, 10),  # already left b
+        _obs(user, c, PresenceStatus.PRESENT, 1),
+        _obs(user, entering, PresenceStatus.PRESENT, 1),
+        _obs(uuid4(), b, PresenceStatus.PRESENT, 1),  # someone else
+    ]
+    assert zones_to_end(observations, user, entering) == sorted([a, c])
+
+
+def _seen(user, zone, source, status, age_s):  # type: ignore[no-untyped-def]
+    return PresenceObservation(user, zone, source, status, NOW - timedelta(seconds=age_s))
+
+
+def test_a_vacated_override_stands_until_a_badge_or_another_override_sees_the_person() -> None:
+    user, zone = uuid4(), uuid4()
+    vacated = _seen(user, zone, PresenceSource.OVERRIDE, PresenceStatus.VACATED, 60)
+    assert standing_override([], user, zone) is None
+    assert standing_override([vacated], user, zone) == vacated
+    manual = _seen(user, zone, PresenceSource.MANUAL, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, manual], user, zone) == vacated
+    same_instant = _seen(user, zone, PresenceSource.UNIFI, PresenceStatus.PRESENT, 60)
+    assert standing_override([vacated, same_instant], user, zone) == vacated
+    badge = _seen(user, zone, PresenceSource.UNIFI, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, badge], user, zone) is None
+    back = _seen(user, zone, PresenceSource.OVERRIDE, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, back], user, zone) is None
+    elsewhere = _seen(user, uuid4(), PresenceSource.UNIFI, PresenceStatus.PRESENT, 1)
+    assert standing_override([vacated, elsewhere], user, zone) == vacated
 
 
 # --- Device and DeviceCommand ----------------------------------------------------------

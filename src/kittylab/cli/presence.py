@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kittylab.cli.client import ApiClient
+from kittylab.cli.client import ApiClient, ApiProblem
 from kittylab.domain.errors import ValidationFailed
 
 presence_app = typer.Typer(
@@ -88,10 +88,18 @@ def _zone_lines(client: ApiClient, zone: dict[str, Any], people: dict[str, Any])
     ttl = timedelta(seconds=occupancy["ttlSeconds"])
     lines = [f"{zone['name']}:"]
     for user_id in present:
-        # The newest observation is what makes them present (lists are newest first).
-        newest = client.get("/api/presence", zoneId=zone["id"], userId=user_id, limit=1)
-        row = newest["items"][0]
         person = people.get(user_id, {"displayName": user_id})
+        # The newest observation is what makes them present (lists are newest first).
+        # Someone else's history is for the safety and admin roles only: without it, who
+        # is present is all there is to say.
+        try:
+            newest = client.get("/api/presence", zoneId=zone["id"], userId=user_id, limit=1)
+        except ApiProblem as exc:
+            if exc.status != 403:
+                raise
+            lines.append(f"  {person['displayName']}  present")
+            continue
+        row = newest["items"][0]
         seen = _local(row["observedAt"])
         lines.append(
             f"  {person['displayName']}  since {seen:%H:%M} ({_how(row['source'])}), "

@@ -43,16 +43,10 @@ class PresenceObservation:
     observed_at: datetime
 
 
-def is_present(
-    observations: Iterable[PresenceObservation],
-    user_id: UUID,
-    zone_id: UUID,
-    now: datetime,
-    ttl: timedelta,
-) -> bool:
-    """True when the newest observation of this user in this zone says ``present`` and is
-    younger than ``ttl``. A later ``vacated`` or ``unknown`` cancels an earlier check-in;
-    at the same instant, it wins too (fail closed: presence unlocks hazardous approvals)."""
+def _newest(
+    observations: Iterable[PresenceObservation], user_id: UUID, zone_id: UUID
+) -> PresenceObservation | None:
+    """The observation that decides, at the same instant a non-``present`` one wins."""
     newest: PresenceObservation | None = None
     for obs in observations:
         if obs.user_id != user_id or obs.zone_id != zone_id:
@@ -63,6 +57,66 @@ def is_present(
             or (obs.observed_at == newest.observed_at and obs.status is not PresenceStatus.PRESENT)
         ):
             newest = obs
+    return newest
+
+
+def zones_to_end(
+    observations: Iterable[PresenceObservation], user_id: UUID, entering: UUID
+) -> list[UUID]:
+    """The zones other than ``entering`` whose newest observation of ``user_id`` says
+    ``present``: a person is in one zone at a time, so entering one ends these (however
+    old: ending a stale check-in is harmless, leaving it would not be)."""
+    seen = list(observations)
+    zones = {o.zone_id for o in seen if o.user_id == user_id and o.zone_id != entering}
+    ended = []
+    for zone in zones:
+        newest = _newest(seen, user_id, zone)
+        if newest is not None and newest.status is PresenceStatus.PRESENT:
+            ended.append(zone)
+    return sorted(ended)
+
+
+# The sources that count to see a person again after a safety override: a badge at the
+# door, or another override. A bare self check-in does not.
+SEEN_AGAIN_BY = frozenset({PresenceSource.UNIFI, PresenceSource.OVERRIDE})
+
+
+def standing_override(
+    observations: Iterable[PresenceObservation], user_id: UUID, zone_id: UUID
+) -> PresenceObservation | None:
+    """The override that says ``user_id`` is not in ``zone_id`` and still stands, if any.
+
+    An override stands until the person is seen again by a source that counts
+    (``SEEN_AGAIN_BY``: a ``present`` badge later than it, or a newer override). At the
+    same instant the override wins (fail closed). Its age does not matter: a safety lead
+    stated a fact, which a manual check-in or check-out cannot undo."""
+    mine = [o for o in observations if o.user_id == user_id and o.zone_id == zone_id]
+    overrides = [o for o in mine if o.source is PresenceSource.OVERRIDE]
+    if not overrides:
+        return None
+    last = max(overrides, key=lambda o: (o.observed_at, o.status is not PresenceStatus.PRESENT))
+    if last.status is PresenceStatus.PRESENT:
+        return None
+    seen = any(
+        o.source in SEEN_AGAIN_BY
+        and o.status is PresenceStatus.PRESENT
+        and o.observed_at > last.observed_at
+        for o in mine
+    )
+    return None if seen else last
+
+
+def is_present(
+    observations: Iterable[PresenceObservation],
+    user_id: UUID,
+    zone_id: UUID,
+    now: datetime,
+    ttl: timedelta,
+) -> bool:
+    """True when the newest observation of this user in this zone says ``present`` and is
+    younger than ``ttl``. A later ``vacated`` or ``unknown`` cancels an earlier check-in;
+    at the same instant, it wins too (fail closed: presence unlocks hazardous approvals)."""
+    newest = _newest(observations, user_id, zone_id)
     if newest is None or newest.status is not PresenceStatus.PRESENT:
         return False
     age = now - newest.observed_at

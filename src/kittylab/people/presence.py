@@ -3,7 +3,7 @@
 Three sources write observations, each audited (``presence.recorded`` or
 ``presence.override``) in the same transaction as the row it records:
 
-- ``record_manual``: a person checks in or out (or safety/admin does it for them);
+- ``record_manual``: a person checks in or out (or the safety role does it for them);
 - ``record_unifi``: a signature-verified UniFi Access door event (see
   ``kittylab.safety.webhook_signature`` and ``kittylab.domain.unifi_access``);
 - ``record_override``: the safety role states someone's presence, which also leaves an
@@ -19,24 +19,35 @@ from uuid import UUID
 
 from prometheus_client import Counter
 from sqlalchemy import exists, select, text
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AuditEntry, SafetyEvent, User, Zone, ZonePresence
 from kittylab.domain.enums import PresenceSource, PresenceStatus, SafetyEventType, SafetyStatus
-from kittylab.domain.errors import NotFound, ValidationFailed
+from kittylab.domain.errors import Conflict, NotFound, ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.unifi_access import DoorEvent
-from kittylab.domain.zones import PresenceObservation, is_present
+from kittylab.domain.zones import (
+    PresenceObservation,
+    is_present,
+    standing_override,
+    zones_to_end,
+)
 from kittylab.records import audit
 
 RECORDED = "presence.recorded"
 OVERRIDE = "presence.override"
+# A check-in elsewhere ended this one (a person is in one zone at a time).
+ENDED = "presence.ended"
 # The audit subject of a UniFi observation is the UniFi event id, so a redelivery of the
 # same event is found by an indexed lookup and recorded once.
 UNIFI_SUBJECT = "unifi_event"
 # Namespace of the per-event advisory lock (two-int form; the audit chain uses the
 # one-bigint form, a separate key space).
 _UNIFI_LOCK_NAMESPACE = 0x0A11
+# Namespace of the per-person lock that serialises one person's observations, so two
+# concurrent check-ins cannot both leave the person present in two zones.
+_PERSON_LOCK_NAMESPACE = 0x0A12
 
 UNIFI_EVENTS = Counter(
     "kittylab_unifi_webhook_events_total",
@@ -73,9 +84,18 @@ def record_manual(
     actor_id: UUID | None = None,
 ) -> ZonePresence:
     """A check-in (``present``) or check-out (``vacated``) by hand. ``actor_id`` is who
-    recorded it (defaults to the person themselves)."""
+    recorded it (defaults to the person themselves).
+
+    A check-in is refused (``Conflict`` naming ``status``) while a safety override that
+    says the person is not in the zone stands: only a badge or another override sees
+    them again (``kittylab.domain.zones.standing_override``)."""
     _require(session, zone_id, user_id)
-    row = _observe(session, zone_id, user_id, PresenceSource.MANUAL, status, now)
+    _lock_person(session, user_id)
+    if status is PresenceStatus.PRESENT:
+        _refuse_over_override(session, zone_id, user_id)
+    row = _observe(
+        session, zone_id, user_id, PresenceSource.MANUAL, status, now, actor_id or user_id
+    )
     audit.append(
         session,
         action=RECORDED,
@@ -86,6 +106,48 @@ def record_manual(
         details=_details(row),
     )
     return row
+
+
+def _refuse_over_override(session: Session, zone_id: UUID, user_id: UUID) -> None:
+    mine = select(ZonePresence).where(
+        ZonePresence.zone_id == zone_id, ZonePresence.user_id == user_id
+    )
+    # The newest override (a vacated one first at the same instant) and the newest badge
+    # that saw the person here: all the domain rule needs.
+    newest = [
+        session.scalars(
+            mine.where(ZonePresence.source == PresenceSource.OVERRIDE)
+            .order_by(
+                ZonePresence.observed_at.desc(),
+                (ZonePresence.status == PresenceStatus.PRESENT).asc(),
+            )
+            .limit(1)
+        ).first(),
+        session.scalars(
+            mine.where(
+                ZonePresence.source == PresenceSource.UNIFI,
+                ZonePresence.status == PresenceStatus.PRESENT,
+            )
+            .order_by(ZonePresence.observed_at.desc())
+            .limit(1)
+        ).first(),
+    ]
+    observations = [
+        PresenceObservation(r.user_id, r.zone_id, r.source, r.status, r.observed_at)
+        for r in newest
+        if r is not None
+    ]
+    stands = standing_override(observations, user_id, zone_id)
+    if stands is None:
+        return
+    zone = session.get(Zone, zone_id)
+    name = zone.name if zone is not None else str(zone_id)
+    raise Conflict(
+        f"a safety override recorded at {stands.observed_at.isoformat()} says this "
+        f"person is not in {name}; a check-in by hand does not undo it. Badge in at the "
+        "door, or ask the safety role to override presence again",
+        field="status",
+    )
 
 
 class UnifiOutcome(StrEnum):
@@ -152,7 +214,9 @@ def record_unifi(session: Session, event: DoorEvent, now: datetime) -> UnifiResu
                 zone_id=zone.id,
                 user_id=user.id,
             )
-    row = _observe(session, zone.id, user.id, PresenceSource.UNIFI, PresenceStatus.PRESENT, now)
+    row = _observe(
+        session, zone.id, user.id, PresenceSource.UNIFI, PresenceStatus.PRESENT, now, None
+    )
     audit.append(
         session,
         action=RECORDED,
@@ -244,7 +308,7 @@ def record_override(
     why = sanitize_text(reason, 2000).strip()
     if not why:
         raise ValidationFailed("reason", "say why presence is overridden")
-    row = _observe(session, zone_id, user_id, PresenceSource.OVERRIDE, status, now)
+    row = _observe(session, zone_id, user_id, PresenceSource.OVERRIDE, status, now, by)
     event = SafetyEvent(
         event_type=SafetyEventType.OVERRIDE,
         zone_id=zone_id,
@@ -311,10 +375,73 @@ def _observe(
     source: PresenceSource,
     status: PresenceStatus,
     now: datetime,
+    actor_id: UUID | None,
 ) -> ZonePresence:
+    """Record one observation. A ``present`` one first ends the person's presence in every
+    other zone (a ``vacated`` row of the same source, ``manual`` for an override, at the
+    same instant, audited as ``presence.ended`` naming the zone entered), under a
+    per-person lock."""
+    _lock_person(session, user_id)
+    if status is PresenceStatus.PRESENT:
+        _end_elsewhere(session, zone_id, user_id, source, now, actor_id)
     row = ZonePresence(
         zone_id=zone_id, user_id=user_id, source=source, status=status, observed_at=now
     )
     session.add(row)
     session.flush()
     return row
+
+
+def _lock_person(session: Session, user_id: UUID) -> None:
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
+        {"ns": _PERSON_LOCK_NAMESPACE, "key": str(user_id)},
+    )
+
+
+def _end_elsewhere(
+    session: Session,
+    entering: UUID,
+    user_id: UUID,
+    source: PresenceSource,
+    now: datetime,
+    actor_id: UUID | None,
+) -> None:
+    # The newest observation per zone (a non-present one first at the same instant);
+    # the domain rule decides which of them still say present.
+    newest = session.scalars(
+        select(ZonePresence)
+        .where(ZonePresence.user_id == user_id, ZonePresence.zone_id != entering)
+        .ext(distinct_on(ZonePresence.zone_id))
+        .order_by(
+            ZonePresence.zone_id,
+            ZonePresence.observed_at.desc(),
+            (ZonePresence.status == PresenceStatus.PRESENT).asc(),
+        )
+    ).all()
+    observations = [
+        PresenceObservation(r.user_id, r.zone_id, r.source, r.status, r.observed_at) for r in newest
+    ]
+    # An override elsewhere ends this zone as a plain (manual) check-out: a vacated
+    # *override* row here would stand against the person in a zone the safety lead said
+    # nothing about. The presence.ended audit entry says what ended it.
+    ended_as = PresenceSource.MANUAL if source is PresenceSource.OVERRIDE else source
+    for zone_id in zones_to_end(observations, user_id, entering):
+        row = ZonePresence(
+            zone_id=zone_id,
+            user_id=user_id,
+            source=ended_as,
+            status=PresenceStatus.VACATED,
+            observed_at=now,
+        )
+        session.add(row)
+        session.flush()
+        audit.append(
+            session,
+            action=ENDED,
+            actor_id=actor_id,
+            now=now,
+            subject_type="zone_presence",
+            subject_id=row.id,
+            details={**_details(row), "ended_by_zone_id": str(entering)},
+        )

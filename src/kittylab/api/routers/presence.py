@@ -46,7 +46,7 @@ router = APIRouter(prefix="/api/presence", tags=["presence"])
 
 @router.get("", response_model=Page[PresenceOut])
 def list_presence(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
@@ -54,6 +54,14 @@ def list_presence(
     user_id: Annotated[UUID | None, Query(alias="userId")] = None,
     status_: Annotated[PresenceStatus | None, Query(alias="status")] = None,
 ) -> Page[PresenceOut]:
+    """Presence history (newest first). It says where a person was and when, so it is the
+    person's own unless you hold the safety or admin role: others see only their own rows,
+    and asking for someone else's is 403. Who is in a zone *now* is public:
+    ``GET /api/zones/{id}/occupancy``."""
+    if not caller.has_any(Role.SAFETY, Role.ADMIN):
+        if user_id is not None and user_id != caller.user_id:
+            raise PermissionDenied("someone else's presence history needs the safety or admin role")
+        user_id = caller.user_id
     stmt = where_equal(
         select(ZonePresence),
         (ZonePresence.zone_id, zone_id),
@@ -70,10 +78,12 @@ def check_in(
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> ZonePresence:
-    """Manual check-in (``present``) or check-out (``vacated``) of yourself; the safety and
-    admin roles may record someone else. Audited as ``presence.recorded``."""
+    """Manual check-in (``present``) or check-out (``vacated``) of yourself; only the safety
+    role may record someone else (the rule of the override route: presence is what
+    hazardous approvals rest on, and an admin is not a safety officer). Audited as
+    ``presence.recorded``."""
     user_id = body.user_id or caller.user_id
-    if user_id != caller.user_id and not caller.has_any(Role.SAFETY, Role.ADMIN):
+    if user_id != caller.user_id and not caller.has_any(Role.SAFETY):
         raise PermissionDenied("recording someone else's presence needs the safety role")
     return presence.record_manual(
         uow,
