@@ -4,8 +4,8 @@ Every bus client has an identity (a broker username) of one kind:
 
 - ``service`` and ``worker``: KittyLab's own processes. Only they may publish a device's
   ``cmd`` (so a command exists only with a command row and, for a hazard, an approval), the
-  conversation context ``kitty/ctx/*``, job progress and safety events; they may read
-  everything under ``kitty/``.
+  conversation context ``kitty/ctx/*``, job progress and safety events; they may publish
+  and read everything under ``kitty/``.
 - ``device``: one device. It publishes only its own ``state``, ``reply`` and
   ``kitty/telemetry/<id>/…``, and reads only its own ``cmd``.
 - ``simulator``: the demo lab's simulators, one client acting for the simulated devices it
@@ -40,12 +40,10 @@ class IdentityKind(StrEnum):
 OWN_KINDS = frozenset({IdentityKind.SERVICE, IdentityKind.WORKER})
 """KittyLab's own processes: the only ones that may command a device."""
 
-_OWN_PUBLISH = (
-    topics.DEVICE_COMMAND_WILDCARD,
-    f"{topics.ROOT}/ctx/#",
-    f"{topics.ROOT}/jobs/#",
-    f"{topics.ROOT}/safety/#",
-)
+_OWN_PUBLISH = (f"{topics.ROOT}/#",)
+"""KittyLab's own processes are the bus's trust root: they may command any device, so
+letting them publish anything else under ``kitty/`` (a simulator sharing the service's
+client in tests, a state relayed from a polled driver) grants nothing more."""
 _OWN_READ = (f"{topics.ROOT}/#",)
 
 

@@ -1,0 +1,218 @@
+"""The bus admits only the lab's identities and enforces the topic ACL (issue 13, hole 1).
+
+The demo lab's simulators listen on the broker as the simulator identity; an attacker on
+the bus tries what was reproduced against ``kittylab serve``: an anonymous client, and a
+device with a credential of its own, publish ``door_unlock`` to the welding-bay door and
+``power_on`` to the welder. The door must stay locked and the welder off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from kittylab import bootstrap
+from kittylab.adapters.bus.credentials import Credential, Identities
+from kittylab.adapters.bus.mqtt import BrokerAddress
+from kittylab.adapters.db.engine import Database
+from kittylab.domain import topics
+from kittylab.domain.bus_acl import IdentityKind
+from kittylab.simulator.fleet import SimulatedFleet
+from tests.integration.live_bus import (
+    IDENTITIES_FILE,
+    embedded_broker,
+    free_port,
+    lab_identities,
+    running_bus,
+)
+from tests.integration.print_lab import apply_demo_lab
+
+DOOR, WELDER, CNC_DOOR, LIGHTS = "welding-door", "welder-power", "cnc-door", "welding-lights"
+UNLOCK = {"requestId": "attack", "intent": "door_unlock", "payload": {}}
+POWER_ON = {"requestId": "attack", "intent": "power_on", "payload": {}}
+
+
+@dataclass
+class Lab:
+    address: BrokerAddress
+    fleet: SimulatedFleet
+    cnc_door: Credential
+    """A real device's credential: the attacker took the CNC door's firmware apart."""
+
+    def state(self, external_id: str) -> dict[str, Any]:
+        [sim] = [s for s in self.fleet.devices.values() if s.external_id == external_id]
+        return sim.snapshot()
+
+
+@contextlib.asynccontextmanager
+async def raw_client(
+    lab: Lab, who: Credential | None, will: aiomqtt.Will | None = None
+) -> AsyncIterator[aiomqtt.Client]:
+    """A client outside KittyLab, as an attacker on the LAN would run."""
+    async with aiomqtt.Client(
+        lab.address.host,
+        lab.address.port,
+        username=who.username if who else None,
+        password=who.password if who else None,
+        will=will,
+        timeout=5,
+    ) as c:
+        yield c
+
+
+Broker = Callable[[Identities], contextlib.AbstractAsyncContextManager[BrokerAddress]]
+
+
+@contextlib.asynccontextmanager
+async def embedded(_: Identities) -> AsyncIterator[BrokerAddress]:
+    port = free_port()
+    async with embedded_broker(port):
+        yield BrokerAddress("127.0.0.1", port)
+
+
+def run_lab(
+    container: bootstrap.Container,
+    database: Database,
+    demo_lab_path: Path,
+    broker: Broker,
+    scenario: Callable[[Lab], Awaitable[None]],
+) -> None:
+    """The demo lab's simulators online on ``broker`` as the simulator identity, with the
+    CNC door given a device credential; then ``scenario``."""
+    apply_demo_lab(container, database, demo_lab_path)
+
+    async def main() -> None:
+        fleet = bootstrap.simulated_fleet(container)
+        await asyncio.to_thread(fleet.reload)
+        lab = lab_identities(sim.external_id for sim in fleet.devices.values())
+        cnc_door = lab.issue_device(CNC_DOOR)
+        lab.save()
+        async with (
+            broker(lab) as address,
+            running_bus(address, "simulator", IdentityKind.SIMULATOR) as simulators,
+        ):
+            fleet.attach(simulators)
+            await asyncio.to_thread(fleet.report)
+            await scenario(Lab(address, fleet, cnc_door))
+
+    asyncio.run(main())
+
+
+BROKERS: dict[str, Broker] = {"embedded": embedded}
+
+
+@pytest.fixture(params=list(BROKERS))
+def broker(request: pytest.FixtureRequest) -> Broker:
+    return BROKERS[request.param]
+
+
+async def settle() -> None:
+    """Long enough for a command the broker let through to reach a simulator."""
+    await asyncio.sleep(0.5)
+
+
+def test_an_anonymous_client_cannot_unlock_a_door_or_power_the_welder(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    async def scenario(lab: Lab) -> None:
+        assert lab.state(DOOR)["locked"] is True
+        with contextlib.suppress(aiomqtt.MqttError):  # refused at connect (the fix)
+            async with raw_client(lab, None) as attacker:
+                await attacker.publish(topics.device_command(DOOR), json.dumps(UNLOCK), qos=1)
+                await attacker.publish(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
+        await settle()
+        assert lab.state(DOOR)["locked"] is True
+        assert lab.state(WELDER)["on"] is False
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_anonymous_and_wrong_password_clients_are_refused_at_connect(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    async def scenario(lab: Lab) -> None:
+        for who in (None, Credential(lab.cnc_door.username, "guess"), Credential("x", "y")):
+            with pytest.raises(aiomqtt.MqttError):
+                async with raw_client(lab, who):
+                    pass
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_a_device_cannot_command_another_device_nor_leave_a_command_as_its_will(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    async def scenario(lab: Lab) -> None:
+        async with raw_client(lab, lab.cnc_door) as device:
+            await device.publish(topics.device_command(DOOR), json.dumps(UNLOCK), qos=1)
+            await device.publish(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
+            await device.publish(topics.device_command(CNC_DOOR), json.dumps(UNLOCK), qos=1)
+        will = aiomqtt.Will(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
+        with pytest.raises(aiomqtt.MqttError):
+            async with raw_client(lab, lab.cnc_door, will=will):
+                pass
+        await settle()
+        assert lab.state(DOOR)["locked"] is True
+        assert lab.state(WELDER)["on"] is False
+        assert lab.state(CNC_DOOR)["locked"] is True  # not even its own cmd
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_the_services_own_client_still_commands_the_simulators(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    async def scenario(lab: Lab) -> None:
+        async with running_bus(lab.address, "service") as service:
+            light_on = {"requestId": "r1", "intent": "light_on", "payload": {}}
+            await service.publish_now(topics.device_command(LIGHTS), light_on)
+            await settle()
+        assert lab.state(LIGHTS)["on"] is True
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_a_device_cannot_publish_another_devices_state_nor_read_the_conversations(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    async def scenario(lab: Lab) -> None:
+        seen: list[tuple[str, bytes]] = []
+
+        async def collect(topic: str, payload: bytes) -> None:
+            seen.append((topic, payload))
+
+        async with running_bus(lab.address, "service") as service:
+            service.subscribe(topics.device_state(DOOR), collect)
+            await service.publish_now(
+                topics.conversation_context("c1"), {"secret": "context"}, retain=True
+            )
+            await settle()
+            seen.clear()
+            async with raw_client(lab, lab.cnc_door) as device:
+                await device.subscribe("kitty/#")
+                await device.publish(
+                    topics.device_state(DOOR), json.dumps({"locked": False}), qos=1, retain=True
+                )
+                await device.publish(topics.device_state(CNC_DOOR), b'{"locked":true}', qos=1)
+                heard: list[str] = []
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.7):
+                        async for message in device.messages:
+                            heard.append(f"{message.topic.value} {message.payload!r} {message.retain}")
+            await settle()
+        assert not [p for _, p in seen if b"false" in p], "a spoofed state reached the service"
+        assert heard == [], f"a device read {heard}"
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_the_identities_file_is_private() -> None:
+    lab_identities()
+    assert IDENTITIES_FILE.stat().st_mode & 0o077 == 0
