@@ -293,3 +293,32 @@ def test_a_device_cannot_publish_another_devices_state_nor_read_the_conversation
 def test_the_identities_file_is_private() -> None:
     lab_identities()
     assert IDENTITIES_FILE.stat().st_mode & 0o077 == 0
+
+
+def test_mqtt_commands_issue_a_device_credential_once_and_write_mosquittos_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from kittylab.adapters.bus.credentials import verify_password
+    from kittylab.cli.main import app
+
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    issued = runner.invoke(app, ["mqtt", "device", "shop-light"])
+    assert issued.exit_code == 0, issued.output
+    password = issued.output.split("password: ")[1].split()[0]
+    written = runner.invoke(app, ["mqtt", "config", "--out", str(tmp_path / "mosq")])
+    assert written.exit_code == 0, written.output
+
+    lines = dict(
+        line.split(":", 1) for line in (tmp_path / "mosq" / "passwd").read_text().splitlines()
+    )
+    assert verify_password(password, lines["device-shop-light"])
+    assert set(lines) >= {"kittylab-service", "kittylab-worker", "kittylab-simulator"}
+    acl = (tmp_path / "mosq" / "acl").read_text()
+    assert "user device-shop-light\ntopic write kitty/devices/shop-light/state\n" in acl
+    assert "topic read kitty/devices/shop-light/cmd\n" in acl
+    assert password not in (tmp_path / "data" / "mqtt" / "identities.json").read_text()
+    bad = runner.invoke(app, ["mqtt", "device", "a/b"])
+    assert bad.exit_code != 0 and "external_id" in bad.output
