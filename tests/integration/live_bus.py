@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -52,11 +52,18 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def running_bus(
-    address: BrokerAddress, role: str = "test", kind: IdentityKind = IdentityKind.SERVICE
+    address: BrokerAddress,
+    role: str = "test",
+    kind: IdentityKind = IdentityKind.SERVICE,
+    attach: Callable[[MqttBus], None] | None = None,
 ) -> AsyncIterator[MqttBus]:
+    """A connected bus; ``attach`` subscribes before it connects, so the subscriptions are
+    in place before anyone else can publish (another client's message races them)."""
     if address.username is None:
         address = as_identity(address, kind)
     bus = MqttBus(address, FAST, role=role)
+    if attach is not None:
+        attach(bus)
     task = asyncio.create_task(bus.run())
     try:
         assert await bus.wait_connected(10), f"no MQTT broker at {address.host}:{address.port}"
@@ -108,9 +115,8 @@ async def live_lab(container: bootstrap.Container) -> AsyncIterator[LiveLab]:
     async with (
         embedded_broker(port),
         running_bus(address, "lab") as bus,
-        running_bus(address, "simulator", IdentityKind.SIMULATOR) as simulators,
+        running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach),
     ):
-        fleet.attach(simulators)
         await asyncio.to_thread(fleet.report)
         yield LiveLab(
             bus, fleet, replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)

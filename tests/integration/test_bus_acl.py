@@ -131,9 +131,8 @@ def run_lab(
         lab.save()
         async with (
             broker(lab) as address,
-            running_bus(address, "simulator", IdentityKind.SIMULATOR) as simulators,
+            running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach),
         ):
-            fleet.attach(simulators)
             await asyncio.to_thread(fleet.report)
             await scenario(Lab(address, fleet, cnc_door))
 

@@ -20,6 +20,7 @@ A lab with networked MQTT devices points ``KITTYLAB_MQTT__URL`` at its Mosquitto
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass
@@ -155,13 +156,19 @@ class _LabBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here
         handler = self._get_handler(session)
         if handler is None:
             return
-        for topic, retained in list(self._retained_messages.items()):
-            if self._matches(topic, topic_filter) and await self._topic_filtering(
-                session, topic=topic, action=Action.RECEIVE
-            ):
-                await handler.mqtt_publish(
+        # As amqtt sends them (concurrently, then waiting for all), less what the ACL forbids.
+        sends = [
+            asyncio.Task(
+                handler.mqtt_publish(
                     retained.topic, retained.data, min(qos, retained.qos or qos), retain=True
                 )
+            )
+            for topic, retained in list(self._retained_messages.items())
+            if self._matches(topic, topic_filter)
+            and await self._topic_filtering(session, topic=topic, action=Action.RECEIVE)
+        ]
+        if sends:
+            await asyncio.wait(sends)
 
 
 class EmbeddedBroker:
