@@ -7,11 +7,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
+
 from kittylab.adapters.bus.broker import EmbeddedBroker
+from kittylab.adapters.bus.credentials import SIMULATOR_USERNAME, Identities
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
 from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
@@ -23,6 +26,7 @@ from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db import migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
+from kittylab.adapters.db.tables import Device
 from kittylab.adapters.detectors.obico import ObicoDetector
 from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.adapters.devices.bambu import BambuDriver
@@ -46,6 +50,7 @@ from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
+from kittylab.domain.bus_acl import IdentityKind
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
@@ -58,7 +63,7 @@ from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
 from kittylab.simulator.devices import build_simulator
-from kittylab.simulator.fleet import SimulatedFleet
+from kittylab.simulator.fleet import SIMULATED, SimulatedFleet
 
 log = logging.getLogger(__name__)
 
@@ -148,21 +153,65 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
 
 
 def broker_address(settings: Settings) -> BrokerAddress:
-    """The configured broker, or the embedded one ``kittylab serve`` runs."""
+    """The configured broker, or the embedded one ``kittylab serve`` runs (no credentials:
+    ``message_bus`` adds the process's own)."""
     if settings.mqtt.url is not None:
         return parse_broker_url(settings.mqtt.url.get_secret_value())
     return BrokerAddress(settings.mqtt.embedded_host, settings.mqtt.embedded_port)
 
 
+def bus_identities_file(settings: Settings) -> Path:
+    return settings.mqtt.identities_file or settings.data_dir / "mqtt" / "identities.json"
+
+
+def bus_identities(settings: Settings) -> Identities:
+    """The lab's bus identities, with KittyLab's own (service, worker, simulator) created
+    on first use and saved (mode 0600)."""
+    identities = Identities.load(bus_identities_file(settings))
+    simulator = identities.entries.get(SIMULATOR_USERNAME)
+    if identities.ensure_own(simulator.identity.devices if simulator else ()):
+        identities.save()
+    return identities
+
+
+_BUS_KINDS = {"worker": IdentityKind.WORKER, "simulator": IdentityKind.SIMULATOR}
+
+
 def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
-    """The broker ``kittylab serve`` must run itself: none when a URL is configured."""
+    """The broker ``kittylab serve`` must run itself: none when a URL is configured. It
+    admits only the identities of ``bus_identities_file``."""
     if settings.mqtt.url is not None:
         return None
-    return EmbeddedBroker(settings.mqtt.embedded_host, settings.mqtt.embedded_port)
+    return EmbeddedBroker(
+        settings.mqtt.embedded_host,
+        settings.mqtt.embedded_port,
+        identities_file=bus_identities_file(settings),
+    )
 
 
 def message_bus(settings: Settings, role: str) -> MqttBus:
-    return MqttBus(broker_address(settings), settings.mqtt, role=role)
+    """The process's MQTT client. It connects as the user of the broker URL when the URL
+    names one, otherwise as KittyLab's own identity for ``role`` (``worker``,
+    ``simulator``; anything else is the service) from the identities file."""
+    address = broker_address(settings)
+    if address.username is None:
+        own = bus_identities(settings).own(_BUS_KINDS.get(role, IdentityKind.SERVICE))
+        address = replace(address, username=own.username, password=own.password)
+    return MqttBus(address, settings.mqtt, role=role)
+
+
+def follow_simulated_devices(container: Container) -> None:
+    """Let the simulator's bus identity act for exactly the lab's active simulated devices
+    (run by ``kittylab serve`` as the lab changes); a no-op when nothing changed."""
+    with container.database.unit_of_work() as session:
+        devices = session.scalars(
+            select(Device.external_id).where(
+                Device.integration == SIMULATED, Device.retired_at.is_(None)
+            )
+        ).all()
+    identities = bus_identities(container.settings)
+    if identities.ensure_own(devices):
+        identities.save()
 
 
 def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:

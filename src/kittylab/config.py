@@ -169,6 +169,12 @@ class MqttSettings(BaseModel):
     client_id_prefix: str = Field(
         "kittylab", min_length=1, max_length=40, description="Prefix of our MQTT client ids."
     )
+    identities_file: Path | None = Field(
+        None,
+        description="The lab's bus identities and credential hashes (mode 0600); the "
+        "embedded broker admits only these, `kittylab mqtt config` writes Mosquitto's files "
+        "from it. Unset: <data_dir>/mqtt/identities.json.",
+    )
     keepalive_seconds: int = Field(30, ge=5, le=3600)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
     reconnect_min_seconds: float = Field(0.5, gt=0, description="First reconnect delay.")

@@ -25,6 +25,7 @@ from kittylab.adapters.db.tables import (
     SafetyEvent,
     Zone,
 )
+from kittylab.domain.bus_acl import IdentityKind
 from kittylab.domain.enums import (
     ArtifactType,
     CADPolicyMode,
@@ -36,7 +37,14 @@ from kittylab.domain.enums import (
     Tier,
 )
 from tests.integration.conftest import Person
-from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
+from tests.integration.live_bus import (
+    FAST,
+    as_identity,
+    embedded_broker,
+    eventually,
+    free_port,
+    running_bus,
+)
 
 
 @pytest.fixture
@@ -583,7 +591,7 @@ def test_a_denial_is_published_on_the_safety_topic(
 ) -> None:
     port = free_port()
     address = BrokerAddress("127.0.0.1", port)
-    container.bus = MqttBus(address, FAST, role="server")  # not running: the outbox keeps it
+    container.bus = MqttBus(as_identity(address, IdentityKind.SERVICE), FAST, role="server")
     with database.unit_of_work() as s:
         event = SafetyEvent(
             event_type=SafetyEventType.UNLOCK, zone_id=lab["zone"], initiated_by=operator.user_id

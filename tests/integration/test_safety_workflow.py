@@ -39,6 +39,7 @@ from kittylab.adapters.db.tables import (
     Zone,
 )
 from kittylab.devices import dispatch
+from kittylab.domain.bus_acl import IdentityKind
 from kittylab.domain.enums import CommandStatus, OnlineState, PresenceStatus
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity, presence
@@ -46,7 +47,14 @@ from kittylab.records import audit
 from kittylab.safety import locks, workflow
 from kittylab.safety.approval_payload import ApprovalPayload
 from kittylab.safety.signatures import parse_public_key
-from tests.integration.live_bus import FAST, embedded_broker, eventually, free_port, running_bus
+from tests.integration.live_bus import (
+    FAST,
+    as_identity,
+    embedded_broker,
+    eventually,
+    free_port,
+    running_bus,
+)
 
 MAX_DELAY = timedelta(seconds=60)
 
@@ -531,7 +539,7 @@ def test_bad_approval_input_is_422_naming_the_field(lab: Lab) -> None:
 def test_a_held_command_and_its_approval_are_announced_on_the_bus(lab: Lab) -> None:
     port = free_port()
     address = BrokerAddress("127.0.0.1", port)
-    lab.container.bus = MqttBus(address, FAST, role="server")  # not running: outbox keeps it
+    lab.container.bus = MqttBus(as_identity(address, IdentityKind.SERVICE), FAST, role="server")
     asked = lab.request("olivia", "cnc-spindle")
     assert lab.approve("sam", asked["hazardEventId"])[0] == 200
 

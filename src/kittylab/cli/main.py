@@ -21,6 +21,7 @@ from kittylab.cli import approve as approve_cli
 from kittylab.cli import devices as devices_cli
 from kittylab.cli import keys as keys_cli
 from kittylab.cli import locks as locks_cli
+from kittylab.cli import mqtt as mqtt_cli
 from kittylab.cli import presence as presence_cli
 from kittylab.cli import printing as printing_cli
 from kittylab.cli import stop as stop_cli
@@ -289,6 +290,7 @@ approve_cli.register(app, friendly_errors)
 keys_cli.register(app, friendly_errors)
 presence_cli.register(app, friendly_errors)
 stop_cli.register(app, friendly_errors)
+mqtt_cli.register(app, friendly_errors)
 
 
 def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:

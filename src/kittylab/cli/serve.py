@@ -90,6 +90,8 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     _signals.server = server
     # A stop asked for while starting up: uvicorn starts, sees it, and shuts down.
     server.should_exit = _signals.requested
+    # The simulator's bus identity acts for the lab's simulated devices, before anyone connects.
+    await asyncio.to_thread(bootstrap.follow_simulated_devices, container)
     broker = bootstrap.embedded_broker(container.settings)
     if broker is not None:
         await broker.start()
@@ -115,7 +117,16 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)
         if bus is not None:
-            fleet.attach(bus)
+            # The simulators are devices: their own client, with the simulator's identity.
+            simulators = bootstrap.message_bus(container.settings, "simulator")
+            fleet.attach(simulators)
+            background.append(asyncio.create_task(simulators.run(), name="mqtt-simulators"))
+            background.append(
+                asyncio.create_task(
+                    _follow_simulated_devices(container, sim.reload_interval_seconds),
+                    name="bus-identities",
+                )
+            )
         background.append(
             asyncio.create_task(
                 run_fleet(
@@ -146,6 +157,16 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
             log.info("embedded MQTT broker stopped in %.1f s", time.monotonic() - started)
         # asyncio.run now joins the thread pool: blocking work still running ends first.
         log.info("waiting for running threads to finish")
+
+
+async def _follow_simulated_devices(container: bootstrap.Container, every: float) -> None:
+    """Keep the simulator's bus rights in step with the lab (devices added or retired)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(bootstrap.follow_simulated_devices, container)
+        except Exception:
+            log.exception("the simulator's bus identity could not follow the lab; retrying")
 
 
 async def _stop_all(tasks: list[asyncio.Task[None]]) -> None:
