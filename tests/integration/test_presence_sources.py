@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -352,15 +353,8 @@ def test_safety_override_records_presence_an_approved_safety_event_and_an_audit_
     laser: UUID,
     clock: list[datetime],
 ) -> None:
-    response = client.post(
-        "/api/presence/override",
-        json={
-            "zoneId": str(laser),
-            "userId": str(operator.user_id),
-            "status": "present",
-            "reason": "badge reader at the laser room is offline",
-        },
-        headers=safety_lead.headers,
+    response = post_override(
+        client, safety_lead, operator, laser, "present", "badge reader at the laser room is offline"
     )
 
     assert response.status_code == 201, response.text
@@ -394,16 +388,7 @@ def test_only_the_safety_role_overrides_presence(
     clock: list[datetime],
 ) -> None:
     person: Person = request.getfixturevalue(who)
-    response = client.post(
-        "/api/presence/override",
-        json={
-            "zoneId": str(laser),
-            "userId": str(person.user_id),
-            "status": "present",
-            "reason": "trust me",
-        },
-        headers=person.headers,
-    )
+    response = post_override(client, person, person, laser, "present", "trust me")
     assert response.status_code == 403
     with database.unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(SafetyEvent)) == 0
@@ -536,17 +521,19 @@ def test_a_badge_in_one_zone_ends_a_check_in_in_another(
     assert not is_present(database, operator.user_id, workshop, later)
 
 
-def vacate_by_override(client: TestClient, safety_lead: Person, who: Person, zone: UUID) -> None:
-    response = client.post(
+def post_override(
+    client: TestClient, by: Person, who: Person, zone: UUID, status: str, reason: str
+) -> httpx.Response:
+    """``POST /api/presence/override`` as ``by`` for ``who``; the response, unchecked."""
+    return client.post(
         "/api/presence/override",
-        json={
-            "zoneId": str(zone),
-            "userId": str(who.user_id),
-            "status": "vacated",
-            "reason": "left by the fire exit",
-        },
-        headers=safety_lead.headers,
+        json={"zoneId": str(zone), "userId": str(who.user_id), "status": status, "reason": reason},
+        headers=by.headers,
     )
+
+
+def vacate_by_override(client: TestClient, safety_lead: Person, who: Person, zone: UUID) -> None:
+    response = post_override(client, safety_lead, who, zone, "vacated", "left by the fire exit")
     assert response.status_code == 201, response.text
 
 
@@ -659,15 +646,8 @@ def test_an_override_into_one_zone_ends_the_other_without_standing_against_her_t
 ) -> None:
     client.post("/api/presence", json={"zoneId": str(laser)}, headers=operator.headers)
     clock[0] = NOW + timedelta(seconds=1)
-    moved = client.post(
-        "/api/presence/override",
-        json={
-            "zoneId": str(workshop),
-            "userId": str(operator.user_id),
-            "status": "present",
-            "reason": "workshop reader offline",
-        },
-        headers=safety_lead.headers,
+    moved = post_override(
+        client, safety_lead, operator, workshop, "present", "workshop reader offline"
     )
     assert moved.status_code == 201
     assert not is_present(database, operator.user_id, laser, clock[0])
