@@ -574,7 +574,8 @@ def test_a_command_held_through_the_conversation_is_announced_like_the_command_r
     port = free_port()
     address = BrokerAddress("127.0.0.1", port)
     c = lab.container
-    c.bus = MqttBus(address, FAST, role="server")  # not running: outbox keeps it
+    # Not running: the outbox keeps what is published until the broker is up.
+    c.bus = MqttBus(as_identity(address, IdentityKind.SERVICE), FAST, role="server")
     c.query = bootstrap.query_service(c.settings, lab.database, c.jobs, c.bus, c.cad)
     by_route = lab.request("olivia", "cnc-spindle")
     said = lab.client.post(
