@@ -19,11 +19,11 @@ from uuid import UUID
 import typer
 
 from kittylab.cli.client import ApiClient
+from kittylab.cli.options import UrlOption
 from kittylab.cli.signing import sign
 from kittylab.domain.errors import ValidationFailed
 from kittylab.safety.approval_payload import ApprovalPayload
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL [env KITTYLAB_URL].")]
 Signer = Callable[[Path, bytes], str]
 
 

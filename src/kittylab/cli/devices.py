@@ -13,11 +13,11 @@ from rich.table import Table
 
 from kittylab.cli import live
 from kittylab.cli.client import ApiClient, ApiProblem
+from kittylab.cli.options import UrlOption
 from kittylab.domain.errors import ValidationFailed
 
 console = Console()
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL [env KITTYLAB_URL].")]
 FINAL = ("acked", "failed")
 
 

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from kittylab.cli.client import ApiClient, ApiProblem
+from kittylab.cli.options import UrlOption
 
 console = Console()
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL [env KITTYLAB_URL].")]
 
 
 def register(app: typer.Typer, friendly: Any) -> None:

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 import typer
 
 from kittylab.cli.client import ApiClient, ApiProblem
+from kittylab.cli.options import UrlOption
 from kittylab.domain.errors import ValidationFailed
 
 presence_app = typer.Typer(
     help="Who is in which zone: check in, check out, list, override.", no_args_is_help=True
 )
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL [env KITTYLAB_URL].")]
 ZoneArgument = Annotated[str, typer.Argument(help="Zone name (e.g. laser-room) or id.")]
 UserOption = Annotated[
     str | None,

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from kittylab.cli import live
 from kittylab.cli.client import ApiClient, ApiProblem
+from kittylab.cli.options import UrlOption
 
 console = Console()
-UrlOption = Annotated[str | None, typer.Option("--url", help="Server URL [env KITTYLAB_URL].")]
 ENDED = ("completed", "failed", "aborted")
 
 
