@@ -94,12 +94,22 @@ def check_archive(path: Path, policy: GcodePolicy) -> int:
                     f"more than {MAX_ARCHIVE_GCODE_BYTES // (1024 * 1024)} MiB of G-code "
                     "once decompressed",
                 ) from None
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError,
-                    EOFError, RuntimeError) as exc:  # fmt: skip
+            except _ARCHIVE_READ_ERRORS as exc:
                 raise _unreadable(entry.filename, f"it cannot be read ({exc})") from None
             if not check.ok:
                 raise GcodeRefused(check, entry.filename)
         return len(entries)
+
+
+# What zipfile raises for a damaged, encrypted or unsupported entry.
+_ARCHIVE_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    OSError,
+    EOFError,
+    RuntimeError,
+)
 
 
 class _TooLarge(Exception):
