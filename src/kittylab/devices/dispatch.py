@@ -396,9 +396,16 @@ async def dispatch(
             receipt = await driver.send(work.target, work.intent, work.payload)
         except (DeviceRefused, DeviceUnavailable) as exc:
             return await fail(str(exc))
+        # The device's time to answer starts once the message has left: reading the state
+        # before sending may itself wait (a device not heard from yet), and that wait must
+        # not eat into the device's share.
+        window_opens = max(work.sent_at, clock())
     else:
         receipt = None  # sent by an earlier run: only the device's state can tell now
-    return await _await_confirmation(driver, work, before, receipt, settings, clock, fail, database)
+        window_opens = work.sent_at
+    return await _await_confirmation(
+        driver, work, before, receipt, window_opens, settings, clock, fail, database
+    )
 
 
 async def _await_confirmation(
@@ -406,12 +413,13 @@ async def _await_confirmation(
     work: Claim,
     before: Mapping[str, Any] | None,
     receipt: str | None,
+    window_opens: datetime,
     settings: CommandSettings,
     clock: Callable[[], datetime],
     fail: Callable[[str], Any],
     database: Database,
 ) -> Outcome:
-    deadline = work.sent_at + timedelta(seconds=settings.ack_timeout_seconds)
+    deadline = window_opens + timedelta(seconds=settings.ack_timeout_seconds)
     started = time.monotonic()
     last_seen: str = "no state was read"
     # Most devices answer within milliseconds: look again soon, then back off to the
