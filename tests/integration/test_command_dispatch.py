@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -19,6 +20,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, User
 from kittylab.config import CommandSettings
 from kittylab.devices import commands, dispatch
+from kittylab.devices.ports import DeviceTarget, ReportsRefusals
 from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
@@ -100,6 +102,51 @@ def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
     command = load(container.database, command_id_of(container, "bench-lights"))
     assert [h["status"] for h in command.status_history] == ["pending", "sent", "acked"]
     assert command.ack_at is not None
+
+
+class SlowFirstLook:
+    """The real MQTT driver, except that its state read before the send takes the device's
+    whole confirmation window, as it does for a device the driver has not heard from yet
+    (``FIRST_STATE_WAIT_SECONDS``) on a busy machine."""
+
+    def __init__(self, inner: bootstrap.DeviceDriver, delay: float) -> None:
+        self._inner, self._delay, self._sent = inner, delay, False
+
+    async def send(
+        self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]
+    ) -> str | None:
+        self._sent = True
+        return await self._inner.send(device, intent, payload)
+
+    async def state(self, device: DeviceTarget) -> dict[str, Any]:
+        if not self._sent:
+            await asyncio.sleep(self._delay)
+        return await self._inner.state(device)
+
+    def refusal(self, device: DeviceTarget, receipt: str) -> str | None:
+        assert isinstance(self._inner, ReportsRefusals)
+        return self._inner.refusal(device, receipt)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def test_a_slow_look_before_sending_leaves_the_device_its_whole_time_to_confirm(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    """Regression (CI, stop 19): the window was counted from the claim, so a state read
+    before the send that took it all failed a command the device carried out at once."""
+
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        drivers = dict(drivers_on(bus))
+        drivers["simulated"] = SlowFirstLook(drivers["simulated"], FAST.ack_timeout_seconds)
+        command_id = submit(container, lab, "prusa-mk4", "print_start", file="bracket.gcode")
+        outcome = await dispatch.dispatch(
+            container.database, drivers, command_id, FAST, container.clock
+        )
+        assert outcome.status is CommandStatus.ACKED, outcome.reason
+
+    run_with_lab(container, scenario)
 
 
 def command_id_of(container: bootstrap.Container, external_id: str) -> UUID:
