@@ -32,6 +32,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
+    return server_env(tmp_path)
+
+
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `kittylab` process with its own data directory under
+    ``tmp_path`` and its own embedded broker port, fast intervals for tests."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KITTYLAB_")}
     return {
         **clean,

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 FIRST_RECHECK_SECONDS = 0.01
 
 COMMANDS = Counter("kittylab_device_commands_total", "Device commands by outcome.", ["outcome"])
+# Every outcome exists from the start at 0, so a rate or an alert sees the first failure.
+for _outcome in ("acked", "failed", "expired", "refused_at_send"):
+    COMMANDS.labels(_outcome)
 CONFIRM_SECONDS = Histogram(
     "kittylab_device_command_confirm_seconds",
     "From sending a command to the device state confirming it.",
