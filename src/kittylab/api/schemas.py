@@ -559,11 +559,40 @@ class TallyOut(CamelModel):
     retired: int
 
 
+class WeakeningOut(CamelModel):
+    kind: str = Field(description="zone.hazard_lowered, policy.loosened, device.moved, …")
+    subject: str = Field(description="The zone, `zone/intent`, device or person it is about.")
+    change: str = Field(description="The change in words.")
+
+
 class LabApplyReport(CamelModel):
     dry_run: bool
     changed: bool
     tallies: dict[str, TallyOut]
     warnings: list[str]
+    held: bool = Field(
+        False, description="The manifest weakens safety: sent for real it is held (202)."
+    )
+    weakening: list[WeakeningOut] = Field(
+        default_factory=list, description="Each change that weakens safety (issue 13)."
+    )
+
+
+class LabApplyHeld(CamelModel):
+    """202: the manifest weakens safety and waits for a second person with the safety role
+    (problem-details shaped: ``type``, ``title``, ``status``, ``detail``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    event_id: UUID
+    change_hash: str
+    lab_revision: str
+    expires_at: datetime
+    weakening: list[WeakeningOut]
+    tallies: dict[str, TallyOut]
+    approve_with: str
 
 
 # --- lockout/tagout ---------------------------------------------------------------------

@@ -147,17 +147,39 @@ def db_upgrade() -> None:
 @friendly_errors
 def lab_apply(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; store nothing.")
+    ] = False,
 ) -> None:
     """Validate FILE and make the lab match it. Safe to repeat; devices missing from the
-    file are retired (their history stays)."""
+    file are retired (their history stays). Every change is audited. On the host this
+    applies at once, even what weakens safety (listed first); through the API
+    (POST /api/lab/apply) such a manifest waits for a second safety person."""
+    from kittylab.manifest import review
     from kittylab.manifest.apply import apply_manifest
     from kittylab.manifest.loader import load_manifest
 
+    text = file.read_text(encoding="utf-8")
     manifest = load_manifest(file)  # validate before touching the database
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
+        found = review.review(session, manifest, text)
         report = apply_manifest(session, manifest, c.clock())
+        if dry_run:
+            session.rollback()
+    if found.weakening:
+        how = (
+            "would be applied at once on this host"
+            if dry_run
+            else "applied at once: the on-host apply is the operator's path"
+        )
+        typer.echo(f"this manifest weakens safety ({how}; over the API it would wait for a")
+        typer.echo("second person with the safety role):")
+        for weakening in found.weakening:
+            typer.echo(f"  - {weakening.change}")
     typer.echo(str(report))
+    if dry_run:
+        typer.echo("dry run: nothing was stored")
 
 
 @lab_app.command("show")

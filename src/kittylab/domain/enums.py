@@ -112,6 +112,9 @@ class SafetyEventType(StrEnum):
     UNLOCK = "unlock"
     POWER_ENABLE = "power_enable"
     OVERRIDE = "override"
+    # A lab change (a manifest over the API) that weakens safety, held for a second
+    # person (issue 13; an extension of the data model's enum, revision 0006).
+    POLICY_CHANGE = "policy_change"
 
 
 class SafetyStatus(StrEnum):

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from uuid import UUID
 
 from sqlalchemy import select
@@ -365,6 +365,20 @@ class ApprovalRequest:
     """The bytes the signature must cover: set from the event, never from the caller."""
 
 
+class HeldChange(Protocol):
+    """What an event holds other than a command (a lab change, ``manifest.review``):
+    checked and carried out inside the approving transaction, so it applies exactly when
+    the approval commits. Both ignore events that are not theirs."""
+
+    def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
+        """Why the held change can no longer be carried out (the lab changed under it)."""
+
+    def carry_out(
+        self, session: Session, event: SafetyEvent, approver: Principal, now: datetime
+    ) -> None:
+        """Make the change; the event has just been approved."""
+
+
 @dataclass
 class ApprovalOutcome:
     event: SafetyEvent
@@ -384,6 +398,7 @@ def approve(
     *,
     jobs: JobQueue,
     bus: MessageBus | None = None,
+    held_change: HeldChange | None = None,
 ) -> ApprovalOutcome:
     """Check and record one approval. The event row is locked for the whole check, so two
     approvals racing are decided one after the other, against each other's result.
@@ -392,6 +407,11 @@ def approve(
     refuses it (decided, expired), ``PermissionDenied`` otherwise. Once the approval
     commits, the event is published (``announce``) and, when it completed the
     requirements, the command dispatched and the initiator's notification delivered.
+
+    ``held_change`` handles events that hold something else than a command (a lab change):
+    a change that can no longer be made denies the event (``safety.voided``, a
+    ``Conflict``); the approval that completes the requirements carries it out in this
+    transaction.
 
     The device's row is locked first, as ``locks.place`` does: the locks read below are
     the device's locks, and none can be placed until this approval commits."""
@@ -431,6 +451,14 @@ def approve(
         refusal, key_id = _signature_refusal(session, event, approver, request)
     if refusal is not None:
         _refuse(session, event, refusal, approver, now, conflict=False)
+    # Checked once the approval would count, so a refused one changes nothing.
+    void = held_change.void_reason(session, event) if held_change is not None else None
+    if void is not None:
+        # The change it holds is gone: the event fails with the reason, for good.
+        _decide_denied(session, event, void, now, None, context.notify, action="safety.voided")
+        announce(session, bus, event, now)
+        session.commit()
+        raise Conflict(void)
     assert key_id is not None
     session.add(
         SafetyApproval(
@@ -466,6 +494,8 @@ def approve(
         command_id = event.details.get("command_id")
         outcome.command_id = UUID(command_id) if isinstance(command_id, str) else None
         outcome.notifications = _notify_initiator(session, event, "approved", context.notify)
+        if held_change is not None:
+            held_change.carry_out(session, event, approver, now)
     session.flush()
     _audit(
         session,
