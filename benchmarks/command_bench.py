@@ -45,7 +45,7 @@ async def _run(container: bootstrap.Container, rounds: int) -> dict[str, Any]:
         fleet.attach(bus)
         await asyncio.to_thread(fleet.reload)
         await asyncio.to_thread(fleet.report)
-        drivers = bootstrap.device_drivers(bus)
+        drivers = bootstrap.device_drivers(bus, container.settings)
         settings = CommandSettings(ack_timeout_seconds=10, poll_interval_seconds=0.05)
         with container.database.unit_of_work() as s:
             lights = s.scalars(select(Device.id).where(Device.external_id == "farm-lights")).one()
