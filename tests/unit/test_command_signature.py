@@ -167,3 +167,26 @@ def signing_cost(rounds: int = 2000) -> dict[str, Any]:
 def test_signing_and_verifying_cost_well_under_a_millisecond_each() -> None:
     cost = signing_cost(200)
     assert cost["sign_us"] < 1000 and cost["verify_us"] < 1000, cost
+
+
+def test_kittylab_mqtt_command_key_prints_the_key_devices_verify_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from typer.testing import CliRunner
+
+    from kittylab import bootstrap
+    from kittylab.cli.main import app
+    from kittylab.config import Settings
+
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    printed = CliRunner().invoke(app, ["mqtt", "command-key"])
+    assert printed.exit_code == 0, printed.output
+    text = printed.stdout.strip()
+    assert text.startswith("ed25519:")
+    device_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text.split(":", 1)[1]))
+    # What a device given that key verifies: a command the lab's processes sign.
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+    message = bootstrap.command_signer(settings).sign("r1", "door", "door_lock", {})
+    assert CommandVerifier(device_key).verify("door", message).intent == "door_lock"
+    assert (tmp_path / "data" / "mqtt" / "command-signing.pub").read_text().strip() == text
