@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from kittylab.adapters.bus import command_key
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.credentials import SIMULATOR_USERNAME, Identities
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
@@ -61,6 +62,7 @@ from kittylab.monitoring.ingest import MonitorIngest
 from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
+from kittylab.safety.command_signature import CommandSigner, CommandVerifier
 from kittylab.safety.workflow import SafetyContext
 from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SIMULATED, SimulatedFleet
@@ -140,7 +142,7 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             jobs=queue,
             sender=AppriseSender(settings.notify),
             bus=bus,
-            drivers=device_drivers(bus),
+            drivers=device_drivers(bus, settings),
             query=query_service(settings, database, queue, bus, cad),
             cad=cad,
             cad_pool=pool,
@@ -214,10 +216,28 @@ def follow_simulated_devices(container: Container) -> None:
         identities.save()
 
 
-def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
+def command_key_file(settings: Settings) -> Path:
+    return settings.mqtt.command_key_file or settings.data_dir / "mqtt" / "command-signing.key"
+
+
+def command_signer(settings: Settings) -> CommandSigner:
+    """What signs every ``cmd`` this process publishes: the lab's command-signing key
+    (created on first use, mode 0600)."""
+    key = command_key.load_or_create(command_key_file(settings))
+    return CommandSigner(key, ttl_seconds=settings.mqtt.command_ttl_seconds)
+
+
+def command_verifier(settings: Settings) -> CommandVerifier:
+    """The simulated devices' check of the commands they receive: the public half of the
+    lab's command-signing key, given to them here as firmware is given it."""
+    return CommandVerifier(command_signer(settings).public_key)
+
+
+def device_drivers(bus: MqttBus, settings: Settings) -> dict[str, DeviceDriver]:
     """One driver per integration. The simulated lab speaks the generic MQTT device
-    protocol (its simulators are the devices' MQTT side), so both share one driver."""
-    mqtt = MqttDeviceDriver(bus)
+    protocol (its simulators are the devices' MQTT side), so both share one driver,
+    which signs every command with the lab's key."""
+    mqtt = MqttDeviceDriver(bus, command_signer(settings))
     return {
         "simulated": mqtt,
         "mqtt": mqtt,
@@ -354,7 +374,12 @@ def cad_service(
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:
-    return SimulatedFleet(container.database, build_simulator, container.clock)
+    return SimulatedFleet(
+        container.database,
+        build_simulator,
+        container.clock,
+        command_verifier(container.settings),
+    )
 
 
 def job_context(container: Container) -> JobContext:

@@ -175,6 +175,19 @@ class MqttSettings(BaseModel):
         "embedded broker admits only these, `kittylab mqtt config` writes Mosquitto's files "
         "from it. Unset: <data_dir>/mqtt/identities.json.",
     )
+    command_key_file: Path | None = Field(
+        None,
+        description="The Ed25519 key every device command is signed with (mode 0600, "
+        "created on first use; every process that sends commands needs the same one). "
+        "Unset: <data_dir>/mqtt/command-signing.key.",
+    )
+    command_ttl_seconds: float = Field(
+        30.0,
+        ge=5,
+        le=600,
+        description="A signed command expires this long after it is sent; a verifying "
+        "device refuses it later (and remembers its id until then, to refuse a replay).",
+    )
     keepalive_seconds: int = Field(30, ge=5, le=3600)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
     reconnect_min_seconds: float = Field(0.5, gt=0, description="First reconnect delay.")

@@ -355,11 +355,11 @@ def test_a_hazardous_unlock_waits_for_a_signed_approval_then_the_door_opens(
     assert found is not None, held.stdout
     event_id = found.group(1)
 
-    refused = _cli(as_olivia, "approve", event_id, "--key", str(key))
+    refused = _cli(as_olivia, "approve", event_id, "--key", str(key), "--yes")
     assert refused.returncode == 1
     assert "cannot approve their own request" in refused.stderr
 
-    approved = _cli(as_sam, "approve", event_id, "--key", str(key))
+    approved = _cli(as_sam, "approve", event_id, "--key", str(key), "--yes")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     event = httpx.get(f"{server.url}/api/safety/events/{event_id}", headers=auth, timeout=10)
     command_url = f"{server.url}/api/commands/{event.json()['commandId']}"

@@ -119,5 +119,7 @@ async def live_lab(container: bootstrap.Container) -> AsyncIterator[LiveLab]:
     ):
         await asyncio.to_thread(fleet.report)
         yield LiveLab(
-            bus, fleet, replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            bus,
+            fleet,
+            replace(container, drivers=bootstrap.device_drivers(bus, container.settings), bus=bus),
         )

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import secrets
 import socket
 import struct
 import subprocess
@@ -43,8 +44,13 @@ from tests.integration.print_lab import apply_demo_lab
 from tests.peers.tls_mosquitto import find_binary
 
 DOOR, WELDER, CNC_DOOR, LIGHTS = "welding-door", "welder-power", "cnc-door", "welding-lights"
-UNLOCK = {"requestId": "attack", "intent": "door_unlock", "payload": {}}
-POWER_ON = {"requestId": "attack", "intent": "power_on", "payload": {}}
+
+
+def command(container: bootstrap.Container, device: str, intent: str) -> dict[str, Any]:
+    """A command signed with the lab's key, as KittyLab sends it (a fresh id each time): in
+    these tests only the broker's ACL stands between it and the device."""
+    signer = bootstrap.command_signer(container.settings)
+    return signer.sign(secrets.token_hex(8), device, intent, {})
 
 
 @dataclass
@@ -190,8 +196,16 @@ def test_an_anonymous_client_cannot_unlock_a_door_or_power_the_welder(
         assert lab.state(DOOR)["locked"] is True
         with contextlib.suppress(aiomqtt.MqttError):  # refused at connect (the fix)
             async with raw_client(lab, None) as attacker:
-                await attacker.publish(topics.device_command(DOOR), json.dumps(UNLOCK), qos=1)
-                await attacker.publish(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
+                await attacker.publish(
+                    topics.device_command(DOOR),
+                    json.dumps(command(container, DOOR, "door_unlock")),
+                    qos=1,
+                )
+                await attacker.publish(
+                    topics.device_command(WELDER),
+                    json.dumps(command(container, WELDER, "power_on")),
+                    qos=1,
+                )
         await settle()
         assert lab.state(DOOR)["locked"] is True
         assert lab.state(WELDER)["on"] is False
@@ -216,13 +230,29 @@ def test_a_device_cannot_command_another_device_nor_leave_a_command_as_its_will(
 ) -> None:
     async def scenario(lab: Lab) -> None:
         async with raw_client(lab, lab.cnc_door) as device:
-            await device.publish(topics.device_command(DOOR), json.dumps(UNLOCK), qos=1)
-            await device.publish(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
-            await device.publish(topics.device_command(CNC_DOOR), json.dumps(UNLOCK), qos=1)
+            await device.publish(
+                topics.device_command(DOOR),
+                json.dumps(command(container, DOOR, "door_unlock")),
+                qos=1,
+            )
+            await device.publish(
+                topics.device_command(WELDER),
+                json.dumps(command(container, WELDER, "power_on")),
+                qos=1,
+            )
+            await device.publish(
+                topics.device_command(CNC_DOOR),
+                json.dumps(command(container, CNC_DOOR, "door_unlock")),
+                qos=1,
+            )
         # Its last will names the welder's cmd, and it vanishes without a DISCONNECT: the
         # embedded broker refuses the connect, Mosquitto never publishes the will.
         await asyncio.to_thread(
-            vanish_leaving_a_will, lab, lab.cnc_door, topics.device_command(WELDER), POWER_ON
+            vanish_leaving_a_will,
+            lab,
+            lab.cnc_door,
+            topics.device_command(WELDER),
+            command(container, WELDER, "power_on"),
         )
         await settle()
         assert lab.state(DOOR)["locked"] is True
@@ -237,7 +267,7 @@ def test_the_services_own_client_still_commands_the_simulators(
 ) -> None:
     async def scenario(lab: Lab) -> None:
         async with running_bus(lab.address, "service") as service:
-            light_on = {"requestId": "r1", "intent": "light_on", "payload": {}}
+            light_on = command(container, LIGHTS, "light_on")
             await service.publish_now(topics.device_command(LIGHTS), light_on)
             await settle()
         assert lab.state(LIGHTS)["on"] is True
@@ -245,7 +275,11 @@ def test_the_services_own_client_still_commands_the_simulators(
         # its identity may: the refusal there is the ACL's, not the test's.
         service = Identities.load(IDENTITIES_FILE).own(IdentityKind.SERVICE)
         await asyncio.to_thread(
-            vanish_leaving_a_will, lab, service, topics.device_command(WELDER), POWER_ON
+            vanish_leaving_a_will,
+            lab,
+            service,
+            topics.device_command(WELDER),
+            command(container, WELDER, "power_on"),
         )
         await settle()
         assert lab.state(WELDER)["on"] is True

@@ -82,8 +82,8 @@ def load(database: Database, command_id: UUID) -> DeviceCommand:
         return command
 
 
-def drivers_on(bus: MqttBus) -> dict[str, bootstrap.DeviceDriver]:
-    return bootstrap.device_drivers(bus)
+def drivers_on(bus: MqttBus, container: bootstrap.Container) -> dict[str, bootstrap.DeviceDriver]:
+    return bootstrap.device_drivers(bus, container.settings)
 
 
 def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
@@ -92,7 +92,7 @@ def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
     async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
         command_id = submit(container, lab, "bench-lights", "light_set_brightness", brightness=30)
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, container.clock
+            container.database, drivers_on(bus, container), command_id, FAST, container.clock
         )
         assert outcome.status is CommandStatus.ACKED
         light = fleet.devices[device_id(container.database, "bench-lights")]
@@ -188,7 +188,7 @@ def test_a_refusal_from_the_device_fails_the_command_with_the_device_reason(
                 now=container.clock(),
             )
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command.id, FAST, container.clock
+            container.database, drivers_on(bus, container), command.id, FAST, container.clock
         )
         assert outcome.status is CommandStatus.FAILED
         assert outcome.reason == "voron-24 is idle, not paused"
@@ -204,7 +204,7 @@ def test_a_command_nothing_confirms_fails_with_what_the_device_last_reported(
         del fleet.devices[light_id]  # the light stops answering, its retained state stays
         command_id = submit(container, lab, "farm-lights", "light_on")
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, container.clock
+            container.database, drivers_on(bus, container), command_id, FAST, container.clock
         )
         assert outcome.status is CommandStatus.FAILED
         assert outcome.reason is not None
@@ -231,7 +231,7 @@ def test_a_command_sent_before_a_crash_is_confirmed_after_it_and_never_sent_twic
 
     async def crash_and_retry(bus: MqttBus) -> None:
         command_id = submit(container, lab, "cnc-lights", "light_off")
-        drivers = drivers_on(bus)
+        drivers = drivers_on(bus, container)
         # The first worker claims and sends, then dies before recording the outcome.
         claimed = dispatch.claim(
             container.database, command_id, container.clock(), timedelta(minutes=1)
@@ -263,7 +263,7 @@ def test_a_command_left_pending_too_long_fails_instead_of_running_late(
         command_id = submit(container, lab, "welding-lights", "light_off")
         later = container.clock() + timedelta(minutes=5)
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, lambda: later
+            container.database, drivers_on(bus, container), command_id, FAST, lambda: later
         )
         assert outcome.status is None
         assert light.snapshot()["on"] is True  # nothing was sent
@@ -282,7 +282,7 @@ def test_a_safe_command_is_still_sent_however_late(
         command_id = submit(container, lab, "cnc-lights", "light_on")  # makes the lab safer
         later = container.clock() + timedelta(minutes=5)
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, lambda: later
+            container.database, drivers_on(bus, container), command_id, FAST, lambda: later
         )
         assert outcome.status is CommandStatus.ACKED
 
@@ -303,7 +303,7 @@ def test_a_printer_job_runs_from_start_to_pause_to_resume(
     container: bootstrap.Container, lab: UUID
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
-        drivers = drivers_on(bus)
+        drivers = drivers_on(bus, container)
         printer = fleet.devices[device_id(container.database, "prusa-mk4")]
         for intent, payload in [
             ("print_start", {"file": "bracket.gcode"}),

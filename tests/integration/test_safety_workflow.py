@@ -45,7 +45,7 @@ from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity, presence
 from kittylab.records import audit
 from kittylab.safety import locks, workflow
-from kittylab.safety.approval_payload import ApprovalPayload
+from kittylab.safety.approval_payload import ApprovalPayload, arguments_digest
 from kittylab.safety.signatures import parse_public_key
 from tests.integration.live_bus import (
     FAST,
@@ -118,6 +118,8 @@ class Lab:
             initiator_id=UUID(event["initiatedBy"]),
             nonce=nonce,
             expires_at=datetime.fromisoformat(event["expiresAt"]),
+            command_id=UUID(event["commandId"]) if event["commandId"] else None,
+            arguments_digest=arguments_digest(event["payload"]) if event["commandId"] else None,
         ).canonical()
         signer = key or self.people[who].key
         return {

@@ -486,6 +486,17 @@ class SafetyEventView(SafetyEventOut):
 
     intent: str | None
     command_id: UUID | None
+    payload: dict[str, Any] | None = Field(
+        description="The held command's arguments: what an approval lets it do."
+    )
+    payload_digest: str | None = Field(
+        description="`sha256:<hex>` of the arguments' canonical JSON, as the signed "
+        "approval payload's `args` (docs/safety-keys.md); a client computes it itself."
+    )
+    device_external_id: str | None
+    device_name: str | None
+    zone_name: str | None
+    initiator_name: str | None
     requirements: dict[str, Any] | None
     missing: list[str]
     approvals: list[SafetyApprovalOut]

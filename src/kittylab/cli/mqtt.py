@@ -1,7 +1,8 @@
 """``kittylab mqtt``: the bus's identities on the server host (issue 13).
 
 ``config`` writes Mosquitto's password file and ACL from the lab; ``device`` and
-``detector`` issue a credential and print its password once (only its hash is kept).
+``detector`` issue a credential and print its password once (only its hash is kept);
+``command-key`` prints the public key devices verify commands with.
 They work on the identities file in the data dir, as ``kittylab serve`` does, so run them
 as the user that runs the server.
 """
@@ -18,6 +19,7 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.credentials import Credential
 from kittylab.adapters.bus.mosquitto import write_config
 from kittylab.config import Settings
+from kittylab.safety.command_signature import key_id, public_key_text
 
 mqtt_app = typer.Typer(help="The MQTT bus's identities and Mosquitto files.", no_args_is_help=True)
 
@@ -26,6 +28,7 @@ def register(app: typer.Typer, friendly: Callable[..., Any]) -> None:
     mqtt_app.command("config")(friendly(config))
     mqtt_app.command("device")(friendly(device))
     mqtt_app.command("detector")(friendly(detector))
+    mqtt_app.command("command-key")(friendly(command_key))
     app.add_typer(mqtt_app, name="mqtt")
 
 
@@ -53,6 +56,19 @@ def detector(name: Annotated[str, typer.Argument(help="A name for the detector."
     identities = bootstrap.bus_identities(Settings())
     _show(identities.issue_detector(name))
     identities.save()
+
+
+def command_key() -> None:
+    """Print the public key every device command is signed with, for firmware that
+    verifies commands (created on first use, like the key itself)."""
+    signer = bootstrap.command_signer(Settings())
+    typer.echo(public_key_text(signer.public_key))
+    typer.echo(f"key id: {key_id(signer.public_key)}", err=True)
+    typer.echo(
+        f"private key: {bootstrap.command_key_file(Settings())} (mode 0600; every process "
+        "that sends commands needs the same file)",
+        err=True,
+    )
 
 
 def _show(credential: Credential) -> None:

@@ -52,7 +52,12 @@ from kittylab.people import presence
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts, audit
 from kittylab.safety import keys, locks, policy, signatures
-from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
+from kittylab.safety.approval_payload import (
+    NONCE_PATTERN,
+    ApprovalPayload,
+    arguments_digest,
+    mismatch,
+)
 from kittylab.safety.lockout import lock_refusal
 
 
@@ -313,7 +318,10 @@ def view(
             initiator_present=initiator_present,
             zone_name=_zone_name(session, event),
         )
-    command_id = event.details.get("command_id")
+    command = held_command(session, event)
+    device = session.get(Device, event.device_id) if event.device_id else None
+    zone = session.get(Zone, event.zone_id) if event.zone_id else None
+    initiator = session.get(User, event.initiated_by)
     return {
         "id": event.id,
         "event_type": event.event_type,
@@ -330,7 +338,15 @@ def view(
         "expires_at": event.expires_at,
         "resolved_at": event.resolved_at,
         "intent": event.details.get("intent"),
-        "command_id": UUID(command_id) if isinstance(command_id, str) else None,
+        "command_id": command.id if command else None,
+        # What the approver signs for, shown so they can check it (issue 13): the held
+        # command's arguments and their digest, and the names behind the ids.
+        "payload": command.payload if command else None,
+        "payload_digest": arguments_digest(command.payload) if command else None,
+        "device_external_id": device.external_id if device else None,
+        "device_name": device.display_name if device else None,
+        "zone_name": zone.name if zone else None,
+        "initiator_name": initiator.display_name if initiator else None,
         "requirements": event.details.get("requirements"),
         "missing": lacking,
         "approvals": [
@@ -343,6 +359,14 @@ def view(
             for a, name in approvals
         ],
     }
+
+
+def held_command(session: Session, event: SafetyEvent) -> DeviceCommand | None:
+    """The command ``event`` holds, if it holds one."""
+    command_id = event.details.get("command_id")
+    if not isinstance(command_id, str):
+        return None
+    return session.get(DeviceCommand, UUID(command_id))
 
 
 def _initiator_present(session: Session, event: SafetyEvent, now: datetime, ttl: timedelta) -> bool:
@@ -466,7 +490,7 @@ def approve(
             approver_id=approver.user_id,
             key_id=key_id,
             nonce=request.nonce,
-            signed_payload=_expected_payload(event, request.nonce).canonical().decode(),
+            signed_payload=_expected_payload(session, event, request.nonce).canonical().decode(),
             signature=request.signature,
             attestations={
                 "ppe": sorted(set(request.ppe)),
@@ -561,8 +585,11 @@ def _lockout_refusal(session: Session, event: SafetyEvent) -> str | None:
     return lock_refusal(intent, locks.active_locks(session, event.device_id))
 
 
-def _expected_payload(event: SafetyEvent, nonce: str) -> ApprovalPayload:
+def _expected_payload(session: Session, event: SafetyEvent, nonce: str) -> ApprovalPayload:
+    """The payload an approval of ``event`` must sign, its arguments' digest computed from
+    the held command itself: the row the dispatch will send."""
     assert event.expires_at is not None
+    command = held_command(session, event)
     return ApprovalPayload(
         event_id=event.id,
         intent=str(event.details.get("intent", "")),
@@ -571,6 +598,8 @@ def _expected_payload(event: SafetyEvent, nonce: str) -> ApprovalPayload:
         initiator_id=event.initiated_by,
         nonce=nonce,
         expires_at=event.expires_at,
+        command_id=command.id if command else None,
+        arguments_digest=arguments_digest(command.payload) if command else None,
     )
 
 
@@ -584,7 +613,7 @@ def _signature_refusal(
     )
     if used is not None:
         return "this nonce was already used: a signature is accepted once (replay refused)", None
-    expected = _expected_payload(event, request.nonce)
+    expected = _expected_payload(session, event, request.nonce)
     if request.signed_payload is not None:
         problem = mismatch(expected, request.signed_payload.encode())
         if problem is not None:
