@@ -138,7 +138,7 @@ def test_a_slow_look_before_sending_leaves_the_device_its_whole_time_to_confirm(
     before the send that took it all failed a command the device carried out at once."""
 
     async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
-        drivers = dict(drivers_on(bus))
+        drivers = dict(drivers_on(bus, container))
         drivers["simulated"] = SlowFirstLook(drivers["simulated"], FAST.ack_timeout_seconds)
         command_id = submit(container, lab, "prusa-mk4", "print_start", file="bracket.gcode")
         outcome = await dispatch.dispatch(
