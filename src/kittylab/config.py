@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from kittylab.domain.enums import NotificationChannel
+from kittylab.domain.networks import DEFAULT_TRUSTED_NETWORKS
 
 
 def _default_data_dir() -> Path:
@@ -27,6 +36,15 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
     max_concurrent_requests: int = Field(
         512, ge=16, description="Connections served at once; beyond it new ones get 503."
+    )
+    trusted_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network(n) for n in DEFAULT_TRUSTED_NETWORKS],
+        description="Networks whose requests may actuate and approve; from elsewhere a "
+        "request can only read, whatever its token.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For is believed; empty: none.",
     )
 
 

@@ -84,6 +84,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         access_log=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=container.settings.http.max_concurrent_requests,
+        # The client's address decides what it may do (api/networks.py reads
+        # X-Forwarded-For from the configured proxies only); uvicorn must not rewrite it.
+        proxy_headers=False,
     )
     _size_thread_pool(container.settings.jobs.concurrency)
     server = uvicorn.Server(config)
