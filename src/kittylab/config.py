@@ -37,6 +37,17 @@ class HttpSettings(BaseModel):
     max_concurrent_requests: int = Field(
         512, ge=16, description="Connections served at once; beyond it new ones get 503."
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="Certificate (PEM, chain included) `kittylab serve` serves HTTPS with; "
+        "unset: the one from `kittylab tls init` when bound beyond loopback.",
+    )
+    tls_key: Path | None = Field(None, description="The private key of tls_cert (PEM).")
+    allow_plain_http: bool = Field(
+        False,
+        description="Serve plain HTTP on an interface beyond loopback (behind a TLS proxy); "
+        "refused otherwise.",
+    )
     trusted_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: [ip_network(n) for n in DEFAULT_TRUSTED_NETWORKS],
         description="Networks whose requests may actuate and approve; from elsewhere a "
@@ -46,6 +57,12 @@ class HttpSettings(BaseModel):
         default_factory=list,
         description="Reverse proxies whose X-Forwarded-For is believed; empty: none.",
     )
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key are set together or not at all")
+        return self
 
 
 class TokenSettings(BaseModel):
@@ -187,6 +204,22 @@ class MqttSettings(BaseModel):
     client_id_prefix: str = Field(
         "kittylab", min_length=1, max_length=40, description="Prefix of our MQTT client ids."
     )
+    ca_file: Path | None = Field(
+        None,
+        description="CA certificates (PEM) that verify an mqtts:// broker, besides the "
+        "system's; unset: the lab CA of `kittylab tls init`, when there is one.",
+    )
+    embedded_tls_cert: Path | None = Field(
+        None,
+        description="Certificate the embedded broker listens with (TLS); unset: the one "
+        "from `kittylab tls init` when embedded_host is beyond loopback.",
+    )
+    embedded_tls_key: Path | None = Field(None, description="The key of embedded_tls_cert.")
+    allow_plain_mqtt: bool = Field(
+        False,
+        description="Speak plain MQTT with a broker beyond loopback (or let the embedded one "
+        "listen there without TLS); refused otherwise.",
+    )
     identities_file: Path | None = Field(
         None,
         description="The lab's bus identities and credential hashes (mode 0600); the "
@@ -202,6 +235,14 @@ class MqttSettings(BaseModel):
         ge=10,
         description="Messages kept while the broker is down; the oldest are dropped beyond.",
     )
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> MqttSettings:
+        if (self.embedded_tls_cert is None) != (self.embedded_tls_key is None):
+            raise ValueError(
+                "embedded_tls_cert and embedded_tls_key are set together or not at all"
+            )
+        return self
 
 
 class CommandSettings(BaseModel):

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kittylab.domain.errors import KittyLabError, ValidationFailed
+from kittylab.domain.networks import is_loopback_host
 
 CA_DAYS = 3650
 SERVER_DAYS = 825
@@ -163,6 +164,28 @@ def init(
         ca_fingerprint=ca_cert.fingerprint(hashes.SHA256()).hex(":").upper(),
         not_after=server_cert.not_valid_after_utc,
     )
+
+
+def listener_certificate(
+    host: str,
+    *,
+    given: ServerCertificate | None,
+    lab: LabTls,
+    allow_plain: bool,
+    refusal: str,
+) -> ServerCertificate | None:
+    """The certificate a listener on ``host`` presents: ``given``; else, beyond loopback,
+    the lab's from ``kittylab tls init``. ``None``: plain (on loopback, or beyond it when
+    ``allow_plain``). ``TlsRequired(refusal)`` beyond loopback with neither."""
+    if given is not None:
+        return given
+    if is_loopback_host(host):
+        return None
+    if lab.has_server_certificate:
+        return lab.server
+    if allow_plain:
+        return None
+    raise TlsRequired(refusal)
 
 
 def client_context(ca_file: Path | None = None) -> ssl.SSLContext:
