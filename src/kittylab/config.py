@@ -26,7 +26,7 @@ from kittylab.domain.enums import NotificationChannel
 from kittylab.domain.networks import DEFAULT_TRUSTED_NETWORKS
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("kittylab", appauthor=False))
 
 
@@ -628,7 +628,7 @@ class Settings(BaseSettings):
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; unset starts an embedded server in the data dir."
     )

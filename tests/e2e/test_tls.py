@@ -141,6 +141,10 @@ def test_serve_speaks_https_with_the_lab_certificate_and_a_remote_token_only_rea
                 ).status_code
                 == 202
             )
+        # The CLI on the server host trusts the lab CA from the data dir.
+        listed = _cli({**env, "KITTYLAB_URL": local, "KITTYLAB_TOKEN": token}, "devices")
+        assert listed.returncode == 0, listed.stderr
+        assert "welding" in listed.stdout.lower()
         remote = f"https://{outward}:{port}"
         with httpx.Client(base_url=remote, verify=lab_ca, headers=headers) as outside:
             assert outside.get("/api/devices").status_code == 200

@@ -391,6 +391,7 @@ def shell(
     /quit ends."""
     import httpx
 
+    from kittylab.cli.client import server_trust
     from kittylab.cli.shell import ShellError, ShellSession
 
     settings = _settings()
@@ -399,7 +400,7 @@ def shell(
         raise typer.Exit(2)
     base = url or f"http://{settings.http.host}:{settings.http.port}"
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+    with httpx.Client(base_url=base, headers=headers, timeout=120, verify=server_trust()) as client:
         session = ShellSession(client, channel)
         _readline_setup(session, settings.data_dir / "shell_history")
         typer.echo(f"KittyLab at {base}. Ctrl-D or /quit to leave, /new for a new conversation.")
