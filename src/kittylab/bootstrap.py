@@ -43,6 +43,12 @@ from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.adapters.tls import (
+    ServerCertificate,
+    TlsRequired,
+    lab_tls,
+    listener_certificate,
+)
 from kittylab.cad.ports import CadProviderPort
 from kittylab.cad.runs import AlertSettings, CadService
 from kittylab.config import Settings
@@ -156,10 +162,78 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
 
 def broker_address(settings: Settings) -> BrokerAddress:
     """The configured broker, or the embedded one ``kittylab serve`` runs (no credentials:
-    ``message_bus`` adds the process's own)."""
-    if settings.mqtt.url is not None:
-        return parse_broker_url(settings.mqtt.url.get_secret_value())
-    return BrokerAddress(settings.mqtt.embedded_host, settings.mqtt.embedded_port)
+    ``message_bus`` adds the process's own). A ``mqtts://`` broker is verified with the
+    system's CAs and the lab CA (``KITTYLAB_MQTT__CA_FILE``, or ``kittylab tls init``'s).
+    ``TlsRequired`` for plain MQTT beyond loopback unless ``allow_plain_mqtt``: the bus
+    carries every identity's password and every device command."""
+    mqtt = settings.mqtt
+    ca_file = mqtt.ca_file or _lab_ca(settings)
+    if mqtt.url is not None:
+        address = parse_broker_url(mqtt.url.get_secret_value())
+        if not address.tls and address.beyond_loopback and not mqtt.allow_plain_mqtt:
+            raise TlsRequired(
+                f"KITTYLAB_MQTT__URL: the broker {address.host} is beyond loopback; reach it "
+                "over TLS (mqtts://, its certificate signed by the lab CA of `kittylab tls "
+                "init` or KITTYLAB_MQTT__CA_FILE), or set KITTYLAB_MQTT__ALLOW_PLAIN_MQTT=true "
+                "to send passwords and commands in the clear"
+            )
+        return replace(address, ca_file=ca_file) if address.tls else address
+    tls = embedded_broker_certificate(settings) is not None
+    host = mqtt.embedded_host
+    if host in ("0.0.0.0", ""):  # noqa: S104  (a listener's wildcard, not a bind)
+        host = "127.0.0.1"  # a wildcard listener: our own clients come in over loopback
+    elif host == "::":
+        host = "::1"
+    return BrokerAddress(host, mqtt.embedded_port, tls=tls, ca_file=ca_file if tls else None)
+
+
+def _lab_ca(settings: Settings) -> Path | None:
+    lab = lab_tls(settings.data_dir)
+    return lab.ca_cert if lab.has_ca else None
+
+
+def embedded_broker_certificate(settings: Settings) -> ServerCertificate | None:
+    """The certificate of the embedded broker's TLS listener: the configured one, or beyond
+    loopback the lab's; ``TlsRequired`` beyond loopback with neither (unless allowed)."""
+    mqtt = settings.mqtt
+    given = (
+        ServerCertificate(mqtt.embedded_tls_cert, mqtt.embedded_tls_key)
+        if mqtt.embedded_tls_cert is not None and mqtt.embedded_tls_key is not None
+        else None
+    )
+    return listener_certificate(
+        mqtt.embedded_host,
+        given=given,
+        lab=lab_tls(settings.data_dir),
+        allow_plain=mqtt.allow_plain_mqtt,
+        refusal=f"KITTYLAB_MQTT__EMBEDDED_HOST: the embedded MQTT broker would listen on "
+        f"{mqtt.embedded_host}, beyond loopback, without TLS; run `kittylab tls init` (or set "
+        "KITTYLAB_MQTT__EMBEDDED_TLS_CERT and _KEY), or set KITTYLAB_MQTT__ALLOW_PLAIN_MQTT=true "
+        "to send passwords and commands in the clear",
+    )
+
+
+def http_certificate(settings: Settings, host: str) -> ServerCertificate | None:
+    """The certificate ``kittylab serve`` serves HTTPS with on ``host``: the configured one,
+    or beyond loopback the lab's; ``None`` serves plain HTTP (on loopback, or allowed).
+    ``TlsRequired`` beyond loopback with neither: tokens would cross the LAN in the clear."""
+    http = settings.http
+    given = (
+        ServerCertificate(http.tls_cert, http.tls_key)
+        if http.tls_cert is not None and http.tls_key is not None
+        else None
+    )
+    return listener_certificate(
+        host,
+        given=given,
+        lab=lab_tls(settings.data_dir),
+        allow_plain=http.allow_plain_http,
+        refusal=f"refusing to serve plain HTTP on {host}, beyond loopback: API tokens would "
+        "cross the network in the clear. Run `kittylab tls init` (a lab CA and a certificate "
+        "for this machine; serve picks it up), or give a certificate with "
+        "KITTYLAB_HTTP__TLS_CERT and KITTYLAB_HTTP__TLS_KEY; behind a TLS reverse proxy, "
+        "pass --insecure-http (KITTYLAB_HTTP__ALLOW_PLAIN_HTTP=true)",
+    )
 
 
 def bus_identities_file(settings: Settings) -> Path:
@@ -188,6 +262,7 @@ def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
         settings.mqtt.embedded_host,
         settings.mqtt.embedded_port,
         identities_file=bus_identities_file(settings),
+        certificate=embedded_broker_certificate(settings),
     )
 
 

@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from kittylab.domain.enums import NotificationChannel
+from kittylab.domain.networks import DEFAULT_TRUSTED_NETWORKS
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("kittylab", appauthor=False))
 
 
@@ -28,6 +37,32 @@ class HttpSettings(BaseModel):
     max_concurrent_requests: int = Field(
         512, ge=16, description="Connections served at once; beyond it new ones get 503."
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="Certificate (PEM, chain included) `kittylab serve` serves HTTPS with; "
+        "unset: the one from `kittylab tls init` when bound beyond loopback.",
+    )
+    tls_key: Path | None = Field(None, description="The private key of tls_cert (PEM).")
+    allow_plain_http: bool = Field(
+        False,
+        description="Serve plain HTTP on an interface beyond loopback (behind a TLS proxy); "
+        "refused otherwise.",
+    )
+    trusted_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network(n) for n in DEFAULT_TRUSTED_NETWORKS],
+        description="Networks whose requests may actuate and approve; from elsewhere a "
+        "request can only read, whatever its token.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For is believed; empty: none.",
+    )
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key are set together or not at all")
+        return self
 
 
 class TokenSettings(BaseModel):
@@ -169,6 +204,22 @@ class MqttSettings(BaseModel):
     client_id_prefix: str = Field(
         "kittylab", min_length=1, max_length=40, description="Prefix of our MQTT client ids."
     )
+    ca_file: Path | None = Field(
+        None,
+        description="CA certificates (PEM) that verify an mqtts:// broker, besides the "
+        "system's; unset: the lab CA of `kittylab tls init`, when there is one.",
+    )
+    embedded_tls_cert: Path | None = Field(
+        None,
+        description="Certificate the embedded broker listens with (TLS); unset: the one "
+        "from `kittylab tls init` when embedded_host is beyond loopback.",
+    )
+    embedded_tls_key: Path | None = Field(None, description="The key of embedded_tls_cert.")
+    allow_plain_mqtt: bool = Field(
+        False,
+        description="Speak plain MQTT with a broker beyond loopback (or let the embedded one "
+        "listen there without TLS); refused otherwise.",
+    )
     identities_file: Path | None = Field(
         None,
         description="The lab's bus identities and credential hashes (mode 0600); the "
@@ -197,6 +248,14 @@ class MqttSettings(BaseModel):
         ge=10,
         description="Messages kept while the broker is down; the oldest are dropped beyond.",
     )
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> MqttSettings:
+        if (self.embedded_tls_cert is None) != (self.embedded_tls_key is None):
+            raise ValueError(
+                "embedded_tls_cert and embedded_tls_key are set together or not at all"
+            )
+        return self
 
 
 class CommandSettings(BaseModel):
@@ -582,7 +641,7 @@ class Settings(BaseSettings):
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; unset starts an embedded server in the data dir."
     )

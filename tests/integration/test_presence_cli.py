@@ -47,7 +47,11 @@ def as_person(
         monkeypatch.setattr(
             presence_cli,
             "connect",
-            lambda url: ApiClient("http://testserver", person.token, http=TestClient(web)),
+            lambda url: ApiClient(
+                "http://testserver",
+                person.token,
+                http=TestClient(web, client=("127.0.0.1", 50000)),
+            ),
         )
 
     return use

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kittylab.adapters.db import unit_of_work as db
+from kittylab.api import networks
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
@@ -61,12 +63,18 @@ def current_principal(
     ``last_used_at`` touch) and gives its connection back before the handler's work
     begins. A handler may wait seconds (for a model, a printer, a file), and the token
     lookup must not hold a connection, nor the token row's lock, while it does. Every
-    route authenticates through this one dependency (``Caller``, ``require``)."""
+    route authenticates through this one dependency (``Caller``, ``require``), which also
+    marks a caller from outside the lab's trusted networks ``remote`` (``api/networks.py``)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired("missing bearer token")
     with c.database.unit_of_work() as session:
         principal = authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+    if not networks.is_trusted(request, c.settings.http):
+        # From outside the lab: reads only, whatever the token (see api/networks.py).
+        principal = replace(principal, remote=True)
     request.state.principal = principal
+    if principal.remote:
+        networks.refuse_remote_write(request)
     return principal
 
 

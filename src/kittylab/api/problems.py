@@ -32,6 +32,7 @@ from kittylab.domain.errors import (
     ValidationFailed,
 )
 from kittylab.domain.identity import TokenExpired
+from kittylab.domain.networks import OutsideTrustedNetworks
 from kittylab.manifest.problems import ManifestError
 from kittylab.safety.webhook_signature import Refusal, SignatureRefused
 
@@ -211,6 +212,12 @@ def install(app: FastAPI) -> None:
                 "WWW-Authenticate": 'Bearer error="invalid_token", '
                 'error_description="the token expired"'
             },
+        )
+
+    @app.exception_handler(OutsideTrustedNetworks)
+    async def _outside(request: Request, exc: OutsideTrustedNetworks) -> JSONResponse:
+        return problem(
+            request, 403, "outside-trusted-networks", "Outside the lab's networks", str(exc)
         )
 
     @app.exception_handler(PermissionDenied)

@@ -25,6 +25,7 @@ from kittylab.cli import mqtt as mqtt_cli
 from kittylab.cli import presence as presence_cli
 from kittylab.cli import printing as printing_cli
 from kittylab.cli import stop as stop_cli
+from kittylab.cli import tls as tls_cli
 from kittylab.config import Settings
 from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
 from kittylab.domain.sanitize import sanitize_text
@@ -107,12 +108,25 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default 8000).")] = None,
     workers: Annotated[bool, typer.Option(help="Also run background workers.")] = True,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Serve plain HTTP beyond loopback (behind a TLS proxy); "
+            "env KITTYLAB_HTTP__ALLOW_PLAIN_HTTP.",
+        ),
+    ] = False,
 ) -> None:
     """Run the API (and background workers) until interrupted. Applies pending migrations;
-    with no KITTYLAB_DATABASE_URL it starts the embedded PostgreSQL in the data dir."""
+    with no KITTYLAB_DATABASE_URL it starts the embedded PostgreSQL in the data dir.
+    Bound beyond loopback it serves HTTPS (KITTYLAB_HTTP__TLS_CERT/_KEY, or the
+    certificate of `kittylab tls init`) and refuses plain HTTP unless --insecure-http."""
     from kittylab.cli.serve import run_server
 
     settings = _settings()
+    if insecure_http:
+        http = settings.http.model_copy(update={"allow_plain_http": True})
+        settings = settings.model_copy(update={"http": http})
     run_server(
         settings,
         host=host or settings.http.host,
@@ -313,6 +327,7 @@ keys_cli.register(app, friendly_errors)
 presence_cli.register(app, friendly_errors)
 stop_cli.register(app, friendly_errors)
 mqtt_cli.register(app, friendly_errors)
+tls_cli.register(app, friendly_errors)
 
 
 def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
@@ -398,6 +413,7 @@ def shell(
     /quit ends."""
     import httpx
 
+    from kittylab.cli.client import server_trust
     from kittylab.cli.shell import ShellError, ShellSession
 
     settings = _settings()
@@ -406,7 +422,7 @@ def shell(
         raise typer.Exit(2)
     base = url or f"http://{settings.http.host}:{settings.http.port}"
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+    with httpx.Client(base_url=base, headers=headers, timeout=120, verify=server_trust()) as client:
         session = ShellSession(client, channel)
         _readline_setup(session, settings.data_dir / "shell_history")
         typer.echo(f"KittyLab at {base}. Ctrl-D or /quit to leave, /new for a new conversation.")

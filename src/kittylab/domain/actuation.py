@@ -8,6 +8,9 @@ Every intent falls in one class:
 - *actuate* (everything else, lights included, and a manifest's own intents): operators,
   safety, admin.
 
+From outside the lab's trusted networks (``Principal.remote``), only *read* passes,
+whatever the role (``domain.networks``).
+
 A hazardous command (held for approval, decided by the zone's policies in
 ``dispatch.submit``) is an actuation first: its requester must be allowed to actuate
 before it is held. Engineers read, design, queue prints and pause or cancel their own
@@ -31,6 +34,7 @@ from uuid import UUID
 
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
+from kittylab.domain.networks import OutsideTrustedNetworks
 from kittylab.domain.principal import Principal
 
 
@@ -101,6 +105,9 @@ def authorise(requester: Requester, intent: str, *, owns_job_on_device: bool = F
     if isinstance(requester, SystemActor):
         return  # hazardous intents are refused to internal callers by dispatch.submit
     cls = intent_class(intent)
+    if requester.remote and cls is not IntentClass.READ:
+        # From outside the lab's trusted networks a request reads, whatever its role.
+        raise OutsideTrustedNetworks(intent)
     if cls is IntentClass.READ or requester.has_any(*ACTUATING_ROLES):
         return
     held = ", ".join(sorted(r.value for r in requester.roles)) or "no"

@@ -412,6 +412,12 @@ class ApprovalOutcome:
     notifications: list[Notification] = field(default_factory=list)
 
 
+REMOTE_APPROVAL = (
+    "approvals are given from inside the lab's trusted networks only, whatever the key or "
+    "role; this request came from outside them"
+)
+
+
 def approve(
     session: UnitOfWork,
     event_id: UUID,
@@ -444,6 +450,9 @@ def approve(
     refusal = _state_refusal(session, event, now, context)
     if refusal is not None:
         _refuse(session, event, refusal, approver, now, conflict=True)
+    if approver.remote:
+        # Whatever the key and role: an approval comes from the lab's own networks.
+        _refuse(session, event, REMOTE_APPROVAL, approver, now, conflict=False)
     requirements = requirements_of(event)
     earlier = _approval_facts(session, event.id)
     zone_name = _zone_name(session, event)
