@@ -13,6 +13,7 @@ from kittylab.adapters.db import unit_of_work as db
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
+from kittylab.domain.machine_scopes import scope_refusal
 from kittylab.domain.principal import Principal
 from kittylab.people.identity import authenticate
 
@@ -66,8 +67,19 @@ def current_principal(
         raise AuthenticationRequired("missing bearer token")
     with c.database.unit_of_work() as session:
         principal = authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+    _check_scope(request, principal)
     request.state.principal = principal
     return principal
+
+
+def _check_scope(request: Request, principal: Principal) -> None:
+    """A machine token reaches only its scopes' routes (``domain.machine_scopes``), named
+    by the matched route's path template."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    refusal = scope_refusal(principal.scopes, request.method, template)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
 
 
 Caller = Annotated[Principal, Depends(current_principal, max_concurrency=AUTH_DB_CONCURRENCY)]

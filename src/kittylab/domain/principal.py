@@ -18,6 +18,10 @@ class Principal:
     user_id: UUID
     username: str
     roles: frozenset[Role]
+    token_id: UUID | None = None
+    """The API token the request came with (None for internal actors and the CLI)."""
+    scopes: frozenset[str] = frozenset()
+    """A machine token's scopes (``domain.machine_scopes``); empty for a person's token."""
 
     def has_any(self, *roles: Role) -> bool:
         return bool(self.roles & set(roles))
