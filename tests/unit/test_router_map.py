@@ -21,6 +21,7 @@ ROUTER_OF_PREFIX = {
     "me": "users",
     "users": "users",
     "keys": "keys",
+    "role-grants": "role_grants",
     "zones": "zones",
     "devices": "devices",
     "device": "devices",

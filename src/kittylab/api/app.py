@@ -32,6 +32,7 @@ from kittylab.api.routers import (
     policies,
     presence,
     query,
+    role_grants,
     routing,
     safety,
     telemetry,
@@ -51,6 +52,7 @@ ROUTERS = (
     health,  # /healthz /readyz /metrics
     users,  # /api/me /api/users (and their tokens)
     keys,  # /api/keys /api/users/{id}/keys
+    role_grants,  # /api/role-grants
     zones,  # /api/zones
     devices,  # /api/devices /api/device/{id}/command
     locks,  # /api/locks /api/devices/{id}/locks

@@ -15,6 +15,7 @@ from kittylab.api import networks
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
+from kittylab.domain.machine_scopes import scope_refusal
 from kittylab.domain.principal import Principal
 from kittylab.people.identity import authenticate
 
@@ -69,6 +70,7 @@ def current_principal(
         raise AuthenticationRequired("missing bearer token")
     with c.database.unit_of_work() as session:
         principal = authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+    _check_scope(request, principal)
     if not networks.is_trusted(request, c.settings.http):
         # From outside the lab: reads only, whatever the token (see api/networks.py).
         principal = replace(principal, remote=True)
@@ -76,6 +78,16 @@ def current_principal(
     if principal.remote:
         networks.refuse_remote_write(request)
     return principal
+
+
+def _check_scope(request: Request, principal: Principal) -> None:
+    """A machine token reaches only its scopes' routes (``domain.machine_scopes``), named
+    by the matched route's path template."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    refusal = scope_refusal(principal.scopes, request.method, template)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
 
 
 Caller = Annotated[Principal, Depends(current_principal, max_concurrency=AUTH_DB_CONCURRENCY)]

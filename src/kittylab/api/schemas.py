@@ -30,6 +30,7 @@ from kittylab.domain.enums import (
     SafetyStatus,
     Tier,
 )
+from kittylab.domain.machine_scopes import MachineScope
 
 if TYPE_CHECKING:
     from kittylab.safety.stop import StopResult
@@ -62,6 +63,11 @@ class UserOut(CamelModel):
     tailscale_id: str | None
     active: bool
     created_at: datetime
+    pending_roles: list[Role] = Field(
+        default_factory=list,
+        description="Safety or admin asked for over the API, waiting for a second person "
+        "(see /api/role-grants; issue 13).",
+    )
 
 
 class UserCreate(StrictInput):
@@ -90,6 +96,13 @@ class TokenCreate(StrictInput):
         "out: the lab's default (KITTYLAB_TOKENS__DEFAULT_LIFETIME_SECONDS); null: never "
         "expires.",
     )
+    scopes: list[MachineScope] = Field(
+        default_factory=list,
+        max_length=len(MachineScope),
+        description="A machine token for a detector or an integration: it reaches only "
+        "these scopes' endpoints (docs/configuration.md, 'Machine tokens'). Left out: a "
+        "person's token.",
+    )
 
 
 class TokenInfo(CamelModel):
@@ -99,6 +112,7 @@ class TokenInfo(CamelModel):
     last_used_at: datetime | None
     revoked_at: datetime | None
     expires_at: datetime | None = Field(description="None: the token never expires.")
+    scopes: list[str] = Field(default_factory=list, description="Empty: a person's token.")
 
 
 class TokenOut(CamelModel):
@@ -106,6 +120,18 @@ class TokenOut(CamelModel):
     token_id: UUID
     user_id: UUID
     expires_at: datetime | None = Field(description="None: the token never expires.")
+    scopes: list[str] = Field(default_factory=list, description="Empty: a person's token.")
+
+
+class RoleGrantOut(CamelModel):
+    id: UUID
+    user_id: UUID
+    role: Role
+    status: str = Field(description="pending, granted or refused.")
+    requested_by: UUID
+    created_at: datetime
+    decided_by: UUID | None
+    decided_at: datetime | None
 
 
 # --- lab --------------------------------------------------------------------------------
@@ -653,6 +679,24 @@ class KeyCreate(StrictInput):
         description="An OpenSSH public key line (ssh-ed25519, sk-ssh-ed25519@openssh.com, "
         "ecdsa-sha2-nistp256 …), a PEM Ed25519 public key, or 'ed25519:<base64>'."
     )
+    challenge_id: UUID = Field(
+        description="A challenge from POST /api/users/{id}/keys/challenge (single use)."
+    )
+    signature: Annotated[
+        str, StringConstraints(min_length=1, max_length=16_384, pattern=r"^[^\x00]*$")
+    ] = Field(
+        description="Proof of possession: the key's signature of the enrolment message "
+        "(docs/safety-keys.md), raw Ed25519 in base64 or 'ssh-keygen -Y sign -n "
+        "kittylab-key-enrolment' output."
+    )
+
+
+class KeyChallengeOut(CamelModel):
+    challenge_id: UUID
+    challenge: str
+    user_id: UUID
+    expires_at: datetime
+    ssh_namespace: str = Field(description="The namespace an SSH signature of it must use.")
 
 
 class KeyOut(CamelModel):
@@ -665,6 +709,11 @@ class KeyOut(CamelModel):
     hardware: bool
     created_at: datetime
     revoked_at: datetime | None
+    awaiting_confirmation: bool = Field(
+        False, description="Enrolled over the API and not yet confirmed: it signs nothing."
+    )
+    confirmed_by: UUID | None = None
+    confirmed_at: datetime | None = None
 
 
 # --- audit log (safety-audit) -----------------------------------------------------------

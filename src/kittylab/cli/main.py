@@ -219,10 +219,19 @@ def users_token(
             "Without it the token never expires."
         ),
     ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Make it a machine token for a detector or an integration, reaching only "
+            "this scope's endpoints: monitor or telemetry; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Print a new API token for USERNAME. It is shown once; only its hash is stored.
-    The lab's default lifetime does not apply here: this is the on-host way in."""
+    The lab's default lifetime does not apply here: this is the on-host way in (the only
+    way to a token for someone else: over the API, people mint only their own). Audited."""
     from kittylab.domain.identity import parse_token_lifetime
+    from kittylab.domain.machine_scopes import parse_scopes
     from kittylab.people import identity
 
     lifetime = parse_token_lifetime(expires, "--expires") if expires is not None else None
@@ -234,6 +243,7 @@ def users_token(
             label,
             lifetime=lifetime,
             now=c.clock(),
+            scopes=parse_scopes(scope or (), "--scope"),
         )
     typer.echo(issued.token)
     if issued.expires_at is not None:

@@ -132,7 +132,9 @@ def apply_manifest(
     _apply_devices(session, manifest, zones, now, report.devices, trail)
     users = _apply_users(session, manifest, report.users, trail)
     session.flush()
-    _apply_keys(session, manifest, users, now, report, trail)
+    # Keys declared in a manifest sent over the API follow the API's rule (issue 13): they
+    # sign nothing until a second person with the safety role confirms them.
+    _apply_keys(session, manifest, users, now, report, trail, awaiting=actor_id is not None)
     _apply_policies(session, manifest, zones, now, report, trail)
     session.flush()
     _remove_undeclared_zones(session, manifest, zones, report, trail)
@@ -375,9 +377,12 @@ def _apply_keys(
     now: datetime,
     report: ApplyReport,
     trail: list[_Audited],
+    *,
+    awaiting: bool = False,
 ) -> None:
     """Only users whose entry has ``keys`` are touched; the others' keys are managed
-    elsewhere (``kittylab keys``) and an apply must not revoke them."""
+    elsewhere (``kittylab keys``) and an apply must not revoke them. With ``awaiting``
+    (an apply over the API) new keys await a second person's confirmation."""
     rows: dict[tuple[UUID, str], UserKey] = {
         (k.user_id, key_material(k.public_key)): k for k in session.scalars(select(UserKey))
     }
@@ -392,7 +397,12 @@ def _apply_keys(
             declared.add(material)
             row = rows.get((user.id, material))
             if row is None:
-                added = UserKey(user_id=user.id, name=key.name, public_key=key.public_key)
+                added = UserKey(
+                    user_id=user.id,
+                    name=key.name,
+                    public_key=key.public_key,
+                    awaiting_confirmation=awaiting,
+                )
                 session.add(added)
                 tally.created += 1
                 trail.append(_key_change("key.added", spec.username, added))

@@ -129,6 +129,13 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(TS)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
     expires_at: Mapped[datetime | None] = mapped_column(TS)  # None: never (issue 11)
+    # Issue 13, separation of duties. A machine token reaches only its scopes' endpoints
+    # (``domain.machine_scopes``); none: a person's token. ``parent_id``: the token that
+    # minted this one over the API; revoking a token revokes what it minted.
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)), nullable=False, server_default=text("'{}'")
+    )
+    parent_id: Mapped[UUID | None] = fk("api_tokens.id", nullable=True, ondelete="CASCADE")
 
 
 class UserKey(Base):
@@ -141,7 +148,53 @@ class UserKey(Base):
     public_key: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = created()
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    # Issue 13: a key enrolled over the API signs nothing until a second person with the
+    # safety role confirms it. Keys from the host CLI and the manifest are confirmed.
+    awaiting_confirmation: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    confirmed_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(TS)
     __table_args__ = (UniqueConstraint("user_id", "public_key"),)
+
+
+class KeyChallenge(Base):
+    """A challenge an approver signs to prove they hold the key they enrol (issue 13):
+    random, short-lived, bound to one person, used once."""
+
+    __tablename__ = "key_challenges"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    challenge: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = created()
+    expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class RoleGrant(Base):
+    """A grant of the safety or admin role asked for over the API (issue 13): the role is
+    added only when a second person confirms it (``domain.duties``)."""
+
+    __tablename__ = "role_grants"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    role: Mapped[Role] = mapped_column(ROLE, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    requested_by: Mapped[UUID] = fk("users.id", nullable=False)
+    created_at: Mapped[datetime] = created()
+    decided_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'granted', 'refused')", name="status_known"),
+        # One open request per person and role.
+        Index(
+            "uq_role_grants_pending",
+            "user_id",
+            "role",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
 
 
 class Zone(Base):
