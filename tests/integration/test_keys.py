@@ -450,7 +450,9 @@ def test_kittylab_keys_enrol_signs_the_challenge_and_confirm_needs_a_second_pers
         monkeypatch.setattr(
             keys_cli,
             "connect",
-            lambda url: ApiClient("http://testserver", person.token, http=TestClient(web)),
+            lambda url: ApiClient(
+                "http://testserver", person.token, http=TestClient(web, client=("127.0.0.1", 50000))
+            ),
         )
         result = CliRunner().invoke(app, ["keys", *args])
         return result.exit_code, result.output
