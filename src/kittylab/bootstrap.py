@@ -52,7 +52,12 @@ from kittylab.adapters.tls import (
 from kittylab.cad.ports import CadProviderPort
 from kittylab.cad.runs import AlertSettings, CadService
 from kittylab.config import Settings
-from kittylab.conversation.actions import BusContextPublisher, ConversationCad, DispatchingSubmitter
+from kittylab.conversation.actions import (
+    BusContextPublisher,
+    ConversationCad,
+    DispatchingStopper,
+    DispatchingSubmitter,
+)
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices.poller import DevicePoller
@@ -346,6 +351,7 @@ def query_service(
         frontier=frontier_answerer(q.frontier),
         publisher=BusContextPublisher(bus) if bus is not None else None,
         cad=ConversationCad(cad) if cad is not None else None,
+        stopper=DispatchingStopper(jobs, utcnow, bus),
     )
 
 

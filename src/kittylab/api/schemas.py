@@ -144,6 +144,9 @@ class ZoneOut(CamelModel):
     requires_ppe: bool
     requires_dual_confirmation: bool
     unifi_door_ids: list[str]
+    presence_sources: list[PresenceSource] = Field(
+        description="The presence sources that count in this zone for hazardous work."
+    )
     created_at: datetime
 
 
@@ -197,14 +200,23 @@ class PresenceCheckIn(StrictInput):
     zone_id: UUID
     status: PresenceStatus = PresenceStatus.PRESENT
     user_id: UUID | None = Field(
-        None, description="Someone else's presence; needs the safety or admin role."
+        None, description="Someone else's presence; needs the safety role."
     )
+
+
+class PresenceConfirm(StrictInput):
+    zone_id: UUID
+    user_id: UUID = Field(description="The person whose check-in you confirm.")
 
 
 class ZoneOccupancy(CamelModel):
     zone_id: UUID
     ttl_seconds: int
-    present_user_ids: list[UUID]
+    present_user_ids: list[UUID] = Field(description="Everyone present, by any source.")
+    counting_user_ids: list[UUID] = Field(
+        description="Those whose presence counts for hazardous work (by the zone's sources)."
+    )
+    presence_sources: list[PresenceSource]
 
 
 # --- conversations and routing ----------------------------------------------------------

@@ -1,6 +1,7 @@
 """The conversation's command path: device requests understood by ``/api/query`` go to
-equipment through the same rules and dispatch as ``POST /api/device/{id}/command``, and
-each turn's context is shared on the bus."""
+equipment through the same rules and dispatch as ``POST /api/device/{id}/command``, a
+zone's or the lab's stop through the stop routes' own use case, and each turn's context is
+shared on the bus."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from kittylab.domain import topics
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.principal import Principal
 from kittylab.ports import JobQueue, MessageBus
+from kittylab.safety import stop
+from kittylab.safety.stop import StopResult
 from kittylab.safety.workflow import SafetyContext
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,28 @@ class DispatchingSubmitter:
             correlation_id=correlation_id,
             now=self._clock(),
             safety_context=self._safety,
+        )
+
+
+class DispatchingStopper:
+    """``LabStopper`` that stops: ``safety.stop.stop`` in the turn's unit of work, so the
+    stop's commands are dispatched and the stop announced once the turn commits."""
+
+    def __init__(
+        self, jobs: JobQueue, clock: Callable[[], datetime], bus: MessageBus | None = None
+    ) -> None:
+        self._jobs = jobs
+        self._clock = clock
+        self._bus = bus
+
+    def stop(self, uow: UnitOfWork, *, requester: Principal, zone_id: UUID | None) -> StopResult:
+        return stop.stop(
+            uow,
+            jobs=self._jobs,
+            bus=self._bus,
+            requester=requester,
+            now=self._clock(),
+            zone_id=zone_id,
         )
 
 

@@ -12,6 +12,7 @@ from kittylab.adapters.db.tables import Device
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices.requests import Requested
 from kittylab.domain.principal import Principal
+from kittylab.safety.stop import StopResult
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,17 @@ class CommandSubmitter(Protocol):
         """A hazardous intent comes back with ``held`` set (``pending``, waiting for its
         safety event): nothing is sent. ``PermissionDenied`` when ``requester``'s roles may
         not ask for ``intent`` (``domain.actuation``): nothing is recorded."""
+        ...
+
+
+class LabStopper(Protocol):
+    """Stops a zone (``zone_id``) or, with ``None``, the whole lab, in the turn's unit of
+    work: ``safety.stop.stop``, as ``POST /api/zones/{id}/stop`` and ``/api/lab/stop`` do.
+    Never held; audited; the commands are sent once the turn commits."""
+
+    def stop(self, uow: UnitOfWork, *, requester: Principal, zone_id: UUID | None) -> StopResult:
+        """``PermissionDenied`` when ``requester``'s roles may not stop equipment (the
+        role table of ``domain.actuation``): nothing is recorded."""
         ...
 
 

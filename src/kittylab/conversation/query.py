@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
+from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand, Zone
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import QuerySettings
 from kittylab.conversation import metrics
@@ -43,6 +43,7 @@ from kittylab.conversation.ports import (
     CadStarter,
     CommandSubmitter,
     ContextPublisher,
+    LabStopper,
     TierAnswer,
 )
 from kittylab.conversation.routing.cache import AnswerCache, CacheKey
@@ -54,12 +55,19 @@ from kittylab.conversation.understanding.context import ConversationContext
 from kittylab.conversation.understanding.model import ModelUnavailable
 from kittylab.conversation.understanding.normalize import normalize
 from kittylab.conversation.understanding.pipeline import Understander
-from kittylab.conversation.understanding.types import ASK, CAD_GENERATE, AskKind, Understanding
+from kittylab.conversation.understanding.types import (
+    ASK,
+    CAD_GENERATE,
+    STOP,
+    AskKind,
+    Understanding,
+)
 from kittylab.conversation.understanding.vocabulary import LabVocabulary
 from kittylab.domain.devices import describe_intent
 from kittylab.domain.enums import CommandStatus, Tier
 from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
 from kittylab.domain.principal import Principal
+from kittylab.safety.stop import StopResult
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,7 @@ class Outcome:
     REJECTED_INPUT = "rejected_input"
     UNAVAILABLE = "unavailable"
     CAD_STARTED = "cad_started"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,7 @@ class QueryService:
         publisher: ContextPublisher | None = None,
         cache: AnswerCache | None = None,
         cad: CadStarter | None = None,
+        stopper: LabStopper | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -160,6 +170,7 @@ class QueryService:
         self.frontier = frontier
         self.publisher = publisher
         self.cad = cad
+        self.stopper = stopper
         self._vocabulary_lock = threading.Lock()
         # Paid calls under way, per person: the budget counts them before their decisions
         # are recorded, so concurrent questions cannot overshoot it together.
@@ -518,6 +529,9 @@ class QueryService:
                 turn.outcome = Outcome.CAD_STARTED
                 turn.replies.append(turn.cad_reply)
             return False, None, None
+        if u.intent == STOP:
+            self._stop(session, caller, u, turn)
+            return False, None, None
         assert u.device is not None
         device = session.scalar(
             select(Device).where(
@@ -566,6 +580,42 @@ class QueryService:
                 f"{command.status.value}."
             )
         return False, None, command
+
+    def _stop(self, session: UnitOfWork, caller: Principal, u: Understanding, turn: _Turn) -> None:
+        """A zone's or the lab's stop, as the stop routes do it: every device put in its safe
+        state, never held, audited (``stop.requested``) and announced; refused with the
+        reason for a role that may not stop equipment (``domain.actuation``)."""
+        where = u.zone.replace("-", " ") if u.zone else "the whole lab"
+        if self.stopper is None:
+            turn.outcome = Outcome.UNAVAILABLE
+            turn.replies.append(
+                f"I can't stop {where} from here; use kittylab stop or the machines' own "
+                "emergency stops."
+            )
+            return
+        zone_id = None
+        if u.zone is not None:
+            zone_id = session.scalar(select(Zone.id).where(Zone.name == u.zone))
+            if zone_id is None:
+                turn.outcome = Outcome.CLARIFY
+                turn.replies.append(f"There is no zone called {where} any more.")
+                return
+        try:
+            with session.begin_nested():
+                result = self.stopper.stop(session, requester=caller, zone_id=zone_id)
+        except PermissionDenied as refusal:
+            held = ", ".join(sorted(r.value for r in caller.roles)) or "none"
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append(f"stop refused: {refusal}")
+            turn.replies.append(
+                f"I can't stop {where} for you: stopping equipment needs the operator, "
+                f"safety or admin role, and yours is {held}. Ask one of them — and if "
+                "someone is in danger, use the machine's own emergency stop. Nothing was "
+                "stopped."
+            )
+            return
+        turn.outcome = Outcome.STOPPED
+        turn.replies.append(_stop_reply(where, result))
 
     # -- sessions and context -------------------------------------------------------------
 
@@ -621,6 +671,19 @@ def _cache_key(text: str, u: Understanding) -> CacheKey:
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[0].upper() + text[1:] if text else text
+
+
+def _stop_reply(where: str, result: StopResult) -> str:
+    asked = len(result.commands)
+    devices = len({c.device_id for c in result.commands})
+    reply = (
+        f"Stopping {where}: {asked} safe-direction command(s) to {devices} device(s) "
+        "(pause prints, cool heaters, power off, lock doors), on their way now."
+    )
+    if result.refusals:
+        names = ", ".join(sorted({r.device_name for r in result.refusals})[:6])
+        reply += f" Not stopped: {names}; check them yourself."
+    return reply
 
 
 def _help(vocabulary: LabVocabulary) -> str:

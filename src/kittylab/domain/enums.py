@@ -22,6 +22,8 @@ class PresenceSource(StrEnum):
     UNIFI = "unifi"
     MANUAL = "manual"
     OVERRIDE = "override"
+    # Extension (issue 13): a check-in confirmed by someone already present in the zone.
+    CONFIRMED = "confirmed"
 
 
 class PresenceStatus(StrEnum):

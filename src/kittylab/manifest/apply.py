@@ -205,6 +205,11 @@ def _apply_zones(
             "hazard_level": spec.hazard_level,
             "requires_ppe": spec.requires_ppe,
             "unifi_door_ids": list(spec.unifi_door_ids),
+            "presence_sources": (
+                [s.value for s in spec.presence_sources]
+                if spec.presence_sources is not None
+                else None
+            ),
         }
         row = rows.get(spec.name)
         if row is None:

@@ -23,7 +23,7 @@ from kittylab.domain.devices import (
     build_capabilities,
     validate_external_id,
 )
-from kittylab.domain.enums import DeviceKind, HazardLevel, Role
+from kittylab.domain.enums import DeviceKind, HazardLevel, PresenceSource, Role
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.gcode_policy import POLICY_ATTRIBUTE, policy_from_attributes
 from kittylab.domain.identity import (
@@ -32,7 +32,11 @@ from kittylab.domain.identity import (
     validate_roles,
     validate_username,
 )
-from kittylab.domain.zones import effective_dual_confirm, validate_required_roles
+from kittylab.domain.zones import (
+    effective_dual_confirm,
+    validate_presence_sources,
+    validate_required_roles,
+)
 from kittylab.manifest.fields import Fields, connection_problems, public_key_problem
 from kittylab.manifest.problems import ManifestError, ManifestProblem
 from kittylab.safety.signatures import parse_public_key
@@ -54,6 +58,8 @@ class ZoneSpec:
     hazard_level: HazardLevel
     requires_ppe: bool = False
     unifi_door_ids: tuple[str, ...] = ()
+    # The presence sources that count here (issue 13); None: the hazard level's default.
+    presence_sources: tuple[PresenceSource, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ def _find(items: Iterable[_T], match: Callable[[_T], bool], key: str) -> _T:
 
 
 _TOP = ("version", "zones", "devices", "users", "policies")
-_ZONE = ("name", "hazard_level", "requires_ppe", "unifi_door_ids")
+_ZONE = ("name", "hazard_level", "requires_ppe", "unifi_door_ids", "presence_sources")
 _DEVICE = (
     "external_id", "kind", "zone", "integration", "display_name",
     "aliases", "capabilities", "connection", "attributes",
@@ -258,9 +264,21 @@ def _zone(problems: list[ManifestProblem], path: str, raw: object) -> ZoneSpec |
     hazard = f.choice("hazard_level", HazardLevel)
     requires_ppe = f.flag("requires_ppe")
     doors = f.texts("unifi_door_ids", max_length=128)
+    sources = _presence_sources(f)
     if not f.ok or name is None or hazard is None or doors is None:
         return None
-    return ZoneSpec(name, hazard, requires_ppe, tuple(doors))
+    return ZoneSpec(name, hazard, requires_ppe, tuple(doors), sources)
+
+
+def _presence_sources(f: Fields) -> tuple[PresenceSource, ...] | None:
+    """Which presence sources count in the zone; left out, the hazard level's default."""
+    if not f.has("presence_sources"):
+        return None
+    names = f.texts("presence_sources", max_length=16, required=True)
+    if names is None:
+        return None
+    sources = f.domain(lambda: validate_presence_sources(names))
+    return tuple(sources) if sources is not None else None
 
 
 def _device(

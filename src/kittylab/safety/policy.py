@@ -232,11 +232,15 @@ def approval_refusal(
     if missing_ppe:
         return f"PPE not confirmed: {', '.join(missing_ppe)}"
     if requirements.presence_of is PresenceOf.APPROVER and not approver.present:
-        return f"{approver.name} is not checked in to {zone_name} (presence is required)"
+        return (
+            f"{approver.name} is not checked in to {zone_name} (presence is required, by a "
+            f"source {zone_name} counts)"
+        )
     if requirements.presence_of is PresenceOf.INITIATOR and not initiator_present:
         return (
-            f"the person who asked is not checked in to {zone_name}; presence in the zone "
-            "is required before this can be approved"
+            f"the person who asked is not checked in to {zone_name}; presence in the zone, "
+            "by a source it counts (in a high-hazard zone: a badge, a check-in confirmed by "
+            "someone present, or an override), is required before this can be approved"
         )
     return None
 

@@ -372,7 +372,43 @@ def held_command(session: Session, event: SafetyEvent) -> DeviceCommand | None:
 def _initiator_present(session: Session, event: SafetyEvent, now: datetime, ttl: timedelta) -> bool:
     if event.zone_id is None:
         return False
-    return presence.user_is_present(session, event.initiated_by, event.zone_id, now, ttl)
+    return presence.counts_as_present(session, event.initiated_by, event.zone_id, now, ttl)
+
+
+def send_refusal(
+    session: Session, event: SafetyEvent, device: Device, now: datetime, presence_ttl: timedelta
+) -> str | None:
+    """What changed since ``event`` was approved that stops its command now, or ``None``:
+    the device was moved to another zone (the approval was for that zone's rules and
+    people), or a person whose presence the policy asks for (the requester, or each
+    approver) is no longer present in the zone by a source that counts there. The dispatch
+    claim asks it under the device's row lock, as the last moment before the send."""
+    if event.zone_id is None:
+        return None
+    if device.zone_id != event.zone_id:
+        moved_to = session.get(Zone, device.zone_id)
+        return (
+            f"{device.display_name} was moved from {_zone_name(session, event)} to "
+            f"{moved_to.name if moved_to else 'another zone'} since it was approved; "
+            "nothing was sent, ask again"
+        )
+    requirements = requirements_of(event)
+    if requirements.presence_of is None:
+        return None
+    if requirements.presence_of is policy.PresenceOf.INITIATOR:
+        needed = [event.initiated_by]
+    else:
+        needed = [a.approver_id for a in _approval_facts(session, event.id)]
+    for person in needed:
+        if not presence.counts_as_present(session, person, event.zone_id, now, presence_ttl):
+            user = session.get(User, person)
+            name = user.display_name if user else "someone whose presence it needs"
+            return (
+                f"{name} is no longer present in {_zone_name(session, event)} (the policy "
+                "requires presence when it is sent, by a source that counts there); "
+                "nothing was sent, ask again"
+            )
+    return None
 
 
 # -- approving -----------------------------------------------------------------------------
@@ -457,7 +493,7 @@ def approve(
     earlier = _approval_facts(session, event.id)
     zone_name = _zone_name(session, event)
     approver_present = (
-        presence.user_is_present(
+        presence.counts_as_present(
             session, approver.user_id, event.zone_id, now, context.presence_ttl
         )
         if event.zone_id

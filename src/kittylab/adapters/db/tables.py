@@ -210,6 +210,9 @@ class Zone(Base):
     unifi_door_ids: Mapped[list[str]] = mapped_column(
         ARRAY(String(128)), nullable=False, server_default=text("'{}'")
     )
+    # Extension (issue 13): the presence sources that count here; NULL: the hazard level's
+    # default (``domain.zones.DEFAULT_PRESENCE_SOURCES``).
+    presence_sources: Mapped[list[str] | None] = mapped_column(ARRAY(String(16)), nullable=True)
     created_at: Mapped[datetime] = created()
 
 

@@ -313,6 +313,7 @@ def job_blueprint() -> procrastinate.Blueprint:
             ctx.settings.commands,
             ctx.clock,
             notify=ctx.settings.notify,
+            presence_ttl=timedelta(seconds=ctx.settings.presence.ttl_seconds),
         )
         for notification_id in outcome.notifications:
             await defer(job.app, Deferred.DELIVERY, str(notification_id))

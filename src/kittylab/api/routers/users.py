@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
@@ -32,6 +33,21 @@ from kittylab.people import identity, role_grants
 router = APIRouter(prefix="/api", tags=["users"])
 
 
+def _seen_by(caller: Principal) -> Callable[[User], UserOut]:
+    """A person as ``caller`` may see them: the email address is the person's own, and the
+    safety role's and admin's (who reach people about incidents and accounts); everyone
+    else sees the name and roles only."""
+    sees_emails = caller.has_any(Role.SAFETY, Role.ADMIN)
+
+    def view(user: User) -> UserOut:
+        out = UserOut.model_validate(user)
+        if sees_emails or user.id == caller.user_id:
+            return out
+        return out.model_copy(update={"email": None})
+
+    return view
+
+
 @router.get("/me", response_model=UserOut)
 def me(caller: Caller, uow: UnitOfWork) -> UserOut:
     return _out(uow, _get(uow, caller.user_id))
@@ -39,7 +55,7 @@ def me(caller: Caller, uow: UnitOfWork) -> UserOut:
 
 @router.get("/users", response_model=Page[UserOut])
 def list_users(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
@@ -49,15 +65,19 @@ def list_users(
     stmt = where_equal(select(User), (User.active, active))
     if role is not None:
         stmt = stmt.where(User.roles.contains([role]))
-    page = paginate(uow, stmt, User.id, cursor, limit, UserOut.model_validate)
+    page = paginate(uow, stmt, User.id, cursor, limit, _seen_by(caller))
     pending = role_grants.pending_roles(uow, [u.id for u in page.items])
     page.items = [u.model_copy(update={"pending_roles": pending[u.id]}) for u in page.items]
     return page
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: UUID, _: Caller, uow: UnitOfWork) -> UserOut:
-    return _out(uow, _get(uow, user_id))
+def get_user(user_id: UUID, caller: Caller, uow: UnitOfWork) -> UserOut:
+    """A person: name, roles and roles awaiting a second person for everyone; the email
+    address for themselves, safety and admin."""
+    user = _get(uow, user_id)
+    pending = role_grants.pending_roles(uow, [user.id])[user.id]
+    return _seen_by(caller)(user).model_copy(update={"pending_roles": pending})
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
