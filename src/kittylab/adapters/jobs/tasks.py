@@ -59,7 +59,7 @@ from kittylab.fabrication import uploads
 from kittylab.fabrication.ports import Slicer
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
-from kittylab.safety import workflow
+from kittylab.safety import stop, workflow
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
 DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
+DISPATCH_IN_ORDER_TASK = f"{NAMESPACE}:dispatch_in_order"
 PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
 START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
 PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
@@ -139,6 +140,11 @@ def dispatch_lock(command_id: str) -> str:
     return f"command:{command_id}"
 
 
+def in_order_lock(command_ids: str) -> str:
+    """One ordered dispatch per set of commands (named by the first command's id)."""
+    return f"in-order:{command_ids.split(',', 1)[0]}"
+
+
 def cad_lock(cad_job_id: str) -> str:
     """Queueing lock and lock of a CAD job's run: at most one waits, and one runs at a
     time (a re-deferred run waits for the one under way, then finds the job finished)."""
@@ -169,6 +175,7 @@ class Deferred(StrEnum):
     """The jobs deferred one per record (as opposed to the periodic ones)."""
 
     DISPATCH = "dispatch"
+    DISPATCH_IN_ORDER = "dispatch_in_order"
     DELIVERY = "delivery"
     PREPARATION = "preparation"
     START_NEXT = "start_next"
@@ -190,6 +197,9 @@ class Deferral:
 
 DEFERRALS: Mapping[Deferred, Deferral] = {
     Deferred.DISPATCH: Deferral(DISPATCH_TASK, "command_id", "dispatch of command", dispatch_lock),
+    Deferred.DISPATCH_IN_ORDER: Deferral(
+        DISPATCH_IN_ORDER_TASK, "command_ids", "ordered dispatch of commands", in_order_lock
+    ),
     Deferred.DELIVERY: Deferral(
         DELIVER_TASK, "notification_id", "delivery of notification", delivery_lock
     ),
@@ -317,6 +327,24 @@ def job_blueprint() -> procrastinate.Blueprint:
         for notification_id in outcome.notifications:
             await defer(job.app, Deferred.DELIVERY, str(notification_id))
         return outcome.status.value if outcome.status else "skipped"
+
+    @blueprint.task(name="dispatch_in_order", pass_context=True)
+    async def dispatch_in_order(job: procrastinate.JobContext, command_ids: str) -> str:
+        """Send a stop's commands phase by phase (``safety.stop.send_in_order``); the
+        record's key is the commands' ids, comma-separated, in the order asked."""
+        ctx = _context(job)
+        outcomes = await stop.send_in_order(
+            ctx.database,
+            ctx.drivers,
+            [UUID(part) for part in command_ids.split(",") if part],
+            ctx.settings.commands,
+            ctx.clock,
+            notify=ctx.settings.notify,
+        )
+        for outcome in outcomes:
+            for notification_id in outcome.notifications:
+                await defer(job.app, Deferred.DELIVERY, str(notification_id))
+        return ", ".join(o.status.value if o.status else "skipped" for o in outcomes)
 
     @blueprint.periodic(cron=PERIODIC[RECONCILE_TASK], periodic_id="every-minute")
     @blueprint.task(name="reconcile_commands", pass_context=True, queueing_lock=RECONCILE_TASK)
