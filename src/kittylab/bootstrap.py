@@ -369,6 +369,10 @@ def job_context(container: Container) -> JobContext:
         slicer=slicer(container.settings),
         gcode_reader=gcode_estimates,
         cad=container.cad,
+        snapshots=HttpSnapshotSource(
+            timeout=container.settings.monitoring.snapshot_timeout_seconds,
+            max_bytes=container.settings.monitoring.snapshot_max_bytes,
+        ),
     )
 
 

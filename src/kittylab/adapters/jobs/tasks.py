@@ -57,9 +57,10 @@ from kittylab.domain.print_queue import Stage
 from kittylab.fabrication import jobs as fabrication
 from kittylab.fabrication import uploads
 from kittylab.fabrication.ports import Slicer
+from kittylab.monitoring.ports import SnapshotSource
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
-from kittylab.safety import stop, workflow
+from kittylab.safety import evidence, stop, workflow
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
 DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
 DISPATCH_IN_ORDER_TASK = f"{NAMESPACE}:dispatch_in_order"
+BOOKMARK_TASK = f"{NAMESPACE}:bookmark_safety_event"
 PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
 START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
 PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
@@ -116,6 +118,8 @@ class JobContext:
     slicer: Slicer | None = None
     gcode_reader: fabrication.GcodeReader | None = None
     cad: CadService | None = None
+    snapshots: SnapshotSource | None = None
+    """Where camera bookmarks of sent hazardous commands come from (``safety.evidence``)."""
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -143,6 +147,10 @@ def dispatch_lock(command_id: str) -> str:
 def in_order_lock(command_ids: str) -> str:
     """One ordered dispatch per set of commands (named by the first command's id)."""
     return f"in-order:{command_ids.split(',', 1)[0]}"
+
+
+def bookmark_lock(event_id: str) -> str:
+    return f"bookmark:{event_id}"
 
 
 def cad_lock(cad_job_id: str) -> str:
@@ -176,6 +184,7 @@ class Deferred(StrEnum):
 
     DISPATCH = "dispatch"
     DISPATCH_IN_ORDER = "dispatch_in_order"
+    BOOKMARK = "bookmark"
     DELIVERY = "delivery"
     PREPARATION = "preparation"
     START_NEXT = "start_next"
@@ -199,6 +208,9 @@ DEFERRALS: Mapping[Deferred, Deferral] = {
     Deferred.DISPATCH: Deferral(DISPATCH_TASK, "command_id", "dispatch of command", dispatch_lock),
     Deferred.DISPATCH_IN_ORDER: Deferral(
         DISPATCH_IN_ORDER_TASK, "command_ids", "ordered dispatch of commands", in_order_lock
+    ),
+    Deferred.BOOKMARK: Deferral(
+        BOOKMARK_TASK, "event_id", "camera bookmark of event", bookmark_lock
     ),
     Deferred.DELIVERY: Deferral(
         DELIVER_TASK, "notification_id", "delivery of notification", delivery_lock
@@ -326,7 +338,20 @@ def job_blueprint() -> procrastinate.Blueprint:
         )
         for notification_id in outcome.notifications:
             await defer(job.app, Deferred.DELIVERY, str(notification_id))
+        if outcome.sent_safety_event is not None:
+            await defer(job.app, Deferred.BOOKMARK, str(outcome.sent_safety_event))
         return outcome.status.value if outcome.status else "skipped"
+
+    @blueprint.task(name="bookmark_safety_event", pass_context=True)
+    async def bookmark_safety_event(job: procrastinate.JobContext, event_id: str) -> str:
+        """Keep the zone camera's snapshot as a sent hazardous command's evidence."""
+        ctx = _context(job)
+        kept = await evidence.bookmark(
+            ctx.database, ctx.artifacts, ctx.snapshots, UUID(event_id), ctx.clock
+        )
+        if kept is None:
+            return "skipped"
+        return kept.evidence_key or f"unavailable: {kept.unavailable}"
 
     @blueprint.task(name="dispatch_in_order", pass_context=True)
     async def dispatch_in_order(job: procrastinate.JobContext, command_ids: str) -> str:
