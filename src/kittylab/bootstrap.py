@@ -382,7 +382,12 @@ def gcode_estimates(path: Path) -> SliceEstimate | None:
         summary = read_summary(path)
     except (SummaryMissing, OSError):
         return None
-    return SliceEstimate(summary.estimated_seconds, summary.filament_mm, summary.filament_g)
+    return SliceEstimate(
+        summary.estimated_seconds,
+        summary.filament_mm,
+        summary.filament_g,
+        summary.filament_type,
+    )
 
 
 def print_tracker(container: Container) -> PrintTracker:
