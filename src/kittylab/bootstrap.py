@@ -475,6 +475,10 @@ def job_context(container: Container) -> JobContext:
         slicer=slicer(container.settings),
         gcode_reader=gcode_estimates,
         cad=container.cad,
+        snapshots=HttpSnapshotSource(
+            timeout=container.settings.monitoring.snapshot_timeout_seconds,
+            max_bytes=container.settings.monitoring.snapshot_max_bytes,
+        ),
     )
 
 
@@ -484,7 +488,12 @@ def gcode_estimates(path: Path) -> SliceEstimate | None:
         summary = read_summary(path)
     except (SummaryMissing, OSError):
         return None
-    return SliceEstimate(summary.estimated_seconds, summary.filament_mm, summary.filament_g)
+    return SliceEstimate(
+        summary.estimated_seconds,
+        summary.filament_mm,
+        summary.filament_g,
+        summary.filament_type,
+    )
 
 
 def print_tracker(container: Container) -> PrintTracker:

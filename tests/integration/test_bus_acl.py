@@ -59,6 +59,8 @@ class Lab:
     fleet: SimulatedFleet
     cnc_door: Credential
     """A real device's credential: the attacker took the CNC door's firmware apart."""
+    detector: Credential
+    """A print-failure detector's credential."""
 
     def state(self, external_id: str) -> dict[str, Any]:
         [sim] = [s for s in self.fleet.devices.values() if s.external_id == external_id]
@@ -134,13 +136,14 @@ def run_lab(
         await asyncio.to_thread(fleet.reload)
         lab = lab_identities(sim.external_id for sim in fleet.devices.values())
         cnc_door = lab.issue_device(CNC_DOOR)
+        detector = lab.issue_detector("obico")
         lab.save()
         async with (
             broker(lab) as address,
             running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach),
         ):
             await asyncio.to_thread(fleet.report)
-            await scenario(Lab(address, fleet, cnc_door))
+            await scenario(Lab(address, fleet, cnc_door, detector))
 
     asyncio.run(main())
 
@@ -319,6 +322,33 @@ def test_a_device_cannot_publish_another_devices_state_nor_read_the_conversation
             await settle()
         assert not [p for _, p in seen if b"false" in p], "a spoofed state reached the service"
         assert heard == [], f"a device read {heard}"
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_a_monitor_event_reaches_kittylab_only_from_a_detector(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    """A monitor event pauses a print and becomes evidence: a device, and even KittyLab's
+    own worker identity, cannot publish one; a detector can."""
+
+    async def scenario(lab: Lab) -> None:
+        heard: list[bytes] = []
+
+        async def collect(_: str, payload: bytes) -> None:
+            heard.append(payload)
+
+        worker = Identities.load(IDENTITIES_FILE).own(IdentityKind.WORKER)
+        async with running_bus(lab.address, "service") as service:
+            service.subscribe(topics.MONITOR_WILDCARD, collect)
+            await settle()
+            for who, said in ((lab.cnc_door, b"device"), (worker, b"worker")):
+                async with raw_client(lab, who) as client:
+                    await client.publish(topics.monitor("job1"), said, qos=1)
+            async with raw_client(lab, lab.detector) as client:
+                await client.publish(topics.monitor("job1"), b"detector", qos=1)
+            await settle()
+        assert heard == [b"detector"]
 
     run_lab(container, database, demo_lab_path, broker, scenario)
 

@@ -39,13 +39,14 @@ from kittylab.adapters.db.tables import (
     Zone,
     ZonePresence,
 )
+from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.devices import dispatch
 from kittylab.domain.bus_acl import IdentityKind
 from kittylab.domain.enums import CommandStatus, OnlineState, PresenceSource, PresenceStatus
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity
 from kittylab.records import audit
-from kittylab.safety import locks, workflow
+from kittylab.safety import evidence, locks, workflow
 from kittylab.safety.approval_payload import ApprovalPayload, arguments_digest
 from kittylab.safety.signatures import parse_public_key
 from tests.integration.live_bus import (
@@ -56,8 +57,10 @@ from tests.integration.live_bus import (
     free_port,
     running_bus,
 )
+from tests.peers.camera_peer import CameraPeer
 
 MAX_DELAY = timedelta(seconds=60)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
 @dataclass
@@ -909,3 +912,92 @@ def test_the_send_goes_ahead_while_the_present_person_is_still_there(lab: Lab) -
     asked = _approved_laser_power(lab)
     claimed = lab.claim(asked["commandId"])
     assert claimed is not None and claimed.newly_sent
+
+
+# -- camera bookmarks (issue 13) -----------------------------------------------------------
+
+
+def _camera_in(lab: Lab, zone: str, snapshot_url: str | None) -> None:
+    """The print farm's camera moved to ``zone``, declared with ``snapshot_url``."""
+    with lab.database.unit_of_work() as s:
+        camera = s.scalars(select(Device).where(Device.external_id == "farm-cam")).one()
+        camera.zone_id = lab.zones[zone]
+        camera.connection = {"snapshot_url": snapshot_url} if snapshot_url else {}
+
+
+def _sent_and_bookmarked(lab: Lab) -> tuple[str, evidence.Bookmark | None, list[str]]:
+    """An approved spindle start sent through dispatch, then its bookmark job's work."""
+    asked = lab.request("olivia", "cnc-spindle")
+    event_id = asked["hazardEventId"]
+    assert lab.approve("sam", event_id)[0] == 200
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == ["power_on"]
+    # The dispatch reports the sent event: its task defers the bookmark, after the send.
+    assert outcome.sent_safety_event == UUID(event_id)
+    kept = asyncio.run(
+        evidence.bookmark(
+            lab.database,
+            lab.container.artifacts,
+            HttpSnapshotSource(timeout=2),
+            UUID(event_id),
+            lab.container.clock,
+        )
+    )
+    with lab.database.unit_of_work() as s:
+        actions = list(
+            s.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.subject_id == event_id)
+                .order_by(AuditEntry.seq)
+            )
+        )
+    return event_id, kept, actions
+
+
+def test_a_sent_hazardous_command_keeps_the_zone_cameras_snapshot_as_its_evidence(
+    lab: Lab,
+) -> None:
+    with CameraPeer() as camera:
+        _camera_in(lab, "cnc-room", camera.serve("/still.png", PNG, "image/png"))
+        event_id, kept, actions = _sent_and_bookmarked(lab)
+    assert kept is not None and kept.evidence_key is not None
+    key = kept.evidence_key
+    assert key.startswith(f"safety/{event_id}/") and key.endswith(".png")
+    assert lab.container.artifacts is not None
+    assert b"".join(lab.container.artifacts.read_chunks(key)) == PNG
+    assert lab.event(event_id)["evidenceKey"] == key
+    with lab.database.unit_of_work() as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "safety.evidence")).one()
+        assert entry.details["evidence_key"] == key
+        assert audit.verify_chain(s).intact
+    assert actions[-1] == "safety.evidence"
+    # A retried bookmark job changes nothing.
+    again = asyncio.run(
+        evidence.bookmark(
+            lab.database, lab.container.artifacts, HttpSnapshotSource(), UUID(event_id),
+            lab.container.clock,
+        )
+    )  # fmt: skip
+    assert again is None
+
+
+def test_a_failed_snapshot_is_recorded_with_its_reason_and_the_command_still_went(
+    lab: Lab,
+) -> None:
+    with CameraPeer() as camera:
+        _camera_in(lab, "cnc-room", camera.serve("/still.png", b"busy", "text/plain", 503))
+        event_id, kept, actions = _sent_and_bookmarked(lab)
+    assert kept is not None and kept.evidence_key is None
+    assert kept.unavailable is not None and "HTTP 503" in kept.unavailable
+    assert lab.event(event_id)["evidenceKey"] is None
+    assert actions[-1] == "safety.evidence_unavailable"
+    with lab.database.unit_of_work() as s:
+        event = s.get(SafetyEvent, UUID(event_id))
+        assert event is not None and "HTTP 503" in event.details["evidence_unavailable"]
+
+
+def test_a_zone_without_a_camera_says_so_instead_of_a_bookmark(lab: Lab) -> None:
+    _, kept, actions = _sent_and_bookmarked(lab)
+    assert kept is not None and kept.evidence_key is None
+    assert kept.unavailable is not None and "no camera" in kept.unavailable
+    assert actions[-1] == "safety.evidence_unavailable"

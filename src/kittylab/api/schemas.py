@@ -7,7 +7,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+)
 from pydantic.alias_generators import to_camel
 
 from kittylab.domain.enums import (
@@ -434,6 +441,16 @@ class FabricationJobOut(CamelModel):
     started_at: datetime | None
     completed_at: datetime | None
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The hazard classes of the job's material (styrene, nylon, fibre, "
+        "resin), from the request and the G-code's filament profile; empty when none."
+    )
+    @property
+    def hazardous_materials(self) -> list[str]:
+        flagged = self.details.get("hazardous_materials")
+        classes = flagged.get("classes") if isinstance(flagged, dict) else None
+        return [str(c) for c in classes] if isinstance(classes, list) else []
+
 
 class UploadedFileOut(CamelModel):
     file_key: str
@@ -453,6 +470,14 @@ class PrintJobRequest(StrictInput):
         Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
         | None
     ) = Field(None, description="A retried request with the same key returns the first job.")
+    material: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="The filament or resin (ABS, PA6-CF, resin…): hazardous ones are flagged."
+    )
+    ppe_confirmed: list[Name64] = Field(
+        default_factory=list,
+        max_length=20,
+        description="PPE the requester confirms wearing, for a zone policy on hazardous materials.",
+    )
 
 
 class BedClearOut(CamelModel):

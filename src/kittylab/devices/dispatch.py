@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -216,6 +216,8 @@ class Claim:
     sent_at: datetime
     newly_sent: bool
     """True when this claim moved it to ``sent``: only then may the driver be called."""
+    safety_event_id: UUID | None = None
+    """The approved safety event this claim carries out (a held command, newly sent)."""
 
 
 def claim(
@@ -312,6 +314,7 @@ def claim(
             payload=dict(command.payload),
             sent_at=sent_at,
             newly_sent=newly_sent,
+            safety_event_id=event.id if event is not None else None,
         )
 
 
@@ -425,6 +428,9 @@ class Outcome:
     notifications: tuple[UUID, ...] = ()
     """Recorded because the command failed (a monitor's pause that did not happen):
     the caller defers their delivery."""
+    sent_safety_event: UUID | None = None
+    """This run sent the held command of that approved safety event: the caller defers
+    its camera bookmark (``safety.evidence``), after the send, never before it."""
 
 
 async def dispatch(
@@ -473,7 +479,8 @@ async def dispatch(
         try:
             receipt = await driver.send(work.target, work.intent, work.payload)
         except (DeviceRefused, DeviceUnavailable) as exc:
-            return await fail(str(exc))
+            # Sent or not, the device may have acted: a held command's moment is bookmarked.
+            return replace(await fail(str(exc)), sent_safety_event=work.safety_event_id)
         # The device's time to answer starts once the message has left: reading the state
         # before sending may itself wait (a device not heard from yet), and that wait must
         # not eat into the device's share.
@@ -481,9 +488,10 @@ async def dispatch(
     else:
         receipt = None  # sent by an earlier run: only the device's state can tell now
         window_opens = work.sent_at
-    return await _await_confirmation(
+    outcome = await _await_confirmation(
         driver, work, before, receipt, window_opens, settings, clock, fail, database
     )
+    return replace(outcome, sent_safety_event=work.safety_event_id)
 
 
 async def _await_confirmation(

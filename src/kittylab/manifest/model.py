@@ -32,6 +32,7 @@ from kittylab.domain.identity import (
     validate_roles,
     validate_username,
 )
+from kittylab.domain.materials import POLICY_KEY
 from kittylab.domain.zones import (
     effective_dual_confirm,
     validate_presence_sources,
@@ -158,6 +159,7 @@ _KEY = ("name", "public_key")
 _POLICY = (
     "name", "zone", "intents", "required_roles",
     "requires_dual_confirm", "requires_presence", "presence_of", "pqe_checks",
+    "hazardous_materials",
 )  # fmt: skip
 
 
@@ -497,7 +499,9 @@ def _policy(
     zone = f.text("zone")
     if zone is not None and zone not in zone_names:
         f.fail("zone", f"unknown zone {zone!r}")
-    intents = f.texts("intents", max_length=64, required=True)
+    materials = _hazardous_materials(f)
+    # A policy may govern print materials only: then it needs no intents.
+    intents = f.texts("intents", max_length=64, required=not materials)
     # A misspelt intent would leave the real one ungoverned, so unknown names are refused.
     for i, intent in enumerate(intents or ()):
         if intent not in known_intents:
@@ -514,6 +518,9 @@ def _policy(
             "presence_of", "must be 'initiator' (the person asking) or 'approver' (each approver)"
         )
     pqe_checks = _pqe_checks(f)
+    if pqe_checks is not None and materials:
+        # Kept with the policy's PPE checks (one JSONB column; ``fabrication.materials``).
+        pqe_checks = {**pqe_checks, MATERIALS_KEY: materials}
     hazard = hazards.get(zone or "")
     if not f.ok or name is None or zone is None or intents is None or roles is None:
         return None
@@ -530,6 +537,29 @@ def _policy(
         pqe_checks=pqe_checks,
         presence_of=presence_of,
     )
+
+
+MATERIALS_KEY = POLICY_KEY
+
+
+def _hazardous_materials(f: Fields) -> dict[str, Any] | None:
+    """``hazardous_materials: {fume_extraction: true, ppe: [respirator]}``: before a print
+    of a hazardous material (``domain.materials``) starts in the zone, a device of the zone
+    declared with ``attributes: {role: fume_extraction}`` must be on, and/or the PPE
+    confirmed with the job. Unknown keys are refused (a misspelt one would drop the rule)."""
+    raw = f.raw(MATERIALS_KEY)
+    if raw is None:
+        return None
+    rule = Fields(f.problems, f.at(MATERIALS_KEY), raw, ("fume_extraction", "ppe"))
+    extraction = rule.flag("fume_extraction")
+    ppe = rule.texts("ppe", max_length=64)
+    if not rule.ok or ppe is None:
+        f.ok = False
+        return None
+    if not extraction and not ppe:
+        f.fail(MATERIALS_KEY, "must ask for fume_extraction: true or list ppe")
+        return None
+    return {"fume_extraction": extraction, "ppe": ppe}
 
 
 def _pqe_checks(f: Fields) -> dict[str, Any] | None:

@@ -57,9 +57,10 @@ from kittylab.domain.print_queue import Stage
 from kittylab.fabrication import jobs as fabrication
 from kittylab.fabrication import uploads
 from kittylab.fabrication.ports import Slicer
+from kittylab.monitoring.ports import SnapshotSource
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
-from kittylab.safety import workflow
+from kittylab.safety import evidence, stop, workflow
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
 DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
+DISPATCH_IN_ORDER_TASK = f"{NAMESPACE}:dispatch_in_order"
+BOOKMARK_TASK = f"{NAMESPACE}:bookmark_safety_event"
 PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
 START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
 PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
@@ -115,6 +118,8 @@ class JobContext:
     slicer: Slicer | None = None
     gcode_reader: fabrication.GcodeReader | None = None
     cad: CadService | None = None
+    snapshots: SnapshotSource | None = None
+    """Where camera bookmarks of sent hazardous commands come from (``safety.evidence``)."""
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -137,6 +142,15 @@ def check_heartbeat_settings(jobs: JobSettings) -> None:
 def dispatch_lock(command_id: str) -> str:
     """At most one dispatch job per command waits at a time."""
     return f"command:{command_id}"
+
+
+def in_order_lock(command_ids: str) -> str:
+    """One ordered dispatch per set of commands (named by the first command's id)."""
+    return f"in-order:{command_ids.split(',', 1)[0]}"
+
+
+def bookmark_lock(event_id: str) -> str:
+    return f"bookmark:{event_id}"
 
 
 def cad_lock(cad_job_id: str) -> str:
@@ -169,6 +183,8 @@ class Deferred(StrEnum):
     """The jobs deferred one per record (as opposed to the periodic ones)."""
 
     DISPATCH = "dispatch"
+    DISPATCH_IN_ORDER = "dispatch_in_order"
+    BOOKMARK = "bookmark"
     DELIVERY = "delivery"
     PREPARATION = "preparation"
     START_NEXT = "start_next"
@@ -190,6 +206,12 @@ class Deferral:
 
 DEFERRALS: Mapping[Deferred, Deferral] = {
     Deferred.DISPATCH: Deferral(DISPATCH_TASK, "command_id", "dispatch of command", dispatch_lock),
+    Deferred.DISPATCH_IN_ORDER: Deferral(
+        DISPATCH_IN_ORDER_TASK, "command_ids", "ordered dispatch of commands", in_order_lock
+    ),
+    Deferred.BOOKMARK: Deferral(
+        BOOKMARK_TASK, "event_id", "camera bookmark of event", bookmark_lock
+    ),
     Deferred.DELIVERY: Deferral(
         DELIVER_TASK, "notification_id", "delivery of notification", delivery_lock
     ),
@@ -317,7 +339,38 @@ def job_blueprint() -> procrastinate.Blueprint:
         )
         for notification_id in outcome.notifications:
             await defer(job.app, Deferred.DELIVERY, str(notification_id))
+        if outcome.sent_safety_event is not None:
+            await defer(job.app, Deferred.BOOKMARK, str(outcome.sent_safety_event))
         return outcome.status.value if outcome.status else "skipped"
+
+    @blueprint.task(name="bookmark_safety_event", pass_context=True)
+    async def bookmark_safety_event(job: procrastinate.JobContext, event_id: str) -> str:
+        """Keep the zone camera's snapshot as a sent hazardous command's evidence."""
+        ctx = _context(job)
+        kept = await evidence.bookmark(
+            ctx.database, ctx.artifacts, ctx.snapshots, UUID(event_id), ctx.clock
+        )
+        if kept is None:
+            return "skipped"
+        return kept.evidence_key or f"unavailable: {kept.unavailable}"
+
+    @blueprint.task(name="dispatch_in_order", pass_context=True)
+    async def dispatch_in_order(job: procrastinate.JobContext, command_ids: str) -> str:
+        """Send a stop's commands phase by phase (``safety.stop.send_in_order``); the
+        record's key is the commands' ids, comma-separated, in the order asked."""
+        ctx = _context(job)
+        outcomes = await stop.send_in_order(
+            ctx.database,
+            ctx.drivers,
+            [UUID(part) for part in command_ids.split(",") if part],
+            ctx.settings.commands,
+            ctx.clock,
+            notify=ctx.settings.notify,
+        )
+        for outcome in outcomes:
+            for notification_id in outcome.notifications:
+                await defer(job.app, Deferred.DELIVERY, str(notification_id))
+        return ", ".join(o.status.value if o.status else "skipped" for o in outcomes)
 
     @blueprint.periodic(cron=PERIODIC[RECONCILE_TASK], periodic_id="every-minute")
     @blueprint.task(name="reconcile_commands", pass_context=True, queueing_lock=RECONCILE_TASK)
