@@ -33,8 +33,8 @@ if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt
   touch "$stamp"
 fi
 
-# Programs the tests drive as real peers (PrusaSlicer): a Debian package, installed only
-# when missing (needs root or password-less sudo; see scripts/install-system-deps.sh).
-if [ -n "$extras" ] && ! command -v prusa-slicer >/dev/null 2>&1; then
-  scripts/install-system-deps.sh
+# Programs the tests drive as real peers (PrusaSlicer, FreeCAD): Debian packages, installed
+# only when missing (needs root or password-less sudo; see scripts/install-system-deps.sh).
+if [ -n "$extras" ] && ! { command -v prusa-slicer && command -v freecadcmd; } >/dev/null 2>&1; then
+  scripts/install-system-deps.sh --test
 fi
