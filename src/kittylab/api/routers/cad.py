@@ -73,6 +73,19 @@ class ArtifactLink(CADArtifactOut):
     download_url: str
 
 
+class ReadingOut(CamelModel):
+    """A phrase of the prompt that reads two ways: the reading the part was built from,
+    and the other one, offered through ``POST /api/cad/jobs/{id}/iterate`` with
+    ``followUp`` (empty, with ``otherParams`` empty, when the other reading is impossible
+    and only explained)."""
+
+    phrase: str
+    taken: str
+    other: str
+    other_params: dict[str, float]
+    follow_up: str
+
+
 class GenerateOut(CamelModel):
     cad_job_id: UUID
     status: CADJobStatus
@@ -80,6 +93,10 @@ class GenerateOut(CamelModel):
     providers: list[str]
     spec: dict[str, Any] | None
     defaults_used: list[str]
+    readings: list[ReadingOut] = Field(
+        default_factory=list,
+        description="Ambiguous phrases: the reading taken and the other one, offered.",
+    )
     artifacts: list[ArtifactLink]
 
 
@@ -145,6 +162,7 @@ def _generated(result: GenerateResult, mode: PolicyMode) -> JSONResponse:
         providers=result.providers,
         spec=spec,
         defaults_used=list(spec.get("defaults", [])) if spec else [],
+        readings=[ReadingOut.model_validate(r) for r in spec.get("readings", [])] if spec else [],
         artifacts=[_link(a) for a in result.artifacts],
     )
     return JSONResponse(
