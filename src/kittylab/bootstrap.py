@@ -44,6 +44,7 @@ from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.cad.ports import CadProviderPort
 from kittylab.cad.runs import AlertSettings, CadService
+from kittylab.cad.spending import Budget
 from kittylab.config import Settings
 from kittylab.conversation.actions import BusContextPublisher, ConversationCad, DispatchingSubmitter
 from kittylab.conversation.query import QueryService
@@ -350,6 +351,9 @@ def cad_service(
         clock=clock,
         recover_after=timedelta(seconds=settings.cad.recover_after_seconds),
         build_volumes=slicer(settings),
+        budget=Budget(
+            prices=dict(settings.cad.online_prices_usd), daily_usd=settings.query.daily_budget_usd
+        ),
     )
 
 

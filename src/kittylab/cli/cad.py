@@ -15,6 +15,7 @@ from rich.table import Table
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.bootstrap import Container
+from kittylab.cad.errors import CadBudgetExceeded
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest
 from kittylab.config import Settings
@@ -93,14 +94,23 @@ def _generate(
     with container_for(settings) as c:
         started = time.perf_counter()
         with console.status(f"generating ({mode.value}) …"):
-            if parent_job_id is not None:
-                result = c.cad.iterate(parent_job_id, prompt, requested_by=None, mode=mode)
-            else:
-                result = c.cad.generate(
-                    GenerateRequest(
-                        prompt=prompt, policy_mode=mode, requested_by=None, compare=compare
+            try:
+                if parent_job_id is not None:
+                    result = c.cad.iterate(parent_job_id, prompt, requested_by=None, mode=mode)
+                else:
+                    result = c.cad.generate(
+                        GenerateRequest(
+                            prompt=prompt, policy_mode=mode, requested_by=None, compare=compare
+                        )
                     )
+            except CadBudgetExceeded as exc:
+                offer = (
+                    "; run it again with --offline to build it here at no cost"
+                    if exc.offline_offer
+                    else "; the offline part library cannot build this prompt"
                 )
+                typer.secho(f"error: online CAD refused: {exc.reason}{offer}", fg="red", err=True)
+                raise typer.Exit(1) from None
             job_id = result.job.id
             status = result.job.status
             deadline = time.monotonic() + wait
