@@ -51,6 +51,7 @@ from kittylab.adapters.tls import (
 )
 from kittylab.cad.ports import CadProviderPort
 from kittylab.cad.runs import AlertSettings, CadService
+from kittylab.cad.spending import Budget
 from kittylab.config import Settings
 from kittylab.conversation.actions import (
     BusContextPublisher,
@@ -451,6 +452,9 @@ def cad_service(
         clock=clock,
         recover_after=timedelta(seconds=settings.cad.recover_after_seconds),
         build_volumes=slicer(settings),
+        budget=Budget(
+            prices=dict(settings.cad.online_prices_usd), daily_usd=settings.query.daily_budget_usd
+        ),
     )
 
 

@@ -7,7 +7,7 @@ import re
 from decimal import Decimal
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import (
@@ -597,6 +597,12 @@ class CadSettings(BaseModel):
         600.0, gt=0, le=3600, description="Longest wait for one online generation."
     )
     online_poll_seconds: float = Field(2.0, gt=0, le=60)
+    online_prices_usd: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(
+        default_factory=lambda: {"zoo": Decimal("0.50"), "tripo": Decimal("0.30")},
+        description="Estimated US dollars per call of each online provider, counted in the "
+        "person's daily budget (KITTYLAB_QUERY__DAILY_BUDGET_USD); a provider missing here "
+        "is refused.",
+    )
     freecad_command: str = Field(
         "freecadcmd", description="FreeCAD's command-line binary; missing: freecad unavailable."
     )

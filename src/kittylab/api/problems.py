@@ -52,7 +52,9 @@ def problem(
     field: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    """``extensions``: members a problem type adds (RFC 9457 §3.2), e.g. what to do instead."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + kind,
         "title": title,
@@ -64,6 +66,8 @@ def problem(
         body["field"] = field
     if errors:
         body["errors"] = errors
+    if extensions:
+        body.update({k: v for k, v in extensions.items() if k not in body})
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["requestId"] = request_id

@@ -6,6 +6,7 @@ shared on the bus."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from uuid import UUID
 
 from kittylab.adapters.db.tables import Device
 from kittylab.adapters.db.unit_of_work import UnitOfWork
+from kittylab.cad.errors import CadBudgetExceeded
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import CadService, GenerateRequest, progress_reply
 from kittylab.devices.requests import Requested, request_command
@@ -103,6 +105,12 @@ class BusContextPublisher:
         self._bus.publish(topics.conversation_context(conversation_id), context, retain=True)
 
 
+_OFFLINE_WORDS = re.compile(
+    r"[,\s]*\b(?:(?:build|make|do)\s+it\s+)?(?:offline|locally|without\s+(?:zoo|the\s+cloud))\b",
+    re.IGNORECASE,
+)
+
+
 class ConversationCad:
     """``CadStarter`` on the CAD service: ``auto`` policy (online providers when configured
     and reachable, the offline CadQuery pipeline otherwise), the job linked to the
@@ -114,15 +122,32 @@ class ConversationCad:
     def start(
         self, prompt: str, requested_by: UUID, conversation_id: UUID, *, offline: bool
     ) -> str:
+        # "make a 40 mm washer offline": the person takes up the offline build offered
+        # when the online one would pass the budget.
+        asked_offline = _OFFLINE_WORDS.search(prompt)
+        if asked_offline:
+            prompt = _OFFLINE_WORDS.sub(" ", prompt).strip(" ,.")
         try:
             result = self._cad.generate(
                 GenerateRequest(
                     prompt=prompt,
                     # In offline mode no paid online service is asked, as for the tiers.
-                    policy_mode=PolicyMode.OFFLINE if offline else PolicyMode.AUTO,
+                    policy_mode=(
+                        PolicyMode.OFFLINE if offline or asked_offline else PolicyMode.AUTO
+                    ),
                     requested_by=requested_by,
                     conversation_id=conversation_id,
                 )
+            )
+        except CadBudgetExceeded as refusal:
+            if refusal.offline_offer:
+                return (
+                    f"I didn't ask {refusal.provider}: {refusal.reason}. I can build it here "
+                    f'offline at no cost: say "make {prompt} offline".'
+                )
+            return (
+                f"I didn't ask {refusal.provider}: {refusal.reason}, and the offline part "
+                "library cannot make that part."
             )
         except KittyLabError as refusal:
             return f"I can't make that part: {refusal}."

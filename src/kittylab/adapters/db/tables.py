@@ -371,6 +371,33 @@ class CADJob(Base):
     completed_at: Mapped[datetime | None] = mapped_column(TS)
 
 
+class CADCharge(Base):
+    """One paid online CAD provider call (issue 15): ``held`` at its estimate while the call
+    runs, then ``settled`` (the cost stands) or ``released`` (nothing was spent). Held and
+    settled charges count in the person's daily budget with the routing decisions' costs."""
+
+    __tablename__ = "cad_charges"
+    id: Mapped[UUID] = pk()
+    cad_job_id: Mapped[UUID] = fk("cad_jobs.id", nullable=False, ondelete="CASCADE")
+    user_id: Mapped[UUID | None] = mapped_column(
+        PGUUID(as_uuid=True), ForeignKey("users.id"), nullable=True
+    )
+    provider: Mapped[CADProvider] = mapped_column(
+        pg_enum(CADProvider, "cad_provider"), nullable=False
+    )
+    estimate_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), nullable=False)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = created()
+    settled_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        CheckConstraint("estimate_usd >= 0", name="estimate_not_negative"),
+        CheckConstraint("cost_usd >= 0", name="cost_not_negative"),
+        CheckConstraint("status IN ('held', 'settled', 'released')", name="status_known"),
+        Index("ix_cad_charges_user_created", "user_id", "created_at"),
+    )
+
+
 class CADArtifact(Base):
     __tablename__ = "cad_artifacts"
     id: Mapped[UUID] = pk()
