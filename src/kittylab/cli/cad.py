@@ -23,6 +23,15 @@ from kittylab.domain.enums import CADJobStatus
 
 cad_app = typer.Typer(help="CAD generation: text to STEP/STL.", no_args_is_help=True)
 
+# The options ``generate`` and ``iterate`` share.
+OfflineOption = Annotated[
+    bool, typer.Option("--offline", help="Build here with the offline providers only.")
+]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write the artifacts into this folder.")
+]
+WaitOption = Annotated[float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")]
+
 _EXTENSIONS = {"step": "step", "stl": "stl", "obj": "obj", "dxf": "dxf", "preview": "png"}
 
 
@@ -31,15 +40,9 @@ def generate(
     prompt: Annotated[
         str, typer.Argument(help='e.g. "a 60 by 60 plate, 4 mm thick, four M4 holes"')
     ],
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Build here with the offline providers only.")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write the artifacts into this folder.")
-    ] = None,
-    wait: Annotated[
-        float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")
-    ] = 600.0,
+    offline: OfflineOption = False,
+    out: OutOption = None,
+    wait: WaitOption = 600.0,
     compare: Annotated[
         bool,
         typer.Option(
@@ -59,15 +62,9 @@ def iterate(
     follow_up: Annotated[
         str, typer.Argument(help='e.g. "make it 5 mm taller", or a reading the job offered')
     ],
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Build here with the offline providers only.")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write the artifacts into this folder.")
-    ] = None,
-    wait: Annotated[
-        float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")
-    ] = 600.0,
+    offline: OfflineOption = False,
+    out: OutOption = None,
+    wait: WaitOption = 600.0,
 ) -> None:
     """A new part from a job's specification changed by a follow-up, linked to that job."""
     from kittylab.cli.main import _container, _settings, friendly_errors
