@@ -281,23 +281,7 @@ def confirm_key(
     row.awaiting_confirmation = False
     row.confirmed_by = by
     row.confirmed_at = now
-    parsed = describe(row)
-    owner = session.get(User, row.user_id)
-    session.flush()
-    audit.append(
-        session,
-        action="key.confirmed",
-        actor_id=by,
-        now=now,
-        subject_type="user_key",
-        subject_id=row.id,
-        details={
-            "userId": str(row.user_id),
-            "username": owner.username if owner is not None else None,
-            "name": row.name,
-            "fingerprint": parsed.fingerprint if parsed is not None else None,
-        },
-    )
+    _audit_existing(session, row, "key.confirmed", by, now)
     return row
 
 
@@ -321,12 +305,25 @@ def revoke_key(
     if row.revoked_at is not None:
         raise Conflict(f"key {key_id} was already revoked on {row.revoked_at.isoformat()}")
     row.revoked_at = now
+    _audit_existing(session, row, "key.revoked", actor_id, now, via=via)
+    return row
+
+
+def _audit_existing(
+    session: Session,
+    row: UserKey,
+    action: str,
+    actor_id: UUID | None,
+    now: datetime,
+    **extra: str,
+) -> None:
+    """An audit entry for a change to a stored key, naming its owner and fingerprint."""
     parsed = describe(row)
     owner = session.get(User, row.user_id)
     session.flush()
     audit.append(
         session,
-        action="key.revoked",
+        action=action,
         actor_id=actor_id,
         now=now,
         subject_type="user_key",
@@ -336,10 +333,9 @@ def revoke_key(
             "username": owner.username if owner is not None else None,
             "name": row.name,
             "fingerprint": parsed.fingerprint if parsed is not None else None,
-            "via": via,
+            **extra,
         },
     )
-    return row
 
 
 def list_keys(session: Session, user_id: UUID | None = None) -> list[UserKey]:
