@@ -6,9 +6,7 @@ the API, and the API is for the safety and admin roles only."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -60,17 +58,6 @@ def _breaks(database: Database, anchors: dict[int, str] | None = None) -> list[t
     with database.unit_of_work() as session:
         report = audit.verify_chain(session, anchors, batch=7)  # several batches
     return [(b.seq, b.kind.value) for b in report.breaks]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging onto the runner's captured stream, which is closed
-    afterwards: later log lines of other tests must not go there."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
