@@ -664,9 +664,7 @@ class ProjectItem(Base):
         "conversation_sessions.id", nullable=True, ondelete="CASCADE"
     )
     cad_job_id: Mapped[UUID | None] = fk("cad_jobs.id", nullable=True, ondelete="CASCADE")
-    cad_artifact_id: Mapped[UUID | None] = fk(
-        "cad_artifacts.id", nullable=True, ondelete="CASCADE"
-    )
+    cad_artifact_id: Mapped[UUID | None] = fk("cad_artifacts.id", nullable=True, ondelete="CASCADE")
     artifact_key: Mapped[str | None] = mapped_column(String(512))
     fabrication_job_id: Mapped[UUID | None] = fk(
         "fabrication_jobs.id", nullable=True, ondelete="CASCADE"
