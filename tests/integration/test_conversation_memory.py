@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import ConversationMessage, Device, DeviceCommand
+from kittylab.cli.shell import ShellSession
 from kittylab.conversation import messages
 from kittylab.conversation.memory import TurnMemory
 from kittylab.devices import commands
@@ -234,3 +235,35 @@ def test_messages_past_their_retention_are_purged(
     later = utcnow() + timedelta(days=31)
     assert messages.purge_old_messages(container.database, later, timedelta(days=30)) == 2
     assert _messages(client, operator, conversation).json()["items"] == []
+
+
+def test_the_shell_continues_a_conversation_another_client_began_and_prints_later_outcomes(
+    container: bootstrap.Container, client: TestClient, demo: None, operator: Person
+) -> None:
+    _wait(container, 0.1)
+    container.settings.conversations.events_max_seconds = 5
+    container.settings.conversations.events_poll_seconds = 0.05
+    # Begun on the wall terminal ...
+    body = client.post(
+        "/api/query",
+        json={"channel": "wall_terminal", "input": {"text": "turn on the farm lights"}},
+        headers=operator.headers,
+    ).json()
+    first_command = UUID(body["command"]["id"])
+    # ... continued in the shell at a desk, with the history.
+    client.headers.update(operator.headers)
+    shown: list[str] = []
+    shell = ShellSession(client, "cli", events=client, show=shown.append)
+    history = shell.resume(UUID(body["conversationId"]))
+    assert history.splitlines()[0] == "you (wall_terminal)> turn on the farm lights"
+    assert "on its way" in history.splitlines()[1]  # the reply as it was given
+    reply = shell.send("dim them to 30 percent")
+    assert str(shell.conversation_id) == body["conversationId"]
+    assert "farm lights to 30%" in reply  # "them": the context carried over from the other client
+    # The first command's outcome arrives after its reply: the shell prints it.
+    _decide(container.database, first_command, CommandStatus.ACKED, None)
+    deadline = time.monotonic() + 4
+    while not shown and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shell.close()
+    assert shown == ["kitty> [later] Farm lights are on."]
