@@ -59,6 +59,8 @@ from kittylab.conversation.actions import (
     DispatchingStopper,
     DispatchingSubmitter,
 )
+from kittylab.conversation.follow_up import ReplyCloser
+from kittylab.conversation.memory import TurnMemory
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices.poller import DevicePoller
@@ -353,6 +355,8 @@ def query_service(
         publisher=BusContextPublisher(bus) if bus is not None else None,
         cad=ConversationCad(cad) if cad is not None else None,
         stopper=DispatchingStopper(jobs, utcnow, bus),
+        # Issue 16: every turn is remembered, and a command's reply says how it went.
+        hooks=TurnMemory(ReplyCloser(database, settings.conversations.reply_wait_seconds), utcnow),
     )
 
 

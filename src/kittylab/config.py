@@ -119,6 +119,35 @@ class SessionSettings(BaseModel):
     )
 
 
+class ConversationSettings(BaseModel):
+    """A conversation's memory and its replies (issue 16)."""
+
+    message_retention_days: float = Field(
+        30,
+        gt=0,
+        description="Conversation messages older than this are deleted (hourly purge).",
+    )
+    reply_wait_seconds: float = Field(
+        1.5,
+        ge=0,
+        le=30,
+        description="How long a device command's reply waits for the device's confirmation "
+        "before saying it is under way (the outcome then follows as a later message); 0 "
+        "answers at once.",
+    )
+    events_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="How often a conversation's event stream looks for new messages.",
+    )
+    events_max_seconds: float = Field(
+        3600,
+        ge=1,
+        description="How long one event stream stays open; clients reconnect after it.",
+    )
+
+
 class JobSettings(BaseModel):
     run_in_server: bool = Field(True, description="`kittylab serve` also runs workers.")
     concurrency: int = Field(4, ge=1, le=64)
@@ -658,6 +687,7 @@ class Settings(BaseSettings):
     presence: PresenceSettings = PresenceSettings()
     safety: SafetySettings = SafetySettings()
     sessions: SessionSettings = SessionSettings()
+    conversations: ConversationSettings = ConversationSettings()
     jobs: JobSettings = JobSettings()
     notify: NotifySettings = NotifySettings()
     simulator: SimulatorSettings = SimulatorSettings()

@@ -32,6 +32,7 @@ ROUTER_OF_PREFIX = {
     "presence": "presence",
     "lab": "lab",
     "conversations": "conversations",
+    "projects": "projects",
     "query": "query",
     "routing": "routing",
     "cad": "cad",

@@ -31,6 +31,7 @@ from kittylab.api.routers import (
     notifications,
     policies,
     presence,
+    projects,
     query,
     role_grants,
     routing,
@@ -62,6 +63,7 @@ ROUTERS = (
     presence,  # /api/presence
     lab,  # /api/lab
     conversations,  # /api/conversations
+    projects,  # /api/projects
     query,  # /api/query
     routing,  # /api/routing
     fabrication,  # /api/fabrication (a package: files, jobs, printers, snapshots, monitor events)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
+from uuid import UUID
 
 import typer
 from pydantic import ValidationError
@@ -417,9 +418,17 @@ def shell(
         str | None, typer.Option(envvar="KITTYLAB_TOKEN", help="API token (or KITTYLAB_TOKEN).")
     ] = None,
     channel: Annotated[str, typer.Option(help="mac, ipad, wall_terminal, remote or cli.")] = "cli",
+    continue_id: Annotated[
+        str | None,
+        typer.Option(
+            "--continue",
+            help="Show this conversation's history and carry on in it (any participant's).",
+        ),
+    ] = None,
 ) -> None:
     """Talk to the running service: history (up arrow), Tab completes device names,
-    approvals that an action waits for are shown plainly. /new starts a new conversation,
+    approvals that an action waits for are shown plainly, and a command's outcome that
+    comes after its reply is printed when it arrives. /new starts a new conversation,
     /quit ends."""
     import httpx
 
@@ -432,10 +441,34 @@ def shell(
         raise typer.Exit(2)
     base = url or f"http://{settings.http.host}:{settings.http.port}"
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=120, verify=server_trust()) as client:
-        session = ShellSession(client, channel)
+    resume: UUID | None = None
+    if continue_id is not None:
+        try:
+            resume = UUID(continue_id)
+        except ValueError:
+            typer.secho("error: --continue takes a conversation id", fg="red", err=True)
+            raise typer.Exit(2) from None
+    trust = server_trust()
+    # The event stream has its own client: it stays open on a thread of its own, and only
+    # its connection may wait without a read timeout.
+    with (
+        httpx.Client(base_url=base, headers=headers, timeout=120, verify=trust) as client,
+        httpx.Client(
+            base_url=base,
+            headers=headers,
+            timeout=httpx.Timeout(10, read=None),
+            verify=trust,
+        ) as events,
+    ):
+        session = ShellSession(client, channel, events=events, show=_show_event)
         _readline_setup(session, settings.data_dir / "shell_history")
         typer.echo(f"KittyLab at {base}. Ctrl-D or /quit to leave, /new for a new conversation.")
+        if resume is not None:
+            try:
+                typer.echo(session.resume(resume))
+            except ShellError as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+                raise typer.Exit(1) from None
         while True:
             try:
                 line = input("you> ").strip()
@@ -454,6 +487,11 @@ def shell(
                 typer.echo(session.send(line))
             except ShellError as exc:
                 typer.secho(f"error: {exc}", fg="red", err=True)
+
+
+def _show_event(text: str) -> None:
+    """A message pushed while the person may be typing: on a line of its own."""
+    typer.echo(f"\n{text}")
 
 
 def _readline_setup(session: Any, history: Path) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import select
@@ -123,6 +123,20 @@ class QueryResult:
     command: DeviceCommand | None = None
 
 
+class TurnHooks(Protocol):
+    """Issue 16 (``conversation.memory.TurnMemory``): a turn's words stored with its
+    decision, and its reply completed once it has committed."""
+
+    def recorded(
+        self, session: UnitOfWork, caller: Principal, request: QueryRequest, result: QueryResult
+    ) -> None:
+        """In the transaction recording the turn's decision."""
+
+    def answered(self, result: QueryResult) -> QueryResult:
+        """After the commit: the result as the person hears it."""
+        ...
+
+
 @dataclass
 class _Turn:
     """What step 2 decided, for step 3 to record."""
@@ -160,6 +174,7 @@ class QueryService:
         cache: AnswerCache | None = None,
         cad: CadStarter | None = None,
         stopper: LabStopper | None = None,
+        hooks: TurnHooks | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -171,6 +186,7 @@ class QueryService:
         self.publisher = publisher
         self.cad = cad
         self.stopper = stopper
+        self.hooks = hooks  # issue 16: memory and replies that close the loop
         self._vocabulary_lock = threading.Lock()
         # Paid calls under way, per person: the budget counts them before their decisions
         # are recorded, so concurrent questions cannot overshoot it together.
@@ -218,12 +234,16 @@ class QueryService:
                     session, caller, request, conversation_id, understanding, turn, context,
                     vocabulary, started,
                 )  # fmt: skip
+                if self.hooks is not None:  # issue 16: the turn's words, with its decision
+                    self.hooks.recorded(session, caller, request, result)
                 # After the turn's own follow-ups (its command's dispatch or announcement).
                 session.after_commit(self._publish, result.conversation_id, result.context)
         finally:
             # Recorded (its cost now counts in the database), or failed: either way the
             # hold is over.
             self._release(caller.user_id, turn)
+        if self.hooks is not None:  # issue 16: a command's reply says how it went
+            result = self.hooks.answered(result)
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
 

@@ -602,3 +602,84 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = jsonb()
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     entry_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+
+
+_OUTCOME_ONLY = text("kind = 'outcome'")  # here: the class below has a column named text
+
+
+class ConversationMessage(Base):
+    """What was said in a conversation (issue 16): a person's ``request``, the lab's
+    ``reply`` to it, and the ``outcome`` of a device command decided later (written in the
+    transaction that decides the command, at most one per command). Texts are stored
+    sanitized (``domain.sanitize``); messages past ``conversations.message_retention_days``
+    are purged, and they go with their conversation."""
+
+    __tablename__ = "conversation_messages"
+    id: Mapped[UUID] = pk()
+    conversation_id: Mapped[UUID] = fk(
+        "conversation_sessions.id", nullable=False, ondelete="CASCADE"
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    author_id: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    channel: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[UUID | None] = mapped_column(PGUUID(as_uuid=True), index=True)
+    command_id: Mapped[UUID | None] = fk("device_commands.id", nullable=True, ondelete="SET NULL")
+    details: Mapped[dict[str, Any]] = jsonb()
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, index=True)
+    __table_args__ = (
+        CheckConstraint("kind IN ('request', 'reply', 'outcome')", name="kind_known"),
+        # The outcome of a command is said once, however many jobs decide it.
+        Index(
+            "uq_conversation_messages_outcome",
+            "command_id",
+            unique=True,
+            postgresql_where=_OUTCOME_ONLY,
+        ),
+    )
+
+
+class Project(Base):
+    """A piece of work (issue 16): conversations, CAD jobs, artifacts and print jobs
+    grouped under one name (``project_items``)."""
+
+    __tablename__ = "projects"
+    id: Mapped[UUID] = pk()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    created_at: Mapped[datetime] = created()
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    __table_args__ = (CheckConstraint("length(trim(name)) > 0", name="name_required"),)
+
+
+class ProjectItem(Base):
+    """One member of a project: exactly one of a conversation, a CAD job, a CAD artifact,
+    a stored artifact's key or a print job. The link goes when its item is deleted."""
+
+    __tablename__ = "project_items"
+    id: Mapped[UUID] = pk()
+    project_id: Mapped[UUID] = fk("projects.id", nullable=False, ondelete="CASCADE")
+    conversation_id: Mapped[UUID | None] = fk(
+        "conversation_sessions.id", nullable=True, ondelete="CASCADE"
+    )
+    cad_job_id: Mapped[UUID | None] = fk("cad_jobs.id", nullable=True, ondelete="CASCADE")
+    cad_artifact_id: Mapped[UUID | None] = fk("cad_artifacts.id", nullable=True, ondelete="CASCADE")
+    artifact_key: Mapped[str | None] = mapped_column(String(512))
+    fabrication_job_id: Mapped[UUID | None] = fk(
+        "fabrication_jobs.id", nullable=True, ondelete="CASCADE"
+    )
+    added_by: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    added_at: Mapped[datetime] = created()
+    __table_args__ = (
+        CheckConstraint(
+            "num_nonnulls(conversation_id, cad_job_id, cad_artifact_id, artifact_key, "
+            "fabrication_job_id) = 1",
+            name="one_item",
+        ),
+        UniqueConstraint("project_id", "conversation_id"),
+        UniqueConstraint("project_id", "cad_job_id"),
+        UniqueConstraint("project_id", "cad_artifact_id"),
+        UniqueConstraint("project_id", "artifact_key"),
+        UniqueConstraint("project_id", "fabrication_job_id"),
+    )

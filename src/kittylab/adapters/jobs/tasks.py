@@ -13,6 +13,8 @@ that was down does not pile up runs to catch up on:
 - ``mark_devices_offline``, every minute: devices silent too long go ``offline``;
 - ``cleanup_sessions``, every 5 minutes: remove idle conversation sessions;
 - ``purge_telemetry``, hourly: delete telemetry past its retention;
+- ``purge_conversation_messages``, hourly: delete conversation messages past
+  ``conversations.message_retention_days`` (issue 16);
 - ``reconcile_commands``, every minute: dispatch (or expire) device commands whose
   dispatch job was lost;
 - ``advance_print_queues``, every minute: give every printer with queued jobs a chance
@@ -47,7 +49,7 @@ from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.cad.errors import CadBusy, CadGenerationFailed
 from kittylab.cad.runs import CadService
 from kittylab.config import JobSettings, Settings
-from kittylab.conversation import sessions
+from kittylab.conversation import messages, sessions
 from kittylab.devices import dispatch, maintenance
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, PrintFileUploader
 from kittylab.domain.clock import utcnow
@@ -71,6 +73,7 @@ CLEANUP_TASK = f"{NAMESPACE}:cleanup_sessions"
 RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
+PURGE_MESSAGES_TASK = f"{NAMESPACE}:purge_conversation_messages"
 DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
 DISPATCH_IN_ORDER_TASK = f"{NAMESPACE}:dispatch_in_order"
 BOOKMARK_TASK = f"{NAMESPACE}:bookmark_safety_event"
@@ -91,6 +94,7 @@ PERIODIC = {
     OFFLINE_TASK: EVERY_MINUTE,
     CLEANUP_TASK: EVERY_5_MINUTES,
     PURGE_TELEMETRY_TASK: HOURLY,
+    PURGE_MESSAGES_TASK: HOURLY,
     RECONCILE_TASK: EVERY_MINUTE,
     PRINT_QUEUES_TASK: EVERY_MINUTE,
     EXPIRE_SAFETY_TASK: EVERY_MINUTE,
@@ -322,6 +326,18 @@ def job_blueprint() -> procrastinate.Blueprint:
     async def purge_telemetry(job: procrastinate.JobContext, timestamp: int) -> int:
         """Delete telemetry older than ``telemetry.retention_days``, in batches."""
         return await asyncio.to_thread(_purge_old_telemetry, _context(job))
+
+    @blueprint.periodic(cron=PERIODIC[PURGE_MESSAGES_TASK], periodic_id="hourly")
+    @blueprint.task(
+        name="purge_conversation_messages", pass_context=True, queueing_lock=PURGE_MESSAGES_TASK
+    )
+    async def purge_conversation_messages(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Delete conversation messages older than ``conversations.message_retention_days``."""
+        ctx = _context(job)
+        retention = timedelta(days=ctx.settings.conversations.message_retention_days)
+        return await asyncio.to_thread(
+            messages.purge_old_messages, ctx.database, ctx.clock(), retention
+        )
 
     @blueprint.task(name="dispatch_command", pass_context=True)
     async def dispatch_command(job: procrastinate.JobContext, command_id: str) -> str:
