@@ -142,7 +142,7 @@ def approve_with(lab: Lab, who: Account, event_id: str, key: Ed25519PrivateKey) 
             "nonce": nonce,
             "signature": base64.b64encode(key.sign(payload)).decode("ascii"),
             "signedPayload": payload.decode("ascii"),
-            "ppe": [],
+            "ppe": ["safety_glasses"],
         },
         headers=who.headers,
     )

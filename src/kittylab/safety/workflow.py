@@ -106,6 +106,7 @@ def _request(
         hazard_level=zone.hazard_level,
         initiator_id=initiator,
         at=now,
+        zone_requires_ppe=zone.requires_ppe,
     )
 
 
