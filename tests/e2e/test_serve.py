@@ -359,7 +359,10 @@ def test_a_hazardous_unlock_waits_for_a_signed_approval_then_the_door_opens(
     assert refused.returncode == 1
     assert "cannot approve their own request" in refused.stderr
 
-    approved = _cli(as_sam, "approve", event_id, "--key", str(key), "--yes")
+    # The CNC room requires PPE: the approval confirms what Sam wears.
+    approved = _cli(
+        as_sam, "approve", event_id, "--key", str(key), "--ppe", "safety_glasses", "--yes"
+    )
     assert approved.returncode == 0, approved.stdout + approved.stderr
     event = httpx.get(f"{server.url}/api/safety/events/{event_id}", headers=auth, timeout=10)
     command_url = f"{server.url}/api/commands/{event.json()['commandId']}"

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import secrets
 import socket
 import struct
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +23,6 @@ import pytest
 
 from kittylab import bootstrap
 from kittylab.adapters.bus.credentials import Credential, Identities
-from kittylab.adapters.bus.mosquitto import write_config
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.domain import topics
@@ -38,10 +33,10 @@ from tests.integration.live_bus import (
     embedded_broker,
     free_port,
     lab_identities,
+    mosquitto,
     running_bus,
 )
 from tests.integration.print_lab import apply_demo_lab
-from tests.peers.tls_mosquitto import find_binary
 
 DOOR, WELDER, CNC_DOOR, LIGHTS = "welding-door", "welder-power", "cnc-door", "welding-lights"
 
@@ -146,37 +141,6 @@ def run_lab(
             await scenario(Lab(address, fleet, cnc_door, detector))
 
     asyncio.run(main())
-
-
-@contextlib.asynccontextmanager
-async def mosquitto(identities: Identities) -> AsyncIterator[BrokerAddress]:
-    """The real Mosquitto with the files ``kittylab mqtt config`` writes, and nothing else."""
-    with tempfile.TemporaryDirectory(prefix="kittylab-mosquitto-") as folder:
-        directory = Path(folder)
-        files = write_config(identities, directory / "kittylab")
-        port = free_port()
-        conf = directory / "mosquitto.conf"
-        conf.write_text(
-            f"user {getpass.getuser()}\npersistence false\n"
-            f"log_dest file {directory / 'mosquitto.log'}\n"
-            f"listener {port} 127.0.0.1\n{files.config.read_text()}"
-        )
-        command = [find_binary("mosquitto"), "-c", str(conf)]
-        process = await asyncio.to_thread(subprocess.Popen, command)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                assert process.poll() is None, "mosquitto exited"
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "mosquitto did not listen"
-                    await asyncio.sleep(0.05)
-            yield BrokerAddress("127.0.0.1", port)
-        finally:
-            process.terminate()
-            await asyncio.to_thread(process.wait, 10)
 
 
 BROKERS: dict[str, Broker] = {"embedded": embedded, "mosquitto": mosquitto}

@@ -365,6 +365,64 @@ def test_an_added_approval_key_is_held(
     assert [w["kind"] for w in response.json()["weakening"]] == ["key.added"]
 
 
+def test_a_wider_presence_list_or_a_looser_materials_rule_is_held(
+    client: TestClient,
+    database: Database,
+    container: bootstrap.Container,
+    demo_data: dict[str, Any],
+    people: dict[str, Person],
+) -> None:
+    """``manual`` added to the laser room's sources would let a check-in from anywhere open
+    its approvals; dropping the print farm's fume extraction lets ABS start with it off."""
+    with_rule = copy.deepcopy(demo_data)
+    with_rule["policies"].append(
+        {
+            "name": "print-farm-materials",
+            "zone": "print-farm",
+            "required_roles": ["safety"],
+            "hazardous_materials": {"fume_extraction": True, "ppe": ["respirator", "gloves"]},
+        }
+    )
+    with database.unit_of_work() as session:
+        apply_manifest(session, build_manifest(with_rule), container.clock())
+    looser = copy.deepcopy(with_rule)
+    entry(looser, "zones", "name", "laser-room")["presence_sources"] = [
+        "unifi", "confirmed", "override", "manual"
+    ]  # fmt: skip
+    entry(looser, "policies", "name", "print-farm-materials")["hazardous_materials"] = {
+        "ppe": ["respirator"]
+    }
+    before = snapshot(database)
+
+    dry = post_apply(client, people["ada"], looser, dry_run=True)
+    assert dry.status_code == 200 and dry.json()["held"] is True, dry.text
+    response = post_apply(client, people["ada"], looser)
+
+    assert response.status_code == 202, response.text
+    found = {w["kind"]: w for w in response.json()["weakening"]}
+    assert set(found) == {"zone.presence_widened", "policy.materials_loosened"}
+    assert found["zone.presence_widened"]["subject"] == "laser-room"
+    assert "now counts manual" in found["zone.presence_widened"]["change"]
+    materials = found["policy.materials_loosened"]["change"]
+    assert "no longer need the fume extraction on" in materials
+    assert "no longer ask for PPE gloves" in materials
+    assert snapshot(database) == before  # held whole: neither change is applied
+    with database.unit_of_work() as s:
+        event = s.get(SafetyEvent, UUID(response.json()["eventId"]))
+        assert event is not None and event.event_type.value == "policy_change"
+        assert event.details["policies"] == ["print-farm-materials"]
+
+    # Narrowing the sources and asking for more PPE weakens nothing: applied at once.
+    stricter = copy.deepcopy(with_rule)
+    entry(stricter, "zones", "name", "laser-room")["presence_sources"] = ["unifi"]
+    entry(stricter, "policies", "name", "print-farm-materials")["hazardous_materials"] = {
+        "fume_extraction": True,
+        "ppe": ["respirator", "gloves", "apron"],
+    }
+    applied = post_apply(client, people["ada"], stricter)
+    assert applied.status_code == 200 and applied.json()["weakening"] == [], applied.text
+
+
 # -- the on-host command line stays the operator's path ------------------------------------------
 
 

@@ -130,7 +130,9 @@ class Lab:
             "nonce": nonce,
             "signature": base64.b64encode(signer.sign(payload)).decode(),
             "signedPayload": payload.decode(),
-            "ppe": [],
+            # The demo lab's CNC room, laser room and welding bay require PPE: every
+            # approval there confirms some (a test that means otherwise says so).
+            "ppe": ["safety_glasses"],
         }
 
     def approve(
@@ -226,7 +228,10 @@ def test_a_hazardous_command_waits_then_is_dispatched_exactly_once_when_approved
     asked = lab.request("olivia", "cnc-spindle")
     assert asked["_status"] == 202, asked
     assert asked["status"] == "awaiting_confirmation"
-    assert asked["missing"] == ["1 signed approval by safety"]
+    assert asked["missing"] == [
+        "1 signed approval by safety",
+        "PPE confirmed with the approval (cnc-room requires PPE)",
+    ]
     event_id = asked["hazardEventId"]
     assert lab.command(asked["commandId"]).status is CommandStatus.PENDING
     assert lab.dispatch_jobs() == []  # nothing is on its way
@@ -254,6 +259,23 @@ def test_a_hazardous_command_waits_then_is_dispatched_exactly_once_when_approved
         actions = list(s.scalars(select(AuditEntry.action).order_by(AuditEntry.seq)))
         assert audit.verify_chain(s).intact
     assert actions[-2:] == ["safety.requested", "safety.approved"]
+
+
+def test_an_approval_in_a_zone_that_requires_ppe_must_confirm_some(lab: Lab) -> None:
+    """The CNC room requires PPE, and its policy lists no items: before, an approval
+    without any PPE confirmation counted there."""
+    asked = lab.request("olivia", "cnc-spindle")
+    assert asked["_status"] == 202, asked
+    assert "PPE confirmed with the approval (cnc-room requires PPE)" in asked["missing"]
+
+    status, refused = lab.approve("sam", asked["hazardEventId"], ppe=[])
+
+    assert status == 403, refused
+    assert "PPE not confirmed: cnc-room requires PPE" in refused["detail"]
+    assert lab.event(asked["hazardEventId"])["status"] == "pending"
+    status, approved = lab.approve("sam", asked["hazardEventId"], ppe=["face_shield"])
+    assert status == 200 and approved["status"] == "approved", approved
+    assert approved["approvals"][0]["ppe"] == ["face_shield"]
 
 
 def test_a_high_hazard_unlock_needs_two_distinct_approvers_presence_and_ppe(lab: Lab) -> None:

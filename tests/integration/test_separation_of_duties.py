@@ -142,7 +142,7 @@ def approve_with(lab: Lab, who: Account, event_id: str, key: Ed25519PrivateKey) 
             "nonce": nonce,
             "signature": base64.b64encode(key.sign(payload)).decode("ascii"),
             "signedPayload": payload.decode("ascii"),
-            "ppe": [],
+            "ppe": ["safety_glasses"],
         },
         headers=who.headers,
     )
@@ -451,6 +451,57 @@ def test_removing_roles_takes_effect_at_once_and_a_grantee_cannot_confirm_their_
     )
     assert demoted.status_code == 200
     assert demoted.json()["roles"] == ["engineer"]
+
+
+def test_re_activating_a_safety_person_gives_the_role_back_only_through_a_second_person(
+    lab: Lab,
+) -> None:
+    """Deactivating a safety person and patching ``active: true`` would otherwise give the
+    safety role back on one admin's word: it is a grant like any other."""
+    ada, sam = lab["ada"], lab["sam"]
+    with lab.database.unit_of_work() as s:
+        vic = identity.create_user(
+            s, username="vic", display_name="Vic", roles=["operator", "safety"]
+        )
+        solo = identity.create_user(s, username="solo", display_name="Solo", roles=["admin"])
+        vic_id, solo_id = vic.id, solo.id
+    for user_id in (vic_id, solo_id):
+        off = lab.client.patch(f"/api/users/{user_id}", json={"active": False}, headers=ada.headers)
+        assert off.status_code == 200, off.text
+
+    back = lab.client.patch(f"/api/users/{vic_id}", json={"active": True}, headers=ada.headers)
+
+    assert back.status_code == 200, back.text
+    assert back.json()["active"] is True
+    assert back.json()["roles"] == ["operator"]
+    assert back.json()["pendingRoles"] == ["safety"]
+    [grant] = lab.client.get("/api/role-grants?status=pending", headers=sam.headers).json()["items"]
+    assert (grant["userId"], grant["role"]) == (str(vic_id), "safety")
+    assert (
+        lab.client.post(f"/api/role-grants/{grant['id']}/confirm", headers=ada.headers).status_code
+        == 403
+    )
+    confirmed = lab.client.post(f"/api/role-grants/{grant['id']}/confirm", headers=sam.headers)
+    assert confirmed.status_code == 200, confirmed.text
+    user = lab.client.get(f"/api/users/{vic_id}", headers=ada.headers).json()
+    assert user["roles"] == ["operator", "safety"]
+
+    # A person whose only role is privileged would hold nothing meanwhile: say so, change
+    # nothing, as when such a person is added.
+    alone = lab.client.patch(f"/api/users/{solo_id}", json={"active": True}, headers=ada.headers)
+    assert alone.status_code == 422, alone.text
+    assert alone.json()["field"] == "roles"
+    with lab.database.unit_of_work() as s:
+        row = s.get(User, solo_id)
+        assert row is not None and row.active is False
+    with_another = lab.client.patch(
+        f"/api/users/{solo_id}",
+        json={"active": True, "roles": ["engineer", "admin"]},
+        headers=ada.headers,
+    )
+    assert with_another.status_code == 200, with_another.text
+    assert with_another.json()["roles"] == ["engineer"]
+    assert with_another.json()["pendingRoles"] == ["admin"]
 
 
 # -- the issue's test: one account, every route ----------------------------------------------

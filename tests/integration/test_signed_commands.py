@@ -96,9 +96,15 @@ def simulator(fleet: SimulatedFleet, external_id: str) -> Any:
     return next(s for s in fleet.devices.values() if s.external_id == external_id)
 
 
-def run(container: bootstrap.Container, scenario: Any) -> None:
+@pytest.fixture(params=["embedded", "mosquitto"])
+def broker(request: pytest.FixtureRequest) -> str:
+    """The bus tests run on the embedded broker and on the real Mosquitto (issue 13)."""
+    return str(request.param)
+
+
+def run(container: bootstrap.Container, scenario: Any, broker: str = "embedded") -> None:
     async def main() -> None:
-        async with live_lab(container) as (bus, fleet, _):
+        async with live_lab(container, broker) as (bus, fleet, _):
             address = BrokerAddress("127.0.0.1", bus.address.port)
             async with running_bus(address, "attacker") as attacker:
                 wire = Wire(attacker)
@@ -109,7 +115,7 @@ def run(container: bootstrap.Container, scenario: Any) -> None:
 
 
 def test_a_normal_command_is_signed_and_acked_end_to_end(
-    container: bootstrap.Container, operator: UUID
+    container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
         status = await send(
@@ -127,11 +133,11 @@ def test_a_normal_command_is_signed_and_acked_end_to_end(
         assert signed["payload"] == {"brightness": 30}
         assert isinstance(signed["expires"], int)
 
-    run(container, scenario)
+    run(container, scenario, broker)
 
 
 def test_a_signed_command_replayed_is_refused_by_the_simulator(
-    container: bootstrap.Container, operator: UUID
+    container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
         assert await send(container, bus, operator, "cnc-lights", "light_on") is (
@@ -148,11 +154,11 @@ def test_a_signed_command_replayed_is_refused_by_the_simulator(
         assert "replay" in str(wire.refusal(request_id))
         assert simulator(fleet, "cnc-lights").snapshot()["on"] is False
 
-    run(container, scenario)
+    run(container, scenario, broker)
 
 
 def test_a_tampered_payload_is_refused_by_the_simulator(
-    container: bootstrap.Container, operator: UUID
+    container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
         assert (
@@ -176,11 +182,11 @@ def test_a_tampered_payload_is_refused_by_the_simulator(
         assert "signature" in str(wire.refusal("tampered-1"))
         assert simulator(fleet, "farm-lights").snapshot()["brightness"] == 20
 
-    run(container, scenario)
+    run(container, scenario, broker)
 
 
 def test_an_unsigned_or_expired_command_is_refused_by_the_simulator(
-    container: bootstrap.Container, operator: UUID
+    container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
         unsigned = {"requestId": "unsigned-1", "intent": "door_unlock", "payload": {}}
@@ -198,4 +204,4 @@ def test_an_unsigned_or_expired_command_is_refused_by_the_simulator(
         assert "expired" in str(wire.refusal("stale-1"))
         assert simulator(fleet, "welding-door").snapshot()["locked"] is True
 
-    run(container, scenario)
+    run(container, scenario, broker)

@@ -8,16 +8,18 @@ from uuid import uuid4
 
 import pytest
 
-from kittylab.domain.enums import HazardLevel, Role
+from kittylab.domain.enums import HazardLevel, PresenceSource, Role
 from kittylab.domain.lab_review import (
     DEVICE_MOVED,
     DEVICE_REDECLARED,
     KEY_ADDED,
+    MATERIALS_LOOSENED,
     NOT_HELD,
     POLICY_LOOSENED,
     ROLE_GRANTED,
     ZONE_HAZARD_LOWERED,
     ZONE_PPE_DROPPED,
+    ZONE_PRESENCE_WIDENED,
     DeviceFacts,
     LabFacts,
     PersonFacts,
@@ -28,14 +30,18 @@ from kittylab.domain.lab_review import (
     protection,
     weakening_changes,
 )
+from kittylab.domain.materials import MaterialRule
 from kittylab.safety import policy
 
 HIGH, MEDIUM, LOW = HazardLevel.HIGH, HazardLevel.MEDIUM, HazardLevel.LOW
 SAFETY_ADMIN = frozenset({Role.SAFETY, Role.ADMIN})
 
 
-def zone(name: str, hazard: HazardLevel, ppe: bool = False) -> ZoneFacts:
-    return ZoneFacts(name, hazard, ppe)
+def zone(
+    name: str, hazard: HazardLevel, ppe: bool = False, sources: tuple[str, ...] | None = None
+) -> ZoneFacts:
+    declared = None if sources is None else frozenset(PresenceSource(s) for s in sources)
+    return ZoneFacts(name, hazard, ppe, declared)
 
 
 def device(
@@ -58,9 +64,18 @@ def rule(
     presence: bool = False,
     presence_of: str = "initiator",
     ppe: tuple[str, ...] = (),
+    materials: MaterialRule | None = None,
 ) -> PolicyRule:
     return PolicyRule(
-        name, zone_name, frozenset(intents), roles, dual, presence, presence_of, frozenset(ppe)
+        name,
+        zone_name,
+        frozenset(intents),
+        roles,
+        dual,
+        presence,
+        presence_of,
+        frozenset(ppe),
+        materials=materials,
     )
 
 
@@ -182,6 +197,43 @@ def test_a_zone_that_no_longer_requires_ppe_is_weakening() -> None:
     assert kinds(weakening_changes(LAB, new)) == [(ZONE_PPE_DROPPED, "cnc-room")]
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "added"),
+    [
+        (None, ("unifi", "confirmed", "override", "manual"), "manual"),  # high default + manual
+        (("unifi",), None, "confirmed, override"),  # back to the default: more than declared
+        (("unifi", "override"), ("unifi", "manual"), "manual"),  # a swap still adds one
+    ],
+)
+def test_a_source_that_did_not_count_in_a_zone_is_weakening(
+    before: tuple[str, ...] | None, after: tuple[str, ...] | None, added: str
+) -> None:
+    old = changed(
+        zones=swap(LAB.zones, "laser-room", zone("laser-room", HIGH, True, before), "name")
+    )
+    new = changed(
+        zones=swap(LAB.zones, "laser-room", zone("laser-room", HIGH, True, after), "name")
+    )
+    [found] = weakening_changes(old, new)
+    assert (found.kind, found.subject) == (ZONE_PRESENCE_WIDENED, "laser-room")
+    assert f"now counts {added}" in found.change
+
+
+def test_fewer_or_the_same_presence_sources_weaken_nothing() -> None:
+    for sources in [("unifi",), ("unifi", "confirmed", "override"), ("override", "confirmed")]:
+        narrower = zone("laser-room", HIGH, True, sources)
+        new = changed(zones=swap(LAB.zones, "laser-room", narrower, "name"))
+        assert weakening_changes(LAB, new) == []
+    # Declaring what a medium zone counts anyway is no change at all.
+    every = zone("cnc-room", MEDIUM, True, ("unifi", "manual", "override", "confirmed"))
+    assert weakening_changes(LAB, changed(zones=swap(LAB.zones, "cnc-room", every, "name"))) == []
+
+
+def test_a_lowered_zone_whose_default_sources_widen_is_reported_once_as_lowered() -> None:
+    lowered = changed(zones=swap(LAB.zones, "laser-room", zone("laser-room", LOW, True), "name"))
+    assert kinds(weakening_changes(LAB, lowered)) == [(ZONE_HAZARD_LOWERED, "laser-room")]
+
+
 # -- policies -------------------------------------------------------------------------------
 
 
@@ -269,6 +321,66 @@ def test_a_new_policy_letting_operators_approve_a_built_in_hazard_is_weakening()
     found = weakening_changes(LAB, new)
     assert kinds(found) == [(POLICY_LOOSENED, "print-farm/power_on")]
     assert "may also be approved by operator" in found[0].change
+
+
+# -- hazardous materials -------------------------------------------------------------------
+
+FUMES_AND_MASK = MaterialRule(fume_extraction=True, ppe=("respirator", "gloves"))
+
+
+def with_farm_materials(*rules: MaterialRule) -> LabFacts:
+    return changed(
+        policies=(
+            *LAB.policies,
+            *(rule(f"farm-{i}", "print-farm", (), materials=m) for i, m in enumerate(rules)),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("after", "words"),
+    [
+        ((), "no longer need the fume extraction on; no longer ask for PPE gloves, respirator"),
+        ((MaterialRule(ppe=("respirator", "gloves")),), "no longer need the fume extraction on"),
+        (
+            (MaterialRule(fume_extraction=True, ppe=("respirator",)),),
+            "no longer ask for PPE gloves",
+        ),
+    ],
+)
+def test_a_removed_or_loosened_hazardous_materials_rule_is_weakening(
+    after: tuple[MaterialRule, ...], words: str
+) -> None:
+    found = weakening_changes(with_farm_materials(FUMES_AND_MASK), with_farm_materials(*after))
+    assert kinds(found) == [(MATERIALS_LOOSENED, "print-farm")]
+    assert f"hazardous materials in print-farm {words}" in found[0].change
+
+
+def test_a_stricter_or_redistributed_materials_rule_weakens_nothing() -> None:
+    before = with_farm_materials(FUMES_AND_MASK)
+    stricter = with_farm_materials(replace(FUMES_AND_MASK, ppe=("respirator", "gloves", "apron")))
+    split = with_farm_materials(
+        MaterialRule(fume_extraction=True), MaterialRule(ppe=("respirator", "gloves"))
+    )
+    assert weakening_changes(before, stricter) == []
+    assert weakening_changes(before, split) == []
+    assert weakening_changes(LAB, before) == []  # a new rule is stricter
+
+
+def test_a_printer_moved_to_a_zone_without_its_materials_rule_is_weakening() -> None:
+    before = with_farm_materials(FUMES_AND_MASK)
+    moved = replace(
+        before,
+        devices=swap(
+            before.devices,
+            "prusa",
+            device("prusa", "cnc-room", "printer", ("print_start", "printer_heat", "print_pause")),
+            "external_id",
+        ),
+    )
+    [found] = weakening_changes(before, moved)
+    assert (found.kind, found.subject) == (DEVICE_MOVED, "prusa")
+    assert "hazardous materials no longer need the fume extraction on" in found.change
 
 
 # -- devices --------------------------------------------------------------------------------

@@ -13,10 +13,19 @@ door unlock): an event with another id than the one asked for, or another intent
 device than ``--intent`` / ``--device`` pin, is refused before anything is signed, and the
 arguments' digest is computed here from the arguments shown; a server digest that differs
 is refused too.
+
+A held lab change (``eventType: policy_change``, issue 13) is shown as what it is: the
+list of what it weakens, the change hash the signature approves (its intent is
+``lab_apply:<hash>``), the lab revision it was made against and what it would change.
+The hash is recomputed here from the revision, the manifest shown and the weakening list
+shown (``domain.lab_review.change_hash``), so a list shortened on the way, or a manifest
+other than the one hashed, is refused before anything is signed; ``--change HASH`` pins
+the change (the ``changeHash`` the sender was answered, or its first 12 characters).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Mapping
@@ -33,6 +42,7 @@ from kittylab.cli.client import ApiClient
 from kittylab.cli.options import UrlOption
 from kittylab.cli.signing import sign
 from kittylab.domain.errors import KittyLabError, ValidationFailed
+from kittylab.domain.lab_review import Weakening, change_hash
 from kittylab.safety.approval_payload import ApprovalPayload, arguments_digest
 
 Signer = Callable[[Path, bytes], str]
@@ -77,6 +87,14 @@ def approve(
             "--device", help="Refuse to sign unless the event is for this device (id or name)."
         ),
     ] = None,
+    change: Annotated[
+        str | None,
+        typer.Option(
+            "--change",
+            help="Refuse to sign unless the event is this held lab change (its change hash, "
+            "or at least its first 12 characters).",
+        ),
+    ] = None,
     yes: Annotated[
         bool,
         typer.Option("--yes", "-y", help="Sign without asking (scripts); still shows the event."),
@@ -92,7 +110,7 @@ def approve(
                 _event_id(event),
                 key,
                 ppe or [],
-                pinned=Pins(intent=intent, device=device),
+                pinned=Pins(intent=intent, device=device, change=change),
                 confirm=_yes if yes else _ask,
             )
         )
@@ -124,6 +142,8 @@ class Pins:
     intent: str | None = None
     device: str | None = None
     """The device's id or external id."""
+    change: str | None = None
+    """A held lab change's hash, or a prefix of it (12 characters at least)."""
 
 
 def _yes(_: str) -> bool:
@@ -156,7 +176,9 @@ def approve_event(
             "EVENT", f"event {event_id} is {event.get('status')}, not pending: nothing to approve"
         )
     payload = payload_for(event, nonce=secrets.token_urlsafe(24))
-    typer.echo(describe(event, payload))
+    typer.echo(
+        describe_lab_change(event, payload) if is_lab_change(event) else describe(event, payload)
+    )
     if not confirm("Sign this approval?"):
         raise RefusedToSign("not confirmed")
     canonical = payload.canonical()
@@ -192,6 +214,60 @@ def check_is_the_one_asked_for(event: Mapping[str, Any], event_id: UUID, pinned:
             f"event {event_id} is for device {_shown(event.get('deviceExternalId'))} "
             f"({_shown(event.get('deviceId'))}), not {pinned.device}"
         )
+    if is_lab_change(event):
+        held = check_lab_change(event)
+        if pinned.change is not None and not _same_change(held, pinned.change):
+            raise RefusedToSign(f"event {event_id} is lab change {held}, not {pinned.change}")
+    elif pinned.change is not None:
+        raise RefusedToSign(
+            f"event {event_id} is {_shown(event.get('intent'))}, not lab change {pinned.change}"
+        )
+
+
+LAB_CHANGE = "policy_change"
+LAB_CHANGE_PREFIX = "lab_apply:"
+MIN_CHANGE_PREFIX = 12
+
+
+def is_lab_change(event: Mapping[str, Any]) -> bool:
+    """A held lab change, by its type or by its intent: a server that calls a
+    ``lab_apply:`` intent something else is checked as a lab change all the same."""
+    return event.get("eventType") == LAB_CHANGE or str(event.get("intent") or "").startswith(
+        LAB_CHANGE_PREFIX
+    )
+
+
+def _same_change(held: str, pinned: str) -> bool:
+    pinned = pinned.strip().lower()
+    return len(pinned) >= MIN_CHANGE_PREFIX and held.startswith(pinned)
+
+
+def check_lab_change(event: Mapping[str, Any]) -> str:
+    """The change hash of a held lab change, recomputed from what is shown (the revision,
+    the manifest and the weakening list); refused when it is not the one the event's
+    signed intent names."""
+    details = event.get("details")
+    change = details.get("change") if isinstance(details, Mapping) else None
+    if not isinstance(details, Mapping) or not isinstance(change, Mapping):
+        raise RefusedToSign("the server does not show the held lab change")
+    manifest = details.get("manifest")
+    listed = change.get("weakening")
+    if not isinstance(manifest, str) or not isinstance(listed, list) or not listed:
+        raise RefusedToSign("the server does not show the held manifest and what it weakens")
+    try:
+        weakening = [Weakening(str(w["kind"]), str(w["subject"]), str(w["change"])) for w in listed]
+    except (KeyError, TypeError) as exc:
+        raise RefusedToSign(f"the weakening list shown is garbled ({exc})") from None
+    manifest_sha256 = hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+    if change.get("manifest_sha256") != manifest_sha256:
+        raise RefusedToSign("the manifest shown is not the one the held change was made of")
+    held = change_hash(str(change.get("revision")), manifest_sha256, weakening)
+    if event.get("intent") != LAB_CHANGE_PREFIX + held or change.get("hash") != held:
+        raise RefusedToSign(
+            "what the server shows (the weakening list, the revision or the manifest) does "
+            "not match its change hash: something between you and the server changed it"
+        )
+    return held
 
 
 def payload_for(event: dict[str, Any], nonce: str) -> ApprovalPayload:
@@ -265,6 +341,44 @@ def describe(event: Mapping[str, Any], payload: ApprovalPayload) -> str:
     return "\n".join(lines)
 
 
+def describe_lab_change(event: Mapping[str, Any], payload: ApprovalPayload) -> str:
+    """A held lab change, as the approver reads it before saying yes: what it weakens, the
+    hash the signature approves, and what it would change."""
+    details: Mapping[str, Any] = event.get("details") or {}
+    change: Mapping[str, Any] = details.get("change") or {}
+    remaining = payload.expires_at - datetime.now(UTC)
+    minutes = max(0, int(remaining.total_seconds())) // 60
+    lines = [
+        f"Event:        {payload.event_id}",
+        "Lab change:   a manifest that weakens safety, applied whole if approved",
+        f"Change hash:  {_shown(change.get('hash'))}",
+        f"Lab revision: {_shown(change.get('revision'))} (void if the lab changes first)",
+        f"Manifest:     sha256 {_shown(change.get('manifest_sha256'))}",
+        f"Requested by: {_shown(event.get('initiatorName') or payload.initiator_id)}",
+        f"Expires:      {payload.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
+        f"(in {minutes} min)",
+        "Weakens safety:",
+    ]
+    lines.extend(
+        f"  - {_shown(w.get('kind'))}: {_shown(w.get('change'))}"
+        for w in change.get("weakening") or []
+    )
+    tallies = details.get("tallies")
+    if isinstance(tallies, Mapping):
+        counts = [
+            f"{_shown(kind)} "
+            + ", ".join(f"{n} {what}" for what, n in t.items() if n and what != "unchanged")
+            for kind, t in tallies.items()
+            if isinstance(t, Mapping) and any(n for what, n in t.items() if what != "unchanged")
+        ]
+        if counts:
+            lines.append(f"Would change: {'; '.join(counts)}")
+    missing = [str(m) for m in event.get("missing") or []]
+    if missing:
+        lines.append(f"Still needs:  {'; '.join(_shown(m) for m in missing)}")
+    return "\n".join(lines)
+
+
 def _value(value: Any) -> str:
     if isinstance(value, str):
         return _shown(value)
@@ -280,6 +394,8 @@ def _shown(value: object) -> str:
 
 def outcome(event: dict[str, Any]) -> str:
     if event.get("status") == "approved":
+        if is_lab_change(event):
+            return "approved — the lab change is applied"
         return "approved — the command is dispatched"
     missing = [str(m) for m in event.get("missing") or []]
     if missing:

@@ -11,7 +11,14 @@ every change that lowers the protection of anything hazardous:
   or went: no longer held at all, fewer approvals, more roles that may approve, no
   presence (or only the requester's instead of each approver's), fewer PPE items. The
   zone's own hazard level is held fixed here, so a lowered zone is reported once, above.
-- ``device.moved``: a device moves to a zone where one of its held intents is held less.
+- ``zone.presence_widened``: a presence source counts in a zone that did not before (a
+  declared ``manual`` in a high-hazard zone: a check-in by hand, from anywhere, would
+  open its approvals), at the zone's current hazard level.
+- ``policy.materials_loosened``: a zone's hazardous-materials rules (its policies'
+  ``pqe_checks.hazardous_materials``, combined) ask less: a rule removed, its fume
+  extraction dropped, fewer PPE items.
+- ``device.moved``: a device moves to a zone where one of its held intents is held less,
+  or a printer to a zone whose hazardous-materials rules ask less.
 - ``device.redeclared``: a change of kind, integration or capabilities turns a device with
   a held intent into one that actuates without approval: a held intent goes away while an
   intent that is not held arrives (a mains switch redeclared ``kind: light``: its
@@ -44,7 +51,9 @@ from typing import Any
 
 from kittylab.domain.actuation import IntentClass, intent_class
 from kittylab.domain.command_rules import SAFE_INTENTS, is_hazardous
-from kittylab.domain.enums import HazardLevel, Role
+from kittylab.domain.enums import HazardLevel, PresenceSource, Role
+from kittylab.domain.materials import MaterialRule
+from kittylab.domain.zones import presence_sources
 
 ZONE_HAZARD_LOWERED = "zone.hazard_lowered"
 ZONE_PPE_DROPPED = "zone.ppe_dropped"
@@ -53,6 +62,8 @@ DEVICE_MOVED = "device.moved"
 DEVICE_REDECLARED = "device.redeclared"
 ROLE_GRANTED = "role.granted"
 KEY_ADDED = "key.added"
+ZONE_PRESENCE_WIDENED = "zone.presence_widened"
+MATERIALS_LOOSENED = "policy.materials_loosened"
 
 # Who approves an intent no policy governs (``safety.policy.DEFAULT_APPROVER_ROLES``).
 DEFAULT_APPROVER_ROLES = frozenset({Role.SAFETY, Role.ADMIN})
@@ -65,9 +76,19 @@ APPROVER = "approver"
 
 @dataclass(frozen=True)
 class ZoneFacts:
+    """``presence_sources``: the sources the zone declares; ``None`` for its hazard level's
+    default (``domain.zones.presence_sources``)."""
+
     name: str
     hazard_level: HazardLevel
     requires_ppe: bool = False
+    presence_sources: frozenset[PresenceSource] | None = None
+
+    def counting_sources(
+        self, hazard_level: HazardLevel | None = None
+    ) -> frozenset[PresenceSource]:
+        """The sources that count here, at ``hazard_level`` (default: the zone's own)."""
+        return presence_sources(hazard_level or self.hazard_level, self.presence_sources)
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,8 @@ class PolicyRule:
     presence_of: str = INITIATOR
     ppe: frozenset[str] = frozenset()
     retired: bool = False
+    materials: MaterialRule | None = None
+    """The policy's ``hazardous_materials`` rule (``pqe_checks.hazardous_materials``)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +235,7 @@ def weakening_changes(current: LabFacts, proposed: LabFacts) -> list[Weakening]:
     return [
         *_zones(current, proposed),
         *_policies(current, proposed),
+        *_materials_rules(current, proposed),
         *_devices(current, proposed),
         *_roles(current, proposed),
         *_keys(current, proposed),
@@ -237,6 +261,21 @@ def _zones(current: LabFacts, proposed: LabFacts) -> Iterable[Weakening]:
             )
         if old.requires_ppe and not new.requires_ppe:
             yield Weakening(ZONE_PPE_DROPPED, new.name, f"zone {new.name}: PPE no longer required")
+        # At the zone's current hazard level: a lowered zone's wider default is reported
+        # once, above; a declared source that did not count before is reported here.
+        added = new.counting_sources(old.hazard_level) - old.counting_sources()
+        if added:
+            yield Weakening(
+                ZONE_PRESENCE_WIDENED,
+                new.name,
+                f"zone {new.name}: presence now counts {_names(added)} "
+                f"(before: {_names(old.counting_sources())})"
+                + (
+                    " — a check-in by hand can be made from anywhere"
+                    if PresenceSource.MANUAL in added
+                    else ""
+                ),
+            )
 
 
 def _policies(current: LabFacts, proposed: LabFacts) -> Iterable[Weakening]:
@@ -261,6 +300,48 @@ def _policies(current: LabFacts, proposed: LabFacts) -> Iterable[Weakening]:
                     f"(policies {_rule_names(old_rules, intent)} → "
                     f"{_rule_names(new_rules, intent)})",
                 )
+
+
+def materials_loosened(before: Iterable[PolicyRule], after: Iterable[PolicyRule]) -> list[str]:
+    """How a zone's hazardous-materials rules (its active policies' rules combined, as
+    ``fabrication.materials.zone_rules`` applies them) ask less after than before."""
+    old_fumes, old_ppe = _materials(before)
+    new_fumes, new_ppe = _materials(after)
+    found: list[str] = []
+    if old_fumes and not new_fumes:
+        found.append("no longer need the fume extraction on")
+    if old_ppe - new_ppe:
+        found.append(f"no longer ask for PPE {_names(old_ppe - new_ppe)}")
+    return found
+
+
+def _materials(rules: Iterable[PolicyRule]) -> tuple[bool, frozenset[str]]:
+    found = [p.materials for p in rules if p.materials is not None and not p.retired]
+    return any(m.fume_extraction for m in found), frozenset(i for m in found for i in m.ppe)
+
+
+def _materials_rules(current: LabFacts, proposed: LabFacts) -> Iterable[Weakening]:
+    """Per zone that stays: its hazardous-materials rules ask less (a policy's
+    ``hazardous_materials`` removed, its fume extraction dropped, fewer PPE items)."""
+    for zone in current.zones:
+        if proposed.zone(zone.name) is None:
+            continue
+        old_rules = current.policies_in(zone.name)
+        new_rules = proposed.policies_in(zone.name)
+        reasons = materials_loosened(old_rules, new_rules)
+        if reasons:
+            before = [p.name for p in old_rules if p.materials is not None]
+            after = [p.name for p in new_rules if p.materials is not None]
+            yield Weakening(
+                MATERIALS_LOOSENED,
+                zone.name,
+                f"hazardous materials in {zone.name} {'; '.join(reasons)} (policies "
+                f"{', '.join(before) or 'none'} → {', '.join(after) or 'none'})",
+            )
+
+
+# A device that takes this intent prints, so its zone's hazardous-materials rules apply.
+PRINTS = "print_start"
 
 
 def _devices(current: LabFacts, proposed: LabFacts) -> Iterable[Weakening]:
@@ -303,8 +384,6 @@ def _device_change(
         return
     old_rules, new_rules = current.policies_in(old.zone), proposed.policies_in(new.zone)
     held = {i for i in old.intents if protection(i, old_zone.hazard_level, old_rules).held}
-    if not held:
-        return
     if new.zone != old.zone:
         moved: list[str] = []
         for intent in sorted(held & new.intents):
@@ -314,6 +393,10 @@ def _device_change(
             )
             if reasons:
                 moved.append(f"its {intent} {'; '.join(reasons)}")
+        if PRINTS in old.intents & new.intents:
+            reasons = materials_loosened(old_rules, new_rules)
+            if reasons:
+                moved.append(f"its hazardous materials {'; '.join(reasons)}")
         if moved:
             yield Weakening(
                 DEVICE_MOVED,
@@ -321,6 +404,8 @@ def _device_change(
                 f"{new.external_id} moves from {old.zone} ({old_zone.hazard_level.value}) "
                 f"to {new.zone} ({new_zone.hazard_level.value}): {', '.join(moved)}",
             )
+    if not held:
+        return
     unheld = sorted(
         i
         for i in new.intents - old.intents

@@ -90,6 +90,17 @@ class MaterialRule:
     ppe: tuple[str, ...] = ()
 
 
+def rule_from_checks(checks: Mapping[str, Any] | None) -> MaterialRule | None:
+    """A policy's rule as stored in its ``pqe_checks`` (``POLICY_KEY``), or None."""
+    rule = (checks or {}).get(POLICY_KEY)
+    if not isinstance(rule, Mapping):
+        return None
+    return MaterialRule(
+        fume_extraction=bool(rule.get("fume_extraction")),
+        ppe=tuple(str(p) for p in rule.get("ppe") or ()),
+    )
+
+
 def start_refusal(
     hazard: MaterialHazard | None,
     rules: Sequence[MaterialRule],

@@ -53,17 +53,7 @@ def zone_rules(session: Session, zone_id: UUID) -> list[materials.MaterialRule]:
             AccessPolicy.zone_id == zone_id, AccessPolicy.retired_at.is_(None)
         )
     )
-    rules: list[materials.MaterialRule] = []
-    for check in checks:
-        rule = (check or {}).get(materials.POLICY_KEY)
-        if isinstance(rule, dict):
-            rules.append(
-                materials.MaterialRule(
-                    fume_extraction=bool(rule.get("fume_extraction")),
-                    ppe=tuple(str(p) for p in rule.get("ppe") or ()),
-                )
-            )
-    return rules
+    return [r for c in checks if (r := materials.rule_from_checks(c)) is not None]
 
 
 def creation_refusal(

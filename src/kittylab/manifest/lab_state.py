@@ -9,12 +9,15 @@ another revision. A held change is made against one revision and is void under a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AccessPolicy, Device, User, UserKey, Zone
+from kittylab.domain import materials
+from kittylab.domain.enums import PresenceSource
 from kittylab.domain.lab_review import (
     DeviceFacts,
     LabFacts,
@@ -34,7 +37,10 @@ def current_facts(session: Session) -> LabFacts:
     for key in session.scalars(select(UserKey)):
         keys.setdefault(key.user_id, set()).add(key_material(key.public_key))
     return LabFacts(
-        zones=tuple(ZoneFacts(z.name, z.hazard_level, z.requires_ppe) for z in zones),
+        zones=tuple(
+            ZoneFacts(z.name, z.hazard_level, z.requires_ppe, _sources(z.presence_sources))
+            for z in zones
+        ),
         devices=tuple(
             DeviceFacts(
                 integration=d.integration,
@@ -57,6 +63,7 @@ def current_facts(session: Session) -> LabFacts:
                 presence_of=p.presence_of,
                 ppe=frozenset(str(i) for i in (p.pqe_checks or {}).get("required", [])),
                 retired=p.retired_at is not None,
+                materials=materials.rule_from_checks(p.pqe_checks),
             )
             for p in session.scalars(select(AccessPolicy).order_by(AccessPolicy.name))
         ),
@@ -76,7 +83,10 @@ def proposed_facts(manifest: LabManifest) -> LabFacts:
     """The lab as ``manifest`` declares it. People it does not list are left out: an apply
     grants them nothing."""
     return LabFacts(
-        zones=tuple(ZoneFacts(z.name, z.hazard_level, z.requires_ppe) for z in manifest.zones),
+        zones=tuple(
+            ZoneFacts(z.name, z.hazard_level, z.requires_ppe, _sources(z.presence_sources))
+            for z in manifest.zones
+        ),
         devices=tuple(
             DeviceFacts(
                 integration=d.integration,
@@ -97,6 +107,7 @@ def proposed_facts(manifest: LabManifest) -> LabFacts:
                 presence=p.requires_presence,
                 presence_of=p.presence_of,
                 ppe=frozenset(str(i) for i in p.pqe_checks.get("required", [])),
+                materials=materials.rule_from_checks(p.pqe_checks),
             )
             for p in manifest.policies
         ),
@@ -112,6 +123,10 @@ def proposed_facts(manifest: LabManifest) -> LabFacts:
     )
 
 
+def _sources(declared: Iterable[str] | None) -> frozenset[PresenceSource] | None:
+    return None if declared is None else frozenset(PresenceSource(s) for s in declared)
+
+
 def revision(session: Session, manifest: LabManifest) -> str:
     """The digest of every record ``manifest`` manages, in a fixed order: all zones,
     devices, people and policies, and the keys of the people whose keys it lists (the
@@ -120,7 +135,14 @@ def revision(session: Session, manifest: LabManifest) -> str:
     managed = [u.username for u in manifest.users if u.keys is not None]
     records: dict[str, list[Any]] = {
         "zones": [
-            [z.id, z.name, z.hazard_level, z.requires_ppe, sorted(z.unifi_door_ids)]
+            [
+                z.id,
+                z.name,
+                z.hazard_level,
+                z.requires_ppe,
+                sorted(z.unifi_door_ids),
+                sorted(z.presence_sources) if z.presence_sources is not None else None,
+            ]
             for z in session.scalars(select(Zone).order_by(Zone.id))
         ],
         "devices": [

@@ -6,7 +6,8 @@ a pending ``RoleGrant``, audited ``role.requested``. A second person with the ad
 safety role, neither the one who asked nor the grantee, confirms it (``role.granted``,
 with the roles before and after) or refuses it (``role.refused``; the one who asked may
 withdraw). The host CLI (``kittylab users add``) and a manifest applied on the host stay
-the operator's path and grant at once, audited.
+the operator's path and grant at once, audited. Re-activating a person over the API is a
+grant of the privileged roles they come back with, pending the same way.
 """
 
 from __future__ import annotations
@@ -75,10 +76,24 @@ def update_user(
 ) -> User:
     """Change a person over the API: the privileged roles ``changes`` adds wait for a
     second person; everything else applies now. When only privileged roles would remain,
-    the person keeps the roles they hold until the grant is confirmed."""
+    the person keeps the roles they hold until the grant is confirmed.
+
+    Re-activating a person (``active: true`` on an inactive one) is a grant of every role
+    they come back with: one inactive holds none, so their safety or admin role waits for a
+    second person like a new one. A person who would come back with privileged roles only
+    is refused (``ValidationFailed`` on ``roles``), as when such a person is added."""
     held: tuple[Role, ...] = ()
-    if changes.roles is not None:
-        split = duties.split_roles(user.roles, validate_roles(changes.roles))
+    returning = changes.active is True and not user.active and not user.managed_by_manifest
+    if changes.roles is not None or returning:
+        wanted = validate_roles(changes.roles) if changes.roles is not None else list(user.roles)
+        split = duties.split_roles(() if returning else user.roles, wanted)
+        if returning and not split.now:
+            raise ValidationFailed(
+                "roles",
+                f"re-activating {user.username} gives back "
+                f"{', '.join(r.value for r in split.held)} only once a second person confirms; "
+                "re-activate them with another role too (e.g. operator) meanwhile",
+            )
         held = split.held
         now_roles = [r.value for r in split.now] if split.now else None
         changes = identity.UserChanges(

@@ -43,7 +43,7 @@ from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.devices import commands
 from kittylab.domain import topics
-from kittylab.domain.enums import CommandStatus, SafetyStatus
+from kittylab.domain.enums import CommandStatus, SafetyEventType, SafetyStatus
 from kittylab.domain.errors import Conflict, NotFound, PermissionDenied, SignatureRejected
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
@@ -106,6 +106,7 @@ def _request(
         hazard_level=zone.hazard_level,
         initiator_id=initiator,
         at=now,
+        zone_requires_ppe=zone.requires_ppe,
     )
 
 
@@ -786,21 +787,44 @@ def _notify_initiator(
     session: Session, event: SafetyEvent, outcome: str, settings: NotifySettings
 ) -> list[Notification]:
     intent = event.details.get("intent", event.event_type.value)
-    device = session.get(Device, event.device_id) if event.device_id else None
-    name = device.display_name if device else "the lab"
-    body = (
-        f"Your request {intent} on {name} was approved; it is being sent now."
-        if outcome == "approved"
-        else f"Your request {intent} on {name} was denied: {event.reason}. Nothing was sent."
-    )
+    if event.event_type is SafetyEventType.POLICY_CHANGE:
+        title, body = _lab_change_words(event, outcome)
+    else:
+        device = session.get(Device, event.device_id) if event.device_id else None
+        name = device.display_name if device else "the lab"
+        title = f"Request {outcome}: {intent} on {name}"
+        body = (
+            f"Your request {intent} on {name} was approved; it is being sent now."
+            if outcome == "approved"
+            else f"Your request {intent} on {name} was denied: {event.reason}. Nothing was sent."
+        )
     return alerts.notify_person(
         session,
         event.initiated_by,
-        f"Request {outcome}: {intent} on {name}",
+        title,
         body,
         settings,
         related_safety_event_id=event.id,
         idempotency_key=f"safety:{event.id}:{outcome}",
+    )
+
+
+def _lab_change_words(event: SafetyEvent, outcome: str) -> tuple[str, str]:
+    """A held lab change's outcome for the person who sent the manifest: it is applied
+    whole with the approval, or nothing of it is."""
+    change = event.details.get("change")
+    digest = str(change.get("hash", ""))[:12] if isinstance(change, dict) else ""
+    what = f"lab change {digest}" if digest else "lab change"
+    if outcome == "approved":
+        return (
+            f"Lab change approved: {what}",
+            f"Your {what} (a manifest that weakens safety) was approved by a second safety "
+            "person and has been applied, whole.",
+        )
+    return (
+        f"Lab change {outcome}: {what}",
+        f"Your {what} (a manifest that weakens safety) was {outcome}: {event.reason}. "
+        "Nothing of it was applied.",
     )
 
 
