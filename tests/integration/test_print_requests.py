@@ -12,10 +12,12 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from kittylab import bootstrap
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, RoutingDecision
+from kittylab.api.app import create_app
 from kittylab.devices.requests import request_command
 from kittylab.domain.enums import FabricationStatus, OnlineState, Role
 from kittylab.domain.errors import ValidationFailed
@@ -269,3 +271,41 @@ def test_a_print_the_conversation_cannot_start_now_is_answered_and_no_job_is_lef
     assert body["routing"]["outcome"] == "refused", body
     assert "offline" in body["replies"][0]["text"]
     assert _jobs(lab) == []
+
+
+def test_a_print_asked_from_outside_the_trusted_networks_is_refused_and_no_job_is_left(
+    lab: PrintLab,
+) -> None:
+    _online(lab)
+    with TestClient(
+        create_app(lab.container), raise_server_exceptions=False, client=("203.0.113.7", 40000)
+    ) as internet:
+        said = internet.post(
+            "/api/query",
+            json={"channel": "remote", "input": {"text": "print benchy.gcode on the voron"}},
+            headers=lab.operator.headers,
+        )
+        sent = internet.post(
+            f"/api/device/{lab['voron-24']}/command",
+            json={"intent": "print_start", "payload": {"file": "benchy.gcode"}},
+            headers=lab.operator.headers,
+        )
+    assert said.status_code == 200, said.text
+    assert said.json()["routing"]["outcome"] == "refused"
+    assert "trusted networks" in said.json()["replies"][0]["text"]
+    assert sent.status_code == 403
+    assert _jobs(lab) == []
+
+
+def test_a_print_start_of_an_upload_meets_the_printers_gcode_policy(lab: PrintLab) -> None:
+    # The upload is the job's file: checked like any job's before anything reaches the
+    # printer — a print_start by name is no way round the policy.
+    _online(lab)
+    lab.upload("hot.gcode", b"G28\nM104 S480\nG1 X10 Y10\n")
+    answer = _print_start(lab, lab.operator, lab["voron-24"], "hot.gcode")
+    assert answer.status_code == 202, answer.text
+    asyncio.run(lab.work_queue())
+    job = lab.job(answer.json()["jobId"])
+    assert job.status is FabricationStatus.FAILED
+    assert "G-code refused by the printer's G-code policy" in job.details["reason"]
+    assert _starts(lab) == []
