@@ -157,7 +157,7 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus, settings),
-            query=query_service(settings, database, queue, bus, cad),
+            query=query_service(settings, database, queue, bus, cad, store),
             cad=cad,
             cad_pool=pool,
             artifacts=store,
@@ -337,6 +337,7 @@ def query_service(
     jobs: JobQueue,
     bus: MqttBus | None,
     cad: CadService | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> QueryService:
     """The conversation service with the tiers the settings choose. Models load lazily, on
     the first request that needs them. Device requests take the command path; each turn's
@@ -348,7 +349,14 @@ def query_service(
         database=database,
         settings=q,
         understander=Understander(local_model(settings), q.grammar_threshold),
-        submitter=DispatchingSubmitter(jobs, utcnow, safety_context(settings), bus),
+        submitter=DispatchingSubmitter(
+            jobs,
+            utcnow,
+            safety_context(settings),
+            bus,
+            artifacts=artifacts,
+            scenes=settings.fabrication.scenes,
+        ),
         clock=utcnow,
         mcp=mcp_answerers(q.mcp_servers),
         frontier=frontier_answerer(q.frontier),

@@ -343,11 +343,22 @@ class StopAccepted(CamelModel):
 
 
 class CommandAccepted(CamelModel):
-    command_id: UUID
-    status: Literal["pending", "dispatched", "awaiting_confirmation"] = Field(
+    command_id: UUID | None = Field(
+        description="The command; null for a ``print_start``, which is a print job "
+        "(``jobId``): the job's own start command is made when the printer's queue starts "
+        "it (the job's ``originCommandId``)."
+    )
+    status: Literal["pending", "dispatched", "awaiting_confirmation", "queued"] = Field(
         description="``awaiting_confirmation``: held for safety approval (``pendingHazard``); "
         "``dispatched``: its dispatch is scheduled once the request commits (or it was sent "
-        "already); ``pending``: kept for compatibility, not answered any more."
+        "already); ``queued``: a ``print_start`` became the print job ``jobId`` (issue 16), "
+        "queued on the printer, followed and watched; ``pending``: kept for compatibility, "
+        "not answered any more."
+    )
+    job_id: UUID | None = Field(
+        None,
+        description="For a ``print_start``: the print job it became (``GET "
+        "/api/fabrication/jobs/{jobId}``).",
     )
     pending_hazard: PendingHazard | None = Field(
         None, description="Set when the command waits for safety approval."

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,7 +21,10 @@ from kittylab.devices.requests import Requested, request_command
 from kittylab.domain import topics
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.principal import Principal
+from kittylab.fabrication import print_requests
+from kittylab.fabrication.print_requests import PrintQueued
 from kittylab.ports import JobQueue, MessageBus
+from kittylab.records.ports import ArtifactStore
 from kittylab.safety import stop
 from kittylab.safety.stop import StopResult
 from kittylab.safety.workflow import SafetyContext
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 class DispatchingSubmitter:
     """``CommandSubmitter`` that sends: ``request_command`` in the turn's unit of work, so
     the dispatch job is deferred (or the held command announced on the bus) once the turn
-    commits, exactly as for the command route."""
+    commits, exactly as for the command route. A ``print_start`` becomes a print job
+    (``fabrication.print_requests``), as on the command route."""
 
     def __init__(
         self,
@@ -40,11 +44,18 @@ class DispatchingSubmitter:
         clock: Callable[[], datetime],
         safety_context: SafetyContext,
         bus: MessageBus | None = None,
+        *,
+        artifacts: ArtifactStore | None = None,
+        scenes: Mapping[str, Any] | None = None,
     ) -> None:
         self._jobs = jobs
         self._clock = clock
         self._safety = safety_context
         self._bus = bus
+        # Issue 16: where a print said by name finds the person's uploads, and the job
+        # profiles (scenes) a print job is checked against.
+        self._artifacts = artifacts
+        self._scenes = scenes
 
     def submit(
         self,
@@ -56,7 +67,22 @@ class DispatchingSubmitter:
         requester: Principal,
         conversation_id: UUID | None,
         correlation_id: str | None,
-    ) -> Requested:
+    ) -> Requested | PrintQueued:
+        if intent == print_requests.PRINT_INTENT:
+            # Issue 16: a print is a job (queued, tracked, watched), never a bare command.
+            return print_requests.request_print(
+                uow,
+                self._artifacts,
+                jobs=self._jobs,
+                device_id=device.id,
+                payload=payload,
+                requester=requester,
+                now=self._clock(),
+                via="conversation",
+                correlation_id=correlation_id,
+                conversation_id=conversation_id,
+                scenes=self._scenes,
+            )
         return request_command(
             uow,
             jobs=self._jobs,

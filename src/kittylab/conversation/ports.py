@@ -12,6 +12,7 @@ from kittylab.adapters.db.tables import Device
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices.requests import Requested
 from kittylab.domain.principal import Principal
+from kittylab.fabrication.print_requests import PrintQueued
 from kittylab.safety.stop import StopResult
 
 
@@ -57,10 +58,11 @@ class CommandSubmitter(Protocol):
         requester: Principal,
         conversation_id: UUID | None,
         correlation_id: str | None,
-    ) -> Requested:
+    ) -> Requested | PrintQueued:
         """A hazardous intent comes back with ``held`` set (``pending``, waiting for its
         safety event): nothing is sent. ``PermissionDenied`` when ``requester``'s roles may
-        not ask for ``intent`` (``domain.actuation``): nothing is recorded."""
+        not ask for ``intent`` (``domain.actuation``): nothing is recorded. A
+        ``print_start`` comes back as the print job it became (``PrintQueued``, issue 16)."""
         ...
 
 

@@ -67,6 +67,8 @@ from kittylab.domain.devices import describe_intent
 from kittylab.domain.enums import CommandStatus, Tier
 from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
 from kittylab.domain.principal import Principal
+from kittylab.fabrication import print_requests
+from kittylab.fabrication.print_requests import PrintQueued
 from kittylab.safety.stop import StopResult
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class Outcome:
     UNAVAILABLE = "unavailable"
     CAD_STARTED = "cad_started"
     STOPPED = "stopped"
+    PRINT_QUEUED = "print_queued"
+    """A ``print_start`` became a print job (issue 16)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class _Turn:
     a minute, and the conversation row is locked while step 3 records the turn)."""
     cad_refusal: str | None = None
     """Set instead when the person may not start CAD generation."""
+    print_job_id: UUID | None = None
+    """Set when a ``print_start`` became a print job (issue 16)."""
 
 
 class QueryService:
@@ -475,6 +481,7 @@ class QueryService:
             "model": turn.model,
             "usage": turn.usage,
             "command_id": str(command.id) if command is not None else None,
+            **({"print_job_id": str(turn.print_job_id)} if turn.print_job_id else {}),
             "corrections": len(u.corrections) if u else 0,
         }
         decision = record_routing_decision(
@@ -582,6 +589,12 @@ class QueryService:
             turn.reasons.append(f"command refused: {refusal}")
             turn.replies.append(f"I can't: {refusal}. Nothing was sent.")
             return vocabulary.is_hazardous(u.device, u.intent), None, None
+        if isinstance(requested, PrintQueued):
+            # Issue 16: a print is a job; the reply names it (no command exists yet).
+            turn.outcome = Outcome.PRINT_QUEUED
+            turn.print_job_id = requested.job.id
+            turn.replies.append(print_requests.describe(requested, name))
+            return False, None, None
         command = requested.command
         if requested.held is not None:
             turn.outcome = Outcome.PENDING_HAZARD

@@ -16,6 +16,11 @@ A hazardous command (held for approval, decided by the zone's policies in
 before it is held. Engineers read, design, queue prints and pause or cancel their own
 jobs; they do not switch equipment.
 
+A person's ``print_start`` is no command of theirs: it becomes a print job (issue 16,
+``fabrication.print_requests``), which ``authorise_print`` admits — the roles that queue
+prints, engineers among them, from inside the trusted networks. The job's start is then the
+service's (a ``SystemActor``), on the printer's rules like any command.
+
 An internal process (the print tracker's scene, the watcher's cooldown, a job's start for
 its owner) is a ``SystemActor``: it may ask for any non-hazardous intent in its own name and
 records the person it acts for as the requester. Routers never build one; they pass the
@@ -66,6 +71,10 @@ INTENT_CLASSES: Mapping[str, IntentClass] = {
 
 ACTUATING_ROLES: tuple[Role, ...] = (Role.OPERATOR, Role.SAFETY, Role.ADMIN)
 """Who may switch equipment (the *actuate* class, and any *safe direction*)."""
+
+PRINTING_ROLES: tuple[Role, ...] = (Role.OPERATOR, Role.ENGINEER, Role.SAFETY, Role.ADMIN)
+"""Who may ask for a print: it becomes a print job, queued, started by the service and
+watched (the roles of ``POST /api/fabrication/jobs``)."""
 
 
 def intent_class(intent: str) -> IntentClass:
@@ -121,4 +130,18 @@ def authorise(requester: Requester, intent: str, *, owns_job_on_device: bool = F
     raise PermissionDenied(
         f"your role ({held}) may not switch equipment ({intent} needs the "
         f"{_roles(ACTUATING_ROLES)} role)"
+    )
+
+
+def authorise_print(requester: Principal) -> None:
+    """Allow a person's request for a print (a ``print_start``, which becomes a print job)
+    or raise: ``OutsideTrustedNetworks`` from outside the lab (a print heats and moves a
+    machine), ``PermissionDenied`` naming the roles it needs otherwise."""
+    if requester.remote:
+        raise OutsideTrustedNetworks("print_start")
+    if requester.has_any(*PRINTING_ROLES):
+        return
+    held = ", ".join(sorted(r.value for r in requester.roles)) or "no"
+    raise PermissionDenied(
+        f"your role ({held}) may not queue prints (that needs the {_roles(PRINTING_ROLES)} role)"
     )

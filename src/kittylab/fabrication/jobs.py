@@ -180,6 +180,13 @@ def create_job(
 IDEMPOTENCY_KEY = "idempotency_key"
 """The key, in a job's ``details``, of the client's idempotency key for the request."""
 
+PRINTER_FILE = "printer_file"
+"""The key, in a job's ``details``, of the name of a file already on the printer's own
+storage (issue 16, ``fabrication.print_requests``): the job prints it as the printer has
+it, so nothing is uploaded at its start and no G-code of it passes through the lab. Its
+``gcode_path`` is ``printer:<name>`` (``PRINTER_PATH_PREFIX``), which no artifact key can be."""
+PRINTER_PATH_PREFIX = "printer:"
+
 
 def find_retry(
     session: Session,
@@ -400,6 +407,8 @@ class StartPlan:
     gcode_path: str
     filename: str
     requested_by: UUID
+    on_printer: bool = False
+    """The file is already on the printer's own storage: nothing to upload."""
 
 
 def claim_next(database: Database, device_id: UUID, now: datetime) -> StartPlan | str | None:
@@ -419,12 +428,14 @@ def claim_next(database: Database, device_id: UUID, now: datetime) -> StartPlan 
             "stage": Stage.STARTING.value,
             "starting_at": now.isoformat(),
         }
+        printer_file = job.details.get(PRINTER_FILE)
         return StartPlan(
             job_id=job.id,
             device_id=device_id,
             gcode_path=job.gcode_path,
-            filename=job.gcode_path.rsplit("/", 1)[-1],
+            filename=str(printer_file or job.gcode_path.rsplit("/", 1)[-1]),
             requested_by=job.requested_by,
+            on_printer=printer_file is not None,
         )
 
 

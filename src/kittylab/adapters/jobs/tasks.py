@@ -533,7 +533,10 @@ def job_blueprint() -> procrastinate.Blueprint:
 
 
 async def _upload_to_printer(ctx: JobContext, plan: fabrication.StartPlan) -> None:
-    """Put the G-code on printers that keep their own files; others take the name only."""
+    """Put the G-code on printers that keep their own files; others take the name only.
+    A job for a file already on the printer's storage has nothing to put there."""
+    if plan.on_printer:
+        return
     driver = ctx.drivers.get(await asyncio.to_thread(_integration_of, ctx, plan.device_id))
     if not isinstance(driver, PrintFileUploader) or ctx.artifacts is None:
         return
