@@ -94,6 +94,7 @@ class SemanticStage:
         self._lock = threading.Lock()
         self._matrix: np.ndarray | None = None
         self._intents: np.ndarray | None = None
+        self._rows: dict[str, np.ndarray] = {}
 
     def _exemplars(self) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -101,18 +102,22 @@ class SemanticStage:
                 pairs = all_exemplars()
                 self._matrix = self.encoder.encode([text for text, _ in pairs])
                 self._intents = np.array([intent for _, intent in pairs])
+                self._rows = {i: np.flatnonzero(self._intents == i) for i in set(self._intents)}
             return self._matrix, self._intents
 
     def warm_up(self) -> None:
         self._exemplars()
 
     def scores(self, masked: str, candidates: Sequence[str]) -> dict[str, float]:
-        matrix, intents = self._exemplars()
+        matrix, _ = self._exemplars()
         vector = self.encoder.encode([masked])[0]
         sims = matrix @ vector
         out: dict[str, float] = {}
         for intent in candidates:
-            mine = np.sort(sims[intents == intent])[::-1][:TOP_K]
+            rows = self._rows.get(intent)
+            if rows is None:
+                continue
+            mine = np.sort(sims[rows])[::-1][:TOP_K]
             if mine.size:
                 out[intent] = float(mine.mean())
         return out

@@ -47,7 +47,21 @@ class Slots:
     """Kinds the words name by a kind word ("the lights", "a photo" is not one)."""
 
 
+_NAMES_CACHE: dict[str, list[tuple[str, DeviceEntry | None, str | None]]] = {}
+
+
 def _names(vocabulary: LabVocabulary) -> list[tuple[str, DeviceEntry | None, str | None]]:
+    """Built once per vocabulary (its fingerprint); read on every utterance."""
+    key = vocabulary.fingerprint
+    cached = _NAMES_CACHE.get(key)
+    if cached is None:
+        cached = _NAMES_CACHE[key] = _build_names(vocabulary)
+        while len(_NAMES_CACHE) > 8:
+            _NAMES_CACHE.pop(next(iter(_NAMES_CACHE)))
+    return cached
+
+
+def _build_names(vocabulary: LabVocabulary) -> list[tuple[str, DeviceEntry | None, str | None]]:
     names: list[tuple[str, DeviceEntry | None, str | None]] = []
     for device in vocabulary.devices:
         for name in device.names:
