@@ -342,13 +342,20 @@ def query_service(
     """The conversation service with the tiers the settings choose. Models load lazily, on
     the first request that needs them. Device requests take the command path; each turn's
     context is published on the bus."""
-    from kittylab.adapters.llm.factory import frontier_answerer, local_model, mcp_answerers
+    from kittylab.adapters.llm.factory import (
+        frontier_answerer,
+        local_model,
+        mcp_answerers,
+        semantic_stage,
+    )
 
     q = settings.query
     return QueryService(
         database=database,
         settings=q,
-        understander=Understander(local_model(settings), q.grammar_threshold),
+        understander=Understander(
+            local_model(settings), q.grammar_threshold, semantic_stage(settings)
+        ),
         submitter=DispatchingSubmitter(
             jobs,
             utcnow,

@@ -565,6 +565,21 @@ class PriceSettings(BaseModel):
     output_per_million: Decimal = Field(ge=0)
 
 
+class SemanticStageSettings(BaseModel):
+    """The semantic stage between the grammar and the local model (issue 16)."""
+
+    enabled: bool = Field(
+        True, description="Run the sentence encoder when the grammar is not confident."
+    )
+    threshold: float = Field(
+        0.55, ge=0, le=1, description="Best exemplar similarity below this is no reading."
+    )
+    margin: float = Field(
+        0.03, ge=0, le=1, description="Top two intents closer than this: ask which one."
+    )
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads of the encoder.")
+
+
 class QuerySettings(BaseModel):
     """Understanding and routing of ``POST /api/query``."""
 
@@ -587,6 +602,7 @@ class QuerySettings(BaseModel):
     cache_ttl_seconds: float = Field(3600.0, gt=0)
     max_text_chars: int = Field(2000, ge=10, le=1_000_000)
     model: LocalModelSettings = LocalModelSettings()
+    semantic: SemanticStageSettings = SemanticStageSettings()
     frontier: FrontierSettings = FrontierSettings()
     mcp_servers: list[McpServerSettings] = Field(default_factory=list)
 

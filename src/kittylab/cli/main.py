@@ -341,16 +341,19 @@ mqtt_cli.register(app, friendly_errors)
 tls_cli.register(app, friendly_errors)
 
 
-def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
+def _understanding(
+    lab: Path | None, use_model: bool, use_semantic: bool = True
+) -> Iterator[tuple[Settings, Any, Any]]:
     """Settings, an Understander and the lab vocabulary, from ``lab`` or the database."""
-    from kittylab.adapters.llm.factory import local_model
+    from kittylab.adapters.llm.factory import local_model, semantic_stage
     from kittylab.conversation.lab import vocabulary_from_database, vocabulary_from_manifest
     from kittylab.conversation.understanding.pipeline import Understander
     from kittylab.manifest.loader import load_manifest
 
     settings = _settings()
     model = local_model(settings) if use_model else None
-    understander = Understander(model, settings.query.grammar_threshold)
+    semantic = semantic_stage(settings) if use_semantic else None
+    understander = Understander(model, settings.query.grammar_threshold, semantic)
     if lab is not None:
         vocabulary = vocabulary_from_manifest(load_manifest(lab))
     else:
@@ -375,16 +378,24 @@ LabOption = Annotated[
 ModelOption = Annotated[
     bool, typer.Option("--model/--no-model", help="Ask the local model when the grammar is unsure.")
 ]
+SemanticOption = Annotated[
+    bool,
+    typer.Option(
+        "--semantic/--no-semantic", help="Run the semantic stage when the grammar is unsure."
+    ),
+]
 
 
 @app.command()
 @friendly_errors
-def parse(lab: LabOption = None, model: ModelOption = True) -> None:
+def parse(
+    lab: LabOption = None, model: ModelOption = True, semantic: SemanticOption = True
+) -> None:
     """Read one utterance per line on stdin; write one JSON object per line on stdout
     (text, intent, device, args, tier, confidence, hazardous). Executes nothing."""
     from kittylab.cli.parse import parse_lines
 
-    for settings, understander, vocabulary in _understanding(lab, model):
+    for settings, understander, vocabulary in _understanding(lab, model, semantic):
         for line in parse_lines(understander, vocabulary, settings.query, sys.stdin):
             typer.echo(line)
 
@@ -395,6 +406,7 @@ def evaluate(
     corpus: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL corpus.")],
     lab: LabOption = None,
     model: ModelOption = True,
+    semantic: SemanticOption = True,
 ) -> None:
     """Run a labelled corpus (JSON lines: text, intent, device) through understanding and
     routing; print accuracy per intent, a confusion matrix and the share served locally."""
@@ -403,8 +415,11 @@ def evaluate(
     from kittylab.cli.parse import evaluate as run_evaluation
 
     entries = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
-    for settings, understander, vocabulary in _understanding(lab, model):
-        report = run_evaluation(understander, vocabulary, settings.query, entries)
+    for settings, understander, vocabulary in _understanding(lab, model, semantic):
+        report = run_evaluation(
+            understander, vocabulary, settings.query, entries,
+            use_model=model, use_semantic=semantic,
+        )  # fmt: skip
         typer.echo(report.render())
 
 

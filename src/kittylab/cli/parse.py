@@ -19,6 +19,7 @@ from kittylab.config import QuerySettings
 from kittylab.conversation.routing.tiers import choose_tier
 from kittylab.conversation.understanding.context import ConversationContext
 from kittylab.conversation.understanding.pipeline import Understander
+from kittylab.conversation.understanding.polarity import OPPOSITE
 from kittylab.conversation.understanding.types import Understanding
 from kittylab.conversation.understanding.vocabulary import ALWAYS_HAZARDOUS, LabVocabulary
 from kittylab.domain.enums import Tier
@@ -30,8 +31,13 @@ def parse_one(
     settings: QuerySettings,
     text: str,
     context: ConversationContext | None = None,
+    *,
+    use_model: bool = True,
+    use_semantic: bool = True,
 ) -> tuple[dict[str, Any], Understanding]:
-    u = understander.understand(text, vocabulary, context)
+    u = understander.understand(
+        text, vocabulary, context, use_model=use_model, use_semantic=use_semantic
+    )
     choice = choose_tier(
         u,
         local_threshold=settings.local_threshold,
@@ -85,6 +91,16 @@ class Evaluation:
     device_requests_local: int = 0
     local: int = 0
     asks_acted_on: int = 0
+    exact: int = 0
+    """Intent, device and every labelled argument right, and no question asked back. An
+    ``ask`` label is met by any reading that is not a device action (a CAD request
+    labelled ``ask`` in a corpus that knows only device intents and ``ask``)."""
+    clarified: int = 0
+    """Answered with a clarifying question: never acted on, never counted exact."""
+    inversions: list[str] = field(default_factory=list)
+    """The opposite intent of the label (``polarity.OPPOSITE``) came out."""
+    hazardous_reported_safe: list[str] = field(default_factory=list)
+    """A hazardous request read as something that would be acted on without approval."""
     per_intent: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)
@@ -96,6 +112,11 @@ class Evaluation:
 
         lines = [
             f"utterances: {self.total}",
+            f"exact (intent, device, arguments): {pct(self.exact, self.total)}"
+            f" ({self.exact}/{self.total})",
+            f"clarifying questions: {self.clarified}",
+            f"inversions: {len(self.inversions)}",
+            f"hazardous reported safe: {len(self.hazardous_reported_safe)}",
             f"intent accuracy: {pct(self.intent_correct, self.total)}",
             f"device accuracy: {pct(self.device_correct, self.total)}",
             f"intent and device: {pct(self.both_correct, self.total)}",
@@ -116,6 +137,12 @@ class Evaluation:
         for expected in labels:
             counts = " ".join(f"{self.confusion[(expected, g)] or '.':>6}" for g in labels)
             lines.append(f"  {expected:<20}{counts}")
+        for title, texts in (
+            ("inverted:", self.inversions),
+            ("hazardous reported safe:", self.hazardous_reported_safe),
+        ):
+            if texts:
+                lines += ["", title, *(f"  {t}" for t in texts)]
         if self.misses:
             lines += ["", "misses:"]
             lines += [f"  {json.dumps(m, ensure_ascii=False)}" for m in self.misses]
@@ -127,6 +154,9 @@ def evaluate(
     vocabulary: LabVocabulary,
     settings: QuerySettings,
     corpus: Iterable[dict[str, Any]],
+    *,
+    use_model: bool = True,
+    use_semantic: bool = True,
 ) -> Evaluation:
     """Each corpus entry: ``text``, ``intent``, ``device`` (or null), optional ``context``
     (the device last mentioned) and ``negated`` (understood, but must not be acted on)."""
@@ -139,7 +169,10 @@ def evaluate(
                 device=entry["context"], zone=device.zone if device else None,
                 intent=entry.get("context_intent"),
             )  # fmt: skip
-        row, u = parse_one(understander, vocabulary, settings, entry["text"], context)
+        row, u = parse_one(
+            understander, vocabulary, settings, entry["text"], context,
+            use_model=use_model, use_semantic=use_semantic,
+        )  # fmt: skip
         expected_intent = entry["intent"]
         result.total += 1
         result.stages[u.stage.value] += 1
@@ -158,9 +191,38 @@ def evaluate(
             result.device_requests_local += local
         if expected_intent == "ask" and u.actionable:
             result.asks_acted_on += 1
-        if not (intent_ok and device_ok):
+        exact = _exact(entry, row, u)
+        result.exact += exact
+        result.clarified += bool(u.clarify)
+        if OPPOSITE.get(expected_intent) == row["intent"] and not u.clarify:
+            result.inversions.append(entry["text"])
+        if _hazardous_reported_safe(entry, vocabulary, u):
+            result.hazardous_reported_safe.append(entry["text"])
+        if not exact:
             result.misses.append(
-                {"text": entry["text"], "expected": [expected_intent, entry.get("device")],
-                 "got": [row["intent"], row["device"]], "stage": u.stage.value}
+                {"text": entry["text"], "expected": [expected_intent, entry.get("device"),
+                 entry.get("args")], "got": [row["intent"], row["device"], row["args"]],
+                 "stage": u.stage.value, "clarify": list(u.clarify)}
             )  # fmt: skip
     return result
+
+
+def _exact(entry: dict[str, Any], row: dict[str, Any], u: Understanding) -> bool:
+    if u.clarify:
+        return False
+    if entry["intent"] == "ask":
+        return not u.is_device_intent and u.intent != "stop"
+    if row["intent"] != entry["intent"] or row["device"] != entry.get("device"):
+        return False
+    return "args" not in entry or row["args"] == entry["args"]
+
+
+def _hazardous_reported_safe(
+    entry: dict[str, Any], vocabulary: LabVocabulary, u: Understanding
+) -> bool:
+    device = vocabulary.device(entry.get("device") or "")
+    if device is None or not vocabulary.is_hazardous(device, entry["intent"]):
+        return False
+    if not u.actionable:
+        return False
+    return not vocabulary.is_hazardous(u.device, u.intent) if u.device else False

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from kittylab.config import FrontierSettings, McpServerSettings, Settings
 from kittylab.conversation.ports import Answerer
 from kittylab.conversation.understanding.model import IntentModel
+from kittylab.conversation.understanding.semantic import SemanticSettings, SemanticStage
 from kittylab.domain.errors import ValidationFailed
 
 
@@ -26,6 +27,17 @@ def local_model(settings: Settings) -> IntentModel | None:
 
     path = q.model_path or default_model_path()
     return EmbeddedLlama(path, threads=q.threads, timeout_seconds=q.timeout_seconds)
+
+
+def semantic_stage(settings: Settings) -> SemanticStage | None:
+    """The semantic stage on the bundled MiniLM encoder; loads on first use."""
+    q = settings.query.semantic
+    if not q.enabled:
+        return None
+    from kittylab.adapters.llm.minilm import MiniLmEncoder
+
+    encoder = MiniLmEncoder(threads=q.threads)
+    return SemanticStage(encoder, SemanticSettings(threshold=q.threshold, margin=q.margin))
 
 
 def frontier_answerer(settings: FrontierSettings) -> Answerer | None:

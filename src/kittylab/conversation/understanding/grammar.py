@@ -51,6 +51,7 @@ CONTEXT_ZONE = "@context"
 READ_ONLY_INTENTS = frozenset({"printer_status", "sensor_read", "camera_snapshot"})
 _KIND_OF_SLOT = {kind.value: kind for kind in DeviceKind}
 _WORD = re.compile(r"[a-z0-9][a-z0-9.]*")
+_NOT_A_FILE_NAME = frozenset({"the", "a", "my", "file", "job", "print", "of", "called", "named"})
 _SLOT_OR_RULE = re.compile(r"\{[^}]*\}|<[^>]*>")
 
 
@@ -67,7 +68,7 @@ class GrammarStage:
     def __init__(self, vocabulary: LabVocabulary) -> None:
         self.vocabulary = vocabulary
         self._intents = Intents.from_dict(_intents_dict(vocabulary))
-        self._corrector = Corrector(
+        self.corrector = Corrector(
             _known_words(vocabulary), _device_names(vocabulary), _stop_words()
         )
 
@@ -76,7 +77,7 @@ class GrammarStage:
         clean = normalize(text)
         if not clean:
             return None
-        corrected, corrections = self._corrector.correct(clean)
+        corrected, corrections = self.corrector.correct(clean)
         negated = signals.is_negated(corrected)
         candidate = signals.strip_negation(corrected) if negated else corrected
         reading = self._best(candidate, context)
@@ -311,6 +312,11 @@ def _args(result: RecognizeResult) -> dict[str, Any]:
         args.update(MATERIALS[str(entities["material"].value)])
     if "file" in entities:
         file = _entity_text(entities["file"])
+        # "start the job bracket.gcode": the words before a file name are not its name.
+        words = file.split()
+        while len(words) > 1 and words[0] in _NOT_A_FILE_NAME:
+            words.pop(0)
+        file = " ".join(words)
         if file:
             args["file"] = file
     return args

@@ -94,6 +94,9 @@ def _read_number(words: list[str], start: int) -> tuple[int, int]:
         elif word in _TENS:
             if current % 100 >= 10 and seen_digit_word:
                 break
+            if 0 < current < 10 and total == 0:
+                # "two forty" is 240, as temperatures are said, not 42.
+                current *= 100
             current += _TENS[word]
         else:
             if current % 10 and seen_digit_word and current % 100 < 20:

@@ -1,6 +1,12 @@
-"""Understanding, stage by stage: the grammar first; the local model only when the grammar
-did not match confidently and the text sounds like a device request; otherwise the text is
-a question (``ask``), told apart as help, fresh data or reasoning."""
+"""Understanding, stage by stage: the grammar first; then, when the grammar did not match
+confidently and the words name a device, zone or kind, the semantic stage (a sentence
+encoder against exemplars); the local model only when neither was confident and the text
+sounds like a device request; otherwise the text is a question (``ask``), told apart as
+help, fresh data or reasoning.
+
+Whatever stage read it, a device reading whose polarity the words contradict ("turn the
+heaters off" read as heating) is never acted on: it becomes a clarifying question
+(``polarity.py``)."""
 
 from __future__ import annotations
 
@@ -9,11 +15,17 @@ import re
 import threading
 from dataclasses import replace
 
-from kittylab.conversation.understanding import signals
+from kittylab.conversation.understanding import polarity, signals, slots
 from kittylab.conversation.understanding.context import ConversationContext
-from kittylab.conversation.understanding.grammar import GrammarStage, _check
+from kittylab.conversation.understanding.grammar import READ_ONLY_INTENTS, GrammarStage, _check
 from kittylab.conversation.understanding.model import IntentModel, ModelUnavailable
 from kittylab.conversation.understanding.normalize import normalize
+from kittylab.conversation.understanding.semantic import (
+    EncoderUnavailable,
+    SemanticStage,
+    clarifying_question,
+    semantic_text,
+)
 from kittylab.conversation.understanding.templates import KIND_WORDS
 from kittylab.conversation.understanding.types import (
     ASK,
@@ -38,9 +50,15 @@ INJECTION_PROBLEM = (
 class Understander:
     """Caches one compiled grammar per lab vocabulary; safe to share between threads."""
 
-    def __init__(self, model: IntentModel | None = None, grammar_threshold: float = 0.75) -> None:
+    def __init__(
+        self,
+        model: IntentModel | None = None,
+        grammar_threshold: float = 0.75,
+        semantic: SemanticStage | None = None,
+    ) -> None:
         self.model = model
         self.grammar_threshold = grammar_threshold
+        self.semantic = semantic
         self._lock = threading.Lock()
         self._grammar: GrammarStage | None = None
 
@@ -60,8 +78,20 @@ class Understander:
         context: ConversationContext | None = None,
         *,
         use_model: bool = True,
+        use_semantic: bool = True,
     ) -> Understanding:
         context = context or ConversationContext()
+        reading = self._understand(text, vocabulary, context, use_model, use_semantic)
+        return guard_polarity(reading, normalize(text), vocabulary, self.grammar(vocabulary))
+
+    def _understand(
+        self,
+        text: str,
+        vocabulary: LabVocabulary,
+        context: ConversationContext,
+        use_model: bool,
+        use_semantic: bool,
+    ) -> Understanding:
         clean = normalize(text)
         if signals.is_injection(clean):
             return Understanding(
@@ -79,6 +109,10 @@ class Understander:
         part = part_request(clean)
         if part is not None:
             return part
+        if use_semantic and self.semantic is not None:
+            semantic = self._semantic_reading(clean, vocabulary, context, grammar)
+            if semantic is not None:
+                return semantic
         if not self._sounds_like_device_request(clean, vocabulary):
             return _question(clean, reading)
         if use_model and self.model is not None:
@@ -89,6 +123,40 @@ class Understander:
                 fallback = reading or _not_understood(clean)
                 return replace(fallback, factors={**fallback.factors, "model_unavailable": 1.0})
         return reading or _not_understood(clean)
+
+    def _semantic_reading(
+        self,
+        clean: str,
+        vocabulary: LabVocabulary,
+        context: ConversationContext,
+        grammar: GrammarStage,
+    ) -> Understanding | None:
+        assert self.semantic is not None
+        corrected, corrections = semantic_text(clean, vocabulary, *grammar.corrector.correct(clean))
+        found = slots.read_slots(corrected, vocabulary)
+        if not (found.devices or found.zones or found.kinds):
+            return None  # nothing in the lab is named: a question, or the model's turn
+        try:
+            got = self.semantic.read(corrected, vocabulary, context, corrections)
+        except EncoderUnavailable as exc:
+            log.warning("semantic stage unavailable: %s", exc)
+            return None
+        if got is None:
+            return None
+        if got.intent == ASK:
+            return replace(got, ask_kind=_ask_kind(clean))
+        cues = polarity.read_polarity(found.masked)
+        if cues.prohibited and got.intent not in READ_ONLY_INTENTS and got.problem is None:
+            return replace(
+                got,
+                problem="you asked me not to, so I did nothing",
+                factors={**got.factors, "negated": 1.0},
+            )
+        if got.device is not None and got.problem is None:
+            problem = _check(got.device, got.intent, got.args)
+            if problem is not None:
+                return replace(got, problem=problem)
+        return got
 
     def _model_reading(
         self,
@@ -153,6 +221,26 @@ class Understander:
         if acts:
             return not (question and fresh)
         return not (question or fresh)
+
+
+def guard_polarity(
+    u: Understanding, clean: str, vocabulary: LabVocabulary, grammar: GrammarStage
+) -> Understanding:
+    """A device reading whose polarity its words contradict becomes a clarifying question
+    between it and its opposite: never acted on, never reported as the other."""
+    if not u.is_device_intent or u.clarify:
+        return u
+    corrected, _ = semantic_text(clean, vocabulary, *grammar.corrector.correct(clean))
+    cues = polarity.read_polarity(slots.read_slots(corrected, vocabulary).masked)
+    if not polarity.contradicts(u.intent, cues):
+        return u
+    opposite = polarity.OPPOSITE[u.intent]
+    return replace(
+        u,
+        problem=clarifying_question(u.intent, opposite, u.device),
+        clarify=(u.intent, opposite),
+        factors={**u.factors, "polarity_veto": 1.0},
+    )
 
 
 def _ask_kind(clean: str) -> AskKind:

@@ -24,6 +24,8 @@ INTENTS: tuple[str, ...] = (*DEVICE_INTENTS, CAD_GENERATE, ASK)
 
 class Stage(StrEnum):
     GRAMMAR = "grammar"
+    SEMANTIC = "semantic"
+    """The sentence encoder against the exemplars (``semantic.py``)."""
     MODEL = "model"
     FALLBACK = "fallback"
     """Neither stage understood the text well enough; ``ask`` by default."""
@@ -59,6 +61,9 @@ class Understanding:
     ask_kind: AskKind | None = None
     corrections: tuple[tuple[str, str], ...] = ()
     zone: str | None = None
+    clarify: tuple[str, ...] = ()
+    """Intents between which a clarifying question was asked (``problem`` holds it):
+    never acted on, and never counted as understood."""
 
     @property
     def is_device_intent(self) -> bool:
