@@ -50,7 +50,7 @@ class DeviceUpdate:
     reported_at: datetime | None
 
 
-@dataclass
+@dataclass(eq=False)  # one per console: compared (and hashed) by identity
 class Subscription:
     queue: asyncio.Queue[DeviceUpdate]
     lagged: bool = False
