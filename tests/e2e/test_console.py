@@ -151,10 +151,12 @@ def _authenticator(page: Any) -> None:
     )
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Any, name: str, *, top: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     for label, size in (("tablet", TABLET), ("desktop", DESKTOP)):
         page.set_viewport_size(size)
+        if top:
+            page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(150)
         page.screenshot(path=str(SHOTS / f"{name}-{label}.png"), full_page=False)
     page.set_viewport_size(TABLET)
@@ -339,7 +341,7 @@ def test_a_zone_stop_takes_two_taps(lab: Lab) -> None:
     zone.get_by_role("button", name="■ Stop print-farm").click()
     confirm = zone.get_by_role("button", name="Confirm: Stop print-farm")
     confirm.wait_for()
-    _shot(page, "floor-stop-confirm")
+    _shot(page, "floor-stop-confirm", top=False)
     confirm.click()
     outcome = zone.locator(".zone-stop .outcome")
     outcome.wait_for(timeout=10_000)

@@ -77,7 +77,8 @@ def create_app(container: Container) -> FastAPI:
         title="KittyLab",
         version=__version__,
         description="Control plane of a fabrication lab. Every /api route needs "
-        "'Authorization: Bearer <token>'; errors are RFC 9457 problem details.",
+        "`Authorization: Bearer <token>` (or the web console's session); errors are "
+        "RFC 9457 problem details.",
         # The interactive docs (/docs) are the console's, served from the package, not
         # from a CDN: a lab network is often offline (api/routers/console.py).
         docs_url=None,

@@ -7,7 +7,8 @@ never shown to anyone but the person it is handed to, so no admin can enrol as s
 else. The link's secret is stored as its SHA-256 only, like API tokens.
 
 Each ceremony has a challenge of its own (``webauthn_challenges``): random, bound to its
-purpose (and, to register, to its invite), valid ``CEREMONY_SECONDS`` and taken once.
+purpose (and, to register, to its invite), valid ``CEREMONY_SECONDS`` and taken once —
+by the first answer, whether it then verifies or not.
 
 Every change leaves an audit entry in the same transaction: ``invite.issued``,
 ``passkey.enrolled`` (which also spends the invite), ``passkey.revoked``. A sign-in is
@@ -155,7 +156,9 @@ def _take_challenge(
     now: datetime,
     invite_id: UUID | None = None,
 ) -> bytes:
-    """The challenge's bytes, marked used; a used, expired or foreign one is refused."""
+    """The challenge's bytes, marked used and committed at once, so an attempt that
+    then fails has spent it too (one try per challenge); a used, expired or foreign one
+    is refused."""
     row = session.scalar(
         select(WebauthnChallenge).where(WebauthnChallenge.id == challenge_id).with_for_update()
     )
@@ -170,7 +173,9 @@ def _take_challenge(
             "challengeId", "this sign-in attempt is over or unknown; start again"
         )
     row.used_at = now
-    return webauthn.base64url_to_bytes(row.challenge)
+    challenge = webauthn.base64url_to_bytes(row.challenge)
+    session.commit()
+    return challenge
 
 
 def registration_options(
@@ -218,8 +223,11 @@ def register(
 ) -> Passkey:
     """Verify the browser's new credential and keep it as the invited person's passkey;
     the invite is spent. Two tabs racing with one invite: the second is refused."""
+    invite_id = _usable_invite(session, invite_token, now, lock=False).id
+    challenge = _take_challenge(session, challenge_id, "register", now, invite_id)
+    # Locked after the challenge's commit, and held to the end: of two tabs racing with
+    # one link, the second waits here and then finds it used.
     invite = _usable_invite(session, invite_token, now, lock=True)
-    challenge = _take_challenge(session, challenge_id, "register", now, invite.id)
     expected_origin = rp.origin(origin)
     try:
         verified = webauthn.verify_registration_response(

@@ -39,15 +39,6 @@ HAZARD_WORDS = {
     HazardLevel.HIGH: "high hazard",
 }
 
-KIND_ICONS = {
-    DeviceKind.PRINTER: "🖨",
-    DeviceKind.CAMERA: "📷",
-    DeviceKind.LIGHT: "💡",
-    DeviceKind.DOOR: "🚪",
-    DeviceKind.POWER: "🔌",
-    DeviceKind.SENSOR: "📈",
-}
-
 
 @dataclass(frozen=True)
 class Action:
@@ -61,11 +52,18 @@ class Tile:
     name: str
     external_id: str
     kind: DeviceKind
-    icon: str
     online_state: OnlineState
     state: dict[str, Any] | None
     reported_at: datetime | None
-    actions: tuple[Action, ...]
+    intents: frozenset[str]
+    """The device's capabilities: what it may be asked."""
+
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        """None while offline: the command route would refuse them (409)."""
+        if self.online_state is OnlineState.OFFLINE:
+            return ()
+        return quick_actions(self.kind, self.intents, self.state)
 
     @property
     def summary(self) -> str:
@@ -109,8 +107,8 @@ def summarize(kind: DeviceKind, state: dict[str, Any] | None) -> str:
             return f"printing · {round(progress * 100)}%"
         return phase
     if kind is DeviceKind.SENSOR:
-        readings = [(k, v) for k, v in state.items() if isinstance(v, int | float)]
-        return " · ".join(f"{k} {_number(v)}" for k, v in readings[:2]) or "reporting"
+        readings = _readings(state)
+        return " · ".join(value for _, value in readings[:2]) or "reporting"
     if kind is DeviceKind.CAMERA:
         return "streaming" if state.get("streaming") else "idle"
     return "reporting"
@@ -133,9 +131,22 @@ def detail_rows(kind: DeviceKind, state: dict[str, Any] | None) -> list[tuple[st
         left = state.get("seconds_left")
         if isinstance(left, int | float) and left > 0:
             rows.append(("left", _duration(left)))
+    elif kind is DeviceKind.SENSOR:
+        rows.extend(_readings(state))
     elif kind is DeviceKind.POWER and isinstance(state.get("watts"), int | float):
         rows.append(("power", f"{_number(state['watts'])} W"))
     return rows
+
+
+def _readings(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """A sensor's readings (``{"temperature": {"value": 21.5, "unit": "°C"}}``), as text."""
+    found = []
+    for name, reading in state.items():
+        if isinstance(reading, dict) and isinstance(reading.get("value"), int | float):
+            found.append((name, f"{_number(reading['value'])} {reading.get('unit', '')}".strip()))
+        elif isinstance(reading, int | float) and not isinstance(reading, bool):
+            found.append((name, _number(reading)))
+    return found
 
 
 def _number(value: Any) -> str:
@@ -147,8 +158,39 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def quick_actions(capabilities: dict[str, Any]) -> tuple[Action, ...]:
-    return tuple(Action(i, label) for i, label in QUICK_INTENTS if i in capabilities)
+PRINTER_ACTIONS_BY_PHASE = {
+    "print_pause": {"printing", "heating"},
+    "print_resume": {"paused"},
+}
+"""A printer's pause and resume are offered only in the phases they apply to (the command
+route would refuse them in the others)."""
+
+
+def quick_actions(
+    kind: DeviceKind, intents: frozenset[str], state: dict[str, Any] | None
+) -> tuple[Action, ...]:
+    """The one-tap actions for a device in ``state``: its payload-free intents."""
+    phase = str(state.get("state")) if kind is DeviceKind.PRINTER and state else None
+    shown = []
+    for intent, label in QUICK_INTENTS:
+        if intent not in intents:
+            continue
+        applies = PRINTER_ACTIONS_BY_PHASE.get(intent) if kind is DeviceKind.PRINTER else None
+        if applies is not None and phase not in applies:
+            continue
+        if intent == "printer_cooldown" and not _heating(state):
+            continue
+        shown.append(Action(intent, label))
+    return tuple(shown)
+
+
+def _heating(state: dict[str, Any] | None) -> bool:
+    if not state:
+        return False
+    targets = [
+        h.get("target") for h in (state.get("nozzle"), state.get("bed")) if isinstance(h, dict)
+    ]
+    return any(isinstance(t, int | float) and t > 0 for t in targets)
 
 
 def latest_states(
@@ -189,11 +231,10 @@ def read_floor(session: Session, now: datetime, presence_ttl: timedelta) -> list
                 name=device.display_name,
                 external_id=device.external_id,
                 kind=device.kind,
-                icon=KIND_ICONS.get(device.kind, "•"),
                 online_state=device.online_state,
                 state=state,
                 reported_at=reported_at,
-                actions=quick_actions(device.capabilities),
+                intents=frozenset(device.capabilities),
             )
         )
     names = {u.id: u.display_name for u in session.scalars(select(User))}
@@ -214,9 +255,8 @@ def read_tile(session: Session, device_id: UUID) -> Tile | None:
         name=device.display_name,
         external_id=device.external_id,
         kind=device.kind,
-        icon=KIND_ICONS.get(device.kind, "•"),
         online_state=device.online_state,
         state=state,
         reported_at=reported_at,
-        actions=quick_actions(device.capabilities),
+        intents=frozenset(device.capabilities),
     )

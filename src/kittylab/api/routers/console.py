@@ -419,6 +419,7 @@ async def live_events(
     reconnecting page catches up. ``signed-out`` when the session ends."""
     feed = _floor_feed(request.app, c)
     live = templates.get_template("_tile_live.html")
+    can_act = not caller.remote and caller.has_any(*ACTING_ROLES)
     cookie = request.cookies.get(web_auth.SESSION_COOKIE)
 
     def read() -> dict[UUID, floor.Tile]:
@@ -443,7 +444,7 @@ async def live_events(
             tiles = await asyncio.to_thread(read)
             yield "retry: 2000\n\n"
             for tile in tiles.values():
-                yield _sse(f"device-{tile.id}", live.render(tile=tile))
+                yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
             checked = time.monotonic()
             while True:
                 try:
@@ -455,18 +456,17 @@ async def live_events(
                     subscription.lagged = False
                     tiles = await asyncio.to_thread(read)
                     for tile in tiles.values():
-                        yield _sse(f"device-{tile.id}", live.render(tile=tile))
+                        yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
                 elif update is not None and update.device_id in tiles:
                     tile = _updated(tiles[update.device_id], update)
                     tiles[tile.id] = tile
-                    yield _sse(f"device-{tile.id}", live.render(tile=tile))
+                    yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
                 if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
                     checked = time.monotonic()
                     if not await asyncio.to_thread(still_signed_in):
                         yield _sse("signed-out", "")
                         return
 
-    _ = caller  # authenticated (and marked remote) at connect; the stream only reads
     return StreamingResponse(
         stream(),
         media_type="text/event-stream",
