@@ -236,7 +236,7 @@ def register(
             expected_rp_id=rp.id,
             expected_origin=expected_origin,
         )
-    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+    except (WebAuthnException, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise ValidationFailed("credential", f"the passkey could not be verified: {exc}") from None
     credential_id = bytes_to_base64url(verified.credential_id)
     if session.scalar(select(Passkey.id).where(Passkey.credential_id == credential_id)):
@@ -319,7 +319,7 @@ def authenticate(
             credential_public_key=passkey.public_key,
             credential_current_sign_count=passkey.sign_count,
         )
-    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
+    except (WebAuthnException, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
         raise AuthenticationRequired(f"the passkey's answer did not verify: {exc}") from None
     passkey.sign_count = verified.new_sign_count
     passkey.last_used_at = now
