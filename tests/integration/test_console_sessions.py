@@ -194,3 +194,39 @@ def test_a_remote_floor_shows_no_actions_and_says_why(
     assert 'hx-post="/console/stop"' not in remote.text
     stop = remote_client.post("/console/stop", headers={CSRF_HEADER: issued.csrf_token})
     assert stop.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        {},
+        {"id": 5, "rawId": ["x"], "response": 7},
+        {"rawId": "AAAA", "response": {"clientDataJSON": "!!", "userHandle": 3}},
+        {"rawId": "AAAA", "type": "public-key", "response": {"attestationObject": "AAAA"}},
+    ],
+)
+def test_malformed_ceremony_answers_are_refused_never_a_500(
+    client: TestClient, database: Database, operator: Person, credential: dict[str, object]
+) -> None:
+    origin = {"Origin": "http://localhost:8000"}
+    started = client.post("/api/webauthn/sign-in/options", json={}).json()
+    signed_in = client.post(
+        "/api/webauthn/sign-in",
+        json={"challengeId": started["challengeId"], "credential": credential},
+        headers=origin,
+    )
+    assert 400 <= signed_in.status_code < 500, signed_in.text
+    with database.unit_of_work() as session:
+        user = identity.find_user_by_username(session, "olivia")
+        invite = passkeys.issue_invite(session, user, lifetime=timedelta(minutes=5), now=utcnow())
+    begun = client.post("/api/webauthn/register/options", json={"invite": invite.token}).json()
+    registered = client.post(
+        "/api/webauthn/register",
+        json={
+            "invite": invite.token,
+            "challengeId": begun["challengeId"],
+            "credential": credential,
+        },
+        headers=origin,
+    )
+    assert 400 <= registered.status_code < 500, registered.text
