@@ -326,6 +326,7 @@ def test_sessions_are_listed_and_the_docs_list_the_operations(lab: Lab) -> None:
     page.goto(lab.url + "/sessions")
     assert page.locator("tbody tr").count() >= 1
     assert "this browser" in page.locator("tbody").inner_text()
+    assert LAB_NETWORK in page.locator("tbody").inner_text()  # the client, not the proxy
     _shot(page, "sessions")
     page.goto(lab.url + "/docs")
     page.wait_for_selector(".opblock", timeout=20_000)

@@ -20,7 +20,7 @@ from kittylab.api import networks, web_auth
 from kittylab.api.auth import UnitOfWork, container
 from kittylab.api.schemas import CamelModel, StrictInput
 from kittylab.bootstrap import Container
-from kittylab.domain.networks import OutsideTrustedNetworks
+from kittylab.domain.networks import FORWARDING_HEADERS, OutsideTrustedNetworks, origin
 from kittylab.people import passkeys, web_sessions
 
 router = APIRouter(prefix="/api/webauthn", tags=["console"])
@@ -129,6 +129,19 @@ def sign_in(
     return _signed_in(request, response, uow, c, passkey)
 
 
+def _origin(request: Request, c: Container) -> str | None:
+    """The client's address as the trusted-networks rule sees it (through the lab's
+    proxies), for the sessions list."""
+    headers = request.headers
+    found = origin(
+        request.client.host if request.client is not None else None,
+        headers.getlist("x-forwarded-for"),
+        forwarding_headers=any(name in headers for name in FORWARDING_HEADERS),
+        proxies=c.settings.http.trusted_proxies,
+    )
+    return str(found) if found is not None else None
+
+
 def _signed_in(
     request: Request, response: Response, uow: UnitOfWork, c: Container, passkey: Passkey
 ) -> SignedIn:
@@ -139,7 +152,7 @@ def _signed_in(
         limits=web_auth.limits(c.settings.console),
         now=c.clock(),
         user_agent=request.headers.get("user-agent", ""),
-        address=request.client.host if request.client is not None else None,
+        address=_origin(request, c),
     )
     web_auth.set_session_cookie(response, request, c, issued)
     user = uow.get(User, passkey.user_id)
