@@ -9,12 +9,14 @@
 #                  tests build one prompt of each part family with it
 #   prometheus     (with promtool) for the tests of deploy/prometheus: the rules are checked
 #                  and a real Prometheus scrapes a live server; KittyLab itself never needs it
+#   chromium       the browser the web console's tests drive with Playwright (issue 17);
+#                  serving the console needs no browser and no JavaScript runtime
 # Needs root or password-less sudo, and apt-get (Debian/Ubuntu). Exit 1 when a program is
 # missing and cannot be installed.
 set -euo pipefail
 
 programs=(prusa-slicer ssh-keygen)
-[ "${1:-}" = "--test" ] && programs+=(freecadcmd prometheus promtool)
+[ "${1:-}" = "--test" ] && programs+=(freecadcmd prometheus promtool chromium)
 packages=()
 for program in "${programs[@]}"; do
   command -v "$program" >/dev/null 2>&1 && continue
@@ -22,6 +24,7 @@ for program in "${programs[@]}"; do
     ssh-keygen) packages+=(openssh-client) ;;
     freecadcmd) packages+=(freecad) ;;
     promtool) packages+=(prometheus) ;;
+    chromium) packages+=(chromium fonts-liberation) ;;  # text needs a font (a recommend)
     *) packages+=("$program") ;;
   esac
 done

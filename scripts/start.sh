@@ -26,6 +26,8 @@ for i in "${!args[@]}"; do
     --host=*) host=${args[$i]#--host=} ;;
   esac
 done
+# The web console's first passkey: a one-time enrolment link for ada (issue 17).
+invite=$(KITTYLAB_HTTP__PORT=$port $KL users invite ada 2>/dev/null)
 cat <<MSG
 
   KittyLab demo lab is ready.
@@ -34,6 +36,11 @@ cat <<MSG
       $token
 
   Try:  curl -H "Authorization: Bearer $token" http://$host:$port/api/devices
+
+  Web console: open this link in your browser to enrol a passkey as ada and sign in
+  (it works once, for ${KITTYLAB_CONSOLE__INVITE_MINUTES:-30} minutes; later: http://localhost:$port/):
+
+      $invite
 
 MSG
 exec $KL serve "$@"

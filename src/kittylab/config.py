@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -146,6 +146,56 @@ class ConversationSettings(BaseModel):
         ge=1,
         description="How long one event stream stays open; clients reconnect after it.",
     )
+
+
+class ConsoleSettings(BaseModel):
+    """The web console (issue 17): passkey sign-in and browser sessions."""
+
+    rp_id: str = Field(
+        "localhost",
+        min_length=1,
+        max_length=253,
+        description="WebAuthn relying-party id: the host name people open the console at "
+        "(`localhost` for the quick start; the lab's host name behind TLS in a deployment). "
+        "Never an IP address: browsers refuse passkeys for those.",
+    )
+    rp_name: str = Field("KittyLab", min_length=1, max_length=64)
+    origins: list[str] = Field(
+        default_factory=list,
+        description="Exact origins (scheme://host[:port]) passkey ceremonies may come from; "
+        "empty: any port of rp_id, https (http too for localhost).",
+    )
+    public_url: str | None = Field(
+        None,
+        description="The console's address printed in invite links; unset: "
+        "http://localhost:<http.port>.",
+    )
+    invite_minutes: int = Field(
+        30, ge=1, le=7 * 24 * 60, description="How long an enrolment link stays valid."
+    )
+    session_idle_seconds: int = Field(
+        8 * 3600, ge=60, description="A console session unused this long signs out."
+    )
+    session_absolute_seconds: int = Field(
+        7 * 24 * 3600, ge=300, description="A console session ends this long after sign-in."
+    )
+    live_refresh_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often the floor re-reads stored state (online, polled devices); "
+        "bus-reported states are pushed at once.",
+    )
+
+    @field_validator("rp_id")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        name = value.strip().lower()
+        try:
+            ip_address(name.strip("[]"))
+        except ValueError:
+            return name
+        raise ValueError("must be a host name, not an IP address (browsers refuse it)")
 
 
 class JobSettings(BaseModel):
@@ -704,6 +754,7 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     sessions: SessionSettings = SessionSettings()
     conversations: ConversationSettings = ConversationSettings()
+    console: ConsoleSettings = ConsoleSettings()  # issue 17
     jobs: JobSettings = JobSettings()
     notify: NotifySettings = NotifySettings()
     simulator: SimulatorSettings = SimulatorSettings()

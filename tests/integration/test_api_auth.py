@@ -205,7 +205,10 @@ def test_interactive_docs_are_served_without_a_cdn(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
     assert "cdn." not in page.text
-    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    # Swagger UI 5 (OpenAPI 3.1), vendored from npm (issue 17).
+    bundle = client.get("/console/static/vendor/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200
+    assert "swagger-ui-bundle.js" in page.text
 
 
 def test_an_unexpected_failure_is_a_500_problem_with_the_request_id(container) -> None:  # type: ignore[no-untyped-def]

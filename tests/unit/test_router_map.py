@@ -39,6 +39,7 @@ ROUTER_OF_PREFIX = {
     "safety": "safety",
     "notifications": "notifications",
     "audit": "audit",
+    "webauthn": "webauthn",
     "fabrication/files": "fabrication.files",
     "fabrication/jobs": "fabrication.jobs",
     "fabrication/printers": "fabrication.printers",
@@ -54,6 +55,8 @@ NESTED_RESOURCES = {
     "monitor-events": "fabrication.monitor_events",
 }
 UNAUTHENTICATED = {"/healthz": "health", "/readyz": "health", "/metrics": "health"}
+# The web console's pages and fragments (issue 17), one router outside /api.
+CONSOLE_PAGES = {"/", "/sign-in", "/enrol", "/sessions", "/docs"}
 
 
 def _api_routes() -> list[tuple[str, frozenset[str], str]]:
@@ -63,7 +66,7 @@ def _api_routes() -> list[tuple[str, frozenset[str], str]]:
         endpoint: Any = route.endpoint
         if route.path is None or not route.methods or endpoint is None:
             continue  # the docs' static files
-        if route.path in ("/docs", "/openapi.json"):
+        if route.path == "/openapi.json":
             continue  # the application's own
         routes.append((route.path, frozenset(route.methods), str(endpoint.__module__)))
     return routes
@@ -72,6 +75,8 @@ def _api_routes() -> list[tuple[str, frozenset[str], str]]:
 def _expected_router(path: str) -> str:
     if path in UNAUTHENTICATED:
         return UNAUTHENTICATED[path]
+    if path in CONSOLE_PAGES or path.startswith("/console/"):
+        return "console"
     segments = path.strip("/").split("/")
     assert segments[0] == "api", path
     after_an_id = [s for prev, s in itertools.pairwise(segments) if prev.startswith("{")]

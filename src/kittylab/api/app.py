@@ -8,11 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match
-from swagger_ui_bundle import swagger_ui_path
 
 from kittylab import __version__
 from kittylab.api import problems
@@ -21,6 +17,7 @@ from kittylab.api.routers import (
     audit,
     cad,
     commands,
+    console,
     conversations,
     devices,
     fabrication,
@@ -38,6 +35,7 @@ from kittylab.api.routers import (
     safety,
     telemetry,
     users,
+    webauthn,
     zones,
 )
 from kittylab.bootstrap import Container
@@ -71,6 +69,8 @@ ROUTERS = (
     safety,  # /api/safety
     notifications,  # /api/notifications
     audit,  # /api/audit
+    webauthn,  # /api/webauthn (issue 17: the console's passkey sign-in)
+    console,  # / /sign-in /enrol /sessions /docs, and /console (issue 17: the web console)
 )
 
 
@@ -79,14 +79,15 @@ def create_app(container: Container) -> FastAPI:
         title="KittyLab",
         version=__version__,
         description="Control plane of a fabrication lab. Every /api route needs "
-        "'Authorization: Bearer <token>'; errors are RFC 9457 problem details.",
-        # The interactive docs are served from the package below, not from a CDN: a lab
-        # network is often offline.
+        "`Authorization: Bearer <token>` (or the web console's session); errors are "
+        "RFC 9457 problem details.",
+        # The interactive docs (/docs) are the console's, served from the package, not
+        # from a CDN: a lab network is often offline (api/routers/console.py).
         docs_url=None,
         redoc_url=None,
     )
-    _install_docs(app)
     app.state.container = container
+    console.install(app, container)  # issue 17: the web console's files and live feed
     problems.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
@@ -139,20 +140,6 @@ def _install_storage_problems(app: FastAPI) -> None:
             "insufficient-storage",
             "Insufficient storage",
             "the artifact store has no room left for this; an operator must free space",
-        )
-
-
-def _install_docs(app: FastAPI) -> None:
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="KittyLab API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="data:,",
         )
 
 

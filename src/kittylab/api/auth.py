@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kittylab.adapters.db import unit_of_work as db
-from kittylab.api import networks
+from kittylab.api import networks, web_auth
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
@@ -66,10 +66,15 @@ def current_principal(
     lookup must not hold a connection, nor the token row's lock, while it does. Every
     route authenticates through this one dependency (``Caller``, ``require``), which also
     marks a caller from outside the lab's trusted networks ``remote`` (``api/networks.py``)."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise AuthenticationRequired("missing bearer token")
-    with c.database.unit_of_work() as session:
-        principal = authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+    # Issue 17: without a bearer token, a console session cookie (CSRF-checked for writes).
+    principal = web_auth.cookie_principal(request, c) if credentials is None else None
+    if principal is None:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AuthenticationRequired("missing bearer token")
+        with c.database.unit_of_work() as session:
+            principal = authenticate(
+                session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION
+            )
     _check_scope(request, principal)
     if not networks.is_trusted(request, c.settings.http):
         # From outside the lab: reads only, whatever the token (see api/networks.py).

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from kittylab import bootstrap
 from kittylab.cli import approve as approve_cli
+from kittylab.cli import console as console_cli
 from kittylab.cli import devices as devices_cli
 from kittylab.cli import keys as keys_cli
 from kittylab.cli import locks as locks_cli
@@ -339,6 +340,7 @@ presence_cli.register(app, friendly_errors)
 stop_cli.register(app, friendly_errors)
 mqtt_cli.register(app, friendly_errors)
 tls_cli.register(app, friendly_errors)
+console_cli.register(users_app, friendly_errors)  # issue 17: users invite
 
 
 def _understanding(

@@ -18,6 +18,7 @@ from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_worker
 from kittylab.adapters.tls import ServerCertificate
 from kittylab.api.app import create_app
+from kittylab.cli.console import console_url
 from kittylab.config import Settings
 from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain.networks import is_loopback_host
@@ -76,6 +77,11 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
             shown = f"[{host}]" if ":" in host else host
             typer.echo(
                 f"KittyLab listening on {scheme}://{shown}:{port} (data in {settings.data_dir})"
+            )
+            # Issue 17: the web console; passkeys need a host name, so not the bare address.
+            typer.echo(
+                f"console: {console_url(settings, port)}/ (a first passkey: "
+                "kittylab users invite NAME)"
             )
             if not is_loopback_host(host):
                 networks = ", ".join(str(n) for n in settings.http.trusted_networks)

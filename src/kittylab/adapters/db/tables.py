@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -683,3 +685,74 @@ class ProjectItem(Base):
         UniqueConstraint("project_id", "artifact_key"),
         UniqueConstraint("project_id", "fabrication_job_id"),
     )
+
+
+# --- The web console's sign-in (issue 17) ------------------------------------------------
+
+
+class ConsoleInvite(Base):
+    """A one-time enrolment link: the person who opens it registers their first passkey.
+    Only the SHA-256 of the link's secret is stored; it is valid minutes and used once."""
+
+    __tablename__ = "console_invites"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = created()
+    created_by: Mapped[UUID | None] = fk("users.id", nullable=True)  # None: the host CLI
+    expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class Passkey(Base):
+    """A WebAuthn credential (a passkey or a security key) a person signs in with."""
+
+    __tablename__ = "passkeys"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    credential_id: Mapped[str] = mapped_column(String(1400), nullable=False, unique=True)
+    """base64url of the authenticator's credential id (at most 1023 bytes by the spec)."""
+    public_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # COSE
+    sign_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    transports: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)), nullable=False, server_default=text("'{}'")
+    )
+    invite_id: Mapped[UUID | None] = fk("console_invites.id", nullable=True, ondelete="SET NULL")
+    created_at: Mapped[datetime] = created()
+    last_used_at: Mapped[datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class WebauthnChallenge(Base):
+    """A challenge handed to a browser for one ceremony: random, short-lived, used once.
+    ``purpose`` is ``register`` (bound to an invite) or ``authenticate``."""
+
+    __tablename__ = "webauthn_challenges"
+    id: Mapped[UUID] = pk()
+    purpose: Mapped[str] = mapped_column(String(16), nullable=False)
+    challenge: Mapped[str] = mapped_column(String(128), nullable=False)
+    invite_id: Mapped[UUID | None] = fk("console_invites.id", nullable=True, ondelete="CASCADE")
+    created_at: Mapped[datetime] = created()
+    expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        CheckConstraint("purpose IN ('register', 'authenticate')", name="purpose_known"),
+    )
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie's SHA-256, its CSRF token, idle and absolute ends."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    passkey_id: Mapped[UUID | None] = fk("passkeys.id", nullable=True, ondelete="SET NULL")
+    user_agent: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = created()
+    last_seen_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Refresh the console's vendored browser assets from npm (issue 17), at the exact versions
+# pinned below, and rewrite the checksum manifest that tests/unit/test_web_assets.py checks.
+# Serving never needs Node or the network: the files are committed in src/kittylab/web/vendor.
+# Needs npm (Debian's `npm`). Change a version here, run this, commit the result.
+set -euo pipefail
+
+HTMX=2.0.11
+HTMX_SSE=2.2.4
+SWAGGER_UI=5.36.0
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+vendor="$root/src/kittylab/web/vendor"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+fetch() {  # fetch PACKAGE VERSION: unpack the registry's tarball into $work/PACKAGE
+    local dir="$work/$1"
+    mkdir -p "$dir"
+    (cd "$dir" && npm pack --silent "$1@$2" >/dev/null && tar -xzf ./*.tgz)
+    echo "$dir/package"
+}
+
+rm -rf "$vendor"
+mkdir -p "$vendor/htmx" "$vendor/swagger-ui"
+
+src="$(fetch htmx.org "$HTMX")"
+cp "$src/dist/htmx.min.js" "$src/LICENSE" "$vendor/htmx/"
+src="$(fetch htmx-ext-sse "$HTMX_SSE")"
+cp "$src/dist/sse.min.js" "$vendor/htmx/sse.min.js" 2>/dev/null || cp "$src/sse.js" "$vendor/htmx/sse.min.js"
+src="$(fetch swagger-ui-dist "$SWAGGER_UI")"
+cp "$src/swagger-ui-bundle.js" "$src/swagger-ui.css" "$src/LICENSE" "$vendor/swagger-ui/"
+
+cat > "$vendor/VERSIONS" <<VERSIONS
+htmx.org $HTMX
+htmx-ext-sse $HTMX_SSE
+swagger-ui-dist $SWAGGER_UI
+VERSIONS
+
+# The manifest: every vendored file's SHA-256, sorted by path.
+(cd "$vendor" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort \
+    | xargs sha256sum > SHA256SUMS)
+echo "vendored into $vendor:"
+cat "$vendor/VERSIONS"

@@ -1,0 +1,58 @@
+"""``kittylab users invite NAME``: a one-time link to enrol a passkey for the web console
+(issue 17). Only on the server host: no one can mint a link for someone else over the
+network, an admin included."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+
+from kittylab import bootstrap
+from kittylab.config import Settings
+
+
+def console_url(settings: Settings, port: int | None = None) -> str:
+    """Where people open the console: ``console.public_url``, or the relying-party host
+    (``localhost``) at the server's port: passkeys need a host name, and ``localhost`` is
+    one browsers trust without TLS."""
+    if settings.console.public_url:
+        return settings.console.public_url.rstrip("/")
+    return f"http://{settings.console.rp_id}:{port or settings.http.port}"
+
+
+def register(users_app: typer.Typer, friendly: Callable[[Any], Any]) -> None:
+    users_app.command("invite")(friendly(invite))
+
+
+def invite(
+    username: Annotated[str, typer.Argument(help="The person's username.")],
+    minutes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=7 * 24 * 60,
+            help="How long the link works (default: console.invite_minutes).",
+        ),
+    ] = None,
+) -> None:
+    """Print a one-time link for USERNAME to enrol a passkey and sign in to the console.
+    Hand it to that person only: whoever opens it first becomes them. It works once,
+    for a few minutes, and is audited."""
+    from kittylab.people import identity, passkeys
+
+    settings = Settings()
+    lifetime = timedelta(minutes=minutes or settings.console.invite_minutes)
+    with bootstrap.database_url_for(settings, lock=False) as url:
+        bootstrap.upgrade_database(url)
+        with bootstrap.application(settings, url) as c, c.database.unit_of_work() as s:
+            user = identity.find_user_by_username(s, username)
+            issued = passkeys.issue_invite(s, user, lifetime=lifetime, now=c.clock())
+    typer.echo(f"{console_url(settings)}/enrol#{issued.token}")
+    typer.secho(
+        f"for {username}, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC, once; "
+        "open it in the browser the person will sign in with",
+        err=True,
+    )
