@@ -7,14 +7,17 @@ public address is remote. That exercises the real rule (``api/networks.py``) wit
 server. Passkeys come from Chromium's virtual authenticator (CDP ``WebAuthn``).
 
 The tests share the server and run in order: enrol → sign in → act → watch → remote →
-CSRF → docs → stop. Screenshots of each page at tablet and desktop sizes go to
-``docs/console/``."""
+CSRF → docs → stop. Screenshots of each page at tablet and desktop sizes are taken on
+every run, into a temporary folder; ``KITTYLAB_CONSOLE_SHOTS=docs/console`` writes them
+over the README's (a test run leaves the checkout as it was)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +31,10 @@ from tests.e2e.test_serve import KITTYLAB, ROOT, Server, _free_port, server_env
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "docs" / "console"
+SHOTS = Path(
+    os.environ.get("KITTYLAB_CONSOLE_SHOTS")
+    or Path(tempfile.gettempdir()) / "kittylab-console-shots"
+)
 LAB_NETWORK = "10.20.30.40"
 ELSEWHERE = "203.0.113.7"
 TABLET = {"width": 1280, "height": 800}
