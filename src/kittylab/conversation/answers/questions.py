@@ -239,7 +239,9 @@ def recognize(
     if not found.zones and not found.kinds and not found.people and _ABOUT_IT.search(rest):
         # "is it printing", "how warm is it in there": the conversation's device or zone.
         last = vocabulary.device(context_device) if context_device else None
-        if last is not None and not _measure_cues(rest):
+        heaters = any(cue.search(rest) for cue in _HEATER.values())
+        about_room = last is not None and last.kind is not DeviceKind.SENSOR and not heaters
+        if last is not None and not (about_room and _measure_cues(rest)):
             return _about_devices((last,), rest, last.zone, vocabulary, named=True)
         zone = zone or context_zone
     kind = _kind_asked(rest, found, zone)
