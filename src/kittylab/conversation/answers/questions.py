@@ -262,6 +262,25 @@ def recognize(
     return None
 
 
+_QUESTION_FORM = re.compile(
+    r"^(is|are|was|were|has|have|had|did|does|do|what|whats|which|who|whos|how|hows|when|"
+    r"where|wheres|anything|anyone|anybody)\b"
+)
+_REQUEST_FORM = re.compile(
+    r"^(please |kitty |hey )*((can|could|would|will|wont|do) (you|u)|would you mind|"
+    r"(can|could|may) (i|we) (get|have))\b"
+)
+
+
+def asks_about_state(text: str) -> bool:
+    """Whether a sentence is shaped as a question about how things are ("is the CNC door
+    open", "cnc door locked or not?"), not as a request ("can you lock the CNC door")."""
+    clean = _clean(text)
+    if _REQUEST_FORM.search(clean):
+        return False
+    return bool(_QUESTION_FORM.search(clean)) or text.rstrip().endswith("?")
+
+
 def lab_names_in(text: str, vocabulary: LabVocabulary) -> tuple[tuple[str, ...], str | None]:
     """The devices (external ids) and the first zone ``text`` names: what makes an answer
     depend on the lab's live state (``routing.cache.asker_scope``)."""

@@ -1,7 +1,9 @@
 """Answering a state question from the lab's records, locally, with no model.
 
 ``StateAnswers.question`` decides whether a turn is a state question (an ``ask`` reading,
-or one of the read intents ``sensor_read``, ``printer_status``, ``camera_snapshot``);
+one of the read intents ``sensor_read``, ``printer_status``, ``camera_snapshot``, or a
+device reading of a sentence shaped as a question, "is the CNC door open", which a model
+or a fuzzy match may have taken for a request: answering it acts on nothing);
 ``StateAnswers.answer`` answers it:
 
 1. **Who may read.** A device the caller may not read (``access.read_refusal``) is
@@ -39,6 +41,7 @@ from kittylab.conversation.answers.questions import (
     AnswerKind,
     Person,
     StateQuestion,
+    asks_about_state,
     recognize,
 )
 from kittylab.conversation.ports import CommandSubmitter
@@ -104,7 +107,7 @@ class StateAnswers:
         if u.intent == ASK:
             if u.ask_kind is AskKind.HELP:
                 return None  # greetings, help, and what tries to talk the lab out of its rules
-        elif u.intent not in READ_INTENT_NAMES:
+        elif u.intent not in READ_INTENT_NAMES and not asks_about_state(text):
             return None  # a request to act is never read as a question
         found = recognize(
             text,
