@@ -59,8 +59,11 @@ from kittylab.conversation.actions import (
     DispatchingStopper,
     DispatchingSubmitter,
 )
+from kittylab.conversation.answers.reading import ReportIntervals
+from kittylab.conversation.answers.service import AnswerPolicy, StateAnswers
 from kittylab.conversation.follow_up import ReplyCloser
 from kittylab.conversation.memory import TurnMemory
+from kittylab.conversation.ports import CommandSubmitter
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices.poller import DevicePoller
@@ -350,20 +353,21 @@ def query_service(
     )
 
     q = settings.query
+    submitter = DispatchingSubmitter(
+        jobs,
+        utcnow,
+        safety_context(settings),
+        bus,
+        artifacts=artifacts,
+        scenes=settings.fabrication.scenes,
+    )
     return QueryService(
         database=database,
         settings=q,
         understander=Understander(
             local_model(settings), q.grammar_threshold, semantic_stage(settings)
         ),
-        submitter=DispatchingSubmitter(
-            jobs,
-            utcnow,
-            safety_context(settings),
-            bus,
-            artifacts=artifacts,
-            scenes=settings.fabrication.scenes,
-        ),
+        submitter=submitter,
         clock=utcnow,
         mcp=mcp_answerers(q.mcp_servers),
         frontier=frontier_answerer(q.frontier),
@@ -372,6 +376,30 @@ def query_service(
         stopper=DispatchingStopper(jobs, utcnow, bus),
         # Issue 16: every turn is remembered, and a command's reply says how it went.
         hooks=TurnMemory(ReplyCloser(database, settings.conversations.reply_wait_seconds), utcnow),
+        answers=state_answers(settings, database, submitter),
+    )
+
+
+def state_answers(
+    settings: Settings, database: Database, submitter: CommandSubmitter
+) -> StateAnswers:
+    """Answers from the lab's own state (issue 16): stale readings are refreshed through
+    the same command path as the turn's device requests."""
+    a = settings.query.answers
+    return StateAnswers(
+        database=database,
+        submitter=submitter,
+        clock=utcnow,
+        policy=AnswerPolicy(
+            fresh_read_wait_seconds=a.fresh_read_wait_seconds,
+            stale_grace_seconds=a.stale_grace_seconds,
+            intervals=ReportIntervals(
+                simulated=settings.simulator.report_interval_seconds,
+                polled=settings.devices.poll_interval_seconds,
+                other=a.default_report_interval_seconds,
+            ),
+            presence_ttl=timedelta(seconds=settings.presence.ttl_seconds),
+        ),
     )
 
 

@@ -630,6 +630,35 @@ class SemanticStageSettings(BaseModel):
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads of the encoder.")
 
 
+class AnswerSettings(BaseModel):
+    """Answers from the lab's own state (issue 16): questions about devices, locks,
+    presence, jobs and approvals answered from the records, with no model."""
+
+    enabled: bool = Field(True, description="Answer state questions locally.")
+    fresh_read_wait_seconds: float = Field(
+        1.5,
+        ge=0,
+        le=30,
+        description="How long an answer waits for a fresh reading when the stored one is "
+        "older than the device's reporting interval; then it answers with what it has. "
+        "0: never ask for a fresh reading.",
+    )
+    stale_grace_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="How much older than its reporting interval a reading may be before a "
+        "fresh one is asked for (reports arrive with some jitter).",
+    )
+    default_report_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="The reporting interval of devices that push their state (MQTT) and "
+        "declare no attributes.report_interval_seconds.",
+    )
+
+
 class QuerySettings(BaseModel):
     """Understanding and routing of ``POST /api/query``."""
 
@@ -655,6 +684,7 @@ class QuerySettings(BaseModel):
     semantic: SemanticStageSettings = SemanticStageSettings()
     frontier: FrontierSettings = FrontierSettings()
     mcp_servers: list[McpServerSettings] = Field(default_factory=list)
+    answers: AnswerSettings = AnswerSettings()
 
 
 class CadSettings(BaseModel):

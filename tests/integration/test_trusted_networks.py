@@ -98,7 +98,10 @@ def test_a_remote_network_token_still_reads(lab: Lab, internet: TestClient) -> N
         headers=headers,
     ).json()
     assert asked["routing"]["intent"] == "printer_status"
-    assert asked["routing"]["outcome"] == "command_recorded", asked
+    # Answered from the records (issue 16); with no state stored yet, a fresh read was
+    # asked of the printer in the caller's name: a read passes from anywhere.
+    assert asked["routing"]["outcome"] == "answered", asked
+    assert asked["command"]["intent"] == "printer_status"
 
 
 def test_a_declared_channel_grants_an_engineer_nothing(lab: Lab) -> None:

@@ -37,6 +37,9 @@ from kittylab.adapters.db.tables import ConversationSession, Device, DeviceComma
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import QuerySettings
 from kittylab.conversation import metrics
+from kittylab.conversation.answers.facts import Answer
+from kittylab.conversation.answers.questions import lab_names_in
+from kittylab.conversation.answers.service import StateAnswers
 from kittylab.conversation.lab import spent_today, vocabulary_from_database
 from kittylab.conversation.ports import (
     Answerer,
@@ -46,7 +49,7 @@ from kittylab.conversation.ports import (
     LabStopper,
     TierAnswer,
 )
-from kittylab.conversation.routing.cache import AnswerCache, CacheKey
+from kittylab.conversation.routing.cache import AnswerCache, CacheKey, asker_scope
 from kittylab.conversation.routing.cost import Price, check_budget, estimate_tokens
 from kittylab.conversation.routing.tiers import choose_tier
 from kittylab.conversation.routing_log import normalize_input, record_routing_decision
@@ -163,6 +166,10 @@ class _Turn:
     """Set instead when the person may not start CAD generation."""
     print_job_id: UUID | None = None
     """Set when a ``print_start`` became a print job (issue 16)."""
+    answer: Answer | None = None
+    """Set when step 2 answered a question about the lab's state (``answers``)."""
+    command: DeviceCommand | None = None
+    """The fresh read that answer asked for, when it asked for one."""
 
 
 class QueryService:
@@ -181,6 +188,7 @@ class QueryService:
         cad: CadStarter | None = None,
         stopper: LabStopper | None = None,
         hooks: TurnHooks | None = None,
+        answers: StateAnswers | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -193,6 +201,7 @@ class QueryService:
         self.cad = cad
         self.stopper = stopper
         self.hooks = hooks  # issue 16: memory and replies that close the loop
+        self.answers = answers
         self._vocabulary_lock = threading.Lock()
         # Paid calls under way, per person: the budget counts them before their decisions
         # are recorded, so concurrent questions cannot overshoot it together.
@@ -233,7 +242,12 @@ class QueryService:
             understanding = self._gate_model_reading(understanding)
         try:
             if understanding is not None:
-                self._route(text, understanding, turn, caller.user_id)
+                # Issue 16: a question about the lab's own state is answered from its
+                # records (``conversation.answers``) before any escalation.
+                if not self._answer_state(
+                    caller, request, conversation_id, understanding, turn, vocabulary, context
+                ):
+                    self._route(text, understanding, turn, caller, vocabulary)
                 self._start_cad(understanding, turn, caller, conversation_id)
             with self.database.unit_of_work() as session:
                 result = self._record(
@@ -252,6 +266,37 @@ class QueryService:
             result = self.hooks.answered(result)
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
+
+    def _answer_state(
+        self,
+        caller: Principal,
+        request: QueryRequest,
+        conversation_id: UUID,
+        u: Understanding,
+        turn: _Turn,
+        vocabulary: LabVocabulary,
+        context: ConversationContext,
+    ) -> bool:
+        """Answer a state question locally (recorded as the local tier, never cached);
+        False when the turn is not one, or the caller forced a tier that answers in words."""
+        if self.answers is None or not self.settings.answers.enabled:
+            return False
+        if turn.requested_tier is not None and turn.requested_tier is not Tier.LOCAL:
+            return False
+        question = self.answers.question(request.text, u, vocabulary, context)
+        if question is None:
+            return False
+        answered = self.answers.answer(
+            caller, question, conversation_id=conversation_id, request_id=request.request_id
+        )
+        turn.answer = answered.answer
+        turn.command = answered.command
+        turn.tier = Tier.LOCAL
+        turn.replies.append(answered.answer.reply)
+        if answered.answer.refused:
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append("the caller may not read that device")
+        return True
 
     def _start_cad(
         self, u: Understanding, turn: _Turn, caller: Principal, conversation_id: UUID
@@ -288,7 +333,15 @@ class QueryService:
 
     # -- step 2: route and answer ------------------------------------------------------
 
-    def _route(self, text: str, u: Understanding, turn: _Turn, user_id: UUID) -> None:
+    def _route(
+        self,
+        text: str,
+        u: Understanding,
+        turn: _Turn,
+        caller: Principal,
+        vocabulary: LabVocabulary,
+    ) -> None:
+        user_id = caller.user_id
         choice = choose_tier(
             u,
             local_threshold=self.settings.local_threshold,
@@ -299,16 +352,19 @@ class QueryService:
             turn.reasons.append(choice.reason)
         if choice.tier is Tier.LOCAL:
             return  # local replies are built while recording (they may need the database)
-        key = _cache_key(text, u)
-        cached = self.cache.get(key)
-        if cached is not None:
-            metrics.CACHE_HITS.inc()
-            turn.cache = "hit"
-            turn.replies.append(cached.reply)
-            turn.model = f"cache ({cached.tier.value})"
-            return
-        metrics.CACHE_MISSES.inc()
-        turn.cache = "miss"
+        key = _cache_key(text, u, user_id, vocabulary)
+        if turn.requested_tier is None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                metrics.CACHE_HITS.inc()
+                turn.cache = "hit"
+                turn.tier = Tier.CACHE  # no tier was asked: recorded as a hit, not as local
+                turn.replies.append(cached.reply)
+                turn.model = f"cache ({cached.tier.value})"
+                return
+            metrics.CACHE_MISSES.inc()
+            turn.cache = "miss"
+        # else: forceTier asks that tier now; its answer refreshes the cache.
         if self.settings.offline:
             turn.outcome = Outcome.REFUSED
             turn.reasons.append(f"offline mode: escalation to {choice.tier.value} refused")
@@ -442,14 +498,19 @@ class QueryService:
             raise NotFound("conversation", conversation_id)
         conversation = locked
         pending_hazard: dict[str, Any] | None = None
-        command: DeviceCommand | None = None
+        command: DeviceCommand | None = turn.command
         hazardous = False
         if u is not None and turn.tier is Tier.LOCAL and not turn.replies:
             hazardous, pending_hazard, command = self._act_locally(
                 session, caller, request, conversation_id, u, turn, vocabulary
             )
         new_context = context
-        if u is not None and u.device is not None:
+        answered = _answered_device(turn.answer, vocabulary)
+        if answered is not None:
+            new_context = context.after(
+                device=answered.external_id, zone=answered.zone, intent=None
+            )
+        elif u is not None and u.device is not None:
             new_context = context.after(
                 device=u.device.external_id,
                 zone=u.device.zone,
@@ -484,6 +545,14 @@ class QueryService:
             **({"print_job_id": str(turn.print_job_id)} if turn.print_job_id else {}),
             "corrections": len(u.corrections) if u else 0,
         }
+        if turn.answer is not None:
+            details["answer"] = {
+                "kind": turn.answer.kind,
+                "devices": turn.answer.devices,
+                "zone": turn.answer.zone,
+                "freshReads": len(turn.answer.fresh_reads),
+                "refused": turn.answer.refused,
+            }
         decision = record_routing_decision(
             session,
             conversation_id=conversation_id,
@@ -511,7 +580,11 @@ class QueryService:
             escalation_reason=decision.escalation_reason,
             outcome=turn.outcome,
             intent=u.intent if u else None,
-            device=u.device.external_id if u and u.device else None,
+            device=(
+                answered.external_id
+                if answered is not None
+                else (u.device.external_id if u and u.device else None)
+            ),
             args=dict(u.args) if u else {},
             hazardous=hazardous,
             cache=turn.cache,
@@ -694,11 +767,25 @@ class QueryService:
             log.warning("context publish failed for %s", conversation_id, exc_info=True)
 
 
-def _cache_key(text: str, u: Understanding) -> CacheKey:
-    """Never the same key across a negation or a different device: both are part of it."""
+def _answered_device(answer: Answer | None, vocabulary: LabVocabulary) -> Any:
+    """The one device a state answer was about (for the context and the result)."""
+    if answer is None or len(answer.devices) != 1:
+        return None
+    return vocabulary.device(answer.devices[0])
+
+
+def _cache_key(text: str, u: Understanding, asker: UUID, vocabulary: LabVocabulary) -> CacheKey:
+    """Never the same key across a negation or a different device: both are part of it;
+    nor across people when the answer may depend on who asks (``cache.asker_scope``)."""
     clean = normalize(text)
     devices = tuple(sorted({d.external_id for d in (u.device, *u.candidates) if d is not None}))
-    return CacheKey(text=clean, devices=devices, negated=signals.is_negated(clean))
+    named, zone = lab_names_in(text, vocabulary)
+    return CacheKey(
+        text=clean,
+        devices=devices,
+        negated=signals.is_negated(clean),
+        asker=asker_scope(clean, devices or named, u.zone or zone, asker),
+    )
 
 
 def _sentence(text: str) -> str:

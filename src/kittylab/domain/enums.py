@@ -58,6 +58,9 @@ class Tier(StrEnum):
     LOCAL = "local"
     MCP = "mcp"
     FRONTIER = "frontier"
+    # A question answered from the answer cache (issue 16; an extension of the data
+    # model's enum, revision 0013): no tier was asked. Never a tier a caller can force.
+    CACHE = "cache"
 
 
 class CADPolicyMode(StrEnum):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request, Response, status
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kittylab.api.auth import Caller, container
 from kittylab.api.schemas import CamelModel, CommandOut, PendingHazard, StrictInput
@@ -35,8 +35,17 @@ class QueryBody(StrictInput):
     channel: Channel
     input: QueryInput
     force_tier: Tier | None = Field(
-        None, description="Ask a specific tier (questions only; device requests stay local)."
+        None,
+        description="Ask a specific tier (questions only; device requests stay local): "
+        "local, mcp or frontier. It bypasses the answer cache.",
     )
+
+    @field_validator("force_tier")
+    @classmethod
+    def _a_tier_that_answers(cls, value: Tier | None) -> Tier | None:
+        if value is Tier.CACHE:
+            raise ValueError("must be local, mcp or frontier (the cache is not a tier to ask)")
+        return value
 
 
 class Reply(CamelModel):
