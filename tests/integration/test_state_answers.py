@@ -248,8 +248,12 @@ def test_state_answers_are_never_cached(lab: Lab, operator: Person) -> None:
 
 def test_forced_frontier_skips_the_state_answer(lab: Lab, operator: Person) -> None:
     body = lab.ask(operator, "how humid is the print farm", forceTier="frontier")
-    assert body["routing"]["outcome"] == "unavailable"  # no frontier model configured
-    assert "no frontier model" in body["replies"][0]["text"]
+    # Not answered from the records. Read as a question, it goes to the frontier tier (not
+    # configured here); the semantic stage may read it as the sensor's read intent, a
+    # device request, which never leaves the lab and is sent as a command instead.
+    assert body["routing"]["outcome"] in ("unavailable", "command_recorded"), body
+    if body["routing"]["outcome"] == "unavailable":
+        assert "no frontier model" in body["replies"][0]["text"]
 
 
 def test_people_named_in_questions_are_the_labs_people(lab: Lab, operator: Person) -> None:
