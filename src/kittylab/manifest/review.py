@@ -99,11 +99,13 @@ def review(session: Session, manifest: LabManifest, text: str) -> Review:
     """Compare the lab with ``manifest`` (its YAML ``text``), under the apply lock: no
     other apply changes the lab until the caller's transaction ends."""
     lock_lab(session)
-    current = lab_state.current_facts(session)
+    records = lab_state.read(session)
     return Review(
-        revision=lab_state.revision(session, manifest),
+        revision=lab_state.revision(records, manifest),
         manifest_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        weakening=weakening_changes(current, lab_state.proposed_facts(manifest)),
+        weakening=weakening_changes(
+            lab_state.current_facts(records), lab_state.proposed_facts(manifest)
+        ),
     )
 
 
