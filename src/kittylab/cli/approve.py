@@ -41,8 +41,9 @@ import typer
 from kittylab.cli.client import ApiClient
 from kittylab.cli.options import UrlOption
 from kittylab.cli.signing import sign
+from kittylab.domain.enums import SafetyEventType
 from kittylab.domain.errors import KittyLabError, ValidationFailed
-from kittylab.domain.lab_review import Weakening, change_hash
+from kittylab.domain.lab_review import CHANGE_INTENT_PREFIX, Weakening, change_hash, change_intent
 from kittylab.safety.approval_payload import ApprovalPayload, arguments_digest
 
 Signer = Callable[[Path, bytes], str]
@@ -224,17 +225,15 @@ def check_is_the_one_asked_for(event: Mapping[str, Any], event_id: UUID, pinned:
         )
 
 
-LAB_CHANGE = "policy_change"
-LAB_CHANGE_PREFIX = "lab_apply:"
 MIN_CHANGE_PREFIX = 12
 
 
 def is_lab_change(event: Mapping[str, Any]) -> bool:
     """A held lab change, by its type or by its intent: a server that calls a
     ``lab_apply:`` intent something else is checked as a lab change all the same."""
-    return event.get("eventType") == LAB_CHANGE or str(event.get("intent") or "").startswith(
-        LAB_CHANGE_PREFIX
-    )
+    return event.get("eventType") == SafetyEventType.POLICY_CHANGE.value or str(
+        event.get("intent") or ""
+    ).startswith(CHANGE_INTENT_PREFIX)
 
 
 def _same_change(held: str, pinned: str) -> bool:
@@ -262,7 +261,7 @@ def check_lab_change(event: Mapping[str, Any]) -> str:
     if change.get("manifest_sha256") != manifest_sha256:
         raise RefusedToSign("the manifest shown is not the one the held change was made of")
     held = change_hash(str(change.get("revision")), manifest_sha256, weakening)
-    if event.get("intent") != LAB_CHANGE_PREFIX + held or change.get("hash") != held:
+    if event.get("intent") != change_intent(held) or change.get("hash") != held:
         raise RefusedToSign(
             "what the server shows (the weakening list, the revision or the manifest) does "
             "not match its change hash: something between you and the server changed it"
@@ -315,16 +314,13 @@ def describe(event: Mapping[str, Any], payload: ApprovalPayload) -> str:
     device = _shown(event.get("deviceExternalId") or payload.device_id or "none")
     if event.get("deviceName"):
         device += f" ({_shown(event['deviceName'])})"
-    remaining = payload.expires_at - datetime.now(UTC)
-    minutes = max(0, int(remaining.total_seconds())) // 60
     lines = [
         f"Event:        {payload.event_id}",
         f"Intent:       {_shown(payload.intent)}",
         f"Device:       {device}",
         f"Zone:         {_shown(event.get('zoneName') or payload.zone_id or 'none')}",
         f"Requested by: {_shown(event.get('initiatorName') or payload.initiator_id)}",
-        f"Expires:      {payload.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
-        f"(in {minutes} min)",
+        _expires(payload),
     ]
     arguments = event.get("payload")
     if payload.command_id is None:
@@ -335,9 +331,7 @@ def describe(event: Mapping[str, Any], payload: ApprovalPayload) -> str:
         lines.append("Arguments:")
         lines.extend(f"  {_shown(name)}: {_value(value)}" for name, value in arguments.items())
         lines.append(f"Digest:       {payload.arguments_digest}")
-    missing = [str(m) for m in event.get("missing") or []]
-    if missing:
-        lines.append(f"Still needs:  {'; '.join(_shown(m) for m in missing)}")
+    lines.extend(_still_needs(event))
     return "\n".join(lines)
 
 
@@ -346,8 +340,6 @@ def describe_lab_change(event: Mapping[str, Any], payload: ApprovalPayload) -> s
     hash the signature approves, and what it would change."""
     details: Mapping[str, Any] = event.get("details") or {}
     change: Mapping[str, Any] = details.get("change") or {}
-    remaining = payload.expires_at - datetime.now(UTC)
-    minutes = max(0, int(remaining.total_seconds())) // 60
     lines = [
         f"Event:        {payload.event_id}",
         "Lab change:   a manifest that weakens safety, applied whole if approved",
@@ -355,8 +347,7 @@ def describe_lab_change(event: Mapping[str, Any], payload: ApprovalPayload) -> s
         f"Lab revision: {_shown(change.get('revision'))} (void if the lab changes first)",
         f"Manifest:     sha256 {_shown(change.get('manifest_sha256'))}",
         f"Requested by: {_shown(event.get('initiatorName') or payload.initiator_id)}",
-        f"Expires:      {payload.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
-        f"(in {minutes} min)",
+        _expires(payload),
         "Weakens safety:",
     ]
     lines.extend(
@@ -373,10 +364,23 @@ def describe_lab_change(event: Mapping[str, Any], payload: ApprovalPayload) -> s
         ]
         if counts:
             lines.append(f"Would change: {'; '.join(counts)}")
-    missing = [str(m) for m in event.get("missing") or []]
-    if missing:
-        lines.append(f"Still needs:  {'; '.join(_shown(m) for m in missing)}")
+    lines.extend(_still_needs(event))
     return "\n".join(lines)
+
+
+def _expires(payload: ApprovalPayload) -> str:
+    remaining = payload.expires_at - datetime.now(UTC)
+    minutes = max(0, int(remaining.total_seconds())) // 60
+    return (
+        f"Expires:      {payload.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
+        f"(in {minutes} min)"
+    )
+
+
+def _still_needs(event: Mapping[str, Any]) -> list[str]:
+    """The event's missing requirements as a line, if any are."""
+    missing = [str(m) for m in event.get("missing") or []]
+    return [f"Still needs:  {'; '.join(_shown(m) for m in missing)}"] if missing else []
 
 
 def _value(value: Any) -> str:

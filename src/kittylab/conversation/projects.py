@@ -22,8 +22,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from kittylab.adapters.db.tables import (
     CADArtifact,
@@ -160,7 +160,7 @@ def add(session: Session, caller: Principal, project: Project, members: Members)
                 f"{where}: only the conversation's participants can add it to a project"
             )
         if conversation_id not in have.conversation_ids:
-            have.conversation_ids.add(conversation_id)
+            have.conversation_ids[conversation_id] = None
             session.add(_item(project, caller, conversation_id=conversation_id))
     _add_all(session, caller, project, CADJob, members.cad_job_ids, have.cad_job_ids,
              "cadJobIds", "CAD job", "cad_job_id")  # fmt: skip
@@ -213,62 +213,73 @@ def add_artifact(
 
 def view(session: Session, project: Project) -> ProjectView:
     """The project with its members (what was added, and what follows from it: see the
-    module doc) and its summary."""
+    module doc) and its summary: one query per kind of member, each reading the ids and
+    what the summary counts together. Members added by hand come first, in the order they
+    were added, then those that follow from them."""
     have = _items(session, project.id)
     conversations = list(have.conversation_ids)
-    cad_jobs = _union(
+    cad_jobs = _members(
+        session,
+        CADJob.id,
+        CADJob.status,
         have.cad_job_ids,
-        session.scalars(select(CADJob.id).where(CADJob.conversation_id.in_(conversations)))
-        if conversations
-        else (),
+        CADJob.conversation_id.in_(conversations) if conversations else None,
     )
-    artifacts = _union(
+    artifacts = _members(
+        session,
+        CADArtifact.id,
+        CADArtifact.artifact_type,
         have.artifact_ids,
-        session.scalars(select(CADArtifact.id).where(CADArtifact.cad_job_id.in_(cad_jobs)))
-        if cad_jobs
-        else (),
+        CADArtifact.cad_job_id.in_(list(cad_jobs)) if cad_jobs else None,
     )
-    prints = _union(
+    prints = _members(
+        session,
+        FabricationJob.id,
+        FabricationJob.status,
         have.print_job_ids,
-        session.scalars(
-            select(FabricationJob.id).where(FabricationJob.cad_artifact_id.in_(artifacts))
-        )
-        if artifacts
-        else (),
+        FabricationJob.cad_artifact_id.in_(list(artifacts)) if artifacts else None,
     )
-    summary = _summary(session, conversations, cad_jobs, artifacts, have.artifact_keys, prints)
     return ProjectView(
         project=project,
         conversation_ids=conversations,
-        cad_job_ids=cad_jobs,
-        artifact_ids=artifacts,
+        cad_job_ids=list(cad_jobs),
+        artifact_ids=list(artifacts),
         artifact_keys=list(have.artifact_keys),
-        print_job_ids=prints,
-        summary=summary,
+        print_job_ids=list(prints),
+        summary=_summary(conversations, cad_jobs, artifacts, have.artifact_keys, prints),
     )
+
+
+def _members(
+    session: Session,
+    id_column: InstrumentedAttribute[UUID],
+    counted: InstrumentedAttribute[Any],
+    added: Iterable[UUID],
+    follows: ColumnElement[bool] | None,
+) -> dict[UUID, str]:
+    """Each member of one kind (the table of ``id_column``) with the value of ``counted``,
+    one of its enum columns: the ``added`` ones, then those ``follows`` selects."""
+    added = list(added)
+    where = [c for c in (id_column.in_(added) if added else None, follows) if c is not None]
+    if not where:
+        return {}
+    rows = session.execute(select(id_column, counted).where(or_(*where)).order_by(id_column)).all()
+    found = {row[0]: row[1].value for row in rows}
+    ordered = {member: found[member] for member in added if member in found}
+    ordered.update(found)
+    return ordered
 
 
 def _summary(
-    session: Session,
     conversations: list[UUID],
-    cad_jobs: list[UUID],
-    artifacts: list[UUID],
+    cad_jobs: dict[UUID, str],
+    artifacts: dict[UUID, str],
     keys: list[str],
-    prints: list[UUID],
+    prints: dict[UUID, str],
 ) -> Summary:
-    cad = Counter(
-        s.value for s in session.scalars(select(CADJob.status).where(CADJob.id.in_(cad_jobs)))
-    )
-    kinds = Counter(
-        t.value
-        for t in session.scalars(
-            select(CADArtifact.artifact_type).where(CADArtifact.id.in_(artifacts))
-        )
-    )
-    printed = Counter(
-        s.value
-        for s in session.scalars(select(FabricationJob.status).where(FabricationJob.id.in_(prints)))
-    )
+    cad = Counter(cad_jobs.values())
+    kinds = Counter(artifacts.values())
+    printed = Counter(prints.values())
     parts = [f"{len(conversations)} conversation(s)"]
     parts.append(f"{len(cad_jobs)} CAD job(s)" + _counts(cad))
     made = len(artifacts) + len(keys)
@@ -290,19 +301,15 @@ def _counts(counter: Counter[str]) -> str:
     return " (" + ", ".join(f"{n} {k}" for k, n in sorted(counter.items())) + ")"
 
 
-def _union(first: Iterable[UUID], more: Iterable[UUID]) -> list[UUID]:
-    seen = dict.fromkeys(first)
-    seen.update(dict.fromkeys(more))
-    return list(seen)
-
-
 @dataclass
 class _Have:
-    conversation_ids: set[UUID] = field(default_factory=set)
-    cad_job_ids: set[UUID] = field(default_factory=set)
-    artifact_ids: set[UUID] = field(default_factory=set)
+    """A project's items by kind, each in the order it was added (dicts as ordered sets)."""
+
+    conversation_ids: dict[UUID, None] = field(default_factory=dict)
+    cad_job_ids: dict[UUID, None] = field(default_factory=dict)
+    artifact_ids: dict[UUID, None] = field(default_factory=dict)
     artifact_keys: list[str] = field(default_factory=list)
-    print_job_ids: set[UUID] = field(default_factory=set)
+    print_job_ids: dict[UUID, None] = field(default_factory=dict)
 
 
 def _items(session: Session, project_id: UUID) -> _Have:
@@ -312,15 +319,15 @@ def _items(session: Session, project_id: UUID) -> _Have:
     )
     for row in rows:
         if row.conversation_id is not None:
-            have.conversation_ids.add(row.conversation_id)
+            have.conversation_ids[row.conversation_id] = None
         elif row.cad_job_id is not None:
-            have.cad_job_ids.add(row.cad_job_id)
+            have.cad_job_ids[row.cad_job_id] = None
         elif row.cad_artifact_id is not None:
-            have.artifact_ids.add(row.cad_artifact_id)
+            have.artifact_ids[row.cad_artifact_id] = None
         elif row.artifact_key is not None:
             have.artifact_keys.append(row.artifact_key)
         elif row.fabrication_job_id is not None:
-            have.print_job_ids.add(row.fabrication_job_id)
+            have.print_job_ids[row.fabrication_job_id] = None
     return have
 
 
@@ -334,7 +341,7 @@ def _add_all(
     project: Project,
     model: type[CADJob] | type[CADArtifact] | type[FabricationJob],
     ids: Sequence[UUID],
-    have: set[UUID],
+    have: dict[UUID, None],
     field_name: str,
     what: str,
     column: str,
@@ -343,5 +350,5 @@ def _add_all(
         if session.get(model, item_id) is None:
             raise ValidationFailed(f"{field_name}.{index}", f"no {what} with id {item_id}")
         if item_id not in have:
-            have.add(item_id)
+            have[item_id] = None
             session.add(_item(project, caller, **{column: item_id}))

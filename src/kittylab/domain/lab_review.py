@@ -51,6 +51,7 @@ from typing import Any
 
 from kittylab.domain.actuation import IntentClass, intent_class
 from kittylab.domain.command_rules import SAFE_INTENTS, is_hazardous
+from kittylab.domain.duties import PRIVILEGED_ROLES
 from kittylab.domain.enums import HazardLevel, PresenceSource, Role
 from kittylab.domain.materials import MaterialRule
 from kittylab.domain.zones import presence_sources
@@ -67,8 +68,6 @@ MATERIALS_LOOSENED = "policy.materials_loosened"
 
 # Who approves an intent no policy governs (``safety.policy.DEFAULT_APPROVER_ROLES``).
 DEFAULT_APPROVER_ROLES = frozenset({Role.SAFETY, Role.ADMIN})
-# Roles whose grant needs a second person: they approve hazards and change the lab.
-GUARDED_ROLES = frozenset({Role.SAFETY, Role.ADMIN})
 HAZARD_RANK = {HazardLevel.LOW: 0, HazardLevel.MEDIUM: 1, HazardLevel.HIGH: 2}
 INITIATOR = "initiator"
 APPROVER = "approver"
@@ -441,7 +440,7 @@ def _roles(current: LabFacts, proposed: LabFacts) -> Iterable[Weakening]:
             continue
         old = before.get(person.username)
         had = old.roles if old is not None and old.active else frozenset()
-        gained = (person.roles & GUARDED_ROLES) - had
+        gained = (person.roles & PRIVILEGED_ROLES) - had
         if gained:
             yield Weakening(
                 ROLE_GRANTED,
@@ -474,6 +473,15 @@ def digest(value: Any) -> str:
     """SHA-256 (hex) of ``value`` as canonical JSON (sorted keys, no whitespace)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+CHANGE_INTENT_PREFIX = "lab_apply:"
+
+
+def change_intent(hash_: str) -> str:
+    """The intent of the safety event holding the change ``hash_``: the intent is one of
+    the fields every approver signs, so a signature approves this change and no other."""
+    return CHANGE_INTENT_PREFIX + hash_
 
 
 def change_hash(revision: str, manifest_digest: str, weakening: Sequence[Weakening]) -> str:

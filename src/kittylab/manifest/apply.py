@@ -481,12 +481,10 @@ def _apply_policies(
             tally.created += 1
             trail.append(_policy_change(created, "created"))
         else:
-            before = {name: _plain(getattr(row, name)) for name in values}
-            changed = _assign(row, values)
-            _count(tally, changed=bool(changed))
-            if changed:
-                diff = {n: {"from": before[n], "to": _plain(values[n])} for n in changed}
-                trail.append(_policy_change(row, "updated", fields=diff))
+            fields = _assign_audited(row, values)
+            _count(tally, changed=bool(fields))
+            if fields:
+                trail.append(_policy_change(row, "updated", fields=fields))
     declared = {spec.name for spec in manifest.policies}
     for name, row in rows.items():
         if name in declared or row.retired_at is not None:

@@ -10,7 +10,9 @@ another revision. A held change is made against one revision and is void under a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,18 +30,47 @@ from kittylab.domain.lab_review import (
 )
 from kittylab.manifest.model import LabManifest, key_material
 
+_Row = TypeVar("_Row", Zone, User, AccessPolicy)
 
-def current_facts(session: Session) -> LabFacts:
-    """The lab as recorded now."""
-    zones = list(session.scalars(select(Zone).order_by(Zone.name)))
-    zone_names = {z.id: z.name for z in zones}
-    keys: dict[Any, set[str]] = {}
-    for key in session.scalars(select(UserKey)):
+
+@dataclass(frozen=True)
+class LabRecords:
+    """Every record a manifest manages, read once (``read``): what both the weakening rule
+    (``current_facts``) and the revision (``revision``) are made of, so a review reads the
+    lab one time."""
+
+    zones: list[Zone]
+    """By name."""
+    devices: list[Device]
+    """By id."""
+    policies: list[AccessPolicy]
+    """By name."""
+    users: list[User]
+    """By username."""
+    keys: list[UserKey]
+    """By id."""
+
+
+def read(session: Session) -> LabRecords:
+    return LabRecords(
+        zones=list(session.scalars(select(Zone).order_by(Zone.name))),
+        devices=list(session.scalars(select(Device).order_by(Device.id))),
+        policies=list(session.scalars(select(AccessPolicy).order_by(AccessPolicy.name))),
+        users=list(session.scalars(select(User).order_by(User.username))),
+        keys=list(session.scalars(select(UserKey).order_by(UserKey.id))),
+    )
+
+
+def current_facts(records: LabRecords) -> LabFacts:
+    """The lab as recorded."""
+    zone_names = {z.id: z.name for z in records.zones}
+    keys: dict[UUID, set[str]] = {}
+    for key in records.keys:
         keys.setdefault(key.user_id, set()).add(key_material(key.public_key))
     return LabFacts(
         zones=tuple(
             ZoneFacts(z.name, z.hazard_level, z.requires_ppe, _sources(z.presence_sources))
-            for z in zones
+            for z in records.zones
         ),
         devices=tuple(
             DeviceFacts(
@@ -50,7 +81,7 @@ def current_facts(session: Session) -> LabFacts:
                 intents=frozenset(d.capabilities),
                 retired=d.retired_at is not None,
             )
-            for d in session.scalars(select(Device).order_by(Device.id))
+            for d in records.devices
         ),
         policies=tuple(
             PolicyRule(
@@ -65,7 +96,7 @@ def current_facts(session: Session) -> LabFacts:
                 retired=p.retired_at is not None,
                 materials=materials.rule_from_checks(p.pqe_checks),
             )
-            for p in session.scalars(select(AccessPolicy).order_by(AccessPolicy.name))
+            for p in records.policies
         ),
         people=tuple(
             PersonFacts(
@@ -74,7 +105,7 @@ def current_facts(session: Session) -> LabFacts:
                 active=u.active,
                 keys=frozenset(keys.get(u.id, ())),
             )
-            for u in session.scalars(select(User).order_by(User.username))
+            for u in records.users
         ),
     )
 
@@ -127,13 +158,14 @@ def _sources(declared: Iterable[str] | None) -> frozenset[PresenceSource] | None
     return None if declared is None else frozenset(PresenceSource(s) for s in declared)
 
 
-def revision(session: Session, manifest: LabManifest) -> str:
-    """The digest of every record ``manifest`` manages, in a fixed order: all zones,
+def revision(records: LabRecords, manifest: LabManifest) -> str:
+    """The digest of every record ``manifest`` manages, each kind by id: all zones,
     devices, people and policies, and the keys of the people whose keys it lists (the
     others' keys come and go with ``kittylab keys``, an approver's own enrolment among
     them, and no apply touches them)."""
-    managed = [u.username for u in manifest.users if u.keys is not None]
-    records: dict[str, list[Any]] = {
+    managed_names = {u.username for u in manifest.users if u.keys is not None}
+    managed = {u.id for u in records.users if u.username in managed_names}
+    digested: dict[str, list[Any]] = {
         "zones": [
             [
                 z.id,
@@ -143,7 +175,7 @@ def revision(session: Session, manifest: LabManifest) -> str:
                 sorted(z.unifi_door_ids),
                 sorted(z.presence_sources) if z.presence_sources is not None else None,
             ]
-            for z in session.scalars(select(Zone).order_by(Zone.id))
+            for z in _by_id(records.zones)
         ],
         "devices": [
             [
@@ -159,7 +191,7 @@ def revision(session: Session, manifest: LabManifest) -> str:
                 d.attributes,
                 d.retired_at,
             ]
-            for d in session.scalars(select(Device).order_by(Device.id))
+            for d in records.devices
         ],
         "users": [
             [
@@ -173,16 +205,12 @@ def revision(session: Session, manifest: LabManifest) -> str:
                 u.active,
                 u.managed_by_manifest,
             ]
-            for u in session.scalars(select(User).order_by(User.id))
+            for u in _by_id(records.users)
         ],
         "keys": [
             [k.id, k.user_id, k.name, k.public_key, k.revoked_at]
-            for k in session.scalars(
-                select(UserKey)
-                .join(User, User.id == UserKey.user_id)
-                .where(User.username.in_(managed))
-                .order_by(UserKey.id)
-            )
+            for k in records.keys
+            if k.user_id in managed
         ],
         "policies": [
             [
@@ -197,7 +225,12 @@ def revision(session: Session, manifest: LabManifest) -> str:
                 p.pqe_checks,
                 p.retired_at,
             ]
-            for p in session.scalars(select(AccessPolicy).order_by(AccessPolicy.id))
+            for p in _by_id(records.policies)
         ],
     }
-    return digest(records)
+    return digest(digested)
+
+
+def _by_id(rows: Iterable[_Row]) -> list[_Row]:
+    """In id order, as PostgreSQL orders uuids (byte by byte, as Python compares them)."""
+    return sorted(rows, key=lambda row: row.id)

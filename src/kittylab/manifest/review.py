@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import AccessPolicy, Notification, SafetyEvent, User
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import Role, SafetyEventType, SafetyStatus
-from kittylab.domain.lab_review import Weakening, change_hash, weakening_changes
+from kittylab.domain.lab_review import Weakening, change_hash, change_intent, weakening_changes
 from kittylab.domain.principal import Principal
 from kittylab.manifest import lab_state
 from kittylab.manifest.apply import ApplyReport, apply_manifest, lock_lab
@@ -48,7 +48,6 @@ from kittylab.records import alerts, audit
 from kittylab.safety import policy
 from kittylab.safety.workflow import SafetyContext
 
-INTENT_PREFIX = "lab_apply:"
 # One safety person who is not the sender signs: the event's requirements.
 REQUIREMENTS = policy.Requirements(
     roles=frozenset({Role.SAFETY}),
@@ -100,11 +99,13 @@ def review(session: Session, manifest: LabManifest, text: str) -> Review:
     """Compare the lab with ``manifest`` (its YAML ``text``), under the apply lock: no
     other apply changes the lab until the caller's transaction ends."""
     lock_lab(session)
-    current = lab_state.current_facts(session)
+    records = lab_state.read(session)
     return Review(
-        revision=lab_state.revision(session, manifest),
+        revision=lab_state.revision(records, manifest),
         manifest_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        weakening=weakening_changes(current, lab_state.proposed_facts(manifest)),
+        weakening=weakening_changes(
+            lab_state.current_facts(records), lab_state.proposed_facts(manifest)
+        ),
     )
 
 
@@ -148,7 +149,7 @@ def _hold(
         status=SafetyStatus.PENDING,
         expires_at=now + context.event_ttl,
         details={
-            "intent": INTENT_PREFIX + found.change_hash,
+            "intent": change_intent(found.change_hash),
             "requirements": REQUIREMENTS.to_json(),
             "change": found.to_json(),
             "policies": [p.name for p in policies],
@@ -256,7 +257,7 @@ class HeldLabChanges:
                 f"revision {str(stored.get('revision'))[:12]}, the lab is now at "
                 f"{now.revision[:12]}); nothing was applied; send the manifest again"
             )
-        if INTENT_PREFIX + now.change_hash != event.details.get("intent"):
+        if change_intent(now.change_hash) != event.details.get("intent"):
             return "void: the held change does not match the hash it was approved under"
         return None
 

@@ -15,9 +15,9 @@ records:
 
 Each zone says which sources count there (``Zone.presence_sources``, by default its hazard
 level's: ``kittylab.domain.zones.DEFAULT_PRESENCE_SOURCES``). ``user_is_present`` and
-``present_users`` answer from every source (who is in the room); ``counts_as_present`` and
-``counting_users`` from the counting ones only, and every policy that requires presence
-asks them.
+``occupancy(...).present`` answer from every source (who is in the room);
+``counts_as_present`` and ``occupancy(...).counting`` from the counting ones only, and
+every policy that requires presence asks them.
 """
 
 from __future__ import annotations
@@ -377,12 +377,6 @@ def user_is_present(
     )
 
 
-def present_users(session: Session, zone_id: UUID, now: datetime, ttl: timedelta) -> list[UUID]:
-    observations = _observations(session, zone_id, now - ttl)
-    users = {o.user_id for o in observations}
-    return sorted(u for u in users if is_present(observations, u, zone_id, now, ttl))
-
-
 def zone_sources(session: Session, zone_id: UUID) -> frozenset[PresenceSource]:
     """The presence sources that count in the zone (``NotFound`` for no zone)."""
     zone = session.get(Zone, zone_id)
@@ -406,13 +400,24 @@ def counts_as_present(
     )
 
 
-def counting_users(session: Session, zone_id: UUID, now: datetime, ttl: timedelta) -> list[UUID]:
-    """The people whose presence in the zone counts now."""
+@dataclass(frozen=True)
+class Occupancy:
+    present: list[UUID]
+    """Who is in the zone now, by any source."""
+    counting: list[UUID]
+    """Whose presence counts there now, by the zone's presence sources."""
+
+
+def occupancy(session: Session, zone_id: UUID, now: datetime, ttl: timedelta) -> Occupancy:
+    """Who is in the zone and whose presence counts, from one read of its observations."""
     sources = zone_sources(session, zone_id)
     observations = _observations(session, zone_id, now - ttl)
-    users = {o.user_id for o in observations}
-    return sorted(
-        u for u in users if counts_as_present_rule(observations, u, zone_id, now, ttl, sources)
+    users = sorted({o.user_id for o in observations})
+    return Occupancy(
+        present=[u for u in users if is_present(observations, u, zone_id, now, ttl)],
+        counting=[
+            u for u in users if counts_as_present_rule(observations, u, zone_id, now, ttl, sources)
+        ],
     )
 
 

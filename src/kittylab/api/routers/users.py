@@ -50,7 +50,7 @@ def _seen_by(caller: Principal) -> Callable[[User], UserOut]:
 
 @router.get("/me", response_model=UserOut)
 def me(caller: Caller, uow: UnitOfWork) -> UserOut:
-    return _out(uow, _get(uow, caller.user_id))
+    return _out(uow, _get(uow, caller.user_id), caller)
 
 
 @router.get("/users", response_model=Page[UserOut])
@@ -75,9 +75,7 @@ def list_users(
 def get_user(user_id: UUID, caller: Caller, uow: UnitOfWork) -> UserOut:
     """A person: name, roles and roles awaiting a second person for everyone; the email
     address for themselves, safety and admin."""
-    user = _get(uow, user_id)
-    pending = role_grants.pending_roles(uow, [user.id])[user.id]
-    return _seen_by(caller)(user).model_copy(update={"pending_roles": pending})
+    return _out(uow, _get(uow, user_id), caller)
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
@@ -99,7 +97,7 @@ def create_user(
         actor_id=caller.user_id,
         now=c.clock(),
     )
-    return _out(uow, user)
+    return _out(uow, user, caller)
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
@@ -124,7 +122,7 @@ def update_user(
     user = role_grants.update_user(
         uow, _get(uow, user_id), changes, actor_id=caller.user_id, now=c.clock()
     )
-    return _out(uow, user)
+    return _out(uow, user, caller)
 
 
 def _own_or_admin(caller: Principal, user_id: UUID) -> None:
@@ -203,6 +201,7 @@ def _get(uow: UnitOfWork, user_id: UUID) -> User:
     return get_or_404(uow, User, user_id, "user")
 
 
-def _out(uow: UnitOfWork, user: User) -> UserOut:
+def _out(uow: UnitOfWork, user: User, caller: Principal) -> UserOut:
+    """One person as ``caller`` may see them, with the roles they wait for."""
     pending = role_grants.pending_roles(uow, [user.id])[user.id]
-    return UserOut.model_validate(user).model_copy(update={"pending_roles": pending})
+    return _seen_by(caller)(user).model_copy(update={"pending_roles": pending})

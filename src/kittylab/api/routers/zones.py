@@ -68,12 +68,12 @@ def zone_occupancy(
     everyone signed in: knowing who is in a room is a safety matter."""
     zone = get_or_404(uow, Zone, zone_id, "zone")
     ttl = timedelta(seconds=c.settings.presence.ttl_seconds)
-    now = c.clock()
+    found = presence.occupancy(uow, zone_id, c.clock(), ttl)
     return ZoneOccupancy(
         zone_id=zone_id,
         ttl_seconds=int(ttl.total_seconds()),
-        present_user_ids=presence.present_users(uow, zone_id, now, ttl),
-        counting_user_ids=presence.counting_users(uow, zone_id, now, ttl),
+        present_user_ids=found.present,
+        counting_user_ids=found.counting,
         presence_sources=_sources(zone),
     )
 
