@@ -239,7 +239,7 @@ def read_floor(session: Session, now: datetime, presence_ttl: timedelta) -> list
         )
     names = {u.id: u.display_name for u in session.scalars(select(User))}
     for zone in zones.values():
-        present = presence.present_users(session, zone.id, now, presence_ttl)
+        present = presence.occupancy(session, zone.id, now, presence_ttl).present
         zone.present = sorted(names.get(u, "?") for u in present)
         zone.has_camera_url = zone_camera_url(session, zone.id) is not None
     return list(zones.values())

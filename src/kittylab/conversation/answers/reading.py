@@ -174,7 +174,7 @@ def presence(session: Session, zone: str | None, now: datetime, ttl: timedelta) 
             tuple(
                 sorted(
                     names.get(u, "someone")
-                    for u in presence_records.present_users(session, z.id, now, ttl)
+                    for u in presence_records.occupancy(session, z.id, now, ttl).present
                 )
             ),
         )
