@@ -98,6 +98,9 @@ class QueryRequest:
     conversation_id: UUID | None = None
     force_tier: Tier | None = None
     request_id: UUID = field(default_factory=uuid.uuid4)
+    voice: dict[str, Any] | None = None
+    """Set by ``conversation.voice`` for a spoken turn (the transcript, the audio's length):
+    recorded as the decision's ``details.voice``."""
 
 
 @dataclass
@@ -457,6 +460,8 @@ class QueryService:
             "command_id": str(command.id) if command is not None else None,
             "corrections": len(u.corrections) if u else 0,
         }
+        if request.voice is not None:
+            details["voice"] = request.voice
         decision = record_routing_decision(
             session,
             conversation_id=conversation_id,
