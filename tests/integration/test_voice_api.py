@@ -225,3 +225,35 @@ def test_a_spoken_turn_continues_the_conversation_given(
     assert body["conversationId"] == conversation
     assert (body["routing"]["intent"], body["routing"]["device"]) == ("door_lock", "cnc-door")
     assert body["command"]["requestedBy"] == str(operator.user_id)
+
+
+# --- a sample of the held-out spoken commands (the whole corpus: benchmarks/voice_bench.py)
+
+
+SPOKEN = Path(__file__).resolve().parents[1] / "data" / "conversation" / "spoken_commands.jsonl"
+SAMPLE_VOICES = [("en-us", 160), ("en-us+f3", 175), ("en-gb-x-rp", 150), ("en-us+m3", 140)]
+
+
+def test_a_sample_of_the_spoken_commands_runs_end_to_end_and_is_scored(
+    voice_lab: bootstrap.Container,
+    client: TestClient,
+    database: Database,
+    operator: Person,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    entries = [json.loads(line) for line in SPOKEN.read_text().splitlines() if line.strip()]
+    sample = entries[::12][:5]
+    right = 0
+    for i, entry in enumerate(sample):
+        voice, speed = SAMPLE_VOICES[i % len(SAMPLE_VOICES)]
+        r = _say(client, operator, speak(entry["text"], voice=voice, speed=speed), "audio/wav")
+        assert r.status_code in (200, 202), r.text
+        body = r.json()
+        assert body["transcript"]
+        got = (body["routing"]["intent"], body["routing"]["device"])
+        right += got == (entry["intent"], entry["device"])
+        with capsys.disabled():
+            print(f"\n  voice sample: {entry['text']!r} → {body['transcript']!r} → {got}")
+    assert len(_decisions(database)) == len(sample)
+    with capsys.disabled():
+        print(f"  voice sample: {right}/{len(sample)} right intent and device")

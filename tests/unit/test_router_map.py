@@ -33,6 +33,7 @@ ROUTER_OF_PREFIX = {
     "lab": "lab",
     "conversations": "conversations",
     "query": "query",
+    "voice": "voice",
     "routing": "routing",
     "cad": "cad",
     "safety": "safety",
