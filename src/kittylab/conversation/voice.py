@@ -39,6 +39,7 @@ from kittylab.conversation.ports import (
     TextToSpeech,
 )
 from kittylab.conversation.query import QueryRequest, QueryResult, QueryService
+from kittylab.conversation.understanding.vocabulary import LabVocabulary
 from kittylab.domain.audio import check_signature, container_for
 from kittylab.domain.errors import NotFound, PayloadTooLarge, ValidationFailed
 from kittylab.domain.principal import Principal
@@ -211,19 +212,14 @@ class VoiceService:
         return reply_id
 
     def _lab_hints(self) -> tuple[str, ...]:
-        """The lab's device names and aliases, for the recogniser to favour, re-read at
-        most every ``HINTS_TTL_SECONDS``."""
+        """``lab_hints`` of the lab as it is now, re-read at most every
+        ``HINTS_TTL_SECONDS``."""
         now = time.monotonic()
         with self._lock:
             if self._hints is not None and now - self._hints[0] < HINTS_TTL_SECONDS:
                 return self._hints[1]
         with self.database.unit_of_work() as session:
-            vocabulary = vocabulary_from_database(session)
-        words: dict[str, None] = {}
-        for device in vocabulary.devices:
-            for name in (device.display_name, *device.aliases):
-                words.setdefault(name.strip(), None)
-        hints = tuple(w for w in words if w)
+            hints = lab_hints(vocabulary_from_database(session))
         with self._lock:
             self._hints = (now, hints)
         return hints
@@ -243,6 +239,53 @@ class VoiceService:
                     self.store.delete(artifact.key)
         except ArtifactStoreError:
             log.warning("expired spoken replies could not be removed", exc_info=True)
+
+
+SPOKEN_INTENTS = {
+    "print_start": "print",
+    "print_pause": "pause",
+    "print_resume": "resume",
+    "print_cancel": "cancel",
+    "printer_status": "status",
+    "printer_heat": "heat the nozzle and bed",
+    "printer_cooldown": "cool down",
+    "light_on": "turn on",
+    "light_off": "turn off",
+    "light_set_brightness": "dim to percent",
+    "door_lock": "lock",
+    "door_unlock": "unlock",
+    "power_on": "power on",
+    "power_off": "power off",
+    "camera_snapshot": "snapshot",
+    "sensor_read": "read",
+}
+"""How each device intent is said, to bias the recogniser with (never to understand)."""
+
+
+def lab_hints(vocabulary: LabVocabulary) -> tuple[str, ...]:
+    """One phrase per kind of device: its devices' names and aliases, then what they are
+    asked to do ("lock, unlock: cnc door, laser door, …."). Given to the recogniser as the
+    text "before" the utterance, it makes the lab's names and verbs likely. It is a list,
+    not commands, on purpose: a prompt made of whole commands ("Unlock the cnc door.") is
+    sometimes repeated back instead of what was said, and a list that leaks into a
+    transcript is not understood as a request, where a command would be acted on."""
+    names: dict[str, dict[str, None]] = {}
+    intents: dict[str, set[str]] = {}
+    # In a fixed order (kinds, then devices by id), however the lab was read: the prompt
+    # changes what is heard, so the same lab always gets the same one.
+    for device in sorted(vocabulary.devices, key=lambda d: (d.kind, d.external_id)):
+        for name in (device.display_name, *device.aliases):
+            if name.strip():
+                names.setdefault(device.kind, {})[name.strip()] = None
+        intents.setdefault(device.kind, set()).update(device.intents)
+    phrases = []
+    for kind, kind_names in names.items():
+        verbs = [said for intent, said in SPOKEN_INTENTS.items() if intent in intents[kind]]
+        # The verbs first: what comes last in the prompt is what leaks into a transcript
+        # that begins unclearly, and a name leaking is harmless where "lock," for
+        # "unlock" is not.
+        phrases.append((", ".join(verbs) + ": " if verbs else "") + ", ".join(kind_names) + ".")
+    return tuple(phrases)
 
 
 def _reply_key(user_id: UUID, reply_id: UUID) -> str:

