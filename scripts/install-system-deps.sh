@@ -4,6 +4,8 @@
 #   prusa-slicer   the slicer (STL/STEP/3MF -> G-code), run headless through its CLI
 #   ssh-keygen     (openssh-client) signs safety approvals: `kittylab approve` with OpenSSH
 #                  and FIDO2 keys runs `ssh-keygen -Y sign -n kittylab`
+#   espeak-ng      speaks the replies of `POST /api/voice/turn` (without it they are text
+#                  only); the voice tests and benchmarks also speak their phrases with it
 # With --test (scripts/setup.sh --dev, hence scripts/test.sh), also what the tests drive:
 #   freecadcmd     (freecad, without its recommends) the second offline CAD provider; the
 #                  tests build one prompt of each part family with it
@@ -15,7 +17,7 @@
 # missing and cannot be installed.
 set -euo pipefail
 
-programs=(prusa-slicer ssh-keygen)
+programs=(prusa-slicer ssh-keygen espeak-ng)
 [ "${1:-}" = "--test" ] && programs+=(freecadcmd prometheus promtool chromium)
 packages=()
 for program in "${programs[@]}"; do

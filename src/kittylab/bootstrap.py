@@ -66,6 +66,7 @@ from kittylab.conversation.memory import TurnMemory
 from kittylab.conversation.ports import CommandSubmitter
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
+from kittylab.conversation.voice import VoiceService
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
 from kittylab.domain.bus_acl import IdentityKind
@@ -106,6 +107,8 @@ class Container:
     """The process's MQTT client; connected only while something runs ``bus.run()``."""
     drivers: dict[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name."""
+    voice: VoiceService | None = None
+    """Spoken turns (``POST /api/voice/turn``); its speech model loads on first use."""
 
 
 @contextmanager
@@ -151,6 +154,7 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
     store = artifact_store(settings)
     pool = cad_worker_pool(settings)
     cad = cad_service(settings, database, store, pool, queue)
+    query = query_service(settings, database, queue, bus, cad, store)
     try:
         yield Container(
             settings=settings,
@@ -160,10 +164,11 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus, settings),
-            query=query_service(settings, database, queue, bus, cad, store),
+            query=query,
             cad=cad,
             cad_pool=pool,
             artifacts=store,
+            voice=voice_service(settings, database, query, store),
         )
     finally:
         pool.close()
@@ -400,6 +405,46 @@ def state_answers(
             ),
             presence_ttl=timedelta(seconds=settings.presence.ttl_seconds),
         ),
+    )
+
+
+def voice_service(
+    settings: Settings, database: Database, query: QueryService, store: ArtifactStore
+) -> VoiceService:
+    """Spoken turns through ``query``: PyAV decodes, faster-whisper (Whisper base, assembled
+    from its packages on first use) transcribes, espeak-ng speaks the reply. Nothing loads
+    until the first spoken request."""
+    from kittylab.adapters.speech.audio import PyAvDecoder
+    from kittylab.adapters.speech.espeak import EspeakNg
+    from kittylab.adapters.speech.whisper import WhisperSpeechToText, default_model_dir
+
+    v = settings.voice
+    stt = None
+    if v.stt.backend == "faster_whisper":
+        stt = WhisperSpeechToText(
+            v.stt.model_dir or default_model_dir(),
+            threads=v.stt.threads,
+            compute_type=v.stt.compute_type,
+            beam_size=v.stt.beam_size,
+            idle_release_seconds=v.stt.idle_release_seconds,
+        )
+    tts = None
+    if v.tts.backend == "espeak_ng":
+        tts = EspeakNg(
+            program=v.tts.program,
+            voice=v.tts.voice,
+            words_per_minute=v.tts.words_per_minute,
+            timeout_seconds=v.tts.timeout_seconds,
+        )
+    return VoiceService(
+        query=query,
+        database=database,
+        settings=v,
+        decoder=PyAvDecoder(),
+        stt=stt,
+        tts=tts,
+        store=store,
+        clock=utcnow,
     )
 
 

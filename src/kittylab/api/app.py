@@ -35,6 +35,7 @@ from kittylab.api.routers import (
     safety,
     telemetry,
     users,
+    voice,
     webauthn,
     zones,
 )
@@ -63,6 +64,7 @@ ROUTERS = (
     conversations,  # /api/conversations
     projects,  # /api/projects
     query,  # /api/query
+    voice,  # /api/voice
     routing,  # /api/routing
     fabrication,  # /api/fabrication (a package: files, jobs, printers, snapshots, monitor events)
     cad,  # /api/cad
@@ -108,6 +110,9 @@ def _install_body_limit(app: FastAPI, container: Container) -> None:
         # File uploads are the one route allowed large bodies (streamed to a file).
         if path.startswith(UPLOAD_PATH_PREFIX):
             return container.settings.fabrication.max_upload_bytes
+        if path == voice.TURN_PATH:
+            # Audio, raw or in a multipart form (a few hundred bytes of form around it).
+            return container.settings.voice.max_audio_bytes + 16 * 1024
         return container.settings.http.max_body_bytes
 
     app.add_middleware(BodyLimit, limit_for=limit_for)

@@ -3,6 +3,7 @@ device requests and the context publisher. Adapters implement them; bootstrap wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -11,6 +12,7 @@ from uuid import UUID
 from kittylab.adapters.db.tables import Device
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices.requests import Requested
+from kittylab.domain.errors import InfrastructureError
 from kittylab.domain.principal import Principal
 from kittylab.fabrication.print_requests import PrintQueued
 from kittylab.safety.stop import StopResult
@@ -94,3 +96,66 @@ class CadStarter(Protocol):
         self, prompt: str, requested_by: UUID, conversation_id: UUID, *, offline: bool
     ) -> str:
         """``offline``: only offline providers (the lab is in offline mode)."""
+
+
+# -- voice (``conversation.voice``) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """An utterance as speech-to-text takes it: mono, 16 kHz, float32 samples in [-1, 1]
+    (little-endian bytes, so the port stays free of numpy)."""
+
+    samples: bytes
+    sample_rate: int
+    seconds: float
+    peak_dbfs: float
+    """The level of the loudest 20 ms window (RMS, dB below full scale): silence is low."""
+
+
+class AudioUndecodable(Exception):
+    """The bytes are not audio of the declared container, or are cut or damaged."""
+
+
+class AudioTooLong(Exception):
+    """Decoding stopped at the limit: the utterance is longer than it."""
+
+
+class AudioDecoder(Protocol):
+    def decode(self, data: bytes, container: str, *, max_seconds: float) -> DecodedAudio:
+        """Decode ``data`` (``container``: ``wav``, ``webm`` or ``ogg``). Raises
+        ``AudioUndecodable``, or ``AudioTooLong`` as soon as more than ``max_seconds``
+        were decoded (a small compressed file may hold hours: it is never decoded whole)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    model: str
+    seconds: float
+    """How long the transcription took."""
+
+
+class SpeechToText(Protocol):
+    """Transcribes an utterance locally. Loads its model on first use (blocking that call);
+    never downloads anything."""
+
+    name: str
+
+    def transcribe(self, audio: DecodedAudio, *, hints: Sequence[str]) -> Transcript:
+        """``hints``: the lab's words (device names and aliases) the recogniser should
+        favour. Raises ``SpeechUnavailable`` when the model cannot be loaded or run."""
+        ...
+
+
+class TextToSpeech(Protocol):
+    name: str
+
+    def speak(self, text: str) -> bytes:
+        """A WAV file saying ``text``. Raises ``SpeechUnavailable``."""
+        ...
+
+
+class SpeechUnavailable(InfrastructureError):
+    """A speech model or program is missing, failed or timed out (503)."""

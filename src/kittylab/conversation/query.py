@@ -105,6 +105,9 @@ class QueryRequest:
     conversation_id: UUID | None = None
     force_tier: Tier | None = None
     request_id: UUID = field(default_factory=uuid.uuid4)
+    voice: dict[str, Any] | None = None
+    """Set by ``conversation.voice`` for a spoken turn (the transcript, the audio's length):
+    recorded as the decision's ``details.voice``."""
 
 
 @dataclass
@@ -553,6 +556,8 @@ class QueryService:
                 "freshReads": len(turn.answer.fresh_reads),
                 "refused": turn.answer.refused,
             }
+        if request.voice is not None:
+            details["voice"] = request.voice
         decision = record_routing_decision(
             session,
             conversation_id=conversation_id,

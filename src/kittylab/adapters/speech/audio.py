@@ -1,0 +1,75 @@
+"""Audio decoding with PyAV (FFmpeg's demuxers and decoders, shipped in the ``av`` wheel
+that faster-whisper depends on): WAV (PCM), WebM and Ogg (Opus, Vorbis) to 16 kHz mono
+float32, as Whisper takes it."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from kittylab.conversation.ports import AudioTooLong, AudioUndecodable, DecodedAudio
+
+SAMPLE_RATE = 16_000
+_WINDOW = SAMPLE_RATE // 50  # 20 ms: the loudness of speech, not of a single click
+_DEMUXERS = {"wav": "wav", "webm": "matroska", "ogg": "ogg"}
+
+
+class PyAvDecoder:
+    def decode(self, data: bytes, container: str, *, max_seconds: float) -> DecodedAudio:
+        import av
+        import numpy as np
+
+        demuxer = _DEMUXERS.get(container)
+        if demuxer is None:
+            raise AudioUndecodable(f"unknown container {container!r}")
+        limit = int(max_seconds * SAMPLE_RATE)
+        chunks: list[Any] = []
+        total = 0
+        try:
+            with av.open(io.BytesIO(data), mode="r", format=demuxer) as box:
+                if not box.streams.audio:
+                    raise AudioUndecodable("it holds no audio stream")
+                stream = box.streams.audio[0]
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                for frame in box.decode(stream):
+                    for out in resampler.resample(frame):
+                        chunk = out.to_ndarray().reshape(-1)
+                        chunks.append(chunk)
+                        total += chunk.size
+                    if total > limit:
+                        # Stop here: a small compressed file may hold hours of audio.
+                        raise AudioTooLong
+                for out in resampler.resample(None):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    total += chunk.size
+        except (av.error.FFmpegError, ValueError, EOFError, IndexError) as exc:
+            raise AudioUndecodable(_reason(exc)) from exc
+        if total > limit:
+            raise AudioTooLong
+        if total == 0:
+            raise AudioUndecodable("it holds no audio samples")
+        samples = np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)
+        return DecodedAudio(
+            samples=samples.astype("<f4").tobytes(),
+            sample_rate=SAMPLE_RATE,
+            seconds=samples.size / SAMPLE_RATE,
+            peak_dbfs=_peak_dbfs(samples),
+        )
+
+
+def _peak_dbfs(samples: Any) -> float:
+    """The RMS level of the loudest 20 ms window, in dB below full scale."""
+    import numpy as np
+
+    usable = samples.size - samples.size % _WINDOW
+    windows = samples[:usable].reshape(-1, _WINDOW) if usable else samples.reshape(1, -1)
+    rms = float(np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1)).max())
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg's messages name the in-memory file as "<none>": say what matters.
+    return text.replace("'<none>'", "").replace(": <none>", "")[:200]
