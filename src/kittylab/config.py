@@ -227,6 +227,13 @@ class SimulatorSettings(BaseModel):
     reload_interval_seconds: float = Field(
         30.0, gt=0, description="How often the fleet picks up lab changes."
     )
+    speed: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="Simulated seconds per real second: heating and printing run this many "
+        "times faster (a demo or a browser test follows a whole print in seconds).",
+    )
 
 
 class NotifySettings(BaseModel):

@@ -18,6 +18,7 @@ from kittylab.api.routers import (
     cad,
     commands,
     console,
+    console_prints,
     conversations,
     devices,
     fabrication,
@@ -73,6 +74,7 @@ ROUTERS = (
     audit,  # /api/audit
     webauthn,  # /api/webauthn (issue 17: the console's passkey sign-in)
     console,  # / /sign-in /enrol /sessions /docs, and /console (issue 17: the web console)
+    console_prints,  # /prints and /console/prints (issue 17: the console's prints)
 )
 
 

@@ -164,6 +164,7 @@ async def _serve(
                     tick_seconds=sim.tick_seconds,
                     report_every_seconds=sim.report_interval_seconds,
                     reload_every_seconds=sim.reload_interval_seconds,
+                    speed=sim.speed,
                 ),
                 name="simulators",
             )

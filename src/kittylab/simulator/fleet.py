@@ -220,15 +220,17 @@ async def run_fleet(
     tick_seconds: float = 1.0,
     report_every_seconds: float = 10.0,
     reload_every_seconds: float = 30.0,
+    speed: float = 1.0,
 ) -> None:
-    """Run until cancelled. Database work happens in a thread so the API stays responsive;
+    """Run until cancelled, simulated time running ``speed`` times faster than real time.
+    Database work happens in a thread so the API stays responsive;
     a failed report is logged and retried on the next round rather than stopping the lab."""
     last_tick = time.monotonic()
     # Reload and report at once on the first round, so the lab is online right away.
     last_report = last_reload = last_tick - max(report_every_seconds, reload_every_seconds)
     while True:
         now = time.monotonic()
-        fleet.advance(now - last_tick)
+        fleet.advance((now - last_tick) * speed)
         last_tick = now
         try:
             if now - last_reload >= reload_every_seconds:
