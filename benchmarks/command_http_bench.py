@@ -36,6 +36,7 @@ from common import ROOT, free_port, percentiles, wait_for_server
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
 from kittylab.config import Settings
+from kittylab.domain.bus_acl import IdentityKind
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity
 
@@ -66,12 +67,14 @@ def _bench_lab(directory: Path) -> Path:
 class CommandWatcher:
     """Sees every ``…/cmd`` message and hands it to the client that owns the device."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, credential: tuple[str, str] | None = None) -> None:
         self.inboxes: dict[str, queue.SimpleQueue[tuple[Any, float]]] = {
             f"bench-light-{n:02d}": queue.SimpleQueue() for n in range(CLIENTS)
         }
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cmd-bench")
         self._client.on_message = self._on_message
+        if credential is not None:  # the embedded broker admits only the lab's identities
+            self._client.username_pw_set(*credential)
         self._client.connect("127.0.0.1", port)
         self._client.subscribe("kitty/devices/+/cmd", qos=0)
         self._client.loop_start()
@@ -190,6 +193,12 @@ def run(rounds: int, client_counts: list[int], broker_url: str | None) -> dict[s
                 apply_manifest(s, lab, c.clock())
                 token = identity.issue_token(s, identity.find_user_by_username(s, "olivia")).token
             port, broker_port = free_port(), free_port()
+            # The watcher listens as the service: the embedded broker admits only the
+            # lab's identities (created here, in the data dir the server will use).
+            own = bootstrap.bus_identities(
+                Settings(data_dir=Path(tmp) / "data", _env_file=None)  # type: ignore[call-arg]
+            ).own(IdentityKind.SERVICE)
+            credential = None if broker_url else (own.username, own.password)
             watch_port = int(broker_url.rsplit(":", 1)[1]) if broker_url else broker_port
             env = {
                 **os.environ,
@@ -213,7 +222,7 @@ def run(rounds: int, client_counts: list[int], broker_url: str | None) -> dict[s
                 base = f"http://127.0.0.1:{port}"
                 wait_for_server(base + "/healthz", server, log)
                 ids = _light_ids(base, token)
-                watcher = CommandWatcher(watch_port)
+                watcher = CommandWatcher(watch_port, credential)
                 try:
                     commands = [
                         _commands(base, token, ids, watcher, rounds, n) for n in client_counts

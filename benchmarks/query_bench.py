@@ -93,7 +93,7 @@ def local_model(rounds: int) -> dict[str, object]:
     return {"warm_up_s": round(warm, 2), "threads": 1, **_stats(samples)}
 
 
-def http_under_load(requests_per_client: int) -> dict[str, object]:
+def http_under_load(requests_per_client: int, client_counts: list[int]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg")
         url = pg.start()
@@ -121,22 +121,31 @@ def http_under_load(requests_per_client: int) -> dict[str, object]:
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_for_server(base + "/healthz", server)
-                query = _load(base, token, requests_per_client, query=True)
-                health = _load(base, token, requests_per_client, query=False)
+                query = [
+                    _load(base, token, requests_per_client, n, query=True) for n in client_counts
+                ]
+                health = [
+                    _load(base, token, requests_per_client, n, query=False) for n in client_counts
+                ]
             finally:
                 server.terminate()
                 server.wait(timeout=30)
         finally:
             pg.stop()
     return {
-        "clients": CLIENTS,
         "post_query_grammar_device_request": query,
         "healthz_same_load": health,
-        "p95_ratio_query_to_healthz": round(query["p95_ms"] / health["p95_ms"], 2),  # type: ignore[operator]
+        "p95_ratio_query_to_healthz": [
+            round(q["p95_ms"] / h["p95_ms"], 2) for q, h in zip(query, health, strict=True)
+        ],
+        "throughput_ratio_query_to_healthz": [
+            round(q["requests_per_second"] / h["requests_per_second"], 2)
+            for q, h in zip(query, health, strict=True)
+        ],
     }
 
 
-def _load(base: str, token: str, rounds: int, *, query: bool) -> dict[str, float]:
+def _load(base: str, token: str, rounds: int, clients: int, *, query: bool) -> dict[str, float]:
     samples: list[float] = []
     lock = threading.Lock()
     texts = ["pause the prusa", "dim the farm lights to thirty percent", "status of the voron",
@@ -167,25 +176,30 @@ def _load(base: str, token: str, rounds: int, *, query: bool) -> dict[str, float
         with lock:
             samples.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {**_stats(samples), "requests_per_second": round(len(samples) / wall, 1)}
+    return {
+        "clients": clients,
+        **_stats(samples),
+        "requests_per_second": round(len(samples) / wall, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=40, help="per client")
-    parser.add_argument("--model-rounds", type=int, default=16)
+    parser.add_argument("--model-rounds", type=int, default=16, help="0 skips the local model")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, CLIENTS])
     args = parser.parse_args()
     results: dict[str, object] = {
         "grammar_stage_in_process": grammar_stage(),
-        "http": http_under_load(args.requests),
-        "local_model_embedded": local_model(args.model_rounds),
+        "http": http_under_load(args.requests, args.clients),
+        "local_model_embedded": local_model(args.model_rounds) if args.model_rounds else None,
         "machine": {
             "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(),

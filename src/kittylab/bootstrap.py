@@ -3,6 +3,7 @@ concrete adapters."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ from kittylab.config import Settings
 from kittylab.conversation.actions import BusContextPublisher, ConversationCad, DispatchingSubmitter
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
+from kittylab.devices.inline_dispatch import InlineDispatcher
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
 from kittylab.domain.bus_acl import IdentityKind
@@ -87,6 +89,9 @@ class Container:
     """The process's MQTT client; connected only while something runs ``bus.run()``."""
     drivers: dict[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name."""
+    dispatcher: InlineDispatcher | None = None
+    """``jobs`` itself: sends device commands in process once ``start_inline_dispatch``
+    attached it to the serving loop (before that, the durable queue does)."""
 
 
 @contextmanager
@@ -132,16 +137,18 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
     store = artifact_store(settings)
     pool = cad_worker_pool(settings)
     cad = cad_service(settings, database, store, pool, queue)
+    jobs = InlineDispatcher(queue)
     try:
         yield Container(
             settings=settings,
             database=database,
             database_url=url,
-            jobs=queue,
+            jobs=jobs,
+            dispatcher=jobs,
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus),
-            query=query_service(settings, database, queue, bus, cad),
+            query=query_service(settings, database, jobs, bus, cad),
             cad=cad,
             cad_pool=pool,
             artifacts=store,
@@ -212,6 +219,28 @@ def follow_simulated_devices(container: Container) -> None:
     identities = bus_identities(container.settings)
     if identities.ensure_own(devices):
         identities.save()
+
+
+async def start_inline_dispatch(container: Container) -> None:
+    """From now on, device commands accepted by this process are sent from its running
+    loop right after their commit (``devices.inline_dispatch``); those left unfinished by
+    an earlier run are taken up at once."""
+    dispatcher = container.dispatcher
+    if dispatcher is None:
+        return
+    started = container.clock()
+    dispatcher.start(
+        asyncio.get_running_loop(),
+        database=container.database,
+        drivers=container.drivers,
+        settings=container.settings.commands,
+        notify=container.settings.notify,
+        clock=container.clock,
+    )
+    try:
+        await dispatcher.recover(started)
+    except Exception:  # the minutely reconcile_commands takes them up instead
+        log.warning("unfinished device commands could not be read at start", exc_info=True)
 
 
 def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:

@@ -138,6 +138,8 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
                 name="simulators",
             )
         )
+    # Commands are sent from this loop right after their commit (the job queue is the backstop).
+    await bootstrap.start_inline_dispatch(container)
     try:
         if with_workers:
             await _serve_with_workers(container, server)
@@ -146,6 +148,8 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
     finally:
         # Each stage is logged with its duration: a stop that hangs says where.
         started = time.monotonic()
+        if container.dispatcher is not None:
+            await container.dispatcher.stop(_TASK_STOP_SECONDS)
         await _stop_all(background)
         log.info("background tasks stopped in %.1f s", time.monotonic() - started)
         if broker is not None:
