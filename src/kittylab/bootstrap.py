@@ -24,7 +24,7 @@ from kittylab.adapters.cad.freecad_provider import FreeCadProvider
 from kittylab.adapters.cad.tripo import TripoProvider
 from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.cad.zoo import ZooProvider
-from kittylab.adapters.db import migrate
+from kittylab.adapters.db import change_signal, migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
 from kittylab.adapters.db.tables import Device
@@ -61,6 +61,7 @@ from kittylab.fabrication.ports import Slicer
 from kittylab.fabrication.tracker import PrintTracker
 from kittylab.monitoring.ingest import MonitorIngest
 from kittylab.monitoring.watcher import PrintWatcher
+from kittylab.people.principal_cache import PrincipalCache
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
@@ -89,6 +90,8 @@ class Container:
     """The process's MQTT client; connected only while something runs ``bus.run()``."""
     drivers: dict[str, DeviceDriver] = field(default_factory=dict)
     """Device drivers by integration name."""
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
+    """Bearer token → caller, remembered briefly while changes to people are heard."""
     dispatcher: InlineDispatcher | None = None
     """``jobs`` itself: sends device commands in process once ``start_inline_dispatch``
     attached it to the serving loop (before that, the durable queue does)."""
@@ -241,6 +244,23 @@ async def start_inline_dispatch(container: Container) -> None:
         await dispatcher.recover(started)
     except Exception:  # the minutely reconcile_commands takes them up instead
         log.warning("unfinished device commands could not be read at start", exc_info=True)
+
+
+async def follow_changes(container: Container, lab_changed: asyncio.Event | None) -> None:
+    """Hear every process's changes to the lab and its people (``change_signal``): caches
+    keyed on them forget at once, and when the lab changes the simulator's bus identity
+    follows it and the simulated fleet (``lab_changed``) reloads and reports right away,
+    so a newly applied lab's simulated devices are online within a second. Runs until
+    cancelled (``kittylab serve``)."""
+
+    async def lab() -> None:
+        if lab_changed is None:
+            return
+        # The bus rights first: the new devices' states are published right after.
+        await asyncio.to_thread(follow_simulated_devices, container)
+        lab_changed.set()
+
+    await change_signal.listen(libpq_url(container.database_url), {change_signal.LAB: lab})
 
 
 def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:

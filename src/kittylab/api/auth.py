@@ -14,7 +14,6 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
 from kittylab.domain.principal import Principal
-from kittylab.people.identity import authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
 
@@ -60,12 +59,15 @@ def current_principal(
     """The caller, authenticated in a short transaction of its own that commits (the
     ``last_used_at`` touch) and gives its connection back before the handler's work
     begins. A handler may wait seconds (for a model, a printer, a file), and the token
-    lookup must not hold a connection, nor the token row's lock, while it does. Every
-    route authenticates through this one dependency (``Caller``, ``require``)."""
+    lookup must not hold a connection, nor the token row's lock, while it does. A server
+    remembers a token's answer for a few seconds, forgetting it when people change
+    (``people.principal_cache``). Every route authenticates through this one dependency
+    (``Caller``, ``require``)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired("missing bearer token")
-    with c.database.unit_of_work() as session:
-        principal = authenticate(session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION)
+    principal = c.principals.authenticate(
+        c.database, credentials.credentials, c.clock(), LAST_USED_RESOLUTION
+    )
     request.state.principal = principal
     return principal
 

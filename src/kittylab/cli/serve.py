@@ -114,6 +114,11 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         asyncio.create_task(bootstrap.print_watcher(container).run(), name="print-watcher")
     )
     sim = container.settings.simulator
+    # Set when any process changes the lab: the simulated fleet follows it at once.
+    lab_changed = asyncio.Event() if sim.enabled else None
+    background.append(
+        asyncio.create_task(bootstrap.follow_changes(container, lab_changed), name="changes")
+    )
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)
         if bus is not None:
@@ -134,6 +139,7 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
                     tick_seconds=sim.tick_seconds,
                     report_every_seconds=sim.report_interval_seconds,
                     reload_every_seconds=sim.reload_interval_seconds,
+                    lab_changed=lab_changed,
                 ),
                 name="simulators",
             )
