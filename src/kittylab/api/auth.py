@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from kittylab.adapters.db import unit_of_work as db
 from kittylab.bootstrap import Container
@@ -22,7 +23,9 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users
 API_DB_CONCURRENCY = 16
 
 
-def container(request: Request) -> Container:
+async def container(request: Request) -> Container:
+    # async: a plain attribute read, not worth a thread pool hop (sync dependencies run
+    # in the pool).
     c: Container = request.app.state.container
     return c
 
@@ -51,7 +54,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 AUTH_DB_CONCURRENCY = 8
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     c: Annotated[Container, Depends(container)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -65,9 +68,13 @@ def current_principal(
     (``Caller``, ``require``)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired("missing bearer token")
-    principal = c.principals.authenticate(
-        c.database, credentials.credentials, c.clock(), LAST_USED_RESOLUTION
-    )
+    token, now = credentials.credentials, c.clock()
+    # A remembered token answers on the loop; a lookup runs in the thread pool.
+    principal = c.principals.remembered(token, now)
+    if principal is None:
+        principal = await run_in_threadpool(
+            c.principals.authenticate, c.database, token, now, LAST_USED_RESOLUTION
+        )
     request.state.principal = principal
     return principal
 
@@ -75,11 +82,11 @@ def current_principal(
 Caller = Annotated[Principal, Depends(current_principal, max_concurrency=AUTH_DB_CONCURRENCY)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting callers that hold any of ``roles``."""
     names = " or ".join(r.value for r in roles)
 
-    def check(principal: Caller) -> Principal:
+    async def check(principal: Caller) -> Principal:  # pure: no thread pool hop
         if not principal.has_any(*roles):
             raise PermissionDenied(f"this needs the {names} role")
         return principal

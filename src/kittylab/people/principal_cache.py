@@ -54,6 +54,22 @@ class PrincipalCache:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
 
+    def remembered(self, token: str, now: datetime) -> Principal | None:
+        """What ``token`` resolved to a moment ago, if that still holds; no I/O."""
+        if not change_signal.listening():
+            return None
+        key = hash_token(token)
+        with self._lock:
+            entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry.generation == change_signal.generation(change_signal.PEOPLE)
+            and self._monotonic() - entry.fetched < self._ttl
+            and (entry.expires_at is None or now < entry.expires_at)
+        ):
+            return entry.principal
+        return None
+
     def authenticate(
         self, database: Database, token: str, now: datetime, touch_after: timedelta
     ) -> Principal:
@@ -61,16 +77,9 @@ class PrincipalCache:
         about ``token`` a moment ago (see the module doc). Raises what it raises."""
         key = hash_token(token)
         generation = change_signal.generation(change_signal.PEOPLE)
-        if change_signal.listening():
-            with self._lock:
-                entry = self._entries.get(key)
-            if (
-                entry is not None
-                and entry.generation == generation
-                and self._monotonic() - entry.fetched < self._ttl
-                and (entry.expires_at is None or now < entry.expires_at)
-            ):
-                return entry.principal
+        remembered = self.remembered(token, now)
+        if remembered is not None:
+            return remembered
         with database.unit_of_work() as session:
             principal = authenticate(session, token, now, touch_after)
             expires_at = session.scalar(
