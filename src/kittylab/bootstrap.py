@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy import select
 
@@ -261,6 +262,35 @@ async def follow_changes(container: Container, lab_changed: asyncio.Event | None
         lab_changed.set()
 
     await change_signal.listen(libpq_url(container.database_url), {change_signal.LAB: lab})
+
+
+@runtime_checkable
+class ReleasesWhenIdle(Protocol):
+    def release_idle(self, idle_seconds: float) -> object: ...
+
+
+IDLE_CHECK_SECONDS = 30.0
+
+
+async def release_idle_resources(container: Container) -> None:
+    """Stop what loads on first use once nobody has used it for a while: the CadQuery
+    workers (``cad.worker_idle_seconds``) and the embedded local model
+    (``query.model.idle_seconds``). Runs until cancelled (``kittylab serve``)."""
+    settings = container.settings
+    held: list[tuple[ReleasesWhenIdle, float]] = [
+        (container.cad_pool, settings.cad.worker_idle_seconds)
+    ]
+    model = container.query.understander.model
+    if isinstance(model, ReleasesWhenIdle):
+        held.append((model, settings.query.model.idle_seconds))
+    every = min(IDLE_CHECK_SECONDS, *(idle / 4 for _, idle in held))
+    while True:
+        await asyncio.sleep(every)
+        for resource, idle in held:
+            try:
+                await asyncio.to_thread(resource.release_idle, idle)
+            except Exception:  # the next round tries again
+                log.warning("could not release an idle %s", type(resource).__name__, exc_info=True)
 
 
 def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:

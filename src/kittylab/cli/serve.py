@@ -111,6 +111,9 @@ async def _serve(container: bootstrap.Container, host: str, port: int, with_work
         asyncio.create_task(bootstrap.device_poller(container).run(), name="device-poller")
     )
     background.append(
+        asyncio.create_task(bootstrap.release_idle_resources(container), name="idle-release")
+    )
+    background.append(
         asyncio.create_task(bootstrap.print_watcher(container).run(), name="print-watcher")
     )
     sim = container.settings.simulator
