@@ -10,15 +10,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text, update
+import yaml
+from sqlalchemy import select, text, update
 
 from kittylab.adapters.db import change_signal
 from kittylab.adapters.db.engine import Database, libpq_url
 from kittylab.adapters.db.tables import ApiToken, Device
 from kittylab.domain.clock import utcnow
 from kittylab.domain.errors import AuthenticationRequired
+from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity
 from kittylab.people.principal_cache import PrincipalCache
+from kittylab.safety import policy, workflow
 
 TOUCH = timedelta(minutes=1)
 
@@ -190,3 +193,47 @@ def _revoke_elsewhere(database_url: str, token: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_while_listening_a_policy_applied_by_another_process_holds_the_very_next_request(
+    database: Database, database_url: str, demo_lab_path: Path, tmp_path: Path
+) -> None:
+    """The zone's policies are remembered between requests (``safety.zone_facts``), and a
+    policy that another process adds must still hold the next hazardous request."""
+    with database.unit_of_work() as s:
+        apply_manifest(s, load_manifest(demo_lab_path), utcnow())
+        ada = identity.find_user_by_username(s, "ada").id
+    lab = yaml.safe_load(demo_lab_path.read_text())
+    lab["policies"].append(
+        {
+            "name": "farm-lights-need-a-word",
+            "zone": "print-farm",
+            "intents": ["light_set_brightness"],
+            "required_roles": ["safety"],
+            "requires_dual_confirm": False,
+            "requires_presence": False,
+        }
+    )
+    stricter = tmp_path / "lab.yaml"
+    stricter.write_text(yaml.safe_dump(lab, sort_keys=False))
+
+    def decide() -> policy.Decision:
+        with database.unit_of_work() as s:
+            light = s.scalars(select(Device).where(Device.external_id == "farm-lights")).one()
+            return workflow.evaluate(s, light, "light_set_brightness", ada, utcnow())
+
+    async def scenario() -> None:
+        listener = asyncio.create_task(change_signal.listen(libpq_url(database_url), {}))
+        try:
+            await _until(change_signal.listening)
+            assert isinstance(decide(), policy.Allow)
+            assert isinstance(decide(), policy.Allow)  # now from memory
+            generation = change_signal.generation(change_signal.LAB)
+            await asyncio.to_thread(_apply_elsewhere, database_url, stricter)
+            await _until(lambda: change_signal.generation(change_signal.LAB) > generation)
+            assert isinstance(decide(), policy.NeedsApproval)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    asyncio.run(scenario())
