@@ -85,15 +85,18 @@ def advance_command(
     *,
     now: datetime,
     reason: str | None = None,
+    locked: DeviceCommand | None = None,
 ) -> DeviceCommand:
-    """Move a command to ``target`` under a row lock and return it.
+    """Move a command to ``target`` under a row lock and return it. ``locked``: the
+    command as the caller already read it ``FOR UPDATE`` in this transaction (the claim
+    does), so it is not read a second time.
 
     Raises ``NotFound`` for an unknown id and ``InvalidTransition`` (naming the current and
     the attempted state) for a move the transition table forbids. Reaching ``acked`` stamps
     ``ack_at``; reaching ``failed`` stores ``reason``, sanitized, as ``failure_reason``.
     The history entry carries the sanitized reason when one is given.
     """
-    command = _get_for_update(session, command_id)
+    command = locked if locked is not None else _get_for_update(session, command_id)
     previous = command.status
     command.status = transition("device command", COMMAND_TRANSITIONS, previous, target)
     clean_reason = None if reason is None else sanitize_text(reason, _REASON_MAX)
