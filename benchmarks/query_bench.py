@@ -2,7 +2,11 @@
 ``POST /api/query`` over HTTP with 16 concurrent clients against ``kittylab serve``
 (with ``/healthz`` of the same server under the same load as the yardstick).
 
-Run:  .venv/bin/python benchmarks/query_bench.py [--requests N] [--model-rounds N]
+Targets (issue 14), as shares of ``/healthz`` in the same run: at 16 clients, turns/s ≥ 0.3 ×
+``/healthz`` req/s; at 1 client, p95 ≤ 8 × ``/healthz`` p95. The server's (and PostgreSQL's)
+CPU per request is measured too, which does not depend on the machine's other load.
+
+Run:  .venv/bin/python benchmarks/query_bench.py [--requests N] [--model-rounds N] [--clients N…]
 Writes benchmarks/results/query_bench.json and prints it. Numbers depend on the machine
 and on what else runs on it; compare runs on the same one.
 """
@@ -22,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import free_port, wait_for_server
+from common import CpuMeter, free_port, wait_for_server
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
@@ -121,11 +125,14 @@ def http_under_load(requests_per_client: int, client_counts: list[int]) -> dict[
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_for_server(base + "/healthz", server)
+                cpu = CpuMeter(server.pid, Path(tmp) / "pg")
                 query = [
-                    _load(base, token, requests_per_client, n, query=True) for n in client_counts
+                    _load(base, token, requests_per_client, n, cpu, query=True)
+                    for n in client_counts
                 ]
                 health = [
-                    _load(base, token, requests_per_client, n, query=False) for n in client_counts
+                    _load(base, token, requests_per_client, n, cpu, query=False)
+                    for n in client_counts
                 ]
             finally:
                 server.terminate()
@@ -138,6 +145,10 @@ def http_under_load(requests_per_client: int, client_counts: list[int]) -> dict[
         "p95_ratio_query_to_healthz": [
             round(q["p95_ms"] / h["p95_ms"], 2) for q, h in zip(query, health, strict=True)
         ],
+        "server_cpu_ratio_healthz_to_query": [
+            round(h["server_cpu_ms_per_request"] / q["server_cpu_ms_per_request"], 2)
+            for q, h in zip(query, health, strict=True)
+        ],
         "throughput_ratio_query_to_healthz": [
             round(q["requests_per_second"] / h["requests_per_second"], 2)
             for q, h in zip(query, health, strict=True)
@@ -145,7 +156,9 @@ def http_under_load(requests_per_client: int, client_counts: list[int]) -> dict[
     }
 
 
-def _load(base: str, token: str, rounds: int, clients: int, *, query: bool) -> dict[str, float]:
+def _load(
+    base: str, token: str, rounds: int, clients: int, cpu: CpuMeter, *, query: bool
+) -> dict[str, float]:
     samples: list[float] = []
     lock = threading.Lock()
     texts = ["pause the prusa", "dim the farm lights to thirty percent", "status of the voron",
@@ -177,6 +190,7 @@ def _load(base: str, token: str, rounds: int, clients: int, *, query: bool) -> d
             samples.extend(mine)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    before = cpu.read()
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -187,6 +201,7 @@ def _load(base: str, token: str, rounds: int, clients: int, *, query: bool) -> d
         "clients": clients,
         **_stats(samples),
         "requests_per_second": round(len(samples) / wall, 1),
+        **CpuMeter.per_request(before, cpu.read(), clients * (rounds + 3)),
     }
 
 
