@@ -4,13 +4,27 @@
 #   prusa-slicer   the slicer (STL/STEP/3MF -> G-code), run headless through its CLI
 #   ssh-keygen     (openssh-client) signs safety approvals: `kittylab approve` with OpenSSH
 #                  and FIDO2 keys runs `ssh-keygen -Y sign -n kittylab`
+# With --test (scripts/setup.sh --dev, hence scripts/test.sh), also what the tests drive:
+#   freecadcmd     (freecad, without its recommends) the second offline CAD provider; the
+#                  tests build one prompt of each part family with it
+#   prometheus     (with promtool) for the tests of deploy/prometheus: the rules are checked
+#                  and a real Prometheus scrapes a live server; KittyLab itself never needs it
 # Needs root or password-less sudo, and apt-get (Debian/Ubuntu). Exit 1 when a program is
 # missing and cannot be installed.
 set -euo pipefail
 
+programs=(prusa-slicer ssh-keygen)
+[ "${1:-}" = "--test" ] && programs+=(freecadcmd prometheus promtool)
 packages=()
-command -v prusa-slicer >/dev/null 2>&1 || packages+=(prusa-slicer)
-command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-client)
+for program in "${programs[@]}"; do
+  command -v "$program" >/dev/null 2>&1 && continue
+  case "$program" in
+    ssh-keygen) packages+=(openssh-client) ;;
+    freecadcmd) packages+=(freecad) ;;
+    promtool) packages+=(prometheus) ;;
+    *) packages+=("$program") ;;
+  esac
+done
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -34,6 +48,6 @@ if ! "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${packages[
   "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
-for program in prusa-slicer ssh-keygen; do
+for program in "${programs[@]}"; do
   command -v "$program" >/dev/null 2>&1 || { echo "install-system-deps: $program still missing" >&2; exit 1; }
 done

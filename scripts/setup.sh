@@ -33,8 +33,9 @@ if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt
   touch "$stamp"
 fi
 
-# Programs the tests drive as real peers (PrusaSlicer): a Debian package, installed only
-# when missing (needs root or password-less sudo; see scripts/install-system-deps.sh).
-if [ -n "$extras" ] && ! command -v prusa-slicer >/dev/null 2>&1; then
-  scripts/install-system-deps.sh
+# Programs the tests drive as real peers (PrusaSlicer, FreeCAD, Prometheus …): Debian
+# packages, each installed only when missing (needs root or password-less sudo; the script
+# returns at once when everything is there; see scripts/install-system-deps.sh).
+if [ -n "$extras" ]; then
+  scripts/install-system-deps.sh --test
 fi

@@ -7,10 +7,10 @@ scripts/setup.sh --dev
 scripts/install-mosquitto.sh   # the MQTT/Bambu tests start their own brokers
 
 echo "==> ruff"
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+.venv/bin/ruff check src tests deploy
+.venv/bin/ruff format --check src tests deploy
 echo "==> mypy --strict"
-.venv/bin/mypy src
+.venv/bin/mypy src deploy/grafana/dashboards.py
 echo "==> pytest"
 .venv/bin/pytest -q -p no:cacheprovider "$@"
 echo "==> schemathesis against a running server"

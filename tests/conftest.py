@@ -4,6 +4,7 @@ answers). A backend that cannot start fails the run; it is never skipped."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -20,6 +21,18 @@ from kittylab.adapters.db.engine import Database, libpq_url, make_engine
 from kittylab.adapters.db.tables import Base
 
 EXTERNAL_ENV = "KITTYLAB_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Every test leaves the root logger as it found it. The CLI configures logging onto
+    the runner's captured stream, which is closed when its test ends: a later log line
+    sent there prints "--- Logging error ---" into whatever the next test captures."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _backends() -> list[str]:

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy import select
 
+from kittylab.adapters.bus import command_key
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.credentials import SIMULATOR_USERNAME, Identities
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
@@ -44,10 +45,24 @@ from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
+from kittylab.adapters.tls import (
+    ServerCertificate,
+    TlsRequired,
+    lab_tls,
+    listener_certificate,
+)
 from kittylab.cad.ports import CadProviderPort
 from kittylab.cad.runs import AlertSettings, CadService
+from kittylab.cad.spending import Budget
 from kittylab.config import Settings
-from kittylab.conversation.actions import BusContextPublisher, ConversationCad, DispatchingSubmitter
+from kittylab.conversation.actions import (
+    BusContextPublisher,
+    ConversationCad,
+    DispatchingStopper,
+    DispatchingSubmitter,
+)
+from kittylab.conversation.follow_up import ReplyCloser
+from kittylab.conversation.memory import TurnMemory
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.devices.inline_dispatch import InlineDispatcher
@@ -65,6 +80,7 @@ from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.people.principal_cache import PrincipalCache
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
+from kittylab.safety.command_signature import CommandSigner, CommandVerifier
 from kittylab.safety.workflow import SafetyContext
 from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SIMULATED, SimulatedFleet
@@ -151,8 +167,8 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
             dispatcher=jobs,
             sender=AppriseSender(settings.notify),
             bus=bus,
-            drivers=device_drivers(bus),
-            query=query_service(settings, database, jobs, bus, cad),
+            drivers=device_drivers(bus, settings),
+            query=query_service(settings, database, jobs, bus, cad, store),
             cad=cad,
             cad_pool=pool,
             artifacts=store,
@@ -165,10 +181,78 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
 
 def broker_address(settings: Settings) -> BrokerAddress:
     """The configured broker, or the embedded one ``kittylab serve`` runs (no credentials:
-    ``message_bus`` adds the process's own)."""
-    if settings.mqtt.url is not None:
-        return parse_broker_url(settings.mqtt.url.get_secret_value())
-    return BrokerAddress(settings.mqtt.embedded_host, settings.mqtt.embedded_port)
+    ``message_bus`` adds the process's own). A ``mqtts://`` broker is verified with the
+    system's CAs and the lab CA (``KITTYLAB_MQTT__CA_FILE``, or ``kittylab tls init``'s).
+    ``TlsRequired`` for plain MQTT beyond loopback unless ``allow_plain_mqtt``: the bus
+    carries every identity's password and every device command."""
+    mqtt = settings.mqtt
+    ca_file = mqtt.ca_file or _lab_ca(settings)
+    if mqtt.url is not None:
+        address = parse_broker_url(mqtt.url.get_secret_value())
+        if not address.tls and address.beyond_loopback and not mqtt.allow_plain_mqtt:
+            raise TlsRequired(
+                f"KITTYLAB_MQTT__URL: the broker {address.host} is beyond loopback; reach it "
+                "over TLS (mqtts://, its certificate signed by the lab CA of `kittylab tls "
+                "init` or KITTYLAB_MQTT__CA_FILE), or set KITTYLAB_MQTT__ALLOW_PLAIN_MQTT=true "
+                "to send passwords and commands in the clear"
+            )
+        return replace(address, ca_file=ca_file) if address.tls else address
+    tls = embedded_broker_certificate(settings) is not None
+    host = mqtt.embedded_host
+    if host in ("0.0.0.0", ""):  # noqa: S104  (a listener's wildcard, not a bind)
+        host = "127.0.0.1"  # a wildcard listener: our own clients come in over loopback
+    elif host == "::":
+        host = "::1"
+    return BrokerAddress(host, mqtt.embedded_port, tls=tls, ca_file=ca_file if tls else None)
+
+
+def _lab_ca(settings: Settings) -> Path | None:
+    lab = lab_tls(settings.data_dir)
+    return lab.ca_cert if lab.has_ca else None
+
+
+def embedded_broker_certificate(settings: Settings) -> ServerCertificate | None:
+    """The certificate of the embedded broker's TLS listener: the configured one, or beyond
+    loopback the lab's; ``TlsRequired`` beyond loopback with neither (unless allowed)."""
+    mqtt = settings.mqtt
+    given = (
+        ServerCertificate(mqtt.embedded_tls_cert, mqtt.embedded_tls_key)
+        if mqtt.embedded_tls_cert is not None and mqtt.embedded_tls_key is not None
+        else None
+    )
+    return listener_certificate(
+        mqtt.embedded_host,
+        given=given,
+        lab=lab_tls(settings.data_dir),
+        allow_plain=mqtt.allow_plain_mqtt,
+        refusal=f"KITTYLAB_MQTT__EMBEDDED_HOST: the embedded MQTT broker would listen on "
+        f"{mqtt.embedded_host}, beyond loopback, without TLS; run `kittylab tls init` (or set "
+        "KITTYLAB_MQTT__EMBEDDED_TLS_CERT and _KEY), or set KITTYLAB_MQTT__ALLOW_PLAIN_MQTT=true "
+        "to send passwords and commands in the clear",
+    )
+
+
+def http_certificate(settings: Settings, host: str) -> ServerCertificate | None:
+    """The certificate ``kittylab serve`` serves HTTPS with on ``host``: the configured one,
+    or beyond loopback the lab's; ``None`` serves plain HTTP (on loopback, or allowed).
+    ``TlsRequired`` beyond loopback with neither: tokens would cross the LAN in the clear."""
+    http = settings.http
+    given = (
+        ServerCertificate(http.tls_cert, http.tls_key)
+        if http.tls_cert is not None and http.tls_key is not None
+        else None
+    )
+    return listener_certificate(
+        host,
+        given=given,
+        lab=lab_tls(settings.data_dir),
+        allow_plain=http.allow_plain_http,
+        refusal=f"refusing to serve plain HTTP on {host}, beyond loopback: API tokens would "
+        "cross the network in the clear. Run `kittylab tls init` (a lab CA and a certificate "
+        "for this machine; serve picks it up), or give a certificate with "
+        "KITTYLAB_HTTP__TLS_CERT and KITTYLAB_HTTP__TLS_KEY; behind a TLS reverse proxy, "
+        "pass --insecure-http (KITTYLAB_HTTP__ALLOW_PLAIN_HTTP=true)",
+    )
 
 
 def bus_identities_file(settings: Settings) -> Path:
@@ -197,6 +281,7 @@ def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
         settings.mqtt.embedded_host,
         settings.mqtt.embedded_port,
         identities_file=bus_identities_file(settings),
+        certificate=embedded_broker_certificate(settings),
     )
 
 
@@ -293,10 +378,28 @@ async def release_idle_resources(container: Container) -> None:
                 log.warning("could not release an idle %s", type(resource).__name__, exc_info=True)
 
 
-def device_drivers(bus: MqttBus) -> dict[str, DeviceDriver]:
+def command_key_file(settings: Settings) -> Path:
+    return settings.mqtt.command_key_file or settings.data_dir / "mqtt" / "command-signing.key"
+
+
+def command_signer(settings: Settings) -> CommandSigner:
+    """What signs every ``cmd`` this process publishes: the lab's command-signing key
+    (created on first use, mode 0600)."""
+    key = command_key.load_or_create(command_key_file(settings))
+    return CommandSigner(key, ttl_seconds=settings.mqtt.command_ttl_seconds)
+
+
+def command_verifier(settings: Settings) -> CommandVerifier:
+    """The simulated devices' check of the commands they receive: the public half of the
+    lab's command-signing key, given to them here as firmware is given it."""
+    return CommandVerifier(command_signer(settings).public_key)
+
+
+def device_drivers(bus: MqttBus, settings: Settings) -> dict[str, DeviceDriver]:
     """One driver per integration. The simulated lab speaks the generic MQTT device
-    protocol (its simulators are the devices' MQTT side), so both share one driver."""
-    mqtt = MqttDeviceDriver(bus)
+    protocol (its simulators are the devices' MQTT side), so both share one driver,
+    which signs every command with the lab's key."""
+    mqtt = MqttDeviceDriver(bus, command_signer(settings))
     return {
         "simulated": mqtt,
         "mqtt": mqtt,
@@ -313,6 +416,7 @@ def query_service(
     jobs: JobQueue,
     bus: MqttBus | None,
     cad: CadService | None = None,
+    artifacts: ArtifactStore | None = None,
 ) -> QueryService:
     """The conversation service with the tiers the settings choose. Models load lazily, on
     the first request that needs them. Device requests take the command path; each turn's
@@ -324,12 +428,22 @@ def query_service(
         database=database,
         settings=q,
         understander=Understander(local_model(settings), q.grammar_threshold),
-        submitter=DispatchingSubmitter(jobs, utcnow, safety_context(settings), bus),
+        submitter=DispatchingSubmitter(
+            jobs,
+            utcnow,
+            safety_context(settings),
+            bus,
+            artifacts=artifacts,
+            scenes=settings.fabrication.scenes,
+        ),
         clock=utcnow,
         mcp=mcp_answerers(q.mcp_servers),
         frontier=frontier_answerer(q.frontier),
         publisher=BusContextPublisher(bus) if bus is not None else None,
         cad=ConversationCad(cad) if cad is not None else None,
+        stopper=DispatchingStopper(jobs, utcnow, bus),
+        # Issue 16: every turn is remembered, and a command's reply says how it went.
+        hooks=TurnMemory(ReplyCloser(database, settings.conversations.reply_wait_seconds), utcnow),
     )
 
 
@@ -429,11 +543,19 @@ def cad_service(
         clock=clock,
         recover_after=timedelta(seconds=settings.cad.recover_after_seconds),
         build_volumes=slicer(settings),
+        budget=Budget(
+            prices=dict(settings.cad.online_prices_usd), daily_usd=settings.query.daily_budget_usd
+        ),
     )
 
 
 def simulated_fleet(container: Container) -> SimulatedFleet:
-    return SimulatedFleet(container.database, build_simulator, container.clock)
+    return SimulatedFleet(
+        container.database,
+        build_simulator,
+        container.clock,
+        command_verifier(container.settings),
+    )
 
 
 def job_context(container: Container) -> JobContext:
@@ -448,6 +570,10 @@ def job_context(container: Container) -> JobContext:
         slicer=slicer(container.settings),
         gcode_reader=gcode_estimates,
         cad=container.cad,
+        snapshots=HttpSnapshotSource(
+            timeout=container.settings.monitoring.snapshot_timeout_seconds,
+            max_bytes=container.settings.monitoring.snapshot_max_bytes,
+        ),
     )
 
 
@@ -457,7 +583,12 @@ def gcode_estimates(path: Path) -> SliceEstimate | None:
         summary = read_summary(path)
     except (SummaryMissing, OSError):
         return None
-    return SliceEstimate(summary.estimated_seconds, summary.filament_mm, summary.filament_g)
+    return SliceEstimate(
+        summary.estimated_seconds,
+        summary.filament_mm,
+        summary.filament_g,
+        summary.filament_type,
+    )
 
 
 def print_tracker(container: Container) -> PrintTracker:

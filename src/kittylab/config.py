@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from ipaddress import ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from kittylab.domain.enums import NotificationChannel
+from kittylab.domain.networks import DEFAULT_TRUSTED_NETWORKS
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("kittylab", appauthor=False))
 
 
@@ -28,6 +37,32 @@ class HttpSettings(BaseModel):
     max_concurrent_requests: int = Field(
         512, ge=16, description="Connections served at once; beyond it new ones get 503."
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="Certificate (PEM, chain included) `kittylab serve` serves HTTPS with; "
+        "unset: the one from `kittylab tls init` when bound beyond loopback.",
+    )
+    tls_key: Path | None = Field(None, description="The private key of tls_cert (PEM).")
+    allow_plain_http: bool = Field(
+        False,
+        description="Serve plain HTTP on an interface beyond loopback (behind a TLS proxy); "
+        "refused otherwise.",
+    )
+    trusted_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network(n) for n in DEFAULT_TRUSTED_NETWORKS],
+        description="Networks whose requests may actuate and approve; from elsewhere a "
+        "request can only read, whatever its token.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For is believed; empty: none.",
+    )
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key are set together or not at all")
+        return self
 
 
 class TokenSettings(BaseModel):
@@ -81,6 +116,35 @@ class SafetySettings(BaseModel):
 class SessionSettings(BaseModel):
     inactivity_ttl_seconds: int = Field(
         24 * 3600, ge=60, description="A conversation idle this long is removed."
+    )
+
+
+class ConversationSettings(BaseModel):
+    """A conversation's memory and its replies (issue 16)."""
+
+    message_retention_days: float = Field(
+        30,
+        gt=0,
+        description="Conversation messages older than this are deleted (hourly purge).",
+    )
+    reply_wait_seconds: float = Field(
+        1.5,
+        ge=0,
+        le=30,
+        description="How long a device command's reply waits for the device's confirmation "
+        "before saying it is under way (the outcome then follows as a later message); 0 "
+        "answers at once.",
+    )
+    events_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="How often a conversation's event stream looks for new messages.",
+    )
+    events_max_seconds: float = Field(
+        3600,
+        ge=1,
+        description="How long one event stream stays open; clients reconnect after it.",
     )
 
 
@@ -169,11 +233,40 @@ class MqttSettings(BaseModel):
     client_id_prefix: str = Field(
         "kittylab", min_length=1, max_length=40, description="Prefix of our MQTT client ids."
     )
+    ca_file: Path | None = Field(
+        None,
+        description="CA certificates (PEM) that verify an mqtts:// broker, besides the "
+        "system's; unset: the lab CA of `kittylab tls init`, when there is one.",
+    )
+    embedded_tls_cert: Path | None = Field(
+        None,
+        description="Certificate the embedded broker listens with (TLS); unset: the one "
+        "from `kittylab tls init` when embedded_host is beyond loopback.",
+    )
+    embedded_tls_key: Path | None = Field(None, description="The key of embedded_tls_cert.")
+    allow_plain_mqtt: bool = Field(
+        False,
+        description="Speak plain MQTT with a broker beyond loopback (or let the embedded one "
+        "listen there without TLS); refused otherwise.",
+    )
     identities_file: Path | None = Field(
         None,
         description="The lab's bus identities and credential hashes (mode 0600); the "
         "embedded broker admits only these, `kittylab mqtt config` writes Mosquitto's files "
         "from it. Unset: <data_dir>/mqtt/identities.json.",
+    )
+    command_key_file: Path | None = Field(
+        None,
+        description="The Ed25519 key every device command is signed with (mode 0600, "
+        "created on first use; every process that sends commands needs the same one). "
+        "Unset: <data_dir>/mqtt/command-signing.key.",
+    )
+    command_ttl_seconds: float = Field(
+        30.0,
+        ge=5,
+        le=600,
+        description="A signed command expires this long after it is sent; a verifying "
+        "device refuses it later (and remembers its id until then, to refuse a replay).",
     )
     keepalive_seconds: int = Field(30, ge=5, le=3600)
     connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
@@ -184,6 +277,14 @@ class MqttSettings(BaseModel):
         ge=10,
         description="Messages kept while the broker is down; the oldest are dropped beyond.",
     )
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> MqttSettings:
+        if (self.embedded_tls_cert is None) != (self.embedded_tls_key is None):
+            raise ValueError(
+                "embedded_tls_cert and embedded_tls_key are set together or not at all"
+            )
+        return self
 
 
 class CommandSettings(BaseModel):
@@ -537,6 +638,12 @@ class CadSettings(BaseModel):
         600.0, gt=0, le=3600, description="Longest wait for one online generation."
     )
     online_poll_seconds: float = Field(2.0, gt=0, le=60)
+    online_prices_usd: dict[str, Annotated[Decimal, Field(ge=0)]] = Field(
+        default_factory=lambda: {"zoo": Decimal("0.50"), "tripo": Decimal("0.30")},
+        description="Estimated US dollars per call of each online provider, counted in the "
+        "person's daily budget (KITTYLAB_QUERY__DAILY_BUDGET_USD); a provider missing here "
+        "is refused.",
+    )
     freecad_command: str = Field(
         "freecadcmd", description="FreeCAD's command-line binary; missing: freecad unavailable."
     )
@@ -581,7 +688,7 @@ class Settings(BaseSettings):
         env_prefix="KITTYLAB_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
+    data_dir: Path = Field(default_factory=default_data_dir)
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; unset starts an embedded server in the data dir."
     )
@@ -592,6 +699,7 @@ class Settings(BaseSettings):
     presence: PresenceSettings = PresenceSettings()
     safety: SafetySettings = SafetySettings()
     sessions: SessionSettings = SessionSettings()
+    conversations: ConversationSettings = ConversationSettings()
     jobs: JobSettings = JobSettings()
     notify: NotifySettings = NotifySettings()
     simulator: SimulatorSettings = SimulatorSettings()

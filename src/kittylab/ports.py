@@ -6,7 +6,7 @@ them; bootstrap chooses which; tests may pass fakes of these (and only these).""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -24,6 +24,10 @@ class JobQueue(Protocol):
     def defer_dispatch(self, command_id: UUID) -> None:
         """Schedule sending a pending device command; a no-op when a job for it waits."""
 
+    def defer_dispatch_in_order(self, command_ids: Sequence[UUID]) -> None:
+        """Schedule sending pending commands that must reach their devices in an order
+        (a stop's: ``safety.stop.send_in_order``) with one job."""
+
     def defer_print_preparation(self, job_id: UUID) -> None:
         """Schedule slicing (or reading) a new print job's file."""
 
@@ -33,6 +37,7 @@ class JobQueue(Protocol):
 
 CAUGHT_UP_BY: Mapping[str, str] = {
     "defer_dispatch": "reconcile_commands",
+    "defer_dispatch_in_order": "reconcile_commands",
     "defer_notification": "sweep_notifications",
     "defer_print_preparation": "advance_print_queues",
     "defer_start_next": "advance_print_queues",

@@ -32,6 +32,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
+    return server_env(tmp_path)
+
+
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `kittylab` process with its own data directory under
+    ``tmp_path`` and its own embedded broker port, fast intervals for tests."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KITTYLAB_")}
     return {
         **clean,
@@ -349,11 +355,14 @@ def test_a_hazardous_unlock_waits_for_a_signed_approval_then_the_door_opens(
     assert found is not None, held.stdout
     event_id = found.group(1)
 
-    refused = _cli(as_olivia, "approve", event_id, "--key", str(key))
+    refused = _cli(as_olivia, "approve", event_id, "--key", str(key), "--yes")
     assert refused.returncode == 1
     assert "cannot approve their own request" in refused.stderr
 
-    approved = _cli(as_sam, "approve", event_id, "--key", str(key))
+    # The CNC room requires PPE: the approval confirms what Sam wears.
+    approved = _cli(
+        as_sam, "approve", event_id, "--key", str(key), "--ppe", "safety_glasses", "--yes"
+    )
     assert approved.returncode == 0, approved.stdout + approved.stderr
     event = httpx.get(f"{server.url}/api/safety/events/{event_id}", headers=auth, timeout=10)
     command_url = f"{server.url}/api/commands/{event.json()['commandId']}"

@@ -54,7 +54,11 @@ def container(
 
 @pytest.fixture
 def client(container: bootstrap.Container) -> Iterator[TestClient]:
-    with TestClient(create_app(container), raise_server_exceptions=False) as c:
+    # From loopback, as the quick start's clients: a request from outside the lab's trusted
+    # networks may only read (tests/integration/test_trusted_networks.py).
+    with TestClient(
+        create_app(container), raise_server_exceptions=False, client=("127.0.0.1", 50000)
+    ) as c:
         yield c
 
 

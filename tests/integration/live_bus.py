@@ -1,14 +1,19 @@
 """A real MQTT bus for tests: the embedded broker (amqtt) on a free port, or Mosquitto.
 
-The embedded broker admits only the identities of ``IDENTITIES_FILE`` (issue 13); test
-clients connect as KittyLab's service and the simulated lab as the simulator identity."""
+The embedded broker admits only the identities of ``IDENTITIES_FILE`` (issue 13), and the
+real Mosquitto runs with the password file and ACL ``kittylab mqtt config`` writes from
+them; test clients connect as KittyLab's service and the simulated lab as the simulator
+identity."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -17,10 +22,12 @@ from typing import NamedTuple
 from kittylab import bootstrap
 from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.credentials import Identities
+from kittylab.adapters.bus.mosquitto import write_config
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.config import MqttSettings
 from kittylab.domain.bus_acl import IdentityKind
 from kittylab.simulator.fleet import SimulatedFleet
+from tests.peers.tls_mosquitto import find_binary
 
 FAST = MqttSettings(reconnect_min_seconds=0.1, reconnect_max_seconds=0.5)
 IDENTITIES_FILE = Path(tempfile.mkdtemp(prefix="kittylab-bus-")) / "identities.json"
@@ -85,6 +92,37 @@ async def embedded_broker(port: int | None = None) -> AsyncIterator[EmbeddedBrok
         await broker.stop()
 
 
+@contextlib.asynccontextmanager
+async def mosquitto(identities: Identities) -> AsyncIterator[BrokerAddress]:
+    """The real Mosquitto with the files ``kittylab mqtt config`` writes, and nothing else."""
+    with tempfile.TemporaryDirectory(prefix="kittylab-mosquitto-") as folder:
+        directory = Path(folder)
+        files = write_config(identities, directory / "kittylab")
+        port = free_port()
+        conf = directory / "mosquitto.conf"
+        conf.write_text(
+            f"user {getpass.getuser()}\npersistence false\n"
+            f"log_dest file {directory / 'mosquitto.log'}\n"
+            f"listener {port} 127.0.0.1\n{files.config.read_text()}"
+        )
+        command = [find_binary("mosquitto"), "-c", str(conf)]
+        process = await asyncio.to_thread(subprocess.Popen, command)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                assert process.poll() is None, "mosquitto exited"
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "mosquitto did not listen"
+                    await asyncio.sleep(0.05)
+            yield BrokerAddress("127.0.0.1", port)
+        finally:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 10)
+
+
 async def eventually(check: object, within: float = 5.0) -> None:
     """Wait until ``check()`` is truthy; fail with its last value otherwise."""
     assert callable(check)
@@ -104,20 +142,29 @@ class LiveLab(NamedTuple):
 
 
 @contextlib.asynccontextmanager
-async def live_lab(container: bootstrap.Container) -> AsyncIterator[LiveLab]:
-    """The simulated lab online on an embedded broker: simulators attached and reported,
-    and a container whose drivers talk to them over MQTT."""
-    port = free_port()
-    address = BrokerAddress("127.0.0.1", port)
+async def live_lab(
+    container: bootstrap.Container, broker: str = "embedded"
+) -> AsyncIterator[LiveLab]:
+    """The simulated lab online on a broker (``embedded``, or ``mosquitto`` with the lab's
+    password file and ACL): simulators attached and reported, and a container whose
+    drivers talk to them over MQTT."""
     fleet = bootstrap.simulated_fleet(container)
     await asyncio.to_thread(fleet.reload)
-    lab_identities(sim.external_id for sim in fleet.devices.values())
-    async with (
-        embedded_broker(port),
-        running_bus(address, "lab") as bus,
-        running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach),
-    ):
+    identities = lab_identities(sim.external_id for sim in fleet.devices.values())
+    async with contextlib.AsyncExitStack() as stack:
+        if broker == "mosquitto":
+            address = await stack.enter_async_context(mosquitto(identities))
+        else:
+            port = free_port()
+            address = BrokerAddress("127.0.0.1", port)
+            await stack.enter_async_context(embedded_broker(port))
+        bus = await stack.enter_async_context(running_bus(address, "lab"))
+        await stack.enter_async_context(
+            running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach)
+        )
         await asyncio.to_thread(fleet.report)
         yield LiveLab(
-            bus, fleet, replace(container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            bus,
+            fleet,
+            replace(container, drivers=bootstrap.device_drivers(bus, container.settings), bus=bus),
         )

@@ -77,14 +77,15 @@ def test_user_validation_names_the_field(client: TestClient, admin: Person) -> N
         assert response.json()["field"] == field, response.json()
 
 
-def test_only_admin_mints_tokens(client: TestClient, admin: Person, operator: Person) -> None:
+def test_only_the_owner_mints_tokens(client: TestClient, admin: Person, operator: Person) -> None:
+    # Issue 13: not even an admin mints a token for someone else.
     own = f"/api/users/{operator.user_id}/tokens"
-    assert client.post(own, json={}, headers=operator.headers).status_code == 403
-    minted = client.post(own, json={"label": "laptop"}, headers=admin.headers)
+    assert client.post(own, json={}, headers=admin.headers).status_code == 403
+    minted = client.post(own, json={"label": "laptop"}, headers=operator.headers)
     assert minted.status_code == 201
     fresh = minted.json()["token"]
     assert client.get("/api/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
-    too_long = client.post(own, json={"label": "x" * 101}, headers=admin.headers)
+    too_long = client.post(own, json={"label": "x" * 101}, headers=operator.headers)
     assert too_long.status_code == 422
     assert too_long.json()["field"] == "label"
 
@@ -229,8 +230,9 @@ def test_an_unexpected_failure_is_a_500_problem_with_the_request_id(container) -
 # --- token expiry (issue 11) ---------------------------------------------------------------
 
 
-def _mint(client: TestClient, admin: Person, user_id: object, **body: object) -> dict[str, Any]:
-    response = client.post(f"/api/users/{user_id}/tokens", json=body, headers=admin.headers)
+def _mint(client: TestClient, owner: Person, user_id: object, **body: object) -> dict[str, Any]:
+    """``owner`` mints a token for themselves (``user_id`` is theirs: only owners mint)."""
+    response = client.post(f"/api/users/{user_id}/tokens", json=body, headers=owner.headers)
     assert response.status_code == 201, response.text
     minted: dict[str, Any] = response.json()
     return minted
@@ -245,7 +247,7 @@ def test_an_expired_token_is_refused_with_a_401_saying_it_expired(
 ) -> None:
     start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
     container.clock = lambda: start
-    minted = _mint(client, admin, operator.user_id, label="laptop", expiresInSeconds=3600)
+    minted = _mint(client, operator, operator.user_id, label="laptop", expiresInSeconds=3600)
     assert datetime.fromisoformat(minted["expiresAt"]) == start + timedelta(hours=1)
     assert client.get("/api/me", headers=_bearer(minted["token"])).status_code == 200
 
@@ -276,7 +278,7 @@ def test_a_token_with_a_future_expiry_works_and_lists_its_expiry(
 ) -> None:
     start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
     container.clock = lambda: start
-    minted = _mint(client, admin, operator.user_id, expiresInSeconds=7 * 86_400)
+    minted = _mint(client, operator, operator.user_id, expiresInSeconds=7 * 86_400)
 
     container.clock = lambda: start + timedelta(days=7) - timedelta(seconds=1)
     assert client.get("/api/me", headers=_bearer(minted["token"])).status_code == 200
@@ -296,8 +298,8 @@ def test_a_token_minted_without_a_lifetime_takes_the_lab_default_and_null_means_
         update={"tokens": TokenSettings(default_lifetime_seconds=86_400)}
     )
 
-    defaulted = _mint(client, admin, operator.user_id)
-    forever = _mint(client, admin, operator.user_id, expiresInSeconds=None)
+    defaulted = _mint(client, operator, operator.user_id)
+    forever = _mint(client, operator, operator.user_id, expiresInSeconds=None)
 
     assert datetime.fromisoformat(defaulted["expiresAt"]) == start + timedelta(days=1)
     assert forever["expiresAt"] is None
@@ -325,7 +327,7 @@ def test_a_bad_token_lifetime_is_a_422_naming_the_field(
     response = client.post(
         f"/api/users/{operator.user_id}/tokens",
         json={"expiresInSeconds": value},
-        headers=admin.headers,
+        headers=operator.headers,
     )
 
     assert response.status_code == 422, response.text

@@ -6,9 +6,7 @@ the API, and the API is for the safety and admin roles only."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -21,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from kittylab.adapters.db.engine import Database, libpq_url
-from kittylab.adapters.db.tables import AuditEntry
+from kittylab.adapters.db.tables import AuditEntry, User
 from kittylab.cli.main import app as cli
+from kittylab.people import identity
 from kittylab.records import audit
 from kittylab.safety.audit_chain import BreakKind
 from tests.integration.conftest import Person
@@ -59,17 +58,6 @@ def _breaks(database: Database, anchors: dict[int, str] | None = None) -> list[t
     with database.unit_of_work() as session:
         report = audit.verify_chain(session, anchors, batch=7)  # several batches
     return [(b.seq, b.kind.value) for b in report.breaks]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging onto the runner's captured stream, which is closed
-    afterwards: later log lines of other tests must not go there."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
@@ -238,7 +226,7 @@ def test_cli_verify_on_an_empty_log_is_intact(run_cli: CliRunner, database: Data
 
 
 def test_user_and_token_changes_are_audited_without_the_token(
-    database: Database, client: TestClient, admin: Person
+    database: Database, client: TestClient, admin: Person, safety_lead: Person
 ) -> None:
     created = client.post(
         "/api/users",
@@ -246,38 +234,60 @@ def test_user_and_token_changes_are_audited_without_the_token(
         headers=admin.headers,
     ).json()
     erin = created["id"]
-    assert (
-        client.patch(
-            f"/api/users/{erin}", json={"roles": ["operator", "safety"]}, headers=admin.headers
-        ).status_code
-        == 200
+    # Issue 13: the safety role asked for by one admin waits for a second person.
+    asked = client.patch(
+        f"/api/users/{erin}", json={"roles": ["operator", "safety"]}, headers=admin.headers
     )
-    # Changing nothing logs nothing.
+    assert asked.status_code == 200
+    assert asked.json()["pendingRoles"] == ["safety"]
+    # Asking again logs nothing new.
     client.patch(
         f"/api/users/{erin}", json={"roles": ["operator", "safety"]}, headers=admin.headers
     )
+    [grant] = client.get("/api/role-grants", headers=safety_lead.headers).json()["items"]
+    confirmed = client.post(f"/api/role-grants/{grant['id']}/confirm", headers=safety_lead.headers)
+    assert confirmed.status_code == 200
+    # Erin's first token comes from the host; she mints the next herself.
+    with database.unit_of_work() as session:
+        user = session.get(User, UUID(erin))
+        assert user is not None
+        first = identity.issue_token(session, user)
     minted = client.post(
-        f"/api/users/{erin}/tokens", json={"label": "laptop"}, headers=admin.headers
+        f"/api/users/{erin}/tokens",
+        json={"label": "laptop"},
+        headers={"Authorization": f"Bearer {first.token}"},
     ).json()
     client.delete(f"/api/users/{erin}/tokens/{minted['tokenId']}", headers=admin.headers)
     client.delete(f"/api/users/{erin}/tokens/{minted['tokenId']}", headers=admin.headers)
     with database.unit_of_work() as session:
         rows = audit.search(session, audit.AuditFilter(actor_id=admin.user_id), limit=100)
+        by_safety = audit.search(
+            session, audit.AuditFilter(actor_id=safety_lead.user_id), limit=100
+        )
+        by_erin = audit.search(session, audit.AuditFilter(actor_id=UUID(erin)), limit=100)
         everything = session.execute(text("SELECT string_agg(details::text, ' ') FROM audit_log"))
         dump = everything.scalar_one()
         assert audit.verify_chain(session).intact
     acts = [(r.entry.action, r.entry.subject_id) for r in reversed(rows)]
     assert acts == [
         ("user.added", erin),
-        ("user.changed", erin),
-        ("token.issued", minted["tokenId"]),
+        ("role.requested", erin),
         ("token.revoked", minted["tokenId"]),
     ]
-    changed = rows[2].entry.details
-    assert changed["changed"] == ["roles"]
-    assert changed["roles"] == {"from": ["operator"], "to": ["operator", "safety"]}
-    assert rows[1].entry.details == {"user_id": erin, "username": "erin", "label": "laptop"}
+    [granted] = by_safety
+    assert (granted.entry.action, granted.entry.subject_id) == ("role.granted", erin)
+    assert granted.entry.details["roles"] == {"from": ["operator"], "to": ["operator", "safety"]}
+    assert granted.entry.details["requested_by"] == str(admin.user_id)
+    [issued] = by_erin
+    assert issued.entry.action == "token.issued"
+    assert issued.entry.details == {
+        "user_id": erin,
+        "username": "erin",
+        "label": "laptop",
+        "minted_with": str(first.token_id),
+    }
     assert minted["token"] not in dump
+    assert first.token not in dump
     assert admin.token not in dump
 
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
+import secrets
 import socket
 import struct
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,6 @@ import pytest
 
 from kittylab import bootstrap
 from kittylab.adapters.bus.credentials import Credential, Identities
-from kittylab.adapters.bus.mosquitto import write_config
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.domain import topics
@@ -37,14 +33,19 @@ from tests.integration.live_bus import (
     embedded_broker,
     free_port,
     lab_identities,
+    mosquitto,
     running_bus,
 )
 from tests.integration.print_lab import apply_demo_lab
-from tests.peers.tls_mosquitto import find_binary
 
 DOOR, WELDER, CNC_DOOR, LIGHTS = "welding-door", "welder-power", "cnc-door", "welding-lights"
-UNLOCK = {"requestId": "attack", "intent": "door_unlock", "payload": {}}
-POWER_ON = {"requestId": "attack", "intent": "power_on", "payload": {}}
+
+
+def command(container: bootstrap.Container, device: str, intent: str) -> dict[str, Any]:
+    """A command signed with the lab's key, as KittyLab sends it (a fresh id each time): in
+    these tests only the broker's ACL stands between it and the device."""
+    signer = bootstrap.command_signer(container.settings)
+    return signer.sign(secrets.token_hex(8), device, intent, {})
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Lab:
     fleet: SimulatedFleet
     cnc_door: Credential
     """A real device's credential: the attacker took the CNC door's firmware apart."""
+    detector: Credential
+    """A print-failure detector's credential."""
 
     def state(self, external_id: str) -> dict[str, Any]:
         [sim] = [s for s in self.fleet.devices.values() if s.external_id == external_id]
@@ -128,46 +131,16 @@ def run_lab(
         await asyncio.to_thread(fleet.reload)
         lab = lab_identities(sim.external_id for sim in fleet.devices.values())
         cnc_door = lab.issue_device(CNC_DOOR)
+        detector = lab.issue_detector("obico")
         lab.save()
         async with (
             broker(lab) as address,
             running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach),
         ):
             await asyncio.to_thread(fleet.report)
-            await scenario(Lab(address, fleet, cnc_door))
+            await scenario(Lab(address, fleet, cnc_door, detector))
 
     asyncio.run(main())
-
-
-@contextlib.asynccontextmanager
-async def mosquitto(identities: Identities) -> AsyncIterator[BrokerAddress]:
-    """The real Mosquitto with the files ``kittylab mqtt config`` writes, and nothing else."""
-    with tempfile.TemporaryDirectory(prefix="kittylab-mosquitto-") as folder:
-        directory = Path(folder)
-        files = write_config(identities, directory / "kittylab")
-        port = free_port()
-        conf = directory / "mosquitto.conf"
-        conf.write_text(
-            f"user {getpass.getuser()}\npersistence false\n"
-            f"log_dest file {directory / 'mosquitto.log'}\n"
-            f"listener {port} 127.0.0.1\n{files.config.read_text()}"
-        )
-        command = [find_binary("mosquitto"), "-c", str(conf)]
-        process = await asyncio.to_thread(subprocess.Popen, command)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                assert process.poll() is None, "mosquitto exited"
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "mosquitto did not listen"
-                    await asyncio.sleep(0.05)
-            yield BrokerAddress("127.0.0.1", port)
-        finally:
-            process.terminate()
-            await asyncio.to_thread(process.wait, 10)
 
 
 BROKERS: dict[str, Broker] = {"embedded": embedded, "mosquitto": mosquitto}
@@ -190,8 +163,16 @@ def test_an_anonymous_client_cannot_unlock_a_door_or_power_the_welder(
         assert lab.state(DOOR)["locked"] is True
         with contextlib.suppress(aiomqtt.MqttError):  # refused at connect (the fix)
             async with raw_client(lab, None) as attacker:
-                await attacker.publish(topics.device_command(DOOR), json.dumps(UNLOCK), qos=1)
-                await attacker.publish(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
+                await attacker.publish(
+                    topics.device_command(DOOR),
+                    json.dumps(command(container, DOOR, "door_unlock")),
+                    qos=1,
+                )
+                await attacker.publish(
+                    topics.device_command(WELDER),
+                    json.dumps(command(container, WELDER, "power_on")),
+                    qos=1,
+                )
         await settle()
         assert lab.state(DOOR)["locked"] is True
         assert lab.state(WELDER)["on"] is False
@@ -216,13 +197,29 @@ def test_a_device_cannot_command_another_device_nor_leave_a_command_as_its_will(
 ) -> None:
     async def scenario(lab: Lab) -> None:
         async with raw_client(lab, lab.cnc_door) as device:
-            await device.publish(topics.device_command(DOOR), json.dumps(UNLOCK), qos=1)
-            await device.publish(topics.device_command(WELDER), json.dumps(POWER_ON), qos=1)
-            await device.publish(topics.device_command(CNC_DOOR), json.dumps(UNLOCK), qos=1)
+            await device.publish(
+                topics.device_command(DOOR),
+                json.dumps(command(container, DOOR, "door_unlock")),
+                qos=1,
+            )
+            await device.publish(
+                topics.device_command(WELDER),
+                json.dumps(command(container, WELDER, "power_on")),
+                qos=1,
+            )
+            await device.publish(
+                topics.device_command(CNC_DOOR),
+                json.dumps(command(container, CNC_DOOR, "door_unlock")),
+                qos=1,
+            )
         # Its last will names the welder's cmd, and it vanishes without a DISCONNECT: the
         # embedded broker refuses the connect, Mosquitto never publishes the will.
         await asyncio.to_thread(
-            vanish_leaving_a_will, lab, lab.cnc_door, topics.device_command(WELDER), POWER_ON
+            vanish_leaving_a_will,
+            lab,
+            lab.cnc_door,
+            topics.device_command(WELDER),
+            command(container, WELDER, "power_on"),
         )
         await settle()
         assert lab.state(DOOR)["locked"] is True
@@ -237,7 +234,7 @@ def test_the_services_own_client_still_commands_the_simulators(
 ) -> None:
     async def scenario(lab: Lab) -> None:
         async with running_bus(lab.address, "service") as service:
-            light_on = {"requestId": "r1", "intent": "light_on", "payload": {}}
+            light_on = command(container, LIGHTS, "light_on")
             await service.publish_now(topics.device_command(LIGHTS), light_on)
             await settle()
         assert lab.state(LIGHTS)["on"] is True
@@ -245,7 +242,11 @@ def test_the_services_own_client_still_commands_the_simulators(
         # its identity may: the refusal there is the ACL's, not the test's.
         service = Identities.load(IDENTITIES_FILE).own(IdentityKind.SERVICE)
         await asyncio.to_thread(
-            vanish_leaving_a_will, lab, service, topics.device_command(WELDER), POWER_ON
+            vanish_leaving_a_will,
+            lab,
+            service,
+            topics.device_command(WELDER),
+            command(container, WELDER, "power_on"),
         )
         await settle()
         assert lab.state(WELDER)["on"] is True
@@ -285,6 +286,33 @@ def test_a_device_cannot_publish_another_devices_state_nor_read_the_conversation
             await settle()
         assert not [p for _, p in seen if b"false" in p], "a spoofed state reached the service"
         assert heard == [], f"a device read {heard}"
+
+    run_lab(container, database, demo_lab_path, broker, scenario)
+
+
+def test_a_monitor_event_reaches_kittylab_only_from_a_detector(
+    container: bootstrap.Container, database: Database, demo_lab_path: Path, broker: Broker
+) -> None:
+    """A monitor event pauses a print and becomes evidence: a device, and even KittyLab's
+    own worker identity, cannot publish one; a detector can."""
+
+    async def scenario(lab: Lab) -> None:
+        heard: list[bytes] = []
+
+        async def collect(_: str, payload: bytes) -> None:
+            heard.append(payload)
+
+        worker = Identities.load(IDENTITIES_FILE).own(IdentityKind.WORKER)
+        async with running_bus(lab.address, "service") as service:
+            service.subscribe(topics.MONITOR_WILDCARD, collect)
+            await settle()
+            for who, said in ((lab.cnc_door, b"device"), (worker, b"worker")):
+                async with raw_client(lab, who) as client:
+                    await client.publish(topics.monitor("job1"), said, qos=1)
+            async with raw_client(lab, lab.detector) as client:
+                await client.publish(topics.monitor("job1"), b"detector", qos=1)
+            await settle()
+        assert heard == [b"detector"]
 
     run_lab(container, database, demo_lab_path, broker, scenario)
 

@@ -521,3 +521,38 @@ def _any_device(
     session.add(device)
     session.flush()
     return device.id
+
+
+AMBIGUOUS_STAND = "phone stand 200 deep 60 wide 110 tall, 4 thick, at a 40 degree angle"
+
+
+def test_an_ambiguous_prompt_says_which_reading_was_built_and_iterating_builds_the_other(
+    cad_client: TestClient, operator: Person
+) -> None:
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": AMBIGUOUS_STAND, "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["spec"]["params"]["angle"] == 40
+    (reading,) = body["readings"]
+    assert reading["phrase"] == "40 degree"
+    assert "between the back and the base" in reading["taken"]
+    assert reading["otherParams"] == {"angle": 50}
+    other = cad_client.post(
+        f"/api/cad/jobs/{body['cadJobId']}/iterate",
+        json={"followUp": reading["followUp"], "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert other.status_code == 202, other.text
+    assert other.json()["spec"]["params"]["angle"] == 50
+    assert other.json()["readings"] == []
+    # A plain prompt has no readings to offer.
+    plain = cad_client.post(
+        "/api/cad/generate",
+        json={"prompt": "a 20 mm cube", "policyMode": "offline"},
+        headers=operator.headers,
+    )
+    assert plain.json()["readings"] == []

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from kittylab.cli.main import app
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures logging onto the runner's captured stream, which is closed
-    afterwards: later log lines of other tests must not go there."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_cad_generate_offline_writes_step_and_stl_and_prints_the_table(
@@ -61,3 +49,21 @@ def test_cad_providers_lists_every_provider_with_its_availability(
     for name in ("zoo", "tripo", "cadquery", "freecad", "triposr", "instantmesh"):
         assert name in result.stdout
     assert "no Zoo API token is configured" in result.stdout
+
+
+def test_cad_generate_says_how_an_ambiguous_prompt_was_read_and_iterate_builds_the_other(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KITTYLAB_DATABASE_URL", database_url)
+    monkeypatch.setenv("KITTYLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KITTYLAB_LOG_JSON", "false")
+    prompt = "phone stand 200 deep 60 wide 110 tall, 4 thick, at a 40 degree angle"
+    result = CliRunner().invoke(app, ["cad", "generate", prompt, "--offline"])
+    assert result.exit_code == 0, result.output
+    assert "read '40 degree' as 40° between the back and the base" in result.output
+    offered = re.search(r'kittylab cad iterate (\S+) "([^"]+)" --offline', result.output)
+    assert offered is not None, result.output
+    job_id, follow_up = offered.groups()
+    again = CliRunner().invoke(app, ["cad", "iterate", job_id, follow_up, "--offline"])
+    assert again.exit_code == 0, again.output
+    assert "read '" not in again.output  # the follow-up left nothing to guess

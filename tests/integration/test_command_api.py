@@ -314,8 +314,10 @@ def test_print_start_of_a_plain_file_name_is_accepted(
     body = {"intent": "print_start", "payload": {"file": name}}
     answer = send(client, operator, devices["voron-24"], body)
     assert answer["_status"] == 202, answer
-    command = client.get(f"/api/commands/{answer['commandId']}", headers=operator.headers).json()
-    assert command["payload"] == {"file": name}
+    # A print is a job (issue 16); no upload of that name: the printer's own file.
+    assert (answer["status"], answer["commandId"]) == ("queued", None)
+    job = client.get(f"/api/fabrication/jobs/{answer['jobId']}", headers=operator.headers).json()
+    assert job["details"]["printer_file"] == name
 
 
 def test_the_gate_itself_refuses_an_engineer_whatever_route_calls_it(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -19,6 +20,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, User
 from kittylab.config import CommandSettings
 from kittylab.devices import commands, dispatch
+from kittylab.devices.ports import DeviceTarget, ReportsRefusals
 from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
@@ -80,8 +82,8 @@ def load(database: Database, command_id: UUID) -> DeviceCommand:
         return command
 
 
-def drivers_on(bus: MqttBus) -> dict[str, bootstrap.DeviceDriver]:
-    return bootstrap.device_drivers(bus)
+def drivers_on(bus: MqttBus, container: bootstrap.Container) -> dict[str, bootstrap.DeviceDriver]:
+    return bootstrap.device_drivers(bus, container.settings)
 
 
 def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
@@ -90,7 +92,7 @@ def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
     async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
         command_id = submit(container, lab, "bench-lights", "light_set_brightness", brightness=30)
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, container.clock
+            container.database, drivers_on(bus, container), command_id, FAST, container.clock
         )
         assert outcome.status is CommandStatus.ACKED
         light = fleet.devices[device_id(container.database, "bench-lights")]
@@ -100,6 +102,51 @@ def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
     command = load(container.database, command_id_of(container, "bench-lights"))
     assert [h["status"] for h in command.status_history] == ["pending", "sent", "acked"]
     assert command.ack_at is not None
+
+
+class SlowFirstLook:
+    """The real MQTT driver, except that its state read before the send takes the device's
+    whole confirmation window, as it does for a device the driver has not heard from yet
+    (``FIRST_STATE_WAIT_SECONDS``) on a busy machine."""
+
+    def __init__(self, inner: bootstrap.DeviceDriver, delay: float) -> None:
+        self._inner, self._delay, self._sent = inner, delay, False
+
+    async def send(
+        self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]
+    ) -> str | None:
+        self._sent = True
+        return await self._inner.send(device, intent, payload)
+
+    async def state(self, device: DeviceTarget) -> dict[str, Any]:
+        if not self._sent:
+            await asyncio.sleep(self._delay)
+        return await self._inner.state(device)
+
+    def refusal(self, device: DeviceTarget, receipt: str) -> str | None:
+        assert isinstance(self._inner, ReportsRefusals)
+        return self._inner.refusal(device, receipt)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def test_a_slow_look_before_sending_leaves_the_device_its_whole_time_to_confirm(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    """Regression (CI, stop 19): the window was counted from the claim, so a state read
+    before the send that took it all failed a command the device carried out at once."""
+
+    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+        drivers = dict(drivers_on(bus, container))
+        drivers["simulated"] = SlowFirstLook(drivers["simulated"], FAST.ack_timeout_seconds)
+        command_id = submit(container, lab, "prusa-mk4", "print_start", file="bracket.gcode")
+        outcome = await dispatch.dispatch(
+            container.database, drivers, command_id, FAST, container.clock
+        )
+        assert outcome.status is CommandStatus.ACKED, outcome.reason
+
+    run_with_lab(container, scenario)
 
 
 def command_id_of(container: bootstrap.Container, external_id: str) -> UUID:
@@ -141,7 +188,7 @@ def test_a_refusal_from_the_device_fails_the_command_with_the_device_reason(
                 now=container.clock(),
             )
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command.id, FAST, container.clock
+            container.database, drivers_on(bus, container), command.id, FAST, container.clock
         )
         assert outcome.status is CommandStatus.FAILED
         assert outcome.reason == "voron-24 is idle, not paused"
@@ -157,7 +204,7 @@ def test_a_command_nothing_confirms_fails_with_what_the_device_last_reported(
         del fleet.devices[light_id]  # the light stops answering, its retained state stays
         command_id = submit(container, lab, "farm-lights", "light_on")
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, container.clock
+            container.database, drivers_on(bus, container), command_id, FAST, container.clock
         )
         assert outcome.status is CommandStatus.FAILED
         assert outcome.reason is not None
@@ -184,7 +231,7 @@ def test_a_command_sent_before_a_crash_is_confirmed_after_it_and_never_sent_twic
 
     async def crash_and_retry(bus: MqttBus) -> None:
         command_id = submit(container, lab, "cnc-lights", "light_off")
-        drivers = drivers_on(bus)
+        drivers = drivers_on(bus, container)
         # The first worker claims and sends, then dies before recording the outcome.
         claimed = dispatch.claim(
             container.database, command_id, container.clock(), timedelta(minutes=1)
@@ -216,7 +263,7 @@ def test_a_command_left_pending_too_long_fails_instead_of_running_late(
         command_id = submit(container, lab, "welding-lights", "light_off")
         later = container.clock() + timedelta(minutes=5)
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, lambda: later
+            container.database, drivers_on(bus, container), command_id, FAST, lambda: later
         )
         assert outcome.status is None
         assert light.snapshot()["on"] is True  # nothing was sent
@@ -235,7 +282,7 @@ def test_a_safe_command_is_still_sent_however_late(
         command_id = submit(container, lab, "cnc-lights", "light_on")  # makes the lab safer
         later = container.clock() + timedelta(minutes=5)
         outcome = await dispatch.dispatch(
-            container.database, drivers_on(bus), command_id, FAST, lambda: later
+            container.database, drivers_on(bus, container), command_id, FAST, lambda: later
         )
         assert outcome.status is CommandStatus.ACKED
 
@@ -256,7 +303,7 @@ def test_a_printer_job_runs_from_start_to_pause_to_resume(
     container: bootstrap.Container, lab: UUID
 ) -> None:
     async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
-        drivers = drivers_on(bus)
+        drivers = drivers_on(bus, container)
         printer = fleet.devices[device_id(container.database, "prusa-mk4")]
         for intent, payload in [
             ("print_start", {"file": "bracket.gcode"}),

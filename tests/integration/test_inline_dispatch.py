@@ -35,6 +35,9 @@ class RecordingQueue:
     def defer_dispatch(self, command_id: UUID) -> None:
         self.dispatches.append(command_id)
 
+    def defer_dispatch_in_order(self, command_ids: object) -> None:
+        raise AssertionError("not expected")
+
     def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
         raise AssertionError("no notification expected")
 

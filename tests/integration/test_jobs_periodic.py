@@ -97,6 +97,7 @@ def test_job_app_schedules_every_periodic_task_with_its_cron_and_a_queueing_lock
         "kittylab:recover_stalled_jobs": "* * * * *",
         "kittylab:mark_devices_offline": "* * * * *",
         "kittylab:purge_telemetry": "0 * * * *",
+        "kittylab:purge_conversation_messages": "0 * * * *",
         "kittylab:reconcile_commands": "* * * * *",
         "kittylab:advance_print_queues": "* * * * *",
         "kittylab:expire_safety_events": "* * * * *",

@@ -18,12 +18,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import AuditEntry, UserKey
+from kittylab.api.app import create_app
+from kittylab.cli import keys as keys_cli
+from kittylab.cli.client import ApiClient
 from kittylab.cli.main import app
 from kittylab.domain.errors import SignatureRejected
+from kittylab.people import identity
 from kittylab.records import audit
 from kittylab.safety import keys
+from kittylab.safety.enrolment import enrolment_message
 from kittylab.safety.signatures import parse_public_key
 from tests.integration.conftest import Person
 
@@ -45,9 +51,9 @@ def pub(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def ssh_sign(key: Path, message: bytes) -> str:
+def ssh_sign(key: Path, message: bytes, namespace: str = "kittylab") -> str:
     return subprocess.run(
-        ["ssh-keygen", "-Y", "sign", "-n", "kittylab", "-f", str(key)],
+        ["ssh-keygen", "-Y", "sign", "-n", namespace, "-f", str(key)],
         input=message,
         capture_output=True,
         check=True,
@@ -55,9 +61,34 @@ def ssh_sign(key: Path, message: bytes) -> str:
     ).stdout.decode()
 
 
-def add(client: TestClient, who: Person, user: UUID, name: str, key: str) -> dict[str, object]:
+def add(
+    client: TestClient, who: Person, user: UUID, name: str, key: Path, text: str | None = None
+) -> dict[str, object]:
+    """``who`` enrols the key ``key`` (a private key file; ``text``: its public key as
+    sent, ``key.pub`` by default) for ``user``, signing the server's challenge with it."""
+    public = pub(key) if text is None else text
+    got = client.post(f"/api/users/{user}/keys/challenge", headers=who.headers)
+    if got.status_code != 201:
+        refused: dict[str, object] = got.json()
+        refused["_status"] = got.status_code
+        return refused
+    issued = got.json()
+    message = enrolment_message(
+        challenge_id=UUID(issued["challengeId"]),
+        challenge=issued["challenge"],
+        user_id=user,
+        public_key=public,
+        expires_at=datetime.fromisoformat(issued["expiresAt"]),
+    )
     response = client.post(
-        f"/api/users/{user}/keys", json={"name": name, "publicKey": key}, headers=who.headers
+        f"/api/users/{user}/keys",
+        json={
+            "name": name,
+            "publicKey": public,
+            "challengeId": issued["challengeId"],
+            "signature": ssh_sign(key, message, issued["sshNamespace"]),
+        },
+        headers=who.headers,
     )
     body: dict[str, object] = response.json()
     body["_status"] = response.status_code
@@ -74,35 +105,65 @@ def audit_entries(database: Database, action: str) -> list[AuditEntry]:
 # --- API ---------------------------------------------------------------------------------
 
 
-def test_an_admin_registers_an_approvers_key_and_it_is_audited(
-    client: TestClient, safety_lead: Person, admin: Person, database: Database, tmp_path: Path
+def test_an_approver_enrols_their_own_key_and_it_is_audited(
+    client: TestClient, safety_lead: Person, database: Database, tmp_path: Path
 ) -> None:
     key = ssh_key(tmp_path, "sam")
-    answer = add(client, admin, safety_lead.user_id, "laptop", pub(key) + "\n")
-    assert answer["_status"] == 201
+    answer = add(client, safety_lead, safety_lead.user_id, "laptop", key, pub(key) + "\n")
+    assert answer["_status"] == 201, answer
     fingerprint = parse_public_key(pub(key)).fingerprint
     assert answer["fingerprint"] == fingerprint
     assert answer["kind"] == "ed25519"
     assert answer["publicKey"] == pub(key)
     assert answer["revokedAt"] is None
-    [entry] = audit_entries(database, "key.added")
-    assert entry.actor_id == admin.user_id
+    assert answer["awaitingConfirmation"] is True
+    [entry] = audit_entries(database, "key.enrolled")
+    assert entry.actor_id == safety_lead.user_id
     assert entry.subject_id == answer["id"]
     assert entry.details["fingerprint"] == fingerprint
     assert entry.details["userId"] == str(safety_lead.user_id)
+    assert entry.details["proof"] == "signed challenge"
     with database.unit_of_work() as session:
         assert audit.verify_chain(session).intact
 
 
-def test_only_an_admin_adds_keys_not_even_for_oneself(
+def test_keys_are_enrolled_by_their_owner_only_not_even_by_an_admin(
     client: TestClient, operator: Person, admin: Person, safety_lead: Person, tmp_path: Path
 ) -> None:
-    # A bearer token alone must not be enough to mint approvals with a fresh key.
-    key = pub(ssh_key(tmp_path, "sam"))
+    # A bearer token of someone else must not be enough to give a person a key.
+    key = ssh_key(tmp_path, "sam")
     refused = add(client, operator, safety_lead.user_id, "laptop", key)
     assert refused["_status"] == 403
-    assert add(client, safety_lead, safety_lead.user_id, "laptop", key)["_status"] == 403
-    assert add(client, admin, safety_lead.user_id, "laptop", key)["_status"] == 201
+    assert add(client, admin, safety_lead.user_id, "laptop", key)["_status"] == 403
+    assert add(client, safety_lead, safety_lead.user_id, "laptop", key)["_status"] == 201
+
+
+def test_an_ssh_proof_made_for_approvals_does_not_enrol_a_key(
+    client: TestClient, safety_lead: Person, tmp_path: Path
+) -> None:
+    key = ssh_key(tmp_path, "sam")
+    issued = client.post(
+        f"/api/users/{safety_lead.user_id}/keys/challenge", headers=safety_lead.headers
+    ).json()
+    message = enrolment_message(
+        challenge_id=UUID(issued["challengeId"]),
+        challenge=issued["challenge"],
+        user_id=safety_lead.user_id,
+        public_key=pub(key),
+        expires_at=datetime.fromisoformat(issued["expiresAt"]),
+    )
+    response = client.post(
+        f"/api/users/{safety_lead.user_id}/keys",
+        json={
+            "name": "laptop",
+            "publicKey": pub(key),
+            "challengeId": issued["challengeId"],
+            "signature": ssh_sign(key, message, "kittylab"),
+        },
+        headers=safety_lead.headers,
+    )
+    assert response.status_code == 403
+    assert "namespace 'kittylab'" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -124,8 +185,11 @@ def test_bad_keys_get_a_problem_naming_the_field(
     field: str,
     words: str,
 ) -> None:
+    proof = {"challengeId": str(uuid4()), "signature": "x"}
     response = client.post(
-        f"/api/users/{safety_lead.user_id}/keys", json=body, headers=admin.headers
+        f"/api/users/{safety_lead.user_id}/keys",
+        json={**proof, **body},
+        headers=safety_lead.headers,
     )
     assert response.status_code == 422, response.text
     problem = response.json()
@@ -136,17 +200,18 @@ def test_bad_keys_get_a_problem_naming_the_field(
 def test_the_same_key_cannot_be_registered_twice_or_by_two_people(
     client: TestClient, safety_lead: Person, admin: Person, tmp_path: Path
 ) -> None:
-    key = pub(ssh_key(tmp_path, "sam"))
-    assert add(client, admin, safety_lead.user_id, "laptop", key)["_status"] == 201
-    again = add(client, admin, safety_lead.user_id, "other", key + " new-comment")
+    key = ssh_key(tmp_path, "sam")
+    assert add(client, safety_lead, safety_lead.user_id, "laptop", key)["_status"] == 201
+    again = add(client, safety_lead, safety_lead.user_id, "other", key, pub(key) + " new-comment")
     assert again["_status"] == 409
     assert again["field"] == "publicKey"
     assert "already has this key" in str(again["detail"])
+    # Even holding the private key, a second person cannot enrol it.
     theirs = add(client, admin, admin.user_id, "stolen", key)
     assert theirs["_status"] == 409
     assert "another person" in str(theirs["detail"])
-    other = pub(ssh_key(tmp_path, "sam2"))
-    same_name = add(client, admin, safety_lead.user_id, "laptop", other)
+    other = ssh_key(tmp_path, "sam2")
+    same_name = add(client, safety_lead, safety_lead.user_id, "laptop", other)
     assert same_name["_status"] == 409
     assert same_name["field"] == "name"
 
@@ -158,7 +223,7 @@ def test_keys_are_listed_for_self_safety_and_admin_only(
     admin: Person,
     tmp_path: Path,
 ) -> None:
-    add(client, admin, operator.user_id, "laptop", pub(ssh_key(tmp_path, "olivia")))
+    add(client, operator, operator.user_id, "laptop", ssh_key(tmp_path, "olivia"))
     path = f"/api/users/{operator.user_id}/keys"
     for who in (operator, safety_lead, admin):
         listed = client.get(path, headers=who.headers)
@@ -178,8 +243,9 @@ def test_a_revoked_key_stays_revoked_and_the_revocation_is_audited(
     database: Database,
     tmp_path: Path,
 ) -> None:
-    key = pub(ssh_key(tmp_path, "sam"))
-    key_id = add(client, admin, safety_lead.user_id, "laptop", key)["id"]
+    private = ssh_key(tmp_path, "sam")
+    key = pub(private)
+    key_id = add(client, safety_lead, safety_lead.user_id, "laptop", private)["id"]
     stranger = client.post(f"/api/keys/{key_id}/revoke", headers=operator.headers)
     assert stranger.status_code == 403
     revoked = client.post(f"/api/keys/{key_id}/revoke", headers=safety_lead.headers)
@@ -188,7 +254,7 @@ def test_a_revoked_key_stays_revoked_and_the_revocation_is_audited(
     twice = client.post(f"/api/keys/{key_id}/revoke", headers=safety_lead.headers)
     assert twice.status_code == 409
     assert "already revoked" in twice.json()["detail"]
-    readded = add(client, admin, safety_lead.user_id, "laptop", key)
+    readded = add(client, safety_lead, safety_lead.user_id, "laptop", private)
     assert readded["_status"] == 409
     assert "stays revoked" in str(readded["detail"])
     assert client.post(f"/api/keys/{uuid4()}/revoke", headers=safety_lead.headers).status_code == (
@@ -208,6 +274,7 @@ def keyring(
 ) -> dict[str, object]:
     """Sam's SSH key and raw Ed25519 key, a revoked key of Sam's, and Ada's key."""
     sam_ssh, old, ada = ssh_key(tmp_path, "sam"), ssh_key(tmp_path, "old"), ssh_key(tmp_path, "ada")
+    new = ssh_key(tmp_path, "new")
     raw = Ed25519PrivateKey.generate()
     raw_public = raw.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -227,7 +294,15 @@ def keyring(
         )
         keys.revoke_key(s, old_row.id, actor_id=None, now=T0)
         keys.add_key(s, user_id=admin.user_id, name="ada", public_key=pub(ada), **common)
-    return {"ssh": sam_ssh, "old": old, "ada": ada, "raw": raw}
+        keys.add_key(
+            s,
+            user_id=safety_lead.user_id,
+            name="new",
+            public_key=pub(new),
+            awaiting_confirmation=True,
+            **common,
+        )
+    return {"ssh": sam_ssh, "old": old, "ada": ada, "raw": raw, "new": new}
 
 
 def reason_for(database: Database, user: UUID, signature: str) -> str:
@@ -274,6 +349,12 @@ def test_revoked_unknown_and_other_peoples_keys_are_refused_precisely(
     assert "does not verify" in reason_for(database, safety_lead.user_id, forged)
     with database.unit_of_work() as s, pytest.raises(SignatureRejected, match="not registered"):
         keys.active_key_for(s, safety_lead.user_id, uuid4())
+    new = keyring["new"]
+    assert isinstance(new, Path)
+    unconfirmed = reason_for(database, safety_lead.user_id, ssh_sign(new, MESSAGE))
+    assert unconfirmed.endswith(
+        "awaits confirmation by a second person with the safety role (kittylab keys confirm)"
+    )
 
 
 def test_an_approver_without_keys_is_told_so(database: Database, operator: Person) -> None:
@@ -327,6 +408,8 @@ def test_kittylab_keys_adds_lists_and_revokes_on_the_database(
     [added_entry] = audit_entries(database, "key.added")
     [revoked_entry] = audit_entries(database, "key.revoked")
     assert added_entry.actor_id is None and added_entry.details["via"] == "cli"
+    # The operator on the host needs no second person, and it says so in the log.
+    assert added_entry.details["awaitingConfirmation"] is False
     assert revoked_entry.details["fingerprint"] == fingerprint
 
 
@@ -348,3 +431,62 @@ def test_kittylab_keys_refuses_rsa_and_unknown_people_with_exit_1(
     bad_id = runner.invoke(app, ["keys", "revoke", "not-a-uuid"])
     assert bad_id.exit_code == 1
     assert "is not a key id" in bad_id.output
+
+
+def test_kittylab_keys_enrol_signs_the_challenge_and_confirm_needs_a_second_person(
+    cli_env: None,
+    container: bootstrap.Container,
+    database: Database,
+    safety_lead: Person,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with database.unit_of_work() as s:
+        sasha = identity.create_user(s, username="sasha", display_name="Sasha", roles=["safety"])
+        second = Person(sasha.id, identity.issue_token(s, sasha).token)
+    web = create_app(container)
+
+    def run_as(person: Person, *args: str) -> tuple[int, str]:
+        monkeypatch.setattr(
+            keys_cli,
+            "connect",
+            lambda url: ApiClient(
+                "http://testserver", person.token, http=TestClient(web, client=("127.0.0.1", 50000))
+            ),
+        )
+        result = CliRunner().invoke(app, ["keys", *args])
+        return result.exit_code, result.output
+
+    ssh = ssh_key(tmp_path, "yubi")
+    seed = Ed25519PrivateKey.generate()
+    raw_file = tmp_path / "raw.key"
+    raw_file.write_text(
+        "ed25519-private:"
+        + base64.b64encode(
+            seed.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+        ).decode()
+    )
+    code, output = run_as(safety_lead, "enrol", "--key", str(ssh), "--name", "yubikey")
+    assert code == 0, output
+    assert parse_public_key(pub(ssh)).fingerprint in output
+    code, output = run_as(safety_lead, "enrol", "--key", str(raw_file), "--name", "laptop")
+    assert code == 0, output
+    with database.unit_of_work() as s:
+        rows = {row.name: row for row in s.scalars(select(UserKey))}
+        assert all(row.awaiting_confirmation for row in rows.values())
+        key_id = rows["yubikey"].id
+
+    code, output = run_as(safety_lead, "confirm", str(key_id))
+    assert code == 1
+    assert "not its owner" in output
+    code, output = run_as(second, "confirm", str(key_id))
+    assert code == 0, output
+    assert "it signs now" in output
+    with database.unit_of_work() as s:
+        confirmed = s.get(UserKey, key_id)
+        assert confirmed is not None and not confirmed.awaiting_confirmation
+        assert confirmed.confirmed_by == sasha.id

@@ -236,7 +236,9 @@ def test_keys_are_added_revoked_and_never_unrevoked(
     assert readded.keys.created == 0
     assert any("stays revoked" in w for w in readded.warnings)
     with database.unit_of_work() as session:
-        keys = session.scalars(select(UserKey).join(User).where(User.username == "sam")).all()
+        keys = session.scalars(
+            select(UserKey).join(User, User.id == UserKey.user_id).where(User.username == "sam")
+        ).all()
         assert [(k.public_key, k.revoked_at) for k in keys] == [(SAM_KEY, T1)]
 
 

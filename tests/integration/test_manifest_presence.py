@@ -26,8 +26,9 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
 SAM_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILmxqyOO4ADf7CEZp4GRsEz/gLdntXFu/b5hGyZWHFJz sam"
 
-# The people and tokens the fixtures create are audited too; these tests read the rest.
-NOT_FIXTURES = (~AuditEntry.action.startswith("user."), ~AuditEntry.action.startswith("token."))
+# These tests read the key and policy entries; zones, devices and people are in
+# test_manifest_review.py (and the fixtures' people and tokens are audited too).
+NOT_FIXTURES = (AuditEntry.action.startswith("key.") | AuditEntry.action.startswith("policy."),)
 
 
 @pytest.fixture
@@ -210,3 +211,42 @@ def test_a_dry_run_leaves_no_audit_entries(
     )
     assert response.status_code == 200
     assert entries(database) == []
+
+
+# -- which presence sources count in a zone (issue 13) -------------------------------------
+
+
+def zone_entry(data: dict[str, Any], name: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(z for z in data["zones"] if z["name"] == name)
+    return entry
+
+
+def test_zones_count_presence_sources_by_hazard_level_unless_they_declare_theirs(
+    database: Database, demo_data: dict[str, Any]
+) -> None:
+    zone_entry(demo_data, "cnc-room")["presence_sources"] = ["unifi", "override"]
+    manifest = build_manifest(demo_data)
+    assert manifest.zone("laser-room").presence_sources is None
+    apply(database, demo_data)
+    with database.unit_of_work() as session:
+        shown = render_lab(session).splitlines()
+    laser = next(line for line in shown if line.startswith("laser-room "))
+    assert laser.rstrip().endswith("unifi, override, confirmed (default)")
+    farm = next(line for line in shown if line.startswith("print-farm "))
+    assert "manual" in farm
+    cnc = next(line for line in shown if line.startswith("cnc-room "))
+    assert cnc.rstrip().endswith("unifi, override")
+
+    with database.unit_of_work() as session:
+        assert not apply_manifest(session, build_manifest(demo_data), T1).changed
+
+
+def test_an_unknown_presence_source_is_refused_naming_the_field(
+    demo_data: dict[str, Any],
+) -> None:
+    zone_entry(demo_data, "laser-room")["presence_sources"] = ["unifi", "badge"]
+    with pytest.raises(ManifestError) as caught:
+        build_manifest(demo_data)
+    laser = next(i for i, z in enumerate(demo_data["zones"]) if z["name"] == "laser-room")
+    assert caught.value.field == f"zones[{laser}].presence_sources"
+    assert "'badge' is not a presence source" in str(caught.value)

@@ -105,7 +105,7 @@ def test_an_mqtt_light_comes_online_is_driven_and_acked_over_mosquitto(
             await eventually(lambda: ingest.stored >= 1)
             device = device_row(database, light_id)
             assert device.online_state is OnlineState.ONLINE
-            drivers = bootstrap.device_drivers(bus)
+            drivers = bootstrap.device_drivers(bus, container.settings)
             outcomes = []
             for brightness in (60, 95):
                 with database.unit_of_work() as s:
@@ -168,7 +168,7 @@ def test_a_refusal_belongs_to_its_own_request_and_never_to_a_reader_of_the_state
 ) -> None:
     async def scenario() -> None:
         async with running_bus(MOSQUITTO, "kittylab") as bus, light_firmware(light_id) as light:
-            driver = bootstrap.device_drivers(bus)["mqtt"]
+            driver = bootstrap.device_drivers(bus, container.settings)["mqtt"]
             assert isinstance(driver, MqttDeviceDriver)
             target = dispatch.target_of(device_row(database, light_id))
             too_bright = await driver.send(target, "light_set_brightness", {"brightness": 95})
@@ -197,7 +197,7 @@ def test_the_mqtt_driver_never_takes_a_non_finite_or_malformed_state(
 
     async def scenario() -> None:
         async with running_bus(MOSQUITTO, "kittylab") as bus, running_bus(MOSQUITTO, "dev") as dev:
-            driver = bootstrap.device_drivers(bus)["mqtt"]
+            driver = bootstrap.device_drivers(bus, container.settings)["mqtt"]
             target = dispatch.target_of(device_row(database, light_id))
             topic = topics.device_state(light_id)
             try:

@@ -47,7 +47,11 @@ def as_person(
         monkeypatch.setattr(
             presence_cli,
             "connect",
-            lambda url: ApiClient("http://testserver", person.token, http=TestClient(web)),
+            lambda url: ApiClient(
+                "http://testserver",
+                person.token,
+                http=TestClient(web, client=("127.0.0.1", 50000)),
+            ),
         )
 
     return use
@@ -69,7 +73,10 @@ def test_checkin_says_who_is_checked_in_where_and_until_when(
     code, output = run("checkin", "laser-room")
     assert code == 0, output
     until = local(NOW + timedelta(seconds=900))
-    assert output.strip() == f"Olivia is checked in to laser-room until {until}"
+    first, note = output.strip().splitlines()
+    assert first == f"Olivia is checked in to laser-room until {until}"
+    # A high-hazard zone: a check-in by hand needs someone present to confirm it.
+    assert note.endswith("kittylab presence confirm laser-room olivia")
     with database.unit_of_work() as session:
         row = session.scalars(select(ZonePresence)).one()
         assert (row.user_id, row.source, row.status) == (
@@ -166,3 +173,46 @@ def test_list_shows_everyone_present_but_only_your_own_history(
     assert code == 0, output
     assert f"Olivia  since {local(NOW)} (checked in), until" in output
     assert "Sam  present" in output
+
+
+def test_confirm_makes_a_check_in_count_and_list_says_whose_presence_does_not(
+    database: Database,
+    operator: Person,
+    safety_lead: Person,
+    laser: UUID,
+    as_person: Callable[[Person], None],
+) -> None:
+    as_person(operator)
+    assert run("checkin", "laser-room")[0] == 0
+    code, output = run("list")
+    assert "(checked in), until" in output
+    assert "does not count for hazardous work here" in output
+    # Sam badged in at the door; he sees Olivia there and confirms.
+    with database.unit_of_work() as session:
+        session.add(
+            ZonePresence(
+                zone_id=laser,
+                user_id=safety_lead.user_id,
+                source=PresenceSource.UNIFI,
+                status=PresenceStatus.PRESENT,
+                observed_at=NOW,
+            )
+        )
+    as_person(safety_lead)
+    code, output = run("confirm", "laser-room", "olivia")
+    assert code == 0, output
+    assert output.startswith("confirmed: Olivia is checked in to laser-room until")
+    code, output = run("list")
+    assert "does not count" not in output
+    assert "(check-in confirmed)" in output
+
+
+def test_confirm_by_someone_not_there_is_refused_with_the_reason(
+    operator: Person, safety_lead: Person, laser: UUID, as_person: Callable[[Person], None]
+) -> None:
+    as_person(operator)
+    assert run("checkin", "laser-room")[0] == 0
+    as_person(safety_lead)
+    code, output = run("confirm", "laser-room", "olivia")
+    assert code != 0
+    assert "only someone present in laser-room" in output

@@ -336,7 +336,11 @@ def test_a_failure_pause_while_the_broker_is_down_fails_with_the_reason_and_noth
             fleet.attach(bus)
             await asyncio.to_thread(fleet.reload)
             await asyncio.to_thread(fleet.report)
-            wired = replace(lab.container, drivers=bootstrap.device_drivers(bus), bus=bus)
+            wired = replace(
+                lab.container,
+                drivers=bootstrap.device_drivers(bus, lab.container.settings),
+                bus=bus,
+            )
             tracker = bootstrap.print_tracker(wired)
             created = await asyncio.to_thread(lab.post_job, printer, key)
             job_id = str(created["id"])

@@ -146,6 +146,7 @@ def test_a_snapshot_in_s3_is_a_redirect_to_a_presigned_url(
     with TestClient(
         create_app(replace(lab.container, settings=settings, artifacts=s3)),
         raise_server_exceptions=False,
+        client=("127.0.0.1", 50000),
     ) as on_s3:
         answer = on_s3.get(
             f"/api/fabrication/jobs/{created['id']}/snapshots/cam.png",

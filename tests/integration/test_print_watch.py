@@ -156,7 +156,10 @@ def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapsho
                 await asyncio.to_thread(fleet.reload)
                 await asyncio.to_thread(fleet.report)
                 wired = replace(
-                    lab.container, drivers=bootstrap.device_drivers(bus), bus=bus, settings=settings
+                    lab.container,
+                    drivers=bootstrap.device_drivers(bus, lab.container.settings),
+                    bus=bus,
+                    settings=settings,
                 )
                 created = await lab.start(wired, printer, key)
                 watcher = bootstrap.print_watcher(wired)

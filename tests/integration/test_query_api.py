@@ -597,11 +597,15 @@ def test_print_request_naming_anything_but_a_plain_file_is_answered_and_nothing_
     assert len(_decisions(lab.database)) == 1
 
 
-def test_print_request_naming_a_plain_file_records_the_command(lab: Lab, operator: Person) -> None:
+def test_print_request_naming_a_plain_file_queues_a_print_job(lab: Lab, operator: Person) -> None:
+    # A print is a job (issue 16, tests/integration/test_print_requests.py): its start
+    # command is the printer queue's, once the turn has committed.
     body = lab.ask(operator, "print benchy.gcode on the voron").json()
-    assert body["routing"]["outcome"] == "command_recorded"
-    assert body["command"]["payload"] == {"file": "benchy.gcode"}
-    assert _dispatch_jobs(lab.database) == 1
+    assert body["routing"]["outcome"] == "print_queued"
+    assert body["command"] is None
+    assert "benchy.gcode" in body["replies"][0]["text"]
+    assert _commands(lab.database) == 0
+    assert _dispatch_jobs(lab.database) == 0
 
 
 # --- who may actuate what (issue 13, hole 5) ------------------------------------------------

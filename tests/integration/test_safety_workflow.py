@@ -37,15 +37,17 @@ from kittylab.adapters.db.tables import (
     User,
     UserKey,
     Zone,
+    ZonePresence,
 )
+from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.devices import dispatch
 from kittylab.domain.bus_acl import IdentityKind
-from kittylab.domain.enums import CommandStatus, OnlineState, PresenceStatus
+from kittylab.domain.enums import CommandStatus, OnlineState, PresenceSource, PresenceStatus
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.people import identity, presence
+from kittylab.people import identity
 from kittylab.records import audit
-from kittylab.safety import locks, workflow
-from kittylab.safety.approval_payload import ApprovalPayload
+from kittylab.safety import evidence, locks, workflow
+from kittylab.safety.approval_payload import ApprovalPayload, arguments_digest
 from kittylab.safety.signatures import parse_public_key
 from tests.integration.live_bus import (
     FAST,
@@ -55,8 +57,10 @@ from tests.integration.live_bus import (
     free_port,
     running_bus,
 )
+from tests.peers.camera_peer import CameraPeer
 
 MAX_DELAY = timedelta(seconds=60)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
 @dataclass
@@ -118,13 +122,17 @@ class Lab:
             initiator_id=UUID(event["initiatedBy"]),
             nonce=nonce,
             expires_at=datetime.fromisoformat(event["expiresAt"]),
+            command_id=UUID(event["commandId"]) if event["commandId"] else None,
+            arguments_digest=arguments_digest(event["payload"]) if event["commandId"] else None,
         ).canonical()
         signer = key or self.people[who].key
         return {
             "nonce": nonce,
             "signature": base64.b64encode(signer.sign(payload)).decode(),
             "signedPayload": payload.decode(),
-            "ppe": [],
+            # The demo lab's CNC room, laser room and welding bay require PPE: every
+            # approval there confirms some (a test that means otherwise says so).
+            "ppe": ["safety_glasses"],
         }
 
     def approve(
@@ -137,14 +145,26 @@ class Lab:
         return response.status_code, response.json()
 
     def check_in(self, who: str, zone: str, minutes_ago: float = 0) -> None:
+        """``who`` badges in at the zone's door: a source that counts in every zone."""
         with self.database.unit_of_work() as s:
-            presence.record_manual(
-                s,
-                zone_id=self.zones[zone],
-                user_id=self.people[who].user_id,
-                status=PresenceStatus.PRESENT,
-                now=self.container.clock() - timedelta(minutes=minutes_ago),
+            s.add(
+                ZonePresence(
+                    zone_id=self.zones[zone],
+                    user_id=self.people[who].user_id,
+                    source=PresenceSource.UNIFI,
+                    status=PresenceStatus.PRESENT,
+                    observed_at=self.container.clock() - timedelta(minutes=minutes_ago),
+                )
             )
+
+    def self_check_in(self, who: str, zone: str, status: str = "present") -> None:
+        """``who`` checks in (or out) by hand, through the API: from anywhere."""
+        response = self.client.post(
+            "/api/presence",
+            json={"zoneId": str(self.zones[zone]), "status": status},
+            headers=self.people[who].headers,
+        )
+        assert response.status_code == 201, response.text
 
     def command(self, command_id: str) -> DeviceCommand:
         with self.database.unit_of_work() as s:
@@ -208,7 +228,10 @@ def test_a_hazardous_command_waits_then_is_dispatched_exactly_once_when_approved
     asked = lab.request("olivia", "cnc-spindle")
     assert asked["_status"] == 202, asked
     assert asked["status"] == "awaiting_confirmation"
-    assert asked["missing"] == ["1 signed approval by safety"]
+    assert asked["missing"] == [
+        "1 signed approval by safety",
+        "PPE confirmed with the approval (cnc-room requires PPE)",
+    ]
     event_id = asked["hazardEventId"]
     assert lab.command(asked["commandId"]).status is CommandStatus.PENDING
     assert lab.dispatch_jobs() == []  # nothing is on its way
@@ -236,6 +259,23 @@ def test_a_hazardous_command_waits_then_is_dispatched_exactly_once_when_approved
         actions = list(s.scalars(select(AuditEntry.action).order_by(AuditEntry.seq)))
         assert audit.verify_chain(s).intact
     assert actions[-2:] == ["safety.requested", "safety.approved"]
+
+
+def test_an_approval_in_a_zone_that_requires_ppe_must_confirm_some(lab: Lab) -> None:
+    """The CNC room requires PPE, and its policy lists no items: before, an approval
+    without any PPE confirmation counted there."""
+    asked = lab.request("olivia", "cnc-spindle")
+    assert asked["_status"] == 202, asked
+    assert "PPE confirmed with the approval (cnc-room requires PPE)" in asked["missing"]
+
+    status, refused = lab.approve("sam", asked["hazardEventId"], ppe=[])
+
+    assert status == 403, refused
+    assert "PPE not confirmed: cnc-room requires PPE" in refused["detail"]
+    assert lab.event(asked["hazardEventId"])["status"] == "pending"
+    status, approved = lab.approve("sam", asked["hazardEventId"], ppe=["face_shield"])
+    assert status == 200 and approved["status"] == "approved", approved
+    assert approved["approvals"][0]["ppe"] == ["face_shield"]
 
 
 def test_a_high_hazard_unlock_needs_two_distinct_approvers_presence_and_ppe(lab: Lab) -> None:
@@ -640,6 +680,7 @@ def _run_dispatch(lab: Lab, command_id: str) -> tuple[dispatch.Outcome, list[str
             UUID(command_id),
             lab.container.settings.commands,
             lab.container.clock,
+            notify=lab.container.settings.notify,
         )
     )
     return outcome, driver.sent
@@ -768,3 +809,217 @@ def test_an_approval_waits_for_a_lock_being_placed_and_then_sees_it(lab: Lab) ->
     assert status == 403, refused
     assert "locked out by Sasha Safety" in refused["detail"]
     assert lab.command(asked["commandId"]).status is CommandStatus.PENDING
+
+
+# -- presence you can trust, re-checked at the last moment (issue 13) ------------------------
+
+LASER_PPE = ["laser_safety_glasses"]
+
+
+def _approved_laser_power(lab: Lab) -> dict[str, Any]:
+    """Olivia, badged in to the laser room, asks for the laser's power; Sam and Ada approve."""
+    lab.check_in("olivia", "laser-room")
+    asked = lab.request("olivia", "laser-power")
+    assert asked["status"] == "awaiting_confirmation", asked
+    for who in ("sam", "ada"):
+        status, body = lab.approve(who, asked["hazardEventId"], ppe=LASER_PPE)
+        assert status == 200, body
+    assert lab.event(asked["hazardEventId"])["status"] == "approved"
+    return asked
+
+
+def _titles_for(lab: Lab, username: str, like: str) -> list[str]:
+    with lab.database.unit_of_work() as s:
+        return list(
+            s.scalars(
+                text(
+                    "SELECT payload->>'title' FROM notifications "
+                    "WHERE recipient = :who AND payload->>'title' LIKE :like"
+                ),
+                {"who": username, "like": like},
+            ).all()
+        )
+
+
+def test_a_bare_self_check_in_does_not_count_as_presence_in_a_high_hazard_zone(
+    lab: Lab,
+) -> None:
+    # From her desk, Olivia checks herself in to the laser room and asks for its power.
+    lab.self_check_in("olivia", "laser-room")
+    asked = lab.request("olivia", "laser-power")
+    assert "the requester checked in to laser-room" in asked["missing"]
+    status, refused = lab.approve("sam", asked["hazardEventId"], ppe=LASER_PPE)
+    assert status == 403, refused
+    assert "the person who asked is not checked in to laser-room" in refused["detail"]
+    # Who is in the room still shows her; whose presence counts does not.
+    occupancy = lab.client.get(
+        f"/api/zones/{lab.zones['laser-room']}/occupancy", headers=lab.people["sam"].headers
+    ).json()
+    assert str(lab.people["olivia"].user_id) in occupancy["presentUserIds"]
+    assert occupancy["countingUserIds"] == []
+    assert occupancy["presenceSources"] == ["unifi", "override", "confirmed"]
+
+
+def test_a_check_in_confirmed_by_someone_present_counts(lab: Lab) -> None:
+    lab.self_check_in("olivia", "laser-room")
+    confirm = {"zoneId": str(lab.zones["laser-room"]), "userId": str(lab.people["olivia"].user_id)}
+    # Erin is not in the room: she cannot vouch for anyone there.
+    refused = lab.client.post(
+        "/api/presence/confirm", json=confirm, headers=lab.people["erin"].headers
+    )
+    assert refused.status_code == 403, refused.text
+    assert "only someone present in laser-room" in refused.json()["detail"]
+    # Nobody confirms themselves.
+    own = lab.client.post(
+        "/api/presence/confirm", json=confirm, headers=lab.people["olivia"].headers
+    )
+    assert own.status_code == 403
+    # Sasha badged in; she sees Olivia there and confirms.
+    lab.check_in("sasha", "laser-room")
+    confirmed = lab.client.post(
+        "/api/presence/confirm", json=confirm, headers=lab.people["sasha"].headers
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json()["source"] == "confirmed"
+    asked = lab.request("olivia", "laser-power")
+    assert "the requester checked in to laser-room" not in asked["missing"]
+    assert lab.approve("sam", asked["hazardEventId"], ppe=LASER_PPE)[0] == 200
+    with lab.database.unit_of_work() as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "presence.confirmed")).one()
+        assert entry.actor_id == lab.people["sasha"].user_id
+
+
+def test_a_confirmation_needs_the_persons_own_check_in(lab: Lab) -> None:
+    lab.check_in("sasha", "laser-room")
+    confirm = {"zoneId": str(lab.zones["laser-room"]), "userId": str(lab.people["olivia"].user_id)}
+    response = lab.client.post(
+        "/api/presence/confirm", json=confirm, headers=lab.people["sasha"].headers
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["field"] == "userId"
+
+
+def test_the_send_fails_when_the_present_person_checked_out_after_approval(lab: Lab) -> None:
+    asked = _approved_laser_power(lab)
+    # Before the worker sends it, Olivia leaves the room and checks out.
+    lab.self_check_in("olivia", "laser-room", "vacated")
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    failed = lab.command(asked["commandId"])
+    assert failed.status is CommandStatus.FAILED
+    assert "Olivia Operator is no longer present in laser-room" in (failed.failure_reason or "")
+    assert lab.event(asked["hazardEventId"])["status"] == "approved"  # kept as a record
+    assert _titles_for(lab, "olivia", "Not sent:%") == ["Not sent: power_on on laser cutter"]
+    with lab.database.unit_of_work() as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "safety.not_sent")).one()
+        assert "no longer present" in entry.details["reason"]
+
+
+def test_the_send_fails_when_the_device_moved_to_another_zone_after_approval(lab: Lab) -> None:
+    asked = _approved_laser_power(lab)
+    with lab.database.unit_of_work() as s:
+        s.execute(
+            update(Device)
+            .where(Device.id == lab.devices["laser-power"])
+            .values(zone_id=lab.zones["print-farm"])
+        )
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == [] and outcome.status is None
+    reason = lab.command(asked["commandId"]).failure_reason or ""
+    assert "moved from laser-room to print-farm since it was approved" in reason
+    assert _titles_for(lab, "olivia", "Not sent:%") == ["Not sent: power_on on laser cutter"]
+
+
+def test_the_send_goes_ahead_while_the_present_person_is_still_there(lab: Lab) -> None:
+    asked = _approved_laser_power(lab)
+    claimed = lab.claim(asked["commandId"])
+    assert claimed is not None and claimed.newly_sent
+
+
+# -- camera bookmarks (issue 13) -----------------------------------------------------------
+
+
+def _camera_in(lab: Lab, zone: str, snapshot_url: str | None) -> None:
+    """The print farm's camera moved to ``zone``, declared with ``snapshot_url``."""
+    with lab.database.unit_of_work() as s:
+        camera = s.scalars(select(Device).where(Device.external_id == "farm-cam")).one()
+        camera.zone_id = lab.zones[zone]
+        camera.connection = {"snapshot_url": snapshot_url} if snapshot_url else {}
+
+
+def _sent_and_bookmarked(lab: Lab) -> tuple[str, evidence.Bookmark | None, list[str]]:
+    """An approved spindle start sent through dispatch, then its bookmark job's work."""
+    asked = lab.request("olivia", "cnc-spindle")
+    event_id = asked["hazardEventId"]
+    assert lab.approve("sam", event_id)[0] == 200
+    outcome, sent = _run_dispatch(lab, asked["commandId"])
+    assert sent == ["power_on"]
+    # The dispatch reports the sent event: its task defers the bookmark, after the send.
+    assert outcome.sent_safety_event == UUID(event_id)
+    kept = asyncio.run(
+        evidence.bookmark(
+            lab.database,
+            lab.container.artifacts,
+            HttpSnapshotSource(timeout=2),
+            UUID(event_id),
+            lab.container.clock,
+        )
+    )
+    with lab.database.unit_of_work() as s:
+        actions = list(
+            s.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.subject_id == event_id)
+                .order_by(AuditEntry.seq)
+            )
+        )
+    return event_id, kept, actions
+
+
+def test_a_sent_hazardous_command_keeps_the_zone_cameras_snapshot_as_its_evidence(
+    lab: Lab,
+) -> None:
+    with CameraPeer() as camera:
+        _camera_in(lab, "cnc-room", camera.serve("/still.png", PNG, "image/png"))
+        event_id, kept, actions = _sent_and_bookmarked(lab)
+    assert kept is not None and kept.evidence_key is not None
+    key = kept.evidence_key
+    assert key.startswith(f"safety/{event_id}/") and key.endswith(".png")
+    assert lab.container.artifacts is not None
+    assert b"".join(lab.container.artifacts.read_chunks(key)) == PNG
+    assert lab.event(event_id)["evidenceKey"] == key
+    with lab.database.unit_of_work() as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "safety.evidence")).one()
+        assert entry.details["evidence_key"] == key
+        assert audit.verify_chain(s).intact
+    assert actions[-1] == "safety.evidence"
+    # A retried bookmark job changes nothing.
+    again = asyncio.run(
+        evidence.bookmark(
+            lab.database, lab.container.artifacts, HttpSnapshotSource(), UUID(event_id),
+            lab.container.clock,
+        )
+    )  # fmt: skip
+    assert again is None
+
+
+def test_a_failed_snapshot_is_recorded_with_its_reason_and_the_command_still_went(
+    lab: Lab,
+) -> None:
+    with CameraPeer() as camera:
+        _camera_in(lab, "cnc-room", camera.serve("/still.png", b"busy", "text/plain", 503))
+        event_id, kept, actions = _sent_and_bookmarked(lab)
+    assert kept is not None and kept.evidence_key is None
+    assert kept.unavailable is not None and "HTTP 503" in kept.unavailable
+    assert lab.event(event_id)["evidenceKey"] is None
+    assert actions[-1] == "safety.evidence_unavailable"
+    with lab.database.unit_of_work() as s:
+        event = s.get(SafetyEvent, UUID(event_id))
+        assert event is not None and "HTTP 503" in event.details["evidence_unavailable"]
+
+
+def test_a_zone_without_a_camera_says_so_instead_of_a_bookmark(lab: Lab) -> None:
+    _, kept, actions = _sent_and_bookmarked(lab)
+    assert kept is not None and kept.evidence_key is None
+    assert kept.unavailable is not None and "no camera" in kept.unavailable
+    assert actions[-1] == "safety.evidence_unavailable"

@@ -20,6 +20,7 @@ from kittylab.devices.maintenance import mark_silent_devices_offline
 from kittylab.domain import topics
 from kittylab.domain.enums import OnlineState
 from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.safety.command_signature import CommandSigner
 from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.conftest import Person
 from tests.integration.live_bus import embedded_broker, eventually, running_bus
@@ -175,6 +176,18 @@ POISON: list[tuple[str, bytes]] = [
 ]
 
 
+def signed_if_json(signer: CommandSigner, device: str, raw: bytes) -> bytes:
+    """``raw`` as the lab would sign it, when it is JSON the signer can write (no NaN or
+    Infinity, which are refused before any signature is looked at); otherwise ``raw``."""
+    try:
+        message = json.loads(raw)
+        return json.dumps(
+            signer.sign(message["requestId"], device, message["intent"], message["payload"])
+        ).encode()
+    except (ValueError, RecursionError):
+        return raw
+
+
 @pytest.mark.parametrize("broker_kind", ["embedded", "mosquitto"])
 def test_a_simulated_printer_refuses_poisoned_commands_and_the_lab_stays_online(
     broker_kind: str, container: bootstrap.Container, database: Database, small_lab: str
@@ -198,8 +211,13 @@ def test_a_simulated_printer_refuses_poisoned_commands_and_the_lab_stays_online(
 
                 attacker.subscribe(topics.device_reply(printer_ext), on_reply)
                 await asyncio.sleep(0.2)  # the subscription is in place
+                signer = bootstrap.command_signer(container.settings)
                 for _, raw in POISON:
-                    await attacker.publish_now(topics.device_command(printer_ext), raw)
+                    # Signed with the lab's key where it can be: the simulator checks what
+                    # KittyLab itself sends, not only what strangers do.
+                    await attacker.publish_now(
+                        topics.device_command(printer_ext), signed_if_json(signer, printer_ext, raw)
+                    )
                 # Nested past what the JSON parser takes: no request id to answer to.
                 await attacker.publish_now(
                     topics.device_command(printer_ext), b"[" * 100_000 + b"]" * 100_000
@@ -211,7 +229,7 @@ def test_a_simulated_printer_refuses_poisoned_commands_and_the_lab_stays_online(
                 # A valid command still works.
                 await attacker.publish_now(
                     topics.device_command(printer_ext),
-                    {"requestId": "fine", "intent": "printer_heat", "payload": {"nozzle": 200}},
+                    signer.sign("fine", printer_ext, "printer_heat", {"nozzle": 200}),
                 )
                 await eventually(lambda: printer(fleet).nozzle_target == 200.0)
                 # The whole lab reports (and is stored) as before.

@@ -56,6 +56,14 @@ def test_redirects_are_followed_to_the_image(camera: CameraPeer) -> None:
     assert fetch(url) == Snapshot(b"\x89PNG\r\n\x1a\nrest", "image/png")
 
 
+def test_a_redirect_to_another_host_is_not_followed(camera: CameraPeer) -> None:
+    other = camera.serve("/admin.png", b"\x89PNG\r\n\x1a\nsecret", "image/png")
+    url = camera.redirect("/snapshot", other.replace("127.0.0.1", "localhost"))
+
+    with pytest.raises(SnapshotUnavailable, match="redirected to another host"):
+        fetch(url)
+
+
 def test_a_redirect_loop_is_unavailable(camera: CameraPeer) -> None:
     url = camera.redirect("/loop", "/loop")
 

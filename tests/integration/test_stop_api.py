@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from kittylab import bootstrap
@@ -20,7 +21,6 @@ from kittylab.adapters.db.tables import AuditEntry, Device, DeviceCommand, Zone
 from kittylab.api.app import create_app
 from kittylab.cli.main import app
 from kittylab.config import CommandSettings
-from kittylab.devices import dispatch
 from kittylab.domain.enums import CommandStatus, OnlineState, Role
 from kittylab.domain.principal import Principal
 from kittylab.manifest import apply_manifest, load_manifest
@@ -119,7 +119,7 @@ def test_an_unknown_zone_is_404(client: TestClient, operator: Person, lab: dict[
     assert post(client, operator, f"/api/zones/{UUID(int=7)}/stop")["_status"] == 404
 
 
-def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
+def test_a_lab_stop_pauses_before_it_cools_powers_off_after_and_leaves_every_device_safe(
     container: bootstrap.Container, lab: dict[str, UUID], database: Database
 ) -> None:
     operator = _person(database, "oscar", ["operator"])
@@ -142,6 +142,7 @@ def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
                 elif sim.kind.value == "power":
                     sim.handle("power_on", {})
             await asyncio.to_thread(fleet.report)
+            received = record_commands(fleet)
             with database.unit_of_work() as s:
                 result = stop.stop(
                     s,
@@ -155,11 +156,24 @@ def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
             [(_, announced)] = heard
             assert announced["zoneId"] is None and announced["refusals"] == []
             assert len(announced["commands"]) == len(result.commands)  # type: ignore[arg-type]
-            for command in result.commands:  # in the order the stop asked
-                outcome = await dispatch.dispatch(
-                    database, wired.drivers, command.command_id, FAST, container.clock
-                )
-                assert outcome.status is CommandStatus.ACKED, (command, outcome.reason)
+            # Phases: the stop asked every pause first, then cool-downs, power, doors.
+            ranks = [stop.STOP_INTENTS.index(c.intent) for c in result.commands]
+            assert ranks == sorted(ranks)
+            # The worker's job: one ordered dispatch of all of them.
+            outcomes = await stop.send_in_order(
+                database, wired.drivers, [c.command_id for c in result.commands], FAST,
+                container.clock,
+            )  # fmt: skip
+            assert [o.status for o in outcomes] == [CommandStatus.ACKED] * len(result.commands)
+            # What the devices received, in the order they received it.
+            order = [intent for _, intent in received]
+            assert order.index("printer_cooldown") > _last(order, "print_pause")
+            assert ("voron-24", "print_pause") in received
+            assert received.index(("voron-24", "printer_cooldown")) > received.index(
+                ("voron-24", "print_pause")
+            )
+            assert order.index("power_off") > _last(order, "printer_cooldown")
+            assert order.index("door_lock") > _last(order, "power_off")
             assert by_name["voron-24"].snapshot()["state"] == "paused"
             for name in PRINTERS:
                 snap = by_name[name].snapshot()
@@ -171,6 +185,41 @@ def test_a_lab_stop_leaves_every_device_in_its_safe_state_on_the_real_path(
                     assert sim.snapshot()["on"] is False
 
     asyncio.run(main())
+
+
+def record_commands(fleet: Any) -> list[tuple[str, str]]:
+    """Every command the simulators take from now on, as (device, intent), in order."""
+    received: list[tuple[str, str]] = []
+    for sim in fleet.devices.values():
+        original = sim.handle
+
+        def handle(intent: str, payload: Any, _sim: Any = sim, _original: Any = original) -> None:
+            received.append((_sim.external_id, intent))
+            _original(intent, payload)
+
+        sim.handle = handle
+    return received
+
+
+def _last(items: list[str], value: str) -> int:
+    return len(items) - 1 - items[::-1].index(value)
+
+
+def test_the_stop_dispatches_its_commands_with_one_ordered_job(
+    client: TestClient, operator: Person, lab: dict[str, UUID], database: Database
+) -> None:
+    answer = post(client, operator, "/api/lab/stop")
+    assert answer["_status"] == 202
+    with database.unit_of_work() as s:
+        waiting = s.execute(
+            text("SELECT task_name, args FROM procrastinate_jobs WHERE status = 'todo'")
+        ).all()
+    names = [name for name, _ in waiting]
+    assert "kittylab:dispatch_command" not in names  # no job per command, in any order
+    [args] = [args for name, args in waiting if name == "kittylab:dispatch_in_order"]
+    commands = answer["commands"]
+    assert isinstance(commands, list)
+    assert args["command_ids"].split(",") == [c["commandId"] for c in commands]
 
 
 def test_kittylab_stop_stops_a_zone_by_name_through_the_running_server(

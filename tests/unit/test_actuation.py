@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import uuid4
 
 import pytest
@@ -11,12 +12,14 @@ from kittylab.domain.actuation import (
     IntentClass,
     SystemActor,
     authorise,
+    authorise_print,
     intent_class,
     requester_id,
 )
 from kittylab.domain.devices import DEFAULT_INTENTS, INTENT_CATALOGUE
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
+from kittylab.domain.networks import OutsideTrustedNetworks
 from kittylab.domain.principal import Principal
 
 READS = {"sensor_read", "printer_status", "camera_snapshot"}
@@ -77,3 +80,17 @@ def test_a_system_actor_acts_for_its_owner() -> None:
     assert requester_id(actor) == owner
     person = _person(Role.OPERATOR)
     assert requester_id(person) == person.user_id
+
+
+@pytest.mark.parametrize("role", [Role.OPERATOR, Role.ENGINEER, Role.SAFETY, Role.ADMIN])
+def test_whoever_may_queue_prints_may_ask_for_a_print(role: Role) -> None:
+    # A person's print_start is a print job (issue 16): engineers queue prints.
+    authorise_print(_person(role))
+
+
+def test_a_print_needs_a_printing_role_and_the_lab_network() -> None:
+    with pytest.raises(PermissionDenied, match="may not queue prints"):
+        authorise_print(_person())
+    remote = replace(_person(Role.ADMIN), remote=True)
+    with pytest.raises(OutsideTrustedNetworks):
+        authorise_print(remote)

@@ -23,7 +23,12 @@ from typer.testing import CliRunner
 
 from kittylab.cli.main import app
 from kittylab.domain.errors import SignatureRejected
-from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
+from kittylab.safety.approval_payload import (
+    NONCE_PATTERN,
+    ApprovalPayload,
+    arguments_digest,
+    mismatch,
+)
 from kittylab.safety.signatures import PublicKey, parse_public_key, verify
 
 TOKEN = "kl_test-token-for-the-fake-server"
@@ -39,6 +44,11 @@ class FakeLab:
     event_id: UUID = field(default_factory=uuid4)
     device_id: UUID = field(default_factory=uuid4)
     initiator_id: UUID = field(default_factory=uuid4)
+    command_id: UUID = field(default_factory=uuid4)
+    arguments: dict[str, Any] = field(default_factory=lambda: {"hold_open_seconds": 30})
+    served_id: UUID | None = None
+    """Answer this id for the event instead of its own (a lying server or proxy)."""
+    served_digest: str | None = None
     expires_at: datetime = field(
         default_factory=lambda: (datetime.now(UTC) + timedelta(minutes=5)).replace(microsecond=0)
     )
@@ -49,11 +59,18 @@ class FakeLab:
     def event(self) -> dict[str, Any]:
         missing = self.approvals_needed - len(self.approvals)
         return {
-            "id": str(self.event_id),
+            "id": str(self.served_id or self.event_id),
             "intent": "unlock_door",
             "deviceId": str(self.device_id),
+            "deviceExternalId": "cnc-door",
+            "deviceName": "CNC door",
             "zoneId": None,
+            "zoneName": None,
             "initiatedBy": str(self.initiator_id),
+            "initiatorName": "Olivia Operator",
+            "commandId": str(self.command_id),
+            "payload": self.arguments,
+            "payloadDigest": self.served_digest or arguments_digest(self.arguments),
             "expiresAt": self.expires_at.isoformat(),
             "status": self.status,
             "missing": [f"{missing} more approval(s) from safety"] if missing > 0 else [],
@@ -69,6 +86,8 @@ class FakeLab:
             device_id=self.device_id,
             zone_id=None,
             initiator_id=self.initiator_id,
+            command_id=self.command_id,
+            arguments_digest=arguments_digest(self.arguments),
             nonce=nonce,
             expires_at=self.expires_at,
         )
@@ -151,8 +170,9 @@ def public(path: Path) -> PublicKey:
     return parse_public_key(path.with_suffix(".pub").read_text())
 
 
-def run(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args))
+def run(*args: str, answer: str | None = "y\n") -> Any:
+    """The CLI as a person at a terminal who answers ``answer`` when asked."""
+    return CliRunner().invoke(app, list(args), input=answer)
 
 
 def test_approve_signs_with_an_ssh_key_and_the_server_verifies_it(
@@ -227,3 +247,107 @@ def test_deny_sends_the_reason(serve: Any, tmp_path: Path) -> None:
     blank = run("deny", str(lab.event_id), "--reason", "  ")
     assert blank.exit_code == 1
     assert "--reason: is required" in blank.output
+
+
+def raw_key(tmp_path: Path) -> tuple[Path, PublicKey]:
+    private = Ed25519PrivateKey.generate()
+    seed = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    key_file = tmp_path / "approver.key"
+    key_file.write_text("ed25519-private:" + base64.b64encode(seed).decode())
+    raw_public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return key_file, parse_public_key("ed25519:" + base64.b64encode(raw_public).decode())
+
+
+def test_approve_shows_what_it_signs_and_signs_nothing_when_the_answer_is_no(
+    serve: Any, tmp_path: Path
+) -> None:
+    key, public_key = raw_key(tmp_path)
+    lab = serve(FakeLab(public_key, arguments={"hold_open_seconds": 30}))
+    result = run("approve", str(lab.event_id), "--key", str(key), answer="n\n")
+    assert result.exit_code == 1, result.output
+    for shown in (
+        str(lab.event_id),
+        "unlock_door",
+        "cnc-door",
+        "CNC door",
+        "Olivia Operator",
+        "hold_open_seconds: 30",
+        arguments_digest(lab.arguments),
+        "Sign this approval?",
+    ):
+        assert shown in result.output
+    assert "nothing was signed" in result.output
+    assert lab.approvals == []
+    assert [r for r in lab.requests if r.startswith("POST")] == []
+
+
+def test_approve_without_an_answer_signs_nothing_and_yes_skips_the_question(
+    serve: Any, tmp_path: Path
+) -> None:
+    key, public_key = raw_key(tmp_path)
+    lab = serve(FakeLab(public_key))
+    unanswered = run("approve", str(lab.event_id), "--key", str(key), answer=None)
+    assert unanswered.exit_code != 0
+    assert lab.approvals == []
+    scripted = run("approve", str(lab.event_id), "--key", str(key), "--yes", answer=None)
+    assert scripted.exit_code == 0, scripted.output
+    assert "Sign this approval?" not in scripted.output
+    assert "hold_open_seconds: 30" in scripted.output  # shown all the same
+    [approval] = lab.approvals
+    signed = json.loads(approval["signedPayload"])
+    assert signed["v"] == 2
+    assert signed["command"] == str(lab.command_id)
+    assert signed["args"] == arguments_digest({"hold_open_seconds": 30})
+
+
+def test_approve_refuses_an_event_other_than_the_one_asked_for(serve: Any, tmp_path: Path) -> None:
+    key, public_key = raw_key(tmp_path)
+    other = uuid4()
+    lab = serve(FakeLab(public_key, served_id=other))
+    result = run("approve", str(lab.event_id), "--key", str(key), "--yes")
+    assert result.exit_code == 1
+    assert f"answered event {other} when asked for {lab.event_id}" in result.output
+    assert lab.approvals == []
+
+
+def test_approve_refuses_an_intent_or_device_other_than_the_pinned_one(
+    serve: Any, tmp_path: Path
+) -> None:
+    key, public_key = raw_key(tmp_path)
+    lab = serve(FakeLab(public_key))
+    event = str(lab.event_id)
+    intent = run("approve", event, "--key", str(key), "--yes", "--intent", "printer_heat")
+    assert intent.exit_code == 1
+    assert "is unlock_door, not printer_heat" in intent.output
+    device = run("approve", event, "--key", str(key), "--yes", "--device", "prusa-mk4")
+    assert device.exit_code == 1
+    assert "is for device cnc-door" in device.output
+    assert lab.approvals == []
+    pinned = run(
+        "approve",
+        event,
+        "--key",
+        str(key),
+        "--yes",
+        "--intent",
+        "unlock_door",
+        "--device",
+        str(lab.device_id),
+    )
+    assert pinned.exit_code == 0, pinned.output
+    assert len(lab.approvals) == 1
+
+
+def test_approve_computes_the_digest_itself_and_refuses_one_that_does_not_match(
+    serve: Any, tmp_path: Path
+) -> None:
+    key, public_key = raw_key(tmp_path)
+    lab = serve(FakeLab(public_key, served_digest=arguments_digest({"hold_open_seconds": 5})))
+    result = run("approve", str(lab.event_id), "--key", str(key), "--yes")
+    assert result.exit_code == 1
+    assert "do not match the server's digest" in result.output
+    assert lab.approvals == []

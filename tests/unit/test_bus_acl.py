@@ -82,6 +82,31 @@ def test_a_detector_publishes_monitor_events_only() -> None:
     assert not may_subscribe(DETECTOR, "kitty/#")
 
 
+@pytest.mark.parametrize("who", [NOBODY, SERVICE, WORKER, DOOR, SIMULATOR])
+def test_only_a_detector_may_publish_a_monitor_event(who: BusIdentity | None) -> None:
+    # A monitor event pauses a print and is kept as evidence: it counts only from a
+    # detector, so not even KittyLab's own clients may speak for one.
+    assert not may_publish(who, topics.monitor("job1"))
+    assert may_publish(DETECTOR, topics.monitor("job1"))
+
+
+@pytest.mark.parametrize("who", [SERVICE, WORKER])
+def test_kittylabs_own_clients_still_read_monitor_events_and_publish_the_rest(
+    who: BusIdentity,
+) -> None:
+    assert may_subscribe(who, topics.MONITOR_WILDCARD)
+    assert may_receive(who, topics.monitor("job1"))
+    for topic in (
+        topics.device_state("door"),
+        topics.telemetry("door", "temp"),
+        topics.job("j1"),
+        topics.safety("e1"),
+        topics.zone_stop("z1"),
+        topics.LAB_STOP,
+    ):
+        assert may_publish(who, topic), topic
+
+
 def test_wildcards_and_system_topics_are_never_publishable() -> None:
     assert not may_publish(SERVICE, "kitty/devices/+/cmd")
     assert not may_publish(SERVICE, "kitty/#")

@@ -446,3 +446,103 @@ def test_corner_holes_that_the_rounded_corner_would_cut_into_are_refused(prompt:
 def test_corner_holes_clear_of_the_rounded_corner_are_accepted(prompt: str) -> None:
     spec = parse_prompt(prompt)
     assert spec["fillet"] > 0 and spec["hole_count"] == 4
+
+
+# --- issue 15: prompts as people write them -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "extents"),
+    [
+        # One size for several features.
+        ("an L bracket, both legs 40 mm, 3 mm stock, 25 wide", (40, 25, 40)),
+        ("angle bracket with 2 inch legs, 1 inch wide, 1/8 thick", (50.8, 25.4, 50.8)),
+        ("L bracket: horizontal leg 60, vertical leg 45, 30 wide, 5 thick", (60, 30, 45)),
+        ("a square enclosure, 70 mm on a side, 35 tall", (70, 70, 35)),
+        # "N square": a bar's cross-section, a plate's footprint.
+        ("need a 20mm square bar, 150 long", (150, 20, 20)),
+        ("a 20 mm square block, 100 long", (100, 20, 20)),
+        ("a 120 mm square mounting plate, 5 thick", (120, 120, 5)),
+        ("a 50 mm square block, 8 thick", (50, 50, 8)),
+        # Mixed numbers and a lone metre.
+        ("a bar 6 in long, 1 1/2 in wide and 3/4 in thick", (152.4, 38.1, 19.05)),
+        ('a 1/2" dowel, 2-1/2" long', (12.7, 12.7, 63.5)),
+        ("a tube 40 OD, 34 ID, 0.5 m long", (40, 40, 500)),
+        # Radii of rings, round bars, solid parts.
+        ("a washer with a 15 mm outer radius and 8 mm inner radius, 1.5 thick", (30, 30, 1.5)),
+        ("a round bar, radius 15 mm, 40 mm long", (30, 30, 40)),
+        ("gimme a solid cylinder 50 across and 10 high", (50, 50, 10)),
+        ("gimme an L bracket 50 long 80 wide 35 high out of 3 mm plate", (50, 80, 35)),
+    ],
+)
+def test_prompts_in_bench_words_are_read_to_their_size(
+    prompt: str, extents: tuple[float, float, float]
+) -> None:
+    assert expected_bbox(parse_prompt(prompt)) == pytest.approx(extents)
+
+
+def test_a_bracket_given_one_leg_length_gets_two_equal_legs() -> None:
+    spec = parse_prompt("an L bracket with 40 mm legs, 20 wide")
+    assert spec["length"] == spec["height"] == 40
+    # "two legs" counts them; it is no size.
+    assert parse_prompt("L bracket with two legs, 40 long 30 tall")["width"] == 20
+
+
+def test_gear_shorthand_reads_modules_and_tooth_counts() -> None:
+    spec = parse_prompt("need a gear: 40T, m0.8, 4 mm thick, 3 mm bore")
+    assert (spec["teeth"], spec["module"], spec["thickness"], spec["bore"]) == (40, 0.8, 4, 3)
+    spec = parse_prompt("spur gear with 12 teeth, mod 2, 10 mm face width, M5 bore")
+    assert (spec["module"], spec["thickness"], spec["bore"]) == (2, 10, 5.5)
+
+
+def test_hole_patterns_read_spacing_first_and_six_holes() -> None:
+    spec = parse_prompt("mounting plate 150 long and 80 wide, 6 thick, M5 holes spaced 130 by 60")
+    assert (spec["hole_spacing_x"], spec["hole_spacing_y"], spec["hole_diameter"]) == (130, 60, 5.5)
+    spec = parse_prompt("mounting plate: 200 long, 100 wide, 1/4 inch thick, six 8 mm holes")
+    assert spec["hole_count"] == 6
+    spec = parse_prompt("a 120 mm square mounting plate, 5 thick, 4 holes of 6.5 mm")
+    assert (spec["hole_count"], spec["hole_diameter"]) == (4, 6.5)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "angle"),
+    [
+        ("a phone stand 80 deep, 70 wide, 100 tall, leaning back 15 degrees", 75),
+        ("phone stand 3 in wide, 4 in deep, 5 in tall, tilted 25 degrees", 65),
+        ("phone stand: width 60, depth 90, height 110, thickness 3, angle 20°", 70),
+        ("need a stand for my phone, 10 cm high, 8 cm deep, 7.5 cm wide, 18 degree tilt", 72),
+        ("phone stand 150 deep 60 wide 110 tall, 50 degrees from the desk", 50),
+        ("a phone stand 70 wide 90 deep 110 high, 5 mm thick, 65 degrees", 65),
+    ],
+)
+def test_a_stand_angle_is_read_from_the_base_or_as_a_lean_from_vertical(
+    prompt: str, angle: float
+) -> None:
+    spec = parse_prompt(prompt)
+    assert spec["angle"] == angle
+    assert spec.readings == ()
+
+
+def test_an_angle_that_reads_both_ways_takes_one_and_offers_the_other() -> None:
+    spec = parse_prompt("phone stand 200 deep 60 wide 110 tall, 4 thick, at a 40 degree angle")
+    assert spec["angle"] == 40  # the library's own convention: from the base
+    (reading,) = spec.readings
+    assert reading.phrase == "40 degree"
+    assert "between the back and the base" in reading.taken
+    assert "lean from vertical" in reading.other
+    assert reading.other_params == {"angle": 50}
+    # The offered follow-up asks for exactly the other reading, unambiguously.
+    other = apply_follow_up(spec, reading.follow_up)
+    assert other["angle"] == 50 and other.readings == ()
+    assert PartSpec.from_json(spec.to_json()).readings == spec.readings
+
+
+def test_an_angle_whose_usual_reading_cannot_be_built_takes_the_other_and_says_why() -> None:
+    spec = parse_prompt(
+        "phone stand 65 mm wide, 70 deep, 90 tall, 3 mm thick, at a 30 degree angle"
+    )
+    assert spec["angle"] == 60
+    (reading,) = spec.readings
+    assert "lean from vertical" in reading.taken
+    assert "not possible" in reading.other and reading.other_params == {}
+    assert reading.follow_up == ""

@@ -11,6 +11,7 @@ import re
 from uuid import uuid4
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.devices.ports import DeviceTarget
@@ -19,6 +20,7 @@ from kittylab.domain.devices import INTENT_CATALOGUE, build_capabilities, valida
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, ValidationFailed
 from kittylab.domain.print_queue import needs_slicing
+from kittylab.safety.command_signature import CommandSigner
 from kittylab.simulator.devices import SimulatedPrinter
 
 # What gets past a printer's host when a name is used as given: URL paths, folders,
@@ -182,7 +184,7 @@ class _RecordingBus:
 @pytest.mark.parametrize("name", HOSTILE.values(), ids=HOSTILE.keys())
 def test_the_mqtt_driver_publishes_no_print_start_for_a_hostile_name(name: str) -> None:
     bus = _RecordingBus()
-    driver = MqttDeviceDriver(bus)  # type: ignore[arg-type]
+    driver = MqttDeviceDriver(bus, CommandSigner(Ed25519PrivateKey.generate()))  # type: ignore[arg-type]
     with pytest.raises(DeviceRefused, match="print file name refused"):
         asyncio.run(driver.send(_target("mk4"), "print_start", {"file": name}))
     assert bus.published == []

@@ -229,6 +229,31 @@ def test_requirements_survive_their_json_form() -> None:
     assert again.presence_of is policy.PresenceOf.APPROVER and again.ppe == ("a", "b")
 
 
+def test_a_zone_that_requires_ppe_asks_a_ppe_confirmation_with_every_approval() -> None:
+    """The zone's ``requires_ppe`` holds whatever its policies list: an approval there
+    confirms what the approver wears (``--ppe``), or it does not count."""
+    zone_request = policy.HazardRequest(
+        **{**vars(request("door_unlock")), "zone_requires_ppe": True}
+    )
+    decision = policy.evaluate(zone_request, [rule({"door_unlock"})])
+    assert isinstance(decision, policy.NeedsApproval)
+    needs = decision.requirements
+    assert needs.zone_ppe and needs.ppe == ()
+    bare = refusal_for(needs, approver())
+    assert bare is not None and "PPE not confirmed: lab requires PPE" in bare
+    assert refusal_for(needs, approver(ppe={"safety_glasses"})) is None
+    lacking = policy.missing(needs, [], initiator_present=True, zone_name="cnc-room")
+    assert "PPE confirmed with the approval (cnc-room requires PPE)" in lacking
+    assert policy.Requirements.from_json(needs.to_json(), None).zone_ppe is True
+    # A stored event from before the rule holds what it held then.
+    old = {k: v for k, v in needs.to_json().items() if k != "zonePpe"}
+    assert policy.Requirements.from_json(old, None).zone_ppe is False
+    # Without the zone's flag, no policy item: no PPE to confirm.
+    plain = policy.evaluate(request("door_unlock"), [rule({"door_unlock"})])
+    assert isinstance(plain, policy.NeedsApproval) and not plain.requirements.zone_ppe
+    assert refusal_for(plain.requirements, approver()) is None
+
+
 def test_the_signed_payload_pins_event_fields_and_names_the_first_difference() -> None:
     payload = ApprovalPayload(
         event_id=uuid4(),

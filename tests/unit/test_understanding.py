@@ -253,3 +253,59 @@ def test_open_questions_about_equipment_never_reach_the_model_or_an_action(
     u = Understander(model).understand(text, vocabulary)
     assert u.intent == "ask" and not u.actionable
     assert model.calls == []
+
+
+# -- stop a zone or the whole lab (issue 13) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "zone"),
+    [
+        ("stop everything in the laser room", "laser-room"),
+        ("Emergency stop in the welding bay!", "welding-bay"),
+        ("e-stop the cnc room", "cnc-room"),
+        ("shut everything down in the print farm", "print-farm"),
+        ("stop all the machines in the welding bay", "welding-bay"),
+        ("stop the whole lab", None),
+        ("emergency stop", None),
+        ("stop everything now", None),
+        ("please shut down the entire lab", None),
+    ],
+)
+def test_stop_everything_is_a_zone_or_lab_stop(
+    understander: Understander, vocabulary: LabVocabulary, text: str, zone: str | None
+) -> None:
+    u = understander.understand(text, vocabulary)
+    assert u.intent == "stop", u
+    assert u.stage is Stage.GRAMMAR and u.problem is None
+    assert u.zone == zone
+    assert u.args == {"scope": "zone" if zone else "lab"}
+    assert u.device is None
+
+
+def test_stop_with_a_device_still_means_that_device(
+    understander: Understander, vocabulary: LabVocabulary
+) -> None:
+    u = understander.understand("stop the prusa", vocabulary)
+    assert (u.intent, u.device and u.device.external_id) == ("print_cancel", "prusa-mk4")
+    off = understander.understand("shut down the welder", vocabulary)
+    assert (off.intent, off.device and off.device.external_id) == ("power_off", "welder-power")
+
+
+def test_stop_everything_here_takes_the_zone_from_the_conversation(
+    understander: Understander, vocabulary: LabVocabulary
+) -> None:
+    context = ConversationContext(device="laser-power", zone="laser-room")
+    u = understander.understand("stop everything in there", vocabulary, context)
+    assert (u.intent, u.zone, u.problem) == ("stop", "laser-room", None)
+    unknown = understander.understand("stop everything in there", vocabulary)
+    assert unknown.intent == "stop" and unknown.problem is not None
+    assert "which zone" in unknown.problem
+
+
+def test_a_negated_stop_is_not_acted_on(
+    understander: Understander, vocabulary: LabVocabulary
+) -> None:
+    u = understander.understand("don't stop everything in the laser room", vocabulary)
+    assert u.intent == "stop"
+    assert u.problem == "you asked me not to, so I did nothing"

@@ -31,7 +31,9 @@ from kittylab.api.routers import (
     notifications,
     policies,
     presence,
+    projects,
     query,
+    role_grants,
     routing,
     safety,
     telemetry,
@@ -51,6 +53,7 @@ ROUTERS = (
     health,  # /healthz /readyz /metrics
     users,  # /api/me /api/users (and their tokens)
     keys,  # /api/keys /api/users/{id}/keys
+    role_grants,  # /api/role-grants
     zones,  # /api/zones
     devices,  # /api/devices /api/device/{id}/command
     locks,  # /api/locks /api/devices/{id}/locks
@@ -60,6 +63,7 @@ ROUTERS = (
     presence,  # /api/presence
     lab,  # /api/lab
     conversations,  # /api/conversations
+    projects,  # /api/projects
     query,  # /api/query
     routing,  # /api/routing
     fabrication,  # /api/fabrication (a package: files, jobs, printers, snapshots, monitor events)

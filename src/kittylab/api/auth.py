@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated
 
@@ -11,9 +12,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from kittylab.adapters.db import unit_of_work as db
+from kittylab.api import networks
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
+from kittylab.domain.machine_scopes import scope_refusal
 from kittylab.domain.principal import Principal
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
@@ -65,18 +68,36 @@ async def current_principal(
     lookup must not hold a connection, nor the token row's lock, while it does. A server
     remembers a token's answer for a few seconds, forgetting it when people change
     (``people.principal_cache``). Every route authenticates through this one dependency
-    (``Caller``, ``require``)."""
+    (``Caller``, ``require``), which also marks a caller from outside the lab's trusted
+    networks ``remote`` (``api/networks.py``)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired("missing bearer token")
     token, now = credentials.credentials, c.clock()
-    # A remembered token answers on the loop; a lookup runs in the thread pool.
+    # A remembered token answers on the loop; a lookup runs in the thread pool. Scope and
+    # network are judged per request, never remembered.
     principal = c.principals.remembered(token, now)
     if principal is None:
         principal = await run_in_threadpool(
             c.principals.authenticate, c.database, token, now, LAST_USED_RESOLUTION
         )
+    _check_scope(request, principal)
+    if not networks.is_trusted(request, c.settings.http):
+        # From outside the lab: reads only, whatever the token (see api/networks.py).
+        principal = replace(principal, remote=True)
     request.state.principal = principal
+    if principal.remote:
+        networks.refuse_remote_write(request)
     return principal
+
+
+def _check_scope(request: Request, principal: Principal) -> None:
+    """A machine token reaches only its scopes' routes (``domain.machine_scopes``), named
+    by the matched route's path template."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    refusal = scope_refusal(principal.scopes, request.method, template)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
 
 
 Caller = Annotated[Principal, Depends(current_principal, max_concurrency=AUTH_DB_CONCURRENCY)]

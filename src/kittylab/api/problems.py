@@ -32,6 +32,7 @@ from kittylab.domain.errors import (
     ValidationFailed,
 )
 from kittylab.domain.identity import TokenExpired
+from kittylab.domain.networks import OutsideTrustedNetworks
 from kittylab.manifest.problems import ManifestError
 from kittylab.safety.webhook_signature import Refusal, SignatureRefused
 
@@ -51,7 +52,9 @@ def problem(
     field: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    """``extensions``: members a problem type adds (RFC 9457 §3.2), e.g. what to do instead."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + kind,
         "title": title,
@@ -63,6 +66,8 @@ def problem(
         body["field"] = field
     if errors:
         body["errors"] = errors
+    if extensions:
+        body.update({k: v for k, v in extensions.items() if k not in body})
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["requestId"] = request_id
@@ -211,6 +216,12 @@ def install(app: FastAPI) -> None:
                 "WWW-Authenticate": 'Bearer error="invalid_token", '
                 'error_description="the token expired"'
             },
+        )
+
+    @app.exception_handler(OutsideTrustedNetworks)
+    async def _outside(request: Request, exc: OutsideTrustedNetworks) -> JSONResponse:
+        return problem(
+            request, 403, "outside-trusted-networks", "Outside the lab's networks", str(exc)
         )
 
     @app.exception_handler(PermissionDenied)

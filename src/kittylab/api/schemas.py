@@ -7,7 +7,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+)
 from pydantic.alias_generators import to_camel
 
 from kittylab.domain.enums import (
@@ -30,6 +37,7 @@ from kittylab.domain.enums import (
     SafetyStatus,
     Tier,
 )
+from kittylab.domain.machine_scopes import MachineScope
 
 if TYPE_CHECKING:
     from kittylab.safety.stop import StopResult
@@ -62,6 +70,11 @@ class UserOut(CamelModel):
     tailscale_id: str | None
     active: bool
     created_at: datetime
+    pending_roles: list[Role] = Field(
+        default_factory=list,
+        description="Safety or admin asked for over the API, waiting for a second person "
+        "(see /api/role-grants; issue 13).",
+    )
 
 
 class UserCreate(StrictInput):
@@ -90,6 +103,13 @@ class TokenCreate(StrictInput):
         "out: the lab's default (KITTYLAB_TOKENS__DEFAULT_LIFETIME_SECONDS); null: never "
         "expires.",
     )
+    scopes: list[MachineScope] = Field(
+        default_factory=list,
+        max_length=len(MachineScope),
+        description="A machine token for a detector or an integration: it reaches only "
+        "these scopes' endpoints (docs/configuration.md, 'Machine tokens'). Left out: a "
+        "person's token.",
+    )
 
 
 class TokenInfo(CamelModel):
@@ -99,6 +119,7 @@ class TokenInfo(CamelModel):
     last_used_at: datetime | None
     revoked_at: datetime | None
     expires_at: datetime | None = Field(description="None: the token never expires.")
+    scopes: list[str] = Field(default_factory=list, description="Empty: a person's token.")
 
 
 class TokenOut(CamelModel):
@@ -106,6 +127,18 @@ class TokenOut(CamelModel):
     token_id: UUID
     user_id: UUID
     expires_at: datetime | None = Field(description="None: the token never expires.")
+    scopes: list[str] = Field(default_factory=list, description="Empty: a person's token.")
+
+
+class RoleGrantOut(CamelModel):
+    id: UUID
+    user_id: UUID
+    role: Role
+    status: str = Field(description="pending, granted or refused.")
+    requested_by: UUID
+    created_at: datetime
+    decided_by: UUID | None
+    decided_at: datetime | None
 
 
 # --- lab --------------------------------------------------------------------------------
@@ -118,6 +151,9 @@ class ZoneOut(CamelModel):
     requires_ppe: bool
     requires_dual_confirmation: bool
     unifi_door_ids: list[str]
+    presence_sources: list[PresenceSource] = Field(
+        description="The presence sources that count in this zone for hazardous work."
+    )
     created_at: datetime
 
 
@@ -171,14 +207,23 @@ class PresenceCheckIn(StrictInput):
     zone_id: UUID
     status: PresenceStatus = PresenceStatus.PRESENT
     user_id: UUID | None = Field(
-        None, description="Someone else's presence; needs the safety or admin role."
+        None, description="Someone else's presence; needs the safety role."
     )
+
+
+class PresenceConfirm(StrictInput):
+    zone_id: UUID
+    user_id: UUID = Field(description="The person whose check-in you confirm.")
 
 
 class ZoneOccupancy(CamelModel):
     zone_id: UUID
     ttl_seconds: int
-    present_user_ids: list[UUID]
+    present_user_ids: list[UUID] = Field(description="Everyone present, by any source.")
+    counting_user_ids: list[UUID] = Field(
+        description="Those whose presence counts for hazardous work (by the zone's sources)."
+    )
+    presence_sources: list[PresenceSource]
 
 
 # --- conversations and routing ----------------------------------------------------------
@@ -298,11 +343,22 @@ class StopAccepted(CamelModel):
 
 
 class CommandAccepted(CamelModel):
-    command_id: UUID
-    status: Literal["pending", "dispatched", "awaiting_confirmation"] = Field(
+    command_id: UUID | None = Field(
+        description="The command; null for a ``print_start``, which is a print job "
+        "(``jobId``): the job's own start command is made when the printer's queue starts "
+        "it (the job's ``originCommandId``)."
+    )
+    status: Literal["pending", "dispatched", "awaiting_confirmation", "queued"] = Field(
         description="``awaiting_confirmation``: held for safety approval (``pendingHazard``); "
         "``dispatched``: its dispatch is scheduled once the request commits (or it was sent "
-        "already); ``pending``: kept for compatibility, not answered any more."
+        "already); ``queued``: a ``print_start`` became the print job ``jobId`` (issue 16), "
+        "queued on the printer, followed and watched; ``pending``: kept for compatibility, "
+        "not answered any more."
+    )
+    job_id: UUID | None = Field(
+        None,
+        description="For a ``print_start``: the print job it became (``GET "
+        "/api/fabrication/jobs/{jobId}``).",
     )
     pending_hazard: PendingHazard | None = Field(
         None, description="Set when the command waits for safety approval."
@@ -396,6 +452,16 @@ class FabricationJobOut(CamelModel):
     started_at: datetime | None
     completed_at: datetime | None
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The hazard classes of the job's material (styrene, nylon, fibre, "
+        "resin), from the request and the G-code's filament profile; empty when none."
+    )
+    @property
+    def hazardous_materials(self) -> list[str]:
+        flagged = self.details.get("hazardous_materials")
+        classes = flagged.get("classes") if isinstance(flagged, dict) else None
+        return [str(c) for c in classes] if isinstance(classes, list) else []
+
 
 class UploadedFileOut(CamelModel):
     file_key: str
@@ -415,6 +481,14 @@ class PrintJobRequest(StrictInput):
         Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
         | None
     ) = Field(None, description="A retried request with the same key returns the first job.")
+    material: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="The filament or resin (ABS, PA6-CF, resin…): hazardous ones are flagged."
+    )
+    ppe_confirmed: list[Name64] = Field(
+        default_factory=list,
+        max_length=20,
+        description="PPE the requester confirms wearing, for a zone policy on hazardous materials.",
+    )
 
 
 class BedClearOut(CamelModel):
@@ -486,6 +560,17 @@ class SafetyEventView(SafetyEventOut):
 
     intent: str | None
     command_id: UUID | None
+    payload: dict[str, Any] | None = Field(
+        description="The held command's arguments: what an approval lets it do."
+    )
+    payload_digest: str | None = Field(
+        description="`sha256:<hex>` of the arguments' canonical JSON, as the signed "
+        "approval payload's `args` (docs/safety-keys.md); a client computes it itself."
+    )
+    device_external_id: str | None
+    device_name: str | None
+    zone_name: str | None
+    initiator_name: str | None
     requirements: dict[str, Any] | None
     missing: list[str]
     approvals: list[SafetyApprovalOut]
@@ -559,11 +644,40 @@ class TallyOut(CamelModel):
     retired: int
 
 
+class WeakeningOut(CamelModel):
+    kind: str = Field(description="zone.hazard_lowered, policy.loosened, device.moved, …")
+    subject: str = Field(description="The zone, `zone/intent`, device or person it is about.")
+    change: str = Field(description="The change in words.")
+
+
 class LabApplyReport(CamelModel):
     dry_run: bool
     changed: bool
     tallies: dict[str, TallyOut]
     warnings: list[str]
+    held: bool = Field(
+        False, description="The manifest weakens safety: sent for real it is held (202)."
+    )
+    weakening: list[WeakeningOut] = Field(
+        default_factory=list, description="Each change that weakens safety (issue 13)."
+    )
+
+
+class LabApplyHeld(CamelModel):
+    """202: the manifest weakens safety and waits for a second person with the safety role
+    (problem-details shaped: ``type``, ``title``, ``status``, ``detail``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    event_id: UUID
+    change_hash: str
+    lab_revision: str
+    expires_at: datetime
+    weakening: list[WeakeningOut]
+    tallies: dict[str, TallyOut]
+    approve_with: str
 
 
 # --- lockout/tagout ---------------------------------------------------------------------
@@ -613,6 +727,24 @@ class KeyCreate(StrictInput):
         description="An OpenSSH public key line (ssh-ed25519, sk-ssh-ed25519@openssh.com, "
         "ecdsa-sha2-nistp256 …), a PEM Ed25519 public key, or 'ed25519:<base64>'."
     )
+    challenge_id: UUID = Field(
+        description="A challenge from POST /api/users/{id}/keys/challenge (single use)."
+    )
+    signature: Annotated[
+        str, StringConstraints(min_length=1, max_length=16_384, pattern=r"^[^\x00]*$")
+    ] = Field(
+        description="Proof of possession: the key's signature of the enrolment message "
+        "(docs/safety-keys.md), raw Ed25519 in base64 or 'ssh-keygen -Y sign -n "
+        "kittylab-key-enrolment' output."
+    )
+
+
+class KeyChallengeOut(CamelModel):
+    challenge_id: UUID
+    challenge: str
+    user_id: UUID
+    expires_at: datetime
+    ssh_namespace: str = Field(description="The namespace an SSH signature of it must use.")
 
 
 class KeyOut(CamelModel):
@@ -625,6 +757,11 @@ class KeyOut(CamelModel):
     hardware: bool
     created_at: datetime
     revoked_at: datetime | None
+    awaiting_confirmation: bool = Field(
+        False, description="Enrolled over the API and not yet confirmed: it signs nothing."
+    )
+    confirmed_by: UUID | None = None
+    confirmed_at: datetime | None = None
 
 
 # --- audit log (safety-audit) -----------------------------------------------------------

@@ -8,6 +8,11 @@
     └── CadBusy               every provider was busy: nothing was built, nobody alerted;
                               a new request may succeed later
 
+    Conflict
+    └── CadBudgetExceeded     an online provider's call would pass the person's daily
+                              budget (or has no price): refused before it is made; the
+                              offline build is offered instead
+
 Refusals of the request itself (an unreadable prompt, an impossible part, no provider for
 the policy) are ``ValidationFailed`` and ``Conflict`` from ``kittylab.domain.errors``.
 """
@@ -18,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from kittylab.domain.errors import Busy, InfrastructureError
+from kittylab.domain.errors import Busy, Conflict, InfrastructureError
 
 
 class CadGenerationFailed(InfrastructureError):
@@ -54,3 +59,27 @@ class CadBusy(Busy):
 
 class ProviderUnavailable(InfrastructureError):
     """The provider cannot be used now (not installed, not configured, unreachable)."""
+
+
+class CadBudgetExceeded(Conflict):
+    """An online provider's call would pass the person's daily budget, or the provider has
+    no price to budget with. ``offline_offer`` says whether the offline part library can
+    build the prompt instead (``policyMode: offline``), once the service has decided."""
+
+    def __init__(self, reason: str, *, provider: str, offline_offer: bool = False) -> None:
+        super().__init__(reason, field="policyMode")
+        self.reason = reason
+        self.provider = provider
+        self.offline_offer = offline_offer
+
+    def offering_offline(self, available: bool) -> CadBudgetExceeded:
+        """The same refusal, saying whether the offline build is offered."""
+        return CadBudgetExceeded(self.reason, provider=self.provider, offline_offer=available)
+
+    def __str__(self) -> str:
+        offer = (
+            "; the part can be built offline here at no cost (policyMode offline)"
+            if self.offline_offer
+            else "; the offline part library cannot build this prompt"
+        )
+        return f"online CAD refused: {self.reason}{offer}"

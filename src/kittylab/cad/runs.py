@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -41,9 +42,9 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, CADJob, User
-from kittylab.cad import lineage, planning, recovery
+from kittylab.cad import lineage, planning, recovery, spending
 from kittylab.cad import records as cad_records
-from kittylab.cad.errors import CadBusy, CadGenerationFailed
+from kittylab.cad.errors import CadBudgetExceeded, CadBusy, CadGenerationFailed, ProviderUnavailable
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.ports import (
     AlertQueue,
@@ -136,6 +137,8 @@ class _Run:
     recorded: list[str]
     runs: int
     """This run included."""
+    requested_by: UUID | None
+    """Whose budget pays for the job's online calls."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ class CadService:
         work_root: Path | None = None,
         recover_after: timedelta = timedelta(minutes=30),
         build_volumes: BuildVolumes | None = None,
+        budget: spending.Budget | None = None,
     ) -> None:
         self.database = database
         self.store = store
@@ -210,6 +214,8 @@ class CadService:
         self.work_root = work_root
         self.recover_after = recover_after
         self.build_volumes = build_volumes
+        # No price table: every online call is refused (fail closed).
+        self.budget = budget or spending.Budget(prices={}, daily_usd=Decimal(0))
 
     # --- planning and reads (``planning``, ``lineage``) ----------------------------
 
@@ -276,6 +282,8 @@ class CadService:
             details["spec"] = spec.to_json()
             details["expectedBoundingBox"] = list(expected_bbox(spec))
         offline = request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned)
+        if not offline:
+            self._check_affordable(planned, request, have_spec=spec is not None)
         with self.database.unit_of_work() as session:
             if request.printer_id is not None:
                 details["targetPrinter"] = planning.target_printer(
@@ -311,6 +319,35 @@ class CadService:
             stored = lineage.get_job(session, job_id)
             session.expunge(stored)
         return GenerateResult(stored, [], [p.name.value for p in planned])
+
+    def _check_affordable(
+        self, planned: Sequence[CadProviderPort], request: GenerateRequest, *, have_spec: bool
+    ) -> None:
+        """``CadBudgetExceeded`` (offering the offline build when it can make the part) when
+        none of the planned online providers' calls fits the person's budget today. The
+        hard cap is the hold each call takes when it runs (``run_job``)."""
+        refusal: CadBudgetExceeded | None = None
+        with self.database.unit_of_work() as session:
+            for provider in (p for p in planned if not p.offline):
+                try:
+                    spending.check(
+                        session,
+                        self.budget,
+                        provider.name.value,
+                        request.requested_by,
+                        self.clock(),
+                    )
+                except CadBudgetExceeded as exc:
+                    refusal = refusal or exc
+                    continue
+                return
+        if refusal is None:
+            return
+        try:
+            self.plan(PolicyMode.OFFLINE, have_spec=have_spec)
+        except Conflict:
+            raise refusal.offering_offline(False) from None
+        raise refusal.offering_offline(True)
 
     def iterate(
         self, job_id: UUID, follow_up: str, *, requested_by: UUID | None, mode: PolicyMode
@@ -382,11 +419,27 @@ class CadService:
                 attempt.update(outcome="unavailable", error=reason)
                 CAD_ATTEMPTS.labels(provider.name.value, "unavailable").inc()
                 continue
+            charge: UUID | None = None
+            if not provider.offline:
+                try:
+                    charge = self._hold(job_id, provider, run.requested_by, attempt)
+                except CadBudgetExceeded as exc:
+                    attempt.update(outcome="refused", error=exc.reason)
+                    CAD_ATTEMPTS.labels(provider.name.value, "refused").inc()
+                    continue
             self._mark_progress(job_id, provider.name.value)
             started = time.perf_counter()
             work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
+            spent = True
             try:
-                output = provider.generate(request, work_dir)
+                try:
+                    output = provider.generate(request, work_dir)
+                except (ProviderUnavailable, Busy):
+                    spent = False  # nothing was asked of the service
+                    raise
+                finally:
+                    if charge is not None:
+                        self._settle(charge, attempt, spent=spent)
                 self._store(job_id, provider, output, spec, attempts, _bed(details))
             except Busy as exc:
                 # Load, not a fault: the next provider may have room.
@@ -411,6 +464,12 @@ class CadService:
                 break
         if any(a["outcome"] == "succeeded" for a in attempts):
             return self._finish(job_id, attempts, planned)
+        refused = [a for a in attempts if a["outcome"] == "refused"]
+        if refused and not any(a["outcome"] in ("failed", "busy") for a in attempts):
+            # Past the budget is the person's limit, not a fault: nobody is alerted.
+            reason = f"online CAD refused: {refused[0]['error']}"
+            self._fail(job_id, attempts, reason=reason, alert=False)
+            return self._stored(job_id)
         busy = [a for a in attempts if a["outcome"] == "busy"]
         if busy and not any(a["outcome"] == "failed" for a in attempts):
             if self._fail(job_id, attempts, reason=BUSY_REASON, alert=False) is None:
@@ -422,6 +481,33 @@ class CadService:
         raise CadGenerationFailed(job_id, attempts, alerts=alerts)
 
     # --- steps ----------------------------------------------------------------------
+
+    def _hold(
+        self,
+        job_id: UUID,
+        provider: CadProviderPort,
+        requested_by: UUID | None,
+        attempt: dict[str, Any],
+    ) -> UUID:
+        """Hold the call's estimate on the person's budget, committed before the call;
+        ``CadBudgetExceeded`` past it."""
+        with self.database.unit_of_work() as session:
+            charge = spending.hold(
+                session,
+                self.budget,
+                job_id=job_id,
+                provider=provider.name,
+                user_id=requested_by,
+                now=self.clock(),
+            )
+            attempt["estimateUsd"] = str(charge.estimate_usd)
+            return charge.id
+
+    def _settle(self, charge_id: UUID, attempt: dict[str, Any], *, spent: bool) -> None:
+        with self.database.unit_of_work() as session:
+            charge = spending.close(session, charge_id, spent=spent, now=self.clock())
+            if charge is not None:
+                attempt["costUsd"] = str(charge.cost_usd)
 
     def _by_name(self, name: str) -> list[CadProviderPort]:
         return [p for p in self.providers if p.name.value == name]
@@ -449,7 +535,11 @@ class CadService:
                 .order_by(CADArtifact.provider)
             )
             return _Run(
-                dict(job.details), job.prompt, [p.value for p in recorded], job.details["runs"]
+                dict(job.details),
+                job.prompt,
+                [p.value for p in recorded],
+                job.details["runs"],
+                job.requested_by,
             )
 
     def _mark_progress(self, job_id: UUID, provider: str) -> None:
@@ -605,6 +695,7 @@ class CadService:
                 "provider": succeeded[0],
                 "succeededProviders": succeeded,
                 "fallbacks": sum(a["outcome"] != "succeeded" for a in attempts),
+                "costUsd": _cost(attempts),
             }
             result = self._result(session, job_id)
         return GenerateResult(result.job, result.artifacts, [p.name.value for p in planned])
@@ -631,7 +722,12 @@ class CadService:
             job = cad_records.advance_cad_job(
                 session, job_id, CADJobStatus.FAILED, now=self.clock(), error=str(error)
             )
-            job.details = {**job.details, "attempts": attempts, "fallbacks": len(attempts) - 1}
+            job.details = {
+                **job.details,
+                "attempts": attempts,
+                "fallbacks": len(attempts) - 1,
+                "costUsd": _cost(attempts),
+            }
             for recipient in self._alert_recipients(session) if alert else []:
                 row = notifications.enqueue(
                     session,
@@ -696,6 +792,11 @@ def progress_reply(result: GenerateResult) -> str:
     defaults = spec.get("defaults", []) if spec else []
     assumed = f"; assumed defaults for {', '.join(defaults)}" if defaults else ""
     return f"{line} with {len(result.artifacts)} files{best}{assumed}."
+
+
+def _cost(attempts: Sequence[Mapping[str, Any]]) -> str:
+    """What the job's online calls cost, as the charges were settled (US dollars)."""
+    return str(sum((Decimal(a.get("costUsd", "0")) for a in attempts), Decimal(0)))
 
 
 def _bed(details: Mapping[str, Any]) -> TargetBed | None:

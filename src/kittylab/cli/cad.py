@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -15,12 +15,22 @@ from rich.table import Table
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.bootstrap import Container
+from kittylab.cad.errors import CadBudgetExceeded
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest
 from kittylab.config import Settings
 from kittylab.domain.enums import CADJobStatus
 
 cad_app = typer.Typer(help="CAD generation: text to STEP/STL.", no_args_is_help=True)
+
+# The options ``generate`` and ``iterate`` share.
+OfflineOption = Annotated[
+    bool, typer.Option("--offline", help="Build here with the offline providers only.")
+]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write the artifacts into this folder.")
+]
+WaitOption = Annotated[float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")]
 
 _EXTENSIONS = {"step": "step", "stl": "stl", "obj": "obj", "dxf": "dxf", "preview": "png"}
 
@@ -30,15 +40,9 @@ def generate(
     prompt: Annotated[
         str, typer.Argument(help='e.g. "a 60 by 60 plate, 4 mm thick, four M4 holes"')
     ],
-    offline: Annotated[
-        bool, typer.Option("--offline", help="Build here with the offline providers only.")
-    ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write the artifacts into this folder.")
-    ] = None,
-    wait: Annotated[
-        float, typer.Option(help="Seconds to wait for a queued (online/auto) job.")
-    ] = 600.0,
+    offline: OfflineOption = False,
+    out: OutOption = None,
+    wait: WaitOption = 600.0,
     compare: Annotated[
         bool,
         typer.Option(
@@ -52,6 +56,24 @@ def generate(
     friendly_errors(_generate)(_settings(), _container, prompt, offline, out, wait, compare)
 
 
+@cad_app.command("iterate")
+def iterate(
+    job_id: Annotated[UUID, typer.Argument(help="The job to start from.")],
+    follow_up: Annotated[
+        str, typer.Argument(help='e.g. "make it 5 mm taller", or a reading the job offered')
+    ],
+    offline: OfflineOption = False,
+    out: OutOption = None,
+    wait: WaitOption = 600.0,
+) -> None:
+    """A new part from a job's specification changed by a follow-up, linked to that job."""
+    from kittylab.cli.main import _container, _settings, friendly_errors
+
+    friendly_errors(_generate)(
+        _settings(), _container, follow_up, offline, out, wait, parent_job_id=job_id
+    )
+
+
 def _generate(
     settings: Settings,
     container_for: Callable[[Settings], AbstractContextManager[Container]],
@@ -60,15 +82,32 @@ def _generate(
     out: Path | None,
     wait: float,
     compare: bool = False,
+    parent_job_id: UUID | None = None,
 ) -> None:
+    """Generate ``prompt``, or with ``parent_job_id`` iterate that job by the follow-up
+    ``prompt``; wait for the job, then print its readings and artifacts."""
     console = Console(stderr=True)
     mode = PolicyMode.OFFLINE if offline else PolicyMode.AUTO
     with container_for(settings) as c:
         started = time.perf_counter()
         with console.status(f"generating ({mode.value}) …"):
-            result = c.cad.generate(
-                GenerateRequest(prompt=prompt, policy_mode=mode, requested_by=None, compare=compare)
-            )
+            try:
+                if parent_job_id is not None:
+                    result = c.cad.iterate(parent_job_id, prompt, requested_by=None, mode=mode)
+                else:
+                    result = c.cad.generate(
+                        GenerateRequest(
+                            prompt=prompt, policy_mode=mode, requested_by=None, compare=compare
+                        )
+                    )
+            except CadBudgetExceeded as exc:
+                offer = (
+                    "; run it again with --offline to build it here at no cost"
+                    if exc.offline_offer
+                    else "; the offline part library cannot build this prompt"
+                )
+                typer.secho(f"error: online CAD refused: {exc.reason}{offer}", fg="red", err=True)
+                raise typer.Exit(1) from None
             job_id = result.job.id
             status = result.job.status
             deadline = time.monotonic() + wait
@@ -93,6 +132,8 @@ def _generate(
                 "defaults used: "
                 + ", ".join(f"{name}={spec['params'][name]:g}" for name in spec["defaults"])
             )
+        for reading in spec.get("readings", []) if spec else []:
+            _print_reading(console, job_id, reading, offline)
         table = Table(title=f"CAD job {job_id}")
         for column in ("type", "provider", "score", "bounding box (mm)", "file"):
             table.add_column(column)
@@ -114,6 +155,22 @@ def _generate(
                 where,
             )
         Console().print(table)
+
+
+def _print_reading(console: Console, job_id: UUID, reading: dict[str, Any], offline: bool) -> None:
+    """Which way an ambiguous phrase was read, and the command that builds the other."""
+    console.print(
+        f"read '{reading['phrase']}' as {reading['taken']}; it could also mean {reading['other']}",
+        markup=False,
+        soft_wrap=True,  # one line: the command is copied as it is
+    )
+    if reading.get("followUp"):
+        flag = " --offline" if offline else ""
+        console.print(
+            f'  for that reading: kittylab cad iterate {job_id} "{reading["followUp"]}"{flag}',
+            markup=False,
+            soft_wrap=True,  # one line: the command is copied as it is
+        )
 
 
 @cad_app.command("providers")

@@ -1,4 +1,5 @@
-"""The CLI's client of a running KittyLab server (``KITTYLAB_URL``, ``KITTYLAB_TOKEN``).
+"""The CLI's client of a running KittyLab server (``KITTYLAB_URL``, ``KITTYLAB_TOKEN``,
+``KITTYLAB_CA_FILE`` for an ``https://`` server signed by the lab CA).
 
 Problem details from the server become ``ApiProblem`` with the server's own message and
 field; an unreachable server is ``ServerUnreachable``. Neither carries the token.
@@ -7,15 +8,29 @@ field; an unreachable server is ``ServerUnreachable``. Neither carries the token
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from kittylab.adapters.tls import client_context, lab_tls
+from kittylab.config import default_data_dir
 from kittylab.domain.errors import InfrastructureError, KittyLabError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 10.0
+
+
+def server_trust() -> ssl.SSLContext:
+    """How the CLI verifies an ``https://`` server: the system's CAs, plus the lab CA from
+    ``KITTYLAB_CA_FILE`` or, on the server host, ``kittylab tls init``'s in the data dir."""
+    named = os.environ.get("KITTYLAB_CA_FILE")
+    if named:
+        return client_context(Path(named))
+    data_dir = os.environ.get("KITTYLAB_DATA_DIR")
+    lab = lab_tls(Path(data_dir) if data_dir else default_data_dir())
+    return client_context(lab.ca_cert if lab.has_ca else None)
 
 
 class ApiProblem(KittyLabError):
@@ -47,7 +62,9 @@ class ApiClient:
             raise NoToken(
                 "no API token: set KITTYLAB_TOKEN (get one with `kittylab users token NAME`)"
             )
-        self._http = http or httpx.Client(base_url=self.url, timeout=TIMEOUT_SECONDS)
+        self._http = http or httpx.Client(
+            base_url=self.url, timeout=TIMEOUT_SECONDS, verify=server_trust()
+        )
         self._http.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:

@@ -123,6 +123,13 @@ def send(
         accepted = client.post(
             f"/api/device/{target['id']}/command", {"intent": intent, "payload": payload}
         )
+        if accepted["status"] == "queued":
+            # A print_start is a print job (issue 16): it is followed as a job, not a command.
+            console.print(
+                f"{intent} → {target['externalId']}: queued as print job {accepted['jobId']}; "
+                "follow it with: kittylab jobs --watch"
+            )
+            return
         command_id = accepted["commandId"]
         if accepted["status"] == "awaiting_confirmation":
             event = accepted["hazardEventId"]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
+from uuid import UUID
 
 import typer
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from kittylab.cli import mqtt as mqtt_cli
 from kittylab.cli import presence as presence_cli
 from kittylab.cli import printing as printing_cli
 from kittylab.cli import stop as stop_cli
+from kittylab.cli import tls as tls_cli
 from kittylab.config import Settings
 from kittylab.domain.errors import DomainError, InfrastructureError, KittyLabError, NotFound
 from kittylab.domain.sanitize import sanitize_text
@@ -107,12 +109,25 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default 8000).")] = None,
     workers: Annotated[bool, typer.Option(help="Also run background workers.")] = True,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Serve plain HTTP beyond loopback (behind a TLS proxy); "
+            "env KITTYLAB_HTTP__ALLOW_PLAIN_HTTP.",
+        ),
+    ] = False,
 ) -> None:
     """Run the API (and background workers) until interrupted. Applies pending migrations;
-    with no KITTYLAB_DATABASE_URL it starts the embedded PostgreSQL in the data dir."""
+    with no KITTYLAB_DATABASE_URL it starts the embedded PostgreSQL in the data dir.
+    Bound beyond loopback it serves HTTPS (KITTYLAB_HTTP__TLS_CERT/_KEY, or the
+    certificate of `kittylab tls init`) and refuses plain HTTP unless --insecure-http."""
     from kittylab.cli.serve import run_server
 
     settings = _settings()
+    if insecure_http:
+        http = settings.http.model_copy(update={"allow_plain_http": True})
+        settings = settings.model_copy(update={"http": http})
     run_server(
         settings,
         host=host or settings.http.host,
@@ -147,17 +162,39 @@ def db_upgrade() -> None:
 @friendly_errors
 def lab_apply(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; store nothing.")
+    ] = False,
 ) -> None:
     """Validate FILE and make the lab match it. Safe to repeat; devices missing from the
-    file are retired (their history stays)."""
+    file are retired (their history stays). Every change is audited. On the host this
+    applies at once, even what weakens safety (listed first); through the API
+    (POST /api/lab/apply) such a manifest waits for a second safety person."""
+    from kittylab.manifest import review
     from kittylab.manifest.apply import apply_manifest
     from kittylab.manifest.loader import load_manifest
 
+    text = file.read_text(encoding="utf-8")
     manifest = load_manifest(file)  # validate before touching the database
     settings = _settings()
     with _container(settings) as c, c.database.unit_of_work() as session:
+        found = review.review(session, manifest, text)
         report = apply_manifest(session, manifest, c.clock())
+        if dry_run:
+            session.rollback()
+    if found.weakening:
+        how = (
+            "would be applied at once on this host"
+            if dry_run
+            else "applied at once: the on-host apply is the operator's path"
+        )
+        typer.echo(f"this manifest weakens safety ({how}; over the API it would wait for a")
+        typer.echo("second person with the safety role):")
+        for weakening in found.weakening:
+            typer.echo(f"  - {weakening.change}")
     typer.echo(str(report))
+    if dry_run:
+        typer.echo("dry run: nothing was stored")
 
 
 @lab_app.command("show")
@@ -183,10 +220,19 @@ def users_token(
             "Without it the token never expires."
         ),
     ] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Make it a machine token for a detector or an integration, reaching only "
+            "this scope's endpoints: monitor or telemetry; repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Print a new API token for USERNAME. It is shown once; only its hash is stored.
-    The lab's default lifetime does not apply here: this is the on-host way in."""
+    The lab's default lifetime does not apply here: this is the on-host way in (the only
+    way to a token for someone else: over the API, people mint only their own). Audited."""
     from kittylab.domain.identity import parse_token_lifetime
+    from kittylab.domain.machine_scopes import parse_scopes
     from kittylab.people import identity
 
     lifetime = parse_token_lifetime(expires, "--expires") if expires is not None else None
@@ -198,6 +244,7 @@ def users_token(
             label,
             lifetime=lifetime,
             now=c.clock(),
+            scopes=parse_scopes(scope or (), "--scope"),
         )
     typer.echo(issued.token)
     if issued.expires_at is not None:
@@ -291,6 +338,7 @@ keys_cli.register(app, friendly_errors)
 presence_cli.register(app, friendly_errors)
 stop_cli.register(app, friendly_errors)
 mqtt_cli.register(app, friendly_errors)
+tls_cli.register(app, friendly_errors)
 
 
 def _understanding(lab: Path | None, use_model: bool) -> Iterator[tuple[Settings, Any, Any]]:
@@ -370,12 +418,21 @@ def shell(
         str | None, typer.Option(envvar="KITTYLAB_TOKEN", help="API token (or KITTYLAB_TOKEN).")
     ] = None,
     channel: Annotated[str, typer.Option(help="mac, ipad, wall_terminal, remote or cli.")] = "cli",
+    continue_id: Annotated[
+        str | None,
+        typer.Option(
+            "--continue",
+            help="Show this conversation's history and carry on in it (any participant's).",
+        ),
+    ] = None,
 ) -> None:
     """Talk to the running service: history (up arrow), Tab completes device names,
-    approvals that an action waits for are shown plainly. /new starts a new conversation,
+    approvals that an action waits for are shown plainly, and a command's outcome that
+    comes after its reply is printed when it arrives. /new starts a new conversation,
     /quit ends."""
     import httpx
 
+    from kittylab.cli.client import server_trust
     from kittylab.cli.shell import ShellError, ShellSession
 
     settings = _settings()
@@ -384,10 +441,34 @@ def shell(
         raise typer.Exit(2)
     base = url or f"http://{settings.http.host}:{settings.http.port}"
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
-        session = ShellSession(client, channel)
+    resume: UUID | None = None
+    if continue_id is not None:
+        try:
+            resume = UUID(continue_id)
+        except ValueError:
+            typer.secho("error: --continue takes a conversation id", fg="red", err=True)
+            raise typer.Exit(2) from None
+    trust = server_trust()
+    # The event stream has its own client: it stays open on a thread of its own, and only
+    # its connection may wait without a read timeout.
+    with (
+        httpx.Client(base_url=base, headers=headers, timeout=120, verify=trust) as client,
+        httpx.Client(
+            base_url=base,
+            headers=headers,
+            timeout=httpx.Timeout(10, read=None),
+            verify=trust,
+        ) as events,
+    ):
+        session = ShellSession(client, channel, events=events, show=_show_event)
         _readline_setup(session, settings.data_dir / "shell_history")
         typer.echo(f"KittyLab at {base}. Ctrl-D or /quit to leave, /new for a new conversation.")
+        if resume is not None:
+            try:
+                typer.echo(session.resume(resume))
+            except ShellError as exc:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+                raise typer.Exit(1) from None
         while True:
             try:
                 line = input("you> ").strip()
@@ -406,6 +487,11 @@ def shell(
                 typer.echo(session.send(line))
             except ShellError as exc:
                 typer.secho(f"error: {exc}", fg="red", err=True)
+
+
+def _show_event(text: str) -> None:
+    """A message pushed while the person may be typing: on a line of its own."""
+    typer.echo(f"\n{text}")
 
 
 def _readline_setup(session: Any, history: Path) -> None:

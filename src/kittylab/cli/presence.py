@@ -1,5 +1,6 @@
-"""``kittylab presence``: check in and out, see who is where, and (safety role) override,
-through the running server's API (``KITTYLAB_URL``, ``KITTYLAB_TOKEN``).
+"""``kittylab presence``: check in and out, confirm someone's check-in, see who is where,
+and (safety role) override, through the running server's API (``KITTYLAB_URL``,
+``KITTYLAB_TOKEN``).
 
 Zones and people are named as an operator knows them: a zone by its name (or id), a
 person by username, display name (or id). Times are printed in the terminal's time zone.
@@ -18,7 +19,8 @@ from kittylab.cli.options import UrlOption
 from kittylab.domain.errors import ValidationFailed
 
 presence_app = typer.Typer(
-    help="Who is in which zone: check in, check out, list, override.", no_args_is_help=True
+    help="Who is in which zone: check in, check out, confirm, list, override.",
+    no_args_is_help=True,
 )
 
 ZoneArgument = Annotated[str, typer.Argument(help="Zone name (e.g. laser-room) or id.")]
@@ -36,6 +38,7 @@ def connect(url: str | None) -> ApiClient:
 def register(app: typer.Typer, friendly: Callable[..., Any]) -> None:
     presence_app.command("checkin")(friendly(checkin))
     presence_app.command("checkout")(friendly(checkout))
+    presence_app.command("confirm")(friendly(confirm))
     presence_app.command("list")(friendly(list_presence))
     presence_app.command("override")(friendly(override))
     app.add_typer(presence_app, name="presence")
@@ -61,6 +64,30 @@ def _record(zone: str, user: str | None, url: str | None, status: str) -> None:
             body["userId"] = person["id"]
         row = client.post("/api/presence", body)
         typer.echo(describe(row, person, found, _ttl(client, found)))
+        if status == "present" and "manual" not in found.get("presenceSources", ["manual"]):
+            typer.echo(
+                f"In {found['name']} a check-in by hand counts for hazardous work only once "
+                "someone already there confirms it: kittylab presence confirm "
+                f"{found['name']} {person['username']}"
+            )
+    finally:
+        client.close()
+
+
+def confirm(
+    zone: ZoneArgument,
+    user: Annotated[str, typer.Argument(help="Who you see there: username, name or id.")],
+    url: UrlOption = None,
+) -> None:
+    """Confirm that USER, who checked in to ZONE, is there: you must be there yourself (by
+    a badge, a confirmed check-in or an override). Their presence then counts where the
+    zone accepts confirmed check-ins (high-hazard zones by default)."""
+    client = connect(url)
+    try:
+        found = resolve_zone(client, zone)
+        person = resolve_user(client, user)
+        row = client.post("/api/presence/confirm", {"zoneId": found["id"], "userId": person["id"]})
+        typer.echo("confirmed: " + describe(row, person, found, _ttl(client, found)))
     finally:
         client.close()
 
@@ -83,12 +110,16 @@ def list_presence(
 def _zone_lines(client: ApiClient, zone: dict[str, Any], people: dict[str, Any]) -> str:
     occupancy = client.get(f"/api/zones/{zone['id']}/occupancy")
     present = occupancy["presentUserIds"]
+    counting = set(occupancy.get("countingUserIds", present))
     if not present:
         return f"{zone['name']}: nobody"
     ttl = timedelta(seconds=occupancy["ttlSeconds"])
     lines = [f"{zone['name']}:"]
     for user_id in present:
         person = people.get(user_id, {"displayName": user_id})
+        # Present, but not by a source this zone counts (a bare self check-in in a
+        # high-hazard zone): said, so nobody relies on it.
+        note = "" if user_id in counting else "; does not count for hazardous work here"
         # The newest observation is what makes them present (lists are newest first).
         # Someone else's history is for the safety and admin roles only: without it, who
         # is present is all there is to say.
@@ -97,13 +128,13 @@ def _zone_lines(client: ApiClient, zone: dict[str, Any], people: dict[str, Any])
         except ApiProblem as exc:
             if exc.status != 403:
                 raise
-            lines.append(f"  {person['displayName']}  present")
+            lines.append(f"  {person['displayName']}  present{note}")
             continue
         row = newest["items"][0]
         seen = _local(row["observedAt"])
         lines.append(
             f"  {person['displayName']}  since {seen:%H:%M} ({_how(row['source'])}), "
-            f"until {seen + ttl:%H:%M}"
+            f"until {seen + ttl:%H:%M}{note}"
         )
     return "\n".join(lines)
 
@@ -187,6 +218,9 @@ def _local(value: str) -> datetime:
 
 
 def _how(source: str) -> str:
-    return {"unifi": "badge", "manual": "checked in", "override": "safety override"}.get(
-        source, source
-    )
+    return {
+        "unifi": "badge",
+        "manual": "checked in",
+        "override": "safety override",
+        "confirmed": "check-in confirmed",
+    }.get(source, source)

@@ -32,6 +32,14 @@ def print_file(
     profile: Annotated[str, typer.Option(help="Job profile (scene).")] = "default",
     url: UrlOption = None,
     follow: Annotated[bool, typer.Option(help="Show progress until the job ends.")] = True,
+    material: Annotated[
+        str | None,
+        typer.Option(help="The filament or resin (ABS, PA6-CF…); hazardous ones are flagged."),
+    ] = None,
+    ppe: Annotated[
+        list[str] | None,
+        typer.Option("--ppe", help="PPE you confirm wearing (a zone policy may ask for it)."),
+    ] = None,
 ) -> None:
     """Upload a file and queue it on a printer; models are sliced first."""
     client = ApiClient(url)
@@ -42,11 +50,17 @@ def print_file(
         printer = printers[0]
         with console.status(f"uploading {file.name} ({file.stat().st_size:,} bytes)…"):
             uploaded = client.put_file(f"/api/fabrication/files/{file.name}", file)
-        job = client.post(
-            "/api/fabrication/jobs",
-            {"deviceId": printer["id"], "fileKey": uploaded["fileKey"], "profile": profile},
-        )
-        console.print(f"job {job['id']} queued on {printer['externalId']}")
+        request: dict[str, Any] = {
+            "deviceId": printer["id"],
+            "fileKey": uploaded["fileKey"],
+            "profile": profile,
+        }
+        if material:
+            request["material"] = material
+        if ppe:
+            request["ppeConfirmed"] = ppe
+        job = client.post("/api/fabrication/jobs", request)
+        console.print(f"job {job['id']} queued on {printer['externalId']}{_hazmat(job)}")
         if follow:
             job = _follow(client, job["id"])
     finally:
@@ -104,6 +118,7 @@ def _jobs_view(client: ApiClient, limit: int) -> Group | Table:
     bars = Progress(
         TextColumn("{task.fields[printer]:<12}"),
         TextColumn("{task.fields[file]:<24}"),
+        TextColumn("{task.fields[hazmat]:<8}"),  # hazardous material classes, if any
         TextColumn("{task.description:<10}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
@@ -120,8 +135,14 @@ def _jobs_view(client: ApiClient, limit: int) -> Group | Table:
             printer=printers.get(job["deviceId"], "?"),
             file=str(details.get("source_name") or job["gcodePath"].rsplit("/", 1)[-1])[:24],
             info=details.get("waiting_for") or details.get("reason") or "",
+            hazmat="/".join(job.get("hazardousMaterials") or []),
         )
     return Group(bars)
+
+
+def _hazmat(job: dict[str, Any]) -> str:
+    flagged = job.get("hazardousMaterials") or []
+    return f" (hazardous material: {', '.join(flagged)})" if flagged else ""
 
 
 def bed_clear(

@@ -16,9 +16,11 @@ import uvicorn
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_worker
+from kittylab.adapters.tls import ServerCertificate
 from kittylab.api.app import create_app
 from kittylab.config import Settings
 from kittylab.devices.telemetry_ingest import TelemetryIngest
+from kittylab.domain.networks import is_loopback_host
 from kittylab.simulator.fleet import run_fleet
 
 log = logging.getLogger(__name__)
@@ -61,29 +63,51 @@ _signals = _StopSignals()
 
 
 def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) -> None:
+    # Refused before anything starts: plain HTTP or MQTT beyond loopback, unless allowed.
+    certificate = bootstrap.http_certificate(settings, host)
+    bootstrap.broker_address(settings)
+    bootstrap.embedded_broker(settings)
     _signals.install()
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as container:
             bootstrap.prewarm_cad(container)
-            typer.echo(f"KittyLab listening on http://{host}:{port} (data in {settings.data_dir})")
+            scheme = "https" if certificate is not None else "http"
+            shown = f"[{host}]" if ":" in host else host
+            typer.echo(
+                f"KittyLab listening on {scheme}://{shown}:{port} (data in {settings.data_dir})"
+            )
+            if not is_loopback_host(host):
+                networks = ", ".join(str(n) for n in settings.http.trusted_networks)
+                typer.echo(f"requests from outside {networks} can only read")
             _signals.loop_running = True
             try:
-                asyncio.run(_serve(container, host, port, with_workers))
+                asyncio.run(_serve(container, host, port, with_workers, certificate))
             finally:
                 _signals.loop_running = False
                 log.info("closing the database and the artifact store")
 
 
-async def _serve(container: bootstrap.Container, host: str, port: int, with_workers: bool) -> None:
+async def _serve(
+    container: bootstrap.Container,
+    host: str,
+    port: int,
+    with_workers: bool,
+    certificate: ServerCertificate | None,
+) -> None:
     config = uvicorn.Config(
         create_app(container),
         host=host,
         port=port,
+        ssl_certfile=str(certificate.cert) if certificate is not None else None,
+        ssl_keyfile=str(certificate.key) if certificate is not None else None,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=container.settings.http.max_concurrent_requests,
+        # The client's address decides what it may do (api/networks.py reads
+        # X-Forwarded-For from the configured proxies only); uvicorn must not rewrite it.
+        proxy_headers=False,
     )
     _size_thread_pool(container.settings.jobs.concurrency)
     server = uvicorn.Server(config)

@@ -33,12 +33,19 @@ class SigningFailed(KittyLabError):
     """The approval could not be signed here; the message says why and what to do."""
 
 
-def sign(key_file: Path, message: bytes, *, ssh_keygen: str = "ssh-keygen") -> str:
+def sign(
+    key_file: Path,
+    message: bytes,
+    *,
+    ssh_keygen: str = "ssh-keygen",
+    namespace: str = SSH_NAMESPACE,
+) -> str:
     """``message`` signed with the private key in ``key_file``: an armored SSH signature
-    for OpenSSH keys, base64 of the raw Ed25519 signature otherwise."""
+    for OpenSSH keys (made for ``namespace``: approvals by default), base64 of the raw
+    Ed25519 signature otherwise."""
     text = _read(key_file)
     if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
-        return _ssh_keygen_sign(key_file, message, ssh_keygen)
+        return _ssh_keygen_sign(key_file, message, ssh_keygen, namespace)
     if "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text:
         raise SigningFailed(
             f"{key_file}: encrypted PEM keys are not supported; "
@@ -67,7 +74,32 @@ def _read(key_file: Path) -> str:
         raise SigningFailed(f"cannot read the key file {key_file}: {exc.strerror}") from None
 
 
-def _ssh_keygen_sign(key_file: Path, message: bytes, ssh_keygen: str) -> str:
+def public_key_of(key_file: Path) -> str:
+    """The public key to enrol for the private key in ``key_file``: the ``.pub`` file
+    beside an OpenSSH private key (as ssh-keygen writes it), computed for an Ed25519 PEM or
+    seed file (``ed25519:<base64>``)."""
+    text = _read(key_file)
+    if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
+        beside = key_file.with_name(key_file.name + ".pub")
+        if not beside.exists():
+            raise SigningFailed(
+                f"{beside} is missing: give the public key with --public "
+                f"(ssh-keygen -y -f {key_file} prints it)"
+            )
+        return _read(beside).strip()
+    if "-----BEGIN PRIVATE KEY-----" in text:
+        key = _pem_key(key_file, text)
+    elif text.strip().startswith("ed25519-private:"):
+        key = _seed_key(key_file, text.strip().split(":", 1)[1].strip())
+    else:
+        # sign() says precisely what is wrong with the file.
+        sign(key_file, b"")
+        raise SigningFailed(f"{key_file} is not a private key KittyLab can enrol")
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + base64.b64encode(raw).decode("ascii")
+
+
+def _ssh_keygen_sign(key_file: Path, message: bytes, ssh_keygen: str, namespace: str) -> str:
     program = shutil.which(ssh_keygen)
     if program is None:
         raise SigningFailed(
@@ -78,7 +110,7 @@ def _ssh_keygen_sign(key_file: Path, message: bytes, ssh_keygen: str) -> str:
         # stdin carries the message (no temporary file); stderr stays on the terminal so
         # the passphrase and "confirm user presence" prompts reach the approver.
         result = subprocess.run(  # noqa: S603 - fixed program, arguments are not a shell line
-            [program, "-Y", "sign", "-n", SSH_NAMESPACE, "-f", str(key_file)],
+            [program, "-Y", "sign", "-n", namespace, "-f", str(key_file)],
             input=message,
             stdout=subprocess.PIPE,
             timeout=SSH_KEYGEN_TIMEOUT_SECONDS,

@@ -9,10 +9,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kittylab.adapters.db.tables import AccessPolicy, Device, RoutingDecision, Zone
+from kittylab.adapters.db.tables import AccessPolicy, Device, Zone
+from kittylab.cad import spending
 from kittylab.conversation.understanding.vocabulary import (
     DeviceEntry,
     LabVocabulary,
@@ -85,10 +86,5 @@ def governed_by_policy(session: Session, device: Device, intent: str) -> bool:
 
 
 def spent_today(session: Session, user_id: Any, now: datetime) -> Decimal:
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    total = session.scalar(
-        select(func.coalesce(func.sum(RoutingDecision.cost_estimate), 0)).where(
-            RoutingDecision.performed_by == user_id, RoutingDecision.created_at >= midnight
-        )
-    )
-    return Decimal(total or 0)
+    """The person's spend today: routing tiers and online CAD calls share one budget."""
+    return spending.spent_today(session, user_id, now)

@@ -19,6 +19,8 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 COST = Counter("kittylab_query_cost_usd_total", "Spend on model tiers in USD.", ["tier"])
+for _tier in Tier:  # at 0 from the start: spend is a rise from 0, not a new series
+    COST.labels(_tier.value)
 CACHE_HITS = Counter("kittylab_query_cache_hits_total", "Questions answered from the cache.")
 CACHE_MISSES = Counter(
     "kittylab_query_cache_misses_total", "Cacheable questions not found in the cache."

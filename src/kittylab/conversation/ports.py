@@ -12,6 +12,8 @@ from kittylab.adapters.db.tables import Device
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.devices.requests import Requested
 from kittylab.domain.principal import Principal
+from kittylab.fabrication.print_requests import PrintQueued
+from kittylab.safety.stop import StopResult
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,22 @@ class CommandSubmitter(Protocol):
         requester: Principal,
         conversation_id: UUID | None,
         correlation_id: str | None,
-    ) -> Requested:
+    ) -> Requested | PrintQueued:
         """A hazardous intent comes back with ``held`` set (``pending``, waiting for its
         safety event): nothing is sent. ``PermissionDenied`` when ``requester``'s roles may
-        not ask for ``intent`` (``domain.actuation``): nothing is recorded."""
+        not ask for ``intent`` (``domain.actuation``): nothing is recorded. A
+        ``print_start`` comes back as the print job it became (``PrintQueued``, issue 16)."""
+        ...
+
+
+class LabStopper(Protocol):
+    """Stops a zone (``zone_id``) or, with ``None``, the whole lab, in the turn's unit of
+    work: ``safety.stop.stop``, as ``POST /api/zones/{id}/stop`` and ``/api/lab/stop`` do.
+    Never held; audited; the commands are sent once the turn commits."""
+
+    def stop(self, uow: UnitOfWork, *, requester: Principal, zone_id: UUID | None) -> StopResult:
+        """``PermissionDenied`` when ``requester``'s roles may not stop equipment (the
+        role table of ``domain.actuation``): nothing is recorded."""
         ...
 
 

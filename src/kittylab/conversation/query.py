@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import select
@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db import change_signal
 from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
+from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand, Zone
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import QuerySettings
 from kittylab.conversation import metrics
@@ -44,6 +44,7 @@ from kittylab.conversation.ports import (
     CadStarter,
     CommandSubmitter,
     ContextPublisher,
+    LabStopper,
     TierAnswer,
 )
 from kittylab.conversation.routing.cache import AnswerCache, CacheKey
@@ -55,12 +56,21 @@ from kittylab.conversation.understanding.context import ConversationContext
 from kittylab.conversation.understanding.model import ModelUnavailable
 from kittylab.conversation.understanding.normalize import normalize
 from kittylab.conversation.understanding.pipeline import Understander
-from kittylab.conversation.understanding.types import ASK, CAD_GENERATE, AskKind, Understanding
+from kittylab.conversation.understanding.types import (
+    ASK,
+    CAD_GENERATE,
+    STOP,
+    AskKind,
+    Understanding,
+)
 from kittylab.conversation.understanding.vocabulary import LabVocabulary
 from kittylab.domain.devices import describe_intent
 from kittylab.domain.enums import CommandStatus, Tier
 from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
 from kittylab.domain.principal import Principal
+from kittylab.fabrication import print_requests
+from kittylab.fabrication.print_requests import PrintQueued
+from kittylab.safety.stop import StopResult
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,9 @@ class Outcome:
     REJECTED_INPUT = "rejected_input"
     UNAVAILABLE = "unavailable"
     CAD_STARTED = "cad_started"
+    STOPPED = "stopped"
+    PRINT_QUEUED = "print_queued"
+    """A ``print_start`` became a print job (issue 16)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,20 @@ class QueryResult:
     command: DeviceCommand | None = None
 
 
+class TurnHooks(Protocol):
+    """Issue 16 (``conversation.memory.TurnMemory``): a turn's words stored with its
+    decision, and its reply completed once it has committed."""
+
+    def recorded(
+        self, session: UnitOfWork, caller: Principal, request: QueryRequest, result: QueryResult
+    ) -> None:
+        """In the transaction recording the turn's decision."""
+
+    def answered(self, result: QueryResult) -> QueryResult:
+        """After the commit: the result as the person hears it."""
+        ...
+
+
 @dataclass
 class _Turn:
     """What step 2 decided, for step 3 to record."""
@@ -135,6 +162,8 @@ class _Turn:
     a minute, and the conversation row is locked while step 3 records the turn)."""
     cad_refusal: str | None = None
     """Set instead when the person may not start CAD generation."""
+    print_job_id: UUID | None = None
+    """Set when a ``print_start`` became a print job (issue 16)."""
 
 
 class QueryService:
@@ -151,6 +180,8 @@ class QueryService:
         publisher: ContextPublisher | None = None,
         cache: AnswerCache | None = None,
         cad: CadStarter | None = None,
+        stopper: LabStopper | None = None,
+        hooks: TurnHooks | None = None,
     ) -> None:
         self.database = database
         self.settings = settings
@@ -161,6 +192,8 @@ class QueryService:
         self.frontier = frontier
         self.publisher = publisher
         self.cad = cad
+        self.stopper = stopper
+        self.hooks = hooks  # issue 16: memory and replies that close the loop
         self._vocabulary_lock = threading.Lock()
         # Paid calls under way, per person: the budget counts them before their decisions
         # are recorded, so concurrent questions cannot overshoot it together.
@@ -208,12 +241,16 @@ class QueryService:
                     session, caller, request, conversation_id, understanding, turn, context,
                     vocabulary, started,
                 )  # fmt: skip
+                if self.hooks is not None:  # issue 16: the turn's words, with its decision
+                    self.hooks.recorded(session, caller, request, result)
                 # After the turn's own follow-ups (its command's dispatch or announcement).
                 session.after_commit(self._publish, result.conversation_id, result.context)
         finally:
             # Recorded (its cost now counts in the database), or failed: either way the
             # hold is over.
             self._release(caller.user_id, turn)
+        if self.hooks is not None:  # issue 16: a command's reply says how it went
+            result = self.hooks.answered(result)
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
 
@@ -445,6 +482,7 @@ class QueryService:
             "model": turn.model,
             "usage": turn.usage,
             "command_id": str(command.id) if command is not None else None,
+            **({"print_job_id": str(turn.print_job_id)} if turn.print_job_id else {}),
             "corrections": len(u.corrections) if u else 0,
         }
         decision = record_routing_decision(
@@ -519,6 +557,9 @@ class QueryService:
                 turn.outcome = Outcome.CAD_STARTED
                 turn.replies.append(turn.cad_reply)
             return False, None, None
+        if u.intent == STOP:
+            self._stop(session, caller, u, turn)
+            return False, None, None
         assert u.device is not None
         device = session.scalar(
             select(Device).where(
@@ -549,6 +590,12 @@ class QueryService:
             turn.reasons.append(f"command refused: {refusal}")
             turn.replies.append(f"I can't: {refusal}. Nothing was sent.")
             return vocabulary.is_hazardous(u.device, u.intent), None, None
+        if isinstance(requested, PrintQueued):
+            # Issue 16: a print is a job; the reply names it (no command exists yet).
+            turn.outcome = Outcome.PRINT_QUEUED
+            turn.print_job_id = requested.job.id
+            turn.replies.append(print_requests.describe(requested, name))
+            return False, None, None
         command = requested.command
         if requested.held is not None:
             turn.outcome = Outcome.PENDING_HAZARD
@@ -567,6 +614,42 @@ class QueryService:
                 f"{command.status.value}."
             )
         return False, None, command
+
+    def _stop(self, session: UnitOfWork, caller: Principal, u: Understanding, turn: _Turn) -> None:
+        """A zone's or the lab's stop, as the stop routes do it: every device put in its safe
+        state, never held, audited (``stop.requested``) and announced; refused with the
+        reason for a role that may not stop equipment (``domain.actuation``)."""
+        where = u.zone.replace("-", " ") if u.zone else "the whole lab"
+        if self.stopper is None:
+            turn.outcome = Outcome.UNAVAILABLE
+            turn.replies.append(
+                f"I can't stop {where} from here; use kittylab stop or the machines' own "
+                "emergency stops."
+            )
+            return
+        zone_id = None
+        if u.zone is not None:
+            zone_id = session.scalar(select(Zone.id).where(Zone.name == u.zone))
+            if zone_id is None:
+                turn.outcome = Outcome.CLARIFY
+                turn.replies.append(f"There is no zone called {where} any more.")
+                return
+        try:
+            with session.begin_nested():
+                result = self.stopper.stop(session, requester=caller, zone_id=zone_id)
+        except PermissionDenied as refusal:
+            held = ", ".join(sorted(r.value for r in caller.roles)) or "none"
+            turn.outcome = Outcome.REFUSED
+            turn.reasons.append(f"stop refused: {refusal}")
+            turn.replies.append(
+                f"I can't stop {where} for you: stopping equipment needs the operator, "
+                f"safety or admin role, and yours is {held}. Ask one of them — and if "
+                "someone is in danger, use the machine's own emergency stop. Nothing was "
+                "stopped."
+            )
+            return
+        turn.outcome = Outcome.STOPPED
+        turn.replies.append(_stop_reply(where, result))
 
     # -- sessions and context -------------------------------------------------------------
 
@@ -628,6 +711,19 @@ def _cache_key(text: str, u: Understanding) -> CacheKey:
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[0].upper() + text[1:] if text else text
+
+
+def _stop_reply(where: str, result: StopResult) -> str:
+    asked = len(result.commands)
+    devices = len({c.device_id for c in result.commands})
+    reply = (
+        f"Stopping {where}: {asked} safe-direction command(s) to {devices} device(s) "
+        "(pause prints, cool heaters, power off, lock doors), on their way now."
+    )
+    if result.refusals:
+        names = ", ".join(sorted({r.device_name for r in result.refusals})[:6])
+        reply += f" Not stopped: {names}; check them yourself."
+    return reply
 
 
 def _help(vocabulary: LabVocabulary) -> str:

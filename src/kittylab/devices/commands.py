@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
+from kittylab.conversation import messages
 from kittylab.domain.command_rules import has_temperatures, limit_refusal
 from kittylab.domain.devices import validate_command
 from kittylab.domain.enums import CommandStatus
@@ -94,7 +95,9 @@ def advance_command(
     Raises ``NotFound`` for an unknown id and ``InvalidTransition`` (naming the current and
     the attempted state) for a move the transition table forbids. Reaching ``acked`` stamps
     ``ack_at``; reaching ``failed`` stores ``reason``, sanitized, as ``failure_reason``.
-    The history entry carries the sanitized reason when one is given.
+    The history entry carries the sanitized reason when one is given. A command of a
+    conversation that is decided also writes its outcome message
+    (``conversation.messages.record_outcome``).
     """
     command = locked if locked is not None else _get_for_update(session, command_id)
     previous = command.status
@@ -110,6 +113,9 @@ def advance_command(
     elif target is CommandStatus.FAILED:
         command.failure_reason = clean_reason
     session.flush()
+    # Issue 16: the outcome is told to the command's conversation in this same transaction,
+    # so a decided command never lacks its message, whatever crashes next.
+    messages.record_outcome(session, command, now)
     logger.info("device command %s: %s -> %s", command.id, previous.value, target.value)
     return command
 

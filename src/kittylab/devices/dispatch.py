@@ -12,7 +12,10 @@ integration's driver and waits until the device's own state confirms it:
 
 Last moment: the claim takes the device's row lock (as placing a lock does) and re-checks
 what can change after a command was accepted or approved: the device retired, a lock that
-stops the intent, the approval's expiry. A failure there fails the command with its reason.
+stops the intent, the approval's expiry, and for a held command the device moved to another
+zone or a person whose presence the policy asks for no longer present
+(``workflow.send_refusal``). A failure there fails the command with its reason (``NotSent``),
+tells the requester and, for a held command, is audited as ``safety.not_sent``.
 
 Exactly once: the claim (``pending → sent``) is committed under a row lock *before* the
 driver is called, so a job that runs again after a crash or a retry finds ``sent`` and
@@ -32,8 +35,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -43,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, SafetyEvent
-from kittylab.config import CommandSettings, NotifySettings
+from kittylab.config import CommandSettings, NotifySettings, PresenceSettings
 from kittylab.devices import commands, telemetry
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable, ReportsRefusals
 from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_refusal
@@ -51,6 +55,7 @@ from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
 from kittylab.monitoring import follow_ups
+from kittylab.records import alerts, audit
 from kittylab.safety import lockout, locks, policy, workflow
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,9 @@ log = logging.getLogger(__name__)
 FIRST_RECHECK_SECONDS = 0.01
 
 COMMANDS = Counter("kittylab_device_commands_total", "Device commands by outcome.", ["outcome"])
+# Every outcome exists from the start at 0, so a rate or an alert sees the first failure.
+for _outcome in ("acked", "failed", "expired", "refused_at_send"):
+    COMMANDS.labels(_outcome)
 CONFIRM_SECONDS = Histogram(
     "kittylab_device_command_confirm_seconds",
     "From sending a command to the device state confirming it.",
@@ -185,6 +193,18 @@ def _audit_apart(
         workflow.record_refusal(side, device, intent, requested_by, reason, now)
 
 
+DEFAULT_PRESENCE_TTL = timedelta(seconds=PresenceSettings().ttl_seconds)
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """The last moment refused the command: it is failed with ``reason``, and its requester
+    told (``notifications``, to deliver once committed)."""
+
+    reason: str
+    notifications: tuple[UUID, ...] = ()
+
+
 @dataclass(frozen=True)
 class Claim:
     """A command ready to be worked on by ``dispatch``."""
@@ -196,15 +216,24 @@ class Claim:
     sent_at: datetime
     newly_sent: bool
     """True when this claim moved it to ``sent``: only then may the driver be called."""
+    safety_event_id: UUID | None = None
+    """The approved safety event this claim carries out (a held command, newly sent)."""
 
 
 def claim(
-    database: Database, command_id: UUID, now: datetime, max_delay: timedelta
-) -> Claim | None:
+    database: Database,
+    command_id: UUID,
+    now: datetime,
+    max_delay: timedelta,
+    *,
+    presence_ttl: timedelta = DEFAULT_PRESENCE_TTL,
+    notify: NotifySettings | None = None,
+) -> Claim | NotSent | None:
     """Move a pending command to ``sent`` (committed) and return it; return a ``sent``
     one as is (to be confirmed, not re-sent); ``None`` when it is already decided. A
     pending command older than ``max_delay`` is failed instead: sending it now would
-    surprise whoever asked (``None``)."""
+    surprise whoever asked (``None``). One the last moment refuses is failed and its
+    requester told (with ``notify``): ``NotSent``."""
     with database.unit_of_work() as session:
         device_id = session.scalar(
             select(DeviceCommand.device_id).where(DeviceCommand.id == command_id)
@@ -248,7 +277,7 @@ def claim(
             COMMANDS.labels("expired").inc()
             return None
         refusal = (
-            _last_moment_refusal(session, device, command.intent, event, now)
+            _last_moment_refusal(session, device, command.intent, event, now, presence_ttl)
             if newly_sent
             else None  # already sent: only its confirmation is left to wait for
         )
@@ -256,10 +285,20 @@ def claim(
             commands.advance_command(
                 session, command_id, CommandStatus.FAILED, now=now, reason=refusal
             )
+            told = _tell_not_sent(session, command, device, event, refusal, notify)
             if event is not None:  # the event keeps its decision, as a record
                 event.details = {**event.details, "not_sent": refusal}
+                audit.append(
+                    session,
+                    action="safety.not_sent",
+                    actor_id=None,
+                    now=now,
+                    subject_type="safety_event",
+                    subject_id=event.id,
+                    details={"command_id": str(command.id), "reason": refusal},
+                )
             COMMANDS.labels("refused_at_send").inc()
-            return None
+            return NotSent(refusal, told)
         if newly_sent:
             commands.advance_command(
                 session, command_id, CommandStatus.SENT, now=now, locked=command
@@ -277,16 +316,45 @@ def claim(
             payload=dict(command.payload),
             sent_at=sent_at,
             newly_sent=newly_sent,
+            safety_event_id=event.id if event is not None else None,
         )
 
 
+def _tell_not_sent(
+    session: Session,
+    command: DeviceCommand,
+    device: Device,
+    event: SafetyEvent | None,
+    refusal: str,
+    notify: NotifySettings | None,
+) -> tuple[UUID, ...]:
+    if notify is None or command.requested_by is None:
+        return ()
+    rows = alerts.notify_person(
+        session,
+        command.requested_by,
+        f"Not sent: {command.intent} on {device.display_name}",
+        f"Your {command.intent} on {device.display_name} was not sent: {refusal}.",
+        notify,
+        related_safety_event_id=event.id if event is not None else None,
+        idempotency_key=f"not-sent:{command.id}",
+    )
+    return tuple(row.id for row in rows)
+
+
 def _last_moment_refusal(
-    session: Session, device: Device, intent: str, event: SafetyEvent | None, now: datetime
+    session: Session,
+    device: Device,
+    intent: str,
+    event: SafetyEvent | None,
+    now: datetime,
+    presence_ttl: timedelta,
 ) -> str | None:
     """Why a command must not be sent now after all, whatever was decided when it was
     accepted or approved: the device was retired, a lock went on that stops ``intent``
-    (the lockout table), or its approval's event expired. Read under the device's row
-    lock (see ``claim``)."""
+    (the lockout table), its approval's event expired, or (``workflow.send_refusal``) the
+    device moved to another zone or the presence the policy asks for is gone. Read under
+    the device's row lock (see ``claim``)."""
     if device.retired_at is not None:
         return (
             f"{device.display_name} was retired at {lockout.when_text(device.retired_at)}; "
@@ -300,6 +368,8 @@ def _last_moment_refusal(
             f"its approval expired at {lockout.when_text(event.expires_at)} before it could "
             "be sent; nothing was sent, ask again"
         )
+    if event is not None:
+        return workflow.send_refusal(session, event, device, now, presence_ttl)
     return None
 
 
@@ -360,6 +430,9 @@ class Outcome:
     notifications: tuple[UUID, ...] = ()
     """Recorded because the command failed (a monitor's pause that did not happen):
     the caller defers their delivery."""
+    sent_safety_event: UUID | None = None
+    """This run sent the held command of that approved safety event: the caller defers
+    its camera bookmark (``safety.evidence``), after the send, never before it."""
 
 
 async def dispatch(
@@ -369,14 +442,25 @@ async def dispatch(
     settings: CommandSettings,
     clock: Callable[[], datetime],
     notify: NotifySettings | None = None,
+    presence_ttl: timedelta = DEFAULT_PRESENCE_TTL,
 ) -> Outcome:
     """Send a command (once) and wait for the device to confirm it; see the module doc.
-    ``notify`` is where alerts about a failed monitor pause go; the background task always
-    passes it (only tests and benchmarks that raise no alerts leave it out)."""
+    ``notify`` is where alerts about a failed monitor pause, and the requester's notice of
+    a command the last moment refused, go; the background task always passes it (only
+    tests and benchmarks that raise no alerts leave it out). ``presence_ttl``: how long a
+    presence observation counts (``presence.ttl_seconds``)."""
     max_delay = timedelta(seconds=settings.max_dispatch_delay_seconds)
-    work = await asyncio.to_thread(claim, database, command_id, clock(), max_delay)
+    work = await asyncio.to_thread(
+        partial(claim, presence_ttl=presence_ttl, notify=notify),
+        database,
+        command_id,
+        clock(),
+        max_delay,
+    )
     if work is None:
         return Outcome(None, "already decided")
+    if isinstance(work, NotSent):
+        return Outcome(None, work.reason, work.notifications)
     driver = drivers.get(work.target.integration)
 
     async def fail(reason: str) -> Outcome:
@@ -397,10 +481,19 @@ async def dispatch(
         try:
             receipt = await driver.send(work.target, work.intent, work.payload)
         except (DeviceRefused, DeviceUnavailable) as exc:
-            return await fail(str(exc))
+            # Sent or not, the device may have acted: a held command's moment is bookmarked.
+            return replace(await fail(str(exc)), sent_safety_event=work.safety_event_id)
+        # The device's time to answer starts once the message has left: reading the state
+        # before sending may itself wait (a device not heard from yet), and that wait must
+        # not eat into the device's share.
+        window_opens = max(work.sent_at, clock())
     else:
         receipt = None  # sent by an earlier run: only the device's state can tell now
-    return await _await_confirmation(driver, work, before, receipt, settings, clock, fail, database)
+        window_opens = work.sent_at
+    outcome = await _await_confirmation(
+        driver, work, before, receipt, window_opens, settings, clock, fail, database
+    )
+    return replace(outcome, sent_safety_event=work.safety_event_id)
 
 
 async def _await_confirmation(
@@ -408,12 +501,13 @@ async def _await_confirmation(
     work: Claim,
     before: Mapping[str, Any] | None,
     receipt: str | None,
+    window_opens: datetime,
     settings: CommandSettings,
     clock: Callable[[], datetime],
     fail: Callable[[str], Any],
     database: Database,
 ) -> Outcome:
-    deadline = work.sent_at + timedelta(seconds=settings.ack_timeout_seconds)
+    deadline = window_opens + timedelta(seconds=settings.ack_timeout_seconds)
     started = time.monotonic()
     last_seen: str = "no state was read"
     # Most devices answer within milliseconds: look again soon, then back off to the

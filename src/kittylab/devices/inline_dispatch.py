@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -126,6 +126,11 @@ class InlineDispatcher:
             loop.call_soon_threadsafe(self._spawn, command_id)
         except RuntimeError:  # the loop closed meanwhile
             self.durable.defer_dispatch(command_id)
+
+    def defer_dispatch_in_order(self, command_ids: Sequence[UUID]) -> None:
+        """An ordered series (a stop's) goes to its one durable job, which sends them one
+        after another."""
+        self.durable.defer_dispatch_in_order(command_ids)
 
     def defer_notification(self, notification_id: UUID, *, delay_seconds: float = 0) -> None:
         self.durable.defer_notification(notification_id, delay_seconds=delay_seconds)

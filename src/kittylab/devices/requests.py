@@ -33,10 +33,13 @@ from kittylab.devices import dispatch
 from kittylab.domain import actuation
 from kittylab.domain.actuation import Requester, SystemActor
 from kittylab.domain.enums import CommandStatus, FabricationStatus, SafetyStatus
-from kittylab.domain.errors import PermissionDenied
+from kittylab.domain.errors import PermissionDenied, ValidationFailed
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.safety import held as holding
 from kittylab.safety import workflow
+
+PRINT_IS_A_JOB = "print_start"
+"""The intent a person never sends directly: it becomes a print job (issue 16)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,18 @@ def request_command(
     ``PermissionDenied``, ``DeviceRefused``, ``ValidationFailed``…), raised before anything
     is registered.
     Without a ``safety_context`` (internal callers) a hazardous intent is refused, never
-    held. ``bus`` None: no announcement (a process without MQTT)."""
+    held. ``bus`` None: no announcement (a process without MQTT). A person's
+    ``print_start`` is ``ValidationFailed`` on ``intent``: it is a print job
+    (``fabrication.print_requests``), never a bare command."""
+    if intent == PRINT_IS_A_JOB and not isinstance(requester, SystemActor):
+        # Issue 16: a person's print_start is a print job (fabrication.print_requests), so
+        # that it is queued, tracked and watched; only the service's own start of a job
+        # sends one. Refused here, the one gate, so that no path prints unmonitored.
+        raise ValidationFailed(
+            "intent",
+            "a print_start asked by a person is a print job: fabrication.print_requests "
+            "records it (POST /api/device/{id}/command and the conversation do)",
+        )
     authorise_request(uow, requester, device_id=device_id, intent=intent, for_job=for_job)
     command = dispatch.submit(
         uow,

@@ -8,10 +8,18 @@ Every intent falls in one class:
 - *actuate* (everything else, lights included, and a manifest's own intents): operators,
   safety, admin.
 
+From outside the lab's trusted networks (``Principal.remote``), only *read* passes,
+whatever the role (``domain.networks``).
+
 A hazardous command (held for approval, decided by the zone's policies in
 ``dispatch.submit``) is an actuation first: its requester must be allowed to actuate
 before it is held. Engineers read, design, queue prints and pause or cancel their own
 jobs; they do not switch equipment.
+
+A person's ``print_start`` is no command of theirs: it becomes a print job (issue 16,
+``fabrication.print_requests``), which ``authorise_print`` admits — the roles that queue
+prints, engineers among them, from inside the trusted networks. The job's start is then the
+service's (a ``SystemActor``), on the printer's rules like any command.
 
 An internal process (the print tracker's scene, the watcher's cooldown, a job's start for
 its owner) is a ``SystemActor``: it may ask for any non-hazardous intent in its own name and
@@ -31,6 +39,7 @@ from uuid import UUID
 
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
+from kittylab.domain.networks import OutsideTrustedNetworks
 from kittylab.domain.principal import Principal
 
 
@@ -62,6 +71,10 @@ INTENT_CLASSES: Mapping[str, IntentClass] = {
 
 ACTUATING_ROLES: tuple[Role, ...] = (Role.OPERATOR, Role.SAFETY, Role.ADMIN)
 """Who may switch equipment (the *actuate* class, and any *safe direction*)."""
+
+PRINTING_ROLES: tuple[Role, ...] = (Role.OPERATOR, Role.ENGINEER, Role.SAFETY, Role.ADMIN)
+"""Who may ask for a print: it becomes a print job, queued, started by the service and
+watched (the roles of ``POST /api/fabrication/jobs``)."""
 
 
 def intent_class(intent: str) -> IntentClass:
@@ -101,6 +114,9 @@ def authorise(requester: Requester, intent: str, *, owns_job_on_device: bool = F
     if isinstance(requester, SystemActor):
         return  # hazardous intents are refused to internal callers by dispatch.submit
     cls = intent_class(intent)
+    if requester.remote and cls is not IntentClass.READ:
+        # From outside the lab's trusted networks a request reads, whatever its role.
+        raise OutsideTrustedNetworks(intent)
     if cls is IntentClass.READ or requester.has_any(*ACTUATING_ROLES):
         return
     held = ", ".join(sorted(r.value for r in requester.roles)) or "no"
@@ -114,4 +130,18 @@ def authorise(requester: Requester, intent: str, *, owns_job_on_device: bool = F
     raise PermissionDenied(
         f"your role ({held}) may not switch equipment ({intent} needs the "
         f"{_roles(ACTUATING_ROLES)} role)"
+    )
+
+
+def authorise_print(requester: Principal) -> None:
+    """Allow a person's request for a print (a ``print_start``, which becomes a print job)
+    or raise: ``OutsideTrustedNetworks`` from outside the lab (a print heats and moves a
+    machine), ``PermissionDenied`` naming the roles it needs otherwise."""
+    if requester.remote:
+        raise OutsideTrustedNetworks("print_start")
+    if requester.has_any(*PRINTING_ROLES):
+        return
+    held = ", ".join(sorted(r.value for r in requester.roles)) or "no"
+    raise PermissionDenied(
+        f"your role ({held}) may not queue prints (that needs the {_roles(PRINTING_ROLES)} role)"
     )

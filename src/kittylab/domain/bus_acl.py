@@ -4,8 +4,8 @@ Every bus client has an identity (a broker username) of one kind:
 
 - ``service`` and ``worker``: KittyLab's own processes. Only they may publish a device's
   ``cmd`` (so a command exists only with a command row and, for a hazard, an approval), the
-  conversation context ``kitty/ctx/*``, job progress and safety events; they may publish
-  and read everything under ``kitty/``.
+  conversation context ``kitty/ctx/*``, job progress and safety events; they may read
+  everything under ``kitty/`` and publish all of it but monitor events.
 - ``device``: one device. It publishes only its own ``state``, ``reply`` and
   ``kitty/telemetry/<id>/…``, and reads only its own ``cmd``.
 - ``simulator``: the demo lab's simulators, one client acting for the simulated devices it
@@ -13,7 +13,8 @@ Every bus client has an identity (a broker username) of one kind:
   fleet takes every command with one subscription), but the broker delivers it only the
   commands of its own devices (``may_receive``).
 - ``detector``: a print-failure detector. It publishes monitor events
-  ``kitty/monitor/<job>`` only.
+  ``kitty/monitor/<job>`` only, and only a detector does: not even KittyLab's own
+  processes publish there, so a monitor event the service hears came from a detector.
 
 Anyone else (no username, unknown username, wrong password) is refused at connect. The
 rules are pure; the embedded broker's plugin (``adapters/bus/broker.py``) and the Mosquitto
@@ -40,10 +41,16 @@ class IdentityKind(StrEnum):
 OWN_KINDS = frozenset({IdentityKind.SERVICE, IdentityKind.WORKER})
 """KittyLab's own processes: the only ones that may command a device."""
 
-_OWN_PUBLISH = (f"{topics.ROOT}/#",)
+_OWN_TREES = ("devices", "telemetry", "ctx", "jobs", "safety", "zones", "lab")
+"""Every ``kitty/<tree>/…`` KittyLab's own processes publish on. A new tree in ``topics``
+must be added here, or the brokers drop its messages (``tests/unit/test_bus_acl.py``)."""
+_OWN_PUBLISH = tuple(f"{topics.ROOT}/{tree}/#" for tree in _OWN_TREES)
 """KittyLab's own processes are the bus's trust root: they may command any device, so
-letting them publish anything else under ``kitty/`` (a simulator sharing the service's
-client in tests, a state relayed from a polled driver) grants nothing more."""
+letting them publish the rest of KittyLab's topics (a simulator sharing the service's
+client in tests, a state relayed from a polled driver) grants nothing more. All but one:
+``kitty/monitor/<job>`` is a detector's word about a print (it pauses the print and becomes
+its evidence), and it counts only from a detector identity. The tree is left out rather
+than denied because Mosquitto's ``topic deny`` would also stop the service reading it."""
 _OWN_READ = (f"{topics.ROOT}/#",)
 
 
@@ -71,7 +78,7 @@ def publish_patterns(identity: BusIdentity) -> tuple[str, ...]:
     if identity.kind in OWN_KINDS:
         return _OWN_PUBLISH
     if identity.kind is IdentityKind.DETECTOR:
-        return (f"{topics.ROOT}/monitor/+",)
+        return (topics.MONITOR_WILDCARD,)
     return tuple(p for d in sorted(identity.devices) for p in device_publish_patterns(d))
 
 

@@ -8,6 +8,15 @@ fractions like ``1/4 in``); lists use ``by`` or ``x``; diameters read ``diameter
 clearance holes. Parameters the prompt leaves out come from the family's defaults and are
 listed on the spec.
 
+It reads the words people use at a bench (issue 15, checked by a held-out corpus written
+apart from the grammar): one size for several features ("2 inch legs", "70 mm on a side",
+"out of 3 mm plate", "3 mm stock"), "N mm square" (a bar's cross-section, a plate's or a
+box's footprint), mixed numbers ("1 1/2 in"), outer and inner radii, "40T" and "m0.8" on a
+gear, hole spacings given first ("holes spaced 130 by 60"), and a stand's angle given as a
+lean from vertical ("leaning back 15 degrees"). A phrase that reads two ways is read the
+way that builds (the library's own convention when both do), and the other reading is
+put on the spec's ``readings`` — offered with the follow-up words that ask for it.
+
 The prompt is data: it is matched against fixed patterns and never evaluated. Prompts that
 look like code or instructions to a model, huge prompts, impossible sizes and
 contradictions are refused with ``ValidationFailed`` naming ``prompt`` or ``spec.<param>``.
@@ -17,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from kittylab.domain.cad_spec import (
@@ -25,6 +34,7 @@ from kittylab.domain.cad_spec import (
     FAMILY_PARAMETERS,
     Family,
     PartSpec,
+    Reading,
     build_spec,
 )
 from kittylab.domain.errors import ValidationFailed
@@ -69,7 +79,11 @@ _NUMBER_WORDS = {
 # Family nouns in the order they are tried; the earliest mention in the prompt wins.
 _FAMILY_WORDS: tuple[tuple[str, Family], ...] = (
     (r"spur\s+gears?|gears?|cog\s*wheels?|cogs?|gear\s*wheels?", Family.SPUR_GEAR),
-    (r"phone\s+(?:stands?|holders?|docks?)|tablet\s+stands?", Family.PHONE_STAND),
+    (
+        r"phone\s+(?:stands?|holders?|docks?)|tablet\s+stands?|"
+        r"(?:stands?|holders?|docks?)\s+for\s+(?:my\s+|a\s+|the\s+|your\s+)?(?:phones?|tablets?)",
+        Family.PHONE_STAND,
+    ),
     (r"(?:wall\s+|coat\s+|j\s*-?\s*)?hooks?", Family.HOOK),
     (r"enclosures?|project\s+box(?:es)?|box(?:es)?|housings?|cases?", Family.ENCLOSURE),
     (r"l\s*-?\s*brackets?|angle\s+brackets?|corner\s+brackets?|brackets?", Family.L_BRACKET),
@@ -77,7 +91,10 @@ _FAMILY_WORDS: tuple[tuple[str, Family], ...] = (
     (r"standoffs?|stand-offs?|spacers?|bushings?", Family.SPACER),
     (r"washers?|discs?|disks?|rings?", Family.WASHER),
     (r"tubes?|pipes?|sleeves?", Family.TUBE),
-    (r"cylinders?|rods?|dowels?|pegs?|pins?|shafts?|axles?", Family.CYLINDER),
+    (
+        r"cylinders?|rods?|dowels?|pegs?|pins?|shafts?|axles?|round\s+(?:bars?|stock)",
+        Family.CYLINDER,
+    ),
     (
         r"plates?|blocks?|cubes?|slabs?|bars?|bricks?|cuboids?|panels?|tiles?|shims?",
         Family.BLOCK,
@@ -119,19 +136,27 @@ def _qty(name: str) -> str:
 
 _ATTRIBUTES: tuple[tuple[str, str], ...] = (
     (r"wall\s*thickness|walls?", "wall"),
+    (r"outer\s+radius|outside\s+radius", "outer_radius"),
+    (r"inner\s+radius|inside\s+radius", "inner_radius"),
     (r"outer\s+diameter|outside\s+diameter|o\.?d\.?", "outer_diameter"),
     (r"inner\s+diameter|inside\s+diameter|i\.?d\.?|bore|centre\s+hole|center\s+hole", "inner"),
     (r"diameter|diam\.?|dia\.?|ø|across", "diameter"),
     (r"radius", "radius"),
-    (r"fillets?|rounded\s+(?:corners|edges)|round\s+corners|corner\s+radius|rounds?", "fillet"),
+    (
+        r"round\s+over\s+(?:the\s+|all\s+)?(?:edges|corners)|fillets?|"
+        r"rounded\s+(?:corners|edges)|round\s+corners|corner\s+radius|edge\s+radius|rounds?",
+        "fillet",
+    ),
     (r"thickness|thick", "thickness"),
+    (r"stock|material|sheet", "stock"),
     (r"height|tall|high", "height"),
     (r"length|long", "length"),
-    (r"width|wide", "width"),
+    (r"face\s+width|width|wide", "width"),
     (r"depth|deep", "depth"),
-    (r"module", "module"),
+    (r"module|mod\.?", "module"),
     (r"teeth|tooth", "teeth"),
     (r"degrees?|deg|°", "angle"),
+    (r"on\s+(?:a|each|every)\s+side|(?:a|per|each)\s+side", "side"),
     (r"inset|from\s+the\s+edges?|in\s+from\s+the\s+edges?", "inset"),
 )
 
@@ -218,11 +243,21 @@ def _normalise(text: str) -> str:
     ):
         text = text.replace(old, new)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 → 1000
+    # Mixed numbers: "1 1/2 in", "2-1/2\"" → 1.5, 2.5.
+    text = re.sub(r"(?<![\d./])(\d+)(?:\s+|-)(\d+)/(\d+)(?![\d/])", _mixed_number, text)
+    text = re.sub(r"(?<![\w.])(\d+)t\b", r"\1 teeth", text)  # "40T"
     text = re.sub(r"(?<=\d)\s*x\s*(?=[\d.-])", " x ", text)  # 60x40 → 60 x 40
     text = re.sub(r"(?<=\d)x(?=\s)", " x", text)
     for word, digits in _NUMBER_WORDS.items():
         text = re.sub(rf"\b{word}\b", digits, text)
     return re.sub(r"\s+", " ", text)
+
+
+def _mixed_number(m: re.Match[str]) -> str:
+    whole, top, bottom = (int(g) for g in m.groups())
+    if bottom == 0 or top >= bottom:
+        return m.group(0)  # not a proper fraction: leave it for the reader to refuse or use
+    return f"{whole + top / bottom:g}"
 
 
 def _family(text: str) -> Family:
@@ -242,6 +277,8 @@ def _family(text: str) -> Family:
         raise UnknownPart(f"names no part the library makes ({names})")
     found.sort(key=lambda item: item[0])
     _, chosen, word = found[0]
+    if chosen is Family.BLOCK and word.startswith("plate") and re.search(r"\bholes?\b", text):
+        chosen = Family.MOUNTING_PLATE  # a plate with holes in it is there to mount things
     for _, other, other_word in found[1:]:
         if other is not chosen and other not in _COMPANIONS[chosen]:
             raise ValidationFailed(
@@ -275,8 +312,10 @@ def _unit_key(unit: str) -> str:
 
 
 def _default_unit(text: str) -> str:
+    """The unit of bare numbers: the prompt's one unit when it names only one, else mm.
+    Never metres: "0.5 m long" states one length in metres, not the other sizes."""
     units = {_unit_key(m.group("u")) for m in re.finditer(_QTY, text) if m.group("u")}
-    return units.pop() if len(units) == 1 else "mm"
+    return units.pop() if len(units) == 1 and "m" not in units else "mm"
 
 
 def _consume(text: str, match: re.Match[str]) -> str:
@@ -308,6 +347,15 @@ def _read(text: str, family: Family) -> _Reading:
         reading.put("lid", 1.0, has_lid.group(0))
     text = re.sub(r"\blid(?:ded)?\b", " ", text)
 
+    # A gear's module written "m0.8" or "m 1.5" (not a screw: nothing is screwed into a
+    # gear's teeth; "M3 bore" stays a screw size).
+    if family is Family.SPUR_GEAR:
+        text = re.sub(
+            r"\bm\s*(\d+(?:\.\d+)?)\b(?!\s*(?:x\b|screw|bolt|holes?|clearance|bore|shaft))",
+            r"module \1",
+            text,
+        )
+
     # Screw sizes: M3 clearance holes, M3 x 10 standoffs.
     screw = re.compile(rf"\bm(?P<d>\d+(?:\.5)?)(?:\s*x\s*{_qty('len')})?\b")
     screws: set[float] = set()
@@ -329,17 +377,25 @@ def _read(text: str, family: Family) -> _Reading:
     # Hole counts and hole patterns.
     text = _read_holes(text, reading, unit)
 
+    # Sizes stated by what the part is made from, and shared by features.
+    text = _read_shared_sizes(text, reading, unit)
+    _read_angle_reference(text, reading)
+
     # Lists: "60 by 40 by 5 mm", "20 x 100".
     listed = re.compile(
         rf"{_qty('a')}\s*(?:by|x|\*)\s*{_qty('b')}(?:\s*(?:by|x|\*)\s*{_qty('c')})?"
         r"(?P<tail>\s*(?:mm|cm|in|inch(?:es)?)?\s*(?:hole\s+)?(?:pattern|spacing|grid|apart|"
         r"centres|centers|on\s+cent(?:er|re)s?))?"
     )
+    spaced = re.compile(
+        r"(?:spaced|spacing|pattern|grid|apart|cent(?:er|re)s|on\s+cent(?:er|re)s)"
+        r"(?:\s+(?:of|at|on))?\s*$"
+    )
     for m in list(listed.finditer(text)):
         names = ["a", "b"] + (["c"] if m.group("c") else [])
         last_unit = m.group(f"{names[-1]}u")
         values = [_to_mm(m.group(n), m.group(f"{n}u") or last_unit, unit) for n in names]
-        if m.group("tail"):
+        if m.group("tail") or spaced.search(text[: m.start()]):
             if len(values) != 2:
                 raise ValidationFailed("prompt", "a hole pattern has two spacings")
             reading.put("hole_spacing_x", values[0], m.group(0))
@@ -365,6 +421,10 @@ def _read(text: str, family: Family) -> _Reading:
 
 _JOINER = re.compile(r"\s*(?:-|of|is|=|:|to|at|about|of\s+about|in)?\s*")
 _RAW_NUMBERS = frozenset({"teeth", "angle", "module"})
+# Words that only ever follow their size ("3 mm stock", "70 mm on a side"): the number after
+# them belongs to something else ("round stock 20 mm diameter").
+_BEFORE_ONLY = frozenset({"stock", "side"})
+_RENAMED = {"stock": "thickness"}
 
 
 def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
@@ -395,7 +455,12 @@ def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
             and adjacent(before, index)
         ):
             choice = before
-        elif after < len(tokens) and tokens[after][2] == "qty" and adjacent(index, after):
+        elif (
+            attribute not in _BEFORE_ONLY
+            and after < len(tokens)
+            and tokens[after][2] == "qty"
+            and adjacent(index, after)
+        ):
             choice = after
         if choice is None:
             continue
@@ -408,7 +473,7 @@ def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
             value = _to_mm(quantity.group("n"), quantity.group("u"), unit)
         start = min(tokens[index][0], quantity.start())
         end = max(tokens[index][1], quantity.end())
-        reading.put(attribute, value, text[start:end].strip())
+        reading.put(_RENAMED.get(attribute, attribute), value, text[start:end].strip())
     for index, (_, _, kind, _, leftover) in enumerate(tokens):
         if kind == "qty" and index not in used and leftover is not None:
             reading.leftovers.append(
@@ -416,11 +481,80 @@ def _pair_attributes(text: str, reading: _Reading, unit: str) -> None:
             )
 
 
+_LEG = r"(?:(?:both|each|two|2|equal)\s+legs?|(?:the\s+)?legs)"
+_LEGS = re.compile(
+    rf"{_LEG}\s+(?:are\s+|of\s+|at\s+|each\s+)?{_qty('a')}"
+    rf"(?:\s*(?:each|long))?|{_qty('b')}\s*(?:long\s+|equal\s+)?legs\b"
+)
+_WHICH_LEG = r"horizontal|bottom|base|lower|flat|vertical|upright|upper|side|top"
+_ONE_LEG = re.compile(
+    rf"(?P<which>{_WHICH_LEG})\s+leg\s+(?:is\s+|of\s+|at\s+)?{_qty('a')}(?:\s*long)?|"
+    rf"{_qty('b')}\s*(?:long\s+)?(?P<which2>{_WHICH_LEG})\s+leg\b"
+)
+_MADE_FROM = re.compile(
+    rf"(?:out\s+of|made\s+(?:of|from)|cut\s+from|from|in)\s+{_qty('a')}\s*(?:thick\s+)?"
+    r"(?:plate|sheet|stock|material|aluminium|aluminum|steel|acrylic|plywood)\b"
+)
+_SQUARE = re.compile(rf"{_qty('a')}\s*square\b(?!\s+(?:holes?|pattern|grid))")
+_ELONGATED = re.compile(r"\b(?:bars?|beams?|sticks?|posts?|rails?|battens?|lengths?)\b")
+
+
+def _read_shared_sizes(text: str, reading: _Reading, unit: str) -> str:
+    """One size given for several features: an L bracket's "2 inch legs" (both legs), a
+    part "out of 3 mm plate" (its thickness), "a 20 mm square bar" (two equal sides)."""
+
+    def mm(m: re.Match[str], name: str) -> float:
+        return _to_mm(m.group(name), m.group(f"{name}u"), unit)
+
+    for m in list(_ONE_LEG.finditer(text)):
+        which = m.group("which") or m.group("which2")
+        name = "a" if m.group("a") else "b"
+        axis = "height" if re.match(r"vert|up|side|top", which) else "length"
+        reading.put(axis, mm(m, name), m.group(0).strip())
+        text = _consume(text, m)
+    for m in list(_LEGS.finditer(text)):
+        name = "a" if m.group("a") else "b"
+        if name == "a" or m.group("bu") or _number(m.group("b")) >= 5:
+            reading.put("legs", mm(m, name), m.group(0).strip())
+        # else "2 legs": a count, which says nothing more about an L bracket
+        text = _consume(text, m)
+    for m in list(_MADE_FROM.finditer(text)):
+        reading.put("thickness", mm(m, "a"), m.group(0).strip())
+        text = _consume(text, m)
+    for m in list(_SQUARE.finditer(text)):
+        reading.put("square", mm(m, "a"), m.group(0).strip())
+        text = _consume(text, m)
+    if "square" in reading.values and _ELONGATED.search(text):
+        reading.put("elongated", 1.0, "a bar")
+    return text
+
+
+_FROM_VERTICAL = re.compile(
+    r"\b(?:lean(?:s|ing|ed)?|tilt(?:s|ed|ing)?|reclin(?:e|es|ed|ing)|tipped|"
+    r"from\s+(?:the\s+)?vertical|off\s+(?:the\s+)?vertical|past\s+vertical|back\s+by)\b"
+)
+_FROM_HORIZONTAL = re.compile(
+    r"\bfrom\s+(?:the\s+)?(?:horizontal|desk|table|base|flat|floor|ground)\b|"
+    r"\bto\s+the\s+(?:desk|table|base|horizontal)\b"
+)
+
+
+def _read_angle_reference(text: str, reading: _Reading) -> None:
+    """Whether an angle is measured from the vertical ("leaning back 15 degrees", "a 20°
+    tilt") or from the horizontal ("70 degrees from the desk"); unsaid, ``_stand_angle``
+    decides."""
+    if _FROM_HORIZONTAL.search(text):
+        reading.put("angle_reference", 0.0, "from the horizontal")
+    elif m := _FROM_VERTICAL.search(text):
+        reading.put("angle_reference", 1.0, m.group(0))
+
+
 def _read_holes(text: str, reading: _Reading, unit: str) -> str:
     """Hole count, diameter and pattern; returns the text with them removed."""
     patterns = (
-        # "4 M4 holes", "4 x 5 mm holes", "two 3 mm holes"
-        rf"(?<![\d.])(?P<count>\d+)(?![\d.])\s*(?:x\s*)?(?:(?P<screw>screw)|{_qty('d')})?\s*{_HOLE_WORD}",
+        # "4 M4 holes", "4 x 5 mm holes", "two 3 mm holes", "4 holes of 6.5 mm"
+        rf"(?<![\d.])(?P<count>\d+)(?![\d.])\s*(?:x\s*)?(?:(?P<screw>screw)|{_qty('d')})?\s*{_HOLE_WORD}"
+        rf"(?:\s+(?:of|at)\s+{_qty('e')}(?:\s*(?:diameter|dia\.?))?)?",
         # "a 5 mm hole", "an M3 hole", "screw holes"
         rf"\ban?\s+(?:(?P<screw>screw)|{_qty('d')})\s*{_HOLE_WORD}",
         rf"(?:(?P<screw>screw)|{_qty('d')})\s*{_HOLE_WORD}",
@@ -435,6 +569,8 @@ def _read_holes(text: str, reading: _Reading, unit: str) -> str:
                 reading.put("hole_count", 1.0, m.group(0))
             if groups.get("d") is not None:
                 reading.put("hole_diameter", _to_mm(m.group("d"), m.group("du"), unit), m.group(0))
+            if groups.get("e") is not None:
+                reading.put("hole_diameter", _to_mm(m.group("e"), m.group("eu"), unit), m.group(0))
             elif groups.get("screw") and "screw" in reading.values:
                 reading.put("hole_diameter", reading.values["screw"], m.group(0))
             reading.put("holes", 1.0, m.group(0))
@@ -515,6 +651,16 @@ def _to_spec(family: Family, r: _Reading, base: Mapping[str, float] | None = Non
     if "radius" in v:
         v.setdefault("diameter", 2 * v.pop("radius"))
         v.pop("radius", None)
+    for key, target in (("outer_radius", "outer_diameter"), ("inner_radius", "inner")):
+        if key in v:
+            value = 2 * v.pop(key)
+            if target in v and not math.isclose(v[target], value):
+                raise ValidationFailed(
+                    "prompt",
+                    f"contradictory: {target.replace('_', ' ')} {_fmt(v[target])} but "
+                    f"{key.replace('_', ' ')} {_fmt(value / 2)}",
+                )
+            v[target] = value
     ringed = family in (Family.SPACER, Family.WASHER, Family.TUBE)
     if family is Family.CYLINDER and ("inner" in v or "wall" in v):
         family, known = Family.TUBE, FAMILY_PARAMETERS[Family.TUBE]
@@ -525,8 +671,10 @@ def _to_spec(family: Family, r: _Reading, base: Mapping[str, float] | None = Non
         src = r.sources.get(key, key)
         if key in ("list2_0", "list2_1", "list3_0", "list3_1", "list3_2", "holes"):
             continue
-        if key in ("screw", "screw_nominal"):
-            continue
+        if key in ("screw", "screw_nominal", "square", "elongated", "angle_reference"):
+            continue  # read below, once the rest is known
+        if key == "hole_count" and value == 0 and "hole_count" not in known and not ringed:
+            continue  # "a solid cylinder": there were no holes to leave out
         match key:
             case "lid":
                 put("lid", value, src)
@@ -606,9 +754,26 @@ def _to_spec(family: Family, r: _Reading, base: Mapping[str, float] | None = Non
             case "module":
                 put("module", value, src)
             case "angle":
-                put("angle", value, src)
+                params["_angle"] = value
+            case "legs":
+                if family is not Family.L_BRACKET:
+                    raise ValidationFailed(
+                        "prompt", f"a {family.value.replace('_', ' ')} has no legs"
+                    )
+                put("length", value, src)
+                put("height", value, src)
+            case "side":
+                if "width" not in known or "length" not in known:
+                    raise ValidationFailed(
+                        "prompt", f"a {family.value.replace('_', ' ')} has no square sides"
+                    )
+                put("length", value, src)
+                put("width", value, src)
             case _:  # pragma: no cover - every reading key is handled above
                 raise ValidationFailed("prompt", f"cannot use '{src}'")
+
+    if "square" in v:
+        _square(family, v, r.sources["square"], params, put, r.leftovers)
 
     # Lists and bare numbers fill the main dimensions not yet stated.
     main = _MAIN[family]
@@ -673,9 +838,104 @@ def _to_spec(family: Family, r: _Reading, base: Mapping[str, float] | None = Non
             raise ValidationFailed(
                 "prompt", f"contradictory: module and teeth do not give a {tip:g} mm gear"
             )
+    angle = params.pop("_angle", None)
+    readings: list[Reading] = []
+    if angle is not None:
+        if family is not Family.PHONE_STAND:
+            raise ValidationFailed("prompt", f"a {family.value.replace('_', ' ')} has no angle")
+        stated = {**base, **params} if base is not None else params
+        source = r.sources.get("angle", "angle")
+        reference = v.get("angle_reference")
+        params["angle"] = _stand_angle(angle, reference, source, stated, notes, readings)
     if base is not None:
-        return build_spec(family, {**base, **params}, defaults=(), notes=tuple(notes))
-    return build_spec(family, params, notes=tuple(notes))
+        return build_spec(
+            family, {**base, **params}, defaults=(), notes=tuple(notes), readings=tuple(readings)
+        )
+    return build_spec(family, params, notes=tuple(notes), readings=tuple(readings))
+
+
+def _square(
+    family: Family,
+    v: Mapping[str, float],
+    source: str,
+    params: Mapping[str, float],
+    put: Callable[[str, float, str], None],
+    leftovers: list[tuple[float, str]],
+) -> None:
+    """ "N square": two equal sides. A bar's ("a 20 mm square bar, 150 long") are its
+    cross-section; a plate's or a box's its footprint."""
+    side = v["square"]
+    if family is Family.BLOCK:
+        cross, footprint = ("width", "thickness"), ("length", "width")
+        across = "elongated" in v or ("length" in params and "thickness" not in params)
+        order = (cross, footprint) if across else (footprint, cross)
+        names = next((n for n in order if not any(x in params for x in n)), order[0])
+    elif family in (Family.MOUNTING_PLATE, Family.ENCLOSURE):
+        names = ("length", "width")
+    else:
+        leftovers.insert(0, (side, source))
+        return
+    for name in names:
+        put(name, side, source)
+
+
+def _stand_angle(
+    angle: float,
+    reference: float | None,
+    source: str,
+    stated: Mapping[str, float],
+    notes: list[str],
+    readings: list[Reading],
+) -> float:
+    """A phone stand's back angle to its base from what the prompt says. The library
+    measures from the base (horizontal); people often give the lean from vertical
+    ("leaning back 15 degrees", "a 20° tilt"). Unqualified, an angle under 30° can only
+    be a lean; between 30° and 60° both readings are possible: the one that builds is
+    taken (from the base when both do) and the other is offered."""
+    from_base, lean = angle, 90.0 - angle
+    if reference == 1.0 or (reference is None and angle < 30):
+        notes.append(f"'{source}' read as the lean from vertical: the back is at {lean:g}°")
+        return lean
+    if reference == 0.0 or not 30 <= angle <= 60 or math.isclose(angle, 45):
+        return from_base
+    builds = {a: _stand_builds(stated, a) for a in (from_base, lean)}
+    if builds[from_base]:
+        taken, other = from_base, lean
+        taken_words = f"{angle:g}° between the back and the base"
+        other_words = f"a {angle:g}° lean from vertical (the back at {lean:g}° to the base)"
+    elif builds[lean]:
+        taken, other = lean, from_base
+        taken_words = f"a {angle:g}° lean from vertical (the back at {lean:g}° to the base)"
+        other_words = f"{angle:g}° between the back and the base"
+    else:
+        return from_base  # neither builds: the spec check says why
+    if builds[other]:
+        readings.append(
+            Reading(
+                phrase=source,
+                taken=taken_words,
+                other=other_words,
+                other_params={"angle": other},
+                follow_up=f"angle {other:g} degrees from the base",
+            )
+        )
+    else:
+        readings.append(
+            Reading(
+                phrase=source,
+                taken=taken_words,
+                other=f"{other_words}: not possible, the back would reach the front lip",
+            )
+        )
+    return taken
+
+
+def _stand_builds(stated: Mapping[str, float], angle: float) -> bool:
+    try:
+        build_spec(Family.PHONE_STAND, {**stated, "angle": angle})
+    except ValidationFailed:
+        return False
+    return True
 
 
 _FOLLOW_UP = re.compile(

@@ -10,6 +10,7 @@ parameter as ``spec.<name>``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,42 @@ LID_THICKNESS_FACTOR = 1.0
 
 
 @dataclass(frozen=True)
+class Reading:
+    """A phrase of the prompt that reads two ways, and which way the spec follows.
+
+    ``taken`` describes the reading the spec was built from, ``other`` the one it was not.
+    ``other_params`` holds the parameters the other reading changes, and ``follow_up``
+    words that ask for it as an iteration of the job ("angle 60"); both are empty when
+    the other reading makes an impossible part (it is then only explained, not offered).
+    """
+
+    phrase: str
+    taken: str
+    other: str
+    other_params: Mapping[str, float] = field(default_factory=dict)
+    follow_up: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phrase": self.phrase,
+            "taken": self.taken,
+            "other": self.other,
+            "otherParams": dict(self.other_params),
+            "followUp": self.follow_up,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reading:
+        return cls(
+            phrase=str(data["phrase"]),
+            taken=str(data["taken"]),
+            other=str(data["other"]),
+            other_params={str(k): float(v) for k, v in dict(data.get("otherParams", {})).items()},
+            follow_up=str(data.get("followUp", "")),
+        )
+
+
+@dataclass(frozen=True)
 class PartSpec:
     """A family and every one of its parameters (mm, counts, degrees, 0/1 flags)."""
 
@@ -137,6 +174,8 @@ class PartSpec:
     """Parameters not stated in the prompt, filled from the family's defaults."""
     notes: tuple[str, ...] = field(default=())
     """What the parser interpreted (M4 → 4.5 mm clearance, inches converted …)."""
+    readings: tuple[Reading, ...] = field(default=())
+    """Phrases that read two ways: the reading taken and the other one, offered."""
 
     def __getitem__(self, name: str) -> float:
         return self.params[name]
@@ -147,6 +186,7 @@ class PartSpec:
             "params": dict(self.params),
             "defaults": list(self.defaults),
             "notes": list(self.notes),
+            "readings": [reading.to_json() for reading in self.readings],
         }
 
     @classmethod
@@ -154,17 +194,20 @@ class PartSpec:
         try:
             family = Family(data["family"])
             params = {str(k): float(v) for k, v in dict(data["params"]).items()}
-        except (KeyError, ValueError, TypeError) as exc:
+            readings = tuple(Reading.from_json(r) for r in data.get("readings", ()))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ValidationFailed("spec", f"is not a part specification: {exc}") from None
         return build_spec(
             family,
             params,
             defaults=tuple(data.get("defaults", ())),
             notes=tuple(data.get("notes", ())),
+            readings=readings,
         )
 
     def replace(self, **changes: float) -> PartSpec:
-        """A checked copy with ``changes`` applied; changed parameters stop being defaults."""
+        """A checked copy with ``changes`` applied; changed parameters stop being defaults.
+        The prompt's readings are dropped: the follow-up has said what it wants."""
         params = dict(self.params)
         params.update(changes)
         defaults = tuple(name for name in self.defaults if name not in changes)
@@ -177,6 +220,7 @@ def build_spec(
     *,
     defaults: tuple[str, ...] | None = None,
     notes: tuple[str, ...] = (),
+    readings: tuple[Reading, ...] = (),
 ) -> PartSpec:
     """A checked spec from the parameters ``stated``; the rest come from the family's
     defaults (listed in ``defaults`` unless given explicitly)."""
@@ -193,6 +237,7 @@ def build_spec(
         params=params,
         defaults=filled if defaults is None else defaults,
         notes=notes,
+        readings=readings,
     )
     check(spec)
     return spec
@@ -243,8 +288,8 @@ def _need(condition: bool, name: str, message: str) -> None:
 
 def hole_centres(p: Mapping[str, float]) -> list[tuple[float, float]]:
     """Hole centres of a plate, relative to its centre: one in the middle, two along the
-    length, or four in the corners; placed by the spacing when stated, else by the inset
-    from the edges."""
+    length, four in the corners, or six (two rows of three along the length); placed by
+    the spacing when stated, else by the inset from the edges."""
     count = int(p.get("hole_count", 0))
     if count == 0:
         return []
@@ -254,14 +299,19 @@ def hole_centres(p: Mapping[str, float]) -> list[tuple[float, float]]:
     if count == 2:
         return [(-sx / 2, 0.0), (sx / 2, 0.0)]
     sy = p.get("hole_spacing_y", 0.0) or p["width"] - 2 * p["hole_inset"]
-    return [(x, y) for x in (-sx / 2, sx / 2) for y in (-sy / 2, sy / 2)]
+    columns = (-sx / 2, 0.0, sx / 2) if count == 6 else (-sx / 2, sx / 2)
+    return [(x, y) for x in columns for y in (-sy / 2, sy / 2)]
 
 
 def _check_holes(p: Mapping[str, float], span_x: float, span_y: float) -> None:
     count = int(p.get("hole_count", 0))
     if count == 0:
         return
-    _need(count in (1, 2, 4), "hole_count", "hole patterns are 1 (centre), 2 or 4 (corners)")
+    _need(
+        count in (1, 2, 4, 6),
+        "hole_count",
+        "hole patterns are 1 (centre), 2, 4 (corners) or 6 (two rows of three)",
+    )
     d = p["hole_diameter"]
     _need(d > 0, "hole_diameter", "must be more than 0 mm when there are holes")
     if count == 1:
@@ -277,8 +327,12 @@ def _check_holes(p: Mapping[str, float], span_x: float, span_y: float) -> None:
         )
     xs = sorted({x for x, _ in centres})
     ys = sorted({y for _, y in centres})
-    _need(xs[-1] - xs[0] > d, "hole_diameter", "the holes would overlap along the length")
-    if count == 4:
+    _need(
+        min(b - a for a, b in itertools.pairwise(xs)) > d,
+        "hole_diameter",
+        "the holes would overlap along the length",
+    )
+    if count >= 4:
         _need(ys[-1] - ys[0] > d, "hole_diameter", "the holes would overlap along the width")
 
 

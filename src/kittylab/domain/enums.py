@@ -22,6 +22,8 @@ class PresenceSource(StrEnum):
     UNIFI = "unifi"
     MANUAL = "manual"
     OVERRIDE = "override"
+    # Extension (issue 13): a check-in confirmed by someone already present in the zone.
+    CONFIRMED = "confirmed"
 
 
 class PresenceStatus(StrEnum):
@@ -112,6 +114,9 @@ class SafetyEventType(StrEnum):
     UNLOCK = "unlock"
     POWER_ENABLE = "power_enable"
     OVERRIDE = "override"
+    # A lab change (a manifest over the API) that weakens safety, held for a second
+    # person (issue 13; an extension of the data model's enum, revision 0006).
+    POLICY_CHANGE = "policy_change"
 
 
 class SafetyStatus(StrEnum):

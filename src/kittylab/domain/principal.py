@@ -18,6 +18,14 @@ class Principal:
     user_id: UUID
     username: str
     roles: frozenset[Role]
+    remote: bool = False
+    """The request came from outside the lab's trusted networks (``domain.networks``): it
+    may read, never actuate, approve or change anything safety-relevant. Set by the API's
+    authentication from the client's address; the on-host CLI is local."""
+    token_id: UUID | None = None
+    """The API token the request came with (None for internal actors and the CLI)."""
+    scopes: frozenset[str] = frozenset()
+    """A machine token's scopes (``domain.machine_scopes``); empty for a person's token."""
 
     def has_any(self, *roles: Role) -> bool:
         return bool(self.roles & set(roles))

@@ -14,6 +14,7 @@ DEVICE_STATE_WILDCARD = f"{ROOT}/devices/+/state"
 DEVICE_COMMAND_WILDCARD = f"{ROOT}/devices/+/cmd"
 DEVICE_REPLY_WILDCARD = f"{ROOT}/devices/+/reply"
 TELEMETRY_WILDCARD = f"{ROOT}/telemetry/#"
+MONITOR_WILDCARD = f"{ROOT}/monitor/+"
 
 
 def device_command(external_id: str) -> str:
@@ -34,6 +35,11 @@ def conversation_context(conversation_id: UUID | str) -> str:
 
 def job(job_id: UUID | str) -> str:
     return f"{ROOT}/jobs/{job_id}"
+
+
+def monitor(job_id: UUID | str) -> str:
+    """A detector's print-monitoring event about a print job (``monitoring.ingest``)."""
+    return f"{ROOT}/monitor/{job_id}"
 
 
 def safety(event_id: UUID | str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -32,6 +32,47 @@ def validate_required_roles(values: Iterable[str | Role]) -> list[Role]:
     if not roles:
         raise ValidationFailed("required_roles", "cannot be empty")
     return roles
+
+
+# Which sources count as presence for hazardous work when a zone declares none (issue 13).
+# A self check-in can be made from anywhere, so in a high-hazard zone it proves nothing on
+# its own: a badge at the door, a check-in confirmed by someone already there, or the
+# safety role's override do.
+_EVERY_SOURCE = frozenset(PresenceSource)
+DEFAULT_PRESENCE_SOURCES: Mapping[HazardLevel, frozenset[PresenceSource]] = {
+    HazardLevel.LOW: _EVERY_SOURCE,
+    HazardLevel.MEDIUM: _EVERY_SOURCE,
+    HazardLevel.HIGH: _EVERY_SOURCE - {PresenceSource.MANUAL},
+}
+
+
+def validate_presence_sources(values: Iterable[str | PresenceSource]) -> list[PresenceSource]:
+    """The sources a zone declares, without repeats; at least one."""
+    sources: list[PresenceSource] = []
+    for value in values:
+        try:
+            source = PresenceSource(value)
+        except ValueError:
+            known = ", ".join(s.value for s in PresenceSource)
+            raise ValidationFailed(
+                "presence_sources", f"{value!r} is not a presence source ({known})"
+            ) from None
+        if source not in sources:
+            sources.append(source)
+    if not sources:
+        raise ValidationFailed(
+            "presence_sources", "cannot be empty: leave it out for the hazard level's default"
+        )
+    return sources
+
+
+def presence_sources(
+    hazard_level: HazardLevel, declared: Iterable[str | PresenceSource] | None
+) -> frozenset[PresenceSource]:
+    """The sources that count in a zone: what it declares, else its hazard level's default."""
+    if declared is None:
+        return DEFAULT_PRESENCE_SOURCES[hazard_level]
+    return frozenset(validate_presence_sources(declared))
 
 
 @dataclass(frozen=True)
@@ -122,3 +163,21 @@ def is_present(
     age = now - newest.observed_at
     # An observation from the future (clock skew) is not trusted beyond a small margin.
     return timedelta(seconds=-5) <= age <= ttl
+
+
+def counts_as_present(
+    observations: Iterable[PresenceObservation],
+    user_id: UUID,
+    zone_id: UUID,
+    now: datetime,
+    ttl: timedelta,
+    sources: frozenset[PresenceSource],
+) -> bool:
+    """``is_present`` over the observations that count in the zone: a ``present`` one only
+    from ``sources`` (a self check-in where it does not count neither makes nor keeps
+    anyone present), any other status from every source (a check-out always ends
+    presence: fail closed)."""
+    counting = [
+        o for o in observations if o.status is not PresenceStatus.PRESENT or o.source in sources
+    ]
+    return is_present(counting, user_id, zone_id, now, ttl)

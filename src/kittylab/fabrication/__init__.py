@@ -7,6 +7,7 @@ Modules:
 
 - ``gcode_gate``: every print file's G-code checked: ``check_file``, ``check_archive``
 - ``jobs``: ``create_job``, ``prepare``, ``claim_next``, ``apply_printer_state``
+- ``print_requests``: ``request_print``: a person's ``print_start`` becomes a print job
 - ``ports``: the slicer port: ``Slicer``, ``SliceProfile``, ``SliceResult``
 - ``records``: ``create_fabrication_job``, ``advance_fabrication_job``
 - ``tracker``: ``PrintTracker``: the single follower of active print jobs

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,6 +64,7 @@ from kittylab.domain.print_queue import (
     needs_slicing,
     next_job,
 )
+from kittylab.fabrication import materials as hazmat
 from kittylab.fabrication import records as fabrication_records
 from kittylab.fabrication.gcode_gate import GcodeRefused, check_archive, check_file
 from kittylab.fabrication.ports import SliceProfile, Slicer
@@ -83,6 +84,8 @@ class SliceEstimate:
     seconds: float | None
     filament_mm: float | None
     filament_g: float | None
+    filament_type: str | None = None
+    """The filament profile's type (``ABS``, ``PA6-CF``): what ``materials`` classifies."""
 
 
 GcodeReader = Callable[[Path], SliceEstimate | None]
@@ -104,6 +107,8 @@ def create_job(
     profile: str = "default",
     scenes: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
+    material: str | None = None,
+    ppe_confirmed: Sequence[str] = (),
 ) -> FabricationJob:
     """Record a job for the printer ``device_id`` from exactly one source (see
     ``find_retry`` for a request that carries an ``idempotency_key``, kept on the job).
@@ -111,7 +116,10 @@ def create_job(
     ``file_key``: an upload (``uploads/…``) that exists in the store; a model is sliced,
     G-code is printed as is. ``cad_artifact_id``: a STEP or STL artifact, sliced. Errors
     name the field: ``fileKey`` / ``cadArtifactId`` (neither or both, unknown, not
-    printable), ``deviceId`` (not a printer, retired), ``profile`` (no such scene).
+    printable), ``deviceId`` (not a printer, retired), ``profile`` (no such scene),
+    ``ppeConfirmed`` (a hazardous ``material`` in a zone whose policy asks for PPE that was
+    not confirmed: ``fabrication.materials``). The job is flagged when its material is
+    hazardous (``details.hazardous_materials``).
 
     Its preparation is deferred once ``session`` commits (the job must find the row); if
     that fails, ``advance_print_queues`` prepares it later: the job is recorded, and
@@ -135,6 +143,15 @@ def create_job(
     gcode_path = (
         f"fabrication/{now:%Y%m%d}-{secrets.token_hex(6)}/{stem}.gcode" if slicing else source_key
     )
+    details = hazmat.flag(
+        {
+            **({"material": material} if material else {}),
+            **({"ppe_confirmed": list(ppe_confirmed)} if ppe_confirmed else {}),
+        }
+    )
+    refusal = hazmat.creation_refusal(session, device, details)
+    if refusal is not None:
+        raise refusal
     job = fabrication_records.create_fabrication_job(
         session,
         device=device,
@@ -142,6 +159,7 @@ def create_job(
         requested_by=requested_by,
         cad_artifact_id=cad_artifact_id,
         details={
+            **details,
             "stage": Stage.SLICING.value,
             "source_key": source_key,
             "source_name": source_name,
@@ -161,6 +179,13 @@ def create_job(
 
 IDEMPOTENCY_KEY = "idempotency_key"
 """The key, in a job's ``details``, of the client's idempotency key for the request."""
+
+PRINTER_FILE = "printer_file"
+"""The key, in a job's ``details``, of the name of a file already on the printer's own
+storage (issue 16, ``fabrication.print_requests``): the job prints it as the printer has
+it, so nothing is uploaded at its start and no G-code of it passes through the lab. Its
+``gcode_path`` is ``printer:<name>`` (``PRINTER_PATH_PREFIX``), which no artifact key can be."""
+PRINTER_PATH_PREFIX = "printer:"
 
 
 def find_retry(
@@ -279,12 +304,14 @@ def prepare(
         job = session.get(FabricationJob, job_id, with_for_update=True)
         if job is None or job.status is not FabricationStatus.PREPARING:
             return False
-        job.details = {
-            **job.details,
-            "stage": Stage.QUEUED.value,
-            "queued_at": clock().isoformat(),
-            **facts,
-        }
+        job.details = hazmat.flag(
+            {
+                **job.details,
+                "stage": Stage.QUEUED.value,
+                "queued_at": clock().isoformat(),
+                **facts,
+            }
+        )
     return True
 
 
@@ -320,7 +347,9 @@ def _produce_gcode(
         # the printer's limit is refused, and nothing refused is ever stored.
         check_file(gcode, policy)
         store.put_file(gcode_path, gcode, content_type="text/x.gcode")
+        sliced = reader(gcode) if reader is not None else None
         return {
+            **({"filament_type": sliced.filament_type} if sliced and sliced.filament_type else {}),
             "estimated_seconds": result.estimated_seconds,
             "filament_mm": result.filament_mm,
             "filament_g": result.filament_g,
@@ -335,6 +364,7 @@ def _estimate_details(estimate: SliceEstimate | None) -> dict[str, Any]:
         "estimated_seconds": estimate.seconds,
         "filament_mm": estimate.filament_mm,
         "filament_g": estimate.filament_g,
+        **({"filament_type": estimate.filament_type} if estimate.filament_type else {}),
     }
 
 
@@ -377,6 +407,8 @@ class StartPlan:
     gcode_path: str
     filename: str
     requested_by: UUID
+    on_printer: bool = False
+    """The file is already on the printer's own storage: nothing to upload."""
 
 
 def claim_next(database: Database, device_id: UUID, now: datetime) -> StartPlan | str | None:
@@ -396,12 +428,14 @@ def claim_next(database: Database, device_id: UUID, now: datetime) -> StartPlan 
             "stage": Stage.STARTING.value,
             "starting_at": now.isoformat(),
         }
+        printer_file = job.details.get(PRINTER_FILE)
         return StartPlan(
             job_id=job.id,
             device_id=device_id,
             gcode_path=job.gcode_path,
-            filename=job.gcode_path.rsplit("/", 1)[-1],
+            filename=str(printer_file or job.gcode_path.rsplit("/", 1)[-1]),
             requested_by=job.requested_by,
+            on_printer=printer_file is not None,
         )
 
 
@@ -416,6 +450,11 @@ def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | N
             or job.details.get("stage") != Stage.STARTING
         ):
             return None  # cancelled (or otherwise moved) while it was being started
+        printer = session.get(Device, plan.device_id)
+        waiting = hazmat.start_refusal(session, printer, job.details) if printer else None
+        if waiting is not None:
+            _requeue(session, plan.job_id, waiting)
+            return None
         try:
             # The start is the service's, on behalf of the job's owner (who may queue a
             # print without the role to switch a printer): through the same gate as all.

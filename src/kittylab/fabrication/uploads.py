@@ -67,6 +67,18 @@ def owner_of(key: str) -> UUID | None:
     return owner if str(owner) == parts[1] else None
 
 
+def latest_upload(store: ArtifactStore, owner: UUID, name: str) -> str | None:
+    """The key of ``owner``'s newest upload called ``name`` (a checked plain file name),
+    or None: how a print asked for by name finds the person's own file (issue 16)."""
+    newest: ArtifactInfo | None = None
+    for info in store.list_artifacts(f"{UPLOAD_PREFIX}{owner}/"):
+        if info.key.rsplit("/", 1)[-1] != name or owner_of(info.key) != owner:
+            continue
+        if newest is None or (info.modified_at, info.key) > (newest.modified_at, newest.key):
+            newest = info
+    return newest.key if newest is not None else None
+
+
 # -- quotas -------------------------------------------------------------------------------
 
 

@@ -1,7 +1,10 @@
 """The lab manifest: a YAML file declaring zones, devices, users and access policies.
 
 ``load_manifest`` reads and validates it (every problem located by file, line and field),
-``apply_manifest`` makes the database match it, ``render_lab`` shows what is stored.
+``apply_manifest`` makes the database match it (every change audited), ``render_lab`` shows
+what is stored. ``review`` is the API's way in: a manifest that weakens safety
+(``domain.lab_review``) is held for a second person; ``lab_state`` reads the lab's facts
+and revision for it.
 """
 
 from kittylab.manifest.apply import ApplyReport, Tally, apply_manifest

@@ -24,15 +24,22 @@ Contract of ``apply_manifest``:
   people in one apply. A person the manifest deactivates loses theirs (a deactivated
   person's badge must not check anyone in). An id held by someone outside the manifest is
   a ``ManifestError`` naming ``users[i].unifi_id``.
-- Safety-relevant changes are audited, after every other write: ``key.added`` and
-  ``key.revoked`` (``details.source = "manifest"``) and ``policy.changed`` (created,
-  updated with the changed fields, retired or deleted). ``actor_id`` is who applied it
-  (``None`` from the command line).
+- Every change is audited, entry by entry, after every other write (issue 13): zones
+  (``zone.added``, ``zone.changed``, ``zone.removed``), devices (``device.added``,
+  ``device.changed``, ``device.retired``), people (``user.added``, ``user.changed``,
+  ``user.deactivated``), keys (``key.added``, ``key.revoked``) and policies
+  (``policy.changed``: created, updated, retired or deleted). A change names each field
+  it changed with its value before and after (``fields``), zones by name and a device's
+  capabilities by their intents. ``details.source`` is ``"manifest"``, plus whatever
+  ``audit_context`` the caller gives (the safety event a held change was approved in);
+  ``actor_id`` is who applied it (``None`` from the command line). An apply that changes
+  nothing writes nothing.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -101,24 +108,36 @@ class ApplyReport:
         return "\n".join(lines)
 
 
+def lock_lab(session: Session) -> None:
+    """Take the apply lock until the transaction ends: no other apply changes the lab
+    meanwhile (a held change checks the lab's revision under it, then applies)."""
+    session.execute(select(func.pg_advisory_xact_lock(_APPLY_LOCK)))
+
+
 def apply_manifest(
-    session: Session, manifest: LabManifest, now: datetime, actor_id: UUID | None = None
+    session: Session,
+    manifest: LabManifest,
+    now: datetime,
+    actor_id: UUID | None = None,
+    audit_context: Mapping[str, Any] | None = None,
 ) -> ApplyReport:
     """Bring the records in ``session`` in line with ``manifest`` (see the module
     docstring) and report what changed. ``now`` (timezone-aware) stamps retirements and
     revocations. The caller owns the transaction: nothing is committed here."""
-    session.execute(select(func.pg_advisory_xact_lock(_APPLY_LOCK)))
+    lock_lab(session)
     report = ApplyReport()
-    zones = _apply_zones(session, manifest, report.zones)
-    session.flush()
-    _apply_devices(session, manifest, zones, now, report.devices)
-    users = _apply_users(session, manifest, report.users)
-    session.flush()
     trail: list[_Audited] = []
-    _apply_keys(session, manifest, users, now, report, trail)
+    zones = _apply_zones(session, manifest, report.zones, trail)
+    session.flush()
+    _apply_devices(session, manifest, zones, now, report.devices, trail)
+    users = _apply_users(session, manifest, report.users, trail)
+    session.flush()
+    # Keys declared in a manifest sent over the API follow the API's rule (issue 13): they
+    # sign nothing until a second person with the safety role confirms them.
+    _apply_keys(session, manifest, users, now, report, trail, awaiting=actor_id is not None)
     _apply_policies(session, manifest, zones, now, report, trail)
     session.flush()
-    _remove_undeclared_zones(session, manifest, zones, report)
+    _remove_undeclared_zones(session, manifest, zones, report, trail)
     session.flush()
     # Last: the audit chain's lock is held until commit, so it is taken as late as possible.
     for entry in trail:
@@ -129,7 +148,7 @@ def apply_manifest(
             now=now,
             subject_type=entry.subject_type,
             subject_id=entry.row.id,
-            details={"source": "manifest", **entry.details},
+            details={"source": "manifest", **(audit_context or {}), **entry.details},
         )
     return report
 
@@ -140,7 +159,7 @@ class _Audited:
 
     action: str
     subject_type: str
-    row: UserKey | AccessPolicy
+    row: Zone | Device | User | UserKey | AccessPolicy
     details: dict[str, Any]
 
 
@@ -159,6 +178,15 @@ def _sync(row: object, values: dict[str, Any]) -> bool:
     return bool(_assign(row, values))
 
 
+def _assign_audited(row: object, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Assign each value that differs; each changed field with its value before and after,
+    as the audit log shows them."""
+    before = {name: _plain(getattr(row, name)) for name in values}
+    return {
+        name: {"from": before[name], "to": _plain(values[name])} for name in _assign(row, values)
+    }
+
+
 def _count(tally: Tally, *, changed: bool) -> None:
     """Count an existing record as updated or unchanged."""
     if changed:
@@ -167,7 +195,9 @@ def _count(tally: Tally, *, changed: bool) -> None:
         tally.unchanged += 1
 
 
-def _apply_zones(session: Session, manifest: LabManifest, tally: Tally) -> dict[str, Zone]:
+def _apply_zones(
+    session: Session, manifest: LabManifest, tally: Tally, trail: list[_Audited]
+) -> dict[str, Zone]:
     """Upsert declared zones; returns every zone row by name, declared or not."""
     rows = {z.name: z for z in session.scalars(select(Zone))}
     for spec in manifest.zones:
@@ -175,21 +205,38 @@ def _apply_zones(session: Session, manifest: LabManifest, tally: Tally) -> dict[
             "hazard_level": spec.hazard_level,
             "requires_ppe": spec.requires_ppe,
             "unifi_door_ids": list(spec.unifi_door_ids),
+            "presence_sources": (
+                [s.value for s in spec.presence_sources]
+                if spec.presence_sources is not None
+                else None
+            ),
         }
         row = rows.get(spec.name)
         if row is None:
             row = rows[spec.name] = Zone(name=spec.name, **values)
             session.add(row)
             tally.created += 1
+            trail.append(_Audited("zone.added", "zone", row, {"name": spec.name, **_plain(values)}))
         else:
-            _count(tally, changed=_sync(row, values))
+            fields = _assign_audited(row, values)
+            _count(tally, changed=bool(fields))
+            if fields:
+                trail.append(
+                    _Audited("zone.changed", "zone", row, {"name": spec.name, "fields": fields})
+                )
     return rows
 
 
 def _apply_devices(
-    session: Session, manifest: LabManifest, zones: dict[str, Zone], now: datetime, tally: Tally
+    session: Session,
+    manifest: LabManifest,
+    zones: dict[str, Zone],
+    now: datetime,
+    tally: Tally,
+    trail: list[_Audited],
 ) -> None:
     rows = {(d.integration, d.external_id): d for d in session.scalars(select(Device))}
+    zone_names = {zone.id: name for name, zone in zones.items()}
     for spec in manifest.devices:
         values = {
             "display_name": spec.display_name,
@@ -202,21 +249,59 @@ def _apply_devices(
             "retired_at": None,
         }
         row = rows.get(spec.key)
+        named = {"external_id": spec.external_id, "integration": spec.integration}
         if row is None:
-            session.add(
-                Device(integration=spec.integration, external_id=spec.external_id, **values)
-            )
+            added = Device(integration=spec.integration, external_id=spec.external_id, **values)
+            session.add(added)
             tally.created += 1
+            facts = {
+                "kind": spec.kind.value,
+                "zone": spec.zone,
+                "intents": sorted(spec.capabilities),
+            }
+            trail.append(_Audited("device.added", "device", added, {**named, **facts}))
         else:
-            _count(tally, changed=_sync(row, values))
+            was = {"zone": zone_names.get(row.zone_id), "intents": sorted(row.capabilities)}
+            fields = _assign_audited(row, values)
+            _count(tally, changed=bool(fields))
+            if fields:
+                trail.append(
+                    _Audited(
+                        "device.changed",
+                        "device",
+                        row,
+                        {**named, "fields": _device_fields(fields, was, spec.zone)},
+                    )
+                )
     declared = {spec.key for spec in manifest.devices}
     for key, row in rows.items():
         if key not in declared and row.retired_at is None:
             row.retired_at = now
             tally.retired += 1
+            retired = {"external_id": row.external_id, "integration": row.integration}
+            trail.append(_Audited("device.retired", "device", row, retired))
 
 
-def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[str, User]:
+def _device_fields(
+    fields: dict[str, dict[str, Any]], was: dict[str, Any], zone: str
+) -> dict[str, dict[str, Any]]:
+    """A device's changed fields as people read them: its zone by name, its capabilities
+    by the intents they allow (the payload schemas are long, and alike)."""
+    shown = dict(fields)
+    if "zone_id" in shown:
+        del shown["zone_id"]
+        shown["zone"] = {"from": was["zone"], "to": zone}
+    if "capabilities" in shown:
+        new = sorted(shown.pop("capabilities")["to"])
+        shown["intents" if new != was["intents"] else "payload_schemas"] = (
+            {"from": was["intents"], "to": new} if new != was["intents"] else {"changed": True}
+        )
+    return shown
+
+
+def _apply_users(
+    session: Session, manifest: LabManifest, tally: Tally, trail: list[_Audited]
+) -> dict[str, User]:
     rows = {u.username: u for u in session.scalars(select(User))}
     _release_unifi_ids(session, manifest, rows)
     for spec in manifest.users:
@@ -234,13 +319,26 @@ def _apply_users(session: Session, manifest: LabManifest, tally: Tally) -> dict[
             row = rows[spec.username] = User(username=spec.username, **values)
             session.add(row)
             tally.created += 1
+            added = {"username": spec.username, "roles": _plain(list(spec.roles))}
+            trail.append(_Audited("user.added", "user", row, added))
         else:
-            _count(tally, changed=_sync(row, values))
+            fields = _assign_audited(row, values)
+            _count(tally, changed=bool(fields))
+            if fields:
+                # Roles and standing in full; contact details and ids by name only, as
+                # ``PATCH /api/users`` audits them.
+                shown = {
+                    name: change if name in ("roles", "active") else {"changed": True}
+                    for name, change in fields.items()
+                }
+                changed = {"username": spec.username, "fields": shown}
+                trail.append(_Audited("user.changed", "user", row, changed))
     declared = {spec.username for spec in manifest.users}
     for username, row in rows.items():
         if username not in declared and row.active and row.managed_by_manifest:
             row.active = False
             tally.retired += 1
+            trail.append(_Audited("user.deactivated", "user", row, {"username": username}))
     return rows
 
 
@@ -284,9 +382,12 @@ def _apply_keys(
     now: datetime,
     report: ApplyReport,
     trail: list[_Audited],
+    *,
+    awaiting: bool = False,
 ) -> None:
     """Only users whose entry has ``keys`` are touched; the others' keys are managed
-    elsewhere (``kittylab keys``) and an apply must not revoke them."""
+    elsewhere (``kittylab keys``) and an apply must not revoke them. With ``awaiting``
+    (an apply over the API) new keys await a second person's confirmation."""
     rows: dict[tuple[UUID, str], UserKey] = {
         (k.user_id, key_material(k.public_key)): k for k in session.scalars(select(UserKey))
     }
@@ -301,7 +402,12 @@ def _apply_keys(
             declared.add(material)
             row = rows.get((user.id, material))
             if row is None:
-                added = UserKey(user_id=user.id, name=key.name, public_key=key.public_key)
+                added = UserKey(
+                    user_id=user.id,
+                    name=key.name,
+                    public_key=key.public_key,
+                    awaiting_confirmation=awaiting,
+                )
                 session.add(added)
                 tally.created += 1
                 trail.append(_key_change("key.added", spec.username, added))
@@ -395,7 +501,11 @@ def _apply_policies(
 
 
 def _remove_undeclared_zones(
-    session: Session, manifest: LabManifest, zones: dict[str, Zone], report: ApplyReport
+    session: Session,
+    manifest: LabManifest,
+    zones: dict[str, Zone],
+    report: ApplyReport,
+    trail: list[_Audited],
 ) -> None:
     declared = {spec.name for spec in manifest.zones}
     for name, row in zones.items():
@@ -414,5 +524,6 @@ def _remove_undeclared_zones(
                 "records still refer to it, so it is kept"
             )
         else:
+            trail.append(_Audited("zone.removed", "zone", row, {"name": name}))
             session.delete(row)
             report.zones.retired += 1

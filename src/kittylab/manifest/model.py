@@ -23,7 +23,7 @@ from kittylab.domain.devices import (
     build_capabilities,
     validate_external_id,
 )
-from kittylab.domain.enums import DeviceKind, HazardLevel, Role
+from kittylab.domain.enums import DeviceKind, HazardLevel, PresenceSource, Role
 from kittylab.domain.errors import ValidationFailed
 from kittylab.domain.gcode_policy import POLICY_ATTRIBUTE, policy_from_attributes
 from kittylab.domain.identity import (
@@ -32,7 +32,12 @@ from kittylab.domain.identity import (
     validate_roles,
     validate_username,
 )
-from kittylab.domain.zones import effective_dual_confirm, validate_required_roles
+from kittylab.domain.materials import POLICY_KEY
+from kittylab.domain.zones import (
+    effective_dual_confirm,
+    validate_presence_sources,
+    validate_required_roles,
+)
 from kittylab.manifest.fields import Fields, connection_problems, public_key_problem
 from kittylab.manifest.problems import ManifestError, ManifestProblem
 from kittylab.safety.signatures import parse_public_key
@@ -54,6 +59,8 @@ class ZoneSpec:
     hazard_level: HazardLevel
     requires_ppe: bool = False
     unifi_door_ids: tuple[str, ...] = ()
+    # The presence sources that count here (issue 13); None: the hazard level's default.
+    presence_sources: tuple[PresenceSource, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ def _find(items: Iterable[_T], match: Callable[[_T], bool], key: str) -> _T:
 
 
 _TOP = ("version", "zones", "devices", "users", "policies")
-_ZONE = ("name", "hazard_level", "requires_ppe", "unifi_door_ids")
+_ZONE = ("name", "hazard_level", "requires_ppe", "unifi_door_ids", "presence_sources")
 _DEVICE = (
     "external_id", "kind", "zone", "integration", "display_name",
     "aliases", "capabilities", "connection", "attributes",
@@ -152,6 +159,7 @@ _KEY = ("name", "public_key")
 _POLICY = (
     "name", "zone", "intents", "required_roles",
     "requires_dual_confirm", "requires_presence", "presence_of", "pqe_checks",
+    "hazardous_materials",
 )  # fmt: skip
 
 
@@ -258,9 +266,21 @@ def _zone(problems: list[ManifestProblem], path: str, raw: object) -> ZoneSpec |
     hazard = f.choice("hazard_level", HazardLevel)
     requires_ppe = f.flag("requires_ppe")
     doors = f.texts("unifi_door_ids", max_length=128)
+    sources = _presence_sources(f)
     if not f.ok or name is None or hazard is None or doors is None:
         return None
-    return ZoneSpec(name, hazard, requires_ppe, tuple(doors))
+    return ZoneSpec(name, hazard, requires_ppe, tuple(doors), sources)
+
+
+def _presence_sources(f: Fields) -> tuple[PresenceSource, ...] | None:
+    """Which presence sources count in the zone; left out, the hazard level's default."""
+    if not f.has("presence_sources"):
+        return None
+    names = f.texts("presence_sources", max_length=16, required=True)
+    if names is None:
+        return None
+    sources = f.domain(lambda: validate_presence_sources(names))
+    return tuple(sources) if sources is not None else None
 
 
 def _device(
@@ -479,7 +499,9 @@ def _policy(
     zone = f.text("zone")
     if zone is not None and zone not in zone_names:
         f.fail("zone", f"unknown zone {zone!r}")
-    intents = f.texts("intents", max_length=64, required=True)
+    materials = _hazardous_materials(f)
+    # A policy may govern print materials only: then it needs no intents.
+    intents = f.texts("intents", max_length=64, required=not materials)
     # A misspelt intent would leave the real one ungoverned, so unknown names are refused.
     for i, intent in enumerate(intents or ()):
         if intent not in known_intents:
@@ -496,6 +518,9 @@ def _policy(
             "presence_of", "must be 'initiator' (the person asking) or 'approver' (each approver)"
         )
     pqe_checks = _pqe_checks(f)
+    if pqe_checks is not None and materials:
+        # Kept with the policy's PPE checks (one JSONB column; ``fabrication.materials``).
+        pqe_checks = {**pqe_checks, MATERIALS_KEY: materials}
     hazard = hazards.get(zone or "")
     if not f.ok or name is None or zone is None or intents is None or roles is None:
         return None
@@ -512,6 +537,29 @@ def _policy(
         pqe_checks=pqe_checks,
         presence_of=presence_of,
     )
+
+
+MATERIALS_KEY = POLICY_KEY
+
+
+def _hazardous_materials(f: Fields) -> dict[str, Any] | None:
+    """``hazardous_materials: {fume_extraction: true, ppe: [respirator]}``: before a print
+    of a hazardous material (``domain.materials``) starts in the zone, a device of the zone
+    declared with ``attributes: {role: fume_extraction}`` must be on, and/or the PPE
+    confirmed with the job. Unknown keys are refused (a misspelt one would drop the rule)."""
+    raw = f.raw(MATERIALS_KEY)
+    if raw is None:
+        return None
+    rule = Fields(f.problems, f.at(MATERIALS_KEY), raw, ("fume_extraction", "ppe"))
+    extraction = rule.flag("fume_extraction")
+    ppe = rule.texts("ppe", max_length=64)
+    if not rule.ok or ppe is None:
+        f.ok = False
+        return None
+    if not extraction and not ppe:
+        f.fail(MATERIALS_KEY, "must ask for fume_extraction: true or list ppe")
+        return None
+    return {"fume_extraction": extraction, "ppe": ppe}
 
 
 def _pqe_checks(f: Fields) -> dict[str, Any] | None:

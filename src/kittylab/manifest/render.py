@@ -15,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AccessPolicy, Device, User, UserKey, Zone
+from kittylab.domain.enums import PresenceSource
+from kittylab.domain.zones import presence_sources
 
 _NONE = "-"
 
@@ -36,9 +38,15 @@ def render_lab(session: Session) -> str:
     sections = [
         _table(
             "Zones",
-            ("name", "hazard", "ppe", "devices"),
+            ("name", "hazard", "ppe", "devices", "presence counts from"),
             [
-                (z.name, z.hazard_level.value, _yes(z.requires_ppe), str(active_devices[z.id]))
+                (
+                    z.name,
+                    z.hazard_level.value,
+                    _yes(z.requires_ppe),
+                    str(active_devices[z.id]),
+                    _sources(z),
+                )
                 for z in zones
             ],
         ),
@@ -91,6 +99,12 @@ def render_lab(session: Session) -> str:
         ),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _sources(zone: Zone) -> str:
+    counting = presence_sources(zone.hazard_level, zone.presence_sources)
+    shown = ", ".join(s.value for s in PresenceSource if s in counting)
+    return shown if zone.presence_sources is not None else f"{shown} (default)"
 
 
 def _yes(value: bool) -> str:

@@ -45,10 +45,10 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob, PrintMonitorEvent
 from kittylab.config import MonitoringSettings, NotifySettings
 from kittylab.devices import dispatch
-from kittylab.devices.ports import DeviceDriver, DeviceTarget, expand_connection
+from kittylab.devices.ports import DeviceDriver, DeviceTarget
 from kittylab.devices.requests import request_command
 from kittylab.domain.actuation import SystemActor
-from kittylab.domain.enums import DeviceKind, FabricationStatus, MonitorEventType
+from kittylab.domain.enums import FabricationStatus, MonitorEventType
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.first_layer import first_layer_done
 from kittylab.domain.gcode_policy import DEFAULT_POLICY, GcodePolicy, policy_from_attributes
@@ -67,8 +67,8 @@ from kittylab.domain.print_telemetry_rules import (
     trim_history,
 )
 from kittylab.fabrication import records as fabrication_records
+from kittylab.monitoring import cameras, reports
 from kittylab.monitoring import follow_ups as monitor_follow_ups
-from kittylab.monitoring import reports
 from kittylab.monitoring.ports import FailureDetector, SnapshotSource
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore
@@ -350,23 +350,4 @@ def _policy(printer: Device) -> GcodePolicy:
 def _camera_url(session: Any, printer: Device) -> str | None:
     """The snapshot URL of a camera watching ``printer``: one named by the printer's
     ``attributes.camera`` (external id), else the first camera in its zone with one."""
-    cameras = list(
-        session.scalars(
-            select(Device).where(
-                Device.zone_id == printer.zone_id,
-                Device.kind == DeviceKind.CAMERA,
-                Device.retired_at.is_(None),
-            )
-        )
-    )
-    preferred = printer.attributes.get("camera")
-    cameras.sort(key=lambda c: (c.external_id != preferred, c.external_id))
-    for camera in cameras:
-        raw = camera.connection.get("snapshot_url")
-        if isinstance(raw, str):
-            try:
-                url = expand_connection({"snapshot_url": raw})["snapshot_url"]
-            except KittyLabError:
-                continue
-            return str(url)
-    return None
+    return cameras.zone_camera_url(session, printer.zone_id, printer.attributes.get("camera"))

@@ -5,5 +5,7 @@ No port of its own: presence sources push to the API (UniFi Access webhook).
 Modules:
 
 - ``identity``: users and API tokens: ``create_user``, ``issue_token``, ``authenticate``
+- ``role_grants``: the safety and admin roles asked for over the API, confirmed by a
+  second person (issue 13): ``create_user``, ``update_user``, ``confirm``, ``refuse``
 - ``presence``: ``record_manual``, ``record_unifi``, ``record_override``, ``present_users``
 """

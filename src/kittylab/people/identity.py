@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -31,6 +32,7 @@ from kittylab.domain.identity import (
     validate_token_lifetime,
     validate_username,
 )
+from kittylab.domain.machine_scopes import parse_scopes
 from kittylab.domain.principal import Principal
 from kittylab.records import audit
 
@@ -47,6 +49,7 @@ class IssuedToken:
     token_id: UUID
     user_id: UUID
     expires_at: datetime | None = None
+    scopes: tuple[str, ...] = ()
 
 
 def issue_token(
@@ -57,19 +60,32 @@ def issue_token(
     lifetime: timedelta | None = None,
     actor_id: UUID | None = None,
     now: datetime | None = None,
+    scopes: Sequence[str] = (),
+    parent_id: UUID | None = None,
 ) -> IssuedToken:
     """A new token for an active ``user``, expiring ``lifetime`` after ``now`` (None:
     never). A lifetime under a minute or over ten years is ``ValidationFailed`` on
-    ``expiresInSeconds``."""
+    ``expiresInSeconds``. With ``scopes`` it is a machine token (``domain.machine_scopes``;
+    an unknown scope is ``ValidationFailed`` on ``scopes``). ``parent_id`` is the token it
+    was minted with over the API: revoking that one revokes this one too.
+
+    Who may mint for whom is the caller's rule (``domain.duties.token_mint_refusal`` over
+    the API: the owner only); here every issue is audited, the host CLI's included."""
     if not user.active:
         raise Conflict(f"user {user.username} is inactive", field="username")
     now = now or utcnow()
     expires_at = None
     if lifetime is not None:
         expires_at = now + validate_token_lifetime(lifetime, "expiresInSeconds")
+    machine = [s.value for s in parse_scopes(scopes)]
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
-        user_id=user.id, token_hash=hash_token(token), label=label[:100], expires_at=expires_at
+        user_id=user.id,
+        token_hash=hash_token(token),
+        label=label[:100],
+        expires_at=expires_at,
+        scopes=machine,
+        parent_id=parent_id,
     )
     session.add(row)
     session.flush()
@@ -82,9 +98,15 @@ def issue_token(
         now=now,
         subject_type="api_token",
         subject_id=row.id,
-        details={"user_id": user.id, "username": user.username, "label": row.label},
+        details={
+            "user_id": user.id,
+            "username": user.username,
+            "label": row.label,
+            **({"scopes": machine} if machine else {}),
+            **({"minted_with": parent_id} if parent_id else {}),
+        },
     )
-    return IssuedToken(token, row.id, user.id, expires_at)
+    return IssuedToken(token, row.id, user.id, expires_at, tuple(machine))
 
 
 def find_user_by_username(session: Session, username: str) -> User:
@@ -117,7 +139,13 @@ def authenticate(
         raise TokenExpired(api_token.expires_at)
     if api_token.last_used_at is None or now - api_token.last_used_at >= touch_after:
         _touch(session, api_token.id, now)
-    return Principal(user.id, user.username, frozenset(user.roles))
+    return Principal(
+        user.id,
+        user.username,
+        frozenset(user.roles),
+        token_id=api_token.id,
+        scopes=frozenset(api_token.scopes or ()),
+    )
 
 
 def _touch(session: Session, token_id: UUID, now: datetime) -> None:
@@ -133,23 +161,43 @@ def _touch(session: Session, token_id: UUID, now: datetime) -> None:
 def revoke_token(
     session: Session, user_id: UUID, token_id: UUID, now: datetime, *, actor_id: UUID | None = None
 ) -> None:
-    """Revoke a token; revoking it again changes (and logs) nothing."""
+    """Revoke a token, and every token minted with it over the API (and theirs): a stolen
+    token must not leave a successor behind. Revoking it again changes (and logs)
+    nothing; each token revoked is audited."""
     row = session.get(ApiToken, token_id)
     if row is None or row.user_id != user_id:
         raise NotFound("token", token_id)
     if row.revoked_at is not None:
         return
-    row.revoked_at = now
+    revoked = [row]
+    frontier = [row.id]
+    while frontier:
+        children = list(
+            session.scalars(
+                select(ApiToken).where(
+                    ApiToken.parent_id.in_(frontier), ApiToken.revoked_at.is_(None)
+                )
+            )
+        )
+        revoked += children
+        frontier = [child.id for child in children]
+    for token in revoked:
+        token.revoked_at = now
     session.flush()
-    audit.append(
-        session,
-        action="token.revoked",
-        actor_id=actor_id,
-        now=now,
-        subject_type="api_token",
-        subject_id=row.id,
-        details={"user_id": user_id, "label": row.label},
-    )
+    for token in revoked:
+        audit.append(
+            session,
+            action="token.revoked",
+            actor_id=actor_id,
+            now=now,
+            subject_type="api_token",
+            subject_id=token.id,
+            details={
+                "user_id": token.user_id,
+                "label": token.label,
+                **({"with_token": row.id} if token is not row else {}),
+            },
+        )
 
 
 def create_user(

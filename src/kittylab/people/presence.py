@@ -1,13 +1,23 @@
-"""Presence observations and the question "who is in this zone now".
+"""Presence observations and the questions "who is in this zone now" and "whose presence
+counts for hazardous work here".
 
-Three sources write observations, each audited (``presence.recorded`` or
-``presence.override``) in the same transaction as the row it records:
+Four sources write observations, each audited (``presence.recorded``,
+``presence.confirmed`` or ``presence.override``) in the same transaction as the row it
+records:
 
 - ``record_manual``: a person checks in or out (or the safety role does it for them);
+- ``record_confirmed``: someone already present in the zone (by a source that counts
+  there) confirms another person's check-in;
 - ``record_unifi``: a signature-verified UniFi Access door event (see
   ``kittylab.safety.webhook_signature`` and ``kittylab.domain.unifi_access``);
 - ``record_override``: the safety role states someone's presence, which also leaves an
   approved ``SafetyEvent`` of type ``override`` naming who did it and why.
+
+Each zone says which sources count there (``Zone.presence_sources``, by default its hazard
+level's: ``kittylab.domain.zones.DEFAULT_PRESENCE_SOURCES``). ``user_is_present`` and
+``present_users`` answer from every source (who is in the room); ``counts_as_present`` and
+``counting_users`` from the counting ones only, and every policy that requires presence
+asks them.
 """
 
 from __future__ import annotations
@@ -24,18 +34,21 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AuditEntry, SafetyEvent, User, Zone, ZonePresence
 from kittylab.domain.enums import PresenceSource, PresenceStatus, SafetyEventType, SafetyStatus
-from kittylab.domain.errors import Conflict, NotFound, ValidationFailed
+from kittylab.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.unifi_access import DoorEvent
 from kittylab.domain.zones import (
     PresenceObservation,
     is_present,
+    presence_sources,
     standing_override,
     zones_to_end,
 )
+from kittylab.domain.zones import counts_as_present as counts_as_present_rule
 from kittylab.records import audit
 
 RECORDED = "presence.recorded"
+CONFIRMED = "presence.confirmed"
 OVERRIDE = "presence.override"
 # A check-in elsewhere ended this one (a person is in one zone at a time).
 ENDED = "presence.ended"
@@ -357,6 +370,8 @@ def _observations(
 def user_is_present(
     session: Session, user_id: UUID, zone_id: UUID, now: datetime, ttl: timedelta
 ) -> bool:
+    """Whether the person's newest observation in the zone, from any source, says present
+    (a self check-in included): who is in the room, not whose presence counts."""
     return is_present(
         _observations(session, zone_id, now - ttl, user_id), user_id, zone_id, now, ttl
     )
@@ -366,6 +381,93 @@ def present_users(session: Session, zone_id: UUID, now: datetime, ttl: timedelta
     observations = _observations(session, zone_id, now - ttl)
     users = {o.user_id for o in observations}
     return sorted(u for u in users if is_present(observations, u, zone_id, now, ttl))
+
+
+def zone_sources(session: Session, zone_id: UUID) -> frozenset[PresenceSource]:
+    """The presence sources that count in the zone (``NotFound`` for no zone)."""
+    zone = session.get(Zone, zone_id)
+    if zone is None:
+        raise NotFound("zone", zone_id)
+    return presence_sources(zone.hazard_level, zone.presence_sources)
+
+
+def counts_as_present(
+    session: Session, user_id: UUID, zone_id: UUID, now: datetime, ttl: timedelta
+) -> bool:
+    """Whether the person is present in the zone by a source that counts there: what a
+    policy that requires presence asks, at approval and again when the command is sent."""
+    return counts_as_present_rule(
+        _observations(session, zone_id, now - ttl, user_id),
+        user_id,
+        zone_id,
+        now,
+        ttl,
+        zone_sources(session, zone_id),
+    )
+
+
+def counting_users(session: Session, zone_id: UUID, now: datetime, ttl: timedelta) -> list[UUID]:
+    """The people whose presence in the zone counts now."""
+    sources = zone_sources(session, zone_id)
+    observations = _observations(session, zone_id, now - ttl)
+    users = {o.user_id for o in observations}
+    return sorted(
+        u for u in users if counts_as_present_rule(observations, u, zone_id, now, ttl, sources)
+    )
+
+
+def record_confirmed(
+    session: Session,
+    *,
+    zone_id: UUID,
+    user_id: UUID,
+    by: UUID,
+    now: datetime,
+    ttl: timedelta,
+) -> ZonePresence:
+    """``by``, present in the zone by a source that counts there, confirms that ``user_id``
+    is there too: the person's own check-in (their newest observation in the zone says
+    present, within ``ttl``) becomes a ``confirmed`` observation, which counts wherever the
+    zone lists ``confirmed``. Audited as ``presence.confirmed`` naming the confirmer.
+
+    ``PermissionDenied``: confirming yourself, or ``by`` is not present there by a counting
+    source. ``Conflict`` (field ``userId``): the person has not checked in there (a check-in
+    refused under a standing override cannot be confirmed either)."""
+    _require(session, zone_id, user_id)
+    zone = session.get(Zone, zone_id)
+    assert zone is not None  # _require found it
+    if by == user_id:
+        raise PermissionDenied(
+            "you cannot confirm your own check-in: someone already present in "
+            f"{zone.name} confirms it"
+        )
+    _lock_person(session, user_id)
+    if not counts_as_present(session, by, zone_id, now, ttl):
+        raise PermissionDenied(
+            f"only someone present in {zone.name} (by a badge, a confirmed check-in or a "
+            "safety override) can confirm a check-in there; you are not"
+        )
+    if not user_is_present(session, user_id, zone_id, now, ttl):
+        person = session.get(User, user_id)
+        name = person.display_name if person is not None else str(user_id)
+        raise Conflict(
+            f"{name} has not checked in to {zone.name}: they check in first, then someone "
+            "present confirms it",
+            field="userId",
+        )
+    row = _observe(
+        session, zone_id, user_id, PresenceSource.CONFIRMED, PresenceStatus.PRESENT, now, by
+    )
+    audit.append(
+        session,
+        action=CONFIRMED,
+        actor_id=by,
+        now=now,
+        subject_type="zone_presence",
+        subject_id=row.id,
+        details={**_details(row), "confirmed_by": str(by)},
+    )
+    return row
 
 
 def _observe(

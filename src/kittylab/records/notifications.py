@@ -81,6 +81,9 @@ NOTIFICATIONS_TOTAL = Counter(
     "Notification delivery attempts by outcome.",
     ["outcome"],
 )
+# The outcomes counted, at 0 from the start, so the first failure is a rise an alert sees.
+for _outcome in ("sent", "retry", "failed"):
+    NOTIFICATIONS_TOTAL.labels(outcome=_outcome)
 
 _RECIPIENT_MAX = 512  # the column's length
 _CLAIMED_UNTIL = "claimed_until"

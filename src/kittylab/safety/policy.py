@@ -12,7 +12,9 @@ access policies, the device's locks) and acts on the answer.
   is denied, naming who holds the lock, hazardous or not, before anything else.
 - Otherwise it needs approval: the governing policy's roles (safety and admin when no
   policy governs it: fail closed), two distinct approvers in high-hazard zones or where the
-  policy asks, presence in the zone, and the policy's PPE checks.
+  policy asks, presence in the zone, and the policy's PPE checks; in a zone that
+  requires PPE (``Zone.requires_ppe``), a PPE confirmation with every approval even when
+  no policy lists items.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class HazardRequest:
     hazard_level: HazardLevel
     initiator_id: UUID
     at: datetime
+    zone_requires_ppe: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Requirements:
     ppe: tuple[str, ...]
     policy_id: UUID | None
     policy_name: str | None
+    zone_ppe: bool = False
+    """The zone requires PPE: each approval confirms some (``ppe`` names which, if any)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -81,6 +86,7 @@ class Requirements:
             "approvals": self.approvals,
             "presenceOf": self.presence_of.value if self.presence_of else None,
             "ppe": list(self.ppe),
+            "zonePpe": self.zone_ppe,
             "policy": self.policy_name,
         }
 
@@ -99,6 +105,7 @@ class Requirements:
             ppe=tuple(str(p) for p in ppe),
             policy_id=policy_id,
             policy_name=str(policy) if policy else None,
+            zone_ppe=data.get("zonePpe") is True,
         )
 
 
@@ -146,13 +153,18 @@ def evaluate(
     if not is_hazardous(request.intent, {i for p in policies for i in p.intents}):
         return Allow()
     event_type = event_type_for(request.intent)
-    return NeedsApproval(event_type, requirements_for(request.hazard_level, governing))
+    return NeedsApproval(
+        event_type,
+        requirements_for(request.hazard_level, governing, zone_ppe=request.zone_requires_ppe),
+    )
 
 
-def requirements_for(hazard_level: HazardLevel, governing: Sequence[PolicyFact]) -> Requirements:
+def requirements_for(
+    hazard_level: HazardLevel, governing: Sequence[PolicyFact], *, zone_ppe: bool = False
+) -> Requirements:
     """The strictest combination of every policy governing the intent (the manifest allows
     one per intent per zone, but two would both have to hold). A high-hazard zone always
-    needs two approvers and presence."""
+    needs two approvers and presence; a zone that requires PPE, a PPE confirmation."""
     high = hazard_level is HazardLevel.HIGH
     if not governing:
         return Requirements(
@@ -162,6 +174,7 @@ def requirements_for(hazard_level: HazardLevel, governing: Sequence[PolicyFact])
             ppe=(),
             policy_id=None,
             policy_name=None,
+            zone_ppe=zone_ppe,
         )
     roles: frozenset[Role] | None = None
     for p in governing:
@@ -185,6 +198,7 @@ def requirements_for(hazard_level: HazardLevel, governing: Sequence[PolicyFact])
         ppe=tuple(ppe),
         policy_id=first.id,
         policy_name=", ".join(p.name for p in governing),
+        zone_ppe=zone_ppe,
     )
 
 
@@ -231,12 +245,21 @@ def approval_refusal(
     missing_ppe = [item for item in requirements.ppe if item not in approver.ppe]
     if missing_ppe:
         return f"PPE not confirmed: {', '.join(missing_ppe)}"
+    if requirements.zone_ppe and not approver.ppe:
+        return (
+            f"PPE not confirmed: {zone_name} requires PPE; confirm what you wear with the "
+            "approval (kittylab approve … --ppe ITEM)"
+        )
     if requirements.presence_of is PresenceOf.APPROVER and not approver.present:
-        return f"{approver.name} is not checked in to {zone_name} (presence is required)"
+        return (
+            f"{approver.name} is not checked in to {zone_name} (presence is required, by a "
+            f"source {zone_name} counts)"
+        )
     if requirements.presence_of is PresenceOf.INITIATOR and not initiator_present:
         return (
-            f"the person who asked is not checked in to {zone_name}; presence in the zone "
-            "is required before this can be approved"
+            f"the person who asked is not checked in to {zone_name}; presence in the zone, "
+            "by a source it counts (in a high-hazard zone: a badge, a check-in confirmed by "
+            "someone present, or an override), is required before this can be approved"
         )
     return None
 
@@ -264,4 +287,6 @@ def missing(
         lacking.append(f"each approver checked in to {zone_name}")
     if requirements.ppe and still > 0:
         lacking.append(f"PPE confirmed with the approval: {', '.join(requirements.ppe)}")
+    elif requirements.zone_ppe and still > 0:
+        lacking.append(f"PPE confirmed with the approval ({zone_name} requires PPE)")
     return lacking

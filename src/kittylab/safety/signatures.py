@@ -338,12 +338,15 @@ def signature_key(signature: str) -> PublicKey | None:
         raise SignatureRejected(f"the key inside the SSH signature: {exc}") from None
 
 
-def verify(public_key: PublicKey, message: bytes, signature: str) -> None:
+def verify(
+    public_key: PublicKey, message: bytes, signature: str, *, namespace: str = SSH_NAMESPACE
+) -> None:
     """Return when ``signature`` is ``public_key``'s signature of ``message``; otherwise
-    raise ``SignatureRejected`` naming the reason."""
+    raise ``SignatureRejected`` naming the reason. An SSH signature must be made for
+    ``namespace`` (approvals: ``kittylab``; key enrolment proofs have their own)."""
     text = _signature_text(signature)
     if text.startswith(ARMOR_BEGIN):
-        _verify_sshsig(public_key, message, _parse_sshsig(text))
+        _verify_sshsig(public_key, message, _parse_sshsig(text), namespace)
     elif text.startswith("-----"):
         raise SignatureRejected(
             f"is not an SSH signature: armored signatures start with {ARMOR_BEGIN}"
@@ -419,12 +422,12 @@ def _parse_sshsig(text: str) -> _SshSig:
     return sig
 
 
-def _verify_sshsig(public_key: PublicKey, message: bytes, sig: _SshSig) -> None:
+def _verify_sshsig(public_key: PublicKey, message: bytes, sig: _SshSig, expected: str) -> None:
     namespace = sig.namespace.decode("utf-8", errors="replace")
-    if namespace != SSH_NAMESPACE:
+    if namespace != expected:
         raise SignatureRejected(
-            f"signed for namespace {namespace!r}, not {SSH_NAMESPACE!r} "
-            f"(sign with: ssh-keygen -Y sign -n {SSH_NAMESPACE})"
+            f"signed for namespace {namespace!r}, not {expected!r} "
+            f"(sign with: ssh-keygen -Y sign -n {expected})"
         )
     hash_function = _SSHSIG_HASHES.get(sig.hash_algorithm)
     if hash_function is None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from uuid import UUID
 
 from sqlalchemy import select
@@ -43,7 +43,7 @@ from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.devices import commands
 from kittylab.domain import topics
-from kittylab.domain.enums import CommandStatus, SafetyStatus
+from kittylab.domain.enums import CommandStatus, SafetyEventType, SafetyStatus
 from kittylab.domain.errors import Conflict, NotFound, PermissionDenied, SignatureRejected
 from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
@@ -52,7 +52,12 @@ from kittylab.people import presence
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts, audit
 from kittylab.safety import keys, locks, policy, signatures
-from kittylab.safety.approval_payload import NONCE_PATTERN, ApprovalPayload, mismatch
+from kittylab.safety.approval_payload import (
+    NONCE_PATTERN,
+    ApprovalPayload,
+    arguments_digest,
+    mismatch,
+)
 from kittylab.safety.lockout import lock_refusal
 from kittylab.safety.zone_facts import ZoneFacts, zone_facts
 
@@ -102,6 +107,7 @@ def _request(
         hazard_level=zone.hazard_level,
         initiator_id=initiator,
         at=now,
+        zone_requires_ppe=zone.requires_ppe,
     )
 
 
@@ -314,7 +320,10 @@ def view(
             initiator_present=initiator_present,
             zone_name=_zone_name(session, event),
         )
-    command_id = event.details.get("command_id")
+    command = held_command(session, event)
+    device = session.get(Device, event.device_id) if event.device_id else None
+    zone = session.get(Zone, event.zone_id) if event.zone_id else None
+    initiator = session.get(User, event.initiated_by)
     return {
         "id": event.id,
         "event_type": event.event_type,
@@ -331,7 +340,15 @@ def view(
         "expires_at": event.expires_at,
         "resolved_at": event.resolved_at,
         "intent": event.details.get("intent"),
-        "command_id": UUID(command_id) if isinstance(command_id, str) else None,
+        "command_id": command.id if command else None,
+        # What the approver signs for, shown so they can check it (issue 13): the held
+        # command's arguments and their digest, and the names behind the ids.
+        "payload": command.payload if command else None,
+        "payload_digest": arguments_digest(command.payload) if command else None,
+        "device_external_id": device.external_id if device else None,
+        "device_name": device.display_name if device else None,
+        "zone_name": zone.name if zone else None,
+        "initiator_name": initiator.display_name if initiator else None,
         "requirements": event.details.get("requirements"),
         "missing": lacking,
         "approvals": [
@@ -346,10 +363,54 @@ def view(
     }
 
 
+def held_command(session: Session, event: SafetyEvent) -> DeviceCommand | None:
+    """The command ``event`` holds, if it holds one."""
+    command_id = event.details.get("command_id")
+    if not isinstance(command_id, str):
+        return None
+    return session.get(DeviceCommand, UUID(command_id))
+
+
 def _initiator_present(session: Session, event: SafetyEvent, now: datetime, ttl: timedelta) -> bool:
     if event.zone_id is None:
         return False
-    return presence.user_is_present(session, event.initiated_by, event.zone_id, now, ttl)
+    return presence.counts_as_present(session, event.initiated_by, event.zone_id, now, ttl)
+
+
+def send_refusal(
+    session: Session, event: SafetyEvent, device: Device, now: datetime, presence_ttl: timedelta
+) -> str | None:
+    """What changed since ``event`` was approved that stops its command now, or ``None``:
+    the device was moved to another zone (the approval was for that zone's rules and
+    people), or a person whose presence the policy asks for (the requester, or each
+    approver) is no longer present in the zone by a source that counts there. The dispatch
+    claim asks it under the device's row lock, as the last moment before the send."""
+    if event.zone_id is None:
+        return None
+    if device.zone_id != event.zone_id:
+        moved_to = session.get(Zone, device.zone_id)
+        return (
+            f"{device.display_name} was moved from {_zone_name(session, event)} to "
+            f"{moved_to.name if moved_to else 'another zone'} since it was approved; "
+            "nothing was sent, ask again"
+        )
+    requirements = requirements_of(event)
+    if requirements.presence_of is None:
+        return None
+    if requirements.presence_of is policy.PresenceOf.INITIATOR:
+        needed = [event.initiated_by]
+    else:
+        needed = [a.approver_id for a in _approval_facts(session, event.id)]
+    for person in needed:
+        if not presence.counts_as_present(session, person, event.zone_id, now, presence_ttl):
+            user = session.get(User, person)
+            name = user.display_name if user else "someone whose presence it needs"
+            return (
+                f"{name} is no longer present in {_zone_name(session, event)} (the policy "
+                "requires presence when it is sent, by a source that counts there); "
+                "nothing was sent, ask again"
+            )
+    return None
 
 
 # -- approving -----------------------------------------------------------------------------
@@ -366,6 +427,20 @@ class ApprovalRequest:
     """The bytes the signature must cover: set from the event, never from the caller."""
 
 
+class HeldChange(Protocol):
+    """What an event holds other than a command (a lab change, ``manifest.review``):
+    checked and carried out inside the approving transaction, so it applies exactly when
+    the approval commits. Both ignore events that are not theirs."""
+
+    def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
+        """Why the held change can no longer be carried out (the lab changed under it)."""
+
+    def carry_out(
+        self, session: Session, event: SafetyEvent, approver: Principal, now: datetime
+    ) -> None:
+        """Make the change; the event has just been approved."""
+
+
 @dataclass
 class ApprovalOutcome:
     event: SafetyEvent
@@ -373,6 +448,12 @@ class ApprovalOutcome:
     """This approval completed the requirements: the command is dispatched."""
     command_id: UUID | None = None
     notifications: list[Notification] = field(default_factory=list)
+
+
+REMOTE_APPROVAL = (
+    "approvals are given from inside the lab's trusted networks only, whatever the key or "
+    "role; this request came from outside them"
+)
 
 
 def approve(
@@ -385,6 +466,7 @@ def approve(
     *,
     jobs: JobQueue,
     bus: MessageBus | None = None,
+    held_change: HeldChange | None = None,
 ) -> ApprovalOutcome:
     """Check and record one approval. The event row is locked for the whole check, so two
     approvals racing are decided one after the other, against each other's result.
@@ -394,6 +476,11 @@ def approve(
     commits, the event is published (``announce``) and, when it completed the
     requirements, the command dispatched and the initiator's notification delivered.
 
+    ``held_change`` handles events that hold something else than a command (a lab change):
+    a change that can no longer be made denies the event (``safety.voided``, a
+    ``Conflict``); the approval that completes the requirements carries it out in this
+    transaction.
+
     The device's row is locked first, as ``locks.place`` does: the locks read below are
     the device's locks, and none can be placed until this approval commits."""
     event = _lock_device_then_event(session, event_id)
@@ -401,11 +488,14 @@ def approve(
     refusal = _state_refusal(session, event, now, context)
     if refusal is not None:
         _refuse(session, event, refusal, approver, now, conflict=True)
+    if approver.remote:
+        # Whatever the key and role: an approval comes from the lab's own networks.
+        _refuse(session, event, REMOTE_APPROVAL, approver, now, conflict=False)
     requirements = requirements_of(event)
     earlier = _approval_facts(session, event.id)
     zone_name = _zone_name(session, event)
     approver_present = (
-        presence.user_is_present(
+        presence.counts_as_present(
             session, approver.user_id, event.zone_id, now, context.presence_ttl
         )
         if event.zone_id
@@ -432,6 +522,14 @@ def approve(
         refusal, key_id = _signature_refusal(session, event, approver, request)
     if refusal is not None:
         _refuse(session, event, refusal, approver, now, conflict=False)
+    # Checked once the approval would count, so a refused one changes nothing.
+    void = held_change.void_reason(session, event) if held_change is not None else None
+    if void is not None:
+        # The change it holds is gone: the event fails with the reason, for good.
+        _decide_denied(session, event, void, now, None, context.notify, action="safety.voided")
+        announce(session, bus, event, now)
+        session.commit()
+        raise Conflict(void)
     assert key_id is not None
     session.add(
         SafetyApproval(
@@ -439,7 +537,7 @@ def approve(
             approver_id=approver.user_id,
             key_id=key_id,
             nonce=request.nonce,
-            signed_payload=_expected_payload(event, request.nonce).canonical().decode(),
+            signed_payload=_expected_payload(session, event, request.nonce).canonical().decode(),
             signature=request.signature,
             attestations={
                 "ppe": sorted(set(request.ppe)),
@@ -467,6 +565,8 @@ def approve(
         command_id = event.details.get("command_id")
         outcome.command_id = UUID(command_id) if isinstance(command_id, str) else None
         outcome.notifications = _notify_initiator(session, event, "approved", context.notify)
+        if held_change is not None:
+            held_change.carry_out(session, event, approver, now)
     session.flush()
     _audit(
         session,
@@ -532,8 +632,11 @@ def _lockout_refusal(session: Session, event: SafetyEvent) -> str | None:
     return lock_refusal(intent, locks.active_locks(session, event.device_id))
 
 
-def _expected_payload(event: SafetyEvent, nonce: str) -> ApprovalPayload:
+def _expected_payload(session: Session, event: SafetyEvent, nonce: str) -> ApprovalPayload:
+    """The payload an approval of ``event`` must sign, its arguments' digest computed from
+    the held command itself: the row the dispatch will send."""
     assert event.expires_at is not None
+    command = held_command(session, event)
     return ApprovalPayload(
         event_id=event.id,
         intent=str(event.details.get("intent", "")),
@@ -542,6 +645,8 @@ def _expected_payload(event: SafetyEvent, nonce: str) -> ApprovalPayload:
         initiator_id=event.initiated_by,
         nonce=nonce,
         expires_at=event.expires_at,
+        command_id=command.id if command else None,
+        arguments_digest=arguments_digest(command.payload) if command else None,
     )
 
 
@@ -555,7 +660,7 @@ def _signature_refusal(
     )
     if used is not None:
         return "this nonce was already used: a signature is accepted once (replay refused)", None
-    expected = _expected_payload(event, request.nonce)
+    expected = _expected_payload(session, event, request.nonce)
     if request.signed_payload is not None:
         problem = mismatch(expected, request.signed_payload.encode())
         if problem is not None:
@@ -683,21 +788,44 @@ def _notify_initiator(
     session: Session, event: SafetyEvent, outcome: str, settings: NotifySettings
 ) -> list[Notification]:
     intent = event.details.get("intent", event.event_type.value)
-    device = session.get(Device, event.device_id) if event.device_id else None
-    name = device.display_name if device else "the lab"
-    body = (
-        f"Your request {intent} on {name} was approved; it is being sent now."
-        if outcome == "approved"
-        else f"Your request {intent} on {name} was denied: {event.reason}. Nothing was sent."
-    )
+    if event.event_type is SafetyEventType.POLICY_CHANGE:
+        title, body = _lab_change_words(event, outcome)
+    else:
+        device = session.get(Device, event.device_id) if event.device_id else None
+        name = device.display_name if device else "the lab"
+        title = f"Request {outcome}: {intent} on {name}"
+        body = (
+            f"Your request {intent} on {name} was approved; it is being sent now."
+            if outcome == "approved"
+            else f"Your request {intent} on {name} was denied: {event.reason}. Nothing was sent."
+        )
     return alerts.notify_person(
         session,
         event.initiated_by,
-        f"Request {outcome}: {intent} on {name}",
+        title,
         body,
         settings,
         related_safety_event_id=event.id,
         idempotency_key=f"safety:{event.id}:{outcome}",
+    )
+
+
+def _lab_change_words(event: SafetyEvent, outcome: str) -> tuple[str, str]:
+    """A held lab change's outcome for the person who sent the manifest: it is applied
+    whole with the approval, or nothing of it is."""
+    change = event.details.get("change")
+    digest = str(change.get("hash", ""))[:12] if isinstance(change, dict) else ""
+    what = f"lab change {digest}" if digest else "lab change"
+    if outcome == "approved":
+        return (
+            f"Lab change approved: {what}",
+            f"Your {what} (a manifest that weakens safety) was approved by a second safety "
+            "person and has been applied, whole.",
+        )
+    return (
+        f"Lab change {outcome}: {what}",
+        f"Your {what} (a manifest that weakens safety) was {outcome}: {event.reason}. "
+        "Nothing of it was applied.",
     )
 
 

@@ -29,9 +29,13 @@ from kittylab.safety import policy
 
 @dataclass(frozen=True)
 class ZoneFacts:
+    """Every zone field the policy reads (``workflow._request`` takes a ``Zone`` or this,
+    so the type checker names any field added to one and not the other)."""
+
     id: UUID
     name: str
     hazard_level: HazardLevel
+    requires_ppe: bool
     policies: tuple[policy.PolicyFact, ...]
 
 
@@ -55,7 +59,13 @@ def zone_facts(session: Session, zone_id: UUID, read_policies: PolicyReader) -> 
     zone = session.get(Zone, zone_id)
     if zone is None:
         raise NotFound("zone", zone_id)
-    facts = ZoneFacts(zone.id, zone.name, zone.hazard_level, tuple(read_policies(session, zone_id)))
+    facts = ZoneFacts(
+        zone.id,
+        zone.name,
+        zone.hazard_level,
+        zone.requires_ppe,
+        tuple(read_policies(session, zone_id)),
+    )
     if listening:
         with _lock:
             if len(_cached) > 10_000:

@@ -15,6 +15,11 @@ reaches the simulator, so nothing on the bus can put a value into a device's sta
 the state could not be stored with. Should a state still be unstorable, only that
 device's report is dropped (``telemetry.store_stream``), never the lab's.
 
+A simulator acts only on a command signed with the lab's command-signing key (issue 13;
+``safety.command_signature``): unsigned, altered, expired, addressed to another device or
+already received (a replay), it is refused on ``…/reply`` with the reason and changes
+nothing. The public key is given to the fleet at construction, as firmware is given it.
+
 Only ``kittylab serve`` runs a fleet (one per lab); worker processes do not, so a scaled-out
 lab does not simulate the same printer twice.
 """
@@ -42,6 +47,7 @@ from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, PayloadTooLarge, ValidationFailed
 from kittylab.domain.payload_checks import MAX_BUS_JSON_BYTES, parse_bus_json
 from kittylab.ports import MessageBus
+from kittylab.safety.command_signature import CommandRejected, CommandReplayed, CommandVerifier
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +70,14 @@ class SimulatedFleet:
     """The simulators of every active device on the ``simulated`` integration."""
 
     def __init__(
-        self, database: Database, factory: SimulatorFactory, clock: Callable[[], datetime]
+        self,
+        database: Database,
+        factory: SimulatorFactory,
+        clock: Callable[[], datetime],
+        verifier: CommandVerifier,
     ) -> None:
         self._database = database
+        self._verifier = verifier
         self._factory = factory
         self._clock = clock
         self.devices: dict[UUID, Simulator] = {}
@@ -98,15 +109,16 @@ class SimulatedFleet:
             message = parse_bus_json(raw, "command")
             if not isinstance(message, dict):
                 raise ValidationFailed("command", "must be a JSON object")
-            intent, payload = message.get("intent"), message.get("payload")
-            payload = {} if payload is None else payload
-            if not isinstance(intent, str):
-                raise ValidationFailed("intent", "is required")
-            if not isinstance(payload, dict):
-                raise ValidationFailed("payload", "must be a JSON object")
+            # Only what the lab's key signed is acted on.
+            command = self._verifier.verify(simulator.external_id, message)
+            intent, payload = command.intent, command.payload
             validate_command(self.capabilities.get(device_id, {}), intent, payload)
             simulator.handle(intent, payload)
-        except (ValidationFailed, PayloadTooLarge, DeviceRefused) as refusal:
+        except CommandReplayed as refusal:
+            log.warning("%s refused a command: %s", simulator.external_id, refusal)
+            self._reply(simulator.external_id, request_id, str(refusal), duplicate=True)
+            return
+        except (ValidationFailed, PayloadTooLarge, DeviceRefused, CommandRejected) as refusal:
             log.info("%s refused a command: %s", simulator.external_id, refusal)
             self._reply(simulator.external_id, request_id, str(refusal))
             return
@@ -114,12 +126,14 @@ class SimulatedFleet:
         # Stored at once too, so the API's last known state follows the command.
         await asyncio.to_thread(self._store, [(device_id, simulator)])
 
-    def _reply(self, external_id: str, request_id: Any, reason: str) -> None:
+    def _reply(
+        self, external_id: str, request_id: Any, reason: str, *, duplicate: bool = False
+    ) -> None:
         if self._bus is not None:
-            self._bus.publish(
-                topics.device_reply(external_id),
-                {"requestId": request_id, "ok": False, "reason": reason},
-            )
+            reply: dict[str, Any] = {"requestId": request_id, "ok": False, "reason": reason}
+            if duplicate:
+                reply["duplicate"] = True
+            self._bus.publish(topics.device_reply(external_id), reply)
 
     def _publish_state(self, simulator: Simulator) -> None:
         if self._bus is not None:

@@ -1,16 +1,17 @@
 """The embedded MQTT broker (amqtt) that ``kittylab serve`` runs when no broker URL is set.
 
-It listens on loopback and admits only the lab's bus identities (``credentials.py``): an
-anonymous client, an unknown username or a wrong password is refused at connect, and every
-publish, subscription and delivery is checked against the topic ACL of ``domain/bus_acl``
-by the two plugins below. amqtt's own plugins do not fit: its file authentication reads
-only Argon2 and SHA-512-crypt hashes, its ACL plugin takes fixed per-username lists (no
-per-device rules), and nothing in amqtt checks a client's *will* topic, so a client could
-leave a ``cmd`` behind as its last will; ``LabAuthPlugin`` refuses such a connect. And
-amqtt 0.12 sends retained messages past the plugins: on every connect it replays whatever
-matches *any* client's subscriptions to the new client, unchecked (so a device heard every
-retained state and context); ``_LabBroker`` sends a client only the retained messages of
-its own subscriptions that it may receive.
+It listens on loopback (beyond it only over TLS, with a certificate) and admits only the
+lab's bus identities (``credentials.py``): an anonymous client, an unknown username or a
+wrong password is refused at connect, and every publish, subscription and delivery is
+checked against the topic ACL of ``domain/bus_acl`` by the two plugins below. amqtt's own
+plugins do not fit: its file authentication reads only Argon2 and SHA-512-crypt hashes,
+its ACL plugin takes fixed per-username lists (no per-device rules), and nothing in amqtt
+checks a client's *will* topic, so a client could leave a ``cmd`` behind as its last
+will; ``LabAuthPlugin`` refuses such a connect. And amqtt 0.12 sends retained messages
+past the plugins: on every connect it replays whatever matches *any* client's
+subscriptions to the new client, unchecked (so a device heard every retained state and
+context); ``_LabBroker`` sends a client only the retained messages of its own
+subscriptions that it may receive.
 
 The identities file is re-read when it changes, so a credential issued or a device added
 takes effect without a restart, and a deleted identity loses its rights on its next message.
@@ -33,6 +34,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from kittylab.adapters.bus.credentials import Identities
+from kittylab.adapters.tls import ServerCertificate
 from kittylab.domain import bus_acl
 from kittylab.domain.bus_acl import BusIdentity
 from kittylab.domain.errors import InfrastructureError
@@ -172,20 +174,39 @@ class _LabBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int, *, identities_file: Path) -> None:
+    """``certificate``: listen with TLS (``mqtts://``), presenting it; ``kittylab serve``
+    gives one whenever the broker listens beyond loopback (``bootstrap.embedded_broker``)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        identities_file: Path,
+        certificate: ServerCertificate | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.identities_file = identities_file
+        self.certificate = certificate
         self._broker: Broker | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        scheme = "mqtts" if self.certificate is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def _config(self) -> dict[str, Any]:
         plugin_config = {"identities_file": str(self.identities_file)}
+        listener: dict[str, Any] = {"type": "tcp", "bind": f"{self.host}:{self.port}"}
+        if self.certificate is not None:
+            listener |= {
+                "ssl": True,
+                "certfile": str(self.certificate.cert),
+                "keyfile": str(self.certificate.key),
+            }
         return {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "listeners": {"default": listener},
             # Only ours: amqtt's default plugins admit anonymous clients, log every packet
             # and publish $SYS topics.
             "plugins": {

@@ -16,19 +16,21 @@ import json
 import logging
 import secrets
 import socket
-import ssl
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 from prometheus_client import Counter, Gauge
 
+from kittylab.adapters.tls import client_context
 from kittylab.config import MqttSettings
 from kittylab.domain.errors import InfrastructureError, ValidationFailed
+from kittylab.domain.networks import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,12 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: Path | None = None
+    """With ``tls``: CA certificates trusted besides the system's (the lab CA)."""
+
+    @property
+    def beyond_loopback(self) -> bool:
+        return not is_loopback_host(self.host)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -266,7 +274,8 @@ class MqttBus:
             identifier=self._client_id,
             keepalive=self._settings.keepalive_seconds,
             timeout=self._settings.connect_timeout_seconds,
-            tls_context=ssl.create_default_context() if address.tls else None,
+            # The broker's certificate and name are verified (system CAs and the lab CA).
+            tls_context=client_context(address.ca_file) if address.tls else None,
             # Small messages both ways: Nagle's algorithm against delayed ACKs would add
             # tens of milliseconds to every command.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],

@@ -129,6 +129,13 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(TS)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
     expires_at: Mapped[datetime | None] = mapped_column(TS)  # None: never (issue 11)
+    # Issue 13, separation of duties. A machine token reaches only its scopes' endpoints
+    # (``domain.machine_scopes``); none: a person's token. ``parent_id``: the token that
+    # minted this one over the API; revoking a token revokes what it minted.
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(32)), nullable=False, server_default=text("'{}'")
+    )
+    parent_id: Mapped[UUID | None] = fk("api_tokens.id", nullable=True, ondelete="CASCADE")
 
 
 class UserKey(Base):
@@ -141,7 +148,53 @@ class UserKey(Base):
     public_key: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = created()
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    # Issue 13: a key enrolled over the API signs nothing until a second person with the
+    # safety role confirms it. Keys from the host CLI and the manifest are confirmed.
+    awaiting_confirmation: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    confirmed_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(TS)
     __table_args__ = (UniqueConstraint("user_id", "public_key"),)
+
+
+class KeyChallenge(Base):
+    """A challenge an approver signs to prove they hold the key they enrol (issue 13):
+    random, short-lived, bound to one person, used once."""
+
+    __tablename__ = "key_challenges"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    challenge: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = created()
+    expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class RoleGrant(Base):
+    """A grant of the safety or admin role asked for over the API (issue 13): the role is
+    added only when a second person confirms it (``domain.duties``)."""
+
+    __tablename__ = "role_grants"
+    id: Mapped[UUID] = pk()
+    user_id: Mapped[UUID] = fk("users.id", nullable=False, ondelete="CASCADE")
+    role: Mapped[Role] = mapped_column(ROLE, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    requested_by: Mapped[UUID] = fk("users.id", nullable=False)
+    created_at: Mapped[datetime] = created()
+    decided_by: Mapped[UUID | None] = fk("users.id", nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'granted', 'refused')", name="status_known"),
+        # One open request per person and role.
+        Index(
+            "uq_role_grants_pending",
+            "user_id",
+            "role",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
 
 
 class Zone(Base):
@@ -157,6 +210,9 @@ class Zone(Base):
     unifi_door_ids: Mapped[list[str]] = mapped_column(
         ARRAY(String(128)), nullable=False, server_default=text("'{}'")
     )
+    # Extension (issue 13): the presence sources that count here; NULL: the hazard level's
+    # default (``domain.zones.DEFAULT_PRESENCE_SOURCES``).
+    presence_sources: Mapped[list[str] | None] = mapped_column(ARRAY(String(16)), nullable=True)
     created_at: Mapped[datetime] = created()
 
 
@@ -313,6 +369,33 @@ class CADJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created()
     completed_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class CADCharge(Base):
+    """One paid online CAD provider call (issue 15): ``held`` at its estimate while the call
+    runs, then ``settled`` (the cost stands) or ``released`` (nothing was spent). Held and
+    settled charges count in the person's daily budget with the routing decisions' costs."""
+
+    __tablename__ = "cad_charges"
+    id: Mapped[UUID] = pk()
+    cad_job_id: Mapped[UUID] = fk("cad_jobs.id", nullable=False, ondelete="CASCADE")
+    user_id: Mapped[UUID | None] = mapped_column(
+        PGUUID(as_uuid=True), ForeignKey("users.id"), nullable=True
+    )
+    provider: Mapped[CADProvider] = mapped_column(
+        pg_enum(CADProvider, "cad_provider"), nullable=False
+    )
+    estimate_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), nullable=False)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(14, 6), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = created()
+    settled_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        CheckConstraint("estimate_usd >= 0", name="estimate_not_negative"),
+        CheckConstraint("cost_usd >= 0", name="cost_not_negative"),
+        CheckConstraint("status IN ('held', 'settled', 'released')", name="status_known"),
+        Index("ix_cad_charges_user_created", "user_id", "created_at"),
+    )
 
 
 class CADArtifact(Base):
@@ -519,3 +602,84 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = jsonb()
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     entry_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+
+
+_OUTCOME_ONLY = text("kind = 'outcome'")  # here: the class below has a column named text
+
+
+class ConversationMessage(Base):
+    """What was said in a conversation (issue 16): a person's ``request``, the lab's
+    ``reply`` to it, and the ``outcome`` of a device command decided later (written in the
+    transaction that decides the command, at most one per command). Texts are stored
+    sanitized (``domain.sanitize``); messages past ``conversations.message_retention_days``
+    are purged, and they go with their conversation."""
+
+    __tablename__ = "conversation_messages"
+    id: Mapped[UUID] = pk()
+    conversation_id: Mapped[UUID] = fk(
+        "conversation_sessions.id", nullable=False, ondelete="CASCADE"
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    author_id: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    channel: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[UUID | None] = mapped_column(PGUUID(as_uuid=True), index=True)
+    command_id: Mapped[UUID | None] = fk("device_commands.id", nullable=True, ondelete="SET NULL")
+    details: Mapped[dict[str, Any]] = jsonb()
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, index=True)
+    __table_args__ = (
+        CheckConstraint("kind IN ('request', 'reply', 'outcome')", name="kind_known"),
+        # The outcome of a command is said once, however many jobs decide it.
+        Index(
+            "uq_conversation_messages_outcome",
+            "command_id",
+            unique=True,
+            postgresql_where=_OUTCOME_ONLY,
+        ),
+    )
+
+
+class Project(Base):
+    """A piece of work (issue 16): conversations, CAD jobs, artifacts and print jobs
+    grouped under one name (``project_items``)."""
+
+    __tablename__ = "projects"
+    id: Mapped[UUID] = pk()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    created_at: Mapped[datetime] = created()
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+    __table_args__ = (CheckConstraint("length(trim(name)) > 0", name="name_required"),)
+
+
+class ProjectItem(Base):
+    """One member of a project: exactly one of a conversation, a CAD job, a CAD artifact,
+    a stored artifact's key or a print job. The link goes when its item is deleted."""
+
+    __tablename__ = "project_items"
+    id: Mapped[UUID] = pk()
+    project_id: Mapped[UUID] = fk("projects.id", nullable=False, ondelete="CASCADE")
+    conversation_id: Mapped[UUID | None] = fk(
+        "conversation_sessions.id", nullable=True, ondelete="CASCADE"
+    )
+    cad_job_id: Mapped[UUID | None] = fk("cad_jobs.id", nullable=True, ondelete="CASCADE")
+    cad_artifact_id: Mapped[UUID | None] = fk("cad_artifacts.id", nullable=True, ondelete="CASCADE")
+    artifact_key: Mapped[str | None] = mapped_column(String(512))
+    fabrication_job_id: Mapped[UUID | None] = fk(
+        "fabrication_jobs.id", nullable=True, ondelete="CASCADE"
+    )
+    added_by: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    added_at: Mapped[datetime] = created()
+    __table_args__ = (
+        CheckConstraint(
+            "num_nonnulls(conversation_id, cad_job_id, cad_artifact_id, artifact_key, "
+            "fabrication_job_id) = 1",
+            name="one_item",
+        ),
+        UniqueConstraint("project_id", "conversation_id"),
+        UniqueConstraint("project_id", "cad_job_id"),
+        UniqueConstraint("project_id", "cad_artifact_id"),
+        UniqueConstraint("project_id", "artifact_key"),
+        UniqueConstraint("project_id", "fabrication_job_id"),
+    )

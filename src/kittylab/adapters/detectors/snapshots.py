@@ -1,11 +1,13 @@
 """Fetch a camera's snapshot as evidence for a print-monitoring event.
 
 ``HttpSnapshotSource.fetch(url)`` GETs the URL (credentials in the URL's user info are
-sent as HTTP basic auth, as most IP cameras expect), follows up to three redirects and
-returns the bytes when the answer is a 200 with an ``image/*`` content type of at most
-``max_bytes``. The size is enforced while streaming, so an endless MJPEG stream or a huge
-file never fills memory, and the whole fetch shares one deadline. Like the detector client
-it ignores proxy environment variables and keeps URL secrets out of its messages.
+sent as HTTP basic auth, as most IP cameras expect), follows up to three redirects on the
+same scheme, host and port (never elsewhere: the URL was checked against the lab's
+declared cameras) and returns the bytes when the answer is a 200 with an ``image/*``
+content type of at most ``max_bytes``. The size is enforced while streaming, so an
+endless MJPEG stream or a huge file never fills memory, and the whole fetch shares one
+deadline. Like the detector client it ignores proxy environment variables and keeps URL
+secrets out of its messages.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import httpx
 
 from kittylab.adapters.detectors.outbound import public_url, require_http_url, tls_context
+from kittylab.domain.camera_hosts import origin
 from kittylab.domain.errors import ValidationFailed
 from kittylab.monitoring.ports import Snapshot, SnapshotUnavailable
 
@@ -50,18 +53,19 @@ class HttpSnapshotSource:
         name = f"the camera snapshot at {public_url(target)}"
         try:
             async with asyncio.timeout(self._timeout):
-                async with (
-                    httpx.AsyncClient(
-                        transport=self._transport,
-                        timeout=self._timeout,
-                        follow_redirects=True,
-                        max_redirects=MAX_REDIRECTS,
-                        trust_env=False,
-                        verify=tls_context(),
-                    ) as client,
-                    client.stream("GET", target) as response,
-                ):
-                    return await self._read(response, name)
+                async with httpx.AsyncClient(
+                    transport=self._transport,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                    trust_env=False,
+                    verify=tls_context(),
+                ) as client:
+                    for _ in range(MAX_REDIRECTS + 1):
+                        async with client.stream("GET", target) as response:
+                            if not response.is_redirect:
+                                return await self._read(response, name)
+                            target = self._redirected(target, response, name)
+                    raise httpx.TooManyRedirects("too many redirects")
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise SnapshotUnavailable(f"{name} did not arrive within {self._timeout:g} s") from exc
         except httpx.ConnectError as exc:
@@ -70,6 +74,17 @@ class HttpSnapshotSource:
             raise SnapshotUnavailable(f"{name} redirected more than {MAX_REDIRECTS} times") from exc
         except httpx.HTTPError as exc:
             raise SnapshotUnavailable(f"{name} failed: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _redirected(current: str, response: httpx.Response, name: str) -> str:
+        """Where a redirect points, if it stays on the camera's origin: a snapshot URL is
+        fetched only from a declared camera (``domain.camera_hosts``), and a redirect must
+        not take the fetch anywhere else."""
+        location = response.headers.get("location", "")
+        following = str(httpx.URL(current).join(location))
+        if origin(following) != origin(current):
+            raise SnapshotUnavailable(f"{name} redirected to another host; not followed")
+        return following
 
     async def _read(self, response: httpx.Response, name: str) -> Snapshot:
         if response.status_code != 200:

@@ -2,12 +2,16 @@
 
 Protocol (documented for device makers in docs/integrations/mqtt.md):
 - KittyLab publishes commands to ``kitty/devices/<external_id>/cmd`` with QoS 1, not
-  retained: ``{"requestId": "...", "intent": "light_set_brightness", "payload": {...}}``.
+  retained: ``{"requestId": "...", "intent": "light_set_brightness", "payload": {...}}``
+  plus ``signed``, ``signature`` and ``keyId``: the lab's Ed25519 signature over the id,
+  device, intent, payload and an expiry (``safety.command_signature``), which a device
+  that can verify checks before acting, refusing a replay.
 - The device publishes its normalized state, retained, to ``kitty/devices/<id>/state``
   whenever it changes (and may repeat it as a heartbeat).
 - The device may answer a command on ``kitty/devices/<id>/reply`` with
   ``{"requestId": "...", "ok": false, "reason": "..."}``; a refusal fails the command at
-  once with that reason instead of waiting for the confirmation timeout.
+  once with that reason instead of waiting for the confirmation timeout. A refusal marked
+  ``"duplicate": true`` (a command received twice) is ignored: the first delivery stands.
 
 A state is taken only as strict JSON (no ``NaN`` or ``Infinity``), at most 64 KiB and 32
 levels deep, with finite numbers, as an object; anything else is ignored (and logged, a few
@@ -36,6 +40,7 @@ from kittylab.domain import file_names, topics
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
 from kittylab.domain.payload_checks import check_device_state, parse_bus_json
+from kittylab.safety.command_signature import CommandSigner
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,9 @@ IGNORED_STATE_LOG_SECONDS = 300.0
 
 
 class MqttDeviceDriver:
-    def __init__(self, bus: MqttBus) -> None:
+    def __init__(self, bus: MqttBus, signer: CommandSigner) -> None:
         self._bus = bus
+        self._signer = signer
         self._states: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, asyncio.Event] = {}
         self._refusals: dict[str, str] = {}
@@ -68,7 +74,7 @@ class MqttDeviceDriver:
         if intent == "print_start":
             file_names.refuse_unless_plain(payload.get("file"), device.external_id)
         request_id = secrets.token_hex(8)
-        message = {"requestId": request_id, "intent": intent, "payload": dict(payload)}
+        message = self._signer.sign(request_id, device.external_id, intent, payload)
         try:
             await self._bus.publish_now(
                 topics.device_command(device.external_id),
@@ -146,6 +152,8 @@ class MqttDeviceDriver:
             return
         if not isinstance(reply, dict) or reply.get("ok") is not False:
             return
+        if reply.get("duplicate") is True:
+            return  # a second delivery refused; the first one's outcome stands
         request_id = reply.get("requestId")
         if isinstance(request_id, str):
             self._refusals[request_id] = str(reply.get("reason") or f"{ext} refused the command")

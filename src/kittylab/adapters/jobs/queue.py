@@ -8,6 +8,7 @@ unix-socket ``host`` query parameter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -114,6 +115,11 @@ class ProcrastinateQueue:
         committed already, so ``reconcile_commands`` sends it later."""
         self._defer(Deferred.DISPATCH, command_id)
 
+    def defer_dispatch_in_order(self, command_ids: Sequence[UUID]) -> None:
+        """Schedule sending ``command_ids`` in order with one job (a stop's; see
+        ``safety.stop.send_in_order``); ``JobQueueUnavailable`` as ``defer_dispatch``."""
+        self._defer_key(Deferred.DISPATCH_IN_ORDER, ",".join(str(c) for c in command_ids))
+
     def defer_print_preparation(self, job_id: UUID) -> None:
         """Schedule slicing (or reading) a new print job's file."""
         self._defer(Deferred.PREPARATION, job_id)
@@ -130,7 +136,9 @@ class ProcrastinateQueue:
 
     def _defer(self, kind: Deferred, record_id: UUID, delay: timedelta = timedelta(0)) -> None:
         """Defer through the table the worker's tasks use too (``tasks.DEFERRALS``)."""
-        key = str(record_id)
+        self._defer_key(kind, str(record_id), delay)
+
+    def _defer_key(self, kind: Deferred, key: str, delay: timedelta = timedelta(0)) -> None:
         try:
             task, arguments = configured(self._app, kind, key, delay)
             task.defer(**arguments)

@@ -13,6 +13,8 @@ that was down does not pile up runs to catch up on:
 - ``mark_devices_offline``, every minute: devices silent too long go ``offline``;
 - ``cleanup_sessions``, every 5 minutes: remove idle conversation sessions;
 - ``purge_telemetry``, hourly: delete telemetry past its retention;
+- ``purge_conversation_messages``, hourly: delete conversation messages past
+  ``conversations.message_retention_days`` (issue 16);
 - ``reconcile_commands``, every minute: dispatch (or expire) device commands whose
   dispatch job was lost;
 - ``advance_print_queues``, every minute: give every printer with queued jobs a chance
@@ -47,7 +49,7 @@ from kittylab.adapters.jobs.recovery import recover_stalled_jobs
 from kittylab.cad.errors import CadBusy, CadGenerationFailed
 from kittylab.cad.runs import CadService
 from kittylab.config import JobSettings, Settings
-from kittylab.conversation import sessions
+from kittylab.conversation import messages, sessions
 from kittylab.devices import dispatch, maintenance
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, PrintFileUploader
 from kittylab.domain.clock import utcnow
@@ -57,9 +59,10 @@ from kittylab.domain.print_queue import Stage
 from kittylab.fabrication import jobs as fabrication
 from kittylab.fabrication import uploads
 from kittylab.fabrication.ports import Slicer
+from kittylab.monitoring.ports import SnapshotSource
 from kittylab.records import notifications
 from kittylab.records.ports import ArtifactStore, NotificationSender
-from kittylab.safety import workflow
+from kittylab.safety import evidence, stop, workflow
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,10 @@ CLEANUP_TASK = f"{NAMESPACE}:cleanup_sessions"
 RECOVER_TASK = f"{NAMESPACE}:recover_stalled_jobs"
 OFFLINE_TASK = f"{NAMESPACE}:mark_devices_offline"
 PURGE_TELEMETRY_TASK = f"{NAMESPACE}:purge_telemetry"
+PURGE_MESSAGES_TASK = f"{NAMESPACE}:purge_conversation_messages"
 DISPATCH_TASK = f"{NAMESPACE}:dispatch_command"
+DISPATCH_IN_ORDER_TASK = f"{NAMESPACE}:dispatch_in_order"
+BOOKMARK_TASK = f"{NAMESPACE}:bookmark_safety_event"
 PREPARE_PRINT_TASK = f"{NAMESPACE}:prepare_print_job"
 START_PRINT_TASK = f"{NAMESPACE}:start_next_print"
 PRINT_QUEUES_TASK = f"{NAMESPACE}:advance_print_queues"
@@ -88,6 +94,7 @@ PERIODIC = {
     OFFLINE_TASK: EVERY_MINUTE,
     CLEANUP_TASK: EVERY_5_MINUTES,
     PURGE_TELEMETRY_TASK: HOURLY,
+    PURGE_MESSAGES_TASK: HOURLY,
     RECONCILE_TASK: EVERY_MINUTE,
     PRINT_QUEUES_TASK: EVERY_MINUTE,
     EXPIRE_SAFETY_TASK: EVERY_MINUTE,
@@ -115,6 +122,8 @@ class JobContext:
     slicer: Slicer | None = None
     gcode_reader: fabrication.GcodeReader | None = None
     cad: CadService | None = None
+    snapshots: SnapshotSource | None = None
+    """Where camera bookmarks of sent hazardous commands come from (``safety.evidence``)."""
 
     def __post_init__(self) -> None:
         # Here rather than in the worker: a context is built before the worker task starts,
@@ -137,6 +146,15 @@ def check_heartbeat_settings(jobs: JobSettings) -> None:
 def dispatch_lock(command_id: str) -> str:
     """At most one dispatch job per command waits at a time."""
     return f"command:{command_id}"
+
+
+def in_order_lock(command_ids: str) -> str:
+    """One ordered dispatch per set of commands (named by the first command's id)."""
+    return f"in-order:{command_ids.split(',', 1)[0]}"
+
+
+def bookmark_lock(event_id: str) -> str:
+    return f"bookmark:{event_id}"
 
 
 def cad_lock(cad_job_id: str) -> str:
@@ -169,6 +187,8 @@ class Deferred(StrEnum):
     """The jobs deferred one per record (as opposed to the periodic ones)."""
 
     DISPATCH = "dispatch"
+    DISPATCH_IN_ORDER = "dispatch_in_order"
+    BOOKMARK = "bookmark"
     DELIVERY = "delivery"
     PREPARATION = "preparation"
     START_NEXT = "start_next"
@@ -190,6 +210,12 @@ class Deferral:
 
 DEFERRALS: Mapping[Deferred, Deferral] = {
     Deferred.DISPATCH: Deferral(DISPATCH_TASK, "command_id", "dispatch of command", dispatch_lock),
+    Deferred.DISPATCH_IN_ORDER: Deferral(
+        DISPATCH_IN_ORDER_TASK, "command_ids", "ordered dispatch of commands", in_order_lock
+    ),
+    Deferred.BOOKMARK: Deferral(
+        BOOKMARK_TASK, "event_id", "camera bookmark of event", bookmark_lock
+    ),
     Deferred.DELIVERY: Deferral(
         DELIVER_TASK, "notification_id", "delivery of notification", delivery_lock
     ),
@@ -301,6 +327,18 @@ def job_blueprint() -> procrastinate.Blueprint:
         """Delete telemetry older than ``telemetry.retention_days``, in batches."""
         return await asyncio.to_thread(_purge_old_telemetry, _context(job))
 
+    @blueprint.periodic(cron=PERIODIC[PURGE_MESSAGES_TASK], periodic_id="hourly")
+    @blueprint.task(
+        name="purge_conversation_messages", pass_context=True, queueing_lock=PURGE_MESSAGES_TASK
+    )
+    async def purge_conversation_messages(job: procrastinate.JobContext, timestamp: int) -> int:
+        """Delete conversation messages older than ``conversations.message_retention_days``."""
+        ctx = _context(job)
+        retention = timedelta(days=ctx.settings.conversations.message_retention_days)
+        return await asyncio.to_thread(
+            messages.purge_old_messages, ctx.database, ctx.clock(), retention
+        )
+
     @blueprint.task(name="dispatch_command", pass_context=True)
     async def dispatch_command(job: procrastinate.JobContext, command_id: str) -> str:
         """Send one device command and wait for the device to confirm it; deliver the
@@ -313,10 +351,42 @@ def job_blueprint() -> procrastinate.Blueprint:
             ctx.settings.commands,
             ctx.clock,
             notify=ctx.settings.notify,
+            presence_ttl=timedelta(seconds=ctx.settings.presence.ttl_seconds),
         )
         for notification_id in outcome.notifications:
             await defer(job.app, Deferred.DELIVERY, str(notification_id))
+        if outcome.sent_safety_event is not None:
+            await defer(job.app, Deferred.BOOKMARK, str(outcome.sent_safety_event))
         return outcome.status.value if outcome.status else "skipped"
+
+    @blueprint.task(name="bookmark_safety_event", pass_context=True)
+    async def bookmark_safety_event(job: procrastinate.JobContext, event_id: str) -> str:
+        """Keep the zone camera's snapshot as a sent hazardous command's evidence."""
+        ctx = _context(job)
+        kept = await evidence.bookmark(
+            ctx.database, ctx.artifacts, ctx.snapshots, UUID(event_id), ctx.clock
+        )
+        if kept is None:
+            return "skipped"
+        return kept.evidence_key or f"unavailable: {kept.unavailable}"
+
+    @blueprint.task(name="dispatch_in_order", pass_context=True)
+    async def dispatch_in_order(job: procrastinate.JobContext, command_ids: str) -> str:
+        """Send a stop's commands phase by phase (``safety.stop.send_in_order``); the
+        record's key is the commands' ids, comma-separated, in the order asked."""
+        ctx = _context(job)
+        outcomes = await stop.send_in_order(
+            ctx.database,
+            ctx.drivers,
+            [UUID(part) for part in command_ids.split(",") if part],
+            ctx.settings.commands,
+            ctx.clock,
+            notify=ctx.settings.notify,
+        )
+        for outcome in outcomes:
+            for notification_id in outcome.notifications:
+                await defer(job.app, Deferred.DELIVERY, str(notification_id))
+        return ", ".join(o.status.value if o.status else "skipped" for o in outcomes)
 
     @blueprint.periodic(cron=PERIODIC[RECONCILE_TASK], periodic_id="every-minute")
     @blueprint.task(name="reconcile_commands", pass_context=True, queueing_lock=RECONCILE_TASK)
@@ -463,7 +533,10 @@ def job_blueprint() -> procrastinate.Blueprint:
 
 
 async def _upload_to_printer(ctx: JobContext, plan: fabrication.StartPlan) -> None:
-    """Put the G-code on printers that keep their own files; others take the name only."""
+    """Put the G-code on printers that keep their own files; others take the name only.
+    A job for a file already on the printer's storage has nothing to put there."""
+    if plan.on_printer:
+        return
     driver = ctx.drivers.get(await asyncio.to_thread(_integration_of, ctx, plan.device_id))
     if not isinstance(driver, PrintFileUploader) or ctx.artifacts is None:
         return

@@ -37,6 +37,8 @@ class GcodeSummary:
     filament_cm3: float
     filament_g: float
     generator: str | None
+    filament_type: str | None = None
+    """``; filament_type = ABS`` from the filament profile (the first extruder's)."""
 
 
 def parse_duration(text: str) -> int:
@@ -73,6 +75,7 @@ def parse_summary(head: str, tail: str) -> GcodeSummary:
         filament_cm3=_total(cm3),
         filament_g=_total(grams),
         generator=generator.group(1) if generator else None,
+        filament_type=(values.get("filament_type") or "").split(";")[0].strip()[:64] or None,
     )
 
 

@@ -20,7 +20,7 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
-from kittylab.cad.errors import CadGenerationFailed
+from kittylab.cad.errors import CadBudgetExceeded, CadGenerationFailed
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest, GenerateResult, content_type
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
@@ -73,6 +73,19 @@ class ArtifactLink(CADArtifactOut):
     download_url: str
 
 
+class ReadingOut(CamelModel):
+    """A phrase of the prompt that reads two ways: the reading the part was built from,
+    and the other one, offered through ``POST /api/cad/jobs/{id}/iterate`` with
+    ``followUp`` (empty, with ``otherParams`` empty, when the other reading is impossible
+    and only explained)."""
+
+    phrase: str
+    taken: str
+    other: str
+    other_params: dict[str, float]
+    follow_up: str
+
+
 class GenerateOut(CamelModel):
     cad_job_id: UUID
     status: CADJobStatus
@@ -80,6 +93,10 @@ class GenerateOut(CamelModel):
     providers: list[str]
     spec: dict[str, Any] | None
     defaults_used: list[str]
+    readings: list[ReadingOut] = Field(
+        default_factory=list,
+        description="Ambiguous phrases: the reading taken and the other one, offered.",
+    )
     artifacts: list[ArtifactLink]
 
 
@@ -145,6 +162,7 @@ def _generated(result: GenerateResult, mode: PolicyMode) -> JSONResponse:
         providers=result.providers,
         spec=spec,
         defaults_used=list(spec.get("defaults", [])) if spec else [],
+        readings=[ReadingOut.model_validate(r) for r in spec.get("readings", [])] if spec else [],
         artifacts=[_link(a) for a in result.artifacts],
     )
     return JSONResponse(
@@ -170,12 +188,29 @@ def _failed(request: Request, exc: CadGenerationFailed) -> JSONResponse:
     )
 
 
-@router.post(
-    "/generate",
-    status_code=202,
-    response_model=GenerateOut,
-    responses={409: {"description": "no provider for the policy"}, 502: {"description": "failed"}},
-)
+def _over_budget(request: Request, exc: CadBudgetExceeded) -> JSONResponse:
+    """402: the online call would pass the person's daily budget; ``offline`` says how to
+    build the part here instead, when the part library can."""
+    offer = {"offline": {"policyMode": "offline"}} if exc.offline_offer else None
+    return problems.problem(
+        request,
+        402,
+        "cad-budget-exceeded",
+        "Online CAD budget exceeded",
+        str(exc),
+        field="policyMode",
+        extensions=offer,
+    )
+
+
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    402: {"description": "the online call would pass the daily budget; offline is offered"},
+    409: {"description": "no provider for the policy"},
+    502: {"description": "failed"},
+}
+
+
+@router.post("/generate", status_code=202, response_model=GenerateOut, responses=_REFUSALS)
 def generate(body: GenerateIn, caller: Designer, c: Wired, request: Request) -> Response:
     """Offline: the artifacts are built before the answer. Online and auto: queued."""
     try:
@@ -193,10 +228,14 @@ def generate(body: GenerateIn, caller: Designer, c: Wired, request: Request) -> 
         )
     except CadGenerationFailed as exc:
         return _failed(request, exc)
+    except CadBudgetExceeded as exc:
+        return _over_budget(request, exc)
     return _generated(result, body.policy_mode)
 
 
-@router.post("/jobs/{job_id}/iterate", status_code=202, response_model=GenerateOut)
+@router.post(
+    "/jobs/{job_id}/iterate", status_code=202, response_model=GenerateOut, responses=_REFUSALS
+)
 def iterate(
     job_id: UUID, body: IterateIn, caller: Designer, c: Wired, request: Request
 ) -> Response:
@@ -207,6 +246,8 @@ def iterate(
         )
     except CadGenerationFailed as exc:
         return _failed(request, exc)
+    except CadBudgetExceeded as exc:
+        return _over_budget(request, exc)
     return _generated(result, body.policy_mode)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 
 from kittylab import bootstrap
 from kittylab.adapters.db.tables import Device
-from kittylab.api.auth import Caller, UnitOfWork, container, require
+from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import (
@@ -26,14 +26,15 @@ from kittylab.bootstrap import Container
 from kittylab.devices import telemetry
 from kittylab.devices.requests import request_command
 from kittylab.domain.enums import DeviceKind, OnlineState, Role
-from kittylab.domain.errors import ValidationFailed
-from kittylab.domain.principal import Principal
+from kittylab.domain.errors import PermissionDenied, ValidationFailed
+from kittylab.fabrication import print_requests
 
 router = APIRouter(prefix="/api", tags=["lab"])
 
 # Engineers design and print through fabrication jobs; driving equipment directly is for
-# the people who run the floor.
-CommandCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
+# the people who run the floor. A print_start is a print job (issue 16), which engineers
+# may queue: the route admits them for that intent only.
+_FLOOR_ROLES = (Role.OPERATOR, Role.SAFETY, Role.ADMIN)
 
 
 @router.get("/devices", response_model=Page[DeviceOut])
@@ -95,7 +96,7 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
 def send_command(
     device_id: UUID,
     body: CommandRequest,
-    caller: CommandCaller,
+    caller: Caller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> CommandAccepted:
@@ -108,7 +109,17 @@ def send_command(
     ``acked`` when the device's own state confirms it). A retried request with the same
     ``correlationId`` returns the first command. ``hazardEventId`` and ``missing`` are
     deprecated aliases of ``pendingHazard.eventId`` and ``pendingHazard.missing``, kept
-    for one release."""
+    for one release.
+
+    ``print_start`` is a print job (issue 16): the answer is ``status: queued`` with its
+    ``jobId`` (``commandId`` null), once it is recorded; the job is queued on the printer,
+    started by the service, followed and watched (docs/fabrication.md). The file is your
+    newest upload of that name, or else one on the printer's own storage. A print that
+    cannot start now is refused now, as any command (403 locked, 409 offline, busy or the
+    last print still on the bed, 422 the file name). Engineers may ask for it (they queue
+    prints); every other intent needs the operator, safety or admin role."""
+    if body.intent != print_requests.PRINT_INTENT and not caller.has_any(*_FLOOR_ROLES):
+        raise PermissionDenied(f"this needs the {' or '.join(r.value for r in _FLOOR_ROLES)} role")
     if body.safety_signature is not None:
         # Approvals are signed per approver over the event's payload, not by the requester.
         raise ValidationFailed(
@@ -116,6 +127,20 @@ def send_command(
             "a hazardous command is approved with POST /api/safety/events/{id}/approve "
             "(kittylab approve), not with a signature on the request",
         )
+    if body.intent == print_requests.PRINT_INTENT:
+        queued = print_requests.request_print(
+            uow,
+            c.artifacts,
+            jobs=c.jobs,
+            device_id=device_id,
+            payload=body.payload,
+            requester=caller,
+            now=c.clock(),
+            via="command",
+            correlation_id=body.correlation_id,
+            scenes=c.settings.fabrication.scenes,
+        )
+        return CommandAccepted(command_id=None, status="queued", job_id=queued.job.id)
     requested = request_command(
         uow,
         jobs=c.jobs,

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from kittylab.adapters.db import migrate
+from kittylab.adapters.db.lab_metrics import refresh_lab_metrics
 from kittylab.adapters.jobs.metrics import refresh_queue_depth
 from kittylab.api.auth import container
 from kittylab.api.schemas import Health
@@ -49,6 +50,7 @@ def readyz(response: Response, c: Annotated[Container, Depends(container)]) -> H
 
 @router.get("/metrics", response_class=Response)
 def metrics(c: Annotated[Container, Depends(container)]) -> Response:
-    """Prometheus metrics, all prefixed ``kittylab_``."""
+    """Prometheus metrics, all prefixed ``kittylab_`` (listed in docs/operations.md)."""
     refresh_queue_depth(c.database)
+    refresh_lab_metrics(c.database, c.settings.query.daily_budget_usd, c.clock)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

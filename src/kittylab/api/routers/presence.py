@@ -1,5 +1,6 @@
 """``/api/presence``: who is in which zone — the observations, the manual check-in (or
-check-out), UniFi Access door events, and the safety role's override.
+check-out), its confirmation by someone present, UniFi Access door events, and the safety
+role's override.
 
 ``POST /api/presence/unifi`` carries no bearer token. UniFi Access cannot send one; the
 HMAC-SHA256 ``Signature`` header over the raw body, keyed with the endpoint's secret
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -24,6 +26,7 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import where_equal
 from kittylab.api.schemas import (
     PresenceCheckIn,
+    PresenceConfirm,
     PresenceOut,
     PresenceOverride,
     PresenceOverrideOut,
@@ -92,6 +95,28 @@ def check_in(
         status=body.status,
         now=c.clock(),
         actor_id=caller.user_id,
+    )
+
+
+@router.post("/confirm", response_model=PresenceOut, status_code=status.HTTP_201_CREATED)
+def confirm(
+    body: PresenceConfirm,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> ZonePresence:
+    """Confirm someone's check-in while you are in the zone yourself (by a source that
+    counts there: a badge, a confirmed check-in, an override). Their check-in then counts
+    as a ``confirmed`` observation, which high-hazard zones accept where a bare self
+    check-in does not. 403 when you are not present there or confirm yourself; 409 when
+    they have not checked in. Audited as ``presence.confirmed``."""
+    return presence.record_confirmed(
+        uow,
+        zone_id=body.zone_id,
+        user_id=body.user_id,
+        by=caller.user_id,
+        now=c.clock(),
+        ttl=timedelta(seconds=c.settings.presence.ttl_seconds),
     )
 
 

@@ -18,6 +18,7 @@ from kittylab.api.schemas import SafetyApprove, SafetyDeny, SafetyEventOut, Safe
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import SafetyEventType, SafetyStatus
 from kittylab.domain.errors import PermissionDenied
+from kittylab.manifest import review
 from kittylab.safety import workflow
 
 router = APIRouter(prefix="/api/safety", tags=["safety"])
@@ -94,6 +95,7 @@ def approve_event(
         context,
         jobs=c.jobs,
         bus=c.bus,
+        held_change=review.HELD_LAB_CHANGES,
     )
     return workflow.view(uow, outcome.event, c.clock(), context.presence_ttl)
 

@@ -42,8 +42,9 @@ def ingest_telemetry(
     64 KiB (as compact JSON) rejects the batch with 413 naming it; it is counted in
     ``kittylab_telemetry_rejected_total``."""
     if not caller.has_any(Role.ADMIN) and any(e.topic.lower() == STATE_TOPIC for e in body.events):
-        # A device's reported state is what operators act on; only integrations (admin
-        # tokens) may write it, so nobody can show a locked door as unlocked.
+        # A device's reported state is what operators act on; only integrations (an
+        # admin's token, for a bridge one scoped `telemetry`: docs/configuration.md) may
+        # write it, so nobody can show a locked door as unlocked.
         raise PermissionDenied(f"the {STATE_TOPIC!r} topic is written by integrations (admin)")
     events = [
         telemetry.IncomingEvent(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
@@ -23,22 +24,38 @@ from kittylab.api.schemas import (
     UserUpdate,
 )
 from kittylab.bootstrap import Container
+from kittylab.domain import duties
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.principal import Principal
-from kittylab.people import identity
+from kittylab.people import identity, role_grants
 
 router = APIRouter(prefix="/api", tags=["users"])
 
 
+def _seen_by(caller: Principal) -> Callable[[User], UserOut]:
+    """A person as ``caller`` may see them: the email address is the person's own, and the
+    safety role's and admin's (who reach people about incidents and accounts); everyone
+    else sees the name and roles only."""
+    sees_emails = caller.has_any(Role.SAFETY, Role.ADMIN)
+
+    def view(user: User) -> UserOut:
+        out = UserOut.model_validate(user)
+        if sees_emails or user.id == caller.user_id:
+            return out
+        return out.model_copy(update={"email": None})
+
+    return view
+
+
 @router.get("/me", response_model=UserOut)
-def me(caller: Caller, uow: UnitOfWork) -> User:
-    return _get(uow, caller.user_id)
+def me(caller: Caller, uow: UnitOfWork) -> UserOut:
+    return _out(uow, _get(uow, caller.user_id))
 
 
 @router.get("/users", response_model=Page[UserOut])
 def list_users(
-    _: Caller,
+    caller: Caller,
     uow: UnitOfWork,
     limit: Limit = 50,
     cursor: CursorParam = None,
@@ -48,12 +65,19 @@ def list_users(
     stmt = where_equal(select(User), (User.active, active))
     if role is not None:
         stmt = stmt.where(User.roles.contains([role]))
-    return paginate(uow, stmt, User.id, cursor, limit, UserOut.model_validate)
+    page = paginate(uow, stmt, User.id, cursor, limit, _seen_by(caller))
+    pending = role_grants.pending_roles(uow, [u.id for u in page.items])
+    page.items = [u.model_copy(update={"pending_roles": pending[u.id]}) for u in page.items]
+    return page
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: UUID, _: Caller, uow: UnitOfWork) -> User:
-    return _get(uow, user_id)
+def get_user(user_id: UUID, caller: Caller, uow: UnitOfWork) -> UserOut:
+    """A person: name, roles and roles awaiting a second person for everyone; the email
+    address for themselves, safety and admin."""
+    user = _get(uow, user_id)
+    pending = role_grants.pending_roles(uow, [user.id])[user.id]
+    return _seen_by(caller)(user).model_copy(update={"pending_roles": pending})
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
@@ -62,8 +86,10 @@ def create_user(
     caller: AdminCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
-) -> User:
-    return identity.create_user(
+) -> UserOut:
+    """Add a person. The safety and admin roles wait for a second person (``pendingRoles``;
+    confirmed at ``/api/role-grants``); a person needs another role meanwhile."""
+    user = role_grants.create_user(
         uow,
         username=body.username,
         display_name=body.display_name,
@@ -73,6 +99,7 @@ def create_user(
         actor_id=caller.user_id,
         now=c.clock(),
     )
+    return _out(uow, user)
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
@@ -82,9 +109,11 @@ def update_user(
     caller: AdminCaller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
-) -> User:
+) -> UserOut:
     """Change a person added through the API or CLI. People declared in the lab manifest
-    are changed in the manifest (409 here), or the next ``lab apply`` would undo it."""
+    are changed in the manifest (409 here), or the next ``lab apply`` would undo it.
+    Adding the safety or admin role waits for a second person (``pendingRoles``);
+    removing a role takes effect at once."""
     changes = identity.UserChanges(
         display_name=body.display_name,
         roles=[r.value for r in body.roles] if body.roles is not None else None,
@@ -92,9 +121,10 @@ def update_user(
         set_email="email" in body.model_fields_set,
         active=body.active,
     )
-    return identity.update_user(
+    user = role_grants.update_user(
         uow, _get(uow, user_id), changes, actor_id=caller.user_id, now=c.clock()
     )
+    return _out(uow, user)
 
 
 def _own_or_admin(caller: Principal, user_id: UUID) -> None:
@@ -132,13 +162,19 @@ def revoke_token(
 def create_token(
     user_id: UUID,
     body: TokenCreate,
-    caller: AdminCaller,
+    caller: Caller,
     uow: UnitOfWork,
     c: Annotated[Container, Depends(container)],
 ) -> TokenOut:
-    """A new API token for a user (admin only: a stolen token must not be able to mint
-    fresh ones that outlive its revocation). It lives ``expiresInSeconds``; left out, the
-    lab's default lifetime; null, for ever."""
+    """A new API token, for yourself only: no one mints a token for someone else, an admin
+    included (a person's first token comes from the server host, `kittylab users token`).
+    A token minted here is revoked with the token that minted it, so a stolen token cannot
+    leave a successor behind. It lives ``expiresInSeconds``; left out, the lab's default
+    lifetime; null, for ever. With ``scopes`` it is a machine token for a detector or an
+    integration, reaching only those scopes' endpoints."""
+    refusal = duties.token_mint_refusal(caller.user_id, user_id)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
     seconds = (
         body.expires_in_seconds
         if "expires_in_seconds" in body.model_fields_set
@@ -151,14 +187,22 @@ def create_token(
         lifetime=timedelta(seconds=seconds) if seconds is not None else None,
         actor_id=caller.user_id,
         now=c.clock(),
+        scopes=[s.value for s in body.scopes],
+        parent_id=caller.token_id,
     )
     return TokenOut(
         token=issued.token,
         token_id=issued.token_id,
         user_id=issued.user_id,
         expires_at=issued.expires_at,
+        scopes=list(issued.scopes),
     )
 
 
 def _get(uow: UnitOfWork, user_id: UUID) -> User:
     return get_or_404(uow, User, user_id, "user")
+
+
+def _out(uow: UnitOfWork, user: User) -> UserOut:
+    pending = role_grants.pending_roles(uow, [user.id])[user.id]
+    return UserOut.model_validate(user).model_copy(update={"pending_roles": pending})

@@ -15,8 +15,8 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import StopAccepted, ZoneOccupancy, ZoneOut, stop_accepted
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import HazardLevel
-from kittylab.domain.zones import requires_dual_confirmation
+from kittylab.domain.enums import HazardLevel, PresenceSource
+from kittylab.domain.zones import presence_sources, requires_dual_confirmation
 from kittylab.people import presence
 from kittylab.safety import stop
 
@@ -31,8 +31,14 @@ def _zone_out(zone: Zone) -> ZoneOut:
         requires_ppe=zone.requires_ppe,
         requires_dual_confirmation=requires_dual_confirmation(zone.hazard_level),
         unifi_door_ids=zone.unifi_door_ids,
+        presence_sources=_sources(zone),
         created_at=zone.created_at,
     )
+
+
+def _sources(zone: Zone) -> list[PresenceSource]:
+    counting = presence_sources(zone.hazard_level, zone.presence_sources)
+    return [s for s in PresenceSource if s in counting]
 
 
 @router.get("", response_model=Page[ZoneOut])
@@ -57,12 +63,18 @@ def get_zone(zone_id: UUID, _: Caller, uow: UnitOfWork) -> ZoneOut:
 def zone_occupancy(
     zone_id: UUID, _: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
 ) -> ZoneOccupancy:
-    """Who counts as present in the zone now (newest observation present, within the TTL)."""
-    get_or_404(uow, Zone, zone_id, "zone")
+    """Who is in the zone now (newest observation present, within the TTL), and whose
+    presence counts there for hazardous work (by the zone's presence sources). Visible to
+    everyone signed in: knowing who is in a room is a safety matter."""
+    zone = get_or_404(uow, Zone, zone_id, "zone")
     ttl = timedelta(seconds=c.settings.presence.ttl_seconds)
-    users = presence.present_users(uow, zone_id, c.clock(), ttl)
+    now = c.clock()
     return ZoneOccupancy(
-        zone_id=zone_id, ttl_seconds=int(ttl.total_seconds()), present_user_ids=users
+        zone_id=zone_id,
+        ttl_seconds=int(ttl.total_seconds()),
+        present_user_ids=presence.present_users(uow, zone_id, now, ttl),
+        counting_user_ids=presence.counting_users(uow, zone_id, now, ttl),
+        presence_sources=_sources(zone),
     )
 
 

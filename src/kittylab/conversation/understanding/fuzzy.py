@@ -14,11 +14,18 @@ _MIN_LENGTH = 4
 
 
 class Corrector:
-    def __init__(self, known_words: Iterable[str], joined_names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        known_words: Iterable[str],
+        joined_names: Iterable[str],
+        exact_words: Iterable[str] = (),
+    ) -> None:
+        """``exact_words`` are known (left as they are) but never a correction's target:
+        ordinary words such as "whole" must not pull "holes" towards them."""
         self._known = sorted({w for w in known_words if w})
         # Three-letter typos ("frm") are only corrected towards device and zone names.
         self._short_targets = sorted({w for n in joined_names for w in n.split() if len(w) >= 3})
-        self._known_set = frozenset(self._known)
+        self._known_set = frozenset(self._known) | frozenset(exact_words)
         # "x 1 c" → "x1c": names whose spoken form has no spaces, indexed by their letters.
         self._joined = {
             name.replace(" ", ""): name

@@ -26,11 +26,13 @@ from kittylab.conversation.understanding.templates import (
     KIND_WORDS,
     MATERIALS,
     SKIP_WORDS,
+    STOP_RULES,
     fixed_lists,
 )
 from kittylab.conversation.understanding.types import (
     ASK,
     CAD_GENERATE,
+    STOP,
     AskKind,
     Stage,
     Understanding,
@@ -65,7 +67,9 @@ class GrammarStage:
     def __init__(self, vocabulary: LabVocabulary) -> None:
         self.vocabulary = vocabulary
         self._intents = Intents.from_dict(_intents_dict(vocabulary))
-        self._corrector = Corrector(_known_words(vocabulary), _device_names(vocabulary))
+        self._corrector = Corrector(
+            _known_words(vocabulary), _device_names(vocabulary), _stop_words()
+        )
 
     def parse(self, text: str, context: ConversationContext | None = None) -> Understanding | None:
         context = context or ConversationContext()
@@ -83,7 +87,7 @@ class GrammarStage:
             return None
         if (
             negated
-            and understanding.is_device_intent
+            and (understanding.is_device_intent or understanding.intent == STOP)
             and understanding.intent not in READ_ONLY_INTENTS
         ):
             return _with(
@@ -161,6 +165,8 @@ class GrammarStage:
                 problem=None if prompt else "what should I design?",
                 corrections=corrections,
             )
+        if intent == STOP:
+            return _stop(result, context, factors, confidence, corrections)
         if intent == "_repeat":
             if context.intent is None:
                 return None
@@ -247,6 +253,33 @@ class GrammarStage:
         if last is not None and last in capable:
             return last, [], last.zone, "context"
         return None, capable, zone, "ambiguous"
+
+
+def _stop(
+    result: RecognizeResult,
+    context: ConversationContext,
+    factors: dict[str, float],
+    confidence: float,
+    corrections: tuple[tuple[str, str], ...],
+) -> Understanding:
+    """A zone's stop (the zone named, or "there": the conversation's), or the lab's."""
+    entity = result.entities.get("zone")
+    zone = None if entity is None else str(entity.value)
+    problem = None
+    if zone == CONTEXT_ZONE:
+        zone = context.zone
+        if zone is None:
+            problem = 'which zone should I stop? Name it, or say "stop the whole lab"'
+    return Understanding(
+        intent=STOP,
+        confidence=round(max(0.0, min(1.0, confidence)), 4),
+        stage=Stage.GRAMMAR,
+        factors=factors,
+        args={"scope": "zone" if entity is not None else "lab"},
+        problem=problem,
+        corrections=corrections,
+        zone=zone,
+    )
 
 
 def _with(u: Understanding, **changes: Any) -> Understanding:
@@ -359,10 +392,23 @@ def _spoken_variants(device: DeviceEntry) -> list[str]:
     return list(out)
 
 
-def _known_words(vocab: LabVocabulary) -> set[str]:
+def _words(texts: list[str]) -> set[str]:
     words: set[str] = set()
-    texts = [s for sentences in INTENT_SENTENCES.values() for s in sentences]
-    texts += list(EXPANSION_RULES.values()) + SKIP_WORDS
+    for text in texts:
+        words.update(_WORD.findall(_SLOT_OR_RULE.sub(" ", text.casefold())))
+    return words
+
+
+def _stop_words() -> set[str]:
+    """The words of the stop sentences: known, but matched exactly. A stop is not read
+    into a typo, and its ordinary words ("whole", "place") do not attract corrections of
+    other requests ("holes" in a CAD prompt)."""
+    return _words([*INTENT_SENTENCES[STOP], *(EXPANSION_RULES[r] for r in STOP_RULES)])
+
+
+def _known_words(vocab: LabVocabulary) -> set[str]:
+    texts = [s for name, sentences in INTENT_SENTENCES.items() if name != STOP for s in sentences]
+    texts += [v for k, v in EXPANSION_RULES.items() if k not in STOP_RULES] + SKIP_WORDS
     for values in KIND_WORDS.values():
         texts += list(values)
     texts += [*MATERIALS, "temperature", "humidity", "air", "quality", "fumes", "dust"]
@@ -370,9 +416,7 @@ def _known_words(vocab: LabVocabulary) -> set[str]:
         texts += list(device.names)
     for zone in vocab.zones:
         texts += list(zone.names)
-    for text in texts:
-        words.update(_WORD.findall(_SLOT_OR_RULE.sub(" ", text.casefold())))
-    return words
+    return _words(texts)
 
 
 def _device_names(vocab: LabVocabulary) -> list[str]:

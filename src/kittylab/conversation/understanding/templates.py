@@ -35,6 +35,12 @@ EXPANSION_RULES: dict[str, str] = {
     "deg": "[degrees|degree|celsius]",
     "print_job": "[the] (print|printing|print job|job)",
     "pic": "(snapshot|picture|photo|image|pic|shot|still|snap)",
+    # Stopping a whole zone or the lab, never one device: "everything", "all machines".
+    # Their words are matched exactly, never a typo's correction (``STOP_RULES``).
+    "everything": "(everything|it all|all of it|all [the] (machines|equipment|devices|tools))",
+    "stop_all": "(stop|halt|shut down|power down|kill|turn off|switch off) <everything>",
+    "estop": "(emergency stop|e stop|estop|emergency shutdown|emergency shut down|panic stop)",
+    "whole_lab": "<the> (whole|entire) (lab|workshop|shop|place|building) | <the> lab",
 }
 
 # A device of each kind: by name, by kind word (optionally with a zone or "there"), by
@@ -44,6 +50,9 @@ for _kind in KIND_WORDS:
         f"(<the> {{{_kind}}} [{{{_kind}_kind}}]|<the> {{{_kind}_kind}} [<in_zone>]"
         f"|<the> {{{_kind}_kind}} {{zone}}|<the> {{zone}} {{{_kind}_kind}}|<it>)"
     )
+
+STOP_RULES = ("everything", "stop_all", "estop", "whole_lab")
+"""The expansion rules only the ``stop`` sentences use."""
 
 INTENT_SENTENCES: dict[str, list[str]] = {
     "light_on": [
@@ -177,6 +186,18 @@ INTENT_SENTENCES: dict[str, list[str]] = {
         "(what is|whats) the {measure} (reading|level) [<in_zone>]",
         "(what is|whats) the {measure} (on|from) <sensor>",
         "{measure} <in_zone>",
+    ],
+    # A zone's or the whole lab's stop (``types.STOP``). "stop the prusa" stays the
+    # printer's own cancel: these sentences name no device.
+    "stop": [
+        "<stop_all> <in_zone>",
+        "<stop_all> [in] <whole_lab>",
+        "shut <everything> (down|off) [<in_zone>]",
+        "<estop> [(in|at|of|on|for)] <the> {zone}",
+        "<estop> [(in|at|of|on|for)] <whole_lab>",
+        "<estop> [everything] [<in_zone>]",
+        "(stop|halt|shut down|power down) <whole_lab>",
+        "<stop_all>",
     ],
     "cad_generate": [
         "(design|model|cad) [me] [a|an] {prompt}",

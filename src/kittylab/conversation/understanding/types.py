@@ -11,6 +11,10 @@ from kittylab.domain.devices import INTENT_CATALOGUE
 
 ASK = "ask"
 CAD_GENERATE = "cad_generate"
+STOP = "stop"
+"""Stop a zone (``Understanding.zone``) or, with no zone, the whole lab: every device in
+its safe state (``safety.stop``). Understood by the grammar only, never guessed by a
+model; ``args`` is ``{"scope": "zone" | "lab"}``."""
 
 # The intent vocabulary, in the issue's exact names: the device intents of the catalogue,
 # CAD generation and ``ask`` for everything that is not about equipment.

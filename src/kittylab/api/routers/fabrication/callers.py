@@ -15,7 +15,8 @@ from kittylab.records.ports import ArtifactStore
 PrintCaller = Annotated[
     Principal, Depends(require(Role.OPERATOR, Role.ENGINEER, Role.SAFETY, Role.ADMIN))
 ]
-# Detectors are integrations (admin tokens); operators and safety leads report by eye.
+# Detectors use machine tokens scoped `monitor` (domain.machine_scopes), owned by one of
+# these roles; operators and safety leads report by eye.
 MonitorCaller = Annotated[Principal, Depends(require(Role.OPERATOR, Role.SAFETY, Role.ADMIN))]
 
 

@@ -91,6 +91,8 @@ def create_print_job(
         scenes=c.settings.fabrication.scenes,
         now=c.clock(),
         idempotency_key=body.idempotency_key,
+        material=body.material,
+        ppe_confirmed=body.ppe_confirmed,
     )
 
 

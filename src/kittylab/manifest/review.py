@@ -1,0 +1,283 @@
+"""A manifest sent over the API, under the two-person rule (issue 13, hole 6).
+
+``submit`` compares the lab with the manifest (``domain.lab_review.weakening_changes``):
+
+- nothing weakens safety: the manifest is applied at once (``apply_manifest``, audited
+  entry by entry as its sender);
+- something does: nothing is applied. The whole manifest is held as a ``policy_change``
+  safety event (``Held``), the non-weakening parts too: a manifest is one change, and
+  applying half of it would leave a lab nobody declared. A second person with the safety
+  role, not the sender, approves it with a signed approval (``kittylab approve``, the
+  same Ed25519 flow as a held command); the approval applies it, whole, in its own
+  transaction (``HELD_LAB_CHANGES.carry_out``).
+
+The held change is bound to ``change_hash``: the lab revision it was made against
+(``lab_state.revision``), the manifest's SHA-256 and the weakening list. The hash is part
+of the event's intent, ``lab_apply:<hash>``, and the intent is one of the fields every
+approver signs (``ApprovalPayload``), so a signature approves this change and no other.
+When the approval comes, the lab's revision is read again under the apply lock: if anything
+changed (another apply, a person added, a key revoked), the change is void, the event is
+denied with that reason (``safety.voided``) and the manifest must be sent again.
+
+The on-host command line (``kittylab lab apply``) does not come here: it holds the
+database's keys anyway, and applies at once, audited (its report lists the weakening).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kittylab.adapters.db.tables import AccessPolicy, Notification, SafetyEvent, User
+from kittylab.config import NotifySettings
+from kittylab.domain.enums import Role, SafetyEventType, SafetyStatus
+from kittylab.domain.lab_review import Weakening, change_hash, weakening_changes
+from kittylab.domain.principal import Principal
+from kittylab.manifest import lab_state
+from kittylab.manifest.apply import ApplyReport, apply_manifest, lock_lab
+from kittylab.manifest.loader import parse_manifest
+from kittylab.manifest.model import LabManifest
+from kittylab.manifest.problems import ManifestError
+from kittylab.records import alerts, audit
+from kittylab.safety import policy
+from kittylab.safety.workflow import SafetyContext
+
+INTENT_PREFIX = "lab_apply:"
+# One safety person who is not the sender signs: the event's requirements.
+REQUIREMENTS = policy.Requirements(
+    roles=frozenset({Role.SAFETY}),
+    approvals=1,
+    presence_of=None,
+    ppe=(),
+    policy_id=None,
+    policy_name=None,
+)
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a manifest would do to the lab now, and what that weakens."""
+
+    revision: str
+    manifest_sha256: str
+    weakening: list[Weakening]
+
+    @property
+    def change_hash(self) -> str:
+        return change_hash(self.revision, self.manifest_sha256, self.weakening)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hash": self.change_hash,
+            "revision": self.revision,
+            "manifest_sha256": self.manifest_sha256,
+            "weakening": [w.to_json() for w in self.weakening],
+        }
+
+
+@dataclass(frozen=True)
+class Applied:
+    report: ApplyReport
+    review: Review
+
+
+@dataclass(frozen=True)
+class Held:
+    event: SafetyEvent
+    report: ApplyReport
+    """What the change would do, tried and rolled back."""
+    review: Review
+    notifications: Sequence[Notification]
+
+
+def review(session: Session, manifest: LabManifest, text: str) -> Review:
+    """Compare the lab with ``manifest`` (its YAML ``text``), under the apply lock: no
+    other apply changes the lab until the caller's transaction ends."""
+    lock_lab(session)
+    current = lab_state.current_facts(session)
+    return Review(
+        revision=lab_state.revision(session, manifest),
+        manifest_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        weakening=weakening_changes(current, lab_state.proposed_facts(manifest)),
+    )
+
+
+def submit(
+    session: Session,
+    manifest: LabManifest,
+    text: str,
+    sender: Principal,
+    now: datetime,
+    context: SafetyContext,
+) -> Applied | Held:
+    """Apply ``manifest`` at once when it weakens nothing; hold it otherwise (module
+    docstring). For a dry run the caller rolls the transaction back: the answer says what
+    would have happened, held or applied."""
+    found = review(session, manifest, text)
+    if not found.weakening:
+        return Applied(apply_manifest(session, manifest, now, actor_id=sender.user_id), found)
+    trial = session.begin_nested()
+    try:  # validates the manifest against the lab and counts what it would change
+        report = apply_manifest(session, manifest, now, actor_id=sender.user_id)
+    finally:
+        trial.rollback()
+    return _hold(session, manifest, text, found, report, sender, now, context)
+
+
+def _hold(
+    session: Session,
+    manifest: LabManifest,
+    text: str,
+    found: Review,
+    report: ApplyReport,
+    sender: Principal,
+    now: datetime,
+    context: SafetyContext,
+) -> Held:
+    policies = _policies_changed(session, manifest)
+    event = SafetyEvent(
+        event_type=SafetyEventType.POLICY_CHANGE,
+        policy_id=policies[0].id if policies else None,
+        initiated_by=sender.user_id,
+        status=SafetyStatus.PENDING,
+        expires_at=now + context.event_ttl,
+        details={
+            "intent": INTENT_PREFIX + found.change_hash,
+            "requirements": REQUIREMENTS.to_json(),
+            "change": found.to_json(),
+            "policies": [p.name for p in policies],
+            "tallies": {kind: vars(t) for kind, t in report.tallies().items()},
+            "manifest": text,
+        },
+    )
+    session.add(event)
+    session.flush()
+    told = _notify_safety(session, event, sender, found.weakening, context.notify)
+    audit.append(
+        session,
+        action="safety.requested",
+        actor_id=sender.user_id,
+        now=now,
+        subject_type="safety_event",
+        subject_id=event.id,
+        details={
+            "intent": event.details["intent"],
+            "change": found.to_json(),
+            "requirements": REQUIREMENTS.to_json(),
+            "expires_at": event.expires_at.isoformat() if event.expires_at else None,
+        },
+    )
+    return Held(event, report, found, told)
+
+
+def _policies_changed(session: Session, manifest: LabManifest) -> list[AccessPolicy]:
+    """The active policies the manifest changes or drops: the held event is linked to them
+    (the data model's "linked to AccessPolicy"); an apply then retires a dropped one
+    instead of deleting it, so the link holds."""
+    declared = {p.name: p for p in manifest.policies}
+    changed: list[AccessPolicy] = []
+    rows = session.scalars(
+        select(AccessPolicy).where(AccessPolicy.retired_at.is_(None)).order_by(AccessPolicy.name)
+    )
+    for row in rows:
+        spec = declared.get(row.name)
+        if spec is None or (
+            list(spec.intents),
+            list(spec.required_roles),
+            spec.requires_dual_confirm,
+            spec.requires_presence,
+            spec.presence_of,
+            spec.pqe_checks,
+        ) != (
+            list(row.intents),
+            list(row.required_roles),
+            row.requires_dual_confirm,
+            row.requires_presence,
+            row.presence_of,
+            row.pqe_checks,
+        ):
+            changed.append(row)
+    return changed
+
+
+def _notify_safety(
+    session: Session,
+    event: SafetyEvent,
+    sender: Principal,
+    weakening: Sequence[Weakening],
+    settings: NotifySettings,
+) -> list[Notification]:
+    approvers = session.scalars(
+        select(User).where(
+            User.active.is_(True), User.roles.overlap([Role.SAFETY]), User.id != sender.user_id
+        )
+    ).all()
+    listed = "; ".join(w.change for w in weakening[:5])
+    more = f" and {len(weakening) - 5} more" if len(weakening) > 5 else ""
+    rows: list[Notification] = []
+    for approver in approvers:
+        rows += alerts.notify_person(
+            session,
+            approver.id,
+            "Approval needed: a lab change that weakens safety",
+            f"{sender.username} sent a lab manifest that weakens safety: {listed}{more}. "
+            f"Nothing is applied until a second safety person approves it before "
+            f"{event.expires_at:%H:%M} UTC: kittylab approve {event.id} --key YOUR_KEY",
+            settings,
+            related_safety_event_id=event.id,
+            idempotency_key=f"safety:{event.id}:ask:{approver.id}",
+        )
+    return rows
+
+
+class HeldLabChanges:
+    """The approval's side of a held lab change (``workflow.HeldChange``)."""
+
+    def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
+        if event.event_type is not SafetyEventType.POLICY_CHANGE:
+            return None
+        stored = event.details.get("change")
+        text = event.details.get("manifest")
+        if not isinstance(stored, dict) or not isinstance(text, str):
+            return "void: this lab change was not stored whole; send the manifest again"
+        try:
+            now = review(session, parse_manifest(text, "manifest"), text)
+        except ManifestError as exc:  # the rules moved under it (an upgrade)
+            return f"void: the held manifest no longer validates ({exc.message}); send it again"
+        if now.revision != stored.get("revision"):
+            return (
+                "void: the lab changed after this change was sent (it was made against "
+                f"revision {str(stored.get('revision'))[:12]}, the lab is now at "
+                f"{now.revision[:12]}); nothing was applied; send the manifest again"
+            )
+        if INTENT_PREFIX + now.change_hash != event.details.get("intent"):
+            return "void: the held change does not match the hash it was approved under"
+        return None
+
+    def carry_out(
+        self, session: Session, event: SafetyEvent, approver: Principal, now: datetime
+    ) -> None:
+        if event.event_type is not SafetyEventType.POLICY_CHANGE:
+            return
+        manifest = parse_manifest(str(event.details["manifest"]), "manifest")
+        report = apply_manifest(
+            session,
+            manifest,
+            now,
+            actor_id=event.initiated_by,
+            audit_context={"safety_event_id": str(event.id), "approved_by": approver.username},
+        )
+        event.resolved_at = now
+        event.details = {
+            **event.details,
+            "applied": {kind: vars(t) for kind, t in report.tallies().items()},
+        }
+
+
+HELD_LAB_CHANGES = HeldLabChanges()
