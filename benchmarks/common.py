@@ -71,3 +71,48 @@ def wait_for_server(
         time.sleep(0.2)
     tail = log.read_text(errors="replace")[-4000:] if log is not None else ""
     raise RuntimeError(f"kittylab serve did not start (exit {proc.poll()}):\n{tail}")
+
+
+class CpuMeter:
+    """CPU time (user + system) the server process and the PostgreSQL processes under
+    ``pg_dir`` spend: a measure that does not depend on what else the machine runs, unlike
+    wall-clock latency (the throughput of a CPU-bound server is its CPU per request)."""
+
+    def __init__(self, server_pid: int, pg_dir: Path | None = None) -> None:
+        import psutil
+
+        self._server = psutil.Process(server_pid)
+        self._pg_dir = str(pg_dir) if pg_dir is not None else None
+
+    def _postgres(self) -> float:
+        import psutil
+
+        if self._pg_dir is None:
+            return 0.0
+        total = 0.0
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            try:
+                if "postgres" not in (proc.info.get("name") or ""):
+                    continue
+                if any(self._pg_dir in part for part in proc.info.get("cmdline") or []) or (
+                    proc.parent() is not None
+                    and any(self._pg_dir in p for p in proc.parent().cmdline())
+                ):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def read(self) -> tuple[float, float]:
+        times = self._server.cpu_times()
+        return times.user + times.system, self._postgres()
+
+    @staticmethod
+    def per_request(
+        before: tuple[float, float], after: tuple[float, float], n: int
+    ) -> dict[str, float]:
+        return {
+            "server_cpu_ms_per_request": round((after[0] - before[0]) * 1000 / n, 2),
+            "postgres_cpu_ms_per_request": round((after[1] - before[1]) * 1000 / n, 2),
+        }

@@ -2,7 +2,11 @@
 ``POST /api/query`` over HTTP with 16 concurrent clients against ``kittylab serve``
 (with ``/healthz`` of the same server under the same load as the yardstick).
 
-Run:  .venv/bin/python benchmarks/query_bench.py [--requests N] [--model-rounds N]
+Targets (issue 14), as shares of ``/healthz`` in the same run: at 16 clients, turns/s ≥ 0.3 ×
+``/healthz`` req/s; at 1 client, p95 ≤ 8 × ``/healthz`` p95. The server's (and PostgreSQL's)
+CPU per request is measured too, which does not depend on the machine's other load.
+
+Run:  .venv/bin/python benchmarks/query_bench.py [--requests N] [--model-rounds N] [--clients N…]
 Writes benchmarks/results/query_bench.json and prints it. Numbers depend on the machine
 and on what else runs on it; compare runs on the same one.
 """
@@ -22,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import free_port, wait_for_server
+from common import CpuMeter, free_port, wait_for_server
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
@@ -93,7 +97,7 @@ def local_model(rounds: int) -> dict[str, object]:
     return {"warm_up_s": round(warm, 2), "threads": 1, **_stats(samples)}
 
 
-def http_under_load(requests_per_client: int) -> dict[str, object]:
+def http_under_load(requests_per_client: int, client_counts: list[int]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg")
         url = pg.start()
@@ -121,22 +125,40 @@ def http_under_load(requests_per_client: int) -> dict[str, object]:
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_for_server(base + "/healthz", server)
-                query = _load(base, token, requests_per_client, query=True)
-                health = _load(base, token, requests_per_client, query=False)
+                cpu = CpuMeter(server.pid, Path(tmp) / "pg")
+                query = [
+                    _load(base, token, requests_per_client, n, cpu, query=True)
+                    for n in client_counts
+                ]
+                health = [
+                    _load(base, token, requests_per_client, n, cpu, query=False)
+                    for n in client_counts
+                ]
             finally:
                 server.terminate()
                 server.wait(timeout=30)
         finally:
             pg.stop()
     return {
-        "clients": CLIENTS,
         "post_query_grammar_device_request": query,
         "healthz_same_load": health,
-        "p95_ratio_query_to_healthz": round(query["p95_ms"] / health["p95_ms"], 2),  # type: ignore[operator]
+        "p95_ratio_query_to_healthz": [
+            round(q["p95_ms"] / h["p95_ms"], 2) for q, h in zip(query, health, strict=True)
+        ],
+        "server_cpu_ratio_healthz_to_query": [
+            round(h["server_cpu_ms_per_request"] / q["server_cpu_ms_per_request"], 2)
+            for q, h in zip(query, health, strict=True)
+        ],
+        "throughput_ratio_query_to_healthz": [
+            round(q["requests_per_second"] / h["requests_per_second"], 2)
+            for q, h in zip(query, health, strict=True)
+        ],
     }
 
 
-def _load(base: str, token: str, rounds: int, *, query: bool) -> dict[str, float]:
+def _load(
+    base: str, token: str, rounds: int, clients: int, cpu: CpuMeter, *, query: bool
+) -> dict[str, float]:
     samples: list[float] = []
     lock = threading.Lock()
     texts = ["pause the prusa", "dim the farm lights to thirty percent", "status of the voron",
@@ -167,25 +189,32 @@ def _load(base: str, token: str, rounds: int, *, query: bool) -> dict[str, float
         with lock:
             samples.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    before = cpu.read()
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {**_stats(samples), "requests_per_second": round(len(samples) / wall, 1)}
+    return {
+        "clients": clients,
+        **_stats(samples),
+        "requests_per_second": round(len(samples) / wall, 1),
+        **CpuMeter.per_request(before, cpu.read(), clients * (rounds + 3)),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=40, help="per client")
-    parser.add_argument("--model-rounds", type=int, default=16)
+    parser.add_argument("--model-rounds", type=int, default=16, help="0 skips the local model")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, CLIENTS])
     args = parser.parse_args()
     results: dict[str, object] = {
         "grammar_stage_in_process": grammar_stage(),
-        "http": http_under_load(args.requests),
-        "local_model_embedded": local_model(args.model_rounds),
+        "http": http_under_load(args.requests, args.clients),
+        "local_model_embedded": local_model(args.model_rounds) if args.model_rounds else None,
         "machine": {
             "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(),

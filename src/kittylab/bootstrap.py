@@ -3,6 +3,7 @@ concrete adapters."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy import select
 
@@ -24,7 +26,7 @@ from kittylab.adapters.cad.freecad_provider import FreeCadProvider
 from kittylab.adapters.cad.tripo import TripoProvider
 from kittylab.adapters.cad.worker import CadWorkerPool, WorkerLimits
 from kittylab.adapters.cad.zoo import ZooProvider
-from kittylab.adapters.db import migrate
+from kittylab.adapters.db import change_signal, migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
 from kittylab.adapters.db.tables import Device
@@ -67,6 +69,7 @@ from kittylab.conversation.ports import CommandSubmitter
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.conversation.voice import VoiceService
+from kittylab.devices.inline_dispatch import InlineDispatcher
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
 from kittylab.domain.bus_acl import IdentityKind
@@ -78,6 +81,7 @@ from kittylab.fabrication.ports import Slicer
 from kittylab.fabrication.tracker import PrintTracker
 from kittylab.monitoring.ingest import MonitorIngest
 from kittylab.monitoring.watcher import PrintWatcher
+from kittylab.people.principal_cache import PrincipalCache
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.command_signature import CommandSigner, CommandVerifier
@@ -109,6 +113,11 @@ class Container:
     """Device drivers by integration name."""
     voice: VoiceService | None = None
     """Spoken turns (``POST /api/voice/turn``); its speech model loads on first use."""
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
+    """Bearer token → caller, remembered briefly while changes to people are heard."""
+    dispatcher: InlineDispatcher | None = None
+    """``jobs`` itself: sends device commands in process once ``start_inline_dispatch``
+    attached it to the serving loop (before that, the durable queue does)."""
 
 
 @contextmanager
@@ -154,13 +163,15 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
     store = artifact_store(settings)
     pool = cad_worker_pool(settings)
     cad = cad_service(settings, database, store, pool, queue)
-    query = query_service(settings, database, queue, bus, cad, store)
+    jobs = InlineDispatcher(queue)
+    query = query_service(settings, database, jobs, bus, cad, store)
     try:
         yield Container(
             settings=settings,
             database=database,
             database_url=url,
-            jobs=queue,
+            jobs=jobs,
+            dispatcher=jobs,
             sender=AppriseSender(settings.notify),
             bus=bus,
             drivers=device_drivers(bus, settings),
@@ -305,6 +316,74 @@ def follow_simulated_devices(container: Container) -> None:
     identities = bus_identities(container.settings)
     if identities.ensure_own(devices):
         identities.save()
+
+
+async def start_inline_dispatch(container: Container) -> None:
+    """From now on, device commands accepted by this process are sent from its running
+    loop right after their commit (``devices.inline_dispatch``); those left unfinished by
+    an earlier run are taken up at once."""
+    dispatcher = container.dispatcher
+    if dispatcher is None:
+        return
+    started = container.clock()
+    dispatcher.start(
+        asyncio.get_running_loop(),
+        database=container.database,
+        drivers=container.drivers,
+        settings=container.settings.commands,
+        notify=container.settings.notify,
+        clock=container.clock,
+    )
+    try:
+        await dispatcher.recover(started)
+    except Exception:  # the minutely reconcile_commands takes them up instead
+        log.warning("unfinished device commands could not be read at start", exc_info=True)
+
+
+async def follow_changes(container: Container, lab_changed: asyncio.Event | None) -> None:
+    """Hear every process's changes to the lab and its people (``change_signal``): caches
+    keyed on them forget at once, and when the lab changes the simulator's bus identity
+    follows it and the simulated fleet (``lab_changed``) reloads and reports right away,
+    so a newly applied lab's simulated devices are online within a second. Runs until
+    cancelled (``kittylab serve``)."""
+
+    async def lab() -> None:
+        if lab_changed is None:
+            return
+        # The bus rights first: the new devices' states are published right after.
+        await asyncio.to_thread(follow_simulated_devices, container)
+        lab_changed.set()
+
+    await change_signal.listen(libpq_url(container.database_url), {change_signal.LAB: lab})
+
+
+@runtime_checkable
+class ReleasesWhenIdle(Protocol):
+    def release_idle(self, idle_seconds: float) -> object: ...
+
+
+IDLE_CHECK_SECONDS = 30.0
+
+
+async def release_idle_resources(container: Container) -> None:
+    """Stop what loads on first use once nobody has used it for a while: the CadQuery
+    workers (``cad.worker_idle_seconds``) and the embedded local model
+    (``query.model.idle_seconds``). Runs until cancelled (``kittylab serve``)."""
+    settings = container.settings
+    held: list[tuple[ReleasesWhenIdle, float]] = [
+        (container.cad_pool, settings.cad.worker_idle_seconds)
+    ]
+    model = container.query.understander.model
+    if isinstance(model, ReleasesWhenIdle):
+        held.append((model, settings.query.model.idle_seconds))
+    every = min(IDLE_CHECK_SECONDS, *(idle / 4 for _, idle in held))
+    while True:
+        await asyncio.sleep(every)
+        for resource, idle in held:
+            try:
+                await asyncio.to_thread(resource.release_idle, idle)
+            except Exception:  # the next round tries again
+                log.warning("could not release an idle %s", type(resource).__name__, exc_info=True)
 
 
 def command_key_file(settings: Settings) -> Path:

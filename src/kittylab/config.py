@@ -589,6 +589,12 @@ class LocalModelSettings(BaseModel):
     threads: int = Field(
         1, ge=1, le=64, description="CPU threads of the embedded model (1 on a shared CPU)."
     )
+    idle_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="The embedded model is unloaded after this long unused (it loads again "
+        "on the next request that needs it).",
+    )
 
 
 class FrontierSettings(BaseModel):
@@ -764,7 +770,13 @@ class CadSettings(BaseModel):
 
     workers: int = Field(1, ge=1, le=16, description="Warm CadQuery worker processes.")
     prewarm: bool = Field(
-        True, description="`kittylab serve` starts a worker at once instead of on first use."
+        False, description="`kittylab serve` starts a worker at once instead of on first use."
+    )
+    worker_idle_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A CadQuery worker unused this long is stopped (some 450 MB each); the "
+        "next build starts one again.",
     )
     build_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     build_cpu_seconds: float = Field(60.0, gt=0, le=3600)

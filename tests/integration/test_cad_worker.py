@@ -284,3 +284,17 @@ def test_commands_run_per_job_are_confined_before_they_start() -> None:
         check=True,
     )
     assert done.stdout.split() == ["7", "unreachable"]
+
+
+def test_an_idle_worker_is_stopped_and_the_next_build_starts_a_fresh_one(
+    pool: CadWorkerPool, tmp_path: Path
+) -> None:
+    pool.build(CUBE, tmp_path / "first")
+    worker = pool._idle.queue[-1]
+    assert pool.release_idle(3600) == 0  # used a moment ago: kept warm
+    assert worker.alive
+    assert pool.release_idle(0) == 1  # issue 14: its memory is given back
+    assert not worker.alive
+    assert list(pool._idle.queue) == []
+    result = pool.build(CUBE, tmp_path / "second")
+    assert result.bbox == (20.0, 20.0, 20.0)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from kittylab.adapters.db import unit_of_work as db
 from kittylab.api import networks, web_auth
@@ -17,7 +18,6 @@ from kittylab.domain.enums import Role
 from kittylab.domain.errors import AuthenticationRequired, PermissionDenied
 from kittylab.domain.machine_scopes import scope_refusal
 from kittylab.domain.principal import Principal
-from kittylab.people.identity import authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users token NAME`.")
 
@@ -26,7 +26,9 @@ _bearer = HTTPBearer(auto_error=False, description="A token from `kittylab users
 API_DB_CONCURRENCY = 16
 
 
-def container(request: Request) -> Container:
+async def container(request: Request) -> Container:
+    # async: a plain attribute read, not worth a thread pool hop (sync dependencies run
+    # in the pool).
     c: Container = request.app.state.container
     return c
 
@@ -55,7 +57,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 AUTH_DB_CONCURRENCY = 8
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     c: Annotated[Container, Depends(container)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -63,17 +65,28 @@ def current_principal(
     """The caller, authenticated in a short transaction of its own that commits (the
     ``last_used_at`` touch) and gives its connection back before the handler's work
     begins. A handler may wait seconds (for a model, a printer, a file), and the token
-    lookup must not hold a connection, nor the token row's lock, while it does. Every
-    route authenticates through this one dependency (``Caller``, ``require``), which also
-    marks a caller from outside the lab's trusted networks ``remote`` (``api/networks.py``)."""
-    # Issue 17: without a bearer token, a console session cookie (CSRF-checked for writes).
-    principal = web_auth.cookie_principal(request, c) if credentials is None else None
-    if principal is None:
-        if credentials is None or credentials.scheme.lower() != "bearer":
+    lookup must not hold a connection, nor the token row's lock, while it does. A server
+    remembers a token's answer for a few seconds, forgetting it when people change
+    (``people.principal_cache``). Every route authenticates through this one dependency
+    (``Caller``, ``require``), which also marks a caller from outside the lab's trusted
+    networks ``remote`` (``api/networks.py``)."""
+    now = c.clock()
+    if credentials is None:
+        # Issue 17: without a bearer token, a console session cookie (CSRF-checked for
+        # writes).
+        principal = await run_in_threadpool(web_auth.cookie_principal, request, c)
+        if principal is None:
             raise AuthenticationRequired("missing bearer token")
-        with c.database.unit_of_work() as session:
-            principal = authenticate(
-                session, credentials.credentials, c.clock(), LAST_USED_RESOLUTION
+    else:
+        if credentials.scheme.lower() != "bearer":
+            raise AuthenticationRequired("missing bearer token")
+        token = credentials.credentials
+        # A remembered token answers on the loop; a lookup runs in the thread pool. Scope
+        # and network are judged per request, never remembered.
+        principal = c.principals.remembered(token, now)
+        if principal is None:
+            principal = await run_in_threadpool(
+                c.principals.authenticate, c.database, token, now, LAST_USED_RESOLUTION
             )
     _check_scope(request, principal)
     if not networks.is_trusted(request, c.settings.http):
@@ -98,11 +111,11 @@ def _check_scope(request: Request, principal: Principal) -> None:
 Caller = Annotated[Principal, Depends(current_principal, max_concurrency=AUTH_DB_CONCURRENCY)]
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting callers that hold any of ``roles``."""
     names = " or ".join(r.value for r in roles)
 
-    def check(principal: Caller) -> Principal:
+    async def check(principal: Caller) -> Principal:  # pure: no thread pool hop
         if not principal.has_any(*roles):
             raise PermissionDenied(f"this needs the {names} role")
         return principal

@@ -141,9 +141,17 @@ async def _serve(
         asyncio.create_task(bootstrap.device_poller(container).run(), name="device-poller")
     )
     background.append(
+        asyncio.create_task(bootstrap.release_idle_resources(container), name="idle-release")
+    )
+    background.append(
         asyncio.create_task(bootstrap.print_watcher(container).run(), name="print-watcher")
     )
     sim = container.settings.simulator
+    # Set when any process changes the lab: the simulated fleet follows it at once.
+    lab_changed = asyncio.Event() if sim.enabled else None
+    background.append(
+        asyncio.create_task(bootstrap.follow_changes(container, lab_changed), name="changes")
+    )
     if sim.enabled:
         fleet = bootstrap.simulated_fleet(container)
         if bus is not None:
@@ -165,10 +173,13 @@ async def _serve(
                     report_every_seconds=sim.report_interval_seconds,
                     reload_every_seconds=sim.reload_interval_seconds,
                     speed=sim.speed,
+                    lab_changed=lab_changed,
                 ),
                 name="simulators",
             )
         )
+    # Commands are sent from this loop right after their commit (the job queue is the backstop).
+    await bootstrap.start_inline_dispatch(container)
     try:
         if with_workers:
             await _serve_with_workers(container, server)
@@ -177,6 +188,8 @@ async def _serve(
     finally:
         # Each stage is logged with its duration: a stop that hangs says where.
         started = time.monotonic()
+        if container.dispatcher is not None:
+            await container.dispatcher.stop(_TASK_STOP_SECONDS)
         await _stop_all(background)
         log.info("background tasks stopped in %.1f s", time.monotonic() - started)
         if broker is not None:

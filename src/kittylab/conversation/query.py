@@ -32,6 +32,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kittylab.adapters.db import change_signal
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand, Zone
 from kittylab.adapters.db.unit_of_work import UnitOfWork
@@ -210,7 +211,7 @@ class QueryService:
         # are recorded, so concurrent questions cannot overshoot it together.
         self._budget_lock = threading.Lock()
         self._in_flight: dict[UUID, Decimal] = {}
-        self._cached_vocabulary: tuple[float, LabVocabulary] | None = None
+        self._cached_vocabulary: tuple[float, int, LabVocabulary] | None = None
         self.cache = cache or AnswerCache(
             settings.cache_max_entries, settings.cache_ttl_seconds, time.monotonic
         )
@@ -731,17 +732,23 @@ class QueryService:
     # -- sessions and context -------------------------------------------------------------
 
     def _vocabulary(self, session: Session) -> LabVocabulary:
-        """The lab vocabulary, read at most every ``VOCABULARY_TTL_SECONDS``: lab changes
-        (a manifest apply) reach the grammar within that time. Devices are re-read and
+        """The lab vocabulary, read at most every ``VOCABULARY_TTL_SECONDS``, and again as
+        soon as this process hears the lab changed (``change_signal``: a manifest apply
+        here, or anywhere while the server listens). Devices are re-read and
         hazards re-checked against the database before anything is recorded."""
         now = time.monotonic()
+        generation = change_signal.generation(change_signal.LAB)
         with self._vocabulary_lock:
             cached = self._cached_vocabulary
-            if cached is not None and now - cached[0] < VOCABULARY_TTL_SECONDS:
-                return cached[1]
+            if (
+                cached is not None
+                and cached[1] == generation
+                and now - cached[0] < VOCABULARY_TTL_SECONDS
+            ):
+                return cached[2]
         vocabulary = vocabulary_from_database(session)
         with self._vocabulary_lock:
-            self._cached_vocabulary = (now, vocabulary)
+            self._cached_vocabulary = (now, generation, vocabulary)
         return vocabulary
 
     def _conversation(

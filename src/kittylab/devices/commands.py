@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import ConversationSession, Device, DeviceCommand
@@ -86,8 +86,11 @@ def advance_command(
     *,
     now: datetime,
     reason: str | None = None,
+    locked: DeviceCommand | None = None,
 ) -> DeviceCommand:
-    """Move a command to ``target`` under a row lock and return it.
+    """Move a command to ``target`` under a row lock and return it. ``locked``: the
+    command as the caller already read it ``FOR UPDATE`` in this transaction (the claim
+    does), so it is not read a second time.
 
     Raises ``NotFound`` for an unknown id and ``InvalidTransition`` (naming the current and
     the attempted state) for a move the transition table forbids. Reaching ``acked`` stamps
@@ -96,7 +99,7 @@ def advance_command(
     conversation that is decided also writes its outcome message
     (``conversation.messages.record_outcome``).
     """
-    command = _get_for_update(session, command_id)
+    command = locked if locked is not None else _get_for_update(session, command_id)
     previous = command.status
     command.status = transition("device command", COMMAND_TRANSITIONS, previous, target)
     clean_reason = None if reason is None else sanitize_text(reason, _REASON_MAX)
@@ -182,19 +185,36 @@ def _check_limits(device: Device, payload: Mapping[str, Any]) -> None:
 
 def _insert_once(session: Session, command: DeviceCommand) -> DeviceCommand:
     """Insert ``command``; when a concurrent request with the same correlation id won the
-    race, return (or refuse against) the winner's row instead of failing the transaction."""
+    race, return (or refuse against) the winner's row instead of failing the transaction.
+
+    One statement either way (issue 14): ``INSERT … ON CONFLICT DO NOTHING RETURNING`` on
+    the ``(requested_by, correlation_id)`` constraint instead of a savepoint around a
+    plain insert, which took three round trips for every command."""
+    if command.correlation_id is None:  # nothing it could conflict with
+        session.add(command)
+        session.flush()
+        return command
     session.flush()  # earlier pending work must not be mistaken for this insert's conflict
-    try:
-        with session.begin_nested():
-            session.add(command)
-    except IntegrityError:
-        if command.correlation_id is None:
-            raise
-        winner = find_retry(session, command.requested_by, command.correlation_id)
-        if winner is None:
-            raise
-        return same_request(winner, command.device_id, command.intent, command.payload)
-    return command
+    values = {
+        column.key: getattr(command, column.key)
+        for column in DeviceCommand.__mapper__.column_attrs
+        if getattr(command, column.key) is not None
+    }
+    inserted = session.scalars(
+        pg_insert(DeviceCommand)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["requested_by", "correlation_id"])
+        .returning(DeviceCommand)
+    ).first()
+    if inserted is not None:
+        return inserted
+    winner = find_retry(session, command.requested_by, command.correlation_id)
+    if winner is None:  # the winner was rolled back meanwhile: not a conflict after all
+        raise Conflict(
+            f"correlationId {command.correlation_id} is being used by another request; try again",
+            field="correlationId",
+        )
+    return same_request(winner, command.device_id, command.intent, command.payload)
 
 
 def _get_for_update(session: Session, command_id: UUID) -> DeviceCommand:

@@ -300,7 +300,9 @@ def claim(
             COMMANDS.labels("refused_at_send").inc()
             return NotSent(refusal, told)
         if newly_sent:
-            commands.advance_command(session, command_id, CommandStatus.SENT, now=now)
+            commands.advance_command(
+                session, command_id, CommandStatus.SENT, now=now, locked=command
+            )
             sent_at = now
             if event is not None:
                 # The data model: an approved event is resolved when it is carried out.

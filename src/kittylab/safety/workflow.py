@@ -59,6 +59,7 @@ from kittylab.safety.approval_payload import (
     mismatch,
 )
 from kittylab.safety.lockout import lock_refusal
+from kittylab.safety.zone_facts import ZoneFacts, zone_facts
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def policy_facts(session: Session, zone_id: UUID) -> list[policy.PolicyFact]:
 
 
 def _request(
-    device: Device, zone: Zone, intent: str, initiator: UUID, now: datetime
+    device: Device, zone: Zone | ZoneFacts, intent: str, initiator: UUID, now: datetime
 ) -> policy.HazardRequest:
     return policy.HazardRequest(
         intent=intent,
@@ -114,12 +115,12 @@ def evaluate(
     session: Session, device: Device, intent: str, initiator: UUID, now: datetime
 ) -> policy.Decision:
     """The policy decision for ``intent`` on ``device`` asked by ``initiator`` now."""
-    zone = session.get(Zone, device.zone_id)
-    if zone is None:  # a foreign key; kept for the type checker
-        raise NotFound("zone", device.zone_id)
+    # The zone and its policies may come from memory (``zone_facts``: forgotten as soon as
+    # the lab changes anywhere); the locks are read every time.
+    zone = zone_facts(session, device.zone_id, policy_facts)
     return policy.evaluate(
         _request(device, zone, intent, initiator, now),
-        policy_facts(session, zone.id),
+        zone.policies,
         locks.active_locks(session, device.id),
     )
 

@@ -27,6 +27,7 @@ lab does not simulate the same printer twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -221,15 +222,22 @@ async def run_fleet(
     report_every_seconds: float = 10.0,
     reload_every_seconds: float = 30.0,
     speed: float = 1.0,
+    lab_changed: asyncio.Event | None = None,
 ) -> None:
     """Run until cancelled, simulated time running ``speed`` times faster than real time.
-    Database work happens in a thread so the API stays responsive;
-    a failed report is logged and retried on the next round rather than stopping the lab."""
+    Database work happens in a thread so the API stays responsive; a failed report is
+    logged and retried on the next round rather than stopping the lab. ``lab_changed``
+    (set by whoever hears that the lab changed) makes the next round reload and report at
+    once, so a newly applied lab's devices are online in a moment rather than at the next
+    reload."""
     last_tick = time.monotonic()
     # Reload and report at once on the first round, so the lab is online right away.
     last_report = last_reload = last_tick - max(report_every_seconds, reload_every_seconds)
     while True:
         now = time.monotonic()
+        if lab_changed is not None and lab_changed.is_set():
+            lab_changed.clear()
+            last_report = last_reload = now - max(report_every_seconds, reload_every_seconds)
         fleet.advance((now - last_tick) * speed)
         last_tick = now
         try:
@@ -243,4 +251,8 @@ async def run_fleet(
             # The database may be restarting; the simulated lab carries on and the next
             # round retries, instead of the simulator dying silently.
             log.exception("simulated devices could not reload or report; retrying")
-        await asyncio.sleep(tick_seconds)
+        if lab_changed is None:
+            await asyncio.sleep(tick_seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lab_changed.wait(), tick_seconds)

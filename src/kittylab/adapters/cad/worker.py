@@ -111,6 +111,7 @@ class _Worker:
             self.kill()
             raise CadWorkerCrashed("the CAD worker did not start")
         self.network: str = str(hello.get("network"))
+        self.last_used = time.monotonic()
 
     @property
     def alive(self) -> bool:
@@ -228,9 +229,35 @@ class CadWorkerPool:
 
     def _release(self, worker: _Worker) -> None:
         if worker.alive:
+            worker.last_used = time.monotonic()
             self._idle.put(worker)
         else:
             self._forget(worker)
+
+    def release_idle(self, idle_seconds: float) -> int:
+        """Stop the workers nobody has used for ``idle_seconds`` (a warm CadQuery worker
+        holds some 450 MB); the next build starts one again. Returns how many stopped."""
+        cutoff = time.monotonic() - idle_seconds
+        keep: list[_Worker] = []
+        stopped = 0
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if worker.last_used <= cutoff or not worker.alive:
+                worker.kill()
+                with self._lock:
+                    if worker in self._all:
+                        self._all.remove(worker)
+                stopped += 1
+            else:
+                keep.append(worker)
+        for worker in reversed(keep):  # a LIFO queue: the most recently used on top again
+            self._idle.put(worker)
+        if stopped:
+            logger.info("stopped %d CAD worker(s) idle for %g s", stopped, idle_seconds)
+        return stopped
 
     def _forget(self, worker: _Worker) -> None:
         with self._lock:

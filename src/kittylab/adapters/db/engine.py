@@ -9,6 +9,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
+from kittylab.adapters.db import change_signal  # noqa: F401 - every unit of work signals its changes
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 
 

@@ -37,6 +37,7 @@ from typing import Any
 from kittylab.adapters.bus.mqtt import BusUnavailable, MqttBus
 from kittylab.devices.ports import DeviceTarget, DeviceUnavailable
 from kittylab.domain import file_names, topics
+from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
 from kittylab.domain.payload_checks import check_device_state, parse_bus_json
 from kittylab.safety.command_signature import CommandSigner
@@ -61,6 +62,9 @@ class MqttDeviceDriver:
         self._refusals: dict[str, str] = {}
         """Reasons by request id (insertion-ordered, bounded)."""
         self._ignored_logged: dict[str, float] = {}
+        self._checked: dict[str, tuple[dict[str, Any], DeviceKind]] = {}
+        """The state object last found valid for each device (held, and compared by
+        identity, so a new state is never mistaken for it; see ``state``)."""
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_state)
         bus.subscribe(topics.DEVICE_REPLY_WILDCARD, self._on_reply)
 
@@ -95,14 +99,19 @@ class MqttDeviceDriver:
                 raise DeviceUnavailable(
                     f"{ext} has not reported a state on {topics.device_state(ext)}"
                 ) from None
-        state = dict(self._states[ext])
-        try:
-            check_device_state(device.kind, state, "state")
-        except ValidationFailed as exc:
-            raise DeviceUnavailable(
-                f"{ext} reported a state a {device.kind.value} cannot have ({exc})"
-            ) from None
-        return state
+        heard = self._states[ext]
+        # A confirmation reads the same state many times: each one heard is checked once
+        # per kind (issue 14), and every read still gets its own copy.
+        checked = self._checked.get(ext)
+        if checked is None or checked[0] is not heard or checked[1] is not device.kind:
+            try:
+                check_device_state(device.kind, dict(heard), "state")
+            except ValidationFailed as exc:
+                raise DeviceUnavailable(
+                    f"{ext} reported a state a {device.kind.value} cannot have ({exc})"
+                ) from None
+            self._checked[ext] = (heard, device.kind)
+        return dict(heard)
 
     async def close(self) -> None:
         """Nothing to release: the bus belongs to the process."""

@@ -109,6 +109,7 @@ class EmbeddedLlama:
         self._llm: Any = None
         self._prefix_key: str | None = None
         self._prefix_tokens: list[int] = []
+        self._last_used = time.monotonic()
 
     # -- IntentModel -------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class EmbeddedLlama:
         if not self._lock.acquire(timeout=self.timeout_seconds / 2):
             raise ModelUnavailable("busy with other requests")
         try:
+            self._last_used = time.monotonic()
             if self._llm is None or self._prefix_key != vocabulary.fingerprint:
                 self._prepare_in_background(vocabulary)
                 raise ModelUnavailable("the local model is getting ready")
@@ -138,7 +140,28 @@ class EmbeddedLlama:
     def warm_up(self, vocabulary: LabVocabulary) -> None:
         """Load the model and evaluate the lab's prompt prefix now (blocking)."""
         with self._lock:
+            self._last_used = time.monotonic()
             self._restore_prefix(self._load(), vocabulary)
+
+    def release_idle(self, idle_seconds: float) -> bool:
+        """Unload the model when nothing has asked it for ``idle_seconds``; the next request
+        that needs it loads it again (in the background, as the first one did). Returns
+        whether it was unloaded. A model in use is left alone."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._llm is None or time.monotonic() - self._last_used < idle_seconds:
+                return False
+            llm, self._llm = self._llm, None
+            self._prefix_key, self._prefix_tokens = None, []
+            close = getattr(llm, "close", None)
+            if callable(close):
+                close()
+            del llm
+        finally:
+            self._lock.release()
+        log.info("unloaded the local model, idle for %g s", idle_seconds)
+        return True
 
     def _prepare_in_background(self, vocabulary: LabVocabulary) -> None:
         with self._preparing_lock:
