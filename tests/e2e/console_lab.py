@@ -87,7 +87,7 @@ def _invites(env: dict[str, str], *usernames: str) -> dict[str, str]:
     return links
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("console")
     env = server_env(tmp)
@@ -119,7 +119,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             server.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the
+# main thread while the browser is open, and every later test that calls asyncio.run()
+# (most integration tests) would fail. The browser closes when tests/e2e is done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as p:
