@@ -18,6 +18,7 @@ from kittylab.api.routers import (
     cad,
     commands,
     console,
+    console_safety,
     conversations,
     devices,
     fabrication,
@@ -71,6 +72,7 @@ ROUTERS = (
     audit,  # /api/audit
     webauthn,  # /api/webauthn (issue 17: the console's passkey sign-in)
     console,  # / /sign-in /enrol /sessions /docs, and /console (issue 17: the web console)
+    console_safety,  # /safety and /console/safety (issue 17: the console's safety desk)
 )
 
 

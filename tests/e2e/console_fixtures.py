@@ -1,0 +1,171 @@
+"""The console's browser tests share one `kittylab serve` with the demo lab on the embedded
+PostgreSQL, and one Chromium (session-scoped fixtures, so each console test module adds
+no second server): the server, the browser, a context per origin, virtual passkey
+authenticators, the enrolment links and the screenshot helper.
+
+The server sits "behind a proxy" on loopback (``trusted_proxies``), so each browser
+context says where it comes from with ``X-Forwarded-For``: 10.x is the lab's network, a
+public address is remote. Screenshots go to a temporary folder, or to
+``KITTYLAB_CONSOLE_SHOTS`` when it is set (``docs/console`` refreshes the README's)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_serve import KITTYLAB, ROOT, Server, _free_port, server_env
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(
+    os.environ.get("KITTYLAB_CONSOLE_SHOTS")
+    or Path(tempfile.gettempdir()) / "kittylab-console-shots"
+)
+LAB_NETWORK = "10.20.30.40"
+ELSEWHERE = "203.0.113.7"
+TABLET = {"width": 1280, "height": 800}
+DESKTOP = {"width": 1920, "height": 1080}
+LIVE_BUDGET_MS = 500
+PEOPLE = ("olivia", "ada", "sam", "sasha")
+"""Who gets an enrolment link: the floor's tests use olivia and ada, the desk's sam and sasha."""
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/install-system-deps.sh)"
+)
+
+EXTRA_DEVICE = """devices:
+  # A lamp that reports itself over MQTT (the console test publishes its state).
+  - external_id: bench-lamp
+    kind: light
+    zone: electronics-bench
+    integration: mqtt
+    aliases: [bench lamp]
+"""
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [*KITTYLAB, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Lab:
+    def __init__(
+        self, env: dict[str, str], server: Server, lamp: dict[str, str], links: dict[str, str]
+    ) -> None:
+        self.env = env
+        self.server = server
+        self.url = server.url.replace("127.0.0.1", "localhost")
+        self.lamp = lamp
+        self.links = links
+        """One enrolment link per person, from `kittylab users invite` on the host."""
+
+
+def _invites(env: dict[str, str], *usernames: str) -> dict[str, str]:
+    """`kittylab users invite` for each person, at once (each CLI start costs seconds)."""
+    running = {
+        name: subprocess.Popen(
+            [*KITTYLAB, "users", "invite", name],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in usernames
+    }
+    links = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        links[name] = out.strip()
+    return links
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("console")
+    env = server_env(tmp)
+    port = _free_port()
+    env.update(
+        {
+            "KITTYLAB_HTTP__PORT": str(port),
+            # Loopback is "the proxy"; the lab's network is 10/8 (see the module doc).
+            "KITTYLAB_HTTP__TRUSTED_PROXIES": '["127.0.0.1/32", "::1/128"]',
+            "KITTYLAB_HTTP__TRUSTED_NETWORKS": '["10.0.0.0/8"]',
+            "KITTYLAB_CONSOLE__LIVE_REFRESH_SECONDS": "0.5",
+        }
+    )
+    manifest = tmp / "lab.yaml"
+    text = (ROOT / "examples" / "lab.yaml").read_text()
+    manifest.write_text(text.replace("devices:\n", EXTRA_DEVICE, 1))
+    _cli(env, "lab", "apply", str(manifest))
+    credential = _cli(env, "mqtt", "device", "bench-lamp")
+    lamp = dict(line.split(": ", 1) for line in credential.splitlines() if ": " in line)
+    server = Server(env, port)
+    try:
+        server.wait_ready()
+        yield Lab(env, server, lamp, _invites(env, *PEOPLE))
+    finally:
+        # SIGTERM, so the embedded PostgreSQL stops with it.
+        if server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield instance
+        instance.close()
+
+
+def _context(browser: Any, origin: str = LAB_NETWORK, size: dict[str, int] = TABLET) -> Any:
+    return browser.new_context(viewport=size, extra_http_headers={"X-Forwarded-For": origin})
+
+
+def _authenticator(page: Any) -> None:
+    """A platform passkey authenticator for this page, touched automatically."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+
+
+def _shot(page: Any, name: str, *, top: bool = True) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("tablet", TABLET), ("desktop", DESKTOP)):
+        page.set_viewport_size(size)
+        if top:
+            page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(150)
+        page.screenshot(path=str(SHOTS / f"{name}-{label}.png"), full_page=False)
+    page.set_viewport_size(TABLET)
+
+
+def _enrol(lab: Lab, page: Any, username: str) -> None:
+    _authenticator(page)
+    page.goto(lab.links[username])
+    page.get_by_role("button", name="Create my passkey").click()
+    page.wait_for_url(lab.url + "/", timeout=15_000)
+    page.wait_for_selector("#live-status.fresh", timeout=10_000)
