@@ -111,4 +111,5 @@ def test_a_held_unlock_is_approved_with_a_passkey_and_executes(lab: Lab, browser
         sasha.wait_for_timeout(100)
     assert sasha.request.get(command_url).json()["status"] == "acked"
     assert "nothing is waiting" in sasha.locator("#pending").inner_text().lower()
+    sasha.locator("#recent .badge.status-approved").wait_for(timeout=5_000)
     _shot(sasha, "safety-desk-decided")

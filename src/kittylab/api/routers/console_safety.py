@@ -214,6 +214,15 @@ def pending_fragment(
     )
 
 
+@router.get("/console/safety/recent", response_class=HTMLResponse)
+def recent_fragment(
+    request: Request, caller: Caller, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
+) -> HTMLResponse:
+    """The last decisions again (after an approval or a denial)."""
+    recent = [_card(uow, e, caller, c) for e in _events(uow, caller, pending=False)]
+    return templates.TemplateResponse(request, "_safety_recent.html", {"recent": recent})
+
+
 # --- deny -----------------------------------------------------------------------------------
 
 

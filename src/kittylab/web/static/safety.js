@@ -69,7 +69,10 @@
       const desk = document.getElementById("desk-message");
       if (desk) { desk.textContent = done.message; desk.className = "result ok"; }
       card.classList.remove("busy");
-      if (window.htmx) window.htmx.ajax("GET", "/console/safety/pending", { target: "#pending", swap: "innerHTML" });
+      if (window.htmx) {
+        window.htmx.ajax("GET", "/console/safety/pending", { target: "#pending", swap: "innerHTML" });
+        window.htmx.trigger(document.body, "safety-decided");
+      }
     } catch (error) {
       const text = error && error.name === "NotAllowedError"
         ? "The passkey prompt was closed or timed out. Press the button to try again."
@@ -79,6 +82,12 @@
       card.classList.remove("busy");
     }
   }
+
+  // A denial (htmx) is a decision too: the recent list follows.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    const path = event.detail.pathInfo && event.detail.pathInfo.requestPath;
+    if (event.detail.successful && path && /\/deny$/.test(path)) window.htmx.trigger(document.body, "safety-decided");
+  });
 
   document.addEventListener("submit", function (event) {
     const form = event.target.closest("form[data-approve]");
