@@ -81,6 +81,7 @@ from kittylab.fabrication.ports import Slicer
 from kittylab.fabrication.tracker import PrintTracker
 from kittylab.monitoring.ingest import MonitorIngest
 from kittylab.monitoring.watcher import PrintWatcher
+from kittylab.people.passkeys import RelyingParty
 from kittylab.people.principal_cache import PrincipalCache
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
@@ -550,6 +551,9 @@ def safety_context(settings: Settings) -> SafetyContext:
         event_ttl=timedelta(seconds=settings.safety.event_ttl_seconds),
         presence_ttl=timedelta(seconds=settings.presence.ttl_seconds),
         notify=settings.notify,
+        relying_party=RelyingParty(
+            settings.console.rp_id, settings.console.rp_name, tuple(settings.console.origins)
+        ),
     )
 
 

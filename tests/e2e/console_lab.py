@@ -36,6 +36,9 @@ needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/install-system-deps.sh)"
 )
 
+PEOPLE = ("olivia", "ada", "erin", "sam", "sasha")
+"""Who gets an enrolment link: the floor's tests use olivia and ada, the prints' erin, the
+safety desk's sam and sasha."""
 EXTRA_DEVICE = """devices:
   # A lamp that reports itself over MQTT (the console test publishes its state).
   - external_id: bench-lamp
@@ -112,7 +115,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     server = Server(env, port)
     try:
         server.wait_ready()
-        yield Lab(env, server, lamp, _invites(env, "olivia", "ada", "erin"))
+        yield Lab(env, server, lamp, _invites(env, *PEOPLE))
     finally:
         # SIGTERM, so the embedded PostgreSQL stops with it.
         if server.process.poll() is None:

@@ -19,6 +19,7 @@ from kittylab.api.routers import (
     commands,
     console,
     console_prints,
+    console_safety,
     conversations,
     devices,
     fabrication,
@@ -75,6 +76,7 @@ ROUTERS = (
     webauthn,  # /api/webauthn (issue 17: the console's passkey sign-in)
     console,  # / /sign-in /enrol /sessions /docs, and /console (issue 17: the web console)
     console_prints,  # /prints and /console/prints (issue 17: the console's prints)
+    console_safety,  # /safety and /console/safety (issue 17: the console's safety desk)
 )
 
 

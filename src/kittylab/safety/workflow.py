@@ -49,9 +49,10 @@ from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import SAFETY_TRANSITIONS, transition
 from kittylab.people import presence
+from kittylab.people.passkeys import RelyingParty
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts, audit
-from kittylab.safety import keys, locks, policy, signatures
+from kittylab.safety import keys, locks, passkey_approvals, policy, signatures
 from kittylab.safety.approval_payload import (
     NONCE_PATTERN,
     ApprovalPayload,
@@ -69,6 +70,8 @@ class SafetyContext:
     event_ttl: timedelta
     presence_ttl: timedelta
     notify: NotifySettings
+    relying_party: RelyingParty | None = None
+    """Whose passkeys sign approvals (issue 17, ``passkey_approvals``); none: refused."""
 
 
 # -- evaluating and holding ----------------------------------------------------------------
@@ -519,7 +522,9 @@ def approve(
         refusal = _lockout_refusal(session, event)
     key_id: UUID | None = None
     if refusal is None:
-        refusal, key_id = _signature_refusal(session, event, approver, request)
+        refusal, key_id = _signature_refusal(
+            session, event, approver, request, context.relying_party
+        )
     if refusal is not None:
         _refuse(session, event, refusal, approver, now, conflict=False)
     # Checked once the approval would count, so a refused one changes nothing.
@@ -632,6 +637,12 @@ def _lockout_refusal(session: Session, event: SafetyEvent) -> str | None:
     return lock_refusal(intent, locks.active_locks(session, event.device_id))
 
 
+def expected_payload(session: Session, event: SafetyEvent, nonce: str) -> ApprovalPayload:
+    """The payload an approval of ``event`` with ``nonce`` signs (for the console, which
+    hands it to the approver's passkey)."""
+    return _expected_payload(session, event, nonce)
+
+
 def _expected_payload(session: Session, event: SafetyEvent, nonce: str) -> ApprovalPayload:
     """The payload an approval of ``event`` must sign, its arguments' digest computed from
     the held command itself: the row the dispatch will send."""
@@ -651,7 +662,11 @@ def _expected_payload(session: Session, event: SafetyEvent, nonce: str) -> Appro
 
 
 def _signature_refusal(
-    session: Session, event: SafetyEvent, approver: Principal, request: ApprovalRequest
+    session: Session,
+    event: SafetyEvent,
+    approver: Principal,
+    request: ApprovalRequest,
+    relying_party: RelyingParty | None,
 ) -> tuple[str | None, UUID | None]:
     if not NONCE_PATTERN.fullmatch(request.nonce):
         return "the nonce must be 16 to 128 letters, digits, '-' or '_'", None
@@ -667,7 +682,12 @@ def _signature_refusal(
             return problem, None
     request = replace(request, message=expected.canonical())
     try:
-        key = _signing_key(session, approver, request)
+        if passkey_approvals.is_webauthn(request.signature):
+            key = passkey_approvals.verify_approval(
+                session, approver.user_id, request.message, request.signature, relying_party
+            )
+        else:
+            key = _signing_key(session, approver, request)
     except SignatureRejected as rejected:
         return rejected.reason, None
     return None, key

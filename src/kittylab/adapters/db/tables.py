@@ -157,6 +157,14 @@ class UserKey(Base):
     )
     confirmed_by: Mapped[UUID | None] = fk("users.id", nullable=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(TS)
+    # Issue 17: a console passkey used to approve. Its public key stays in ``passkeys``;
+    # ``public_key`` then holds ``webauthn:<credential id>`` (safety/passkey_approvals.py).
+    passkey_id: Mapped[UUID | None] = mapped_column(
+        PGUUID(as_uuid=True),
+        ForeignKey("passkeys.id", ondelete="CASCADE"),
+        nullable=True,
+        unique=True,
+    )
     __table_args__ = (UniqueConstraint("user_id", "public_key"),)
 
 
