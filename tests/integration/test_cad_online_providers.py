@@ -257,7 +257,9 @@ def test_an_auto_job_is_run_by_the_background_worker_to_completion(
         container.database,
         container.artifacts,
         pool,
-        container.jobs,  # type: ignore[arg-type]
+        # The durable queue, as bootstrap gives the CAD service (container.jobs sends
+        # device commands in process and only delegates to it).
+        container.dispatcher.durable if container.dispatcher else container.jobs,  # type: ignore[arg-type]
     )
     cad.providers = [_zoo(zoo.url), *_cadquery(cad.providers)]
     queued = cad.generate(

@@ -56,8 +56,10 @@ NESTED_RESOURCES = {
     "monitor-events": "fabrication.monitor_events",
 }
 UNAUTHENTICATED = {"/healthz": "health", "/readyz": "health", "/metrics": "health"}
-# The web console's pages and fragments (issue 17), one router outside /api.
+# The web console's pages and fragments (issue 17), outside /api: a section's page and its
+# fragments under /console/<section>/ live in that section's router, the rest in console.
 CONSOLE_PAGES = {"/", "/sign-in", "/enrol", "/sessions", "/docs"}
+CONSOLE_SECTIONS = {"prints": "console_prints", "safety": "console_safety"}
 
 
 def _api_routes() -> list[tuple[str, frozenset[str], str]]:
@@ -76,6 +78,11 @@ def _api_routes() -> list[tuple[str, frozenset[str], str]]:
 def _expected_router(path: str) -> str:
     if path in UNAUTHENTICATED:
         return UNAUTHENTICATED[path]
+    segments = path.strip("/").split("/")
+    if segments[0] in CONSOLE_SECTIONS:
+        return CONSOLE_SECTIONS[segments[0]]
+    if segments[0] == "console" and len(segments) > 1 and segments[1] in CONSOLE_SECTIONS:
+        return CONSOLE_SECTIONS[segments[1]]
     if path in CONSOLE_PAGES or path.startswith("/console/"):
         return "console"
     segments = path.strip("/").split("/")
