@@ -12,6 +12,6 @@ echo "==> ruff"
 echo "==> mypy --strict"
 .venv/bin/mypy src deploy/grafana/dashboards.py
 echo "==> pytest"
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+.venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"
 echo "==> schemathesis against a running server"
 scripts/api-fuzz.sh
