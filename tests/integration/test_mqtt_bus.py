@@ -100,6 +100,43 @@ def test_mosquitto_carries_retained_state_to_a_late_subscriber() -> None:
     asyncio.run(scenario())
 
 
+def test_a_handler_added_while_connected_leaves_the_others_state_alone() -> None:
+    """A second SUBSCRIBE to a filter makes the broker replay its retained messages to the
+    whole filter; amqtt may deliver that replay after a newer live message. The handlers
+    that already have the topic must not get the copy (a driver took a printer's replayed
+    ``idle`` over its live ``printing`` and failed the print's start; CI, issue 14)."""
+    topic = "kitty/devices/prusa/state"
+
+    async def scenario() -> None:
+        port = free_port()
+        address = BrokerAddress("127.0.0.1", port)
+        first: list[bytes] = []
+        second: list[bytes] = []
+
+        async def to_first(_: str, payload: bytes) -> None:
+            first.append(payload)
+
+        async def to_second(_: str, payload: bytes) -> None:
+            second.append(payload)
+
+        async with embedded_broker(port), running_bus(address, "device") as device:
+            await device.publish_now(topic, b"idle", retain=True)
+            async with running_bus(
+                address, "lab", attach=lambda bus: bus.subscribe("kitty/devices/+/state", to_first)
+            ) as lab:
+                await eventually(lambda: first == [b"idle"])
+                await device.publish_now(topic, b"printing", retain=True)
+                await eventually(lambda: first == [b"idle", b"printing"])
+                lab.subscribe("kitty/devices/+/state", to_second)
+                await eventually(lambda: second)
+                await device.publish_now(topic, b"paused", retain=True)
+                await eventually(lambda: second[-1:] == [b"paused"])
+        assert first == [b"idle", b"printing", b"paused"]
+        assert second == [b"printing", b"paused"]
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

@@ -86,8 +86,9 @@ def lab_server(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
         yield server, {"Authorization": f"Bearer {token}"}
     finally:
         if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(timeout=30)
+            # A graceful stop: the server stops its embedded PostgreSQL (a kill would
+            # leave that running after the test).
+            server.stop()
 
 
 @pytest.fixture

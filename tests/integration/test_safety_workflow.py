@@ -672,13 +672,17 @@ class RecordingDriver:
 
 
 def _run_dispatch(lab: Lab, command_id: str) -> tuple[dispatch.Outcome, list[str]]:
+    """Dispatch through a driver that records and never confirms: a sent command fails
+    unconfirmed after a short window (these tests are about what happens around the send,
+    and the default 30 s window would cost half a minute each)."""
     driver = RecordingDriver()
+    settings = lab.container.settings.commands.model_copy(update={"ack_timeout_seconds": 0.3})
     outcome = asyncio.run(
         dispatch.dispatch(
             lab.database,
             {"simulated": driver},
             UUID(command_id),
-            lab.container.settings.commands,
+            settings,
             lab.container.clock,
             notify=lab.container.settings.notify,
         )

@@ -6,6 +6,13 @@
   supersedes; device commands, which must not run late, use ``publish_now`` instead.
 - ``subscribe`` registers a handler for a topic filter; filters are (re)subscribed on
   every connection, so a broker restart loses no subscription.
+- Each handler gets a topic's retained message once per connection: the first copy is
+  its starting point, and every later change reaches it live. A later retained copy
+  comes from another SUBSCRIBE to the same filter (a handler added while connected), and
+  is dropped for handlers that already have the topic: it is never newer than what they
+  have, and may be older, since amqtt snapshots its retained store when the SUBSCRIBE
+  arrives and can deliver that copy after a newer live message. Passed on, it would set
+  a device's state back in the driver and make a silent device look freshly heard from.
 - ``run`` connects, reconnects with exponential backoff, and runs until cancelled.
 """
 
@@ -114,6 +121,8 @@ class MqttBus:
         self._wakeup: asyncio.Event | None = None
         self._connected: asyncio.Event | None = None
         self._client: aiomqtt.Client | None = None
+        self._informed: dict[tuple[str, MessageHandler], set[str]] = {}
+        """The topics each handler has had a message on, this connection (bus loop only)."""
 
     # --- used from any thread -------------------------------------------------------
 
@@ -207,10 +216,15 @@ class MqttBus:
             try:
                 client, inbox = self._new_client()
                 async with client:
-                    for topic_filter in {f for f, _ in self._handlers}:
+                    self._informed = {}  # the broker replays its retained messages afresh
+                    subscribed = {f for f, _ in self._handlers}
+                    for topic_filter in subscribed:
                         await self._subscribe_one(client, topic_filter)
                     _honour_cancellation(cancels)
                     self._client = client
+                    # A handler added meanwhile found no client to subscribe it with.
+                    for topic_filter in {f for f, _ in self._handlers} - subscribed:
+                        await self._subscribe_one(client, topic_filter)
                     self._connected.set()
                     _CONNECTED.set(1)
                     log.info("connected to MQTT broker %s:%s", address.host, address.port)
@@ -318,11 +332,29 @@ class MqttBus:
     async def _deliver(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
         payload = message.payload if isinstance(message.payload, bytes) else b""
-        for topic_filter, handler in self._handlers_for(message.topic):
+        for entry in self._handlers_for(message.topic):
+            topic_filter, handler = entry
+            if not self._first_or_live(entry, topic, retained=message.retain):
+                continue
             try:
                 await handler(topic, payload)
             except Exception:
                 log.exception("MQTT handler for %s failed on %s", topic_filter, topic)
+
+    def _first_or_live(
+        self, entry: tuple[str, MessageHandler], topic: str, *, retained: bool
+    ) -> bool:
+        """Whether ``entry`` takes this message: a live one always, a retained copy only
+        if it is the handler's first message on the topic (see the module doc)."""
+        informed = self._informed.get(entry)
+        if informed is None:
+            informed = self._informed[entry] = set()
+        if retained and topic in informed:
+            return False
+        if len(informed) >= _MATCH_CACHE_SIZE:
+            informed.clear()  # any client may publish to topics never seen again
+        informed.add(topic)
+        return True
 
     def _handlers_for(self, topic: aiomqtt.Topic) -> list[tuple[str, MessageHandler]]:
         """The handlers whose filter matches, remembered per topic: matching every filter
