@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg.errors
@@ -111,7 +112,50 @@ _CONSTRAINT_FIELDS = {
 }
 
 
+@dataclass(frozen=True)
+class ProblemType:
+    """How one kind of domain error is answered: its message becomes the detail, and its
+    ``field`` (when it has one) the field at fault, unless ``field`` is fixed here."""
+
+    status: int
+    kind: str
+    title: str
+    field: str | None = None
+
+
+DOMAIN_PROBLEMS: dict[type[KittyLabError], ProblemType] = {
+    ValidationFailed: ProblemType(422, "validation", "Invalid request"),
+    InvalidTransition: ProblemType(409, "invalid-transition", "Illegal state transition", "status"),
+    Conflict: ProblemType(409, "conflict", "Conflict"),
+    DeviceRefused: ProblemType(409, "device-refused", "Refused by the device"),
+    PayloadTooLarge: ProblemType(413, "payload-too-large", "Payload too large"),
+    NotFound: ProblemType(404, "not-found", "Not found"),
+    OutsideTrustedNetworks: ProblemType(
+        403, "outside-trusted-networks", "Outside the lab's networks"
+    ),
+    PermissionDenied: ProblemType(403, "forbidden", "Forbidden"),
+    SignatureRejected: ProblemType(403, "signature-rejected", "Signature rejected"),
+}
+"""The domain errors answered from their message alone. Errors that need more (a list of
+problems, headers, a rewording) have their own handler in ``install``. FastAPI picks the
+handler of the nearest class in an error's MRO, so a subclass may have its own row."""
+
+
+def _answer(problem_type: ProblemType) -> Any:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        field = problem_type.field or getattr(exc, "field", None)
+        return problem(
+            request, problem_type.status, problem_type.kind, problem_type.title, str(exc),
+            field=field,
+        )  # fmt: skip
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
+    for error_type, problem_type in DOMAIN_PROBLEMS.items():
+        app.add_exception_handler(error_type, _answer(problem_type))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -129,10 +173,6 @@ def install(app: FastAPI) -> None:
             errors=errors,
         )
 
-    @app.exception_handler(ValidationFailed)
-    async def _domain_validation(request: Request, exc: ValidationFailed) -> JSONResponse:
-        return problem(request, 422, "validation", "Invalid request", str(exc), field=exc.field)
-
     @app.exception_handler(ManifestError)
     async def _manifest(request: Request, exc: ManifestError) -> JSONResponse:
         errors = [
@@ -148,35 +188,6 @@ def install(app: FastAPI) -> None:
             field=exc.field or "manifest",
             errors=errors,
         )
-
-    @app.exception_handler(InvalidTransition)
-    async def _transition(request: Request, exc: InvalidTransition) -> JSONResponse:
-        return problem(
-            request,
-            409,
-            "invalid-transition",
-            "Illegal state transition",
-            str(exc),
-            field="status",
-        )
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return problem(request, 409, "conflict", "Conflict", str(exc), field=exc.field)
-
-    @app.exception_handler(DeviceRefused)
-    async def _refused(request: Request, exc: DeviceRefused) -> JSONResponse:
-        return problem(request, 409, "device-refused", "Refused by the device", str(exc))
-
-    @app.exception_handler(PayloadTooLarge)
-    async def _too_large(request: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return problem(
-            request, 413, "payload-too-large", "Payload too large", str(exc), field=exc.field
-        )
-
-    @app.exception_handler(NotFound)
-    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return problem(request, 404, "not-found", "Not found", str(exc))
 
     @app.exception_handler(SignatureRefused)
     async def _webhook_refused(request: Request, exc: SignatureRefused) -> JSONResponse:
@@ -216,22 +227,6 @@ def install(app: FastAPI) -> None:
                 "WWW-Authenticate": 'Bearer error="invalid_token", '
                 'error_description="the token expired"'
             },
-        )
-
-    @app.exception_handler(OutsideTrustedNetworks)
-    async def _outside(request: Request, exc: OutsideTrustedNetworks) -> JSONResponse:
-        return problem(
-            request, 403, "outside-trusted-networks", "Outside the lab's networks", str(exc)
-        )
-
-    @app.exception_handler(PermissionDenied)
-    async def _forbidden(request: Request, exc: PermissionDenied) -> JSONResponse:
-        return problem(request, 403, "forbidden", "Forbidden", str(exc))
-
-    @app.exception_handler(SignatureRejected)
-    async def _bad_signature(request: Request, exc: SignatureRejected) -> JSONResponse:
-        return problem(
-            request, 403, "signature-rejected", "Signature rejected", str(exc), field=exc.field
         )
 
     @app.exception_handler(IntegrityError)
