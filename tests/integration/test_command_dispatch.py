@@ -19,11 +19,12 @@ from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, User
 from kittylab.config import CommandSettings
-from kittylab.devices import commands, dispatch
+from kittylab.devices import commands, dispatch, telemetry
 from kittylab.devices.ports import DeviceTarget, ReportsRefusals
 from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.simulator.devices import SimulatedPrinter
 from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.live_bus import live_lab, running_bus
 
@@ -147,6 +148,53 @@ def test_a_slow_look_before_sending_leaves_the_device_its_whole_time_to_confirm(
         assert outcome.status is CommandStatus.ACKED, outcome.reason
 
     run_with_lab(container, scenario)
+
+
+class PrinterOnTheDesk:
+    """A driver in front of the simulated printer model, in process, with nothing else
+    storing its states: whatever the database learns of them, the dispatch stored."""
+
+    def __init__(self) -> None:
+        self.printer = SimulatedPrinter("prusa-mk4")
+
+    async def send(
+        self, device: DeviceTarget, intent: str, payload: Mapping[str, Any]
+    ) -> str | None:
+        self.printer.handle(intent, payload)
+        return None
+
+    async def state(self, device: DeviceTarget) -> dict[str, Any]:
+        return dict(self.printer.snapshot())
+
+    async def close(self) -> None:
+        return None
+
+
+def test_an_acked_command_stores_the_state_that_confirmed_it(
+    container: bootstrap.Container, lab: UUID
+) -> None:
+    """Regression (CI, issue 14): the ack came from the device's state on the bus, while
+    the state the next request is checked against is the stored one, written by another
+    path a moment later; a resume sent right after its pause was acked was refused as
+    "Prusa is heating, not paused"."""
+    desk = PrinterOnTheDesk()
+    drivers = {"simulated": desk}
+    printer = device_id(container.database, "prusa-mk4")
+    with container.database.unit_of_work() as s:  # heard from once: online, idle
+        idle = telemetry.IncomingEvent(
+            printer, None, telemetry.STATE_TOPIC, desk.printer.snapshot(), container.clock()
+        )
+        telemetry.store_stream(s, [idle], container.clock())
+    for intent, payload in [("print_start", {"file": "bracket.gcode"}), ("print_pause", {})]:
+        command_id = submit(container, lab, "prusa-mk4", intent, **payload)
+        outcome = asyncio.run(
+            dispatch.dispatch(container.database, drivers, command_id, FAST, container.clock)
+        )
+        assert outcome.status is CommandStatus.ACKED, (intent, outcome.reason)
+        with container.database.unit_of_work() as s:
+            stored = telemetry.latest_state(s, printer)
+            assert stored is not None and stored.payload == desk.printer.snapshot()
+    submit(container, lab, "prusa-mk4", "print_resume")  # not refused as still printing
 
 
 def command_id_of(container: bootstrap.Container, external_id: str) -> UUID:

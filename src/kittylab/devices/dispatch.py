@@ -407,10 +407,16 @@ def _finish(
     now: datetime,
     reason: str | None,
     notify: NotifySettings | None = None,
+    confirmed_by: Mapping[str, Any] | None = None,
 ) -> list[UUID]:
     """Decide a sent command, unless another job (a recovery retry running alongside)
     already did: the first decision stands. Returns the notifications recorded with a
-    failure (see the module doc), to deliver once committed."""
+    failure (see the module doc), to deliver once committed.
+
+    ``confirmed_by``: the device state that confirmed an acked command, stored with the
+    ack. The bus's telemetry ingest stores it too, a moment later; until then the stored
+    state would contradict the ack, and the next request's precondition check reads the
+    stored state ("resume" refused because the printer "is heating, not paused")."""
     with database.unit_of_work() as session:
         current = session.scalar(
             select(DeviceCommand.status).where(DeviceCommand.id == command_id).with_for_update()
@@ -418,6 +424,11 @@ def _finish(
         if current is not CommandStatus.SENT:
             return []
         command = commands.advance_command(session, command_id, target, now=now, reason=reason)
+        if confirmed_by is not None:
+            state = telemetry.IncomingEvent(
+                command.device_id, None, telemetry.STATE_TOPIC, dict(confirmed_by), now
+            )
+            telemetry.store_stream(session, [state], now)
         alerted = follow_ups.alert_if_failed(session, command, notify) if notify is not None else []
     COMMANDS.labels(target.value).inc()
     return alerted
@@ -532,7 +543,12 @@ async def _await_confirmation(
         else:
             if confirms(work.intent, work.payload, before, state):
                 await asyncio.to_thread(
-                    _finish, database, work.command_id, CommandStatus.ACKED, clock(), None
+                    partial(_finish, confirmed_by=state),
+                    database,
+                    work.command_id,
+                    CommandStatus.ACKED,
+                    clock(),
+                    None,
                 )
                 CONFIRM_SECONDS.observe(time.monotonic() - started)
                 return Outcome(CommandStatus.ACKED)
