@@ -18,8 +18,15 @@
   }
 
   // --- the transcript: each message once, in order, newest in view --------------------
-  let follow = true;
+  // A message can come twice (the turn's own answer and the live stream): the first stays.
+  // New messages scroll into view unless the person scrolled up to read; their own turn
+  // always does.
+  let follow = true, ownTurn = true;
   function nearBottom(list) { return list.scrollHeight - list.scrollTop - list.clientHeight < 80; }
+  function before() {
+    const list = transcript();
+    if (list) follow = ownTurn || nearBottom(list);
+  }
   function settle() {
     const list = transcript();
     if (!list) return;
@@ -34,28 +41,32 @@
     if (!list || event.target !== list) return;
     const id = event.detail.lastEventId;
     if (id && document.getElementById("msg-" + id)) { event.preventDefault(); return; }
-    follow = nearBottom(list);
+    before();
   });
-  document.addEventListener("htmx:beforeSwap", function () {
-    const list = transcript();
-    if (list) follow = nearBottom(list) || follow;
-  });
+  document.addEventListener("htmx:beforeSwap", before);
   document.addEventListener("htmx:sseMessage", settle);
-  document.addEventListener("htmx:afterSettle", settle);
+  document.addEventListener("htmx:afterSettle", function () { settle(); ownTurn = false; });
   document.addEventListener("DOMContentLoaded", function () {
-    follow = true;
     settle();
+    ownTurn = false;
     const channel = document.querySelector("[data-channel]");
     if (channel && channel.value === "mac" && window.matchMedia("(pointer: coarse)").matches) channel.value = "ipad";
   });
 
-  // A typed turn went through: clear the box for the next one, keep the focus there.
+  // A typed turn: say it is on its way; once through, clear the box for the next one.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt.id !== "composer") return;
+    ownTurn = true;
+    const result = document.getElementById("talk-result");
+    result.innerHTML = '<div class="outcome pending"><strong>Sending…</strong> the lab is working it out.</div>';
+  });
   document.addEventListener("htmx:afterRequest", function (event) {
-    if (event.detail.elt.id !== "composer" || !event.detail.successful) return;
+    if (event.detail.elt.id !== "composer") return;
+    if (!event.detail.successful) return; // the refusal is shown in #talk-result
+    document.getElementById("talk-result").innerHTML = "";
     const input = document.getElementById("talk-text");
     input.value = "";
     input.focus();
-    follow = true;
   });
 
   // --- push-to-talk -----------------------------------------------------------------
@@ -142,7 +153,7 @@
       if (!response.ok) throw new Error(body.detail || body.title || "The server answered " + response.status + ".");
       status("Heard: “" + body.transcript + "”", "ok");
       play(body.audio);
-      follow = true;
+      ownTurn = true;
       const url = "/console/talk/" + body.conversationId + "/turns/" + body.routing.requestId + (started ? "" : "?started=true");
       await htmx.ajax("GET", url, { target: "#talk-result", swap: "innerHTML" });
     } catch (error) {
