@@ -217,6 +217,7 @@ def test_push_to_talk_sends_speech_and_shows_the_transcript_and_reply(
         timeout=20_000,
     )
     assert page.locator("#ptt-status.recording").count() == 1
+    page.screenshot(path=str(SHOTS / "talk-recording-tablet.png"))
     page.locator("#push-to-talk").click()  # a second tap sends
     conversation = _conversation(page)  # the turn began a conversation
     status = page.locator("#ptt-status.ok")

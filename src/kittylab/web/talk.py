@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import (
@@ -160,19 +161,18 @@ def conversations(
         .order_by(ConversationSession.last_message_at.desc(), ConversationSession.id.desc())
         .limit(limit)
     ).all()
-    firsts = dict(
-        session.execute(
+    firsts: dict[UUID, str] = {
+        conversation_id: text
+        for conversation_id, text in session.execute(
             select(ConversationMessage.conversation_id, ConversationMessage.text)
             .where(
                 ConversationMessage.conversation_id.in_([r.id for r in rows]),
                 ConversationMessage.kind == messages.REQUEST,
             )
             .order_by(ConversationMessage.conversation_id, ConversationMessage.id)
-            .distinct(ConversationMessage.conversation_id)
+            .ext(distinct_on(ConversationMessage.conversation_id))
         )
-        .tuples()
-        .all()
-    )
+    }
     return [ConversationRow(r.id, title(firsts.get(r.id)), r.last_message_at) for r in rows]
 
 
@@ -226,12 +226,13 @@ def views(
 ) -> list[MessageView]:
     """``found`` as the page shows them: authors by name, commands with their state."""
     authors = {m.author_id for m in found if m.author_id is not None}
-    names = (
-        dict(
-            session.execute(select(User.id, User.display_name).where(User.id.in_(authors)))
-            .tuples()
-            .all()
-        )
+    names: dict[UUID, str] = (
+        {
+            user_id: name
+            for user_id, name in session.execute(
+                select(User.id, User.display_name).where(User.id.in_(authors))
+            )
+        }
         if authors
         else {}
     )

@@ -203,7 +203,8 @@ def say(
     channel: Annotated[Channel, Form()] = "mac",
 ) -> Response:
     """A typed turn (``POST /api/query``): the transcript gets its request and replies,
-    and its command's outcome when the device answers."""
+    and its command's outcome when the device answers. From outside the trusted networks
+    the channel is ``remote``, whatever the page said."""
     if not text.strip():
         raise ValidationFailed("text", "is empty: type what you want the lab to do or tell you")
     continuing: UUID | None = None
@@ -216,7 +217,7 @@ def say(
         caller,
         QueryRequest(
             text=text,
-            channel=channel,
+            channel="remote" if caller.remote else channel,
             conversation_id=continuing,
             request_id=_request_uuid(request),
         ),

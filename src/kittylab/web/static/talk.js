@@ -45,6 +45,19 @@
   });
   document.addEventListener("htmx:beforeSwap", before);
   document.addEventListener("htmx:sseMessage", settle);
+  // A conversation that began on this page goes live: the bar says so from now on.
+  document.addEventListener("htmx:sseOpen", function () {
+    const live = document.getElementById("live-status");
+    if (live) live.hidden = false;
+  });
+  // An example fills the box, ready to send or change.
+  document.addEventListener("click", function (event) {
+    const example = event.target.closest("[data-example]");
+    if (!example) return;
+    const input = document.getElementById("talk-text");
+    input.value = example.dataset.example;
+    input.focus();
+  });
   document.addEventListener("htmx:afterSettle", function () { settle(); ownTurn = false; });
   document.addEventListener("DOMContentLoaded", function () {
     settle();
@@ -71,7 +84,7 @@
 
   // --- push-to-talk -----------------------------------------------------------------
   let state = "idle"; // idle → starting → recording → sending → idle
-  let pressedAt = 0, startedAt = 0, ticker = 0, stopWhenReady = false, fromPointerOrKey = false;
+  let pressedAt = 0, startedAt = 0, ticker = 0, stopWhenReady = false, fromPointerOrKey = false, holding = false;
   let stream = null, recorder = null, chunks = [];
 
   function button() { return document.getElementById("push-to-talk"); }
@@ -115,7 +128,7 @@
     recorder.addEventListener("stop", send);
     recorder.start();
     startedAt = performance.now();
-    show("recording", "Release to send");
+    show("recording", holding ? "Release to send" : "Tap to send");
     const limit = Number(button().dataset.maxSeconds || 30);
     ticker = setInterval(function () {
       const seconds = (performance.now() - startedAt) / 1000;
@@ -127,7 +140,7 @@
   }
 
   function stop() {
-    if (state === "starting") { stopWhenReady = true; return; }
+    if (state === "starting") { stopWhenReady = true; return; } // let go before the microphone opened
     if (state !== "recording") return;
     clearInterval(ticker);
     show("sending", "Sending…");
@@ -174,11 +187,15 @@
 
   function press() {
     pressedAt = performance.now();
+    holding = true;
     if (state === "idle") start();
-    else if (state === "recording" || state === "starting") stop(); // the second tap
+    else if (state === "recording" || state === "starting") { holding = false; stop(); } // the second tap
   }
   function release() {
+    if (!holding) return;
+    holding = false;
     if (performance.now() - pressedAt >= HOLD_MS) stop(); // held: letting go sends
+    else if (state === "recording") button().querySelector(".ptt-label").textContent = "Tap to send";
   }
 
   document.addEventListener("DOMContentLoaded", function () {
