@@ -98,6 +98,7 @@ def test_a_typed_turn_starts_a_conversation_and_later_turns_are_appended(
     assert page.text.count('class="msg request') == 2
     assert f'<a href="/talk/{conversation}" aria-current="page">' in page.text
     assert f"kittylab shell --continue {conversation}" in page.text
+    assert 'id="push-to-talk"' in page.text  # from the lab's network, speech configured
     assert link.group(0) in page.text  # the held reply, as it stands
 
 

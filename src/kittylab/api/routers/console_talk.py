@@ -92,12 +92,15 @@ def _list(c: Container, caller: Principal) -> list[talk.ConversationRow]:
         return talk.conversations(session, caller.user_id)
 
 
-def _common(request: Request, c: Container, caller: Principal) -> dict[str, Any]:
+def _common(c: Container, caller: Principal) -> dict[str, Any]:
+    """What the page and a new panel need besides the conversation."""
     remote = caller.remote
     return {
         "channel_words": CHANNEL_WORDS,
         "remote": remote,
-        "voice": c.voice is not None and not remote,
+        # Push-to-talk where the voice route would take it: from the lab's networks, with
+        # speech-to-text configured.
+        "voice": c.voice is not None and c.settings.voice.stt.backend != "none" and not remote,
         "voice_max_seconds": c.settings.voice.max_audio_seconds,
         "channel": "remote" if remote else "mac",
     }
@@ -139,7 +142,7 @@ def _talk_page(request: Request, c: Container, conversation_id: UUID | None) -> 
             "conversation": shown,
             "missing": missing,
             "conversations": _list(c, caller),
-            **_common(request, c, caller),
+            **_common(c, caller),
         },
         viewer,
     )
@@ -184,7 +187,7 @@ def _panel_html(
             "conversation": shown,
             "conversations": _list(c, caller),
             "current": conversation_id,
-            **_common(request, c, caller),
+            **_common(c, caller),
         },
     )
     response.headers["HX-Retarget"] = "#conversation"
