@@ -39,6 +39,9 @@ needs_chromium = pytest.mark.skipif(
 PEOPLE = ("olivia", "ada", "erin", "sam", "sasha")
 """Who gets an enrolment link: the floor's tests use olivia and ada, the prints' erin, the
 safety desk's sam and sasha."""
+SECOND_LINKS = {"talk": "olivia", "talk-safety": "sam"}
+"""Links for a second passkey, by key: the talk page's tests (an operator who talks, a
+safety person who denies what she asked for) run in a browser of their own."""
 EXTRA_DEVICE = """devices:
   # A lamp that reports itself over MQTT (the console test publishes its state).
   - external_id: bench-lamp
@@ -69,10 +72,11 @@ class Lab:
         """One enrolment link per person, from `kittylab users invite` on the host."""
 
 
-def _invites(env: dict[str, str], *usernames: str) -> dict[str, str]:
-    """`kittylab users invite` for each person, at once (each CLI start costs seconds)."""
+def _invites(env: dict[str, str], usernames: dict[str, str]) -> dict[str, str]:
+    """`kittylab users invite` for each person (by key), at once (each CLI start costs
+    seconds)."""
     running = {
-        name: subprocess.Popen(
+        key: subprocess.Popen(
             [*KITTYLAB, "users", "invite", name],
             env=env,
             cwd=ROOT,
@@ -80,7 +84,7 @@ def _invites(env: dict[str, str], *usernames: str) -> dict[str, str]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for name in usernames
+        for key, name in usernames.items()
     }
     links = {}
     for name, process in running.items():
@@ -115,7 +119,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     server = Server(env, port)
     try:
         server.wait_ready()
-        yield Lab(env, server, lamp, _invites(env, *PEOPLE))
+        people = {name: name for name in PEOPLE} | SECOND_LINKS
+        yield Lab(env, server, lamp, _invites(env, people))
     finally:
         # SIGTERM, so the embedded PostgreSQL stops with it.
         if server.process.poll() is None:

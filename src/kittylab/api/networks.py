@@ -28,6 +28,7 @@ REMOTE_WRITES: frozenset[tuple[str, str]] = frozenset(
     {
         # A question; the actuation gate refuses whatever the turn would switch.
         ("POST", "/api/query"),
+        ("POST", "/console/talk/say"),  # the console's typed turn: /api/query's use case
         ("POST", "/api/conversations"),
         ("DELETE", "/api/conversations/{conversation_id}"),
         # Designing a part actuates nothing; printing it is a print job, refused below.

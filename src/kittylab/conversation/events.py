@@ -13,7 +13,7 @@ missed or pushed twice. The stream ends when the conversation is deleted or afte
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -35,7 +35,7 @@ async def follow(
     poll_seconds: float,
     max_seconds: float,
     monotonic: Callable[[], float],
-) -> AsyncIterator[list[Message]]:
+) -> AsyncGenerator[list[Message], None]:
     """Yield the conversation's new messages, oldest first, as they appear: those after
     ``last_event_id`` (a message id) when given, else those from now on. An empty list
     now and then keeps the connection alive; the iteration ends when the conversation is

@@ -9,16 +9,18 @@ same use cases and role checks as the API (``devices.requests.request_command``,
 words where the action was. From outside the lab's trusted networks the pages show no
 action buttons, and every write is refused anyway (``api/networks.py``).
 
-Not built yet, so not shown (issue 17, a later part): talk, prints, the safety desk.
+The other pages have routers of their own: ``console_talk`` (``/talk``), ``console_prints``
+(``/prints``), ``console_safety`` (``/safety``); their live streams share ``live_response``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -409,27 +411,21 @@ def _updated(tile: floor.Tile, update: DeviceUpdate) -> floor.Tile:
     )
 
 
-def _sse(event: str, html: str) -> str:
+def _sse(event: str, html: str, event_id: str | None = None) -> str:
     data = "\n".join(f"data: {line}" for line in html.splitlines() or [""])
-    return f"event: {event}\n{data}\n\n"
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\n{data}\n\n"
 
 
-@router.get("/console/events")
-async def live_events(
-    request: Request, caller: Caller, c: Annotated[Container, Depends(container)]
+def live_response(
+    request: Request, c: Container, source: AsyncGenerator[str | None, None]
 ) -> StreamingResponse:
-    """Server-Sent Events: ``device-<id>`` carries a tile's new live part whenever its
-    device reports (the bus) or its stored state changes; every tile is sent first, so a
-    reconnecting page catches up. ``signed-out`` when the session ends."""
-    feed = _floor_feed(request.app, c)
-    live = templates.get_template("_tile_live.html")
-    can_act = not caller.remote and caller.has_any(*ACTING_ROLES)
+    """A console page's Server-Sent Events, shared by every live page: what ``source``
+    yields (framed events; ``None`` when it has nothing to say, at least every
+    ``HEARTBEAT_SECONDS``), after a ``retry`` hint; a comment keeps the connection open
+    when nothing was said for ``HEARTBEAT_SECONDS``; ``signed-out``, then the end, once
+    the page's session stops working (checked every ``SESSION_RECHECK_SECONDS``)."""
     cookie = request.cookies.get(web_auth.SESSION_COOKIE)
-
-    def read() -> dict[UUID, floor.Tile]:
-        with c.database.unit_of_work() as session:
-            zones = floor.read_floor(session, c.clock(), timedelta(0))
-        return {tile.id: tile for zone in zones for tile in zone.tiles}
 
     def still_signed_in() -> bool:
         if cookie is None:
@@ -444,17 +440,55 @@ async def live_events(
         return True
 
     async def stream() -> AsyncIterator[str]:
+        async with contextlib.aclosing(source):
+            yield "retry: 2000\n\n"
+            spoke = checked = time.monotonic()
+            async for chunk in source:
+                now = time.monotonic()
+                if chunk:
+                    spoke = now
+                    yield chunk
+                elif now - spoke >= HEARTBEAT_SECONDS:
+                    spoke = now
+                    yield ": still here\n\n"
+                if now - checked > SESSION_RECHECK_SECONDS:
+                    checked = now
+                    if not await asyncio.to_thread(still_signed_in):
+                        yield _sse("signed-out", "")
+                        return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/console/events")
+async def live_events(
+    request: Request, caller: Caller, c: Annotated[Container, Depends(container)]
+) -> StreamingResponse:
+    """Server-Sent Events: ``device-<id>`` carries a tile's new live part whenever its
+    device reports (the bus) or its stored state changes; every tile is sent first, so a
+    reconnecting page catches up. ``signed-out`` when the session ends."""
+    feed = _floor_feed(request.app, c)
+    live = templates.get_template("_tile_live.html")
+    can_act = not caller.remote and caller.has_any(*ACTING_ROLES)
+
+    def read() -> dict[UUID, floor.Tile]:
+        with c.database.unit_of_work() as session:
+            zones = floor.read_floor(session, c.clock(), timedelta(0))
+        return {tile.id: tile for zone in zones for tile in zone.tiles}
+
+    async def tiles_as_they_change() -> AsyncGenerator[str | None, None]:
         with feed.subscribe() as subscription:
             tiles = await asyncio.to_thread(read)
-            yield "retry: 2000\n\n"
             for tile in tiles.values():
                 yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
-            checked = time.monotonic()
             while True:
                 try:
                     update = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_SECONDS)
                 except TimeoutError:
-                    yield ": still here\n\n"
                     update = None
                 if subscription.lagged:
                     subscription.lagged = False
@@ -465,14 +499,6 @@ async def live_events(
                     tile = _updated(tiles[update.device_id], update)
                     tiles[tile.id] = tile
                     yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
-                if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
-                    checked = time.monotonic()
-                    if not await asyncio.to_thread(still_signed_in):
-                        yield _sse("signed-out", "")
-                        return
+                yield None
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return live_response(request, c, tiles_as_they_change())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -31,12 +31,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from kittylab import bootstrap
 from kittylab.adapters.db.tables import FabricationJob
-from kittylab.api import networks, web_auth
+from kittylab.api import networks
 from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.routers import get_or_404
 from kittylab.api.routers.console import (
-    HEARTBEAT_SECONDS,
-    SESSION_RECHECK_SECONDS,
     Outcome,
     _canonical_host,
     _floor_feed,
@@ -44,16 +42,16 @@ from kittylab.api.routers.console import (
     _page,
     _sse,
     _viewer,
+    live_response,
     templates,
 )
 from kittylab.api.routers.fabrication.callers import PrintCaller
 from kittylab.bootstrap import Container
 from kittylab.devices.requests import request_command
 from kittylab.domain.actuation import ACTUATING_ROLES, PRINTING_ROLES
-from kittylab.domain.errors import AuthenticationRequired, NotFound
+from kittylab.domain.errors import NotFound
 from kittylab.domain.principal import Principal
 from kittylab.fabrication import jobs as fabrication
-from kittylab.people import web_sessions
 from kittylab.web import prints
 from kittylab.web.live import DeviceUpdate
 
@@ -289,31 +287,17 @@ async def prints_events(
     jobs_part = templates.get_template("_print_jobs.html")
     powers = _powers(caller)
     refresh = c.settings.console.live_refresh_seconds
-    cookie = request.cookies.get(web_auth.SESSION_COOKIE)
-
-    def still_signed_in() -> bool:
-        if cookie is None:
-            return True  # a bearer token: checked at connect
-        try:
-            with c.database.unit_of_work() as session:
-                web_sessions.resolve(
-                    session, cookie, c.clock(), web_auth.limits(c.settings.console)
-                )
-        except AuthenticationRequired:
-            return False
-        return True
 
     def render(printer: prints.PrinterView, snapshot: Snapshot) -> tuple[str, str]:
         context = {"printer": printer, **_context(snapshot, powers, c.clock())}
         return live.render(**context), jobs_part.render(**context)
 
-    async def stream() -> AsyncIterator[str]:
+    async def printers_as_they_change() -> AsyncGenerator[str | None, None]:
         with feed.subscribe() as subscription:
             snapshot = await asyncio.to_thread(_read, c, previews)
             printers = {p.id: p for p in snapshot.printers}
             sent: dict[str, str] = {}
-            yield "retry: 2000\n\n"
-            read_at = checked = spoke = time.monotonic()
+            read_at = time.monotonic()
             force = True
             while True:
                 if force or time.monotonic() - read_at >= refresh:
@@ -329,7 +313,6 @@ async def prints_events(
                         ):
                             if force or sent.get(name) != html:
                                 sent[name] = html
-                                spoke = time.monotonic()
                                 yield _sse(name, html)
                     force = False
                 try:
@@ -356,19 +339,7 @@ async def prints_events(
                     html = render(printer, snapshot)[0]
                     if sent.get(name) != html:
                         sent[name] = html
-                        spoke = time.monotonic()
                         yield _sse(name, html)
-                if time.monotonic() - spoke > HEARTBEAT_SECONDS:
-                    spoke = time.monotonic()
-                    yield ": still here\n\n"
-                if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
-                    checked = time.monotonic()
-                    if not await asyncio.to_thread(still_signed_in):
-                        yield _sse("signed-out", "")
-                        return
+                yield None
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return live_response(request, c, printers_as_they_change())
