@@ -20,6 +20,7 @@ from kittylab.api.routers import (
     console,
     console_prints,
     console_safety,
+    console_studio,
     conversations,
     devices,
     fabrication,
@@ -77,6 +78,7 @@ ROUTERS = (
     console,  # / /sign-in /enrol /sessions /docs, and /console (issue 17: the web console)
     console_prints,  # /prints and /console/prints (issue 17: the console's prints)
     console_safety,  # /safety and /console/safety (issue 17: the console's safety desk)
+    console_studio,  # /studio and /console/studio (issue 18: the CAD studio)
 )
 
 
