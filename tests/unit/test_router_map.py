@@ -63,6 +63,7 @@ CONSOLE_SECTIONS = {
     "prints": "console_prints",
     "safety": "console_safety",
     "studio": "console_studio",
+    "operations": "console_operations",
 }
 
 
