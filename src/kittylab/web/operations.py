@@ -25,7 +25,19 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Date, String, and_, cast, func, literal, or_, select, text, union_all
+from sqlalchemy import (
+    Date,
+    String,
+    and_,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import (
@@ -150,27 +162,16 @@ def read_routing(
     if viewer is not None:
         where.append(RoutingDecision.performed_by == viewer)
     latency = RoutingDecision.latency_ms
-    tier_rows = session.execute(
-        select(
-            RoutingDecision.selected_tier,
-            func.count(),
-            func.percentile_cont(0.5).within_group(latency),
-            func.percentile_cont(0.95).within_group(latency),
-            func.coalesce(func.sum(RoutingDecision.cost_estimate), 0),
-        )
-        .where(*where)
-        .group_by(RoutingDecision.selected_tier)
-    ).all()
-    tiers = sorted(
-        (TierRow(t, n, p50, p95, Decimal(s)) for t, n, p50, p95, s in tier_rows),
-        key=lambda row: list(Tier).index(row.tier),
-    )
     day = _day(RoutingDecision.created_at)
+    tier = RoutingDecision.selected_tier
     cache = RoutingDecision.details["cache"].astext
-    daily_rows = session.execute(
+    # One pass for both: each tier per day, and each tier over the window (its percentiles
+    # cannot be made from the days'); ``grouping(day)`` is 1 on the window's rows.
+    rows = session.execute(
         select(
+            func.grouping(day),
             day,
-            RoutingDecision.selected_tier,
+            tier,
             func.count(),
             func.coalesce(func.sum(RoutingDecision.cost_estimate), 0),
             func.percentile_cont(0.5).within_group(latency),
@@ -179,12 +180,20 @@ def read_routing(
             func.count().filter(cache == "miss"),
         )
         .where(*where)
-        .group_by(day, RoutingDecision.selected_tier)
-        .order_by(day, RoutingDecision.selected_tier)
+        .group_by(func.grouping_sets(tuple_(day, tier), tuple_(tier)))
     ).all()
-    daily = [
-        RoutingDay(d, t, n, Decimal(s), p50, p95, h, m) for d, t, n, s, p50, p95, h, m in daily_rows
-    ]
+    tiers = sorted(
+        (TierRow(t, n, p50, p95, Decimal(s)) for g, _, t, n, s, p50, p95, _, _ in rows if g),
+        key=lambda row: list(Tier).index(row.tier),
+    )
+    daily = sorted(
+        (
+            RoutingDay(d, t, n, Decimal(s), p50, p95, h, m)
+            for g, d, t, n, s, p50, p95, h, m in rows
+            if not g
+        ),
+        key=lambda row: (row.day, list(Tier).index(row.tier)),
+    )
     cad_where = [CADCharge.created_at >= since, CADCharge.status != "released"]
     if viewer is not None:
         cad_where.append(CADCharge.user_id == viewer)
