@@ -12,7 +12,9 @@
   function css(name, fallback) { return style.getPropertyValue(name).trim() || fallback; }
   const ink = css("--muted", "#4a5260");
   const grid = css("--line", "#c9ced6");
-  const colours = [css("--accent", "#0b5cad"), css("--ok", "#116b2f"), css("--warn", "#8a5300"), css("--bad", "#a3161b")];
+  const colours = [css("--accent", "#0b5cad"), css("--ok", "#116b2f"), css("--warn", "#8a5300"), css("--bad", "#a3161b"), css("--ink", "#14171c")];
+  // a tier keeps its colour on every chart; red is kept for what went wrong
+  const tierColour = { local: 0, mcp: 1, frontier: 2, cache: 4 };
   const dashes = [[], [8, 5], [2, 4], [12, 4, 2, 4]];
   const days = data.days;
 
@@ -24,6 +26,9 @@
       { stroke: ink, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, label: unit, size: 60 },
     ];
   }
+  // half a day of room at each end, so the first and last day's bars are whole
+  const dayRange = { time: true, range: function (u, min, max) { return [min - 43200, max + 43200]; } };
+
   function line(label, i, extra) {
     return Object.assign({ label: label, stroke: colours[i % colours.length], width: 2.5, dash: dashes[i % dashes.length], points: { size: 7 }, spanGaps: false }, extra || {});
   }
@@ -49,12 +54,14 @@
       const series = [];
       const values = [];
       r.tiers.forEach(function (tier, i) {
-        series.push(line(tier + " p50", i, { dash: [] }));
+        const colour = tier in tierColour ? tierColour[tier] : i;
+        series.push(line(tier + " p50", colour, { dash: [] }));
         values.push(r.p50[tier]);
-        series.push(line(tier + " p95", i, { dash: [8, 5], width: 2 }));
+        series.push(line(tier + " p95", colour, { dash: [8, 5], width: 2 }));
         values.push(r.p95[tier]);
       });
-      return { unit: "ms", series: series, values: values, empty: "No requests in these days." };
+      // logarithmic: the cache's milliseconds and the frontier's seconds on one chart
+      return { unit: "ms (log)", scales: { y: { distr: 3 } }, series: series, values: values, empty: "No requests in these days." };
     },
     spend: function () {
       const s = data.spend;
@@ -99,7 +106,7 @@
     const plot = new uPlot({
       width: width,
       height: 240,
-      scales: Object.assign({ x: { time: true } }, spec.scales || {}),
+      scales: Object.assign({ x: dayRange }, spec.scales || {}),
       axes: axes(spec.unit),
       series: [{ label: "day", value: "{YYYY}-{MM}-{DD}" }].concat(spec.series),
       legend: { live: true },
