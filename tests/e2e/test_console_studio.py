@@ -129,8 +129,7 @@ def test_send_to_printer_queues_the_part_in_one_step(lab: Lab, browser: Any) -> 
     artifact = card.locator("form.send-form").get_attribute("data-artifact")
     assert any(j["cadArtifactId"] == artifact for j in jobs)
     # The picture: the part's facts, where it was sent, and the lineage under it.
-    card.locator(".result-facts").scroll_into_view_if_needed()
     page.evaluate(
-        "window.scrollBy(0, document.querySelector('.result-facts').getBoundingClientRect().top - 80)"
+        "window.scrollBy(0, document.querySelector('.send-form').getBoundingClientRect().top - 90)"
     )
     _shot(page, "studio-iteration", top=False)

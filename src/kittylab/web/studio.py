@@ -151,10 +151,19 @@ class PrintLink:
     reason: str | None
     events: tuple[str, ...]
     """Its monitor events' types, oldest first."""
+    stage: str | None = None
+    """While ``preparing``: ``slicing``, ``queued`` or ``starting``."""
 
     @property
     def outcome(self) -> str | None:
         return self.status.value if self.status in PRINT_OUTCOMES else None
+
+    @property
+    def words(self) -> str:
+        """The prints page's words: the stage while preparing, else the status."""
+        if self.status is FabricationStatus.PREPARING and self.stage:
+            return self.stage
+        return self.status.value
 
 
 @dataclass(frozen=True)
@@ -377,6 +386,7 @@ def _prints(session: Session, job_ids: Sequence[UUID]) -> dict[UUID, list[PrintL
                 completed_at=fabrication.completed_at,
                 reason=str(reason) if reason else None,
                 events=tuple(events[fabrication.id]),
+                stage=fabrication.details.get("stage"),
             )
         )
     return found

@@ -104,11 +104,11 @@
     say(box, "pending", "Sending", "to " + printer + "…");
     try {
       // One key per press: a retried request never becomes a second print.
-      const made = await post("/api/fabrication/jobs", {
+      await post("/api/fabrication/jobs", {
         deviceId: select.value, cadArtifactId: form.dataset.artifact, idempotencyKey: newKey(),
       });
       say(box, "ok", "Queued on " + printer + ":",
-        "print job " + made.id.slice(0, 8) + " is sliced, then starts when the printer is free and its bed is clear.",
+        "the part is sliced, then printed when the printer is free and its bed is clear.",
         { href: "/prints", text: "Follow it on the prints page." });
       if (window.htmx) window.htmx.trigger(document.body, "lineage-changed");
     } catch (error) {
