@@ -8,6 +8,9 @@ set -euo pipefail
 HTMX=2.0.11
 HTMX_SSE=2.2.4
 SWAGGER_UI=5.36.0
+# three.js: the newest release that still ships npm's own minified builds (0.186 dropped them).
+THREE=0.185.0
+UPLOT=1.6.32
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 vendor="$root/src/kittylab/web/vendor"
@@ -22,7 +25,7 @@ fetch() {  # fetch PACKAGE VERSION: unpack the registry's tarball into $work/PAC
 }
 
 rm -rf "$vendor"
-mkdir -p "$vendor/htmx" "$vendor/swagger-ui"
+mkdir -p "$vendor/htmx" "$vendor/swagger-ui" "$vendor/three" "$vendor/uplot"
 
 src="$(fetch htmx.org "$HTMX")"
 cp "$src/dist/htmx.min.js" "$src/LICENSE" "$vendor/htmx/"
@@ -30,11 +33,22 @@ src="$(fetch htmx-ext-sse "$HTMX_SSE")"
 cp "$src/dist/sse.min.js" "$vendor/htmx/sse.min.js" 2>/dev/null || cp "$src/sse.js" "$vendor/htmx/sse.min.js"
 src="$(fetch swagger-ui-dist "$SWAGGER_UI")"
 cp "$src/swagger-ui-bundle.js" "$src/swagger-ui.css" "$src/LICENSE" "$vendor/swagger-ui/"
+# The CAD studio's 3D view (issue 18): the core, the WebGL renderer's module, the STL
+# loader and the orbit controls — nothing else of three.js. The addons import 'three',
+# which the studio page's import map points at three.module.min.js.
+src="$(fetch three "$THREE")"
+cp "$src/build/three.core.min.js" "$src/build/three.module.min.js" "$src/LICENSE" "$vendor/three/"
+cp "$src/examples/jsm/loaders/STLLoader.js" "$src/examples/jsm/controls/OrbitControls.js" "$vendor/three/"
+# The operations view's charts (issue 18).
+src="$(fetch uplot "$UPLOT")"
+cp "$src/dist/uPlot.iife.min.js" "$src/dist/uPlot.min.css" "$src/LICENSE" "$vendor/uplot/"
 
 cat > "$vendor/VERSIONS" <<VERSIONS
 htmx.org $HTMX
 htmx-ext-sse $HTMX_SSE
 swagger-ui-dist $SWAGGER_UI
+three $THREE
+uplot $UPLOT
 VERSIONS
 
 # The manifest: every vendored file's SHA-256, sorted by path.

@@ -36,12 +36,20 @@ needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/install-system-deps.sh)"
 )
 
-PEOPLE = ("olivia", "ada", "erin", "sam", "sasha")
+PEOPLE = ("olivia", "ada", "erin", "sam", "sasha", "dana", "owen")
 """Who gets an enrolment link: the floor's tests use olivia and ada, the prints' erin, the
-safety desk's sam and sasha."""
+safety desk's sam and sasha, the CAD studio's dana and the operations view's owen."""
 SECOND_LINKS = {"talk": "olivia", "talk-safety": "sam"}
 """Links for a second passkey, by key: the talk page's tests (an operator who talks, a
 safety person who denies what she asked for) run in a browser of their own."""
+EXTRA_PEOPLE = """users:
+  - username: dana
+    display_name: Dana Designer
+    roles: [engineer]
+  - username: owen
+    display_name: Owen Operator
+    roles: [operator]
+"""
 EXTRA_DEVICE = """devices:
   # A lamp that reports itself over MQTT (the console test publishes its state).
   - external_id: bench-lamp
@@ -112,7 +120,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     )
     manifest = tmp / "lab.yaml"
     text = (ROOT / "examples" / "lab.yaml").read_text()
-    manifest.write_text(text.replace("devices:\n", EXTRA_DEVICE, 1))
+    text = text.replace("devices:\n", EXTRA_DEVICE, 1).replace("users:\n", EXTRA_PEOPLE, 1)
+    manifest.write_text(text)
     _cli(env, "lab", "apply", str(manifest))
     credential = _cli(env, "mqtt", "device", "bench-lamp")
     lamp = dict(line.split(": ", 1) for line in credential.splitlines() if ": " in line)
@@ -134,7 +143,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def browser() -> Iterator[Any]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # WebGL (the CAD studio's 3D view) on SwiftShader: headless Chromium needs the
+        # flag since version 144.
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--enable-unsafe-swiftshader"]
+        )
         yield instance
         instance.close()
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
@@ -556,3 +556,83 @@ def test_an_ambiguous_prompt_says_which_reading_was_built_and_iterating_builds_t
         headers=operator.headers,
     )
     assert plain.json()["readings"] == []
+
+
+def test_read_shows_the_grammars_reading_and_defaults_without_building_anything(
+    cad_client: TestClient, operator: Person, database: Database
+) -> None:
+    read = cad_client.post("/api/cad/read", json={"prompt": ISSUE_PROMPT}, headers=operator.headers)
+    assert read.status_code == 200, read.text
+    body = read.json()
+    assert body["understood"] is True
+    assert body["spec"]["family"] == "mounting_plate"
+    assert "hole_inset" in body["defaultsUsed"] and "length" not in body["defaultsUsed"]
+    assert body["expectedBoundingBox"] == [60, 60, 4]
+
+    unknown = cad_client.post(
+        "/api/cad/read", json={"prompt": "a dragon figurine"}, headers=operator.headers
+    ).json()
+    assert (unknown["understood"], unknown["spec"]) == (False, None)
+    assert unknown["reason"]
+    contradictory = cad_client.post(
+        "/api/cad/read",
+        json={"prompt": "a 20 mm cube, 30 mm long and 20 mm long"},
+        headers=operator.headers,
+    )
+    assert contradictory.status_code == 422
+    assert contradictory.json()["field"] == "prompt"
+    with database.unit_of_work() as session:
+        assert session.scalars(select(CADJob)).first() is None
+
+
+def test_generate_and_iterate_without_waiting_answer_queued_and_a_worker_builds_them(
+    cad_client: TestClient, operator: Person, container: bootstrap.Container, database: Database
+) -> None:
+    """``wait: false`` (the studio's): the job is recorded and deferred to the job queue;
+    the worker's run builds it. An iteration can ask for its own providers, compare and
+    printer, as a new job would."""
+    container.cad.queue = container.jobs.durable  # type: ignore[attr-defined]
+    with database.unit_of_work() as session:
+        printer = _any_device(session, "printer-studio", {"bed_mm": [200, 200, 200]})
+    answer = cad_client.post(
+        "/api/cad/generate",
+        json={
+            "prompt": "a 20 mm cube",
+            "policyMode": "offline",
+            "providers": ["cadquery"],
+            "wait": False,
+        },
+        headers=operator.headers,
+    )
+    assert answer.status_code == 202, answer.text
+    queued = answer.json()
+    assert (queued["status"], queued["artifacts"]) == ("queued", [])
+    job_id = UUID(queued["cadJobId"])
+    with database.engine.connect() as conn:
+        waiting = conn.execute(
+            text("SELECT args->>'cad_job_id' FROM procrastinate_jobs WHERE status = 'todo'")
+        ).scalars()
+        assert str(job_id) in set(waiting)
+    built = container.cad.run_job(job_id)  # what the worker's generate_cad task runs
+    assert built.job.status is CADJobStatus.COMPLETED
+
+    child = cad_client.post(
+        f"/api/cad/jobs/{job_id}/iterate",
+        json={
+            "followUp": "make it 5 mm taller",
+            "providers": ["cadquery"],
+            "compare": True,
+            "printerId": str(printer),
+            "wait": False,
+        },
+        headers=operator.headers,
+    )
+    assert child.status_code == 202, child.text
+    assert child.json()["status"] == "queued"
+    child_id = UUID(child.json()["cadJobId"])
+    taller = container.cad.run_job(child_id)
+    assert taller.job.parent_job_id == job_id
+    assert taller.job.details["compare"] is True
+    assert taller.job.details["targetPrinter"]["bedMm"] == [200, 200, 200]
+    stl = next(a for a in taller.artifacts if a.artifact_type.value == "stl")
+    assert stl.metadata_["bounding_box"]["z"] == pytest.approx(25, abs=0.01)

@@ -59,7 +59,13 @@ UNAUTHENTICATED = {"/healthz": "health", "/readyz": "health", "/metrics": "healt
 # The web console's pages and fragments (issue 17), outside /api: a section's page and its
 # fragments under /console/<section>/ live in that section's router, the rest in console.
 CONSOLE_PAGES = {"/", "/sign-in", "/enrol", "/sessions", "/docs"}
-CONSOLE_SECTIONS = {"prints": "console_prints", "safety": "console_safety", "talk": "console_talk"}
+CONSOLE_SECTIONS = {
+    "prints": "console_prints",
+    "safety": "console_safety",
+    "talk": "console_talk",
+    "studio": "console_studio",
+    "operations": "console_operations",
+}
 
 
 def _api_routes() -> list[tuple[str, frozenset[str], str]]:

@@ -54,3 +54,46 @@ def test_first_load_js_and_css_fit_the_budget_compressed() -> None:
     ]
     total = sum(len(gzip.compress(f.read_bytes())) for f in files)
     assert total <= FIRST_LOAD_BUDGET, total
+
+
+BASE_PAGE = [
+    WEB / "static" / "console.css",
+    WEB / "static" / "console.js",
+    VENDOR / "htmx" / "htmx.min.js",
+    VENDOR / "htmx" / "sse.min.js",
+]
+# What the pages of issue 18 load on top of every page's files: three.js only on the CAD
+# studio's job page, uPlot only on the operations view.
+PAGE_EXTRAS = {
+    "studio_job.html": [
+        WEB / "static" / "studio.css",
+        WEB / "static" / "studio.js",
+        WEB / "static" / "studio-viewer.js",
+        VENDOR / "three" / "three.module.min.js",
+        VENDOR / "three" / "three.core.min.js",
+        VENDOR / "three" / "STLLoader.js",
+        VENDOR / "three" / "OrbitControls.js",
+    ],
+    "studio.html": [WEB / "static" / "studio.css", WEB / "static" / "studio.js"],
+    "operations.html": [
+        WEB / "static" / "operations.css",
+        WEB / "static" / "operations.js",
+        VENDOR / "uplot" / "uPlot.iife.min.js",
+        VENDOR / "uplot" / "uPlot.min.css",
+    ],
+}
+
+
+def test_three_js_and_uplot_load_only_on_the_pages_that_draw_with_them() -> None:
+    templates = WEB / "templates"
+    for page in templates.glob("*.html"):
+        text = page.read_text()
+        assert ("vendor/three/" in text) == (page.name == "studio_job.html"), page.name
+        assert ("vendor/uplot/" in text) == (page.name == "operations.html"), page.name
+    assert "three.module.min.js" in (templates / "studio_job.html").read_text()
+
+
+def test_the_studio_and_operations_pages_fit_the_budget_compressed() -> None:
+    for page, extras in PAGE_EXTRAS.items():
+        total = sum(len(gzip.compress(f.read_bytes())) for f in BASE_PAGE + extras)
+        assert total <= FIRST_LOAD_BUDGET, (page, total)

@@ -18,8 +18,10 @@ from kittylab.api.routers import (
     cad,
     commands,
     console,
+    console_operations,
     console_prints,
     console_safety,
+    console_studio,
     console_talk,
     conversations,
     devices,
@@ -79,6 +81,8 @@ ROUTERS = (
     console_prints,  # /prints and /console/prints (issue 17: the console's prints)
     console_safety,  # /safety and /console/safety (issue 17: the console's safety desk)
     console_talk,  # /talk and /console/talk (issue 17: the console's conversation)
+    console_studio,  # /studio and /console/studio (issue 18: the CAD studio)
+    console_operations,  # /operations and /console/operations (issue 18: the operations view)
 )
 
 

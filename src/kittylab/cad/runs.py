@@ -7,7 +7,8 @@ providers to try for the policy, records a ``queued`` job and then:
   returning — the offline pipeline must succeed before the caller gets an answer; when it
   fails an operator is alerted and ``CadGenerationFailed`` is raised;
 - ``online`` and ``auto`` with an online provider: defers the job to a background worker
-  and returns at once.
+  and returns at once — as does an offline job asked to run in the ``background`` (the
+  console's CAD studio, which follows the job's progress).
 
 ``run_job`` tries the planned providers in order until one succeeds (``auto``: online
 providers first, then offline ones) — or, for a ``compare`` job, runs every one of them and
@@ -125,6 +126,9 @@ class GenerateRequest:
     ``compare``), instead of stopping at the first that succeeds."""
     printer_id: UUID | None = None
     """The printer the part is meant for: its bed is the one the fit is scored against."""
+    background: bool = False
+    """Run an offline job in the background too, like an online one, and answer at once
+    with the ``queued`` job (the console follows its progress); needs the job queue."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,9 @@ class CadService:
             details["spec"] = spec.to_json()
             details["expectedBoundingBox"] = list(expected_bbox(spec))
         offline = request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned)
+        run_now = offline and not request.background
+        if not run_now and self.queue is None:
+            raise InfrastructureError("no job queue is configured for background CAD jobs")
         if not offline:
             self._check_affordable(planned, request, have_spec=spec is not None)
         with self.database.unit_of_work() as session:
@@ -304,17 +311,15 @@ class CadService:
                 now=self.clock(),
             )
             job_id = job.id
-            if not offline and self.queue is not None:
+            if not run_now and self.queue is not None:
                 # Run in the background once committed. A deferral that fails is logged and
                 # ``resume_cad_jobs`` runs the job once the queue is back: answering an
                 # error instead would invite a retry that builds (and pays for) it twice.
                 session.after_commit(self.queue.defer_cad_job, job_id)
-        if offline:
+        if run_now:
             # ``auto`` with no online provider available is the offline pipeline: it runs
             # now, like ``offline``, instead of waiting for a background worker.
             return self.run_job(job_id)
-        if self.queue is None:
-            raise InfrastructureError("no job queue is configured for online CAD jobs")
         with self.database.unit_of_work() as session:
             stored = lineage.get_job(session, job_id)
             session.expunge(stored)
@@ -350,10 +355,20 @@ class CadService:
         raise refusal.offering_offline(True)
 
     def iterate(
-        self, job_id: UUID, follow_up: str, *, requested_by: UUID | None, mode: PolicyMode
+        self,
+        job_id: UUID,
+        follow_up: str,
+        *,
+        requested_by: UUID | None,
+        mode: PolicyMode,
+        providers: tuple[str, ...] = (),
+        compare: bool = False,
+        printer_id: UUID | None = None,
+        background: bool = False,
     ) -> GenerateResult:
         """A new job from ``job_id``'s specification changed by ``follow_up`` ("make it
-        5 mm taller"), linked to it as its parent."""
+        5 mm taller"), linked to it as its parent. ``providers``, ``compare``,
+        ``printer_id`` and ``background`` are as for ``generate``."""
         with self.database.unit_of_work() as session:
             parent = lineage.get_job(session, job_id)
             raw_spec = parent.details.get("spec")
@@ -375,6 +390,10 @@ class CadService:
                 conversation_id=conversation_id,
                 parent_job_id=job_id,
                 spec=spec,
+                providers=providers,
+                compare=compare,
+                printer_id=printer_id,
+                background=background,
             )
         )
 

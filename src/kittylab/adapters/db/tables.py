@@ -310,6 +310,8 @@ class DeviceCommand(Base):
             "status",
             postgresql_where=text("status IN ('pending','sent')"),
         ),
+        # The operations view's commands by outcome per day (issue 18).
+        Index("ix_device_commands_created_at", "created_at", postgresql_include=["status"]),
     )
 
 
@@ -357,6 +359,12 @@ class RoutingDecision(Base):
         CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
         CheckConstraint("cost_estimate >= 0", name="cost_not_negative"),
         CheckConstraint("latency_ms >= 0", name="latency_not_negative"),
+        # The routing summaries read a time window from this index alone (issue 18).
+        Index(
+            "ix_routing_decisions_created_at",
+            "created_at",
+            postgresql_include=["selected_tier", "latency_ms", "cost_estimate", "performed_by"],
+        ),
     )
 
 
@@ -379,6 +387,7 @@ class CADJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created()
     completed_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (Index("ix_cad_jobs_created_at", "created_at"),)  # the newest parts
 
 
 class CADCharge(Base):
@@ -405,6 +414,7 @@ class CADCharge(Base):
         CheckConstraint("cost_usd >= 0", name="cost_not_negative"),
         CheckConstraint("status IN ('held', 'settled', 'released')", name="status_known"),
         Index("ix_cad_charges_user_created", "user_id", "created_at"),
+        Index("ix_cad_charges_created_at", "created_at"),  # everyone's spend per day
     )
 
 
@@ -471,6 +481,12 @@ class PrintMonitorEvent(Base):
         CheckConstraint(
             "event_type NOT IN ('spaghetti_detected','nozzle_clog') OR snapshot_key IS NOT NULL",
             name="failure_needs_snapshot",
+        ),
+        # Alerts by kind over a time window (issue 18).
+        Index(
+            "ix_print_monitor_events_occurred_at",
+            "occurred_at",
+            postgresql_include=["event_type"],
         ),
     )
 

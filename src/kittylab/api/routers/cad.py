@@ -23,7 +23,8 @@ from kittylab.bootstrap import Container
 from kittylab.cad.errors import CadBudgetExceeded, CadGenerationFailed
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest, GenerateResult, content_type
-from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS
+from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS, UnknownPart, parse_prompt
+from kittylab.domain.cad_spec import expected_bbox
 from kittylab.domain.enums import (
     ArtifactType,
     CADJobStatus,
@@ -62,11 +63,42 @@ class GenerateIn(StrictInput):
     printer_id: UUID | None = Field(
         None, description="The printer the part is for: its bed is the one the fit is scored on."
     )
+    wait: bool = Field(
+        True,
+        description="Offline: build before answering (the default). False: answer at once "
+        "with the queued job and build it in the background (follow GET /api/cad/jobs/{id}).",
+    )
 
 
 class IterateIn(StrictInput):
     follow_up: Prompt
     policy_mode: PolicyMode = PolicyMode.OFFLINE
+    providers: list[CADProvider] = Field(
+        default_factory=list,
+        max_length=len(CADProvider),
+        description="As for /generate (the parent's choice is not carried over).",
+    )
+    compare: bool = Field(False, description="As for /generate.")
+    printer_id: UUID | None = Field(None, description="As for /generate.")
+    wait: bool = Field(True, description="As for /generate.")
+
+
+class ReadIn(StrictInput):
+    prompt: Prompt
+
+
+class ReadOut(CamelModel):
+    """What the part library's grammar reads in a prompt, before anything is built."""
+
+    understood: bool
+    """False when the prompt names no part of the library (an online text-to-CAD
+    provider may still build it; offline cannot)."""
+    reason: str | None
+    spec: dict[str, Any] | None
+    defaults_used: list[str]
+    """Parameters the prompt does not state, filled from the family's defaults."""
+    expected_bounding_box: list[float] | None
+    readings: list[ReadingOut]
 
 
 class ArtifactLink(CADArtifactOut):
@@ -224,6 +256,7 @@ def generate(body: GenerateIn, caller: Designer, c: Wired, request: Request) -> 
                 providers=tuple(p.value for p in body.providers),
                 compare=body.compare,
                 printer_id=body.printer_id,
+                background=not body.wait,
             )
         )
     except CadGenerationFailed as exc:
@@ -242,13 +275,48 @@ def iterate(
     """A new job from this one's specification changed by ``followUp``, linked to it."""
     try:
         result = c.cad.iterate(
-            job_id, body.follow_up, requested_by=caller.user_id, mode=body.policy_mode
+            job_id,
+            body.follow_up,
+            requested_by=caller.user_id,
+            mode=body.policy_mode,
+            providers=tuple(p.value for p in body.providers),
+            compare=body.compare,
+            printer_id=body.printer_id,
+            background=not body.wait,
         )
     except CadGenerationFailed as exc:
         return _failed(request, exc)
     except CadBudgetExceeded as exc:
         return _over_budget(request, exc)
     return _generated(result, body.policy_mode)
+
+
+@router.post("/read", response_model=ReadOut)
+def read_prompt(body: ReadIn, _: Caller) -> ReadOut:
+    """The part specification the grammar reads in ``prompt`` — the family, every
+    parameter, which of them are defaults, the bounding box the part will have and the
+    phrases that read two ways — without building anything. 422 (field ``prompt``) for a
+    prompt that cannot be a part (empty, code, contradictory or impossible sizes)."""
+    try:
+        spec = parse_prompt(body.prompt)
+    except UnknownPart as exc:
+        return ReadOut(
+            understood=False,
+            reason=exc.message,
+            spec=None,
+            defaults_used=[],
+            expected_bounding_box=None,
+            readings=[],
+        )
+    data = spec.to_json()
+    return ReadOut(
+        understood=True,
+        reason=None,
+        spec=data,
+        defaults_used=list(spec.defaults),
+        expected_bounding_box=[round(v, 4) for v in expected_bbox(spec)],
+        readings=[ReadingOut.model_validate(r) for r in data["readings"]],
+    )
 
 
 @router.get("/jobs", response_model=Page[CADJobOut])
