@@ -216,8 +216,8 @@ def _browser_runs(base: str, link: str, job_id: UUID, runs: int) -> tuple[dict[s
             ctx = fresh()
             page = ctx.new_page()
             said: list[str] = []
-            page.on("console", lambda m: said.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: said.append(f"error: {e}"))
+            page.on("console", lambda m, said=said: said.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e, said=said: said.append(f"error: {e}"))
             page.goto(f"{base}/studio/jobs/{job_id}")
             try:
                 page.wait_for_selector(".viewer[data-state=drawn]", timeout=30_000)
@@ -283,6 +283,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--browser-runs", type=int, default=5)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kittylab-console-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
@@ -323,6 +324,8 @@ def main() -> None:
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        # The machine is shared: what else ran shows in the 1-minute load average.
+        "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
