@@ -54,6 +54,7 @@ from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_r
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
+from kittylab.fabrication import job_details
 from kittylab.monitoring import follow_ups
 from kittylab.records import alerts, audit
 from kittylab.safety import lockout, locks, policy, workflow
@@ -180,8 +181,9 @@ def _bed_not_cleared(session: Session, device_id: UUID) -> bool:
     )
     if last is None:
         return False
-    reached = last.started_at is not None or "starting_at" in last.details
-    return reached and "bed_cleared" not in last.details
+    details = job_details.read(last)
+    reached = last.started_at is not None or details.reached_printer
+    return reached and details.bed_cleared is None
 
 
 def _audit_apart(

@@ -37,6 +37,7 @@ from kittylab.devices.telemetry import latest_state
 from kittylab.domain.enums import FabricationStatus, OnlineState, SafetyStatus
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import FINISHED
+from kittylab.fabrication import job_details
 from kittylab.people import presence as presence_records
 from kittylab.safety import workflow
 from kittylab.safety.locks import list_locks
@@ -183,23 +184,20 @@ def presence(session: Session, zone: str | None, now: datetime, ttl: timedelta) 
 
 
 def _job_fact(job: FabricationJob, printer: Device, owner: str) -> JobFact:
-    details = job.details
-    source = details.get("source_name")
-    file = source if isinstance(source, str) and source else PurePosixPath(job.gcode_path).name
-    reason = details.get("reason")
-    stage = details.get("stage")
+    details = job_details.read(job)
+    file = details.source_name or PurePosixPath(job.gcode_path).name
     return JobFact(
         id=job.id,
         printer=printer.display_name,
         printer_external_id=printer.external_id,
         file=file,
         status=job.status.value,
-        stage=stage if isinstance(stage, str) else None,
+        stage=details.stage,
         owner_id=job.requested_by,
         owner_name=owner,
         created_at=job.created_at,
         completed_at=job.completed_at,
-        reason=reason if isinstance(reason, str) else None,
+        reason=details.reason,
     )
 
 
