@@ -57,7 +57,7 @@ from kittylab.domain.print_queue import FINISHED
 from kittylab.fabrication import job_details
 from kittylab.monitoring import follow_ups
 from kittylab.records import alerts, audit
-from kittylab.safety import lockout, locks, policy, workflow
+from kittylab.safety import event_details, lockout, locks, policy, workflow
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,8 @@ def claim(
             )
             told = _tell_not_sent(session, command, device, event, refusal, notify)
             if event is not None:  # the event keeps its decision, as a record
-                event.details = {**event.details, "not_sent": refusal}
+                details = event_details.read(event)
+                event_details.write(event, replace(details, not_sent=refusal))
                 audit.append(
                     session,
                     action="safety.not_sent",
@@ -379,8 +380,7 @@ def _approved_at(event: SafetyEvent | None) -> datetime | None:
     """When ``event`` was approved; ``None`` unless it is approved (fail closed)."""
     if event is None or event.status is not SafetyStatus.APPROVED:
         return None
-    stamp = event.details.get("approved_at")
-    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else event.created_at
+    return event_details.read(event).approved_at or event.created_at
 
 
 def target_of(device: Device) -> DeviceTarget:

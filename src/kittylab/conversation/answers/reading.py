@@ -39,7 +39,7 @@ from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import FINISHED
 from kittylab.fabrication import job_details
 from kittylab.people import presence as presence_records
-from kittylab.safety import workflow
+from kittylab.safety import event_details, workflow
 from kittylab.safety.locks import list_locks
 
 POLLED_INTEGRATIONS = frozenset({"octoprint", "moonraker", "homeassistant", "bambu"})
@@ -310,11 +310,11 @@ def pending_approvals(
             and caller.user_id not in approvers
             and not caller.remote
         )
-        intent = event.details.get("intent")
+        intent = event_details.read(event).intent
         out.append(
             ApprovalFact(
                 event_id=event.id,
-                intent=intent if isinstance(intent, str) else event.event_type.value,
+                intent=intent if intent is not None else event.event_type.value,
                 device_name=device.display_name if device is not None else None,
                 zone=zone_name,
                 initiator_name=names.get(event.initiated_by, "someone"),
