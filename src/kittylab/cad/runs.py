@@ -46,6 +46,7 @@ from kittylab.cad import job_details, lineage, planning, recovery, spending
 from kittylab.cad import records as cad_records
 from kittylab.cad.errors import CadBudgetExceeded, CadBusy, CadGenerationFailed, ProviderUnavailable
 from kittylab.cad.job_details import Attempt, CadJobDetails
+from kittylab.cad.lineage import Lineage
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.ports import (
     AlertQueue,
@@ -242,7 +243,7 @@ class CadService:
     ) -> tuple[CADJob, list[CADArtifact]]:
         return lineage.job_with_artifacts(session, job_id)
 
-    def lineage(self, session: Session, artifact_id: UUID) -> dict[str, Any]:
+    def lineage(self, session: Session, artifact_id: UUID) -> Lineage:
         """``lineage.lineage``: the artifact, its job's iterations, its prints and events."""
         return lineage.lineage(session, artifact_id)
 

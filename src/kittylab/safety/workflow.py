@@ -316,15 +316,14 @@ def view(
         .order_by(SafetyApproval.created_at)
     ).all()
     details = event_details.read(event)
-    lacking: list[str] = []
-    if event.status is SafetyStatus.PENDING and details.takes_approvals:
-        initiator_present = _initiator_present(session, event, now, presence_ttl)
-        lacking = policy.missing(
-            requirements_of(event),
-            [policy.ApprovalFact(a.approver_id, name) for a, name in approvals],
-            initiator_present=initiator_present,
-            zone_name=_zone_name(session, event),
-        )
+    lacking = _missing(
+        session,
+        event,
+        details,
+        [policy.ApprovalFact(a.approver_id, name) for a, name in approvals],
+        now,
+        presence_ttl,
+    )
     command = held_command(session, event)
     device = session.get(Device, event.device_id) if event.device_id else None
     zone = session.get(Zone, event.zone_id) if event.zone_id else None
@@ -366,6 +365,33 @@ def view(
             for a, name in approvals
         ],
     }
+
+
+def missing(
+    session: Session, event: SafetyEvent, now: datetime, presence_ttl: timedelta
+) -> list[str]:
+    """What ``event`` still needs before its command may be sent, in words (empty once
+    decided, and for an event that takes no approvals)."""
+    details = event_details.read(event)
+    return _missing(session, event, details, _approval_facts(session, event.id), now, presence_ttl)
+
+
+def _missing(
+    session: Session,
+    event: SafetyEvent,
+    details: EventDetails,
+    approvals: list[policy.ApprovalFact],
+    now: datetime,
+    presence_ttl: timedelta,
+) -> list[str]:
+    if event.status is not SafetyStatus.PENDING or not details.takes_approvals:
+        return []
+    return policy.missing(
+        requirements_of(event),
+        approvals,
+        initiator_present=_initiator_present(session, event, now, presence_ttl),
+        zone_name=_zone_name(session, event),
+    )
 
 
 def held_command(session: Session, event: SafetyEvent) -> DeviceCommand | None:

@@ -348,10 +348,9 @@ def download(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> Respons
 def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageOut:
     """CAD job (and the jobs it iterated on) → this artifact → fabrication jobs → outcome."""
     found = c.cad.lineage(uow, artifact_id)
-    jobs: list[CADJob] = found["jobs"]
     return LineageOut(
-        artifact=_link(found["artifact"]),
-        jobs=[CADJobOut.model_validate(j) for j in jobs],
+        artifact=_link(found.artifact),
+        jobs=[CADJobOut.model_validate(j) for j in found.jobs],
         fabrication_jobs=[
             FabricationLink(
                 id=f.id,
@@ -368,10 +367,10 @@ def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageO
                 )
                 else None,
                 monitor_events=[
-                    MonitorEventLink.model_validate(e) for e in found["events"].get(f.id, [])
+                    MonitorEventLink.model_validate(e) for e in found.events.get(f.id, [])
                 ],
             )
-            for f in found["fabrication"]
+            for f in found.prints
         ],
     )
 
