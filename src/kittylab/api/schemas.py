@@ -38,6 +38,7 @@ from kittylab.domain.enums import (
     Tier,
 )
 from kittylab.domain.machine_scopes import MachineScope
+from kittylab.fabrication.job_details import JobDetails
 
 if TYPE_CHECKING:
     from kittylab.safety.stop import StopResult
@@ -458,9 +459,8 @@ class FabricationJobOut(CamelModel):
     )
     @property
     def hazardous_materials(self) -> list[str]:
-        flagged = self.details.get("hazardous_materials")
-        classes = flagged.get("classes") if isinstance(flagged, dict) else None
-        return [str(c) for c in classes] if isinstance(classes, list) else []
+        flagged = JobDetails.from_json(self.details).hazardous_materials
+        return list(flagged.classes) if flagged is not None else []
 
 
 class UploadedFileOut(CamelModel):

@@ -6,7 +6,9 @@ database transaction is held while a provider works.
 Modules:
 
 - ``errors``: ``CadGenerationFailed``, ``CadBusy``, ``ProviderUnavailable``
-- ``lineage``: ``lineage``, ``job_with_artifacts``: reads
+- ``job_details``: a CAD job's ``details``, typed: ``CadJobDetails``, ``Attempt``,
+  ``TargetPrinter``, ``read``, ``write``
+- ``lineage``: ``lineage`` (a ``Lineage``), ``job_with_artifacts``: reads
 - ``planning``: ``PolicyMode``, ``plan``, ``provider_status``, ``target_printer``
 - ``ports``: ``CadProviderPort``, ``ArtifactAnalyzer``, ``BuildVolumes``, queues
 - ``records``: ``create_cad_job``, ``advance_cad_job``, ``add_cad_artifact``

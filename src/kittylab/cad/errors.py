@@ -19,11 +19,14 @@ the policy) are ``ValidationFailed`` and ``Conflict`` from ``kittylab.domain.err
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from kittylab.domain.errors import Busy, Conflict, InfrastructureError
+
+if TYPE_CHECKING:
+    from kittylab.cad.job_details import Attempt
 
 
 class CadGenerationFailed(InfrastructureError):
@@ -33,12 +36,12 @@ class CadGenerationFailed(InfrastructureError):
     def __init__(
         self,
         job_id: UUID,
-        attempts: Sequence[Mapping[str, Any]],
+        attempts: Sequence[Attempt],
         *,
         reason: str | None = None,
         alerts: int = 0,
     ) -> None:
-        tried = "; ".join(f"{a['provider']}: {a.get('error', a['outcome'])}" for a in attempts)
+        tried = "; ".join(f"{a.provider}: {a.error or a.outcome}" for a in attempts)
         super().__init__(f"CAD job {job_id} failed ({reason or tried or 'no provider ran'})")
         self.job_id = job_id
         self.attempts = list(attempts)

@@ -3,7 +3,7 @@ that led to it, the prints made from it and what their monitors saw)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import select
@@ -32,7 +32,18 @@ def job_with_artifacts(session: Session, job_id: UUID) -> tuple[CADJob, list[CAD
     return job, artifacts
 
 
-def lineage(session: Session, artifact_id: UUID) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Lineage:
+    artifact: CADArtifact
+    jobs: list[CADJob]
+    """The artifact's job, then the jobs it iterated on, parent first after it."""
+    prints: list[FabricationJob]
+    """The fabrication jobs that printed the artifact, oldest first."""
+    events: dict[UUID, list[PrintMonitorEvent]]
+    """Each print's monitor events, by fabrication job id."""
+
+
+def lineage(session: Session, artifact_id: UUID) -> Lineage:
     """The artifact, its job and that job's ancestors (iterations), the fabrication jobs
     that printed it, and each print's monitor events (the outcome as observed)."""
     artifact = session.get(CADArtifact, artifact_id)
@@ -60,4 +71,4 @@ def lineage(session: Session, artifact_id: UUID) -> dict[str, Any]:
             .order_by(PrintMonitorEvent.occurred_at)
         ):
             events[event.fabrication_job_id].append(event)
-    return {"artifact": artifact, "jobs": chain, "fabrication": prints, "events": events}
+    return Lineage(artifact, chain, prints, events)

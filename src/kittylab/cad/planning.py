@@ -9,13 +9,14 @@ here: ``runs`` stores the plan on the job.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device
+from kittylab.cad.job_details import TargetPrinter
 from kittylab.cad.ports import BuildVolumes, CadProviderPort
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import Conflict, InfrastructureError, NotFound, ValidationFailed
@@ -29,17 +30,22 @@ class PolicyMode(StrEnum):
     AUTO = "auto"
 
 
-def provider_status(providers: Sequence[CadProviderPort]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ProviderStatus:
+    provider: str
+    offline: bool
+    available: bool
+    reason: str | None
+    """Why it is unavailable, if it is."""
+
+
+def provider_status(providers: Sequence[CadProviderPort]) -> list[ProviderStatus]:
     """Every provider with whether it is offline and why it is unavailable, if it is."""
-    return [
-        {
-            "provider": p.name.value,
-            "offline": p.offline,
-            "available": p.unavailable_reason() is None,
-            "reason": p.unavailable_reason(),
-        }
-        for p in providers
-    ]
+    statuses = []
+    for p in providers:
+        reason = p.unavailable_reason()
+        statuses.append(ProviderStatus(p.name.value, p.offline, reason is None, reason))
+    return statuses
 
 
 def plan(
@@ -117,10 +123,10 @@ def _plan_only(
 
 def target_printer(
     session: Session, printer_id: UUID, build_volumes: BuildVolumes | None
-) -> dict[str, Any]:
+) -> TargetPrinter:
     """The printer's bed for the fit check: its ``bed_mm`` attribute ([x, y, z] mm),
     else its slicer profile's build volume, else the configured default (the analyzer
-    uses it when ``bedMm`` is None). ``NotFound`` for an unknown device,
+    uses it when ``bed_mm`` is None). ``NotFound`` for an unknown device,
     ``ValidationFailed`` (field ``printerId``) for one that is not a printer or states
     a malformed bed."""
     device = session.get(Device, printer_id)
@@ -128,7 +134,6 @@ def target_printer(
         raise NotFound("printer", printer_id)
     if device.kind is not DeviceKind.PRINTER:
         raise ValidationFailed("printerId", f"{device.display_name} is not a printer")
-    target: dict[str, Any] = {"deviceId": str(device.id), "name": device.display_name}
     attributes = device.attributes or {}
     stated = attributes.get("bed_mm")
     profile = attributes.get("slicer_profile")
@@ -142,17 +147,16 @@ def target_printer(
                 "printerId",
                 f"{device.display_name}'s bed_mm attribute must be [x, y, z] in mm",
             )
-        target.update(bedMm=[float(v) for v in stated], bedSource="printer bed_mm")
-    elif isinstance(profile, str) and build_volumes is not None:
+        x, y, z = (float(v) for v in stated)
+        return TargetPrinter(device.id, device.display_name, (x, y, z), "printer bed_mm")
+    if isinstance(profile, str) and build_volumes is not None:
         try:
             volume = build_volumes.build_volume(profile)
         except (ValidationFailed, InfrastructureError) as exc:
             # A scoring aid, not a gate: score against the default and say why.
-            target.update(bedMm=None, bedSource=f"settings (profile {profile}: {exc})")
-        else:
-            target.update(
-                bedMm=[volume.x, volume.y, volume.z], bedSource=f"slicer profile {profile}"
-            )
-    else:
-        target.update(bedMm=None, bedSource="settings (the printer states no bed)")
-    return target
+            why = f"settings (profile {profile}: {exc})"
+            return TargetPrinter(device.id, device.display_name, None, why)
+        bed = (volume.x, volume.y, volume.z)
+        return TargetPrinter(device.id, device.display_name, bed, f"slicer profile {profile}")
+    why = "settings (the printer states no bed)"
+    return TargetPrinter(device.id, device.display_name, None, why)

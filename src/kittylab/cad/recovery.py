@@ -15,15 +15,18 @@ A job is run at most ``MAX_RUNS`` times: one started that often is failed with t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from sqlalchemy import select
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADJob
+from kittylab.cad import job_details
+from kittylab.cad.job_details import Attempt
 from kittylab.domain.enums import CADJobStatus
 
 logger = logging.getLogger(__name__)
@@ -45,7 +48,7 @@ class StrandedJobs:
 
 class FailJob(Protocol):
     def __call__(
-        self, job_id: UUID, attempts: list[dict[str, Any]], *, reason: str | None = None
+        self, job_id: UUID, attempts: Sequence[Attempt], *, reason: str | None = None
     ) -> int | None:
         """Fail the job with ``reason`` and alert operators; None when another run of it
         finished it meanwhile."""
@@ -57,7 +60,7 @@ def recover_stranded(
     """Jobs a lost run left behind, for the periodic sweep to run in the background (see
     the module docstring); those already started ``MAX_RUNS`` times go to ``fail``."""
     resume: list[UUID] = []
-    exhausted: list[tuple[UUID, int, list[dict[str, Any]]]] = []
+    exhausted: list[tuple[UUID, int, Sequence[Attempt]]] = []
     with database.unit_of_work() as session:
         queued = session.scalars(
             select(CADJob.id)
@@ -70,9 +73,10 @@ def recover_stranded(
         ):
             if _progress_at(job) > now - recover_after:
                 continue
-            runs = int(job.details.get("runs", 1))
+            details = job_details.read(job)
+            runs = details.runs if details.runs is not None else 1
             if runs >= MAX_RUNS:
-                exhausted.append((job.id, runs, list(job.details.get("attempts", []))))
+                exhausted.append((job.id, runs, details.attempts or ()))
             else:
                 resume.append(job.id)
     abandoned_jobs: list[UUID] = []
@@ -94,10 +98,4 @@ def abandoned(runs: int) -> str:
 def _progress_at(job: CADJob) -> datetime:
     """When the job's current provider attempt (or its run) started; jobs recorded before
     attempts were stamped count from their creation."""
-    stamp = job.details.get("progressAt")
-    if isinstance(stamp, str):
-        try:
-            return datetime.fromisoformat(stamp)
-        except ValueError:
-            pass
-    return job.created_at
+    return job_details.read(job).progress_at or job.created_at

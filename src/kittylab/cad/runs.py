@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -43,9 +43,11 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import CADArtifact, CADJob, User
-from kittylab.cad import lineage, planning, recovery, spending
+from kittylab.cad import job_details, lineage, planning, recovery, spending
 from kittylab.cad import records as cad_records
 from kittylab.cad.errors import CadBudgetExceeded, CadBusy, CadGenerationFailed, ProviderUnavailable
+from kittylab.cad.job_details import Attempt, CadJobDetails
+from kittylab.cad.lineage import Lineage
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.ports import (
     AlertQueue,
@@ -136,7 +138,7 @@ class _Run:
     """A job being run: what it asks for, and the providers whose artifacts an earlier
     run of it already recorded."""
 
-    details: dict[str, Any]
+    details: CadJobDetails
     prompt: str
     recorded: list[str]
     runs: int
@@ -223,7 +225,7 @@ class CadService:
 
     # --- planning and reads (``planning``, ``lineage``) ----------------------------
 
-    def provider_status(self) -> list[dict[str, Any]]:
+    def provider_status(self) -> list[planning.ProviderStatus]:
         """Every provider with whether it is offline and why it is unavailable, if it is."""
         return planning.provider_status(self.providers)
 
@@ -245,7 +247,7 @@ class CadService:
     ) -> tuple[CADJob, list[CADArtifact]]:
         return lineage.job_with_artifacts(session, job_id)
 
-    def lineage(self, session: Session, artifact_id: UUID) -> dict[str, Any]:
+    def lineage(self, session: Session, artifact_id: UUID) -> Lineage:
         """``lineage.lineage``: the artifact, its job's iterations, its prints and events."""
         return lineage.lineage(session, artifact_id)
 
@@ -275,16 +277,15 @@ class CadService:
             have_image=bool(image_references(request.references)),
             only=request.providers,
         )
-        details: dict[str, Any] = {
-            "requestedPolicy": request.policy_mode.value,
-            "plannedProviders": [p.name.value for p in planned],
-            "compare": request.compare,
-            "references": list(request.references),
-            "attempts": [],
-        }
-        if spec is not None:
-            details["spec"] = spec.to_json()
-            details["expectedBoundingBox"] = list(expected_bbox(spec))
+        details = CadJobDetails(
+            requested_policy=request.policy_mode.value,
+            planned_providers=tuple(p.name.value for p in planned),
+            compare=request.compare,
+            references=tuple(request.references),
+            attempts=(),
+            spec=spec.to_json() if spec is not None else None,
+            expected_bbox=expected_bbox(spec) if spec is not None else None,
+        )
         offline = request.policy_mode is PolicyMode.OFFLINE or all(p.offline for p in planned)
         run_now = offline and not request.background
         if not run_now and self.queue is None:
@@ -293,9 +294,8 @@ class CadService:
             self._check_affordable(planned, request, have_spec=spec is not None)
         with self.database.unit_of_work() as session:
             if request.printer_id is not None:
-                details["targetPrinter"] = planning.target_printer(
-                    session, request.printer_id, self.build_volumes
-                )
+                target = planning.target_printer(session, request.printer_id, self.build_volumes)
+                details = replace(details, target_printer=target)
             job = cad_records.create_cad_job(
                 session,
                 prompt=prompt,
@@ -307,7 +307,7 @@ class CadService:
                 requested_by=request.requested_by,
                 conversation_id=request.conversation_id,
                 parent_job_id=request.parent_job_id,
-                details=details,
+                details=job_details.new_details(details),
                 now=self.clock(),
             )
             job_id = job.id
@@ -371,15 +371,15 @@ class CadService:
         ``printer_id`` and ``background`` are as for ``generate``."""
         with self.database.unit_of_work() as session:
             parent = lineage.get_job(session, job_id)
-            raw_spec = parent.details.get("spec")
+            parent_spec = job_details.read(parent).part_spec()
             conversation_id = parent.conversation_id
             parent_prompt = parent.prompt
-        if raw_spec is None:
+        if parent_spec is None:
             raise Conflict(
                 "that job has no part specification to change; send a new prompt",
                 field="followUp",
             )
-        spec = apply_follow_up(PartSpec.from_json(raw_spec), follow_up)
+        spec = apply_follow_up(parent_spec, follow_up)
         follow = check_prompt_text(follow_up)
         prompt = f"{parent_prompt} — then: {follow}"
         return self.generate(
@@ -409,91 +409,43 @@ class CadService:
         if run.runs > recovery.MAX_RUNS and not run.recorded:
             # Retried after each death of its process (a stalled background job): stop.
             gave_up = recovery.abandoned(run.runs - 1)
-            alerts = self._fail(job_id, list(run.details.get("attempts", [])), reason=gave_up)
+            alerts = self._fail(job_id, list(run.details.attempts or ()), reason=gave_up)
             if alerts is None:
                 return self._stored(job_id)
             raise CadGenerationFailed(job_id, [], reason=gave_up, alerts=alerts)
         details = run.details
-        spec = PartSpec.from_json(details["spec"]) if details.get("spec") else None
-        planned = [p for name in details["plannedProviders"] for p in self._by_name(name)]
-        request = ProviderRequest(run.prompt, spec, tuple(details.get("references", ())))
-        compare = bool(details.get("compare"))
-        attempts: list[dict[str, Any]] = []
+        spec = details.part_spec()
+        planned = [p for name in details.planned_providers for p in self._by_name(name)]
+        request = ProviderRequest(run.prompt, spec, details.references or ())
+        compare = bool(details.compare)
         # Each provider's artifacts are recorded in one transaction, so what an earlier run
         # of this job (one that died before finishing) recorded is complete: it counts as
         # that provider's success and is not built again.
-        for name in run.recorded:
-            attempts.append({"provider": name, "outcome": "succeeded", "recovered": True})
+        attempts = [Attempt(name, "succeeded", recovered=True) for name in run.recorded]
         if run.recorded and not compare:
             return self._finish(job_id, attempts, planned)
         for provider in planned:
             if provider.name.value in run.recorded:
                 continue
-            if attempts and attempts[-1]["outcome"] != "succeeded":
-                CAD_FALLBACKS.labels(attempts[-1]["provider"], provider.name.value).inc()
-            attempt: dict[str, Any] = {"provider": provider.name.value}
+            if attempts and not attempts[-1].succeeded:
+                CAD_FALLBACKS.labels(attempts[-1].provider, provider.name.value).inc()
+            attempt = self._attempt(job_id, provider, request, spec, run, _bed(details))
             attempts.append(attempt)
-            reason = provider.unavailable_reason()
-            if reason is not None:
-                attempt.update(outcome="unavailable", error=reason)
-                CAD_ATTEMPTS.labels(provider.name.value, "unavailable").inc()
-                continue
-            charge: UUID | None = None
-            if not provider.offline:
-                try:
-                    charge = self._hold(job_id, provider, run.requested_by, attempt)
-                except CadBudgetExceeded as exc:
-                    attempt.update(outcome="refused", error=exc.reason)
-                    CAD_ATTEMPTS.labels(provider.name.value, "refused").inc()
-                    continue
-            self._mark_progress(job_id, provider.name.value)
-            started = time.perf_counter()
-            work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
-            spent = True
-            try:
-                try:
-                    output = provider.generate(request, work_dir)
-                except (ProviderUnavailable, Busy):
-                    spent = False  # nothing was asked of the service
-                    raise
-                finally:
-                    if charge is not None:
-                        self._settle(charge, attempt, spent=spent)
-                self._store(job_id, provider, output, spec, attempts, _bed(details))
-            except Busy as exc:
-                # Load, not a fault: the next provider may have room.
-                attempt.update(outcome="busy", error=str(exc))
-                attempt["retryAfter"] = exc.retry_after_seconds
-                CAD_ATTEMPTS.labels(provider.name.value, "busy").inc()
-                continue
-            except Exception as exc:
-                message = sanitize_text(f"{type(exc).__name__}: {exc}", 500)
-                logger.warning("CAD provider %s failed: %s", provider.name.value, message)
-                attempt.update(outcome="failed", error=message)
-                attempt["seconds"] = round(time.perf_counter() - started, 3)
-                CAD_ATTEMPTS.labels(provider.name.value, "failed").inc()
-                continue
-            finally:
-                shutil.rmtree(work_dir, ignore_errors=True)
-            elapsed = time.perf_counter() - started
-            CAD_SECONDS.labels(provider.name.value).observe(elapsed)
-            CAD_ATTEMPTS.labels(provider.name.value, "succeeded").inc()
-            attempt.update(outcome="succeeded", seconds=round(elapsed, 3))
-            if not compare:
+            if attempt.succeeded and not compare:
                 break
-        if any(a["outcome"] == "succeeded" for a in attempts):
+        if any(a.succeeded for a in attempts):
             return self._finish(job_id, attempts, planned)
-        refused = [a for a in attempts if a["outcome"] == "refused"]
-        if refused and not any(a["outcome"] in ("failed", "busy") for a in attempts):
+        refused = [a for a in attempts if a.outcome == "refused"]
+        if refused and not any(a.outcome in ("failed", "busy") for a in attempts):
             # Past the budget is the person's limit, not a fault: nobody is alerted.
-            reason = f"online CAD refused: {refused[0]['error']}"
+            reason = f"online CAD refused: {refused[0].error}"
             self._fail(job_id, attempts, reason=reason, alert=False)
             return self._stored(job_id)
-        busy = [a for a in attempts if a["outcome"] == "busy"]
-        if busy and not any(a["outcome"] == "failed" for a in attempts):
+        busy = [a for a in attempts if a.outcome == "busy"]
+        if busy and not any(a.outcome == "failed" for a in attempts):
             if self._fail(job_id, attempts, reason=BUSY_REASON, alert=False) is None:
                 return self._stored(job_id)
-            raise CadBusy(job_id, max(float(a["retryAfter"]) for a in busy))
+            raise CadBusy(job_id, max(a.retry_after or 0.0 for a in busy))
         alerts = self._fail(job_id, attempts)
         if alerts is None:
             return self._stored(job_id)  # another run of the job finished it meanwhile
@@ -501,15 +453,68 @@ class CadService:
 
     # --- steps ----------------------------------------------------------------------
 
-    def _hold(
+    def _attempt(
         self,
         job_id: UUID,
         provider: CadProviderPort,
-        requested_by: UUID | None,
-        attempt: dict[str, Any],
-    ) -> UUID:
+        request: ProviderRequest,
+        spec: PartSpec | None,
+        run: _Run,
+        bed: TargetBed | None,
+    ) -> Attempt:
+        """One provider's try: build, score and record its files; what it answered."""
+        name = provider.name.value
+        attempt = Attempt(name)
+        reason = provider.unavailable_reason()
+        if reason is not None:
+            CAD_ATTEMPTS.labels(name, "unavailable").inc()
+            return replace(attempt, outcome="unavailable", error=reason)
+        charge: UUID | None = None
+        if not provider.offline:
+            try:
+                charge, estimate = self._hold(job_id, provider, run.requested_by)
+            except CadBudgetExceeded as exc:
+                CAD_ATTEMPTS.labels(name, "refused").inc()
+                return replace(attempt, outcome="refused", error=exc.reason)
+            attempt = replace(attempt, estimate_usd=estimate)
+        self._mark_progress(job_id, name)
+        started = time.perf_counter()
+        work_dir = Path(tempfile.mkdtemp(prefix="kittylab-cad-", dir=self.work_root))
+        spent = True
+        try:
+            try:
+                output = provider.generate(request, work_dir)
+            except (ProviderUnavailable, Busy):
+                spent = False  # nothing was asked of the service
+                raise
+            finally:
+                if charge is not None:
+                    attempt = replace(attempt, cost_usd=self._settle(charge, spent=spent))
+            score = self._store(job_id, provider, output, spec, bed)
+        except Busy as exc:
+            # Load, not a fault: the next provider may have room.
+            CAD_ATTEMPTS.labels(name, "busy").inc()
+            return replace(
+                attempt, outcome="busy", error=str(exc), retry_after=exc.retry_after_seconds
+            )
+        except Exception as exc:
+            message = sanitize_text(f"{type(exc).__name__}: {exc}", 500)
+            logger.warning("CAD provider %s failed: %s", name, message)
+            CAD_ATTEMPTS.labels(name, "failed").inc()
+            seconds = round(time.perf_counter() - started, 3)
+            return replace(attempt, outcome="failed", error=message, seconds=seconds)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        elapsed = time.perf_counter() - started
+        CAD_SECONDS.labels(name).observe(elapsed)
+        CAD_ATTEMPTS.labels(name, "succeeded").inc()
+        return replace(attempt, outcome="succeeded", seconds=round(elapsed, 3), quality_score=score)
+
+    def _hold(
+        self, job_id: UUID, provider: CadProviderPort, requested_by: UUID | None
+    ) -> tuple[UUID, str]:
         """Hold the call's estimate on the person's budget, committed before the call;
-        ``CadBudgetExceeded`` past it."""
+        ``CadBudgetExceeded`` past it. The charge's id and its estimate (US dollars)."""
         with self.database.unit_of_work() as session:
             charge = spending.hold(
                 session,
@@ -519,14 +524,13 @@ class CadService:
                 user_id=requested_by,
                 now=self.clock(),
             )
-            attempt["estimateUsd"] = str(charge.estimate_usd)
-            return charge.id
+            return charge.id, str(charge.estimate_usd)
 
-    def _settle(self, charge_id: UUID, attempt: dict[str, Any], *, spent: bool) -> None:
+    def _settle(self, charge_id: UUID, *, spent: bool) -> str | None:
+        """Close the charge; what the call cost (US dollars), if it was settled."""
         with self.database.unit_of_work() as session:
             charge = spending.close(session, charge_id, spent=spent, now=self.clock())
-            if charge is not None:
-                attempt["costUsd"] = str(charge.cost_usd)
+            return str(charge.cost_usd) if charge is not None else None
 
     def _by_name(self, name: str) -> list[CadProviderPort]:
         return [p for p in self.providers if p.name.value == name]
@@ -542,11 +546,10 @@ class CadService:
                 job = cad_records.advance_cad_job(
                     session, job_id, CADJobStatus.RUNNING, now=self.clock()
                 )
-            job.details = {
-                **job.details,
-                "runs": int(job.details.get("runs", 0)) + 1,
-                "progressAt": self.clock().isoformat(),
-            }
+            before = job_details.read(job)
+            details = job_details.write(
+                job, replace(before, runs=(before.runs or 0) + 1, progress_at=self.clock())
+            )
             recorded = session.scalars(
                 select(CADArtifact.provider)
                 .where(CADArtifact.cad_job_id == job_id)
@@ -554,10 +557,10 @@ class CadService:
                 .order_by(CADArtifact.provider)
             )
             return _Run(
-                dict(job.details),
+                details,
                 job.prompt,
                 [p.value for p in recorded],
-                job.details["runs"],
+                details.runs or 1,
                 job.requested_by,
             )
 
@@ -566,11 +569,10 @@ class CadService:
         with self.database.unit_of_work() as session:
             job = session.get(CADJob, job_id, with_for_update=True, populate_existing=True)
             if job is not None:
-                job.details = {
-                    **job.details,
-                    "progressAt": self.clock().isoformat(),
-                    "currentProvider": provider,
-                }
+                details = job_details.read(job)
+                job_details.write(
+                    job, replace(details, progress_at=self.clock(), current_provider=provider)
+                )
 
     def _stored(self, job_id: UUID) -> GenerateResult:
         with self.database.unit_of_work() as session:
@@ -579,7 +581,7 @@ class CadService:
     def _result(self, session: Session, job_id: UUID) -> GenerateResult:
         """The job and its artifacts as stored, detached from ``session``."""
         job, stored = self.job_with_artifacts(session, job_id)
-        planned_names = list(job.details.get("plannedProviders", []))
+        planned_names = list(job_details.read(job).planned_providers)
         session.flush()
         session.expunge_all()
         return GenerateResult(job, stored, planned_names)
@@ -590,9 +592,9 @@ class CadService:
         provider: CadProviderPort,
         output: ProviderOutput,
         spec: PartSpec | None,
-        attempts: list[dict[str, Any]],
         bed: TargetBed | None,
-    ) -> list[UUID]:
+    ) -> float:
+        """Score, store and record the provider's files; the quality score."""
         mesh = next((output.files[t] for t in _MESH_TYPES if t in output.files), None)
         if mesh is None:
             raise ValidationFailed("artifact", f"{provider.name.value} returned no mesh to score")
@@ -650,8 +652,7 @@ class CadService:
                 if key not in recorded:
                     self.store.delete(key)
             raise
-        attempts[-1]["qualityScore"] = quality.score
-        return stored
+        return quality.score
 
     def _record(
         self,
@@ -693,7 +694,7 @@ class CadService:
     def _finish(
         self,
         job_id: UUID,
-        attempts: list[dict[str, Any]],
+        attempts: Sequence[Attempt],
         planned: Sequence[CadProviderPort],
     ) -> GenerateResult:
         """Mark the job completed with every artifact recorded for it; a job another run
@@ -707,22 +708,25 @@ class CadService:
             job = cad_records.advance_cad_job(
                 session, job_id, CADJobStatus.COMPLETED, now=self.clock()
             )
-            succeeded = [a["provider"] for a in attempts if a["outcome"] == "succeeded"]
-            job.details = {
-                **job.details,
-                "attempts": attempts,
-                "provider": succeeded[0],
-                "succeededProviders": succeeded,
-                "fallbacks": sum(a["outcome"] != "succeeded" for a in attempts),
-                "costUsd": _cost(attempts),
-            }
+            succeeded = tuple(a.provider for a in attempts if a.succeeded)
+            job_details.write(
+                job,
+                replace(
+                    job_details.read(job),
+                    attempts=tuple(attempts),
+                    provider=succeeded[0],
+                    succeeded_providers=succeeded,
+                    fallbacks=sum(not a.succeeded for a in attempts),
+                    cost_usd=_cost(attempts),
+                ),
+            )
             result = self._result(session, job_id)
         return GenerateResult(result.job, result.artifacts, [p.name.value for p in planned])
 
     def _fail(
         self,
         job_id: UUID,
-        attempts: list[dict[str, Any]],
+        attempts: Sequence[Attempt],
         *,
         reason: str | None = None,
         alert: bool = True,
@@ -741,12 +745,15 @@ class CadService:
             job = cad_records.advance_cad_job(
                 session, job_id, CADJobStatus.FAILED, now=self.clock(), error=str(error)
             )
-            job.details = {
-                **job.details,
-                "attempts": attempts,
-                "fallbacks": len(attempts) - 1,
-                "costUsd": _cost(attempts),
-            }
+            job_details.write(
+                job,
+                replace(
+                    job_details.read(job),
+                    attempts=tuple(attempts),
+                    fallbacks=len(attempts) - 1,
+                    cost_usd=_cost(attempts),
+                ),
+            )
             for recipient in self._alert_recipients(session) if alert else []:
                 row = notifications.enqueue(
                     session,
@@ -760,11 +767,14 @@ class CadService:
                     related_job_id=None,
                 )
                 notification_ids.append(row.id)
-            job.details = {
-                **job.details,
-                "alerts": [str(n) for n in notification_ids],
-                "alertWanted": alert,
-            }
+            job_details.write(
+                job,
+                replace(
+                    job_details.read(job),
+                    alerts=tuple(notification_ids),
+                    alert_wanted=alert,
+                ),
+            )
             if self.alerts is not None:
                 for notification_id in notification_ids:
                     # Delivered once committed (or by the periodic sweep).
@@ -799,8 +809,8 @@ def progress_reply(result: GenerateResult) -> str:
     """One line for a conversation reply (the ``cad_generate`` intent): what was started,
     where it stands, and the best score so far."""
     job = result.job
-    spec = job.details.get("spec")
-    what = spec["family"].replace("_", " ") if spec else "part"
+    spec = job_details.read(job).part_spec()
+    what = spec.family.value.replace("_", " ") if spec else "part"
     line = f"CAD job {job.id} for a {what}: {job.status.value}"
     if job.status in (CADJobStatus.QUEUED, CADJobStatus.RUNNING):
         return f"{line}, trying {', '.join(result.providers)}."
@@ -808,29 +818,29 @@ def progress_reply(result: GenerateResult) -> str:
         return f"{line}; {failure_note(job)}."
     scores = [a.quality_score for a in result.artifacts if a.quality_score is not None]
     best = f", quality {max(scores):.2f}" if scores else ""
-    defaults = spec.get("defaults", []) if spec else []
+    defaults = spec.defaults if spec else ()
     assumed = f"; assumed defaults for {', '.join(defaults)}" if defaults else ""
     return f"{line} with {len(result.artifacts)} files{best}{assumed}."
 
 
-def _cost(attempts: Sequence[Mapping[str, Any]]) -> str:
+def _cost(attempts: Sequence[Attempt]) -> Decimal:
     """What the job's online calls cost, as the charges were settled (US dollars)."""
-    return str(sum((Decimal(a.get("costUsd", "0")) for a in attempts), Decimal(0)))
+    return sum((Decimal(a.cost_usd or "0") for a in attempts), Decimal(0))
 
 
-def _bed(details: Mapping[str, Any]) -> TargetBed | None:
-    target = details.get("targetPrinter")
-    if not target or not target.get("bedMm"):
+def _bed(details: CadJobDetails) -> TargetBed | None:
+    target = details.target_printer
+    if target is None or target.bed_mm is None:
         return None
-    x, y, z = (float(v) for v in target["bedMm"])
-    return TargetBed((x, y, z), f"{target['bedSource']} ({target['name']})")
+    return TargetBed(target.bed_mm, f"{target.bed_source} ({target.name})")
 
 
 def failure_note(job: CADJob) -> str:
     """What happened about a failed job, as recorded: whether operators were alerted."""
-    if job.details.get("alertWanted") is False:
+    details = job_details.read(job)
+    if details.alert_wanted is False:
         return "nothing was built because every CAD worker was busy; ask again shortly"
-    alerts = len(job.details.get("alerts", []))
+    alerts = len(details.alerts or ())
     if alerts:
         return "an operator has been alerted"
     return (

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from kittylab.adapters.db.tables import CADArtifact, CADJob
 from kittylab.bootstrap import Container
+from kittylab.cad import job_details
 from kittylab.cad.errors import CadBudgetExceeded
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest
@@ -124,9 +125,9 @@ def _generate(
             raise typer.Exit(3)
         console.print(
             f"job {job_id} {job.status.value} in {time.perf_counter() - started:.1f} s "
-            f"(provider: {job.details.get('provider')})"
+            f"(provider: {job_details.read(job).provider})"
         )
-        spec = job.details.get("spec")
+        spec = job_details.read(job).spec
         if spec and spec.get("defaults"):
             console.print(
                 "defaults used: "
@@ -185,10 +186,10 @@ def providers() -> None:
                 table.add_column(column)
             for status in c.cad.provider_status():
                 table.add_row(
-                    str(status["provider"]),
-                    "yes" if status["offline"] else "no",
-                    "yes" if status["available"] else "no",
-                    str(status["reason"] or ""),
+                    status.provider,
+                    "yes" if status.offline else "no",
+                    "yes" if status.available else "no",
+                    status.reason or "",
                 )
             Console().print(table)
 

@@ -73,6 +73,7 @@ from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
 from kittylab.domain.principal import Principal
 from kittylab.fabrication import print_requests
 from kittylab.fabrication.print_requests import PrintQueued
+from kittylab.safety.held import PendingHazard
 from kittylab.safety.stop import StopResult
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class QueryResult:
     hazardous: bool
     cache: str
     context: dict[str, Any] = field(default_factory=dict)
-    pending_hazard: dict[str, Any] | None = None
+    pending_hazard: PendingHazard | None = None
     command: DeviceCommand | None = None
 
 
@@ -501,7 +502,7 @@ class QueryService:
         if locked is None:  # deleted while the turn was being answered
             raise NotFound("conversation", conversation_id)
         conversation = locked
-        pending_hazard: dict[str, Any] | None = None
+        pending_hazard: PendingHazard | None = None
         command: DeviceCommand | None = turn.command
         hazardous = False
         if u is not None and turn.tier is Tier.LOCAL and not turn.replies:
@@ -608,7 +609,7 @@ class QueryService:
         u: Understanding,
         turn: _Turn,
         vocabulary: LabVocabulary,
-    ) -> tuple[bool, dict[str, Any] | None, DeviceCommand | None]:
+    ) -> tuple[bool, PendingHazard | None, DeviceCommand | None]:
         if u.problem is not None:
             turn.outcome = Outcome.CLARIFY
             turn.replies.append(_sentence(u.problem))
@@ -678,7 +679,7 @@ class QueryService:
         if requested.held is not None:
             turn.outcome = Outcome.PENDING_HAZARD
             pending = requested.held.pending_hazard()
-            turn.replies.append(pending["message"])
+            turn.replies.append(pending.message)
             return True, pending, command
         turn.outcome = Outcome.COMMAND
         if command.status is CommandStatus.PENDING:

@@ -54,9 +54,10 @@ from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_r
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
+from kittylab.fabrication import job_details
 from kittylab.monitoring import follow_ups
 from kittylab.records import alerts, audit
-from kittylab.safety import lockout, locks, policy, workflow
+from kittylab.safety import event_details, lockout, locks, policy, workflow
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,9 @@ def _bed_not_cleared(session: Session, device_id: UUID) -> bool:
     )
     if last is None:
         return False
-    reached = last.started_at is not None or "starting_at" in last.details
-    return reached and "bed_cleared" not in last.details
+    details = job_details.read(last)
+    reached = last.started_at is not None or details.reached_printer
+    return reached and details.bed_cleared is None
 
 
 def _audit_apart(
@@ -287,7 +289,8 @@ def claim(
             )
             told = _tell_not_sent(session, command, device, event, refusal, notify)
             if event is not None:  # the event keeps its decision, as a record
-                event.details = {**event.details, "not_sent": refusal}
+                details = event_details.read(event)
+                event_details.write(event, replace(details, not_sent=refusal))
                 audit.append(
                     session,
                     action="safety.not_sent",
@@ -377,8 +380,7 @@ def _approved_at(event: SafetyEvent | None) -> datetime | None:
     """When ``event`` was approved; ``None`` unless it is approved (fail closed)."""
     if event is None or event.status is not SafetyStatus.APPROVED:
         return None
-    stamp = event.details.get("approved_at")
-    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else event.created_at
+    return event_details.read(event).approved_at or event.created_at
 
 
 def target_of(device: Device) -> DeviceTarget:

@@ -6,6 +6,7 @@ upload → create → prepare (slice) → queue → start → follow; the slicer
 Modules:
 
 - ``gcode_gate``: every print file's G-code checked: ``check_file``, ``check_archive``
+- ``job_details``: a job's ``details``, typed: ``JobDetails``, ``read``, ``write``
 - ``jobs``: ``create_job``, ``prepare``, ``claim_next``, ``apply_printer_state``
 - ``print_requests``: ``request_print``: a person's ``print_start`` becomes a print job
 - ``ports``: the slicer port: ``Slicer``, ``SliceProfile``, ``SliceResult``

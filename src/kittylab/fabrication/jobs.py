@@ -27,7 +27,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,9 +64,11 @@ from kittylab.domain.print_queue import (
     needs_slicing,
     next_job,
 )
+from kittylab.fabrication import job_details
 from kittylab.fabrication import materials as hazmat
 from kittylab.fabrication import records as fabrication_records
 from kittylab.fabrication.gcode_gate import GcodeRefused, check_archive, check_file
+from kittylab.fabrication.job_details import BedCleared, Estimates, JobDetails
 from kittylab.fabrication.ports import SliceProfile, Slicer
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, validate_key
@@ -119,7 +121,7 @@ def create_job(
     printable), ``deviceId`` (not a printer, retired), ``profile`` (no such scene),
     ``ppeConfirmed`` (a hazardous ``material`` in a zone whose policy asks for PPE that was
     not confirmed: ``fabrication.materials``). The job is flagged when its material is
-    hazardous (``details.hazardous_materials``).
+    hazardous (``JobDetails.hazardous_materials``).
 
     Its preparation is deferred once ``session`` commits (the job must find the row); if
     that fails, ``advance_print_queues`` prepares it later: the job is recorded, and
@@ -143,12 +145,7 @@ def create_job(
     gcode_path = (
         f"fabrication/{now:%Y%m%d}-{secrets.token_hex(6)}/{stem}.gcode" if slicing else source_key
     )
-    details = hazmat.flag(
-        {
-            **({"material": material} if material else {}),
-            **({"ppe_confirmed": list(ppe_confirmed)} if ppe_confirmed else {}),
-        }
-    )
+    details = hazmat.flag(JobDetails(material=material or None, ppe_confirmed=tuple(ppe_confirmed)))
     refusal = hazmat.creation_refusal(session, device, details)
     if refusal is not None:
         raise refusal
@@ -158,34 +155,28 @@ def create_job(
         gcode_path=gcode_path,
         requested_by=requested_by,
         cad_artifact_id=cad_artifact_id,
-        details={
-            **details,
-            "stage": Stage.SLICING.value,
-            "source_key": source_key,
-            "source_name": source_name,
-            "needs_slicing": slicing,
-            "profile": profile,
+        details=replace(
+            details,
+            stage=Stage.SLICING,
+            source_key=source_key,
+            source_name=source_name,
+            needs_slicing=slicing,
+            profile=profile,
             # Which slicer printer profile fits this printer: the device's attribute.
-            "printer_profile": str(
-                device.attributes.get("slicer_profile") or DEFAULT_PRINTER_PROFILE
-            ),
-            **({IDEMPOTENCY_KEY: idempotency_key} if idempotency_key is not None else {}),
-        },
+            printer_profile=str(device.attributes.get("slicer_profile") or DEFAULT_PRINTER_PROFILE),
+            idempotency_key=idempotency_key,
+        ),
         now=now,
     )
     session.after_commit(jobs.defer_print_preparation, job.id)
     return job
 
 
-IDEMPOTENCY_KEY = "idempotency_key"
-"""The key, in a job's ``details``, of the client's idempotency key for the request."""
-
-PRINTER_FILE = "printer_file"
-"""The key, in a job's ``details``, of the name of a file already on the printer's own
-storage (issue 16, ``fabrication.print_requests``): the job prints it as the printer has
-it, so nothing is uploaded at its start and no G-code of it passes through the lab. Its
-``gcode_path`` is ``printer:<name>`` (``PRINTER_PATH_PREFIX``), which no artifact key can be."""
 PRINTER_PATH_PREFIX = "printer:"
+"""The ``gcode_path`` prefix of a job for a file already on the printer's own storage
+(``JobDetails.printer_file``, issue 16, ``fabrication.print_requests``): the job prints it
+as the printer has it, so nothing is uploaded at its start and no G-code of it passes
+through the lab. No artifact key can start with it."""
 
 
 def find_retry(
@@ -213,17 +204,18 @@ def find_retry(
     earlier = session.scalar(
         select(FabricationJob).where(
             FabricationJob.requested_by == requested_by,
-            FabricationJob.details[IDEMPOTENCY_KEY].astext == idempotency_key,
+            job_details.has_idempotency_key(idempotency_key),
         )
     )
     if earlier is None:
         return None
+    details = job_details.read(earlier)
     asked = (device_id, file_key, cad_artifact_id, profile)
     first = (
         earlier.device_id,
-        None if earlier.cad_artifact_id is not None else earlier.details.get("source_key"),
+        None if earlier.cad_artifact_id is not None else details.source_key,
         earlier.cad_artifact_id,
-        earlier.details.get("profile", "default"),
+        details.job_profile,
     )
     if asked != first:
         raise Conflict(
@@ -269,17 +261,17 @@ def prepare(
     queue it. Returns True when the job is queued.
 
     Slicing failures fail the job with the slicer's reason; G-code the policy refuses
-    fails it with the first violations (``details.reason``, and each with its line in
-    ``details.gcode_violations``), as does a printer whose declared policy cannot be read
+    fails it with the first violations (``JobDetails.reason``, and each with its line in
+    ``JobDetails.gcode_violations``), as does a printer whose declared policy cannot be read
     (nothing is checked against a guess). Running again on a job past the slicing stage
     does nothing (a retried task)."""
     with database.unit_of_work() as session:
         job = session.get(FabricationJob, job_id)
         if job is None or job.status is not FabricationStatus.PREPARING:
             return False
-        if job.details.get("stage") != Stage.SLICING:
-            return job.details.get("stage") == Stage.QUEUED
-        details = dict(job.details)
+        details = job_details.read(job)
+        if details.stage is not Stage.SLICING:
+            return details.stage is Stage.QUEUED
         gcode_path = job.gcode_path
         printer = session.get(Device, job.device_id)
         attributes = dict(printer.attributes) if printer is not None else {}
@@ -293,7 +285,7 @@ def prepare(
         facts = _produce_gcode(store, slicer, reader, details, gcode_path, policy)
     except GcodeRefused as refusal:
         reason = f"G-code refused by the printer's G-code policy: {refusal}"
-        _fail(database, job_id, reason, clock(), {"gcode_violations": refusal.violations()})
+        _fail(database, job_id, reason, clock(), refusal.violations())
         return False
     except KittyLabError as exc:
         # Unsliceable, no slicer, or the store lost the file: nothing a retry would fix
@@ -304,68 +296,80 @@ def prepare(
         job = session.get(FabricationJob, job_id, with_for_update=True)
         if job is None or job.status is not FabricationStatus.PREPARING:
             return False
-        job.details = hazmat.flag(
-            {
-                **job.details,
-                "stage": Stage.QUEUED.value,
-                "queued_at": clock().isoformat(),
-                **facts,
-            }
+        current = job_details.read(job)
+        job_details.write(
+            job,
+            hazmat.flag(
+                replace(
+                    current,
+                    stage=Stage.QUEUED,
+                    queued_at=clock(),
+                    estimates=facts.estimates or current.estimates,
+                    filament_type=facts.filament_type or current.filament_type,
+                    slicing=facts.slicing if facts.slicing is not None else current.slicing,
+                )
+            ),
         )
     return True
+
+
+@dataclass(frozen=True)
+class GcodeFacts:
+    """What a job's G-code says, to keep on the job (None: nothing new, keep what it has)."""
+
+    estimates: Estimates | None = None
+    filament_type: str | None = None
+    slicing: Mapping[str, Any] | None = None
+    """How it was sliced (``SliceResult.as_metadata``)."""
 
 
 def _produce_gcode(
     store: ArtifactStore,
     slicer: Slicer | None,
     reader: GcodeReader | None,
-    details: Mapping[str, Any],
+    details: JobDetails,
     gcode_path: str,
     policy: GcodePolicy,
-) -> dict[str, Any]:
+) -> GcodeFacts:
     """Slice the job's model into its G-code (or read the G-code it came with), checked
     against ``policy`` before it is kept (``GcodeRefused``); returns the facts to keep on
     the job: estimated time and filament, and how it was sliced."""
-    if not details.get("needs_slicing"):
+    if not details.needs_slicing:
         with tempfile.TemporaryDirectory(prefix="kittylab-gcode-") as tmp:
             local = Path(tmp) / "job.gcode"
             store.download_to(gcode_path, local)
             check_file(local, policy)
-            return _estimate_details(reader(local)) if reader is not None else {}
+            return _estimate_facts(reader(local)) if reader is not None else GcodeFacts()
     if slicer is None:
         raise DeviceRefused("no slicer is installed; upload G-code instead")
     with tempfile.TemporaryDirectory(prefix="kittylab-slice-") as tmp:
-        model = Path(tmp) / str(details["source_name"])
-        store.download_to(str(details["source_key"]), model)
+        model = Path(tmp) / str(details.source_name)
+        store.download_to(str(details.source_key), model)
         if model.suffix.lower() == ".3mf":
             # A project may carry G-code of its own (a Bambu plate's): it must pass too.
             check_archive(model, policy)
         gcode = Path(tmp) / "out.gcode"
-        profile = SliceProfile(printer=str(details.get("printer_profile", DEFAULT_PRINTER_PROFILE)))
+        profile = SliceProfile(printer=details.printer_profile or DEFAULT_PRINTER_PROFILE)
         result = slicer.slice(model, gcode, profile=profile)
         # The slicer's output is checked like an upload: a filament profile hotter than
         # the printer's limit is refused, and nothing refused is ever stored.
         check_file(gcode, policy)
         store.put_file(gcode_path, gcode, content_type="text/x.gcode")
         sliced = reader(gcode) if reader is not None else None
-        return {
-            **({"filament_type": sliced.filament_type} if sliced and sliced.filament_type else {}),
-            "estimated_seconds": result.estimated_seconds,
-            "filament_mm": result.filament_mm,
-            "filament_g": result.filament_g,
-            "slicing": result.as_metadata(),
-        }
+        return GcodeFacts(
+            estimates=Estimates(result.estimated_seconds, result.filament_mm, result.filament_g),
+            filament_type=sliced.filament_type if sliced else None,
+            slicing=result.as_metadata(),
+        )
 
 
-def _estimate_details(estimate: SliceEstimate | None) -> dict[str, Any]:
+def _estimate_facts(estimate: SliceEstimate | None) -> GcodeFacts:
     if estimate is None:
-        return {}
-    return {
-        "estimated_seconds": estimate.seconds,
-        "filament_mm": estimate.filament_mm,
-        "filament_g": estimate.filament_g,
-        **({"filament_type": estimate.filament_type} if estimate.filament_type else {}),
-    }
+        return GcodeFacts()
+    return GcodeFacts(
+        estimates=Estimates(estimate.seconds, estimate.filament_mm, estimate.filament_g),
+        filament_type=estimate.filament_type,
+    )
 
 
 def _fail(
@@ -373,31 +377,33 @@ def _fail(
     job_id: UUID,
     reason: str,
     now: datetime,
-    facts: Mapping[str, Any] | None = None,
+    violations: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     with database.unit_of_work() as session:
         job = fabrication_records.advance_fabrication_job(
             session, job_id, FabricationStatus.FAILED, now=now, reason=reason
         )
-        if facts:
-            job.details = {**job.details, **facts}
+        if violations:
+            details = job_details.read(job)
+            job_details.write(job, replace(details, gcode_violations=tuple(violations)))
 
 
 def printer_jobs(session: Session, device_id: UUID) -> list[QueuedJob]:
     rows = session.scalars(select(FabricationJob).where(FabricationJob.device_id == device_id))
-    return [
-        QueuedJob(
-            id=row.id,
-            status=row.status,
-            stage=row.details.get("stage"),
-            created_at=row.created_at,
-            completed_at=row.completed_at,
-            bed_cleared="bed_cleared" in row.details,
-            started_at=row.started_at,
-            reached_printer="starting_at" in row.details,
-        )
-        for row in rows
-    ]
+    return [_queued(row, job_details.read(row)) for row in rows]
+
+
+def _queued(row: FabricationJob, details: JobDetails) -> QueuedJob:
+    return QueuedJob(
+        id=row.id,
+        status=row.status,
+        stage=details.stage,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        bed_cleared=details.bed_cleared is not None,
+        started_at=row.started_at,
+        reached_printer=details.reached_printer,
+    )
 
 
 @dataclass(frozen=True)
@@ -423,12 +429,10 @@ def claim_next(database: Database, device_id: UUID, now: datetime) -> StartPlan 
             return step.waiting_for
         job = session.get(FabricationJob, step.start, with_for_update=True)
         assert job is not None
-        job.details = {
-            **job.details,
-            "stage": Stage.STARTING.value,
-            "starting_at": now.isoformat(),
-        }
-        printer_file = job.details.get(PRINTER_FILE)
+        details = job_details.write(
+            job, replace(job_details.read(job), stage=Stage.STARTING, starting_at=now)
+        )
+        printer_file = details.printer_file
         return StartPlan(
             job_id=job.id,
             device_id=device_id,
@@ -447,11 +451,12 @@ def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | N
         if (
             job is None
             or job.status is not FabricationStatus.PREPARING
-            or job.details.get("stage") != Stage.STARTING
+            or job_details.read(job).stage is not Stage.STARTING
         ):
             return None  # cancelled (or otherwise moved) while it was being started
         printer = session.get(Device, plan.device_id)
-        waiting = hazmat.start_refusal(session, printer, job.details) if printer else None
+        details = job_details.read(job)
+        waiting = hazmat.start_refusal(session, printer, details) if printer else None
         if waiting is not None:
             _requeue(session, plan.job_id, waiting)
             return None
@@ -484,7 +489,8 @@ def submit_start(database: Database, plan: StartPlan, now: datetime) -> UUID | N
 def _requeue(session: Session, job_id: UUID, reason: str) -> None:
     job = session.get(FabricationJob, job_id, with_for_update=True)
     if job is not None and job.status is FabricationStatus.PREPARING:
-        job.details = {**job.details, "stage": Stage.QUEUED.value, "waiting_for": reason}
+        details = job_details.read(job)
+        job_details.write(job, replace(details, stage=Stage.QUEUED, waiting_for=reason))
 
 
 def requeue_interrupted_starts(database: Database, now: datetime, grace: timedelta) -> int:
@@ -496,14 +502,14 @@ def requeue_interrupted_starts(database: Database, now: datetime, grace: timedel
             .where(
                 FabricationJob.status == FabricationStatus.PREPARING,
                 FabricationJob.origin_command_id.is_(None),
-                FabricationJob.details["stage"].astext == Stage.STARTING.value,
+                job_details.in_stage(Stage.STARTING),
             )
             .with_for_update(skip_locked=True)
         ).all()
         moved = 0
         for row in rows:
-            since = row.details.get("starting_at")
-            if since is None or now - datetime.fromisoformat(since) > grace:
+            since = job_details.read(row).starting_at
+            if since is None or now - since > grace:
                 _requeue(session, row.id, "its start was interrupted; it is back in the queue")
                 moved += 1
         return moved
@@ -535,15 +541,15 @@ def confirm_bed_clear(
         r
         for r in rows
         if r.status in (FabricationStatus.PRINTING, FabricationStatus.PAUSED)
-        or (r.details.get("stage") == Stage.STARTING and r.status is FabricationStatus.PREPARING)
+        or (job_details.read(r).stage is Stage.STARTING and r.status is FabricationStatus.PREPARING)
     ]
     if busy:
         raise Conflict(f"{device.display_name} is printing job {busy[0].id}", field="deviceId")
-    stamp = {"by": str(user_id), "at": now.isoformat()}
     covered = 0
     for row in rows:
-        if row.status in FINISHED and "bed_cleared" not in row.details:
-            row.details = {**row.details, "bed_cleared": stamp}
+        details = job_details.read(row)
+        if row.status in FINISHED and details.bed_cleared is None:
+            job_details.write(row, replace(details, bed_cleared=BedCleared(user_id, now)))
             covered += 1
     session.after_commit(jobs.defer_start_next, device_id)
     return covered
@@ -648,19 +654,22 @@ def active_jobs(database: Database) -> list[ActiveJob]:
                 )
             )
         ).all()
-        return [
-            ActiveJob(
-                id=job.id,
-                device_id=job.device_id,
-                status=job.status,
-                stage=job.details.get("stage"),
-                command_status=status.value if status is not None else None,
-                command_failure=failure,
+        active: list[ActiveJob] = []
+        for job, status, failure in rows:
+            stage = job_details.read(job).stage
+            if job.status is FabricationStatus.PREPARING and stage is not Stage.STARTING:
+                continue
+            active.append(
+                ActiveJob(
+                    id=job.id,
+                    device_id=job.device_id,
+                    status=job.status,
+                    stage=stage,
+                    command_status=status.value if status is not None else None,
+                    command_failure=failure,
+                )
             )
-            for job, status, failure in rows
-            if job.status is not FabricationStatus.PREPARING
-            or job.details.get("stage") == Stage.STARTING
-        ]
+        return active
 
 
 FollowUp = Callable[[UnitOfWork, FabricationJob, FabricationStatus], None]
@@ -668,11 +677,6 @@ FollowUp = Callable[[UnitOfWork, FabricationJob, FabricationStatus], None]
 status; the status it left): its records commit with the move or not at all, and what
 must happen once they are committed (a scene's dispatch, a notification's delivery, the
 queue's next look) it registers on the unit of work."""
-
-
-UNREADABLE_SINCE = "printer_unreadable_since"
-"""The key, in a job's ``details``, of when its printer stopped answering (cleared when
-it answers again)."""
 
 
 def apply_printer_state(
@@ -706,12 +710,22 @@ def apply_printer_state(
         row = session.get(FabricationJob, job.id, with_for_update=True)
         if row is None or row.status is not job.status:
             return None  # changed meanwhile: the next round sees the new status
+        details = job_details.read(row)
         if state is None and lost_after is not None:
             update = _unreadable(row, job, now, lost_after, unreadable)
-        elif state is not None and UNREADABLE_SINCE in row.details:
-            row.details = {k: v for k, v in row.details.items() if k != UNREADABLE_SINCE}
+        elif state is not None and details.printer_unreadable_since is not None:
+            details = job_details.write(row, replace(details, printer_unreadable_since=None))
         if state and "progress" in state and row.status is not FabricationStatus.PREPARING:
-            row.details = {**row.details, "progress": state.get("progress")}
+            progress = state.get("progress")
+            job_details.write(
+                row,
+                replace(
+                    details,
+                    progress=float(progress)
+                    if isinstance(progress, int | float) and not isinstance(progress, bool)
+                    else None,
+                ),
+            )
         if update.target is None:
             return None
         fabrication_records.advance_fabrication_job(
@@ -723,8 +737,10 @@ def apply_printer_state(
                 [telemetry.IncomingEvent(job.device_id, None, telemetry.STATE_TOPIC, state, None)],
                 now,
             )
-        if update.target is FabricationStatus.PRINTING and row.details.get("stage"):
-            row.details = {k: v for k, v in row.details.items() if k not in ("stage",)}
+        if update.target is FabricationStatus.PRINTING:
+            details = job_details.read(row)
+            if details.stage is not None:
+                job_details.write(row, replace(details, stage=None))
         if follow_up is not None:
             follow_up(session, row, job.status)
         return update.target
@@ -737,15 +753,16 @@ def _unreadable(
     lasted ``limit``."""
     if not following_printer(job.status, job.stage, job.command_status):
         return JobUpdate(None)
-    stamp = row.details.get(UNREADABLE_SINCE)
+    details = job_details.read(row)
+    stamp = details.printer_unreadable_since
     if stamp is None:
-        row.details = {**row.details, UNREADABLE_SINCE: now.isoformat()}
+        job_details.write(row, replace(details, printer_unreadable_since=now))
         return JobUpdate(None)
     return lost_printer(
         job.status,
         job.stage,
         job.command_status,
-        datetime.fromisoformat(stamp),
+        stamp,
         now,
         limit,
         why,

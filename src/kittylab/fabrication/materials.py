@@ -2,20 +2,19 @@
 policy that must be met before it starts (``domain.materials`` holds the rules).
 
 - ``flag`` (at creation, and again once the G-code names its filament): the job's
-  ``details.hazardous_materials`` (``{classes, materials}``) from the request's ``material``
-  and the G-code's ``filament_type``; absent for ordinary materials.
+  ``JobDetails.hazardous_materials`` (``{classes, materials}`` in its details) from the
+  request's ``material`` and the G-code's ``filament_type``; absent for ordinary materials.
 - ``creation_refusal``: a request naming a hazardous material in a zone whose policy asks
   for PPE must confirm it (``ppeConfirmed``), or it is refused at once, naming the field.
 - ``start_refusal``: before the print starts, the zone's fume extraction must be on (a
   device of the zone declared with ``attributes: {role: fume_extraction}``, whose last
   state says ``on``) and the PPE confirmed; otherwise the job waits in the queue with the
-  reason (``details.waiting_for``) and the queue looks again every minute.
+  reason (``JobDetails.waiting_for``) and the queue looks again every minute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy import select
@@ -25,25 +24,19 @@ from kittylab.adapters.db.tables import AccessPolicy, Device, Zone
 from kittylab.devices import telemetry
 from kittylab.domain import materials
 from kittylab.domain.errors import ValidationFailed
+from kittylab.fabrication.job_details import JobDetails
 
 FUME_EXTRACTION_ROLE = "fume_extraction"
 """The ``attributes.role`` that declares a device as its zone's fume extraction."""
-FLAG_KEY = "hazardous_materials"
-"""Where a job's flag is kept in its ``details``."""
 
 
-def flag(details: Mapping[str, Any]) -> dict[str, Any]:
+def flag(details: JobDetails) -> JobDetails:
     """``details`` with its hazardous-materials flag recomputed from what it names."""
-    hazard = hazard_of(details)
-    updated = {k: v for k, v in details.items() if k != FLAG_KEY}
-    if hazard is not None:
-        updated[FLAG_KEY] = hazard.as_details()
-    return updated
+    return replace(details, hazardous_materials=hazard_of(details))
 
 
-def hazard_of(details: Mapping[str, Any]) -> materials.MaterialHazard | None:
-    names = [details.get("material"), details.get("filament_type")]
-    return materials.classify(n for n in names if isinstance(n, str))
+def hazard_of(details: JobDetails) -> materials.MaterialHazard | None:
+    return materials.classify([details.material, details.filament_type])
 
 
 def zone_rules(session: Session, zone_id: UUID) -> list[materials.MaterialRule]:
@@ -57,7 +50,7 @@ def zone_rules(session: Session, zone_id: UUID) -> list[materials.MaterialRule]:
 
 
 def creation_refusal(
-    session: Session, printer: Device, details: Mapping[str, Any]
+    session: Session, printer: Device, details: JobDetails
 ) -> ValidationFailed | None:
     """A request for a hazardous material that does not confirm the zone's PPE."""
     hazard = hazard_of(details)
@@ -65,7 +58,7 @@ def creation_refusal(
         return None
     needed = sorted(
         {item for r in zone_rules(session, printer.zone_id) for item in r.ppe}
-        - set(details.get("ppe_confirmed") or ())
+        - set(details.ppe_confirmed)
     )
     if not needed:
         return None
@@ -77,7 +70,7 @@ def creation_refusal(
     )
 
 
-def start_refusal(session: Session, printer: Device, details: Mapping[str, Any]) -> str | None:
+def start_refusal(session: Session, printer: Device, details: JobDetails) -> str | None:
     """Why the job may not start on ``printer`` now (see the module doc), or None."""
     hazard = hazard_of(details)
     if hazard is None:
@@ -101,7 +94,7 @@ def start_refusal(session: Session, printer: Device, details: Mapping[str, Any])
         rules,
         zone=zone.name if zone else str(printer.zone_id),
         extraction=extraction,
-        ppe_confirmed=[str(p) for p in details.get("ppe_confirmed") or ()],
+        ppe_confirmed=list(details.ppe_confirmed),
     )
 
 

@@ -20,7 +20,7 @@ becomes a second job.
     the requester's newest upload of that name ──▶ ``jobs.create_job`` (G-code policy,
                                                    slicing of a model, materials)
     otherwise a file on the printer's own storage ─▶ a job queued at once,
-                                                   ``details.printer_file``; nothing is
+                                                   ``JobDetails.printer_file``; nothing is
                                                    uploaded when it starts
 
 Once the request commits, the printer's queue looks (``defer_start_next``; a model is
@@ -31,7 +31,7 @@ with ``status: queued``, the conversation says where the print stands.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -43,16 +43,17 @@ from kittylab.domain import actuation
 from kittylab.domain.errors import Conflict, NotFound
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import Stage
+from kittylab.fabrication import job_details, uploads
 from kittylab.fabrication import jobs as fabrication_jobs
 from kittylab.fabrication import records as fabrication_records
-from kittylab.fabrication import uploads
+from kittylab.fabrication.job_details import JobDetails
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore
 
 PRINT_INTENT = "print_start"
 
 Channel = Literal["command", "conversation"]
-"""How the print was asked for (kept on the job as ``details.requested_via``)."""
+"""How the print was asked for (kept on the job as ``JobDetails.requested_via``)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class PrintQueued:
 
     @property
     def file(self) -> str:
-        return str(self.job.details.get("source_name", self.job.gcode_path))
+        return job_details.read(self.job).source_name or self.job.gcode_path
 
 
 def request_print(
@@ -107,10 +108,6 @@ def request_print(
         uow, device_id=device_id, payload=payload, requested_by=requester.user_id, now=now
     )
     assert isinstance(file, str)  # the payload's schema, checked just above
-    asked = {
-        "requested_via": via,
-        **({"conversation_id": str(conversation_id)} if conversation_id else {}),
-    }
     upload = uploads.latest_upload(store, requester.user_id, file) if store else None
     if upload is not None and store is not None:
         uploads.hold_uploads(uow)  # retention must not remove the file before the commit
@@ -125,11 +122,23 @@ def request_print(
             scenes=scenes,
             idempotency_key=idempotency_key,
         )
-        job.details = {**job.details, **asked}
+        _asked_via(job, via, conversation_id)
         return PrintQueued(job, "upload")
     job = _printer_file_job(uow, jobs, device_id, file, requester.user_id, now, idempotency_key)
-    job.details = {**job.details, **asked}
+    _asked_via(job, via, conversation_id)
     return PrintQueued(job, "printer")
+
+
+def _asked_via(job: FabricationJob, via: Channel, conversation_id: UUID | None) -> None:
+    details = job_details.read(job)
+    job_details.write(
+        job,
+        replace(
+            details,
+            requested_via=via,
+            conversation_id=conversation_id or details.conversation_id,
+        ),
+    )
 
 
 def _retry(
@@ -160,7 +169,7 @@ def _retry(
     if earlier is None:
         return None
     source: Literal["upload", "printer"] = (
-        "printer" if fabrication_jobs.PRINTER_FILE in earlier.details else "upload"
+        "printer" if job_details.read(earlier).printer_file is not None else "upload"
     )
     return PrintQueued(earlier, source, retried=True)
 
@@ -220,20 +229,16 @@ def _printer_file_job(
         device=device,
         gcode_path=path,
         requested_by=requested_by,
-        details={
-            "stage": Stage.QUEUED.value,
-            "queued_at": now.isoformat(),
-            fabrication_jobs.PRINTER_FILE: file,
-            "source_key": path,
-            "source_name": file,
-            "needs_slicing": False,
-            "profile": "default",
-            **(
-                {fabrication_jobs.IDEMPOTENCY_KEY: idempotency_key}
-                if idempotency_key is not None
-                else {}
-            ),
-        },
+        details=JobDetails(
+            stage=Stage.QUEUED,
+            queued_at=now,
+            printer_file=file,
+            source_key=path,
+            source_name=file,
+            needs_slicing=False,
+            profile=job_details.DEFAULT_PROFILE,
+            idempotency_key=idempotency_key,
+        ),
         now=now,
     )
     uow.after_commit(jobs.defer_start_next, device_id)

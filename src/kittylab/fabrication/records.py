@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,6 +29,8 @@ from kittylab.domain.errors import Conflict, NotFound, ValidationFailed
 from kittylab.domain.records import validate_monitor_event
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.domain.state_machines import FABRICATION_TRANSITIONS, is_final, transition
+from kittylab.fabrication import job_details
+from kittylab.fabrication.job_details import JobDetails
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ def create_fabrication_job(
     requested_by: UUID,
     cad_artifact_id: UUID | None = None,
     origin_command_id: UUID | None = None,
-    details: Mapping[str, Any] | None = None,
+    details: JobDetails | None = None,
     now: datetime,
 ) -> FabricationJob:
     """Record a ``preparing`` job on ``device`` and return it, flushed.
@@ -51,7 +54,7 @@ def create_fabrication_job(
     The device must be a printer (``ValidationFailed``, field ``device_id``) that is not
     retired (``Conflict``); ``gcode_path`` is the object key of the sliced file, 1-512
     characters. An unknown CAD artifact or originating command is ``NotFound``. ``details``
-    holds job metadata such as hazardous-material flags.
+    holds job metadata such as hazardous-material flags (``fabrication.job_details``).
     """
     if device.retired_at is not None:
         raise Conflict(
@@ -73,7 +76,7 @@ def create_fabrication_job(
         cad_artifact_id=cad_artifact_id,
         origin_command_id=origin_command_id,
         status=FabricationStatus.PREPARING,
-        details=dict(details or {}),
+        details=job_details.new_details(details or JobDetails()),
         created_at=now,
     )
     session.add(job)
@@ -94,7 +97,7 @@ def advance_fabrication_job(
     Raises ``NotFound`` for an unknown id and ``InvalidTransition`` for a move the table
     forbids (anything out of a final state among them). The first move to ``printing``
     stamps ``started_at``; a final state stamps ``completed_at``. A given ``reason`` is
-    stored, sanitized, in ``details["reason"]``.
+    stored, sanitized, as ``JobDetails.reason``.
     """
     job = session.get(FabricationJob, job_id, with_for_update=True, populate_existing=True)
     if job is None:
@@ -106,7 +109,8 @@ def advance_fabrication_job(
     if is_final(FABRICATION_TRANSITIONS, target):
         job.completed_at = now
     if reason is not None:
-        job.details = {**job.details, "reason": sanitize_text(reason, _REASON_MAX)}
+        details = job_details.read(job)
+        job_details.write(job, replace(details, reason=sanitize_text(reason, _REASON_MAX)))
     session.flush()
     logger.info("fabrication job %s: %s -> %s", job.id, previous.value, target.value)
     return job

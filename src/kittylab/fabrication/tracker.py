@@ -41,6 +41,7 @@ from kittylab.domain.actuation import SystemActor
 from kittylab.domain.enums import FabricationStatus, MonitorEventType, OnlineState
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.print_queue import FINISHED
+from kittylab.fabrication import job_details
 from kittylab.fabrication import jobs as fabrication
 from kittylab.fabrication import records as fabrication_records
 from kittylab.ports import JobQueue, MessageBus
@@ -173,7 +174,7 @@ class PrintTracker:
         skipped and logged: a scene is comfort, it never blocks a print."""
         printer = uow.get(Device, job.device_id)
         assert printer is not None
-        steps = self._settings.scenes.get(str(job.details.get("profile", "default")), [])
+        steps = self._settings.scenes.get(job_details.read(job).job_profile, [])
         zone_devices = list(
             uow.scalars(
                 select(Device).where(Device.zone_id == printer.zone_id, Device.retired_at.is_(None))
@@ -219,9 +220,10 @@ class PrintTracker:
             )
         printer = session.get(Device, job.device_id)
         name = printer.display_name if printer else "the printer"
-        reason = job.details.get("reason")
+        details = job_details.read(job)
+        reason = details.reason
         title = f"Print {job.status.value} on {name}"
-        body = f"{job.details.get('source_name', job.gcode_path)}: {job.status.value}"
+        body = f"{details.source_name or job.gcode_path}: {job.status.value}"
         if reason:
             body += f" ({reason})"
         body += f". Clear the bed of {name} and confirm it before the next job starts."

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +45,8 @@ from kittylab.manifest.loader import parse_manifest
 from kittylab.manifest.model import LabManifest
 from kittylab.manifest.problems import ManifestError
 from kittylab.records import alerts, audit
-from kittylab.safety import policy
+from kittylab.safety import event_details, policy
+from kittylab.safety.event_details import EventDetails, LabChange
 from kittylab.safety.workflow import SafetyContext
 
 # One safety person who is not the sender signs: the event's requirements.
@@ -72,12 +73,16 @@ class Review:
         return change_hash(self.revision, self.manifest_sha256, self.weakening)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "hash": self.change_hash,
-            "revision": self.revision,
-            "manifest_sha256": self.manifest_sha256,
-            "weakening": [w.to_json() for w in self.weakening],
-        }
+        return self.held().to_json()
+
+    def held(self) -> LabChange:
+        """The change as its held safety event keeps it."""
+        return LabChange(
+            hash=self.change_hash,
+            revision=self.revision,
+            manifest_sha256=self.manifest_sha256,
+            weakening=tuple(w.to_json() for w in self.weakening),
+        )
 
 
 @dataclass(frozen=True)
@@ -148,14 +153,16 @@ def _hold(
         initiated_by=sender.user_id,
         status=SafetyStatus.PENDING,
         expires_at=now + context.event_ttl,
-        details={
-            "intent": change_intent(found.change_hash),
-            "requirements": REQUIREMENTS.to_json(),
-            "change": found.to_json(),
-            "policies": [p.name for p in policies],
-            "tallies": {kind: vars(t) for kind, t in report.tallies().items()},
-            "manifest": text,
-        },
+        details=event_details.new_details(
+            EventDetails(
+                intent=change_intent(found.change_hash),
+                requirements=REQUIREMENTS,
+                change=found.held(),
+                policies=tuple(p.name for p in policies),
+                tallies={kind: vars(t) for kind, t in report.tallies().items()},
+                manifest=text,
+            )
+        ),
     )
     session.add(event)
     session.flush()
@@ -168,7 +175,7 @@ def _hold(
         subject_type="safety_event",
         subject_id=event.id,
         details={
-            "intent": event.details["intent"],
+            "intent": change_intent(found.change_hash),
             "change": found.to_json(),
             "requirements": REQUIREMENTS.to_json(),
             "expires_at": event.expires_at.isoformat() if event.expires_at else None,
@@ -243,21 +250,21 @@ class HeldLabChanges:
     def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
         if event.event_type is not SafetyEventType.POLICY_CHANGE:
             return None
-        stored = event.details.get("change")
-        text = event.details.get("manifest")
-        if not isinstance(stored, dict) or not isinstance(text, str):
+        details = event_details.read(event)
+        stored, text = details.change, details.manifest
+        if stored is None or text is None:
             return "void: this lab change was not stored whole; send the manifest again"
         try:
             now = review(session, parse_manifest(text, "manifest"), text)
         except ManifestError as exc:  # the rules moved under it (an upgrade)
             return f"void: the held manifest no longer validates ({exc.message}); send it again"
-        if now.revision != stored.get("revision"):
+        if now.revision != stored.revision:
             return (
                 "void: the lab changed after this change was sent (it was made against "
-                f"revision {str(stored.get('revision'))[:12]}, the lab is now at "
+                f"revision {str(stored.revision)[:12]}, the lab is now at "
                 f"{now.revision[:12]}); nothing was applied; send the manifest again"
             )
-        if change_intent(now.change_hash) != event.details.get("intent"):
+        if change_intent(now.change_hash) != details.intent:
             return "void: the held change does not match the hash it was approved under"
         return None
 
@@ -266,7 +273,8 @@ class HeldLabChanges:
     ) -> None:
         if event.event_type is not SafetyEventType.POLICY_CHANGE:
             return
-        manifest = parse_manifest(str(event.details["manifest"]), "manifest")
+        details = event_details.read(event)
+        manifest = parse_manifest(str(details.manifest), "manifest")
         report = apply_manifest(
             session,
             manifest,
@@ -275,10 +283,8 @@ class HeldLabChanges:
             audit_context={"safety_event_id": str(event.id), "approved_by": approver.username},
         )
         event.resolved_at = now
-        event.details = {
-            **event.details,
-            "applied": {kind: vars(t) for kind, t in report.tallies().items()},
-        }
+        applied = {kind: vars(t) for kind, t in report.tallies().items()}
+        event_details.write(event, replace(details, applied=applied))
 
 
 HELD_LAB_CHANGES = HeldLabChanges()

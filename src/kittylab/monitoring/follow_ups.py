@@ -3,7 +3,7 @@
 A failure alert (``reports.report``) asks for a pause, and a thermal runaway also
 for a cooldown (``watcher``). The first notification can only say the pause was
 *requested*: the printer has not confirmed anything yet. So each such command is linked
-to its job (``details["monitor_commands"]``: command id → the monitor event and intent),
+to its job (``JobDetails.monitor_commands``: command id → the monitor event and intent),
 and ``dispatch`` calls ``alert_if_failed`` inside the transaction that decides the
 command. A linked command that ends ``failed`` (refused, broker down, not confirmed in
 time) records a second, urgent notification naming the failure reason. Deciding the
@@ -14,8 +14,7 @@ watcher that already marked the condition as seen can lose the alert.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy import select
@@ -24,12 +23,12 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, PrintMonitorEvent
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import CommandStatus
+from kittylab.fabrication import job_details
+from kittylab.fabrication.job_details import MonitorLink
 from kittylab.records import alerts
 
 log = logging.getLogger(__name__)
 
-LINKS = "monitor_commands"
-"""The key, in a job's ``details``, of the commands its monitor alerts sent."""
 FOLLOW_UP_INTENTS = frozenset({"print_pause", "printer_cooldown"})
 _WHAT_FAILED = {"print_pause": "paused", "printer_cooldown": "cooled down"}
 
@@ -47,9 +46,11 @@ def snapshot_path(key: str) -> str:
 def link(job: FabricationJob, command_id: UUID, event_id: UUID, intent: str) -> None:
     """Remember that ``command_id`` was sent for the monitor event ``event_id``. A command
     already linked (a second failure joining a pause on its way) keeps its first event."""
-    links: dict[str, Any] = dict(job.details.get(LINKS) or {})
-    links.setdefault(str(command_id), {"event": str(event_id), "intent": intent})
-    job.details = {**job.details, LINKS: links}
+    details = job_details.read(job)
+    if command_id in details.monitor_commands:
+        return
+    links = {**details.monitor_commands, command_id: MonitorLink(event_id, intent)}
+    job_details.write(job, replace(details, monitor_commands=links))
 
 
 def alert_if_failed(session: Session, command: DeviceCommand, notify: NotifySettings) -> list[UUID]:
@@ -62,14 +63,14 @@ def alert_if_failed(session: Session, command: DeviceCommand, notify: NotifySett
         select(FabricationJob)
         .where(
             FabricationJob.device_id == command.device_id,
-            FabricationJob.details[LINKS].has_key(str(command.id)),
+            job_details.links_command(command.id),
         )
         .limit(1)
     )
     if job is None:
         return []  # sent by a person, not by an alert: they follow their own command
-    entry: Mapping[str, Any] = job.details[LINKS][str(command.id)]
-    event = session.get(PrintMonitorEvent, UUID(str(entry["event"])))
+    entry = job_details.read(job).monitor_commands.get(command.id)
+    event = session.get(PrintMonitorEvent, entry.event_id) if entry is not None else None
     printer = session.get(Device, job.device_id)
     name = printer.display_name if printer else "the printer"
     what = event.event_type.value.replace("_", " ") if event else "a failure"

@@ -46,6 +46,8 @@ from kittylab.domain.zones import (
 )
 from kittylab.domain.zones import counts_as_present as counts_as_present_rule
 from kittylab.records import audit
+from kittylab.safety import event_details
+from kittylab.safety.event_details import EventDetails
 
 RECORDED = "presence.recorded"
 CONFIRMED = "presence.confirmed"
@@ -330,12 +332,14 @@ def record_override(
         signature=None,
         status=SafetyStatus.APPROVED,
         reason=why,
-        details={
-            "override": "presence",
-            "user_id": str(user_id),
-            "status": status.value,
-            "presence_id": str(row.id),
-        },
+        details=event_details.new_details(
+            EventDetails(
+                override="presence",
+                user_id=user_id,
+                presence_status=status.value,
+                presence_id=row.id,
+            )
+        ),
         created_at=now,
         resolved_at=now,
     )

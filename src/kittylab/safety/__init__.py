@@ -10,8 +10,10 @@ Modules:
 
 - ``approval_payload``: (pure) ``ApprovalPayload``: the exact bytes an approver signs
 - ``audit_chain``: (pure) the audit log's hash chain: ``entry_hash``, ``verify``
-- ``held``: a held command for its requester: ``HeldCommand.pending_hazard``, one shape
-  for every route
+- ``event_details``: a safety event's ``details``, typed: ``EventDetails``, ``read``,
+  ``write``
+- ``held``: a held command for its requester: ``HeldCommand.pending_hazard`` (a
+  ``PendingHazard``), one shape for every route
 - ``keys``: approver keys: ``add_key``, ``revoke_key``, ``verify_approval_signature``
 - ``lockout``: (pure) the lock rules: ``lock_refusal``, ``removal_refusal``
 - ``locks``: lockout/tagout on the record: ``place``, ``remove``, ``active_locks``

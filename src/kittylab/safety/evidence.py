@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
 
@@ -28,6 +28,7 @@ from kittylab.monitoring import cameras
 from kittylab.monitoring.ports import SnapshotSource
 from kittylab.records import audit
 from kittylab.records.ports import ArtifactStore
+from kittylab.safety import event_details
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def _record(
             event.evidence_key = key
             details = {"evidence_key": key}
         else:
-            event.details = {**event.details, "evidence_unavailable": reason}
+            stored = event_details.read(event)
+            event_details.write(event, replace(stored, evidence_unavailable=reason))
             details = {"evidence_unavailable": reason}
         audit.append(
             session,
@@ -105,6 +107,6 @@ def _record(
             now=now,
             subject_type="safety_event",
             subject_id=event_id,
-            details={**details, "intent": event.details.get("intent")},
+            details={**details, "intent": event_details.read(event).intent},
         )
         return Bookmark(key, reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +22,46 @@ from kittylab.safety import workflow
 
 
 @dataclass(frozen=True)
+class HazardPolicy:
+    """An access policy governing a held command's intent in its zone."""
+
+    name: str
+    required_roles: tuple[str, ...]
+    requires_dual_confirm: bool
+    requires_presence: bool
+    ppe: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HazardRequirements:
+    """What a hazardous request needs before it may run, in its zone."""
+
+    zone: str | None
+    hazard_level: str | None
+    policies: tuple[HazardPolicy, ...]
+
+
+@dataclass(frozen=True)
+class PendingHazard:
+    """A command held for safety approval, as every route answers it (the API's
+    ``pendingHazard``): what it is, its event, and what it still needs."""
+
+    intent: str
+    device_id: UUID
+    device: str
+    """The device's external id."""
+    event_id: UUID
+    command_id: UUID
+    missing: tuple[str, ...]
+    message: str
+    """The whole situation in one sentence, for people."""
+    zone: str | None
+    hazard_level: str | None
+    policies: tuple[HazardPolicy, ...]
+    status: str = "awaiting_confirmation"
+
+
+@dataclass(frozen=True)
 class HeldCommand:
     """A command waiting for its safety event's approvals."""
 
@@ -29,29 +69,30 @@ class HeldCommand:
     event: SafetyEvent
     device: Device
     missing: list[str]
-    """What the event still needs, in words (``workflow.view``)."""
-    requirements: dict[str, Any]
+    """What the event still needs, in words (``workflow.missing``)."""
+    requirements: HazardRequirements
     """The zone's hazard level and the policies governing the intent there."""
 
-    def pending_hazard(self) -> dict[str, Any]:
-        """The ``pendingHazard`` object both routes answer with."""
+    def pending_hazard(self) -> PendingHazard:
+        """The ``pendingHazard`` every route answers with."""
         intent = self.command.intent
         missing = "; ".join(self.missing) or "nothing"
-        return {
-            "intent": intent,
-            "deviceId": str(self.device.id),
-            "device": self.device.external_id,
-            "eventId": str(self.event.id),
-            "commandId": str(self.command.id),
-            "status": "awaiting_confirmation",
-            "missing": self.missing,
-            "message": (
+        return PendingHazard(
+            intent=intent,
+            device_id=self.device.id,
+            device=self.device.external_id,
+            event_id=self.event.id,
+            command_id=self.command.id,
+            missing=tuple(self.missing),
+            message=(
                 f"{describe_intent(intent, self.device.display_name, self.command.payload)} "
                 f"is hazardous and waits for safety approval (event {str(self.event.id)[:8]}): "
                 f"still missing {missing}. Nothing was sent to the device."
             ),
-            **self.requirements,
-        }
+            zone=self.requirements.zone,
+            hazard_level=self.requirements.hazard_level,
+            policies=self.requirements.policies,
+        )
 
 
 def held(
@@ -63,13 +104,13 @@ def held(
 ) -> HeldCommand:
     device = session.get(Device, command.device_id)
     assert device is not None  # a command's device is never deleted, only retired
-    missing: list[str] = workflow.view(session, event, now, context.presence_ttl)["missing"]
+    missing = workflow.missing(session, event, now, context.presence_ttl)
     return HeldCommand(
         command, event, device, missing, hazard_requirements(session, device, command.intent)
     )
 
 
-def hazard_requirements(session: Session, device: Device, intent: str) -> dict[str, Any]:
+def hazard_requirements(session: Session, device: Device, intent: str) -> HazardRequirements:
     """What a hazardous request needs before it may run: the zone's hazard level and every
     active policy governing the intent there (roles, dual confirmation, presence, PPE)."""
     zone = session.get(Zone, device.zone_id)
@@ -81,19 +122,19 @@ def hazard_requirements(session: Session, device: Device, intent: str) -> dict[s
         )
     ).all()
     hazard = zone.hazard_level if zone is not None else None
-    return {
-        "zone": zone.name if zone else None,
-        "hazardLevel": hazard.value if hazard else None,
-        "policies": [
-            {
-                "name": p.name,
-                "requiredRoles": [r.value for r in p.required_roles],
-                "requiresDualConfirm": (
+    return HazardRequirements(
+        zone=zone.name if zone else None,
+        hazard_level=hazard.value if hazard else None,
+        policies=tuple(
+            HazardPolicy(
+                name=p.name,
+                required_roles=tuple(r.value for r in p.required_roles),
+                requires_dual_confirm=(
                     effective_dual_confirm(hazard, p.requires_dual_confirm) if hazard else True
                 ),
-                "requiresPresence": p.requires_presence,
-                "ppe": list((p.pqe_checks or {}).get("required", [])),
-            }
+                requires_presence=p.requires_presence,
+                ppe=tuple(str(i) for i in (p.pqe_checks or {}).get("required", [])),
+            )
             for p in policies
-        ],
-    }
+        ),
+    )

@@ -31,6 +31,8 @@ from kittylab.domain.principal import Principal
 from kittylab.domain.sanitize import sanitize_text
 from kittylab.ports import JobQueue
 from kittylab.records import alerts, audit
+from kittylab.safety import event_details
+from kittylab.safety.event_details import EventDetails
 from kittylab.safety.lockout import LockFact, removal_refusal, when_text
 
 # Stored reasons are one line of at most this many characters (the API refuses longer).
@@ -195,7 +197,9 @@ def remove(
         initiated_by=by.user_id,
         approved_by=by.user_id,
         reason=reason,
-        details={"override": "lock", "lock_id": str(lock.id), "owner_id": str(lock.owner_id)},
+        details=event_details.new_details(
+            EventDetails(override="lock", lock_id=lock.id, owner_id=lock.owner_id)
+        ),
         created_at=now,
         resolved_at=now,
     )

@@ -52,13 +52,14 @@ from kittylab.people import presence
 from kittylab.people.passkeys import RelyingParty
 from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts, audit
-from kittylab.safety import keys, locks, passkey_approvals, policy, signatures
+from kittylab.safety import event_details, keys, locks, passkey_approvals, policy, signatures
 from kittylab.safety.approval_payload import (
     NONCE_PATTERN,
     ApprovalPayload,
     arguments_digest,
     mismatch,
 )
+from kittylab.safety.event_details import EventDetails
 from kittylab.safety.lockout import lock_refusal
 from kittylab.safety.zone_facts import ZoneFacts, zone_facts
 
@@ -167,7 +168,7 @@ def hold(
         initiated_by=requested_by,
         status=SafetyStatus.PENDING,
         expires_at=now + context.event_ttl,
-        details={"intent": intent, "requirements": requirements.to_json()},
+        details=event_details.new_details(EventDetails(intent=intent, requirements=requirements)),
     )
     session.add(event)
     session.flush()
@@ -187,7 +188,7 @@ def hold(
         session.flush()
         return command
     command.safety_event_id = event.id
-    event.details = {**event.details, "command_id": str(command.id)}
+    event_details.write(event, replace(event_details.read(event), command_id=command.id))
     session.flush()
     _notify_approvers(session, event, device, intent, requirements, context.notify)
     _audit(
@@ -249,7 +250,7 @@ def event_message(event: SafetyEvent, now: datetime) -> dict[str, Any]:
         "eventId": str(event.id),
         "type": event.event_type.value,
         "status": event.status.value,
-        "intent": event.details.get("intent"),
+        "intent": event_details.read(event).intent,
         "deviceId": str(event.device_id) if event.device_id else None,
         "expiresAt": event.expires_at.isoformat() if event.expires_at else None,
         "at": now.isoformat(),
@@ -274,8 +275,8 @@ def get(session: Session, event_id: UUID, *, for_update: bool = False) -> Safety
 
 
 def requirements_of(event: SafetyEvent) -> policy.Requirements:
-    stored = event.details.get("requirements")
-    if not isinstance(stored, dict):
+    stored = event_details.read(event).requirements
+    if stored is None:
         # Events without recorded requirements (overrides, older rows) need the strictest.
         return policy.Requirements(
             roles=policy.DEFAULT_APPROVER_ROLES,
@@ -285,7 +286,7 @@ def requirements_of(event: SafetyEvent) -> policy.Requirements:
             policy_id=event.policy_id,
             policy_name=None,
         )
-    return policy.Requirements.from_json(stored, event.policy_id)
+    return stored
 
 
 def _approval_facts(session: Session, event_id: UUID) -> list[policy.ApprovalFact]:
@@ -314,15 +315,15 @@ def view(
         .where(SafetyApproval.event_id == event.id)
         .order_by(SafetyApproval.created_at)
     ).all()
-    lacking: list[str] = []
-    if event.status is SafetyStatus.PENDING and "requirements" in event.details:
-        initiator_present = _initiator_present(session, event, now, presence_ttl)
-        lacking = policy.missing(
-            requirements_of(event),
-            [policy.ApprovalFact(a.approver_id, name) for a, name in approvals],
-            initiator_present=initiator_present,
-            zone_name=_zone_name(session, event),
-        )
+    details = event_details.read(event)
+    lacking = _missing(
+        session,
+        event,
+        details,
+        [policy.ApprovalFact(a.approver_id, name) for a, name in approvals],
+        now,
+        presence_ttl,
+    )
     command = held_command(session, event)
     device = session.get(Device, event.device_id) if event.device_id else None
     zone = session.get(Zone, event.zone_id) if event.zone_id else None
@@ -342,7 +343,7 @@ def view(
         "created_at": event.created_at,
         "expires_at": event.expires_at,
         "resolved_at": event.resolved_at,
-        "intent": event.details.get("intent"),
+        "intent": details.intent,
         "command_id": command.id if command else None,
         # What the approver signs for, shown so they can check it (issue 13): the held
         # command's arguments and their digest, and the names behind the ids.
@@ -352,7 +353,7 @@ def view(
         "device_name": device.display_name if device else None,
         "zone_name": zone.name if zone else None,
         "initiator_name": initiator.display_name if initiator else None,
-        "requirements": event.details.get("requirements"),
+        "requirements": details.requirements.to_json() if details.requirements else None,
         "missing": lacking,
         "approvals": [
             {
@@ -366,12 +367,39 @@ def view(
     }
 
 
+def missing(
+    session: Session, event: SafetyEvent, now: datetime, presence_ttl: timedelta
+) -> list[str]:
+    """What ``event`` still needs before its command may be sent, in words (empty once
+    decided, and for an event that takes no approvals)."""
+    details = event_details.read(event)
+    return _missing(session, event, details, _approval_facts(session, event.id), now, presence_ttl)
+
+
+def _missing(
+    session: Session,
+    event: SafetyEvent,
+    details: EventDetails,
+    approvals: list[policy.ApprovalFact],
+    now: datetime,
+    presence_ttl: timedelta,
+) -> list[str]:
+    if event.status is not SafetyStatus.PENDING or not details.takes_approvals:
+        return []
+    return policy.missing(
+        requirements_of(event),
+        approvals,
+        initiator_present=_initiator_present(session, event, now, presence_ttl),
+        zone_name=_zone_name(session, event),
+    )
+
+
 def held_command(session: Session, event: SafetyEvent) -> DeviceCommand | None:
     """The command ``event`` holds, if it holds one."""
-    command_id = event.details.get("command_id")
-    if not isinstance(command_id, str):
+    command_id = event_details.read(event).command_id
+    if command_id is None:
         return None
-    return session.get(DeviceCommand, UUID(command_id))
+    return session.get(DeviceCommand, command_id)
 
 
 def _initiator_present(session: Session, event: SafetyEvent, now: datetime, ttl: timedelta) -> bool:
@@ -565,10 +593,9 @@ def approve(
         )
         event.approved_by = approver.user_id
         event.signature = request.signature
-        event.details = {**event.details, "approved_at": now.isoformat()}
+        stored = event_details.write(event, replace(event_details.read(event), approved_at=now))
         outcome.approved = True
-        command_id = event.details.get("command_id")
-        outcome.command_id = UUID(command_id) if isinstance(command_id, str) else None
+        outcome.command_id = stored.command_id
         outcome.notifications = _notify_initiator(session, event, "approved", context.notify)
         if held_change is not None:
             held_change.carry_out(session, event, approver, now)
@@ -624,7 +651,7 @@ def _state_refusal(
             action="safety.expired",
         )
         return f"this request expired at {event.expires_at:%H:%M:%S} UTC; ask again"
-    if "requirements" not in event.details:
+    if not event_details.read(event).takes_approvals:
         return "this event does not take approvals"
     return None
 
@@ -633,7 +660,7 @@ def _lockout_refusal(session: Session, event: SafetyEvent) -> str | None:
     """A lock placed after the request was made still stops it."""
     if event.device_id is None:
         return None
-    intent = str(event.details.get("intent", ""))
+    intent = event_details.read(event).intent or ""
     return lock_refusal(intent, locks.active_locks(session, event.device_id))
 
 
@@ -650,7 +677,7 @@ def _expected_payload(session: Session, event: SafetyEvent, nonce: str) -> Appro
     command = held_command(session, event)
     return ApprovalPayload(
         event_id=event.id,
-        intent=str(event.details.get("intent", "")),
+        intent=event_details.read(event).intent or "",
         device_id=event.device_id,
         zone_id=event.zone_id,
         initiator_id=event.initiated_by,
@@ -761,10 +788,11 @@ def _decide_denied(
     event.status = transition("safety event", SAFETY_TRANSITIONS, event.status, SafetyStatus.DENIED)
     event.reason = reason
     event.resolved_at = now
-    event.details = {**event.details, **({"denied_by": str(by)} if by else {})}
-    command_id = event.details.get("command_id")
-    if isinstance(command_id, str):
-        command = session.get(DeviceCommand, UUID(command_id), with_for_update=True)
+    details = event_details.read(event)
+    details = event_details.write(event, replace(details, denied_by=by or details.denied_by))
+    command_id = details.command_id
+    if command_id is not None:
+        command = session.get(DeviceCommand, command_id, with_for_update=True)
         if command is not None and command.status is CommandStatus.PENDING:
             commands.advance_command(
                 session,
@@ -775,7 +803,14 @@ def _decide_denied(
             )
     session.flush()
     told = _notify_initiator(session, event, "denied", notify)
-    _audit(session, action, by, event.id, now, {"reason": reason, "command_id": command_id})
+    _audit(
+        session,
+        action,
+        by,
+        event.id,
+        now,
+        {"reason": reason, "command_id": str(command_id) if command_id else None},
+    )
     return told
 
 
@@ -807,7 +842,7 @@ def expire_due(
 def _notify_initiator(
     session: Session, event: SafetyEvent, outcome: str, settings: NotifySettings
 ) -> list[Notification]:
-    intent = event.details.get("intent", event.event_type.value)
+    intent = event_details.read(event).intent or event.event_type.value
     if event.event_type is SafetyEventType.POLICY_CHANGE:
         title, body = _lab_change_words(event, outcome)
     else:
@@ -833,8 +868,8 @@ def _notify_initiator(
 def _lab_change_words(event: SafetyEvent, outcome: str) -> tuple[str, str]:
     """A held lab change's outcome for the person who sent the manifest: it is applied
     whole with the approval, or nothing of it is."""
-    change = event.details.get("change")
-    digest = str(change.get("hash", ""))[:12] if isinstance(change, dict) else ""
+    change = event_details.read(event).change
+    digest = (change.hash or "")[:12] if change is not None else ""
     what = f"lab change {digest}" if digest else "lab change"
     if outcome == "approved":
         return (
@@ -942,7 +977,7 @@ def lock_out(
             reason=f"{refusal}; nothing was sent",
         )
         if event is not None:
-            event.details = {**event.details, "not_sent": refusal}
+            event_details.write(event, replace(event_details.read(event), not_sent=refusal))
             event.resolved_at = now
         if command.requested_by is not None:
             told += alerts.notify_person(

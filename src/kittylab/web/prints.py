@@ -29,6 +29,7 @@ from kittylab.adapters.db.tables import (
 from kittylab.domain.enums import ArtifactType, DeviceKind, FabricationStatus, OnlineState
 from kittylab.domain.gcode_thumbnails import Thumbnail, find_thumbnail
 from kittylab.domain.print_queue import ACTIVE, FINISHED, Stage
+from kittylab.fabrication import job_details
 from kittylab.records.ports import ArtifactMissing, ArtifactStore
 from kittylab.web.floor import detail_rows, latest_states
 
@@ -143,22 +144,18 @@ class CadChoice:
 
 
 def _file_name(job: FabricationJob) -> str:
-    details = job.details
-    name = details.get("printer_file") or details.get("source_name")
+    details = job_details.read(job)
+    name = details.printer_file or details.source_name
     return str(name or job.gcode_path.rsplit("/", 1)[-1])
 
 
-def _estimate(details: dict[str, Any]) -> float | None:
-    value = details.get("estimated_seconds")
-    return float(value) if isinstance(value, int | float) else None
-
-
 def _job_view(job: FabricationJob, names: dict[UUID, str], events: list[EventView]) -> JobView:
-    reason = job.details.get("reason")
+    details = job_details.read(job)
+    reason = details.reason
     return JobView(
         id=job.id,
         status=job.status,
-        stage=job.details.get("stage"),
+        stage=details.stage,
         file_name=_file_name(job),
         requested_by=job.requested_by,
         requester_name=names.get(job.requested_by, "?"),
@@ -166,8 +163,8 @@ def _job_view(job: FabricationJob, names: dict[UUID, str], events: list[EventVie
         started_at=job.started_at,
         completed_at=job.completed_at,
         reason=str(reason) if reason else None,
-        bed_cleared="bed_cleared" in job.details,
-        estimated_seconds=_estimate(job.details),
+        bed_cleared=details.bed_cleared is not None,
+        estimated_seconds=details.estimated_seconds,
         from_cad=job.cad_artifact_id is not None,
         events=tuple(events),
     )
@@ -221,8 +218,8 @@ def read_printers(session: Session, device_id: UUID | None = None) -> list[Print
             reverse=True,
         )
         printers[printer_id].needs_bed_clear = any(
-            "bed_cleared" not in j.details
-            and (j.started_at is not None or "starting_at" in j.details)
+            (d := job_details.read(j)).bed_cleared is None
+            and (j.started_at is not None or d.reached_printer)
             for j in finished
         )
         kept.extend(j for j in printer_jobs if j.status not in FINISHED)

@@ -56,8 +56,8 @@ from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import FabricationStatus
 from kittylab.domain.errors import KittyLabError, ValidationFailed
 from kittylab.domain.print_queue import Stage
+from kittylab.fabrication import job_details, uploads
 from kittylab.fabrication import jobs as fabrication
-from kittylab.fabrication import uploads
 from kittylab.fabrication.ports import Slicer
 from kittylab.monitoring.ports import SnapshotSource
 from kittylab.records import notifications
@@ -580,7 +580,7 @@ def _jobs_stuck_preparing(ctx: JobContext) -> list[UUID]:
             session.scalars(
                 select(FabricationJob.id).where(
                     FabricationJob.status == FabricationStatus.PREPARING,
-                    FabricationJob.details["stage"].astext == Stage.SLICING.value,
+                    job_details.in_stage(Stage.SLICING),
                     FabricationJob.created_at < ctx.clock() - PREPARE_GRACE,
                 )
             )
@@ -594,7 +594,7 @@ def _printers_with_queued_jobs(ctx: JobContext) -> list[UUID]:
                 select(FabricationJob.device_id)
                 .where(
                     FabricationJob.status == FabricationStatus.PREPARING,
-                    FabricationJob.details["stage"].astext == Stage.QUEUED.value,
+                    job_details.in_stage(Stage.QUEUED),
                 )
                 .distinct()
             )

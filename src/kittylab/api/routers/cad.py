@@ -20,6 +20,7 @@ from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import CADArtifactOut, CADJobOut, CamelModel, StrictInput
 from kittylab.bootstrap import Container
+from kittylab.cad import job_details
 from kittylab.cad.errors import CadBudgetExceeded, CadGenerationFailed
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest, GenerateResult, content_type
@@ -186,7 +187,7 @@ def _link(artifact: CADArtifact) -> ArtifactLink:
 
 
 def _generated(result: GenerateResult, mode: PolicyMode) -> JSONResponse:
-    spec = result.job.details.get("spec")
+    spec = job_details.read(result.job).spec
     body = GenerateOut(
         cad_job_id=result.job.id,
         status=result.job.status,
@@ -415,10 +416,9 @@ def download(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> Respons
 def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageOut:
     """CAD job (and the jobs it iterated on) → this artifact → fabrication jobs → outcome."""
     found = c.cad.lineage(uow, artifact_id)
-    jobs: list[CADJob] = found["jobs"]
     return LineageOut(
-        artifact=_link(found["artifact"]),
-        jobs=[CADJobOut.model_validate(j) for j in jobs],
+        artifact=_link(found.artifact),
+        jobs=[CADJobOut.model_validate(j) for j in found.jobs],
         fabrication_jobs=[
             FabricationLink(
                 id=f.id,
@@ -435,10 +435,10 @@ def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageO
                 )
                 else None,
                 monitor_events=[
-                    MonitorEventLink.model_validate(e) for e in found["events"].get(f.id, [])
+                    MonitorEventLink.model_validate(e) for e in found.events.get(f.id, [])
                 ],
             )
-            for f in found["fabrication"]
+            for f in found.prints
         ],
     )
 
@@ -446,4 +446,4 @@ def lineage(artifact_id: UUID, _: Caller, uow: UnitOfWork, c: Wired) -> LineageO
 @router.get("/providers", response_model=list[ProviderStatusOut])
 def providers(_: Caller, c: Wired) -> list[ProviderStatusOut]:
     """Every CAD provider, whether it works offline, and why it is unavailable if it is."""
-    return [ProviderStatusOut(**status) for status in c.cad.provider_status()]
+    return [ProviderStatusOut.model_validate(status) for status in c.cad.provider_status()]

@@ -37,8 +37,9 @@ from kittylab.devices.telemetry import latest_state
 from kittylab.domain.enums import FabricationStatus, OnlineState, SafetyStatus
 from kittylab.domain.principal import Principal
 from kittylab.domain.print_queue import FINISHED
+from kittylab.fabrication import job_details
 from kittylab.people import presence as presence_records
-from kittylab.safety import workflow
+from kittylab.safety import event_details, workflow
 from kittylab.safety.locks import list_locks
 
 POLLED_INTEGRATIONS = frozenset({"octoprint", "moonraker", "homeassistant", "bambu"})
@@ -183,23 +184,20 @@ def presence(session: Session, zone: str | None, now: datetime, ttl: timedelta) 
 
 
 def _job_fact(job: FabricationJob, printer: Device, owner: str) -> JobFact:
-    details = job.details
-    source = details.get("source_name")
-    file = source if isinstance(source, str) and source else PurePosixPath(job.gcode_path).name
-    reason = details.get("reason")
-    stage = details.get("stage")
+    details = job_details.read(job)
+    file = details.source_name or PurePosixPath(job.gcode_path).name
     return JobFact(
         id=job.id,
         printer=printer.display_name,
         printer_external_id=printer.external_id,
         file=file,
         status=job.status.value,
-        stage=stage if isinstance(stage, str) else None,
+        stage=details.stage,
         owner_id=job.requested_by,
         owner_name=owner,
         created_at=job.created_at,
         completed_at=job.completed_at,
-        reason=reason if isinstance(reason, str) else None,
+        reason=details.reason,
     )
 
 
@@ -312,11 +310,11 @@ def pending_approvals(
             and caller.user_id not in approvers
             and not caller.remote
         )
-        intent = event.details.get("intent")
+        intent = event_details.read(event).intent
         out.append(
             ApprovalFact(
                 event_id=event.id,
-                intent=intent if isinstance(intent, str) else event.event_type.value,
+                intent=intent if intent is not None else event.event_type.value,
                 device_name=device.display_name if device is not None else None,
                 zone=zone_name,
                 initiator_name=names.get(event.initiated_by, "someone"),
