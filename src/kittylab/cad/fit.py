@@ -64,12 +64,8 @@ def printer_beds(
         except ValidationFailed as exc:  # a malformed bed_mm: say so, use the default
             beds.append(Bed(printer.id, printer.display_name, fallback, f"settings ({exc})"))
             continue
-        stated = target.get("bedMm")
-        if stated:
-            bed = (float(stated[0]), float(stated[1]), float(stated[2]))
-            beds.append(Bed(printer.id, printer.display_name, bed, str(target["bedSource"])))
-        else:
-            beds.append(Bed(printer.id, printer.display_name, fallback, str(target["bedSource"])))
+        bed = target.bed_mm if target.bed_mm is not None else fallback
+        beds.append(Bed(printer.id, printer.display_name, bed, str(target.bed_source)))
     return beds
 
 

@@ -30,9 +30,12 @@ from kittylab.adapters.db.tables import (
     PrintMonitorEvent,
     User,
 )
+from kittylab.cad import job_details
 from kittylab.cad.fit import Bed, PrinterFit, printers_fit
+from kittylab.cad.job_details import Attempt, TargetPrinter
 from kittylab.domain.enums import ArtifactType, CADJobStatus, FabricationStatus
 from kittylab.domain.errors import NotFound
+from kittylab.fabrication import job_details as fabrication_details
 
 RECENT_JOBS = 12
 FOLLOW_UP_MARK = " — then: "
@@ -107,7 +110,7 @@ class JobView:
     expected: tuple[float, float, float] | None
     planned: tuple[str, ...]
     compare: bool
-    target_printer: Mapping[str, Any] | None
+    target_printer: TargetPrinter | None
     current_provider: str | None
     parent_id: UUID | None
     results: tuple[ProviderResult, ...]
@@ -221,7 +224,7 @@ def _file(artifact: CADArtifact) -> FileLink:
 
 
 def _done(
-    provider: str, artifacts: Sequence[CADArtifact], beds: Sequence[Bed], attempt: Mapping[str, Any]
+    provider: str, artifacts: Sequence[CADArtifact], beds: Sequence[Bed], attempt: Attempt | None
 ) -> ProviderResult:
     by_type = {a.artifact_type: a for a in artifacts}
     first = artifacts[0]
@@ -243,11 +246,11 @@ def _done(
     wall = printing.get("min_wall_mm")
     deviation = bbox_check.get("max_deviation_mm")
     overhang = printing.get("overhang_share")
-    seconds = attempt.get("seconds")
+    seconds = attempt.seconds if attempt is not None else None
     return ProviderResult(
         provider=provider,
         state="done",
-        seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        seconds=seconds,
         score=first.quality_score,
         components=dict(quality.get("components") or {}),
         weights=dict(quality.get("weights") or {}),
@@ -276,24 +279,23 @@ def _done(
 def _results(
     job: CADJob, artifacts: Sequence[CADArtifact], beds: Sequence[Bed]
 ) -> tuple[ProviderResult, ...]:
-    details = job.details
-    planned = [str(p) for p in details.get("plannedProviders", [])]
+    details = job_details.read(job)
+    planned = list(details.planned_providers)
     by_provider: dict[str, list[CADArtifact]] = {}
     for artifact in artifacts:
         by_provider.setdefault(artifact.provider.value, []).append(artifact)
-    attempts: dict[str, Mapping[str, Any]] = {}
-    for attempt in details.get("attempts", []):
-        attempts[str(attempt.get("provider"))] = attempt  # the last attempt of each counts
-    current = details.get("currentProvider")
+    # The last attempt of each provider counts.
+    attempts = {attempt.provider: attempt for attempt in details.attempts or ()}
+    current = details.current_provider
     results = []
     for provider in [*planned, *(p for p in by_provider if p not in planned)]:
-        attempt = attempts.get(provider, {})
+        attempt = attempts.get(provider)
         if provider in by_provider:
             results.append(_done(provider, by_provider[provider], beds, attempt))
         elif job.status in FINISHED:
-            outcome = str(attempt.get("outcome", "not needed"))
-            error = attempt.get("error")
-            results.append(ProviderResult(provider, outcome, error=str(error) if error else None))
+            outcome = (attempt.outcome if attempt else None) or "not needed"
+            error = attempt.error if attempt else None
+            results.append(ProviderResult(provider, outcome, error=error or None))
         elif job.status is CADJobStatus.RUNNING and current == provider:
             results.append(ProviderResult(provider, "building"))
         else:
@@ -318,14 +320,15 @@ def read_job(session: Session, job_id: UUID, beds: Sequence[Bed]) -> JobView:
         .where(CADArtifact.cad_job_id == job_id)
         .order_by(CADArtifact.created_at, CADArtifact.artifact_key)
     ).all()
-    spec = job.details.get("spec") or {}
+    details = job_details.read(job)
+    spec = details.spec or {}
     names = _names(session, {job.requested_by} if job.requested_by else set())
     return JobView(
         id=job.id,
         prompt=job.prompt,
         follow_up=follow_up_of(job),
         status=job.status,
-        policy_mode=str(job.details.get("requestedPolicy", job.policy_mode.value)),
+        policy_mode=details.requested_policy or job.policy_mode.value,
         requested_by=names.get(job.requested_by) if job.requested_by else None,
         created_at=job.created_at,
         completed_at=job.completed_at,
@@ -333,11 +336,11 @@ def read_job(session: Session, job_id: UUID, beds: Sequence[Bed]) -> JobView:
         family=spec.get("family"),
         params=dict(spec.get("params") or {}),
         defaults=tuple(spec.get("defaults") or ()),
-        expected=_triple(job.details.get("expectedBoundingBox")),
-        planned=tuple(job.details.get("plannedProviders", [])),
-        compare=bool(job.details.get("compare")),
-        target_printer=job.details.get("targetPrinter"),
-        current_provider=job.details.get("currentProvider"),
+        expected=details.expected_bbox,
+        planned=details.planned_providers,
+        compare=bool(details.compare),
+        target_printer=details.target_printer,
+        current_provider=details.current_provider,
         parent_id=job.parent_job_id,
         results=_results(job, artifacts, beds),
     )
@@ -375,7 +378,7 @@ def _prints(session: Session, job_ids: Sequence[UUID]) -> dict[UUID, list[PrintL
         ):
             events[fabrication_id].append(event_type.value)
     for fabrication, cad_job_id, provider, printer in rows:
-        reason = fabrication.details.get("reason")
+        print_details = fabrication_details.read(fabrication)
         found[cad_job_id].append(
             PrintLink(
                 id=fabrication.id,
@@ -384,9 +387,9 @@ def _prints(session: Session, job_ids: Sequence[UUID]) -> dict[UUID, list[PrintL
                 status=fabrication.status,
                 created_at=fabrication.created_at,
                 completed_at=fabrication.completed_at,
-                reason=str(reason) if reason else None,
+                reason=print_details.reason,
                 events=tuple(events[fabrication.id]),
-                stage=fabrication.details.get("stage"),
+                stage=print_details.stage,
             )
         )
     return found
@@ -441,7 +444,7 @@ def recent_jobs(session: Session, limit: int = RECENT_JOBS) -> list[RecentJob]:
             id=j.id,
             words=follow_up_of(j) or j.prompt,
             status=j.status,
-            family=(j.details.get("spec") or {}).get("family"),
+            family=(job_details.read(j).spec or {}).get("family"),
             requested_by=names.get(j.requested_by) if j.requested_by else None,
             created_at=j.created_at,
             best_score=scores.get(j.id),

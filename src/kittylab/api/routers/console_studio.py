@@ -35,6 +35,7 @@ from kittylab.api.auth import Caller, UnitOfWork, container
 from kittylab.api.routers.console import _canonical_host, _fragment, _page, _viewer
 from kittylab.bootstrap import Container
 from kittylab.cad.fit import Bed, printer_beds
+from kittylab.cad.planning import ProviderStatus
 from kittylab.domain.actuation import PRINTING_ROLES
 from kittylab.domain.cad_prompt import MAX_PROMPT_CHARS, UnknownPart, parse_prompt
 from kittylab.domain.cad_spec import FAMILY_PARAMETERS, expected_bbox
@@ -68,7 +69,7 @@ def _beds(uow: UnitOfWork, c: Container) -> list[Bed]:
     return printer_beds(uow, c.cad.build_volumes, c.settings.cad.bed_mm)
 
 
-def _providers(c: Container) -> list[dict[str, Any]]:
+def _providers(c: Container) -> list[ProviderStatus]:
     return c.cad.provider_status()
 
 
