@@ -407,6 +407,7 @@ def _finish(
     now: datetime,
     reason: str | None,
     notify: NotifySettings | None = None,
+    observed: Mapping[str, Any] | None = None,
 ) -> list[UUID]:
     """Decide a sent command, unless another job (a recovery retry running alongside)
     already did: the first decision stands. Returns the notifications recorded with a
@@ -417,7 +418,9 @@ def _finish(
         )
         if current is not CommandStatus.SENT:
             return []
-        command = commands.advance_command(session, command_id, target, now=now, reason=reason)
+        command = commands.advance_command(
+            session, command_id, target, now=now, reason=reason, observed=observed
+        )
         alerted = follow_ups.alert_if_failed(session, command, notify) if notify is not None else []
     COMMANDS.labels(target.value).inc()
     return alerted
@@ -532,7 +535,12 @@ async def _await_confirmation(
         else:
             if confirms(work.intent, work.payload, before, state):
                 await asyncio.to_thread(
-                    _finish, database, work.command_id, CommandStatus.ACKED, clock(), None
+                    partial(_finish, observed=state),
+                    database,
+                    work.command_id,
+                    CommandStatus.ACKED,
+                    clock(),
+                    None,
                 )
                 CONFIRM_SECONDS.observe(time.monotonic() - started)
                 return Outcome(CommandStatus.ACKED)
