@@ -312,3 +312,13 @@ async def live_lab(
         )
         fleet = await stack.enter_async_context(lab_fleet(container, bus, simulators, ingest))
         yield LiveLab(bus, fleet, replace(container, drivers=drivers, bus=bus))
+
+
+def bring_online(container: bootstrap.Container) -> None:
+    """The lab's simulated devices report once over the bus, and are stored (online)."""
+
+    async def report() -> None:
+        async with live_lab(container):
+            pass
+
+    asyncio.run(report())

@@ -25,9 +25,9 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.credentials import Credential, Identities
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
+from kittylab.devices import simulated_lab
 from kittylab.domain import topics
 from kittylab.domain.bus_acl import IdentityKind
-from kittylab.devices import simulated_lab
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.simulated_lab import SimulatedDeviceSpec, encode
 from kittylab.simulator.devices import build_simulator

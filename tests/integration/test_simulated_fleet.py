@@ -16,13 +16,13 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
+from kittylab.devices import simulated_lab
 from kittylab.devices.maintenance import mark_silent_devices_offline
 from kittylab.domain import topics
 from kittylab.domain.enums import OnlineState
+from kittylab.domain.simulated_lab import decode, encode
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.safety.command_signature import CommandSigner
-from kittylab.devices import simulated_lab
-from kittylab.domain.simulated_lab import decode, encode
 from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.conftest import Person

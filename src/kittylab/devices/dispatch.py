@@ -411,7 +411,12 @@ def _finish(
 ) -> list[UUID]:
     """Decide a sent command, unless another job (a recovery retry running alongside)
     already did: the first decision stands. Returns the notifications recorded with a
-    failure (see the module doc), to deliver once committed."""
+    failure (see the module doc), to deliver once committed.
+
+    ``observed``: the device's state that confirmed it. Stored with the decision when the
+    stored state is not that one yet (the telemetry ingest writes bus states in batches,
+    a poller at its interval), so that once a command is acked the API, and the next
+    command's precondition, know the state that confirmed it."""
     with database.unit_of_work() as session:
         current = session.scalar(
             select(DeviceCommand.status).where(DeviceCommand.id == command_id).with_for_update()
@@ -421,9 +426,23 @@ def _finish(
         command = commands.advance_command(
             session, command_id, target, now=now, reason=reason, observed=observed
         )
+        if observed is not None:
+            _store_observed(session, command.device_id, observed, now)
         alerted = follow_ups.alert_if_failed(session, command, notify) if notify is not None else []
     COMMANDS.labels(target.value).inc()
     return alerted
+
+
+def _store_observed(
+    session: Session, device_id: UUID, observed: Mapping[str, Any], now: datetime
+) -> None:
+    latest = telemetry.latest_state(session, device_id)
+    if latest is not None and latest.payload == observed:
+        return
+    event = telemetry.IncomingEvent(device_id, None, telemetry.STATE_TOPIC, dict(observed), now)
+    result = telemetry.store_stream(session, [event], now)
+    if result.refusals:  # the driver checked it; should it still not store, the ack stands
+        log.warning("the confirming state was not stored: %s", result.refusals[0])
 
 
 @dataclass(frozen=True)
