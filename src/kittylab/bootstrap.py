@@ -641,6 +641,7 @@ def print_watcher(container: Container) -> PrintWatcher:
         container.settings.notify,
         detector=detector,
         snapshots=snapshots,
+        simulated_cameras=container.settings.simulator.camera_base_url,
     )
 
 
@@ -676,4 +677,5 @@ def monitor_ingest(container: Container) -> MonitorIngest:
         HttpSnapshotSource(
             timeout=monitoring.snapshot_timeout_seconds, max_bytes=monitoring.snapshot_max_bytes
         ),
+        simulated_cameras=container.settings.simulator.camera_base_url,
     )

@@ -235,11 +235,12 @@ class SimulatorSettings(BaseModel):
         "(a change to the lab is published at once).",
     )
     camera_port: int | None = Field(
-        8091,
-        ge=1,
+        0,
+        ge=0,
         le=65535,
         description="Loopback port on which the simulator serves its cameras' snapshots "
-        "(PNG pictures of their zones); unset: simulated cameras have no pictures.",
+        "(PNG pictures of their zones); 0: `kittylab serve` picks a free one; unset: "
+        "simulated cameras have no pictures.",
     )
     restart_delay_seconds: float = Field(
         1.0,
@@ -258,8 +259,9 @@ class SimulatorSettings(BaseModel):
 
     @property
     def camera_base_url(self) -> str | None:
-        """Where the simulator serves its cameras (None without a port)."""
-        if self.camera_port is None:
+        """Where the simulator serves its cameras (None without a port, or with 0 before
+        ``kittylab serve`` picked one)."""
+        if not self.camera_port:
             return None
         return f"http://127.0.0.1:{self.camera_port}"
 

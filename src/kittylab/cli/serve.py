@@ -19,7 +19,7 @@ from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_
 from kittylab.adapters.tls import ServerCertificate
 from kittylab.api.app import create_app
 from kittylab.cli.console import console_url
-from kittylab.cli.simulator_child import supervise_simulator
+from kittylab.cli.simulator_child import supervise_simulator, with_camera_port
 from kittylab.config import Settings
 from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain.networks import is_loopback_host
@@ -69,6 +69,7 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
     certificate = bootstrap.http_certificate(settings, host)
     bootstrap.broker_address(settings)
     bootstrap.embedded_broker(settings)
+    settings = with_camera_port(settings)
     _signals.install()
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)

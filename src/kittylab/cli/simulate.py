@@ -61,7 +61,7 @@ async def _simulate(settings: Settings, verifier: CommandVerifier, exit_with_std
     fleet.attach(bus)
     sim = settings.simulator
     cameras: asyncio.Server | None = None
-    if sim.camera_port is not None:
+    if sim.camera_port:
         studio = CameraStudio(fleet, f"http://127.0.0.1:{sim.camera_port}", utcnow)
         try:
             cameras = await serve_cameras(studio, "127.0.0.1", sim.camera_port)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -46,7 +47,22 @@ def environment(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "KITTYLAB_DATABASE_URL"}
     # What the server was given, whichever way it was given it.
     env["KITTYLAB_DATA_DIR"] = str(settings.data_dir)
+    port = settings.simulator.camera_port
+    env["KITTYLAB_SIMULATOR__CAMERA_PORT"] = str(port or 0)
     return env
+
+
+def with_camera_port(settings: Settings) -> Settings:
+    """``settings`` with a free loopback port for the simulator's cameras when it is 0
+    (pick one): the server fetches simulated cameras' pictures there, and the child is
+    told it."""
+    sim = settings.simulator
+    if not sim.enabled or sim.camera_port != 0:
+        return settings
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    return settings.model_copy(update={"simulator": sim.model_copy(update={"camera_port": port})})
 
 
 async def supervise_simulator(settings: Settings, public_key: str) -> None:

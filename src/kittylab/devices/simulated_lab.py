@@ -18,11 +18,9 @@ from sqlalchemy.orm import Session
 from kittylab.adapters.db.tables import Device, Zone
 from kittylab.domain import topics
 from kittylab.domain.enums import DeviceKind
+from kittylab.domain.simulated_lab import SIMULATED as SIMULATED
 from kittylab.domain.simulated_lab import SimulatedDeviceSpec, encode
 from kittylab.ports import MessageBus
-
-SIMULATED = "simulated"
-"""The integration of the devices the simulator stands in for."""
 
 
 def read(session: Session) -> list[SimulatedDeviceSpec]:

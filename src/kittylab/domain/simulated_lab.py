@@ -28,6 +28,9 @@ from kittylab.domain.devices import INTENT_CATALOGUE, JsonSchema
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import PayloadTooLarge, ValidationFailed
 
+SIMULATED = "simulated"
+"""The integration of the devices the simulator stands in for."""
+
 MAX_BYTES = 1024 * 1024
 """Larger than a device message may be (64 KiB): a lab of a few hundred devices fits."""
 

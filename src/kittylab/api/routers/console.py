@@ -165,7 +165,12 @@ def floor_page(
         return RedirectResponse(moved, status_code=307)
     viewer = _viewer(request, c)
     remote = not networks.is_trusted(request, c.settings.http)
-    zones = floor.read_floor(uow, c.clock(), timedelta(seconds=c.settings.presence.ttl_seconds))
+    zones = floor.read_floor(
+        uow,
+        c.clock(),
+        timedelta(seconds=c.settings.presence.ttl_seconds),
+        simulated_cameras=c.settings.simulator.camera_base_url,
+    )
     can_act = not remote and viewer.principal.has_any(*ACTING_ROLES)
     return _page(
         request,
@@ -368,7 +373,7 @@ async def zone_snapshot(
 
     def url() -> str | None:
         with c.database.unit_of_work() as session:
-            return zone_camera_url(session, zone_id)
+            return zone_camera_url(session, zone_id, simulated=c.settings.simulator.camera_base_url)
 
     found = await asyncio.to_thread(url)
     if found is None:
@@ -428,7 +433,12 @@ async def live_events(
 
     def read() -> dict[UUID, floor.Tile]:
         with c.database.unit_of_work() as session:
-            zones = floor.read_floor(session, c.clock(), timedelta(0))
+            zones = floor.read_floor(
+                session,
+                c.clock(),
+                timedelta(0),
+                simulated_cameras=c.settings.simulator.camera_base_url,
+            )
         return {tile.id: tile for zone in zones for tile in zone.tiles}
 
     def still_signed_in() -> bool:
