@@ -77,6 +77,7 @@ from kittylab.domain.errors import ValidationFailed
 from kittylab.fabrication.jobs import SliceEstimate
 from kittylab.fabrication.ports import Slicer
 from kittylab.fabrication.tracker import PrintTracker
+from kittylab.monitoring.camera_pictures import CameraPictures
 from kittylab.monitoring.ingest import MonitorIngest
 from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.people.passkeys import RelyingParty
@@ -255,16 +256,15 @@ async def start_inline_dispatch(container: Container) -> None:
         log.warning("unfinished device commands could not be read at start", exc_info=True)
 
 
-async def follow_changes(container: Container, simulated: bool) -> None:
+async def follow_changes(container: Container) -> None:
     """Hear every process's changes to the lab and its people (``change_signal``): caches
-    keyed on them forget at once, and when the lab changes (``simulated``: with a
-    simulator) the simulator's bus identity follows it and the new list of simulated
-    devices is published, so a newly applied lab's simulated devices are online within a
-    second. Runs until cancelled (``kittylab serve``)."""
+    keyed on them forget at once, and when the lab changes the simulator's bus identity
+    follows it and the new list of simulated devices is published, so a newly applied
+    lab's simulated devices are online within a second. Runs until cancelled
+    (``kittylab serve``)."""
 
     async def lab() -> None:
-        if simulated:
-            await asyncio.to_thread(follow_simulated_devices, container)
+        await asyncio.to_thread(follow_simulated_devices, container)
 
     await change_signal.listen(libpq_url(container.database_url), {change_signal.LAB: lab})
 
@@ -355,17 +355,37 @@ def query_service(
         stopper=DispatchingStopper(jobs, utcnow, bus),
         # Issue 16: every turn is remembered, and a command's reply says how it went.
         hooks=TurnMemory(ReplyCloser(database, settings.conversations.reply_wait_seconds), utcnow),
-        answers=state_answers(settings, database, submitter),
+        answers=state_answers(settings, database, submitter, artifacts),
     )
 
 
 def state_answers(
-    settings: Settings, database: Database, submitter: CommandSubmitter
+    settings: Settings,
+    database: Database,
+    submitter: CommandSubmitter,
+    artifacts: ArtifactStore | None = None,
 ) -> StateAnswers:
     """Answers from the lab's own state (issue 16): stale readings are refreshed through
-    the same command path as the turn's device requests."""
+    the same command path as the turn's device requests; a camera asked about takes a
+    picture, kept in ``artifacts``."""
     a = settings.query.answers
+    monitoring = settings.monitoring
+    pictures = (
+        CameraPictures(
+            database,
+            artifacts,
+            HttpSnapshotSource(
+                timeout=monitoring.snapshot_timeout_seconds,
+                max_bytes=monitoring.snapshot_max_bytes,
+            ),
+            utcnow,
+            simulated_cameras=settings.simulator.camera_base_url,
+        )
+        if artifacts is not None
+        else None
+    )
     return StateAnswers(
+        pictures=pictures,
         database=database,
         submitter=submitter,
         clock=utcnow,

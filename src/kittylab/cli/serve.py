@@ -151,9 +151,7 @@ async def _serve(
     )
     sim = container.settings.simulator
     # Lab changes from any process: caches forget, and the simulator hears of new devices.
-    background.append(
-        asyncio.create_task(bootstrap.follow_changes(container, simulated=True), name="changes")
-    )
+    background.append(asyncio.create_task(bootstrap.follow_changes(container), name="changes"))
     background.append(
         asyncio.create_task(
             _follow_simulated_devices(container, sim.reload_interval_seconds),

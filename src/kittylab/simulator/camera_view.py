@@ -35,6 +35,8 @@ STEEL = (120, 130, 145)
 PART = (90, 160, 235)
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+_PLAIN = str.maketrans({"µ": "u", "³": "3", "²": "2"})
+"""Characters Pillow's built-in font lacks, as they are written in plain text."""
 
 
 @cache
@@ -52,7 +54,7 @@ def render(
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.rectangle((0, 0, WIDTH, TITLE_HEIGHT), fill=(20, 22, 28))
-    draw.text((12, 6), camera.name, fill=TEXT, font=_font(18))
+    draw.text((12, 6), camera.name.translate(_PLAIN), fill=TEXT, font=_font(18))
     draw.text((12, 27), f"zone {camera.zone}", fill=DIM, font=_font(12))
     stamp = at.strftime("%Y-%m-%d %H:%M:%S UTC")
     draw.text((WIDTH - 12, 14), stamp, fill=TEXT, font=_font(14), anchor="ra")
@@ -79,7 +81,7 @@ def _panel(
 ) -> None:
     x0, y0, x1, y1 = box
     draw.rounded_rectangle(box, radius=6, fill=PANEL)
-    draw.text((x0 + 8, y0 + 6), spec.name, fill=TEXT, font=_font(13))
+    draw.text((x0 + 8, y0 + 6), spec.name.translate(_PLAIN), fill=TEXT, font=_font(13))
     inner = (x0 + 8, y0 + 26, x1 - 8, y1 - 8)
     painter = _PAINTERS.get(spec.kind, _sensor)
     painter(draw, inner, state)
@@ -191,7 +193,8 @@ def _sensor(draw: ImageDraw.ImageDraw, box: Box, state: Mapping[str, Any]) -> No
     y = y0
     for name, reading in state.items():
         if isinstance(reading, Mapping) and isinstance(reading.get("value"), int | float):
-            text = f"{name.replace('_', ' ')}: {reading['value']:.1f} {reading.get('unit', '')}"
+            unit = str(reading.get("unit", "")).translate(_PLAIN)
+            text = f"{name.replace('_', ' ')}: {reading['value']:.1f} {unit}"
             draw.text((x0, y), text.rstrip(), fill=TEXT, font=_font(12))
             y += 18
 
