@@ -68,7 +68,7 @@ def test_a_camera_snapshot_is_a_drawing_of_its_zone_and_the_conversation_shows_i
             server = await serve_cameras(studio, "127.0.0.1", CAMERA_PORT)
             try:
                 live = await source.fetch(urls["farm-cam"])
-                assert live.content_type == "image/png" and _png(live.data) == (640, 400)
+                assert live.content_type == "image/png" and _png(live.data) == (640, 360)
 
                 # camera_snapshot: the camera reports where the still it took is served.
                 with database.unit_of_work() as s:
@@ -83,7 +83,7 @@ def test_a_camera_snapshot_is_a_drawing_of_its_zone_and_the_conversation_shows_i
                 state = fleet.devices["farm-cam"].snapshot()
                 assert state["snapshots_taken"] == 1
                 still = await source.fetch(state["last_snapshot_url"])
-                assert _png(still.data) == (640, 400)
+                assert _png(still.data) == (640, 360)
 
                 # "show me the laser camera": a picture taken now, kept, linked and served.
                 answer = await asyncio.to_thread(
@@ -103,7 +103,7 @@ def test_a_camera_snapshot_is_a_drawing_of_its_zone_and_the_conversation_shows_i
                 )
                 assert picture.status_code == 200
                 assert picture.headers["content-type"] == "image/png"
-                assert _png(picture.content) == (640, 400)
+                assert _png(picture.content) == (640, 360)
                 key = image["url"].split("/api/devices/")[1].replace("/snapshots/", "/")
                 assert container.artifacts.exists(f"cameras/{key}")
                 # Only a name it gave is served; anyone else's token reads nothing.

@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.simulated_lab import SimulatedDeviceSpec
 
-WIDTH, HEIGHT = 640, 400
+WIDTH, HEIGHT = 640, 360
+"""16:9, as the console shows a zone's camera."""
 TITLE_HEIGHT = 44
 COLUMNS = 3
 BACKGROUND = (34, 38, 46)
