@@ -50,7 +50,12 @@ from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, S
 from kittylab.config import CommandSettings, NotifySettings, PresenceSettings
 from kittylab.devices import commands, telemetry
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable, ReportsRefusals
-from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_refusal
+from kittylab.domain.command_rules import (
+    SAFE_INTENTS,
+    STATE_PRECONDITION_KINDS,
+    confirms,
+    precondition_refusal,
+)
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
@@ -408,15 +413,17 @@ def _finish(
     reason: str | None,
     notify: NotifySettings | None = None,
     observed: Mapping[str, Any] | None = None,
+    keep_observed: bool = False,
 ) -> list[UUID]:
     """Decide a sent command, unless another job (a recovery retry running alongside)
     already did: the first decision stands. Returns the notifications recorded with a
     failure (see the module doc), to deliver once committed.
 
-    ``observed``: the device's state that confirmed it. Stored with the decision when the
-    stored state is not that one yet (the telemetry ingest writes bus states in batches,
-    a poller at its interval), so that once a command is acked the API, and the next
-    command's precondition, know the state that confirmed it."""
+    ``observed``: the device's state that confirmed it, which its outcome is told from.
+    With ``keep_observed`` (a device whose state can forbid its next command: a printer)
+    it is stored with the decision unless the stored state is that one already (the
+    telemetry ingest writes bus states in batches, a poller at its interval), so that the
+    next command's precondition is checked against the state that confirmed this one."""
     with database.unit_of_work() as session:
         current = session.scalar(
             select(DeviceCommand.status).where(DeviceCommand.id == command_id).with_for_update()
@@ -426,7 +433,7 @@ def _finish(
         command = commands.advance_command(
             session, command_id, target, now=now, reason=reason, observed=observed
         )
-        if observed is not None:
+        if observed is not None and keep_observed:
             _store_observed(session, command.device_id, observed, now)
         alerted = follow_ups.alert_if_failed(session, command, notify) if notify is not None else []
     COMMANDS.labels(target.value).inc()
@@ -554,7 +561,11 @@ async def _await_confirmation(
         else:
             if confirms(work.intent, work.payload, before, state):
                 await asyncio.to_thread(
-                    partial(_finish, observed=state),
+                    partial(
+                        _finish,
+                        observed=state,
+                        keep_observed=work.target.kind.value in STATE_PRECONDITION_KINDS,
+                    ),
                     database,
                     work.command_id,
                     CommandStatus.ACKED,
