@@ -28,10 +28,12 @@ from kittylab.adapters.bus.broker import EmbeddedBroker
 from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus
 from kittylab.adapters.db.tables import Device, User
 from kittylab.config import CommandSettings, MqttSettings
-from kittylab.devices import dispatch
+from kittylab.devices import dispatch, simulated_lab
 from kittylab.domain.bus_acl import IdentityKind
 from kittylab.domain.enums import CommandStatus, OnlineState
 from kittylab.safety.command_signature import CommandSigner, CommandVerifier
+from kittylab.simulator.devices import build_simulator
+from kittylab.simulator.fleet import SimulatedFleet
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "command_bench.json"
@@ -51,10 +53,12 @@ async def _run(container: bootstrap.Container, rounds: int) -> dict[str, Any]:
     bus_task = asyncio.create_task(bus.run())
     try:
         assert await bus.wait_connected(10)
-        fleet = bootstrap.simulated_fleet(container)
+        # The simulated lab on the bench's client, told its devices as the server tells
+        # them (issue 14).
+        fleet = SimulatedFleet(build_simulator, bootstrap.command_verifier(container.settings))
         fleet.attach(bus)
-        await asyncio.to_thread(fleet.reload)
-        await asyncio.to_thread(fleet.report)
+        with container.database.unit_of_work() as s:
+            fleet.follow(simulated_lab.read(s))
         drivers = bootstrap.device_drivers(bus, container.settings)
         settings = CommandSettings(ack_timeout_seconds=10, poll_interval_seconds=0.05)
         with container.database.unit_of_work() as s:

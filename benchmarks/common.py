@@ -81,7 +81,7 @@ class CpuMeter:
     def __init__(self, server_pid: int, pg_dir: Path | None = None) -> None:
         import psutil
 
-        self._server = psutil.Process(server_pid)
+        self.server = psutil.Process(server_pid)
         self._pg_dir = str(pg_dir) if pg_dir is not None else None
 
     def _postgres(self) -> float:
@@ -105,7 +105,7 @@ class CpuMeter:
         return total
 
     def read(self) -> tuple[float, float]:
-        times = self._server.cpu_times()
+        times = self.server.cpu_times()
         return times.user + times.system, self._postgres()
 
     @staticmethod

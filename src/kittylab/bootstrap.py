@@ -8,17 +8,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sqlalchemy import select
-
-from kittylab.adapters.bus import command_key
 from kittylab.adapters.bus.broker import EmbeddedBroker
-from kittylab.adapters.bus.credentials import SIMULATOR_USERNAME, Identities
-from kittylab.adapters.bus.mqtt import BrokerAddress, MqttBus, parse_broker_url
+from kittylab.adapters.bus.mqtt import MqttBus
 from kittylab.adapters.cad.analyzer import MeshAnalyzer
 from kittylab.adapters.cad.cadquery_provider import CadQueryProvider
 from kittylab.adapters.cad.external_mesh import ExternalMeshProvider
@@ -29,7 +25,6 @@ from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db import change_signal, migrate
 from kittylab.adapters.db.embedded import DataDirLock, EmbeddedPostgres
 from kittylab.adapters.db.engine import Database, libpq_url, make_engine
-from kittylab.adapters.db.tables import Device
 from kittylab.adapters.detectors.obico import ObicoDetector
 from kittylab.adapters.detectors.snapshots import HttpSnapshotSource
 from kittylab.adapters.devices.bambu import BambuDriver
@@ -45,12 +40,15 @@ from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
 from kittylab.adapters.slicer.threemf import ArchiveLimits
 from kittylab.adapters.storage.folder import FolderArtifactStore
-from kittylab.adapters.tls import (
-    ServerCertificate,
-    TlsRequired,
-    lab_tls,
-    listener_certificate,
-)
+from kittylab.adapters.tls import ServerCertificate, lab_tls, listener_certificate
+from kittylab.bootstrap_bus import broker_address as broker_address
+from kittylab.bootstrap_bus import bus_identities as bus_identities
+from kittylab.bootstrap_bus import bus_identities_file as bus_identities_file
+from kittylab.bootstrap_bus import command_key_file as command_key_file
+from kittylab.bootstrap_bus import command_signer as command_signer
+from kittylab.bootstrap_bus import command_verifier as command_verifier
+from kittylab.bootstrap_bus import embedded_broker_certificate as embedded_broker_certificate
+from kittylab.bootstrap_bus import message_bus as message_bus
 from kittylab.cad.ports import CadProviderPort
 from kittylab.cad.runs import AlertSettings, CadService
 from kittylab.cad.spending import Budget
@@ -69,26 +67,24 @@ from kittylab.conversation.ports import CommandSubmitter
 from kittylab.conversation.query import QueryService
 from kittylab.conversation.understanding.pipeline import Understander
 from kittylab.conversation.voice import VoiceService
+from kittylab.devices import simulated_lab
 from kittylab.devices.inline_dispatch import InlineDispatcher
 from kittylab.devices.poller import DevicePoller
 from kittylab.devices.ports import DeviceDriver
-from kittylab.domain.bus_acl import IdentityKind
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADProvider
 from kittylab.domain.errors import ValidationFailed
 from kittylab.fabrication.jobs import SliceEstimate
 from kittylab.fabrication.ports import Slicer
 from kittylab.fabrication.tracker import PrintTracker
+from kittylab.monitoring.camera_pictures import CameraPictures
 from kittylab.monitoring.ingest import MonitorIngest
 from kittylab.monitoring.watcher import PrintWatcher
 from kittylab.people.passkeys import RelyingParty
 from kittylab.people.principal_cache import PrincipalCache
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
-from kittylab.safety.command_signature import CommandSigner, CommandVerifier
 from kittylab.safety.workflow import SafetyContext
-from kittylab.simulator.devices import build_simulator
-from kittylab.simulator.fleet import SIMULATED, SimulatedFleet
 
 log = logging.getLogger(__name__)
 
@@ -188,59 +184,6 @@ def application(settings: Settings, url: str, *, role: str = "server") -> Iterat
         database.dispose()
 
 
-def broker_address(settings: Settings) -> BrokerAddress:
-    """The configured broker, or the embedded one ``kittylab serve`` runs (no credentials:
-    ``message_bus`` adds the process's own). A ``mqtts://`` broker is verified with the
-    system's CAs and the lab CA (``KITTYLAB_MQTT__CA_FILE``, or ``kittylab tls init``'s).
-    ``TlsRequired`` for plain MQTT beyond loopback unless ``allow_plain_mqtt``: the bus
-    carries every identity's password and every device command."""
-    mqtt = settings.mqtt
-    ca_file = mqtt.ca_file or _lab_ca(settings)
-    if mqtt.url is not None:
-        address = parse_broker_url(mqtt.url.get_secret_value())
-        if not address.tls and address.beyond_loopback and not mqtt.allow_plain_mqtt:
-            raise TlsRequired(
-                f"KITTYLAB_MQTT__URL: the broker {address.host} is beyond loopback; reach it "
-                "over TLS (mqtts://, its certificate signed by the lab CA of `kittylab tls "
-                "init` or KITTYLAB_MQTT__CA_FILE), or set KITTYLAB_MQTT__ALLOW_PLAIN_MQTT=true "
-                "to send passwords and commands in the clear"
-            )
-        return replace(address, ca_file=ca_file) if address.tls else address
-    tls = embedded_broker_certificate(settings) is not None
-    host = mqtt.embedded_host
-    if host in ("0.0.0.0", ""):  # noqa: S104  (a listener's wildcard, not a bind)
-        host = "127.0.0.1"  # a wildcard listener: our own clients come in over loopback
-    elif host == "::":
-        host = "::1"
-    return BrokerAddress(host, mqtt.embedded_port, tls=tls, ca_file=ca_file if tls else None)
-
-
-def _lab_ca(settings: Settings) -> Path | None:
-    lab = lab_tls(settings.data_dir)
-    return lab.ca_cert if lab.has_ca else None
-
-
-def embedded_broker_certificate(settings: Settings) -> ServerCertificate | None:
-    """The certificate of the embedded broker's TLS listener: the configured one, or beyond
-    loopback the lab's; ``TlsRequired`` beyond loopback with neither (unless allowed)."""
-    mqtt = settings.mqtt
-    given = (
-        ServerCertificate(mqtt.embedded_tls_cert, mqtt.embedded_tls_key)
-        if mqtt.embedded_tls_cert is not None and mqtt.embedded_tls_key is not None
-        else None
-    )
-    return listener_certificate(
-        mqtt.embedded_host,
-        given=given,
-        lab=lab_tls(settings.data_dir),
-        allow_plain=mqtt.allow_plain_mqtt,
-        refusal=f"KITTYLAB_MQTT__EMBEDDED_HOST: the embedded MQTT broker would listen on "
-        f"{mqtt.embedded_host}, beyond loopback, without TLS; run `kittylab tls init` (or set "
-        "KITTYLAB_MQTT__EMBEDDED_TLS_CERT and _KEY), or set KITTYLAB_MQTT__ALLOW_PLAIN_MQTT=true "
-        "to send passwords and commands in the clear",
-    )
-
-
 def http_certificate(settings: Settings, host: str) -> ServerCertificate | None:
     """The certificate ``kittylab serve`` serves HTTPS with on ``host``: the configured one,
     or beyond loopback the lab's; ``None`` serves plain HTTP (on loopback, or allowed).
@@ -264,23 +207,6 @@ def http_certificate(settings: Settings, host: str) -> ServerCertificate | None:
     )
 
 
-def bus_identities_file(settings: Settings) -> Path:
-    return settings.mqtt.identities_file or settings.data_dir / "mqtt" / "identities.json"
-
-
-def bus_identities(settings: Settings) -> Identities:
-    """The lab's bus identities, with KittyLab's own (service, worker, simulator) created
-    on first use and saved (mode 0600)."""
-    identities = Identities.load(bus_identities_file(settings))
-    simulator = identities.entries.get(SIMULATOR_USERNAME)
-    if identities.ensure_own(simulator.identity.devices if simulator else ()):
-        identities.save()
-    return identities
-
-
-_BUS_KINDS = {"worker": IdentityKind.WORKER, "simulator": IdentityKind.SIMULATOR}
-
-
 def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
     """The broker ``kittylab serve`` must run itself: none when a URL is configured. It
     admits only the identities of ``bus_identities_file``."""
@@ -294,29 +220,18 @@ def embedded_broker(settings: Settings) -> EmbeddedBroker | None:
     )
 
 
-def message_bus(settings: Settings, role: str) -> MqttBus:
-    """The process's MQTT client. It connects as the user of the broker URL when the URL
-    names one, otherwise as KittyLab's own identity for ``role`` (``worker``,
-    ``simulator``; anything else is the service) from the identities file."""
-    address = broker_address(settings)
-    if address.username is None:
-        own = bus_identities(settings).own(_BUS_KINDS.get(role, IdentityKind.SERVICE))
-        address = replace(address, username=own.username, password=own.password)
-    return MqttBus(address, settings.mqtt, role=role)
-
-
 def follow_simulated_devices(container: Container) -> None:
-    """Let the simulator's bus identity act for exactly the lab's active simulated devices
-    (run by ``kittylab serve`` as the lab changes); a no-op when nothing changed."""
+    """Let the simulator's bus identity act for exactly the lab's active simulated devices,
+    then publish them (retained) for the simulator process (``devices.simulated_lab``).
+    Run by ``kittylab serve`` at start, as the lab changes and every
+    ``simulator.reload_interval_seconds``."""
     with container.database.unit_of_work() as session:
-        devices = session.scalars(
-            select(Device.external_id).where(
-                Device.integration == SIMULATED, Device.retired_at.is_(None)
-            )
-        ).all()
+        devices = simulated_lab.read(session)
     identities = bus_identities(container.settings)
-    if identities.ensure_own(devices):
+    if identities.ensure_own(d.external_id for d in devices):
         identities.save()
+    if container.bus is not None:
+        simulated_lab.publish(container.bus, devices)
 
 
 async def start_inline_dispatch(container: Container) -> None:
@@ -341,19 +256,15 @@ async def start_inline_dispatch(container: Container) -> None:
         log.warning("unfinished device commands could not be read at start", exc_info=True)
 
 
-async def follow_changes(container: Container, lab_changed: asyncio.Event | None) -> None:
+async def follow_changes(container: Container) -> None:
     """Hear every process's changes to the lab and its people (``change_signal``): caches
     keyed on them forget at once, and when the lab changes the simulator's bus identity
-    follows it and the simulated fleet (``lab_changed``) reloads and reports right away,
-    so a newly applied lab's simulated devices are online within a second. Runs until
-    cancelled (``kittylab serve``)."""
+    follows it and the new list of simulated devices is published, so a newly applied
+    lab's simulated devices are online within a second. Runs until cancelled
+    (``kittylab serve``)."""
 
     async def lab() -> None:
-        if lab_changed is None:
-            return
-        # The bus rights first: the new devices' states are published right after.
         await asyncio.to_thread(follow_simulated_devices, container)
-        lab_changed.set()
 
     await change_signal.listen(libpq_url(container.database_url), {change_signal.LAB: lab})
 
@@ -385,23 +296,6 @@ async def release_idle_resources(container: Container) -> None:
                 await asyncio.to_thread(resource.release_idle, idle)
             except Exception:  # the next round tries again
                 log.warning("could not release an idle %s", type(resource).__name__, exc_info=True)
-
-
-def command_key_file(settings: Settings) -> Path:
-    return settings.mqtt.command_key_file or settings.data_dir / "mqtt" / "command-signing.key"
-
-
-def command_signer(settings: Settings) -> CommandSigner:
-    """What signs every ``cmd`` this process publishes: the lab's command-signing key
-    (created on first use, mode 0600)."""
-    key = command_key.load_or_create(command_key_file(settings))
-    return CommandSigner(key, ttl_seconds=settings.mqtt.command_ttl_seconds)
-
-
-def command_verifier(settings: Settings) -> CommandVerifier:
-    """The simulated devices' check of the commands they receive: the public half of the
-    lab's command-signing key, given to them here as firmware is given it."""
-    return CommandVerifier(command_signer(settings).public_key)
 
 
 def device_drivers(bus: MqttBus, settings: Settings) -> dict[str, DeviceDriver]:
@@ -461,17 +355,37 @@ def query_service(
         stopper=DispatchingStopper(jobs, utcnow, bus),
         # Issue 16: every turn is remembered, and a command's reply says how it went.
         hooks=TurnMemory(ReplyCloser(database, settings.conversations.reply_wait_seconds), utcnow),
-        answers=state_answers(settings, database, submitter),
+        answers=state_answers(settings, database, submitter, artifacts),
     )
 
 
 def state_answers(
-    settings: Settings, database: Database, submitter: CommandSubmitter
+    settings: Settings,
+    database: Database,
+    submitter: CommandSubmitter,
+    artifacts: ArtifactStore | None = None,
 ) -> StateAnswers:
     """Answers from the lab's own state (issue 16): stale readings are refreshed through
-    the same command path as the turn's device requests."""
+    the same command path as the turn's device requests; a camera asked about takes a
+    picture, kept in ``artifacts``."""
     a = settings.query.answers
+    monitoring = settings.monitoring
+    pictures = (
+        CameraPictures(
+            database,
+            artifacts,
+            HttpSnapshotSource(
+                timeout=monitoring.snapshot_timeout_seconds,
+                max_bytes=monitoring.snapshot_max_bytes,
+            ),
+            utcnow,
+            simulated_cameras=settings.simulator.camera_base_url,
+        )
+        if artifacts is not None
+        else None
+    )
     return StateAnswers(
+        pictures=pictures,
         database=database,
         submitter=submitter,
         clock=utcnow,
@@ -633,15 +547,6 @@ def cad_service(
     )
 
 
-def simulated_fleet(container: Container) -> SimulatedFleet:
-    return SimulatedFleet(
-        container.database,
-        build_simulator,
-        container.clock,
-        command_verifier(container.settings),
-    )
-
-
 def job_context(container: Container) -> JobContext:
     """What background jobs work with: the same database, sender, settings and clock."""
     return JobContext(
@@ -756,6 +661,7 @@ def print_watcher(container: Container) -> PrintWatcher:
         container.settings.notify,
         detector=detector,
         snapshots=snapshots,
+        simulated_cameras=container.settings.simulator.camera_base_url,
     )
 
 
@@ -791,4 +697,5 @@ def monitor_ingest(container: Container) -> MonitorIngest:
         HttpSnapshotSource(
             timeout=monitoring.snapshot_timeout_seconds, max_bytes=monitoring.snapshot_max_bytes
         ),
+        simulated_cameras=container.settings.simulator.camera_base_url,
     )

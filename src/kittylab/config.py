@@ -219,13 +219,35 @@ class JobSettings(BaseModel):
 class SimulatorSettings(BaseModel):
     """The built-in ``simulated`` integration that drives the demo lab."""
 
-    enabled: bool = Field(True, description="`kittylab serve` runs the simulated devices.")
+    enabled: bool = Field(
+        True,
+        description="`kittylab serve` runs the simulated devices (`kittylab simulate`, as a "
+        "child process it supervises).",
+    )
     tick_seconds: float = Field(1.0, gt=0, le=60)
     report_interval_seconds: float = Field(
         10.0, gt=0, description="How often each simulated device reports its state."
     )
     reload_interval_seconds: float = Field(
-        30.0, gt=0, description="How often the fleet picks up lab changes."
+        30.0,
+        gt=0,
+        description="How often the server publishes the list of simulated devices again "
+        "(a change to the lab is published at once).",
+    )
+    camera_port: int | None = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Loopback port on which the simulator serves its cameras' snapshots "
+        "(PNG pictures of their zones); 0: `kittylab serve` picks a free one; unset: "
+        "simulated cameras have no pictures.",
+    )
+    restart_delay_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="How long `kittylab serve` waits before restarting a simulator process "
+        "that ended (doubling while it keeps failing, up to 60 s).",
     )
     speed: float = Field(
         1.0,
@@ -234,6 +256,14 @@ class SimulatorSettings(BaseModel):
         description="Simulated seconds per real second: heating and printing run this many "
         "times faster (a demo or a browser test follows a whole print in seconds).",
     )
+
+    @property
+    def camera_base_url(self) -> str | None:
+        """Where the simulator serves its cameras (None without a port, or with 0 before
+        ``kittylab serve`` picked one)."""
+        if not self.camera_port:
+            return None
+        return f"http://127.0.0.1:{self.camera_port}"
 
 
 class NotifySettings(BaseModel):

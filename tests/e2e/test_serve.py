@@ -132,6 +132,18 @@ class _Hooks(BaseHTTPRequestHandler):
         return
 
 
+def _simulators(server: Server) -> list[psutil.Process]:
+    """The server's simulator processes (``kittylab.cli.simulate``)."""
+    found = []
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "kittylab.cli.simulate" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def _embedded_postgres_running(data_dir: str) -> bool:
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
@@ -171,8 +183,11 @@ def test_demo_lab_serves_18_devices_survives_restart_and_cleans_up(
     notification_url = _queue_webhook(
         server, auth, hook_port, "Print finished", "prusa-mk4 finished the bracket"
     )
+    simulators = _simulators(server)
+    assert len(simulators) == 1
     assert server.stop() == 0
     assert not _embedded_postgres_running(env["KITTYLAB_DATA_DIR"])
+    assert not [p for p in simulators if p.is_running()], "the simulator outlived its server"
 
     _Hooks.received = []
     hooks = HTTPServer(("127.0.0.1", hook_port), _Hooks)
@@ -240,8 +255,21 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
         time.sleep(0.5)
     assert len(online) == 18
 
-    # A command travels API → job → MQTT → device, and is acked on the device's own state.
+    # The simulated lab is a process of its own (issue 14): killed, it is started again.
     lights = next(d for d in devices["items"] if d["externalId"] == "farm-lights")
+    lights_state = f"{server.url}/api/devices/{lights['id']}/state"
+    [simulator] = _simulators(server)
+    simulator.kill()
+    simulator.wait(timeout=10)
+    last = httpx.get(lights_state, headers=auth, timeout=10).json()["reportedAt"]
+    deadline = time.monotonic() + 30
+    while httpx.get(lights_state, headers=auth, timeout=10).json()["reportedAt"] == last:
+        assert time.monotonic() < deadline, "the simulator process was not restarted"
+        time.sleep(0.1)
+    [again] = _simulators(server)
+    assert again.pid != simulator.pid
+
+    # A command travels API → job → MQTT → device, and is acked on the device's own state.
     accepted = httpx.post(
         f"{server.url}/api/device/{lights['id']}/command",
         headers=auth,
@@ -297,8 +325,13 @@ def test_a_killed_server_loses_nothing_and_cleans_up_on_the_next_stop(
         server, auth, hook_port, "Spaghetti on the Voron", "voron-24 paused"
     )
 
+    simulators = _simulators(server)
+    assert simulators
     server.process.kill()  # no shutdown at all: as a power cut would
     server.process.wait(timeout=10)
+    # No orphan: the simulator ends when its server does, however it ends.
+    _, alive = psutil.wait_procs(simulators, timeout=15)
+    assert alive == [], f"simulator processes outlived their server: {alive}"
 
     _Hooks.received = []
     hooks = HTTPServer(("127.0.0.1", hook_port), _Hooks)

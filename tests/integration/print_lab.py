@@ -23,8 +23,8 @@ from kittylab.cad.runs import GenerateRequest
 from kittylab.config import CommandSettings
 from kittylab.domain.enums import ArtifactType
 from kittylab.manifest import apply_manifest, load_manifest
-from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.conftest import Person
+from tests.integration.live_bus import LabFleet
 
 Row = TypeVar("Row")
 
@@ -101,13 +101,13 @@ async def work_queue(
         await run_worker(app, context, concurrency=1, wait=False)
 
 
-def finish_print(fleet: SimulatedFleet, printer: UUID) -> None:
-    """Run the printer's simulator to the end of its print and report it."""
+async def finish_print(fleet: LabFleet, printer: UUID) -> None:
+    """Run the printer's simulator to the end of its print and report it (stored)."""
     simulator = fleet.devices[printer]
     for _ in range(40):
         simulator.tick(60)
     assert simulator.snapshot()["state"] == "completed"
-    fleet.report()
+    await asyncio.to_thread(fleet.report)
 
 
 @dataclass(frozen=True)

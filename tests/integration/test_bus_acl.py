@@ -25,12 +25,17 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.credentials import Credential, Identities
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
+from kittylab.devices import simulated_lab
 from kittylab.domain import topics
 from kittylab.domain.bus_acl import IdentityKind
+from kittylab.domain.enums import DeviceKind
+from kittylab.domain.simulated_lab import SimulatedDeviceSpec, encode
+from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.live_bus import (
     IDENTITIES_FILE,
     embedded_broker,
+    eventually,
     free_port,
     lab_identities,
     mosquitto,
@@ -58,8 +63,7 @@ class Lab:
     """A print-failure detector's credential."""
 
     def state(self, external_id: str) -> dict[str, Any]:
-        [sim] = [s for s in self.fleet.devices.values() if s.external_id == external_id]
-        return sim.snapshot()
+        return self.fleet.devices[external_id].snapshot()
 
 
 @contextlib.asynccontextmanager
@@ -127,17 +131,22 @@ def run_lab(
     apply_demo_lab(container, database, demo_lab_path)
 
     async def main() -> None:
-        fleet = bootstrap.simulated_fleet(container)
-        await asyncio.to_thread(fleet.reload)
-        lab = lab_identities(sim.external_id for sim in fleet.devices.values())
+        with database.unit_of_work() as s:
+            devices = simulated_lab.read(s)
+        lab = lab_identities(d.external_id for d in devices)
         cnc_door = lab.issue_device(CNC_DOOR)
         detector = lab.issue_detector("obico")
         lab.save()
+        fleet = SimulatedFleet(build_simulator, bootstrap.command_verifier(container.settings))
         async with (
             broker(lab) as address,
             running_bus(address, "simulator", IdentityKind.SIMULATOR, fleet.attach),
+            running_bus(address, "service") as service,
         ):
-            await asyncio.to_thread(fleet.report)
+            # The simulators learn their devices from the server's message, as in serve.
+            simulated_lab.publish(service, devices)
+            await eventually(lambda: len(fleet.devices) == len(devices))
+            fleet.report()
             await scenario(Lab(address, fleet, cnc_door, detector))
 
     asyncio.run(main())
@@ -212,6 +221,11 @@ def test_a_device_cannot_command_another_device_nor_leave_a_command_as_its_will(
                 json.dumps(command(container, CNC_DOOR, "door_unlock")),
                 qos=1,
             )
+            # Nor can it tell the simulator which devices to simulate (issue 14).
+            ghost = SimulatedDeviceSpec("ghost-door", DeviceKind.DOOR, "cnc-room", "ghost")
+            await device.publish(
+                topics.SIMULATED_DEVICES, json.dumps(encode([ghost])), qos=1, retain=True
+            )
         # Its last will names the welder's cmd, and it vanishes without a DISCONNECT: the
         # embedded broker refuses the connect, Mosquitto never publishes the will.
         await asyncio.to_thread(
@@ -225,6 +239,7 @@ def test_a_device_cannot_command_another_device_nor_leave_a_command_as_its_will(
         assert lab.state(DOOR)["locked"] is True
         assert lab.state(WELDER)["on"] is False
         assert lab.state(CNC_DOOR)["locked"] is True  # not even its own cmd
+        assert "ghost-door" not in lab.fleet.devices and DOOR in lab.fleet.devices
 
     run_lab(container, database, demo_lab_path, broker, scenario)
 

@@ -25,12 +25,11 @@ from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import DeviceRefused, PermissionDenied
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.simulator.devices import SimulatedPrinter
-from kittylab.simulator.fleet import SimulatedFleet
-from tests.integration.live_bus import live_lab, running_bus
+from tests.integration.live_bus import LabFleet, live_lab, running_bus
 
 FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)
 
-Scenario = Callable[[MqttBus, SimulatedFleet], Awaitable[None]]
+Scenario = Callable[[MqttBus, LabFleet], Awaitable[None]]
 
 
 @pytest.fixture
@@ -90,7 +89,7 @@ def drivers_on(bus: MqttBus, container: bootstrap.Container) -> dict[str, bootst
 def test_a_light_command_is_acked_only_once_the_light_reports_the_new_level(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         command_id = submit(container, lab, "bench-lights", "light_set_brightness", brightness=30)
         outcome = await dispatch.dispatch(
             container.database, drivers_on(bus, container), command_id, FAST, container.clock
@@ -138,7 +137,7 @@ def test_a_slow_look_before_sending_leaves_the_device_its_whole_time_to_confirm(
     """Regression (CI, stop 19): the window was counted from the claim, so a state read
     before the send that took it all failed a command the device carried out at once."""
 
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         drivers = dict(drivers_on(bus, container))
         drivers["simulated"] = SlowFirstLook(drivers["simulated"], FAST.ack_timeout_seconds)
         command_id = submit(container, lab, "prusa-mk4", "print_start", file="bracket.gcode")
@@ -210,7 +209,7 @@ def command_id_of(container: bootstrap.Container, external_id: str) -> UUID:
 def test_pausing_an_idle_printer_is_refused_before_anything_is_recorded(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         with pytest.raises(DeviceRefused, match="is idle, not printing"):
             submit(container, lab, "prusa-mk4", "print_pause")
 
@@ -222,7 +221,7 @@ def test_pausing_an_idle_printer_is_refused_before_anything_is_recorded(
 def test_a_refusal_from_the_device_fails_the_command_with_the_device_reason(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         # Recorded directly: the last known state is not checked, the device decides.
         with container.database.unit_of_work() as s:
             device = s.get(Device, device_id(container.database, "voron-24"))
@@ -247,7 +246,7 @@ def test_a_refusal_from_the_device_fails_the_command_with_the_device_reason(
 def test_a_command_nothing_confirms_fails_with_what_the_device_last_reported(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         light_id = device_id(container.database, "farm-lights")
         del fleet.devices[light_id]  # the light stops answering, its retained state stays
         command_id = submit(container, lab, "farm-lights", "light_on")
@@ -266,7 +265,7 @@ def test_a_command_sent_before_a_crash_is_confirmed_after_it_and_never_sent_twic
 ) -> None:
     sent: list[bytes] = []
 
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         async def count(_: str, payload: bytes) -> None:
             sent.append(payload)
 
@@ -305,7 +304,7 @@ def test_a_command_sent_before_a_crash_is_confirmed_after_it_and_never_sent_twic
 def test_a_command_left_pending_too_long_fails_instead_of_running_late(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         light = fleet.devices[device_id(container.database, "welding-lights")]
         light.handle("light_on", {})
         command_id = submit(container, lab, "welding-lights", "light_off")
@@ -326,7 +325,7 @@ def test_a_command_left_pending_too_long_fails_instead_of_running_late(
 def test_a_safe_command_is_still_sent_however_late(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         command_id = submit(container, lab, "cnc-lights", "light_on")  # makes the lab safer
         later = container.clock() + timedelta(minutes=5)
         outcome = await dispatch.dispatch(
@@ -350,7 +349,7 @@ def test_hazardous_intents_are_refused_where_no_approval_can_be_asked_for(
 def test_a_printer_job_runs_from_start_to_pause_to_resume(
     container: bootstrap.Container, lab: UUID
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet) -> None:
         drivers = drivers_on(bus, container)
         printer = fleet.devices[device_id(container.database, "prusa-mk4")]
         for intent, payload in [

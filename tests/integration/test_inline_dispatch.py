@@ -20,7 +20,7 @@ from kittylab.devices.requests import request_command
 from kittylab.domain.actuation import SystemActor
 from kittylab.domain.enums import CommandStatus
 from kittylab.manifest import apply_manifest, load_manifest
-from tests.integration.live_bus import live_lab
+from tests.integration.live_bus import bring_online, live_lab
 from tests.integration.test_command_dispatch import device_id, load
 
 FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)
@@ -54,9 +54,7 @@ def lab(container: bootstrap.Container, database: Database, demo_lab_path: Path)
     with database.unit_of_work() as s:
         apply_manifest(s, load_manifest(demo_lab_path), container.clock())
         admin = s.scalars(select(User.id).where(User.username == "ada")).one()
-    fleet = bootstrap.simulated_fleet(container)
-    fleet.reload()
-    fleet.report()
+    bring_online(container)
     return admin
 
 

@@ -34,6 +34,7 @@ from tests.integration.live_bus import (
     embedded_broker,
     eventually,
     free_port,
+    lab_fleet,
     live_lab,
     running_bus,
 )
@@ -101,7 +102,7 @@ def test_a_job_whose_printer_goes_offline_fails_after_the_setting_and_the_queue_
                 headers=lab.operator.headers,
             )
             assert cleared.status_code == 200, cleared.text
-            finish_print(fleet, printer)  # reports again: online
+            await finish_print(fleet, printer)  # reports again: online
             second = await asyncio.to_thread(lab.post_job, printer, second_key)
             await lab.work_queue(wired)
             await tracker.round()
@@ -185,7 +186,7 @@ def test_a_crash_while_recording_a_finished_job_loses_neither_the_status_nor_its
             await tracker.round()
             job_id = str(created["id"])
             assert lab.job(job_id).status is FabricationStatus.PRINTING
-            finish_print(fleet, printer)
+            await finish_print(fleet, printer)
             await asyncio.sleep(0.2)  # the completed state reaches the driver over MQTT
 
             calls = _crash_once(monkeypatch, fabrication_records, "record_monitor_event")
@@ -331,11 +332,11 @@ def test_a_failure_pause_while_the_broker_is_down_fails_with_the_reason_and_noth
     async def scenario() -> dict[str, str]:
         port = free_port()
         address = BrokerAddress("127.0.0.1", port)
-        async with embedded_broker(port) as broker, running_bus(address, "lab") as bus:
-            fleet = bootstrap.simulated_fleet(lab.container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
-            await asyncio.to_thread(fleet.report)
+        async with (
+            embedded_broker(port) as broker,
+            running_bus(address, "lab") as bus,
+            lab_fleet(lab.container, bus) as fleet,
+        ):
             wired = replace(
                 lab.container,
                 drivers=bootstrap.device_drivers(bus, lab.container.settings),
@@ -449,7 +450,7 @@ def test_the_tracker_publishes_status_and_progress_retained_on_the_jobs_topic(
             await tracker.round()
             await asyncio.sleep(0.2)  # published, through the broker
             printing = await latest_retained(bus.address, topic)
-            finish_print(fleet, printer)
+            await finish_print(fleet, printer)
             await asyncio.sleep(0.2)
             await tracker.round()
             await asyncio.sleep(0.2)

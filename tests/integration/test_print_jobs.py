@@ -106,7 +106,7 @@ def test_a_gcode_job_prints_to_completion_then_waits_for_a_clear_bed(
             lights = fleet.devices[lab["farm-lights"]]
             assert lights.snapshot()["on"] is True
 
-            finish_print(fleet, printer)
+            await finish_print(fleet, printer)
             for _ in range(100):  # the completed state travels over MQTT to the driver
                 if await tracker.round():
                     break

@@ -64,7 +64,7 @@ def test_a_failure_whose_pause_is_refused_alerts_the_operator_again_urgently_wit
             )
             assert failure.status_code == 201, failure.text
             # Before the pause reaches it, the printer has moved on: it refuses the pause.
-            finish_print(fleet, printer)
+            await finish_print(fleet, printer)
             await asyncio.sleep(0.2)  # the new state reaches the driver over MQTT
             await lab.work_queue(wired)  # the pause is sent, refused, alerted
             return {"job": job_id, "pause": failure.json()["pauseCommandId"]}

@@ -231,7 +231,7 @@ def test_print_said_to_the_conversation_of_a_file_on_the_printer_is_a_job_that_r
             tracker = bootstrap.print_tracker(wired)
             await tracker.round()
             assert lab.job(str(job.id)).status is FabricationStatus.PRINTING
-            finish_print(fleet, printer)
+            await finish_print(fleet, printer)
             for _ in range(100):
                 if await tracker.round():
                     break

@@ -17,7 +17,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand, PrintMonitorEvent
 from kittylab.config import MonitoringSettings
 from kittylab.domain.enums import FabricationStatus, MonitorEventType
-from tests.integration.live_bus import embedded_broker, free_port, live_lab, running_bus
+from tests.integration.live_bus import embedded_broker, free_port, lab_fleet, live_lab, running_bus
 from tests.integration.print_lab import PNG, PrintLab, SteppedClock
 from tests.peers.camera_peer import CameraPeer
 from tests.peers.obico_peer import ObicoPeer
@@ -150,11 +150,11 @@ def test_spaghetti_seen_by_the_detector_pauses_the_print_with_the_camera_snapsho
         async def scenario() -> list[str]:
             port = free_port()
             address = BrokerAddress("127.0.0.1", port)
-            async with embedded_broker(port), running_bus(address) as bus:
-                fleet = bootstrap.simulated_fleet(lab.container)
-                fleet.attach(bus)
-                await asyncio.to_thread(fleet.reload)
-                await asyncio.to_thread(fleet.report)
+            async with (
+                embedded_broker(port),
+                running_bus(address) as bus,
+                lab_fleet(lab.container, bus) as fleet,
+            ):
                 wired = replace(
                     lab.container,
                     drivers=bootstrap.device_drivers(bus, lab.container.settings),

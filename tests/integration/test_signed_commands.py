@@ -28,8 +28,7 @@ from kittylab.domain import topics
 from kittylab.domain.enums import CommandStatus
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.safety.command_signature import CommandSigner
-from kittylab.simulator.fleet import SimulatedFleet
-from tests.integration.live_bus import eventually, live_lab, running_bus
+from tests.integration.live_bus import LabFleet, eventually, live_lab, running_bus
 
 FAST = CommandSettings(ack_timeout_seconds=2, poll_interval_seconds=0.05)
 
@@ -92,7 +91,7 @@ async def send(
     return outcome.status
 
 
-def simulator(fleet: SimulatedFleet, external_id: str) -> Any:
+def simulator(fleet: LabFleet, external_id: str) -> Any:
     return next(s for s in fleet.devices.values() if s.external_id == external_id)
 
 
@@ -117,7 +116,7 @@ def run(container: bootstrap.Container, scenario: Any, broker: str = "embedded")
 def test_a_normal_command_is_signed_and_acked_end_to_end(
     container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet, wire: Wire) -> None:
         status = await send(
             container, bus, operator, "bench-lights", "light_set_brightness", brightness=30
         )
@@ -139,7 +138,7 @@ def test_a_normal_command_is_signed_and_acked_end_to_end(
 def test_a_signed_command_replayed_is_refused_by_the_simulator(
     container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet, wire: Wire) -> None:
         assert await send(container, bus, operator, "cnc-lights", "light_on") is (
             CommandStatus.ACKED
         )
@@ -160,7 +159,7 @@ def test_a_signed_command_replayed_is_refused_by_the_simulator(
 def test_a_tampered_payload_is_refused_by_the_simulator(
     container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet, wire: Wire) -> None:
         assert (
             await send(
                 container, bus, operator, "farm-lights", "light_set_brightness", brightness=20
@@ -188,7 +187,7 @@ def test_a_tampered_payload_is_refused_by_the_simulator(
 def test_an_unsigned_or_expired_command_is_refused_by_the_simulator(
     container: bootstrap.Container, operator: UUID, broker: str
 ) -> None:
-    async def scenario(bus: MqttBus, fleet: SimulatedFleet, wire: Wire) -> None:
+    async def scenario(bus: MqttBus, fleet: LabFleet, wire: Wire) -> None:
         unsigned = {"requestId": "unsigned-1", "intent": "door_unlock", "payload": {}}
         await wire.bus.publish_now(topics.device_command("welding-door"), unsigned)
         await eventually(lambda: wire.refusal("unsigned-1") is not None)

@@ -16,31 +16,38 @@ from kittylab import bootstrap
 from kittylab.adapters.bus.mqtt import BrokerAddress
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
+from kittylab.devices import simulated_lab
 from kittylab.devices.maintenance import mark_silent_devices_offline
 from kittylab.domain import topics
 from kittylab.domain.enums import OnlineState
+from kittylab.domain.simulated_lab import decode, encode
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.safety.command_signature import CommandSigner
+from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SimulatedFleet
 from tests.integration.conftest import Person
-from tests.integration.live_bus import embedded_broker, eventually, running_bus
+from tests.integration.live_bus import embedded_broker, eventually, lab_fleet, live_lab, running_bus
 
 
-def test_demo_lab_devices_report_state_and_come_online(
+def test_demo_lab_devices_report_state_over_mqtt_and_come_online(
     client: TestClient,
     container: bootstrap.Container,
     database: Database,
     demo_lab_path: Path,
     admin: Person,
 ) -> None:
+    """The simulators speak MQTT only: what they publish reaches the database through the
+    server's telemetry ingest, as a real device's state does (issue 14)."""
     with database.unit_of_work() as s:
         apply_manifest(s, load_manifest(demo_lab_path), container.clock())
-    fleet = bootstrap.simulated_fleet(container)
-    fleet.reload()
-    assert len(fleet.devices) == 18
-    fleet.advance(5.0)
-    assert fleet.report() == 18
 
+    async def scenario() -> None:
+        async with live_lab(container) as lab:
+            assert len(lab.fleet.fleet.devices) == 18
+            lab.fleet.fleet.advance(5.0)
+            assert await asyncio.to_thread(lab.fleet.report) == 18
+
+    asyncio.run(scenario())
     devices = client.get("/api/devices?limit=100", headers=admin.headers).json()["items"]
     assert {d["onlineState"] for d in devices} == {"online"}
     climate = next(d for d in devices if d["externalId"] == "farm-climate")
@@ -53,30 +60,25 @@ def test_demo_lab_devices_report_state_and_come_online(
     ] == {"locked": True}
 
 
-def test_reload_follows_the_lab_and_keeps_device_state(
+def test_a_new_device_list_adds_and_drops_devices_and_keeps_the_others_state(
     container: bootstrap.Container, database: Database, demo_lab_path: Path
 ) -> None:
     with database.unit_of_work() as s:
         apply_manifest(s, load_manifest(demo_lab_path), container.clock())
-        prusa_id = s.scalars(select(Device.id).where(Device.external_id == "prusa-mk4")).one()
-        bench_id = s.scalars(select(Device.id).where(Device.external_id == "bench-lights")).one()
-    fleet = bootstrap.simulated_fleet(container)
-    fleet.reload()
-    prusa = fleet.devices[prusa_id]
-    prusa.handle("print_start", {"file": "bracket.gcode"})  # type: ignore[attr-defined]
-    with database.unit_of_work() as s:
-        bench = s.get(Device, bench_id)
-        assert bench is not None
-        bench.retired_at = container.clock()
-    fleet.reload()
-    assert bench_id not in fleet.devices
-    assert fleet.devices[prusa_id] is prusa
+        lab = simulated_lab.read(s)
+    fleet = SimulatedFleet(build_simulator, bootstrap.command_verifier(container.settings))
+    assert len(fleet.follow(lab)) == 18
+    prusa = fleet.devices["prusa-mk4"]
+    prusa.handle("print_start", {"file": "bracket.gcode"})
+    assert fleet.follow([d for d in lab if d.external_id != "bench-lights"]) == []
+    assert "bench-lights" not in fleet.devices
+    assert fleet.devices["prusa-mk4"] is prusa
     assert prusa.snapshot()["state"] == "heating"
+    # The list travels compactly and is read back whole.
+    assert decode(json.dumps(encode(lab)).encode()) == lab
 
 
 def test_fleet_runner_survives_a_failing_report_and_keeps_going() -> None:
-    import asyncio
-
     from kittylab.simulator.fleet import run_fleet
 
     class FlakyFleet:
@@ -84,24 +86,19 @@ def test_fleet_runner_survives_a_failing_report_and_keeps_going() -> None:
             self.reports = 0
             self.ticks = 0.0
 
-        def reload(self) -> None:
-            return None
-
         def advance(self, seconds: float) -> None:
             self.ticks += seconds
 
         def report(self) -> int:
             self.reports += 1
             if self.reports == 1:
-                raise RuntimeError("database restarting")
+                raise RuntimeError("broker restarting")
             return 0
 
     fleet = FlakyFleet()
 
     async def run_briefly() -> None:
-        task = asyncio.create_task(
-            run_fleet(fleet, tick_seconds=0.01, report_every_seconds=0.02, reload_every_seconds=1)
-        )
+        task = asyncio.create_task(run_fleet(fleet, tick_seconds=0.01, report_every_seconds=0.02))
         await asyncio.sleep(0.2)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -199,10 +196,12 @@ def test_a_simulated_printer_refuses_poisoned_commands_and_the_lab_stays_online(
     replies: dict[str, dict[str, Any]] = {}
 
     async def scenario() -> SimulatedFleet:
-        async with broker(broker_kind) as address, running_bus(address, "lab") as bus:
-            fleet = bootstrap.simulated_fleet(container)
-            fleet.attach(bus)
-            await asyncio.to_thread(fleet.reload)
+        async with (
+            broker(broker_kind) as address,
+            running_bus(address, "lab") as bus,
+            lab_fleet(container, bus) as lab,
+        ):
+            fleet = lab.fleet
             async with running_bus(address, "attacker") as attacker:
 
                 async def on_reply(_: str, raw: bytes) -> None:
@@ -233,12 +232,13 @@ def test_a_simulated_printer_refuses_poisoned_commands_and_the_lab_stays_online(
                 )
                 await eventually(lambda: printer(fleet).nozzle_target == 200.0)
                 # The whole lab reports (and is stored) as before.
-                reported.append(await asyncio.to_thread(fleet.report))
-                # Clear the retained states: runs share Mosquitto.
+                reported.append(await asyncio.to_thread(lab.report))
+                # Clear the retained messages: runs share Mosquitto.
                 await eventually(lambda: bus.pending == 0)
                 for simulator in fleet.devices.values():
                     clear = topics.device_state(simulator.external_id)
                     await attacker.publish_now(clear, b"", retain=True)
+                await attacker.publish_now(topics.SIMULATED_DEVICES, b"", retain=True)
             return fleet
 
     def printer(fleet: SimulatedFleet) -> Any:
@@ -263,12 +263,21 @@ def test_a_simulator_whose_state_cannot_be_stored_costs_only_its_own_report(
     container: bootstrap.Container, database: Database, small_lab: str
 ) -> None:
     """Should a simulator's state ever hold NaN again (a bug, not a command: commands are
-    refused above), its report is dropped and counted; the others are stored."""
-    fleet = bootstrap.simulated_fleet(container)
-    fleet.reload()
-    printer = next(s for s in fleet.devices.values() if s.external_id == small_lab)
-    printer.nozzle_target = float("nan")  # type: ignore[attr-defined]
-    assert fleet.report() == 2
+    refused above), its report is held back and logged; the others are stored."""
+
+    def all_offline() -> None:
+        with database.unit_of_work() as s:
+            for device in s.scalars(select(Device)):
+                device.online_state = OnlineState.OFFLINE
+
+    async def scenario() -> int:
+        async with live_lab(container) as lab:
+            await asyncio.to_thread(all_offline)
+            printer = lab.fleet.fleet.devices[small_lab]
+            printer.nozzle_target = float("nan")  # type: ignore[attr-defined]
+            return await asyncio.to_thread(lab.fleet.report)
+
+    assert asyncio.run(scenario()) == 2
     with database.unit_of_work() as s:
         online = dict(s.execute(select(Device.external_id, Device.online_state)).tuples().all())
     assert online.pop(small_lab) is OnlineState.OFFLINE

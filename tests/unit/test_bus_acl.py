@@ -76,6 +76,17 @@ def test_the_simulator_subscribes_to_all_commands_but_receives_only_its_devices(
     assert not may_publish(SIMULATOR, topics.device_command("prusa"))
 
 
+def test_only_kittylab_tells_the_simulator_its_devices_and_only_the_simulator_reads_them() -> None:
+    for simulator in (SIMULATOR, BusIdentity("kittylab-simulator", IdentityKind.SIMULATOR)):
+        assert may_subscribe(simulator, topics.SIMULATED_DEVICES)
+        assert may_receive(simulator, topics.SIMULATED_DEVICES)
+        assert not may_publish(simulator, topics.SIMULATED_DEVICES)
+    for outsider in (NOBODY, DOOR, DETECTOR):
+        assert not may_publish(outsider, topics.SIMULATED_DEVICES)
+        assert not may_receive(outsider, topics.SIMULATED_DEVICES)
+    assert may_publish(SERVICE, topics.SIMULATED_DEVICES)
+
+
 def test_a_detector_publishes_monitor_events_only() -> None:
     assert may_publish(DETECTOR, "kitty/monitor/job1")
     assert not may_publish(DETECTOR, topics.device_state("door"))

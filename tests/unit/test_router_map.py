@@ -48,13 +48,15 @@ ROUTER_OF_PREFIX = {
 }
 # Collections under another resource's id that live with their own resource (each
 # router's docstring says why): /api/devices/{id}/locks, /api/users/{id}/keys, a print
-# job's snapshots and monitor events.
+# job's snapshots and monitor events. A camera's own pictures
+# (/api/devices/{id}/snapshots) are the device's, in its router.
 NESTED_RESOURCES = {
     "locks": "locks",
     "keys": "keys",
     "snapshots": "fabrication.snapshots",
     "monitor-events": "fabrication.monitor_events",
 }
+OWN_COLLECTIONS = {("devices", "snapshots")}
 UNAUTHENTICATED = {"/healthz": "health", "/readyz": "health", "/metrics": "health"}
 # The web console's pages and fragments (issue 17), outside /api: a section's page and its
 # fragments under /console/<section>/ live in that section's router, the rest in console.
@@ -93,9 +95,13 @@ def _expected_router(path: str) -> str:
         return "console"
     segments = path.strip("/").split("/")
     assert segments[0] == "api", path
-    after_an_id = [s for prev, s in itertools.pairwise(segments) if prev.startswith("{")]
-    for segment in after_an_id:
-        if segment in NESTED_RESOURCES:
+    after_an_id = [
+        (parent, s)
+        for parent, prev, s in zip(segments, segments[1:], segments[2:], strict=False)
+        if prev.startswith("{")
+    ]
+    for parent, segment in after_an_id:
+        if segment in NESTED_RESOURCES and (parent, segment) not in OWN_COLLECTIONS:
             return NESTED_RESOURCES[segment]
     prefix = "/".join(segments[1:3]) if segments[1] == "fabrication" else segments[1]
     assert prefix in ROUTER_OF_PREFIX, f"{path}: no router named for {prefix!r} yet"

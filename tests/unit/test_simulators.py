@@ -2,6 +2,7 @@ import pytest
 
 from kittylab.domain.devices import DEFAULT_INTENTS
 from kittylab.domain.enums import DeviceKind
+from kittylab.domain.simulated_lab import SimulatedDeviceSpec
 from kittylab.simulator.devices import (
     DeviceRefused,
     PrinterState,
@@ -90,7 +91,7 @@ def test_sensor_readings_wander_but_stay_near_baseline() -> None:
 
 @pytest.mark.parametrize("kind", list(DeviceKind))
 def test_every_kind_has_a_simulator_handling_its_default_intents(kind: DeviceKind) -> None:
-    sim = build_simulator(kind, "x", {"measures": ["air_quality"]})
+    sim = build_simulator(SimulatedDeviceSpec("x", kind, "zone", "x", measures=("air_quality",)))
     assert set(DEFAULT_INTENTS[kind]) <= sim.intents
     with pytest.raises(DeviceRefused, match="cannot"):
         sim.handle("warp_drive", {})

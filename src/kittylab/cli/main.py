@@ -149,6 +149,31 @@ def worker(
     run_worker_only(settings, concurrency or settings.jobs.concurrency)
 
 
+@app.command()
+@friendly_errors
+def simulate(
+    command_key: Annotated[
+        str | None,
+        typer.Option(
+            "--command-key",
+            help="The public key commands are signed with, ed25519:BASE64 (default: the "
+            "lab's command-signing.pub in the data dir; `kittylab mqtt command-key`).",
+        ),
+    ] = None,
+    exit_with_stdin: Annotated[
+        bool,
+        typer.Option("--exit-with-stdin", hidden=True, help="Stop when stdin closes."),
+    ] = False,
+) -> None:
+    """Run the demo lab's simulated devices as a process of their own, speaking MQTT only
+    (as the simulator's bus identity), until interrupted. `kittylab serve` runs one for
+    you; run it yourself with KITTYLAB_SIMULATOR__ENABLED=false on the server."""
+    from kittylab.cli.simulate import run_simulator
+
+    settings = _settings()
+    run_simulator(settings, command_key=command_key, exit_with_stdin=exit_with_stdin)
+
+
 @db_app.command("upgrade")
 @friendly_errors
 def db_upgrade() -> None:

@@ -19,10 +19,11 @@ from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_
 from kittylab.adapters.tls import ServerCertificate
 from kittylab.api.app import create_app
 from kittylab.cli.console import console_url
+from kittylab.cli.simulator_child import supervise_simulator, with_camera_port
 from kittylab.config import Settings
 from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain.networks import is_loopback_host
-from kittylab.simulator.fleet import run_fleet
+from kittylab.safety.command_signature import public_key_text
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def run_server(settings: Settings, *, host: str, port: int, with_workers: bool) 
     certificate = bootstrap.http_certificate(settings, host)
     bootstrap.broker_address(settings)
     bootstrap.embedded_broker(settings)
+    settings = with_camera_port(settings)
     _signals.install()
     with bootstrap.database_url_for(settings, lock=True) as url:
         bootstrap.upgrade_database(url)
@@ -120,7 +122,8 @@ async def _serve(
     _signals.server = server
     # A stop asked for while starting up: uvicorn starts, sees it, and shuts down.
     server.should_exit = _signals.requested
-    # The simulator's bus identity acts for the lab's simulated devices, before anyone connects.
+    # The simulator's bus identity acts for the lab's simulated devices, before anyone
+    # connects; the list of them waits in the outbox for the bus to connect.
     await asyncio.to_thread(bootstrap.follow_simulated_devices, container)
     broker = bootstrap.embedded_broker(container.settings)
     if broker is not None:
@@ -147,35 +150,20 @@ async def _serve(
         asyncio.create_task(bootstrap.print_watcher(container).run(), name="print-watcher")
     )
     sim = container.settings.simulator
-    # Set when any process changes the lab: the simulated fleet follows it at once.
-    lab_changed = asyncio.Event() if sim.enabled else None
+    # Lab changes from any process: caches forget, and the simulator hears of new devices.
+    background.append(asyncio.create_task(bootstrap.follow_changes(container), name="changes"))
     background.append(
-        asyncio.create_task(bootstrap.follow_changes(container, lab_changed), name="changes")
+        asyncio.create_task(
+            _follow_simulated_devices(container, sim.reload_interval_seconds),
+            name="simulated-devices",
+        )
     )
-    if sim.enabled:
-        fleet = bootstrap.simulated_fleet(container)
-        if bus is not None:
-            # The simulators are devices: their own client, with the simulator's identity.
-            simulators = bootstrap.message_bus(container.settings, "simulator")
-            fleet.attach(simulators)
-            background.append(asyncio.create_task(simulators.run(), name="mqtt-simulators"))
-            background.append(
-                asyncio.create_task(
-                    _follow_simulated_devices(container, sim.reload_interval_seconds),
-                    name="bus-identities",
-                )
-            )
+    if sim.enabled and bus is not None:
+        # The simulated lab is a device: its own process, speaking MQTT only (issue 14).
+        key = public_key_text(bootstrap.command_signer(container.settings).public_key)
         background.append(
             asyncio.create_task(
-                run_fleet(
-                    fleet,
-                    tick_seconds=sim.tick_seconds,
-                    report_every_seconds=sim.report_interval_seconds,
-                    reload_every_seconds=sim.reload_interval_seconds,
-                    speed=sim.speed,
-                    lab_changed=lab_changed,
-                ),
-                name="simulators",
+                supervise_simulator(container.settings, key), name="simulator-process"
             )
         )
     # Commands are sent from this loop right after their commit (the job queue is the backstop).
@@ -204,7 +192,9 @@ async def _serve(
 
 
 async def _follow_simulated_devices(container: bootstrap.Container, every: float) -> None:
-    """Keep the simulator's bus rights in step with the lab (devices added or retired)."""
+    """Publish the simulated devices again now and then (``devices.simulated_lab``): a
+    broker restarted without its retained messages gets them back; changes to the lab
+    are followed at once by ``bootstrap.follow_changes``."""
     while True:
         await asyncio.sleep(every)
         try:
@@ -261,7 +251,7 @@ async def _serve_with_workers(container: bootstrap.Container, server: uvicorn.Se
 
 
 def _size_thread_pool(job_concurrency: int) -> None:
-    """Jobs and the simulator run blocking work through ``asyncio.to_thread``; the default
+    """Jobs run blocking work through ``asyncio.to_thread``; the default
     pool (CPUs + 4 threads) would silently cap job concurrency on a small machine."""
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=job_concurrency + 8, thread_name_prefix="kittylab")

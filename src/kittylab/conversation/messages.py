@@ -23,7 +23,7 @@ purged (``purge_old_messages``), and all of a conversation's go with it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -131,9 +131,15 @@ def record_turn(
     session.flush()
 
 
-def record_outcome(session: Session, command: DeviceCommand, now: datetime) -> None:
+def record_outcome(
+    session: Session,
+    command: DeviceCommand,
+    now: datetime,
+    observed: Mapping[str, Any] | None = None,
+) -> None:
     """Write the outcome of ``command``, just decided in the caller's transaction, to its
-    conversation (none: nothing to do). A second call for the same command writes nothing."""
+    conversation (none: nothing to do). A second call for the same command writes nothing.
+    ``observed``: the state that confirmed it, else the newest stored one is told from."""
     if command.conversation_id is None or command.status not in (
         CommandStatus.ACKED,
         CommandStatus.FAILED,
@@ -143,8 +149,11 @@ def record_outcome(session: Session, command: DeviceCommand, now: datetime) -> N
     name = device.display_name if device is not None else "the device"
     details: dict[str, Any] = {"status": command.status.value, "intent": command.intent}
     if command.status is CommandStatus.ACKED:
-        latest = telemetry.latest_state(session, command.device_id)
-        state = latest.payload if latest is not None and isinstance(latest.payload, dict) else None
+        state: Mapping[str, Any] | None = observed
+        if state is None:
+            latest = telemetry.latest_state(session, command.device_id)
+            stored = latest.payload if latest is not None else None
+            state = stored if isinstance(stored, dict) else None
         text = command_outcome.confirmed(command.intent, name, command.payload, state)
     else:
         text = command_outcome.failed(command.intent, name, command.payload, command.failure_reason)

@@ -38,7 +38,7 @@ from kittylab.adapters.db.tables import ConversationSession, Device, DeviceComma
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import QuerySettings
 from kittylab.conversation import metrics
-from kittylab.conversation.answers.facts import Answer
+from kittylab.conversation.answers.facts import Answer, Image
 from kittylab.conversation.answers.questions import lab_names_in
 from kittylab.conversation.answers.service import StateAnswers
 from kittylab.conversation.lab import spent_today, vocabulary_from_database
@@ -133,6 +133,8 @@ class QueryResult:
     context: dict[str, Any] = field(default_factory=dict)
     pending_hazard: PendingHazard | None = None
     command: DeviceCommand | None = None
+    images: list[Image] = field(default_factory=list)
+    """Pictures the replies link (a camera's snapshot), for clients that show them."""
 
 
 class TurnHooks(Protocol):
@@ -598,6 +600,7 @@ class QueryService:
             context=new_context.to_state(),
             pending_hazard=pending_hazard,
             command=command,
+            images=list(turn.answer.images) if turn.answer is not None else [],
         )
 
     def _act_locally(

@@ -87,10 +87,12 @@ def advance_command(
     now: datetime,
     reason: str | None = None,
     locked: DeviceCommand | None = None,
+    observed: Mapping[str, Any] | None = None,
 ) -> DeviceCommand:
     """Move a command to ``target`` under a row lock and return it. ``locked``: the
     command as the caller already read it ``FOR UPDATE`` in this transaction (the claim
-    does), so it is not read a second time.
+    does), so it is not read a second time. ``observed``: the device's state that
+    confirmed it, which the outcome message is told from (the stored state may trail it).
 
     Raises ``NotFound`` for an unknown id and ``InvalidTransition`` (naming the current and
     the attempted state) for a move the transition table forbids. Reaching ``acked`` stamps
@@ -115,7 +117,7 @@ def advance_command(
     session.flush()
     # Issue 16: the outcome is told to the command's conversation in this same transaction,
     # so a decided command never lacks its message, whatever crashes next.
-    messages.record_outcome(session, command, now)
+    messages.record_outcome(session, command, now, observed)
     logger.info("device command %s: %s -> %s", command.id, previous.value, target.value)
     return command
 

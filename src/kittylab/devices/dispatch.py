@@ -50,14 +50,18 @@ from kittylab.adapters.db.tables import Device, DeviceCommand, FabricationJob, S
 from kittylab.config import CommandSettings, NotifySettings, PresenceSettings
 from kittylab.devices import commands, telemetry
 from kittylab.devices.ports import DeviceDriver, DeviceTarget, DeviceUnavailable, ReportsRefusals
-from kittylab.domain.command_rules import SAFE_INTENTS, confirms, precondition_refusal
+from kittylab.domain.command_rules import (
+    SAFE_INTENTS,
+    STATE_PRECONDITION_KINDS,
+    confirms,
+    precondition_refusal,
+)
 from kittylab.domain.enums import CommandStatus, OnlineState, SafetyStatus
 from kittylab.domain.errors import DeviceRefused, NotFound, PermissionDenied
 from kittylab.domain.print_queue import FINISHED
-from kittylab.fabrication import job_details
 from kittylab.monitoring import follow_ups
 from kittylab.records import alerts, audit
-from kittylab.safety import event_details, lockout, locks, policy, workflow
+from kittylab.safety import lockout, locks, policy, workflow
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +185,8 @@ def _bed_not_cleared(session: Session, device_id: UUID) -> bool:
     )
     if last is None:
         return False
-    details = job_details.read(last)
-    reached = last.started_at is not None or details.reached_printer
-    return reached and details.bed_cleared is None
+    reached = last.started_at is not None or "starting_at" in last.details
+    return reached and "bed_cleared" not in last.details
 
 
 def _audit_apart(
@@ -289,8 +292,7 @@ def claim(
             )
             told = _tell_not_sent(session, command, device, event, refusal, notify)
             if event is not None:  # the event keeps its decision, as a record
-                details = event_details.read(event)
-                event_details.write(event, replace(details, not_sent=refusal))
+                event.details = {**event.details, "not_sent": refusal}
                 audit.append(
                     session,
                     action="safety.not_sent",
@@ -380,7 +382,8 @@ def _approved_at(event: SafetyEvent | None) -> datetime | None:
     """When ``event`` was approved; ``None`` unless it is approved (fail closed)."""
     if event is None or event.status is not SafetyStatus.APPROVED:
         return None
-    return event_details.read(event).approved_at or event.created_at
+    stamp = event.details.get("approved_at")
+    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else event.created_at
 
 
 def target_of(device: Device) -> DeviceTarget:
@@ -409,31 +412,44 @@ def _finish(
     now: datetime,
     reason: str | None,
     notify: NotifySettings | None = None,
-    confirmed_by: Mapping[str, Any] | None = None,
+    observed: Mapping[str, Any] | None = None,
+    keep_observed: bool = False,
 ) -> list[UUID]:
     """Decide a sent command, unless another job (a recovery retry running alongside)
     already did: the first decision stands. Returns the notifications recorded with a
     failure (see the module doc), to deliver once committed.
 
-    ``confirmed_by``: the device state that confirmed an acked command, stored with the
-    ack. The bus's telemetry ingest stores it too, a moment later; until then the stored
-    state would contradict the ack, and the next request's precondition check reads the
-    stored state ("resume" refused because the printer "is heating, not paused")."""
+    ``observed``: the device's state that confirmed it, which its outcome is told from.
+    With ``keep_observed`` (a device whose state can forbid its next command: a printer)
+    it is stored with the decision unless the stored state is that one already (the
+    telemetry ingest writes bus states in batches, a poller at its interval), so that the
+    next command's precondition is checked against the state that confirmed this one."""
     with database.unit_of_work() as session:
         current = session.scalar(
             select(DeviceCommand.status).where(DeviceCommand.id == command_id).with_for_update()
         )
         if current is not CommandStatus.SENT:
             return []
-        command = commands.advance_command(session, command_id, target, now=now, reason=reason)
-        if confirmed_by is not None:
-            state = telemetry.IncomingEvent(
-                command.device_id, None, telemetry.STATE_TOPIC, dict(confirmed_by), now
-            )
-            telemetry.store_stream(session, [state], now)
+        command = commands.advance_command(
+            session, command_id, target, now=now, reason=reason, observed=observed
+        )
+        if observed is not None and keep_observed:
+            _store_observed(session, command.device_id, observed, now)
         alerted = follow_ups.alert_if_failed(session, command, notify) if notify is not None else []
     COMMANDS.labels(target.value).inc()
     return alerted
+
+
+def _store_observed(
+    session: Session, device_id: UUID, observed: Mapping[str, Any], now: datetime
+) -> None:
+    latest = telemetry.latest_state(session, device_id)
+    if latest is not None and latest.payload == observed:
+        return
+    event = telemetry.IncomingEvent(device_id, None, telemetry.STATE_TOPIC, dict(observed), now)
+    result = telemetry.store_stream(session, [event], now)
+    if result.refusals:  # the driver checked it; should it still not store, the ack stands
+        log.warning("the confirming state was not stored: %s", result.refusals[0])
 
 
 @dataclass(frozen=True)
@@ -545,7 +561,11 @@ async def _await_confirmation(
         else:
             if confirms(work.intent, work.payload, before, state):
                 await asyncio.to_thread(
-                    partial(_finish, confirmed_by=state),
+                    partial(
+                        _finish,
+                        observed=state,
+                        keep_observed=work.target.kind.value in STATE_PRECONDITION_KINDS,
+                    ),
                     database,
                     work.command_id,
                     CommandStatus.ACKED,

@@ -56,7 +56,9 @@ class IncomingEvent:
     topic: str
     payload: Any
     recorded_at: datetime | None
-    integration: str | None = None
+    integration: str | frozenset[str] | None = None
+    """The integration the ``external_id`` is of, or those it may be of (the bus's
+    self-reporting ones: ``telemetry_ingest.BUS_INTEGRATIONS``)."""
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -351,7 +353,10 @@ class _DeviceLookup:
             raise ValidationFailed(f"events.{index}.deviceId", "give deviceId or externalId")
         candidates = self.by_ext.get(event.external_id, {})
         if event.integration is not None:
-            candidates = {k: v for k, v in candidates.items() if k == event.integration}
+            allowed = (
+                {event.integration} if isinstance(event.integration, str) else event.integration
+            )
+            candidates = {k: v for k, v in candidates.items() if k in allowed}
         if not candidates:
             raise ValidationFailed(f"events.{index}.externalId", "no such device")
         if len(candidates) > 1:

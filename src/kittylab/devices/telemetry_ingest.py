@@ -3,12 +3,19 @@
 - ``kitty/telemetry/<external_id>/<topic…>``: any device's measurements, stored under
   ``<topic…>`` (the reserved ``state`` topic is refused here: a device's state comes only
   from its integration).
-- ``kitty/devices/<external_id>/state``: the state of generic MQTT devices (integration
-  ``mqtt``), stored as their ``state`` telemetry, which keeps them online.
+- ``kitty/devices/<external_id>/state``: the state of the devices that report themselves
+  on the bus, generic MQTT devices (integration ``mqtt``) and the simulated lab
+  (``simulated``, a process of its own speaking MQTT only: issue 14), stored as their
+  ``state`` telemetry, which keeps them online. The broker's ACL lets each identity
+  publish only its own devices' states (``domain.bus_acl``).
 
 Messages are buffered and flushed every ``flush_seconds`` or at ``batch_size`` events, in
-a thread, so a burst of sensor data costs one transaction, not one per message. Payloads
-are JSON when they parse, else stored as text.
+a thread, so a burst of sensor data costs one transaction, not one per message. A state
+is flushed within ``state_flush_seconds`` (50 ms) instead: it is what a device's
+online state, the API's last known state and a command's reply are read from, so a
+simulated lab applied to a running server is online within a second, and a burst of
+states still costs one transaction per 50 ms. Payloads are JSON when they parse, else
+stored as text.
 
 One message cannot poison the rest (issue 13). Each event is judged on its own before it
 joins the batch's ``COPY`` (``telemetry.store_stream``): over 64 KiB, not storable (NaN,
@@ -45,7 +52,8 @@ from kittylab.ports import MessageBus
 
 log = logging.getLogger(__name__)
 
-MQTT_INTEGRATION = "mqtt"
+BUS_INTEGRATIONS = frozenset({"mqtt", "simulated"})
+"""The integrations whose devices publish their own state on the bus."""
 
 
 class TelemetryIngest:
@@ -59,11 +67,14 @@ class TelemetryIngest:
         # rates the two threads contend for the GIL. Low rates still flush every 0.5 s.
         batch_size: int = 2000,
         flush_seconds: float = 0.5,
+        state_flush_seconds: float = 0.05,
     ) -> None:
         self._database = database
         self._clock = clock
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
+        self._state_flush_seconds = state_flush_seconds
+        self._soon: asyncio.TimerHandle | None = None
         self._buffer: list[telemetry.IncomingEvent] = []
         self._full = asyncio.Event()
         self._max_buffered = 50 * batch_size  # 100,000 by default: seconds of a DB outage
@@ -96,9 +107,13 @@ class TelemetryIngest:
         if external_id is None or not payload:
             return  # an empty retained message clears the topic: nothing to store
         event = telemetry.IncomingEvent(
-            None, external_id, telemetry.STATE_TOPIC, _decode(payload), None, MQTT_INTEGRATION
+            None, external_id, telemetry.STATE_TOPIC, _decode(payload), None, BUS_INTEGRATIONS
         )
         self._add(event)
+        if self._soon is None and not self._full.is_set():
+            self._soon = asyncio.get_running_loop().call_later(
+                self._state_flush_seconds, self._full.set
+            )
 
     def _add(self, event: telemetry.IncomingEvent) -> None:
         if len(self._buffer) >= self._max_buffered:
@@ -132,6 +147,9 @@ class TelemetryIngest:
         can cost at most itself (and ``log2(batch)`` extra transactions). A lost database
         is different: then the rest is kept for the next round, bounded."""
         self._full.clear()
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         if not self._buffer:
             return
         parts, self._buffer = [self._buffer], []

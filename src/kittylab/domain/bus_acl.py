@@ -11,7 +11,8 @@ Every bus client has an identity (a broker username) of one kind:
 - ``simulator``: the demo lab's simulators, one client acting for the simulated devices it
   lists, with exactly those devices' rights. It may *subscribe* to the ``cmd`` wildcard (the
   fleet takes every command with one subscription), but the broker delivers it only the
-  commands of its own devices (``may_receive``).
+  commands of its own devices (``may_receive``). It also reads the list of devices it is
+  to simulate, ``kitty/simulator/devices``, which only KittyLab's own processes publish.
 - ``detector``: a print-failure detector. It publishes monitor events
   ``kitty/monitor/<job>`` only, and only a detector does: not even KittyLab's own
   processes publish there, so a monitor event the service hears came from a detector.
@@ -41,7 +42,7 @@ class IdentityKind(StrEnum):
 OWN_KINDS = frozenset({IdentityKind.SERVICE, IdentityKind.WORKER})
 """KittyLab's own processes: the only ones that may command a device."""
 
-_OWN_TREES = ("devices", "telemetry", "ctx", "jobs", "safety", "zones", "lab")
+_OWN_TREES = ("devices", "telemetry", "ctx", "jobs", "safety", "zones", "lab", "simulator")
 """Every ``kitty/<tree>/…`` KittyLab's own processes publish on. A new tree in ``topics``
 must be added here, or the brokers drop its messages (``tests/unit/test_bus_acl.py``)."""
 _OWN_PUBLISH = tuple(f"{topics.ROOT}/{tree}/#" for tree in _OWN_TREES)
@@ -88,14 +89,18 @@ def receive_patterns(identity: BusIdentity) -> tuple[str, ...]:
         return _OWN_READ
     if identity.kind is IdentityKind.DETECTOR:
         return ()
-    return tuple(topics.device_command(d) for d in sorted(identity.devices))
+    commands = tuple(topics.device_command(d) for d in sorted(identity.devices))
+    if identity.kind is IdentityKind.SIMULATOR:
+        return (topics.SIMULATED_DEVICES, *commands)
+    return commands
 
 
 def subscribe_patterns(identity: BusIdentity) -> tuple[str, ...]:
     """Topic filters ``identity`` may subscribe to (a subscription must lie inside one)."""
-    if identity.kind is IdentityKind.SIMULATOR and identity.devices:
-        # Delivery is narrowed to its own devices by ``may_receive``.
-        return (topics.DEVICE_COMMAND_WILDCARD,)
+    if identity.kind is IdentityKind.SIMULATOR:
+        # Delivery is narrowed to its own devices by ``may_receive``; with none yet, the
+        # wildcard delivers nothing until the lab gives it some.
+        return (topics.SIMULATED_DEVICES, topics.DEVICE_COMMAND_WILDCARD)
     return receive_patterns(identity)
 
 

@@ -41,6 +41,10 @@ def is_hazardous(intent: str, policy_intents: Collection[str] = ()) -> bool:
     return intent in HAZARDOUS_INTENTS or intent in policy_intents
 
 
+STATE_PRECONDITION_KINDS = frozenset({"printer"})
+"""The kinds whose last known state can forbid an intent (``precondition_refusal``)."""
+
+
 def precondition_refusal(
     kind: str, intent: str, state: Mapping[str, Any] | None, name: str
 ) -> str | None:
@@ -48,7 +52,7 @@ def precondition_refusal(
 
     Only printers have job states that forbid intents; with no known state the command is
     let through and the device decides (its refusal fails the command with its reason)."""
-    if kind != "printer":
+    if kind not in STATE_PRECONDITION_KINDS:
         return None
     phase = printer_phase(state)
     if phase is None:

@@ -15,6 +15,10 @@ DEVICE_COMMAND_WILDCARD = f"{ROOT}/devices/+/cmd"
 DEVICE_REPLY_WILDCARD = f"{ROOT}/devices/+/reply"
 TELEMETRY_WILDCARD = f"{ROOT}/telemetry/#"
 MONITOR_WILDCARD = f"{ROOT}/monitor/+"
+SIMULATED_DEVICES = f"{ROOT}/simulator/devices"
+"""The devices the demo lab's simulator is to simulate, retained, published by KittyLab's
+own processes as the lab changes (``devices.simulated_lab``; issue 14): the simulator
+process learns of new and retired devices from it, never from the database."""
 
 
 def device_command(external_id: str) -> str:

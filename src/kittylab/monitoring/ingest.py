@@ -64,7 +64,9 @@ class MonitorIngest:
         clock: Callable[[], datetime],
         notify: NotifySettings,
         snapshots: SnapshotSource | None,
+        simulated_cameras: str | None = None,
     ) -> None:
+        self._simulated_cameras = simulated_cameras
         self._database = database
         self._store = store
         self._jobs = jobs
@@ -169,14 +171,19 @@ class MonitorIngest:
     def _cameras(self, job_id: UUID) -> tuple[frozenset[camera_hosts.Origin], str | None]:
         """The lab's declared camera origins, and the camera watching the job's printer."""
         with self._database.unit_of_work() as session:
-            declared = cameras.lab_camera_origins(session)
+            declared = cameras.lab_camera_origins(session, simulated=self._simulated_cameras)
             printer = session.scalar(
                 select(Device)
                 .join(FabricationJob, FabricationJob.device_id == Device.id)
                 .where(FabricationJob.id == job_id)
             )
             own = (
-                cameras.zone_camera_url(session, printer.zone_id, printer.attributes.get("camera"))
+                cameras.zone_camera_url(
+                    session,
+                    printer.zone_id,
+                    printer.attributes.get("camera"),
+                    simulated=self._simulated_cameras,
+                )
                 if printer is not None
                 else None
             )

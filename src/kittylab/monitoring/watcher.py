@@ -98,7 +98,9 @@ class PrintWatcher:
         *,
         detector: FailureDetector | None = None,
         snapshots: SnapshotSource | None = None,
+        simulated_cameras: str | None = None,
     ) -> None:
+        self._simulated_cameras = simulated_cameras
         self._database = database
         self._drivers = drivers
         self._store = store
@@ -161,7 +163,12 @@ class PrintWatcher:
                     Watched(
                         job_id,
                         dispatch.target_of(printer),
-                        _camera_url(session, printer),
+                        cameras.zone_camera_url(
+                            session,
+                            printer.zone_id,
+                            printer.attributes.get("camera"),
+                            simulated=self._simulated_cameras,
+                        ),
                         _policy(printer),
                     )
                 )
@@ -345,9 +352,3 @@ def _policy(printer: Device) -> GcodePolicy:
     except ValidationFailed as exc:
         log.warning("watch: %s has an unreadable G-code policy (%s)", printer.external_id, exc)
         return DEFAULT_POLICY
-
-
-def _camera_url(session: Any, printer: Device) -> str | None:
-    """The snapshot URL of a camera watching ``printer``: one named by the printer's
-    ``attributes.camera`` (external id), else the first camera in its zone with one."""
-    return cameras.zone_camera_url(session, printer.zone_id, printer.attributes.get("camera"))

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from kittylab.domain.errors import DomainError
+from kittylab.domain.errors import DomainError, ValidationFailed
 
 FORMAT_VERSION = 1
 DEFAULT_TTL_SECONDS = 30.0
@@ -75,6 +75,18 @@ def public_key_text(public_key: Ed25519PublicKey) -> str:
     """``ed25519:<base64 of the 32-byte raw key>``: the form firmware is given."""
     raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return "ed25519:" + base64.b64encode(raw).decode("ascii")
+
+
+def parse_public_key_text(text: str, field: str = "command_key") -> Ed25519PublicKey:
+    """The key ``public_key_text`` wrote; ``ValidationFailed`` naming ``field`` otherwise."""
+    prefix, _, encoded = text.strip().partition(":")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        if prefix != "ed25519" or len(raw) != 32:
+            raise ValueError
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error):
+        raise ValidationFailed(field, "must be ed25519:<base64 of the 32-byte key>") from None
 
 
 def canonical(fields: Mapping[str, Any]) -> str:

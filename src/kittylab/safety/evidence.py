@@ -44,10 +44,13 @@ async def bookmark(
     snapshots: SnapshotSource | None,
     event_id: UUID,
     clock: Callable[[], datetime],
+    *,
+    simulated_cameras: str | None = None,
 ) -> Bookmark | None:
     """Keep the zone camera's snapshot as the evidence of ``event_id`` (see the module doc);
-    ``None`` when there is nothing to do (no such event, or it has its evidence)."""
-    found = await asyncio.to_thread(_camera_of, database, event_id)
+    ``None`` when there is nothing to do (no such event, or it has its evidence).
+    ``simulated_cameras``: where the simulator serves its cameras (``monitoring.cameras``)."""
+    found = await asyncio.to_thread(_camera_of, database, event_id, simulated_cameras)
     if found is None:
         return None
     url = found or None
@@ -70,7 +73,7 @@ async def bookmark(
     return await asyncio.to_thread(_record, database, event_id, key, reason, clock())
 
 
-def _camera_of(database: Database, event_id: UUID) -> str | None:
+def _camera_of(database: Database, event_id: UUID, simulated: str | None) -> str | None:
     """The snapshot URL of the camera watching the event's device, ``""`` for none; None
     when the event is unknown or already has its evidence."""
     with database.unit_of_work() as session:
@@ -82,7 +85,7 @@ def _camera_of(database: Database, event_id: UUID) -> str | None:
         if zone_id is None:
             return ""
         preferred = device.attributes.get("camera") if device is not None else None
-        return cameras.zone_camera_url(session, zone_id, preferred) or ""
+        return cameras.zone_camera_url(session, zone_id, preferred, simulated=simulated) or ""
 
 
 def _record(

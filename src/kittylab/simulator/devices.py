@@ -19,6 +19,7 @@ from typing import Any
 from kittylab.domain import file_names
 from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused
+from kittylab.domain.simulated_lab import SimulatedDeviceSpec
 
 
 class SimulatedDevice(ABC):
@@ -253,13 +254,19 @@ class SimulatedCamera(SimulatedDevice):
     def __init__(self, external_id: str) -> None:
         super().__init__(external_id)
         self.snapshots = 0
+        self.last_snapshot_url: str | None = None
+        """Where the still of the last ``camera_snapshot`` is served, once the camera
+        studio (``simulator.cameras``) has rendered it; None without a studio."""
         self._handlers = {"camera_snapshot": self._snap}
 
     def _snap(self, _: Mapping[str, Any]) -> None:
         self.snapshots += 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {"streaming": True, "snapshots_taken": self.snapshots}
+        state: dict[str, Any] = {"streaming": True, "snapshots_taken": self.snapshots}
+        if self.last_snapshot_url is not None:
+            state["last_snapshot_url"] = self.last_snapshot_url
+        return state
 
 
 # Baseline and day-to-day spread of what lab sensors measure.
@@ -293,10 +300,10 @@ class SimulatedSensor(SimulatedDevice):
         }
 
 
-def build_simulator(
-    kind: DeviceKind, external_id: str, attributes: Mapping[str, Any]
-) -> SimulatedDevice:
-    """A simulator for a device of ``kind``; sensors simulate their ``measures``."""
+def build_simulator(spec: SimulatedDeviceSpec) -> SimulatedDevice:
+    """A simulator for the device ``spec`` describes; sensors simulate their
+    ``measures`` (the temperature when none is given)."""
+    kind, external_id = spec.kind, spec.external_id
     if kind is DeviceKind.PRINTER:
         return SimulatedPrinter(external_id)
     if kind is DeviceKind.LIGHT:
@@ -307,5 +314,4 @@ def build_simulator(
         return SimulatedPower(external_id)
     if kind is DeviceKind.CAMERA:
         return SimulatedCamera(external_id)
-    measures = attributes.get("measures") or ["temperature"]
-    return SimulatedSensor(external_id, [str(m) for m in measures])
+    return SimulatedSensor(external_id, list(spec.measures) or ["temperature"])

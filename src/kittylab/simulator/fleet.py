@@ -1,58 +1,58 @@
-"""Run the simulated devices of the lab: advance them in time and report their state as
-telemetry (topic ``state``), which keeps them online and gives the API their live state.
+"""The demo lab's devices on the message bus: a fleet of simulators that is a device like
+any other (issue 14). It has no database access: it speaks MQTT only, and KittyLab's own
+telemetry ingest stores what it says, so the demo travels the real device path.
 
-Attached to the message bus, the fleet is also the devices' MQTT side: it takes commands
-from ``kitty/devices/<id>/cmd`` and publishes each device's state, retained, on
-``kitty/devices/<id>/state`` (refusals on ``…/reply``), exactly as a generic MQTT device
-does — so commands to the demo lab travel the same path as commands to real equipment,
-from any worker process.
+- **Which devices.** The fleet simulates the devices listed in the retained message on
+  ``kitty/simulator/devices`` (``domain.simulated_lab``), which KittyLab publishes as the
+  lab changes (``devices.simulated_lab``): a new device is simulated and reports its state
+  at once; a retired one is dropped; the others keep their state (a new list must not
+  reset a printer mid-job).
+- **Commands.** It takes commands from ``kitty/devices/<id>/cmd`` and publishes each
+  device's state, retained, on ``kitty/devices/<id>/state`` (refusals on ``…/reply``),
+  exactly as a generic MQTT device does (docs/integrations/mqtt.md).
+- **Reports.** ``report`` publishes every device's state, which keeps it online (the
+  server stores it as the device's ``state`` telemetry); ``run_fleet`` does so every
+  ``report_every_seconds`` while advancing the simulators in time.
 
 A simulator refuses what the API refuses (issue 13): a command that is not strict JSON
 (``NaN``, ``Infinity``), over 64 KiB or 32 levels deep, holds a number that is not finite,
 names an intent the device does not declare or breaks that intent's payload schema
 (``domain.devices.validate_command``) is answered on ``…/reply`` with the reason and never
 reaches the simulator, so nothing on the bus can put a value into a device's state that
-the state could not be stored with. Should a state still be unstorable, only that
-device's report is dropped (``telemetry.store_stream``), never the lab's.
+the state could not be stored with. Should a simulator's state still be one its kind
+cannot have (a bug), only that device's report is held back and logged, never the lab's.
 
 A simulator acts only on a command signed with the lab's command-signing key (issue 13;
 ``safety.command_signature``): unsigned, altered, expired, addressed to another device or
 already received (a replay), it is refused on ``…/reply`` with the reason and changes
 nothing. The public key is given to the fleet at construction, as firmware is given it.
 
-Only ``kittylab serve`` runs a fleet (one per lab); worker processes do not, so a scaled-out
-lab does not simulate the same printer twice.
+``kittylab simulate`` runs a fleet as its own process (``kittylab serve`` starts and
+supervises it); tests may run one in their own process, attached to its own bus client
+with the simulator's identity, which goes through the broker all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
-from uuid import UUID
 
-from sqlalchemy import select
-
-from kittylab.adapters.db.engine import Database
-from kittylab.adapters.db.tables import Device
-from kittylab.devices import telemetry
 from kittylab.domain import topics
 from kittylab.domain.devices import JsonSchema, validate_command
-from kittylab.domain.enums import DeviceKind
 from kittylab.domain.errors import DeviceRefused, PayloadTooLarge, ValidationFailed
-from kittylab.domain.payload_checks import MAX_BUS_JSON_BYTES, parse_bus_json
+from kittylab.domain.payload_checks import MAX_BUS_JSON_BYTES, check_device_state, parse_bus_json
+from kittylab.domain.simulated_lab import SimulatedDeviceSpec, decode
 from kittylab.ports import MessageBus
 from kittylab.safety.command_signature import CommandRejected, CommandReplayed, CommandVerifier
 
 log = logging.getLogger(__name__)
 
-SIMULATED = "simulated"
-STATE_TOPIC = telemetry.STATE_TOPIC
+UNFIT_STATE_LOG_SECONDS = 300.0
+"""A simulator whose state its kind cannot have is logged once per this many seconds."""
 
 
 class Simulator(Protocol):
@@ -63,48 +63,76 @@ class Simulator(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
 
-SimulatorFactory = Callable[[DeviceKind, str, Mapping[str, Any]], Simulator]
+SimulatorFactory = Callable[[SimulatedDeviceSpec], Simulator]
+
+Snapshotter = Callable[[str], Awaitable[None]]
+"""Called with a camera's external id when it takes a snapshot (``camera_snapshot``),
+before its new state is published: the camera studio renders the still it reports."""
 
 
 class SimulatedFleet:
-    """The simulators of every active device on the ``simulated`` integration."""
+    """The simulators of the devices KittyLab lists for the simulator, by external id."""
 
-    def __init__(
-        self,
-        database: Database,
-        factory: SimulatorFactory,
-        clock: Callable[[], datetime],
-        verifier: CommandVerifier,
-    ) -> None:
-        self._database = database
-        self._verifier = verifier
+    def __init__(self, factory: SimulatorFactory, verifier: CommandVerifier) -> None:
         self._factory = factory
-        self._clock = clock
-        self.devices: dict[UUID, Simulator] = {}
-        self.capabilities: dict[UUID, dict[str, JsonSchema]] = {}
-        """Each device's intents and their payload schemas, as the lab declares them."""
+        self._verifier = verifier
+        self.devices: dict[str, Simulator] = {}
+        self.specs: dict[str, SimulatedDeviceSpec] = {}
+        """Each device as the lab declares it: its kind, zone, name and intents."""
         self._bus: MessageBus | None = None
-        self._refusals = telemetry.RefusalLog(log)
+        self.snapshotter: Snapshotter | None = None
+        self._unfit_logged: dict[str, float] = {}
+        self.published = 0
+        """How many states were published in all."""
 
     def attach(self, bus: MessageBus) -> None:
-        """Take commands from the bus and publish states on it."""
+        """Take the device list and commands from the bus and publish states on it."""
         self._bus = bus
+        bus.subscribe(topics.SIMULATED_DEVICES, self._on_devices)
         bus.subscribe(topics.DEVICE_COMMAND_WILDCARD, self._on_command)
 
-    def _by_external_id(self, external_id: str) -> tuple[UUID, Simulator] | None:
-        # A copy: ``reload`` may change the mapping from a thread meanwhile.
-        for device_id, simulator in list(self.devices.items()):
-            if simulator.external_id == external_id:
-                return device_id, simulator
-        return None
+    # -- which devices ---------------------------------------------------------------
+
+    async def _on_devices(self, _: str, raw: bytes) -> None:
+        if not raw:
+            return  # a cleared retained message: keep simulating what we have
+        try:
+            specs = decode(raw)
+        except (ValidationFailed, PayloadTooLarge) as problem:
+            log.warning("the list of devices to simulate was refused: %s", problem)
+            return
+        self.follow(specs)
+
+    def follow(self, specs: Sequence[SimulatedDeviceSpec]) -> list[str]:
+        """Simulate exactly ``specs``: new devices start and report at once, retired ones
+        go, the rest keep their state. Returns the new devices' external ids."""
+        wanted = {spec.external_id: spec for spec in specs}
+        for external_id in list(self.devices):
+            if external_id not in wanted:
+                del self.devices[external_id]
+                self.specs.pop(external_id, None)
+        new: list[str] = []
+        for external_id, spec in wanted.items():
+            # The spec first: a command for a new simulator is checked against it.
+            self.specs[external_id] = spec
+            if external_id not in self.devices:
+                self.devices[external_id] = self._factory(spec)
+                new.append(external_id)
+        for external_id in new:
+            self._publish_state(self.devices[external_id])
+        if new:
+            log.info("simulating %d new devices (%d in all)", len(new), len(self.devices))
+        return new
+
+    # -- commands ----------------------------------------------------------------------
 
     async def _on_command(self, topic: str, raw: bytes) -> None:
         external_id = topics.device_of(topic)
-        found = self._by_external_id(external_id) if external_id else None
-        if found is None:
+        simulator = self.devices.get(external_id) if external_id else None
+        if simulator is None:
             return  # not one of ours: a real MQTT device with its own firmware
-        device_id, simulator = found
         request_id = _request_id_of(raw)
+        spec = self.specs.get(simulator.external_id)
         try:
             message = parse_bus_json(raw, "command")
             if not isinstance(message, dict):
@@ -112,7 +140,8 @@ class SimulatedFleet:
             # Only what the lab's key signed is acted on.
             command = self._verifier.verify(simulator.external_id, message)
             intent, payload = command.intent, command.payload
-            validate_command(self.capabilities.get(device_id, {}), intent, payload)
+            capabilities: Mapping[str, JsonSchema] = spec.capabilities if spec else {}
+            validate_command(capabilities, intent, payload)
             simulator.handle(intent, payload)
         except CommandReplayed as refusal:
             log.warning("%s refused a command: %s", simulator.external_id, refusal)
@@ -122,9 +151,12 @@ class SimulatedFleet:
             log.info("%s refused a command: %s", simulator.external_id, refusal)
             self._reply(simulator.external_id, request_id, str(refusal))
             return
+        if intent == "camera_snapshot" and self.snapshotter is not None:
+            try:
+                await self.snapshotter(simulator.external_id)
+            except Exception:  # the snapshot is counted; only its picture is missing
+                log.exception("%s could not render its snapshot", simulator.external_id)
         self._publish_state(simulator)
-        # Stored at once too, so the API's last known state follows the command.
-        await asyncio.to_thread(self._store, [(device_id, simulator)])
 
     def _reply(
         self, external_id: str, request_id: Any, reason: str, *, duplicate: bool = False
@@ -135,65 +167,53 @@ class SimulatedFleet:
                 reply["duplicate"] = True
             self._bus.publish(topics.device_reply(external_id), reply)
 
-    def _publish_state(self, simulator: Simulator) -> None:
-        if self._bus is not None:
-            self._bus.publish(
-                topics.device_state(simulator.external_id), simulator.snapshot(), retain=True
-            )
+    # -- states ------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Follow the lab: simulate new devices, drop retired ones, keep the state of the
-        rest (a reload must not reset a printer mid-job)."""
-        with self._database.unit_of_work() as session:
-            rows = session.execute(
-                select(
-                    Device.id,
-                    Device.kind,
-                    Device.external_id,
-                    Device.attributes,
-                    Device.capabilities,
-                ).where(Device.integration == SIMULATED, Device.retired_at.is_(None))
-            ).all()
-        current = {row.id for row in rows}
-        for device_id in list(self.devices):
-            if device_id not in current:
-                del self.devices[device_id]
-                self.capabilities.pop(device_id, None)
-        for row in rows:
-            # Capabilities first: a command for a new simulator is checked against them.
-            self.capabilities[row.id] = dict(row.capabilities or {})
-            if row.id not in self.devices:
-                self.devices[row.id] = self._factory(row.kind, row.external_id, row.attributes)
+    def _publish_state(self, simulator: Simulator) -> bool:
+        """Publish the simulator's state, retained, unless its kind cannot have it."""
+        state = simulator.snapshot()
+        spec = self.specs.get(simulator.external_id)
+        try:
+            # What the server would refuse to store is held back here, as firmware that
+            # checks its own report would: only this device misses a report.
+            json.dumps(state, allow_nan=False)
+            if spec is not None:
+                check_device_state(spec.kind, state, "state")
+        except (ValueError, ValidationFailed) as problem:
+            self._log_unfit(simulator.external_id, problem)
+            return False
+        if self._bus is not None:
+            self._bus.publish(topics.device_state(simulator.external_id), state, retain=True)
+            self.published += 1
+        return True
+
+    def _log_unfit(self, external_id: str, problem: Exception) -> None:
+        now = time.monotonic()
+        if now - self._unfit_logged.get(external_id, -UNFIT_STATE_LOG_SECONDS) >= (
+            UNFIT_STATE_LOG_SECONDS
+        ):
+            self._unfit_logged[external_id] = now
+            log.error("%s has a state it cannot report: %s", external_id, problem)
 
     def advance(self, seconds: float) -> None:
-        for simulator in self.devices.values():
+        for simulator in list(self.devices.values()):
             simulator.tick(seconds)
 
     def report(self) -> int:
-        """Store every device's state as one telemetry batch (and publish it on the bus
-        when attached); returns how many."""
-        if not self.devices:
-            return 0
-        devices = list(self.devices.items())
-        for _, simulator in devices:
-            self._publish_state(simulator)
-        return self._store(devices)
+        """Publish every device's state; returns how many were published."""
+        return sum(self._publish_state(s) for s in list(self.devices.values()))
 
-    def _store(self, devices: list[tuple[UUID, Simulator]]) -> int:
-        """Each device's state judged on its own: one that cannot be stored is dropped,
-        counted and logged, and the others are stored (and stay online)."""
-        now = self._clock()
-        events = [
-            telemetry.IncomingEvent(device_id, None, STATE_TOPIC, sim.snapshot(), now)
-            for device_id, sim in devices
+    def zone_of(self, external_id: str) -> list[tuple[SimulatedDeviceSpec, dict[str, Any]]]:
+        """The devices in the zone of ``external_id`` (itself included), each with its
+        state now: what a camera there sees."""
+        spec = self.specs.get(external_id)
+        if spec is None:
+            return []
+        return [
+            (other, self.devices[other.external_id].snapshot())
+            for other in sorted(self.specs.values(), key=lambda s: s.external_id)
+            if other.zone == spec.zone and other.external_id in self.devices
         ]
-        names = {str(device_id): sim.external_id for device_id, sim in devices}
-        with self._database.unit_of_work() as session:
-            result = telemetry.store_stream(session, events, now)
-        for refusal in result.refusals:
-            device = names.get(refusal.device, refusal.device)
-            self._refusals(telemetry.Refusal(device, refusal.reason, refusal.detail))
-        return result.stored
 
 
 def _request_id_of(raw: bytes) -> str | None:
@@ -210,7 +230,6 @@ def _request_id_of(raw: bytes) -> str | None:
 
 
 class Fleet(Protocol):
-    def reload(self) -> None: ...
     def advance(self, seconds: float) -> None: ...
     def report(self) -> int: ...
 
@@ -220,39 +239,22 @@ async def run_fleet(
     *,
     tick_seconds: float = 1.0,
     report_every_seconds: float = 10.0,
-    reload_every_seconds: float = 30.0,
     speed: float = 1.0,
-    lab_changed: asyncio.Event | None = None,
 ) -> None:
-    """Run until cancelled, simulated time running ``speed`` times faster than real time.
-    Database work happens in a thread so the API stays responsive; a failed report is
-    logged and retried on the next round rather than stopping the lab. ``lab_changed``
-    (set by whoever hears that the lab changed) makes the next round reload and report at
-    once, so a newly applied lab's devices are online in a moment rather than at the next
-    reload."""
+    """Run until cancelled, simulated time running ``speed`` times faster than real time,
+    every device's state published every ``report_every_seconds`` (at once on the first
+    round). A failed round is logged and the next one tries again, rather than the
+    simulated lab stopping."""
     last_tick = time.monotonic()
-    # Reload and report at once on the first round, so the lab is online right away.
-    last_report = last_reload = last_tick - max(report_every_seconds, reload_every_seconds)
+    last_report = last_tick - report_every_seconds
     while True:
         now = time.monotonic()
-        if lab_changed is not None and lab_changed.is_set():
-            lab_changed.clear()
-            last_report = last_reload = now - max(report_every_seconds, reload_every_seconds)
-        fleet.advance((now - last_tick) * speed)
-        last_tick = now
         try:
-            if now - last_reload >= reload_every_seconds:
-                await asyncio.to_thread(fleet.reload)
-                last_reload = now
+            fleet.advance((now - last_tick) * speed)
             if now - last_report >= report_every_seconds:
-                await asyncio.to_thread(fleet.report)
+                fleet.report()
                 last_report = now
         except Exception:
-            # The database may be restarting; the simulated lab carries on and the next
-            # round retries, instead of the simulator dying silently.
-            log.exception("simulated devices could not reload or report; retrying")
-        if lab_changed is None:
-            await asyncio.sleep(tick_seconds)
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lab_changed.wait(), tick_seconds)
+            log.exception("simulated devices could not advance or report; retrying")
+        last_tick = now
+        await asyncio.sleep(tick_seconds)

@@ -214,7 +214,13 @@ def latest_states(
     }
 
 
-def read_floor(session: Session, now: datetime, presence_ttl: timedelta) -> list[ZoneView]:
+def read_floor(
+    session: Session,
+    now: datetime,
+    presence_ttl: timedelta,
+    *,
+    simulated_cameras: str | None = None,
+) -> list[ZoneView]:
     zones = {
         z.id: ZoneView(z.id, z.name, z.hazard_level, z.requires_ppe)
         for z in session.scalars(select(Zone).order_by(Zone.name))
@@ -241,7 +247,9 @@ def read_floor(session: Session, now: datetime, presence_ttl: timedelta) -> list
     for zone in zones.values():
         present = presence.occupancy(session, zone.id, now, presence_ttl).present
         zone.present = sorted(names.get(u, "?") for u in present)
-        zone.has_camera_url = zone_camera_url(session, zone.id) is not None
+        zone.has_camera_url = (
+            zone_camera_url(session, zone.id, simulated=simulated_cameras) is not None
+        )
     return list(zones.values())
 
 

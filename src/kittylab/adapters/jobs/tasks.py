@@ -364,7 +364,12 @@ def job_blueprint() -> procrastinate.Blueprint:
         """Keep the zone camera's snapshot as a sent hazardous command's evidence."""
         ctx = _context(job)
         kept = await evidence.bookmark(
-            ctx.database, ctx.artifacts, ctx.snapshots, UUID(event_id), ctx.clock
+            ctx.database,
+            ctx.artifacts,
+            ctx.snapshots,
+            UUID(event_id),
+            ctx.clock,
+            simulated_cameras=ctx.settings.simulator.camera_base_url,
         )
         if kept is None:
             return "skipped"

@@ -167,7 +167,12 @@ def floor_page(
         return RedirectResponse(moved, status_code=307)
     viewer = _viewer(request, c)
     remote = not networks.is_trusted(request, c.settings.http)
-    zones = floor.read_floor(uow, c.clock(), timedelta(seconds=c.settings.presence.ttl_seconds))
+    zones = floor.read_floor(
+        uow,
+        c.clock(),
+        timedelta(seconds=c.settings.presence.ttl_seconds),
+        simulated_cameras=c.settings.simulator.camera_base_url,
+    )
     can_act = not remote and viewer.principal.has_any(*ACTING_ROLES)
     return _page(
         request,
@@ -370,7 +375,7 @@ async def zone_snapshot(
 
     def url() -> str | None:
         with c.database.unit_of_work() as session:
-            return zone_camera_url(session, zone_id)
+            return zone_camera_url(session, zone_id, simulated=c.settings.simulator.camera_base_url)
 
     found = await asyncio.to_thread(url)
     if found is None:
@@ -477,7 +482,12 @@ async def live_events(
 
     def read() -> dict[UUID, floor.Tile]:
         with c.database.unit_of_work() as session:
-            zones = floor.read_floor(session, c.clock(), timedelta(0))
+            zones = floor.read_floor(
+                session,
+                c.clock(),
+                timedelta(0),
+                simulated_cameras=c.settings.simulator.camera_base_url,
+            )
         return {tile.id: tile for zone in zones for tile in zone.tiles}
 
     async def tiles_as_they_change() -> AsyncGenerator[str | None, None]:

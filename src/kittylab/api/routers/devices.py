@@ -4,10 +4,12 @@ one a command (``POST /api/device/{id}/command``; the commands are read at
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import or_, select
 
 from kittylab import bootstrap
@@ -23,11 +25,14 @@ from kittylab.api.schemas import (
     PendingHazard,
 )
 from kittylab.bootstrap import Container
+from kittylab.conversation.answers.access import read_refusal
 from kittylab.devices import telemetry
 from kittylab.devices.requests import request_command
 from kittylab.domain.enums import DeviceKind, OnlineState, Role
-from kittylab.domain.errors import PermissionDenied, ValidationFailed
+from kittylab.domain.errors import NotFound, PermissionDenied, ValidationFailed
 from kittylab.fabrication import print_requests
+from kittylab.monitoring import camera_pictures
+from kittylab.records.ports import ArtifactMissing
 
 router = APIRouter(prefix="/api", tags=["lab"])
 
@@ -80,6 +85,47 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
         online_state=device.online_state,
         state=latest.payload if latest else None,
         reported_at=latest.recorded_at if latest else None,
+    )
+
+
+@router.get(
+    "/devices/{device_id}/snapshots/{name}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}}},
+        307: {"description": "To a presigned URL, when the store gives one (S3)."},
+        403: {"description": "The camera's readings are not for the caller's roles."},
+        404: {"description": "No such device, or no such picture of it."},
+    },
+)
+def get_device_snapshot(
+    device_id: UUID,
+    name: str,
+    caller: Caller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> Response:
+    """A picture a camera took for a conversation ("show me the laser camera", issue 16),
+    kept in the artifact store (``monitoring.camera_pictures``): streamed, or a redirect
+    to a presigned URL when the store gives one. Only for those who may read the camera."""
+    device = get_or_404(uow, Device, device_id, "device")
+    why = read_refusal(caller, device.kind, device.attributes)
+    if why is not None:
+        raise PermissionDenied(f"{device.display_name}: {why}")
+    match = camera_pictures.FILE.fullmatch(name)
+    key = camera_pictures.artifact_key(device_id, name)
+    if match is None or not c.artifacts.exists(key):
+        raise NotFound("picture of this device", name)
+    url = c.artifacts.presigned_url(key, c.settings.storage.presign_expiry_seconds)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        chunks: Iterator[bytes] = c.artifacts.read_chunks(key)
+    except ArtifactMissing:
+        raise NotFound("picture of this device", name) from None
+    media = "image/png" if match.group(1) == "png" else "image/jpeg"
+    return StreamingResponse(
+        chunks, media_type=media, headers={"Content-Disposition": f'inline; filename="{name}"'}
     )
 
 

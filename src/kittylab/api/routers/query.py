@@ -6,6 +6,7 @@ conversation service opens the transactions it needs."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -69,6 +70,12 @@ class RoutingOut(CamelModel):
     cache: str
 
 
+class ImageOut(CamelModel):
+    url: str = Field(description="Where this server serves the image.")
+    device: str = Field(description="The camera's external id.")
+    taken_at: datetime | None
+
+
 class QueryOut(CamelModel):
     conversation_id: UUID
     replies: list[Reply]
@@ -79,6 +86,11 @@ class QueryOut(CamelModel):
         "object ``POST /api/device/{id}/command`` answers with.",
     )
     command: CommandOut | None = None
+    images: list[ImageOut] = Field(
+        default_factory=list,
+        description="Pictures the replies link (a camera's snapshot, kept as an artifact), "
+        "for a client that can show them: GET the url with the same token.",
+    )
 
 
 @router.post(
@@ -148,4 +160,5 @@ def _out(result: QueryResult) -> QueryOut:
             PendingHazard.model_validate(result.pending_hazard) if result.pending_hazard else None
         ),
         command=CommandOut.model_validate(result.command) if result.command else None,
+        images=[ImageOut(url=i.url, device=i.device, taken_at=i.taken_at) for i in result.images],
     )

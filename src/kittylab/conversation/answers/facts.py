@@ -90,6 +90,16 @@ class SnapshotFact:
     source: str
 
 
+@dataclass(frozen=True)
+class Image:
+    """A picture an answer shows (issue 16): where this server serves it, of which
+    device, taken when."""
+
+    url: str
+    device: str
+    taken_at: datetime | None
+
+
 @dataclass
 class Answer:
     """A state question answered: the reply and what it was about (recorded with the
@@ -103,4 +113,6 @@ class Answer:
     """The values the reply gives, by name (``temperature``, ``state``, ``people`` …)."""
     fresh_reads: list[UUID] = field(default_factory=list)
     """Commands asking for a fresh reading, when the stored one was stale."""
+    images: list[Image] = field(default_factory=list)
+    """Pictures the reply links, for a client that can show them."""
     refused: bool = False

@@ -35,7 +35,7 @@ from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, DeviceCommand
 from kittylab.conversation.answers import reading, wording
 from kittylab.conversation.answers.access import READ_INTENTS, read_refusal
-from kittylab.conversation.answers.facts import Answer, DeviceFact
+from kittylab.conversation.answers.facts import Answer, DeviceFact, Image, SnapshotFact
 from kittylab.conversation.answers.questions import (
     DEVICE_KINDS,
     AnswerKind,
@@ -53,6 +53,7 @@ from kittylab.devices.telemetry import latest_state
 from kittylab.domain.enums import CommandStatus, DeviceKind
 from kittylab.domain.errors import KittyLabError
 from kittylab.domain.principal import Principal
+from kittylab.monitoring.camera_pictures import CameraPictures
 
 READ_INTENT_NAMES = frozenset(READ_INTENTS.values())
 PEOPLE_TTL_SECONDS = 5.0
@@ -86,7 +87,10 @@ class StateAnswers:
         clock: Callable[[], datetime],
         policy: AnswerPolicy,
         sleep: Callable[[float], None] = time.sleep,
+        pictures: CameraPictures | None = None,
     ) -> None:
+        self.pictures = pictures
+        """Takes a camera's picture now for "show me the laser camera" (issue 16)."""
         self.database = database
         self.submitter = submitter
         self.clock = clock
@@ -211,7 +215,11 @@ class StateAnswers:
             )
         facts, commands = self._fresh(caller, allowed, conversation_id, request_id)
         now = self.clock()
-        text, values = self._words(question, facts, now)
+        images: list[Image] = []
+        if question.kind is AnswerKind.CAMERA and facts:
+            text, values, images = self._cameras(facts, now)
+        else:
+            text, values = self._words(question, facts, now)
         if refusals:
             text += f" Left out, as you may not read them: {wording.join(refusals)}."
         answer = Answer(
@@ -221,6 +229,7 @@ class StateAnswers:
             zone=question.zone,
             values=values,
             fresh_reads=[c.id for c in commands],
+            images=images,
         )
         return Answered(answer, commands[0] if len(commands) == 1 else None)
 
@@ -236,15 +245,35 @@ class StateAnswers:
             return wording.printers(facts, question.aspects, now)
         if kind is AnswerKind.DOOR_STATE:
             return wording.doors(facts, now)
-        if kind is AnswerKind.CAMERA:
-            with self.database.unit_of_work() as session:
-                shots = [(f, reading.latest_snapshot(session, f)) for f in facts]
-            texts = [wording.camera(f, shot, now) for f, shot in shots]
-            values = {f.external_id: v for (f, _), (_, v) in zip(shots, texts, strict=True)}
-            if len(texts) == 1:
-                return texts[0]
-            return " ".join(t for t, _ in texts), values
         return wording.switches(facts, now)
+
+    def _cameras(
+        self, facts: Sequence[DeviceFact], now: datetime
+    ) -> tuple[str, wording.Values, list[Image]]:
+        """Each camera's picture taken now and kept as an artifact (``pictures``), else
+        the newest snapshot on record; the images this server serves, for the client."""
+        shots: list[tuple[DeviceFact, SnapshotFact | None]] = []
+        for fact in facts:
+            picture = self.pictures.take(fact.id, fact.external_id) if self.pictures else None
+            if picture is not None and picture.url is not None:
+                shots.append((fact, SnapshotFact(picture.url, picture.taken_at, wording.TAKEN_NOW)))
+                continue
+            if picture is not None and picture.unavailable and fact.note is None:
+                fact = replace(fact, note=f"no picture now: {picture.unavailable}")
+            with self.database.unit_of_work() as session:
+                shots.append((fact, reading.latest_snapshot(session, fact)))
+        texts = [wording.camera(f, shot, now) for f, shot in shots]
+        images = [
+            Image(shot.link, fact.external_id, shot.taken_at)
+            for fact, shot in shots
+            if shot is not None and shot.link.startswith("/api/")
+        ]
+        if len(texts) == 1:
+            text, values = texts[0]
+        else:
+            text = " ".join(t for t, _ in texts)
+            values = {f.external_id: v for (f, _), (_, v) in zip(shots, texts, strict=True)}
+        return text, values, images
 
     # -- fresh readings ----------------------------------------------------------------
 

@@ -403,7 +403,16 @@ def approvals(
     return text, values
 
 
+TAKEN_NOW = "taken now"
+"""The source of a picture the camera took for this answer."""
+
+
 def camera(fact: DeviceFact, snapshot: SnapshotFact | None, now: datetime) -> tuple[str, Values]:
+    if snapshot is not None and snapshot.source == TAKEN_NOW:
+        return (
+            f"Here is {the(fact.display_name)}, just now: {snapshot.link}",
+            {"snapshot": snapshot.link},
+        )
     if snapshot is None:
         note = f" ({fact.note})" if fact.note else ""
         return (
