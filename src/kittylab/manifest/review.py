@@ -154,6 +154,9 @@ def _hold(
             "change": found.to_json(),
             "policies": [p.name for p in policies],
             "tallies": {kind: vars(t) for kind, t in report.tallies().items()},
+            # Every change the apply would make, field by field: what the desk shows
+            # its approver (the change is void if the lab moves, so this stays true).
+            "changes": [change.to_json() for change in report.changes],
             "manifest": text,
         },
     )

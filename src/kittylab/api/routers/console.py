@@ -9,7 +9,8 @@ same use cases and role checks as the API (``devices.requests.request_command``,
 words where the action was. From outside the lab's trusted networks the pages show no
 action buttons, and every write is refused anyway (``api/networks.py``).
 
-Not built yet, so not shown (issue 17, a later part): talk, prints, the safety desk.
+The console installs as an app (a web app manifest and a service worker that keeps its
+shell, so a screen that lost the server says so and reconnects by itself).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -74,7 +76,8 @@ class SignInNeeded(Exception):
 def _asset_version() -> str:
     """Changes whenever a static file does, so browsers never mix old and new."""
     digest = hashlib.sha256()
-    for path in [*sorted((WEB_DIR / "static").glob("*")), WEB_DIR / "vendor" / "SHA256SUMS"]:
+    static = sorted(p for p in (WEB_DIR / "static").rglob("*") if p.is_file())
+    for path in [*static, WEB_DIR / "vendor" / "SHA256SUMS", WEB_DIR / "templates" / "sw.js"]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -223,6 +226,76 @@ def sessions_page(
 def api_docs(request: Request) -> Response:
     """Swagger UI 5 (OpenAPI 3.1), served from the package: no CDN, works offline."""
     return templates.TemplateResponse(request, "docs.html", {"asset_version": ASSET_VERSION})
+
+
+# --- installable (PWA) -------------------------------------------------------------------
+
+ICONS = ("icon-192.png", "icon-512.png", "icon-maskable-512.png")
+
+
+def _shell() -> list[str]:
+    """What the service worker keeps: the offline page and every file a page loads."""
+    version = f"?v={ASSET_VERSION}"
+    return [
+        "/offline",
+        f"/console/static/console.css{version}",
+        f"/console/static/console.js{version}",
+        f"/console/static/vendor/htmx/htmx.min.js{version}",
+        f"/console/static/vendor/htmx/sse.min.js{version}",
+        *(f"/console/static/icons/{name}" for name in ICONS),
+    ]
+
+
+@router.get("/manifest.webmanifest")
+def web_manifest() -> Response:
+    """The web app manifest: the console installs as an app on a tablet or phone."""
+    icons = [
+        {"src": f"/console/static/icons/{name}", "sizes": "512x512", "type": "image/png"}
+        for name in ICONS[1:]
+    ]
+    icons[1]["purpose"] = "maskable"
+    manifest = {
+        "name": "KittyLab console",
+        "short_name": "KittyLab",
+        "description": "The lab's floor, prints and safety desk.",
+        "id": "/",
+        "start_url": "/",
+        "scope": "/",
+        "display": "standalone",
+        "background_color": "#f4f5f7",
+        "theme_color": "#0b5cad",
+        "icons": [
+            {"src": f"/console/static/icons/{ICONS[0]}", "sizes": "192x192", "type": "image/png"},
+            *icons,
+        ],
+    }
+    return Response(
+        json.dumps(manifest),
+        media_type="application/manifest+json",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/sw.js")
+def service_worker(request: Request) -> Response:
+    """The service worker, at the root so that it serves the whole console (its scope)."""
+    body = templates.get_template("sw.js").render(asset_version=ASSET_VERSION, shell=_shell())
+    return Response(
+        body,
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
+    )
+
+
+@router.get("/offline", response_class=HTMLResponse)
+def offline_page(request: Request) -> Response:
+    """The "reconnecting" shell the service worker shows when the server does not answer
+    (kept in its cache; personal to no one, so it may be cached)."""
+    response = templates.TemplateResponse(
+        request, "offline.html", {"asset_version": ASSET_VERSION, "viewer": None}
+    )
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 # --- session actions ---------------------------------------------------------------------
