@@ -212,7 +212,9 @@ def presence_board(
                 seen_row.observed_at,
             )
         )
-    names = dict(session.execute(select(User.id, User.display_name)).tuples().all())
+    names: dict[UUID, str] = {
+        user_id: name for user_id, name in session.execute(select(User.id, User.display_name))
+    }
     board = []
     for zone in zones:
         sources = presence_sources(zone.hazard_level, zone.presence_sources)
