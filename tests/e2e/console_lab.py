@@ -36,9 +36,21 @@ needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/install-system-deps.sh)"
 )
 
-PEOPLE = ("olivia", "ada", "erin", "sam", "sasha")
+PEOPLE = ("olivia", "ada", "erin", "sam", "sasha", "dora", "abe")
 """Who gets an enrolment link: the floor's tests use olivia and ada, the prints' erin, the
-safety desk's sam and sasha."""
+safety desk's sam and sasha, the desk's boards dora and abe."""
+EXTRA_USERS = """users:
+  # The safety desk's boards (test_console_safety_desk.py): a safety officer, and an
+  # admin who is also a safety officer (sends a lab change, confirms Dora's key).
+  - username: dora
+    display_name: Dora Desk
+    email: dora@lab.example
+    roles: [safety]
+  - username: abe
+    display_name: Abe Admin
+    email: abe@lab.example
+    roles: [admin, safety]
+"""
 EXTRA_DEVICE = """devices:
   # A lamp that reports itself over MQTT (the console test publishes its state).
   - external_id: bench-lamp
@@ -59,13 +71,20 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 class Lab:
     def __init__(
-        self, env: dict[str, str], server: Server, lamp: dict[str, str], links: dict[str, str]
+        self,
+        env: dict[str, str],
+        server: Server,
+        lamp: dict[str, str],
+        links: dict[str, str],
+        manifest: str,
     ) -> None:
         self.env = env
         self.server = server
         self.url = server.url.replace("127.0.0.1", "localhost")
         self.lamp = lamp
         self.links = links
+        self.manifest = manifest
+        """The lab's manifest as applied (the demo lab and the tests' people and lamp)."""
         """One enrolment link per person, from `kittylab users invite` on the host."""
 
 
@@ -108,14 +127,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     )
     manifest = tmp / "lab.yaml"
     text = (ROOT / "examples" / "lab.yaml").read_text()
-    manifest.write_text(text.replace("devices:\n", EXTRA_DEVICE, 1))
+    manifest.write_text(
+        text.replace("devices:\n", EXTRA_DEVICE, 1).replace("users:\n", EXTRA_USERS, 1)
+    )
     _cli(env, "lab", "apply", str(manifest))
     credential = _cli(env, "mqtt", "device", "bench-lamp")
     lamp = dict(line.split(": ", 1) for line in credential.splitlines() if ": " in line)
     server = Server(env, port)
     try:
         server.wait_ready()
-        yield Lab(env, server, lamp, _invites(env, *PEOPLE))
+        yield Lab(env, server, lamp, _invites(env, *PEOPLE), manifest.read_text())
     finally:
         # SIGTERM, so the embedded PostgreSQL stops with it.
         if server.process.poll() is None:
@@ -166,6 +187,24 @@ def _shot(page: Any, name: str, *, top: bool = True) -> None:
         page.wait_for_timeout(150)
         page.screenshot(path=str(SHOTS / f"{name}-{label}.png"), full_page=False)
     page.set_viewport_size(TABLET)
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+AXE_IMPACTS = ("serious", "critical")
+
+
+def _axe(page: Any, name: str) -> None:
+    """axe-core (vendored for the tests, ``scripts/refresh-web-assets.sh``) on the page as
+    it is now: no serious or critical violation of WCAG 2.x A/AA or best practice."""
+    if not page.evaluate("() => Boolean(window.axe)"):
+        page.add_script_tag(path=str(AXE))
+    violations = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+            .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))"""
+    )
+    bad = [v for v in violations if v["impact"] in AXE_IMPACTS]
+    assert not bad, (name, bad)
 
 
 def _enrol(lab: Lab, page: Any, username: str) -> None:
