@@ -241,6 +241,9 @@ def test_confirmations_follow_the_two_person_rules(desk: Desk, database: Databas
     # An operator sees neither list.
     assert "Gus Green" not in desk.get("olivia", "/safety/confirmations")
     assert "Gus Green" in _visible(desk.get("sam", "/safety/confirmations"))
+    assert "Gus Green" in desk.get("sam", "/console/safety/confirmations")  # re-read live
+    desk.client.cookies.set(SESSION_COOKIE, desk.people["olivia"].token)
+    assert desk.client.get("/console/safety/confirmations").status_code == 403
 
     status, row = desk.post("sam", f"/console/safety/keys/{key_id}/confirm")
     assert status == 200 and "signs approvals from now on" in row

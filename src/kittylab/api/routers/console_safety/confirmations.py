@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from kittylab.adapters.db.tables import Passkey, UserKey
-from kittylab.api.auth import Caller, UnitOfWork, container
+from kittylab.api.auth import Caller, SafetyCaller, UnitOfWork, container
 from kittylab.api.routers.console import Viewer, templates
 from kittylab.api.routers.console_safety import desk
 from kittylab.bootstrap import Container
@@ -81,6 +81,26 @@ def confirmations_page(
         principal,
         uow,
         c,
+    )
+
+
+@router.get("/console/safety/confirmations", response_class=HTMLResponse)
+def confirmations_fragment(
+    request: Request,
+    caller: SafetyCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> HTMLResponse:
+    """The keys and role grants waiting, again (every few seconds)."""
+    return templates.TemplateResponse(
+        request,
+        "_safety_confirmations.html",
+        {
+            "waiting_keys": boards.waiting_keys(uow, caller),
+            "grants": boards.pending_grants(uow, caller),
+            "remote": caller.remote,
+            "refresh_seconds": desk.REFRESH_SECONDS,
+        },
     )
 
 
