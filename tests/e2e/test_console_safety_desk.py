@@ -188,6 +188,10 @@ def test_the_desk_confirms_approves_locks_and_reads_its_boards(lab: Lab, browser
     _axe(abe, "prints")
     _open(lab, abe, "/sessions", ready="tbody tr")
     _axe(abe, "sessions")
+    _open(lab, abe, "/sign-in", ready="#sign-in")
+    _axe(abe, "sign-in")
+    _open(lab, abe, "/docs", ready=".opblock")
+    _axe(abe, "API docs")
     STATE.update(dora=dora, abe=abe)
 
 
