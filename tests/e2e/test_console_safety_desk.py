@@ -191,7 +191,9 @@ def test_the_desk_confirms_approves_locks_and_reads_its_boards(lab: Lab, browser
     _open(lab, abe, "/sign-in", ready="#sign-in")
     _axe(abe, "sign-in")
     _open(lab, abe, "/docs", ready=".opblock")
-    _axe(abe, "API docs")
+    # Swagger UI puts each operation's links and copy button inside its expand button
+    # (swagger-api/swagger-ui#9570, open); its colours are ours to fix (static/docs.css).
+    _axe(abe, "API docs", upstream=("nested-interactive",))
     STATE.update(dora=dora, abe=abe)
 
 

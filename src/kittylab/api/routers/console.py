@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -482,6 +483,47 @@ def _updated(tile: floor.Tile, update: DeviceUpdate) -> floor.Tile:
     )
 
 
+class _RenderedTiles:
+    """Each tile's live part rendered once for every console that shows it: fifty tablets
+    reconnecting at once (a server restart) render each device twice (with and without
+    actions), not a hundred times. Keyed by what the part shows; the oldest go first."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._html: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+
+    def __call__(self, tile: floor.Tile, can_act: bool) -> str:
+        key = (
+            tile.id,
+            tile.kind,
+            tile.intents,
+            tile.online_state,
+            tile.reported_at,
+            _frozen(tile.state),
+            can_act,
+        )
+        html = self._html.get(key)
+        if html is None:
+            html = templates.get_template("_tile_live.html").render(tile=tile, can_act=can_act)
+            self._html[key] = html
+            if len(self._html) > self.SIZE:
+                self._html.popitem(last=False)
+        return html
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` (JSON data) as something hashable."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+_render_tile = _RenderedTiles()
+
+
 def _sse(event: str, html: str) -> str:
     data = "\n".join(f"data: {line}" for line in html.splitlines() or [""])
     return f"event: {event}\n{data}\n\n"
@@ -495,7 +537,6 @@ async def live_events(
     device reports (the bus) or its stored state changes; every tile is sent first, so a
     reconnecting page catches up. ``signed-out`` when the session ends."""
     feed = _floor_feed(request.app, c)
-    live = templates.get_template("_tile_live.html")
     can_act = not caller.remote and caller.has_any(*ACTING_ROLES)
     cookie = request.cookies.get(web_auth.SESSION_COOKIE)
 
@@ -521,7 +562,7 @@ async def live_events(
             tiles = await asyncio.to_thread(read)
             yield "retry: 2000\n\n"
             for tile in tiles.values():
-                yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
+                yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
             checked = time.monotonic()
             while True:
                 try:
@@ -533,11 +574,11 @@ async def live_events(
                     subscription.lagged = False
                     tiles = await asyncio.to_thread(read)
                     for tile in tiles.values():
-                        yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
+                        yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
                 elif update is not None and update.device_id in tiles:
                     tile = _updated(tiles[update.device_id], update)
                     tiles[tile.id] = tile
-                    yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
+                    yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
                 if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
                     checked = time.monotonic()
                     if not await asyncio.to_thread(still_signed_in):
