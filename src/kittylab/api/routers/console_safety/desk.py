@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
 from kittylab.api import networks
@@ -40,7 +41,7 @@ def page(
     context: dict[str, Any],
     viewer: ActiveSession,
     principal: Principal,
-    session: Any,
+    session: Session,
     c: Container,
 ) -> HTMLResponse:
     """A desk page: ``template`` with the desk's tabs (``tab`` is this one's)."""
