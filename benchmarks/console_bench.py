@@ -86,7 +86,11 @@ def _bench_lab(directory: Path) -> Path:
             "kind": "light",
             "zone": "print-farm",
             "integration": "homeassistant",
-            "connection": {"url": "http://127.0.0.1:9", "token": "${BENCH_HA_TOKEN}", "entity_id": "light.x"},
+            "connection": {
+                "url": "http://127.0.0.1:9",
+                "token": "${BENCH_HA_TOKEN}",
+                "entity_id": "light.x",
+            },
         }
     )
     path = directory / "lab.yaml"
@@ -132,6 +136,8 @@ def _prepare(database: Database, manifest: Path) -> tuple[str, UUID]:
 
 def _page_loads(browser: Any, base: str, cookie: str, loads: int) -> dict[str, Any]:
     load_ms: list[float] = []
+    html_ms: list[float] = []
+    dom_ms: list[float] = []
     live_ms: list[float] = []
     transferred: list[int] = []
     for _ in range(loads):
@@ -146,17 +152,22 @@ def _page_loads(browser: Any, base: str, cookie: str, loads: int) -> dict[str, A
                 const bytes = performance.getEntriesByType("resource")
                     .filter(r => /\\.(js|css)(\\?|$)/.test(r.name))
                     .reduce((sum, r) => sum + r.transferSize, 0);
-                return {load: nav.loadEventEnd, live: performance.now(), assets: bytes,
+                return {load: nav.loadEventEnd, html: nav.responseEnd,
+                        dom: nav.domContentLoadedEventEnd, live: performance.now(), assets: bytes,
                         tiles: document.querySelectorAll("article.tile").length};
             }"""
         )
         assert timing["tiles"] == DEVICES, timing
         load_ms.append(timing["load"])
+        html_ms.append(timing["html"])
+        dom_ms.append(timing["dom"])
         live_ms.append(timing["live"])
         transferred.append(timing["assets"])
         context.close()
     return {
         "n": loads,
+        "html_received": percentiles(html_ms, 1),
+        "dom_content_loaded": percentiles(dom_ms, 1),
         "load_event": percentiles(load_ms, 1),
         "until_live": percentiles(live_ms, 1),
         "js_css_bytes_transferred": max(transferred),
