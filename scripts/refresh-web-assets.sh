@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Refresh the console's vendored browser assets from npm (issue 17), at the exact versions
-# pinned below, and rewrite the checksum manifest that tests/unit/test_web_assets.py checks.
+# pinned below, and rewrite the checksum manifests that tests/unit/test_web_assets.py checks.
 # Serving never needs Node or the network: the files are committed in src/kittylab/web/vendor.
+# axe-core (the accessibility checker the browser tests run on every page) is for the tests
+# only: it goes to tests/e2e/vendor and is never served.
 # Needs npm (Debian's `npm`). Change a version here, run this, commit the result.
 set -euo pipefail
 
@@ -11,9 +13,11 @@ SWAGGER_UI=5.36.0
 # three.js: the newest release that still ships npm's own minified builds (0.186 dropped them).
 THREE=0.185.0
 UPLOT=1.6.32
+AXE_CORE=4.14.1
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 vendor="$root/src/kittylab/web/vendor"
+test_vendor="$root/tests/e2e/vendor"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -51,8 +55,18 @@ three $THREE
 uplot $UPLOT
 VERSIONS
 
-# The manifest: every vendored file's SHA-256, sorted by path.
-(cd "$vendor" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort \
-    | xargs sha256sum > SHA256SUMS)
-echo "vendored into $vendor:"
-cat "$vendor/VERSIONS"
+rm -rf "$test_vendor"
+mkdir -p "$test_vendor/axe-core"
+src="$(fetch axe-core "$AXE_CORE")"
+cp "$src/axe.min.js" "$src/LICENSE" "$test_vendor/axe-core/"
+cat > "$test_vendor/VERSIONS" <<VERSIONS
+axe-core $AXE_CORE
+VERSIONS
+
+# The manifests: every vendored file's SHA-256, sorted by path.
+for dir in "$vendor" "$test_vendor"; do
+    (cd "$dir" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort \
+        | xargs sha256sum > SHA256SUMS)
+    echo "vendored into $dir:"
+    cat "$dir/VERSIONS"
+done

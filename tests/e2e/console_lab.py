@@ -36,19 +36,30 @@ needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/install-system-deps.sh)"
 )
 
-PEOPLE = ("olivia", "ada", "erin", "sam", "sasha", "dana", "owen")
+PEOPLE = ("olivia", "ada", "erin", "sam", "sasha", "dana", "owen", "dora", "abe")
 """Who gets an enrolment link: the floor's tests use olivia and ada, the prints' erin, the
-safety desk's sam and sasha, the CAD studio's dana and the operations view's owen."""
+safety desk's sam and sasha, the CAD studio's dana, the operations view's owen, the desk's
+boards dora and abe."""
 SECOND_LINKS = {"talk": "olivia", "talk-safety": "sam"}
 """Links for a second passkey, by key: the talk page's tests (an operator who talks, a
 safety person who denies what she asked for) run in a browser of their own."""
-EXTRA_PEOPLE = """users:
+EXTRA_USERS = """users:
   - username: dana
     display_name: Dana Designer
     roles: [engineer]
   - username: owen
     display_name: Owen Operator
     roles: [operator]
+  # The safety desk's boards (test_console_safety_desk.py): a safety officer, and an
+  # admin who is also a safety officer (sends a lab change, confirms Dora's key).
+  - username: dora
+    display_name: Dora Desk
+    email: dora@lab.example
+    roles: [safety]
+  - username: abe
+    display_name: Abe Admin
+    email: abe@lab.example
+    roles: [admin, safety]
 """
 EXTRA_DEVICE = """devices:
   # A lamp that reports itself over MQTT (the console test publishes its state).
@@ -70,36 +81,30 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 class Lab:
     def __init__(
-        self, env: dict[str, str], server: Server, lamp: dict[str, str], links: dict[str, str]
+        self,
+        env: dict[str, str],
+        server: Server,
+        lamp: dict[str, str],
+        links: dict[str, str],
+        manifest: str,
     ) -> None:
         self.env = env
         self.server = server
         self.url = server.url.replace("127.0.0.1", "localhost")
         self.lamp = lamp
         self.links = links
+        self.manifest = manifest
+        """The lab's manifest as applied (the demo lab and the tests' people and lamp)."""
         """One enrolment link per person, from `kittylab users invite` on the host."""
 
 
-def _invites(env: dict[str, str], usernames: dict[str, str]) -> dict[str, str]:
-    """`kittylab users invite` for each person (by key), at once (each CLI start costs
-    seconds)."""
-    running = {
-        key: subprocess.Popen(
-            [*KITTYLAB, "users", "invite", name],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for key, name in usernames.items()
-    }
-    links = {}
-    for name, process in running.items():
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
-        links[name] = out.strip()
-    return links
+def _invites(env: dict[str, str], people: dict[str, str]) -> dict[str, str]:
+    """`kittylab users invite` for everyone at once (each CLI start costs seconds): a link
+    per key of ``people``, for the username it names (a person may have two)."""
+    keys, usernames = list(people), list(people.values())
+    links = _cli(env, "users", "invite", *usernames).split()
+    assert len(links) == len(usernames), links
+    return dict(zip(keys, links, strict=True))
 
 
 @pytest.fixture(scope="package")
@@ -120,8 +125,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     )
     manifest = tmp / "lab.yaml"
     text = (ROOT / "examples" / "lab.yaml").read_text()
-    text = text.replace("devices:\n", EXTRA_DEVICE, 1).replace("users:\n", EXTRA_PEOPLE, 1)
-    manifest.write_text(text)
+    manifest.write_text(
+        text.replace("devices:\n", EXTRA_DEVICE, 1).replace("users:\n", EXTRA_USERS, 1)
+    )
     _cli(env, "lab", "apply", str(manifest))
     credential = _cli(env, "mqtt", "device", "bench-lamp")
     lamp = dict(line.split(": ", 1) for line in credential.splitlines() if ": " in line)
@@ -129,7 +135,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         server.wait_ready()
         people = {name: name for name in PEOPLE} | SECOND_LINKS
-        yield Lab(env, server, lamp, _invites(env, people))
+        yield Lab(env, server, lamp, _invites(env, people), manifest.read_text())
     finally:
         # SIGTERM, so the embedded PostgreSQL stops with it.
         if server.process.poll() is None:
@@ -184,6 +190,27 @@ def _shot(page: Any, name: str, *, top: bool = True) -> None:
         page.wait_for_timeout(150)
         page.screenshot(path=str(SHOTS / f"{name}-{label}.png"), full_page=False)
     page.set_viewport_size(TABLET)
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+AXE_IMPACTS = ("serious", "critical")
+
+
+def _axe(page: Any, name: str, *, upstream: tuple[str, ...] = ()) -> None:
+    """axe-core (vendored for the tests, ``scripts/refresh-web-assets.sh``) on the page as
+    it is now: no serious or critical violation of WCAG 2.x A/AA or best practice.
+    ``upstream``: rules a vendored page breaks by its own structure (say which, and why)."""
+    if not page.evaluate("() => Boolean(window.axe)"):
+        page.add_script_tag(path=str(AXE))
+    violations = page.evaluate(
+        """async (off) => (await axe.run(document, {resultTypes: ["violations"],
+                rules: Object.fromEntries(off.map(id => [id, {enabled: false}]))})).violations
+            .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))""",
+        list(upstream),
+    )
+    bad = [v for v in violations if v["impact"] in AXE_IMPACTS]
+    assert not bad, (name, bad)
 
 
 def _enrol(lab: Lab, page: Any, username: str) -> None:

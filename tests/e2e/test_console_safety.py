@@ -42,14 +42,19 @@ def _desk(lab: Lab, page: Any) -> None:
     page.wait_for_selector("#pending")
 
 
+def _confirmations(lab: Lab, page: Any) -> None:
+    page.goto(lab.url + "/safety/confirmations")
+    page.wait_for_selector(".safety-passkeys")
+
+
 def _make_approval_key(lab: Lab, page: Any) -> None:
-    _desk(lab, page)
+    _confirmations(lab, page)
     page.get_by_role("button", name="Use this passkey to approve").click()
     page.wait_for_selector("text=awaits a second safety person")
 
 
 def _confirm(lab: Lab, page: Any, owner: str) -> None:
-    _desk(lab, page)
+    _confirmations(lab, page)
     row = page.locator(f"#{page.locator('tr', has_text=owner).get_attribute('id')}")
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Confirm").click()

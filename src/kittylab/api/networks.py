@@ -34,6 +34,9 @@ REMOTE_WRITES: frozenset[tuple[str, str]] = frozenset(
         # Designing a part actuates nothing; printing it is a print job, refused below.
         ("POST", "/api/cad/generate"),
         ("POST", "/api/cad/jobs/{job_id}/iterate"),
+        # Signing out, here or another of one's own sessions, only takes access away.
+        ("POST", "/console/sign-out"),
+        ("POST", "/console/sessions/{session_id}/revoke"),
     }
 )
 """Writes (method, route path) a request from outside the trusted networks may make."""

@@ -1,6 +1,6 @@
-"""``kittylab users invite NAME``: a one-time link to enrol a passkey for the web console
-(issue 17). Only on the server host: no one can mint a link for someone else over the
-network, an admin included."""
+"""``kittylab users invite NAME…``: a one-time link to enrol a passkey for the web console
+(issue 17), one per person named. Only on the server host: no one can mint a link for
+someone else over the network, an admin included."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def register(users_app: typer.Typer, friendly: Callable[[Any], Any]) -> None:
 
 
 def invite(
-    username: Annotated[str, typer.Argument(help="The person's username.")],
+    usernames: Annotated[
+        list[str], typer.Argument(help="The person's username (several: a link each).")
+    ],
     minutes: Annotated[
         int | None,
         typer.Option(
@@ -38,9 +40,9 @@ def invite(
         ),
     ] = None,
 ) -> None:
-    """Print a one-time link for USERNAME to enrol a passkey and sign in to the console.
-    Hand it to that person only: whoever opens it first becomes them. It works once,
-    for a few minutes, and is audited."""
+    """Print a one-time link for USERNAME to enrol a passkey and sign in to the console
+    (several names: one line each, in order). Hand it to that person only: whoever opens
+    it first becomes them. It works once, for a few minutes, and is audited."""
     from kittylab.people import identity, passkeys
 
     settings = Settings()
@@ -48,11 +50,16 @@ def invite(
     with bootstrap.database_url_for(settings, lock=False) as url:
         bootstrap.upgrade_database(url)
         with bootstrap.application(settings, url) as c, c.database.unit_of_work() as s:
-            user = identity.find_user_by_username(s, username)
-            issued = passkeys.issue_invite(s, user, lifetime=lifetime, now=c.clock())
-    typer.echo(f"{console_url(settings)}/enrol#{issued.token}")
-    typer.secho(
-        f"for {username}, valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC, once; "
-        "open it in the browser the person will sign in with",
-        err=True,
-    )
+            issued = [
+                passkeys.issue_invite(
+                    s, identity.find_user_by_username(s, name), lifetime=lifetime, now=c.clock()
+                )
+                for name in usernames
+            ]
+    for name, link in zip(usernames, issued, strict=True):
+        typer.echo(f"{console_url(settings)}/enrol#{link.token}")
+        typer.secho(
+            f"for {name}, valid until {link.expires_at:%Y-%m-%d %H:%M} UTC, once; "
+            "open it in the browser the person will sign in with",
+            err=True,
+        )

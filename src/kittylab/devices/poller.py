@@ -28,7 +28,7 @@ from kittylab.domain.errors import KittyLabError
 
 log = logging.getLogger(__name__)
 
-SELF_REPORTING = frozenset({"simulated", "mqtt"})
+SELF_REPORTING = telemetry.SELF_REPORTING
 
 
 class DevicePoller:

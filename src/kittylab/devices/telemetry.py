@@ -8,7 +8,11 @@ the event; a stream from the bus (``store_stream``) drops and counts the bad eve
 rest of the batch and the other devices go on.
 
 A batch costs a constant number of statements whatever its size: one query for its
-devices, one ``COPY`` for its rows, one UPDATE for the devices' ``last_seen``."""
+devices, one ``COPY`` for its rows, one UPDATE for the devices' ``last_seen``.
+
+A batch with a state of a device that does not report itself on the bus (a polled
+integration, the API) also notifies ``kittylab_states`` on commit
+(``adapters.db.change_signal``): the console shows it at once."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PGUUID
 from sqlalchemy.orm import Session
 
+from kittylab.adapters.db import change_signal
 from kittylab.adapters.db.tables import Device, TelemetryEvent
 from kittylab.adapters.db.telemetry_copy import TelemetryRow, copy_telemetry
 from kittylab.domain.enums import DeviceKind, OnlineState
@@ -42,6 +47,9 @@ from kittylab.domain.records import (
 )
 
 STATE_TOPIC = "state"
+SELF_REPORTING = frozenset({"simulated", "mqtt"})
+"""Integrations whose devices publish their own state on the bus (the others are asked:
+``devices.poller``)."""
 """The topic of a device's reported state; written by integrations only."""
 
 TELEMETRY_EVENTS = Counter(
@@ -111,6 +119,7 @@ def store_batch(session: Session, events: list[IncomingEvent], now: datetime) ->
         device_id = devices.resolve(index, event)
         _check_state(event, devices.kinds[device_id], f"events.{index}.payload")
         rows.append((device_id, event.topic, text, event.recorded_at or now))
+    devices.announce_states(session, rows)
     return _write(session, rows)
 
 
@@ -220,6 +229,7 @@ def store_stream(session: Session, events: list[IncomingEvent], now: datetime) -
         rejected[refusal.reason] = rejected.get(refusal.reason, 0) + 1
     for reason, count in rejected.items():
         TELEMETRY_EVENTS.labels(f"rejected_{reason}").inc(count)
+    devices.announce_states(session, rows)
     return StreamResult(_write(session, rows), rejected, tuple(refusals))
 
 
@@ -318,6 +328,7 @@ class _DeviceLookup:
     known_ids: set[UUID]
     by_ext: dict[str, dict[str, UUID]]
     kinds: dict[UUID, DeviceKind]
+    integrations: dict[UUID, str]
 
     @classmethod
     def load(cls, session: Session, events: list[IncomingEvent]) -> _DeviceLookup:
@@ -326,8 +337,9 @@ class _DeviceLookup:
         known_ids: set[UUID] = set()
         by_ext: dict[str, dict[str, UUID]] = {}
         kinds: dict[UUID, DeviceKind] = {}
+        integrations: dict[UUID, str] = {}
         if not wanted_ids and not wanted_ext:
-            return cls(known_ids, by_ext, kinds)
+            return cls(known_ids, by_ext, kinds, integrations)
         rows = session.execute(
             select(Device.id, Device.external_id, Device.integration, Device.kind).where(
                 or_(Device.id.in_(wanted_ids), Device.external_id.in_(wanted_ext)),
@@ -336,11 +348,21 @@ class _DeviceLookup:
         )
         for device_id, ext, integration, kind in rows:
             kinds[device_id] = kind
+            integrations[device_id] = integration
             if device_id in wanted_ids:
                 known_ids.add(device_id)
             if ext in wanted_ext:
                 by_ext.setdefault(ext, {})[integration] = device_id
-        return cls(known_ids, by_ext, kinds)
+        return cls(known_ids, by_ext, kinds, integrations)
+
+    def announce_states(self, session: Session, rows: list[TelemetryRow]) -> None:
+        """Notify ``kittylab_states`` on commit when ``rows`` hold a state that did not
+        come over the bus (the console's live feed heard those already)."""
+        if any(
+            topic == STATE_TOPIC and self.integrations.get(device_id) not in SELF_REPORTING
+            for device_id, topic, _, _ in rows
+        ):
+            change_signal.mark(session, change_signal.STATES)
 
     def resolve(self, index: int, event: IncomingEvent) -> UUID:
         """The event's device. An ``external_id`` is unique only within its integration,

@@ -75,9 +75,23 @@ class Tally:
         )
 
 
+@dataclass(frozen=True)
+class Change:
+    """One change an apply made, as its audit entry names it: the action (``zone.changed``)
+    and the details (the record's name; each changed field with its value before and
+    after, ``{"from": …, "to": …}``, or ``{"changed": true}`` where the value is not shown)."""
+
+    action: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "details": self.details}
+
+
 @dataclass
 class ApplyReport:
-    """Counts per kind of record, and warnings about things an apply chose not to do.
+    """Counts per kind of record, the changes one by one, and warnings about things an
+    apply chose not to do.
 
     ``retired`` means: devices retired, users deactivated, keys revoked, policies and zones
     removed (or, for a policy with history, marked retired)."""
@@ -88,6 +102,8 @@ class ApplyReport:
     keys: Tally = field(default_factory=Tally)
     policies: Tally = field(default_factory=Tally)
     warnings: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    """In the order they are audited (what a held change shows its approver)."""
 
     def tallies(self) -> dict[str, Tally]:
         return {
@@ -141,6 +157,7 @@ def apply_manifest(
     session.flush()
     # Last: the audit chain's lock is held until commit, so it is taken as late as possible.
     for entry in trail:
+        report.changes.append(Change(entry.action, entry.details))
         audit.append(
             session,
             action=entry.action,
@@ -479,7 +496,9 @@ def _apply_policies(
             created = AccessPolicy(name=spec.name, **values)
             session.add(created)
             tally.created += 1
-            trail.append(_policy_change(created, "created"))
+            rules = {"zone": spec.zone, **_plain(values)}
+            del rules["zone_id"], rules["retired_at"]
+            trail.append(_policy_change(created, "created", rules=rules))
         else:
             fields = _assign_audited(row, values)
             _count(tally, changed=bool(fields))

@@ -160,6 +160,9 @@ def _hold(
                 change=found.held(),
                 policies=tuple(p.name for p in policies),
                 tallies={kind: vars(t) for kind, t in report.tallies().items()},
+                # Every change the apply would make, field by field: what the desk shows
+                # its approver (the change is void if the lab moves, so this stays true).
+                changes=tuple(change.to_json() for change in report.changes),
                 manifest=text,
             )
         ),

@@ -15,7 +15,8 @@ reads as absent. The keys on disk (and in the API's ``details``) are::
     evidence_unavailable   why no camera snapshot was kept as its evidence
     override               lock | presence: a safety override, and what it overrode:
                            lock_id, owner_id (lock); user_id, status, presence_id (presence)
-    change, policies, tallies, manifest, applied     a held lab change (``manifest.review``)
+    change, policies, tallies, changes, manifest, applied
+                           a held lab change (``manifest.review``)
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class EventDetails:
     change: LabChange | None = None
     policies: tuple[str, ...] | None = None
     tallies: Mapping[str, Any] | None = None
+    changes: tuple[Mapping[str, Any], ...] | None = None
+    """Every change a held lab change's apply would make, field by field (what the safety
+    desk shows its approver; ``manifest.review``)."""
     manifest: str | None = None
     """The YAML of a held lab change, applied as it is when approved."""
     applied: Mapping[str, Any] | None = None
@@ -99,6 +103,7 @@ class EventDetails:
             change=_change(raw.get("change")),
             policies=j.texts(raw, "policies") if isinstance(policies, list) else None,
             tallies=j.mapping(raw, "tallies"),
+            changes=_changes(raw.get("changes")),
             manifest=j.text(raw, "manifest"),
             applied=j.mapping(raw, "applied"),
         )
@@ -122,6 +127,7 @@ class EventDetails:
                 "change": self.change.to_json() if self.change is not None else None,
                 "policies": list(self.policies) if self.policies is not None else None,
                 "tallies": dict(self.tallies) if self.tallies is not None else None,
+                "changes": [dict(c) for c in self.changes] if self.changes is not None else None,
                 "manifest": self.manifest,
                 "applied": dict(self.applied) if self.applied is not None else None,
             }
@@ -155,6 +161,12 @@ def _requirements(value: object, policy_id: UUID | None) -> Requirements | None:
         return Requirements.from_json(value, policy_id)
     except (ValueError, TypeError):
         return None
+
+
+def _changes(value: object) -> tuple[Mapping[str, Any], ...] | None:
+    if not isinstance(value, list):
+        return None
+    return tuple(c for c in value if isinstance(c, dict))
 
 
 def _change(value: object) -> LabChange | None:

@@ -5,9 +5,11 @@ Two sources, one stream of ``DeviceUpdate``:
 - the bus: a state a self-reporting device (the ``simulated`` and ``mqtt`` integrations)
   publishes on ``kitty/devices/<id>/state`` is pushed the moment it arrives — the same
   message the telemetry ingest stores, so the screen never waits for the database;
-- the records: every ``refresh_seconds`` the devices' stored online state and latest
-  ``state`` telemetry are read once for all consoles, and what changed is pushed (polled
-  integrations such as OctoPrint, and a device going offline).
+- the records: the devices' stored online state and latest ``state`` telemetry are read
+  once for all consoles, and what changed is pushed (polled integrations such as
+  OctoPrint, and a device going offline): at once when a state that did not come over the
+  bus is stored (``kittylab_states``, ``adapters.db.change_signal``: any process storing
+  it), and every ``refresh_seconds`` in any case (online states, a missed notification).
 
 One reader serves every open console, and it runs only while someone is watching: fifty
 open tablets cost one query every couple of seconds, not fifty. A console that cannot keep
@@ -29,6 +31,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 
+from kittylab.adapters.db import change_signal
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device
 from kittylab.devices.poller import SELF_REPORTING
@@ -40,6 +43,8 @@ from kittylab.web.floor import latest_states
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
+COALESCE_SECONDS = 0.05
+"""A burst of stored states (a poll round) makes one read, not one per state."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class FloorFeed:
         self._known: dict[UUID, DeviceUpdate] = {}
         self._by_external_id: dict[str, UUID] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._due = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unobserve: Callable[[], None] | None = None
 
     def attach(self, bus: MessageBus) -> None:
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_state)
@@ -87,13 +95,23 @@ class FloorFeed:
         subscription = Subscription(asyncio.Queue(QUEUE_SIZE))
         self._subscriptions.add(subscription)
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(
+            self._loop = asyncio.get_running_loop()
+            self._due = asyncio.Event()
+            if self._unobserve is None:
+                self._unobserve = change_signal.observe(change_signal.STATES, self._stored)
+            self._reader = self._loop.create_task(
                 self._read_while_watched(), name="console-floor-feed"
             )
         try:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+
+    def _stored(self) -> None:
+        """A state was stored somewhere (the listener's loop, maybe another thread)."""
+        loop = self._loop
+        if loop is not None and self._subscriptions:
+            loop.call_soon_threadsafe(self._due.set)
 
     def _push(self, update: DeviceUpdate) -> None:
         self._known[update.device_id] = update
@@ -125,6 +143,7 @@ class FloorFeed:
 
     async def _read_while_watched(self) -> None:
         while self._subscriptions:
+            self._due.clear()
             try:
                 rows = await asyncio.to_thread(self._read)
             except Exception:
@@ -133,7 +152,10 @@ class FloorFeed:
                 for update in rows:
                     if self._changed(update):
                         self._push(update)
-            await asyncio.sleep(self._refresh_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self._refresh_seconds)
+            if self._due.is_set():
+                await asyncio.sleep(COALESCE_SECONDS)
 
     def _changed(self, update: DeviceUpdate) -> bool:
         known = self._known.get(update.device_id)

@@ -13,7 +13,13 @@ What it drives:
   A cache remembers the generation it was filled at and is stale once it moved on: the
   token → principal cache (``people.principal_cache``), the lab vocabulary.
 - *callbacks*: ``listen`` calls its handlers on each notification (the simulated fleet
-  reloads and reports at once, so a newly applied lab is online within a second).
+  reloads and reports at once, so a newly applied lab is online within a second), and
+  whatever ``observe`` registered (the console's live feed re-reads the devices' states).
+
+A third channel, ``kittylab_states``, says a device state was stored that did not come
+over the bus (a polled integration, the API's telemetry, a print job's tracker): the
+console's live feed re-reads at once instead of at its next round, so a stored state is
+on screen within a fraction of a second (``devices.telemetry`` marks it).
 
 Caches are used only while ``listening()`` is true: a process without a live listener
 (the CLI, a test client, a server whose database connection dropped) cannot hear another
@@ -44,7 +50,8 @@ log = logging.getLogger(__name__)
 
 LAB = "kittylab_lab"
 PEOPLE = "kittylab_people"
-CHANNELS = (LAB, PEOPLE)
+STATES = "kittylab_states"
+CHANNELS = (LAB, PEOPLE, STATES)
 
 _WATCHED: dict[type[Any], str] = {
     Zone: LAB,
@@ -68,6 +75,7 @@ _INFO_KEY = "kittylab_changed_channels"
 _lock = threading.Lock()
 _generations: dict[str, int] = dict.fromkeys(CHANNELS, 0)
 _listeners = 0
+_observers: dict[str, list[Callable[[], None]]] = {channel: [] for channel in CHANNELS}
 
 
 def generation(channel: str) -> int:
@@ -86,11 +94,40 @@ def bump(channels: Iterable[str]) -> None:
             _generations[channel] += 1
 
 
+def observe(channel: str, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` (cheap, thread-safe, from the listener's loop) whenever a
+    notification on ``channel`` is heard; returns what stops it."""
+    with _lock:
+        _observers[channel].append(callback)
+
+    def stop() -> None:
+        with _lock:
+            if callback in _observers[channel]:
+                _observers[channel].remove(callback)
+
+    return stop
+
+
+def _tell_observers(channel: str) -> None:
+    with _lock:
+        callbacks = list(_observers.get(channel, ()))
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # one observer's fault is its own
+            log.exception("an observer of %s failed", channel)
+
+
 # -- the sending side: every unit of work ---------------------------------------------
 
 
 def _mark(session: Session, channel: str) -> None:
     session.info.setdefault(_INFO_KEY, set()).add(channel)
+
+
+def mark(session: Session, channel: str) -> None:
+    """Notify ``channel`` when ``session``'s transaction commits (and only then)."""
+    _mark(session, channel)
 
 
 def _changed_columns(obj: object) -> set[str]:
@@ -194,11 +231,13 @@ async def _listen(database_url: str, followers: Mapping[str, _Follower]) -> None
                     bump(CHANNELS)
                     for follower in followers.values():
                         follower.due.set()
+                    _tell_observers(STATES)  # what was stored while nobody listened
                     async for note in conn.notifies():
                         bump([note.channel])
                         noted = followers.get(note.channel)
                         if noted is not None:
                             noted.due.set()
+                        _tell_observers(note.channel)
                 finally:
                     with _lock:
                         _listeners -= 1

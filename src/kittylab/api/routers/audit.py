@@ -20,7 +20,7 @@ from kittylab.records import audit
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
 # A full name (lock.placed) or a prefix of whole segments ending in ".*" (safety.*).
-_ACTION_FILTER = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*|(\.[a-z][a-z0-9_]*))$"
+ACTION_FILTER = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*|(\.[a-z][a-z0-9_]*))$"
 
 
 def encode_seq_cursor(seq: int) -> str:
@@ -65,7 +65,7 @@ def list_audit_entries(
         str | None,
         Query(
             max_length=64,
-            pattern=_ACTION_FILTER,
+            pattern=ACTION_FILTER,
             description="An action (`lock.placed`) or a prefix (`safety.*`).",
         ),
     ] = None,

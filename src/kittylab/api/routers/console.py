@@ -11,6 +11,9 @@ action buttons, and every write is refused anyway (``api/networks.py``).
 
 The other pages have routers of their own: ``console_talk`` (``/talk``), ``console_prints``
 (``/prints``), ``console_safety`` (``/safety``); their live streams share ``live_response``.
+
+The console installs as an app (a web app manifest and a service worker that keeps its
+shell, so a screen that lost the server says so and reconnects by itself).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -76,7 +81,8 @@ class SignInNeeded(Exception):
 def _asset_version() -> str:
     """Changes whenever a static file does, so browsers never mix old and new."""
     digest = hashlib.sha256()
-    for path in [*sorted((WEB_DIR / "static").glob("*")), WEB_DIR / "vendor" / "SHA256SUMS"]:
+    static = sorted(p for p in (WEB_DIR / "static").rglob("*") if p.is_file())
+    for path in [*static, WEB_DIR / "vendor" / "SHA256SUMS", WEB_DIR / "templates" / "sw.js"]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -230,6 +236,76 @@ def sessions_page(
 def api_docs(request: Request) -> Response:
     """Swagger UI 5 (OpenAPI 3.1), served from the package: no CDN, works offline."""
     return templates.TemplateResponse(request, "docs.html", {"asset_version": ASSET_VERSION})
+
+
+# --- installable (PWA) -------------------------------------------------------------------
+
+ICONS = ("icon-192.png", "icon-512.png", "icon-maskable-512.png")
+
+
+def _shell() -> list[str]:
+    """What the service worker keeps: the offline page and every file a page loads."""
+    version = f"?v={ASSET_VERSION}"
+    return [
+        "/offline",
+        f"/console/static/console.css{version}",
+        f"/console/static/console.js{version}",
+        f"/console/static/vendor/htmx/htmx.min.js{version}",
+        f"/console/static/vendor/htmx/sse.min.js{version}",
+        *(f"/console/static/icons/{name}" for name in ICONS),
+    ]
+
+
+@router.get("/manifest.webmanifest")
+def web_manifest() -> Response:
+    """The web app manifest: the console installs as an app on a tablet or phone."""
+    icons = [
+        {"src": f"/console/static/icons/{name}", "sizes": "512x512", "type": "image/png"}
+        for name in ICONS[1:]
+    ]
+    icons[1]["purpose"] = "maskable"
+    manifest = {
+        "name": "KittyLab console",
+        "short_name": "KittyLab",
+        "description": "The lab's floor, prints and safety desk.",
+        "id": "/",
+        "start_url": "/",
+        "scope": "/",
+        "display": "standalone",
+        "background_color": "#f4f5f7",
+        "theme_color": "#0b5cad",
+        "icons": [
+            {"src": f"/console/static/icons/{ICONS[0]}", "sizes": "192x192", "type": "image/png"},
+            *icons,
+        ],
+    }
+    return Response(
+        json.dumps(manifest),
+        media_type="application/manifest+json",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/sw.js")
+def service_worker(request: Request) -> Response:
+    """The service worker, at the root so that it serves the whole console (its scope)."""
+    body = templates.get_template("sw.js").render(asset_version=ASSET_VERSION, shell=_shell())
+    return Response(
+        body,
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
+    )
+
+
+@router.get("/offline", response_class=HTMLResponse)
+def offline_page(request: Request) -> Response:
+    """The "reconnecting" shell the service worker shows when the server does not answer
+    (kept in its cache; personal to no one, so it may be cached)."""
+    response = templates.TemplateResponse(
+        request, "offline.html", {"asset_version": ASSET_VERSION, "viewer": None}
+    )
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 # --- session actions ---------------------------------------------------------------------
@@ -416,6 +492,47 @@ def _updated(tile: floor.Tile, update: DeviceUpdate) -> floor.Tile:
     )
 
 
+class _RenderedTiles:
+    """Each tile's live part rendered once for every console that shows it: fifty tablets
+    reconnecting at once (a server restart) render each device twice (with and without
+    actions), not a hundred times. Keyed by what the part shows; the oldest go first."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._html: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+
+    def __call__(self, tile: floor.Tile, can_act: bool) -> str:
+        key = (
+            tile.id,
+            tile.kind,
+            tile.intents,
+            tile.online_state,
+            tile.reported_at,
+            _frozen(tile.state),
+            can_act,
+        )
+        html = self._html.get(key)
+        if html is None:
+            html = templates.get_template("_tile_live.html").render(tile=tile, can_act=can_act)
+            self._html[key] = html
+            if len(self._html) > self.SIZE:
+                self._html.popitem(last=False)
+        return html
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` (JSON data) as something hashable."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+_render_tile = _RenderedTiles()
+
+
 def _sse(event: str, html: str, event_id: str | None = None) -> str:
     data = "\n".join(f"data: {line}" for line in html.splitlines() or [""])
     head = f"id: {event_id}\n" if event_id is not None else ""
@@ -477,7 +594,6 @@ async def live_events(
     device reports (the bus) or its stored state changes; every tile is sent first, so a
     reconnecting page catches up. ``signed-out`` when the session ends."""
     feed = _floor_feed(request.app, c)
-    live = templates.get_template("_tile_live.html")
     can_act = not caller.remote and caller.has_any(*ACTING_ROLES)
 
     def read() -> dict[UUID, floor.Tile]:
@@ -494,7 +610,7 @@ async def live_events(
         with feed.subscribe() as subscription:
             tiles = await asyncio.to_thread(read)
             for tile in tiles.values():
-                yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
+                yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
             while True:
                 try:
                     update = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_SECONDS)
@@ -504,11 +620,11 @@ async def live_events(
                     subscription.lagged = False
                     tiles = await asyncio.to_thread(read)
                     for tile in tiles.values():
-                        yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
+                        yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
                 elif update is not None and update.device_id in tiles:
                     tile = _updated(tiles[update.device_id], update)
                     tiles[tile.id] = tile
-                    yield _sse(f"device-{tile.id}", live.render(tile=tile, can_act=can_act))
+                    yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
                 yield None
 
     return live_response(request, c, tiles_as_they_change())

@@ -52,18 +52,47 @@
       el.classList.toggle("stale", stale);
     });
   }
-  setInterval(tick, 1000);
-  document.addEventListener("DOMContentLoaded", tick);
-  document.addEventListener("htmx:afterSwap", tick);
+  // A region the page re-reads every few seconds says when it last did ("updated 3 s
+  // ago"), by this browser's clock; it is stale once three reads in a row are missing.
+  function stampFresh(root) {
+    (root || document).querySelectorAll("time[data-fresh]:not([data-fresh-at])").forEach(function (el) {
+      el.dataset.freshAt = String(Date.now());
+    });
+  }
+  function tickFresh() {
+    const now = Date.now();
+    document.querySelectorAll("time[data-fresh-at]").forEach(function (el) {
+      const box = el.closest(".freshness");
+      const every = Number(box && box.dataset.every) || 5;
+      const age = now - Number(el.dataset.freshAt);
+      const stale = age > every * 3000;
+      el.textContent = stale ? "stale: not updated for " + ago(age).replace(" ago", "") + " — retrying…" : "updated " + ago(age);
+      if (box) box.classList.toggle("stale", stale);
+      const region = el.closest(".live-region");
+      if (region) region.classList.toggle("stale", stale);
+    });
+  }
+  setInterval(function () { tick(); tickFresh(); }, 1000);
+  document.addEventListener("DOMContentLoaded", function () { stampFresh(); tick(); tickFresh(); });
+  document.addEventListener("htmx:afterSwap", function (event) { stampFresh(event.detail.target); tick(); tickFresh(); });
   document.addEventListener("htmx:sseMessage", tick);
 
   // --- the live connection ----------------------------------------------------------
+  // Loading until the stream opens, live while it is, lost (every value marked "not
+  // live") until it is back: the SSE extension reconnects by itself.
   function liveStatus(text, state) {
+    document.querySelectorAll("[sse-connect]").forEach(function (el) {
+      el.dataset.live = state === "fresh" ? "live" : state;
+      el.setAttribute("aria-busy", state === "loading" ? "true" : "false");
+    });
     const el = document.getElementById("live-status");
     if (!el) return;
     el.textContent = text;
     el.className = "live-status " + state;
   }
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("[sse-connect]")) liveStatus("connecting…", "loading");
+  });
   document.addEventListener("htmx:sseOpen", function () { liveStatus("● live", "fresh"); });
   document.addEventListener("htmx:sseError", function () {
     liveStatus("connection lost: reconnecting…", "lost");
@@ -73,6 +102,55 @@
       event.preventDefault();
       window.location.assign("/sign-in");
     }
+  });
+
+  // --- themes: the system's, unless this browser chose one -----------------------------
+  const darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  function darkNow() {
+    const chosen = document.documentElement.dataset.theme;
+    return chosen ? chosen === "dark" : !!(darkQuery && darkQuery.matches);
+  }
+  function showTheme() {
+    document.querySelectorAll("[data-theme-toggle]").forEach(function (button) {
+      button.setAttribute("aria-pressed", darkNow() ? "true" : "false");
+    });
+  }
+  document.addEventListener("DOMContentLoaded", showTheme);
+  if (darkQuery && darkQuery.addEventListener) darkQuery.addEventListener("change", showTheme);
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("[data-theme-toggle]")) return;
+    const next = darkNow() ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    try { localStorage.setItem("kittylab-theme", next); } catch (e) { /* private mode: this page only */ }
+    showTheme();
+  });
+
+  // --- installable: the service worker keeps the shell for when the server is away ------
+  if ("serviceWorker" in navigator && window.isSecureContext) {
+    window.addEventListener("load", function () {
+      navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(function () { /* the console works without it */ });
+    });
+  }
+
+  // The "reconnecting" shell (the service worker's, while the server is away): back to
+  // the console as soon as the server answers.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!document.querySelector("[data-offline]")) return;
+    const target = window.location.pathname === "/offline" ? "/" : window.location.href;
+    let tries = 0;
+    async function attempt() {
+      tries += 1;
+      try {
+        const answer = await fetch("/healthz", { cache: "no-store" });
+        if (answer.ok) { window.location.replace(target); return; }
+      } catch (e) { /* still away */ }
+      const status = document.getElementById("reconnect");
+      if (status) status.textContent = "Reconnecting… (tried " + tries + (tries === 1 ? " time)" : " times)");
+    }
+    setInterval(attempt, 3000);
+    document.addEventListener("click", function (event) {
+      if (event.target.closest("[data-reconnect-now]")) attempt();
+    });
   });
 
   // --- camera snapshots ---------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The console's safety desk (issue 17, item 5): the page ``/safety`` and its actions under
-``/console/safety/…``.
+"""The safety desk's approvals (issue 17, item 5): the page ``/safety`` and its actions
+under ``/console/safety/…``.
 
 Pending safety events as the API reads them (``workflow.view``: who asked, the device, the
 zone, the policy and exactly what is still missing), denied with a reason
@@ -10,8 +10,9 @@ WebAuthn challenge (user verification required), and the assertion goes through
 rule of a signed approval holds: distinct approvers, roles, presence, PPE, nonce, expiry,
 locks, trusted networks.
 
-A passkey approves once it is an approval key: its owner enrols it here ("Use this
-passkey to approve"), a second person with the safety role confirms it here.
+A passkey approves once it is an approval key (``confirmations.py``). A held lab change
+(a ``policy_change`` event) shows what it would change, field by field
+(``web.lab_change``), and is approved or denied here like a held command.
 """
 
 from __future__ import annotations
@@ -24,25 +25,24 @@ from uuid import UUID
 import webauthn
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from markupsafe import escape
 from pydantic import Field, StringConstraints
 from sqlalchemy import select
 from webauthn.helpers import options_to_json_dict
 from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
 
-from kittylab import bootstrap
-from kittylab.adapters.db.tables import Passkey, SafetyEvent, User, UserKey, Zone
-from kittylab.api import networks, web_auth
+from kittylab.adapters.db.tables import Passkey, SafetyEvent, Zone
+from kittylab.api import web_auth
 from kittylab.api.auth import Caller, SafetyCaller, UnitOfWork, container
-from kittylab.api.routers.console import Viewer, _page, templates
+from kittylab.api.routers.console import Viewer, templates
+from kittylab.api.routers.console_safety import desk
 from kittylab.api.schemas import StrictInput
 from kittylab.bootstrap import Container
-from kittylab.domain.enums import Role, SafetyStatus
-from kittylab.domain.networks import OutsideTrustedNetworks
+from kittylab.domain.enums import Role, SafetyEventType, SafetyStatus
 from kittylab.domain.principal import Principal
 from kittylab.manifest import review
-from kittylab.safety import keys, passkey_approvals, workflow
+from kittylab.safety import passkey_approvals, workflow
 from kittylab.safety.approval_payload import NONCE_PATTERN
+from kittylab.web import lab_change
 
 router = APIRouter(include_in_schema=False)
 
@@ -62,10 +62,12 @@ class Card:
     can_approve: bool
     why_not: str | None
     can_deny: bool
+    change: lab_change.HeldChange | None
+    """A held lab change (``policy_change``): what it would change."""
 
 
 def _card(session: UnitOfWork, event: SafetyEvent, viewer: Principal, c: Container) -> Card:
-    view = workflow.view(session, event, c.clock(), _context(c).presence_ttl)
+    view = workflow.view(session, event, c.clock(), desk.context(c).presence_ttl)
     zone = session.get(Zone, event.zone_id) if event.zone_id else None
     requirements = workflow.requirements_of(event)
     pending = event.status is SafetyStatus.PENDING
@@ -90,6 +92,9 @@ def _card(session: UnitOfWork, event: SafetyEvent, viewer: Principal, c: Contain
         can_approve=why_not is None,
         why_not=why_not,
         can_deny=pending and not viewer.remote and viewer.has_any(Role.SAFETY, Role.ADMIN),
+        change=lab_change.held_change(event.details)
+        if event.event_type is SafetyEventType.POLICY_CHANGE
+        else None,
     )
 
 
@@ -110,72 +115,6 @@ def _events(session: UnitOfWork, viewer: Principal, *, pending: bool) -> list[Sa
     return list(session.scalars(stmt))
 
 
-@dataclass(frozen=True)
-class OwnPasskey:
-    passkey: Passkey
-    key: UserKey | None
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class WaitingKey:
-    key: UserKey
-    owner: str
-    kind: str
-    fingerprint: str | None
-    own: bool
-
-
-def _own_passkeys(session: UnitOfWork, user_id: UUID) -> list[OwnPasskey]:
-    rows = session.scalars(
-        select(Passkey)
-        .where(Passkey.user_id == user_id, Passkey.revoked_at.is_(None))
-        .order_by(Passkey.created_at)
-    )
-    return [
-        OwnPasskey(
-            p, passkey_approvals.approval_key(session, p.id), passkey_approvals.fingerprint(p)
-        )
-        for p in rows
-    ]
-
-
-def _waiting_keys(session: UnitOfWork, viewer: Principal) -> list[WaitingKey]:
-    rows = session.execute(
-        select(UserKey, User.display_name)
-        .join(User, User.id == UserKey.user_id)
-        .where(UserKey.awaiting_confirmation.is_(True), UserKey.revoked_at.is_(None))
-        .order_by(UserKey.created_at)
-    ).all()
-    found = []
-    for key, owner in rows:
-        passkey = session.get(Passkey, key.passkey_id) if key.passkey_id else None
-        parsed = keys.describe(key) if passkey is None else None
-        found.append(
-            WaitingKey(
-                key=key,
-                owner=owner,
-                kind="passkey" if passkey else (parsed.kind.label if parsed else "?"),
-                fingerprint=passkey_approvals.fingerprint(passkey)
-                if passkey
-                else (parsed.fingerprint if parsed else None),
-                own=key.user_id == viewer.user_id,
-            )
-        )
-    return found
-
-
-def _context(c: Container) -> workflow.SafetyContext:
-    return bootstrap.safety_context(c.settings)
-
-
-def _viewing(request: Request, viewer: Principal, c: Container) -> Principal:
-    """The viewer as the rules see this request: remote outside the trusted networks."""
-    if networks.is_trusted(request, c.settings.http):
-        return viewer
-    return Principal(viewer.user_id, viewer.username, viewer.roles, remote=True)
-
-
 # --- the page ------------------------------------------------------------------------------
 
 
@@ -183,23 +122,21 @@ def _viewing(request: Request, viewer: Principal, c: Container) -> Principal:
 def safety_page(
     request: Request, viewer: Viewer, uow: UnitOfWork, c: Annotated[Container, Depends(container)]
 ) -> HTMLResponse:
-    """The safety desk: pending events with their actions, recent decisions, your passkeys
-    as approval keys, and keys waiting for a second safety person."""
-    principal = _viewing(request, viewer.principal, c)
-    return _page(
+    """The safety desk's first tab: pending events (held commands and held lab changes)
+    with their actions, and the recent decisions."""
+    principal = desk.viewing(request, viewer.principal, c)
+    return desk.page(
         request,
         "safety.html",
+        "approvals",
         {
-            "page": "safety",
-            "remote": principal.remote,
             "cards": [_card(uow, e, principal, c) for e in _events(uow, principal, pending=True)],
             "recent": [_card(uow, e, principal, c) for e in _events(uow, principal, pending=False)],
-            "own_passkeys": _own_passkeys(uow, principal.user_id),
-            "waiting_keys": _waiting_keys(uow, principal) if principal.reads_all_records else [],
-            "confirms": principal.has_any(Role.SAFETY) and not principal.remote,
-            "now": c.clock(),
         },
         viewer,
+        principal,
+        uow,
+        c,
     )
 
 
@@ -210,7 +147,9 @@ def pending_fragment(
     """The pending events again (after an approval, or every few seconds)."""
     cards = [_card(uow, e, caller, c) for e in _events(uow, caller, pending=True)]
     return templates.TemplateResponse(
-        request, "_safety_pending.html", {"cards": cards, "now": c.clock()}
+        request,
+        "_safety_pending.html",
+        {"cards": cards, "now": c.clock(), "refresh_seconds": desk.REFRESH_SECONDS},
     )
 
 
@@ -242,7 +181,7 @@ def deny(
         by=caller.user_id,
         reason=reason,
         now=c.clock(),
-        context=_context(c),
+        context=desk.context(c),
         bus=c.bus,
     )
     return templates.TemplateResponse(
@@ -308,7 +247,7 @@ def approve(
 ) -> JSONResponse:
     """``POST /api/safety/events/{id}/approve`` with the passkey's assertion as the
     signature; a refusal is the API's problem (403/409) with its reason."""
-    context = _context(c)
+    context = desk.context(c)
     outcome = workflow.approve(
         uow,
         event_id,
@@ -332,42 +271,3 @@ def approve(
         else "Your approval is recorded; still missing: " + "; ".join(view["missing"])
     )
     return JSONResponse({"approved": outcome.approved, "message": message})
-
-
-# --- approval keys ----------------------------------------------------------------------------
-
-
-@router.post("/console/safety/passkeys/{passkey_id}/approval-key", response_class=HTMLResponse)
-def enrol_passkey(
-    passkey_id: UUID,
-    request: Request,
-    caller: Caller,
-    uow: UnitOfWork,
-    c: Annotated[Container, Depends(container)],
-) -> HTMLResponse:
-    """Make one of your passkeys an approval key; it signs nothing until a second person
-    with the safety role confirms it."""
-    if caller.remote:
-        raise OutsideTrustedNetworks("enrolling an approval key")
-    passkey_approvals.enrol_passkey(
-        uow, user_id=caller.user_id, passkey_id=passkey_id, now=c.clock()
-    )
-    own = next(p for p in _own_passkeys(uow, caller.user_id) if p.passkey.id == passkey_id)
-    return templates.TemplateResponse(request, "_safety_passkey.html", {"p": own})
-
-
-@router.post("/console/safety/keys/{key_id}/confirm", response_class=HTMLResponse)
-def confirm_key(
-    key_id: UUID,
-    caller: SafetyCaller,
-    uow: UnitOfWork,
-    c: Annotated[Container, Depends(container)],
-) -> HTMLResponse:
-    """``POST /api/keys/{id}/confirm``: a second person with the safety role."""
-    if caller.remote:
-        raise OutsideTrustedNetworks("confirming an approval key")
-    row = keys.confirm_key(uow, key_id, by=caller.user_id, roles=caller.roles, now=c.clock())
-    return HTMLResponse(
-        f'<td colspan="5" class="outcome ok"><strong>Confirmed:</strong> {escape(row.name)} '
-        "signs approvals from now on.</td>"
-    )
