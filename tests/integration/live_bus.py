@@ -217,17 +217,19 @@ class LabFleet:
         simulated_lab.publish(self._publisher, specs)
         wanted = {d.external_id for d in specs}
         _wait_for(lambda: set(self.fleet.devices) == wanted, "the fleet to follow the lab")
-        self._stored()  # new devices report at once
+        self.settle()  # new devices report at once
 
     def report(self) -> int:
         """Publish every device's state and wait until the ingest stored them."""
         self._off_the_loop()
         count = self.fleet.report()
-        self._stored()
+        self.settle()
         return count
 
-    def _stored(self) -> None:
-        """Wait until the ingest stored as many states as the fleet published."""
+    def settle(self) -> None:
+        """Wait until the ingest stored as many states as the fleet published: no report
+        is still on its way (a test that then marks devices offline means it)."""
+        self._off_the_loop()
         stored, published = self._base
 
         def caught_up() -> bool:

@@ -76,6 +76,7 @@ def test_a_job_whose_printer_goes_offline_fails_after_the_setting_and_the_queue_
 
             # The printer stops reporting and goes offline: its driver still holds the last
             # state it published ("printing"), which is no news about the print.
+            await asyncio.to_thread(fleet.settle)  # no report still on its way
             _all_silent_devices_offline(lab.database, clock())
             await tracker.round()
             noted = lab.job(first["id"])

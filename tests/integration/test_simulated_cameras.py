@@ -9,6 +9,7 @@ import asyncio
 import io
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -69,6 +70,11 @@ def test_a_camera_snapshot_is_a_drawing_of_its_zone_and_the_conversation_shows_i
             try:
                 live = await source.fetch(urls["farm-cam"])
                 assert live.content_type == "image/png" and _png(live.data) == (640, 360)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{CAMERA_PORT}") as http:
+                    # A light is no camera, a still never taken is nothing, and only GET.
+                    assert (await http.get("/cameras/farm-lights/snapshot.png")).status_code == 404
+                    assert (await http.get("/cameras/farm-cam/snapshots/9.png")).status_code == 404
+                    assert (await http.post("/cameras/farm-cam/snapshot.png")).status_code == 405
 
                 # camera_snapshot: the camera reports where the still it took is served.
                 with database.unit_of_work() as s:

@@ -32,7 +32,7 @@ from kittylab.simulator.cameras import CameraStudio, serve_cameras
 from kittylab.simulator.devices import build_simulator
 from kittylab.simulator.fleet import SimulatedFleet, run_fleet
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("kittylab.cli.simulate")  # not "__main__" when run with -m
 
 
 def run_simulator(settings: Settings, *, command_key: str | None, exit_with_stdin: bool) -> None:
