@@ -219,9 +219,9 @@ def test_push_to_talk_sends_speech_and_shows_the_transcript_and_reply(
     assert page.locator("#ptt-status.recording").count() == 1
     page.screenshot(path=str(SHOTS / "talk-recording-tablet.png"))
     page.locator("#push-to-talk").click()  # a second tap sends
-    conversation = _conversation(page)  # the turn began a conversation
     status = page.locator("#ptt-status.ok")
     status.wait_for(timeout=90_000)  # the first turn loads the speech model
+    conversation = _conversation(page)  # the turn began a conversation
     heard = status.inner_text()
     assert "farm lights" in heard.lower(), heard
     request = page.locator("#transcript li.msg.request").first
