@@ -12,15 +12,9 @@ import typer
 
 from kittylab import bootstrap
 from kittylab.config import Settings
+from kittylab.people.invites import console_url
 
-
-def console_url(settings: Settings, port: int | None = None) -> str:
-    """Where people open the console: ``console.public_url``, or the relying-party host
-    (``localhost``) at the server's port: passkeys need a host name, and ``localhost`` is
-    one browsers trust without TLS."""
-    if settings.console.public_url:
-        return settings.console.public_url.rstrip("/")
-    return f"http://{settings.console.rp_id}:{port or settings.http.port}"
+__all__ = ["console_url", "invite", "register"]
 
 
 def register(users_app: typer.Typer, friendly: Callable[[Any], Any]) -> None:
