@@ -1,6 +1,7 @@
 """``kittylab users invite NAME…``: a one-time link to enrol a passkey for the web console
-(issue 17), one per person named. Only on the server host: no one can mint a link for
-someone else over the network, an admin included."""
+(issue 17), one per person named, printed on the server host. Over the network no one sees
+a link made for someone else: an admin's invite goes to the person's own email address
+(``people.invites``)."""
 
 from __future__ import annotations
 
