@@ -123,6 +123,15 @@ class TokenInfo(CamelModel):
     scopes: list[str] = Field(default_factory=list, description="Empty: a person's token.")
 
 
+class InviteSentOut(CamelModel):
+    """Where an admin's invite went (issue 17): the address masked, never the link."""
+
+    user_id: UUID
+    notification_id: UUID
+    sent_to: str
+    expires_at: datetime
+
+
 class TokenOut(CamelModel):
     token: str = Field(description="Shown once; only its hash is stored.")
     token_id: UUID

@@ -1,6 +1,7 @@
 """``kittylab users invite NAME…``: a one-time link to enrol a passkey for the web console
-(issue 17), one per person named. Only on the server host: no one can mint a link for
-someone else over the network, an admin included."""
+(issue 17), one per person named, printed on the server host. Over the network no one sees
+a link made for someone else: an admin's invite goes to the person's own email address
+(``people.invites``)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,9 @@ import typer
 
 from kittylab import bootstrap
 from kittylab.config import Settings
+from kittylab.people.invites import console_url
 
-
-def console_url(settings: Settings, port: int | None = None) -> str:
-    """Where people open the console: ``console.public_url``, or the relying-party host
-    (``localhost``) at the server's port: passkeys need a host name, and ``localhost`` is
-    one browsers trust without TLS."""
-    if settings.console.public_url:
-        return settings.console.public_url.rstrip("/")
-    return f"http://{settings.console.rp_id}:{port or settings.http.port}"
+__all__ = ["console_url", "invite", "register"]
 
 
 def register(users_app: typer.Typer, friendly: Callable[[Any], Any]) -> None:

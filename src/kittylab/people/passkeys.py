@@ -1,10 +1,11 @@
 """Passkeys: the console's sign-in (issue 17), with WebAuthn doing the ceremony (the
 ``webauthn`` package verifies what the browser's authenticator made).
 
-A person's first passkey comes from a one-time enrolment link that only the server host
-can mint (``kittylab users invite NAME``): valid ``console.invite_minutes``, used once,
-never shown to anyone but the person it is handed to, so no admin can enrol as someone
-else. The link's secret is stored as its SHA-256 only, like API tokens.
+A person's first passkey comes from a one-time enrolment link that the server host mints
+(``kittylab users invite NAME``) or an admin has emailed to the person's own address
+(``people.invites``): valid ``console.invite_minutes``, used once, never shown to anyone
+but the person it is for, so no admin can enrol as someone else. The link's secret is
+stored as its SHA-256 only, like API tokens.
 
 Each ceremony has a challenge of its own (``webauthn_challenges``): random, bound to its
 purpose (and, to register, to its invite), valid ``CEREMONY_SECONDS`` and taken once —

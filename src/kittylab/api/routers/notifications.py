@@ -7,7 +7,7 @@ stays intact for delivery. An idempotency key is scoped to the caller who sent i
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
@@ -23,6 +23,7 @@ from kittylab.bootstrap import Container
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
 from kittylab.domain.errors import NotFound
 from kittylab.domain.sanitize import REDACTED, is_secret_name
+from kittylab.people import invites
 from kittylab.records import notifications
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
@@ -73,8 +74,13 @@ def _mask_pair(pair: str) -> str:
 
 
 def _out(row: Notification) -> NotificationOut:
+    """``row`` as the API shows it: the recipient masked, and the payload too when it holds
+    a secret meant for the recipient alone (an admin's invite carries an enrolment link)."""
     out = NotificationOut.model_validate(row)
-    return out.model_copy(update={"recipient": mask_recipient(out.recipient)})
+    update: dict[str, Any] = {"recipient": mask_recipient(out.recipient)}
+    if (row.metadata_ or {}).get(invites.SENSITIVE):
+        update["payload"] = {key: REDACTED for key in out.payload}
+    return out.model_copy(update=update)
 
 
 @router.get("", response_model=Page[NotificationOut])

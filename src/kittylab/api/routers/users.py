@@ -16,6 +16,7 @@ from kittylab.api.auth import AdminCaller, Caller, UnitOfWork, container
 from kittylab.api.pagination import CursorParam, Limit, Page, paginate
 from kittylab.api.routers import get_or_404, where_equal
 from kittylab.api.schemas import (
+    InviteSentOut,
     TokenCreate,
     TokenInfo,
     TokenOut,
@@ -28,7 +29,7 @@ from kittylab.domain import duties
 from kittylab.domain.enums import Role
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.principal import Principal
-from kittylab.people import identity, role_grants
+from kittylab.people import identity, invites, role_grants
 
 router = APIRouter(prefix="/api", tags=["users"])
 
@@ -194,6 +195,32 @@ def create_token(
         user_id=issued.user_id,
         expires_at=issued.expires_at,
         scopes=list(issued.scopes),
+    )
+
+
+@router.post(
+    "/users/{user_id}/invite", response_model=InviteSentOut, status_code=status.HTTP_202_ACCEPTED
+)
+def send_invite(
+    user_id: UUID,
+    caller: AdminCaller,
+    uow: UnitOfWork,
+    c: Annotated[Container, Depends(container)],
+) -> InviteSentOut:
+    """Email a person a one-time link to enrol a passkey for the console, to their own
+    address: valid ``console.invite_minutes``, used once, audited (``invite.issued``,
+    ``invite.sent``). The answer says where it went (masked), never the link, so no admin
+    can enrol as someone else. A person with no email address is a 409 on ``email``
+    (``kittylab users invite NAME`` on the server host is then the way); a lab with no
+    email target configured, a 422 on ``channel``."""
+    sent = invites.send_invite(
+        uow, c.jobs, _get(uow, user_id), settings=c.settings, now=c.clock(), actor_id=caller.user_id
+    )
+    return InviteSentOut(
+        user_id=sent.user_id,
+        notification_id=sent.notification_id,
+        sent_to=sent.sent_to,
+        expires_at=sent.expires_at,
     )
 
 
