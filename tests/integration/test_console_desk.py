@@ -336,10 +336,10 @@ def test_the_floor_tiles_show_locks_and_place_and_remove_ones_own(
         device = session.get(Device, spindle)
         assert device is not None
         device.online_state = OnlineState.ONLINE  # so its quick actions show
-    tile = f"/console/devices/{spindle}/locks"
-    status, locks = desk.post("olivia", tile, {"reason": ""})
+    tile = f"/console/safety/locks/tiles/{spindle}"
+    status, locks = desk.post("olivia", f"{tile}/place", {"reason": ""})
     assert status == 422 and "reason" in locks
-    status, locks = desk.post("olivia", tile, {"reason": "new bit"})
+    status, locks = desk.post("olivia", f"{tile}/place", {"reason": "new bit"})
     assert status == 200, locks
     seen = _visible(locks)
     assert "Your lock is on" in seen and "Olivia Operator" in seen and "new bit" in seen

@@ -8,7 +8,8 @@ someone else's off with a written reason, recorded as an override and told to it
 (``POST /api/locks/{id}/remove`` with ``overrideReason``: ``safety.locks.remove``).
 
 The floor's tiles place and take off locks through the same two actions
-(``/console/devices/{id}/locks``), answered with the tile's locks and its quick actions.
+(``/console/safety/locks/tiles/{device_id}/…``), answered with the tile's locks and its
+quick actions.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def _tile_locks(
     )
 
 
-@router.post("/console/devices/{device_id}/locks", response_class=HTMLResponse)
+@router.post("/console/safety/locks/tiles/{device_id}/place", response_class=HTMLResponse)
 def place_tile_lock(
     device_id: UUID,
     request: Request,
@@ -181,7 +182,9 @@ def place_tile_lock(
     return _tile_locks(request, uow, caller, device_id, done)
 
 
-@router.post("/console/devices/{device_id}/locks/{lock_id}/remove", response_class=HTMLResponse)
+@router.post(
+    "/console/safety/locks/tiles/{device_id}/{lock_id}/remove", response_class=HTMLResponse
+)
 def remove_tile_lock(
     device_id: UUID,
     lock_id: UUID,
