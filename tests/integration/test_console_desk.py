@@ -34,7 +34,7 @@ from kittylab.adapters.db.tables import (
 from kittylab.api.app import create_app
 from kittylab.api.web_auth import CSRF_HEADER, SESSION_COOKIE, limits
 from kittylab.domain.clock import utcnow
-from kittylab.domain.enums import HazardLevel, Role, SafetyStatus
+from kittylab.domain.enums import HazardLevel, OnlineState, Role, SafetyStatus
 from kittylab.manifest import apply_manifest, load_manifest
 from kittylab.people import identity, web_sessions
 from kittylab.safety import keys
@@ -326,3 +326,46 @@ def test_the_console_is_installable(client: TestClient) -> None:
         assert client.get(path).status_code == 200, path
     offline = client.get("/offline")
     assert offline.status_code == 200 and "Reconnecting" in offline.text
+
+
+def test_the_floor_tiles_show_locks_and_place_and_remove_ones_own(
+    desk: Desk, remote_client: TestClient, database: Database
+) -> None:
+    spindle = _device(database, "cnc-spindle")
+    with database.unit_of_work() as session:
+        device = session.get(Device, spindle)
+        assert device is not None
+        device.online_state = OnlineState.ONLINE  # so its quick actions show
+    tile = f"/console/safety/locks/tiles/{spindle}"
+    status, locks = desk.post("olivia", f"{tile}/place", {"reason": ""})
+    assert status == 422 and "reason" in locks
+    status, locks = desk.post("olivia", f"{tile}/place", {"reason": "new bit"})
+    assert status == 200, locks
+    seen = _visible(locks)
+    assert "Your lock is on" in seen and "Olivia Operator" in seen and "new bit" in seen
+    assert "Remove my lock" in seen and "Lock this device" not in seen
+    assert "refused: locked" in locks and 'hx-swap-oob="true"' in locks  # power_on, refused
+
+    # Sam sees it on the floor's tile, with "On" refused by the lock, and may lock it too.
+    floor = desk.get("sam", "/")
+    spindle_tile = floor.split(f'id="tile-{spindle}"')[1].split("</article>")[0]
+    seen = _visible(spindle_tile)
+    assert "locked by Olivia Operator" in seen and "new bit" in seen and "since" in seen
+    assert "refused: locked" in seen and "Remove my lock" not in seen
+    assert "Lock this device" in seen
+    with database.unit_of_work() as session:
+        lock_id = session.scalar(select(DeviceLock.id).where(DeviceLock.removed_at.is_(None)))
+    refused, problem = desk.post("sam", f"{tile}/{lock_id}/remove")
+    assert refused == 403 and "Olivia" in problem, problem
+
+    # From outside the lab's networks: the lock shows, its buttons do not.
+    remote = Desk(remote_client, desk.container)
+    remote.people = desk.people
+    far = remote.get("olivia", "/").split(f'id="tile-{spindle}"')[1].split("</article>")[0]
+    assert "new bit" in far and "Remove my lock" not in far and "Lock this device" not in far
+    status, _ = remote.post("olivia", f"{tile}/{lock_id}/remove")
+    assert status == 403
+
+    status, locks = desk.post("olivia", f"{tile}/{lock_id}/remove")
+    assert status == 200 and "Your lock is off" in locks and "new bit" not in locks
+    assert "refused: locked" not in locks and "Lock this device" in locks

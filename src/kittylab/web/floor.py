@@ -16,8 +16,11 @@ from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import Device, User, Zone
 from kittylab.domain.enums import DeviceKind, HazardLevel, OnlineState
+from kittylab.domain.principal import Principal
 from kittylab.monitoring.cameras import zone_camera_url
 from kittylab.people import presence
+from kittylab.safety.lockout import LockClass, lock_class
+from kittylab.web.desk import LockRow, active_locks
 
 QUICK_INTENTS: tuple[tuple[str, str], ...] = (
     ("light_on", "On"),
@@ -44,6 +47,8 @@ HAZARD_WORDS = {
 class Action:
     intent: str
     label: str
+    refused_by_lock: bool = False
+    """The device is locked and this adds energy: the command path refuses it."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +62,22 @@ class Tile:
     reported_at: datetime | None
     intents: frozenset[str]
     """The device's capabilities: what it may be asked."""
+    locks: tuple[LockRow, ...] = ()
+    """The locks that are on it, oldest first (issue 17)."""
 
     @property
     def actions(self) -> tuple[Action, ...]:
-        """None while offline: the command route would refuse them (409)."""
+        """None while offline: the command route would refuse them (409). While locked,
+        those that add energy are marked refused by the lock (the command path refuses
+        them anyway: safety.lockout)."""
         if self.online_state is OnlineState.OFFLINE:
             return ()
-        return quick_actions(self.kind, self.intents, self.state)
+        shown = quick_actions(self.kind, self.intents, self.state)
+        if not self.locks:
+            return shown
+        return tuple(
+            Action(a.intent, a.label, lock_class(a.intent) is LockClass.ADDS_ENERGY) for a in shown
+        )
 
     @property
     def summary(self) -> str:
@@ -220,7 +234,9 @@ def read_floor(
     presence_ttl: timedelta,
     *,
     simulated_cameras: str | None = None,
+    viewer: Principal | None = None,
 ) -> list[ZoneView]:
+    """``viewer``: whose locks are marked their own (none without one)."""
     zones = {
         z.id: ZoneView(z.id, z.name, z.hazard_level, z.requires_ppe)
         for z in session.scalars(select(Zone).order_by(Zone.name))
@@ -229,6 +245,7 @@ def read_floor(
         select(Device).where(Device.retired_at.is_(None)).order_by(Device.display_name)
     ).all()
     latest = latest_states(session, [d.id for d in devices])
+    locks = device_locks(session, viewer)
     for device in devices:
         state, reported_at = latest.get(device.id, (None, None))
         zones[device.zone_id].tiles.append(
@@ -241,6 +258,7 @@ def read_floor(
                 state=state,
                 reported_at=reported_at,
                 intents=frozenset(device.capabilities),
+                locks=locks.get(device.id, ()),
             )
         )
     names = {u.id: u.display_name for u in session.scalars(select(User))}
@@ -253,7 +271,16 @@ def read_floor(
     return list(zones.values())
 
 
-def read_tile(session: Session, device_id: UUID) -> Tile | None:
+def device_locks(session: Session, viewer: Principal | None) -> dict[UUID, tuple[LockRow, ...]]:
+    """Every lock that is on, by device (the safety desk's reading of them)."""
+    nobody = Principal(user_id=UUID(int=0), username="", roles=frozenset())
+    found: dict[UUID, list[LockRow]] = {}
+    for row in active_locks(session, viewer or nobody):
+        found.setdefault(row.device_id, []).append(row)
+    return {device: tuple(rows) for device, rows in found.items()}
+
+
+def read_tile(session: Session, device_id: UUID, viewer: Principal | None = None) -> Tile | None:
     device = session.get(Device, device_id)
     if device is None:
         return None
@@ -267,4 +294,5 @@ def read_tile(session: Session, device_id: UUID) -> Tile | None:
         state=state,
         reported_at=reported_at,
         intents=frozenset(device.capabilities),
+        locks=device_locks(session, viewer).get(device.id, ()),
     )

@@ -178,6 +178,7 @@ def floor_page(
         c.clock(),
         timedelta(seconds=c.settings.presence.ttl_seconds),
         simulated_cameras=c.settings.simulator.camera_base_url,
+        viewer=viewer.principal,
     )
     can_act = not remote and viewer.principal.has_any(*ACTING_ROLES)
     return _page(
@@ -188,6 +189,7 @@ def floor_page(
             "zones": zones,
             "remote": remote,
             "can_act": can_act,
+            "can_lock": not remote,
             "stale_after": c.settings.devices.offline_after_seconds,
         },
         viewer,
@@ -510,6 +512,7 @@ class _RenderedTiles:
             tile.online_state,
             tile.reported_at,
             _frozen(tile.state),
+            bool(tile.locks),
             can_act,
         )
         html = self._html.get(key)
@@ -603,6 +606,7 @@ async def live_events(
                 c.clock(),
                 timedelta(0),
                 simulated_cameras=c.settings.simulator.camera_base_url,
+                viewer=caller,
             )
         return {tile.id: tile for zone in zones for tile in zone.tiles}
 
