@@ -102,7 +102,7 @@ def test_a_camera_snapshot_is_a_drawing_of_its_zone_and_the_conversation_shows_i
                 body = answer.json()
                 [image] = body["images"]
                 assert image["device"] == "laser-cam"
-                assert image["url"].startswith(f"/api/devices/{laser_cam}/snapshots/")
+                assert image["url"].startswith(f"/api/devices/{laser_cam}/pictures/")
                 assert image["url"] in body["replies"][0]["text"]
                 picture = await asyncio.to_thread(
                     client.get, image["url"], headers=operator.headers
@@ -110,11 +110,11 @@ def test_a_camera_snapshot_is_a_drawing_of_its_zone_and_the_conversation_shows_i
                 assert picture.status_code == 200
                 assert picture.headers["content-type"] == "image/png"
                 assert _png(picture.content) == (640, 360)
-                key = image["url"].split("/api/devices/")[1].replace("/snapshots/", "/")
+                key = image["url"].split("/api/devices/")[1].replace("/pictures/", "/")
                 assert container.artifacts.exists(f"cameras/{key}")
                 # Only a name it gave is served; anyone else's token reads nothing.
                 missing = await asyncio.to_thread(
-                    client.get, f"/api/devices/{laser_cam}/snapshots/../x.png",
+                    client.get, f"/api/devices/{laser_cam}/pictures/../x.png",
                     headers=operator.headers,
                 )  # fmt: skip
                 assert missing.status_code == 404

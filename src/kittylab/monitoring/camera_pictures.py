@@ -5,7 +5,7 @@ camera"), the way a held command's evidence is kept (``safety.evidence``).
 simulator's for a simulated camera: ``monitoring.cameras``) with the snapshot source (a
 bounded HTTP fetch, image types only), stores it under ``cameras/<device id>/<time>-<rand>
 .<png|jpg>`` in the artifact store and returns where the API serves it:
-``GET /api/devices/<device id>/snapshots/<file>`` (``api/routers/devices.py``, for those
+``GET /api/devices/<device id>/pictures/<file>`` (``api/routers/devices.py``, for those
 who may read the camera). A camera with no snapshot URL, or one that does not answer,
 gives a ``Picture`` with ``unavailable`` set and nothing stored.
 
@@ -50,7 +50,7 @@ def artifact_key(device_id: UUID, file: str) -> str:
 
 
 def picture_url(device_id: UUID, file: str) -> str:
-    return f"/api/devices/{device_id}/snapshots/{file}"
+    return f"/api/devices/{device_id}/pictures/{file}"
 
 
 class CameraPictures:

@@ -89,7 +89,7 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
 
 
 @router.get(
-    "/devices/{device_id}/snapshots/{name}",
+    "/devices/{device_id}/pictures/{name}",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"image/png": {}, "image/jpeg": {}}},
@@ -98,7 +98,7 @@ def get_device_state(device_id: UUID, _: Caller, uow: UnitOfWork) -> DeviceState
         404: {"description": "No such device, or no such picture of it."},
     },
 )
-def get_device_snapshot(
+def get_device_picture(
     device_id: UUID,
     name: str,
     caller: Caller,
