@@ -22,8 +22,6 @@ import json
 import os
 import platform
 import queue
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +32,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import yaml
-from common import ROOT, CpuMeter, free_port, percentiles, wait_for_server
+from common import ROOT, CpuMeter, free_port, percentiles, start_serve, wait_for_server
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
@@ -255,14 +253,7 @@ def run(rounds: int, client_counts: list[int], broker_url: str | None) -> dict[s
                 "KITTYLAB_CAD__PREWARM": "false",
                 "KITTYLAB_LOG_LEVEL": "WARNING",
             }
-            log = Path(os.environ.get("BENCH_SERVE_LOG", str(Path(tmp) / "serve.log")))
-            with log.open("wb") as out:
-                server = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                    [sys.executable, "-m", "kittylab.cli", "serve", "--port", str(port)],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
+            server, log = start_serve(env, port, Path(tmp))
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_for_server(base + "/healthz", server, log)

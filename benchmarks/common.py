@@ -3,9 +3,11 @@ and latency percentiles. Imported by scripts run as ``python benchmarks/<name>.p
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -116,3 +118,19 @@ class CpuMeter:
             "server_cpu_ms_per_request": round((after[0] - before[0]) * 1000 / n, 2),
             "postgres_cpu_ms_per_request": round((after[1] - before[1]) * 1000 / n, 2),
         }
+
+
+def start_serve(
+    env: dict[str, str], port: int, folder: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``kittylab serve`` on ``port`` with ``env``, and the file its output goes to
+    (``BENCH_SERVE_LOG``, or ``serve.log`` in ``folder``)."""
+    log = Path(os.environ.get("BENCH_SERVE_LOG", str(folder / "serve.log")))
+    with log.open("wb") as out:
+        server = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, "-m", "kittylab.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return server, log

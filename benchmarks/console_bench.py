@@ -29,8 +29,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,7 +38,7 @@ from uuid import UUID
 
 import httpx
 import yaml
-from common import ROOT, CpuMeter, free_port, percentiles, wait_for_server
+from common import ROOT, CpuMeter, free_port, percentiles, start_serve, wait_for_server
 
 from kittylab import bootstrap
 from kittylab.adapters.db.embedded import EmbeddedPostgres
@@ -330,14 +328,7 @@ def run(loads: int, changes: int, window: float) -> dict[str, Any]:
                 "KITTYLAB_LOG_LEVEL": "WARNING",
                 "BENCH_HA_TOKEN": "not-a-token",
             }
-            log = Path(os.environ.get("BENCH_SERVE_LOG", str(Path(tmp) / "serve.log")))
-            with log.open("wb") as out:
-                server = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                    [sys.executable, "-m", "kittylab.cli", "serve", "--port", str(port)],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
+            server, log = start_serve(env, port, Path(tmp))
             try:
                 base = f"http://localhost:{port}"
                 wait_for_server(base + "/healthz", server, log)
