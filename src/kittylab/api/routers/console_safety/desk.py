@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
 from kittylab.api import networks
-from kittylab.api.routers.console import _page
+from kittylab.api.routers.console import _page, templates
 from kittylab.bootstrap import Container
 from kittylab.domain.principal import Principal
 from kittylab.people.web_sessions import ActiveSession
@@ -59,4 +59,13 @@ def page(
             **context,
         },
         viewer,
+    )
+
+
+def fragment(
+    request: Request, template: str, context: dict[str, Any], c: Container
+) -> HTMLResponse:
+    """A board of the desk on its own (the page re-reads it every ``REFRESH_SECONDS``)."""
+    return templates.TemplateResponse(
+        request, template, {**context, "now": c.clock(), "refresh_seconds": REFRESH_SECONDS}
     )

@@ -48,16 +48,7 @@ def _board(session: UnitOfWork, viewer: Principal) -> dict[str, object]:
 def _fragment(
     request: Request, session: UnitOfWork, viewer: Principal, c: Container, **extra: object
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request,
-        "_safety_locks.html",
-        {
-            **_board(session, viewer),
-            "now": c.clock(),
-            "refresh_seconds": desk.REFRESH_SECONDS,
-            **extra,
-        },
-    )
+    return desk.fragment(request, "_safety_locks.html", {**_board(session, viewer), **extra}, c)
 
 
 @router.get("/safety/locks", response_class=HTMLResponse)

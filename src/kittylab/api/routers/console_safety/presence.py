@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from kittylab.api.auth import Caller, UnitOfWork, container
-from kittylab.api.routers.console import Viewer, templates
+from kittylab.api.routers.console import Viewer
 from kittylab.api.routers.console_safety import desk
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import PresenceStatus
@@ -58,15 +58,8 @@ def presence_page(
 def _fragment(
     request: Request, session: UnitOfWork, viewer: Principal, c: Container, **extra: object
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request,
-        "_safety_presence.html",
-        {
-            **_board(session, viewer, c),
-            "now": c.clock(),
-            "refresh_seconds": desk.REFRESH_SECONDS,
-            **extra,
-        },
+    return desk.fragment(
+        request, "_safety_presence.html", {**_board(session, viewer, c), **extra}, c
     )
 
 
