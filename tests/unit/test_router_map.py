@@ -76,6 +76,7 @@ CONSOLE_SECTIONS = {
     "talk": "console_talk",
     "studio": "console_studio",
     "operations": "console_operations",
+    "projects": "console_projects",
 }
 
 

@@ -20,6 +20,7 @@ from kittylab.api.routers import (
     console,
     console_operations,
     console_prints,
+    console_projects,
     console_safety,
     console_studio,
     console_talk,
@@ -83,6 +84,7 @@ ROUTERS = (
     console_talk,  # /talk and /console/talk (issue 17: the console's conversation)
     console_studio,  # /studio and /console/studio (issue 18: the CAD studio)
     console_operations,  # /operations and /console/operations (issue 18: the operations view)
+    console_projects,  # /projects and /console/projects (issue 18: the projects pages)
 )
 
 
