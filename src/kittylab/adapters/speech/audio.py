@@ -73,3 +73,25 @@ def _reason(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     # FFmpeg's messages name the in-memory file as "<none>": say what matters.
     return text.replace("'<none>'", "").replace(": <none>", "")[:200]
+
+
+def trim_silence(samples: Any, *, below_peak_db: float = 40.0, margin_seconds: float = 0.2) -> Any:
+    """``samples`` (16 kHz float32) without the silence before and after the speech: the
+    20 ms windows quieter than ``below_peak_db`` under the loudest one, keeping
+    ``margin_seconds`` on either side. The recogniser then hears the utterance at the
+    start of its window, where it expects it, and a short one fits a short window."""
+    import numpy as np
+
+    usable = samples.size - samples.size % _WINDOW
+    if usable < 2 * _WINDOW:
+        return samples
+    windows = samples[:usable].reshape(-1, _WINDOW)
+    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
+    peak = float(rms.max())
+    if peak <= 0:
+        return samples
+    loud = np.flatnonzero(rms >= peak * 10 ** (-below_peak_db / 20))
+    margin = int(margin_seconds * SAMPLE_RATE)
+    start = max(0, int(loud[0]) * _WINDOW - margin)
+    end = min(samples.size, (int(loud[-1]) + 1) * _WINDOW + margin)
+    return samples[start:end]

@@ -1,0 +1,102 @@
+"""What was heard: the reading of a spoken turn the conversation acts on.
+
+A recogniser gives its best reading of the speech and the next-best ones (``Transcript.
+alternatives``). Its best is often a near miss of a command ("resume the forum" for
+"resume the voron", "bought the print on the bambu" for "abort the print …") while a
+next-best is the command itself. So the readings are understood in order and the first
+one that is a whole device request (``Understanding.actionable``) is the turn's; when none
+is, the best reading stands and is understood as any typed text is (a question, a
+clarification, "I didn't understand").
+
+Two rules keep this from guessing:
+
+- **Polarity.** When another reading nearly as likely (within ``polarity_margin``) asks
+  for the opposite of the chosen one on the same device ("lock the door" / "unlock the
+  door"), the speech did not say which: the turn becomes the clarifying question between
+  the two, never an action.
+- **Only what was heard.** Every reading is the recogniser's own; the only rewriting is
+  of what a recogniser predictably gets wrong in file names ("bracket dot decode",
+  "bracket.g code" for "bracket.gcode", ``spoken_file_names``). A reading is never made up
+  from the lab's vocabulary.
+
+Pure: the caller understands a reading (``understand``) with the conversation's context.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from kittylab.conversation.ports import Alternative
+from kittylab.conversation.understanding.polarity import OPPOSITE
+from kittylab.conversation.understanding.semantic import clarifying_question
+from kittylab.conversation.understanding.types import Understanding
+
+# "bracket dot decode", "bracket.g code", "bracket dot, gee code", "spacer.ge code":
+# "dot" (or a full stop), then up to four letters run into or before "code".
+_GCODE = re.compile(r"(?<=\w)(?:\s*\.\s*|\s+dot,?\s+)(?:[a-z]{1,4}[\s-]?)?code\b", re.IGNORECASE)
+_BGCODE = re.compile(r"(?<=\w)(?:\s*\.\s*|\s+dot,?\s+)b[\s-]?g[\s-]?code\b", re.IGNORECASE)
+
+
+POLARITY_MARGIN = 0.25
+"""Readings of a command and of its opposite whose likelihoods are closer than this (mean
+log-probability per token) were both heard. Whisper base's next-best readings of a clearly
+said command trail its best by 0.3 and more."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    text: str
+    """The reading the turn runs on."""
+    understanding: Understanding
+    readings: tuple[str, ...]
+    """Every reading considered, most likely first (after ``spoken_file_names``)."""
+    chosen: int
+    """Which of ``readings`` is ``text``."""
+
+
+def spoken_file_names(text: str) -> str:
+    """A print file's name as a recogniser writes it when it is said: "bracket dot decode",
+    "bracket.g code" → "bracket.gcode"; "… dot b g code" → "….bgcode"."""
+    text = _BGCODE.sub(".bgcode", text)
+    return _GCODE.sub(lambda m: m.group(0) if m.group(0).endswith("bgcode") else ".gcode", text)
+
+
+def choose(
+    best: str,
+    alternatives: Sequence[Alternative],
+    understand: Callable[[str], Understanding],
+    *,
+    polarity_margin: float = POLARITY_MARGIN,
+) -> Heard:
+    """The reading to act on, with its understanding: of ``best`` and ``alternatives``
+    (most likely first), the first actionable one, else ``best``; a clarifying question
+    when readings within ``polarity_margin`` of each other disagree on polarity."""
+    texts = tuple(spoken_file_names(t) for t in (best, *(a.text for a in alternatives)))
+    gaps = (0.0, *(a.gap for a in alternatives))
+    understood: list[Understanding | None] = [None] * len(texts)
+
+    def reading(i: int) -> Understanding:
+        got = understood[i]
+        if got is None:
+            got = understood[i] = understand(texts[i])
+        return got
+
+    chosen = next((i for i in range(len(texts)) if reading(i).actionable), 0)
+    u = reading(chosen)
+    opposite = OPPOSITE.get(u.intent)
+    if u.actionable and opposite is not None:
+        for i in range(len(texts)):
+            if abs(gaps[i] - gaps[chosen]) > polarity_margin:
+                continue
+            other = reading(i)
+            if other.intent == opposite and other.device == u.device:
+                u = replace(
+                    u,
+                    problem=clarifying_question(u.intent, opposite, u.device),
+                    clarify=(u.intent, opposite),
+                    factors={**u.factors, "heard_both_ways": 1.0},
+                )
+                break
+    return Heard(text=texts[chosen], understanding=u, readings=texts, chosen=chosen)
