@@ -14,10 +14,13 @@ Two rules keep this from guessing:
   for the opposite of the chosen one on the same device ("lock the door" / "unlock the
   door"), the speech did not say which: the turn becomes the clarifying question between
   the two, never an action.
+- **A question stays a question.** When the best reading asks something ("is the cnc
+  door open?"), a next-best reading is taken only for a read (a status, a sensor, a
+  camera), never for an action ("open the cnc door").
 - **Only what was heard.** Every reading is the recogniser's own; the only rewriting is
   of what a recogniser predictably gets wrong in file names ("bracket dot decode",
-  "bracket.g code" for "bracket.gcode", ``spoken_file_names``). A reading is never made up
-  from the lab's vocabulary.
+  "bracket.g code" for "bracket.gcode", "printclip.gcode" for "print clip.gcode",
+  ``spoken_file_names``). A reading is never made up from the lab's vocabulary.
 
 Pure: the caller understands a reading (``understand``) with the conversation's context.
 """
@@ -29,6 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from kittylab.conversation.ports import Alternative
+from kittylab.conversation.understanding import signals
+from kittylab.conversation.understanding.grammar import READ_ONLY_INTENTS
+from kittylab.conversation.understanding.normalize import normalize
 from kittylab.conversation.understanding.polarity import OPPOSITE
 from kittylab.conversation.understanding.semantic import clarifying_question
 from kittylab.conversation.understanding.types import Understanding
@@ -37,6 +43,9 @@ from kittylab.conversation.understanding.types import Understanding
 # "dot" (or a full stop), then up to four letters run into or before "code".
 _GCODE = re.compile(r"(?<=\w)(?:\s*\.\s*|\s+dot,?\s+)(?:[a-z]{1,4}[\s-]?)?code\b", re.IGNORECASE)
 _BGCODE = re.compile(r"(?<=\w)(?:\s*\.\s*|\s+dot,?\s+)b[\s-]?g[\s-]?code\b", re.IGNORECASE)
+# "printclip.gcode on the bambu": the verb run into the file's name, at the very start.
+_PRINT_GLUED = re.compile(r"^(print)(?=[a-z]{2,}\.(?:b?gcode|3mf|stl)\b)", re.IGNORECASE)
+_POLITE = re.compile(r"^(can|could|would|will)\b")
 
 
 POLARITY_MARGIN = 0.25
@@ -58,9 +67,12 @@ class Heard:
 
 def spoken_file_names(text: str) -> str:
     """A print file's name as a recogniser writes it when it is said: "bracket dot decode",
-    "bracket.g code" → "bracket.gcode"; "… dot b g code" → "….bgcode"."""
-    text = _BGCODE.sub(".bgcode", text)
-    return _GCODE.sub(lambda m: m.group(0) if m.group(0).endswith("bgcode") else ".gcode", text)
+    "bracket.g code" → "bracket.gcode"; "… dot b g code" → "….bgcode"; and the verb a
+    recogniser ran into the name at the start split off again ("printclip.gcode on …" →
+    "print clip.gcode on …")."""
+    text = _BGCODE.sub(".bgcode", text.strip())
+    text = _GCODE.sub(lambda m: m.group(0) if m.group(0).endswith("bgcode") else ".gcode", text)
+    return _PRINT_GLUED.sub(r"\1 ", text)
 
 
 def choose(
@@ -83,7 +95,16 @@ def choose(
             got = understood[i] = understand(texts[i])
         return got
 
-    chosen = next((i for i in range(len(texts)) if reading(i).actionable), 0)
+    asked = _is_question(texts[0])
+    chosen = next(
+        (
+            i
+            for i in range(len(texts))
+            if reading(i).actionable
+            and (i == 0 or not asked or reading(i).intent in READ_ONLY_INTENTS)
+        ),
+        0,
+    )
     u = reading(chosen)
     opposite = OPPOSITE.get(u.intent)
     if u.actionable and opposite is not None:
@@ -100,3 +121,8 @@ def choose(
                 )
                 break
     return Heard(text=texts[chosen], understanding=u, readings=texts, chosen=chosen)
+
+
+def _is_question(text: str) -> bool:
+    clean = normalize(text)
+    return (text.rstrip().endswith("?") or signals.is_question(clean)) and not _POLITE.match(clean)
