@@ -114,7 +114,8 @@ class QueryRequest:
     recorded as the decision's ``details.voice``."""
     alternatives: tuple[Alternative, ...] = ()
     """A spoken turn's other readings of the same speech (``text`` is the recogniser's
-    best): the turn runs on the one ``conversation.heard`` chooses."""
+    best). A spoken turn (``voice`` set) runs on the reading ``conversation.heard``
+    chooses."""
 
 
 @dataclass
@@ -139,7 +140,7 @@ class QueryResult:
     pending_hazard: dict[str, Any] | None = None
     command: DeviceCommand | None = None
     heard: str | None = None
-    """For a turn with ``alternatives``: the reading it ran on."""
+    """For a spoken turn: the reading it ran on."""
 
 
 class TurnHooks(Protocol):
@@ -249,7 +250,7 @@ class QueryService:
             )
             turn.outcome = Outcome.REJECTED_INPUT
             turn.reasons.append(f"input over {self.settings.max_text_chars} characters")
-        elif request.alternatives:
+        elif request.voice is not None or request.alternatives:
             request, understanding = self._hear(request, vocabulary, context)
             text = request.text
             understanding = self._gate_model_reading(understanding)
@@ -278,7 +279,7 @@ class QueryService:
             # Recorded (its cost now counts in the database), or failed: either way the
             # hold is over.
             self._release(caller.user_id, turn)
-        if request.alternatives:
+        if request.voice is not None or request.alternatives:
             result = replace(result, heard=request.text)
         if self.hooks is not None:  # issue 16: a command's reply says how it went
             result = self.hooks.answered(result)
