@@ -14,8 +14,8 @@ and the recogniser's time per second of speech (wall clock, and CPU seconds, whi
 the machine changes less).
 
 Run:  PYTHONPATH=src python benchmarks/voice_tune.py [--window 10] [--beam 5]
-      [--alternatives 4] [--per-intent 2] [--show]
-Writes benchmarks/results/voice_tune.json.
+      [--alternatives 4] [--per-intent 2] [--show] [--out FILE]
+Writes benchmarks/results/voice_tune.json (or FILE).
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-intent", type=int, default=2)
     parser.add_argument("--show", action="store_true", help="print every miss")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args()
     vocabulary = vocabulary_from_manifest(load_manifest(ROOT / "examples" / "lab.yaml"))
     understander = Understander(None, semantic=SemanticStage(MiniLmEncoder()))
@@ -199,8 +200,8 @@ def main() -> None:
         },
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"summary": summary, "utterances": rows}, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "utterances": rows}, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
