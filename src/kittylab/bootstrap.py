@@ -420,6 +420,8 @@ def voice_service(
             threads=v.stt.threads,
             compute_type=v.stt.compute_type,
             beam_size=v.stt.beam_size,
+            alternatives=v.stt.alternatives,
+            window_seconds=v.stt.window_seconds,
             idle_release_seconds=v.stt.idle_release_seconds,
         )
     tts = None

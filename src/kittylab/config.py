@@ -745,7 +745,23 @@ class SpeechToTextSettings(BaseModel):
     )
     compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
     threads: int = Field(2, ge=1, le=64, description="CPU threads of the model.")
-    beam_size: int = Field(1, ge=1, le=10, description="1: greedy, the fastest.")
+    beam_size: int = Field(
+        5, ge=1, le=10, description="Beam search width of a short utterance; 1: greedy."
+    )
+    alternatives: int = Field(
+        4,
+        ge=0,
+        le=9,
+        description="Next-best readings kept beside the best (at most beam_size - 1); the "
+        "turn runs on the first that is a whole device request.",
+    )
+    window_seconds: float = Field(
+        10.0,
+        ge=5.0,
+        le=30.0,
+        description="An utterance that ends a second before this is encoded in a window this "
+        "long instead of Whisper's 30 s: a third of the work; 30: always the full window.",
+    )
     idle_release_seconds: float = Field(
         900.0,
         ge=0,

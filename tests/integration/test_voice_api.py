@@ -176,6 +176,8 @@ def test_a_spoken_unlock_is_held_like_a_typed_one_and_its_transcript_is_recorded
     assert decision.details["channel"] == "wall_terminal"
     assert decision.details["voice"]["transcript"] == body["transcript"]
     assert decision.details["voice"]["stt"].startswith("faster-whisper")
+    # The recogniser's readings were weighed (conversation.heard); this one ran.
+    assert decision.details["voice"]["readings"] >= 1
     # The spoken reply: for the speaker's token only.
     assert body["audio"].startswith("/api/voice/replies/")
     spoken = client.get(body["audio"], headers=operator.headers)

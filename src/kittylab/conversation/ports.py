@@ -130,11 +130,24 @@ class AudioDecoder(Protocol):
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """Another reading of the same speech than the recogniser's best."""
+
+    text: str
+    gap: float
+    """How much less likely than the best reading: the difference of their mean
+    log-probabilities per token (0: as likely; 0.1 is close, 1 far)."""
+
+
+@dataclass(frozen=True)
 class Transcript:
     text: str
     model: str
     seconds: float
     """How long the transcription took."""
+    alternatives: tuple[Alternative, ...] = ()
+    """The recogniser's next-best readings, most likely first, without ``text`` and without
+    readings that differ from an earlier one only in case or punctuation."""
 
 
 class SpeechToText(Protocol):

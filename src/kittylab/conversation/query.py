@@ -41,8 +41,10 @@ from kittylab.conversation import metrics
 from kittylab.conversation.answers.facts import Answer, Image
 from kittylab.conversation.answers.questions import lab_names_in
 from kittylab.conversation.answers.service import StateAnswers
+from kittylab.conversation.heard import choose
 from kittylab.conversation.lab import spent_today, vocabulary_from_database
 from kittylab.conversation.ports import (
+    Alternative,
     Answerer,
     CadStarter,
     CommandSubmitter,
@@ -71,6 +73,7 @@ from kittylab.domain.devices import describe_intent
 from kittylab.domain.enums import CommandStatus, Tier
 from kittylab.domain.errors import DomainError, NotFound, PermissionDenied
 from kittylab.domain.principal import Principal
+from kittylab.domain.sanitize import sanitize_text
 from kittylab.fabrication import print_requests
 from kittylab.fabrication.print_requests import PrintQueued
 from kittylab.safety.held import PendingHazard
@@ -110,6 +113,10 @@ class QueryRequest:
     voice: dict[str, Any] | None = None
     """Set by ``conversation.voice`` for a spoken turn (the transcript, the audio's length):
     recorded as the decision's ``details.voice``."""
+    alternatives: tuple[Alternative, ...] = ()
+    """A spoken turn's other readings of the same speech (``text`` is the recogniser's
+    best). A spoken turn (``voice`` set) runs on the reading ``conversation.heard``
+    chooses."""
 
 
 @dataclass
@@ -135,6 +142,8 @@ class QueryResult:
     command: DeviceCommand | None = None
     images: list[Image] = field(default_factory=list)
     """Pictures the replies link (a camera's snapshot), for clients that show them."""
+    heard: str | None = None
+    """For a spoken turn: the reading it ran on."""
 
 
 class TurnHooks(Protocol):
@@ -244,6 +253,10 @@ class QueryService:
             )
             turn.outcome = Outcome.REJECTED_INPUT
             turn.reasons.append(f"input over {self.settings.max_text_chars} characters")
+        elif request.voice is not None or request.alternatives:
+            request, understanding = self._hear(request, vocabulary, context)
+            text = request.text
+            understanding = self._gate_model_reading(understanding)
         else:
             understanding = self.understander.understand(text, vocabulary, context)
             understanding = self._gate_model_reading(understanding)
@@ -269,10 +282,34 @@ class QueryService:
             # Recorded (its cost now counts in the database), or failed: either way the
             # hold is over.
             self._release(caller.user_id, turn)
+        if request.voice is not None or request.alternatives:
+            result = replace(result, heard=request.text)
         if self.hooks is not None:  # issue 16: a command's reply says how it went
             result = self.hooks.answered(result)
         metrics.observe(result.tier, result.outcome, result.latency_ms / 1000, result.cost)
         return result
+
+    def _hear(
+        self, request: QueryRequest, vocabulary: LabVocabulary, context: ConversationContext
+    ) -> tuple[QueryRequest, Understanding]:
+        """A spoken turn: the reading of its speech to run on (``conversation.heard``), the
+        request as that reading, and its understanding. Readings are compared without the
+        local model (seconds each); the one chosen gets it when it needs it."""
+        heard = choose(
+            request.text,
+            request.alternatives,
+            lambda t: self.understander.understand(t, vocabulary, context, use_model=False),
+        )
+        u = heard.understanding
+        if not u.actionable and not u.clarify and self.understander.model is not None:
+            u = self.understander.understand(heard.text, vocabulary, context)
+        voice = dict(request.voice or {})
+        if heard.chosen:
+            voice["transcript"] = sanitize_text(heard.text, 500)
+            voice["best_reading"] = sanitize_text(request.text, 500)
+        voice["reading"] = heard.chosen
+        voice["readings"] = len(heard.readings)
+        return replace(request, text=heard.text, voice=voice), u
 
     def _answer_state(
         self,

