@@ -261,14 +261,30 @@ def read_floor(
                 locks=locks.get(device.id, ()),
             )
         )
-    names = {u.id: u.display_name for u in session.scalars(select(User))}
+    present = present_names(session, now, presence_ttl, list(zones))
     for zone in zones.values():
-        present = presence.occupancy(session, zone.id, now, presence_ttl).present
-        zone.present = sorted(names.get(u, "?") for u in present)
+        zone.present = present[zone.id]
         zone.has_camera_url = (
             zone_camera_url(session, zone.id, simulated=simulated_cameras) is not None
         )
     return list(zones.values())
+
+
+def present_names(
+    session: Session, now: datetime, presence_ttl: timedelta, zone_ids: list[UUID] | None = None
+) -> dict[UUID, list[str]]:
+    """Who is present in each zone (every zone without ``zone_ids``), by display name:
+    the floor's "present:" line."""
+    if zone_ids is None:
+        zone_ids = list(session.scalars(select(Zone.id)))
+    names = {u.id: u.display_name for u in session.scalars(select(User))}
+    return {
+        zone_id: sorted(
+            names.get(u, "?")
+            for u in presence.occupancy(session, zone_id, now, presence_ttl).present
+        )
+        for zone_id in zone_ids
+    }
 
 
 def device_locks(session: Session, viewer: Principal | None) -> dict[UUID, tuple[LockRow, ...]]:

@@ -1,6 +1,7 @@
-"""The floor's live feed (issue 17): device states pushed to every open console.
+"""The floor's live feed (issue 17): device states, and who is present in each zone,
+pushed to every open console.
 
-Two sources, one stream of ``DeviceUpdate``:
+Two sources of ``DeviceUpdate``, one stream (with the ``PresenceUpdate``s below):
 
 - the bus: a state a self-reporting device (the ``simulated`` and ``mqtt`` integrations)
   publishes on ``kitty/devices/<id>/state`` is pushed the moment it arrives — the same
@@ -15,6 +16,11 @@ One reader serves every open console, and it runs only while someone is watching
 open tablets cost one query every couple of seconds, not fifty. A console that cannot keep
 up (its queue full) loses the oldest updates and is marked ``lagged``, never blocks the
 others; its stream then sends every tile again.
+
+Who is present: when a presence observation is stored by any process (``kittylab_presence``),
+the reader re-reads every zone's present people once for all consoles and pushes a
+``PresenceUpdate`` for each zone whose line changed. Nothing is polled for it: a presence
+that lapses by its time to live alone (no check-out) shows at the next change or page load.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -38,7 +44,7 @@ from kittylab.devices.poller import SELF_REPORTING
 from kittylab.domain import topics
 from kittylab.domain.enums import OnlineState
 from kittylab.ports import MessageBus
-from kittylab.web.floor import latest_states
+from kittylab.web.floor import latest_states, present_names
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +61,17 @@ class DeviceUpdate:
     reported_at: datetime | None
 
 
+@dataclass(frozen=True)
+class PresenceUpdate:
+    """Who is present in a zone now (display names, sorted): its "present:" line."""
+
+    zone_id: UUID
+    present: tuple[str, ...]
+
+
 @dataclass(eq=False)  # one per console: compared (and hashed) by identity
 class Subscription:
-    queue: asyncio.Queue[DeviceUpdate]
+    queue: asyncio.Queue[DeviceUpdate | PresenceUpdate]
     lagged: bool = False
     """Updates were dropped: the console should reload its tiles."""
 
@@ -69,6 +83,7 @@ class FloorFeed:
         clock: Callable[[], datetime],
         *,
         refresh_seconds: float = 2.0,
+        presence_ttl: timedelta = timedelta(0),
     ) -> None:
         self._database = database
         self._clock = clock
@@ -80,6 +95,10 @@ class FloorFeed:
         self._due = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unobserve: Callable[[], None] | None = None
+        self._presence_ttl = presence_ttl
+        self._present: dict[UUID, tuple[str, ...]] = {}
+        self._presence_due = False
+        self._unobserve_presence: Callable[[], None] | None = None
 
     def attach(self, bus: MessageBus) -> None:
         bus.subscribe(topics.DEVICE_STATE_WILDCARD, self._on_state)
@@ -99,6 +118,11 @@ class FloorFeed:
             self._due = asyncio.Event()
             if self._unobserve is None:
                 self._unobserve = change_signal.observe(change_signal.STATES, self._stored)
+            if self._unobserve_presence is None:
+                self._unobserve_presence = change_signal.observe(
+                    change_signal.PRESENCE, self._presence_stored
+                )
+            self._present = {}  # nobody watched: what pages show is re-read at the next change
             self._reader = self._loop.create_task(
                 self._read_while_watched(), name="console-floor-feed"
             )
@@ -113,8 +137,19 @@ class FloorFeed:
         if loop is not None and self._subscriptions:
             loop.call_soon_threadsafe(self._due.set)
 
-    def _push(self, update: DeviceUpdate) -> None:
-        self._known[update.device_id] = update
+    def _presence_stored(self) -> None:
+        """A presence observation was stored somewhere (as ``_stored``)."""
+        loop = self._loop
+        if loop is not None and self._subscriptions:
+            loop.call_soon_threadsafe(self._presence_is_due)
+
+    def _presence_is_due(self) -> None:
+        self._presence_due = True
+        self._due.set()
+
+    def _push(self, update: DeviceUpdate | PresenceUpdate) -> None:
+        if isinstance(update, DeviceUpdate):
+            self._known[update.device_id] = update
         for subscription in self._subscriptions:
             queue = subscription.queue
             if queue.full():
@@ -152,6 +187,18 @@ class FloorFeed:
                 for update in rows:
                     if self._changed(update):
                         self._push(update)
+            if self._presence_due:
+                self._presence_due = False
+                try:
+                    present = await asyncio.to_thread(self._read_presence)
+                except Exception:
+                    log.exception("the floor feed could not read who is present")
+                    self._presence_due = True
+                else:
+                    for zone_id, names in present.items():
+                        if self._present.get(zone_id) != names:
+                            self._present[zone_id] = names
+                            self._push(PresenceUpdate(zone_id, names))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), self._refresh_seconds)
             if self._due.is_set():
@@ -169,6 +216,11 @@ class FloorFeed:
             known.reported_at is None or update.reported_at > known.reported_at
         )
         return newer and update.state != known.state
+
+    def _read_presence(self) -> dict[UUID, tuple[str, ...]]:
+        with self._database.unit_of_work() as session:
+            present = present_names(session, self._clock(), self._presence_ttl)
+        return {zone_id: tuple(names) for zone_id, names in present.items()}
 
     def _read(self) -> list[DeviceUpdate]:
         with self._database.unit_of_work() as session:

@@ -21,6 +21,11 @@ over the bus (a polled integration, the API's telemetry, a print job's tracker):
 console's live feed re-reads at once instead of at its next round, so a stored state is
 on screen within a fraction of a second (``devices.telemetry`` marks it).
 
+A fourth, ``kittylab_presence``, says a presence observation was stored (a check-in or out
+by any path: the API, the CLI, the console's desks, UniFi Access, an override, a
+confirmation): every presence write is a ``zone_presence`` row, so it is sent by the same
+watch as the lab's, and the console's floor re-reads its "present:" lines (issue 17).
+
 Caches are used only while ``listening()`` is true: a process without a live listener
 (the CLI, a test client, a server whose database connection dropped) cannot hear another
 process's change, so it reads the database every time. On (re)connecting the listener
@@ -43,7 +48,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlalchemy.sql.dml import UpdateBase
 
-from kittylab.adapters.db.tables import AccessPolicy, ApiToken, Device, User, Zone
+from kittylab.adapters.db.tables import AccessPolicy, ApiToken, Device, User, Zone, ZonePresence
 from kittylab.adapters.db.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,8 @@ log = logging.getLogger(__name__)
 LAB = "kittylab_lab"
 PEOPLE = "kittylab_people"
 STATES = "kittylab_states"
-CHANNELS = (LAB, PEOPLE, STATES)
+PRESENCE = "kittylab_presence"
+CHANNELS = (LAB, PEOPLE, STATES, PRESENCE)
 
 _WATCHED: dict[type[Any], str] = {
     Zone: LAB,
@@ -59,6 +65,7 @@ _WATCHED: dict[type[Any], str] = {
     AccessPolicy: LAB,
     User: PEOPLE,
     ApiToken: PEOPLE,
+    ZonePresence: PRESENCE,
 }
 _REPORTED: dict[type[Any], frozenset[str]] = {
     Device: frozenset({"online_state", "last_seen"}),
@@ -231,7 +238,8 @@ async def _listen(database_url: str, followers: Mapping[str, _Follower]) -> None
                     bump(CHANNELS)
                     for follower in followers.values():
                         follower.due.set()
-                    _tell_observers(STATES)  # what was stored while nobody listened
+                    for missed in (STATES, PRESENCE):  # stored while nobody listened
+                        _tell_observers(missed)
                     async for note in conn.notifies():
                         bump([note.channel])
                         noted = followers.get(note.channel)

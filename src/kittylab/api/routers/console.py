@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,7 +54,7 @@ from kittylab.monitoring.cameras import zone_camera_url
 from kittylab.people import passkeys, web_sessions
 from kittylab.safety import stop
 from kittylab.web import floor
-from kittylab.web.live import DeviceUpdate, FloorFeed
+from kittylab.web.live import DeviceUpdate, FloorFeed, PresenceUpdate
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
@@ -477,7 +477,10 @@ def _floor_feed(app: FastAPI, c: Container) -> FloorFeed:
     feed: FloorFeed | None = getattr(app.state, "floor_feed", None)
     if feed is None:
         feed = FloorFeed(
-            c.database, c.clock, refresh_seconds=c.settings.console.live_refresh_seconds
+            c.database,
+            c.clock,
+            refresh_seconds=c.settings.console.live_refresh_seconds,
+            presence_ttl=timedelta(seconds=c.settings.presence.ttl_seconds),
         )
         if c.bus is not None:
             feed.attach(c.bus)
@@ -534,6 +537,11 @@ def _frozen(value: Any) -> Any:
 
 
 _render_tile = _RenderedTiles()
+
+
+def _render_present(names: Sequence[str]) -> str:
+    """A zone's "present:" line (``_present.html``, as the floor renders it at load)."""
+    return templates.get_template("_present.html").render(present=names)
 
 
 def _sse(event: str, html: str, event_id: str | None = None) -> str:
@@ -595,7 +603,8 @@ async def live_events(
 ) -> StreamingResponse:
     """Server-Sent Events: ``device-<id>`` carries a tile's new live part whenever its
     device reports (the bus) or its stored state changes; every tile is sent first, so a
-    reconnecting page catches up. ``signed-out`` when the session ends."""
+    reconnecting page catches up. ``zone-<id>-presence`` carries a zone's "present:" line
+    when someone checks in or out there. ``signed-out`` when the session ends."""
     feed = _floor_feed(request.app, c)
     can_act = not caller.remote and caller.has_any(*ACTING_ROLES)
 
@@ -609,6 +618,12 @@ async def live_events(
                 viewer=caller,
             )
         return {tile.id: tile for zone in zones for tile in zone.tiles}
+
+    def read_present() -> dict[UUID, list[str]]:
+        with c.database.unit_of_work() as session:
+            return floor.present_names(
+                session, c.clock(), timedelta(seconds=c.settings.presence.ttl_seconds)
+            )
 
     async def tiles_as_they_change() -> AsyncGenerator[str | None, None]:
         with feed.subscribe() as subscription:
@@ -625,6 +640,11 @@ async def live_events(
                     tiles = await asyncio.to_thread(read)
                     for tile in tiles.values():
                         yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
+                    present = await asyncio.to_thread(read_present)
+                    for zone_id, names in present.items():
+                        yield _sse(f"zone-{zone_id}-presence", _render_present(names))
+                elif isinstance(update, PresenceUpdate):
+                    yield _sse(f"zone-{update.zone_id}-presence", _render_present(update.present))
                 elif update is not None and update.device_id in tiles:
                     tile = _updated(tiles[update.device_id], update)
                     tiles[tile.id] = tile

@@ -53,7 +53,7 @@ from kittylab.domain.errors import NotFound
 from kittylab.domain.principal import Principal
 from kittylab.fabrication import jobs as fabrication
 from kittylab.web import prints
-from kittylab.web.live import DeviceUpdate
+from kittylab.web.live import DeviceUpdate, PresenceUpdate
 
 router = APIRouter(include_in_schema=False)
 
@@ -316,7 +316,7 @@ async def prints_events(
                                 yield _sse(name, html)
                     force = False
                 try:
-                    update: DeviceUpdate | None = await asyncio.wait_for(
+                    update: DeviceUpdate | PresenceUpdate | None = await asyncio.wait_for(
                         subscription.queue.get(), refresh
                     )
                 except TimeoutError:
@@ -326,7 +326,7 @@ async def prints_events(
                     force = True
                     snapshot = await asyncio.to_thread(_read, c, previews)
                     printers = _newest(snapshot.printers, printers)
-                elif update is not None and update.device_id in printers:
+                elif isinstance(update, DeviceUpdate) and update.device_id in printers:
                     known = printers[update.device_id]
                     printer = dataclasses.replace(
                         known,
