@@ -8,13 +8,16 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from types import FrameType
 
 import typer
 import uvicorn
+from sqlalchemy import func, or_, select
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import libpq_url
+from kittylab.adapters.db.tables import Device
 from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_worker
 from kittylab.adapters.tls import ServerCertificate
 from kittylab.api.app import create_app
@@ -23,6 +26,7 @@ from kittylab.cli.simulator_child import supervise_simulator, with_camera_port
 from kittylab.config import Settings
 from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain.networks import is_loopback_host
+from kittylab.domain.simulated_lab import SIMULATED
 from kittylab.safety.command_signature import public_key_text
 
 log = logging.getLogger(__name__)
@@ -161,11 +165,13 @@ async def _serve(
     if sim.enabled and bus is not None:
         # The simulated lab is a device: its own process, speaking MQTT only (issue 14).
         key = public_key_text(bootstrap.command_signer(container.settings).public_key)
+        simulator_started = container.clock()
         background.append(
             asyncio.create_task(
                 supervise_simulator(container.settings, key), name="simulator-process"
             )
         )
+        await _await_simulated_lab(container, simulator_started, _SIMULATED_LAB_WAIT_SECONDS)
     # Commands are sent from this loop right after their commit (the job queue is the backstop).
     await bootstrap.start_inline_dispatch(container)
     try:
@@ -189,6 +195,42 @@ async def _serve(
             log.info("embedded MQTT broker stopped in %.1f s", time.monotonic() - started)
         # asyncio.run now joins the thread pool: blocking work still running ends first.
         log.info("waiting for running threads to finish")
+
+
+_SIMULATED_LAB_WAIT_SECONDS = 20.0
+
+
+async def _await_simulated_lab(
+    container: bootstrap.Container, since: datetime, within: float
+) -> None:
+    """Wait until every simulated device has been heard from by this run (its state
+    stored since ``since``) before commands are taken up and requests answered: the first
+    command is then neither refused as offline nor sent, taken up after a restart, before
+    the simulator listens (a command published with no subscriber is lost). Bounded: a
+    simulator that does not come up is logged, and the server goes on without it."""
+    deadline = time.monotonic() + within
+    while True:
+        waiting = await asyncio.to_thread(_simulated_unheard, container, since)
+        if waiting == 0:
+            return
+        if time.monotonic() > deadline:
+            log.warning("%d simulated devices not heard from in %.0f s", waiting, within)
+            return
+        await asyncio.sleep(0.1)
+
+
+def _simulated_unheard(container: bootstrap.Container, since: datetime) -> int:
+    with container.database.unit_of_work() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(Device)
+            .where(
+                Device.integration == SIMULATED,
+                Device.retired_at.is_(None),
+                or_(Device.last_seen.is_(None), Device.last_seen < since),
+            )
+        )
+    return int(count or 0)
 
 
 async def _follow_simulated_devices(container: bootstrap.Container, every: float) -> None:
