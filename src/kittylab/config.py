@@ -179,6 +179,27 @@ class ConsoleSettings(BaseModel):
     session_absolute_seconds: int = Field(
         7 * 24 * 3600, ge=300, description="A console session ends this long after sign-in."
     )
+    terminal_code_minutes: int = Field(
+        10,
+        ge=1,
+        le=24 * 60,
+        description="How long a wall terminal's pairing code stays valid (the tablet shows a "
+        "new one after).",
+    )
+    terminal_tap_seconds: int = Field(
+        90,
+        ge=15,
+        le=3600,
+        description="A person tapped in on a wall terminal is tapped out after this long "
+        "without using it (their presence stays: checking out is its own tap).",
+    )
+    terminals_waiting_max: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="How many unpaired tablets may show a pairing code at once; more are "
+        "refused until codes are used or expire.",
+    )
     live_refresh_seconds: float = Field(
         2.0,
         gt=0,

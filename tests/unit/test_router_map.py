@@ -41,6 +41,7 @@ ROUTER_OF_PREFIX = {
     "notifications": "notifications",
     "audit": "audit",
     "webauthn": "webauthn",
+    "terminals": "terminals",
     "fabrication/files": "fabrication.files",
     "fabrication/jobs": "fabrication.jobs",
     "fabrication/printers": "fabrication.printers",
@@ -77,6 +78,8 @@ CONSOLE_SECTIONS = {
     "studio": "console_studio",
     "operations": "console_operations",
     "projects": "console_projects",
+    "terminal": "console_terminals",
+    "terminals": "console_terminals",
 }
 
 

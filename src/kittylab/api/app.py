@@ -24,6 +24,7 @@ from kittylab.api.routers import (
     console_safety,
     console_studio,
     console_talk,
+    console_terminals,
     conversations,
     devices,
     fabrication,
@@ -40,6 +41,7 @@ from kittylab.api.routers import (
     routing,
     safety,
     telemetry,
+    terminals,
     users,
     voice,
     webauthn,
@@ -77,6 +79,7 @@ ROUTERS = (
     safety,  # /api/safety
     notifications,  # /api/notifications
     audit,  # /api/audit
+    terminals,  # /api/terminals (issue 18: wall terminals)
     webauthn,  # /api/webauthn (issue 17: the console's passkey sign-in)
     console,  # / /sign-in /enrol /sessions /docs, and /console (issue 17: the web console)
     console_prints,  # /prints and /console/prints (issue 17: the console's prints)
@@ -85,6 +88,7 @@ ROUTERS = (
     console_studio,  # /studio and /console/studio (issue 18: the CAD studio)
     console_operations,  # /operations and /console/operations (issue 18: the operations view)
     console_projects,  # /projects and /console/projects (issue 18: the projects pages)
+    console_terminals,  # /terminal /terminals and /console/terminal(s) (issue 18: wall terminals)
 )
 
 

@@ -45,6 +45,7 @@ def limits(settings: ConsoleSettings) -> web_sessions.SessionLimits:
     return web_sessions.SessionLimits(
         idle=timedelta(seconds=settings.session_idle_seconds),
         absolute=timedelta(seconds=settings.session_absolute_seconds),
+        terminal_idle=timedelta(seconds=settings.terminal_tap_seconds),
     )
 
 
@@ -52,10 +53,13 @@ def relying_party(settings: ConsoleSettings) -> RelyingParty:
     return RelyingParty(settings.rp_id, settings.rp_name, tuple(settings.origins))
 
 
-def active_session(request: Request, c: Container) -> web_sessions.ActiveSession | None:
+def active_session(
+    request: Request, c: Container, *, touch: bool = True
+) -> web_sessions.ActiveSession | None:
     """The request's console session, or None without a session cookie;
     ``AuthenticationRequired`` for a cookie that no longer works. Resolved once per
-    request (``request.state.web_session``)."""
+    request (``request.state.web_session``). ``touch=False``: a look that is not the
+    session's use (its idle clock does not move on)."""
     cached: web_sessions.ActiveSession | None = getattr(request.state, "web_session", None)
     if cached is not None:
         return cached
@@ -64,7 +68,12 @@ def active_session(request: Request, c: Container) -> web_sessions.ActiveSession
         return None
     with c.database.unit_of_work() as session:
         active = web_sessions.resolve(
-            session, token, c.clock(), limits(c.settings.console), LAST_SEEN_RESOLUTION
+            session,
+            token,
+            c.clock(),
+            limits(c.settings.console),
+            LAST_SEEN_RESOLUTION,
+            touch=touch,
         )
     request.state.web_session = active
     return active
@@ -83,7 +92,7 @@ def cookie_principal(request: Request, c: Container) -> Principal | None:
     return active.principal
 
 
-def _secure(request: Request, settings: ConsoleSettings) -> bool:
+def is_secure(request: Request, settings: ConsoleSettings) -> bool:
     """HTTPS here, or behind a TLS proxy (the console's public URL says so)."""
     return request.url.scheme == "https" or (settings.public_url or "").startswith("https://")
 
@@ -98,7 +107,7 @@ def set_session_cookie(
         path="/",
         httponly=True,
         samesite="strict",
-        secure=_secure(request, c.settings.console),
+        secure=is_secure(request, c.settings.console),
     )
 
 
@@ -108,5 +117,5 @@ def clear_session_cookie(response: Response, request: Request, c: Container) -> 
         path="/",
         httponly=True,
         samesite="strict",
-        secure=_secure(request, c.settings.console),
+        secure=is_secure(request, c.settings.console),
     )

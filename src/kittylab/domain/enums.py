@@ -24,6 +24,18 @@ class PresenceSource(StrEnum):
     OVERRIDE = "override"
     # Extension (issue 13): a check-in confirmed by someone already present in the zone.
     CONFIRMED = "confirmed"
+    # Extension (issue 18): a check-in with a personal security key on the zone's own
+    # paired wall terminal.
+    TERMINAL = "terminal"
+
+
+class TerminalStatus(StrEnum):
+    """A wall terminal (issue 18): ``waiting`` shows a pairing code, ``paired`` is bound to
+    a zone, ``revoked`` is done for good."""
+
+    WAITING = "waiting"
+    PAIRED = "paired"
+    REVOKED = "revoked"
 
 
 class PresenceStatus(StrEnum):

@@ -1,7 +1,7 @@
 """Presence observations and the questions "who is in this zone now" and "whose presence
 counts for hazardous work here".
 
-Four sources write observations, each audited (``presence.recorded``,
+Five sources write observations, each audited (``presence.recorded``,
 ``presence.confirmed`` or ``presence.override``) in the same transaction as the row it
 records:
 
@@ -11,7 +11,9 @@ records:
 - ``record_unifi``: a signature-verified UniFi Access door event (see
   ``kittylab.safety.webhook_signature`` and ``kittylab.domain.unifi_access``);
 - ``record_override``: the safety role states someone's presence, which also leaves an
-  approved ``SafetyEvent`` of type ``override`` naming who did it and why.
+  approved ``SafetyEvent`` of type ``override`` naming who did it and why;
+- ``record_terminal``: a person taps their own security key on the zone's paired wall
+  terminal (issue 18, ``people.terminals``) to check in or out there.
 
 Each zone says which sources count there (``Zone.presence_sources``, by default its hazard
 level's: ``kittylab.domain.zones.DEFAULT_PRESENCE_SOURCES``). ``user_is_present`` and
@@ -119,6 +121,37 @@ def record_manual(
         subject_type="zone_presence",
         subject_id=row.id,
         details=_details(row),
+    )
+    return row
+
+
+def record_terminal(
+    session: Session,
+    *,
+    zone_id: UUID,
+    user_id: UUID,
+    terminal_id: UUID,
+    status: PresenceStatus,
+    now: datetime,
+) -> ZonePresence:
+    """A check-in or check-out the person made with their own security key on the wall
+    terminal ``terminal_id``, paired to ``zone_id`` (``people.terminals`` checks that).
+    Audited as ``presence.recorded`` naming the terminal. Refused under a standing
+    override like a check-in by hand (fail closed: only a badge or another override sees
+    the person again)."""
+    _require(session, zone_id, user_id)
+    _lock_person(session, user_id)
+    if status is PresenceStatus.PRESENT:
+        _refuse_over_override(session, zone_id, user_id)
+    row = _observe(session, zone_id, user_id, PresenceSource.TERMINAL, status, now, user_id)
+    audit.append(
+        session,
+        action=RECORDED,
+        actor_id=user_id,
+        now=now,
+        subject_type="zone_presence",
+        subject_id=row.id,
+        details=_details(row) | {"terminal_id": str(terminal_id)},
     )
     return row
 

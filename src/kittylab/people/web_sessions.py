@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import User, WebSession
@@ -32,6 +32,12 @@ SESSION_PREFIX = "kls_"
 class SessionLimits:
     idle: timedelta
     absolute: timedelta
+    terminal_idle: timedelta = timedelta(seconds=90)
+    """The idle timeout of a tap-in on a wall terminal (issue 18): a tablet on a wall is
+    left behind, so its person is tapped out within a minute or two."""
+
+    def idle_of(self, terminal_id: UUID | None) -> timedelta:
+        return self.idle if terminal_id is None else min(self.idle, self.terminal_idle)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class ActiveSession:
     session_id: UUID
     csrf_token: str
     display_name: str
+    terminal_id: UUID | None = None
+    """The wall terminal this person tapped in on (issue 18), None for a console sign-in."""
 
 
 def _hash(token: str) -> str:
@@ -64,8 +72,11 @@ def start(
     now: datetime,
     user_agent: str = "",
     address: str | None = None,
+    terminal_id: UUID | None = None,
 ) -> IssuedSession:
-    """A new session for ``user_id``, signed in with ``passkey_id``. Audited."""
+    """A new session for ``user_id``, signed in with ``passkey_id`` (on the wall terminal
+    ``terminal_id``, if any: a tap-in, which ends after ``limits.terminal_idle`` unused).
+    Audited."""
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     row = WebSession(
         user_id=user_id,
@@ -76,6 +87,7 @@ def start(
         address=(address or None) and address[:64],
         last_seen_at=now,
         expires_at=now + limits.absolute,
+        terminal_id=terminal_id,
     )
     session.add(row)
     session.flush()
@@ -86,7 +98,8 @@ def start(
         now=now,
         subject_type="web_session",
         subject_id=row.id,
-        details={"passkey_id": passkey_id, "address": row.address},
+        details={"passkey_id": passkey_id, "address": row.address}
+        | ({"terminal_id": terminal_id} if terminal_id is not None else {}),
     )
     return IssuedSession(token, row.id, row.csrf_token, row.expires_at)
 
@@ -97,10 +110,13 @@ def resolve(
     now: datetime,
     limits: SessionLimits,
     touch_after: timedelta = timedelta(0),
+    *,
+    touch: bool = True,
 ) -> ActiveSession:
     """The live session the cookie names, or ``AuthenticationRequired`` (unknown, revoked,
     idle too long, past its end, or its person inactive). ``last_seen_at`` is moved on
-    only when older than ``touch_after``: reads must not all become writes."""
+    only when older than ``touch_after``: reads must not all become writes; never with
+    ``touch=False`` (a wall terminal's page asking who is tapped in is not their use)."""
     if not token.startswith(SESSION_PREFIX):
         raise AuthenticationRequired("malformed session")
     row = session.execute(
@@ -113,12 +129,14 @@ def resolve(
     web, user = row
     if web.revoked_at is not None or not user.active:
         raise AuthenticationRequired("this session was signed out: sign in again")
-    if now >= web.expires_at or now - web.last_seen_at >= limits.idle:
+    if now >= web.expires_at or now - web.last_seen_at >= limits.idle_of(web.terminal_id):
         raise AuthenticationRequired("this session has expired: sign in again")
-    if now - web.last_seen_at >= touch_after:
+    if web.terminal_id is not None:
+        touch_after = timedelta(0)  # a tap-in's idle timeout is seconds, not hours
+    if touch and now - web.last_seen_at >= touch_after:
         session.execute(update(WebSession).where(WebSession.id == web.id).values(last_seen_at=now))
     principal = Principal(user.id, user.username, frozenset(user.roles))
-    return ActiveSession(principal, web.id, web.csrf_token, user.display_name)
+    return ActiveSession(principal, web.id, web.csrf_token, user.display_name, web.terminal_id)
 
 
 def list_sessions(
@@ -132,6 +150,10 @@ def list_sessions(
             WebSession.revoked_at.is_(None),
             WebSession.expires_at > now,
             WebSession.last_seen_at > now - limits.idle,
+            or_(
+                WebSession.terminal_id.is_(None),
+                WebSession.last_seen_at > now - min(limits.idle, limits.terminal_idle),
+            ),
         )
         .order_by(WebSession.created_at.desc())
     ).all()

@@ -166,6 +166,7 @@ SOURCE_WORDS = {
     PresenceSource.MANUAL: "checked in",
     PresenceSource.CONFIRMED: "check-in confirmed",
     PresenceSource.OVERRIDE: "safety override",
+    PresenceSource.TERMINAL: "wall terminal",
 }
 
 

@@ -235,15 +235,20 @@ def read_floor(
     *,
     simulated_cameras: str | None = None,
     viewer: Principal | None = None,
+    zone_id: UUID | None = None,
 ) -> list[ZoneView]:
-    """``viewer``: whose locks are marked their own (none without one)."""
+    """``viewer``: whose locks are marked their own (none without one); ``zone_id``: that
+    zone alone (a wall terminal's)."""
+    zone_query = select(Zone).order_by(Zone.name)
+    device_query = select(Device).where(Device.retired_at.is_(None)).order_by(Device.display_name)
+    if zone_id is not None:
+        zone_query = zone_query.where(Zone.id == zone_id)
+        device_query = device_query.where(Device.zone_id == zone_id)
     zones = {
         z.id: ZoneView(z.id, z.name, z.hazard_level, z.requires_ppe)
-        for z in session.scalars(select(Zone).order_by(Zone.name))
+        for z in session.scalars(zone_query)
     }
-    devices = session.scalars(
-        select(Device).where(Device.retired_at.is_(None)).order_by(Device.display_name)
-    ).all()
+    devices = session.scalars(device_query).all()
     latest = latest_states(session, [d.id for d in devices])
     locks = device_locks(session, viewer)
     for device in devices:

@@ -54,6 +54,7 @@ from kittylab.domain.enums import (
     Role,
     SafetyEventType,
     SafetyStatus,
+    TerminalStatus,
     Tier,
 )
 
@@ -780,3 +781,29 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(TS, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(TS, nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    terminal_id: Mapped[UUID | None] = fk("terminals.id", nullable=True, ondelete="CASCADE")
+    """A tap-in on a wall terminal (issue 18): the short session of the person at it."""
+
+
+class Terminal(Base):
+    """A wall terminal (issue 18): a tablet bound to one zone by an admin, who confirms the
+    one-time code it shows. The tablet's cookie holds a random secret; only its SHA-256 is
+    stored, as is the code's."""
+
+    __tablename__ = "terminals"
+    id: Mapped[UUID] = pk()
+    name: Mapped[str] = mapped_column(String(100), nullable=False, server_default="")
+    zone_id: Mapped[UUID | None] = fk("zones.id", nullable=True, ondelete="CASCADE")
+    status: Mapped[TerminalStatus] = mapped_column(
+        pg_enum(TerminalStatus, "terminal_status"), nullable=False
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(TS)
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = created()
+    paired_by: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    paired_at: Mapped[datetime | None] = mapped_column(TS)
+    revoked_by: Mapped[UUID | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+    last_seen_at: Mapped[datetime | None] = mapped_column(TS)

@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -450,6 +450,11 @@ async def zone_snapshot(
 ) -> Response:
     """The zone camera's latest frame, fetched now (404 when the zone has no camera with
     a ``snapshot_url``; 503 when it does not answer)."""
+    return await zone_camera_snapshot(c, zone_id)
+
+
+async def zone_camera_snapshot(c: Container, zone_id: UUID) -> Response:
+    """The zone camera's frame as a response (the floor's and a wall terminal's)."""
 
     def url() -> str | None:
         with c.database.unit_of_work() as session:
@@ -551,13 +556,17 @@ def _sse(event: str, html: str, event_id: str | None = None) -> str:
 
 
 def live_response(
-    request: Request, c: Container, source: AsyncGenerator[str | None, None]
+    request: Request,
+    c: Container,
+    source: AsyncGenerator[str | None, None],
+    still_allowed: Callable[[], bool] | None = None,
 ) -> StreamingResponse:
     """A console page's Server-Sent Events, shared by every live page: what ``source``
     yields (framed events; ``None`` when it has nothing to say, at least every
     ``HEARTBEAT_SECONDS``), after a ``retry`` hint; a comment keeps the connection open
     when nothing was said for ``HEARTBEAT_SECONDS``; ``signed-out``, then the end, once
-    the page's session stops working (checked every ``SESSION_RECHECK_SECONDS``)."""
+    the page's session stops working (checked every ``SESSION_RECHECK_SECONDS``), or
+    ``still_allowed`` says no (a wall terminal's stream: its pairing, not a session)."""
     cookie = request.cookies.get(web_auth.SESSION_COOKIE)
 
     def still_signed_in() -> bool:
@@ -586,7 +595,7 @@ def live_response(
                     yield ": still here\n\n"
                 if now - checked > SESSION_RECHECK_SECONDS:
                     checked = now
-                    if not await asyncio.to_thread(still_signed_in):
+                    if not await asyncio.to_thread(still_allowed or still_signed_in):
                         yield _sse("signed-out", "")
                         return
 
@@ -625,30 +634,45 @@ async def live_events(
                 session, c.clock(), timedelta(seconds=c.settings.presence.ttl_seconds)
             )
 
-    async def tiles_as_they_change() -> AsyncGenerator[str | None, None]:
-        with feed.subscribe() as subscription:
-            tiles = await asyncio.to_thread(read)
-            for tile in tiles.values():
-                yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
-            while True:
-                try:
-                    update = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_SECONDS)
-                except TimeoutError:
-                    update = None
-                if subscription.lagged:
-                    subscription.lagged = False
-                    tiles = await asyncio.to_thread(read)
-                    for tile in tiles.values():
-                        yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
-                    present = await asyncio.to_thread(read_present)
-                    for zone_id, names in present.items():
-                        yield _sse(f"zone-{zone_id}-presence", _render_present(names))
-                elif isinstance(update, PresenceUpdate):
-                    yield _sse(f"zone-{update.zone_id}-presence", _render_present(update.present))
-                elif update is not None and update.device_id in tiles:
-                    tile = _updated(tiles[update.device_id], update)
-                    tiles[tile.id] = tile
-                    yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
-                yield None
+    stream = tile_events(feed, read, read_present, can_act=can_act)
+    return live_response(request, c, stream)
 
-    return live_response(request, c, tiles_as_they_change())
+
+async def tile_events(
+    feed: FloorFeed,
+    read: Callable[[], dict[UUID, floor.Tile]],
+    read_present: Callable[[], dict[UUID, list[str]]],
+    *,
+    can_act: bool,
+    zones: frozenset[UUID] | None = None,
+) -> AsyncGenerator[str | None, None]:
+    """Tiles as they change, for ``live_response``: every tile ``read`` gives first (a
+    reconnecting page catches up), then a tile's live part whenever its device (one of
+    those tiles) reports, and a zone's "present:" line when someone checks in or out there
+    (``zones``: those zones only). A subscriber that fell behind reads everything again."""
+    with feed.subscribe() as subscription:
+        tiles = await asyncio.to_thread(read)
+        for tile in tiles.values():
+            yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
+        while True:
+            try:
+                update = await asyncio.wait_for(subscription.queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                update = None
+            if subscription.lagged:
+                subscription.lagged = False
+                tiles = await asyncio.to_thread(read)
+                for tile in tiles.values():
+                    yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
+                present = await asyncio.to_thread(read_present)
+                for zone_id, names in present.items():
+                    yield _sse(f"zone-{zone_id}-presence", _render_present(names))
+            elif isinstance(update, PresenceUpdate):
+                if zones is not None and update.zone_id not in zones:
+                    continue  # a wall terminal hears of its own zone only
+                yield _sse(f"zone-{update.zone_id}-presence", _render_present(update.present))
+            elif update is not None and update.device_id in tiles:
+                tile = _updated(tiles[update.device_id], update)
+                tiles[tile.id] = tile
+                yield _sse(f"device-{tile.id}", _render_tile(tile, can_act))
+            yield None

@@ -100,7 +100,8 @@
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     if (event.detail.type === "signed-out") {
       event.preventDefault();
-      window.location.assign("/sign-in");
+      const stream = event.target.closest("[data-signed-out]");
+      window.location.assign(stream ? stream.dataset.signedOut : "/sign-in");
     }
   });
 
@@ -235,6 +236,22 @@
     }
   }
 
+  // A wall terminal: a person taps their security key to check in there (issue 18).
+  async function tap(button) {
+    button.disabled = true;
+    say("Touch your security key…");
+    try {
+      const start = await post("/console/terminal/tap/options", {});
+      const cred = await navigator.credentials.get({ publicKey: requestOptions(start.publicKey) });
+      const done = await post("/console/terminal/tap", { challengeId: start.challengeId, credential: credentialJson(cred) });
+      say("Checked in: " + done.displayName + ".", "ok");
+      window.location.reload();
+    } catch (error) {
+      say(ceremonyError(error), "error");
+      button.disabled = false;
+    }
+  }
+
   let invite = "";
   async function enrol(button) {
     if (!invite) { say("This page needs the whole enrolment link (it ends in #kli_…). Open the link you were given.", "error"); return; }
@@ -266,7 +283,7 @@
         return;
       }
       button.addEventListener("click", function () {
-        (button.dataset.passkey === "enrol" ? enrol : signIn)(button);
+        ({ enrol: enrol, tap: tap }[button.dataset.passkey] || signIn)(button);
       });
     });
   });

@@ -166,6 +166,13 @@
       if (!response.ok) throw new Error(body.detail || body.title || "The server answered " + response.status + ".");
       status("Heard: “" + body.transcript + "”", "ok");
       play(body.audio);
+      document.dispatchEvent(new CustomEvent("kittylab:acted"));
+      if (document.querySelector("[data-kiosk]")) {
+        // A wall terminal has no transcript: the reply is shown (and spoken) where it is.
+        const answer = document.getElementById("talk-result");
+        answer.textContent = (body.replies || []).map(function (r) { return r.text; }).join(" ");
+        return;
+      }
       ownTurn = true;
       const url = "/console/talk/" + body.conversationId + "/turns/" + body.routing.requestId + (started ? "" : "?started=true");
       await htmx.ajax("GET", url, { target: "#talk-result", swap: "innerHTML" });
