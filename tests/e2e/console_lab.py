@@ -40,9 +40,15 @@ PEOPLE = ("olivia", "ada", "erin", "sam", "sasha", "dana", "owen", "dora", "abe"
 """Who gets an enrolment link: the floor's tests use olivia and ada, the prints' erin, the
 safety desk's sam and sasha, the CAD studio's dana, the operations view's owen, the desk's
 boards dora and abe."""
-SECOND_LINKS = {"talk": "olivia", "talk-safety": "sam"}
+SECOND_LINKS = {
+    "talk": "olivia",
+    "talk-safety": "sam",
+    "terminal-admin": "ada",
+    "terminal-tap": "owen",
+}
 """Links for a second passkey, by key: the talk page's tests (an operator who talks, a
-safety person who denies what she asked for) run in a browser of their own."""
+safety person who denies what she asked for) and the wall terminal's (an admin who pairs
+it, an operator whose security key taps in on it) run in browsers of their own."""
 EXTRA_USERS = """users:
   - username: dana
     display_name: Dana Designer
@@ -162,8 +168,9 @@ def _context(browser: Any, origin: str = LAB_NETWORK, size: dict[str, int] = TAB
     return browser.new_context(viewport=size, extra_http_headers={"X-Forwarded-For": origin})
 
 
-def _authenticator(page: Any) -> None:
-    """A platform passkey authenticator for this page, touched automatically."""
+def _authenticator(page: Any, transport: str = "internal") -> None:
+    """A passkey authenticator for this page, touched automatically: the platform's, or
+    with ``transport="usb"`` a security key."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("WebAuthn.enable")
     cdp.send(
@@ -171,7 +178,7 @@ def _authenticator(page: Any) -> None:
         {
             "options": {
                 "protocol": "ctap2",
-                "transport": "internal",
+                "transport": transport,
                 "hasResidentKey": True,
                 "hasUserVerification": True,
                 "isUserVerified": True,
@@ -213,8 +220,8 @@ def _axe(page: Any, name: str, *, upstream: tuple[str, ...] = ()) -> None:
     assert not bad, (name, bad)
 
 
-def _enrol(lab: Lab, page: Any, username: str) -> None:
-    _authenticator(page)
+def _enrol(lab: Lab, page: Any, username: str, transport: str = "internal") -> None:
+    _authenticator(page, transport)
     page.goto(lab.links[username])
     page.get_by_role("button", name="Create my passkey").click()
     page.wait_for_url(lab.url + "/", timeout=15_000)

@@ -9,7 +9,7 @@
 
   function show() {
     const el = document.getElementById("tap-left");
-    if (el) el.textContent = String(Math.max(0, Math.ceil(left)));
+    if (el) el.textContent = String(Math.max(0, Math.min(Math.ceil(left), total - MARGIN_SECONDS)));
   }
   function reset() { left = total; show(); }
 
