@@ -281,7 +281,7 @@ def _notify_safety(
 
 
 class HeldLabChanges:
-    """The approval's side of a held lab change (``workflow.HeldChange``)."""
+    """The approval's side of a held lab change (``safety.ports.HeldChange``)."""
 
     def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
         if event.event_type is not SafetyEventType.POLICY_CHANGE:
