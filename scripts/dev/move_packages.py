@@ -40,7 +40,7 @@ split module a line in ``SYMBOL_MOVES`` or ``SYMBOLS_STAYING``; otherwise the sc
 them and refuses to run (exit 2) — add the line and run it again.
 
 Background jobs are unaffected: procrastinate task names are pinned
-(``adapters/jobs/tasks.py``: ``@blueprint.task(name="dispatch_command")`` under the
+(``worker/tasks.py``: ``@blueprint.task(name="dispatch_command")`` under the
 ``kittylab`` namespace), not derived from module paths, so jobs queued before the upgrade
 still run. The script checks that this is still so (``check_task_names``).
 """
@@ -335,7 +335,7 @@ PREFACE: dict[str, str] = {
 """A paragraph put first in a moved module's docstring (once), where its old opening no
 longer says what it holds."""
 
-TASKS_MODULE = "src/kittylab/adapters/jobs/tasks.py"
+TASKS_MODULE = "src/kittylab/worker/tasks.py"
 TEXT_SUFFIXES = {
     ".py", ".md", ".toml", ".txt", ".cfg", ".ini", ".yaml", ".yml", ".sh", ".rst", ".json",
     ".html", ".js", ".css", ".in",

@@ -33,8 +33,6 @@ from kittylab.adapters.devices.moonraker import MoonrakerDriver
 from kittylab.adapters.devices.mqtt import MqttDeviceDriver
 from kittylab.adapters.devices.octoprint import OctoPrintDriver
 from kittylab.adapters.jobs.queue import ProcrastinateQueue
-from kittylab.adapters.jobs.tasks import JobContext
-from kittylab.adapters.jobs.worker import WorkerState
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.adapters.slicer.gcode_summary import SummaryMissing, read_summary
 from kittylab.adapters.slicer.prusaslicer import PROFILE_DIR, PrusaSlicer
@@ -85,6 +83,8 @@ from kittylab.people.principal_cache import PrincipalCache
 from kittylab.ports import JobQueue
 from kittylab.records.ports import ArtifactStore, NotificationSender
 from kittylab.safety.workflow import SafetyContext
+from kittylab.worker.run import WorkerState
+from kittylab.worker.tasks import JobContext
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from sqlalchemy import select
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Device, FabricationJob
-from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.runs import GenerateRequest
 from kittylab.config import CommandSettings
 from kittylab.domain.enums import ArtifactType
 from kittylab.manifest import apply_manifest, load_manifest
+from kittylab.worker.run import build_job_app, run_worker
 from tests.integration.conftest import Person
 from tests.integration.live_bus import LabFleet
 

@@ -161,7 +161,7 @@ def test_chunked_oversize_body_is_413_too(client: TestClient, admin: Person) -> 
 
 
 def test_readyz_fails_while_the_job_worker_is_down(client: TestClient, container) -> None:  # type: ignore[no-untyped-def]
-    from kittylab.adapters.jobs.worker import WorkerState
+    from kittylab.worker.run import WorkerState
 
     container.worker_state = WorkerState(running=False)
     down = client.get("/readyz")

@@ -245,8 +245,8 @@ def test_an_auto_job_is_run_by_the_background_worker_to_completion(
     pool: CadWorkerPool,
     database_url: str,
 ) -> None:
-    from kittylab.adapters.jobs.tasks import JobContext
     from kittylab.config import JobSettings
+    from kittylab.worker.tasks import JobContext
     from tests.integration.worker_runner import run_worker_until
 
     settings = container.settings.model_copy(

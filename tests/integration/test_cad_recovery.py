@@ -26,9 +26,7 @@ from kittylab import bootstrap
 from kittylab.adapters.cad.worker import CadWorkerPool
 from kittylab.adapters.cad.zoo import ZooProvider
 from kittylab.adapters.db.tables import CADArtifact, CADJob, Notification, User
-from kittylab.adapters.jobs import JobContext, build_job_app, run_worker
 from kittylab.adapters.jobs.queue import JobQueueUnavailable
-from kittylab.adapters.jobs.tasks import RESUME_CAD_TASK
 from kittylab.cad.errors import CadGenerationFailed
 from kittylab.cad.planning import PolicyMode
 from kittylab.cad.ports import CadProviderPort, ProviderOutput, ProviderRequest
@@ -37,6 +35,8 @@ from kittylab.cad.runs import CadService, GenerateRequest
 from kittylab.config import CadSettings, JobSettings
 from kittylab.domain.clock import utcnow
 from kittylab.domain.enums import CADJobStatus, CADProvider
+from kittylab.worker.run import build_job_app, run_worker
+from kittylab.worker.tasks import RESUME_CAD_TASK, JobContext
 from tests.integration.cad_contract_servers import ContractServer, zoo_server
 from tests.integration.conftest import Person
 

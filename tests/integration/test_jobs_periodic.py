@@ -27,7 +27,6 @@ from kittylab.adapters.db.tables import (
     TelemetryEvent,
     Zone,
 )
-from kittylab.adapters.jobs import JobContext, build_job_app, check_heartbeat_settings, run_worker
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.adapters.storage.folder import FolderArtifactStore
 from kittylab.config import (
@@ -50,6 +49,8 @@ from kittylab.domain.enums import (
 from kittylab.domain.errors import ValidationFailed
 from kittylab.fabrication import uploads
 from kittylab.people import identity
+from kittylab.worker.run import build_job_app, run_worker
+from kittylab.worker.tasks import JobContext, check_heartbeat_settings
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

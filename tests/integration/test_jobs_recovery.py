@@ -17,18 +17,13 @@ from sqlalchemy import text
 
 from kittylab.adapters.db.engine import Database
 from kittylab.adapters.db.tables import Notification
-from kittylab.adapters.jobs import (
-    JobContext,
-    ProcrastinateQueue,
-    Recovery,
-    build_job_app,
-    recover_stalled_jobs,
-    run_worker,
-)
+from kittylab.adapters.jobs import ProcrastinateQueue, Recovery, recover_stalled_jobs
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import JobSettings, NotifySettings, Settings
 from kittylab.domain.enums import NotificationChannel, NotificationStatus
 from kittylab.records import notifications
+from kittylab.worker.run import build_job_app, run_worker
+from kittylab.worker.tasks import JobContext
 from tests.integration.worker_runner import run_worker_until
 
 pytestmark = pytest.mark.postgres

@@ -11,11 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from kittylab.adapters.db.engine import Database, libpq_url
-from kittylab.adapters.jobs import build_job_app
-from kittylab.adapters.jobs.tasks import JobContext
-from kittylab.adapters.jobs.worker import WorkerState, supervise_worker
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.config import Settings
+from kittylab.worker.run import WorkerState, build_job_app, supervise_worker
+from kittylab.worker.tasks import JobContext
 
 
 async def _wait_until(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]

@@ -35,13 +35,7 @@ from kittylab.adapters.db.tables import (
     Notification,
     RoutingDecision,
 )
-from kittylab.adapters.jobs import (
-    JobContext,
-    JobQueueUnavailable,
-    ProcrastinateQueue,
-    build_job_app,
-    run_worker,
-)
+from kittylab.adapters.jobs import JobQueueUnavailable, ProcrastinateQueue
 from kittylab.adapters.notify.apprise_sender import AppriseSender
 from kittylab.api.routers.notifications import mask_recipient
 from kittylab.config import JobSettings, NotifySettings, Settings
@@ -53,6 +47,8 @@ from kittylab.domain.notifications import RetryPolicy, webhook_host_allowed
 from kittylab.records import notifications
 from kittylab.records.notifications import DeliveryOutcome, DeliveryResult
 from kittylab.records.ports import DeliveryFailed
+from kittylab.worker.run import build_job_app, run_worker
+from kittylab.worker.tasks import JobContext
 from tests.integration.cad_failures import generate_with_a_starved_worker, give_email
 from tests.integration.conftest import Person
 from tests.integration.worker_runner import run_worker_until

@@ -22,13 +22,13 @@ from kittylab.adapters.db.tables import (
     Notification,
     PrintMonitorEvent,
 )
-from kittylab.adapters.jobs import build_job_app, run_worker
 from kittylab.adapters.jobs.queue import JobQueueUnavailable
-from kittylab.adapters.jobs.tasks import PRINT_QUEUES_TASK
 from kittylab.devices import dispatch, maintenance
 from kittylab.domain.enums import CommandStatus, FabricationStatus, MonitorEventType
 from kittylab.fabrication import jobs as fabrication
 from kittylab.fabrication import records as fabrication_records
+from kittylab.worker.run import build_job_app, run_worker
+from kittylab.worker.tasks import PRINT_QUEUES_TASK
 from tests.integration.conftest import Person
 from tests.integration.live_bus import (
     embedded_broker,

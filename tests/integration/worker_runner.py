@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from kittylab.adapters.jobs import build_job_app, run_worker
-from kittylab.adapters.jobs.tasks import JobContext
+from kittylab.worker.run import build_job_app, run_worker
+from kittylab.worker.tasks import JobContext
 
 
 def run_worker_until(

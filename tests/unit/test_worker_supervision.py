@@ -1,7 +1,7 @@
 import asyncio
 from typing import Any
 
-from kittylab.adapters.jobs.worker import WorkerState, supervise_worker
+from kittylab.worker.run import WorkerState, supervise_worker
 
 
 def test_stopping_wins_when_the_workers_own_shutdown_fails() -> None:

@@ -18,7 +18,6 @@ from sqlalchemy import func, or_, select
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import libpq_url
 from kittylab.adapters.db.tables import Device
-from kittylab.adapters.jobs.worker import WorkerState, build_job_app, supervise_worker
 from kittylab.adapters.tls import ServerCertificate
 from kittylab.api.app import create_app
 from kittylab.cli.console import console_url
@@ -28,6 +27,7 @@ from kittylab.devices.telemetry_ingest import TelemetryIngest
 from kittylab.domain.networks import is_loopback_host
 from kittylab.domain.simulated_lab import SIMULATED
 from kittylab.safety.command_signature import public_key_text
+from kittylab.worker.run import WorkerState, build_job_app, supervise_worker
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``submit`` (in the request's transaction) checks the command against the lab's rules and
 the device's last known state and records it ``pending``; ``requests.request_command``
 wraps it for every request, registering the ``dispatch`` job on the unit of work for once
-it commits (the worker's print start defers it itself, ``adapters.jobs.tasks``).
+it commits (the worker's print start defers it itself, ``worker.tasks``).
 ``dispatch`` (a background job) claims the command, sends it once through the
 integration's driver and waits until the device's own state confirms it:
 

@@ -19,6 +19,10 @@ When the approval comes, the lab's revision is read again under the apply lock: 
 changed (another apply, a person added, a key revoked), the change is void, the event is
 denied with that reason (``safety.voided``) and the manifest must be sent again.
 
+``submit`` is the API's use case: it registers what follows a hold on the unit of work (the
+event announced on ``kitty/safety/<eventId>``, the approvers' notifications delivered), and
+for a dry run rolls the transaction back so none of it happens.
+
 The on-host command line (``kittylab lab apply``) does not come here: it holds the
 database's keys anyway, and applies at once, audited (its report lists the weakening).
 """
@@ -35,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kittylab.adapters.db.tables import AccessPolicy, Notification, SafetyEvent, User
+from kittylab.adapters.db.unit_of_work import UnitOfWork
 from kittylab.config import NotifySettings
 from kittylab.domain.enums import Role, SafetyEventType, SafetyStatus
 from kittylab.domain.lab_review import Weakening, change_hash, change_intent, weakening_changes
@@ -44,8 +49,9 @@ from kittylab.manifest.apply import ApplyReport, apply_manifest, lock_lab
 from kittylab.manifest.loader import parse_manifest
 from kittylab.manifest.model import LabManifest
 from kittylab.manifest.problems import ManifestError
+from kittylab.ports import JobQueue, MessageBus
 from kittylab.records import alerts, audit
-from kittylab.safety import event_details, policy
+from kittylab.safety import event_details, policy, workflow
 from kittylab.safety.event_details import EventDetails, LabChange
 from kittylab.safety.workflow import SafetyContext
 
@@ -115,6 +121,36 @@ def review(session: Session, manifest: LabManifest, text: str) -> Review:
 
 
 def submit(
+    uow: UnitOfWork,
+    manifest: LabManifest,
+    text: str,
+    sender: Principal,
+    now: datetime,
+    context: SafetyContext,
+    *,
+    jobs: JobQueue,
+    bus: MessageBus | None = None,
+    dry_run: bool = False,
+) -> Applied | Held:
+    """Apply ``manifest`` at once when it weakens nothing; hold it otherwise (module
+    docstring). A held change registers its follow-ups on ``uow``: the event announced
+    (``workflow.announce``), then each approver's notification delivered.
+
+    With ``dry_run`` the transaction is rolled back before anything is registered: the
+    answer says what would have happened, held or applied, and nothing is stored,
+    announced or deferred."""
+    outcome = _decide(uow, manifest, text, sender, now, context)
+    if dry_run:
+        uow.rollback()
+        return outcome
+    if isinstance(outcome, Held):
+        workflow.announce(uow, bus, outcome.event, now)
+        for row in outcome.notifications:
+            uow.after_commit(jobs.defer_notification, row.id)
+    return outcome
+
+
+def _decide(
     session: Session,
     manifest: LabManifest,
     text: str,
@@ -122,9 +158,6 @@ def submit(
     now: datetime,
     context: SafetyContext,
 ) -> Applied | Held:
-    """Apply ``manifest`` at once when it weakens nothing; hold it otherwise (module
-    docstring). For a dry run the caller rolls the transaction back: the answer says what
-    would have happened, held or applied."""
     found = review(session, manifest, text)
     if not found.weakening:
         return Applied(apply_manifest(session, manifest, now, actor_id=sender.user_id), found)
@@ -248,7 +281,7 @@ def _notify_safety(
 
 
 class HeldLabChanges:
-    """The approval's side of a held lab change (``workflow.HeldChange``)."""
+    """The approval's side of a held lab change (``safety.ports.HeldChange``)."""
 
     def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
         if event.event_type is not SafetyEventType.POLICY_CHANGE:

@@ -1,6 +1,7 @@
 """People: who someone is (users, API tokens) and where they are (presence in zones).
 
-No port of its own: presence sources push to the API (UniFi Access webhook).
+No port of its own (``ports`` says why): presence sources push to the API (UniFi Access
+webhook).
 
 Modules:
 

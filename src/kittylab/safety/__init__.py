@@ -17,6 +17,8 @@ Modules:
 - ``keys``: approver keys: ``add_key``, ``revoke_key``, ``verify_approval_signature``
 - ``lockout``: (pure) the lock rules: ``lock_refusal``, ``removal_refusal``
 - ``locks``: lockout/tagout on the record: ``place``, ``remove``, ``active_locks``
+- ``ports``: ``HeldChange``, what an event holds other than a command; the shared
+  ports safety uses
 - ``policy``: (pure) ``evaluate`` → ``Allow`` | ``NeedsApproval`` | ``Deny``
 - ``signatures``: (pure) approver keys and signatures: ``parse_public_key``, ``verify``
 - ``webhook_signature``: (pure) UniFi Access webhook signatures: ``verify``

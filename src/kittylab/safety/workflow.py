@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 from uuid import UUID
 
 from sqlalchemy import select
@@ -61,6 +61,7 @@ from kittylab.safety.approval_payload import (
 )
 from kittylab.safety.event_details import EventDetails
 from kittylab.safety.lockout import lock_refusal
+from kittylab.safety.ports import HeldChange
 from kittylab.safety.zone_facts import ZoneFacts, zone_facts
 
 
@@ -456,20 +457,6 @@ class ApprovalRequest:
     ppe: Sequence[str] = ()
     message: bytes = b""
     """The bytes the signature must cover: set from the event, never from the caller."""
-
-
-class HeldChange(Protocol):
-    """What an event holds other than a command (a lab change, ``manifest.review``):
-    checked and carried out inside the approving transaction, so it applies exactly when
-    the approval commits. Both ignore events that are not theirs."""
-
-    def void_reason(self, session: Session, event: SafetyEvent) -> str | None:
-        """Why the held change can no longer be carried out (the lab changed under it)."""
-
-    def carry_out(
-        self, session: Session, event: SafetyEvent, approver: Principal, now: datetime
-    ) -> None:
-        """Make the change; the event has just been approved."""
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""procrastinate on the application's own PostgreSQL: the worker's app, and the
-``JobQueue`` port for synchronous callers.
+"""procrastinate on the application's own PostgreSQL: the ``JobQueue`` port for
+synchronous callers, and the connection pool the worker's app uses too
+(``kittylab.worker.run.build_job_app``).
 
-Nothing here connects until ``open`` (or ``run_worker``) is called. Both accept any URL
-the rest of KittyLab accepts, including ``postgresql+psycopg://`` and libpq URLs with a
-unix-socket ``host`` query parameter.
+Nothing here connects until ``open`` is called. Any URL the rest of KittyLab accepts
+works, including ``postgresql+psycopg://`` and libpq URLs with a unix-socket ``host``
+query parameter.
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ import psycopg
 from procrastinate.exceptions import AlreadyEnqueued, ProcrastinateException
 
 from kittylab.adapters.db.engine import libpq_url
-from kittylab.adapters.jobs.tasks import (
-    DEFERRALS,
-    NAMESPACE,
-    Deferred,
-    configured,
-    job_blueprint,
-)
+from kittylab.adapters.jobs.deferrals import DEFERRALS, Deferred, configured
 from kittylab.domain.errors import InfrastructureError
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -52,20 +47,6 @@ def pool_args(database_url: str, *, max_size: int, application_name: str) -> dic
     }
 
 
-def build_job_app(database_url: str, *, max_connections: int = 10) -> procrastinate.App:
-    """The async app a worker runs (see ``run_worker``), with the KittyLab tasks.
-
-    A worker holds one connection for LISTEN and one per running job's bookkeeping, so
-    ``max_connections`` should exceed the worker's concurrency by a few.
-    """
-    connector = procrastinate.PsycopgConnector(
-        **pool_args(database_url, max_size=max_connections, application_name="kittylab-worker")
-    )
-    app = procrastinate.App(connector=connector)
-    app.add_tasks_from(job_blueprint(), namespace=NAMESPACE)
-    return app
-
-
 class ProcrastinateQueue:
     """``JobQueue`` for synchronous callers (API request threads, the CLI).
 
@@ -78,9 +59,11 @@ class ProcrastinateQueue:
         connector = procrastinate.SyncPsycopgConnector(
             **pool_args(database_url, max_size=max_connections, application_name="kittylab-queue")
         )
+        # No task is registered here: the tasks are the worker's (``kittylab.worker``)
+        # and call every use case. Jobs are deferred by the names of the one table
+        # (``deferrals.DEFERRALS``); tests/unit/test_dependency_rules.py checks that the
+        # worker registers each of them with its argument.
         self._app = procrastinate.App(connector=connector)
-        # Registered here too so a defer is checked against the real task's name.
-        self._app.add_tasks_from(job_blueprint(), namespace=NAMESPACE)
 
     def open(self) -> None:
         """Open the pool; raises ``JobQueueUnavailable`` if PostgreSQL cannot be reached."""
@@ -135,12 +118,12 @@ class ProcrastinateQueue:
         self._defer(Deferred.CAD, job_id)
 
     def _defer(self, kind: Deferred, record_id: UUID, delay: timedelta = timedelta(0)) -> None:
-        """Defer through the table the worker's tasks use too (``tasks.DEFERRALS``)."""
+        """Defer through the table the worker's tasks use too (``deferrals.DEFERRALS``)."""
         self._defer_key(kind, str(record_id), delay)
 
     def _defer_key(self, kind: Deferred, key: str, delay: timedelta = timedelta(0)) -> None:
         try:
-            task, arguments = configured(self._app, kind, key, delay)
+            task, arguments = configured(self._app, kind, key, delay, allow_unknown=True)
             task.defer(**arguments)
         except AlreadyEnqueued:
             return

@@ -26,7 +26,7 @@ from kittylab.api.schemas import (
 from kittylab.bootstrap import Container
 from kittylab.domain.lab_review import Weakening
 from kittylab.manifest import ApplyReport, parse_manifest, review
-from kittylab.safety import stop, workflow
+from kittylab.safety import stop
 
 router = APIRouter(prefix="/api/lab", tags=["lab"])
 
@@ -58,17 +58,19 @@ def apply_lab(
     the query) nothing is stored or held and the report says what would change and what
     it weakens."""
     manifest = parse_manifest(body.manifest, "manifest")
-    now = c.clock()
-    outcome = review.submit(
-        uow, manifest, body.manifest, caller, now, bootstrap.safety_context(c.settings)
-    )
     dry_run = body.dry_run or dry_run_query
-    if dry_run:
-        uow.rollback()
+    outcome = review.submit(
+        uow,
+        manifest,
+        body.manifest,
+        caller,
+        c.clock(),
+        bootstrap.safety_context(c.settings),
+        jobs=c.jobs,
+        bus=c.bus,
+        dry_run=dry_run,
+    )
     if isinstance(outcome, review.Held) and not dry_run:
-        workflow.announce(uow, c.bus, outcome.event, now)
-        for row in outcome.notifications:
-            uow.after_commit(c.jobs.defer_notification, row.id)
         return JSONResponse(_held(outcome).model_dump(mode="json", by_alias=True), status_code=202)
     return LabApplyReport(
         dry_run=dry_run,

@@ -1,5 +1,6 @@
 """Run the procrastinate worker inside an existing event loop (``kittylab serve``, next to
-uvicorn) or on its own (``kittylab worker``)."""
+uvicorn) or on its own (``kittylab worker``): its app with the KittyLab tasks
+(``build_job_app``), the worker (``run_worker``) and its supervisor."""
 
 from __future__ import annotations
 
@@ -14,12 +15,28 @@ from dataclasses import dataclass
 import procrastinate
 from prometheus_client import Gauge
 
-from kittylab.adapters.jobs.queue import build_job_app
-from kittylab.adapters.jobs.tasks import CONTEXT_KEY, JobContext
+from kittylab.adapters.jobs.deferrals import NAMESPACE
+from kittylab.adapters.jobs.queue import pool_args
+from kittylab.worker.tasks import CONTEXT_KEY, JobContext, job_blueprint
 
 __all__ = ["WorkerState", "build_job_app", "run_worker", "supervise_worker"]
 
 logger = logging.getLogger(__name__)
+
+
+def build_job_app(database_url: str, *, max_connections: int = 10) -> procrastinate.App:
+    """The async app a worker runs (see ``run_worker``), with the KittyLab tasks.
+
+    A worker holds one connection for LISTEN and one per running job's bookkeeping, so
+    ``max_connections`` should exceed the worker's concurrency by a few. Nothing connects
+    until the app is opened.
+    """
+    connector = procrastinate.PsycopgConnector(
+        **pool_args(database_url, max_size=max_connections, application_name="kittylab-worker")
+    )
+    app = procrastinate.App(connector=connector)
+    app.add_tasks_from(job_blueprint(), namespace=NAMESPACE)
+    return app
 
 
 async def run_worker(
