@@ -54,7 +54,7 @@ class SignedIn(CamelModel):
     redirect: str = "/"
 
 
-def _ceremony(ceremony: passkeys.Ceremony) -> CeremonyOut:
+def ceremony_out(ceremony: passkeys.Ceremony) -> CeremonyOut:
     return CeremonyOut(challenge_id=ceremony.challenge_id, public_key=ceremony.public_key)
 
 
@@ -74,7 +74,7 @@ def registration_options(
     or expired."""
     _enrol_from_lab_only(request, c)
     rp = web_auth.relying_party(c.settings.console)
-    return _ceremony(passkeys.registration_options(uow, rp, body.invite, c.clock()))
+    return ceremony_out(passkeys.registration_options(uow, rp, body.invite, c.clock()))
 
 
 @router.post("/register", response_model=SignedIn)
@@ -105,7 +105,7 @@ def register(
 def sign_in_options(uow: UnitOfWork, c: Annotated[Container, Depends(container)]) -> CeremonyOut:
     """Start signing in with any passkey enrolled here."""
     rp = web_auth.relying_party(c.settings.console)
-    return _ceremony(passkeys.authentication_options(uow, rp, c.clock()))
+    return ceremony_out(passkeys.authentication_options(uow, rp, c.clock()))
 
 
 @router.post("/sign-in", response_model=SignedIn)
@@ -129,7 +129,7 @@ def sign_in(
     return _signed_in(request, response, uow, c, passkey)
 
 
-def _origin(request: Request, c: Container) -> str | None:
+def client_address(request: Request, c: Container) -> str | None:
     """The client's address as the trusted-networks rule sees it (through the lab's
     proxies), for the sessions list."""
     headers = request.headers
@@ -152,7 +152,7 @@ def _signed_in(
         limits=web_auth.limits(c.settings.console),
         now=c.clock(),
         user_agent=request.headers.get("user-agent", ""),
-        address=_origin(request, c),
+        address=client_address(request, c),
     )
     web_auth.set_session_cookie(response, request, c, issued)
     user = uow.get(User, passkey.user_id)

@@ -40,7 +40,7 @@ from kittylab.api.routers.console import (
     tile_events,
     zone_camera_snapshot,
 )
-from kittylab.api.routers.webauthn import CeremonyOut, SignInFinish, _ceremony, _origin
+from kittylab.api.routers.webauthn import CeremonyOut, SignInFinish, ceremony_out, client_address
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import TerminalStatus
 from kittylab.domain.errors import AuthenticationRequired, Conflict, PermissionDenied
@@ -163,7 +163,7 @@ def terminal_page(request: Request, uow: UnitOfWork, c: Wired) -> Response:
                 now=now,
                 code_lifetime=lifetime,
                 most=console.terminals_waiting_max,
-                address=_origin(request, c),
+                address=client_address(request, c),
             )
     except Conflict as refused:
         return _page(
@@ -288,7 +288,7 @@ async def events(request: Request, kiosk: KioskDep, c: Wired) -> StreamingRespon
 def tap_options(kiosk: KioskDep, uow: UnitOfWork, c: Wired) -> CeremonyOut:
     """Start a tap: any security key (passkey) enrolled here may answer."""
     rp = web_auth.relying_party(c.settings.console)
-    return _ceremony(passkeys.authentication_options(uow, rp, c.clock()))
+    return ceremony_out(passkeys.authentication_options(uow, rp, c.clock()))
 
 
 @router.post("/console/terminal/tap")
@@ -317,7 +317,7 @@ def tap(
         limits=web_auth.limits(c.settings.console),
         now=now,
         user_agent=request.headers.get("user-agent", ""),
-        address=_origin(request, c),
+        address=client_address(request, c),
     )
     response = JSONResponse({"displayName": tapped.user.display_name})
     web_auth.set_session_cookie(response, request, c, tapped.session)
