@@ -15,6 +15,7 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from kittylab import bootstrap
 from kittylab.adapters.db.engine import Database
@@ -180,6 +181,14 @@ def test_the_terminal_cookie_is_not_a_person_and_sees_nothing_outside_its_zone(
     assert "lab&#39;s own network" in outside.get("/terminal").text
 
 
+def _newest_presence(session: Session, user_id: UUID) -> ZonePresence | None:
+    return session.scalars(
+        select(ZonePresence)
+        .where(ZonePresence.user_id == user_id)
+        .order_by(ZonePresence.observed_at.desc())
+    ).first()
+
+
 def _enrolled_key(database: Database, user_id: UUID) -> Passkey:
     """A security key enrolled for ``user_id`` (its ceremony is the browser test's)."""
     with database.unit_of_work() as s:
@@ -223,11 +232,7 @@ def test_a_tap_in_is_a_terminal_presence_that_counts_in_a_high_hazard_zone_and_e
         assert not presence.counts_as_present(s, lab.operator.user_id, laser, utcnow(), ttl)
     tapped = _tap(lab.container, database, tablet, _enrolled_key(database, lab.operator.user_id))
     with database.unit_of_work() as s:
-        newest = s.scalars(
-            select(ZonePresence)
-            .where(ZonePresence.user_id == lab.operator.user_id)
-            .order_by(ZonePresence.observed_at.desc())
-        ).first()
+        newest = _newest_presence(s, lab.operator.user_id)
         assert newest is not None and newest.source is PresenceSource.TERMINAL
         assert presence.counts_as_present(s, lab.operator.user_id, laser, utcnow(), ttl)
         recorded = s.scalar(
@@ -288,11 +293,7 @@ def test_check_out_on_the_terminal_records_leaving_and_ends_the_tap_in(
     )
     assert out.status_code == 204, out.text
     with database.unit_of_work() as s:
-        newest = s.scalars(
-            select(ZonePresence)
-            .where(ZonePresence.user_id == lab.operator.user_id)
-            .order_by(ZonePresence.observed_at.desc())
-        ).first()
+        newest = _newest_presence(s, lab.operator.user_id)
         assert newest is not None
         assert (newest.source, newest.status) == (PresenceSource.TERMINAL, PresenceStatus.VACATED)
     tablet.cookies.set(SESSION_COOKIE, tapped.session.token)

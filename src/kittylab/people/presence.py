@@ -106,23 +106,9 @@ def record_manual(
     A check-in is refused (``Conflict`` naming ``status``) while a safety override that
     says the person is not in the zone stands: only a badge or another override sees
     them again (``kittylab.domain.zones.standing_override``)."""
-    _require(session, zone_id, user_id)
-    _lock_person(session, user_id)
-    if status is PresenceStatus.PRESENT:
-        _refuse_over_override(session, zone_id, user_id)
-    row = _observe(
+    return _check_in_or_out(
         session, zone_id, user_id, PresenceSource.MANUAL, status, now, actor_id or user_id
     )
-    audit.append(
-        session,
-        action=RECORDED,
-        actor_id=actor_id or user_id,
-        now=now,
-        subject_type="zone_presence",
-        subject_id=row.id,
-        details=_details(row),
-    )
-    return row
 
 
 def record_terminal(
@@ -139,19 +125,43 @@ def record_terminal(
     Audited as ``presence.recorded`` naming the terminal. Refused under a standing
     override like a check-in by hand (fail closed: only a badge or another override sees
     the person again)."""
+    return _check_in_or_out(
+        session,
+        zone_id,
+        user_id,
+        PresenceSource.TERMINAL,
+        status,
+        now,
+        user_id,
+        {"terminal_id": str(terminal_id)},
+    )
+
+
+def _check_in_or_out(
+    session: Session,
+    zone_id: UUID,
+    user_id: UUID,
+    source: PresenceSource,
+    status: PresenceStatus,
+    now: datetime,
+    actor_id: UUID,
+    more: dict[str, str] | None = None,
+) -> ZonePresence:
+    """A person's own check-in or out (by hand or on a terminal), refused under a
+    standing override, audited as ``presence.recorded``."""
     _require(session, zone_id, user_id)
     _lock_person(session, user_id)
     if status is PresenceStatus.PRESENT:
         _refuse_over_override(session, zone_id, user_id)
-    row = _observe(session, zone_id, user_id, PresenceSource.TERMINAL, status, now, user_id)
+    row = _observe(session, zone_id, user_id, source, status, now, actor_id)
     audit.append(
         session,
         action=RECORDED,
-        actor_id=user_id,
+        actor_id=actor_id,
         now=now,
         subject_type="zone_presence",
         subject_id=row.id,
-        details=_details(row) | {"terminal_id": str(terminal_id)},
+        details=_details(row) | (more or {}),
     )
     return row
 

@@ -118,7 +118,15 @@ def sign_in(
 ) -> SignedIn:
     """Verify the passkey's answer and sign in (a session cookie); 401 when it does not
     verify or the passkey is not enrolled here."""
-    passkey = passkeys.authenticate(
+    return _signed_in(request, response, uow, c, verified_passkey(body, request, uow, c))
+
+
+def verified_passkey(
+    body: SignInFinish, request: Request, uow: UnitOfWork, c: Container
+) -> Passkey:
+    """The passkey whose answer to the sign-in challenge verified (401 otherwise): a
+    console sign-in's, or a tap on a wall terminal's."""
+    return passkeys.authenticate(
         uow,
         web_auth.relying_party(c.settings.console),
         challenge_id=body.challenge_id,
@@ -126,7 +134,6 @@ def sign_in(
         origin=request.headers.get("origin"),
         now=c.clock(),
     )
-    return _signed_in(request, response, uow, c, passkey)
 
 
 def client_address(request: Request, c: Container) -> str | None:

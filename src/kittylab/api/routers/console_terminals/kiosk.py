@@ -40,7 +40,13 @@ from kittylab.api.routers.console import (
     tile_events,
     zone_camera_snapshot,
 )
-from kittylab.api.routers.webauthn import CeremonyOut, SignInFinish, ceremony_out, client_address
+from kittylab.api.routers.webauthn import (
+    CeremonyOut,
+    SignInFinish,
+    ceremony_out,
+    client_address,
+    verified_passkey,
+)
 from kittylab.bootstrap import Container
 from kittylab.domain.enums import TerminalStatus
 from kittylab.domain.errors import AuthenticationRequired, Conflict, PermissionDenied
@@ -299,14 +305,7 @@ def tap(
     the tablet's session (401: the key did not verify or is not enrolled here; 409: a
     safety override says the person is not in the zone)."""
     now = c.clock()
-    passkey = passkeys.authenticate(
-        uow,
-        web_auth.relying_party(c.settings.console),
-        challenge_id=body.challenge_id,
-        credential=body.credential,
-        origin=request.headers.get("origin"),
-        now=now,
-    )
+    passkey = verified_passkey(body, request, uow, c)
     terminal = uow.get(Terminal, kiosk.id)
     if terminal is None:
         raise PermissionDenied("this tablet is not a paired wall terminal")
