@@ -353,3 +353,26 @@ def test_too_many_waiting_tablets_are_refused(
     extra = _browser(container).get("/terminal")
     assert "already waiting to be paired" in extra.text
     assert TERMINAL_COOKIE not in extra.cookies
+
+
+def test_a_tap_in_acts_only_through_the_terminal_and_on_its_own_zone(
+    admin: Person, lab: PrintLab, tablet: TestClient, database: Database
+) -> None:
+    """Someone who walks up to the tablet within the tap-in's minute cannot use it as a
+    signed-in console: the floor, the API at large and another zone's stop are refused."""
+    laser = _zone(database, "laser-room")
+    welding = _zone(database, "welding-bay")
+    _pair(lab.client, admin, _waiting_code(tablet), laser)
+    tapped = _tap(lab.container, database, tablet, _enrolled_key(database, lab.operator.user_id))
+    csrf = {CSRF_HEADER: tapped.session.csrf_token}
+    assert tablet.get("/api/me").status_code == 200
+    for path in ("/api/devices", "/api/presence", "/console/events"):
+        refused = tablet.get(path)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "wall terminal" in refused.json()["detail"]
+    elsewhere = tablet.post(f"/console/zones/{welding}/stop", headers=csrf)
+    assert elsewhere.status_code == 403 and "own zone" in elsewhere.text
+    lab_stop = tablet.post("/console/stop", headers=csrf)
+    assert lab_stop.status_code == 403, lab_stop.text
+    here = tablet.post(f"/console/zones/{laser}/stop", headers=csrf)
+    assert here.status_code == 200 and "Stop sent:" in here.text

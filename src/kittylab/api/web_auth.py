@@ -7,7 +7,8 @@ checks), so every API route and the console's own routes apply one set of rules.
 Cross-site request forgery: the cookie is ``SameSite=Strict`` and ``HttpOnly`` (and
 ``Secure`` over HTTPS), and on top of that every write authenticated by the cookie must
 carry the session's CSRF token in ``X-CSRF-Token`` (the console's pages hold it); a write
-without it is refused with 403 before the handler runs. Bearer-token requests are not
+without it is refused with 403 before the handler runs. A tap-in on a wall terminal (issue
+18) reaches only the terminal's own actions (``domain.tap_in``). Bearer-token requests are not
 affected: a browser never sends those by itself.
 """
 
@@ -23,6 +24,7 @@ from kittylab.bootstrap import Container
 from kittylab.config import ConsoleSettings
 from kittylab.domain.errors import PermissionDenied
 from kittylab.domain.principal import Principal
+from kittylab.domain.tap_in import tap_in_refusal
 from kittylab.people import web_sessions
 from kittylab.people.passkeys import RelyingParty
 
@@ -85,6 +87,13 @@ def cookie_principal(request: Request, c: Container) -> Principal | None:
     active = active_session(request, c)
     if active is None:
         return None
+    if active.terminal_id is not None:
+        route = getattr(request.scope.get("route"), "path", None)
+        refusal = tap_in_refusal(
+            request.method, route, request.path_params, active.terminal_zone_id
+        )
+        if refusal is not None:
+            raise PermissionDenied(refusal)
     if request.method not in READ_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), active.csrf_token.encode()):

@@ -20,7 +20,7 @@ from uuid import UUID
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from kittylab.adapters.db.tables import User, WebSession
+from kittylab.adapters.db.tables import Terminal, User, WebSession
 from kittylab.domain.errors import AuthenticationRequired, NotFound
 from kittylab.domain.principal import Principal
 from kittylab.records import audit
@@ -57,6 +57,8 @@ class ActiveSession:
     display_name: str
     terminal_id: UUID | None = None
     """The wall terminal this person tapped in on (issue 18), None for a console sign-in."""
+    terminal_zone_id: UUID | None = None
+    """That terminal's zone (its tap-in acts there only: ``domain.tap_in``)."""
 
 
 def _hash(token: str) -> str:
@@ -120,13 +122,14 @@ def resolve(
     if not token.startswith(SESSION_PREFIX):
         raise AuthenticationRequired("malformed session")
     row = session.execute(
-        select(WebSession, User)
+        select(WebSession, User, Terminal.zone_id)
         .join(User, User.id == WebSession.user_id)
+        .outerjoin(Terminal, Terminal.id == WebSession.terminal_id)
         .where(WebSession.token_hash == _hash(token))
     ).first()
     if row is None:
         raise AuthenticationRequired("unknown session: sign in again")
-    web, user = row
+    web, user, terminal_zone_id = row
     if web.revoked_at is not None or not user.active:
         raise AuthenticationRequired("this session was signed out: sign in again")
     if now >= web.expires_at or now - web.last_seen_at >= limits.idle_of(web.terminal_id):
@@ -136,7 +139,9 @@ def resolve(
     if touch and now - web.last_seen_at >= touch_after:
         session.execute(update(WebSession).where(WebSession.id == web.id).values(last_seen_at=now))
     principal = Principal(user.id, user.username, frozenset(user.roles))
-    return ActiveSession(principal, web.id, web.csrf_token, user.display_name, web.terminal_id)
+    return ActiveSession(
+        principal, web.id, web.csrf_token, user.display_name, web.terminal_id, terminal_zone_id
+    )
 
 
 def list_sessions(
