@@ -62,6 +62,10 @@ def test_a_paired_terminal_shows_its_zone_and_a_key_tap_checks_in(lab: Lab, brow
     assert tablet.get_by_text("Stop laser-room").count() == 0  # nothing without a person
     _shot(tablet, "terminal-kiosk")
     _axe(tablet, "terminal kiosk")
+    tablet.get_by_role("button", name="Dark theme").click()  # a dim room
+    _axe(tablet, "terminal kiosk, dark")
+    _shot(tablet, "terminal-kiosk-dark")
+    tablet.get_by_role("button", name="Dark theme").click()  # back: a toggle
 
     # Owen taps his key: checked in by the terminal, and the tablet acts as him.
     tablet.get_by_role("button", name="Tap your security key to check in").click()
