@@ -45,6 +45,7 @@ SECOND_LINKS = {
     "talk-safety": "sam",
     "terminal-admin": "ada",
     "terminal-tap": "owen",
+    "talk-terminal": "olivia",
 }
 """Links for a second passkey, by key: the talk page's tests (an operator who talks, a
 safety person who denies what she asked for) and the wall terminal's (an admin who pairs
@@ -75,6 +76,11 @@ EXTRA_DEVICE = """devices:
     integration: mqtt
     aliases: [bench lamp]
 """
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    """``kittylab ARGS`` against the lab's database; its output (fails the test otherwise)."""
+    return _cli(env, *args)
 
 
 def _cli(env: dict[str, str], *args: str) -> str:

@@ -22,12 +22,14 @@ import pytest
 
 from tests.e2e.console_lab import (
     CHROMIUM,
+    LAB_NETWORK,
     SHOTS,
     TABLET,
     Lab,
     _context,
     _enrol,
     _shot,
+    cli,
     needs_chromium,
 )
 
@@ -237,3 +239,44 @@ def test_push_to_talk_sends_speech_and_shows_the_transcript_and_reply(
     page.set_viewport_size(PORTRAIT)
     page.screenshot(path=str(SHOTS / "talk-voice-portrait.png"))
     page.set_viewport_size(TABLET)
+
+
+def test_a_wall_terminal_talks_for_the_person_who_tapped_in(lab: Lab, talk_browser: Any) -> None:
+    """The terminal's big push-to-talk button: a spoken request from the print farm's wall,
+    made as Olivia (her security key tapped in), answered on the tablet."""
+    context = talk_browser.new_context(
+        viewport=TABLET, extra_http_headers={"X-Forwarded-For": LAB_NETWORK}
+    )
+    kiosk = context.new_page()
+    _enrol(lab, kiosk, "talk-terminal", transport="usb")
+    kiosk.get_by_role("button", name="Sign out").click()
+    kiosk.wait_for_url(lab.url + "/sign-in")
+    kiosk.goto(lab.url + "/terminal")
+    code = kiosk.locator("#pair-code").inner_text()
+    token = cli(lab.env, "users", "token", "ada", "--label", "talk-terminal").strip()
+    admin = {"Authorization": f"Bearer {token}"}
+    zones = kiosk.request.get(lab.url + "/api/zones", headers=admin).json()["items"]
+    farm = next(z["id"] for z in zones if z["name"] == "print-farm")
+    paired = kiosk.request.post(
+        lab.url + "/api/terminals/pair", headers=admin, data={"code": code, "zoneId": farm}
+    )
+    assert paired.ok, paired.text()
+    kiosk.get_by_role("heading", name="print-farm", level=1).wait_for(timeout=10_000)
+    kiosk.get_by_role("button", name="Tap your security key to check in").click()
+    kiosk.get_by_text("is checked in here").wait_for(timeout=10_000)
+
+    kiosk.get_by_role("button", name="Hold to talk").click()
+    kiosk.wait_for_selector("#push-to-talk[data-state=recording]", timeout=10_000)
+    kiosk.wait_for_function(
+        "(s) => Number(document.getElementById('push-to-talk').dataset.seconds) >= s",
+        arg=STATE["spoken_seconds"],
+        timeout=20_000,
+    )
+    kiosk.locator("#push-to-talk").click()
+    status = kiosk.locator("#ptt-status.ok")
+    status.wait_for(timeout=60_000)
+    assert "farm lights" in status.inner_text().lower()
+    answer = kiosk.locator("#talk-result")
+    assert answer.inner_text().strip(), "no reply shown on the terminal"
+    _shot(kiosk, "terminal-voice")
+    context.close()
