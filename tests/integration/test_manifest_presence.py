@@ -231,7 +231,7 @@ def test_zones_count_presence_sources_by_hazard_level_unless_they_declare_theirs
     with database.unit_of_work() as session:
         shown = render_lab(session).splitlines()
     laser = next(line for line in shown if line.startswith("laser-room "))
-    assert laser.rstrip().endswith("unifi, override, confirmed, terminal (default)")
+    assert laser.rstrip().endswith("unifi, override, confirmed (default)")
     farm = next(line for line in shown if line.startswith("print-farm "))
     assert "manual" in farm
     cnc = next(line for line in shown if line.startswith("cnc-room "))

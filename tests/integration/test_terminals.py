@@ -214,7 +214,7 @@ def _tap(
     return tapped
 
 
-def test_a_tap_in_is_a_terminal_presence_that_counts_in_a_high_hazard_zone_and_ends_by_itself(
+def test_a_tap_in_is_a_terminal_presence_counted_where_the_zone_trusts_it_and_ends_by_itself(
     admin: Person, lab: PrintLab, tablet: TestClient, database: Database
 ) -> None:
     laser = _zone(database, "laser-room")
@@ -234,6 +234,14 @@ def test_a_tap_in_is_a_terminal_presence_that_counts_in_a_high_hazard_zone_and_e
     with database.unit_of_work() as s:
         newest = _newest_presence(s, lab.operator.user_id)
         assert newest is not None and newest.source is PresenceSource.TERMINAL
+        # A high-hazard zone trusts its wall terminal only once it declares so.
+        assert not presence.counts_as_present(s, lab.operator.user_id, laser, utcnow(), ttl)
+        s.execute(
+            update(Zone)
+            .where(Zone.id == laser)
+            .values(presence_sources=["unifi", "confirmed", "override", "terminal"])
+        )
+    with database.unit_of_work() as s:
         assert presence.counts_as_present(s, lab.operator.user_id, laser, utcnow(), ttl)
         recorded = s.scalar(
             select(AuditEntry)

@@ -203,6 +203,8 @@ def test_a_zone_that_no_longer_requires_ppe_is_weakening() -> None:
         (None, ("unifi", "confirmed", "override", "manual"), "manual"),  # high default + manual
         (("unifi",), None, "confirmed, override"),  # back to the default: more than declared
         (("unifi", "override"), ("unifi", "manual"), "manual"),  # a swap still adds one
+        # Issue 18: trusting the zone's wall terminal takes a second safety person too.
+        (None, ("unifi", "confirmed", "override", "terminal"), "terminal"),
     ],
 )
 def test_a_source_that_did_not_count_in_a_zone_is_weakening(

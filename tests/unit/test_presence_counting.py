@@ -68,18 +68,11 @@ def test_a_check_out_from_any_source_ends_counting_presence() -> None:
 def test_a_zone_declares_its_sources_and_the_declaration_is_checked() -> None:
     declared = presence_sources(HazardLevel.HIGH, ["unifi", "manual"])
     assert declared == frozenset({PresenceSource.UNIFI, PresenceSource.MANUAL})
-    # Issue 18: a tap of one's own key on the zone's wall terminal counts there too.
+    # Issue 18: a wall terminal's check-in counts in a high-hazard zone only when declared.
     assert (
-        frozenset(
-            {
-                PresenceSource.UNIFI,
-                PresenceSource.CONFIRMED,
-                PresenceSource.OVERRIDE,
-                PresenceSource.TERMINAL,
-            }
-        )
-        == HIGH
+        frozenset({PresenceSource.UNIFI, PresenceSource.CONFIRMED, PresenceSource.OVERRIDE}) == HIGH
     )
+    assert PresenceSource.TERMINAL in presence_sources(HazardLevel.MEDIUM, None)
     assert PresenceSource.MANUAL in presence_sources(HazardLevel.LOW, None)
     assert validate_presence_sources(["unifi", "unifi", "override"]) == [
         PresenceSource.UNIFI,

@@ -37,12 +37,15 @@ def validate_required_roles(values: Iterable[str | Role]) -> list[Role]:
 # Which sources count as presence for hazardous work when a zone declares none (issue 13).
 # A self check-in can be made from anywhere, so in a high-hazard zone it proves nothing on
 # its own: a badge at the door, a check-in confirmed by someone already there, or the
-# safety role's override do.
+# safety role's override do. A wall terminal's check-in (issue 18) is as good as the
+# tablet staying on its wall, which the admin who paired it vouches for alone: a
+# high-hazard zone trusts it only when it declares so, and declaring it is a change a
+# second safety person approves (``domain.lab_review``: zone.presence_widened).
 _EVERY_SOURCE = frozenset(PresenceSource)
 DEFAULT_PRESENCE_SOURCES: Mapping[HazardLevel, frozenset[PresenceSource]] = {
     HazardLevel.LOW: _EVERY_SOURCE,
     HazardLevel.MEDIUM: _EVERY_SOURCE,
-    HazardLevel.HIGH: _EVERY_SOURCE - {PresenceSource.MANUAL},
+    HazardLevel.HIGH: _EVERY_SOURCE - {PresenceSource.MANUAL, PresenceSource.TERMINAL},
 }
 
 
